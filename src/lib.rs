@@ -1,0 +1,13 @@
+//! skiff — a rootless container runtime: a per-user daemon (`skiffd`) on D-Bus and a thin
+//! CLI (`skiff`). See README.md for the user's view and docs/ for the design.
+
+pub mod cli;
+pub mod daemon;
+pub mod dbus;
+pub mod fsutil;
+pub mod fuse;
+pub mod image;
+pub mod netns;
+pub mod paths;
+pub mod runtime;
+pub mod userns;
