@@ -1,0 +1,556 @@
+//! Safe extraction of one layer tar stream (plain or gzip) into a directory.
+//!
+//! The layer is untrusted. Every entry is checked before anything is written: absolute
+//! paths, `..` components, hard links whose target escapes the layer and writes through
+//! symlinks that lead outside the destination fail the whole import with
+//! [`Error::UnsafeEntry`]. Writing itself goes through `tar::Entry::unpack_in`, which
+//! canonicalises each entry's parent directory and refuses anything outside the
+//! destination, so a check missed here is still caught there.
+//!
+//! Device nodes are skipped with a warning (an unprivileged user cannot create them) and
+//! OCI whiteouts (`.wh.*`) are dropped: this module extracts a single, bottom layer.
+//! Directory metadata (mode, owner, mtime, xattrs) is applied after all entries, deepest
+//! first, so a read-only directory can still receive its children and directory mtimes
+//! are not disturbed by later writes.
+//!
+//! Extended attributes are applied by this module rather than by the tar crate (which
+//! fails the whole archive on the first refused attribute): one the kernel refuses (for
+//! example `trusted.*` without `CAP_SYS_ADMIN`) becomes a warning in
+//! [`UnpackStats::warnings`].
+//!
+//! On error the destination is left partially filled; the caller owns it and removes it.
+//!
+//! Known limits: a hard link to a symlink whose target is absolute is refused (the tar
+//! crate resolves the link source on the host to check it); the tar crate reads PAX and
+//! GNU long-name headers into memory whole, so `max_bytes` does not bound their size.
+
+use std::fs;
+use std::io::{self, Cursor, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tar::{Archive, Entry};
+
+use super::fsops::{check_no_escape, lsetxattr, relative, set_mtime};
+use super::{hex, Error};
+
+/// Limits and behaviour of [`unpack_layer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackOptions {
+    /// Give every entry the uid/gid recorded in the layer. Needs root in a user
+    /// namespace that maps those ids; without it, everything is owned by the caller.
+    pub preserve_ownership: bool,
+    /// Most archive members accepted (all kinds, including skipped ones).
+    pub max_entries: u64,
+    /// Most bytes of entry data accepted (the sum of the entries' sizes).
+    pub max_bytes: u64,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions {
+            preserve_ownership: true,
+            max_entries: 1_000_000,
+            max_bytes: 64 << 30,
+        }
+    }
+}
+
+/// What [`unpack_layer`] extracted. Serialisable: the unpack helper process reports it
+/// to the daemon as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnpackStats {
+    /// `sha256:<hex>` of the uncompressed tar stream: the layer's OCI diff id.
+    pub diff_id: String,
+    /// Sum of the sizes of the regular files written.
+    pub size: u64,
+    /// Number of archive members read.
+    pub entries: u64,
+    /// Things skipped or only partly applied (device nodes, refused xattrs).
+    pub warnings: Vec<String>,
+}
+
+/// Warnings kept verbatim; further ones are only counted.
+const MAX_WARNINGS: usize = 100;
+
+/// Trailing data after the end-of-archive marker always accepted (record padding is
+/// at most a few KiB), even when `max_bytes` is smaller.
+const MIN_TRAILING_LIMIT: u64 = 1 << 20;
+
+const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
+
+/// Extracts the layer read from `input` into `dest`, an existing (empty) directory.
+///
+/// The stream may be a plain tar or gzip-compressed (detected from its first bytes);
+/// zstd is recognised and refused. See the module documentation for the safety rules.
+pub fn unpack_layer<R: Read>(
+    mut input: R,
+    dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, Error> {
+    let mut magic = [0u8; 4];
+    let mut n = 0;
+    while n < magic.len() {
+        match input.read(&mut magic[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("reading the layer", e)),
+        }
+    }
+    if n == 0 {
+        return Err(Error::InvalidLayer {
+            reason: "the layer is empty (0 bytes), expected a tar archive".into(),
+        });
+    }
+    let head = magic[..n].to_vec();
+    let stream = Cursor::new(head.clone()).chain(input);
+    if head.starts_with(&[0x1f, 0x8b]) {
+        extract(MultiGzDecoder::new(stream), dest, opts)
+    } else if head == [0x28, 0xb5, 0x2f, 0xfd] {
+        Err(Error::Unsupported {
+            feature: "zstd-compressed layers are".into(),
+            hint: "decompress it first (zstd -d FILE) and import the plain tar".into(),
+        })
+    } else {
+        extract(stream, dest, opts)
+    }
+}
+
+/// A `Read` adapter hashing everything read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Metadata applied by this module (not by the tar crate) to one path.
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+    xattrs: Xattrs,
+}
+
+/// Extended attributes of one entry: (name, value) pairs.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A directory entry whose creation and metadata wait until all entries are written.
+struct DeferredDir<'a, S: Read> {
+    rel: PathBuf,
+    name: String,
+    entry: Entry<'a, HashingReader<S>>,
+    meta: Meta,
+}
+
+struct Extraction<'o> {
+    dest: PathBuf,
+    dest_canon: PathBuf,
+    opts: &'o UnpackOptions,
+    stats: UnpackStats,
+    bytes: u64,
+    suppressed: u64,
+}
+
+fn extract<S: Read>(stream: S, dest: &Path, opts: &UnpackOptions) -> Result<UnpackStats, Error> {
+    let dest_canon = dest
+        .canonicalize()
+        .map_err(|e| Error::io(format!("opening the extraction directory {dest:?}"), e))?;
+    let mut x = Extraction {
+        dest: dest.to_path_buf(),
+        dest_canon,
+        opts,
+        stats: UnpackStats::default(),
+        bytes: 0,
+        suppressed: 0,
+    };
+    let mut archive = Archive::new(HashingReader {
+        inner: stream,
+        hasher: Sha256::new(),
+    });
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_preserve_ownerships(opts.preserve_ownership);
+    archive.set_unpack_xattrs(false); // applied by `set_xattrs`, failures are warnings
+    archive.set_overwrite(true);
+    archive.set_mask(0);
+    {
+        let mut dirs = Vec::new();
+        let mut root = None;
+        let entries = archive.entries().map_err(read_error)?;
+        for entry in entries {
+            let entry = entry.map_err(read_error)?;
+            x.entry(entry, &mut dirs, &mut root)?;
+        }
+        // Deepest first: children get their final mode and mtime before their parents.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.rel.components().count()));
+        for dir in dirs {
+            x.finish_dir(dir)?;
+        }
+        if let Some(meta) = root {
+            let dest = x.dest.clone();
+            x.apply_meta(&dest, ".", &meta)?;
+        }
+    }
+    let mut rest = archive.into_inner();
+    // The tar end marker may be followed by more zero blocks (record padding): they are
+    // part of the uncompressed stream the diff id covers. Bounded, as a gzip bomb could
+    // hide behind the end marker.
+    let limit = opts.max_bytes.max(MIN_TRAILING_LIMIT);
+    let trailing = io::copy(
+        &mut (&mut rest).take(limit.saturating_add(1)),
+        &mut io::sink(),
+    )
+    .map_err(read_error)?;
+    if trailing > limit {
+        return Err(Error::LimitExceeded {
+            what: "max_bytes".into(),
+            limit: opts.max_bytes,
+        });
+    }
+    if x.suppressed > 0 {
+        x.stats
+            .warnings
+            .push(format!("... and {} more warnings", x.suppressed));
+    }
+    x.stats.diff_id = format!("sha256:{}", hex(rest.hasher.finalize().as_slice()));
+    Ok(x.stats)
+}
+
+impl Extraction<'_> {
+    fn warn(&mut self, msg: String) {
+        tracing::warn!("{msg}");
+        if self.stats.warnings.len() < MAX_WARNINGS {
+            self.stats.warnings.push(msg);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
+    fn entry<'a, S: Read>(
+        &mut self,
+        mut entry: Entry<'a, HashingReader<S>>,
+        dirs: &mut Vec<DeferredDir<'a, S>>,
+        root: &mut Option<Meta>,
+    ) -> Result<(), Error> {
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        self.stats.entries += 1;
+        if self.stats.entries > self.opts.max_entries {
+            return Err(Error::LimitExceeded {
+                what: "max_entries".into(),
+                limit: self.opts.max_entries,
+            });
+        }
+        let unsafe_entry = |reason: String| Error::UnsafeEntry {
+            path: name.clone(),
+            reason,
+        };
+        let path = entry.path().map_err(|e| Error::InvalidLayer {
+            reason: format!("entry {name:?} has an unreadable path: {e}"),
+        })?;
+        let rel = relative(&path).map_err(unsafe_entry)?;
+        // Counted for every entry, skipped ones too: their data is still decompressed.
+        let size = entry.size();
+        self.bytes = self.bytes.saturating_add(size);
+        if self.bytes > self.opts.max_bytes {
+            return Err(Error::LimitExceeded {
+                what: "max_bytes".into(),
+                limit: self.opts.max_bytes,
+            });
+        }
+
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            return Ok(());
+        }
+        if let Some(file) = rel.file_name() {
+            if file.as_bytes().starts_with(b".wh.") {
+                tracing::debug!("dropping whiteout {name:?}: nothing below a bottom layer");
+                return Ok(());
+            }
+        }
+        if kind.is_character_special() || kind.is_block_special() {
+            self.warn(format!(
+                "skipping device node {}: an unprivileged user cannot create device nodes",
+                rel.display()
+            ));
+            return Ok(());
+        }
+
+        if rel.as_os_str().is_empty() {
+            if !kind.is_dir() {
+                return Err(unsafe_entry(
+                    "it names the layer root but is not a directory".into(),
+                ));
+            }
+            *root = Some(meta_of(&mut entry, &name)?);
+            return Ok(());
+        }
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        check_no_escape(&self.dest, &self.dest_canon, parent).map_err(unsafe_entry)?;
+        self.create_parents(parent)?;
+
+        if kind.is_hard_link() {
+            let target = entry
+                .link_name()
+                .map_err(|e| Error::InvalidLayer {
+                    reason: format!("hard link {name:?} has an unreadable target: {e}"),
+                })?
+                .ok_or_else(|| Error::InvalidLayer {
+                    reason: format!("hard link {name:?} has no target"),
+                })?;
+            let target_rel =
+                relative(&target).map_err(|r| unsafe_entry(format!("its hard link target {r}")))?;
+            check_no_escape(&self.dest, &self.dest_canon, &target_rel)
+                .map_err(|r| unsafe_entry(format!("its hard link target {r}")))?;
+            if fs::symlink_metadata(self.dest.join(&target_rel)).is_err() {
+                return Err(Error::InvalidLayer {
+                    reason: format!(
+                        "hard link {name:?} points to {:?}, which is not (yet) in the layer",
+                        target_rel
+                    ),
+                });
+            }
+        } else if kind.is_file() || !(kind.is_dir() || kind.is_symlink() || kind.is_fifo()) {
+            // Everything the tar crate writes as a regular file (it treats unknown types
+            // as regular files, as POSIX asks).
+            self.stats.size = self.stats.size.saturating_add(size);
+        }
+
+        if kind.is_dir() {
+            let meta = meta_of(&mut entry, &name)?;
+            dirs.push(DeferredDir {
+                rel,
+                name,
+                entry,
+                meta,
+            });
+            return Ok(());
+        }
+
+        let xattrs = if kind.is_hard_link() {
+            Vec::new()
+        } else {
+            xattrs_of(&mut entry, &name)?
+        };
+        let uid = entry.header().uid().unwrap_or(0);
+        let gid = entry.header().gid().unwrap_or(0);
+        self.unpack_in(&mut entry, &name, &rel, uid, gid)?;
+        let full = self.dest.join(&rel);
+        if kind.is_fifo() {
+            // The tar crate writes FIFOs as empty regular files: replace it.
+            let meta = meta_of(&mut entry, &name)?;
+            fs::remove_file(&full)
+                .map_err(|e| Error::io(format!("replacing {full:?} with a FIFO"), e))?;
+            nix::unistd::mkfifo(&full, Mode::from_bits_truncate(0o600))
+                .map_err(|e| Error::io(format!("creating the FIFO {full:?}"), e.into()))?;
+            self.apply_meta(&full, &name, &meta)?;
+        } else {
+            self.set_xattrs(&full, &name, &xattrs);
+        }
+        Ok(())
+    }
+
+    /// Creates a deferred directory (if no child created it) and applies its metadata.
+    fn finish_dir<S: Read>(&mut self, mut dir: DeferredDir<'_, S>) -> Result<(), Error> {
+        let parent = dir.rel.parent().unwrap_or(Path::new(""));
+        check_no_escape(&self.dest, &self.dest_canon, parent).map_err(|reason| {
+            Error::UnsafeEntry {
+                path: dir.name.clone(),
+                reason,
+            }
+        })?;
+        self.create_parents(parent)?;
+        let (uid, gid) = (dir.meta.uid, dir.meta.gid);
+        self.unpack_in(&mut dir.entry, &dir.name, &dir.rel, uid, gid)?;
+        let full = self.dest.join(&dir.rel);
+        self.set_xattrs(&full, &dir.name, &dir.meta.xattrs);
+        set_mtime(&full, dir.meta.mtime)
+    }
+
+    fn unpack_in<S: Read>(
+        &mut self,
+        entry: &mut Entry<'_, HashingReader<S>>,
+        name: &str,
+        rel: &Path,
+        uid: u64,
+        gid: u64,
+    ) -> Result<(), Error> {
+        match entry.unpack_in(&self.dest) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::UnsafeEntry {
+                path: name.to_string(),
+                reason: "the tar crate refused to place it inside the layer".into(),
+            }),
+            Err(e) => Err(self.unpack_error(e, name, rel, uid, gid)),
+        }
+    }
+
+    fn unpack_error(&self, e: io::Error, name: &str, rel: &Path, uid: u64, gid: u64) -> Error {
+        let (descs, errno) = error_chain(&e);
+        let text = descs.join(": ");
+        if self.opts.preserve_ownership && text.contains("failed to set ownerships") {
+            return owner_error(&self.dest.join(rel), uid, gid, errno, e);
+        }
+        if text.contains("outside of destination") {
+            return Error::UnsafeEntry {
+                path: name.to_string(),
+                reason: "it would be written through a symlink leading outside the layer".into(),
+            };
+        }
+        let context = format!("extracting layer entry {name:?} ({text})");
+        match errno {
+            Some(code) => Error::io(context, io::Error::from_raw_os_error(code)),
+            None => Error::io(context, e),
+        }
+    }
+
+    /// Creates the missing directories of `rel` (already checked by `check_no_escape`)
+    /// with mode 0755 whatever the umask, as docker does for parents the layer does not
+    /// list; a directory entry met later sets its own mode.
+    fn create_parents(&self, rel: &Path) -> Result<(), Error> {
+        let mut cur = self.dest.clone();
+        for c in rel.components() {
+            cur.push(c);
+            if fs::symlink_metadata(&cur).is_err() {
+                fs::create_dir(&cur)
+                    .and_then(|()| fs::set_permissions(&cur, fs::Permissions::from_mode(0o755)))
+                    .map_err(|e| Error::io(format!("creating the directory {cur:?}"), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Owner, mode, xattrs and mtime for paths the tar crate does not finish itself.
+    fn apply_meta(&mut self, path: &Path, name: &str, m: &Meta) -> Result<(), Error> {
+        if self.opts.preserve_ownership {
+            // An id that does not even fit in 32 bits cannot be mapped either.
+            let ids = u32::try_from(m.uid).ok().zip(u32::try_from(m.gid).ok());
+            let result = match ids {
+                Some((uid, gid)) => std::os::unix::fs::lchown(path, Some(uid), Some(gid)),
+                None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+            };
+            if let Err(e) = result {
+                return Err(owner_error(path, m.uid, m.gid, e.raw_os_error(), e));
+            }
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(m.mode & 0o7777))
+            .map_err(|e| Error::io(format!("setting the mode of {path:?}"), e))?;
+        self.set_xattrs(path, name, &m.xattrs);
+        set_mtime(path, m.mtime)
+    }
+
+    fn set_xattrs(&mut self, path: &Path, name: &str, xattrs: &Xattrs) {
+        for (key, value) in xattrs {
+            if let Err(e) = lsetxattr(path, key, value) {
+                self.warn(format!(
+                    "could not set extended attribute {} on {name}: {e}",
+                    String::from_utf8_lossy(key)
+                ));
+            }
+        }
+    }
+}
+
+fn meta_of<S: Read>(entry: &mut Entry<'_, S>, name: &str) -> Result<Meta, Error> {
+    let bad = |what: &str, e: io::Error| Error::InvalidLayer {
+        reason: format!("entry {name:?} has an invalid {what} field: {e}"),
+    };
+    let h = entry.header();
+    let mode = h.mode().map_err(|e| bad("mode", e))?;
+    let uid = h.uid().map_err(|e| bad("uid", e))?;
+    let gid = h.gid().map_err(|e| bad("gid", e))?;
+    let mtime = h.mtime().map_err(|e| bad("mtime", e))?;
+    Ok(Meta {
+        mode,
+        uid,
+        gid,
+        mtime,
+        xattrs: xattrs_of(entry, name)?,
+    })
+}
+
+/// The `SCHILY.xattr.*` PAX records of an entry.
+fn xattrs_of<S: Read>(entry: &mut Entry<'_, S>, name: &str) -> Result<Xattrs, Error> {
+    let mut out = Vec::new();
+    let exts = entry.pax_extensions().map_err(|e| Error::InvalidLayer {
+        reason: format!("entry {name:?} has unreadable PAX headers: {e}"),
+    })?;
+    for ext in exts.into_iter().flatten() {
+        let ext = ext.map_err(|e| Error::InvalidLayer {
+            reason: format!("entry {name:?} has a malformed PAX record: {e}"),
+        })?;
+        if let Some(key) = ext.key_bytes().strip_prefix(PAX_XATTR_PREFIX) {
+            out.push((key.to_vec(), ext.value_bytes().to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// The descriptions along an error chain (OS errors excluded) and the innermost errno.
+fn error_chain(e: &io::Error) -> (Vec<String>, Option<i32>) {
+    let mut descs = Vec::new();
+    let mut errno = None;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        match err
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
+            Some(code) => errno = Some(code),
+            None => descs.push(err.to_string()),
+        }
+        cur = err.source();
+    }
+    descs.dedup();
+    (descs, errno)
+}
+
+fn owner_error(path: &Path, uid: u64, gid: u64, errno: Option<i32>, e: io::Error) -> Error {
+    if errno == Some(libc::EINVAL) {
+        return Error::UnmappedOwner {
+            path: path.to_path_buf(),
+            uid,
+            gid,
+        };
+    }
+    let source = errno.map(io::Error::from_raw_os_error).unwrap_or(e);
+    Error::io(
+        format!(
+            "setting the owner of {path:?} to {uid}:{gid} (keeping layer ownership needs \
+             root inside a user namespace; use preserve_ownership: false otherwise)"
+        ),
+        source,
+    )
+}
+
+/// Errors reading the archive: OS errors stay I/O errors, the rest mean a bad layer.
+fn read_error(e: io::Error) -> Error {
+    let (descs, errno) = error_chain(&e);
+    match errno {
+        Some(_) => Error::io("reading the layer", e),
+        None => Error::InvalidLayer {
+            reason: format!(
+                "not a valid tar archive (plain or gzip-compressed): {}",
+                descs.join(": ")
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+#[path = "unpack_tests.rs"]
+mod tests;
