@@ -30,9 +30,10 @@ impl Paths {
         let data = dirs
             .get_data_home()
             .unwrap_or_else(|| home_fallback().join(".local/share/skiff"));
-        let runtime = dirs.get_runtime_directory().map(|d| d.join("skiff")).unwrap_or_else(|_| {
-            PathBuf::from(format!("/tmp/skiff-{}", nix::unistd::getuid()))
-        });
+        let runtime = dirs
+            .get_runtime_directory()
+            .map(|d| d.join("skiff"))
+            .unwrap_or_else(|_| PathBuf::from(format!("/tmp/skiff-{}", nix::unistd::getuid())));
         Paths {
             config,
             data,
