@@ -1,0 +1,94 @@
+//! skiffd's hidden helper subcommands, each a fresh single-threaded process (so it may
+//! fork) that does work which must happen inside the user's user namespace:
+//!
+//! - `__unpack --maps JSON DEST`: extracts the layer tar on stdin into DEST as root of the
+//!   namespace, so file owners land on the subordinate ids; prints the result as JSON.
+//! - `__remove --maps JSON PATH...`: removes trees that hold files owned by subordinate ids,
+//!   which the user cannot remove from outside.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::{self, UnpackOptions, UnpackStats};
+use crate::runtime;
+use crate::userns::IdMaps;
+
+/// What `__unpack` prints on stdout.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnpackResult {
+    /// The layer was extracted.
+    Ok(UnpackStats),
+    /// It was refused or failed; the message is for the user.
+    Err(String),
+}
+
+fn parse_maps(json: &str) -> Result<IdMaps, String> {
+    serde_json::from_str(json).map_err(|e| format!("bad --maps argument: {e}"))
+}
+
+/// `__unpack`: returns the process exit code.
+pub fn unpack_main(maps_json: &str, dest: &Path) -> i32 {
+    let result = parse_maps(maps_json).and_then(|maps| {
+        let dest = dest.to_path_buf();
+        runtime::run_in_userns(&maps, move || {
+            let opts = UnpackOptions::default();
+            let res = match image::unpack_layer(std::io::stdin().lock(), &dest, &opts) {
+                Ok(stats) => UnpackResult::Ok(stats),
+                Err(e) => UnpackResult::Err(e.to_string()),
+            };
+            let ok = matches!(res, UnpackResult::Ok(_));
+            let mut out = std::io::stdout().lock();
+            let printed = serde_json::to_writer(&mut out, &res).is_ok() && out.flush().is_ok();
+            if ok && printed {
+                0
+            } else {
+                1
+            }
+        })
+        .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(code) => code,
+        Err(msg) => {
+            let mut out = std::io::stdout().lock();
+            let _ = serde_json::to_writer(&mut out, &UnpackResult::Err(msg));
+            let _ = out.flush();
+            1
+        }
+    }
+}
+
+/// `__remove`: returns the process exit code; failures are printed on stderr.
+pub fn remove_main(maps_json: &str, paths: &[PathBuf]) -> i32 {
+    let maps = match parse_maps(maps_json) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let paths = paths.to_vec();
+    match runtime::run_in_userns(&maps, move || {
+        let mut code = 0;
+        for p in &paths {
+            match std::fs::remove_dir_all(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    eprintln!("remove {}: {e}", p.display());
+                    code = 1;
+                }
+            }
+        }
+        code
+    }) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}

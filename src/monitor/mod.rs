@@ -1,0 +1,169 @@
+//! The per-container monitor (conmon's role): a process of its own, in its own session,
+//! started by skiffd as `skiffd __monitor BUNDLE`. It creates the container through the
+//! runtime, holds the container's stdio (its own fds 0-2 are handed down), reaps the
+//! container's init, records the exit code atomically in the bundle's exit file and tells
+//! the daemon what happened through a status pipe (fd 3, one JSON object per line).
+//!
+//! The monitor is silent on its own stdio: those belong to the container.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::runtime::{self, RootfsPlan};
+use crate::timefmt::now_us;
+
+/// The fd on which the monitor writes [`Status`] lines.
+pub const STATUS_FD: i32 = 3;
+
+/// The monitor's instructions, `monitor.json` in the bundle directory; the OCI runtime
+/// spec is `config.json` beside it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorConfig {
+    /// The container's id.
+    pub id: String,
+    /// How to assemble the rootfs.
+    pub rootfs: RootfsPlan,
+}
+
+/// What the monitor tells the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum Status {
+    /// The command runs; `pid` is the container's init on the host.
+    Started {
+        /// Host pid of init.
+        pid: i32,
+    },
+    /// The command could not be started.
+    Failed {
+        /// 125, 126 or 127.
+        code: i32,
+        /// Why.
+        message: String,
+    },
+    /// The container's init ended.
+    Exited {
+        /// Exit code, or 128+N for signal N.
+        code: i32,
+    },
+}
+
+/// The exit file, `exit.json` in the bundle: survives the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit code, or 128+N for signal N.
+    pub exit_code: i32,
+    /// When, µs since the epoch.
+    pub finished_at: u64,
+    /// The start failure, if the command never ran.
+    #[serde(default)]
+    pub error: String,
+}
+
+/// The bundle's files.
+pub fn config_path(bundle: &Path) -> PathBuf {
+    bundle.join("monitor.json")
+}
+
+/// The OCI spec's path in the bundle.
+pub fn spec_path(bundle: &Path) -> PathBuf {
+    bundle.join("config.json")
+}
+
+/// The exit file's path in the bundle.
+pub fn exit_path(bundle: &Path) -> PathBuf {
+    bundle.join("exit.json")
+}
+
+struct StatusPipe(Option<File>);
+
+impl StatusPipe {
+    fn open() -> StatusPipe {
+        // SAFETY: F_GETFD only inspects the descriptor table.
+        if unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } < 0 {
+            return StatusPipe(None);
+        }
+        // SAFETY: fd 3 is open (checked above) and handed to us by the daemon.
+        unsafe { libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // SAFETY: we take ownership of fd 3, which nothing else in this process uses.
+        StatusPipe(Some(unsafe { File::from_raw_fd(STATUS_FD) }))
+    }
+
+    fn send(&mut self, status: &Status) {
+        if let Some(f) = self.0.as_mut() {
+            if let Ok(mut line) = serde_json::to_vec(status) {
+                line.push(b'\n');
+                // The daemon may be gone; the exit file still records the outcome.
+                let _ = f.write_all(&line);
+            }
+        }
+    }
+}
+
+/// Runs the monitor for the bundle; returns the monitor's own exit code (0 when the
+/// container's outcome was recorded).
+pub fn main(bundle: &Path) -> i32 {
+    let mut pipe = StatusPipe::open();
+    let outcome = run(bundle, &mut pipe);
+    let (code, error) = match outcome {
+        Ok(code) => (code, String::new()),
+        Err(e) => {
+            let code = e.exit_code();
+            pipe.send(&Status::Failed {
+                code,
+                message: e.to_string(),
+            });
+            (code, e.to_string())
+        }
+    };
+    let rec = ExitRecord {
+        exit_code: code,
+        finished_at: now_us(),
+        error,
+    };
+    let written = fsutil::atomic_write_json(&exit_path(bundle), &rec).is_ok();
+    pipe.send(&Status::Exited { code });
+    if written {
+        0
+    } else {
+        1
+    }
+}
+
+fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
+    let cfg_path = config_path(bundle);
+    let data = std::fs::read(&cfg_path)
+        .map_err(|e| runtime::Error::io(format!("read {}", cfg_path.display()), e))?;
+    let cfg: MonitorConfig = serde_json::from_slice(&data)
+        .map_err(|e| runtime::Error::Spec(format!("{}: {e}", cfg_path.display())))?;
+    let spec = oci_spec::runtime::Spec::load(spec_path(bundle))
+        .map_err(|e| runtime::Error::Spec(e.to_string()))?;
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| runtime::Error::sys("PR_SET_CHILD_SUBREAPER", e))?;
+    let init = runtime::create_and_start(&spec, &cfg.rootfs)?;
+    pipe.send(&Status::Started { pid: init.as_raw() });
+    let code = runtime::wait_exit_code(init)?;
+    reap_orphans();
+    Ok(code)
+}
+
+/// Collects the processes re-parented to us: when init (pid 1 of the container's pid
+/// namespace) ends, the kernel kills the rest of the namespace and, as we are the child
+/// subreaper, they become ours to reap. Returns when no child is left.
+fn reap_orphans() {
+    loop {
+        match waitpid(Pid::from_raw(-1), None::<WaitPidFlag>) {
+            Ok(WaitStatus::StillAlive) => break,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+}

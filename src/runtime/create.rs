@@ -1,0 +1,133 @@
+//! Creating and starting a container: monitor → intermediate → init.
+//!
+//! 1. The monitor forks the intermediate, which unshares the user namespace; the monitor
+//!    writes its id maps (newuidmap/newgidmap) — see [`super::nsproc`].
+//! 2. The intermediate, now uid 0 in the namespace, unshares mount, uts, ipc, network and
+//!    pid namespaces and forks init (pid 1 of the new pid namespace), reports init's pid
+//!    and exits. The monitor is a child subreaper, so init is re-parented to it.
+//! 3. Init builds the rootfs and execs the command; its end of the channel is
+//!    close-on-exec, so the monitor reads end-of-file when the exec succeeded, or a
+//!    `Failed` message with the exit code and reason when it did not.
+
+use std::process::exit;
+
+use nix::sched::{unshare, CloneFlags};
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::nsproc::{fork_into_userns, wait_exit_code};
+use super::sync::{Channel, Msg};
+use super::{init, Error, RootfsPlan};
+use crate::userns::{IdMapEntry, IdMaps};
+
+/// The id maps of a spec's `linux.uidMappings`/`gidMappings`.
+pub fn maps_of_spec(spec: &Spec) -> Result<IdMaps, Error> {
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| Error::Spec("linux section is missing".into()))?;
+    let conv = |v: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<IdMapEntry> {
+        v.iter()
+            .flatten()
+            .map(|m| IdMapEntry {
+                container_id: m.container_id(),
+                host_id: m.host_id(),
+                size: m.size(),
+            })
+            .collect()
+    };
+    let maps = IdMaps {
+        uid: conv(linux.uid_mappings()),
+        gid: conv(linux.gid_mappings()),
+    };
+    if maps.uid.is_empty() || maps.gid.is_empty() {
+        return Err(Error::Spec(
+            "linux.uidMappings and linux.gidMappings are required for a rootless container".into(),
+        ));
+    }
+    Ok(maps)
+}
+
+/// The clone flags for the namespaces the spec asks to create (all but user, which comes
+/// first and separately). Joining existing namespaces (`path`) is not supported yet.
+pub fn namespace_flags(spec: &Spec) -> Result<CloneFlags, Error> {
+    let mut flags = CloneFlags::empty();
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for ns in namespaces {
+        if ns.path().is_some() {
+            return Err(Error::Spec(format!(
+                "joining an existing {:?} namespace is not supported yet",
+                ns.typ()
+            )));
+        }
+        flags |= match ns.typ() {
+            LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+            LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+            LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            LinuxNamespaceType::User => CloneFlags::empty(),
+            other => return Err(Error::Spec(format!("namespace {other:?} is not supported"))),
+        };
+    }
+    Ok(flags)
+}
+
+/// Creates the container and execs its command. Returns init's pid once the command runs;
+/// a command that cannot be started gives [`Error::Exec`] with docker's exit code. The
+/// caller must be single-threaded and should be a child subreaper.
+pub fn create_and_start(spec: &Spec, plan: &RootfsPlan) -> Result<Pid, Error> {
+    let maps = maps_of_spec(spec)?;
+    let flags = namespace_flags(spec)?;
+    let (intermediate, chan) =
+        fork_into_userns(&maps, |chan| intermediate(chan, flags, spec, plan))?;
+    let init_pid = match chan.recv()? {
+        Some(Msg::InitPid(pid)) => Pid::from_raw(pid),
+        Some(Msg::Failed { code, message }) => {
+            let _ = wait_exit_code(intermediate);
+            return Err(Error::Exec { code, message });
+        }
+        other => {
+            let _ = wait_exit_code(intermediate);
+            return Err(Error::Protocol(format!(
+                "expected init's pid, got {other:?}"
+            )));
+        }
+    };
+    let _ = wait_exit_code(intermediate);
+    match chan.recv()? {
+        None => Ok(init_pid),
+        Some(Msg::Failed { code, message }) => {
+            let _ = wait_exit_code(init_pid);
+            Err(Error::Exec { code, message })
+        }
+        Some(other) => Err(Error::Protocol(format!("unexpected {other:?} from init"))),
+    }
+}
+
+fn intermediate(chan: Channel, flags: CloneFlags, spec: &Spec, plan: &RootfsPlan) -> i32 {
+    let fail = |chan: &Channel, e: Error| {
+        let _ = chan.send(&Msg::Failed {
+            code: super::exec::EXIT_SETUP_FAILED,
+            message: e.to_string(),
+        });
+        super::exec::EXIT_SETUP_FAILED
+    };
+    if let Err(e) = unshare(flags) {
+        return fail(&chan, Error::sys("unshare namespaces", e));
+    }
+    // SAFETY: this process is single-threaded (forked from a single-threaded monitor).
+    match unsafe { fork() } {
+        Err(e) => fail(&chan, Error::sys("fork init", e)),
+        Ok(ForkResult::Child) => exit(init::main(chan, spec, plan)),
+        Ok(ForkResult::Parent { child }) => match chan.send(&Msg::InitPid(child.as_raw())) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        },
+    }
+}

@@ -1,0 +1,126 @@
+//! The container's init: pid 1 of the new pid namespace. It builds the filesystem view,
+//! sets the hostname, brings up loopback, pivots into the rootfs, drops to the spec's user
+//! and execs the command. Any failure is reported to the monitor over the sync channel
+//! with docker's exit code (125 setup, 126 not executable, 127 not found).
+
+use std::path::Path;
+
+use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::unistd::{setresgid, setresuid, Gid, Uid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::exec::{self, ExecFailure, EXIT_SETUP_FAILED};
+use super::sync::{Channel, Msg};
+use super::{rootfs, Error, RootfsPlan};
+
+/// Runs the init steps; returns the exit code to use if they fail (never returns on a
+/// successful exec).
+pub fn main(chan: Channel, spec: &Spec, plan: &RootfsPlan) -> i32 {
+    let failure = match setup(spec, plan) {
+        Ok((args, env)) => exec::exec(&args, &env),
+        Err(e) => ExecFailure {
+            code: EXIT_SETUP_FAILED,
+            message: e.to_string(),
+        },
+    };
+    let _ = chan.send(&Msg::Failed {
+        code: failure.code,
+        message: failure.message,
+    });
+    failure.code
+}
+
+fn has_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == t && n.path().is_none()))
+}
+
+fn gid_mapped(spec: &Spec, gid: u32) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.gid_mappings().as_ref())
+        .is_some_and(|maps| {
+            maps.iter().any(|m| {
+                gid >= m.container_id() && (gid as u64) < m.container_id() as u64 + m.size() as u64
+            })
+        })
+}
+
+fn setup(spec: &Spec, plan: &RootfsPlan) -> Result<(Vec<String>, Vec<String>), Error> {
+    nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .ok_or_else(|| Error::Spec("root.path is missing".into()))?;
+    if has_ns(spec, LinuxNamespaceType::Mount) {
+        rootfs::prepare_rootfs(plan, &root)?;
+        rootfs::mount_spec(spec, &root, gid_mapped(spec, 5))?;
+    }
+    if has_ns(spec, LinuxNamespaceType::Uts) {
+        if let Some(h) = spec.hostname() {
+            nix::unistd::sethostname(h).map_err(|e| Error::sys("sethostname", e))?;
+        }
+    }
+    if has_ns(spec, LinuxNamespaceType::Network) {
+        crate::netns::bring_up_loopback().map_err(|e| Error::Setup(e.to_string()))?;
+    }
+    rootfs::pivot(&root)?;
+    rootfs::mask_and_protect(spec)?;
+
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Spec("process is missing".into()))?;
+    let user = process.user();
+    let cwd = process.cwd();
+    if !Path::new(cwd).exists() {
+        std::fs::create_dir_all(cwd)
+            .map_err(|e| Error::io(format!("create working directory {}", cwd.display()), e))?;
+    }
+    let gids: Vec<Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    if !gids.is_empty() {
+        nix::unistd::setgroups(&gids).map_err(|e| Error::sys("setgroups", e))?;
+    }
+    setresgid(
+        Gid::from_raw(user.gid()),
+        Gid::from_raw(user.gid()),
+        Gid::from_raw(user.gid()),
+    )
+    .map_err(|e| Error::Setup(format!("setgid({}): {e}: is the gid mapped?", user.gid())))?;
+    setresuid(
+        Uid::from_raw(user.uid()),
+        Uid::from_raw(user.uid()),
+        Uid::from_raw(user.uid()),
+    )
+    .map_err(|e| Error::Setup(format!("setuid({}): {e}: is the uid mapped?", user.uid())))?;
+    nix::unistd::chdir(cwd.as_path())
+        .map_err(|e| Error::sys("chdir to the working directory", e))?;
+    reset_signals();
+    let args = process
+        .args()
+        .clone()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| Error::Spec("no command specified".into()))?;
+    Ok((args, process.env().clone().unwrap_or_default()))
+}
+
+/// The command must start with default signal dispositions and an empty mask (Rust's
+/// runtime ignores SIGPIPE in the monitor, and dispositions survive exec).
+fn reset_signals() {
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: restoring the default disposition installs no handler code.
+        let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
+    }
+    let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}

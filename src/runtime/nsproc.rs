@@ -1,0 +1,98 @@
+//! Forking a child into a new user namespace whose id maps are written by the parent —
+//! the first step of every rootless operation (container creation, layer extraction,
+//! removing files owned by subordinate ids).
+//!
+//! The parent must be single-threaded (the monitor and the helper subcommands are freshly
+//! exec'd processes), so `fork` is safe.
+
+use std::process::exit;
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, setresgid, setresuid, ForkResult, Gid, Pid, Uid};
+
+use super::sync::{Channel, Msg};
+use super::Error;
+use crate::userns::IdMaps;
+
+/// Forks a child that unshares a user namespace, waits for the parent to write `maps`,
+/// becomes uid/gid 0 in it and runs `child` (whose return value is its exit code).
+/// Returns the child's pid and the parent's end of the channel.
+pub fn fork_into_userns(
+    maps: &IdMaps,
+    child: impl FnOnce(Channel) -> i32,
+) -> Result<(Pid, Channel), Error> {
+    let (parent_end, child_end) = Channel::pair()?;
+    // SAFETY: callers are single-threaded processes (see the module docs).
+    match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
+        ForkResult::Child => {
+            drop(parent_end);
+            let code = match enter_userns(&child_end) {
+                Ok(()) => child(child_end),
+                Err(e) => {
+                    let _ = child_end.send(&Msg::Failed {
+                        code: super::exec::EXIT_SETUP_FAILED,
+                        message: e.to_string(),
+                    });
+                    super::exec::EXIT_SETUP_FAILED
+                }
+            };
+            exit(code)
+        }
+        ForkResult::Parent { child } => {
+            drop(child_end);
+            match parent_end.recv()? {
+                Some(Msg::UsernsReady) => {}
+                Some(Msg::Failed { message, .. }) => {
+                    let _ = waitpid(child, None);
+                    return Err(Error::Setup(message));
+                }
+                other => {
+                    let _ = waitpid(child, None);
+                    return Err(Error::Protocol(format!("unexpected {other:?}")));
+                }
+            }
+            if let Err(e) = maps.apply(child.as_raw()) {
+                let _ = parent_end.send(&Msg::Abort);
+                let _ = waitpid(child, None);
+                return Err(Error::IdMap(e));
+            }
+            parent_end.send(&Msg::MapsWritten)?;
+            Ok((child, parent_end))
+        }
+    }
+}
+
+fn enter_userns(chan: &Channel) -> Result<(), Error> {
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| Error::sys("unshare(CLONE_NEWUSER)", e))?;
+    chan.send(&Msg::UsernsReady)?;
+    match chan.recv()? {
+        Some(Msg::MapsWritten) => {}
+        _ => return Err(Error::Setup("the id maps were not written".into())),
+    }
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(|e| Error::sys("setresgid(0)", e))?;
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(|e| Error::sys("setresuid(0)", e))?;
+    Ok(())
+}
+
+/// Waits for `pid` and converts its status to a shell-style exit code (signal N → 128+N).
+pub fn wait_exit_code(pid: Pid) -> Result<i32, Error> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("waitpid", e)),
+        }
+    }
+}
+
+/// Runs `f` as uid 0 in a new user namespace with `maps` and returns its exit code.
+pub fn run_in_userns(maps: &IdMaps, f: impl FnOnce() -> i32) -> Result<i32, Error> {
+    let (pid, chan) = fork_into_userns(maps, |_chan| f())?;
+    drop(chan);
+    wait_exit_code(pid)
+}

@@ -1,0 +1,102 @@
+//! The channel between the runtime's processes: an `AF_UNIX SOCK_SEQPACKET` socket pair
+//! carrying one small JSON message per packet. Packet boundaries are kept by the kernel,
+//! and a closed peer reads as end-of-file, which is how the monitor learns that the
+//! container's init has exec'd (its end of the socket is close-on-exec).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+
+/// The messages that pass between monitor, intermediate and init.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Msg {
+    /// Intermediate → monitor: I have unshared the user namespace; write my id maps.
+    UsernsReady,
+    /// Monitor → intermediate: the maps are written, go on.
+    MapsWritten,
+    /// Monitor → intermediate: writing the maps failed; give up.
+    Abort,
+    /// Intermediate → monitor: the container's init has this pid (in the monitor's pid namespace).
+    InitPid(i32),
+    /// Init → monitor: setting up the container failed before exec.
+    Failed {
+        /// The exit code the container gets: 125 (setup), 126 (not executable), 127 (not found).
+        code: i32,
+        /// What went wrong, for the user.
+        message: String,
+    },
+}
+
+/// One end of the socket pair.
+pub struct Channel {
+    fd: OwnedFd,
+}
+
+impl Channel {
+    /// Makes a connected pair; both ends are close-on-exec.
+    pub fn pair() -> Result<(Channel, Channel), Error> {
+        let (a, b) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| Error::sys("socketpair", e))?;
+        Ok((Channel { fd: a }, Channel { fd: b }))
+    }
+
+    /// Sends one message.
+    pub fn send(&self, msg: &Msg) -> Result<(), Error> {
+        let data = serde_json::to_vec(msg).map_err(|e| Error::Protocol(e.to_string()))?;
+        loop {
+            match socket::send(self.fd.as_raw_fd(), &data, MsgFlags::MSG_NOSIGNAL) {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("send on the sync socket", e)),
+            }
+        }
+    }
+
+    /// Receives one message; `None` when the peer closed its end.
+    pub fn recv(&self) -> Result<Option<Msg>, Error> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    return serde_json::from_slice(&buf[..n])
+                        .map(Some)
+                        .map_err(|e| Error::Protocol(e.to_string()))
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("recv on the sync socket", e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_eof_is_none() {
+        let (a, b) = Channel::pair().unwrap();
+        a.send(&Msg::InitPid(42)).unwrap();
+        a.send(&Msg::Failed {
+            code: 127,
+            message: "not found".into(),
+        })
+        .unwrap();
+        assert_eq!(b.recv().unwrap(), Some(Msg::InitPid(42)));
+        assert!(matches!(
+            b.recv().unwrap(),
+            Some(Msg::Failed { code: 127, .. })
+        ));
+        drop(a);
+        assert_eq!(b.recv().unwrap(), None);
+    }
+}
