@@ -1,1 +1,219 @@
-//! daemon
+//! The backend: everything skiffd does, with no knowledge of D-Bus. The API layer
+//! (`crate::dbus`) decodes a request, calls one method here and encodes the answer; any
+//! other front end (a REST shim, tests) calls the same methods.
+//!
+//! Flow of a container: create (verify the config, resolve the image, merge its config,
+//! name and id, write the record atomically, register, `create` event) → start (write the
+//! OCI spec and the monitor's config into the runtime bundle, spawn the monitor, wait for
+//! it to report that the command runs, `start` event) → the monitor reports the exit
+//! (`die` event; auto-remove) → remove (`destroy` event, files removed, from inside the
+//! user namespace when they belong to subordinate ids).
+
+pub mod config;
+pub mod container;
+pub mod error;
+pub mod events;
+pub mod images;
+pub mod lifecycle;
+pub mod names;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+pub use config::ContainerConfig;
+pub use container::{Container, Record, Status, WaitCondition};
+pub use error::Error;
+pub use events::Event;
+
+use crate::image::ImageStore;
+use crate::paths::Paths;
+use crate::runtime::RootfsDriver;
+use crate::userns::IdMaps;
+
+/// How the daemon is set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The XDG directories.
+    pub paths: Paths,
+    /// The storage driver for container rootfs.
+    pub driver: RootfsDriver,
+    /// The skiffd executable, re-run for the monitor and helpers.
+    pub exe: PathBuf,
+}
+
+/// The backend. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: Options,
+    maps: IdMaps,
+    maps_json: String,
+    /// Why newuidmap/newgidmap cannot be used, if they cannot.
+    preflight: Result<(), String>,
+    images: ImageStore,
+    containers: Mutex<BTreeMap<String, Arc<Container>>>,
+    events: broadcast::Sender<Event>,
+}
+
+/// Facts about the daemon for `skiff info`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Info {
+    /// skiff's version.
+    pub version: String,
+    /// The storage driver.
+    pub storage_driver: String,
+    /// Data directory.
+    pub data_dir: String,
+    /// Runtime directory.
+    pub runtime_dir: String,
+    /// The uid map containers get.
+    pub uid_map: Vec<crate::userns::IdMapEntry>,
+    /// The gid map containers get.
+    pub gid_map: Vec<crate::userns::IdMapEntry>,
+    /// Warnings about the host's setup.
+    pub warnings: Vec<String>,
+}
+
+impl Daemon {
+    /// Opens the stores, works out the id maps and loads the containers on disk.
+    pub fn new(opts: Options) -> Result<Daemon, Error> {
+        for dir in [
+            &opts.paths.data,
+            &opts.paths.runtime,
+            &opts.paths.containers(),
+        ] {
+            crate::fsutil::ensure_private_dir(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let (maps, warnings) =
+            IdMaps::for_current_user().map_err(|e| Error::IdMapping(e.to_string()))?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let preflight = maps.preflight().map_err(|e| e.to_string());
+        if let Err(e) = &preflight {
+            tracing::error!("{e}");
+        }
+        let maps_json = serde_json::to_string(&maps).map_err(|e| Error::Internal(e.to_string()))?;
+        let images = ImageStore::open(&opts.paths.images())?;
+        let (events, _) = broadcast::channel(1024);
+        let daemon = Daemon {
+            inner: Arc::new(Inner {
+                opts,
+                maps,
+                maps_json,
+                preflight,
+                images,
+                containers: Mutex::new(BTreeMap::new()),
+                events,
+            }),
+        };
+        daemon.load_containers();
+        Ok(daemon)
+    }
+
+    /// Daemon facts for `info`.
+    pub fn info(&self) -> Info {
+        let o = &self.inner.opts;
+        let mut warnings = Vec::new();
+        if let Err(e) = &self.inner.preflight {
+            warnings.push(e.clone());
+        }
+        if self.inner.maps.uid.len() < 2 {
+            warnings.push("no subordinate uid range: containers get a single uid".into());
+        }
+        Info {
+            version: env!("CARGO_PKG_VERSION").into(),
+            storage_driver: o.driver.to_string(),
+            data_dir: o.paths.data.display().to_string(),
+            runtime_dir: o.paths.runtime.display().to_string(),
+            uid_map: self.inner.maps.uid.clone(),
+            gid_map: self.inner.maps.gid.clone(),
+            warnings,
+        }
+    }
+
+    /// Subscribes to the event stream (docker's vocabulary).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    fn emit(&self, event: Event) {
+        tracing::debug!(?event, "event");
+        let _ = self.inner.events.send(event);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Container>>> {
+        match self.inner.containers.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Finds a container by full id, name or unique id prefix.
+    pub fn lookup(&self, name_or_id: &str) -> Result<Arc<Container>, Error> {
+        let map = self.lock();
+        if let Some(c) = map.get(name_or_id) {
+            return Ok(c.clone());
+        }
+        let by_name: Vec<_> = map
+            .values()
+            .filter(|c| c.snapshot().name == name_or_id)
+            .cloned()
+            .collect();
+        if let Some(c) = by_name.into_iter().next() {
+            return Ok(c);
+        }
+        if !name_or_id.is_empty() && name_or_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hits: Vec<_> = map
+                .iter()
+                .filter(|(id, _)| id.starts_with(name_or_id))
+                .map(|(id, c)| (id.clone(), c.clone()))
+                .collect();
+            match hits.len() {
+                0 => {}
+                1 => return Ok(hits[0].1.clone()),
+                _ => {
+                    return Err(Error::AmbiguousContainer {
+                        prefix: name_or_id.into(),
+                        candidates: hits
+                            .into_iter()
+                            .map(|(id, _)| id[..12].to_string())
+                            .collect(),
+                    })
+                }
+            }
+        }
+        Err(Error::NoSuchContainer(name_or_id.into()))
+    }
+
+    /// All containers' records, newest first.
+    pub fn list(&self, all: bool) -> Vec<Record> {
+        let mut recs: Vec<Record> = self
+            .lock()
+            .values()
+            .map(|c| c.snapshot())
+            .filter(|r| all || r.state.status == Status::Running)
+            .collect();
+        recs.sort_by_key(|r| std::cmp::Reverse(r.created));
+        recs
+    }
+
+    /// Docker-shaped inspect JSON.
+    pub fn inspect(&self, name_or_id: &str) -> Result<serde_json::Value, Error> {
+        let rec = self.lookup(name_or_id)?.snapshot();
+        Ok(container::inspect_json(&rec, &rec.config.image))
+    }
+
+    /// Waits until `cond` holds; returns (exit code, finished_at µs).
+    pub async fn wait(&self, name_or_id: &str, cond: WaitCondition) -> Result<(i32, u64), Error> {
+        let c = self.lookup(name_or_id)?;
+        Ok(container::wait_for(c.watch(), cond).await)
+    }
+}

@@ -1,0 +1,259 @@
+//! The container configuration a client sends: one serde struct behind both the D-Bus
+//! `a{sv}` dictionary and its JSON twin. Unknown keys are refused, naming the key; keys
+//! the API reserves for features still to come are refused with "not supported yet".
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+
+/// A container's configuration, as given by the client (docker's flags in `a{sv}` form).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ContainerConfig {
+    /// Image reference or id (required).
+    pub image: String,
+    /// Container name; random `adjective_surname` when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Overrides the image's CMD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Overrides the image's ENTRYPOINT (and then drops the image's CMD, as docker does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// `K=V` pairs added after the image's environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `uid[:gid]` (numeric) or `root`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Hostname; defaults to the first 12 hex digits of the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `none` (loopback only, the default for now) or `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Remove the container when it exits.
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// Allocate a pseudo-terminal (not supported yet).
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep stdin open (used with `RunContainer`'s passed fds).
+    #[serde(default)]
+    pub interactive: bool,
+}
+
+/// Keys of the API that later releases implement; sending them now is a clear error
+/// rather than a silently ignored option.
+const RESERVED: &[&str] = &[
+    "binds",
+    "publish",
+    "read-only",
+    "cap-add",
+    "cap-drop",
+    "memory",
+    "cpus",
+    "pids-limit",
+    "stop-signal",
+    "stop-timeout",
+    "restart",
+    "userns",
+];
+
+impl ContainerConfig {
+    /// Decodes a configuration from a JSON value, naming the offending key on errors.
+    pub fn from_json_value(value: serde_json::Value) -> Result<ContainerConfig, Error> {
+        if let Some(obj) = value.as_object() {
+            for key in obj.keys() {
+                if RESERVED.contains(&key.as_str()) {
+                    return Err(Error::NotSupported(format!(
+                        "config key \"{key}\" is not supported yet"
+                    )));
+                }
+            }
+        }
+        let cfg: ContainerConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            Error::InvalidConfig(if path == "." {
+                e.inner().to_string()
+            } else {
+                format!("key \"{path}\": {}", e.inner())
+            })
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Decodes a configuration from JSON text (the `CreateContainerJSON` twin).
+    pub fn from_json_str(s: &str) -> Result<ContainerConfig, Error> {
+        let value: serde_json::Value = serde_json::from_str(s)
+            .map_err(|e| Error::InvalidConfig(format!("not valid JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(Error::InvalidConfig(
+                "the configuration must be a JSON object".into(),
+            ));
+        }
+        Self::from_json_value(value)
+    }
+
+    /// Checks values that serde's types cannot.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.image.is_empty() {
+            return Err(Error::InvalidConfig("key \"image\" is required".into()));
+        }
+        if let Some(name) = &self.name {
+            validate_name(name)?;
+        }
+        for kv in &self.env {
+            if kv.is_empty() || kv.starts_with('=') {
+                return Err(Error::InvalidConfig(format!(
+                    "key \"env\": {kv:?} is not of the form NAME=VALUE"
+                )));
+            }
+        }
+        if let Some(h) = &self.hostname {
+            if h.is_empty() || h.len() > 64 || h.contains('/') || h.contains('\0') {
+                return Err(Error::InvalidConfig(format!(
+                    "key \"hostname\": {h:?} is not a valid hostname (1 to 64 characters)"
+                )));
+            }
+        }
+        if let Some(w) = &self.workdir {
+            if !w.starts_with('/') {
+                return Err(Error::InvalidConfig(format!(
+                    "key \"workdir\": {w:?} must be an absolute path"
+                )));
+            }
+        }
+        match self.network.as_deref() {
+            None | Some("none") | Some("host") => {}
+            Some(other @ ("slirp4netns" | "pasta")) => {
+                return Err(Error::NotSupported(format!(
+                    "network mode \"{other}\" is not supported yet: use \"none\" or \"host\""
+                )))
+            }
+            Some(other) => {
+                return Err(Error::InvalidConfig(format!(
+                    "key \"network\": unknown mode {other:?} (use none or host)"
+                )))
+            }
+        }
+        if self.tty {
+            return Err(Error::NotSupported("tty (-t) is not supported yet".into()));
+        }
+        if let Some(u) = &self.user {
+            parse_user(u)?;
+        }
+        Ok(())
+    }
+}
+
+/// Docker's container-name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let mut chars = name.chars();
+    let ok = name.len() >= 2
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(format!(
+            "key \"name\": {name:?} is not a valid container name: it must match [a-zA-Z0-9][a-zA-Z0-9_.-]+"
+        )))
+    }
+}
+
+/// Parses `--user`: `root`, `UID` or `UID:GID` (numeric; names come with the exec work).
+pub fn parse_user(user: &str) -> Result<(u32, u32), Error> {
+    if user == "root" {
+        return Ok((0, 0));
+    }
+    let bad = || {
+        Error::InvalidConfig(format!(
+            "key \"user\": {user:?} is not supported: use a numeric UID or UID:GID"
+        ))
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let uid: u32 = u.parse().map_err(|_| bad())?;
+    let gid: u32 = match g {
+        Some(g) => g.parse().map_err(|_| bad())?,
+        None => uid,
+    };
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = ContainerConfig::from_json_value(json!({"image": "x", "colour": "red"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = ContainerConfig::from_json_value(json!({"image": "x", "env": "A=1"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("env"), "{e}");
+    }
+
+    #[test]
+    fn reserved_keys_are_not_supported_yet() {
+        let e =
+            ContainerConfig::from_json_value(json!({"image": "x", "publish": ["80"]})).unwrap_err();
+        assert!(matches!(e, Error::NotSupported(_)));
+    }
+
+    #[test]
+    fn good_config_round_trips() {
+        let cfg = ContainerConfig::from_json_str(
+            r#"{"image":"demo/busybox","command":["sh","-c","true"],"env":["A=1"],"auto-remove":true,"labels":{"a":"b"}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.image, "demo/busybox");
+        assert!(cfg.auto_remove);
+        assert_eq!(cfg.labels.get("a").map(String::as_str), Some("b"));
+    }
+
+    #[test]
+    fn names_follow_docker_rules() {
+        assert!(validate_name("web-1.a_b").is_ok());
+        assert!(validate_name("-web").is_err());
+        assert!(validate_name("a").is_err());
+        assert!(validate_name("we b").is_err());
+    }
+
+    #[test]
+    fn users() {
+        assert_eq!(parse_user("root").unwrap(), (0, 0));
+        assert_eq!(parse_user("1000").unwrap(), (1000, 1000));
+        assert_eq!(parse_user("1000:50").unwrap(), (1000, 50));
+        assert!(parse_user("bob").is_err());
+    }
+
+    #[test]
+    fn missing_image_and_bad_values() {
+        assert!(ContainerConfig::from_json_str("{}").is_err());
+        assert!(ContainerConfig::from_json_str("[]").is_err());
+        assert!(ContainerConfig::from_json_value(json!({"image":"x","workdir":"rel"})).is_err());
+        assert!(ContainerConfig::from_json_value(json!({"image":"x","network":"bogus"})).is_err());
+    }
+}

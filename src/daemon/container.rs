@@ -1,0 +1,302 @@
+//! A container's record (what `inspect` shows and what survives a daemon restart) and its
+//! live state, with the wait conditions docker offers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::config::ContainerConfig;
+use super::Error;
+use crate::fsutil;
+use crate::timefmt::rfc3339;
+
+/// Docker's container states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, never started.
+    #[default]
+    Created,
+    /// The command runs.
+    Running,
+    /// The command ended.
+    Exited,
+    /// Being removed.
+    Removing,
+}
+
+impl Status {
+    /// The lowercase name docker uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+            Status::Removing => "removing",
+        }
+    }
+}
+
+/// The mutable part of a container.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    /// Current status.
+    pub status: Status,
+    /// Host pid of the container's init while running.
+    pub pid: u32,
+    /// Exit code of the last run (docker: 128+N for signal N).
+    pub exit_code: i32,
+    /// Start of the last run, µs since the epoch (0 = never).
+    pub started_at: u64,
+    /// End of the last run, µs since the epoch (0 = never).
+    pub finished_at: u64,
+    /// Why the last start failed, if it did.
+    pub error: String,
+    /// How many runs have ended (for the `next-exit` wait condition).
+    pub exits: u64,
+}
+
+/// What is persisted in `containers/<id>/container.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// 64 hex digits.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Creation time, µs since the epoch.
+    pub created: u64,
+    /// The image id (hex) the container was created from.
+    pub image_id: String,
+    /// The client's configuration.
+    pub config: ContainerConfig,
+    /// The resolved command line (entrypoint + cmd).
+    pub args: Vec<String>,
+    /// The resolved environment.
+    pub env: Vec<String>,
+    /// The resolved working directory.
+    pub workdir: String,
+    /// The resolved hostname.
+    pub hostname: String,
+    /// The resolved user (uid, gid).
+    pub user: (u32, u32),
+    /// The state.
+    pub state: State,
+}
+
+/// A container known to the daemon.
+pub struct Container {
+    /// Its directory under `$XDG_DATA_HOME/skiff/containers`.
+    pub dir: PathBuf,
+    record: Mutex<Record>,
+    state_tx: watch::Sender<State>,
+}
+
+impl Container {
+    /// Wraps a record whose directory is `dir`.
+    pub fn new(dir: PathBuf, record: Record) -> Container {
+        let (state_tx, _) = watch::channel(record.state.clone());
+        Container {
+            dir,
+            record: Mutex::new(record),
+            state_tx,
+        }
+    }
+
+    /// The record file's path.
+    pub fn record_path(dir: &Path) -> PathBuf {
+        dir.join("container.json")
+    }
+
+    /// Loads a record, refusing a corrupt or partial one with a message naming the file.
+    pub fn load(dir: &Path) -> Result<Container, Error> {
+        let path = Self::record_path(dir);
+        let data = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let record: Record = serde_json::from_slice(&data)
+            .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+        Ok(Container::new(dir.to_path_buf(), record))
+    }
+
+    /// A copy of the record.
+    pub fn snapshot(&self) -> Record {
+        match self.record.lock() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The container's id.
+    pub fn id(&self) -> String {
+        self.snapshot().id
+    }
+
+    /// Changes the record with `f`, persists it atomically and publishes the new state.
+    pub fn update(&self, f: impl FnOnce(&mut Record)) -> Result<Record, Error> {
+        let mut guard = match self.record.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut guard);
+        let rec = guard.clone();
+        drop(guard);
+        self.state_tx.send_replace(rec.state.clone());
+        self.persist(&rec)?;
+        Ok(rec)
+    }
+
+    /// Writes the record (atomically).
+    pub fn persist(&self, rec: &Record) -> Result<(), Error> {
+        let path = Self::record_path(&self.dir);
+        fsutil::atomic_write_json(&path, rec).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Subscribes to state changes.
+    pub fn watch(&self) -> watch::Receiver<State> {
+        self.state_tx.subscribe()
+    }
+
+    /// Marks the container as gone for waiters (`removed` condition).
+    pub fn mark_removed(&self) {
+        self.state_tx.send_modify(|s| s.status = Status::Removing);
+    }
+}
+
+/// Docker's wait conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// Returns at once unless the container is running (the default).
+    NotRunning,
+    /// Waits for the next end of a run.
+    NextExit,
+    /// Waits until the container is removed.
+    Removed,
+}
+
+impl std::str::FromStr for WaitCondition {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "" | "not-running" => Ok(WaitCondition::NotRunning),
+            "next-exit" => Ok(WaitCondition::NextExit),
+            "removed" => Ok(WaitCondition::Removed),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown wait condition {other:?}: use not-running, next-exit or removed"
+            ))),
+        }
+    }
+}
+
+/// Waits on `rx` until `cond` holds; returns (exit code, finished_at µs). The
+/// `next-exit` baseline is taken when this is called, not when the future is first polled.
+pub fn wait_for(
+    mut rx: watch::Receiver<State>,
+    cond: WaitCondition,
+) -> impl std::future::Future<Output = (i32, u64)> {
+    let start_exits = rx.borrow().exits;
+    async move {
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                let done = match cond {
+                    WaitCondition::NotRunning => s.status != Status::Running,
+                    WaitCondition::NextExit => s.exits > start_exits,
+                    WaitCondition::Removed => s.status == Status::Removing,
+                };
+                if done {
+                    return (s.exit_code, s.finished_at);
+                }
+            }
+            if rx.changed().await.is_err() {
+                let s = rx.borrow();
+                return (s.exit_code, s.finished_at);
+            }
+        }
+    }
+}
+
+/// Docker-shaped `inspect` JSON of a record.
+pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
+    let s = &rec.state;
+    let time = |us: u64| {
+        if us == 0 {
+            "0001-01-01T00:00:00Z".to_string()
+        } else {
+            rfc3339(us)
+        }
+    };
+    serde_json::json!({
+        "Id": rec.id,
+        "Name": format!("/{}", rec.name),
+        "Created": rfc3339(rec.created),
+        "Path": rec.args.first().cloned().unwrap_or_default(),
+        "Args": rec.args.iter().skip(1).collect::<Vec<_>>(),
+        "Image": format!("sha256:{}", rec.image_id),
+        "State": {
+            "Status": s.status.as_str(),
+            "Running": s.status == Status::Running,
+            "Paused": false,
+            "Restarting": false,
+            "Dead": false,
+            "Pid": s.pid,
+            "ExitCode": s.exit_code,
+            "Error": s.error,
+            "StartedAt": time(s.started_at),
+            "FinishedAt": time(s.finished_at),
+        },
+        "Config": {
+            "Hostname": rec.hostname,
+            "User": rec.config.user.clone().unwrap_or_default(),
+            "Env": rec.env,
+            "Cmd": rec.config.command,
+            "Entrypoint": rec.config.entrypoint,
+            "Image": image_ref,
+            "WorkingDir": rec.workdir,
+            "Labels": rec.config.labels,
+            "Tty": rec.config.tty,
+            "OpenStdin": rec.config.interactive,
+        },
+        "HostConfig": {
+            "AutoRemove": rec.config.auto_remove,
+            "NetworkMode": rec.config.network.clone().unwrap_or_else(|| "none".into()),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_conditions() {
+        let (tx, rx) = watch::channel(State {
+            status: Status::Running,
+            ..Default::default()
+        });
+        let waiter = tokio::spawn(wait_for(rx.clone(), WaitCondition::NextExit));
+        let nr = tokio::spawn(wait_for(rx, WaitCondition::NotRunning));
+        tx.send_replace(State {
+            status: Status::Exited,
+            exit_code: 3,
+            finished_at: 7,
+            exits: 1,
+            ..Default::default()
+        });
+        assert_eq!(waiter.await.unwrap(), (3, 7));
+        assert_eq!(nr.await.unwrap(), (3, 7));
+    }
+
+    #[tokio::test]
+    async fn not_running_returns_at_once_for_created() {
+        let (_tx, rx) = watch::channel(State::default());
+        assert_eq!(wait_for(rx, WaitCondition::NotRunning).await, (0, 0));
+    }
+
+    #[test]
+    fn corrupt_record_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("container.json"), b"{\"id\": 1").unwrap();
+        let e = Container::load(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("container.json"), "{e}");
+    }
+}

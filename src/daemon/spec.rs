@@ -1,0 +1,142 @@
+//! The backend's half of the OCI contract: a container record becomes an
+//! `oci_spec::runtime::Spec` that the runtime executes.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    get_default_maskedpaths, get_default_readonly_paths, LinuxBuilder, LinuxIdMapping,
+    LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use super::container::Record;
+use super::Error;
+use crate::userns::{IdMapEntry, IdMaps};
+
+fn oci(e: oci_spec::OciSpecError) -> Error {
+    Error::Internal(format!("building the runtime spec: {e}"))
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, Error> {
+    MountBuilder::default()
+        .destination(PathBuf::from(dest))
+        .typ(typ)
+        .source(PathBuf::from(source))
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(oci)
+}
+
+/// The mounts every container gets (docker's defaults, minus the cgroup mount, which a
+/// rootless container on cgroup v1 cannot have).
+pub fn default_mounts() -> Result<Vec<Mount>, Error> {
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+    ])
+}
+
+fn id_mappings(entries: &[IdMapEntry]) -> Result<Vec<LinuxIdMapping>, Error> {
+    entries
+        .iter()
+        .map(|e| {
+            LinuxIdMappingBuilder::default()
+                .container_id(e.container_id)
+                .host_id(e.host_id)
+                .size(e.size)
+                .build()
+                .map_err(oci)
+        })
+        .collect()
+}
+
+/// Builds the spec for `rec` with its rootfs mounted at `rootfs`.
+pub fn build(rec: &Record, maps: &IdMaps, rootfs: &Path) -> Result<Spec, Error> {
+    let host_network = rec.config.network.as_deref() == Some("host");
+    let mut ns_types = vec![
+        LinuxNamespaceType::User,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+    ];
+    if !host_network {
+        ns_types.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = ns_types
+        .into_iter()
+        .map(|t| LinuxNamespaceBuilder::default().typ(t).build().map_err(oci))
+        .collect::<Result<Vec<_>, _>>()?;
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .uid_mappings(id_mappings(&maps.uid)?)
+        .gid_mappings(id_mappings(&maps.gid)?)
+        .masked_paths(get_default_maskedpaths())
+        .readonly_paths(get_default_readonly_paths())
+        .build()
+        .map_err(oci)?;
+    let user = UserBuilder::default()
+        .uid(rec.user.0)
+        .gid(rec.user.1)
+        .build()
+        .map_err(oci)?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(user)
+        .args(rec.args.clone())
+        .env(rec.env.clone())
+        .cwd(PathBuf::from(&rec.workdir))
+        .no_new_privileges(false)
+        .build()
+        .map_err(oci)?;
+    let root = RootBuilder::default()
+        .path(rootfs.to_path_buf())
+        .readonly(false)
+        .build()
+        .map_err(oci)?;
+    SpecBuilder::default()
+        .version("1.2.0")
+        .root(root)
+        .hostname(rec.hostname.clone())
+        .mounts(default_mounts()?)
+        .process(process)
+        .linux(linux)
+        .build()
+        .map_err(oci)
+}
