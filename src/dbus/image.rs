@@ -1,0 +1,234 @@
+//! Image objects (`/org/skiff/skiff1/image/<id>`) and job objects
+//! (`/org/skiff/skiff1/job/<n>`) for long work such as imports.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::sync::watch;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{interface, Connection, ObjectServer, OwnedObjectPath};
+
+use super::manager::{Ctx, Manager};
+use super::{image_path, job_path, SkiffError};
+use crate::image::ImageRecord;
+use crate::timefmt::parse_rfc3339;
+
+/// Seconds a finished job's object stays, so that `Wait()` right after the end works.
+const JOB_LINGER_SECS: u64 = 60;
+
+/// Allocates job ids.
+#[derive(Default)]
+pub struct Jobs {
+    next: AtomicU32,
+}
+
+impl Jobs {
+    fn next_id(&self) -> u32 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// An image's object.
+pub struct ImageObject {
+    /// Shared context.
+    pub ctx: Ctx,
+    /// The image id (hex).
+    pub id: String,
+}
+
+impl ImageObject {
+    /// The creation time of an image record in µs since the epoch (0 if unparsable).
+    pub fn created_us(rec: &ImageRecord) -> u64 {
+        parse_rfc3339(&rec.created).unwrap_or(0)
+    }
+
+    fn record(&self) -> Option<ImageRecord> {
+        self.ctx.daemon.image(&self.id).ok()
+    }
+}
+
+/// An image.
+#[interface(name = "org.skiff.skiff1.Image")]
+impl ImageObject {
+    /// The image as JSON (Id, RepoTags, Created, Size, RootFS layers).
+    async fn inspect(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let rec = self.ctx.daemon.image(&self.id)?;
+        let v = serde_json::json!({
+            "Id": format!("sha256:{}", rec.id),
+            "RepoTags": rec.repo_tags,
+            "Created": rec.created,
+            "Size": rec.size,
+            "RootFS": { "Type": "layers", "Layers": rec.layers },
+        });
+        serde_json::to_string_pretty(&v).map_err(|e| SkiffError::Failed(e.to_string()))
+    }
+
+    /// The id (hex of the config's sha256).
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    /// name:tag references.
+    #[zbus(property)]
+    fn repo_tags(&self) -> Vec<String> {
+        self.record().map(|r| r.repo_tags).unwrap_or_default()
+    }
+
+    /// Creation time, µs since the epoch.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn created(&self) -> u64 {
+        self.record()
+            .map(|r| Self::created_us(&r))
+            .unwrap_or_default()
+    }
+
+    /// Size of the layers in bytes.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn size(&self) -> u64 {
+        self.record().map(|r| r.size).unwrap_or_default()
+    }
+}
+
+/// How a job ended: ("done", image id) or ("failed", message).
+type JobOutcome = Option<(String, String)>;
+
+/// A job's object.
+pub struct JobObject {
+    id: u32,
+    typ: String,
+    reference: String,
+    done: watch::Receiver<JobOutcome>,
+}
+
+/// Long-running work (an import).
+#[interface(name = "org.skiff.skiff1.Job")]
+impl JobObject {
+    /// Waits for the end: ("done", image id) or ("failed", message).
+    #[zbus(out_args("result", "image_id"))]
+    async fn wait(&self) -> Result<(String, String), SkiffError> {
+        let mut rx = self.done.clone();
+        let out = rx
+            .wait_for(|o| o.is_some())
+            .await
+            .map_err(|_| SkiffError::Failed("the job vanished".into()))?;
+        Ok(out.clone().unwrap_or_default())
+    }
+
+    /// Jobs cannot be cancelled yet.
+    async fn cancel(&self) -> Result<(), SkiffError> {
+        Err(SkiffError::NotSupported(
+            "cancelling jobs is not supported yet".into(),
+        ))
+    }
+
+    /// The job id.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// "import".
+    #[zbus(property(emits_changed_signal = "const"), name = "Type")]
+    fn typ(&self) -> String {
+        self.typ.clone()
+    }
+
+    /// The image reference the job works on.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn reference(&self) -> String {
+        self.reference.clone()
+    }
+
+    /// "running" or "done".
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn state(&self) -> String {
+        if self.done.borrow().is_some() {
+            "done"
+        } else {
+            "running"
+        }
+        .into()
+    }
+}
+
+/// Registers an image's object (no-op when it exists) and announces it.
+pub async fn register_image(ctx: &Ctx, server: &ObjectServer, conn: &Connection, id: &str) {
+    let p = image_path(id);
+    let added = server
+        .at(
+            p.as_str(),
+            ImageObject {
+                ctx: ctx.clone(),
+                id: id.to_string(),
+            },
+        )
+        .await;
+    if let (Ok(None), Ok(emitter)) = (added, SignalEmitter::new(conn, super::MANAGER_PATH)) {
+        if let Ok(op) = zbus::ObjectPath::try_from(p.as_str()) {
+            let _ = Manager::image_new(&emitter, id, op).await;
+        }
+    }
+}
+
+/// Starts an import job; with `wait`, returns when it ended (its error as a D-Bus error).
+pub async fn start_import(
+    ctx: &Ctx,
+    conn: &Connection,
+    server: &ObjectServer,
+    fd: OwnedFd,
+    reference: String,
+    wait: bool,
+) -> Result<(u32, OwnedObjectPath), SkiffError> {
+    let id = ctx.jobs.next_id();
+    let p = job_path(id);
+    let op = OwnedObjectPath::try_from(p.clone()).map_err(SkiffError::ZBus)?;
+    let (tx, rx) = watch::channel(None);
+    server
+        .at(
+            p.as_str(),
+            JobObject {
+                id,
+                typ: "import".into(),
+                reference: reference.clone(),
+                done: rx,
+            },
+        )
+        .await?;
+    let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?.into_owned();
+    Manager::job_new(&emitter, id, op.as_ref()).await?;
+    let (ctx2, conn2, server2, op2) = (ctx.clone(), conn.clone(), server.clone(), op.clone());
+    let work = async move {
+        let result = ctx2
+            .daemon
+            .import_image(fd, &reference, Default::default())
+            .await;
+        let outcome = match &result {
+            Ok(img) => {
+                register_image(&ctx2, &server2, &conn2, &img.id).await;
+                ("done".to_string(), img.id.clone())
+            }
+            Err(e) => ("failed".to_string(), e.to_string()),
+        };
+        let _ = Manager::job_removed(&emitter, id, op2.as_ref(), &outcome.0).await;
+        tx.send_replace(Some(outcome));
+        let path = op2.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(JOB_LINGER_SECS)).await;
+            let _ = server2.remove::<JobObject, _>(path.as_str()).await;
+        });
+        result
+    };
+    if wait {
+        work.await?;
+    } else {
+        tokio::spawn(work);
+    }
+    Ok((id, op))
+}

@@ -1,0 +1,400 @@
+//! The `org.skiff.skiff1.Manager` interface at `/org/skiff/skiff1`.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{interface, Connection, ObjectServer, OwnedObjectPath, OwnedVariant};
+
+use super::caller::CallerCheck;
+use super::container::ContainerObject;
+use super::image::{ImageObject, Jobs};
+use super::{check_flags, container_path, convert, image_path, SkiffError};
+use crate::daemon::lifecycle::Stdio;
+use crate::daemon::{ContainerConfig, Daemon};
+
+/// Shared by every object the server exports.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The backend.
+    pub daemon: Daemon,
+    /// The caller check.
+    pub caller: Arc<CallerCheck>,
+    /// Running jobs.
+    pub jobs: Arc<Jobs>,
+}
+
+/// The manager object.
+pub struct Manager {
+    /// Shared context.
+    pub ctx: Ctx,
+}
+
+fn path(p: String) -> Result<OwnedObjectPath, SkiffError> {
+    OwnedObjectPath::try_from(p).map_err(SkiffError::ZBus)
+}
+
+/// Checks an fd a client passed: it must be open and not a directory.
+fn check_fd(fd: &OwnedFd, what: &str) -> Result<(), SkiffError> {
+    let st = nix::sys::stat::fstat(fd.as_fd())
+        .map_err(|e| SkiffError::invalid_args(format!("{what}: bad file descriptor: {e}")))?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        return Err(SkiffError::invalid_args(format!(
+            "{what}: a directory cannot be used as a stream"
+        )));
+    }
+    Ok(())
+}
+
+fn dev_null() -> Result<OwnedFd, SkiffError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| SkiffError::Failed(format!("/dev/null: {e}")))
+}
+
+/// Turns `a{uh}` into the container's stdio: keys 0, 1, 2; a missing one is /dev/null.
+pub fn stdio_of(fds: HashMap<u32, zbus::OwnedFd>) -> Result<Option<Stdio>, SkiffError> {
+    if fds.is_empty() {
+        return Ok(None);
+    }
+    let mut slots: [Option<OwnedFd>; 3] = [None, None, None];
+    for (n, fd) in fds {
+        let fd: OwnedFd = fd.into();
+        if n > 2 {
+            return Err(SkiffError::NotSupported(format!(
+                "passing fd {n}: only 0, 1 and 2 can be passed for now"
+            )));
+        }
+        check_fd(&fd, &format!("fd {n}"))?;
+        slots[n as usize] = Some(fd);
+    }
+    let [a, b, c] = slots;
+    Ok(Some(Stdio {
+        stdin: a.map_or_else(dev_null, Ok)?,
+        stdout: b.map_or_else(dev_null, Ok)?,
+        stderr: c.map_or_else(dev_null, Ok)?,
+    }))
+}
+
+impl Manager {
+    async fn register(
+        &self,
+        server: &ObjectServer,
+        id: &str,
+    ) -> Result<OwnedObjectPath, SkiffError> {
+        let p = container_path(id);
+        server
+            .at(
+                p.as_str(),
+                ContainerObject {
+                    ctx: self.ctx.clone(),
+                    id: id.to_string(),
+                },
+            )
+            .await?;
+        path(p)
+    }
+
+    async fn create(
+        &self,
+        server: &ObjectServer,
+        emitter: &SignalEmitter<'_>,
+        cfg: ContainerConfig,
+    ) -> Result<(String, OwnedObjectPath), SkiffError> {
+        let id = self.ctx.daemon.create(cfg).await?;
+        let p = self.register(server, &id).await?;
+        Manager::container_new(emitter, &id, p.as_ref()).await?;
+        Ok((id, p))
+    }
+}
+
+/// The manager: creates and finds containers and images.
+#[interface(name = "org.skiff.skiff1.Manager")]
+impl Manager {
+    /// The object path of a container, by full id, unique id prefix or name.
+    async fn get_container(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name_or_id: &str,
+    ) -> Result<OwnedObjectPath, SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let c = self.ctx.daemon.lookup(name_or_id)?;
+        path(container_path(&c.id()))
+    }
+
+    /// Containers as (id, name, image, state, created µs, path); flag 1 = all, else only
+    /// running ones. Filters are not supported yet (must be empty).
+    async fn list_containers(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        filters: Vec<String>,
+        flags: u64,
+    ) -> Result<Vec<(String, String, String, String, u64, OwnedObjectPath)>, SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        check_flags(flags, super::LIST_ALL)?;
+        if !filters.is_empty() {
+            return Err(SkiffError::NotSupported(
+                "container filters are not supported yet".into(),
+            ));
+        }
+        self.ctx
+            .daemon
+            .list(flags & super::LIST_ALL != 0)
+            .into_iter()
+            .map(|r| {
+                Ok((
+                    r.id.clone(),
+                    r.name,
+                    r.config.image,
+                    r.state.status.as_str().to_string(),
+                    r.created,
+                    path(container_path(&r.id))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Creates a container from an `a{sv}` config (keys in docs/dbus-api.md).
+    #[zbus(out_args("id", "container"))]
+    async fn create_container(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        config: HashMap<String, OwnedVariant>,
+        flags: u64,
+    ) -> Result<(String, OwnedObjectPath), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        check_flags(flags, 0)?;
+        let json = convert::dict_to_json(&config).map_err(SkiffError::InvalidConfig)?;
+        let cfg = ContainerConfig::from_json_value(json)?;
+        self.create(server, &emitter, cfg).await
+    }
+
+    /// The JSON twin of `CreateContainer`, for dbus-send and scripts.
+    #[zbus(name = "CreateContainerJSON", out_args("id", "container"))]
+    async fn create_container_json(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        config_json: &str,
+        flags: u64,
+    ) -> Result<(String, OwnedObjectPath), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        check_flags(flags, 0)?;
+        let cfg = ContainerConfig::from_json_str(config_json)?;
+        self.create(server, &emitter, cfg).await
+    }
+
+    /// Creates and starts a container. `fds` maps the container's fd 0, 1, 2 to fds the
+    /// client passes (its own stdio, typically); empty = output logged by the daemon.
+    /// Flags: 1 = remove on exit, 2 = kill when the caller leaves the bus.
+    #[zbus(out_args("id", "container"))]
+    #[allow(clippy::too_many_arguments)]
+    async fn run_container(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        config: HashMap<String, OwnedVariant>,
+        fds: HashMap<u32, zbus::OwnedFd>,
+        flags: u64,
+    ) -> Result<(String, OwnedObjectPath), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        check_flags(
+            flags,
+            super::RUN_AUTO_REMOVE | super::RUN_KILL_ON_DISCONNECT,
+        )?;
+        let stdio = stdio_of(fds)?;
+        let json = convert::dict_to_json(&config).map_err(SkiffError::InvalidConfig)?;
+        let mut cfg = ContainerConfig::from_json_value(json)?;
+        if flags & super::RUN_AUTO_REMOVE != 0 {
+            cfg.auto_remove = true;
+        }
+        let (id, p) = self.create(server, &emitter, cfg).await?;
+        if flags & super::RUN_KILL_ON_DISCONNECT != 0 {
+            if let Some(sender) = hdr.sender() {
+                super::server::kill_on_disconnect(
+                    conn.clone(),
+                    self.ctx.daemon.clone(),
+                    sender.to_string(),
+                    id.clone(),
+                );
+            }
+        }
+        self.ctx.daemon.start(&id, stdio).await?;
+        Ok((id, p))
+    }
+
+    /// Imports a rootfs tarball (plain or gzip) read from `rootfs_tar` as `reference`.
+    /// Options: `wait` (b) — return only when the import is done, with its errors.
+    /// Returns the job's id and object.
+    #[zbus(out_args("job_id", "job"))]
+    #[allow(clippy::too_many_arguments)]
+    async fn import_image(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        rootfs_tar: zbus::OwnedFd,
+        reference: &str,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(u32, OwnedObjectPath), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let mut wait = false;
+        for (k, v) in &options {
+            match (k.as_str(), &**v) {
+                ("wait", zbus::Variant::Bool(b)) => wait = *b,
+                ("wait", _) => {
+                    return Err(SkiffError::invalid_args(
+                        "option \"wait\" must be a boolean",
+                    ))
+                }
+                (other, _) => {
+                    return Err(SkiffError::invalid_args(format!(
+                        "unknown import option {other:?} (known: wait)"
+                    )))
+                }
+            }
+        }
+        let fd: OwnedFd = rootfs_tar.into();
+        check_fd(&fd, "rootfs_tar")?;
+        super::image::start_import(&self.ctx, conn, server, fd, reference.to_string(), wait).await
+    }
+
+    /// Images as (id, repo tags, created µs, size in bytes, path).
+    async fn list_images(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        filters: Vec<String>,
+        flags: u64,
+    ) -> Result<Vec<(String, Vec<String>, u64, u64, OwnedObjectPath)>, SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        check_flags(flags, 0)?;
+        if !filters.is_empty() {
+            return Err(SkiffError::NotSupported(
+                "image filters are not supported yet".into(),
+            ));
+        }
+        self.ctx
+            .daemon
+            .list_images()?
+            .into_iter()
+            .map(|i| {
+                let created = ImageObject::created_us(&i);
+                Ok((
+                    i.id.clone(),
+                    i.repo_tags,
+                    created,
+                    i.size,
+                    path(image_path(&i.id))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The object path of an image by reference, id or id prefix.
+    async fn get_image(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        reference: &str,
+    ) -> Result<OwnedObjectPath, SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let img = self.ctx.daemon.image(reference)?;
+        path(image_path(&img.id))
+    }
+
+    /// Facts about the daemon (storage driver, id maps, warnings) as JSON.
+    async fn info(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        serde_json::to_string_pretty(&self.ctx.daemon.info())
+            .map_err(|e| SkiffError::Failed(e.to_string()))
+    }
+
+    /// skiff's version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    /// The API version (bumped on each compatible addition).
+    #[zbus(property(emits_changed_signal = "const"), name = "APIVersion")]
+    fn api_version(&self) -> u32 {
+        super::API_VERSION
+    }
+
+    /// Optional features this daemon has.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn features(&self) -> Vec<String> {
+        vec!["fd-stdio".into(), "import".into()]
+    }
+
+    /// A container was created.
+    #[zbus(signal)]
+    pub async fn container_new(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        container: zbus::ObjectPath<'_>,
+    ) -> zbus::Result<()>;
+
+    /// A container was removed.
+    #[zbus(signal)]
+    pub async fn container_removed(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        container: zbus::ObjectPath<'_>,
+    ) -> zbus::Result<()>;
+
+    /// An image was added.
+    #[zbus(signal)]
+    pub async fn image_new(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        image: zbus::ObjectPath<'_>,
+    ) -> zbus::Result<()>;
+
+    /// A job started.
+    #[zbus(signal)]
+    pub async fn job_new(
+        emitter: &SignalEmitter<'_>,
+        id: u32,
+        job: zbus::ObjectPath<'_>,
+    ) -> zbus::Result<()>;
+
+    /// A job ended: result is done, failed or canceled.
+    #[zbus(signal)]
+    pub async fn job_removed(
+        emitter: &SignalEmitter<'_>,
+        id: u32,
+        job: zbus::ObjectPath<'_>,
+        result: &str,
+    ) -> zbus::Result<()>;
+
+    /// An event in docker's vocabulary (type, action, id, attributes, time µs).
+    #[zbus(signal)]
+    pub async fn event(
+        emitter: &SignalEmitter<'_>,
+        typ: &str,
+        action: &str,
+        id: &str,
+        attributes: HashMap<String, String>,
+        time: u64,
+    ) -> zbus::Result<()>;
+}

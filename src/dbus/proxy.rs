@@ -1,0 +1,94 @@
+//! Client proxies of the API, used by the CLI (and by tests).
+
+use std::collections::HashMap;
+
+use zbus::{proxy, OwnedObjectPath, OwnedVariant};
+
+/// `org.skiff.skiff1.Manager`.
+#[proxy(
+    interface = "org.skiff.skiff1.Manager",
+    default_service = "org.skiff.skiff1",
+    default_path = "/org/skiff/skiff1"
+)]
+pub trait Manager {
+    /// See the server side.
+    fn get_container(&self, name_or_id: &str) -> zbus::Result<OwnedObjectPath>;
+    /// See the server side.
+    #[allow(clippy::type_complexity)]
+    fn list_containers(
+        &self,
+        filters: &[&str],
+        flags: u64,
+    ) -> zbus::Result<Vec<(String, String, String, String, u64, OwnedObjectPath)>>;
+    /// See the server side.
+    fn create_container(
+        &self,
+        config: HashMap<&str, OwnedVariant>,
+        flags: u64,
+    ) -> zbus::Result<(String, OwnedObjectPath)>;
+    /// See the server side.
+    #[zbus(name = "CreateContainerJSON")]
+    fn create_container_json(
+        &self,
+        config_json: &str,
+        flags: u64,
+    ) -> zbus::Result<(String, OwnedObjectPath)>;
+    /// See the server side.
+    fn run_container(
+        &self,
+        config: HashMap<&str, OwnedVariant>,
+        fds: HashMap<u32, zbus::Fd<'_>>,
+        flags: u64,
+    ) -> zbus::Result<(String, OwnedObjectPath)>;
+    /// See the server side.
+    fn import_image(
+        &self,
+        rootfs_tar: zbus::Fd<'_>,
+        reference: &str,
+        options: HashMap<&str, OwnedVariant>,
+    ) -> zbus::Result<(u32, OwnedObjectPath)>;
+    /// See the server side.
+    fn list_images(
+        &self,
+        filters: &[&str],
+        flags: u64,
+    ) -> zbus::Result<Vec<(String, Vec<String>, u64, u64, OwnedObjectPath)>>;
+    /// See the server side.
+    fn get_image(&self, reference: &str) -> zbus::Result<OwnedObjectPath>;
+    /// See the server side.
+    fn info(&self) -> zbus::Result<String>;
+    /// Docker-vocabulary events.
+    #[zbus(signal)]
+    fn event(
+        &self,
+        typ: &str,
+        action: &str,
+        id: &str,
+        attributes: HashMap<String, String>,
+        time: u64,
+    ) -> zbus::Result<()>;
+}
+
+/// `org.skiff.skiff1.Container`.
+#[proxy(
+    interface = "org.skiff.skiff1.Container",
+    default_service = "org.skiff.skiff1"
+)]
+pub trait Container {
+    /// See the server side.
+    fn start(&self, fds: HashMap<u32, zbus::Fd<'_>>, flags: u64) -> zbus::Result<()>;
+    /// See the server side.
+    fn wait(&self, condition: &str) -> zbus::Result<(i32, u64)>;
+    /// See the server side.
+    fn kill(&self, whom: &str, signal: i32) -> zbus::Result<()>;
+    /// See the server side.
+    fn remove(&self, flags: u64) -> zbus::Result<()>;
+    /// See the server side.
+    fn inspect(&self) -> zbus::Result<String>;
+    /// The full id.
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<String>;
+    /// The state.
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+}
