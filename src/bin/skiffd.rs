@@ -1,1 +1,122 @@
-fn main() {}
+//! `skiffd`: the per-user container daemon on the D-Bus session bus.
+//!
+//! Hidden subcommands (`__monitor`, `__unpack`, `__remove`) are the daemon re-running
+//! itself as a fresh single-threaded process for work that forks into namespaces.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// skiffd — rootless containers for one user, served on D-Bus as org.skiff.skiff1.
+#[derive(Debug, Parser)]
+#[command(name = "skiffd", version, about)]
+struct Args {
+    /// D-Bus address to serve on (default: $SKIFF_BUS_ADDRESS, then the session bus).
+    #[arg(long, value_name = "ADDRESS")]
+    bus_address: Option<String>,
+    /// Storage driver for container root filesystems: overlay (kernel) or vfs (copy).
+    #[arg(long, value_name = "DRIVER")]
+    storage_driver: Option<skiff::runtime::RootfsDriver>,
+    /// Log filter (tracing's EnvFilter syntax, e.g. debug or skiff=trace); RUST_LOG works too.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    helper: Option<Helper>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Helper {
+    /// The per-container monitor.
+    #[command(name = "__monitor", hide = true)]
+    Monitor { bundle: PathBuf },
+    /// Extract a layer from stdin inside the user namespace.
+    #[command(name = "__unpack", hide = true)]
+    Unpack {
+        #[arg(long)]
+        maps: String,
+        dest: PathBuf,
+    },
+    /// Remove trees owned by subordinate ids.
+    #[command(name = "__remove", hide = true)]
+    Remove {
+        #[arg(long)]
+        maps: String,
+        paths: Vec<PathBuf>,
+    },
+}
+
+fn main() {
+    let args = Args::parse();
+    // Helpers must stay single-threaded (they fork): no runtime, no logging threads.
+    match &args.helper {
+        Some(Helper::Monitor { bundle }) => std::process::exit(skiff::monitor::main(bundle)),
+        Some(Helper::Unpack { maps, dest }) => {
+            std::process::exit(skiff::helpers::unpack_main(maps, dest))
+        }
+        Some(Helper::Remove { maps, paths }) => {
+            std::process::exit(skiff::helpers::remove_main(maps, paths))
+        }
+        None => {}
+    }
+    let filter = args
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skiffd: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(serve(args)) {
+        tracing::error!("{e:#}");
+        eprintln!("skiffd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the skiffd executable")?;
+    let paths = skiff::paths::Paths::from_env();
+    let opts = skiff::daemon::Options {
+        paths,
+        driver: args.storage_driver.unwrap_or_default(),
+        exe,
+    };
+    let daemon = skiff::daemon::Daemon::new(opts).context("cannot open skiff's state")?;
+    let address = args.bus_address.or_else(|| {
+        std::env::var("SKIFF_BUS_ADDRESS")
+            .ok()
+            .filter(|a| !a.is_empty())
+    });
+    let conn = skiff::dbus::server::serve(daemon, address.as_deref())
+        .await
+        .context("cannot serve on D-Bus")?;
+    tracing::info!(
+        "skiffd {} serving {} as {}",
+        env!("CARGO_PKG_VERSION"),
+        skiff::dbus::BUS_NAME,
+        conn.unique_name()
+            .map(|n| n.to_string())
+            .unwrap_or_default()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("skiffd stopping; containers keep running under their monitors");
+    Ok(())
+}

@@ -1,1 +1,220 @@
-//! cli
+//! The `skiff` command line: a thin D-Bus client of skiffd. Every command is one or two
+//! calls on the API; flag names and output columns follow docker's.
+
+pub mod connect;
+pub mod containers;
+pub mod images;
+pub mod table;
+
+use clap::{Args, Parser, Subcommand};
+
+/// skiff — rootless containers, served by your own skiffd over D-Bus.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about)]
+pub struct Cli {
+    /// D-Bus address of skiffd's bus (default: $SKIFF_BUS_ADDRESS, then the session bus).
+    #[arg(long, global = true, value_name = "ADDRESS")]
+    pub bus_address: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags shared by `run` and `create`.
+#[derive(Debug, Args, Clone)]
+pub struct CreateArgs {
+    /// Assign a name to the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables (NAME=VALUE).
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User as UID[:GID].
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Container hostname (default: the first 12 digits of its id).
+    #[arg(short = 'h', long = "hostname")]
+    pub hostname: Option<String>,
+    /// Override the image's ENTRYPOINT.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Network mode: none or host.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Set labels (KEY=VALUE).
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Keep stdin open (pass skiff's stdin to the container).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// The image.
+    pub image: String,
+    /// The command and its arguments (default: the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// skiff's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and run a container; the exit code is the container's.
+    #[command(disable_help_flag = true)]
+    Run {
+        /// Print help (-h is --hostname, as in docker).
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+        /// Remove the container when it exits.
+        #[arg(long)]
+        rm: bool,
+        /// Run in the background and print the container id.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Container flags.
+        #[command(flatten)]
+        args: CreateArgs,
+    },
+    /// Create a container without starting it; prints its id.
+    #[command(disable_help_flag = true)]
+    Create {
+        /// Print help (-h is --hostname, as in docker).
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+        /// Container flags.
+        #[command(flatten)]
+        args: CreateArgs,
+    },
+    /// Start created or stopped containers (output goes to the daemon's log).
+    Start {
+        /// Containers (name, id or id prefix).
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Block until containers stop; print their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers' details as JSON.
+    Inspect {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers.
+    Ps {
+        /// Show all containers (default: running only).
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Only ids.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// List images.
+    Images {
+        /// Only ids.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Image commands.
+    Image {
+        /// The image command.
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Import a rootfs tarball as an image (same as `image import`).
+    Import {
+        /// The tarball (plain or gzip), or - for stdin.
+        file: String,
+        /// NAME[:TAG] for the image.
+        reference: String,
+    },
+    /// Show the daemon's setup (storage driver, id maps, warnings).
+    Info,
+}
+
+/// `skiff image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import a rootfs tarball (plain or gzip; - for stdin) as NAME[:TAG].
+    Import {
+        /// The tarball, or -.
+        file: String,
+        /// NAME[:TAG].
+        reference: String,
+    },
+    /// List images.
+    #[command(alias = "list")]
+    Ls {
+        /// Only ids.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+}
+
+/// A failure the CLI reports: a message and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// Printed as `skiff: Error: ...`.
+    pub message: String,
+    /// The process exit code.
+    pub code: i32,
+}
+
+impl Failure {
+    /// A failure with exit code 1.
+    pub fn msg(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+/// Runs the CLI; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let result = dispatch(cli).await;
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("skiff: Error: {}", f.message);
+            f.code
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<i32, Failure> {
+    let conn = connect::connect(cli.bus_address.as_deref()).await?;
+    match cli.command {
+        Command::Run {
+            rm, detach, args, ..
+        } => containers::run(&conn, args, rm, detach).await,
+        Command::Create { args, .. } => containers::create(&conn, args).await,
+        Command::Start { containers } => containers::start(&conn, &containers).await,
+        Command::Wait { containers } => containers::wait(&conn, &containers).await,
+        Command::Rm { force, containers } => containers::rm(&conn, &containers, force).await,
+        Command::Inspect { containers } => containers::inspect(&conn, &containers).await,
+        Command::Ps { all, quiet } => containers::ps(&conn, all, quiet).await,
+        Command::Images { quiet }
+        | Command::Image {
+            command: ImageCommand::Ls { quiet },
+        } => images::list(&conn, quiet).await,
+        Command::Import { file, reference }
+        | Command::Image {
+            command: ImageCommand::Import { file, reference },
+        } => images::import(&conn, &file, &reference).await,
+        Command::Info => images::info(&conn).await,
+    }
+}

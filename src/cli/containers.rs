@@ -1,0 +1,317 @@
+//! Container commands: run, create, start, wait, rm, inspect, ps.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+
+use futures_util::StreamExt;
+use zbus::{Connection, OwnedVariant, Variant};
+
+use super::connect::{error_name, fail};
+use super::{table, CreateArgs, Failure};
+use crate::dbus::proxy::{ContainerProxy, ManagerProxy};
+use crate::timefmt::human_ago;
+
+fn ov<'a>(v: impl Into<Variant<'a>>) -> Result<OwnedVariant, Failure> {
+    OwnedVariant::try_from(v.into()).map_err(|e| Failure::msg(format!("encoding the config: {e}")))
+}
+
+/// The `a{sv}` config for `args`.
+fn config(
+    args: &CreateArgs,
+    auto_remove: bool,
+) -> Result<HashMap<&'static str, OwnedVariant>, Failure> {
+    let mut m = HashMap::new();
+    m.insert("image", ov(args.image.as_str())?);
+    if !args.command.is_empty() {
+        m.insert("command", ov(args.command.clone())?);
+    }
+    if let Some(e) = &args.entrypoint {
+        m.insert("entrypoint", ov(vec![e.clone()])?);
+    }
+    if let Some(n) = &args.name {
+        m.insert("name", ov(n.as_str())?);
+    }
+    if !args.env.is_empty() {
+        let env: Vec<String> = args
+            .env
+            .iter()
+            .map(|e| match (e.contains('='), std::env::var(e)) {
+                // `-e NAME` takes NAME from skiff's environment, as docker does.
+                (false, Ok(v)) => format!("{e}={v}"),
+                _ => e.clone(),
+            })
+            .collect();
+        m.insert("env", ov(env)?);
+    }
+    if let Some(w) = &args.workdir {
+        m.insert("workdir", ov(w.as_str())?);
+    }
+    if let Some(u) = &args.user {
+        m.insert("user", ov(u.as_str())?);
+    }
+    if let Some(h) = &args.hostname {
+        m.insert("hostname", ov(h.as_str())?);
+    }
+    if let Some(n) = &args.network {
+        m.insert("network", ov(n.as_str())?);
+    }
+    if !args.labels.is_empty() {
+        let labels: HashMap<String, String> = args
+            .labels
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (l.clone(), String::new()),
+            })
+            .collect();
+        m.insert("labels", ov(labels)?);
+    }
+    if args.interactive {
+        m.insert("interactive", ov(true)?);
+    }
+    if auto_remove {
+        m.insert("auto-remove", ov(true)?);
+    }
+    Ok(m)
+}
+
+/// docker's exit codes for a `run` that failed before the command ran.
+fn run_failure(e: zbus::Error) -> Failure {
+    let code = match error_name(&e).as_deref() {
+        Some("org.skiff.Error.CommandNotFound") => 127,
+        Some("org.skiff.Error.CommandNotExecutable") => 126,
+        _ => 125,
+    };
+    fail(e, code)
+}
+
+/// `skiff run`.
+pub async fn run(
+    conn: &Connection,
+    args: CreateArgs,
+    rm: bool,
+    detach: bool,
+) -> Result<i32, Failure> {
+    let mgr = ManagerProxy::new(conn).await.map_err(run_failure)?;
+    if detach {
+        let cfg = config(&args, rm)?;
+        let (id, _) = mgr
+            .run_container(cfg, HashMap::new(), 0)
+            .await
+            .map_err(run_failure)?;
+        println!("{id}");
+        return Ok(0);
+    }
+    // Subscribe before the call: the container may exit before the reply arrives, and
+    // signals sent during the call are delivered before its reply.
+    let mut events = mgr.receive_event().await.map_err(run_failure)?;
+    let cfg = config(&args, rm)?;
+    let null;
+    let own_stdin = std::io::stdin();
+    let stdin: zbus::Fd<'_> = if args.interactive {
+        own_stdin.as_fd().into()
+    } else {
+        null = std::fs::File::open("/dev/null")
+            .map_err(|e| Failure::msg(format!("/dev/null: {e}")))?;
+        null.as_fd().into()
+    };
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut fds: HashMap<u32, zbus::Fd<'_>> = HashMap::new();
+    fds.insert(0, stdin);
+    fds.insert(1, stdout.as_fd().into());
+    fds.insert(2, stderr.as_fd().into());
+    let flags =
+        crate::dbus::RUN_KILL_ON_DISCONNECT | if rm { crate::dbus::RUN_AUTO_REMOVE } else { 0 };
+    let (id, _) = mgr
+        .run_container(cfg, fds, flags)
+        .await
+        .map_err(run_failure)?;
+    let mut code = None;
+    while let Some(sig) = events.next().await {
+        let Ok(a) = sig.args() else { continue };
+        if *a.id() != id.as_str() || *a.typ() != "container" {
+            continue;
+        }
+        match *a.action() {
+            "die" => {
+                code = Some(
+                    a.attributes()
+                        .get("exitCode")
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(125),
+                );
+                if !rm {
+                    break;
+                }
+            }
+            // With --rm, return once nothing of the container is left.
+            "destroy" if rm => break,
+            _ => {}
+        }
+    }
+    code.ok_or_else(|| Failure {
+        message: "lost the connection to skiffd before the container exited".into(),
+        code: 125,
+    })
+}
+
+/// `skiff create`.
+pub async fn create(conn: &Connection, args: CreateArgs) -> Result<i32, Failure> {
+    let mgr = ManagerProxy::new(conn).await.map_err(|e| fail(e, 125))?;
+    let (id, _) = mgr
+        .create_container(config(&args, false)?, 0)
+        .await
+        .map_err(|e| fail(e, 125))?;
+    println!("{id}");
+    Ok(0)
+}
+
+async fn container<'a>(
+    conn: &'a Connection,
+    name: &str,
+) -> Result<ContainerProxy<'a>, zbus::Error> {
+    let mgr = ManagerProxy::new(conn).await?;
+    let path = mgr.get_container(name).await?;
+    ContainerProxy::builder(conn).path(path).build().await
+}
+
+/// Runs `f` for each container name, printing errors and returning 1 if any failed.
+async fn each<'c, F, Fut>(conn: &'c Connection, names: &[String], f: F) -> Result<i32, Failure>
+where
+    F: Fn(ContainerProxy<'c>, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), zbus::Error>>,
+{
+    let mut code = 0;
+    for name in names {
+        let r = match container(conn, name).await {
+            Ok(c) => f(c, name.clone()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            eprintln!("skiff: Error: {}", super::connect::describe(&e));
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+/// `skiff start`.
+pub async fn start(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
+    each(conn, names, |c, name| async move {
+        c.start(HashMap::new(), 0).await?;
+        println!("{name}");
+        Ok(())
+    })
+    .await
+}
+
+/// `skiff wait`.
+pub async fn wait(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
+    each(conn, names, |c, _| async move {
+        let (code, _) = c.wait("not-running").await?;
+        println!("{code}");
+        Ok(())
+    })
+    .await
+}
+
+/// `skiff rm`.
+pub async fn rm(conn: &Connection, names: &[String], force: bool) -> Result<i32, Failure> {
+    each(conn, names, |c, name| async move {
+        c.remove(if force { crate::dbus::REMOVE_FORCE } else { 0 })
+            .await?;
+        println!("{name}");
+        Ok(())
+    })
+    .await
+}
+
+/// `skiff inspect`: a JSON array, like docker's.
+pub async fn inspect(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
+    let mut out = Vec::new();
+    let mut code = 0;
+    for name in names {
+        let r = async {
+            let c = container(conn, name).await?;
+            c.inspect().await
+        }
+        .await;
+        match r {
+            Ok(json) => match serde_json::from_str::<serde_json::Value>(&json) {
+                Ok(v) => out.push(v),
+                Err(e) => return Err(Failure::msg(format!("bad JSON from skiffd: {e}"))),
+            },
+            Err(e) => {
+                eprintln!("skiff: Error: {}", super::connect::describe(&e));
+                code = 1;
+            }
+        }
+    }
+    let text = serde_json::to_string_pretty(&out).map_err(|e| Failure::msg(e.to_string()))?;
+    println!("{text}");
+    Ok(code)
+}
+
+/// `skiff ps`.
+pub async fn ps(conn: &Connection, all: bool, quiet: bool) -> Result<i32, Failure> {
+    let mgr = ManagerProxy::new(conn).await.map_err(|e| fail(e, 1))?;
+    let list = mgr
+        .list_containers(&[], if all { crate::dbus::LIST_ALL } else { 0 })
+        .await
+        .map_err(|e| fail(e, 1))?;
+    if quiet {
+        for (id, ..) in &list {
+            println!("{}", &id[..12.min(id.len())]);
+        }
+        return Ok(0);
+    }
+    let mut rows = Vec::new();
+    for (id, name, image, state, created, path) in list {
+        let (command, status) = {
+            match ContainerProxy::builder(conn).path(path).build().await {
+                Ok(c) => {
+                    let json = c.inspect().await.unwrap_or_default();
+                    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                    let mut cmd = v["Path"].as_str().unwrap_or("").to_string();
+                    for a in v["Args"].as_array().into_iter().flatten() {
+                        cmd.push(' ');
+                        cmd.push_str(a.as_str().unwrap_or(""));
+                    }
+                    let status = match state.as_str() {
+                        "exited" => format!("Exited ({})", v["State"]["ExitCode"]),
+                        "running" => "Up".to_string(),
+                        "created" => "Created".to_string(),
+                        other => other.to_string(),
+                    };
+                    (cmd, status)
+                }
+                Err(_) => (String::new(), state.clone()),
+            }
+        };
+        let mut command = format!("\"{command}\"");
+        if command.chars().count() > 22 {
+            command = command.chars().take(19).collect::<String>() + "…\"";
+        }
+        rows.push(vec![
+            id[..12.min(id.len())].to_string(),
+            image,
+            command,
+            human_ago(created),
+            status,
+            name,
+        ]);
+    }
+    table::print(
+        &[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "NAMES",
+        ],
+        &rows,
+    );
+    Ok(0)
+}
