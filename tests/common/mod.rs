@@ -1,0 +1,344 @@
+//! The end-to-end harness: a private dbus-daemon, a skiffd with its XDG directories in a
+//! temp dir, and a busybox image built from /bin/busybox (busybox-static) — real parts,
+//! no mocks. Runs as whatever user runs the tests; scripts/test.sh runs it unprivileged.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the skiff binaries are: `$SKIFF_BIN_DIR` (set by scripts/test.sh when the tests
+/// run as another user) or cargo's build.
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("SKIFF_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    match name {
+        "skiff" => PathBuf::from(env!("CARGO_BIN_EXE_skiff")),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_skiffd")),
+    }
+}
+
+/// Fails the test with a clear message when a host tool is missing.
+pub fn require(tool: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(tool);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{tool} is not installed: run scripts/test.sh as root once, or install it (see README)");
+}
+
+/// A private bus with a skiffd on it, and the image `demo/busybox` imported.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub address: String,
+    dbus: Child,
+    skiffd: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl Env {
+    /// Bus + daemon + image.
+    pub fn new() -> Env {
+        let env = Env::bus_only();
+        let mut env = env;
+        env.start_daemon();
+        let tar = env.busybox_tar();
+        let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
+        assert!(out.status.success(), "import failed: {}", stderr(&out));
+        env
+    }
+
+    /// Just the bus (no daemon): for "daemon not running" and for tests that prepare the
+    /// state before the daemon starts.
+    pub fn bus_only() -> Env {
+        let dbus_daemon = require("dbus-daemon");
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-e2e-")
+            .tempdir()
+            .unwrap();
+        for sub in ["runtime", "data", "config"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            std::fs::set_permissions(dir.path().join(sub), std::fs::Permissions::from_mode(0o700))
+                .unwrap();
+        }
+        let sock = dir.path().join("bus");
+        let mut dbus = Command::new(dbus_daemon)
+            .args(["--session", "--nofork", "--print-address=1", "--nopidfile"])
+            .arg(format!("--address=unix:path={}", sock.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut out = dbus.stdout.take().unwrap();
+        let mut byte = [0u8; 1];
+        while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            line.push(byte[0] as char);
+        }
+        assert!(!line.is_empty(), "dbus-daemon did not print its address");
+        Env {
+            dir,
+            address: line.trim().to_string(),
+            dbus,
+            skiffd: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The environment every skiff process of this test gets.
+    pub fn envs(&self) -> Vec<(String, String)> {
+        let d = self.dir.path();
+        vec![
+            ("SKIFF_BUS_ADDRESS".into(), self.address.clone()),
+            ("DBUS_SESSION_BUS_ADDRESS".into(), self.address.clone()),
+            (
+                "XDG_RUNTIME_DIR".into(),
+                d.join("runtime").display().to_string(),
+            ),
+            ("XDG_DATA_HOME".into(), d.join("data").display().to_string()),
+            (
+                "XDG_CONFIG_HOME".into(),
+                d.join("config").display().to_string(),
+            ),
+        ]
+    }
+
+    /// Starts skiffd (with extra flags) and waits until it owns its name.
+    pub fn start_daemon_with(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+        self.start_daemon();
+    }
+
+    /// Starts skiffd and waits until it owns its name.
+    pub fn start_daemon(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("skiffd.log")).unwrap();
+        let child = Command::new(bin("skiffd"))
+            .args(&self.extra_args)
+            .envs(self.envs())
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.skiffd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.gdbus(&[
+                "--dest",
+                "org.freedesktop.DBus",
+                "--object-path",
+                "/org/freedesktop/DBus",
+                "--method",
+                "org.freedesktop.DBus.NameHasOwner",
+                "org.skiff.skiff1",
+            ]);
+            if stdout(&out).contains("true") {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.skiffd.as_mut().map(|c| c.try_wait()) {
+                panic!("skiffd exited with {status}: {}", self.daemon_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "skiffd did not take its name: {}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops skiffd (SIGTERM) and waits for it.
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut c) = self.skiffd.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("skiffd.log")).unwrap_or_default()
+    }
+
+    /// Runs the skiff CLI.
+    pub fn skiff(&self, args: &[&str]) -> Output {
+        self.skiff_cmd(args).output().unwrap()
+    }
+
+    /// A skiff command, to add stdin or more.
+    pub fn skiff_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("skiff"));
+        c.args(args).envs(self.envs()).stdin(Stdio::null());
+        c
+    }
+
+    /// Runs gdbus on the private bus (`gdbus call --address A ...`).
+    pub fn gdbus(&self, args: &[&str]) -> Output {
+        Command::new(require("gdbus"))
+            .args(["call", "--address", &self.address])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The data directory of skiff.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data/skiff")
+    }
+
+    /// The runtime directory of skiff.
+    pub fn runtime(&self) -> PathBuf {
+        self.dir.path().join("runtime/skiff")
+    }
+
+    /// Writes a busybox rootfs tarball (from /bin/busybox) and returns its path. The
+    /// archive records root ownership, plus `home/user` and a file in it owned by
+    /// 1000:1000 — built with the tar crate, so no privileges are needed.
+    pub fn busybox_tar(&self) -> PathBuf {
+        let path = self.dir.path().join("busybox.tar");
+        write_busybox_tar(&path, &[]);
+        path
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        let _ = self.dbus.kill();
+        let _ = self.dbus.wait();
+        // Layers hold files owned by subordinate ids, which only the user namespace can
+        // remove: use skiffd's own helper with the maps the daemon used.
+        let maps = current_maps_json();
+        let _ = Command::new(bin("skiffd"))
+            .args(["__remove", "--maps", &maps])
+            .arg(self.dir.path().join("data"))
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The id maps skiffd computes for this user, as its helpers take them.
+pub fn current_maps_json() -> String {
+    let (maps, _) = skiff::userns::IdMaps::for_current_user().expect("reading /etc/subuid");
+    serde_json::to_string(&maps).unwrap()
+}
+
+/// Extra entries for [`write_busybox_tar`]: (path, uid, gid, mode, content).
+pub type Extra<'a> = (&'a str, u64, u64, u32, &'a [u8]);
+
+/// Builds the busybox rootfs tar at `path`, with `extra` regular files.
+pub fn write_busybox_tar(path: &Path, extra: &[Extra<'_>]) {
+    let busybox = require("busybox");
+    let file = std::fs::File::create(path).unwrap();
+    let mut b = tar::Builder::new(file);
+    let dir = |b: &mut tar::Builder<std::fs::File>, name: &str, uid: u64, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_uid(uid);
+        h.set_gid(uid);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, name, std::io::empty()).unwrap();
+    };
+    let file =
+        |b: &mut tar::Builder<std::fs::File>, name: &str, uid: u64, mode: u32, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_uid(uid);
+            h.set_gid(uid);
+            h.set_mode(mode);
+            h.set_size(data.len() as u64);
+            h.set_mtime(1_700_000_000);
+            b.append_data(&mut h, name, data).unwrap();
+        };
+    for d in [
+        "bin", "etc", "proc", "sys", "dev", "root", "home", "var", "usr",
+    ] {
+        dir(&mut b, d, 0, 0o755);
+    }
+    dir(&mut b, "tmp", 0, 0o1777);
+    dir(&mut b, "home/user", 1000, 0o755);
+    let data = std::fs::read(&busybox).unwrap();
+    file(&mut b, "bin/busybox", 0, 0o755, &data);
+    let list = Command::new(&busybox).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet == "busybox" || applet.is_empty() {
+            continue;
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    file(&mut b, "etc/passwd", 0, 0o644, b"root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n");
+    file(
+        &mut b,
+        "etc/group",
+        0,
+        0o644,
+        b"root:x:0:\ntty:x:5:\nuser:x:1000:\nnogroup:x:65534:\n",
+    );
+    file(&mut b, "home/user/owned", 1000, 0o644, b"mine\n");
+    file(
+        &mut b,
+        "etc/not-executable",
+        0,
+        0o644,
+        b"#!/bin/sh\necho no\n",
+    );
+    for (name, uid, gid, mode, data) in extra {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_uid(*uid);
+        h.set_gid(*gid);
+        h.set_mode(*mode);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// The first subordinate uid range of the current user from /etc/subuid: (start, count).
+pub fn first_subuid_range() -> Option<(u32, u32)> {
+    let (maps, _) = skiff::userns::IdMaps::for_current_user().ok()?;
+    maps.uid
+        .iter()
+        .find(|e| e.container_id == 1)
+        .map(|e| (e.host_id, e.size))
+}
+
+/// Lists the entries of a directory (empty if it does not exist).
+pub fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,181 @@
+//! End to end: bad input gets a clear error naming the problem, and loses nothing.
+
+mod common;
+
+use common::{entries, stderr, stdout, Env};
+
+#[test]
+fn unknown_image_is_a_clear_error() {
+    let env = Env::new();
+    let out = env.skiff(&["run", "--rm", "no/such-image", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let e = stderr(&out);
+    assert!(
+        e.contains("no such image") && e.contains("no/such-image"),
+        "{e}"
+    );
+}
+
+#[test]
+fn invalid_reference_and_name_are_refused() {
+    let env = Env::new();
+    let tar = env.busybox_tar();
+    let out = env.skiff(&["import", tar.to_str().unwrap(), "Bad/UPPER"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).to_lowercase().contains("reference"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.skiff(&["run", "--name=-bad", "demo/busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("not a valid container name"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env
+        .skiff(&["create", "--name", "twice", "demo/busybox", "true"])
+        .status
+        .success());
+    let dup = env.skiff(&["create", "--name", "twice", "demo/busybox", "true"]);
+    assert!(!dup.status.success());
+    assert!(stderr(&dup).contains("already in use"), "{}", stderr(&dup));
+}
+
+#[test]
+fn unknown_config_key_is_named_in_a_dbus_error() {
+    let env = Env::new();
+    let out = env.gdbus(&[
+        "--dest",
+        "org.skiff.skiff1",
+        "--object-path",
+        "/org/skiff/skiff1",
+        "--method",
+        "org.skiff.skiff1.Manager.CreateContainer",
+        "{'image': <'demo/busybox'>, 'colour': <'red'>}",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("org.skiff.Error.InvalidConfig") && e.contains("colour"),
+        "{e}"
+    );
+    let out = env.gdbus(&[
+        "--dest",
+        "org.skiff.skiff1",
+        "--object-path",
+        "/org/skiff/skiff1",
+        "--method",
+        "org.skiff.skiff1.Manager.CreateContainerJSON",
+        "{\"image\": 5}",
+        "0",
+    ]);
+    assert!(
+        stderr(&out).contains("org.skiff.Error.InvalidConfig") && stderr(&out).contains("image"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.gdbus(&[
+        "--dest",
+        "org.skiff.skiff1",
+        "--object-path",
+        "/org/skiff/skiff1",
+        "--method",
+        "org.skiff.skiff1.Manager.CreateContainer",
+        "{'image': <'demo/busybox'>}",
+        "8",
+    ]);
+    assert!(
+        stderr(&out).contains("InvalidArgs") && stderr(&out).contains("flag"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn daemon_not_running_says_how_to_start_it() {
+    let env = Env::bus_only();
+    let out = env.skiff(&["ps"]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("skiffd is not running") && e.contains("skiffd &"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hostile_tar_is_refused_and_touches_nothing_outside() {
+    let env = Env::new();
+    let evil = env.dir.path().join("evil.tar");
+    {
+        let f = std::fs::File::create(&evil).unwrap();
+        let mut b = tar::Builder::new(f);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        // tar::Builder refuses `..` in append_data, so write the name into the header.
+        let name = b"../../escaped";
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        b.append(&h, &b"evil"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let before = entries(&env.data().join("storage/layers")).len();
+    let out = env.skiff(&["import", evil.to_str().unwrap(), "evil/image"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(".."), "{}", stderr(&out));
+    assert!(!env.data().join("storage/escaped").exists() && !env.data().join("escaped").exists());
+    assert_eq!(entries(&env.data().join("storage/layers")).len(), before);
+    let imgs = env.skiff(&["images"]);
+    assert!(!stdout(&imgs).contains("evil/image"));
+    // Nothing staged is left either (collected right away).
+    assert!(entries(&env.data().join("storage/tmp")).is_empty());
+}
+
+#[test]
+fn corrupt_container_record_is_skipped_not_fatal() {
+    let mut env = Env::bus_only();
+    let bad = env.data().join("containers").join("f".repeat(64));
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("container.json"), b"{\"id\": \"ff").unwrap();
+    env.start_daemon();
+    let out = env.skiff(&["ps", "-a"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        env.daemon_log().contains("skipping container"),
+        "{}",
+        env.daemon_log()
+    );
+    // The bad entry is reported and kept for the user to look at, not deleted.
+    assert!(bad.join("container.json").exists());
+}
+
+#[test]
+fn import_from_stdin_and_gzip() {
+    let env = Env::new();
+    let tar = env.busybox_tar();
+    let gz = env.dir.path().join("busybox.tar.gz");
+    {
+        let data = std::fs::read(&tar).unwrap();
+        let f = std::fs::File::create(&gz).unwrap();
+        let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &data).unwrap();
+        enc.finish().unwrap();
+    }
+    let out = env
+        .skiff_cmd(&["image", "import", "-", "demo/fromstdin:1"])
+        .stdin(std::fs::File::open(&gz).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("sha256:"));
+    let run = env.skiff(&["run", "--rm", "demo/fromstdin:1", "echo", "ok"]);
+    assert_eq!(stdout(&run), "ok\n");
+}
