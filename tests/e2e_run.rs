@@ -263,3 +263,23 @@ fn vfs_driver_runs_containers_from_a_copy() {
     assert_eq!(stdout(&out), "1000\nx\n");
     assert!(entries(&env.data().join("containers")).is_empty());
 }
+
+#[test]
+fn killing_the_client_kills_its_container() {
+    let env = Env::new();
+    let mut child = env
+        .skiff_cmd(&["run", "--name", "orphan", "demo/busybox", "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    // Wait until it runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !stdout(&env.skiff(&["ps"])).contains("orphan") {
+        assert!(std::time::Instant::now() < deadline, "container never ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    // skiffd sees the client leave the bus and kills the container (KILL_ON_DISCONNECT).
+    let w = env.skiff(&["wait", "orphan"]);
+    assert_eq!(stdout(&w).trim(), "137", "{}", stderr(&w));
+}
