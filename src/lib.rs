@@ -11,6 +11,7 @@ pub mod image;
 pub mod monitor;
 pub mod netns;
 pub mod paths;
+pub mod procutil;
 pub mod runtime;
 pub mod timefmt;
 pub mod userns;

@@ -4,13 +4,18 @@
 //! container's init, records the exit code atomically in the bundle's exit file and tells
 //! the daemon what happened through a status pipe (fd 3, one JSON object per line).
 //!
-//! The monitor is silent on its own stdio: those belong to the container.
+//! The monitor is silent on its own stdio: those belong to the container. When the daemon
+//! asks for logging, the container's stdout and stderr are pipes that the monitor reads
+//! and writes to the json-file log, so output is never lost while the daemon is down.
+
+pub mod logger;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -18,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil;
 use crate::runtime::{self, RootfsPlan};
 use crate::timefmt::now_us;
+pub use logger::LogConfig;
 
 /// The fd on which the monitor writes [`Status`] lines.
 pub const STATUS_FD: i32 = 3;
@@ -30,6 +36,10 @@ pub struct MonitorConfig {
     pub id: String,
     /// How to assemble the rootfs.
     pub rootfs: RootfsPlan,
+    /// Log the container's stdout/stderr (detached containers); None = the monitor's own
+    /// stdio are the container's (the client passed its fds).
+    #[serde(default)]
+    pub log: Option<LogConfig>,
 }
 
 /// What the monitor tells the daemon.
@@ -147,11 +157,117 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         .map_err(|e| runtime::Error::Spec(e.to_string()))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| runtime::Error::sys("PR_SET_CHILD_SUBREAPER", e))?;
+    let pipes = match &cfg.log {
+        Some(_) => Some(OutputPipes::install()?),
+        None => None,
+    };
     let init = runtime::create_and_start(&spec, &cfg.rootfs)?;
     pipe.send(&Status::Started { pid: init.as_raw() });
+    if let (Some(pipes), Some(log)) = (pipes, &cfg.log) {
+        pipes.pump(init, log.clone());
+    }
     let code = runtime::wait_exit_code(init)?;
     reap_orphans();
     Ok(code)
+}
+
+/// The read ends of the container's stdout and stderr pipes.
+struct OutputPipes {
+    out: OwnedFd,
+    err: OwnedFd,
+}
+
+impl OutputPipes {
+    /// Makes pipes and puts their write ends on our fds 1 and 2, which the container
+    /// inherits; the read ends are close-on-exec, so only we hold them.
+    fn install() -> Result<OutputPipes, runtime::Error> {
+        let mk = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| runtime::Error::sys("pipe", e))
+        };
+        let (out, out_w) = mk()?;
+        let (err, err_w) = mk()?;
+        for (fd, target) in [(&out_w, 1), (&err_w, 2)] {
+            // SAFETY: dup2 onto a standard descriptor we own; the old one is replaced.
+            if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+                return Err(runtime::Error::sys("dup2", nix::errno::Errno::last()));
+            }
+        }
+        Ok(OutputPipes { out, err })
+    }
+
+    /// Copies the container's output to the log until init exits and the pipes are
+    /// drained. A logging failure (a full disk) loses that chunk, never blocks the
+    /// container.
+    fn pump(self, init: Pid, cfg: LogConfig) {
+        // Let only the container hold the write ends, so its exit shows as end-of-file.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            // SAFETY: as above.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), 1);
+                libc::dup2(null.as_raw_fd(), 2);
+            }
+        }
+        let mut logger = logger::Logger::open(cfg).ok();
+        let pidfd = crate::procutil::pidfd_open(init.as_raw()).ok();
+        let mut open = [true, true];
+        let mut init_done = false;
+        let mut buf = vec![0u8; 64 * 1024];
+        while open[0] || open[1] {
+            let mut fds = Vec::new();
+            let mut which = Vec::new();
+            for (i, fd) in [&self.out, &self.err].into_iter().enumerate() {
+                if open[i] {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                    which.push(i);
+                }
+            }
+            let watch_init = pidfd.is_some() && !init_done;
+            if let (Some(p), true) = (&pidfd, watch_init) {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            }
+            // After init ended, whatever still holds a write end (a helper process)
+            // must not keep us here: drain what is there and stop.
+            let timeout = if init_done {
+                PollTimeout::ZERO
+            } else {
+                PollTimeout::NONE
+            };
+            match poll(&mut fds, timeout) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            if watch_init && ready.last().copied().unwrap_or(false) {
+                init_done = true;
+            }
+            for (slot, i) in which.iter().enumerate() {
+                if !ready[slot] {
+                    continue;
+                }
+                let fd = if *i == 0 { &self.out } else { &self.err };
+                match nix::unistd::read(fd, &mut buf) {
+                    Ok(0) => open[*i] = false,
+                    Ok(n) => {
+                        if let Some(l) = logger.as_mut() {
+                            let _ = l.write(*i + 1, &buf[..n]);
+                        }
+                    }
+                    Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                    Err(_) => open[*i] = false,
+                }
+            }
+        }
+        if let Some(l) = logger.as_mut() {
+            let _ = l.flush();
+        }
+    }
 }
 
 /// Collects the processes re-parented to us: when init (pid 1 of the container's pid
