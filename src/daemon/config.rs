@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::restart::RestartPolicy;
 use super::Error;
 
 /// A container's configuration, as given by the client (docker's flags in `a{sv}` form).
@@ -50,6 +51,18 @@ pub struct ContainerConfig {
     /// Keep stdin open (used with `RunContainer`'s passed fds).
     #[serde(default)]
     pub interactive: bool,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
+    /// Signal number sent by stop (default SIGTERM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<i32>,
+    /// Seconds stop waits before SIGKILL (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u64>,
+    /// json-file log options: `max-size` (e.g. 10m) and `max-file`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub log_opts: BTreeMap<String, String>,
 }
 
 /// Keys of the API that later releases implement; sending them now is a clear error
@@ -63,9 +76,6 @@ const RESERVED: &[&str] = &[
     "memory",
     "cpus",
     "pids-limit",
-    "stop-signal",
-    "stop-timeout",
-    "restart",
     "userns",
 ];
 
@@ -153,8 +163,70 @@ impl ContainerConfig {
         if let Some(u) = &self.user {
             parse_user(u)?;
         }
+        let policy = self.restart_policy()?;
+        if self.auto_remove && policy != RestartPolicy::No {
+            return Err(Error::InvalidConfig(
+                "keys \"auto-remove\" and \"restart\" conflict: a container removed on exit cannot be restarted".into(),
+            ));
+        }
+        if let Some(sig) = self.stop_signal {
+            if nix::sys::signal::Signal::try_from(sig).is_err() {
+                return Err(Error::InvalidConfig(format!(
+                    "key \"stop-signal\": {sig} is not a signal number"
+                )));
+            }
+        }
+        self.log_limits()?;
         Ok(())
     }
+
+    /// The restart policy.
+    pub fn restart_policy(&self) -> Result<RestartPolicy, Error> {
+        self.restart.as_deref().unwrap_or("no").parse()
+    }
+
+    /// `max-size` in bytes (0 = unlimited) and `max-file` from the log options.
+    pub fn log_limits(&self) -> Result<(u64, u32), Error> {
+        let mut size = 0;
+        let mut files = 1;
+        for (k, v) in &self.log_opts {
+            match k.as_str() {
+                "max-size" => {
+                    size = parse_size(v).ok_or_else(|| {
+                        Error::InvalidConfig(format!(
+                            "key \"log-opts\": max-size {v:?} is not a size (e.g. 10m, 512k, 1g)"
+                        ))
+                    })?
+                }
+                "max-file" => {
+                    files = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        Error::InvalidConfig(format!(
+                            "key \"log-opts\": max-file {v:?} must be a number of at least 1"
+                        ))
+                    })?
+                }
+                other => {
+                    return Err(Error::InvalidConfig(format!(
+                        "key \"log-opts\": unknown option {other:?} (known: max-size, max-file)"
+                    )))
+                }
+            }
+        }
+        Ok((size, files))
+    }
+}
+
+/// Parses docker's sizes: `100`, `512k`, `10m`, `1g` (binary units).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('b').unwrap_or(&s);
+    let (num, mult) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// Docker's container-name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
@@ -239,6 +311,32 @@ mod tests {
         assert!(validate_name("-web").is_err());
         assert!(validate_name("a").is_err());
         assert!(validate_name("we b").is_err());
+    }
+
+    #[test]
+    fn restart_log_and_stop_keys() {
+        let cfg = ContainerConfig::from_json_value(json!({
+            "image": "x", "restart": "on-failure:2", "stop-signal": 15, "stop-timeout": 3,
+            "log-opts": {"max-size": "1m", "max-file": "3"}
+        }))
+        .unwrap();
+        assert_eq!(
+            cfg.restart_policy().unwrap(),
+            RestartPolicy::OnFailure(Some(2))
+        );
+        assert_eq!(cfg.log_limits().unwrap(), (1 << 20, 3));
+        assert!(ContainerConfig::from_json_value(
+            json!({"image":"x","restart":"always","auto-remove":true})
+        )
+        .is_err());
+        assert!(ContainerConfig::from_json_value(
+            json!({"image":"x","log-opts":{"max-size":"big"}})
+        )
+        .is_err());
+        assert!(ContainerConfig::from_json_value(json!({"image":"x","stop-signal":99})).is_err());
+        assert_eq!(parse_size("10m"), Some(10 << 20));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("x"), None);
     }
 
     #[test]

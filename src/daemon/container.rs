@@ -56,6 +56,16 @@ pub struct State {
     pub error: String,
     /// How many runs have ended (for the `next-exit` wait condition).
     pub exits: u64,
+    /// Host pid of the container's monitor while running (to find it again after a
+    /// daemon restart).
+    #[serde(default)]
+    pub monitor_pid: u32,
+    /// Restarts done by the restart policy since the user last started it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The user stopped it (no restart policy applies until the user starts it).
+    #[serde(default)]
+    pub stopped_by_user: bool,
 }
 
 /// What is persisted in `containers/<id>/container.json`.
@@ -91,6 +101,10 @@ pub struct Container {
     pub dir: PathBuf,
     record: Mutex<Record>,
     state_tx: watch::Sender<State>,
+    /// Serialises start, stop, restart and remove of this container.
+    pub op: tokio::sync::Mutex<()>,
+    /// The restart manager's current delay.
+    pub backoff: Mutex<Option<std::time::Duration>>,
 }
 
 impl Container {
@@ -101,6 +115,8 @@ impl Container {
             dir,
             record: Mutex::new(record),
             state_tx,
+            op: tokio::sync::Mutex::new(()),
+            backoff: Mutex::new(None),
         }
     }
 
@@ -241,6 +257,7 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
             "Pid": s.pid,
             "ExitCode": s.exit_code,
             "Error": s.error,
+            "MonitorPid": s.monitor_pid,
             "StartedAt": time(s.started_at),
             "FinishedAt": time(s.finished_at),
         },
@@ -256,8 +273,13 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
             "Tty": rec.config.tty,
             "OpenStdin": rec.config.interactive,
         },
+        "RestartCount": s.restart_count,
         "HostConfig": {
             "AutoRemove": rec.config.auto_remove,
+            "RestartPolicy": {
+                "Name": rec.config.restart.clone().unwrap_or_else(|| "no".into()),
+            },
+            "LogConfig": { "Type": "json-file", "Config": rec.config.log_opts },
             "NetworkMode": rec.config.network.clone().unwrap_or_else(|| "none".into()),
         },
     })

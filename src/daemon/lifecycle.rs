@@ -1,19 +1,16 @@
 //! Create, start, supervise, kill and remove containers.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio as StdStdio;
 use std::sync::Arc;
-
-use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::config::{parse_user, ContainerConfig};
 use super::container::{Container, Record, State, Status};
 use super::events::Event;
 use super::{names, spec, Daemon, Error};
 use crate::fsutil;
-use crate::monitor::{self, ExitRecord, MonitorConfig};
+use crate::monitor::{self, MonitorConfig};
 use crate::runtime::{exec::DEFAULT_PATH, RootfsPlan};
 use crate::timefmt::now_us;
 
@@ -155,11 +152,16 @@ impl Daemon {
         Ok(id)
     }
 
-    fn bundle_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn bundle_dir(&self, id: &str) -> PathBuf {
         self.inner.opts.paths.runtime.join("containers").join(id)
     }
 
-    fn write_bundle(&self, c: &Container, rec: &Record) -> Result<PathBuf, Error> {
+    pub(crate) fn write_bundle(
+        &self,
+        c: &Container,
+        rec: &Record,
+        log: Option<crate::monitor::LogConfig>,
+    ) -> Result<PathBuf, Error> {
         let bundle = self.bundle_dir(&rec.id);
         fsutil::ensure_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
         let image = self.inner.images.resolve(&rec.image_id)?;
@@ -175,6 +177,7 @@ impl Daemon {
         let mon = MonitorConfig {
             id: rec.id.clone(),
             rootfs: plan,
+            log,
         };
         let mon_path = monitor::config_path(&bundle);
         fsutil::atomic_write_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;
@@ -186,177 +189,26 @@ impl Daemon {
         Ok(bundle)
     }
 
-    /// Starts a created or exited container. With `stdio`, the client's fds are the
-    /// container's; without, stdin is /dev/null and output goes to `console.log`.
-    /// Returns once the command runs, or with the reason it could not start.
-    pub async fn start(&self, name_or_id: &str, stdio: Option<Stdio>) -> Result<(), Error> {
-        if let Err(e) = &self.inner.preflight {
-            return Err(Error::IdMapping(e.clone()));
-        }
-        let c = self.lookup(name_or_id)?;
-        let rec = c.snapshot();
-        if rec.state.status == Status::Running {
-            return Err(Error::ContainerRunning(rec.name));
-        }
-        let bundle = self.write_bundle(&c, &rec)?;
-        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
-        let (stdin, stdout, stderr): (StdStdio, StdStdio, StdStdio) = match stdio {
-            Some(s) => (s.stdin.into(), s.stdout.into(), s.stderr.into()),
-            None => {
-                let log_path = c.dir.join("console.log");
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path)
-                    .map_err(|e| Error::io(&log_path, e))?;
-                let log2 = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
-                (StdStdio::null(), log.into(), log2.into())
-            }
-        };
-        let mut cmd = tokio::process::Command::new(&self.inner.opts.exe);
-        cmd.arg("__monitor")
-            .arg(&bundle)
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(stderr)
-            .env_remove("RUST_LOG");
-        let status_fd = write_end.as_raw_fd();
-        // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if status_fd == monitor::STATUS_FD {
-                    libc::fcntl(status_fd, libc::F_SETFD, 0);
-                } else if libc::dup2(status_fd, monitor::STATUS_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::Runtime(format!("cannot start the container monitor: {e}")))?;
-        drop(write_end);
-        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)
-            .map_err(|e| Error::Internal(format!("status pipe: {e}")))?;
-        let mut lines = BufReader::new(receiver).lines();
-        let first = lines.next_line().await.ok().flatten();
-        let status: Option<monitor::Status> = first.and_then(|l| serde_json::from_str(&l).ok());
-        match status {
-            Some(monitor::Status::Started { pid }) => {
-                let rec = c.update(|r| {
-                    r.state.status = Status::Running;
-                    r.state.pid = pid as u32;
-                    r.state.started_at = now_us();
-                    r.state.error.clear();
-                })?;
-                self.emit(Event::new(
-                    "container",
-                    "start",
-                    &rec.id,
-                    &[("name", rec.name.clone())],
-                ));
-                let daemon = self.clone();
-                tokio::spawn(async move {
-                    let mut code = None;
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        if let Ok(monitor::Status::Exited { code: c }) = serde_json::from_str(&line)
-                        {
-                            code = Some(c);
-                        }
-                    }
-                    daemon.monitor_ended(c, child, code, String::new()).await;
-                });
-                Ok(())
-            }
-            Some(monitor::Status::Failed { code, message }) => {
-                self.monitor_ended(c, child, Some(code), message.clone())
-                    .await;
-                Err(match code {
-                    127 => Error::CommandNotFound(message),
-                    126 => Error::CommandNotExecutable(message),
-                    _ => Error::Runtime(message),
-                })
-            }
-            _ => {
-                let msg = "the container monitor ended before the container started".to_string();
-                self.monitor_ended(c, child, None, msg.clone()).await;
-                Err(Error::Runtime(msg))
-            }
-        }
-    }
-
-    /// Records the end of a run: reaps the monitor, takes the exit code (from the status
-    /// pipe, else the exit file), emits `die` and removes an auto-remove container.
-    async fn monitor_ended(
-        &self,
-        c: Arc<Container>,
-        mut child: tokio::process::Child,
-        code: Option<i32>,
-        error: String,
-    ) {
-        let _ = child.wait().await;
-        let id = c.id();
-        let from_file = read_exit_file(&monitor::exit_path(&self.bundle_dir(&id)));
-        let (code, error) = match (code, from_file) {
-            (Some(code), _) => (code, error),
-            (None, Some(rec)) => (rec.exit_code, rec.error),
-            (None, None) => (
-                125,
-                "the container monitor died without recording an exit".into(),
-            ),
-        };
-        let rec = match c.update(|r| {
-            r.state.status = Status::Exited;
-            r.state.pid = 0;
-            r.state.exit_code = code;
-            r.state.finished_at = now_us();
-            r.state.error = error;
-            r.state.exits += 1;
-        }) {
-            Ok(rec) => rec,
-            Err(e) => {
-                tracing::error!("recording the exit of {id}: {e}");
-                c.snapshot()
-            }
-        };
-        self.emit(Event::new(
-            "container",
-            "die",
-            &id,
-            &[("name", rec.name.clone()), ("exitCode", code.to_string())],
-        ));
-        if rec.config.auto_remove {
-            if let Err(e) = self.remove(&id, true).await {
-                tracing::error!("auto-removing {id}: {e}");
-            }
-        }
-    }
-
-    /// Sends `signal` to the container's init.
-    pub fn kill(&self, name_or_id: &str, signal: i32) -> Result<(), Error> {
-        let rec = self.lookup(name_or_id)?.snapshot();
-        if rec.state.status != Status::Running || rec.state.pid == 0 {
-            return Err(Error::ContainerNotRunning(rec.name));
-        }
-        let sig = Signal::try_from(signal)
-            .map_err(|_| Error::InvalidArgument(format!("invalid signal number {signal}")))?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.state.pid as i32), sig)
-            .map_err(|e| Error::Runtime(format!("kill {}: {e}", rec.name)))
-    }
-
     /// Removes a container; a running one only with `force` (it is killed first).
     pub async fn remove(&self, name_or_id: &str, force: bool) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
+        let _op = c.op.lock().await;
         let rec = c.snapshot();
         if rec.state.status == Status::Running {
             if !force {
                 return Err(Error::ContainerRunning(rec.name));
             }
-            let _ = self.kill(&rec.id, libc::SIGKILL);
+            if self.signal(&c, libc::SIGKILL).is_ok() {
+                self.emit(Event::new(
+                    "container",
+                    "kill",
+                    &rec.id,
+                    &[
+                        ("name", rec.name.clone()),
+                        ("signal", libc::SIGKILL.to_string()),
+                    ],
+                ));
+            }
             super::container::wait_for(c.watch(), super::WaitCondition::NotRunning).await;
         }
         if self.lock().remove(&rec.id).is_none() {
@@ -409,67 +261,6 @@ impl Daemon {
             Err(e) => tracing::error!("removing {}: {e}", path.display()),
         }
     }
-
-    /// Loads the containers on disk; corrupt entries are reported and skipped, leftovers
-    /// of interrupted creates and removes are collected.
-    pub(crate) fn load_containers(&self) {
-        let root = self.inner.opts.paths.containers();
-        let entries = match std::fs::read_dir(&root) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!("reading {}: {e}", root.display());
-                return;
-            }
-        };
-        let mut leftovers = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            let path = entry.path();
-            if name.starts_with(".tmp-") || name.starts_with(".rm-") {
-                leftovers.push(path);
-                continue;
-            }
-            match Container::load(&path) {
-                Ok(c) => {
-                    let rec = c.snapshot();
-                    if rec.state.status == Status::Running {
-                        let exit = read_exit_file(&monitor::exit_path(&self.bundle_dir(&rec.id)));
-                        let _ = c.update(|r| {
-                            r.state.status = Status::Exited;
-                            r.state.pid = 0;
-                            match exit {
-                                Some(e) => {
-                                    r.state.exit_code = e.exit_code;
-                                    r.state.finished_at = e.finished_at;
-                                }
-                                None => {
-                                    r.state.exit_code = 255;
-                                    r.state.error =
-                                        "the daemon restarted while the container ran".into();
-                                }
-                            }
-                        });
-                    }
-                    self.lock().insert(rec.id.clone(), Arc::new(c));
-                }
-                Err(e) => tracing::error!("skipping container {name}: {e}"),
-            }
-        }
-        if !leftovers.is_empty() {
-            let daemon = self.clone();
-            tokio::spawn(async move {
-                for p in leftovers {
-                    tracing::info!("collecting leftover {}", p.display());
-                    daemon.remove_tree(&p).await;
-                }
-            });
-        }
-    }
-}
-
-fn read_exit_file(path: &Path) -> Option<ExitRecord> {
-    let data = std::fs::read(path).ok()?;
-    serde_json::from_slice(&data).ok()
 }
 
 #[cfg(test)]

@@ -11,12 +11,17 @@
 
 pub mod config;
 pub mod container;
+pub mod control;
 pub mod error;
 pub mod events;
+pub mod filters;
 pub mod images;
 pub mod lifecycle;
+pub mod logs;
 pub mod names;
+pub mod restart;
 pub mod spec;
+pub mod supervise;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -195,11 +200,19 @@ impl Daemon {
 
     /// All containers' records, newest first.
     pub fn list(&self, all: bool) -> Vec<Record> {
+        self.list_filtered(all, &filters::Filters::default())
+    }
+
+    /// Containers matching `filters` (running ones only unless `all` or a status filter),
+    /// newest first.
+    pub fn list_filtered(&self, all: bool, filters: &filters::Filters) -> Vec<Record> {
+        let all = all || filters.wants_status();
         let mut recs: Vec<Record> = self
             .lock()
             .values()
             .map(|c| c.snapshot())
             .filter(|r| all || r.state.status == Status::Running)
+            .filter(|r| filters.matches(r))
             .collect();
         recs.sort_by_key(|r| std::cmp::Reverse(r.created));
         recs
@@ -207,8 +220,11 @@ impl Daemon {
 
     /// Docker-shaped inspect JSON.
     pub fn inspect(&self, name_or_id: &str) -> Result<serde_json::Value, Error> {
-        let rec = self.lookup(name_or_id)?.snapshot();
-        Ok(container::inspect_json(&rec, &rec.config.image))
+        let c = self.lookup(name_or_id)?;
+        let rec = c.snapshot();
+        let mut v = container::inspect_json(&rec, &rec.config.image);
+        v["LogPath"] = supervise::log_path(&c.dir).display().to_string().into();
+        Ok(v)
     }
 
     /// Waits until `cond` holds; returns (exit code, finished_at µs).

@@ -1,0 +1,144 @@
+//! Controlling running containers: kill, stop (stop signal, then SIGKILL after the
+//! timeout), restart, rename.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::config::validate_name;
+use super::container::{wait_for, Container, Status};
+use super::events::Event;
+use super::{Daemon, Error, WaitCondition};
+
+/// docker's default stop timeout.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Daemon {
+    /// Sends `signal` to the container's init (no event, no checks of the caller).
+    pub(crate) fn signal(&self, c: &Container, signal: i32) -> Result<(), Error> {
+        let rec = c.snapshot();
+        if rec.state.status != Status::Running || rec.state.pid == 0 {
+            return Err(Error::ContainerNotRunning(rec.name));
+        }
+        let sig = Signal::try_from(signal)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal number {signal}")))?;
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.state.pid as i32), sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(Error::Runtime(format!("kill {}: {e}", rec.name))),
+        }
+    }
+
+    /// Sends `signal` to the container's main process (`kill` event).
+    pub fn kill(&self, name_or_id: &str, signal: i32) -> Result<(), Error> {
+        let c = self.lookup(name_or_id)?;
+        self.signal(&c, signal)?;
+        let rec = c.snapshot();
+        self.emit(Event::new(
+            "container",
+            "kill",
+            &rec.id,
+            &[("name", rec.name), ("signal", signal.to_string())],
+        ));
+        Ok(())
+    }
+
+    /// Stops a container: its stop signal, then SIGKILL once `timeout` (default: the
+    /// container's stop-timeout, else 10 s) has passed. A stopped container is never
+    /// restarted by its policy. Stopping a stopped container is not an error.
+    pub async fn stop(&self, name_or_id: &str, timeout: Option<Duration>) -> Result<(), Error> {
+        let c = self.lookup(name_or_id)?;
+        let _op = c.op.lock().await;
+        self.stop_locked(&c, timeout).await
+    }
+
+    async fn stop_locked(
+        &self,
+        c: &Arc<Container>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        let rec = c.update(|r| r.state.stopped_by_user = true)?;
+        if rec.state.status != Status::Running {
+            return Ok(());
+        }
+        let timeout = timeout
+            .or(rec.config.stop_timeout.map(Duration::from_secs))
+            .unwrap_or(DEFAULT_STOP_TIMEOUT);
+        let sig = rec.config.stop_signal.unwrap_or(libc::SIGTERM);
+        let exited = wait_for(c.watch(), WaitCondition::NotRunning);
+        self.signal(c, sig)?;
+        self.emit(Event::new(
+            "container",
+            "kill",
+            &rec.id,
+            &[("name", rec.name.clone()), ("signal", sig.to_string())],
+        ));
+        tokio::pin!(exited);
+        if tokio::time::timeout(timeout, &mut exited).await.is_err() {
+            tracing::info!("{} did not stop within {timeout:?}: SIGKILL", rec.name);
+            let _ = self.signal(c, libc::SIGKILL);
+            self.emit(Event::new(
+                "container",
+                "kill",
+                &rec.id,
+                &[
+                    ("name", rec.name.clone()),
+                    ("signal", libc::SIGKILL.to_string()),
+                ],
+            ));
+            exited.await;
+        }
+        self.emit(Event::new(
+            "container",
+            "stop",
+            &rec.id,
+            &[("name", rec.name)],
+        ));
+        Ok(())
+    }
+
+    /// Stops (if running) and starts a container again (`restart` event).
+    pub async fn restart(&self, name_or_id: &str, timeout: Option<Duration>) -> Result<(), Error> {
+        let c = self.lookup(name_or_id)?;
+        let _op = c.op.lock().await;
+        self.stop_locked(&c, timeout).await?;
+        c.update(|r| {
+            r.state.stopped_by_user = false;
+            r.state.restart_count = 0;
+        })?;
+        self.start_locked(&c, None).await?;
+        let rec = c.snapshot();
+        self.emit(Event::new(
+            "container",
+            "restart",
+            &rec.id,
+            &[("name", rec.name)],
+        ));
+        Ok(())
+    }
+
+    /// Renames a container (`rename` event, with `oldName`).
+    pub fn rename(&self, name_or_id: &str, new_name: &str) -> Result<(), Error> {
+        validate_name(new_name)?;
+        let c = self.lookup(name_or_id)?;
+        let old = {
+            let map = self.lock();
+            if map
+                .values()
+                .any(|o| !Arc::ptr_eq(o, &c) && o.snapshot().name == new_name)
+            {
+                return Err(Error::NameInUse(new_name.to_string()));
+            }
+            let old = c.snapshot().name;
+            c.update(|r| r.name = new_name.to_string())?;
+            old
+        };
+        self.emit(Event::new(
+            "container",
+            "rename",
+            &c.id(),
+            &[("name", new_name.to_string()), ("oldName", old)],
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,395 @@
+//! Starting containers under their monitors, following them to their end, restarting
+//! them by policy, and finding them again after a daemon restart.
+//!
+//! The monitor (`skiffd __monitor BUNDLE`) runs in its own session, so a daemon that
+//! dies or restarts leaves it and its container running. While the daemon lives it
+//! follows the monitor through its status pipe; a new daemon finds the monitor by the pid
+//! in the container's state (checked against its command line, so a reused pid is not
+//! mistaken for it), waits on a pidfd, and reads the exit from the bundle's exit file —
+//! also when the container ended while no daemon was running.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Stdio as StdStdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::container::{Container, Status};
+use super::events::Event;
+use super::lifecycle::Stdio;
+use super::restart::next_delay;
+use super::{Daemon, Error};
+use crate::monitor::{self, ExitRecord, LogConfig};
+use crate::timefmt::now_us;
+
+/// How long the daemon waits for a monitor to report that the container started.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Daemon {
+    /// Starts a created or exited container. With `stdio`, the client's fds are the
+    /// container's; without, stdin is /dev/null and its output goes to its json-file log.
+    /// Returns once the command runs, or with the reason it could not start.
+    pub async fn start(&self, name_or_id: &str, stdio: Option<Stdio>) -> Result<(), Error> {
+        let c = self.lookup(name_or_id)?;
+        let _op = c.op.lock().await;
+        c.update(|r| {
+            r.state.stopped_by_user = false;
+            r.state.restart_count = 0;
+        })?;
+        self.start_locked(&c, stdio).await
+    }
+
+    /// The start itself; the caller holds the container's op lock.
+    pub(crate) async fn start_locked(
+        &self,
+        c: &Arc<Container>,
+        stdio: Option<Stdio>,
+    ) -> Result<(), Error> {
+        if let Err(e) = &self.inner.preflight {
+            return Err(Error::IdMapping(e.clone()));
+        }
+        let rec = c.snapshot();
+        if rec.state.status == Status::Running {
+            return Err(Error::ContainerRunning(rec.name));
+        }
+        let log = match stdio {
+            Some(_) => None,
+            None => {
+                let (max_size, max_file) = rec.config.log_limits()?;
+                Some(LogConfig {
+                    path: log_path(&c.dir),
+                    max_size,
+                    max_file,
+                })
+            }
+        };
+        let bundle = self.write_bundle(c, &rec, log)?;
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
+        let (stdin, stdout, stderr): (StdStdio, StdStdio, StdStdio) = match stdio {
+            Some(s) => (s.stdin.into(), s.stdout.into(), s.stderr.into()),
+            None => (StdStdio::null(), StdStdio::null(), StdStdio::null()),
+        };
+        let child = spawn_monitor(
+            &self.inner.opts.exe,
+            &bundle,
+            (stdin, stdout, stderr),
+            write_end,
+        )?;
+        let monitor_pid = child.id().unwrap_or(0);
+        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)
+            .map_err(|e| Error::Internal(format!("status pipe: {e}")))?;
+        let mut lines = BufReader::new(receiver).lines();
+        let first = tokio::time::timeout(START_TIMEOUT, lines.next_line())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .flatten();
+        let status: Option<monitor::Status> = first.and_then(|l| serde_json::from_str(&l).ok());
+        match status {
+            Some(monitor::Status::Started { pid }) => {
+                let rec = c.update(|r| {
+                    r.state.status = Status::Running;
+                    r.state.pid = pid as u32;
+                    r.state.monitor_pid = monitor_pid;
+                    r.state.started_at = now_us();
+                    r.state.error.clear();
+                })?;
+                self.emit(Event::new(
+                    "container",
+                    "start",
+                    &rec.id,
+                    &[("name", rec.name.clone())],
+                ));
+                let daemon = self.clone();
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut code = None;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if let Ok(monitor::Status::Exited { code: x }) = serde_json::from_str(&line)
+                        {
+                            code = Some(x);
+                        }
+                    }
+                    let mut child = child;
+                    let _ = child.wait().await;
+                    daemon.run_ended(c, code, String::new()).await;
+                });
+                Ok(())
+            }
+            Some(monitor::Status::Failed { code, message }) => {
+                let mut child = child;
+                let _ = child.wait().await;
+                self.run_ended(c.clone(), Some(code), message.clone()).await;
+                Err(match code {
+                    127 => Error::CommandNotFound(message),
+                    126 => Error::CommandNotExecutable(message),
+                    _ => Error::Runtime(message),
+                })
+            }
+            _ => {
+                let mut child = child;
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                let msg = "the container monitor ended before the container started".to_string();
+                self.run_ended(c.clone(), None, msg.clone()).await;
+                Err(Error::Runtime(msg))
+            }
+        }
+    }
+
+    /// Records the end of a run: the exit code (from the status pipe, else the exit
+    /// file), `die`; then auto-remove, or a restart by policy after the backoff.
+    pub(crate) async fn run_ended(&self, c: Arc<Container>, code: Option<i32>, error: String) {
+        let id = c.id();
+        let from_file = read_exit_file(&monitor::exit_path(&self.bundle_dir(&id)));
+        let (code, error, finished) = match (code, from_file) {
+            (Some(code), f) => (code, error, f.map(|f| f.finished_at).unwrap_or_else(now_us)),
+            (None, Some(f)) => (f.exit_code, f.error, f.finished_at),
+            (None, None) => (
+                125,
+                "the container monitor died without recording an exit".into(),
+                now_us(),
+            ),
+        };
+        let before = c.snapshot();
+        let ran_for = Duration::from_micros(finished.saturating_sub(before.state.started_at));
+        let rec = match c.update(|r| {
+            r.state.status = Status::Exited;
+            r.state.pid = 0;
+            r.state.monitor_pid = 0;
+            r.state.exit_code = code;
+            r.state.finished_at = finished;
+            r.state.error = error;
+            r.state.exits += 1;
+        }) {
+            Ok(rec) => rec,
+            Err(e) => {
+                tracing::error!("recording the exit of {id}: {e}");
+                c.snapshot()
+            }
+        };
+        self.emit(Event::new(
+            "container",
+            "die",
+            &id,
+            &[("name", rec.name.clone()), ("exitCode", code.to_string())],
+        ));
+        if rec.config.auto_remove {
+            // In a task of its own: the start that failed may hold the op lock.
+            let daemon = self.clone();
+            tokio::spawn(async move {
+                match daemon.remove(&id, true).await {
+                    Ok(()) | Err(Error::NoSuchContainer(_)) => {}
+                    Err(e) => tracing::error!("auto-removing {id}: {e}"),
+                }
+            });
+            return;
+        }
+        let policy = rec.config.restart_policy().unwrap_or_default();
+        if !policy.should_restart(code, rec.state.restart_count, rec.state.stopped_by_user) {
+            return;
+        }
+        let delay = {
+            let mut b = match c.backoff.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let d = next_delay(*b, ran_for);
+            *b = Some(d);
+            d
+        };
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _op = c.op.lock().await;
+            let now = c.snapshot();
+            // Stopped, removed or started by someone else meanwhile: nothing to do.
+            if now.state.stopped_by_user
+                || now.state.status != Status::Exited
+                || daemon.lookup(&now.id).is_err()
+            {
+                return;
+            }
+            if let Err(e) = c.update(|r| r.state.restart_count += 1) {
+                tracing::error!("restarting {}: {e}", now.name);
+                return;
+            }
+            tracing::info!(
+                "restarting {} (policy {}, after {:?})",
+                now.name,
+                policy,
+                delay
+            );
+            if let Err(e) = daemon.start_boxed(c.clone()).await {
+                tracing::warn!("restart of {} failed: {e}", now.name);
+            }
+        });
+    }
+
+    /// `start_locked` as a boxed future: the restart manager starts containers from the
+    /// task that followed their previous run, and the box breaks that type cycle.
+    fn start_boxed(
+        &self,
+        c: Arc<Container>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>> {
+        let daemon = self.clone();
+        Box::pin(async move { daemon.start_locked(&c, None).await })
+    }
+
+    /// After a daemon start: follows containers whose monitors still run, records the
+    /// exits that happened while no daemon ran, and starts `always`/`unless-stopped`
+    /// containers.
+    pub(crate) fn adopt(&self, c: Arc<Container>) {
+        let rec = c.snapshot();
+        let daemon = self.clone();
+        let bundle = self.bundle_dir(&rec.id);
+        tokio::spawn(async move {
+            if rec.state.status == Status::Running {
+                let pid = rec.state.monitor_pid as i32;
+                let ours = pid > 0
+                    && crate::procutil::cmdline(pid).is_some_and(|args| {
+                        args.iter().any(|a| a == "__monitor")
+                            && args.iter().any(|a| Path::new(a) == bundle)
+                    });
+                let pidfd = if ours {
+                    crate::procutil::pidfd_open(pid).ok()
+                } else {
+                    None
+                };
+                match pidfd {
+                    Some(fd) => {
+                        tracing::info!("re-adopted running container {} (monitor {pid})", rec.name);
+                        wait_pidfd(fd).await;
+                        daemon.run_ended(c, None, String::new()).await;
+                    }
+                    None => {
+                        tracing::info!("container {} ended while skiffd was down", rec.name);
+                        daemon.run_ended(c, None, String::new()).await;
+                    }
+                }
+                return;
+            }
+            let policy = rec.config.restart_policy().unwrap_or_default();
+            if policy.start_on_daemon_start(rec.state.stopped_by_user)
+                && rec.state.status != Status::Created
+            {
+                let _op = c.op.lock().await;
+                if let Err(e) = daemon.start_boxed(c.clone()).await {
+                    tracing::warn!("starting {} (restart policy {policy}): {e}", rec.name);
+                }
+            }
+        });
+    }
+}
+
+/// Where a container's json-file log lives.
+pub fn log_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("container.log")
+}
+
+/// Spawns `skiffd __monitor BUNDLE` in its own session with the status pipe on fd 3.
+fn spawn_monitor(
+    exe: &Path,
+    bundle: &Path,
+    stdio: (StdStdio, StdStdio, StdStdio),
+    status: OwnedFd,
+) -> Result<tokio::process::Child, Error> {
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("__monitor")
+        .arg(bundle)
+        .stdin(stdio.0)
+        .stdout(stdio.1)
+        .stderr(stdio.2)
+        .env_remove("RUST_LOG");
+    let status_fd = status.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if status_fd == monitor::STATUS_FD {
+                libc::fcntl(status_fd, libc::F_SETFD, 0);
+            } else if libc::dup2(status_fd, monitor::STATUS_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::Runtime(format!("cannot start the container monitor: {e}")))?;
+    drop(status);
+    Ok(child)
+}
+
+/// Waits until the process behind a pidfd exits.
+async fn wait_pidfd(fd: OwnedFd) {
+    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the same descriptor
+    // for the AsyncFd's whole life.
+    match unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    } {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch a monitor: {e}");
+        }
+    }
+}
+
+/// Reads a monitor's exit file.
+pub(crate) fn read_exit_file(path: &Path) -> Option<ExitRecord> {
+    let data = std::fs::read(path).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+impl Daemon {
+    /// Loads the containers on disk; corrupt entries are reported and skipped (their files
+    /// stay for the user to look at), leftovers of interrupted creates and removes are
+    /// collected, running containers are re-adopted.
+    pub(crate) fn load_containers(&self) {
+        let root = self.inner.opts.paths.containers();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("reading {}: {e}", root.display());
+                return;
+            }
+        };
+        let mut leftovers = Vec::new();
+        let mut loaded = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let path = entry.path();
+            if name.starts_with(".tmp-") || name.starts_with(".rm-") {
+                leftovers.push(path);
+                continue;
+            }
+            match Container::load(&path) {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    self.lock().insert(c.id(), c.clone());
+                    loaded.push(c);
+                }
+                Err(e) => tracing::error!("skipping container {name}: {e}"),
+            }
+        }
+        for c in loaded {
+            self.adopt(c);
+        }
+        if !leftovers.is_empty() {
+            let daemon = self.clone();
+            tokio::spawn(async move {
+                for p in leftovers {
+                    tracing::info!("collecting leftover {}", p.display());
+                    daemon.remove_tree(&p).await;
+                }
+            });
+        }
+    }
+}
