@@ -72,6 +72,26 @@ fn config(
     if auto_remove {
         m.insert("auto-remove", ov(true)?);
     }
+    if let Some(r) = &args.restart {
+        m.insert("restart", ov(r.as_str())?);
+    }
+    if let Some(sig) = &args.stop_signal {
+        m.insert("stop-signal", ov(super::control::parse_signal(sig)?)?);
+    }
+    if let Some(t) = args.stop_timeout {
+        m.insert("stop-timeout", ov(t)?);
+    }
+    if !args.log_opts.is_empty() {
+        let opts: HashMap<String, String> = args
+            .log_opts
+            .iter()
+            .map(|o| match o.split_once('=') {
+                Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                None => Err(Failure::msg(format!("--log-opt {o:?}: use KEY=VALUE"))),
+            })
+            .collect::<Result<_, _>>()?;
+        m.insert("log-opts", ov(opts)?);
+    }
     Ok(m)
 }
 
@@ -167,7 +187,8 @@ pub async fn create(conn: &Connection, args: CreateArgs) -> Result<i32, Failure>
     Ok(0)
 }
 
-async fn container<'a>(
+/// A proxy for the container `name` (name, id or id prefix).
+pub async fn container<'a>(
     conn: &'a Connection,
     name: &str,
 ) -> Result<ContainerProxy<'a>, zbus::Error> {
@@ -177,7 +198,7 @@ async fn container<'a>(
 }
 
 /// Runs `f` for each container name, printing errors and returning 1 if any failed.
-async fn each<'c, F, Fut>(conn: &'c Connection, names: &[String], f: F) -> Result<i32, Failure>
+pub async fn each<'c, F, Fut>(conn: &'c Connection, names: &[String], f: F) -> Result<i32, Failure>
 where
     F: Fn(ContainerProxy<'c>, String) -> Fut,
     Fut: std::future::Future<Output = Result<(), zbus::Error>>,
@@ -253,11 +274,30 @@ pub async fn inspect(conn: &Connection, names: &[String]) -> Result<i32, Failure
     Ok(code)
 }
 
+fn ago(v: &serde_json::Value) -> String {
+    v.as_str()
+        .and_then(crate::timefmt::parse_rfc3339)
+        .map(human_ago)
+        .unwrap_or_default()
+}
+
 /// `skiff ps`.
-pub async fn ps(conn: &Connection, all: bool, quiet: bool) -> Result<i32, Failure> {
+pub async fn ps(
+    conn: &Connection,
+    all: bool,
+    quiet: bool,
+    filters: &[String],
+    format: &str,
+) -> Result<i32, Failure> {
+    if !matches!(format, "table" | "json") {
+        return Err(Failure::msg(format!(
+            "unknown format {format:?}: use table or json"
+        )));
+    }
     let mgr = ManagerProxy::new(conn).await.map_err(|e| fail(e, 1))?;
+    let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
     let list = mgr
-        .list_containers(&[], if all { crate::dbus::LIST_ALL } else { 0 })
+        .list_containers(&filters, if all { crate::dbus::LIST_ALL } else { 0 })
         .await
         .map_err(|e| fail(e, 1))?;
     if quiet {
@@ -279,8 +319,15 @@ pub async fn ps(conn: &Connection, all: bool, quiet: bool) -> Result<i32, Failur
                         cmd.push_str(a.as_str().unwrap_or(""));
                     }
                     let status = match state.as_str() {
-                        "exited" => format!("Exited ({})", v["State"]["ExitCode"]),
-                        "running" => "Up".to_string(),
+                        "exited" => format!(
+                            "Exited ({}) {}",
+                            v["State"]["ExitCode"],
+                            ago(&v["State"]["FinishedAt"])
+                        ),
+                        "running" => format!(
+                            "Up {}",
+                            ago(&v["State"]["StartedAt"]).trim_end_matches(" ago")
+                        ),
                         "created" => "Created".to_string(),
                         other => other.to_string(),
                     };
@@ -289,6 +336,16 @@ pub async fn ps(conn: &Connection, all: bool, quiet: bool) -> Result<i32, Failur
                 Err(_) => (String::new(), state.clone()),
             }
         };
+        if format == "json" {
+            let short = id[..12.min(id.len())].to_string();
+            let line = serde_json::json!({
+                "ID": short, "Id": id, "Image": image, "Command": command,
+                "CreatedAt": crate::timefmt::rfc3339(created), "State": state,
+                "Status": status, "Names": name,
+            });
+            println!("{line}");
+            continue;
+        }
         let mut command = format!("\"{command}\"");
         if command.chars().count() > 22 {
             command = command.chars().take(19).collect::<String>() + "…\"";
@@ -302,16 +359,18 @@ pub async fn ps(conn: &Connection, all: bool, quiet: bool) -> Result<i32, Failur
             name,
         ]);
     }
-    table::print(
-        &[
-            "CONTAINER ID",
-            "IMAGE",
-            "COMMAND",
-            "CREATED",
-            "STATUS",
-            "NAMES",
-        ],
-        &rows,
-    );
+    if format == "table" {
+        table::print(
+            &[
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "NAMES",
+            ],
+            &rows,
+        );
+    }
     Ok(0)
 }

@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod containers;
+pub mod control;
 pub mod images;
 pub mod table;
 
@@ -50,6 +51,18 @@ pub struct CreateArgs {
     /// Keep stdin open (pass skiff's stdin to the container).
     #[arg(short = 'i', long)]
     pub interactive: bool,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Signal to stop the container with (name or number; default SIGTERM).
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Seconds to wait for the stop signal before SIGKILL (default 10).
+    #[arg(long)]
+    pub stop_timeout: Option<u64>,
+    /// Log options: max-size=SIZE, max-file=N.
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opts: Vec<String>,
     /// The image.
     pub image: String,
     /// The command and its arguments (default: the image's CMD).
@@ -121,6 +134,75 @@ pub enum Command {
         /// Only ids.
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// Filter: status=, name=, label=KEY[=VALUE], ancestor=, id=.
+        #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+        /// Output format: table (default) or json (one object per line).
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Stop running containers (stop signal, then SIGKILL after the timeout).
+    Stop {
+        /// Seconds to wait before SIGKILL (default: the container's, else 10).
+        #[arg(short = 't', long = "time")]
+        time: Option<u64>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to running containers.
+    Kill {
+        /// Signal name or number.
+        #[arg(short = 's', long, default_value = "KILL")]
+        signal: String,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restart containers.
+    Restart {
+        /// Seconds to wait before SIGKILL when stopping.
+        #[arg(short = 't', long = "time")]
+        time: Option<u64>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rename a container.
+    Rename {
+        /// The container.
+        container: String,
+        /// Its new name.
+        new_name: String,
+    },
+    /// Show a container's output (detached runs).
+    Logs {
+        /// Keep following new output.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines ("all" for everything).
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Only output since this time (RFC 3339, unix seconds, or a duration like 10m).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only output before this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// Prefix lines with their time.
+        #[arg(short = 't', long)]
+        timestamps: bool,
+        /// The container.
+        container: String,
+    },
+    /// Stream events (docker's vocabulary) until interrupted.
+    Events {
+        /// Filter: type=, event=, container= (id or name).
+        #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+        /// Output format: text (default) or json.
+        #[arg(long, default_value = "text")]
+        format: String,
     },
     /// List images.
     Images {
@@ -206,7 +288,37 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Wait { containers } => containers::wait(&conn, &containers).await,
         Command::Rm { force, containers } => containers::rm(&conn, &containers, force).await,
         Command::Inspect { containers } => containers::inspect(&conn, &containers).await,
-        Command::Ps { all, quiet } => containers::ps(&conn, all, quiet).await,
+        Command::Ps {
+            all,
+            quiet,
+            filters,
+            format,
+        } => containers::ps(&conn, all, quiet, &filters, &format).await,
+        Command::Stop { time, containers } => control::stop(&conn, &containers, time).await,
+        Command::Kill { signal, containers } => control::kill(&conn, &containers, &signal).await,
+        Command::Restart { time, containers } => control::restart(&conn, &containers, time).await,
+        Command::Rename {
+            container,
+            new_name,
+        } => control::rename(&conn, &container, &new_name).await,
+        Command::Logs {
+            follow,
+            tail,
+            since,
+            until,
+            timestamps,
+            container,
+        } => {
+            let opts = control::LogsArgs {
+                follow,
+                tail,
+                since,
+                until,
+                timestamps,
+            };
+            control::logs(&conn, &container, opts).await
+        }
+        Command::Events { filters, format } => control::events(&conn, &filters, &format).await,
         Command::Images { quiet }
         | Command::Image {
             command: ImageCommand::Ls { quiet },

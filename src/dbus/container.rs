@@ -2,13 +2,47 @@
 //! `/org/skiff/skiff1/container/<id>`.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
 
 use zbus::message::Header;
-use zbus::{interface, Connection};
+use zbus::{interface, Connection, OwnedVariant, Variant};
 
 use super::manager::{stdio_of, Ctx};
 use super::{check_flags, SkiffError};
+use crate::daemon::logs::LogOptions;
 use crate::daemon::{Record, WaitCondition};
+
+/// `t` µs with UINT64_MAX meaning "the container's default".
+fn timeout_of(us: u64) -> Option<Duration> {
+    (us != u64::MAX).then(|| Duration::from_micros(us))
+}
+
+/// Decodes OpenLogs' options: follow b, since t, until t, tail u, timestamps b.
+fn log_options(options: &HashMap<String, OwnedVariant>) -> Result<LogOptions, SkiffError> {
+    let mut o = LogOptions::default();
+    for (k, v) in options {
+        match (k.as_str(), &**v) {
+            ("follow", Variant::Bool(b)) => o.follow = *b,
+            ("timestamps", Variant::Bool(b)) => o.timestamps = *b,
+            ("since", Variant::U64(t)) => o.since = *t,
+            ("until", Variant::U64(t)) => o.until = *t,
+            ("tail", Variant::U32(n)) => o.tail = Some(*n as usize),
+            (key @ ("follow" | "timestamps" | "since" | "until" | "tail"), other) => {
+                return Err(SkiffError::invalid_args(format!(
+                    "log option {key:?} has the wrong type {}",
+                    other.value_signature()
+                )))
+            }
+            (other, _) => {
+                return Err(SkiffError::invalid_args(format!(
+                    "unknown log option {other:?} (known: follow, since, until, tail, timestamps)"
+                )))
+            }
+        }
+    }
+    Ok(o)
+}
 
 /// A container's object.
 pub struct ContainerObject {
@@ -53,6 +87,63 @@ impl ContainerObject {
         self.ctx.caller.check(&hdr, conn).await?;
         let cond: WaitCondition = condition.parse()?;
         Ok(self.ctx.daemon.wait(&self.id, cond).await?)
+    }
+
+    /// Stops the container: its stop signal, then SIGKILL after `timeout` µs
+    /// (UINT64_MAX = the container's stop-timeout, default 10 s).
+    async fn stop(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        timeout: u64,
+        flags: u64,
+    ) -> Result<(), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        check_flags(flags, 0)?;
+        Ok(self.ctx.daemon.stop(&self.id, timeout_of(timeout)).await?)
+    }
+
+    /// Stops (as `Stop`) and starts the container again.
+    async fn restart(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        timeout: u64,
+        flags: u64,
+    ) -> Result<(), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        check_flags(flags, 0)?;
+        Ok(self
+            .ctx
+            .daemon
+            .restart(&self.id, timeout_of(timeout))
+            .await?)
+    }
+
+    /// Renames the container.
+    async fn rename(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: &str,
+    ) -> Result<(), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        Ok(self.ctx.daemon.rename(&self.id, name)?)
+    }
+
+    /// The container's logs as two pipes (stdout, stderr); end-of-file ends them.
+    /// Options: follow b, since t (µs), until t (µs), tail u, timestamps b.
+    #[zbus(out_args("stdout", "stderr"))]
+    async fn open_logs(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(zbus::OwnedFd, zbus::OwnedFd), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let opts = log_options(&options)?;
+        let (out, err): (OwnedFd, OwnedFd) = self.ctx.daemon.open_logs(&self.id, opts)?;
+        Ok((out.into(), err.into()))
     }
 
     /// Sends a signal to the container's main process; `whom` must be "main" or "".
@@ -168,6 +259,14 @@ impl ContainerObject {
     fn finished_at(&self) -> u64 {
         self.record()
             .map(|r| r.state.finished_at)
+            .unwrap_or_default()
+    }
+
+    /// Restarts made by the restart policy.
+    #[zbus(property)]
+    fn restart_count(&self) -> u32 {
+        self.record()
+            .map(|r| r.state.restart_count)
             .unwrap_or_default()
     }
 }

@@ -129,7 +129,8 @@ impl Manager {
     }
 
     /// Containers as (id, name, image, state, created µs, path); flag 1 = all, else only
-    /// running ones. Filters are not supported yet (must be empty).
+    /// running ones. Filters as docker's (`status=exited`, `name=web`, `label=k[=v]`,
+    /// `ancestor=IMAGE`, `id=PREFIX`).
     async fn list_containers(
         &self,
         #[zbus(header)] hdr: Header<'_>,
@@ -139,14 +140,10 @@ impl Manager {
     ) -> Result<Vec<(String, String, String, String, u64, OwnedObjectPath)>, SkiffError> {
         self.ctx.caller.check(&hdr, conn).await?;
         check_flags(flags, super::LIST_ALL)?;
-        if !filters.is_empty() {
-            return Err(SkiffError::NotSupported(
-                "container filters are not supported yet".into(),
-            ));
-        }
+        let filters = crate::daemon::filters::Filters::parse(&filters)?;
         self.ctx
             .daemon
-            .list(flags & super::LIST_ALL != 0)
+            .list_filtered(flags & super::LIST_ALL != 0, &filters)
             .into_iter()
             .map(|r| {
                 Ok((

@@ -85,6 +85,17 @@ pub trait Container {
     fn remove(&self, flags: u64) -> zbus::Result<()>;
     /// See the server side.
     fn inspect(&self) -> zbus::Result<String>;
+    /// See the server side.
+    fn stop(&self, timeout: u64, flags: u64) -> zbus::Result<()>;
+    /// See the server side.
+    fn restart(&self, timeout: u64, flags: u64) -> zbus::Result<()>;
+    /// See the server side.
+    fn rename(&self, name: &str) -> zbus::Result<()>;
+    /// See the server side.
+    fn open_logs(
+        &self,
+        options: HashMap<&str, OwnedVariant>,
+    ) -> zbus::Result<(zbus::OwnedFd, zbus::OwnedFd)>;
     /// The full id.
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;

@@ -100,7 +100,7 @@ fn forward_events(conn: Connection, ctx: Ctx) {
             }
             let p = container_path(&ev.id);
             match ev.action.as_str() {
-                "start" | "die" => {
+                "start" | "die" | "rename" => {
                     if let Ok(iface) = conn
                         .object_server()
                         .interface::<_, ContainerObject>(p.as_str())
@@ -113,6 +113,8 @@ fn forward_events(conn: Connection, ctx: Ctx) {
                         let _ = obj.exit_code_changed(e).await;
                         let _ = obj.started_at_changed(e).await;
                         let _ = obj.finished_at_changed(e).await;
+                        let _ = obj.restart_count_changed(e).await;
+                        let _ = obj.name_changed(e).await;
                     }
                 }
                 "destroy" => {
