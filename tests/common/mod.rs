@@ -162,6 +162,33 @@ impl Env {
         }
     }
 
+    /// Kills skiffd with SIGKILL (a crash) and reaps it.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.skiffd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Polls `f` every 50 ms until it is true or `secs` pass; returns whether it became true.
+    pub fn eventually(&self, secs: u64, mut f: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        f()
+    }
+
+    /// `skiff inspect NAME` as JSON (the first element).
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.skiff(&["inspect", name]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v[0].clone()
+    }
+
     /// The daemon's log so far.
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("skiffd.log")).unwrap_or_default()

@@ -1,0 +1,436 @@
+//! End to end: detached containers under their monitors — logs, stop/kill/restart/rename,
+//! restart policies, events, filters, and containers that survive a daemon crash.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::{entries, stderr, stdout, Env};
+
+#[test]
+fn detached_output_goes_to_logs_with_streams_apart() {
+    let env = Env::new();
+    let out = env.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "echo one; echo two >&2; sleep 0.2; echo three",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim().len(), 64);
+    assert_eq!(stdout(&env.skiff(&["wait", "talker"])).trim(), "0");
+    let logs = env.skiff(&["logs", "talker"]);
+    assert_eq!(stdout(&logs), "one\nthree\n");
+    assert_eq!(stderr(&logs), "two\n");
+    let tail = env.skiff(&["logs", "--tail", "1", "talker"]);
+    assert_eq!(stdout(&tail), "three\n");
+    let ts = env.skiff(&["logs", "-t", "talker"]);
+    let first = stdout(&ts).lines().next().unwrap_or_default().to_string();
+    assert!(
+        first.ends_with(" one") && first.starts_with("20") && first.contains('T'),
+        "{first}"
+    );
+    let future = env.skiff(&["logs", "--since", "2999-01-01T00:00:00Z", "talker"]);
+    assert_eq!(stdout(&future), "");
+}
+
+#[test]
+fn logs_follow_streams_until_the_container_stops() {
+    let env = Env::new();
+    assert!(env
+        .skiff(&[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "demo/busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo tick $i; sleep 0.3; done"
+        ])
+        .status
+        .success());
+    let mut child = env
+        .skiff_cmd(&["logs", "-f", "ticker"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(lines, vec!["tick 1", "tick 2", "tick 3"]);
+}
+
+#[test]
+fn log_rotation_keeps_max_file_files() {
+    let env = Env::new();
+    let out = env.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=2",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); done",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.skiff(&["wait", "chatty"]);
+    let v = env.inspect("chatty");
+    let log = std::path::PathBuf::from(v["LogPath"].as_str().unwrap());
+    assert!(log.exists());
+    assert!(std::path::PathBuf::from(format!("{}.1", log.display())).exists());
+    assert!(!std::path::PathBuf::from(format!("{}.2", log.display())).exists());
+    assert!(std::fs::metadata(&log).unwrap().len() <= 2048);
+    let logs = stdout(&env.skiff(&["logs", "chatty"]));
+    assert!(logs.ends_with("line 299\n"), "{logs}");
+}
+
+#[test]
+fn stop_kills_after_the_timeout_and_kill_sends_signals() {
+    let env = Env::new();
+    assert!(env
+        .skiff(&[
+            "run",
+            "-d",
+            "--name",
+            "stubborn",
+            "demo/busybox",
+            "sleep",
+            "1000"
+        ])
+        .status
+        .success());
+    let t = std::time::Instant::now();
+    let stop = env.skiff(&["stop", "-t", "1", "stubborn"]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(900),
+        "stop did not wait for the timeout"
+    );
+    // pid 1 ignores SIGTERM without a handler, so SIGKILL ended it: 137.
+    assert_eq!(env.inspect("stubborn")["State"]["ExitCode"], 137);
+    // A trap makes SIGTERM work at once, with the stop signal the container asked for.
+    assert!(env
+        .skiff(&[
+            "run",
+            "-d",
+            "--name",
+            "polite",
+            "--stop-signal",
+            "USR1",
+            "demo/busybox",
+            "sh",
+            "-c",
+            "trap 'exit 42' USR1; while :; do sleep 0.1; done"
+        ])
+        .status
+        .success());
+    assert!(env.eventually(5, || env.inspect("polite")["State"]["Status"] == "running"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(env.skiff(&["stop", "-t", "20", "polite"]).status.success());
+    assert_eq!(env.inspect("polite")["State"]["ExitCode"], 42);
+    assert!(env
+        .skiff(&[
+            "run",
+            "-d",
+            "--name",
+            "target",
+            "demo/busybox",
+            "sleep",
+            "1000"
+        ])
+        .status
+        .success());
+    assert!(env
+        .skiff(&["kill", "-s", "KILL", "target"])
+        .status
+        .success());
+    assert_eq!(stdout(&env.skiff(&["wait", "target"])).trim(), "137");
+    let again = env.skiff(&["kill", "target"]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("not running"), "{}", stderr(&again));
+}
+
+#[test]
+fn restart_policy_on_failure_restarts_exactly_n_times() {
+    let env = Env::new();
+    assert!(env
+        .skiff(&[
+            "run",
+            "-d",
+            "--name",
+            "flaky",
+            "--restart",
+            "on-failure:2",
+            "demo/busybox",
+            "sh",
+            "-c",
+            "echo run; exit 3"
+        ])
+        .status
+        .success());
+    assert!(
+        env.eventually(20, || env.inspect("flaky")["RestartCount"] == 2
+            && env.inspect("flaky")["State"]["Status"] == "exited")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let v = env.inspect("flaky");
+    assert_eq!(v["RestartCount"], 2, "{v}");
+    assert_eq!(v["State"]["ExitCode"], 3);
+    assert_eq!(stdout(&env.skiff(&["logs", "flaky"])), "run\nrun\nrun\n");
+}
+
+#[test]
+fn stop_by_the_user_is_never_restarted() {
+    let env = Env::new();
+    assert!(env
+        .skiff(&[
+            "run",
+            "-d",
+            "--name",
+            "always",
+            "--restart",
+            "always",
+            "demo/busybox",
+            "sleep",
+            "1000"
+        ])
+        .status
+        .success());
+    assert!(env.skiff(&["stop", "-t", "0", "always"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let v = env.inspect("always");
+    assert_eq!(v["State"]["Status"], "exited", "{v}");
+    assert_eq!(v["RestartCount"], 0);
+    // restart brings it back.
+    assert!(env
+        .skiff(&["restart", "-t", "0", "always"])
+        .status
+        .success());
+    assert_eq!(env.inspect("always")["State"]["Status"], "running");
+    assert!(env.skiff(&["rm", "-f", "always"]).status.success());
+}
+
+#[test]
+fn containers_survive_a_daemon_crash() {
+    let mut env = Env::new();
+    assert!(env
+        .skiff(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "demo/busybox",
+            "sh",
+            "-c",
+            "i=0; while :; do echo beat $i; i=$((i+1)); sleep 0.2; done"
+        ])
+        .status
+        .success());
+    assert!(env
+        .skiff(&[
+            "run",
+            "-d",
+            "--name",
+            "short",
+            "demo/busybox",
+            "sh",
+            "-c",
+            "sleep 1; exit 5"
+        ])
+        .status
+        .success());
+    let pid = env.inspect("web")["State"]["Pid"].as_u64().unwrap();
+    assert!(pid > 0);
+    env.kill_daemon();
+    // While no daemon runs: `short` ends, `web` keeps logging.
+    std::thread::sleep(std::time::Duration::from_millis(1800));
+    env.start_daemon();
+    let v = env.inspect("web");
+    assert_eq!(v["State"]["Status"], "running", "{v}\n{}", env.daemon_log());
+    assert_eq!(v["State"]["Pid"].as_u64().unwrap(), pid, "same process");
+    assert!(env.eventually(10, || env.inspect("short")["State"]["Status"] == "exited"));
+    assert_eq!(
+        env.inspect("short")["State"]["ExitCode"],
+        5,
+        "exit while the daemon was down"
+    );
+    // Logs are unbroken across the crash: consecutive beats.
+    let logs = stdout(&env.skiff(&["logs", "web"]));
+    let beats: Vec<u64> = logs
+        .lines()
+        .filter_map(|l| l.strip_prefix("beat ")?.parse().ok())
+        .collect();
+    assert!(beats.len() >= 8, "{logs}");
+    assert!(beats.windows(2).all(|w| w[1] == w[0] + 1), "{beats:?}");
+    // Still stoppable by the new daemon.
+    assert!(env.skiff(&["stop", "-t", "1", "web"]).status.success());
+    assert_eq!(env.inspect("web")["State"]["Status"], "exited");
+    assert!(env.skiff(&["rm", "web", "short"]).status.success());
+    assert!(entries(&env.data().join("containers")).is_empty());
+}
+
+#[test]
+fn always_containers_come_back_when_the_daemon_starts() {
+    let mut env = Env::new();
+    assert!(env
+        .skiff(&[
+            "run",
+            "-d",
+            "--name",
+            "svc",
+            "--restart",
+            "unless-stopped",
+            "demo/busybox",
+            "sh",
+            "-c",
+            "sleep 0.5; exit 1"
+        ])
+        .status
+        .success());
+    assert!(env
+        .skiff(&[
+            "run",
+            "-d",
+            "--name",
+            "held",
+            "--restart",
+            "unless-stopped",
+            "demo/busybox",
+            "sleep",
+            "1000"
+        ])
+        .status
+        .success());
+    assert!(env.skiff(&["stop", "-t", "0", "held"]).status.success());
+    env.kill_daemon();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    env.start_daemon();
+    assert!(
+        env.eventually(10, || env.inspect("svc")["State"]["Status"] == "running"),
+        "{}",
+        env.daemon_log()
+    );
+    assert_eq!(env.inspect("held")["State"]["Status"], "exited");
+    assert!(env.skiff(&["rm", "-f", "svc", "held"]).status.success());
+}
+
+#[test]
+fn rename_names_and_parallel_creates() {
+    let env = Env::new();
+    assert!(env
+        .skiff(&["create", "--name", "old", "demo/busybox", "true"])
+        .status
+        .success());
+    assert!(env.skiff(&["rename", "old", "new"]).status.success());
+    assert_eq!(env.inspect("new")["Name"], "/new");
+    assert!(!env.skiff(&["inspect", "old"]).status.success());
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            env.skiff_cmd(&["create", "demo/busybox", "true"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let ids: Vec<String> = handles
+        .into_iter()
+        .map(|h| {
+            let o = h.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", stderr(&o));
+            stdout(&o).trim().to_string()
+        })
+        .collect();
+    let names: std::collections::BTreeSet<String> = ids
+        .iter()
+        .map(|id| env.inspect(id)["Name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 20, "{names:?}");
+    // Ambiguous prefixes list the candidates.
+    let one = env.skiff(&["inspect", ""]);
+    assert!(!one.status.success());
+}
+
+#[test]
+fn ps_filters_format_and_events() {
+    let env = Env::new();
+    let mut events = env
+        .skiff_cmd(&["events", "--format", "json", "--filter", "type=container"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = env.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "evented",
+        "-l",
+        "tier=front",
+        "demo/busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert!(run.status.success());
+    let id = stdout(&run).trim().to_string();
+    assert!(env
+        .skiff(&[
+            "create",
+            "--name",
+            "idle",
+            "-l",
+            "tier=back",
+            "demo/busybox",
+            "true"
+        ])
+        .status
+        .success());
+    let running = stdout(&env.skiff(&["ps", "--format", "json"]));
+    assert_eq!(running.lines().count(), 1, "{running}");
+    let v: serde_json::Value = serde_json::from_str(running.lines().next().unwrap()).unwrap();
+    assert_eq!(v["Names"], "evented");
+    let back = stdout(&env.skiff(&["ps", "-a", "-q", "--filter", "label=tier=back"]));
+    assert_eq!(back.lines().count(), 1);
+    let created = stdout(&env.skiff(&["ps", "--filter", "status=created"]));
+    assert!(
+        created.contains("idle") && !created.contains("evented"),
+        "{created}"
+    );
+    assert!(!env
+        .skiff(&["ps", "--filter", "colour=red"])
+        .status
+        .success());
+    assert!(env
+        .skiff(&["rename", "evented", "evented2"])
+        .status
+        .success());
+    assert!(env.skiff(&["rm", "-f", "evented2"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = events.kill();
+    let out = events.wait_with_output().unwrap();
+    let actions: Vec<String> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["Actor"]["ID"] == id.as_str())
+        .map(|v| v["Action"].as_str().unwrap_or_default().to_string())
+        .collect();
+    // rm -f: kill, then die and destroy.
+    assert_eq!(
+        actions,
+        ["create", "start", "rename", "kill", "die", "destroy"],
+        "{}",
+        stdout(&out)
+    );
+}
