@@ -434,3 +434,52 @@ fn ps_filters_format_and_events() {
         stdout(&out)
     );
 }
+
+#[test]
+fn rm_force_leaves_no_process_directory_or_mount() {
+    let env = Env::new();
+    let out = env.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "doomed",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "mkdir -p /home/user/x && chown 1000 /home/user/x && touch /home/user/x/f && sleep 1000",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    assert!(env.eventually(5, || env.inspect("doomed")["State"]["Status"] == "running"));
+    let v = env.inspect("doomed");
+    let (pid, monitor) = (
+        v["State"]["Pid"].as_u64().unwrap(),
+        v["State"]["MonitorPid"].as_u64().unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let rm = env.skiff(&["rm", "doomed"]);
+    assert!(
+        !rm.status.success() && stderr(&rm).contains("is running"),
+        "{}",
+        stderr(&rm)
+    );
+    assert!(env.skiff(&["rm", "-f", "doomed"]).status.success());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "container process left"
+    );
+    assert!(
+        env.eventually(5, || !std::path::Path::new(&format!("/proc/{monitor}"))
+            .exists()),
+        "monitor left"
+    );
+    assert!(!env.data().join("containers").join(&id).exists());
+    assert!(
+        entries(&env.data().join("containers")).is_empty(),
+        "{:?}",
+        entries(&env.data().join("containers"))
+    );
+    assert!(entries(&env.runtime().join("containers")).is_empty());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&id[..12]));
+}

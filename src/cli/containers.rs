@@ -296,45 +296,50 @@ pub async fn ps(
     }
     let mgr = ManagerProxy::new(conn).await.map_err(|e| fail(e, 1))?;
     let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
-    let list = mgr
-        .list_containers(&filters, if all { crate::dbus::LIST_ALL } else { 0 })
-        .await
-        .map_err(|e| fail(e, 1))?;
+    let flags = if all { crate::dbus::LIST_ALL } else { 0 };
     if quiet {
+        let list = mgr
+            .list_containers(&filters, flags)
+            .await
+            .map_err(|e| fail(e, 1))?;
         for (id, ..) in &list {
             println!("{}", &id[..12.min(id.len())]);
         }
         return Ok(0);
     }
+    // One round trip for the whole table, however many containers there are.
+    let json = mgr
+        .inspect_containers(&filters, flags)
+        .await
+        .map_err(|e| fail(e, 1))?;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&json)
+        .map_err(|e| Failure::msg(format!("bad JSON from skiffd: {e}")))?;
     let mut rows = Vec::new();
-    for (id, name, image, state, created, path) in list {
-        let (command, status) = {
-            match ContainerProxy::builder(conn).path(path).build().await {
-                Ok(c) => {
-                    let json = c.inspect().await.unwrap_or_default();
-                    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-                    let mut cmd = v["Path"].as_str().unwrap_or("").to_string();
-                    for a in v["Args"].as_array().into_iter().flatten() {
-                        cmd.push(' ');
-                        cmd.push_str(a.as_str().unwrap_or(""));
-                    }
-                    let status = match state.as_str() {
-                        "exited" => format!(
-                            "Exited ({}) {}",
-                            v["State"]["ExitCode"],
-                            ago(&v["State"]["FinishedAt"])
-                        ),
-                        "running" => format!(
-                            "Up {}",
-                            ago(&v["State"]["StartedAt"]).trim_end_matches(" ago")
-                        ),
-                        "created" => "Created".to_string(),
-                        other => other.to_string(),
-                    };
-                    (cmd, status)
-                }
-                Err(_) => (String::new(), state.clone()),
-            }
+    for v in list {
+        let text = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_string();
+        let id = text(&v["Id"]);
+        let name = text(&v["Name"]).trim_start_matches('/').to_string();
+        let image = text(&v["Config"]["Image"]);
+        let state = text(&v["State"]["Status"]);
+        let created =
+            crate::timefmt::parse_rfc3339(v["Created"].as_str().unwrap_or("")).unwrap_or(0);
+        let mut command = text(&v["Path"]);
+        for a in v["Args"].as_array().into_iter().flatten() {
+            command.push(' ');
+            command.push_str(a.as_str().unwrap_or(""));
+        }
+        let status = match state.as_str() {
+            "exited" => format!(
+                "Exited ({}) {}",
+                v["State"]["ExitCode"],
+                ago(&v["State"]["FinishedAt"])
+            ),
+            "running" => format!(
+                "Up {}",
+                ago(&v["State"]["StartedAt"]).trim_end_matches(" ago")
+            ),
+            "created" => "Created".to_string(),
+            other => other.to_string(),
         };
         if format == "json" {
             let short = id[..12.min(id.len())].to_string();

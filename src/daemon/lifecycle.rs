@@ -24,6 +24,22 @@ pub struct Stdio {
     pub stderr: OwnedFd,
 }
 
+/// A signal's number from a name (`SIGQUIT`, `QUIT`) or a number.
+pub fn signal_number(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).ok().map(|s| s as i32);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
 /// Merges the image's entrypoint and cmd with the client's, the way docker does: a given
 /// entrypoint replaces the image's and drops its cmd; a given command replaces the cmd.
 pub fn merge_command(
@@ -77,12 +93,16 @@ impl Daemon {
     }
 
     /// Creates a container from `cfg`; returns its id.
-    pub async fn create(&self, cfg: ContainerConfig) -> Result<String, Error> {
+    pub async fn create(&self, mut cfg: ContainerConfig) -> Result<String, Error> {
         cfg.validate()?;
         let store = &self.inner.images;
         let image = store.resolve(&cfg.image)?;
         let image_cfg = store.config(&image.id)?;
         let icfg = image_cfg.config().clone().unwrap_or_default();
+        if cfg.stop_signal.is_none() {
+            // The image's STOPSIGNAL ("SIGQUIT", "QUIT" or "3").
+            cfg.stop_signal = icfg.stop_signal().as_deref().and_then(signal_number);
+        }
         let args = merge_command(&cfg, icfg.entrypoint().as_ref(), icfg.cmd().as_ref());
         if args.is_empty() {
             return Err(Error::InvalidConfig(format!(
@@ -301,6 +321,14 @@ mod tests {
             v(&["/new", "a"])
         );
         assert!(merge_command(&cfg(None, None), None, None).is_empty());
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_number("SIGQUIT"), Some(3));
+        assert_eq!(signal_number("term"), Some(15));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("nope"), None);
     }
 
     #[test]

@@ -158,6 +158,28 @@ impl Manager {
             .collect()
     }
 
+    /// The docker-shaped inspect JSON of every container the filters and flags select
+    /// (as ListContainers), as one JSON array: `ps` in one round trip.
+    async fn inspect_containers(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        filters: Vec<String>,
+        flags: u64,
+    ) -> Result<String, SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        check_flags(flags, super::LIST_ALL)?;
+        let filters = crate::daemon::filters::Filters::parse(&filters)?;
+        let all: Vec<serde_json::Value> = self
+            .ctx
+            .daemon
+            .list_filtered(flags & super::LIST_ALL != 0, &filters)
+            .into_iter()
+            .filter_map(|r| self.ctx.daemon.inspect(&r.id).ok())
+            .collect();
+        serde_json::to_string(&all).map_err(|e| SkiffError::Failed(e.to_string()))
+    }
+
     /// Creates a container from an `a{sv}` config (keys in docs/dbus-api.md).
     #[zbus(out_args("id", "container"))]
     async fn create_container(

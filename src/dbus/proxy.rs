@@ -21,6 +21,8 @@ pub trait Manager {
         flags: u64,
     ) -> zbus::Result<Vec<(String, String, String, String, u64, OwnedObjectPath)>>;
     /// See the server side.
+    fn inspect_containers(&self, filters: &[&str], flags: u64) -> zbus::Result<String>;
+    /// See the server side.
     fn create_container(
         &self,
         config: HashMap<&str, OwnedVariant>,
