@@ -32,7 +32,12 @@ impl Daemon {
     /// Sends `signal` to the container's main process (`kill` event).
     pub fn kill(&self, name_or_id: &str, signal: i32) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
-        self.signal(&c, signal)?;
+        self.send_signal(&c, signal)
+    }
+
+    /// [`Daemon::signal`] plus the `kill` event docker emits.
+    pub(crate) fn send_signal(&self, c: &Container, signal: i32) -> Result<(), Error> {
+        self.signal(c, signal)?;
         let rec = c.snapshot();
         self.emit(Event::new(
             "container",
@@ -66,26 +71,11 @@ impl Daemon {
             .unwrap_or(DEFAULT_STOP_TIMEOUT);
         let sig = rec.config.stop_signal.unwrap_or(libc::SIGTERM);
         let exited = wait_for(c.watch(), WaitCondition::NotRunning);
-        self.signal(c, sig)?;
-        self.emit(Event::new(
-            "container",
-            "kill",
-            &rec.id,
-            &[("name", rec.name.clone()), ("signal", sig.to_string())],
-        ));
+        self.send_signal(c, sig)?;
         tokio::pin!(exited);
         if tokio::time::timeout(timeout, &mut exited).await.is_err() {
             tracing::info!("{} did not stop within {timeout:?}: SIGKILL", rec.name);
-            let _ = self.signal(c, libc::SIGKILL);
-            self.emit(Event::new(
-                "container",
-                "kill",
-                &rec.id,
-                &[
-                    ("name", rec.name.clone()),
-                    ("signal", libc::SIGKILL.to_string()),
-                ],
-            ));
+            let _ = self.send_signal(c, libc::SIGKILL);
             exited.await;
         }
         self.emit(Event::new(

@@ -218,17 +218,7 @@ impl Daemon {
             if !force {
                 return Err(Error::ContainerRunning(rec.name));
             }
-            if self.signal(&c, libc::SIGKILL).is_ok() {
-                self.emit(Event::new(
-                    "container",
-                    "kill",
-                    &rec.id,
-                    &[
-                        ("name", rec.name.clone()),
-                        ("signal", libc::SIGKILL.to_string()),
-                    ],
-                ));
-            }
+            let _ = self.send_signal(&c, libc::SIGKILL);
             super::container::wait_for(c.watch(), super::WaitCondition::NotRunning).await;
         }
         if self.lock().remove(&rec.id).is_none() {
