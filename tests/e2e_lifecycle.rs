@@ -359,8 +359,31 @@ fn rename_names_and_parallel_creates() {
         .collect();
     assert_eq!(names.len(), 20, "{names:?}");
     // Ambiguous prefixes list the candidates.
-    let one = env.skiff(&["inspect", ""]);
-    assert!(!one.status.success());
+    // A one-digit prefix that several of the 20 ids share is ambiguous: the error
+    // lists the candidates.
+    let digit = (0..16)
+        .map(|d| format!("{d:x}"))
+        .find(|d| ids.iter().filter(|id| id.starts_with(d.as_str())).count() >= 2)
+        .expect("20 random ids share a first digit");
+    let amb = env.skiff(&["inspect", &digit]);
+    assert!(!amb.status.success());
+    let e = stderr(&amb);
+    assert!(e.contains("ambiguous"), "{e}");
+    let listed = ids
+        .iter()
+        .filter(|id| id.starts_with(digit.as_str()))
+        .all(|id| e.contains(&id[..12]));
+    assert!(listed, "{e}");
+    // A unique prefix works.
+    let unique = ids
+        .iter()
+        .find_map(|id| {
+            (4..64)
+                .map(|n| &id[..n])
+                .find(|p| ids.iter().filter(|o| o.starts_with(p)).count() == 1)
+        })
+        .unwrap();
+    assert!(env.skiff(&["inspect", unique]).status.success());
 }
 
 #[test]

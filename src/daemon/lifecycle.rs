@@ -99,6 +99,10 @@ impl Daemon {
         let image = store.resolve(&cfg.image)?;
         let image_cfg = store.config(&image.id)?;
         let icfg = image_cfg.config().clone().unwrap_or_default();
+        // Labels: the image's, then the client's (docker's merge).
+        for (k, v) in icfg.labels().iter().flatten() {
+            cfg.labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
         if cfg.stop_signal.is_none() {
             // The image's STOPSIGNAL ("SIGQUIT", "QUIT" or "3").
             cfg.stop_signal = icfg.stop_signal().as_deref().and_then(signal_number);
