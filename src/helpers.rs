@@ -92,3 +92,36 @@ pub fn remove_main(maps_json: &str, paths: &[PathBuf]) -> i32 {
         }
     }
 }
+
+/// `__exec JSON`: runs a process in a running container (see `runtime::join`), reports
+/// `Started`/`Failed`/`Exited` on the status pipe (fd 3) like the monitor, and exits with
+/// the process's exit code.
+pub fn exec_main(spec_json: &str) -> i32 {
+    let mut pipe = crate::monitor::StatusPipe::open();
+    let spec: runtime::join::JoinSpec = match serde_json::from_str(spec_json) {
+        Ok(s) => s,
+        Err(e) => {
+            pipe.send(&crate::monitor::Status::Failed {
+                code: 125,
+                message: format!("bad exec spec: {e}"),
+            });
+            return 125;
+        }
+    };
+    let code = match runtime::join::spawn(&spec) {
+        Ok(pid) => {
+            pipe.send(&crate::monitor::Status::Started { pid: pid.as_raw() });
+            runtime::wait_exit_code(pid).unwrap_or(125)
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            pipe.send(&crate::monitor::Status::Failed {
+                code,
+                message: e.to_string(),
+            });
+            code
+        }
+    };
+    pipe.send(&crate::monitor::Status::Exited { code });
+    code
+}

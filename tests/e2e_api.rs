@@ -71,6 +71,19 @@ fn exported_interfaces_match_the_checked_in_description() {
     .find(|s| s.starts_with("/org/skiff/skiff1/image/"))
     .unwrap()
     .to_string();
+    // An exec's object lingers for a minute after it ended.
+    let run = env.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "gate",
+        "demo/busybox",
+        "sleep",
+        "100",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(env.eventually(5, || env.inspect("gate")["State"]["Status"] == "running"));
+    assert!(env.skiff(&["exec", "gate", "true"]).status.success());
     // The import of Env::new() was job 1; its object lingers for a minute.
     let mut found = std::collections::BTreeMap::new();
     for path in [
@@ -96,7 +109,7 @@ fn exported_interfaces_match_the_checked_in_description() {
         skiff_interfaces(&stdout(&out), &mut found);
     }
     let actual: String = found.into_values().collect();
-    assert_eq!(actual.matches("<interface ").count(), 4, "{actual}");
+    assert_eq!(actual.matches("<interface ").count(), 5, "{actual}");
     let expected = include_str!("../data/org.skiff.skiff1.xml");
     assert_eq!(
         actual.trim(),

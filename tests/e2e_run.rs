@@ -283,3 +283,22 @@ fn killing_the_client_kills_its_container() {
     let w = env.skiff(&["wait", "orphan"]);
     assert_eq!(stdout(&w).trim(), "137", "{}", stderr(&w));
 }
+
+#[test]
+fn non_root_users_can_use_the_root_filesystem() {
+    let env = Env::new();
+    let out = env.skiff(&[
+        "run",
+        "--rm",
+        "-u",
+        "1000:1000",
+        "-w",
+        "/home/user",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "id -u; ls / >/dev/null && echo ls-ok; cat owned; touch mine && echo write-ok",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1000\nls-ok\nmine\nwrite-ok\n");
+}

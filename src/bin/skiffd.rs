@@ -38,6 +38,9 @@ enum Helper {
         maps: String,
         dest: PathBuf,
     },
+    /// Run a process in a running container.
+    #[command(name = "__exec", hide = true)]
+    Exec { spec: String },
     /// Remove trees owned by subordinate ids.
     #[command(name = "__remove", hide = true)]
     Remove {
@@ -55,6 +58,7 @@ fn main() {
         Some(Helper::Unpack { maps, dest }) => {
             std::process::exit(skiff::helpers::unpack_main(maps, dest))
         }
+        Some(Helper::Exec { spec }) => std::process::exit(skiff::helpers::exec_main(spec)),
         Some(Helper::Remove { maps, paths }) => {
             std::process::exit(skiff::helpers::remove_main(maps, paths))
         }

@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod containers;
 pub mod control;
+pub mod exec;
 pub mod images;
 pub mod table;
 
@@ -140,6 +141,29 @@ pub enum Command {
         /// Output format: table (default) or json (one object per line).
         #[arg(long, default_value = "table")]
         format: String,
+    },
+    /// Run a command in a running container; the exit code is the command's.
+    Exec {
+        /// Keep stdin open (pass skiff's stdin to the process).
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Run in the background (output discarded).
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Set environment variables (NAME=VALUE).
+        #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// Working directory inside the container.
+        #[arg(short = 'w', long = "workdir")]
+        workdir: Option<String>,
+        /// User as UID[:GID].
+        #[arg(short = 'u', long = "user")]
+        user: Option<String>,
+        /// The container.
+        container: String,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
     },
     /// Stop running containers (stop signal, then SIGKILL after the timeout).
     Stop {
@@ -294,6 +318,24 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             filters,
             format,
         } => containers::ps(&conn, all, quiet, &filters, &format).await,
+        Command::Exec {
+            interactive,
+            detach,
+            env,
+            workdir,
+            user,
+            container,
+            command,
+        } => {
+            let a = exec::ExecArgs {
+                interactive,
+                detach,
+                env,
+                workdir,
+                user,
+            };
+            exec::exec(&conn, &container, &command, a).await
+        }
         Command::Stop { time, containers } => control::stop(&conn, &containers, time).await,
         Command::Kill { signal, containers } => control::kill(&conn, &containers, &signal).await,
         Command::Restart { time, containers } => control::restart(&conn, &containers, time).await,

@@ -161,6 +161,22 @@ impl Daemon {
             for sub in ["upper", "work", "rootfs"] {
                 fsutil::ensure_private_dir(&tmp.join(sub)).map_err(|e| Error::io(&tmp, e))?;
             }
+            // The upper directory is the container's `/` as overlayfs shows it: give it
+            // the image root's mode, or users other than root cannot traverse `/`. The
+            // container directory itself stays 0700.
+            let root_mode = self
+                .inner
+                .images
+                .layer_dirs(&image)
+                .first()
+                .and_then(|l| std::fs::metadata(l).ok())
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+                .unwrap_or(0o755);
+            std::fs::set_permissions(
+                tmp.join("upper"),
+                std::os::unix::fs::PermissionsExt::from_mode(root_mode),
+            )
+            .map_err(|e| Error::io(&tmp, e))?;
             let c = Container::new(tmp.clone(), record.clone());
             c.persist(&record)?;
             std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;

@@ -14,6 +14,7 @@ pub mod container;
 pub mod control;
 pub mod error;
 pub mod events;
+pub mod exec;
 pub mod filters;
 pub mod images;
 pub mod lifecycle;
@@ -65,6 +66,7 @@ struct Inner {
     images: ImageStore,
     containers: Mutex<BTreeMap<String, Arc<Container>>>,
     events: broadcast::Sender<Event>,
+    execs: exec::ExecTable,
 }
 
 /// Facts about the daemon for `skiff info`.
@@ -117,6 +119,7 @@ impl Daemon {
                 images,
                 containers: Mutex::new(BTreeMap::new()),
                 events,
+                execs: Default::default(),
             }),
         };
         daemon.load_containers();

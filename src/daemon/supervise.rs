@@ -297,9 +297,19 @@ fn spawn_monitor(
     stdio: (StdStdio, StdStdio, StdStdio),
     status: OwnedFd,
 ) -> Result<tokio::process::Child, Error> {
+    let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
+    spawn_with_status(exe, &args, stdio, status)
+}
+
+/// Spawns a skiffd helper in its own session with `stdio` and the status pipe on fd 3.
+pub(crate) fn spawn_with_status(
+    exe: &Path,
+    args: &[&std::ffi::OsStr],
+    stdio: (StdStdio, StdStdio, StdStdio),
+    status: OwnedFd,
+) -> Result<tokio::process::Child, Error> {
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("__monitor")
-        .arg(bundle)
+    cmd.args(args)
         .stdin(stdio.0)
         .stdout(stdio.1)
         .stderr(stdio.2)
@@ -321,7 +331,7 @@ fn spawn_monitor(
     }
     let child = cmd
         .spawn()
-        .map_err(|e| Error::Runtime(format!("cannot start the container monitor: {e}")))?;
+        .map_err(|e| Error::Runtime(format!("cannot start skiffd's helper: {e}")))?;
     drop(status);
     Ok(child)
 }

@@ -146,6 +146,29 @@ impl ContainerObject {
         Ok((out.into(), err.into()))
     }
 
+    /// Runs a new process in the running container (all its namespaces, its root, its
+    /// user unless `user` is given). `fds` are the process's 0/1/2 (missing = /dev/null).
+    /// Options: env as, workdir s, user s. The exec's end comes as an `exec_die` event
+    /// (with `execID`, `exitCode`) and through `Exec.Wait()`.
+    #[zbus(out_args("exec_id", "exec"))]
+    async fn exec(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &zbus::ObjectServer,
+        argv: Vec<String>,
+        options: HashMap<String, OwnedVariant>,
+        fds: HashMap<u32, zbus::OwnedFd>,
+    ) -> Result<(String, zbus::OwnedObjectPath), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let cfg = super::exec::exec_config(argv, &options)?;
+        let stdio = match stdio_of(fds)? {
+            Some(s) => s,
+            None => super::manager::null_stdio()?,
+        };
+        super::exec::start(&self.ctx, server, &self.id, cfg, stdio).await
+    }
+
     /// Sends a signal to the container's main process; `whom` must be "main" or "".
     async fn kill(
         &self,

@@ -57,6 +57,15 @@ fn dev_null() -> Result<OwnedFd, SkiffError> {
         .map_err(|e| SkiffError::Failed(format!("/dev/null: {e}")))
 }
 
+/// /dev/null for all three streams.
+pub fn null_stdio() -> Result<Stdio, SkiffError> {
+    Ok(Stdio {
+        stdin: dev_null()?,
+        stdout: dev_null()?,
+        stderr: dev_null()?,
+    })
+}
+
 /// Turns `a{uh}` into the container's stdio: keys 0, 1, 2; a missing one is /dev/null.
 pub fn stdio_of(fds: HashMap<u32, zbus::OwnedFd>) -> Result<Option<Stdio>, SkiffError> {
     if fds.is_empty() {

@@ -7,6 +7,7 @@ pub mod caller;
 pub mod container;
 pub mod convert;
 pub mod error;
+pub mod exec;
 pub mod image;
 pub mod manager;
 pub mod proxy;

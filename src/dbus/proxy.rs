@@ -88,6 +88,13 @@ pub trait Container {
     /// See the server side.
     fn inspect(&self) -> zbus::Result<String>;
     /// See the server side.
+    fn exec(
+        &self,
+        argv: &[&str],
+        options: HashMap<&str, OwnedVariant>,
+        fds: HashMap<u32, zbus::Fd<'_>>,
+    ) -> zbus::Result<(String, OwnedObjectPath)>;
+    /// See the server side.
     fn stop(&self, timeout: u64, flags: u64) -> zbus::Result<()>;
     /// See the server side.
     fn restart(&self, timeout: u64, flags: u64) -> zbus::Result<()>;

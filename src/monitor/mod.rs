@@ -92,10 +92,11 @@ pub fn exit_path(bundle: &Path) -> PathBuf {
     bundle.join("exit.json")
 }
 
-struct StatusPipe(Option<File>);
+/// The status pipe to the daemon (fd 3), if the daemon gave one.
+pub(crate) struct StatusPipe(Option<File>);
 
 impl StatusPipe {
-    fn open() -> StatusPipe {
+    pub(crate) fn open() -> StatusPipe {
         // SAFETY: F_GETFD only inspects the descriptor table.
         if unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } < 0 {
             return StatusPipe(None);
@@ -106,7 +107,7 @@ impl StatusPipe {
         StatusPipe(Some(unsafe { File::from_raw_fd(STATUS_FD) }))
     }
 
-    fn send(&mut self, status: &Status) {
+    pub(crate) fn send(&mut self, status: &Status) {
         if let Some(f) = self.0.as_mut() {
             if let Ok(mut line) = serde_json::to_vec(status) {
                 line.push(b'\n');

@@ -114,7 +114,7 @@ fn setup(spec: &Spec, plan: &RootfsPlan) -> Result<(Vec<String>, Vec<String>), E
 
 /// The command must start with default signal dispositions and an empty mask (Rust's
 /// runtime ignores SIGPIPE in the monitor, and dispositions survive exec).
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     for sig in Signal::iterator() {
         if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
             continue;

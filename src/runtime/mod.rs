@@ -10,6 +10,7 @@ pub mod copy;
 pub mod create;
 pub mod exec;
 pub mod init;
+pub mod join;
 pub mod mountopts;
 pub mod nsproc;
 pub mod rootfs;

@@ -1,0 +1,224 @@
+//! `exec`: a new process in a running container's namespaces, run by the helper
+//! `skiffd __exec` with the client's stdio, followed like a container (status pipe),
+//! with docker's `exec_create`, `exec_start` and `exec_die` events.
+
+use std::collections::HashMap;
+use std::process::Stdio as StdStdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::watch;
+
+use super::config::parse_user;
+use super::container::Status;
+use super::events::Event;
+use super::lifecycle::{merge_env, Stdio};
+use super::supervise::spawn_with_status;
+use super::{names, Daemon, Error};
+use crate::monitor;
+use crate::runtime::join::JoinSpec;
+
+/// How long a finished exec stays known (so `Wait` right after the end still answers).
+const EXEC_LINGER: Duration = Duration::from_secs(60);
+
+/// What the client asks to run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecConfig {
+    /// The command.
+    pub argv: Vec<String>,
+    /// `K=V` added to the container's environment.
+    pub env: Vec<String>,
+    /// Working directory (default: the container's).
+    pub workdir: Option<String>,
+    /// `UID[:GID]` or `root` (default: the container's user).
+    pub user: Option<String>,
+}
+
+/// A running or finished exec.
+pub struct Exec {
+    /// 64 hex digits.
+    pub id: String,
+    /// The container's id.
+    pub container: String,
+    /// The command.
+    pub argv: Vec<String>,
+    /// Host pid of the process (0 once ended).
+    pub pid: Mutex<u32>,
+    /// None while running, then the exit code.
+    pub exit: watch::Receiver<Option<i32>>,
+}
+
+impl Exec {
+    /// Waits for the exit code.
+    pub async fn wait(&self) -> i32 {
+        let mut rx = self.exit.clone();
+        let code = match rx.wait_for(|c| c.is_some()).await {
+            Ok(c) => c.unwrap_or(125),
+            Err(_) => 125,
+        };
+        code
+    }
+}
+
+/// The daemon's execs.
+pub type ExecTable = Mutex<HashMap<String, Arc<Exec>>>;
+
+impl Daemon {
+    /// Finds an exec by id.
+    pub fn exec_by_id(&self, id: &str) -> Result<Arc<Exec>, Error> {
+        let map = match self.inner.execs.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.get(id)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("no such exec: {id}")))
+    }
+
+    /// Runs `cfg` in the running container; returns once the process runs (or with
+    /// docker's 126/127 reasons).
+    pub async fn exec(
+        &self,
+        name_or_id: &str,
+        cfg: ExecConfig,
+        stdio: Stdio,
+    ) -> Result<Arc<Exec>, Error> {
+        let c = self.lookup(name_or_id)?;
+        let rec = c.snapshot();
+        if rec.state.status != Status::Running || rec.state.pid == 0 {
+            return Err(Error::ContainerNotRunning(rec.name));
+        }
+        if cfg.argv.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let (uid, gid) = match &cfg.user {
+            Some(u) => parse_user(u)?,
+            None => rec.user,
+        };
+        let spec = JoinSpec {
+            pid: rec.state.pid as i32,
+            args: cfg.argv.clone(),
+            env: merge_env(&rec.env, &cfg.env, &rec.hostname),
+            cwd: cfg
+                .workdir
+                .clone()
+                .unwrap_or_else(|| rec.workdir.clone())
+                .into(),
+            uid,
+            gid,
+        };
+        let spec_json = serde_json::to_string(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        let id = names::new_id().map_err(|e| Error::Internal(format!("random id: {e}")))?;
+        let attrs = |extra: Option<(&'static str, String)>| {
+            let mut a = vec![("name", rec.name.clone()), ("execID", id.clone())];
+            a.extend(extra);
+            a
+        };
+        self.emit(Event::new(
+            "container",
+            "exec_create",
+            &rec.id,
+            &attrs(None),
+        ));
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
+        let args = [
+            std::ffi::OsStr::new("__exec"),
+            std::ffi::OsStr::new(&spec_json),
+        ];
+        let stdio3: (StdStdio, StdStdio, StdStdio) =
+            (stdio.stdin.into(), stdio.stdout.into(), stdio.stderr.into());
+        let mut child = spawn_with_status(&self.inner.opts.exe, &args, stdio3, write_end)?;
+        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)
+            .map_err(|e| Error::Internal(format!("status pipe: {e}")))?;
+        let mut lines = BufReader::new(receiver).lines();
+        let first = lines.next_line().await.ok().flatten();
+        let (tx, rx) = watch::channel(None);
+        match first.and_then(|l| serde_json::from_str::<monitor::Status>(&l).ok()) {
+            Some(monitor::Status::Started { pid }) => {
+                let exec = Arc::new(Exec {
+                    id: id.clone(),
+                    container: rec.id.clone(),
+                    argv: cfg.argv,
+                    pid: Mutex::new(pid as u32),
+                    exit: rx,
+                });
+                self.remember_exec(exec.clone());
+                self.emit(Event::new("container", "exec_start", &rec.id, &attrs(None)));
+                let daemon = self.clone();
+                let exec2 = exec.clone();
+                tokio::spawn(async move {
+                    let mut code = None;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if let Ok(monitor::Status::Exited { code: x }) = serde_json::from_str(&line)
+                        {
+                            code = Some(x);
+                        }
+                    }
+                    let status = child.wait().await.ok().and_then(|s| s.code());
+                    let code = code.or(status).unwrap_or(125);
+                    if let Ok(mut p) = exec2.pid.lock() {
+                        *p = 0;
+                    }
+                    tx.send_replace(Some(code));
+                    daemon.emit(Event::new(
+                        "container",
+                        "exec_die",
+                        &exec2.container,
+                        &[("execID", exec2.id.clone()), ("exitCode", code.to_string())],
+                    ));
+                    tokio::time::sleep(EXEC_LINGER).await;
+                    daemon.forget_exec(&exec2.id);
+                });
+                Ok(exec)
+            }
+            other => {
+                let _ = child.wait().await;
+                let (code, message) = match other {
+                    Some(monitor::Status::Failed { code, message }) => (code, message),
+                    _ => (
+                        125,
+                        "the exec helper ended before the process started".to_string(),
+                    ),
+                };
+                self.emit(Event::new(
+                    "container",
+                    "exec_die",
+                    &rec.id,
+                    &attrs(Some(("exitCode", code.to_string()))),
+                ));
+                Err(match code {
+                    127 => Error::CommandNotFound(message),
+                    126 => Error::CommandNotExecutable(message),
+                    _ => Error::Runtime(message),
+                })
+            }
+        }
+    }
+
+    fn remember_exec(&self, e: Arc<Exec>) {
+        if let Ok(mut m) = self.inner.execs.lock() {
+            m.insert(e.id.clone(), e);
+        }
+    }
+
+    fn forget_exec(&self, id: &str) {
+        if let Ok(mut m) = self.inner.execs.lock() {
+            m.remove(id);
+        }
+    }
+
+    /// Sends a signal to an exec'd process.
+    pub fn kill_exec(&self, id: &str, signal: i32) -> Result<(), Error> {
+        let e = self.exec_by_id(id)?;
+        let pid = e.pid.lock().map(|p| *p).unwrap_or(0);
+        if pid == 0 {
+            return Err(Error::InvalidArgument(format!("exec {id} is not running")));
+        }
+        let sig = nix::sys::signal::Signal::try_from(signal)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal number {signal}")))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)
+            .map_err(|e| Error::Runtime(format!("kill exec: {e}")))
+    }
+}

@@ -1,0 +1,130 @@
+//! Running a new process inside a running container (`exec`): join the container's user
+//! namespace first, then its mount, uts, ipc, network, cgroup and pid namespaces, enter
+//! its root, fork (the pid namespace applies to children), take the user and working
+//! directory, and exec. Exec failures come back as docker's 126/127 like the container's
+//! own command.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::exit;
+
+use nix::sched::{setns, CloneFlags};
+use nix::unistd::{fork, setresgid, setresuid, ForkResult, Gid, Pid, Uid};
+use serde::{Deserialize, Serialize};
+
+use super::exec::{self, ExecFailure, EXIT_SETUP_FAILED};
+use super::sync::{Channel, Msg};
+use super::Error;
+
+/// What to run inside the container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JoinSpec {
+    /// Host pid of the container's init, whose namespaces are joined.
+    pub pid: i32,
+    /// The command.
+    pub args: Vec<String>,
+    /// The full environment.
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    pub cwd: PathBuf,
+    /// uid inside the container.
+    pub uid: u32,
+    /// gid inside the container.
+    pub gid: u32,
+}
+
+/// The namespaces joined, user first (joining it gives the rights to join the rest).
+const NAMESPACES: [(&str, CloneFlags); 7] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("pid", CloneFlags::CLONE_NEWPID),
+];
+
+/// Joins the container of `spec.pid` and starts the command; returns the new process's
+/// host pid once it runs, or [`Error::Exec`] with docker's code. Single-threaded callers
+/// only.
+pub fn spawn(spec: &JoinSpec) -> Result<Pid, Error> {
+    let open = |what: &str| {
+        let p = format!("/proc/{}/{what}", spec.pid);
+        File::open(&p).map_err(|e| Error::io(format!("open {p}: is the container running?"), e))
+    };
+    // Open everything first: joining the mount namespace changes what /proc shows.
+    let root = open("root")?;
+    let mut ns = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let own = std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
+        let theirs = std::fs::read_link(format!("/proc/{}/ns/{name}", spec.pid)).ok();
+        // Already in it (e.g. host networking): joining would fail with EINVAL for user.
+        if own.is_some() && own == theirs {
+            continue;
+        }
+        ns.push((open(&format!("ns/{name}"))?, flag, name));
+    }
+    for (fd, flag, name) in &ns {
+        setns(fd.as_fd(), *flag).map_err(|e| Error::sys(format!("setns({name})"), e))?;
+    }
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(|e| Error::sys("setresgid(0)", e))?;
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(|e| Error::sys("setresuid(0)", e))?;
+    nix::unistd::fchdir(&root).map_err(|e| Error::sys("fchdir to the container's root", e))?;
+    nix::unistd::chroot(".").map_err(|e| Error::sys("chroot into the container", e))?;
+    let (parent, child) = Channel::pair()?;
+    // SAFETY: single-threaded caller (see above).
+    match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
+        ForkResult::Child => {
+            drop(parent);
+            let f = child_main(spec);
+            let _ = child.send(&Msg::Failed {
+                code: f.code,
+                message: f.message,
+            });
+            exit(f.code)
+        }
+        ForkResult::Parent { child: pid } => {
+            drop(child);
+            match parent.recv()? {
+                None => Ok(pid),
+                Some(Msg::Failed { code, message }) => {
+                    let _ = super::wait_exit_code(pid);
+                    Err(Error::Exec { code, message })
+                }
+                Some(other) => Err(Error::Protocol(format!("unexpected {other:?}"))),
+            }
+        }
+    }
+}
+
+fn child_main(spec: &JoinSpec) -> ExecFailure {
+    let fail = |message: String| ExecFailure {
+        code: EXIT_SETUP_FAILED,
+        message,
+    };
+    // Drop the host's supplementary groups (unmapped in here); denied when the gid map
+    // is a single id written with setgroups=deny, which leaves none to drop anyway.
+    let _ = nix::unistd::setgroups(&[]);
+    if let Err(e) = setresgid(
+        Gid::from_raw(spec.gid),
+        Gid::from_raw(spec.gid),
+        Gid::from_raw(spec.gid),
+    ) {
+        return fail(format!("setgid({}): {e}: is the gid mapped?", spec.gid));
+    }
+    if let Err(e) = setresuid(
+        Uid::from_raw(spec.uid),
+        Uid::from_raw(spec.uid),
+        Uid::from_raw(spec.uid),
+    ) {
+        return fail(format!("setuid({}): {e}: is the uid mapped?", spec.uid));
+    }
+    if let Err(e) = nix::unistd::chdir(spec.cwd.as_path()) {
+        return fail(format!("chdir to {}: {e}", spec.cwd.display()));
+    }
+    super::init::reset_signals();
+    exec::exec(&spec.args, &spec.env)
+}
