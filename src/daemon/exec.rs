@@ -3,18 +3,18 @@
 //! with docker's `exec_create`, `exec_start` and `exec_die` events.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::process::Stdio as StdStdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
 use super::config::parse_user;
 use super::container::Status;
 use super::events::Event;
+use super::helper::HelperRun;
 use super::lifecycle::{merge_env, Stdio};
-use super::supervise::spawn_with_status;
 use super::{names, Daemon, Error};
 use crate::monitor;
 use crate::runtime::join::JoinSpec;
@@ -121,21 +121,13 @@ impl Daemon {
             &rec.id,
             &attrs(None),
         ));
-        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
-        let args = [
-            std::ffi::OsStr::new("__exec"),
-            std::ffi::OsStr::new(&spec_json),
-        ];
+        let args = [OsStr::new("__exec"), OsStr::new(&spec_json)];
         let stdio3: (StdStdio, StdStdio, StdStdio) =
             (stdio.stdin.into(), stdio.stdout.into(), stdio.stderr.into());
-        let mut child = spawn_with_status(&self.inner.opts.exe, &args, stdio3, write_end)?;
-        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)
-            .map_err(|e| Error::Internal(format!("status pipe: {e}")))?;
-        let mut lines = BufReader::new(receiver).lines();
-        let first = lines.next_line().await.ok().flatten();
+        let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio3)?;
+        let first = run.first().await;
         let (tx, rx) = watch::channel(None);
-        match first.and_then(|l| serde_json::from_str::<monitor::Status>(&l).ok()) {
+        match first {
             Some(monitor::Status::Started { pid }) => {
                 let exec = Arc::new(Exec {
                     id: id.clone(),
@@ -149,15 +141,7 @@ impl Daemon {
                 let daemon = self.clone();
                 let exec2 = exec.clone();
                 tokio::spawn(async move {
-                    let mut code = None;
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        if let Ok(monitor::Status::Exited { code: x }) = serde_json::from_str(&line)
-                        {
-                            code = Some(x);
-                        }
-                    }
-                    let status = child.wait().await.ok().and_then(|s| s.code());
-                    let code = code.or(status).unwrap_or(125);
+                    let code = run.finish().await.unwrap_or(125);
                     if let Ok(mut p) = exec2.pid.lock() {
                         *p = 0;
                     }
@@ -174,7 +158,7 @@ impl Daemon {
                 Ok(exec)
             }
             other => {
-                let _ = child.wait().await;
+                run.finish().await;
                 let (code, message) = match other {
                     Some(monitor::Status::Failed { code, message }) => (code, message),
                     _ => (

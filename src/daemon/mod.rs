@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod filters;
+pub mod helper;
 pub mod images;
 pub mod lifecycle;
 pub mod logs;

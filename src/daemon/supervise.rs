@@ -8,16 +8,15 @@
 //! mistaken for it), waits on a pidfd, and reads the exit from the bundle's exit file —
 //! also when the container ended while no daemon was running.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::Stdio as StdStdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-
 use super::container::{Container, Status};
 use super::events::Event;
+use super::helper::HelperRun;
 use super::lifecycle::Stdio;
 use super::restart::next_delay;
 use super::{Daemon, Error};
@@ -66,28 +65,17 @@ impl Daemon {
             }
         };
         let bundle = self.write_bundle(c, &rec, log)?;
-        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
-        let (stdin, stdout, stderr): (StdStdio, StdStdio, StdStdio) = match stdio {
+        let stdio: (StdStdio, StdStdio, StdStdio) = match stdio {
             Some(s) => (s.stdin.into(), s.stdout.into(), s.stderr.into()),
             None => (StdStdio::null(), StdStdio::null(), StdStdio::null()),
         };
-        let child = spawn_monitor(
-            &self.inner.opts.exe,
-            &bundle,
-            (stdin, stdout, stderr),
-            write_end,
-        )?;
-        let monitor_pid = child.id().unwrap_or(0);
-        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)
-            .map_err(|e| Error::Internal(format!("status pipe: {e}")))?;
-        let mut lines = BufReader::new(receiver).lines();
-        let first = tokio::time::timeout(START_TIMEOUT, lines.next_line())
+        let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
+        let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio)?;
+        let monitor_pid = run.pid();
+        let status = tokio::time::timeout(START_TIMEOUT, run.first())
             .await
             .ok()
-            .and_then(|r| r.ok())
             .flatten();
-        let status: Option<monitor::Status> = first.and_then(|l| serde_json::from_str(&l).ok());
         match status {
             Some(monitor::Status::Started { pid }) => {
                 let rec = c.update(|r| {
@@ -106,22 +94,13 @@ impl Daemon {
                 let daemon = self.clone();
                 let c = c.clone();
                 tokio::spawn(async move {
-                    let mut code = None;
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        if let Ok(monitor::Status::Exited { code: x }) = serde_json::from_str(&line)
-                        {
-                            code = Some(x);
-                        }
-                    }
-                    let mut child = child;
-                    let _ = child.wait().await;
+                    let code = run.finish().await;
                     daemon.run_ended(c, code, String::new()).await;
                 });
                 Ok(())
             }
             Some(monitor::Status::Failed { code, message }) => {
-                let mut child = child;
-                let _ = child.wait().await;
+                run.finish().await;
                 self.run_ended(c.clone(), Some(code), message.clone()).await;
                 Err(match code {
                     127 => Error::CommandNotFound(message),
@@ -130,9 +109,7 @@ impl Daemon {
                 })
             }
             _ => {
-                let mut child = child;
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                run.abort().await;
                 let msg = "the container monitor ended before the container started".to_string();
                 self.run_ended(c.clone(), None, msg.clone()).await;
                 Err(Error::Runtime(msg))
@@ -288,52 +265,6 @@ impl Daemon {
 /// Where a container's json-file log lives.
 pub fn log_path(dir: &Path) -> std::path::PathBuf {
     dir.join("container.log")
-}
-
-/// Spawns `skiffd __monitor BUNDLE` in its own session with the status pipe on fd 3.
-fn spawn_monitor(
-    exe: &Path,
-    bundle: &Path,
-    stdio: (StdStdio, StdStdio, StdStdio),
-    status: OwnedFd,
-) -> Result<tokio::process::Child, Error> {
-    let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
-    spawn_with_status(exe, &args, stdio, status)
-}
-
-/// Spawns a skiffd helper in its own session with `stdio` and the status pipe on fd 3.
-pub(crate) fn spawn_with_status(
-    exe: &Path,
-    args: &[&std::ffi::OsStr],
-    stdio: (StdStdio, StdStdio, StdStdio),
-    status: OwnedFd,
-) -> Result<tokio::process::Child, Error> {
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(args)
-        .stdin(stdio.0)
-        .stdout(stdio.1)
-        .stderr(stdio.2)
-        .env_remove("RUST_LOG");
-    let status_fd = status.as_raw_fd();
-    // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if status_fd == monitor::STATUS_FD {
-                libc::fcntl(status_fd, libc::F_SETFD, 0);
-            } else if libc::dup2(status_fd, monitor::STATUS_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::Runtime(format!("cannot start skiffd's helper: {e}")))?;
-    drop(status);
-    Ok(child)
 }
 
 /// Waits until the process behind a pidfd exits.
