@@ -302,3 +302,44 @@ fn non_root_users_can_use_the_root_filesystem() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "1000\nls-ok\nmine\nwrite-ok\n");
 }
+
+#[test]
+fn signals_to_skiff_run_reach_the_container() {
+    let env = Env::new();
+    let child = env
+        .skiff_cmd(&[
+            "run",
+            "--name",
+            "trapper",
+            "demo/busybox",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 5' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        env.eventually(10, || env.inspect("trapper")["State"]["Status"]
+            == "running")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(stdout(&out), "ready\ngot TERM\n");
+    // Two Ctrl-Cs to a container that ignores SIGINT: skiff leaves, the container is killed.
+    let child = env
+        .skiff_cmd(&["run", "--name", "deaf", "demo/busybox", "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    assert!(env.eventually(10, || env.inspect("deaf")["State"]["Status"] == "running"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for _ in 0..2 {
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(stdout(&env.skiff(&["wait", "deaf"])).trim(), "137");
+}

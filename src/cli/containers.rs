@@ -105,12 +105,56 @@ fn run_failure(e: zbus::Error) -> Failure {
     fail(e, code)
 }
 
+/// The signals `skiff run` forwards to the container.
+const PROXIED: [i32; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Receives the proxied signals.
+struct SignalProxy {
+    rx: tokio::sync::mpsc::UnboundedReceiver<i32>,
+}
+
+impl SignalProxy {
+    fn new() -> Result<SignalProxy, Failure> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for &signo in &PROXIED {
+            let mut stream =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(signo))
+                    .map_err(|e| Failure::msg(format!("cannot handle signal {signo}: {e}")))?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    if tx.send(signo).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(SignalProxy { rx })
+    }
+}
+
+/// The next signal received, or never when not proxying.
+async fn next_signal(proxy: &mut Option<SignalProxy>) -> Option<i32> {
+    match proxy {
+        Some(p) => p.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `skiff run`.
 pub async fn run(
     conn: &Connection,
     args: CreateArgs,
     rm: bool,
     detach: bool,
+    sig_proxy: bool,
 ) -> Result<i32, Failure> {
     let mgr = ManagerProxy::new(conn).await.map_err(run_failure)?;
     if detach {
@@ -143,12 +187,38 @@ pub async fn run(
     fds.insert(2, stderr.as_fd().into());
     let flags =
         crate::dbus::RUN_KILL_ON_DISCONNECT | if rm { crate::dbus::RUN_AUTO_REMOVE } else { 0 };
-    let (id, _) = mgr
+    // Signals to skiff go to the container (docker's sig-proxy); installed before the
+    // container starts, so none is lost to skiff's own default action.
+    let mut proxy = if sig_proxy {
+        Some(SignalProxy::new()?)
+    } else {
+        None
+    };
+    let (id, path) = mgr
         .run_container(cfg, fds, flags)
         .await
         .map_err(run_failure)?;
+    let target = ContainerProxy::builder(conn).path(path).build().await.ok();
     let mut code = None;
-    while let Some(sig) = events.next().await {
+    let mut interrupts = 0;
+    loop {
+        let sig = tokio::select! {
+            ev = events.next() => match ev { Some(ev) => ev, None => break },
+            Some(signo) = next_signal(&mut proxy) => {
+                if signo == libc::SIGINT {
+                    interrupts += 1;
+                    if interrupts >= 2 {
+                        // A second Ctrl-C: leave; skiffd kills the container when we go.
+                        eprintln!("skiff: interrupted twice: stopping the container");
+                        return Ok(130);
+                    }
+                }
+                if let Some(t) = &target {
+                    let _ = t.kill("main", signo).await;
+                }
+                continue;
+            }
+        };
         let Ok(a) = sig.args() else { continue };
         if *a.id() != id.as_str() || *a.typ() != "container" {
             continue;

@@ -86,6 +86,10 @@ pub enum Command {
         /// Run in the background and print the container id.
         #[arg(short = 'd', long)]
         detach: bool,
+        /// Forward SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 to the container (a second
+        /// Ctrl-C leaves and kills it).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        sig_proxy: bool,
         /// Container flags.
         #[command(flatten)]
         args: CreateArgs,
@@ -305,8 +309,12 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     let conn = connect::connect(cli.bus_address.as_deref()).await?;
     match cli.command {
         Command::Run {
-            rm, detach, args, ..
-        } => containers::run(&conn, args, rm, detach).await,
+            rm,
+            detach,
+            sig_proxy,
+            args,
+            ..
+        } => containers::run(&conn, args, rm, detach, sig_proxy).await,
         Command::Create { args, .. } => containers::create(&conn, args).await,
         Command::Start { containers } => containers::start(&conn, &containers).await,
         Command::Wait { containers } => containers::wait(&conn, &containers).await,
