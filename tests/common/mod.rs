@@ -209,7 +209,7 @@ impl Env {
     /// Runs gdbus on the private bus (`gdbus call --address A ...`).
     pub fn gdbus(&self, args: &[&str]) -> Output {
         Command::new(require("gdbus"))
-            .args(["call", "--address", &self.address])
+            .args(["call", "--timeout", "120", "--address", &self.address])
             .args(args)
             .stdin(Stdio::null())
             .output()
