@@ -175,6 +175,7 @@ impl Daemon {
         let mon = MonitorConfig {
             id: rec.id.clone(),
             rootfs: plan,
+            network: None,
         };
         let mon_path = monitor::config_path(&bundle);
         fsutil::atomic_write_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;
