@@ -56,6 +56,9 @@ pub struct State {
     pub error: String,
     /// How many runs have ended (for the `next-exit` wait condition).
     pub exits: u64,
+    /// The ports published by the current (or last) run, host ports resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::netns::PortMapping>,
 }
 
 /// What is persisted in `containers/<id>/container.json`.
@@ -225,7 +228,7 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
             rfc3339(us)
         }
     };
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "Id": rec.id,
         "Name": format!("/{}", rec.name),
         "Created": rfc3339(rec.created),
@@ -258,9 +261,10 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
         },
         "HostConfig": {
             "AutoRemove": rec.config.auto_remove,
-            "NetworkMode": rec.config.network.clone().unwrap_or_else(|| "none".into()),
         },
-    })
+    });
+    super::network::extend_inspect(&mut v, rec);
+    v
 }
 
 #[cfg(test)]

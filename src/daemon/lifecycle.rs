@@ -80,8 +80,12 @@ impl Daemon {
     }
 
     /// Creates a container from `cfg`; returns its id.
-    pub async fn create(&self, cfg: ContainerConfig) -> Result<String, Error> {
+    pub async fn create(&self, mut cfg: ContainerConfig) -> Result<String, Error> {
         cfg.validate()?;
+        if cfg.network.is_none() {
+            cfg.network = Some(self.inner.opts.network.to_string());
+            cfg.validate()?; // ports with a daemon default of none/host
+        }
         let store = &self.inner.images;
         let image = store.resolve(&cfg.image)?;
         let image_cfg = store.config(&image.id)?;
@@ -159,7 +163,11 @@ impl Daemon {
         self.inner.opts.paths.runtime.join("containers").join(id)
     }
 
-    fn write_bundle(&self, c: &Container, rec: &Record) -> Result<PathBuf, Error> {
+    fn write_bundle(
+        &self,
+        c: &Container,
+        rec: &Record,
+    ) -> Result<(PathBuf, Vec<crate::netns::PortMapping>), Error> {
         let bundle = self.bundle_dir(&rec.id);
         fsutil::ensure_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
         let image = self.inner.images.resolve(&rec.image_id)?;
@@ -169,13 +177,23 @@ impl Daemon {
             upper: c.dir.join("upper"),
             work: c.dir.join("work"),
         };
-        let spec = spec::build(rec, &self.inner.maps, &c.dir.join("rootfs"))?;
+        let mut spec = spec::build(rec, &self.inner.maps, &c.dir.join("rootfs"))?;
+        let exposed: Vec<String> = self
+            .inner
+            .images
+            .config(&image.id)?
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default();
+        let (network, ports) = super::network::prepare(rec, &bundle, &exposed)?;
+        super::network::add_mounts(&mut spec, &bundle)?;
         let spec_path = monitor::spec_path(&bundle);
         fsutil::atomic_write_json(&spec_path, &spec).map_err(|e| Error::io(&spec_path, e))?;
         let mon = MonitorConfig {
             id: rec.id.clone(),
             rootfs: plan,
-            network: None,
+            network,
         };
         let mon_path = monitor::config_path(&bundle);
         fsutil::atomic_write_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;
@@ -184,7 +202,7 @@ impl Daemon {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&exit, e)),
             _ => {}
         }
-        Ok(bundle)
+        Ok((bundle, ports))
     }
 
     /// Starts a created or exited container. With `stdio`, the client's fds are the
@@ -199,7 +217,7 @@ impl Daemon {
         if rec.state.status == Status::Running {
             return Err(Error::ContainerRunning(rec.name));
         }
-        let bundle = self.write_bundle(&c, &rec)?;
+        let (bundle, ports) = self.write_bundle(&c, &rec)?;
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
         let (stdin, stdout, stderr): (StdStdio, StdStdio, StdStdio) = match stdio {
@@ -253,6 +271,7 @@ impl Daemon {
                     r.state.pid = pid as u32;
                     r.state.started_at = now_us();
                     r.state.error.clear();
+                    r.state.ports = ports;
                 })?;
                 self.emit(Event::new(
                     "container",

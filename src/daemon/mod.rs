@@ -16,6 +16,7 @@ pub mod events;
 pub mod images;
 pub mod lifecycle;
 pub mod names;
+pub mod network;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,8 @@ pub struct Options {
     pub driver: RootfsDriver,
     /// The skiffd executable, re-run for the monitor and helpers.
     pub exe: PathBuf,
+    /// The network mode of containers that do not name one.
+    pub network: crate::netns::Mode,
 }
 
 /// The backend. Cheap to clone; all clones share one state.
