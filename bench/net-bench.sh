@@ -114,7 +114,12 @@ cleanup() {
     local rc=$? c pause
     for c in "${SKIFF_CTRS[@]}"; do "$SKIFF" --bus-address "$ADDR" rm -f "$c" >/dev/null 2>&1 || true; done
     for c in "${PODMAN_CTRS[@]}"; do "${PODMAN[@]}" rm -f "$c" >/dev/null 2>&1 || true; done
-    [ -z "$HOSTSINK_PID" ] || stop "$HOSTSINK_PID"
+    if [ -n "$HOSTSINK_PID" ]; then
+        # The loop's current nc is its child: end both.
+        pkill -P "$HOSTSINK_PID" 2>/dev/null || true
+        stop "$HOSTSINK_PID"
+        pkill -P "$HOSTSINK_PID" 2>/dev/null || true
+    fi
     [ -z "$SKIFFD_PID" ] || stop "$SKIFFD_PID"
     [ -z "$BUS_PID" ] || stop "$BUS_PID"
     pause=$(cat "$RUN/libpod/tmp/pause.pid" 2>/dev/null || true)

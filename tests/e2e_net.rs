@@ -9,7 +9,7 @@ mod net_helpers;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 
-use common::{stderr, Env};
+use common::{stderr, stdout, Env};
 use net_helpers::*;
 /// A published TCP port reaches the container's server from a real host client;
 /// `port`, `ps` and `inspect` show it; stopping leaves no helper behind.
@@ -190,6 +190,18 @@ fn a_host_port_in_use_fails_the_start_cleanly() {
         );
         assert_no_helpers_left(&env);
     }
+    // The failed starts are recorded; with --rm nothing is left.
+    let ids = stdout(&env.skiff(&["ps", "-a", "-q"]));
+    let first = ids.lines().next().unwrap_or_default().to_string();
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&env.skiff(&["inspect", &first]))).unwrap();
+    let error = v[0]["State"]["Error"].as_str().unwrap_or_default();
+    assert!(error.contains("already in use"), "{v}");
+    let before = stdout(&env.skiff(&["ps", "-a", "-q"]));
+    let publish = format!("127.0.0.1:{port}:80");
+    let out = env.skiff(&["run", "--rm", "-p", &publish, "demo/busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert_eq!(stdout(&env.skiff(&["ps", "-a", "-q"])), before);
     // Ports below net.ipv4.ip_unprivileged_port_start say how to allow them.
     let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
         .unwrap()

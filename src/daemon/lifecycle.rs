@@ -217,7 +217,17 @@ impl Daemon {
         if rec.state.status == Status::Running {
             return Err(Error::ContainerRunning(rec.name));
         }
-        let (bundle, ports) = self.write_bundle(&c, &rec)?;
+        let (bundle, ports) = match self.write_bundle(&c, &rec) {
+            Ok(b) => b,
+            // E.g. a published port in use: nothing ran; record why (and honour --rm).
+            Err(e) => {
+                let _ = c.update(|r| r.state.error = e.to_string());
+                if rec.config.auto_remove {
+                    let _ = self.remove(&rec.id, true).await;
+                }
+                return Err(e);
+            }
+        };
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
         let (stdin, stdout, stderr): (StdStdio, StdStdio, StdStdio) = match stdio {
