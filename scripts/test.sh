@@ -419,7 +419,7 @@ user_check_prereqs() {
     fi
     # command:package; needed now.
     for c in dbus-daemon:dbus-daemon gdbus:libglib2.0-bin busctl:systemd newuidmap:uidmap newgidmap:uidmap \
-        python3:python3; do
+        python3:python3 slirp4netns:slirp4netns pasta:passt; do
         command -v "${c%%:*}" >/dev/null 2>&1 ||
             problems+=("${c%%:*} not found; fix: sudo apt-get install ${c#*:}")
     done
@@ -447,7 +447,7 @@ user_check_prereqs() {
         problems+=("unprivileged user namespaces are disabled; fix: sudo sysctl kernel.unprivileged_userns_clone=1")
     fi
     # Needed by later milestones only: warn.
-    for c in slirp4netns:slirp4netns pasta:passt fusermount3:fuse3 fuse-overlayfs:fuse-overlayfs \
+    for c in fusermount3:fuse3 fuse-overlayfs:fuse-overlayfs \
         podman:podman runc:runc skopeo:skopeo umoci:umoci docker-registry:docker-registry iperf3:iperf3; do
         command -v "${c%%:*}" >/dev/null 2>&1 ||
             warnings+=("${c%%:*} not found (some tests need it); fix: sudo apt-get install ${c#*:}")

@@ -19,6 +19,9 @@ struct Args {
     /// Storage driver for container root filesystems: overlay (kernel) or vfs (copy).
     #[arg(long, value_name = "DRIVER")]
     storage_driver: Option<skiff::runtime::RootfsDriver>,
+    /// Default network mode of containers: slirp4netns, pasta, none or host.
+    #[arg(long, value_name = "MODE", default_value = "slirp4netns")]
+    network: skiff::netns::Mode,
     /// Log filter (tracing's EnvFilter syntax, e.g. debug or skiff=trace); RUST_LOG works too.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
@@ -98,6 +101,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         paths,
         driver: args.storage_driver.unwrap_or_default(),
         exe,
+        network: args.network,
     };
     let daemon = skiff::daemon::Daemon::new(opts).context("cannot open skiff's state")?;
     let address = args.bus_address.or_else(|| {

@@ -55,6 +55,23 @@ fn config(
     if let Some(n) = &args.network {
         m.insert("network", ov(n.as_str())?);
     }
+    for (key, list) in [
+        ("publish", &args.publish),
+        ("dns", &args.dns),
+        ("dns-search", &args.dns_search),
+        ("dns-option", &args.dns_option),
+        ("add-host", &args.add_host),
+    ] {
+        if !list.is_empty() {
+            m.insert(key, ov(list.clone())?);
+        }
+    }
+    if args.publish_all {
+        m.insert("publish-all", ov(true)?);
+    }
+    if args.host_loopback {
+        m.insert("host-loopback", ov(true)?);
+    }
     if !args.labels.is_empty() {
         let labels: HashMap<String, String> = args
             .labels
@@ -411,12 +428,13 @@ pub async fn ps(
             "created" => "Created".to_string(),
             other => other.to_string(),
         };
+        let ports = port_lines(&v).join(", ");
         if format == "json" {
             let short = id[..12.min(id.len())].to_string();
             let line = serde_json::json!({
                 "ID": short, "Id": id, "Image": image, "Command": command,
                 "CreatedAt": crate::timefmt::rfc3339(created), "State": state,
-                "Status": status, "Names": name,
+                "Status": status, "Ports": ports, "Names": name,
             });
             println!("{line}");
             continue;
@@ -431,6 +449,7 @@ pub async fn ps(
             command,
             human_ago(created),
             status,
+            ports,
             name,
         ]);
     }
@@ -442,10 +461,80 @@ pub async fn ps(
                 "COMMAND",
                 "CREATED",
                 "STATUS",
+                "PORTS",
                 "NAMES",
             ],
             &rows,
         );
+    }
+    Ok(0)
+}
+
+/// `(container key, host address)` pairs of inspect's `NetworkSettings.Ports`, sorted.
+fn published(v: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(ports) = v["NetworkSettings"]["Ports"].as_object() {
+        for (key, hosts) in ports {
+            for h in hosts.as_array().into_iter().flatten() {
+                let ip = h["HostIp"].as_str().unwrap_or("0.0.0.0");
+                let port = h["HostPort"].as_str().unwrap_or("");
+                let host = if ip.contains(':') {
+                    format!("[{ip}]:{port}")
+                } else {
+                    format!("{ip}:{port}")
+                };
+                out.push((key.clone(), host));
+            }
+        }
+    }
+    out.sort_by_key(|(k, h)| {
+        let n: u32 = k
+            .split('/')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        (n, k.clone(), h.clone())
+    });
+    out
+}
+
+/// `0.0.0.0:8080->80/tcp` for each published port (docker ps's PORTS column).
+fn port_lines(v: &serde_json::Value) -> Vec<String> {
+    published(v)
+        .into_iter()
+        .map(|(k, h)| format!("{h}->{k}"))
+        .collect()
+}
+
+/// `skiff port CONTAINER [PORT[/PROTO]]`.
+pub async fn port(conn: &Connection, name: &str, filter: Option<&str>) -> Result<i32, Failure> {
+    let c = container(conn, name).await.map_err(|e| fail(e, 1))?;
+    let json = c.inspect().await.map_err(|e| fail(e, 1))?;
+    let v: serde_json::Value = serde_json::from_str(&json)
+        .map_err(|e| Failure::msg(format!("bad JSON from skiffd: {e}")))?;
+    let want = filter.map(|f| {
+        if f.contains('/') {
+            f.to_string()
+        } else {
+            format!("{f}/tcp")
+        }
+    });
+    let list = published(&v);
+    let mut shown = 0;
+    for (key, host) in &list {
+        match &want {
+            Some(w) if w == key => println!("{host}"),
+            Some(_) => continue,
+            None => println!("{key} -> {host}"),
+        }
+        shown += 1;
+    }
+    if shown == 0 {
+        if let Some(w) = want {
+            return Err(Failure::msg(format!(
+                "no public port '{w}' published for {name}"
+            )));
+        }
     }
     Ok(0)
 }

@@ -43,9 +43,31 @@ pub struct CreateArgs {
     /// Override the image's ENTRYPOINT.
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Network mode: none or host.
-    #[arg(long)]
+    /// Network mode: slirp4netns (skiffd's default), pasta, none or host.
+    #[arg(long, alias = "net")]
     pub network: Option<String>,
+    /// Publish a container's port to the host: [[IP:][HOST]:]CONTAINER[/tcp|/udp].
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// DNS server for /etc/resolv.conf.
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<String>,
+    /// DNS search domain for /etc/resolv.conf.
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// DNS option for /etc/resolv.conf.
+    #[arg(long = "dns-option", value_name = "OPTION")]
+    pub dns_option: Vec<String>,
+    /// Add a line to /etc/hosts (NAME:IP).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
+    /// Let the container reach services on the host's loopback, as
+    /// host.containers.internal (slirp4netns: allow_host_loopback).
+    #[arg(long = "host-loopback")]
+    pub host_loopback: bool,
     /// Set labels (KEY=VALUE).
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -253,6 +275,13 @@ pub enum Command {
     },
     /// Show the daemon's setup (storage driver, id maps, warnings).
     Info,
+    /// List a container's published ports, or the host address of one of them.
+    Port {
+        /// The container.
+        container: String,
+        /// PORT[/PROTO] to show only that one.
+        port: Option<String>,
+    },
 }
 
 /// `skiff image ...`.
@@ -378,5 +407,8 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             command: ImageCommand::Import { file, reference },
         } => images::import(&conn, &file, &reference).await,
         Command::Info => images::info(&conn).await,
+        Command::Port { container, port } => {
+            containers::port(&conn, &container, port.as_deref()).await
+        }
     }
 }

@@ -39,9 +39,31 @@ pub struct ContainerConfig {
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// `none` (loopback only, the default for now) or `host`.
+    /// `slirp4netns`, `pasta`, `none` (loopback only) or `host`; the daemon's default
+    /// (`skiffd --network`, slirp4netns) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// Published ports, docker's `-p`: `[[IP:][HOST]:]CONTAINER[/tcp|/udp]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port (`-P`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish_all: bool,
+    /// DNS servers for resolv.conf (replace the default ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// DNS search domains (replace the host's; `.` for none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// resolv.conf options (replace the host's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_option: Vec<String>,
+    /// Extra /etc/hosts entries, `NAME:IP`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_host: Vec<String>,
+    /// Let the container reach the host's loopback (as host.containers.internal).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_loopback: bool,
     /// Remove the container when it exits.
     #[serde(default)]
     pub auto_remove: bool,
@@ -69,7 +91,6 @@ pub struct ContainerConfig {
 /// rather than a silently ignored option.
 const RESERVED: &[&str] = &[
     "binds",
-    "publish",
     "read-only",
     "cap-add",
     "cap-drop",
@@ -144,19 +165,7 @@ impl ContainerConfig {
                 )));
             }
         }
-        match self.network.as_deref() {
-            None | Some("none") | Some("host") => {}
-            Some(other @ ("slirp4netns" | "pasta")) => {
-                return Err(Error::NotSupported(format!(
-                    "network mode \"{other}\" is not supported yet: use \"none\" or \"host\""
-                )))
-            }
-            Some(other) => {
-                return Err(Error::InvalidConfig(format!(
-                    "key \"network\": unknown mode {other:?} (use none or host)"
-                )))
-            }
-        }
+        self.validate_network()?;
         if self.tty {
             return Err(Error::NotSupported("tty (-t) is not supported yet".into()));
         }
@@ -229,6 +238,64 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+impl ContainerConfig {
+    /// The network mode, if one is set.
+    pub fn network_mode(&self) -> Result<Option<crate::netns::Mode>, Error> {
+        self.network
+            .as_deref()
+            .map(|n| {
+                n.parse()
+                    .map_err(|e: String| Error::InvalidConfig(format!("key \"network\": {e}")))
+            })
+            .transpose()
+    }
+
+    /// The published ports, parsed (host ports may still be 0: chosen at start).
+    pub fn port_mappings(&self) -> Result<Vec<crate::netns::PortMapping>, Error> {
+        self.publish
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|e| Error::InvalidConfig(format!("key \"publish\": {e}")))
+            })
+            .collect()
+    }
+
+    fn validate_network(&self) -> Result<(), Error> {
+        let mode = self.network_mode()?;
+        let ports = self.port_mappings()?;
+        if let Some(m) = mode.filter(|m| !m.has_helper()) {
+            if !ports.is_empty() || self.publish_all {
+                return Err(Error::InvalidConfig(format!(
+                    "ports cannot be published with network mode \"{m}\": use slirp4netns or pasta"
+                )));
+            }
+        }
+        for d in &self.dns {
+            if d.parse::<std::net::IpAddr>().is_err() {
+                return Err(Error::InvalidConfig(format!(
+                    "key \"dns\": {d:?} is not an IP address"
+                )));
+            }
+        }
+        for h in &self.add_host {
+            if crate::netns::files::split_add_host(h).is_none() {
+                return Err(Error::InvalidConfig(format!(
+                    "key \"add-host\": {h:?} is not of the form NAME:IP"
+                )));
+            }
+        }
+        for v in self.dns_search.iter().chain(&self.dns_option) {
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                return Err(Error::InvalidConfig(format!(
+                    "keys \"dns-search\"/\"dns-option\": {v:?} must be one word"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Docker's container-name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 pub fn validate_name(name: &str) -> Result<(), Error> {
     let mut chars = name.chars();
@@ -289,9 +356,32 @@ mod tests {
 
     #[test]
     fn reserved_keys_are_not_supported_yet() {
-        let e =
-            ContainerConfig::from_json_value(json!({"image": "x", "publish": ["80"]})).unwrap_err();
+        let e = ContainerConfig::from_json_value(json!({"image": "x", "binds": ["/a:/b"]}))
+            .unwrap_err();
         assert!(matches!(e, Error::NotSupported(_)));
+    }
+
+    #[test]
+    fn network_keys() {
+        let cfg = ContainerConfig::from_json_value(json!({"image": "x", "network": "pasta",
+            "publish": ["8080:80", "127.0.0.1::53/udp"], "dns": ["192.0.2.1"],
+            "dns-search": ["a.test"], "dns-option": ["ndots:1"], "add-host": ["db:192.0.2.2"],
+            "host-loopback": true, "publish-all": true}))
+        .unwrap();
+        assert_eq!(cfg.port_mappings().unwrap().len(), 2);
+        for bad in [
+            json!({"image": "x", "network": "bogus"}),
+            json!({"image": "x", "network": "none", "publish": ["80"]}),
+            json!({"image": "x", "network": "host", "publish-all": true}),
+            json!({"image": "x", "publish": ["80/sctp"]}),
+            json!({"image": "x", "dns": ["resolver"]}),
+            json!({"image": "x", "add-host": ["db"]}),
+        ] {
+            assert!(
+                ContainerConfig::from_json_value(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

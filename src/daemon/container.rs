@@ -66,6 +66,9 @@ pub struct State {
     /// The user stopped it (no restart policy applies until the user starts it).
     #[serde(default)]
     pub stopped_by_user: bool,
+    /// The ports published by the current (or last) run, host ports resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::netns::PortMapping>,
 }
 
 /// What is persisted in `containers/<id>/container.json`.
@@ -241,7 +244,7 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
             rfc3339(us)
         }
     };
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "Id": rec.id,
         "Name": format!("/{}", rec.name),
         "Created": rfc3339(rec.created),
@@ -280,9 +283,10 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
                 "Name": rec.config.restart.clone().unwrap_or_else(|| "no".into()),
             },
             "LogConfig": { "Type": "json-file", "Config": rec.config.log_opts },
-            "NetworkMode": rec.config.network.clone().unwrap_or_else(|| "none".into()),
         },
-    })
+    });
+    super::network::extend_inspect(&mut v, rec);
+    v
 }
 
 #[cfg(test)]

@@ -95,6 +95,10 @@ impl Daemon {
     /// Creates a container from `cfg`; returns its id.
     pub async fn create(&self, mut cfg: ContainerConfig) -> Result<String, Error> {
         cfg.validate()?;
+        if cfg.network.is_none() {
+            cfg.network = Some(self.inner.opts.network.to_string());
+            cfg.validate()?; // ports with a daemon default of none/host
+        }
         let store = &self.inner.images;
         let image = store.resolve(&cfg.image)?;
         let image_cfg = store.config(&image.id)?;
@@ -201,7 +205,7 @@ impl Daemon {
         c: &Container,
         rec: &Record,
         log: Option<crate::monitor::LogConfig>,
-    ) -> Result<PathBuf, Error> {
+    ) -> Result<(PathBuf, Vec<crate::netns::PortMapping>), Error> {
         let bundle = self.bundle_dir(&rec.id);
         fsutil::ensure_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
         let image = self.inner.images.resolve(&rec.image_id)?;
@@ -211,13 +215,24 @@ impl Daemon {
             upper: c.dir.join("upper"),
             work: c.dir.join("work"),
         };
-        let spec = spec::build(rec, &self.inner.maps, &c.dir.join("rootfs"))?;
+        let mut spec = spec::build(rec, &self.inner.maps, &c.dir.join("rootfs"))?;
+        let exposed: Vec<String> = self
+            .inner
+            .images
+            .config(&image.id)?
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default();
+        let (network, ports) = super::network::prepare(rec, &bundle, &exposed)?;
+        super::network::add_mounts(&mut spec, &bundle)?;
         let spec_path = monitor::spec_path(&bundle);
         fsutil::atomic_write_json(&spec_path, &spec).map_err(|e| Error::io(&spec_path, e))?;
         let mon = MonitorConfig {
             id: rec.id.clone(),
             rootfs: plan,
             log,
+            network,
         };
         let mon_path = monitor::config_path(&bundle);
         fsutil::atomic_write_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;
@@ -226,7 +241,7 @@ impl Daemon {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&exit, e)),
             _ => {}
         }
-        Ok(bundle)
+        Ok((bundle, ports))
     }
 
     /// Removes a container; a running one only with `force` (it is killed first).

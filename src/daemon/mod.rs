@@ -21,6 +21,7 @@ pub mod images;
 pub mod lifecycle;
 pub mod logs;
 pub mod names;
+pub mod network;
 pub mod restart;
 pub mod spec;
 pub mod supervise;
@@ -50,6 +51,8 @@ pub struct Options {
     pub driver: RootfsDriver,
     /// The skiffd executable, re-run for the monitor and helpers.
     pub exe: PathBuf,
+    /// The network mode of containers that do not name one.
+    pub network: crate::netns::Mode,
 }
 
 /// The backend. Cheap to clone; all clones share one state.

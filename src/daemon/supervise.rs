@@ -64,7 +64,22 @@ impl Daemon {
                 })
             }
         };
-        let bundle = self.write_bundle(c, &rec, log)?;
+        let (bundle, ports) = match self.write_bundle(c, &rec, log) {
+            Ok(b) => b,
+            // E.g. a published port in use: nothing ran; record why (and honour --rm,
+            // in a task: we hold the op lock that remove takes).
+            Err(e) => {
+                let _ = c.update(|r| r.state.error = e.to_string());
+                if rec.config.auto_remove {
+                    let daemon = self.clone();
+                    let id = rec.id.clone();
+                    tokio::spawn(async move {
+                        let _ = daemon.remove(&id, true).await;
+                    });
+                }
+                return Err(e);
+            }
+        };
         let stdio: (StdStdio, StdStdio, StdStdio) = match stdio {
             Some(s) => (s.stdin.into(), s.stdout.into(), s.stderr.into()),
             None => (StdStdio::null(), StdStdio::null(), StdStdio::null()),
@@ -82,6 +97,7 @@ impl Daemon {
                     r.state.status = Status::Running;
                     r.state.pid = pid as u32;
                     r.state.monitor_pid = monitor_pid;
+                    r.state.ports = ports;
                     r.state.started_at = now_us();
                     r.state.error.clear();
                 })?;

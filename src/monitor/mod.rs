@@ -40,6 +40,9 @@ pub struct MonitorConfig {
     /// stdio are the container's (the client passed its fds).
     #[serde(default)]
     pub log: Option<LogConfig>,
+    /// How to connect the container's network namespace (none: nothing to start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::netns::NetPlan>,
 }
 
 /// What the monitor tells the daemon.
@@ -162,12 +165,22 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         Some(_) => Some(OutputPipes::install()?),
         None => None,
     };
-    let init = runtime::create_and_start(&spec, &cfg.rootfs)?;
+    // The network helper is our child; dropping it stops it and removes its files.
+    let mut net: Option<Box<dyn crate::netns::Helper>> = None;
+    let init = runtime::create::create_and_start_with(&spec, &cfg.rootfs, &mut |pid| {
+        if let Some(plan) = &cfg.network {
+            net = crate::netns::connect(plan, pid.as_raw())
+                .map_err(|e| runtime::Error::Setup(e.to_string()))?;
+        }
+        Ok(())
+    })?;
     pipe.send(&Status::Started { pid: init.as_raw() });
     if let (Some(pipes), Some(log)) = (pipes, &cfg.log) {
         pipes.pump(init, log.clone());
     }
-    let code = runtime::wait_exit_code(init)?;
+    let code = runtime::wait_exit_code(init);
+    drop(net);
+    let code = code?;
     reap_orphans();
     Ok(code)
 }

@@ -1,8 +1,200 @@
-//! Container networking. For now: a new network namespace with only loopback, brought up
-//! by the container's init. Userspace networking (slirp4netns, pasta) comes here next.
+//! Container networking. Every mode but `host` gives the container a network namespace
+//! of its own, with loopback brought up by the container's init. `slirp4netns` (the
+//! default) and `pasta` connect that namespace to the host in userspace: the monitor
+//! starts the helper from outside, after the namespaces exist and before the container's
+//! command runs ([`connect`]), adds the published ports, and stops it when the container
+//! ends. [`files`] generates resolv.conf, hosts and hostname; [`ports`] parses and checks
+//! published ports.
 
+pub mod files;
+pub mod pasta;
+pub mod ports;
+pub mod slirp;
+
+use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use ports::{PortMapping, Proto};
+
+/// Errors of container networking.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A published port is malformed or cannot be bound.
+    #[error("{0}")]
+    Port(String),
+    /// A host port is taken.
+    #[error("{0}")]
+    PortInUse(String),
+    /// The helper (slirp4netns, pasta) failed.
+    #[error("{0}")]
+    Helper(String),
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// The operation.
+        what: String,
+        /// The errno.
+        source: nix::errno::Errno,
+    },
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The operation and path.
+        what: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    fn sys(what: &str, source: nix::errno::Errno) -> Error {
+        Error::Sys {
+            what: what.into(),
+            source,
+        }
+    }
+
+    fn io(path: &Path, source: io::Error) -> Error {
+        Error::Io {
+            what: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// How a container is networked (`--network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A namespace connected by slirp4netns (the default).
+    #[default]
+    Slirp4netns,
+    /// A namespace connected by pasta.
+    Pasta,
+    /// A namespace with loopback only.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+impl Mode {
+    /// The mode's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Slirp4netns => "slirp4netns",
+            Mode::Pasta => "pasta",
+            Mode::None => "none",
+            Mode::Host => "host",
+        }
+    }
+
+    /// Whether a userspace helper connects the namespace (and ports can be published).
+    pub fn has_helper(self) -> bool {
+        matches!(self, Mode::Slirp4netns | Mode::Pasta)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "slirp4netns" => Ok(Mode::Slirp4netns),
+            "pasta" => Ok(Mode::Pasta),
+            "none" => Ok(Mode::None),
+            "host" => Ok(Mode::Host),
+            other => Err(format!(
+                "unknown network mode {other:?}: use slirp4netns, pasta, none or host"
+            )),
+        }
+    }
+}
+
+/// What the monitor needs to connect a container's namespace (part of `monitor.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetPlan {
+    /// The mode.
+    pub mode: Mode,
+    /// Published ports, host ports resolved.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// Let the container reach the host's loopback.
+    #[serde(default)]
+    pub host_loopback: bool,
+    /// Where the helper's socket, pid file and log go (the runtime bundle).
+    pub run_dir: PathBuf,
+}
+
+/// A running network helper; stopped (process ended, files removed) on drop.
+pub trait Helper {
+    /// Stops the helper and removes its files.
+    fn stop(&mut self);
+}
+
+/// Connects the network namespace of `pid` as `plan` says: starts the helper, waits
+/// until it is ready and publishes the ports. `None` for modes without a helper.
+pub fn connect(plan: &NetPlan, pid: i32) -> Result<Option<Box<dyn Helper>>, Error> {
+    Ok(match plan.mode {
+        Mode::Slirp4netns => Some(Box::new(slirp::start(plan, pid)?)),
+        Mode::Pasta => Some(Box::new(pasta::start(plan, pid)?)),
+        Mode::None | Mode::Host => None,
+    })
+}
+
+/// Waits until `fd` is readable (or closed); false on timeout.
+fn wait_readable(fd: &impl AsFd, timeout: Duration) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    loop {
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(n) => return n > 0,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The last lines of a helper's log, for an error message.
+fn read_log(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("WARNING: Support for seccomp"))
+        .collect();
+    // Errors first (slirp4netns prints its banner after a child's failure), else the tail.
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("error")
+                || l.contains("fail")
+                || l.contains("denied")
+                || l.contains("cannot")
+        })
+        .collect();
+    let pick = if errors.is_empty() { &lines } else { &errors };
+    let tail = pick[pick.len().saturating_sub(5)..].join("; ");
+    if tail.is_empty() {
+        "no output".into()
+    } else {
+        tail
+    }
+}
 
 /// Sets `lo` up in the current network namespace (a new namespace starts with it down).
 pub fn bring_up_loopback() -> io::Result<()> {

@@ -82,6 +82,17 @@ pub fn namespace_flags(spec: &Spec) -> Result<CloneFlags, Error> {
 /// a command that cannot be started gives [`Error::Exec`] with docker's exit code. The
 /// caller must be single-threaded and should be a child subreaper.
 pub fn create_and_start(spec: &Spec, plan: &RootfsPlan) -> Result<Pid, Error> {
+    create_and_start_with(spec, plan, &mut |_| Ok(()))
+}
+
+/// [`create_and_start`], running `before_exec` with init's pid once the namespaces exist
+/// and before the command runs (init waits for it): networking is connected there. If it
+/// fails, init is killed and its error returned.
+pub fn create_and_start_with(
+    spec: &Spec,
+    plan: &RootfsPlan,
+    before_exec: &mut dyn FnMut(Pid) -> Result<(), Error>,
+) -> Result<Pid, Error> {
     let maps = maps_of_spec(spec)?;
     let flags = namespace_flags(spec)?;
     let (intermediate, chan) =
@@ -100,6 +111,13 @@ pub fn create_and_start(spec: &Spec, plan: &RootfsPlan) -> Result<Pid, Error> {
         }
     };
     let _ = wait_exit_code(intermediate);
+    if let Err(e) = before_exec(init_pid) {
+        let _ = nix::sys::signal::kill(init_pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = wait_exit_code(init_pid);
+        return Err(e);
+    }
+    // Init may already have failed (its message is queued): the reply below tells.
+    let _ = chan.send(&Msg::Proceed);
     match chan.recv()? {
         None => Ok(init_pid),
         Some(Msg::Failed { code, message }) => {

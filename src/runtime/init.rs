@@ -16,7 +16,7 @@ use super::{rootfs, Error, RootfsPlan};
 /// Runs the init steps; returns the exit code to use if they fail (never returns on a
 /// successful exec).
 pub fn main(chan: Channel, spec: &Spec, plan: &RootfsPlan) -> i32 {
-    let failure = match setup(spec, plan) {
+    let failure = match setup(&chan, spec, plan) {
         Ok((args, env)) => exec::exec(&args, &env),
         Err(e) => ExecFailure {
             code: EXIT_SETUP_FAILED,
@@ -48,7 +48,11 @@ fn gid_mapped(spec: &Spec, gid: u32) -> bool {
         })
 }
 
-fn setup(spec: &Spec, plan: &RootfsPlan) -> Result<(Vec<String>, Vec<String>), Error> {
+fn setup(
+    chan: &Channel,
+    spec: &Spec,
+    plan: &RootfsPlan,
+) -> Result<(Vec<String>, Vec<String>), Error> {
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
     let root = spec
         .root()
@@ -69,6 +73,12 @@ fn setup(spec: &Spec, plan: &RootfsPlan) -> Result<(Vec<String>, Vec<String>), E
     }
     rootfs::pivot(&root)?;
     rootfs::mask_and_protect(spec)?;
+    // The monitor connects the network meanwhile (joining our namespaces through
+    // /proc/PID, which needs us still dumpable: before the switch to the spec's user).
+    match chan.recv()? {
+        Some(Msg::Proceed) => {}
+        _ => return Err(Error::Setup("the monitor aborted the start".into())),
+    }
 
     let process = spec
         .process()

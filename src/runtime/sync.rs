@@ -21,6 +21,8 @@ pub enum Msg {
     Abort,
     /// Intermediate → monitor: the container's init has this pid (in the monitor's pid namespace).
     InitPid(i32),
+    /// Monitor → init: the network is connected (or needs nothing); exec the command.
+    Proceed,
     /// Init → monitor: setting up the container failed before exec.
     Failed {
         /// The exit code the container gets: 125 (setup), 126 (not executable), 127 (not found).

@@ -1,0 +1,133 @@
+//! The daemon's side of container networking: before each start, choose and check the
+//! host ports, write resolv.conf/hosts/hostname into the bundle and bind-mount them, and
+//! tell the monitor what to connect; afterwards, show the ports in `inspect`.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{MountBuilder, Spec};
+
+use super::container::{Record, Status};
+use super::Error;
+use crate::netns::{self, files::FileParams, Mode, NetPlan, PortMapping};
+
+fn net_error(e: netns::Error) -> Error {
+    match e {
+        netns::Error::Port(m) | netns::Error::PortInUse(m) => Error::Runtime(m),
+        other => Error::Runtime(other.to_string()),
+    }
+}
+
+/// The container's network mode (records from before networking said `none` by default).
+pub fn mode_of(rec: &Record) -> Mode {
+    rec.config
+        .network_mode()
+        .ok()
+        .flatten()
+        .unwrap_or(Mode::None)
+}
+
+/// Prepares the network of a start: the ports to publish (the requested ones, then the
+/// image's exposed ports with `publish-all`), checked and with free host ports chosen;
+/// the generated files in `bundle`; and the monitor's plan (`None` without a helper).
+pub fn prepare(
+    rec: &Record,
+    bundle: &Path,
+    exposed: &[String],
+) -> Result<(Option<NetPlan>, Vec<PortMapping>), Error> {
+    let mode = mode_of(rec);
+    let mut ports = rec.config.port_mappings()?;
+    if rec.config.publish_all {
+        for e in exposed {
+            let m: PortMapping = e.parse().map_err(net_error)?;
+            if !ports
+                .iter()
+                .any(|p| p.container_port == m.container_port && p.proto == m.proto)
+            {
+                ports.push(m);
+            }
+        }
+    }
+    if mode.has_helper() {
+        netns::ports::resolve(&mut ports).map_err(net_error)?;
+    }
+    let params = FileParams {
+        mode,
+        hostname: rec.hostname.clone(),
+        dns: rec.config.dns.clone(),
+        dns_search: rec.config.dns_search.clone(),
+        dns_options: rec.config.dns_option.clone(),
+        add_hosts: rec.config.add_host.clone(),
+        host_loopback: rec.config.host_loopback,
+    };
+    netns::files::write_all(bundle, &params).map_err(net_error)?;
+    let plan = mode.has_helper().then(|| NetPlan {
+        mode,
+        ports: ports.clone(),
+        host_loopback: rec.config.host_loopback,
+        run_dir: bundle.to_path_buf(),
+    });
+    Ok((plan, ports))
+}
+
+/// Adds the bind mounts of the generated files (in `bundle`) to the spec.
+pub fn add_mounts(spec: &mut Spec, bundle: &Path) -> Result<(), Error> {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for name in ["resolv.conf", "hosts", "hostname"] {
+        let m = MountBuilder::default()
+            .destination(PathBuf::from("/etc").join(name))
+            .typ("bind")
+            .source(bundle.join(name))
+            .options(vec!["rbind".to_string(), "rprivate".to_string()])
+            .build()
+            .map_err(|e| Error::Internal(format!("building the runtime spec: {e}")))?;
+        mounts.push(m);
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
+/// Adds docker's `NetworkSettings.Ports` (while running) and `HostConfig.PortBindings`.
+pub fn extend_inspect(v: &mut serde_json::Value, rec: &Record) {
+    let mut bindings = serde_json::Map::new();
+    for m in rec.config.port_mappings().unwrap_or_default() {
+        let entry = bindings
+            .entry(m.container_key())
+            .or_insert_with(|| serde_json::json!([]));
+        if let Some(a) = entry.as_array_mut() {
+            a.push(serde_json::json!({
+                "HostIp": m.host_ip,
+                "HostPort": if m.host_port == 0 { String::new() } else { m.host_port.to_string() },
+            }));
+        }
+    }
+    let mut ports = serde_json::Map::new();
+    if rec.state.status == Status::Running {
+        for m in &rec.state.ports {
+            let entry = ports
+                .entry(m.container_key())
+                .or_insert_with(|| serde_json::json!([]));
+            if let Some(a) = entry.as_array_mut() {
+                a.push(serde_json::json!({
+                    "HostIp": m.bind_ip().map(|i| i.to_string()).unwrap_or_default(),
+                    "HostPort": m.host_port.to_string(),
+                }));
+            }
+        }
+    }
+    let mode = mode_of(rec);
+    v["HostConfig"]["NetworkMode"] = mode.as_str().into();
+    v["HostConfig"]["PortBindings"] = bindings.into();
+    v["HostConfig"]["PublishAllPorts"] = rec.config.publish_all.into();
+    v["HostConfig"]["Dns"] = rec.config.dns.clone().into();
+    v["HostConfig"]["DnsSearch"] = rec.config.dns_search.clone().into();
+    v["HostConfig"]["DnsOptions"] = rec.config.dns_option.clone().into();
+    v["HostConfig"]["ExtraHosts"] = rec.config.add_host.clone().into();
+    let ip = match (mode, rec.state.status) {
+        (Mode::Slirp4netns, Status::Running) => netns::slirp::GUEST_ADDR,
+        _ => "",
+    };
+    v["NetworkSettings"] = serde_json::json!({
+        "Ports": ports,
+        "IPAddress": ip,
+    });
+}

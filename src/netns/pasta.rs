@@ -1,0 +1,195 @@
+//! pasta (from passt): connects the container's network namespace to the host's stack
+//! by translating layer-2 frames to ordinary host sockets, copying the host's addresses
+//! and routes. Published ports are its own `-t`/`-u` options. pasta daemonizes once the
+//! namespace is configured (the launcher's exit is the "ready" signal); the daemon is
+//! re-parented to the monitor (a child subreaper), which stops it when the container ends.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::ports::{PortMapping, Proto};
+use super::{read_log, Error, Helper, NetPlan};
+
+/// A running pasta.
+pub struct Pasta {
+    pid: Option<Pid>,
+    pidfile: PathBuf,
+    log: PathBuf,
+}
+
+/// pasta's port option value for one mapping: `[ADDR/]HOST:CTR`.
+pub fn port_spec(m: &PortMapping) -> String {
+    if m.host_ip.is_empty() {
+        format!("{}:{}", m.host_port, m.container_port)
+    } else {
+        format!("{}/{}:{}", m.host_ip, m.host_port, m.container_port)
+    }
+}
+
+/// The command-line arguments (without the program name) for `plan` and target `pid`.
+pub fn args(plan: &NetPlan, pid: i32, pidfile: &str, log: &str) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--config-net".into(),
+        "--quiet".into(),
+        "--pid".into(),
+        pidfile.into(),
+        "--log-file".into(),
+        log.into(),
+    ];
+    if !plan.host_loopback {
+        // No gateway-to-host mapping, and no forwarding of the host's bound ports into
+        // the namespace: the host's loopback services stay out of reach.
+        a.extend(["--no-map-gw", "-T", "none", "-U", "none"].map(String::from));
+    }
+    let mut tcp = 0;
+    let mut udp = 0;
+    for m in &plan.ports {
+        let flag = match m.proto {
+            Proto::Tcp => {
+                tcp += 1;
+                "-t"
+            }
+            Proto::Udp => {
+                udp += 1;
+                "-u"
+            }
+        };
+        a.push(flag.into());
+        a.push(port_spec(m));
+    }
+    // pasta's default is "auto" (every port bound inside): publish only what was asked.
+    if tcp == 0 {
+        a.extend(["-t", "none"].map(String::from));
+    }
+    if udp == 0 {
+        a.extend(["-u", "none"].map(String::from));
+    }
+    a.push(pid.to_string());
+    a
+}
+
+/// Starts pasta for the namespaces of `pid`.
+pub fn start(plan: &NetPlan, pid: i32) -> Result<Pasta, Error> {
+    let pidfile = plan.run_dir.join("pasta.pid");
+    let log = plan.run_dir.join("pasta.log");
+    let _ = std::fs::remove_file(&pidfile);
+    File::create(&log).map_err(|e| Error::io(&log, e))?;
+    let argv = args(
+        plan,
+        pid,
+        &pidfile.to_string_lossy(),
+        &log.to_string_lossy(),
+    );
+    let out = Command::new("pasta")
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Error::Helper(format!("cannot run pasta: {e} (install the passt package)")))?;
+    let mut pasta = Pasta {
+        pid: None,
+        pidfile,
+        log,
+    };
+    pasta.pid = std::fs::read_to_string(&pasta.pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .map(Pid::from_raw);
+    if !out.status.success() || pasta.pid.is_none() {
+        let stderr: String = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let why = if stderr.is_empty() {
+            read_log(&pasta.log)
+        } else {
+            stderr
+        };
+        pasta.stop();
+        return Err(Error::Helper(format!(
+            "pasta failed ({}): {why}",
+            out.status
+        )));
+    }
+    tracing::debug!(pid, "pasta ready");
+    Ok(pasta)
+}
+
+impl Helper for Pasta {
+    fn stop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = kill(pid, Signal::SIGTERM);
+            // It is our child now (we are a subreaper): reap it, or kill it for good.
+            let mut gone = false;
+            for _ in 0..200 {
+                match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Ok(_) => {
+                        gone = true;
+                        break;
+                    }
+                    // Not our child (no subreaper): it is gone when kill(0) fails.
+                    Err(_) => {
+                        if kill(pid, None).is_err() {
+                            gone = true;
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+            if !gone {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
+        }
+        let _ = std::fs::remove_file(&self.pidfile);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+impl Drop for Pasta {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_isolation_flags() {
+        let plan = NetPlan {
+            mode: super::super::Mode::Pasta,
+            ports: vec![
+                "127.0.0.1:8080:80".parse().unwrap(),
+                "9090:90/udp".parse().unwrap(),
+            ],
+            host_loopback: false,
+            run_dir: PathBuf::from("/x"),
+        };
+        let a = args(&plan, 42, "/x/p", "/x/l").join(" ");
+        assert!(a.contains("-t 127.0.0.1/8080:80"), "{a}");
+        assert!(a.contains("-u 9090:90"), "{a}");
+        assert!(a.contains("--no-map-gw -T none -U none"), "{a}");
+        assert!(a.ends_with(" 42"), "{a}");
+        let open = NetPlan {
+            host_loopback: true,
+            ports: vec![],
+            ..plan
+        };
+        let a = args(&open, 42, "/x/p", "/x/l").join(" ");
+        assert!(!a.contains("--no-map-gw"), "{a}");
+        assert!(a.contains("-t none") && a.contains("-u none"), "{a}");
+    }
+}

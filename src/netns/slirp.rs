@@ -1,0 +1,211 @@
+//! slirp4netns: a TAP device in the container's network namespace, backed by a userspace
+//! TCP/IP stack on the host side. Started by the monitor from outside the namespaces (it
+//! joins the user and network namespaces of the container's init by pid), it reports on
+//! `--ready-fd` when `tap0` is configured and exits when `--exit-fd` reaches end-of-file:
+//! the write end is held by the monitor only, so the helper cannot outlive it. Published
+//! ports are added with `add_hostfwd` on its API socket, which keeps the client's address.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+
+use super::ports::PortMapping;
+use super::{read_log, wait_readable, Error, Helper, NetPlan};
+
+/// The container's address on slirp4netns's default network (10.0.2.0/24).
+pub const GUEST_ADDR: &str = "10.0.2.100";
+/// slirp4netns's DNS forwarder.
+pub const DNS_ADDR: &str = "10.0.2.3";
+/// The host as seen from the container (only reachable with host loopback allowed).
+pub const HOST_ADDR: &str = "10.0.2.2";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const API_NAME: &str = "slirp4netns.sock";
+
+/// A running slirp4netns.
+pub struct Slirp {
+    child: Option<Child>,
+    exit_w: Option<OwnedFd>,
+    api: PathBuf,
+    log: PathBuf,
+}
+
+/// Which optional flags this slirp4netns understands (from its `--help`).
+fn supported_flags() -> Vec<&'static str> {
+    let help = Command::new("slirp4netns")
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).to_string();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s
+        })
+        .unwrap_or_default();
+    [
+        "--enable-sandbox",
+        "--enable-seccomp",
+        "--disable-host-loopback",
+    ]
+    .into_iter()
+    .filter(|f| help.contains(f))
+    .collect()
+}
+
+/// Starts slirp4netns for the namespaces of `pid` and adds the plan's port forwards.
+pub fn start(plan: &NetPlan, pid: i32) -> Result<Slirp, Error> {
+    let api = plan.run_dir.join(API_NAME);
+    let log = plan.run_dir.join("slirp4netns.log");
+    let _ = std::fs::remove_file(&api);
+    let log_file = File::create(&log).map_err(|e| Error::io(&log, e))?;
+    let log_err = log_file.try_clone().map_err(|e| Error::io(&log, e))?;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
+    let (exit_r, exit_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
+    let flags = supported_flags();
+    let mut cmd = Command::new("slirp4netns");
+    cmd.args(["--configure", "--mtu=65520"]);
+    for f in &flags {
+        if *f == "--disable-host-loopback" && plan.host_loopback {
+            continue;
+        }
+        cmd.arg(f);
+    }
+    // A relative socket path from the bundle: the absolute one can exceed sun_path's
+    // 108 bytes.
+    cmd.current_dir(&plan.run_dir)
+        .args(["--api-socket", API_NAME])
+        .args(["--ready-fd=3", "--exit-fd=4"])
+        .arg(pid.to_string())
+        .arg("tap0")
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err);
+    let (rw, er) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
+    // SAFETY: only async-signal-safe fcntl/dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move both above 4 first so neither dup2 clobbers the other.
+            let a = libc::fcntl(rw, libc::F_DUPFD_CLOEXEC, 10);
+            let b = libc::fcntl(er, libc::F_DUPFD_CLOEXEC, 10);
+            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        Error::Helper(format!(
+            "cannot run slirp4netns: {e} (install the slirp4netns package)"
+        ))
+    })?;
+    drop(ready_w);
+    drop(exit_r);
+    let mut slirp = Slirp {
+        child: Some(child),
+        exit_w: Some(exit_w),
+        api,
+        log,
+    };
+    let mut ready = File::from(ready_r);
+    let ok = wait_readable(&ready, READY_TIMEOUT) && {
+        let mut b = [0u8; 1];
+        matches!(ready.read(&mut b), Ok(1))
+    };
+    if !ok {
+        let status = slirp
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        let why = format!("{}{status}", read_log(&slirp.log));
+        slirp.stop();
+        return Err(Error::Helper(format!(
+            "slirp4netns did not get ready: {why}"
+        )));
+    }
+    tracing::debug!(pid, "slirp4netns ready");
+    for m in &plan.ports {
+        if let Err(e) = add_hostfwd(&slirp.api, m) {
+            slirp.stop();
+            return Err(e);
+        }
+    }
+    Ok(slirp)
+}
+
+/// Asks slirp4netns to forward `m` (one JSON request per connection).
+fn add_hostfwd(api: &Path, m: &PortMapping) -> Result<(), Error> {
+    let req = serde_json::json!({
+        "execute": "add_hostfwd",
+        "arguments": {
+            "proto": m.proto.as_str(),
+            "host_addr": m.bind_ip()?.to_string(),
+            "host_port": m.host_port,
+            "guest_addr": GUEST_ADDR,
+            "guest_port": m.container_port,
+        }
+    });
+    // Connect through /proc/self/fd/N of the directory: short, whatever its length.
+    let dir = api.parent().unwrap_or(Path::new("."));
+    let dirfd = File::open(dir).map_err(|e| Error::io(dir, e))?;
+    let short = format!("/proc/self/fd/{}/{API_NAME}", dirfd.as_raw_fd());
+    let mut sock = UnixStream::connect(&short).map_err(|e| Error::io(api, e))?;
+    drop(dirfd);
+    sock.set_read_timeout(Some(READY_TIMEOUT))
+        .map_err(|e| Error::io(api, e))?;
+    sock.write_all(req.to_string().as_bytes())
+        .and_then(|_| sock.shutdown(std::net::Shutdown::Write))
+        .map_err(|e| Error::io(api, e))?;
+    let mut resp = String::new();
+    sock.read_to_string(&mut resp)
+        .map_err(|e| Error::io(api, e))?;
+    let v: serde_json::Value = serde_json::from_str(&resp)
+        .map_err(|e| Error::Helper(format!("slirp4netns API answered {resp:?}: {e}")))?;
+    if v.get("return").is_some() {
+        return Ok(());
+    }
+    let desc = v["error"]["desc"].as_str().unwrap_or(&resp).to_string();
+    Err(Error::PortInUse(format!(
+        "cannot publish {m}: slirp4netns: {desc} (is host port {} in use?)",
+        m.host_display()
+    )))
+}
+
+impl Helper for Slirp {
+    fn stop(&mut self) {
+        // End-of-file on the exit fd makes slirp4netns quit; wait for it, then clean up.
+        self.exit_w.take();
+        if let Some(mut child) = self.child.take() {
+            let mut waited = false;
+            for _ in 0..200 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    waited = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !waited {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_file(&self.api);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+impl Drop for Slirp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
