@@ -238,6 +238,17 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // A failed test may leave containers running: remove them while the daemon is
+        // there, so no monitor or container outlives the test.
+        if self.skiffd.is_some() {
+            let ids = stdout(&self.skiff(&["ps", "-a", "-q"]));
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                let _ = self.skiff(&args);
+            }
+        }
         self.stop_daemon();
         let _ = self.dbus.kill();
         let _ = self.dbus.wait();
