@@ -112,7 +112,8 @@ printf '   %-36s median %8.1f ms   max %8.1f ms\n' "podman ps -a ($COUNT contain
 # 3. Memory per idle running container.
 # ---------------------------------------------------------------------------
 # mem EXCLUDE PID...: one line per PID that is not EXCLUDE or below it:
-# "pid comm VmRSS-KiB Pss-KiB command line".
+# "pid comm VmRSS-KiB Pss-KiB anonymous-KiB command line" (all KiB; the rest of the
+# RSS is file-backed: the binary and its libraries).
 mem() {
     python3 - "$@" <<'EOF'
 import sys
@@ -146,14 +147,15 @@ for pid in pids:
             cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         rss = field("/proc/%d/status" % pid, "VmRSS")
         pss = field("/proc/%d/smaps_rollup" % pid, "Pss")
+        anon = field("/proc/%d/smaps_rollup" % pid, "Anonymous")
     except OSError as e:
-        print("%d ? 0 0 (%s)" % (pid, e))
+        print("%d ? 0 0 0 (%s)" % (pid, e))
         continue
     if " __monitor " in cmd:
         comm += "-monitor"
     if len(cmd) > 70:
         cmd = cmd[:67] + "..."
-    print("%d %s %d %d %s" % (pid, comm, rss, pss, cmd))
+    print("%d %s %d %d %d %s" % (pid, comm, rss, pss, anon, cmd))
 EOF
 }
 
@@ -210,10 +212,10 @@ idle() {
     done <"$T/new"
     grep -q "^$keeper " "$T/mem.$label" ||
         { cat "$T/mem.$label" >&2; die "$label: $keeper (State of $id) is not among the new processes"; }
-    grep -q ' ? ' "$T/mem.$label" && { cat "$T/mem.$label" >&2; die "$label: cannot read a process's memory"; }
+    grep -q '^[0-9]* ? ' "$T/mem.$label" && { cat "$T/mem.$label" >&2; die "$label: cannot read a process's memory"; }
     echo "   $label: container $cpid, left behind:"
-    awk '{ printf "      %-7s %-14s VmRSS %7d KiB  Pss %7d KiB  ", $1, $2, $3, $4
-           $1 = $2 = $3 = $4 = ""; sub(/^ +/, ""); print }' "$T/mem.$label"
+    awk '{ printf "      %-7s %-14s VmRSS %6d KiB  Pss %6d KiB  anon %6d KiB  ", $1, $2, $3, $4, $5
+           $1 = $2 = $3 = $4 = $5 = ""; sub(/^ +/, ""); print substr($0, 1, 40) }' "$T/mem.$label"
 }
 # sums LABEL: "VmRSS Pss" summed over $T/mem.LABEL, KiB.
 sums() {
@@ -230,8 +232,8 @@ idle podman-default podman "${PODMAN[@]}" run -d "localhost/$IMAGE" sleep 1000 |
 echo "   shared by all containers of the user (not per container):"
 mem 0 "$SKIFFD_PID" >>"$T/mem.shared"
 [ -z "$PAUSE_PID" ] || grep -q "^$PAUSE_PID " "$T/mem.shared" || mem 0 "$PAUSE_PID" >>"$T/mem.shared"
-awk '{ printf "      %-7s %-14s VmRSS %7d KiB  Pss %7d KiB  ", $1, $2, $3, $4
-       $1 = $2 = $3 = $4 = ""; sub(/^ +/, ""); print }' "$T/mem.shared"
+awk '{ printf "      %-7s %-14s VmRSS %6d KiB  Pss %6d KiB  anon %6d KiB  ", $1, $2, $3, $4, $5
+       $1 = $2 = $3 = $4 = $5 = ""; sub(/^ +/, ""); print substr($0, 1, 40) }' "$T/mem.shared"
 
 read -r s_rss s_pss < <(sums skiff)
 read -r n_rss n_pss < <(sums podman-none)
