@@ -19,9 +19,9 @@
 # After bench_setup: $T, $ADDR (the bus), $SKIFF, $SKIFFD, SKIFF_CLI (skiff on the
 # bus), PODMAN (podman with private storage and runc), $PODMAN_DRIVER, $IMAGE (skiff's
 # name for it; podman's is localhost/$IMAGE). Helpers: die, timed, stats, ratio,
-# bench_procs. Cleanup removes running containers of both first (their monitors and
-# conmons outlive the CLIs), then stops skiffd, the bus and podman's pause process and
-# deletes $T.
+# bench_procs. Cleanup removes skiff's running containers and all of podman's first
+# (monitors and conmons outlive the CLIs; podman's locks outlive its storage), then
+# stops skiffd, the bus and podman's pause process and deletes $T.
 
 BUS_NAME=org.skiff.skiff1
 IMAGE=demo/busybox
@@ -108,11 +108,12 @@ bench_cleanup() {
         [ -z "$ids" ] || "${SKIFF_CLI[@]}" rm -f $ids >/dev/null 2>&1 ||
             echo "$BENCH: skiff rm -f of running containers failed" >&2
     fi
+    # podman: all of them, created ones too. Each holds one of the user's podman locks
+    # (num_locks, 2048 by default, in /dev/shm/libpod_rootless_lock_UID, shared by
+    # every podman storage of the user), which deleting $T would leak.
     if [ -n "$PODMAN_DRIVER" ]; then
-        ids=$("${PODMAN[@]}" ps -q 2>/dev/null || true)
-        # shellcheck disable=SC2086 # one id per word
-        [ -z "$ids" ] || "${PODMAN[@]}" rm -f -t 0 $ids >/dev/null 2>&1 ||
-            echo "$BENCH: podman rm -f of running containers failed" >&2
+        "${PODMAN[@]}" rm -a -f -t 0 >/dev/null 2>&1 ||
+            echo "$BENCH: podman rm -a -f failed" >&2
     fi
     [ -z "$SKIFFD_PID" ] || stop_pid "$SKIFFD_PID"
     [ -z "$BUS_PID" ] || stop_pid "$BUS_PID"
