@@ -4,8 +4,8 @@
 #
 # Usage: bench/lifecycle-bench.sh [-n CONTAINERS] [--bin-dir DIR] [-j JOBS]
 #
-# 1. Creates CONTAINERS (default 1000) containers in each, `skiff create IMG true` and
-#    `podman create localhost/IMG true`, JOBS at a time (default 4; not timed closely:
+# 1. Creates CONTAINERS (default 1000) containers in each, `skiff create --name lc-I
+#    IMG true` and `podman create --name lc-I localhost/IMG true`, JOBS at a time (default 4; not timed closely:
 #    the wall time is printed for information).
 # 2. Runs `skiff ps -a` and `podman ps -a` once each and checks that they print
 #    CONTAINERS+1 lines, then times 5 runs of each, interleaved, output to /dev/null,
@@ -76,8 +76,10 @@ create_all() {
     printf '   %-7s %d creates in %.1f s\n' "$tool" "$COUNT" "$(awk -v us=$((t1 - t0)) 'BEGIN { print us / 1e6 }')"
 }
 echo "== creating $COUNT containers in each, $JOBS at a time"
-create_all skiff "${SKIFF_CLI[@]}" create "$IMAGE" true
-create_all podman "${PODMAN[@]}" create "localhost/$IMAGE" true
+# Named explicitly: skiffd picks a free random name before it registers the container,
+# so parallel creates can pick the same one and one of them fails.
+create_all skiff "${SKIFF_CLI[@]}" create --name "lc-{}" "$IMAGE" true
+create_all podman "${PODMAN[@]}" create --name "lc-{}" "localhost/$IMAGE" true
 
 # ---------------------------------------------------------------------------
 # 2. ps -a.
