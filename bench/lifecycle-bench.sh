@@ -5,8 +5,8 @@
 # Usage: bench/lifecycle-bench.sh [-n CONTAINERS] [--bin-dir DIR] [-j JOBS]
 #
 # 1. Creates CONTAINERS (default 1000) containers in each, `skiff create --name lc-I
-#    IMG true` and `podman create --name lc-I localhost/IMG true`, JOBS at a time (default 4; not timed closely:
-#    the wall time is printed for information).
+#    IMG true` and `podman create --name lc-I localhost/IMG true`, JOBS at a time
+#    (default 4; not the measurement: the wall time is printed for information).
 # 2. Runs `skiff ps -a` and `podman ps -a` once each and checks that they print
 #    CONTAINERS+1 lines, then times 5 runs of each, interleaved, output to /dev/null,
 #    and prints the median, the slowest and the ratio of the medians.
