@@ -1,0 +1,282 @@
+# shellcheck shell=bash
+# bench/common.sh: the setup shared by the bench/ scripts. Sourced, not run.
+#
+# The sourcing script sets BENCH (its name, for messages) and BIN_DIR (from --bin-dir,
+# may be empty), parses its own options, then:
+#
+#   bench_reexec_as_user ARGS...   as root: stage the binaries (built with cargo unless
+#                                  BIN_DIR is set), bench/*.sh and scripts/mkrootfs.sh
+#                                  in a temp dir and re-run "$0" there as the test user
+#                                  ($SKIFF_TEST_USER, default skifftest) with ARGS plus
+#                                  --bin-dir; exits with its status. As any other user:
+#                                  returns at once.
+#   bench_setup                    check the tools, find the binaries, make the temp dir
+#                                  $T with private XDG dirs, start a dbus-daemon and a
+#                                  skiffd on it, import the busybox image into skiff and
+#                                  into podman with private storage, and trap EXIT to
+#                                  clean all of it up.
+#
+# After bench_setup: $T, $ADDR (the bus), $SKIFF, $SKIFFD, SKIFF_CLI (skiff on the
+# bus), PODMAN (podman with private storage and runc), $PODMAN_DRIVER, $IMAGE (skiff's
+# name for it; podman's is localhost/$IMAGE). Helpers: die, timed, stats, ratio,
+# bench_procs. Cleanup removes skiff's running containers and all of podman's first
+# (monitors and conmons outlive the CLIs; podman's locks outlive its storage), then
+# stops skiffd, the bus and podman's pause process and deletes $T.
+
+BUS_NAME=org.skiff.skiff1
+IMAGE=demo/busybox
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(cd "$HERE/.." && pwd -P)
+T=""
+ADDR=""
+BUS_PID=""
+SKIFFD_PID=""
+SKIFF=""
+SKIFFD=""
+SKIFF_CLI=()
+PODMAN=()
+PODMAN_DRIVER=""
+
+die() {
+    echo "$BENCH: $*" >&2
+    exit 1
+}
+
+# build_release: cargo build --release --bins in the repo; prints the binaries' dir.
+build_release() {
+    echo "== cargo build --release" >&2
+    (cd "$REPO" && cargo build --release --bins) >&2
+    echo "${CARGO_TARGET_DIR:-$REPO/target}/release"
+}
+
+# ---------------------------------------------------------------------------
+# Root: build, stage, and re-run as the test user.
+# ---------------------------------------------------------------------------
+bench_reexec_as_user() {
+    [ "$(id -u)" = 0 ] || return 0
+    local user user_home stage src_bin rc=0 script
+    user=${SKIFF_TEST_USER:-skifftest}
+    id -u "$user" >/dev/null 2>&1 ||
+        die "user $user does not exist: run scripts/test.sh once as root to create it"
+    user_home=$(getent passwd "$user" | cut -d: -f6)
+    export PATH="${HOME:-/root}/.cargo/bin:/root/.cargo/bin:$PATH"
+    stage=$(mktemp -d "${TMPDIR:-/tmp}/skiff-bench.XXXXXX")
+    # shellcheck disable=SC2064 # expand $stage now
+    trap "rm -rf '$stage'" EXIT
+    chmod 0755 "$stage"
+    mkdir -m 0755 "$stage/bin" "$stage/bench" "$stage/scripts"
+    if [ -n "$BIN_DIR" ]; then
+        src_bin=$BIN_DIR
+    else
+        src_bin=$(build_release)
+    fi
+    install -m 0755 "$src_bin/skiff" "$src_bin/skiffd" "$stage/bin/"
+    install -m 0755 "$HERE"/*.sh "$stage/bench/"
+    install -m 0755 "$REPO/scripts/mkrootfs.sh" "$stage/scripts/"
+    script=$(basename "$0")
+    echo "== re-running as $user"
+    cd "$stage" || exit 1
+    runuser -u "$user" -- env -i HOME="$user_home" USER="$user" LOGNAME="$user" \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        bash "$stage/bench/$script" "$@" --bin-dir "$stage/bin" || rc=$?
+    exit "$rc"
+}
+
+# ---------------------------------------------------------------------------
+# Normal user: set up, and clean up on exit.
+# ---------------------------------------------------------------------------
+stop_pid() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+bench_cleanup() {
+    local rc=$? pause ids left
+    trap - EXIT
+    [ -n "$T" ] || exit "$rc"
+    # Running containers first: their monitors (skiff) and conmons (podman) outlive the
+    # CLI and the daemon. Created ones hold no process and go with $T.
+    if [ -n "$SKIFFD_PID" ] && kill -0 "$SKIFFD_PID" 2>/dev/null; then
+        ids=$("${SKIFF_CLI[@]}" ps -q 2>/dev/null || true)
+        # shellcheck disable=SC2086 # one id per word
+        [ -z "$ids" ] || "${SKIFF_CLI[@]}" rm -f $ids >/dev/null 2>&1 ||
+            echo "$BENCH: skiff rm -f of running containers failed" >&2
+    fi
+    # podman: all of them, created ones too. Each holds one of the user's podman locks
+    # (num_locks, 2048 by default, in /dev/shm/libpod_rootless_lock_UID, shared by
+    # every podman storage of the user), which deleting $T would leak.
+    if [ -n "$PODMAN_DRIVER" ]; then
+        "${PODMAN[@]}" rm -a -f -t 0 >/dev/null 2>&1 ||
+            echo "$BENCH: podman rm -a -f failed" >&2
+    fi
+    [ -z "$SKIFFD_PID" ] || stop_pid "$SKIFFD_PID"
+    [ -z "$BUS_PID" ] || stop_pid "$BUS_PID"
+    # podman's rootless pause process keeps its user namespace alive.
+    pause=$(cat "$T/run/libpod/tmp/pause.pid" 2>/dev/null || true)
+    [ -z "$pause" ] || kill "$pause" 2>/dev/null || true
+    for _ in $(seq 30); do
+        left=$(bench_procs)
+        [ -n "$left" ] || break
+        sleep 0.1
+    done
+    left=${left//$'\n'/ }
+    [ -z "$left" ] || echo "$BENCH: processes of this run still there: $left" >&2
+    # Image layers belong to subordinate ids: delete inside a user namespace.
+    rm -rf "$T" 2>/dev/null ||
+        unshare --map-root-user --map-auto rm -rf "$T" 2>/dev/null ||
+        echo "$BENCH: could not fully remove $T" >&2
+    exit "$rc"
+}
+
+name_has_owner() {
+    if command -v gdbus >/dev/null 2>&1; then
+        gdbus call --address "$ADDR" --dest org.freedesktop.DBus \
+            --object-path /org/freedesktop/DBus \
+            --method org.freedesktop.DBus.NameHasOwner "$BUS_NAME" 2>/dev/null | grep -q true
+    else
+        busctl --address="$ADDR" list --no-legend 2>/dev/null | grep -q "^$BUS_NAME "
+    fi
+}
+
+bench_setup() {
+    local c d
+    for c in dbus-daemon podman runc newuidmap python3; do
+        command -v "$c" >/dev/null 2>&1 ||
+            die "$c not found (apt-get install dbus-daemon podman runc uidmap python3)"
+    done
+    if [ -z "$BIN_DIR" ]; then
+        if command -v cargo >/dev/null 2>&1 && [ -f "$REPO/Cargo.toml" ]; then
+            BIN_DIR=$(build_release)
+        elif command -v skiffd >/dev/null 2>&1; then
+            BIN_DIR=$(dirname "$(command -v skiffd)")
+        else
+            die "no skiff binaries: pass --bin-dir, set SKIFF_BIN_DIR, or install cargo"
+        fi
+    fi
+    SKIFF=$BIN_DIR/skiff
+    SKIFFD=$BIN_DIR/skiffd
+    if [ ! -x "$SKIFF" ] || [ ! -x "$SKIFFD" ]; then die "skiff/skiffd not found in $BIN_DIR"; fi
+
+    T=$(mktemp -d "${TMPDIR:-/tmp}/skiff-bench.XXXXXX")
+    mkdir -m 0700 "$T/run"
+    mkdir -p "$T/data" "$T/config" "$T/podman"
+    # Both skiffd and podman keep their state under these.
+    export XDG_RUNTIME_DIR=$T/run XDG_DATA_HOME=$T/data XDG_CONFIG_HOME=$T/config
+    unset DBUS_SESSION_BUS_ADDRESS SKIFF_BUS_ADDRESS
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+
+    echo "== setup (temp dir $T)"
+    "$REPO/scripts/mkrootfs.sh" "$T/busybox.tar"
+
+    dbus-daemon --session --nofork --print-address=3 --address="unix:path=$T/bus" 3>"$T/addr" &
+    BUS_PID=$!
+    for _ in $(seq 100); do
+        [ -s "$T/addr" ] && break
+        sleep 0.1
+    done
+    [ -s "$T/addr" ] || die "dbus-daemon did not start"
+    ADDR=$(head -n 1 "$T/addr")
+    SKIFF_CLI=("$SKIFF" --bus-address "$ADDR")
+
+    RUST_LOG=${RUST_LOG:-warn} "$SKIFFD" --bus-address "$ADDR" 2>"$T/skiffd.log" &
+    SKIFFD_PID=$!
+    for _ in $(seq 100); do
+        name_has_owner && break
+        kill -0 "$SKIFFD_PID" 2>/dev/null || { cat "$T/skiffd.log" >&2; die "skiffd exited"; }
+        sleep 0.1
+    done
+    name_has_owner || { cat "$T/skiffd.log" >&2; die "skiffd did not take $BUS_NAME"; }
+    "${SKIFF_CLI[@]}" image import "$T/busybox.tar" "$IMAGE" >/dev/null
+
+    # podman with private storage; overlay when it works here, else vfs.
+    for d in overlay vfs; do
+        PODMAN=(podman --root "$T/podman/$d/root" --runroot "$T/podman/$d/runroot"
+            --storage-driver "$d" --cgroup-manager cgroupfs --events-backend file --runtime runc)
+        if "${PODMAN[@]}" import "$T/busybox.tar" "localhost/$IMAGE" >"$T/podman-import.log" 2>&1; then
+            PODMAN_DRIVER=$d
+            break
+        fi
+    done
+    [ -n "$PODMAN_DRIVER" ] || { cat "$T/podman-import.log" >&2; die "podman import failed"; }
+
+    echo "   kernel $(uname -r), $(nproc) CPUs, $(podman --version), runc $(runc --version | sed -n '1s/^runc version //p')"
+}
+
+# ---------------------------------------------------------------------------
+# Measuring.
+# ---------------------------------------------------------------------------
+
+# timed TOOL CMD...: run CMD once, append its wall time (us) to $T/TOOL.times; abort
+# with CMD's output if it fails. Its stdout goes to $TIMED_STDOUT (default $T/out).
+timed() {
+    local tool=$1 t0 t1 rc=0 out=${TIMED_STDOUT:-$T/out}
+    shift
+    t0=${EPOCHREALTIME//[!0-9]/}
+    "$@" >"$out" 2>"$T/err" </dev/null || rc=$?
+    t1=${EPOCHREALTIME//[!0-9]/}
+    if [ "$rc" != 0 ]; then
+        echo "$BENCH: $tool run failed (exit $rc): $*" >&2
+        [ "$out" = /dev/null ] || cat "$out" >&2
+        cat "$T/err" >&2
+        if [ "$tool" = skiff ]; then
+            echo "--- skiffd log ---" >&2
+            tail -n 30 "$T/skiffd.log" >&2
+        fi
+        exit 1
+    fi
+    echo $((t1 - t0)) >>"$T/$tool.times"
+}
+
+# stats FILE: "median p90" in ms (p90 by nearest rank) of the us figures in FILE.
+stats() {
+    sort -n "$1" | awk '{ a[NR] = $1 }
+        END {
+            n = NR
+            med = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+            k = int(0.9 * n); if (k < 0.9 * n) k++; if (k < 1) k = 1
+            printf "%.1f %.1f\n", med / 1000, a[k] / 1000
+        }'
+}
+
+# ratio A B: A/B to two decimals.
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'
+}
+
+# bench_procs: the pids (one a line) of this user's processes that belong to this run:
+# XDG_RUNTIME_DIR=$T/run in their environment or $T/ in their command line (skiffd, the
+# bus, monitors, conmon, slirp4netns, podman's pause process), but not this shell, nor
+# the processes inside containers (their environment is the image's).
+bench_procs() {
+    python3 - "$T" "$$" <<'EOF'
+import os, sys
+t, shell = sys.argv[1], int(sys.argv[2])
+me, parent = os.getpid(), os.getppid()
+env = ("XDG_RUNTIME_DIR=%s/run" % t).encode()
+uid = os.getuid()
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    pid = int(d)
+    if pid in (me, parent, shell):
+        continue
+    try:
+        if os.stat("/proc/" + d).st_uid != uid:
+            continue
+        with open("/proc/%s/cmdline" % d, "rb") as f:
+            cmd = f.read()
+        with open("/proc/%s/environ" % d, "rb") as f:
+            environ = f.read().split(b"\0")
+    except OSError:
+        continue
+    if env in environ or (t + "/").encode() in cmd:
+        print(pid)
+EOF
+}
