@@ -119,7 +119,7 @@ impl Daemon {
             )));
         }
         let id = names::new_id().map_err(|e| Error::Internal(format!("random id: {e}")))?;
-        let name = match &cfg.name {
+        let mut name = match &cfg.name {
             Some(n) => n.clone(),
             None => names::random_name(|n| self.name_taken(n))
                 .map_err(|e| Error::Internal(format!("random name: {e}")))?,
@@ -139,7 +139,7 @@ impl Daemon {
             &cfg.env,
             &hostname,
         );
-        let record = Record {
+        let mut record = Record {
             id: id.clone(),
             name: name.clone(),
             created: now_us(),
@@ -159,8 +159,15 @@ impl Daemon {
         {
             // Name check and insertion under one lock, so two creates cannot take one name.
             let mut map = self.lock();
-            if map.values().any(|c| c.snapshot().name == name) {
-                return Err(Error::NameInUse(name));
+            let taken = |n: &str| map.values().any(|c| c.snapshot().name == n);
+            if taken(&name) {
+                if record.config.name.is_some() {
+                    return Err(Error::NameInUse(name));
+                }
+                // A generated name taken by a concurrent create: pick again, under the lock.
+                name = names::random_name(taken)
+                    .map_err(|e| Error::Internal(format!("random name: {e}")))?;
+                record.name = name.clone();
             }
             for sub in ["upper", "work", "rootfs"] {
                 fsutil::ensure_private_dir(&tmp.join(sub)).map_err(|e| Error::io(&tmp, e))?;
