@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run-bench.sh: container start-to-exit latency, skiff vs podman+runc.
 #
-# Usage: bench/run-bench.sh [-n ROUNDS] [--bin-dir DIR] [--podman-network MODE]
+# Usage: bench/run-bench.sh [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE]
 #
 # Times `skiff run --rm IMG true` against `podman --runtime runc run --rm IMG true`
 # on the same busybox image (scripts/mkrootfs.sh), ROUNDS times each (default 20)
@@ -19,8 +19,10 @@
 # user ($SKIFF_TEST_USER, default skifftest: run scripts/test.sh once as root to
 # create it with subuid/subgid ranges).
 #
-# --podman-network MODE  adds `--network MODE` to podman run (e.g. none, to leave
-#                        slirp4netns/pasta setup out of podman's time).
+# --network MODE         adds `--network MODE` to both skiff run and podman run (e.g.
+#                        none: no userspace networking on either side; slirp4netns or
+#                        pasta: the same helper on both sides).
+# --podman-network MODE  adds `--network MODE` to podman run only.
 #
 # Setup and cleanup are bench/common.sh's.
 set -euo pipefail
@@ -29,9 +31,10 @@ BENCH=run-bench
 ROUNDS=20
 BIN_DIR=${SKIFF_BIN_DIR:-}
 PODMAN_NET=""
+SKIFF_NET=""
 
 usage() {
-    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--podman-network MODE]" >&2
+    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
         -n*) ROUNDS=${1#-n} ;;
         --bin-dir) [ $# -ge 2 ] || usage; BIN_DIR=$2; shift ;;
         --podman-network) [ $# -ge 2 ] || usage; PODMAN_NET=$2; shift ;;
+        --network) [ $# -ge 2 ] || usage; SKIFF_NET=$2; PODMAN_NET=$2; shift ;;
         -h | --help) usage ;;
         *) usage ;;
     esac
@@ -52,16 +56,19 @@ done
 
 args=(-n "$ROUNDS")
 [ -z "$PODMAN_NET" ] || args+=(--podman-network "$PODMAN_NET")
+[ -z "$SKIFF_NET" ] || args+=(--network "$SKIFF_NET")
 bench_reexec_as_user "${args[@]}"
 bench_setup
 
 PODMAN_RUN=("${PODMAN[@]}" run --rm)
 [ -z "$PODMAN_NET" ] || PODMAN_RUN+=(--network "$PODMAN_NET")
 
-SKIFF_CMD=("${SKIFF_CLI[@]}" run --rm "$IMAGE" true)
+SKIFF_RUN=("${SKIFF_CLI[@]}" run --rm)
+[ -z "$SKIFF_NET" ] || SKIFF_RUN+=(--network "$SKIFF_NET")
+SKIFF_CMD=("${SKIFF_RUN[@]}" "$IMAGE" true)
 PODMAN_CMD=("${PODMAN_RUN[@]}" "localhost/$IMAGE" true)
 
-echo "   podman storage driver: $PODMAN_DRIVER${PODMAN_NET:+, network $PODMAN_NET}"
+echo "   podman storage driver: $PODMAN_DRIVER${PODMAN_NET:+, podman network $PODMAN_NET}${SKIFF_NET:+, skiff network $SKIFF_NET}"
 
 echo "== warm-up"
 timed skiff "${SKIFF_CMD[@]}"
