@@ -38,6 +38,29 @@ enum Helper {
         maps: String,
         dest: PathBuf,
     },
+    /// Mount the FUSE overlay on MOUNTPOINT and serve it in the foreground (for tests and
+    /// benchmarks; run it as root of a user namespace that owns its mount namespace).
+    #[command(name = "__fuse-mount", hide = true)]
+    FuseMount {
+        /// Lower layers, top first, `:`-separated (overlayfs's lowerdir=).
+        #[arg(long)]
+        lowerdir: Option<String>,
+        /// The writable layer.
+        #[arg(long)]
+        upper: PathBuf,
+        /// The work directory.
+        #[arg(long)]
+        work: PathBuf,
+        /// Event-loop threads (0 = per CPU).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Write one byte to this fd once mounted.
+        #[arg(long)]
+        ready_fd: Option<i32>,
+        /// Lower layers (top first) followed by the mount point.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Remove trees owned by subordinate ids.
     #[command(name = "__remove", hide = true)]
     Remove {
@@ -57,6 +80,31 @@ fn main() {
         }
         Some(Helper::Remove { maps, paths }) => {
             std::process::exit(skiff::helpers::remove_main(maps, paths))
+        }
+        Some(Helper::FuseMount {
+            lowerdir,
+            upper,
+            work,
+            threads,
+            ready_fd,
+            paths,
+        }) => {
+            let mut lower: Vec<PathBuf> = lowerdir
+                .iter()
+                .flat_map(|l| l.split(':'))
+                .filter(|l| !l.is_empty())
+                .map(PathBuf::from)
+                .collect();
+            let mut paths = paths.clone();
+            let target = paths.pop().unwrap_or_default();
+            lower.extend(paths);
+            let spec = skiff::fuse::MountSpec {
+                lower,
+                upper: upper.clone(),
+                work: work.clone(),
+                threads: *threads,
+            };
+            std::process::exit(skiff::fuse::mount_main(&spec, &target, *ready_fd))
         }
         None => {}
     }
