@@ -195,7 +195,7 @@ impl Overlay {
 
     /// The stable inode number of a real file.
     fn stable_ino(&self, dir: RawFd, name: &OsStr, st: &libc::stat, layer: usize) -> u64 {
-        if layer == 0 && st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+        if layer == 0 && matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR) {
             if let Ok(p) = sys::xpath(dir, name) {
                 if let Ok(Some(v)) = sys::getxattr(&p, OsStr::new(INO_XATTR)) {
                     if let Some(n) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
@@ -467,7 +467,9 @@ impl Overlay {
                 }
             }
         }
-        if !is_link {
+        // user.* xattrs exist only on regular files and directories; other types get a
+        // new st_ino when copied up.
+        if matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR) {
             sys::setxattr(&dp, OsStr::new(INO_XATTR), ino.to_string().as_bytes(), 0)?;
         }
         let times = [
