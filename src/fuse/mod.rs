@@ -8,7 +8,7 @@
 //!   are honoured when reading.
 //! * Speed comes from sending the kernel fewer requests: long entry/attr TTLs, negative
 //!   entries, readdirplus, `FOPEN_CACHE_DIR` listings, writeback cache, `FOPEN_KEEP_CACHE`,
-//!   cached xattr names, 1 MiB requests, and several event loops on cloned fds.
+//!   cached xattr names, 1 MiB requests, and several event loops on one fd.
 //!   Passthrough is never negotiated (it needs CAP_SYS_ADMIN in the initial namespace).
 //! * Limits: renaming a directory that has lower-layer parts gives EXDEV (`mv` then
 //!   copies), as kernel overlay does with `userxattr`; copy-up always copies data
@@ -21,8 +21,9 @@ pub mod node;
 mod ops;
 pub mod sys;
 
-use std::io::Write;
-use std::os::fd::FromRawFd;
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 pub use node::Overlay;
@@ -56,10 +57,7 @@ pub struct MountSpec {
     pub threads: usize,
 }
 
-/// Mounts the overlay on `target` and serves it until it is unmounted. `ready` is
-/// called once the mount is live (before any server thread exists). Must run in a
-/// process that may mount (root of a user namespace owning its mount namespace).
-pub fn mount_and_serve(spec: &MountSpec, target: &Path, ready: impl FnOnce()) -> Result<(), Error> {
+fn session(spec: &MountSpec, target: &Path) -> Result<fuser::Session<Overlay>, Error> {
     sys::raise_nofile();
     let fs = Overlay::new(&spec.lower, &spec.upper, &spec.work).map_err(Error::Layers)?;
     let threads = if spec.threads == 0 {
@@ -79,14 +77,108 @@ pub fn mount_and_serve(spec: &MountSpec, target: &Path, ready: impl FnOnce()) ->
     ];
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(threads);
-    config.clone_fd = true;
-    let mount_err = |source| Error::Mount {
+    // No per-thread cloned fds: cloning reopens /dev/fuse by path, and the server's
+    // root is /proc by then (see `sys::confine_to_proc`). The loops share one fd.
+    config.clone_fd = false;
+    let session = fuser::Session::new(fs, target, &config).map_err(|source| Error::Mount {
         target: target.display().to_string(),
         source,
-    };
-    let session = fuser::Session::new(fs, target, &config).map_err(mount_err)?;
+    })?;
+    sys::confine_to_proc().map_err(|e| Error::Mount {
+        target: target.display().to_string(),
+        source: std::io::Error::from_raw_os_error(e),
+    })?;
+    Ok(session)
+}
+
+/// Mounts the overlay on `target` and serves it until it is unmounted. `ready` is
+/// called once the mount is live (before any server thread exists). Must run in a
+/// process that may mount (root of a user namespace owning its mount namespace).
+pub fn mount_and_serve(spec: &MountSpec, target: &Path, ready: impl FnOnce()) -> Result<(), Error> {
+    let session = session(spec, target)?;
     ready();
-    session.run().map_err(mount_err)
+    session.run().map_err(|source| Error::Mount {
+        target: target.display().to_string(),
+        source,
+    })
+}
+
+/// The container's rootfs server (see `runtime::fuse_server`): mounts, writes `1` (or
+/// `E` and the error) to `ready`, reads init's pid from `init` and serves until init
+/// exits. Returns the exit code.
+pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: OwnedFd) -> i32 {
+    let mut ready = std::fs::File::from(ready);
+    let session = match session(spec, target) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.write_all(format!("E{e}").as_bytes());
+            return 1;
+        }
+    };
+    if ready.write_all(b"1").is_err() {
+        return 1;
+    }
+    drop(ready);
+    let mut pid = [0u8; 4];
+    if std::fs::File::from(init).read_exact(&mut pid).is_err() {
+        return 1; // no container: dropping the session unmounts
+    }
+    let pid = i32::from_le_bytes(pid);
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if pidfd < 0 {
+        return 1; // init is already gone
+    }
+    let watcher = std::thread::Builder::new()
+        .name("init-watch".into())
+        .spawn(move || {
+            let mut p = libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            while unsafe { libc::poll(&mut p, 1, -1) } < 0 {}
+            // Init exited: leaving ends the mount namespace and the mount with it.
+            // SAFETY: _exit ends the process without running other threads' code.
+            unsafe { libc::_exit(0) }
+        });
+    if watcher.is_err() {
+        return 1;
+    }
+    match session.run() {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// In a freshly forked server: stdin, stdout and stderr to /dev/null (they may be the
+/// container's and must not be held open), every other fd but `keep` closed.
+pub fn detach_stdio_and_fds(keep: &[RawFd]) {
+    let null = CString::new("/dev/null").unwrap_or_default();
+    // SAFETY: plain fd syscalls in a single-threaded child.
+    unsafe {
+        let fd = libc::open(null.as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            for target in 0..3 {
+                libc::dup2(fd, target);
+            }
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+        let mut keep: Vec<RawFd> = keep.to_vec();
+        keep.sort_unstable();
+        let mut lo: u32 = 3;
+        for k in keep {
+            let k = k as u32;
+            if k > lo {
+                libc::syscall(libc::SYS_close_range, lo, k - 1, 0);
+            }
+            lo = lo.max(k + 1);
+        }
+        libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0);
+    }
 }
 
 /// `skiffd __fuse-mount`: mounts in the current namespaces and serves in the foreground;

@@ -5,6 +5,7 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A raw errno.
 pub type Errno = i32;
@@ -84,9 +85,32 @@ pub struct XPath {
     follow: bool,
 }
 
+/// Set once the server's root is /proc itself (see [`confine_to_proc`]).
+static ROOT_IS_PROC: AtomicBool = AtomicBool::new(false);
+
+/// Makes /proc the server's root directory. The container's init pivots into the FUSE
+/// mount, and `pivot_root` moves every process of the mount namespace whose root is the
+/// old root, the server included; paths through /proc would then resolve inside the
+/// container (whose procfs does not see the server). A root of /proc is left alone.
+pub fn confine_to_proc() -> SysResult<()> {
+    let p = CString::new("/proc").map_err(|_| libc::EINVAL)?;
+    let root = CString::new("/").map_err(|_| libc::EINVAL)?;
+    // SAFETY: valid C strings.
+    check(unsafe { libc::chroot(p.as_ptr()) })?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::chdir(root.as_ptr()) })?;
+    ROOT_IS_PROC.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
 /// The path through /proc of `dir`/`name` (or `dir` itself for an empty name).
 pub fn proc_path(dir: RawFd, name: &OsStr) -> SysResult<CString> {
-    let mut p = format!("/proc/self/fd/{dir}").into_bytes();
+    let prefix = if ROOT_IS_PROC.load(Ordering::Relaxed) {
+        ""
+    } else {
+        "/proc"
+    };
+    let mut p = format!("{prefix}/self/fd/{dir}").into_bytes();
     if !name.is_empty() {
         p.push(b'/');
         p.extend_from_slice(name.as_bytes());

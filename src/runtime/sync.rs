@@ -21,6 +21,9 @@ pub enum Msg {
     Abort,
     /// Intermediate → monitor: the container's init has this pid (in the monitor's pid namespace).
     InitPid(i32),
+    /// Intermediate → monitor: the FUSE rootfs server runs with this pid (it exits by
+    /// itself when init does).
+    FuseServer(i32),
     /// Init → monitor: setting up the container failed before exec.
     Failed {
         /// The exit code the container gets: 125 (setup), 126 (not executable), 127 (not found).
