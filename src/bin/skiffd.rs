@@ -16,7 +16,8 @@ struct Args {
     /// D-Bus address to serve on (default: $SKIFF_BUS_ADDRESS, then the session bus).
     #[arg(long, value_name = "ADDRESS")]
     bus_address: Option<String>,
-    /// Storage driver for container root filesystems: overlay (kernel) or vfs (copy).
+    /// Storage driver for container root filesystems: overlay (the kernel's, in the user
+    /// namespace; the default), fuse (skiff's FUSE overlay) or vfs (a full copy).
     #[arg(long, value_name = "DRIVER")]
     storage_driver: Option<skiff::runtime::RootfsDriver>,
     /// Log filter (tracing's EnvFilter syntax, e.g. debug or skiff=trace); RUST_LOG works too.
@@ -141,6 +142,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let opts = skiff::daemon::Options {
         paths,
         driver: args.storage_driver.unwrap_or_default(),
+        driver_reason: match args.storage_driver {
+            Some(_) => "chosen with --storage-driver".into(),
+            None => "the default: the kernel's overlayfs in the user namespace (fastest); \
+                     --storage-driver fuse or vfs to change"
+                .into(),
+        },
         exe,
     };
     let daemon = skiff::daemon::Daemon::new(opts).context("cannot open skiff's state")?;

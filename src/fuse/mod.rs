@@ -119,15 +119,20 @@ pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: Ow
         return 1;
     }
     drop(ready);
+    // From here on the server leaves with _exit: its mount namespace, and the mount with
+    // it, ends with it, and fuser's unmount-on-drop would look for the mount point by a
+    // path that does not resolve from our /proc root (and fall back to fusermount).
+    // SAFETY: _exit ends the process at once.
+    let leave = |code: i32| -> ! { unsafe { libc::_exit(code) } };
     let mut pid = [0u8; 4];
     if std::fs::File::from(init).read_exact(&mut pid).is_err() {
-        return 1; // no container: dropping the session unmounts
+        leave(1); // no container
     }
     let pid = i32::from_le_bytes(pid);
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
     if pidfd < 0 {
-        return 1; // init is already gone
+        leave(0); // init is already gone (a short-lived container)
     }
     let watcher = std::thread::Builder::new()
         .name("init-watch".into())
@@ -144,12 +149,13 @@ pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: Ow
             unsafe { libc::_exit(0) }
         });
     if watcher.is_err() {
-        return 1;
+        leave(1);
     }
-    match session.run() {
+    let code = match session.run() {
         Ok(()) => 0,
         Err(_) => 1,
-    }
+    };
+    leave(code)
 }
 
 /// In a freshly forked server: stdin, stdout and stderr to /dev/null (they may be the
