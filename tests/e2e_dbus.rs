@@ -50,11 +50,13 @@ fn gdbus_drives_create_start_wait_remove() {
         "org.skiff.skiff1.Container.Start",
         &["@a{uh} {}", "0"],
     );
+    // Start returns once the command runs; it may have ended already, so wait for
+    // "not-running" (race-free), not "next-exit".
     let waited = call(
         &env,
         &path,
         "org.skiff.skiff1.Container.Wait",
-        &["next-exit"],
+        &["not-running"],
     );
     assert!(waited.starts_with("(7,"), "{waited}");
     let inspect = call(&env, &path, "org.skiff.skiff1.Container.Inspect", &[]);

@@ -16,7 +16,8 @@ struct Args {
     /// D-Bus address to serve on (default: $SKIFF_BUS_ADDRESS, then the session bus).
     #[arg(long, value_name = "ADDRESS")]
     bus_address: Option<String>,
-    /// Storage driver for container root filesystems: overlay (kernel) or vfs (copy).
+    /// Storage driver for container root filesystems: overlay (the kernel's, in the user
+    /// namespace; the default), fuse (skiff's FUSE overlay) or vfs (a full copy).
     #[arg(long, value_name = "DRIVER")]
     storage_driver: Option<skiff::runtime::RootfsDriver>,
     /// Default network mode of containers: slirp4netns, pasta, none or host.
@@ -44,6 +45,29 @@ enum Helper {
     /// Run a process in a running container.
     #[command(name = "__exec", hide = true)]
     Exec { spec: String },
+    /// Mount the FUSE overlay on MOUNTPOINT and serve it in the foreground (for tests and
+    /// benchmarks; run it as root of a user namespace that owns its mount namespace).
+    #[command(name = "__fuse-mount", hide = true)]
+    FuseMount {
+        /// Lower layers, top first, `:`-separated (overlayfs's lowerdir=).
+        #[arg(long)]
+        lowerdir: Option<String>,
+        /// The writable layer.
+        #[arg(long)]
+        upper: PathBuf,
+        /// The work directory.
+        #[arg(long)]
+        work: PathBuf,
+        /// Event-loop threads (0 = per CPU).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Write one byte to this fd once mounted.
+        #[arg(long)]
+        ready_fd: Option<i32>,
+        /// Lower layers (top first) followed by the mount point.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Remove trees owned by subordinate ids.
     #[command(name = "__remove", hide = true)]
     Remove {
@@ -64,6 +88,31 @@ fn main() {
         Some(Helper::Exec { spec }) => std::process::exit(skiff::helpers::exec_main(spec)),
         Some(Helper::Remove { maps, paths }) => {
             std::process::exit(skiff::helpers::remove_main(maps, paths))
+        }
+        Some(Helper::FuseMount {
+            lowerdir,
+            upper,
+            work,
+            threads,
+            ready_fd,
+            paths,
+        }) => {
+            let mut lower: Vec<PathBuf> = lowerdir
+                .iter()
+                .flat_map(|l| l.split(':'))
+                .filter(|l| !l.is_empty())
+                .map(PathBuf::from)
+                .collect();
+            let mut paths = paths.clone();
+            let target = paths.pop().unwrap_or_default();
+            lower.extend(paths);
+            let spec = skiff::fuse::MountSpec {
+                lower,
+                upper: upper.clone(),
+                work: work.clone(),
+                threads: *threads,
+            };
+            std::process::exit(skiff::fuse::mount_main(&spec, &target, *ready_fd))
         }
         None => {}
     }
@@ -100,6 +149,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let opts = skiff::daemon::Options {
         paths,
         driver: args.storage_driver.unwrap_or_default(),
+        driver_reason: match args.storage_driver {
+            Some(_) => "chosen with --storage-driver".into(),
+            None => "the default: the kernel's overlayfs in the user namespace (fastest); \
+                     --storage-driver fuse or vfs to change"
+                .into(),
+        },
         exe,
         network: args.network,
     };

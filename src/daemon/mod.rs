@@ -49,6 +49,8 @@ pub struct Options {
     pub paths: Paths,
     /// The storage driver for container rootfs.
     pub driver: RootfsDriver,
+    /// Why that driver (for `skiff info`).
+    pub driver_reason: String,
     /// The skiffd executable, re-run for the monitor and helpers.
     pub exe: PathBuf,
     /// The network mode of containers that do not name one.
@@ -80,6 +82,8 @@ pub struct Info {
     pub version: String,
     /// The storage driver.
     pub storage_driver: String,
+    /// Why this storage driver is active.
+    pub storage_driver_reason: String,
     /// Data directory.
     pub data_dir: String,
     /// Runtime directory.
@@ -143,6 +147,7 @@ impl Daemon {
         Info {
             version: env!("CARGO_PKG_VERSION").into(),
             storage_driver: o.driver.to_string(),
+            storage_driver_reason: o.driver_reason.clone(),
             data_dir: o.paths.data.display().to_string(),
             runtime_dir: o.paths.runtime.display().to_string(),
             uid_map: self.inner.maps.uid.clone(),

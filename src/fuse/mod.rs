@@ -1,1 +1,207 @@
-//! Our FUSE overlay filesystem (fuser) comes here; until then the `overlay` (kernel) and `vfs` storage drivers in `crate::runtime` provide the rootfs.
+//! skiff's FUSE overlay filesystem (the `fuse` storage driver): N read-only lower layers,
+//! one writable upper layer and a work directory, merged like kernel overlayfs, served
+//! with `fuser` from inside the container's user and mount namespaces.
+//!
+//! * Layout on disk is kernel overlayfs's with `userxattr` (see [`layers`]): 0/0
+//!   character-device whiteouts, `user.overlay.opaque=y`; so an upper dir written by this
+//!   driver is readable by the `overlay` driver and the other way round. OCI `.wh.` forms
+//!   are honoured when reading.
+//! * Speed comes from sending the kernel fewer requests: long entry/attr TTLs, negative
+//!   entries, readdirplus, `FOPEN_CACHE_DIR` listings, writeback cache, `FOPEN_KEEP_CACHE`,
+//!   cached xattr names, 1 MiB requests, and several event loops on one fd.
+//!   Passthrough is never negotiated (it needs CAP_SYS_ADMIN in the initial namespace).
+//! * Limits: renaming a directory that has lower-layer parts gives EXDEV (`mv` then
+//!   copies), as kernel overlay does with `userxattr`; copy-up always copies data
+//!   (no metadata-only copy-up yet); hard links between lower-layer files are broken
+//!   by copy-up (as kernel overlay without `index`).
+
+pub mod layers;
+mod mutate;
+pub mod node;
+mod ops;
+pub mod sys;
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+pub use node::Overlay;
+
+/// Errors of the FUSE overlay.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A layer directory could not be opened.
+    #[error("cannot open the layers: {0}")]
+    Layers(std::io::Error),
+    /// Mounting or serving failed.
+    #[error("FUSE mount on {target}: {source}")]
+    Mount {
+        /// The mount point.
+        target: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What to mount.
+#[derive(Debug, Clone)]
+pub struct MountSpec {
+    /// Lower layers, top first.
+    pub lower: Vec<PathBuf>,
+    /// The writable layer.
+    pub upper: PathBuf,
+    /// The work dir (same filesystem as `upper`).
+    pub work: PathBuf,
+    /// Event-loop threads (0 = one per CPU, at least 2).
+    pub threads: usize,
+}
+
+fn session(spec: &MountSpec, target: &Path) -> Result<fuser::Session<Overlay>, Error> {
+    sys::raise_nofile();
+    let fs = Overlay::new(&spec.lower, &spec.upper, &spec.work).map_err(Error::Layers)?;
+    let threads = if spec.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2)
+    } else {
+        spec.threads
+    };
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("skiff-overlay".into()),
+        fuser::MountOption::Subtype("skiff".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::Suid,
+    ];
+    config.acl = fuser::SessionACL::All;
+    config.n_threads = Some(threads);
+    // No per-thread cloned fds: cloning reopens /dev/fuse by path, and the server's
+    // root is /proc by then (see `sys::confine_to_proc`). The loops share one fd.
+    config.clone_fd = false;
+    let session = fuser::Session::new(fs, target, &config).map_err(|source| Error::Mount {
+        target: target.display().to_string(),
+        source,
+    })?;
+    sys::confine_to_proc().map_err(|e| Error::Mount {
+        target: target.display().to_string(),
+        source: std::io::Error::from_raw_os_error(e),
+    })?;
+    Ok(session)
+}
+
+/// Mounts the overlay on `target` and serves it until it is unmounted. `ready` is
+/// called once the mount is live (before any server thread exists). Must run in a
+/// process that may mount (root of a user namespace owning its mount namespace).
+pub fn mount_and_serve(spec: &MountSpec, target: &Path, ready: impl FnOnce()) -> Result<(), Error> {
+    let session = session(spec, target)?;
+    ready();
+    session.run().map_err(|source| Error::Mount {
+        target: target.display().to_string(),
+        source,
+    })
+}
+
+/// The container's rootfs server (see `runtime::fuse_server`): mounts, writes `1` (or
+/// `E` and the error) to `ready`, reads init's pid from `init` and serves until init
+/// exits. Returns the exit code.
+pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: OwnedFd) -> i32 {
+    let mut ready = std::fs::File::from(ready);
+    let session = match session(spec, target) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.write_all(format!("E{e}").as_bytes());
+            return 1;
+        }
+    };
+    if ready.write_all(b"1").is_err() {
+        return 1;
+    }
+    drop(ready);
+    // From here on the server leaves with _exit: its mount namespace, and the mount with
+    // it, ends with it, and fuser's unmount-on-drop would look for the mount point by a
+    // path that does not resolve from our /proc root (and fall back to fusermount).
+    // SAFETY: _exit ends the process at once.
+    let leave = |code: i32| -> ! { unsafe { libc::_exit(code) } };
+    let mut pid = [0u8; 4];
+    if std::fs::File::from(init).read_exact(&mut pid).is_err() {
+        leave(1); // no container
+    }
+    let pid = i32::from_le_bytes(pid);
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if pidfd < 0 {
+        leave(0); // init is already gone (a short-lived container)
+    }
+    let watcher = std::thread::Builder::new()
+        .name("init-watch".into())
+        .spawn(move || {
+            let mut p = libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            while unsafe { libc::poll(&mut p, 1, -1) } < 0 {}
+            // Init exited: leaving ends the mount namespace and the mount with it.
+            // SAFETY: _exit ends the process without running other threads' code.
+            unsafe { libc::_exit(0) }
+        });
+    if watcher.is_err() {
+        leave(1);
+    }
+    let code = match session.run() {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    leave(code)
+}
+
+/// In a freshly forked server: stdin, stdout and stderr to /dev/null (they may be the
+/// container's and must not be held open), every other fd but `keep` closed.
+pub fn detach_stdio_and_fds(keep: &[RawFd]) {
+    let null = CString::new("/dev/null").unwrap_or_default();
+    // SAFETY: plain fd syscalls in a single-threaded child.
+    unsafe {
+        let fd = libc::open(null.as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            for target in 0..3 {
+                libc::dup2(fd, target);
+            }
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+        let mut keep: Vec<RawFd> = keep.to_vec();
+        keep.sort_unstable();
+        let mut lo: u32 = 3;
+        for k in keep {
+            let k = k as u32;
+            if k > lo {
+                libc::syscall(libc::SYS_close_range, lo, k - 1, 0);
+            }
+            lo = lo.max(k + 1);
+        }
+        libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0);
+    }
+}
+
+/// `skiffd __fuse-mount`: mounts in the current namespaces and serves in the foreground;
+/// writes one byte to `ready_fd` once mounted. Returns the exit code.
+pub fn mount_main(spec: &MountSpec, target: &Path, ready_fd: Option<i32>) -> i32 {
+    let r = mount_and_serve(spec, target, || {
+        if let Some(fd) = ready_fd {
+            // SAFETY: the caller handed us this fd for our use only.
+            let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+            let _ = f.write_all(b"1");
+        }
+    });
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("skiffd __fuse-mount: {e}");
+            1
+        }
+    }
+}

@@ -17,7 +17,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::nsproc::{fork_into_userns, wait_exit_code};
 use super::sync::{Channel, Msg};
-use super::{init, Error, RootfsPlan};
+use super::{fuse_server, init, Error, RootfsDriver, RootfsPlan};
 use crate::userns::{IdMapEntry, IdMaps};
 
 /// The id maps of a spec's `linux.uidMappings`/`gidMappings`.
@@ -97,7 +97,12 @@ pub fn create_and_start_with(
     let flags = namespace_flags(spec)?;
     let (intermediate, chan) =
         fork_into_userns(&maps, |chan| intermediate(chan, flags, spec, plan))?;
-    let init_pid = match chan.recv()? {
+    let mut msg = chan.recv()?;
+    if let Some(Msg::FuseServer(pid)) = msg {
+        tracing::debug!(pid, "FUSE rootfs server started");
+        msg = chan.recv()?;
+    }
+    let init_pid = match msg {
         Some(Msg::InitPid(pid)) => Pid::from_raw(pid),
         Some(Msg::Failed { code, message }) => {
             let _ = wait_exit_code(intermediate);
@@ -136,16 +141,51 @@ fn intermediate(chan: Channel, flags: CloneFlags, spec: &Spec, plan: &RootfsPlan
         });
         super::exec::EXIT_SETUP_FAILED
     };
+    let mut flags = flags;
+    let mut fuse = None;
+    if plan.driver == RootfsDriver::Fuse {
+        // The FUSE server must mount the rootfs in the container's mount namespace, and
+        // must start before the pid namespace is unshared (threads cannot be created
+        // after unshare(CLONE_NEWPID)).
+        if !flags.contains(CloneFlags::CLONE_NEWNS) {
+            return fail(
+                &chan,
+                Error::Spec("the fuse storage driver needs a mount namespace".into()),
+            );
+        }
+        let root = match spec.root().as_ref() {
+            Some(r) => r.path().clone(),
+            None => return fail(&chan, Error::Spec("root.path is missing".into())),
+        };
+        match fuse_server::start(&chan, plan, &root) {
+            Ok(server) => {
+                if chan.send(&Msg::FuseServer(server.pid.as_raw())).is_err() {
+                    return 1;
+                }
+                fuse = Some(server);
+            }
+            Err(e) => return fail(&chan, e),
+        }
+        flags.remove(CloneFlags::CLONE_NEWNS);
+    }
     if let Err(e) = unshare(flags) {
         return fail(&chan, Error::sys("unshare namespaces", e));
     }
     // SAFETY: this process is single-threaded (forked from a single-threaded monitor).
     match unsafe { fork() } {
         Err(e) => fail(&chan, Error::sys("fork init", e)),
-        Ok(ForkResult::Child) => exit(init::main(chan, spec, plan)),
-        Ok(ForkResult::Parent { child }) => match chan.send(&Msg::InitPid(child.as_raw())) {
-            Ok(()) => 0,
-            Err(_) => 1,
-        },
+        Ok(ForkResult::Child) => {
+            drop(fuse);
+            exit(init::main(chan, spec, plan))
+        }
+        Ok(ForkResult::Parent { child }) => {
+            if let Some(server) = fuse {
+                server.watch(child);
+            }
+            match chan.send(&Msg::InitPid(child.as_raw())) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            }
+        }
     }
 }

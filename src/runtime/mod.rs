@@ -9,6 +9,7 @@
 pub mod copy;
 pub mod create;
 pub mod exec;
+pub mod fuse_server;
 pub mod init;
 pub mod join;
 pub mod mountopts;
@@ -32,6 +33,9 @@ pub enum RootfsDriver {
     Overlay,
     /// A full copy of the layers into the container's directory.
     Vfs,
+    /// skiff's own FUSE overlay (`crate::fuse`), served from inside the container's user
+    /// and mount namespaces by a helper process that lives as long as the container.
+    Fuse,
 }
 
 impl std::fmt::Display for RootfsDriver {
@@ -39,6 +43,7 @@ impl std::fmt::Display for RootfsDriver {
         f.write_str(match self {
             RootfsDriver::Overlay => "overlay",
             RootfsDriver::Vfs => "vfs",
+            RootfsDriver::Fuse => "fuse",
         })
     }
 }
@@ -49,8 +54,9 @@ impl std::str::FromStr for RootfsDriver {
         match s {
             "overlay" => Ok(RootfsDriver::Overlay),
             "vfs" => Ok(RootfsDriver::Vfs),
+            "fuse" => Ok(RootfsDriver::Fuse),
             other => Err(format!(
-                "unknown storage driver {other:?}: use \"overlay\" or \"vfs\""
+                "unknown storage driver {other:?}: use \"overlay\", \"fuse\" or \"vfs\""
             )),
         }
     }

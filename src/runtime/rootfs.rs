@@ -129,6 +129,8 @@ pub fn prepare_rootfs(plan: &RootfsPlan, target: &Path) -> Result<(), Error> {
             )
             .map_err(|e| Error::Overlay(e.to_string()))?;
         }
+        // Already mounted on `target` by the FUSE server (see `create`).
+        RootfsDriver::Fuse => {}
         RootfsDriver::Vfs => {
             let marker = plan.work.join("copied");
             if !marker.exists() {

@@ -23,6 +23,9 @@ pub enum Msg {
     InitPid(i32),
     /// Monitor → init: the network is connected (or needs nothing); exec the command.
     Proceed,
+    /// Intermediate → monitor: the FUSE rootfs server runs with this pid (it exits by
+    /// itself when init does).
+    FuseServer(i32),
     /// Init → monitor: setting up the container failed before exec.
     Failed {
         /// The exit code the container gets: 125 (setup), 126 (not executable), 127 (not found).

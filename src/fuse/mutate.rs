@@ -1,0 +1,427 @@
+//! The overlay's state-changing operations behind the FUSE handlers: new entries,
+//! unlink and rmdir with whiteouts, rename, link, setattr, open with copy-up, xattrs.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use fuser::{FileAttr, FileHandle, FopenFlags, INodeNo, RenameFlags, Request, TimeOrNow};
+
+use super::layers::{self, Ent};
+use super::node::{attr_of, DirSnapshot, Node, Overlay};
+use super::sys::{self, SysResult};
+
+impl Overlay {
+    pub(super) fn read_ns(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.ns.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn write_ns(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.ns.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Prepares `name` in directory `parent` for a new entry: it must not exist; the
+    /// parent is copied up and a whiteout there removed. Returns the parent's upper fd
+    /// and whether the name hid lower entries (a new directory must then be opaque).
+    fn prepare_new(&self, parent: &Arc<Node>, name: &OsStr) -> SysResult<(Arc<OwnedFd>, bool)> {
+        if self.with_listing(parent, |l, _| l.map.contains_key(name))? {
+            return Err(libc::EEXIST);
+        }
+        let pfd = self.copy_up_dir(parent)?;
+        let had_whiteout = layers::clear_whiteout(pfd.as_raw_fd(), name);
+        let hides = had_whiteout || {
+            let fds = parent.lock().fds.clone();
+            layers::lower_has(&fds, name)
+        };
+        Ok((pfd, hides))
+    }
+
+    /// Finishes a new upper entry: owner, listing, lookup.
+    fn finish_new(
+        &self,
+        req: &Request,
+        parent: &Arc<Node>,
+        pfd: &OwnedFd,
+        name: &OsStr,
+    ) -> SysResult<FileAttr> {
+        sys::chownat(pfd.as_raw_fd(), name, req.uid(), req.gid())?;
+        let st = sys::statat(pfd.as_raw_fd(), name)?;
+        self.with_listing(parent, |l, _| {
+            l.insert(
+                name.to_os_string(),
+                Ent {
+                    layer: 0,
+                    dtype: layers::dtype_of_mode(st.st_mode),
+                    dino: st.st_ino,
+                },
+            )
+        })?;
+        let (_, attr) = self.lookup(parent, name, true)?;
+        Ok(attr)
+    }
+
+    pub(super) fn do_mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+        target: Option<&Path>,
+    ) -> SysResult<FileAttr> {
+        let _g = self.write_ns();
+        let parent = self.node(parent)?;
+        let (pfd, hides) = self.prepare_new(&parent, name)?;
+        let p = pfd.as_raw_fd();
+        match (target, mode & libc::S_IFMT) {
+            (Some(t), _) => sys::symlinkat(t.as_os_str(), p, name)?,
+            (None, libc::S_IFDIR) => {
+                sys::mkdirat(p, name, mode & 0o7777)?;
+                if hides {
+                    let path = sys::xpath(p, name)?;
+                    sys::setxattr(&path, OsStr::new(layers::OPAQUE_XATTR), b"y", 0)?;
+                }
+            }
+            (None, _) => sys::mknodat(p, name, mode, rdev as u64)?,
+        }
+        self.finish_new(req, &parent, &pfd, name)
+    }
+
+    pub(super) fn do_unlink(&self, parent: INodeNo, name: &OsStr, dir: bool) -> SysResult<()> {
+        let _g = self.write_ns();
+        let parent = self.node(parent)?;
+        let (child, _) = self.lookup(&parent, name, false)?;
+        if child.is_dir != dir {
+            return Err(if dir { libc::ENOTDIR } else { libc::EISDIR });
+        }
+        if dir {
+            let (listing, fds) = {
+                let fds = child.lock().fds.clone();
+                (layers::merge_listing(&fds)?, fds)
+            };
+            if !listing.map.is_empty() {
+                return Err(libc::ENOTEMPTY);
+            }
+            if let Some((0, fd)) = fds.first() {
+                layers::clear_whiteouts_in(fd.as_raw_fd())?;
+            }
+        }
+        let pfds = parent.lock().fds.clone();
+        let lower = layers::lower_has(&pfds, name);
+        let layer = child.lock().layer;
+        let upper_present = if dir {
+            matches!(child.lock().fds.first(), Some((0, _)))
+        } else {
+            layer == 0
+        };
+        let pfd = if lower {
+            self.copy_up_dir(&parent)?
+        } else {
+            pfds.first().map(|(_, f)| f.clone()).ok_or(libc::EIO)?
+        };
+        if upper_present {
+            sys::unlinkat(
+                pfd.as_raw_fd(),
+                name,
+                if dir { libc::AT_REMOVEDIR } else { 0 },
+            )?;
+        }
+        if lower {
+            layers::make_whiteout(pfd.as_raw_fd(), name)?;
+        }
+        if layer != 0 && !dir {
+            child.lock().unlinked = true;
+        }
+        self.with_listing(&parent, |l, _| l.remove(name))?;
+        Ok(())
+    }
+
+    pub(super) fn do_rename(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> SysResult<()> {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
+            return Err(libc::EINVAL);
+        }
+        let _g = self.write_ns();
+        let parent = self.node(parent)?;
+        let newparent = self.node(newparent)?;
+        let (src, _) = self.lookup(&parent, name, false)?;
+        let dst = match self.lookup(&newparent, newname, false) {
+            Ok((n, _)) => Some(n),
+            Err(libc::ENOENT) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(dst) = &dst {
+            if Arc::ptr_eq(dst, &src) {
+                return Ok(());
+            }
+            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                return Err(libc::EEXIST);
+            }
+            match (src.is_dir, dst.is_dir) {
+                (true, false) => return Err(libc::ENOTDIR),
+                (false, true) => return Err(libc::EISDIR),
+                (true, true) => {
+                    let fds = dst.lock().fds.clone();
+                    if !layers::merge_listing(&fds)?.map.is_empty() {
+                        return Err(libc::ENOTEMPTY);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if src.is_dir && src.lock().fds.iter().any(|(l, _)| *l != 0) {
+            // Like kernel overlayfs with userxattr (no redirect_dir): mv copies instead.
+            return Err(libc::EXDEV);
+        }
+        self.copy_up(&src, true)?;
+        let spfd = self.copy_up_dir(&parent)?;
+        let dpfd = self.copy_up_dir(&newparent)?;
+        let d = dpfd.as_raw_fd();
+        let dst_lower = {
+            let fds = newparent.lock().fds.clone();
+            layers::lower_has(&fds, newname)
+        };
+        layers::clear_whiteout(d, newname);
+        if let Some(dst) = &dst {
+            if dst.is_dir {
+                if let Some((0, fd)) = dst.lock().fds.first() {
+                    layers::clear_whiteouts_in(fd.as_raw_fd())?;
+                }
+            }
+        }
+        let src_lower = {
+            let fds = parent.lock().fds.clone();
+            layers::lower_has(&fds, name)
+        };
+        sys::renameat(spfd.as_raw_fd(), name, d, newname, 0)?;
+        if src_lower {
+            layers::make_whiteout(spfd.as_raw_fd(), name)?;
+        }
+        if src.is_dir && dst_lower {
+            let p = sys::xpath(d, newname)?;
+            sys::setxattr(&p, OsStr::new(layers::OPAQUE_XATTR), b"y", 0)?;
+        }
+        let st = sys::statat(d, newname)?;
+        self.with_listing(&parent, |l, _| l.remove(name))?;
+        self.with_listing(&newparent, |l, _| {
+            l.insert(
+                newname.to_os_string(),
+                Ent {
+                    layer: 0,
+                    dtype: layers::dtype_of_mode(st.st_mode),
+                    dino: st.st_ino,
+                },
+            )
+        })?;
+        let mut s = src.lock();
+        s.parent = newparent.ino;
+        s.name = newname.to_os_string();
+        s.dirfd = dpfd.clone();
+        s.layer = 0;
+        if src.is_dir {
+            s.fds = vec![(0, Arc::new(sys::open_dir_path(d, newname)?))];
+            if let Some(listing) = s.listing.as_mut() {
+                for e in listing.map.values_mut() {
+                    e.layer = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_link(
+        &self,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+    ) -> SysResult<FileAttr> {
+        let _g = self.write_ns();
+        let node = self.node(ino)?;
+        let newparent = self.node(newparent)?;
+        if node.is_dir {
+            return Err(libc::EPERM);
+        }
+        self.copy_up(&node, true)?;
+        let (pfd, _) = self.prepare_new(&newparent, newname)?;
+        let (sdir, sname) = self.location(&node)?;
+        sys::linkat(sdir.as_raw_fd(), &sname, pfd.as_raw_fd(), newname)?;
+        let st = sys::statat(pfd.as_raw_fd(), newname)?;
+        self.with_listing(&newparent, |l, _| {
+            l.insert(
+                newname.to_os_string(),
+                Ent {
+                    layer: 0,
+                    dtype: layers::dtype_of_mode(st.st_mode),
+                    dino: st.st_ino,
+                },
+            )
+        })?;
+        node.lock().nlookup += 1;
+        Ok(attr_of(node.ino, &st, 0))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn do_setattr(
+        &self,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> SysResult<FileAttr> {
+        let node = self.node(ino)?;
+        let changes = mode.is_some()
+            || uid.is_some()
+            || gid.is_some()
+            || size.is_some()
+            || atime.is_some()
+            || mtime.is_some();
+        if !changes {
+            // e.g. the writeback cache flushing ctime: nothing to do on disk.
+            let _g = self.read_ns();
+            return self.getattr(&node, fh.map(|f| f.0 as i32));
+        }
+        {
+            let _g = self.write_ns();
+            // A truncation to zero needs no data copy.
+            self.copy_up(&node, size != Some(0))?;
+        }
+        let _g = self.read_ns();
+        let (dir, name) = self.location(&node)?;
+        let d = dir.as_raw_fd();
+        if uid.is_some() || gid.is_some() {
+            sys::chownat(d, &name, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
+        }
+        if let Some(mode) = mode {
+            sys::chmodat(d, &name, mode & 0o7777)?;
+        }
+        if let Some(size) = size {
+            let r = match fh {
+                // SAFETY: fh is a raw fd we handed out and keep open until release.
+                Some(fh) => unsafe { libc::ftruncate(fh.0 as i32, size as libc::off_t) },
+                None => {
+                    let f = sys::open_at(d, &name, libc::O_WRONLY, 0)?;
+                    // SAFETY: f is open.
+                    unsafe { libc::ftruncate(f.as_raw_fd(), size as libc::off_t) }
+                }
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO));
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let conv = |t: Option<TimeOrNow>| match t {
+                None => libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: libc::UTIME_OMIT,
+                },
+                Some(TimeOrNow::Now) => libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: libc::UTIME_NOW,
+                },
+                Some(TimeOrNow::SpecificTime(t)) => {
+                    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+                    libc::timespec {
+                        tv_sec: d.as_secs() as i64,
+                        tv_nsec: d.subsec_nanos() as i64,
+                    }
+                }
+            };
+            sys::utimensat(d, &name, &[conv(atime), conv(mtime)])?;
+        }
+        self.getattr(&node, fh.map(|f| f.0 as i32))
+    }
+
+    pub(super) fn do_open(&self, ino: INodeNo, flags: i32) -> SysResult<(u64, FopenFlags)> {
+        let node = self.node(ino)?;
+        let acc = flags & libc::O_ACCMODE;
+        let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if writes && node.lock().layer != 0 {
+            let _g = self.write_ns();
+            self.copy_up(&node, flags & libc::O_TRUNC == 0)?;
+        }
+        let _g = self.read_ns();
+        let (dir, name) = self.location(&node)?;
+        // The writeback cache may read through any handle and does O_APPEND itself.
+        let mut f = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND);
+        if acc == libc::O_WRONLY {
+            f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
+        }
+        let fd = sys::open_at(dir.as_raw_fd(), &name, f, 0)?;
+        Ok((fd.into_raw_fd() as u64, FopenFlags::FOPEN_KEEP_CACHE))
+    }
+
+    pub(super) fn xattr_names(&self, node: &Node) -> SysResult<Arc<Vec<OsString>>> {
+        if let Some(x) = node.lock().xattrs.clone() {
+            return Ok(x);
+        }
+        let (dir, name) = self.location(node)?;
+        let p = sys::xpath(dir.as_raw_fd(), &name)?;
+        let names: Vec<OsString> = sys::listxattr(&p)?
+            .into_iter()
+            .filter(|n| !layers::is_private_xattr(n))
+            .collect();
+        let names = Arc::new(names);
+        node.lock().xattrs = Some(names.clone());
+        Ok(names)
+    }
+
+    pub(super) fn do_setxattr(
+        &self,
+        ino: INodeNo,
+        name: &OsStr,
+        value: Option<&[u8]>,
+        flags: i32,
+    ) -> SysResult<()> {
+        if layers::is_private_xattr(name) {
+            return Err(libc::EPERM);
+        }
+        let node = self.node(ino)?;
+        let _g = self.write_ns();
+        self.copy_up(&node, true)?;
+        let (dir, n) = self.location(&node)?;
+        let p = sys::xpath(dir.as_raw_fd(), &n)?;
+        node.lock().xattrs = None;
+        match value {
+            Some(v) => sys::setxattr(&p, name, v, flags),
+            None => sys::removexattr(&p, name),
+        }
+    }
+
+    pub(super) fn snapshot_dir(&self, ino: INodeNo) -> SysResult<u64> {
+        let _g = self.read_ns();
+        let node = self.node(ino)?;
+        let snap = self.with_listing(&node, |l, _| l.snapshot())?;
+        let dh = self.next_dh.fetch_add(1, Ordering::Relaxed);
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dh, Arc::new(snap));
+        Ok(dh)
+    }
+
+    pub(super) fn dir_snapshot(&self, fh: FileHandle) -> SysResult<DirSnapshot> {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned()
+            .ok_or(libc::EBADF)
+    }
+}

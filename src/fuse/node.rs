@@ -1,0 +1,564 @@
+//! The overlay's state: the layers, the inode table and the per-node locations, plus
+//! lookups, attributes and copy-up. The FUSE request handlers are in `ops`.
+//!
+//! Locking: `ns` is a readers–writer lock over the namespace. Lookups, reads and attribute
+//! queries take it shared; anything that changes names or moves a node to the upper layer
+//! (create, unlink, rename, link, copy-up) takes it exclusively. Each node has its own
+//! mutex, held briefly and never two at once, and the inode table has a short-held mutex.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, FileType, INodeNo};
+
+use super::layers::{self, Ent, Listing, INO_XATTR};
+use super::sys::{self, SysResult};
+
+/// FUSE's root node id.
+pub const ROOT: u64 = 1;
+
+/// Where a node lives and what the kernel knows about it.
+#[derive(Debug)]
+pub struct NodeState {
+    /// The parent directory's node id (the root is its own parent).
+    pub parent: u64,
+    /// The name in the parent.
+    pub name: OsString,
+    /// The layer of the topmost copy (0 = upper).
+    pub layer: usize,
+    /// The real directory holding the topmost copy.
+    pub dirfd: Arc<OwnedFd>,
+    /// The kernel's lookup count.
+    pub nlookup: u64,
+    /// For directories: the real directory in each layer it spans, top first.
+    pub fds: Vec<(usize, Arc<OwnedFd>)>,
+    /// For directories: the cached merged listing.
+    pub listing: Option<Listing>,
+    /// The cached xattr names (absent names are answered without a syscall).
+    pub xattrs: Option<Arc<Vec<OsString>>>,
+    /// For upper non-directories (but symlinks): an `O_PATH` fd of the file itself, so
+    /// hard links and unlinked-but-open files keep working whatever their names do.
+    pub pathfd: Option<Arc<OwnedFd>>,
+    /// Set when a lower-layer file's name was whited out (it must not be copied up).
+    pub unlinked: bool,
+}
+
+/// One inode of the merged tree.
+#[derive(Debug)]
+pub struct Node {
+    /// The stable inode number (also the FUSE node id).
+    pub ino: u64,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+    /// Mutable state.
+    pub st: Mutex<NodeState>,
+}
+
+impl Node {
+    /// Locks the state (a poisoned lock is still usable: the state stays consistent).
+    pub fn lock(&self) -> MutexGuard<'_, NodeState> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A listing snapshot taken at opendir, served by readdir.
+pub type DirSnapshot = Arc<Vec<(OsString, Ent)>>;
+
+/// The overlay filesystem.
+#[derive(Debug)]
+pub struct Overlay {
+    /// Layer roots: 0 is the upper layer, then the lower layers top first.
+    pub layers: Vec<Arc<OwnedFd>>,
+    /// The work directory (same filesystem as the upper layer).
+    pub work: OwnedFd,
+    /// The inode table.
+    pub nodes: Mutex<HashMap<u64, Arc<Node>>>,
+    /// The namespace lock.
+    pub ns: RwLock<()>,
+    /// Devices of the layers, to keep inode numbers unique across filesystems.
+    devs: Vec<u64>,
+    /// Counter for temporary names in the work dir.
+    tmp: AtomicU64,
+    /// Open directory handles: snapshots of merged listings.
+    pub dirs: Mutex<HashMap<u64, DirSnapshot>>,
+    /// The next directory handle.
+    pub next_dh: AtomicU64,
+}
+
+/// Attribute and entry time-to-live: the lower layers never change under us and every
+/// change to the upper goes through this server, so the kernel may cache for long.
+pub const TTL: Duration = Duration::from_secs(1_000_000);
+
+impl Overlay {
+    /// Opens the layers. `lower` is top first.
+    pub fn new(
+        lower: &[std::path::PathBuf],
+        upper: &std::path::Path,
+        work: &std::path::Path,
+    ) -> std::io::Result<Overlay> {
+        let open = |p: &std::path::Path| -> std::io::Result<OwnedFd> {
+            sys::openat(
+                libc::AT_FDCWD,
+                p.as_os_str(),
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+            )
+            .map_err(|e| {
+                std::io::Error::new(
+                    std::io::Error::from_raw_os_error(e).kind(),
+                    format!(
+                        "open {}: {}",
+                        p.display(),
+                        std::io::Error::from_raw_os_error(e)
+                    ),
+                )
+            })
+        };
+        let mut layers = vec![Arc::new(open(upper)?)];
+        for l in lower {
+            layers.push(Arc::new(open(l)?));
+        }
+        let work = open(work)?;
+        // Leftovers of an interrupted copy-up are garbage: clean the work dir at mount.
+        if let Ok(entries) = sys::read_dir(work.as_raw_fd()) {
+            for (name, dtype, _) in entries {
+                if dtype != libc::DT_DIR {
+                    let _ = sys::unlinkat(work.as_raw_fd(), &name, 0);
+                }
+            }
+        }
+        let mut devs = Vec::new();
+        for l in &layers {
+            let st = sys::fstat(l.as_raw_fd()).map_err(std::io::Error::from_raw_os_error)?;
+            if !devs.contains(&st.st_dev) {
+                devs.push(st.st_dev);
+            }
+        }
+        let ov = Overlay {
+            layers,
+            work,
+            nodes: Mutex::new(HashMap::new()),
+            ns: RwLock::new(()),
+            devs,
+            tmp: AtomicU64::new(0),
+            dirs: Mutex::new(HashMap::new()),
+            next_dh: AtomicU64::new(1),
+        };
+        let mut fds = vec![(0, ov.layers[0].clone())];
+        if !layers::is_opaque(ov.layers[0].as_raw_fd()) {
+            for (i, l) in ov.layers.iter().enumerate().skip(1) {
+                fds.push((i, l.clone()));
+                if layers::is_opaque(l.as_raw_fd()) {
+                    break;
+                }
+            }
+        }
+        let root = Node {
+            ino: ROOT,
+            is_dir: true,
+            st: Mutex::new(NodeState {
+                parent: ROOT,
+                name: OsString::new(),
+                layer: 0,
+                dirfd: ov.layers[0].clone(),
+                nlookup: 1,
+                fds,
+                listing: None,
+                xattrs: None,
+                pathfd: None,
+                unlinked: false,
+            }),
+        };
+        ov.table().insert(ROOT, Arc::new(root));
+        Ok(ov)
+    }
+
+    /// Locks the inode table.
+    pub fn table(&self) -> MutexGuard<'_, HashMap<u64, Arc<Node>>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node with this id.
+    pub fn node(&self, ino: INodeNo) -> SysResult<Arc<Node>> {
+        self.table().get(&ino.0).cloned().ok_or(libc::ESTALE)
+    }
+
+    /// A fresh name for the work dir.
+    pub fn tmp_name(&self) -> OsString {
+        let n = self.tmp.fetch_add(1, Ordering::Relaxed);
+        OsString::from(format!("#{}-{n}", std::process::id()))
+    }
+
+    /// The stable inode number of a real file.
+    fn stable_ino(&self, dir: RawFd, name: &OsStr, st: &libc::stat, layer: usize) -> u64 {
+        if layer == 0 && matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR) {
+            if let Ok(p) = sys::xpath(dir, name) {
+                if let Ok(Some(v)) = sys::getxattr(&p, OsStr::new(INO_XATTR)) {
+                    if let Some(n) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
+                        return n;
+                    }
+                }
+            }
+        }
+        let idx = self.devs.iter().position(|d| *d == st.st_dev).unwrap_or(0) as u64;
+        let ino = st.st_ino ^ (idx << 56);
+        if ino == ROOT {
+            u64::MAX - 1
+        } else {
+            ino
+        }
+    }
+
+    /// Ensures the merged listing of a directory node is loaded and runs `f` on it.
+    pub fn with_listing<R>(
+        &self,
+        node: &Node,
+        f: impl FnOnce(&mut Listing, &[(usize, Arc<OwnedFd>)]) -> R,
+    ) -> SysResult<R> {
+        let mut st = node.lock();
+        if st.listing.is_none() {
+            st.listing = Some(layers::merge_listing(&st.fds)?);
+        }
+        let NodeState { listing, fds, .. } = &mut *st;
+        let listing = listing.as_mut().ok_or(libc::EIO)?;
+        Ok(f(listing, fds))
+    }
+
+    /// Looks `name` up in directory `parent`; counts a kernel lookup when `count`.
+    pub fn lookup(
+        &self,
+        parent: &Node,
+        name: &OsStr,
+        count: bool,
+    ) -> SysResult<(Arc<Node>, FileAttr)> {
+        let (ent, pfds) =
+            self.with_listing(parent, |l, fds| (l.map.get(name).copied(), fds.to_vec()))?;
+        let ent = ent.ok_or(libc::ENOENT)?;
+        let dirfd = pfds
+            .iter()
+            .find(|(l, _)| *l == ent.layer)
+            .map(|(_, fd)| fd.clone())
+            .ok_or(libc::EIO)?;
+        let st = sys::statat(dirfd.as_raw_fd(), name)?;
+        let ino = self.stable_ino(dirfd.as_raw_fd(), name, &st, ent.layer);
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let existing = self.table().get(&ino).cloned();
+        let node = match existing {
+            Some(n) if n.is_dir == is_dir => n,
+            _ => {
+                let fds = if is_dir {
+                    layers::dir_layers(&pfds, ent.layer, name)
+                } else {
+                    Vec::new()
+                };
+                let n = Arc::new(Node {
+                    ino,
+                    is_dir,
+                    st: Mutex::new(NodeState {
+                        parent: parent.ino,
+                        name: name.to_os_string(),
+                        layer: ent.layer,
+                        dirfd: dirfd.clone(),
+                        nlookup: 0,
+                        fds,
+                        listing: None,
+                        xattrs: None,
+                        pathfd: None,
+                        unlinked: false,
+                    }),
+                });
+                self.table().entry(ino).or_insert(n).clone()
+            }
+        };
+        let nfds = {
+            let mut s = node.lock();
+            if count {
+                s.nlookup += 1;
+            }
+            if !is_dir {
+                s.parent = parent.ino;
+                s.name = name.to_os_string();
+                s.layer = ent.layer;
+                s.unlinked = false;
+                if ent.layer == 0 && s.pathfd.is_none() && has_pathfd(&st) {
+                    s.pathfd = sys::openat(dirfd.as_raw_fd(), name, libc::O_PATH, 0)
+                        .ok()
+                        .map(Arc::new);
+                }
+                s.dirfd = dirfd;
+            }
+            s.fds.len()
+        };
+        Ok((node.clone(), attr_of(ino, &st, nfds)))
+    }
+
+    /// The attributes of a node (from `fh` when given, which works for unlinked files).
+    pub fn getattr(&self, node: &Node, fh: Option<RawFd>) -> SysResult<FileAttr> {
+        let (dirfd, name) = self.location(node)?;
+        let nfds = if node.is_dir {
+            node.lock().fds.len()
+        } else {
+            0
+        };
+        let st = match fh {
+            Some(fd) => sys::fstat(fd)?,
+            None => sys::statat(dirfd.as_raw_fd(), &name)?,
+        };
+        Ok(attr_of(node.ino, &st, nfds))
+    }
+
+    /// The real location (dir fd, name) of a node's topmost copy; for a directory the
+    /// name is empty and the fd is the directory itself.
+    pub fn location(&self, node: &Node) -> SysResult<(Arc<OwnedFd>, OsString)> {
+        let s = node.lock();
+        if node.is_dir {
+            let fd = s
+                .fds
+                .first()
+                .map(|(_, fd)| fd.clone())
+                .ok_or(libc::ESTALE)?;
+            Ok((fd, OsString::new()))
+        } else if let Some(fd) = &s.pathfd {
+            Ok((fd.clone(), OsString::new()))
+        } else {
+            Ok((s.dirfd.clone(), s.name.clone()))
+        }
+    }
+
+    /// Makes sure directory `node` exists in the upper layer; returns its upper fd.
+    /// The caller holds `ns` exclusively.
+    pub fn copy_up_dir(&self, node: &Arc<Node>) -> SysResult<Arc<OwnedFd>> {
+        let (parent, name, src) = {
+            let s = node.lock();
+            match s.fds.first() {
+                Some((0, fd)) => return Ok(fd.clone()),
+                Some((_, fd)) => (s.parent, s.name.clone(), fd.clone()),
+                None => return Err(libc::ESTALE),
+            }
+        };
+        let pnode = self.node(INodeNo(parent))?;
+        let pfd = self.copy_up_dir(&pnode)?;
+        let st = sys::statat(src.as_raw_fd(), OsStr::new(""))?;
+        let tmp = self.tmp_name();
+        let w = self.work.as_raw_fd();
+        sys::mkdirat(w, &tmp, 0o700)?;
+        let done = (|| {
+            self.copy_meta(src.as_raw_fd(), OsStr::new(""), w, &tmp, &st, node.ino)?;
+            sys::renameat(w, &tmp, pfd.as_raw_fd(), &name, 0)
+        })();
+        if let Err(e) = done {
+            let _ = sys::unlinkat(w, &tmp, libc::AT_REMOVEDIR);
+            return Err(e);
+        }
+        let fd = Arc::new(sys::open_dir_path(pfd.as_raw_fd(), &name)?);
+        let mut s = node.lock();
+        s.fds.insert(0, (0, fd.clone()));
+        s.layer = 0;
+        s.dirfd = pfd;
+        s.xattrs = None;
+        drop(s);
+        let _ = self.with_listing(&pnode, |l, _| {
+            if let Some(e) = l.map.get_mut(&name) {
+                e.layer = 0;
+            }
+        });
+        Ok(fd)
+    }
+
+    /// Copies a non-directory node to the upper layer (`with_data` false leaves the copy
+    /// empty, for an open with O_TRUNC). The caller holds `ns` exclusively.
+    pub fn copy_up(&self, node: &Arc<Node>, with_data: bool) -> SysResult<()> {
+        if node.is_dir {
+            self.copy_up_dir(node)?;
+            return Ok(());
+        }
+        let (parent, name, src_dir) = {
+            let s = node.lock();
+            if s.layer == 0 {
+                return Ok(());
+            }
+            if s.unlinked {
+                return Err(libc::ENOENT);
+            }
+            (s.parent, s.name.clone(), s.dirfd.clone())
+        };
+        let pnode = self.node(INodeNo(parent))?;
+        let pfd = self.copy_up_dir(&pnode)?;
+        let st = sys::statat(src_dir.as_raw_fd(), &name)?;
+        let w = self.work.as_raw_fd();
+        let tmp = self.tmp_name();
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => {
+                let dst = sys::openat(
+                    w,
+                    &tmp,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                    0o600,
+                )?;
+                if with_data && st.st_size > 0 {
+                    let src = sys::openat(src_dir.as_raw_fd(), &name, libc::O_RDONLY, 0)?;
+                    if let Err(e) = sys::copy_data(&src, &dst) {
+                        let _ = sys::unlinkat(w, &tmp, 0);
+                        return Err(e);
+                    }
+                }
+            }
+            libc::S_IFLNK => {
+                let target = sys::readlinkat(src_dir.as_raw_fd(), &name)?;
+                sys::symlinkat(std::os::unix::ffi::OsStrExt::from_bytes(&target), w, &tmp)?;
+            }
+            _ => sys::mknodat(w, &tmp, st.st_mode, st.st_rdev)?,
+        }
+        let done = (|| {
+            self.copy_meta(src_dir.as_raw_fd(), &name, w, &tmp, &st, node.ino)?;
+            sys::renameat(w, &tmp, pfd.as_raw_fd(), &name, 0)
+        })();
+        if let Err(e) = done {
+            let _ = sys::unlinkat(w, &tmp, 0);
+            return Err(e);
+        }
+        {
+            let mut s = node.lock();
+            s.layer = 0;
+            if has_pathfd(&st) {
+                s.pathfd = sys::openat(pfd.as_raw_fd(), &name, libc::O_PATH, 0)
+                    .ok()
+                    .map(Arc::new);
+            }
+            s.dirfd = pfd;
+            s.xattrs = None;
+        }
+        let _ = self.with_listing(&pnode, |l, _| {
+            if let Some(e) = l.map.get_mut(&name) {
+                e.layer = 0;
+            }
+        });
+        Ok(())
+    }
+
+    /// Copies owner, mode, xattrs and times from `src` to `dst` and records the inode.
+    fn copy_meta(
+        &self,
+        sdir: RawFd,
+        sname: &OsStr,
+        ddir: RawFd,
+        dname: &OsStr,
+        st: &libc::stat,
+        ino: u64,
+    ) -> SysResult<()> {
+        let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+        sys::chownat(ddir, dname, st.st_uid, st.st_gid)?;
+        if !is_link {
+            sys::chmodat(ddir, dname, st.st_mode & 0o7777)?;
+        }
+        let sp = sys::xpath(sdir, sname)?;
+        let dp = sys::xpath(ddir, dname)?;
+        for attr in sys::listxattr(&sp)? {
+            if layers::is_private_xattr(&attr) {
+                continue;
+            }
+            if let Some(v) = sys::getxattr(&sp, &attr)? {
+                if let Err(e) = sys::setxattr(&dp, &attr, &v, 0) {
+                    tracing::debug!("copy-up: xattr {attr:?} not copied: errno {e}");
+                }
+            }
+        }
+        // user.* xattrs exist only on regular files and directories; other types get a
+        // new st_ino when copied up.
+        if matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR) {
+            sys::setxattr(&dp, OsStr::new(INO_XATTR), ino.to_string().as_bytes(), 0)?;
+        }
+        let times = [
+            libc::timespec {
+                tv_sec: st.st_atime,
+                tv_nsec: st.st_atime_nsec,
+            },
+            libc::timespec {
+                tv_sec: st.st_mtime,
+                tv_nsec: st.st_mtime_nsec,
+            },
+        ];
+        sys::utimensat(ddir, dname, &times)
+    }
+
+    /// Drops `n` kernel lookups of a node; forgets it at zero.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let mut table = self.table();
+        let gone = match table.get(&ino) {
+            Some(node) => {
+                let mut s = node.lock();
+                s.nlookup = s.nlookup.saturating_sub(n);
+                s.nlookup == 0
+            }
+            None => false,
+        };
+        if gone {
+            table.remove(&ino);
+        }
+    }
+}
+
+/// Whether a node of this type gets an `O_PATH` fd of its own (not symlinks: xattr and
+/// time calls through /proc would follow them).
+fn has_pathfd(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT != libc::S_IFLNK
+}
+
+fn ts(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs())
+    }
+}
+
+/// FUSE attributes from a stat, with our inode number. Merged directories (spanning more
+/// than one layer) report one link, as kernel overlayfs does.
+pub fn attr_of(ino: u64, st: &libc::stat, nfds: usize) -> FileAttr {
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    };
+    FileAttr {
+        ino: INodeNo(ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: ts(st.st_atime, st.st_atime_nsec),
+        mtime: ts(st.st_mtime, st.st_mtime_nsec),
+        ctime: ts(st.st_ctime, st.st_ctime_nsec),
+        crtime: UNIX_EPOCH,
+        kind,
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: if nfds > 1 { 1 } else { st.st_nlink as u32 },
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+/// The FUSE file type of a `DT_*` value.
+pub fn kind_of_dtype(dt: u8) -> FileType {
+    match dt {
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_SOCK => FileType::Socket,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_BLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}

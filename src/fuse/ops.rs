@@ -1,0 +1,546 @@
+//! The FUSE request handlers (fuser's low-level `Filesystem`) on top of [`Overlay`].
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow,
+};
+
+use super::layers;
+use super::node::{attr_of, kind_of_dtype, Overlay, TTL};
+use super::sys::{self, SysResult};
+
+fn err(e: i32) -> Errno {
+    Errno::from_i32(e)
+}
+
+/// A negative entry: node id 0 with a TTL makes the kernel cache the absence.
+fn negative() -> FileAttr {
+    attr_of(0, &unsafe_zero_stat(), 0)
+}
+
+fn unsafe_zero_stat() -> libc::stat {
+    // SAFETY: an all-zero stat is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn reply_entry(reply: ReplyEntry, r: SysResult<FileAttr>) {
+    match r {
+        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: SysResult<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if (size as usize) < data.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+impl Filesystem for Overlay {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Never PASSTHROUGH: it needs CAP_SYS_ADMIN in the initial namespace.
+        let wanted = InitFlags::FUSE_WRITEBACK_CACHE
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_MAX_PAGES;
+        let supported = config.capabilities() & wanted;
+        let _ = config.add_capabilities(supported);
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _g = self.read_ns();
+        let r = self.node(parent).and_then(|p| self.lookup(&p, name, true));
+        match r {
+            Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(libc::ENOENT) => reply.entry(&TTL, &negative(), Generation(0)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        Overlay::forget(self, ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _g = self.read_ns();
+        let node = self.node(ino);
+        match node.and_then(|n| Overlay::getattr(self, &n, fh.map(|f| f.0 as i32))) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _g = self.read_ns();
+        let r = self
+            .node(ino)
+            .and_then(|n| self.location(&n))
+            .and_then(|(d, n)| sys::readlinkat(d.as_raw_fd(), &n));
+        match r {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(reply, self.do_mknod(req, parent, name, mode, rdev, None));
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            self.do_mknod(req, parent, name, libc::S_IFDIR | mode, 0, None),
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.do_unlink(parent, name, false));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.do_unlink(parent, name, true));
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            self.do_mknod(req, parent, link_name, libc::S_IFLNK, 0, Some(target)),
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(
+            reply,
+            self.do_rename(parent, name, newparent, newname, flags),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(reply, self.do_link(ino, newparent, newname));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.do_open(ino, flags.0) {
+            Ok((fh, f)) => reply.opened(FileHandle(fh), f),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let mut buf = vec![0u8; size as usize];
+        match sys::pread(fh.0 as i32, &mut buf, offset) {
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match sys::pwrite(fh.0 as i32, data, offset) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        // SAFETY: fh is an fd we opened in open/create and nobody else closes.
+        drop(unsafe { OwnedFd::from_raw_fd(fh.0 as i32) });
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // SAFETY: plain syscalls on our fd.
+        let r = unsafe {
+            if datasync {
+                libc::fdatasync(fh.0 as i32)
+            } else {
+                libc::fsync(fh.0 as i32)
+            }
+        };
+        if r < 0 {
+            reply.error(Errno::from(std::io::Error::last_os_error()));
+        } else {
+            reply.ok();
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.snapshot_dir(ino) {
+            Ok(dh) => reply.opened(
+                FileHandle(dh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let snap = match self.dir_snapshot(fh) {
+            Ok(s) => s,
+            Err(e) => return reply.error(err(e)),
+        };
+        let mut off = offset as usize;
+        if off == 0 {
+            if reply.add(ino, 1, fuser::FileType::Directory, ".") {
+                return reply.ok();
+            }
+            off = 1;
+        }
+        if off == 1 {
+            if reply.add(ino, 2, fuser::FileType::Directory, "..") {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (i, (name, e)) in snap.iter().enumerate().skip(off - 2) {
+            if reply.add(
+                INodeNo(e.dino),
+                (i + 3) as u64,
+                kind_of_dtype(e.dtype),
+                name,
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let snap = match self.dir_snapshot(fh) {
+            Ok(s) => s,
+            Err(e) => return reply.error(err(e)),
+        };
+        let _g = self.read_ns();
+        let node = match self.node(ino) {
+            Ok(n) => n,
+            Err(e) => return reply.error(err(e)),
+        };
+        let mut off = offset as usize;
+        let mut dot = negative();
+        dot.kind = fuser::FileType::Directory;
+        if off == 0 {
+            if reply.add(INodeNo(0), 1, ".", &TTL, &dot, Generation(0)) {
+                return reply.ok();
+            }
+            off = 1;
+        }
+        if off == 1 {
+            if reply.add(INodeNo(0), 2, "..", &TTL, &dot, Generation(0)) {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (i, (name, _)) in snap.iter().enumerate().skip(off - 2) {
+            let Ok((child, attr)) = self.lookup(&node, name, false) else {
+                continue;
+            };
+            if reply.add(attr.ino, (i + 3) as u64, name, &TTL, &attr, Generation(0)) {
+                break;
+            }
+            child.lock().nlookup += 1;
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // SAFETY: zeroed statvfs is a valid out-buffer.
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd and pointer.
+        if unsafe { libc::fstatvfs(self.layers[0].as_raw_fd(), &mut s) } < 0 {
+            return reply.error(Errno::from(std::io::Error::last_os_error()));
+        }
+        reply.statfs(
+            s.f_blocks,
+            s.f_bfree,
+            s.f_bavail,
+            s.f_files,
+            s.f_ffree,
+            s.f_bsize as u32,
+            s.f_namemax as u32,
+            s.f_frsize as u32,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.do_setxattr(ino, name, Some(value), flags));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if layers::is_private_xattr(name) {
+            return reply.error(Errno::NO_XATTR);
+        }
+        let _g = self.read_ns();
+        let node = match self.node(ino) {
+            Ok(n) => n,
+            Err(e) => return reply.error(err(e)),
+        };
+        match self.xattr_names(&node) {
+            Ok(names) if !names.iter().any(|n| n == name) => return reply.error(Errno::NO_XATTR),
+            Ok(_) => {}
+            Err(e) => return reply.error(err(e)),
+        }
+        let r = self
+            .location(&node)
+            .and_then(|(d, n)| sys::xpath(d.as_raw_fd(), &n))
+            .and_then(|p| sys::getxattr(&p, name));
+        match r {
+            Ok(Some(v)) => reply_xattr(reply, size, &v),
+            Ok(None) => reply.error(Errno::NO_XATTR),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _g = self.read_ns();
+        match self.node(ino).and_then(|n| self.xattr_names(&n)) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names.iter() {
+                    buf.extend_from_slice(n.as_bytes());
+                    buf.push(0);
+                }
+                reply_xattr(reply, size, &buf);
+            }
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.do_setxattr(ino, name, None, 0));
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = self
+            .do_mknod(req, parent, name, libc::S_IFREG | (mode & 0o7777), 0, None)
+            .and_then(|attr| {
+                let (fh, f) = self.do_open(attr.ino, flags & !libc::O_TRUNC)?;
+                Ok((attr, fh, f))
+            });
+        match r {
+            Ok((attr, fh, f)) => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), f),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // SAFETY: plain syscall on our fd.
+        let r = unsafe {
+            libc::fallocate(
+                fh.0 as i32,
+                mode,
+                offset as libc::off_t,
+                length as libc::off_t,
+            )
+        };
+        if r < 0 {
+            reply.error(Errno::from(std::io::Error::last_os_error()));
+        } else {
+            reply.ok();
+        }
+    }
+}
