@@ -36,6 +36,15 @@ pub async fn connect(address: Option<&str>) -> Result<Connection, Failure> {
     Ok(conn)
 }
 
+/// A proxy for skiffd's manager, without a property cache (which would cost a round
+/// trip at creation, and the CLI reads no properties).
+pub async fn manager(conn: &Connection) -> zbus::Result<crate::dbus::proxy::ManagerProxy<'_>> {
+    crate::dbus::proxy::ManagerProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+}
+
 /// Describes an error from a call to skiffd.
 pub fn describe(e: &zbus::Error) -> String {
     match e {

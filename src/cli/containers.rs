@@ -8,7 +8,7 @@ use zbus::{Connection, OwnedVariant, Variant};
 
 use super::connect::{error_name, fail};
 use super::{table, CreateArgs, Failure};
-use crate::dbus::proxy::{ContainerProxy, ManagerProxy};
+use crate::dbus::proxy::ContainerProxy;
 use crate::timefmt::human_ago;
 
 fn ov<'a>(v: impl Into<Variant<'a>>) -> Result<OwnedVariant, Failure> {
@@ -173,7 +173,7 @@ pub async fn run(
     detach: bool,
     sig_proxy: bool,
 ) -> Result<i32, Failure> {
-    let mgr = ManagerProxy::new(conn).await.map_err(run_failure)?;
+    let mgr = super::connect::manager(conn).await.map_err(run_failure)?;
     if detach {
         let cfg = config(&args, rm)?;
         let (id, _) = mgr
@@ -215,7 +215,12 @@ pub async fn run(
         .run_container(cfg, fds, flags)
         .await
         .map_err(run_failure)?;
-    let target = ContainerProxy::builder(conn).path(path).build().await.ok();
+    let target = ContainerProxy::builder(conn)
+        .path(path)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .ok();
     let mut code = None;
     let mut interrupts = 0;
     loop {
@@ -265,7 +270,9 @@ pub async fn run(
 
 /// `skiff create`.
 pub async fn create(conn: &Connection, args: CreateArgs) -> Result<i32, Failure> {
-    let mgr = ManagerProxy::new(conn).await.map_err(|e| fail(e, 125))?;
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 125))?;
     let (id, _) = mgr
         .create_container(config(&args, false)?, 0)
         .await
@@ -279,9 +286,14 @@ pub async fn container<'a>(
     conn: &'a Connection,
     name: &str,
 ) -> Result<ContainerProxy<'a>, zbus::Error> {
-    let mgr = ManagerProxy::new(conn).await?;
+    let mgr = super::connect::manager(conn).await?;
     let path = mgr.get_container(name).await?;
-    ContainerProxy::builder(conn).path(path).build().await
+    // No property cache: one round trip less per command.
+    ContainerProxy::builder(conn)
+        .path(path)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
 }
 
 /// Runs `f` for each container name, printing errors and returning 1 if any failed.
@@ -381,7 +393,9 @@ pub async fn ps(
             "unknown format {format:?}: use table or json"
         )));
     }
-    let mgr = ManagerProxy::new(conn).await.map_err(|e| fail(e, 1))?;
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
     let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
     let flags = if all { crate::dbus::LIST_ALL } else { 0 };
     if quiet {

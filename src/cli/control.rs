@@ -10,7 +10,6 @@ use zbus::{Connection, OwnedVariant, Variant};
 use super::connect::{describe, fail};
 use super::containers::{container, each};
 use super::Failure;
-use crate::dbus::proxy::ManagerProxy;
 use crate::timefmt::{now_us, parse_rfc3339, rfc3339};
 
 /// A signal by name (`KILL`, `SIGKILL`) or number.
@@ -185,7 +184,9 @@ pub async fn events(conn: &Connection, filters: &[String], format: &str) -> Resu
         }
         by_key.entry(k.to_string()).or_default().push(v.to_string());
     }
-    let mgr = ManagerProxy::new(conn).await.map_err(|e| fail(e, 1))?;
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
     let mut stream = mgr.receive_event().await.map_err(|e| fail(e, 1))?;
     while let Some(sig) = stream.next().await {
         let Ok(a) = sig.args() else { continue };

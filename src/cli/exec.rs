@@ -9,7 +9,6 @@ use zbus::{Connection, OwnedVariant, Variant};
 use super::connect::{error_name, fail};
 use super::containers::container;
 use super::Failure;
-use crate::dbus::proxy::ManagerProxy;
 
 /// Flags of `skiff exec`.
 pub struct ExecArgs {
@@ -53,7 +52,7 @@ pub async fn exec(
         options.insert("user", ov(Variant::from(u.as_str()))?);
     }
     let c = container(conn, name).await.map_err(exec_failure)?;
-    let mgr = ManagerProxy::new(conn).await.map_err(exec_failure)?;
+    let mgr = super::connect::manager(conn).await.map_err(exec_failure)?;
     // Subscribe first: a quick command may end before Exec's reply.
     let mut events = mgr.receive_event().await.map_err(exec_failure)?;
     let null =

@@ -7,12 +7,13 @@ use zbus::{Connection, OwnedVariant, Variant};
 
 use super::connect::fail;
 use super::{table, Failure};
-use crate::dbus::proxy::ManagerProxy;
 use crate::timefmt::human_ago;
 
 /// `skiff image import FILE|- REF`.
 pub async fn import(conn: &Connection, file: &str, reference: &str) -> Result<i32, Failure> {
-    let mgr = ManagerProxy::new(conn).await.map_err(|e| fail(e, 1))?;
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
     let opened;
     let stdin = std::io::stdin();
     let fd: zbus::Fd<'_> = if file == "-" {
@@ -47,7 +48,9 @@ pub async fn import(conn: &Connection, file: &str, reference: &str) -> Result<i3
 
 /// `skiff images`.
 pub async fn list(conn: &Connection, quiet: bool) -> Result<i32, Failure> {
-    let mgr = ManagerProxy::new(conn).await.map_err(|e| fail(e, 1))?;
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
     let images = mgr.list_images(&[], 0).await.map_err(|e| fail(e, 1))?;
     let mut rows = Vec::new();
     for (id, tags, created, size, _) in images {
@@ -80,7 +83,9 @@ pub async fn list(conn: &Connection, quiet: bool) -> Result<i32, Failure> {
 
 /// `skiff info`.
 pub async fn info(conn: &Connection) -> Result<i32, Failure> {
-    let mgr = ManagerProxy::new(conn).await.map_err(|e| fail(e, 1))?;
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
     println!("{}", mgr.info().await.map_err(|e| fail(e, 1))?);
     Ok(0)
 }

@@ -33,10 +33,14 @@ impl Daemon {
     pub async fn start(&self, name_or_id: &str, stdio: Option<Stdio>) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
         let _op = c.op.lock().await;
-        c.update(|r| {
-            r.state.stopped_by_user = false;
-            r.state.restart_count = 0;
-        })?;
+        let s = c.snapshot().state;
+        if s.stopped_by_user || s.restart_count != 0 {
+            // Only when it changes: every update is an fsync'd write.
+            c.update(|r| {
+                r.state.stopped_by_user = false;
+                r.state.restart_count = 0;
+            })?;
+        }
         self.start_locked(&c, stdio).await
     }
 
