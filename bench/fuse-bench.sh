@@ -122,7 +122,6 @@ for i in range(n):
         f.write(blob)
 EOF
 tar -C "$W/tarsrc" -cf "$W/data.tar" . && rm -rf "$W/tarsrc"
-LOWER="$W/L2:$W/L1:$W/L0"
 LOWER_TOPFIRST="$W/L2:$W/L1:$W/L0"
 
 now() { date +%s%N; }
