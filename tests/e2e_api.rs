@@ -42,31 +42,22 @@ fn skiff_interfaces(xml: &str, found: &mut std::collections::BTreeMap<String, St
 #[test]
 fn exported_interfaces_match_the_checked_in_description() {
     let env = Env::new();
-    let created = env.gdbus(&[
-        "--dest",
-        "org.skiff.skiff1",
-        "--object-path",
+    let created = env.dbus_call(
         "/org/skiff/skiff1",
-        "--method",
         "org.skiff.skiff1.Manager.CreateContainer",
-        "{'image': <'demo/busybox'>, 'command': <['true']>}",
-        "0",
-    ]);
+        &["{'image': <'demo/busybox'>, 'command': <['true']>}", "0"],
+    );
     assert!(created.status.success(), "{}", stderr(&created));
     let container = stdout(&created)
         .split('\'')
         .find(|s| s.starts_with("/org/skiff/skiff1/container/"))
         .unwrap()
         .to_string();
-    let image = stdout(&env.gdbus(&[
-        "--dest",
-        "org.skiff.skiff1",
-        "--object-path",
+    let image = stdout(&env.dbus_call(
         "/org/skiff/skiff1",
-        "--method",
         "org.skiff.skiff1.Manager.GetImage",
-        "demo/busybox",
-    ]))
+        &["demo/busybox"],
+    ))
     .split('\'')
     .find(|s| s.starts_with("/org/skiff/skiff1/image/"))
     .unwrap()

@@ -6,16 +6,7 @@ mod common;
 use common::{stderr, stdout, Env};
 
 fn call(env: &Env, path: &str, method: &str, args: &[&str]) -> String {
-    let mut a = vec![
-        "--dest",
-        "org.skiff.skiff1",
-        "--object-path",
-        path,
-        "--method",
-        method,
-    ];
-    a.extend_from_slice(args);
-    let out = env.gdbus(&a);
+    let out = env.dbus_call(path, method, args);
     assert!(out.status.success(), "{method}: {}", stderr(&out));
     stdout(&out)
 }
@@ -65,15 +56,11 @@ fn gdbus_drives_create_start_wait_remove() {
         "{inspect}"
     );
     call(&env, &path, "org.skiff.skiff1.Container.Remove", &["0"]);
-    let gone = env.gdbus(&[
-        "--dest",
-        "org.skiff.skiff1",
-        "--object-path",
+    let gone = env.dbus_call(
         "/org/skiff/skiff1",
-        "--method",
         "org.skiff.skiff1.Manager.GetContainer",
-        &id,
-    ]);
+        &[&id],
+    );
     assert!(
         stderr(&gone).contains("org.skiff.Error.NoSuchContainer"),
         "{}",
@@ -127,15 +114,7 @@ fn wait_is_race_free_after_exit_and_lists_work() {
         &["@as []", "0"],
     );
     assert!(imgs.contains("demo/busybox:latest"), "{imgs}");
-    let remove_running = env.gdbus(&[
-        "--dest",
-        "org.skiff.skiff1",
-        "--object-path",
-        &path,
-        "--method",
-        "org.skiff.skiff1.Container.Remove",
-        "0",
-    ]);
+    let remove_running = env.dbus_call(&path, "org.skiff.skiff1.Container.Remove", &["0"]);
     assert!(
         remove_running.status.success(),
         "{}",

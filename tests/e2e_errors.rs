@@ -46,47 +46,32 @@ fn invalid_reference_and_name_are_refused() {
 #[test]
 fn unknown_config_key_is_named_in_a_dbus_error() {
     let env = Env::new();
-    let out = env.gdbus(&[
-        "--dest",
-        "org.skiff.skiff1",
-        "--object-path",
+    let out = env.dbus_call(
         "/org/skiff/skiff1",
-        "--method",
         "org.skiff.skiff1.Manager.CreateContainer",
-        "{'image': <'demo/busybox'>, 'colour': <'red'>}",
-        "0",
-    ]);
+        &["{'image': <'demo/busybox'>, 'colour': <'red'>}", "0"],
+    );
     assert!(!out.status.success());
     let e = stderr(&out);
     assert!(
         e.contains("org.skiff.Error.InvalidConfig") && e.contains("colour"),
         "{e}"
     );
-    let out = env.gdbus(&[
-        "--dest",
-        "org.skiff.skiff1",
-        "--object-path",
+    let out = env.dbus_call(
         "/org/skiff/skiff1",
-        "--method",
         "org.skiff.skiff1.Manager.CreateContainerJSON",
-        "{\"image\": 5}",
-        "0",
-    ]);
+        &["{\"image\": 5}", "0"],
+    );
     assert!(
         stderr(&out).contains("org.skiff.Error.InvalidConfig") && stderr(&out).contains("image"),
         "{}",
         stderr(&out)
     );
-    let out = env.gdbus(&[
-        "--dest",
-        "org.skiff.skiff1",
-        "--object-path",
+    let out = env.dbus_call(
         "/org/skiff/skiff1",
-        "--method",
         "org.skiff.skiff1.Manager.CreateContainer",
-        "{'image': <'demo/busybox'>}",
-        "8",
-    ]);
+        &["{'image': <'demo/busybox'>}", "8"],
+    );
     assert!(
         stderr(&out).contains("InvalidArgs") && stderr(&out).contains("flag"),
         "{}",

@@ -161,16 +161,7 @@ fn exit_codes_follow_docker() {
     assert!(d.status.success(), "{}", stderr(&d));
     let id = stdout(&d).trim().to_string();
     let path = format!("/org/skiff/skiff1/container/{id}");
-    let k = env.gdbus(&[
-        "--dest",
-        "org.skiff.skiff1",
-        "--object-path",
-        &path,
-        "--method",
-        "org.skiff.skiff1.Container.Kill",
-        "main",
-        "9",
-    ]);
+    let k = env.dbus_call(&path, "org.skiff.skiff1.Container.Kill", &["main", "9"]);
     assert!(k.status.success(), "{}", stderr(&k));
     let w = env.skiff(&["wait", "victim"]);
     assert_eq!(stdout(&w).trim(), "137");

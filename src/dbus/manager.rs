@@ -91,6 +91,21 @@ pub fn stdio_of(fds: HashMap<u32, zbus::OwnedFd>) -> Result<Option<Stdio>, Skiff
 }
 
 impl Manager {
+    /// The containers ListContainers and InspectContainers select: docker's filters, and
+    /// flag 1 for stopped ones too.
+    fn select(
+        &self,
+        filters: &[String],
+        flags: u64,
+    ) -> Result<Vec<crate::daemon::Record>, SkiffError> {
+        check_flags(flags, super::LIST_ALL)?;
+        let filters = crate::daemon::filters::Filters::parse(filters)?;
+        Ok(self
+            .ctx
+            .daemon
+            .list_filtered(flags & super::LIST_ALL != 0, &filters))
+    }
+
     async fn register(
         &self,
         server: &ObjectServer,
@@ -148,11 +163,7 @@ impl Manager {
         flags: u64,
     ) -> Result<Vec<(String, String, String, String, u64, OwnedObjectPath)>, SkiffError> {
         self.ctx.caller.check(&hdr, conn).await?;
-        check_flags(flags, super::LIST_ALL)?;
-        let filters = crate::daemon::filters::Filters::parse(&filters)?;
-        self.ctx
-            .daemon
-            .list_filtered(flags & super::LIST_ALL != 0, &filters)
+        self.select(&filters, flags)?
             .into_iter()
             .map(|r| {
                 Ok((
@@ -177,12 +188,8 @@ impl Manager {
         flags: u64,
     ) -> Result<String, SkiffError> {
         self.ctx.caller.check(&hdr, conn).await?;
-        check_flags(flags, super::LIST_ALL)?;
-        let filters = crate::daemon::filters::Filters::parse(&filters)?;
         let all: Vec<serde_json::Value> = self
-            .ctx
-            .daemon
-            .list_filtered(flags & super::LIST_ALL != 0, &filters)
+            .select(&filters, flags)?
             .into_iter()
             .filter_map(|r| self.ctx.daemon.inspect(&r.id).ok())
             .collect();

@@ -216,6 +216,20 @@ impl Env {
             .unwrap()
     }
 
+    /// Calls `method` on skiffd's object `path` with gdbus (no skiff code on the client side).
+    pub fn dbus_call(&self, path: &str, method: &str, args: &[&str]) -> Output {
+        let mut a = vec![
+            "--dest",
+            "org.skiff.skiff1",
+            "--object-path",
+            path,
+            "--method",
+            method,
+        ];
+        a.extend_from_slice(args);
+        self.gdbus(&a)
+    }
+
     /// The data directory of skiff.
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data/skiff")
