@@ -5,34 +5,53 @@ mod common;
 #[path = "net_helpers/mod.rs"]
 mod net_helpers;
 
-use std::net::UdpSocket;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{stderr, Env};
 use net_helpers::*;
 
 /// A tiny UDP echo server in C, linked statically (the busybox image has no UDP server):
-/// it answers each datagram with `from=ADDR data=PAYLOAD`.
+/// it answers each datagram with `from=ADDR data=PAYLOAD`, on a dual-stack socket (an
+/// IPv4 client shows as plain IPv4). Each argument is a port to serve.
 const UDP_ECHO_C: &str = r#"
 #include <arpa/inet.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 int main(int argc, char **argv) {
-    int s = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(argc > 1 ? atoi(argv[1]) : 5353);
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("bind"); return 1; }
+    struct pollfd fds[8];
+    int n = 0;
+    for (int i = 1; i < argc && n < 8; i++) {
+        int s = socket(AF_INET6, SOCK_DGRAM, 0), off = 0;
+        struct sockaddr_in6 a;
+        memset(&a, 0, sizeof a);
+        a.sin6_family = AF_INET6;
+        a.sin6_addr = in6addr_any;
+        a.sin6_port = htons(atoi(argv[i]));
+        setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+        if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("bind"); return 1; }
+        fds[n].fd = s;
+        fds[n].events = POLLIN;
+        n++;
+    }
     for (;;) {
-        char in[2048], out[2200];
-        struct sockaddr_in from;
-        socklen_t len = sizeof from;
-        ssize_t n = recvfrom(s, in, sizeof in - 1, 0, (struct sockaddr *)&from, &len);
-        if (n < 0) continue;
-        in[n] = 0;
-        int m = snprintf(out, sizeof out, "from=%s data=%s", inet_ntoa(from.sin_addr), in);
-        sendto(s, out, m, 0, (struct sockaddr *)&from, len);
+        if (poll(fds, n, -1) < 0) continue;
+        for (int i = 0; i < n; i++) {
+            if (!(fds[i].revents & POLLIN)) continue;
+            char in[2048], out[2200], addr[INET6_ADDRSTRLEN];
+            struct sockaddr_in6 from;
+            socklen_t len = sizeof from;
+            ssize_t got = recvfrom(fds[i].fd, in, sizeof in - 1, 0, (struct sockaddr *)&from, &len);
+            if (got < 0) continue;
+            in[got] = 0;
+            inet_ntop(AF_INET6, &from.sin6_addr, addr, sizeof addr);
+            const char *shown = strncmp(addr, "::ffff:", 7) == 0 ? addr + 7 : addr;
+            int m = snprintf(out, sizeof out, "from=%s data=%s", shown, in);
+            sendto(fds[i].fd, out, m, 0, (struct sockaddr *)&from, len);
+        }
     }
 }
 "#;
@@ -56,10 +75,15 @@ fn import_udp_image(env: &Env) {
 
 /// Sends datagrams to 127.0.0.1:port until one is answered (or 15 s pass).
 fn udp_ask(port: u16, payload: &str) -> String {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp_ask_at(IpAddr::V4(Ipv4Addr::LOCALHOST), port, payload)
+}
+
+/// Sends datagrams to ip:port from ip until one is answered (or 15 s pass).
+fn udp_ask_at(ip: IpAddr, port: u16, payload: &str) -> String {
+    let sock = UdpSocket::bind((ip, 0)).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    sock.connect(("127.0.0.1", port)).unwrap();
+    sock.connect((ip, port)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut buf = [0u8; 2048];
     while Instant::now() < deadline {
@@ -68,7 +92,7 @@ fn udp_ask(port: u16, payload: &str) -> String {
             return String::from_utf8_lossy(&buf[..n]).to_string();
         }
     }
-    panic!("no answer from 127.0.0.1:{port}/udp");
+    panic!("no answer from {ip}:{port}/udp");
 }
 
 /// A published UDP port answers a host client. `same_port`: the container listens on the
@@ -120,4 +144,120 @@ fn pasta_publishes_udp_ports() {
     // pasta 2023.03 (Debian 12) loses UDP answers to loopback clients when the host and
     // container ports differ, so this test keeps them equal.
     published_udp_port("pasta", &[], true, "127.0.0.1");
+}
+
+#[test]
+fn udp_servers_see_a_non_loopback_clients_address() {
+    let Some(addr) = host_address(false) else {
+        eprintln!("SKIPPED: this machine has no non-loopback IPv4 address to send from");
+        return;
+    };
+    let env = Env::new();
+    import_udp_image(&env);
+    // Without --host-loopback: a client that is not on loopback is answered by
+    // slirp4netns too.
+    for network in ["slirp4netns", "pasta"] {
+        let port = free_udp_port();
+        let publish = format!("{port}:{port}/udp");
+        let ctr = port.to_string();
+        run_ok(
+            &env,
+            &[
+                "run",
+                "-d",
+                "--name",
+                "echo",
+                "--network",
+                network,
+                "-p",
+                &publish,
+                "demo/udp",
+                "udpecho",
+                &ctr,
+            ],
+        );
+        let answer = udp_ask_at(addr, port, "real");
+        assert_eq!(answer, format!("from={addr} data=real"), "{network}");
+        run_ok(&env, &["rm", "-f", "echo"]);
+        assert_no_helpers_left(&env);
+    }
+}
+
+#[test]
+fn udp_port_ranges() {
+    let env = Env::new();
+    import_udp_image(&env);
+    let p = free_port_run(2);
+    let publish = format!("127.0.0.1:{p}-{}:5353-5354/udp", p + 1);
+    run_ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "echo",
+            "--host-loopback",
+            "-p",
+            &publish,
+            "demo/udp",
+            "udpecho",
+            "5353",
+            "5354",
+        ],
+    );
+    for q in [p, p + 1] {
+        let answer = udp_ask(q, &format!("to-{q}"));
+        assert_eq!(answer, format!("from=10.0.2.2 data=to-{q}"));
+    }
+    assert_eq!(
+        run_ok(&env, &["port", "echo"]),
+        format!(
+            "5353/udp -> 127.0.0.1:{p}\n5354/udp -> 127.0.0.1:{}\n",
+            p + 1
+        )
+    );
+    run_ok(&env, &["rm", "-f", "echo"]);
+    assert_no_helpers_left(&env);
+}
+
+#[test]
+fn pasta_publishes_ipv6_udp_ports() {
+    if !has_ipv6_loopback() {
+        eprintln!("SKIPPED: this machine has no IPv6 loopback (::1)");
+        return;
+    }
+    let env = Env::new();
+    import_udp_image(&env);
+    let lo = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    let port = std::net::UdpSocket::bind((lo, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("[::1]:{port}:{port}/udp");
+    let ctr = port.to_string();
+    run_ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "echo",
+            "--network",
+            "pasta",
+            "-p",
+            &publish,
+            "demo/udp",
+            "udpecho",
+            &ctr,
+        ],
+    );
+    let answer = udp_ask_at(lo, port, "six");
+    assert!(answer.ends_with(" data=six"), "{answer}");
+    assert_eq!(
+        run_ok(&env, &["port", "echo"]).trim(),
+        format!("{port}/udp -> [::1]:{port}")
+    );
+    run_ok(&env, &["rm", "-f", "echo"]);
+    assert_no_helpers_left(&env);
 }

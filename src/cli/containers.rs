@@ -57,6 +57,7 @@ fn config(
     }
     for (key, list) in [
         ("publish", &args.publish),
+        ("expose", &args.expose),
         ("dns", &args.dns),
         ("dns-search", &args.dns_search),
         ("dns-option", &args.dns_option),

@@ -46,12 +46,16 @@ pub struct CreateArgs {
     /// Network mode: slirp4netns (skiffd's default), pasta, none or host.
     #[arg(long, alias = "net")]
     pub network: Option<String>,
-    /// Publish a container's port to the host: [[IP:][HOST]:]CONTAINER[/tcp|/udp].
+    /// Publish a container's port(s) to the host: [[IP:][HOST]:]CONTAINER[/tcp|/udp];
+    /// HOST and CONTAINER may be ranges (8000-8002:80-82), IP may be IPv6 ([::1]).
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     pub publish: Vec<String>,
-    /// Publish every port the image exposes on a free host port.
+    /// Publish every port the image exposes (and --expose adds) on a free host port.
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,
+    /// Expose a port or a range of ports (PORT[-END][/PROTO]) for --publish-all.
+    #[arg(long = "expose", value_name = "PORTS")]
+    pub expose: Vec<String>,
     /// DNS server for /etc/resolv.conf.
     #[arg(long = "dns", value_name = "IP")]
     pub dns: Vec<String>,

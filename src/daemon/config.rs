@@ -46,6 +46,10 @@ pub struct ContainerConfig {
     /// Published ports, docker's `-p`: `[[IP:][HOST]:]CONTAINER[/tcp|/udp]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<String>,
+    /// More ports the container exposes (docker's `--expose`: `PORT[-END][/PROTO]`),
+    /// published by `publish-all` like the image's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
     /// Publish every port the image exposes on a free host port (`-P`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub publish_all: bool,
@@ -252,18 +256,38 @@ impl ContainerConfig {
 
     /// The published ports, parsed (host ports may still be 0: chosen at start).
     pub fn port_mappings(&self) -> Result<Vec<crate::netns::PortMapping>, Error> {
-        self.publish
-            .iter()
-            .map(|p| {
-                p.parse()
-                    .map_err(|e| Error::InvalidConfig(format!("key \"publish\": {e}")))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for p in &self.publish {
+            out.extend(
+                crate::netns::ports::parse_publish(p)
+                    .map_err(|e| Error::InvalidConfig(format!("key \"publish\": {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The `expose` ports, parsed (`PORT[-END][/PROTO]`, host ports 0).
+    pub fn exposed_mappings(&self) -> Result<Vec<crate::netns::PortMapping>, Error> {
+        let mut out = Vec::new();
+        for p in &self.expose {
+            if p.contains(':') {
+                return Err(Error::InvalidConfig(format!(
+                    "key \"expose\": {p:?} names a host address or port: use PORT[-END][/PROTO], \
+                     and --publish for host ports"
+                )));
+            }
+            out.extend(
+                crate::netns::ports::parse_publish(p)
+                    .map_err(|e| Error::InvalidConfig(format!("key \"expose\": {e}")))?,
+            );
+        }
+        Ok(out)
     }
 
     fn validate_network(&self) -> Result<(), Error> {
         let mode = self.network_mode()?;
         let ports = self.port_mappings()?;
+        self.exposed_mappings()?;
         if let Some(m) = mode.filter(|m| !m.has_helper()) {
             if !ports.is_empty() || self.publish_all {
                 return Err(Error::InvalidConfig(format!(
@@ -366,14 +390,22 @@ mod tests {
         let cfg = ContainerConfig::from_json_value(json!({"image": "x", "network": "pasta",
             "publish": ["8080:80", "127.0.0.1::53/udp"], "dns": ["192.0.2.1"],
             "dns-search": ["a.test"], "dns-option": ["ndots:1"], "add-host": ["db:192.0.2.2"],
-            "host-loopback": true, "publish-all": true}))
+            "host-loopback": true, "publish-all": true, "expose": ["90-91/udp"]}))
         .unwrap();
         assert_eq!(cfg.port_mappings().unwrap().len(), 2);
+        assert_eq!(cfg.exposed_mappings().unwrap().len(), 2);
+        let cfg = ContainerConfig::from_json_value(
+            json!({"image": "x", "publish": ["127.0.0.1:8000-8002:80-82", "[::1]:9000:90"]}),
+        )
+        .unwrap();
+        assert_eq!(cfg.port_mappings().unwrap().len(), 4);
         for bad in [
             json!({"image": "x", "network": "bogus"}),
             json!({"image": "x", "network": "none", "publish": ["80"]}),
             json!({"image": "x", "network": "host", "publish-all": true}),
             json!({"image": "x", "publish": ["80/sctp"]}),
+            json!({"image": "x", "publish": ["8000-8001:80-82"]}),
+            json!({"image": "x", "expose": ["8080:80"]}),
             json!({"image": "x", "dns": ["resolver"]}),
             json!({"image": "x", "add-host": ["db"]}),
         ] {

@@ -37,14 +37,28 @@ pub fn prepare(
     let mode = mode_of(rec);
     let mut ports = rec.config.port_mappings()?;
     if rec.config.publish_all {
+        let mut all = rec.config.exposed_mappings()?;
         for e in exposed {
-            let m: PortMapping = e.parse().map_err(net_error)?;
+            all.extend(netns::ports::parse_publish(e).map_err(net_error)?);
+        }
+        for m in all {
             if !ports
                 .iter()
                 .any(|p| p.container_port == m.container_port && p.proto == m.proto)
             {
                 ports.push(m);
             }
+        }
+    }
+    if mode == Mode::Slirp4netns {
+        if let Some(m) = ports
+            .iter()
+            .find(|m| m.is_ipv6() && m.proto == netns::Proto::Udp)
+        {
+            return Err(Error::Runtime(format!(
+                "cannot publish {m}: slirp4netns forwards UDP from IPv4 host addresses only; \
+                 use --network pasta for IPv6 UDP ports"
+            )));
         }
     }
     if mode.has_helper() {
@@ -96,7 +110,7 @@ pub fn extend_inspect(v: &mut serde_json::Value, rec: &Record) {
         if let Some(a) = entry.as_array_mut() {
             a.push(serde_json::json!({
                 "HostIp": m.host_ip,
-                "HostPort": if m.host_port == 0 { String::new() } else { m.host_port.to_string() },
+                "HostPort": if m.host_port == 0 { String::new() } else { m.host_port_display() },
             }));
         }
     }
@@ -124,6 +138,7 @@ pub fn extend_inspect(v: &mut serde_json::Value, rec: &Record) {
     v["HostConfig"]["ExtraHosts"] = rec.config.add_host.clone().into();
     let ip = match (mode, rec.state.status) {
         (Mode::Slirp4netns, Status::Running) => netns::slirp::GUEST_ADDR,
+        (Mode::Pasta, Status::Running) => netns::pasta::ADDR,
         _ => "",
     };
     v["NetworkSettings"] = serde_json::json!({

@@ -15,6 +15,26 @@ use nix::unistd::Pid;
 use super::ports::{PortMapping, Proto};
 use super::{read_log, Error, Helper, NetPlan};
 
+/// The container's IPv4 address (pasta's gateway is slirp4netns's host address,
+/// 10.0.2.2, so host.containers.internal is the same in both modes).
+pub const ADDR: &str = "10.0.2.100";
+/// The container's IPv6 address, when the host has IPv6.
+pub const ADDR6: &str = "fd53:6b69:6666::100";
+/// The container's IPv6 gateway (pasta), in the same /64.
+pub const GATEWAY6: &str = "fd53:6b69:6666::2";
+
+/// Whether the host has an IPv6 default route (pasta then enables IPv6).
+pub fn has_ipv6_default_route() -> bool {
+    std::fs::read_to_string("/proc/net/ipv6_route")
+        .map(|t| {
+            t.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 9 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && f[9] != "lo"
+            })
+        })
+        .unwrap_or(false)
+}
+
 /// A running pasta.
 pub struct Pasta {
     pid: Option<Pid>,
@@ -41,6 +61,24 @@ pub fn args(plan: &NetPlan, pid: i32, pidfile: &str, log: &str) -> Vec<String> {
         "--log-file".into(),
         log.into(),
     ];
+    // An address of the container's own rather than a copy of the host's (pasta's
+    // default): pasta shows a client that connects from the host's address as coming
+    // from the gateway when the container has that address too. With its own one the
+    // container sees the client's real address, and has slirp4netns's layout.
+    a.extend(
+        [
+            "--address",
+            ADDR,
+            "--netmask",
+            "24",
+            "--gateway",
+            super::slirp::HOST_ADDR,
+        ]
+        .map(String::from),
+    );
+    if has_ipv6_default_route() {
+        a.extend(["--address", ADDR6, "--gateway", GATEWAY6].map(String::from));
+    }
     if !plan.host_loopback {
         // No gateway-to-host mapping, and no forwarding of the host's bound ports into
         // the namespace: the host's loopback services stay out of reach.

@@ -30,6 +30,10 @@ impl Proto {
     }
 }
 
+fn is_zero(p: &u16) -> bool {
+    *p == 0
+}
+
 /// One published port: `host_ip:host_port` on the host goes to `container_port` inside.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
@@ -38,6 +42,10 @@ pub struct PortMapping {
     pub host_ip: String,
     /// The host port; 0 until a free one is chosen at start.
     pub host_port: u16,
+    /// With a host range for one container port (`8000-8010:80`): the range's last
+    /// port, `host_port` its first; the first free one is chosen at start. 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub host_port_end: u16,
     /// The port inside the container.
     pub container_port: u16,
     /// tcp or udp.
@@ -61,13 +69,32 @@ impl PortMapping {
         format!("{}/{}", self.container_port, self.proto.as_str())
     }
 
+    /// The host address as printed before a port (`0.0.0.0`, `[::1]`).
+    pub fn host_display_ip(&self) -> String {
+        match self.bind_ip() {
+            Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
+            Ok(ip) => ip.to_string(),
+            Err(_) => self.host_ip.clone(),
+        }
+    }
+
+    /// The host port, or `8000-8010` for a host range not resolved yet.
+    pub fn host_port_display(&self) -> String {
+        if self.host_port_end > self.host_port {
+            format!("{}-{}", self.host_port, self.host_port_end)
+        } else {
+            self.host_port.to_string()
+        }
+    }
+
     /// The host side as `skiff port` prints it (`0.0.0.0:8080`, `[::1]:8080`).
     pub fn host_display(&self) -> String {
-        match self.bind_ip() {
-            Ok(IpAddr::V6(ip)) => format!("[{ip}]:{}", self.host_port),
-            Ok(ip) => format!("{ip}:{}", self.host_port),
-            Err(_) => format!("{}:{}", self.host_ip, self.host_port),
-        }
+        format!("{}:{}", self.host_display_ip(), self.host_port_display())
+    }
+
+    /// Whether the host address is an IPv6 one.
+    pub fn is_ipv6(&self) -> bool {
+        matches!(self.bind_ip(), Ok(IpAddr::V6(_)))
     }
 }
 
@@ -80,68 +107,130 @@ impl fmt::Display for PortMapping {
 
 fn parse_port(s: &str, what: &str, spec: &str) -> Result<u16, Error> {
     match s.parse::<u16>() {
-        Ok(p) if p > 0 || what == "host port" => Ok(p),
+        Ok(p) if p > 0 => Ok(p),
         _ => Err(Error::Port(format!(
             "invalid {what} {s:?} in {spec:?}: expected a number from 1 to 65535"
         ))),
     }
 }
 
+/// The most ports one range may publish (each is a forward in the helper).
+pub const MAX_RANGE: u32 = 1024;
+
+/// `N` or `A-B` (inclusive, `A <= B`).
+fn parse_range(s: &str, what: &str, spec: &str) -> Result<(u16, u16), Error> {
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (parse_port(a, what, spec)?, parse_port(b, what, spec)?),
+        None => {
+            let p = parse_port(s, what, spec)?;
+            (p, p)
+        }
+    };
+    if a > b {
+        return Err(Error::Port(format!(
+            "invalid {what} range {s:?} in {spec:?}: the first port must not exceed the last"
+        )));
+    }
+    if u32::from(b - a) >= MAX_RANGE {
+        return Err(Error::Port(format!(
+            "{what} range {s:?} in {spec:?} is too long: at most {MAX_RANGE} ports per range"
+        )));
+    }
+    Ok((a, b))
+}
+
+/// Splits `[[IP:][HOST]:]CTR` (after the protocol was taken off) into its three parts;
+/// an IPv6 address goes in brackets.
+fn split_spec<'a>(rest: &'a str, spec: &str) -> Result<(String, &'a str, &'a str), Error> {
+    let (ip, rest) = if let Some(after) = rest.strip_prefix('[') {
+        let (ip, tail) = after.split_once("]:").ok_or_else(|| {
+            Error::Port(format!(
+                "bad IPv6 address in {spec:?}: write it in brackets, e.g. [::1]:8080:80"
+            ))
+        })?;
+        (ip.to_string(), tail)
+    } else {
+        match rest.matches(':').count() {
+            0 | 1 => (String::new(), rest),
+            2 => {
+                let (ip, tail) = rest.split_once(':').unwrap_or(("", rest));
+                (ip.to_string(), tail)
+            }
+            _ => {
+                return Err(Error::Port(format!(
+                    "invalid port specification {spec:?}: use \
+                     [[IP:][HOST]:]CONTAINER[/PROTO] (an IPv6 address goes in brackets)"
+                )))
+            }
+        }
+    };
+    let (host, ctr) = match rest.split_once(':') {
+        Some((h, c)) => (h, c),
+        None => ("", rest),
+    };
+    if !ip.is_empty() && ip.parse::<IpAddr>().is_err() {
+        return Err(Error::Port(format!(
+            "{ip:?} in {spec:?} is not an IP address"
+        )));
+    }
+    Ok((ip, host, ctr))
+}
+
+/// Parses one `-p` value: `[[IP:][HOST]:]CTR[/tcp|/udp]`, where HOST and CTR may be
+/// ranges (`8000-8002:80-82`, one mapping per port; a host range with one container
+/// port publishes it on the first free host port of the range, as docker does).
+pub fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, Error> {
+    let (rest, proto) = match spec.rsplit_once('/') {
+        Some((r, "tcp")) => (r, Proto::Tcp),
+        Some((r, "udp")) => (r, Proto::Udp),
+        Some((_, p)) => {
+            return Err(Error::Port(format!(
+                "unsupported protocol {p:?} in {spec:?}: use tcp or udp"
+            )))
+        }
+        None => (spec, Proto::Tcp),
+    };
+    let (ip, host, ctr) = split_spec(rest, spec)?;
+    let (c0, c1) = parse_range(ctr, "container port", spec)?;
+    let one = |host_port: u16, host_port_end: u16, container_port: u16| PortMapping {
+        host_ip: ip.clone(),
+        host_port,
+        host_port_end,
+        container_port,
+        proto,
+    };
+    // No host port, or 0: chosen at start.
+    if host.is_empty() || host == "0" {
+        return Ok((c0..=c1).map(|c| one(0, 0, c)).collect());
+    }
+    let (h0, h1) = parse_range(host, "host port", spec)?;
+    if c0 == c1 {
+        let end = if h1 > h0 { h1 } else { 0 };
+        return Ok(vec![one(h0, end, c0)]);
+    }
+    if h1 - h0 != c1 - c0 {
+        return Err(Error::Port(format!(
+            "the host range {host} ({} ports) and the container range {ctr} ({} ports) of \
+             {spec:?} differ in length: give ranges of the same length, e.g. 8000-8002:80-82",
+            h1 - h0 + 1,
+            c1 - c0 + 1
+        )));
+    }
+    Ok((c0..=c1).zip(h0..=h1).map(|(c, h)| one(h, 0, c)).collect())
+}
+
 impl FromStr for PortMapping {
     type Err = Error;
 
-    /// Parses `[[IP:][HOST]:]CTR[/tcp|/udp]`; an IPv6 address goes in brackets.
+    /// Parses a `-p` value that names a single port (see [`parse_publish`]).
     fn from_str(spec: &str) -> Result<PortMapping, Error> {
-        let (rest, proto) = match spec.rsplit_once('/') {
-            Some((r, "tcp")) => (r, Proto::Tcp),
-            Some((r, "udp")) => (r, Proto::Udp),
-            Some((_, p)) => {
-                return Err(Error::Port(format!(
-                    "unsupported protocol {p:?} in {spec:?}: use tcp or udp"
-                )))
-            }
-            None => (spec, Proto::Tcp),
-        };
-        let (ip, rest) = if let Some(after) = rest.strip_prefix('[') {
-            let (ip, tail) = after
-                .split_once("]:")
-                .ok_or_else(|| Error::Port(format!("bad IPv6 address in {spec:?}")))?;
-            (ip.to_string(), tail)
-        } else {
-            match rest.matches(':').count() {
-                0 | 1 => (String::new(), rest),
-                2 => {
-                    let (ip, tail) = rest.split_once(':').unwrap_or(("", rest));
-                    (ip.to_string(), tail)
-                }
-                _ => {
-                    return Err(Error::Port(format!(
-                        "invalid port specification {spec:?}: use [[IP:][HOST]:]CONTAINER[/PROTO]"
-                    )))
-                }
-            }
-        };
-        let (host, ctr) = match rest.split_once(':') {
-            Some((h, c)) => (h, c),
-            None => ("", rest),
-        };
-        if !ip.is_empty() && ip.parse::<IpAddr>().is_err() {
-            return Err(Error::Port(format!(
-                "{ip:?} in {spec:?} is not an IP address"
-            )));
+        let mut v = parse_publish(spec)?;
+        match v.len() {
+            1 => Ok(v.remove(0)),
+            _ => Err(Error::Port(format!(
+                "{spec:?} names a range of ports where one was expected"
+            ))),
         }
-        let container_port = parse_port(ctr, "container port", spec)?;
-        let host_port = if host.is_empty() {
-            0
-        } else {
-            parse_port(host, "host port", spec)?
-        };
-        Ok(PortMapping {
-            host_ip: ip,
-            host_port,
-            container_port,
-            proto,
-        })
     }
 }
 
@@ -187,18 +276,55 @@ fn bind(m: &PortMapping) -> Result<Held, Error> {
 }
 
 /// Checks that every host port can be bound (so a conflict fails the start with a clear
-/// error before any helper runs) and chooses free host ports for mappings without one.
-/// Two mappings of the same host port and protocol are refused.
+/// error before any helper runs) and chooses free host ports for mappings without one
+/// (and within the range of those with a host range). Two mappings of the same host
+/// port and protocol are refused.
 pub fn resolve(ports: &mut [PortMapping]) -> Result<(), Error> {
     // Hold every socket until all are checked, so chosen ports are all distinct.
     let mut held = Vec::with_capacity(ports.len());
     for i in 0..ports.len() {
-        let m = &ports[i];
-        if m.host_port != 0
-            && ports[..i]
+        let taken = |port: u16, proto: Proto| {
+            ports[..i]
                 .iter()
-                .any(|o| o.host_port == m.host_port && o.proto == m.proto)
-        {
+                .any(|o| o.host_port == port && o.proto == proto)
+        };
+        let m = &ports[i];
+        if m.host_port_end > m.host_port {
+            // The first free port of the range.
+            let mut found = None;
+            for port in m.host_port..=m.host_port_end {
+                if taken(port, m.proto) {
+                    continue;
+                }
+                let try_m = PortMapping {
+                    host_port: port,
+                    host_port_end: 0,
+                    ..m.clone()
+                };
+                match bind(&try_m) {
+                    Ok(sock) => {
+                        found = Some((try_m, sock));
+                        break;
+                    }
+                    Err(Error::PortInUse(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some((chosen, sock)) = found else {
+                return Err(Error::PortInUse(format!(
+                    "no host port of {}:{}-{}/{} is free (publishing {} in the container)",
+                    m.host_display_ip(),
+                    m.host_port,
+                    m.host_port_end,
+                    m.proto.as_str(),
+                    m.container_port
+                )));
+            };
+            ports[i] = chosen;
+            held.push(sock);
+            continue;
+        }
+        if m.host_port != 0 && taken(m.host_port, m.proto) {
             return Err(Error::PortInUse(format!(
                 "host port {}/{} is published twice",
                 m.host_port,
@@ -234,6 +360,7 @@ mod tests {
             PortMapping {
                 host_ip: String::new(),
                 host_port: 8080,
+                host_port_end: 0,
                 container_port: 80,
                 proto: Proto::Tcp
             }
@@ -254,9 +381,71 @@ mod tests {
     #[test]
     fn bad_forms_are_refused() {
         for bad in [
-            "", "0", "x:80", "80/sctp", "a.b:1:2", "1:2:3:4", "70000", "[::1:80",
+            "",
+            "0",
+            "x:80",
+            "80/sctp",
+            "a.b:1:2",
+            "1:2:3:4",
+            "70000",
+            "[::1:80",
+            "::1:8080:80",
+            "82-80",
+            "8000-:80",
+            "1-2000",
         ] {
-            assert!(bad.parse::<PortMapping>().is_err(), "{bad:?} parsed");
+            assert!(parse_publish(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn ranges_expand_to_one_mapping_per_port() {
+        let v = parse_publish("8000-8002:80-82/udp").unwrap();
+        let pairs: Vec<(u16, u16, Proto)> = v
+            .iter()
+            .map(|m| (m.host_port, m.container_port, m.proto))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (8000, 80, Proto::Udp),
+                (8001, 81, Proto::Udp),
+                (8002, 82, Proto::Udp)
+            ]
+        );
+        let v = parse_publish("127.0.0.1:8000-8001:80-81").unwrap();
+        assert_eq!(v.len(), 2);
+        assert!(v.iter().all(|m| m.host_ip == "127.0.0.1"));
+        let v = parse_publish("[::1]:9000-9001:90-91").unwrap();
+        assert_eq!(v[1].host_display(), "[::1]:9001");
+        // Container range only: host ports chosen at start.
+        let v = parse_publish("80-82").unwrap();
+        assert!(v.iter().all(|m| m.host_port == 0) && v.len() == 3);
+        // A host range for one port: the first free one, chosen at start.
+        let v = parse_publish("8000-8010:80").unwrap();
+        assert_eq!((v[0].host_port, v[0].host_port_end), (8000, 8010));
+        assert_eq!(v[0].host_display(), "0.0.0.0:8000-8010");
+        let e = parse_publish("8000-8001:80-82").unwrap_err().to_string();
+        assert!(e.contains("differ in length"), "{e}");
+        assert!(parse_publish("8000:80-82").is_err());
+        assert!("80-81".parse::<PortMapping>().is_err());
+    }
+
+    #[test]
+    fn a_host_range_takes_its_first_free_port() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = l.local_addr().unwrap().port();
+        if busy == u16::MAX {
+            return;
+        }
+        let mut ports = parse_publish(&format!("127.0.0.1:{busy}-{}:80", busy + 1)).unwrap();
+        match resolve(&mut ports) {
+            Ok(()) => {
+                assert_eq!(ports[0].host_port, busy + 1);
+                assert_eq!(ports[0].host_port_end, 0);
+            }
+            // busy + 1 happened to be taken by someone else too.
+            Err(e) => assert!(e.to_string().contains("no host port"), "{e}"),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -16,7 +17,8 @@ use std::time::Duration;
 
 use nix::fcntl::OFlag;
 
-use super::ports::PortMapping;
+use super::forward::{Relay, Route};
+use super::ports::{PortMapping, Proto};
 use super::{read_log, wait_readable, Error, Helper, NetPlan};
 
 /// The container's address on slirp4netns's default network (10.0.2.0/24).
@@ -35,6 +37,8 @@ pub struct Slirp {
     exit_w: Option<OwnedFd>,
     api: PathBuf,
     log: PathBuf,
+    /// Relays IPv6 host addresses to internal IPv4 forwards.
+    relay: Option<Relay>,
 }
 
 /// Which optional flags this slirp4netns understands (from its `--help`).
@@ -114,6 +118,7 @@ pub fn start(plan: &NetPlan, pid: i32) -> Result<Slirp, Error> {
         exit_w: Some(exit_w),
         api,
         log,
+        relay: None,
     };
     let mut ready = File::from(ready_r);
     let ok = wait_readable(&ready, READY_TIMEOUT) && {
@@ -134,13 +139,61 @@ pub fn start(plan: &NetPlan, pid: i32) -> Result<Slirp, Error> {
         )));
     }
     tracing::debug!(pid, "slirp4netns ready");
-    for m in &plan.ports {
-        if let Err(e) = add_hostfwd(&slirp.api, m) {
-            slirp.stop();
-            return Err(e);
-        }
+    if let Err(e) = publish(&mut slirp, &plan.ports) {
+        slirp.stop();
+        return Err(e);
     }
     Ok(slirp)
+}
+
+/// Adds the forwards of `ports`: IPv4 ones by slirp4netns itself; IPv6 ones (which its
+/// API cannot take) through an internal forward on 127.0.0.1 and the monitor's relay.
+fn publish(slirp: &mut Slirp, ports: &[PortMapping]) -> Result<(), Error> {
+    let mut routes = Vec::new();
+    for m in ports {
+        if !m.is_ipv6() {
+            add_hostfwd(&slirp.api, m)?;
+            continue;
+        }
+        if m.proto == Proto::Udp {
+            return Err(Error::Port(format!(
+                "cannot publish {m}: slirp4netns forwards UDP from IPv4 host addresses only; \
+                 use --network pasta for IPv6 UDP ports"
+            )));
+        }
+        let listener = TcpListener::bind(SocketAddr::new(m.bind_ip()?, m.host_port))
+            .map_err(|e| Error::PortInUse(format!("cannot publish {m}: {e}")))?;
+        let target = internal_forward(&slirp.api, m)?;
+        routes.push(Route { listener, target });
+    }
+    if !routes.is_empty() {
+        slirp.relay = Some(Relay::start(routes)?);
+    }
+    Ok(())
+}
+
+/// Forwards a free port on 127.0.0.1 to `m`'s container port; returns that address.
+fn internal_forward(api: &Path, m: &PortMapping) -> Result<SocketAddr, Error> {
+    let mut last = None;
+    for _ in 0..5 {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::Port(format!("choosing an internal port: {e}")))?
+            .port();
+        let inner = PortMapping {
+            host_ip: Ipv4Addr::LOCALHOST.to_string(),
+            host_port: port,
+            host_port_end: 0,
+            container_port: m.container_port,
+            proto: m.proto,
+        };
+        // Another process may take the port between the check and slirp4netns's bind.
+        match add_hostfwd(api, &inner) {
+            Ok(()) => return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Port(format!("cannot publish {m}"))))
 }
 
 /// Asks slirp4netns to forward `m` (one JSON request per connection).
@@ -183,6 +236,9 @@ fn add_hostfwd(api: &Path, m: &PortMapping) -> Result<(), Error> {
 
 impl Helper for Slirp {
     fn stop(&mut self) {
+        if let Some(mut relay) = self.relay.take() {
+            relay.stop();
+        }
         // End-of-file on the exit fd makes slirp4netns quit; wait for it, then clean up.
         self.exit_w.take();
         if let Some(mut child) = self.child.take() {

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -31,14 +31,21 @@ pub fn free_udp_port() -> u16 {
 
 /// One HTTP GET to 127.0.0.1:port, retried until the server answers (or 15 s pass).
 pub fn http_get(port: u16, path: &str) -> String {
+    http_get_at(IpAddr::V4(Ipv4Addr::LOCALHOST), port, path)
+}
+
+/// One HTTP GET to ip:port, retried until the server answers (or 15 s pass). Connecting
+/// to an address of this machine makes it the client's address too.
+pub fn http_get_at(ip: IpAddr, port: u16, path: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
+    let addr = SocketAddr::new(ip, port);
     loop {
         let attempt = (|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect(("127.0.0.1", port))?;
+            let mut s = TcpStream::connect(addr)?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
             write!(
                 s,
-                "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
             )?;
             let mut out = String::new();
             s.read_to_string(&mut out)?;
@@ -49,15 +56,106 @@ pub fn http_get(port: u16, path: &str) -> String {
         })();
         match attempt {
             Ok(body) => return body,
-            Err(e) if Instant::now() > deadline => panic!("GET 127.0.0.1:{port}{path}: {e}"),
+            Err(e) if Instant::now() > deadline => panic!("GET {addr}{path}: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
 }
 
+/// The client address the container's httpd saw (from its CGI), without the
+/// `[::ffff:...]` of an IPv4 client on its dual-stack socket.
+pub fn client_seen(cgi: &str) -> String {
+    let seen = cgi
+        .lines()
+        .find_map(|l| l.strip_prefix("client="))
+        .unwrap_or_default()
+        .trim();
+    let seen = seen.trim_start_matches('[').trim_end_matches(']');
+    seen.strip_prefix("::ffff:").unwrap_or(seen).to_string()
+}
+
+/// An address of this machine that is not a loopback or link-local one (IPv4 or IPv6),
+/// e.g. the default route interface's: traffic to it stays on the machine.
+pub fn host_address(v6: bool) -> Option<IpAddr> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = head;
+    while !cur.is_null() && found.is_none() {
+        // SAFETY: a node of the list, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr points to a sockaddr of the family it names.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        let ip = if family == libc::AF_INET && !v6 {
+            // SAFETY: an AF_INET address is a sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+        } else if family == libc::AF_INET6 && v6 {
+            // SAFETY: an AF_INET6 address is a sockaddr_in6.
+            let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+            IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr))
+        } else {
+            continue;
+        };
+        let link_local = matches!(ip, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80)
+            || matches!(ip, IpAddr::V4(a) if a.is_link_local());
+        // It must be bindable (an IPv6 address still in DAD is not).
+        if !ip.is_loopback() && !link_local && TcpListener::bind((ip, 0)).is_ok() {
+            found = Some(ip);
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    found
+}
+
+/// Whether the host has IPv6 loopback (`::1`).
+pub fn has_ipv6_loopback() -> bool {
+    TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// A port that is free for TCP on `ip` right now.
+pub fn free_port_on(ip: IpAddr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A first port `p` such that `p..p+n` are all free for TCP and UDP on 127.0.0.1.
+pub fn free_port_run(n: u16) -> u16 {
+    for _ in 0..200 {
+        let p = free_port();
+        if p.checked_add(n).is_none() {
+            continue;
+        }
+        let all_free = (p..p + n).all(|q| {
+            TcpListener::bind(("127.0.0.1", q)).is_ok() && UdpSocket::bind(("127.0.0.1", q)).is_ok()
+        });
+        if all_free {
+            return p;
+        }
+    }
+    panic!("no run of {n} free ports");
+}
+
 /// The shell command that serves /www with busybox httpd, with a CGI printing the
 /// client address the server sees.
 pub const HTTPD: &str = "mkdir -p /www/cgi-bin && echo hello-from-container > /www/index.html && \
+    printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho client=$REMOTE_ADDR\\n' > /www/cgi-bin/ip && \
+    chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www";
+
+/// [`HTTPD`] on port 80, plus a second server on port 81 answering `hello-from-81`.
+pub const HTTPD_80_81: &str = "mkdir -p /www81 && echo hello-from-81 > /www81/index.html && \
+    httpd -p 81 -h /www81 && mkdir -p /www/cgi-bin && echo hello-from-container > /www/index.html && \
     printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho client=$REMOTE_ADDR\\n' > /www/cgi-bin/ip && \
     chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www";
 
