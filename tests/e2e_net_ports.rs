@@ -181,16 +181,16 @@ fn ipv6_host_addresses_are_published() {
     }
     let env = Env::new();
     let lo = IpAddr::V6(Ipv6Addr::LOCALHOST);
-    // slirp4netns forwards IPv4 only: skiff relays the IPv6 address to an internal IPv4
-    // forward, so the container sees slirp4netns's host address.
-    assert_eq!(published_on_ipv6(&env, "slirp4netns", lo), "10.0.2.2");
+    // slirp4netns forwards IPv4 only: skiff's monitor relays the IPv6 address into the
+    // container's namespace, so the container sees its own address as the client.
+    assert_eq!(published_on_ipv6(&env, "slirp4netns", lo), "10.0.2.100");
     // pasta forwards IPv6 itself; a loopback client is spliced to the container's own
     // loopback.
     assert_eq!(published_on_ipv6(&env, "pasta", lo), "::1");
     if let Some(addr) = host_address(true) {
         // A non-loopback IPv6 client keeps its address through pasta.
         assert_eq!(published_on_ipv6(&env, "pasta", addr), addr.to_string());
-        assert_eq!(published_on_ipv6(&env, "slirp4netns", addr), "10.0.2.2");
+        assert_eq!(published_on_ipv6(&env, "slirp4netns", addr), "10.0.2.100");
     } else {
         eprintln!("no non-loopback IPv6 address here: only ::1 was tested");
     }

@@ -4,8 +4,10 @@
 //! starts the helper from outside, after the namespaces exist and before the container's
 //! command runs ([`connect`]), adds the published ports, and stops it when the container
 //! ends. [`files`] generates resolv.conf, hosts and hostname; [`ports`] parses and checks
-//! published ports; [`forward`] relays IPv6 host addresses for slirp4netns.
+//! published ports; [`forward`] and [`connector`] relay the ports slirp4netns does not
+//! forward itself (loopback and IPv6 host addresses).
 
+pub mod connector;
 pub mod files;
 pub mod forward;
 pub mod pasta;

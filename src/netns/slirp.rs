@@ -7,22 +7,25 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
 
-use super::forward::{Relay, Route};
+use super::connector::Connector;
+use super::forward::{Relay, Route, Target};
 use super::ports::{PortMapping, Proto};
 use super::{read_log, wait_readable, Error, Helper, NetPlan};
 
 /// The container's address on slirp4netns's default network (10.0.2.0/24).
 pub const GUEST_ADDR: &str = "10.0.2.100";
+const GUEST_ADDR_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
 /// slirp4netns's DNS forwarder.
 pub const DNS_ADDR: &str = "10.0.2.3";
 /// The host as seen from the container (only reachable with host loopback allowed).
@@ -37,7 +40,7 @@ pub struct Slirp {
     exit_w: Option<OwnedFd>,
     api: PathBuf,
     log: PathBuf,
-    /// Relays IPv6 host addresses to internal IPv4 forwards.
+    /// Relays the ports slirp4netns does not forward itself.
     relay: Option<Relay>,
 }
 
@@ -139,61 +142,59 @@ pub fn start(plan: &NetPlan, pid: i32) -> Result<Slirp, Error> {
         )));
     }
     tracing::debug!(pid, "slirp4netns ready");
-    if let Err(e) = publish(&mut slirp, &plan.ports) {
+    if let Err(e) = publish(&mut slirp, &plan.ports, pid) {
         slirp.stop();
         return Err(e);
     }
     Ok(slirp)
 }
 
-/// Adds the forwards of `ports`: IPv4 ones by slirp4netns itself; IPv6 ones (which its
-/// API cannot take) through an internal forward on 127.0.0.1 and the monitor's relay.
-fn publish(slirp: &mut Slirp, ports: &[PortMapping]) -> Result<(), Error> {
+/// Whether `m` goes through the monitor's relay rather than slirp4netns: TCP ports on
+/// a loopback host address (slirp4netns would show their clients, all on the host, as
+/// 10.0.2.2: there is no client address to keep, and the relay is several times
+/// faster) and on IPv6 host addresses (slirp4netns's API takes IPv4 only).
+pub fn relayed(m: &PortMapping) -> bool {
+    m.proto == Proto::Tcp && (m.is_ipv6() || m.bind_ip().is_ok_and(|ip| ip.is_loopback()))
+}
+
+/// Adds the forwards of `ports`: most by slirp4netns itself (`add_hostfwd`, which keeps
+/// the client's address); the [`relayed`] ones by a relay thread with sockets made in the
+/// container's namespace by a factory process forked here (the monitor has no other
+/// thread yet).
+fn publish(slirp: &mut Slirp, ports: &[PortMapping], pid: i32) -> Result<(), Error> {
     let mut routes = Vec::new();
+    let mut connector: Option<Arc<Connector>> = None;
     for m in ports {
-        if !m.is_ipv6() {
-            add_hostfwd(&slirp.api, m)?;
-            continue;
-        }
-        if m.proto == Proto::Udp {
+        if m.is_ipv6() && m.proto == Proto::Udp {
             return Err(Error::Port(format!(
                 "cannot publish {m}: slirp4netns forwards UDP from IPv4 host addresses only; \
                  use --network pasta for IPv6 UDP ports"
             )));
         }
+        if !relayed(m) {
+            add_hostfwd(&slirp.api, m)?;
+            continue;
+        }
         let listener = TcpListener::bind(SocketAddr::new(m.bind_ip()?, m.host_port))
             .map_err(|e| Error::PortInUse(format!("cannot publish {m}: {e}")))?;
-        let target = internal_forward(&slirp.api, m)?;
-        routes.push(Route { listener, target });
+        let c = match &connector {
+            Some(c) => c.clone(),
+            None => {
+                let c = Arc::new(Connector::start(pid)?);
+                connector = Some(c.clone());
+                c
+            }
+        };
+        let inside = SocketAddr::new(IpAddr::V4(GUEST_ADDR_V4), m.container_port);
+        routes.push(Route {
+            listener,
+            target: Target::Inside(c, inside),
+        });
     }
     if !routes.is_empty() {
         slirp.relay = Some(Relay::start(routes)?);
     }
     Ok(())
-}
-
-/// Forwards a free port on 127.0.0.1 to `m`'s container port; returns that address.
-fn internal_forward(api: &Path, m: &PortMapping) -> Result<SocketAddr, Error> {
-    let mut last = None;
-    for _ in 0..5 {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map_err(|e| Error::Port(format!("choosing an internal port: {e}")))?
-            .port();
-        let inner = PortMapping {
-            host_ip: Ipv4Addr::LOCALHOST.to_string(),
-            host_port: port,
-            host_port_end: 0,
-            container_port: m.container_port,
-            proto: m.proto,
-        };
-        // Another process may take the port between the check and slirp4netns's bind.
-        match add_hostfwd(api, &inner) {
-            Ok(()) => return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::Port(format!("cannot publish {m}"))))
 }
 
 /// Asks slirp4netns to forward `m` (one JSON request per connection).

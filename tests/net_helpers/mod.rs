@@ -208,7 +208,14 @@ pub fn helpers_left(env: &Env) -> Vec<String> {
     let dir = env.dir.path().to_string_lossy().to_string();
     let mut left = processes_mentioning(&dir)
         .into_iter()
-        .filter(|p| p.contains("slirp4netns") || p.contains("pasta") || p.contains("passt"))
+        .filter(|p| {
+            // The monitor's children too (its socket factory in the container's
+            // namespace has the monitor's command line).
+            p.contains("slirp4netns")
+                || p.contains("pasta")
+                || p.contains("passt")
+                || p.contains("__monitor")
+        })
         .collect::<Vec<_>>();
     left.extend(files_named(&env.runtime(), "slirp4netns"));
     left.extend(files_named(&env.runtime(), "pasta"));
