@@ -238,6 +238,7 @@ impl Daemon {
         let mon = MonitorConfig {
             id: rec.id.clone(),
             rootfs: plan,
+            stdin: rec.config.interactive && log.is_some() && !rec.config.tty,
             log,
             network,
         };

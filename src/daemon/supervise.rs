@@ -57,6 +57,12 @@ impl Daemon {
         if rec.state.status == Status::Running {
             return Err(Error::ContainerRunning(rec.name));
         }
+        if rec.config.tty && stdio.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "{} has a tty: start it without fds and use Attach",
+                rec.name
+            )));
+        }
         let log = match stdio {
             Some(_) => None,
             None => {
@@ -279,6 +285,45 @@ impl Daemon {
                 }
             }
         });
+    }
+}
+
+impl Daemon {
+    /// A connection to the running container's attach socket (served by its monitor),
+    /// for the client to use directly: the daemon stays out of the data path.
+    pub fn attach(&self, name_or_id: &str) -> Result<OwnedFd, Error> {
+        let c = self.lookup(name_or_id)?;
+        let rec = c.snapshot();
+        if rec.state.status != Status::Running {
+            return Err(Error::ContainerNotRunning(rec.name));
+        }
+        let path = monitor::attach::socket_path(&self.bundle_dir(&rec.id));
+        monitor::attach::connect(&path).map_err(|e| match e {
+            nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED => {
+                Error::InvalidArgument(format!(
+                    "{} was started with the client's own stdio: there is nothing to attach to",
+                    rec.name
+                ))
+            }
+            e => Error::Runtime(format!("connect to the monitor of {}: {e}", rec.name)),
+        })
+    }
+
+    /// Sets the window size of a running tty container's pty.
+    pub fn resize(&self, name_or_id: &str, rows: u16, cols: u16) -> Result<(), Error> {
+        let rec = self.lookup(name_or_id)?.snapshot();
+        if !rec.config.tty {
+            return Err(Error::InvalidArgument(format!(
+                "{} has no tty to resize (create it with -t)",
+                rec.name
+            )));
+        }
+        let fd = self.attach(name_or_id)?;
+        let send = |p: &monitor::attach::Packet| {
+            monitor::attach::send(&fd, p).map_err(|e| Error::Runtime(format!("resize: {e}")))
+        };
+        send(&monitor::attach::Packet::Hello { flags: 0 })?;
+        send(&monitor::attach::Packet::Resize { rows, cols })
     }
 }
 
