@@ -184,6 +184,7 @@ impl ContainerObject {
     /// stdin, resizes and its exit code, with no daemon in between. Several clients may
     /// attach at once; output written before the first one attached is replayed to it.
     /// `flags` must be 0.
+    #[zbus(out_args("socket"))]
     async fn attach(
         &self,
         #[zbus(header)] hdr: Header<'_>,

@@ -378,7 +378,12 @@ impl Manager {
     /// Optional features this daemon has.
     #[zbus(property(emits_changed_signal = "const"))]
     fn features(&self) -> Vec<String> {
-        vec!["fd-stdio".into(), "import".into()]
+        vec![
+            "fd-stdio".into(),
+            "import".into(),
+            "tty".into(),
+            "attach".into(),
+        ]
     }
 
     /// A container was created.
