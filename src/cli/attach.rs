@@ -1,9 +1,12 @@
 //! Attach sessions: the client side of the monitor's attach socket (`skiff attach`,
-//! `skiff run -t`, `skiff start -a`), and the stdin reader shared with `exec -t`.
+//! `skiff run -t`, `skiff start -a`), and the stdin reader and signals shared with
+//! `exec -t`.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use futures_util::StreamExt;
 use nix::errno::Errno;
 use nix::sys::socket::MsgFlags;
 use tokio::io::unix::AsyncFd;
@@ -256,7 +259,7 @@ async fn next_input(rx: &mut Option<mpsc::UnboundedReceiver<Option<Vec<u8>>>>) -
 /// When attaching came too late (the container already ended), shows its logged output
 /// instead, so nothing is lost.
 pub async fn replay_logs(c: &ContainerProxy<'_>) {
-    let Ok((out, err)) = c.open_logs(std::collections::HashMap::new()).await else {
+    let Ok((out, err)) = c.open_logs(HashMap::new()).await else {
         return;
     };
     for (fd, stream) in [(OwnedFd::from(out), 1u8), (OwnedFd::from(err), 2u8)] {
@@ -286,6 +289,74 @@ pub async fn attach_to(c: &ContainerProxy<'_>, opts: SessionOpts<'_>) -> Result<
             Ok(code)
         }
     }
+}
+
+/// `skiff run -t`: the container's pty is served by its monitor; we attach to it (no
+/// fds passed, no kill on disconnect: detaching leaves it running, as docker does).
+pub async fn run_tty(
+    conn: &Connection,
+    mgr: &crate::dbus::proxy::ManagerProxy<'_>,
+    mut events: crate::dbus::proxy::EventStream,
+    args: &super::CreateArgs,
+    rm: bool,
+) -> Result<i32, Failure> {
+    let cfg = super::containers::config(args, rm)?;
+    let flags = if rm { crate::dbus::RUN_AUTO_REMOVE } else { 0 };
+    let (id, path) = mgr
+        .run_container(cfg, HashMap::new(), flags)
+        .await
+        .map_err(super::containers::run_failure)?;
+    let target = ContainerProxy::builder(conn)
+        .path(path)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(|e| fail(e, 125))?;
+    let opts = SessionOpts {
+        stdin: args.interactive,
+        detach_keys: super::tty::parse_detach_keys(super::tty::DEFAULT_DETACH_KEYS)
+            .map_err(Failure::msg)?,
+        sig_proxy: None,
+    };
+    let end = match target.attach(0).await {
+        Ok(fd) => session(fd.into(), opts).await?,
+        Err(_) => End::Closed,
+    };
+    let code = match end {
+        End::Detached => return Ok(0),
+        End::Signaled(n) => return Ok(128 + n),
+        End::Exited(code) => Some(code),
+        End::Closed => {
+            if !rm {
+                replay_logs(&target).await;
+            }
+            None
+        }
+    };
+    // The exit code (when the session did not bring it) and, with --rm, the removal.
+    let mut died = code;
+    while let Some(sig) = events.next().await {
+        let Ok(a) = sig.args() else { continue };
+        if *a.id() != id.as_str() || *a.typ() != "container" {
+            continue;
+        }
+        match *a.action() {
+            "die" => {
+                if died.is_none() {
+                    died = a.attributes().get("exitCode").and_then(|c| c.parse().ok());
+                }
+                if !rm {
+                    break;
+                }
+            }
+            "destroy" if rm => break,
+            _ => {}
+        }
+    }
+    died.ok_or_else(|| Failure {
+        message: "lost the connection to skiffd before the container exited".into(),
+        code: 125,
+    })
 }
 
 /// `skiff attach`.

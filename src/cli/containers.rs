@@ -16,7 +16,7 @@ fn ov<'a>(v: impl Into<Variant<'a>>) -> Result<OwnedVariant, Failure> {
 }
 
 /// The `a{sv}` config for `args`.
-fn config(
+pub(super) fn config(
     args: &CreateArgs,
     auto_remove: bool,
 ) -> Result<HashMap<&'static str, OwnedVariant>, Failure> {
@@ -116,7 +116,7 @@ fn config(
 }
 
 /// docker's exit codes for a `run` that failed before the command ran.
-fn run_failure(e: zbus::Error) -> Failure {
+pub(super) fn run_failure(e: zbus::Error) -> Failure {
     let code = match error_name(&e).as_deref() {
         Some("org.skiff.Error.CommandNotFound") => 127,
         Some("org.skiff.Error.CommandNotExecutable") => 126,
@@ -190,7 +190,7 @@ pub async fn run(
     // signals sent during the call are delivered before its reply.
     let mut events = mgr.receive_event().await.map_err(run_failure)?;
     if args.tty {
-        return run_tty(conn, &mgr, events, &args, rm).await;
+        return super::attach::run_tty(conn, &mgr, events, &args, rm).await;
     }
     let cfg = config(&args, rm)?;
     let null;
@@ -269,74 +269,6 @@ pub async fn run(
         }
     }
     code.ok_or_else(|| Failure {
-        message: "lost the connection to skiffd before the container exited".into(),
-        code: 125,
-    })
-}
-
-/// `skiff run -t`: the container's pty is served by its monitor; we attach to it (no
-/// fds passed, no kill on disconnect: detaching leaves it running, as docker does).
-async fn run_tty(
-    conn: &Connection,
-    mgr: &crate::dbus::proxy::ManagerProxy<'_>,
-    mut events: crate::dbus::proxy::EventStream,
-    args: &CreateArgs,
-    rm: bool,
-) -> Result<i32, Failure> {
-    let cfg = config(args, rm)?;
-    let flags = if rm { crate::dbus::RUN_AUTO_REMOVE } else { 0 };
-    let (id, path) = mgr
-        .run_container(cfg, HashMap::new(), flags)
-        .await
-        .map_err(run_failure)?;
-    let target = ContainerProxy::builder(conn)
-        .path(path)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| fail(e, 125))?;
-    let opts = super::attach::SessionOpts {
-        stdin: args.interactive,
-        detach_keys: super::tty::parse_detach_keys(super::tty::DEFAULT_DETACH_KEYS)
-            .map_err(Failure::msg)?,
-        sig_proxy: None,
-    };
-    let end = match target.attach(0).await {
-        Ok(fd) => super::attach::session(fd.into(), opts).await?,
-        Err(_) => super::attach::End::Closed,
-    };
-    let code = match end {
-        super::attach::End::Detached => return Ok(0),
-        super::attach::End::Signaled(n) => return Ok(128 + n),
-        super::attach::End::Exited(code) => Some(code),
-        super::attach::End::Closed => {
-            if !rm {
-                super::attach::replay_logs(&target).await;
-            }
-            None
-        }
-    };
-    // The exit code (when the session did not bring it) and, with --rm, the removal.
-    let mut died = code;
-    while let Some(sig) = events.next().await {
-        let Ok(a) = sig.args() else { continue };
-        if *a.id() != id.as_str() || *a.typ() != "container" {
-            continue;
-        }
-        match *a.action() {
-            "die" => {
-                if died.is_none() {
-                    died = a.attributes().get("exitCode").and_then(|c| c.parse().ok());
-                }
-                if !rm {
-                    break;
-                }
-            }
-            "destroy" if rm => break,
-            _ => {}
-        }
-    }
-    died.ok_or_else(|| Failure {
         message: "lost the connection to skiffd before the container exited".into(),
         code: 125,
     })

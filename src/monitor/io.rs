@@ -474,3 +474,80 @@ fn process_alive(pid: Pid) -> bool {
     )
     .is_ok_and(|s| matches!(s, nix::sys::wait::WaitStatus::StillAlive))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn output_is_logged_replayed_to_the_first_client_and_the_exit_sent() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = attach::socket_path(d.path());
+        let listener = attach::listen(&sock).unwrap();
+        let log = LogConfig {
+            path: d.path().join("container.log"),
+            max_size: 0,
+            max_file: 1,
+        };
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "echo one; echo two >&2; sleep 0.5; echo three; exit 3",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let streams = Streams {
+            tty: None,
+            out: Some(child.stdout.take().unwrap().into()),
+            err: Some(child.stderr.take().unwrap().into()),
+            stdin: None,
+        };
+        let path = sock.clone();
+        // The client comes late (after "one" and "two"): it still gets everything.
+        let client = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let c = attach::connect(&path).unwrap();
+            attach::send(&c, &Packet::Hello { flags: WANT_OUTPUT }).unwrap();
+            let mut got = Vec::new();
+            while let Ok(Some(p)) = attach::recv(&c, MsgFlags::empty()) {
+                let last = matches!(p, Packet::Exit(_));
+                got.push(p);
+                if last {
+                    break;
+                }
+            }
+            got
+        });
+        let mut io = Io::new(streams, Some(listener), Some(log.clone()));
+        io.run(Pid::from_raw(child.id() as i32));
+        let code = child.wait().unwrap().code().unwrap();
+        io.finish(code);
+        let got = client.join().unwrap();
+        assert_eq!(
+            got[0],
+            Packet::Info {
+                tty: false,
+                stdin: false
+            }
+        );
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        for p in &got[1..] {
+            if let Packet::Output { stream, data } = p {
+                if *stream == 1 { &mut out } else { &mut err }.extend_from_slice(data);
+            }
+        }
+        assert_eq!(out, b"one\nthree\n");
+        assert_eq!(err, b"two\n");
+        assert_eq!(got.last(), Some(&Packet::Exit(3)));
+        let logged: Vec<String> = super::super::logger::read_all(&log)
+            .into_iter()
+            .map(|e| format!("{}:{}", e.stream, e.log))
+            .collect();
+        assert!(logged.contains(&"stdout:three\n".to_string()), "{logged:?}");
+        assert!(logged.contains(&"stderr:two\n".to_string()), "{logged:?}");
+    }
+}
