@@ -75,8 +75,11 @@ fn terminal_modes_restored_when_skiff_is_killed_by_a_signal() {
     let env = Env::new();
     running(&env, "box", &["-t", "-i", "demo/busybox", "sh"]);
     let mut t = PtyChild::spawn(env.skiff_cmd(&["attach", "box"]), 24, 80);
-    t.send(b"echo ready\r");
-    t.expect_from(0, "ready", 20);
+    // The prompt comes after skiff set raw mode (it does so on the monitor's first
+    // answer); the computed value cannot be the terminal's local echo.
+    let at = t.expect_from(0, PROMPT, 20);
+    t.send(b"echo ready=$((0+1))\r");
+    t.expect_from(at, "ready=1", 20);
     let before = t.termios_before.clone();
     assert!(
         !same_modes(&before, &t.termios_now()),
@@ -143,8 +146,8 @@ fn exec_it_ends_when_the_main_process_exits() {
     running(&env, "short", &["demo/busybox", "sleep", "1000"]);
     let mut t = PtyChild::spawn(env.skiff_cmd(&["exec", "-it", "short", "sh"]), 24, 80);
     let at = t.expect_from(0, PROMPT, 30);
-    t.send(b"echo inside\r");
-    t.expect_from(at, "inside", 10);
+    t.send(b"echo inside=$((1+1))\r");
+    t.expect_from(at, "inside=2", 10);
     let out = env.skiff(&["kill", "short"]);
     assert!(out.status.success(), "{}", stderr(&out));
     // The pid namespace is gone, so is the shell: exec returns, killed by SIGKILL.
@@ -308,4 +311,24 @@ fn bad_detach_keys_and_tty_with_fds_are_refused() {
     assert!(stderr(&out).contains("no tty"), "{}", stderr(&out));
     let out = env.skiff(&["attach", "nosuch"]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn an_attached_session_does_not_need_the_daemon() {
+    let mut env = Env::new();
+    running(&env, "box", &["-it", "demo/busybox", "sh"]);
+    let mut t = PtyChild::spawn(env.skiff_cmd(&["attach", "box"]), 24, 80);
+    let at = t.expect_from(0, PROMPT, 20);
+    // skiffd only handed over the connection: the session goes on without it.
+    env.kill_daemon();
+    t.send(b"echo still=$((6*7))\r");
+    let at = t.expect_from(at, "still=42", 10);
+    t.resize(50, 100);
+    std::thread::sleep(Duration::from_millis(300));
+    t.send(b"stty size\r");
+    t.expect_from(at, "50 100", 10);
+    env.start_daemon();
+    t.send(b"exit 9\r");
+    assert_eq!(t.wait(20).code(), Some(9), "{}", t.output());
+    assert!(env.eventually(10, || env.inspect("box")["State"]["ExitCode"] == 9));
 }
