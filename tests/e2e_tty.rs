@@ -332,3 +332,22 @@ fn an_attached_session_does_not_need_the_daemon() {
     assert_eq!(t.wait(20).code(), Some(9), "{}", t.output());
     assert!(env.eventually(10, || env.inspect("box")["State"]["ExitCode"] == 9));
 }
+
+#[test]
+fn start_a_without_a_tty_shows_both_streams_and_returns_the_code() {
+    let env = Env::new();
+    let out = env.skiff(&[
+        "create",
+        "--name",
+        "s1",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "echo out-line; echo err-line >&2; exit 6",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.skiff(&["start", "-a", "s1"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "out-line\n");
+    assert!(stderr(&out).contains("err-line"), "{}", stderr(&out));
+}
