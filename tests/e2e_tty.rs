@@ -23,6 +23,15 @@ fn running(env: &Env, name: &str, args: &[&str]) {
     assert!(env.eventually(5, || env.inspect(name)["State"]["Status"] == "running"));
 }
 
+/// Waits until `sleep 100` runs in the container (so Ctrl-C finds it in the foreground).
+fn sleeping(env: &Env, name: &str) {
+    assert!(env.eventually(10, || {
+        stdout(&env.skiff(&["exec", name, "ps", "-o", "args"]))
+            .lines()
+            .any(|l| l.trim() == "sleep 100")
+    }));
+}
+
 #[test]
 fn run_it_gives_a_real_terminal() {
     let env = Env::new();
@@ -48,16 +57,14 @@ fn run_it_gives_a_real_terminal() {
     let at = t.expect_from(at, "sum=42", 10);
     // Ctrl-C is a byte for the container's foreground process, not a signal for skiff.
     t.send(b"sleep 100\r");
-    std::thread::sleep(Duration::from_millis(500));
+    sleeping(&env, "shell");
     t.send(&[0x03]);
     t.send(b"echo back=$((1+1))\r");
     let at = t.expect_from(at, "back=2", 10);
     assert!(t.running(), "skiff must survive Ctrl-C");
     // The window size follows ours.
     t.resize(33, 101);
-    std::thread::sleep(Duration::from_millis(300));
-    t.send(b"stty size\r");
-    let at = t.expect_from(at, "33 101", 10);
+    let at = t.retry_until(at, b"stty size\r", "33 101");
     t.send(b"exit 3\r");
     let st = t.wait(20);
     assert_eq!(st.code(), Some(3), "{}", t.output());
@@ -127,14 +134,12 @@ fn exec_it_in_the_containers_devpts() {
     let at = t.expect_from(at, "x=1", 10);
     let at = t.expect_from(at, "/tmp", 10);
     t.send(b"sleep 100\r");
-    std::thread::sleep(Duration::from_millis(500));
+    sleeping(&env, "box");
     t.send(&[0x03]);
     t.send(b"echo alive=$((2*3))\r");
     let at = t.expect_from(at, "alive=6", 10);
     t.resize(40, 120);
-    std::thread::sleep(Duration::from_millis(300));
-    t.send(b"stty size\r");
-    let _ = t.expect_from(at, "40 120", 10);
+    t.retry_until(at, b"stty size\r", "40 120");
     t.send(b"exit 5\r");
     assert_eq!(t.wait(20).code(), Some(5), "{}", t.output());
     assert!(same_modes(&t.termios_before, &t.termios_now()));
@@ -168,8 +173,8 @@ fn attach_two_clients_detach_keys_and_resize_over_dbus() {
         24,
         80,
     );
-    // Give b time to be served before typing.
-    std::thread::sleep(Duration::from_millis(500));
+    // b is served (registered for output) once it went raw.
+    b.wait_raw();
     let (ma, mb) = (a.mark(), b.mark());
     a.send(b"echo from-a=$((2+3))\r");
     a.expect_from(ma, "from-a=5", 10);
@@ -193,7 +198,7 @@ fn attach_two_clients_detach_keys_and_resize_over_dbus() {
     assert_eq!(env.inspect("box")["State"]["Status"], "running");
     // A third client sees the container exit and returns its code.
     let mut c = PtyChild::spawn(env.skiff_cmd(&["attach", "box"]), 24, 80);
-    std::thread::sleep(Duration::from_millis(500));
+    c.wait_raw();
     c.send(b"exit 7\r");
     assert_eq!(c.wait(20).code(), Some(7), "{}", c.output());
 }
@@ -283,7 +288,7 @@ fn output_before_attach_is_not_lost() {
         .output()
         .unwrap();
     assert!(stdout(&out).contains("quick"), "{}", stderr(&out));
-    assert!(out.status.success());
+    assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
 }
 
 #[test]
@@ -324,9 +329,7 @@ fn an_attached_session_does_not_need_the_daemon() {
     t.send(b"echo still=$((6*7))\r");
     let at = t.expect_from(at, "still=42", 10);
     t.resize(50, 100);
-    std::thread::sleep(Duration::from_millis(300));
-    t.send(b"stty size\r");
-    t.expect_from(at, "50 100", 10);
+    t.retry_until(at, b"stty size\r", "50 100");
     env.start_daemon();
     t.send(b"exit 9\r");
     assert_eq!(t.wait(20).code(), Some(9), "{}", t.output());

@@ -301,7 +301,7 @@ pub async fn run_tty(
     rm: bool,
 ) -> Result<i32, Failure> {
     let cfg = super::containers::config(args, rm)?;
-    let flags = if rm { crate::dbus::RUN_AUTO_REMOVE } else { 0 };
+    let flags = crate::dbus::RUN_ATTACH | if rm { crate::dbus::RUN_AUTO_REMOVE } else { 0 };
     let (id, path) = mgr
         .run_container(cfg, HashMap::new(), flags)
         .await

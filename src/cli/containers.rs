@@ -332,7 +332,9 @@ pub async fn start_attached(
 ) -> Result<i32, Failure> {
     let keys = super::tty::parse_detach_keys(detach_keys).map_err(Failure::msg)?;
     let c = container(conn, name).await.map_err(|e| fail(e, 1))?;
-    c.start(HashMap::new(), 0).await.map_err(run_failure)?;
+    c.start(HashMap::new(), crate::dbus::RUN_ATTACH)
+        .await
+        .map_err(run_failure)?;
     let opts = super::attach::SessionOpts {
         stdin: interactive,
         detach_keys: keys,

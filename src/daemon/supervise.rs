@@ -41,7 +41,23 @@ impl Daemon {
                 r.state.restart_count = 0;
             })?;
         }
-        self.start_locked(&c, stdio).await
+        self.start_locked_with(&c, stdio, false).await
+    }
+
+    /// Starts a container with logged output for a client that attaches right after:
+    /// its monitor keeps the output and the exit code for that first client a while
+    /// even when the command ends before the client is there.
+    pub async fn start_for_attach(&self, name_or_id: &str) -> Result<(), Error> {
+        let c = self.lookup(name_or_id)?;
+        let _op = c.op.lock().await;
+        let s = c.snapshot().state;
+        if s.stopped_by_user || s.restart_count != 0 {
+            c.update(|r| {
+                r.state.stopped_by_user = false;
+                r.state.restart_count = 0;
+            })?;
+        }
+        self.start_locked_with(&c, None, true).await
     }
 
     /// The start itself; the caller holds the container's op lock.
@@ -49,6 +65,15 @@ impl Daemon {
         &self,
         c: &Arc<Container>,
         stdio: Option<Stdio>,
+    ) -> Result<(), Error> {
+        self.start_locked_with(c, stdio, false).await
+    }
+
+    async fn start_locked_with(
+        &self,
+        c: &Arc<Container>,
+        stdio: Option<Stdio>,
+        wait_attach: bool,
     ) -> Result<(), Error> {
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
@@ -74,7 +99,7 @@ impl Daemon {
                 })
             }
         };
-        let (bundle, ports) = match self.write_bundle(c, &rec, log) {
+        let (bundle, ports) = match self.write_bundle(c, &rec, log, wait_attach) {
             Ok(b) => b,
             // E.g. a published port in use: nothing ran; record why (and honour --rm,
             // in a task: we hold the op lock that remove takes).

@@ -72,6 +72,7 @@ impl ContainerObject {
 #[interface(name = "org.skiff.skiff1.Container")]
 impl ContainerObject {
     /// Starts the container. `fds` as in `Manager.RunContainer` (empty = logged output).
+    /// Flag 4: the caller attaches right after (no fds), as `RunContainer`'s.
     async fn start(
         &self,
         #[zbus(header)] hdr: Header<'_>,
@@ -80,8 +81,16 @@ impl ContainerObject {
         flags: u64,
     ) -> Result<(), SkiffError> {
         self.ctx.caller.check(&hdr, conn).await?;
-        check_flags(flags, 0)?;
+        check_flags(flags, super::RUN_ATTACH)?;
         let stdio = stdio_of(fds)?;
+        if flags & super::RUN_ATTACH != 0 {
+            if stdio.is_some() {
+                return Err(SkiffError::invalid_args(
+                    "flag 4 (attach) is for starts without fds",
+                ));
+            }
+            return Ok(self.ctx.daemon.start_for_attach(&self.id).await?);
+        }
         Ok(self.ctx.daemon.start(&self.id, stdio).await?)
     }
 

@@ -41,6 +41,9 @@ pub fn job_path(id: u32) -> String {
 pub const RUN_AUTO_REMOVE: u64 = 1;
 /// Flag of `RunContainer`: kill the container when the calling client leaves the bus.
 pub const RUN_KILL_ON_DISCONNECT: u64 = 2;
+/// `RunContainer`/`Start` flag: the caller attaches right after (no fds): the monitor
+/// keeps the output and exit code for it even if the command ends first.
+pub const RUN_ATTACH: u64 = 4;
 /// Flag of `ListContainers`: include stopped containers.
 pub const LIST_ALL: u64 = 1;
 /// Flag of `Remove`: kill a running container first.

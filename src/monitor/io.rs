@@ -269,6 +269,37 @@ impl Io {
         }
     }
 
+    /// After the end, when no client has asked for output yet: serves the attach socket
+    /// until one does (it gets the replay; [`Io::finish`] then sends the exit code) or
+    /// `wait` passes.
+    pub fn await_first_client(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while self.replay.is_some() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut fds = Vec::new();
+            if let Some(l) = &self.listener {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            }
+            for c in &self.clients {
+                fds.push(PollFd::new(c.fd.as_fd(), PollFlags::POLLIN));
+            }
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(_) => return,
+            }
+            drop(fds);
+            self.accept();
+            for i in 0..self.clients.len() {
+                self.client_input(i);
+            }
+            self.clients.retain(|c| !c.dead);
+        }
+    }
+
     /// Sends the exit code to the clients and waits (a bounded time) until they have
     /// everything.
     pub fn finish(mut self, code: i32) {

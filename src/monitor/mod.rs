@@ -28,6 +28,9 @@ use crate::runtime::{self, RootfsPlan};
 use crate::timefmt::now_us;
 pub use logger::LogConfig;
 
+/// How long a monitor started for an attaching client waits for it after the end.
+const FIRST_CLIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The fd on which the monitor writes [`Status`] lines.
 pub const STATUS_FD: i32 = 3;
 
@@ -47,6 +50,11 @@ pub struct MonitorConfig {
     /// -i, output logged, no tty).
     #[serde(default)]
     pub stdin: bool,
+    /// A client attaches right after the start (`run -t`, `start -a`): if the command
+    /// ends before any client asked for output, wait a while for the first one and give
+    /// it the output and the exit code.
+    #[serde(default)]
+    pub wait_attach: bool,
     /// How to connect the container's network namespace (none: nothing to start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::netns::NetPlan>,
@@ -219,7 +227,10 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     let code = runtime::wait_exit_code(init);
     drop(net);
     let code = code?;
-    if let Some(l) = io {
+    if let Some(mut l) = io {
+        if cfg.wait_attach {
+            l.await_first_client(FIRST_CLIENT_WAIT);
+        }
         l.finish(code);
     }
     let _ = std::fs::remove_file(&sock);

@@ -93,21 +93,55 @@ impl PtyChild {
     /// Waits until the output after byte offset `from` contains `needle`; returns the
     /// offset just past it. Panics with the output on timeout.
     pub fn expect_from(&self, from: usize, needle: &str, secs: u64) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(secs);
+        match self.find_from(from, needle, Duration::from_secs(secs)) {
+            Some(at) => at,
+            None => panic!(
+                "timed out waiting for {needle:?}; output so far:\n{}",
+                self.output()
+            ),
+        }
+    }
+
+    /// Types `command` until the output shows `needle` (for effects that arrive
+    /// asynchronously, like a SIGWINCH); returns the offset past it.
+    pub fn retry_until(&self, from: usize, command: &[u8], needle: &str) -> usize {
+        for _ in 0..20 {
+            let at = self.mark().max(from);
+            self.send(command);
+            if let Some(end) = self.find_from(at, needle, Duration::from_secs(1)) {
+                return end;
+            }
+        }
+        panic!("{needle:?} never showed; output:\n{}", self.output());
+    }
+
+    /// Waits until the child has put the terminal in raw mode (skiff does so once the
+    /// container's monitor answered, i.e. the client is being served).
+    pub fn wait_raw(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while same_modes(&self.termios_before, &self.termios_now()) {
+            assert!(
+                Instant::now() < deadline,
+                "never went raw: {}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn find_from(&self, from: usize, needle: &str, wait: Duration) -> Option<usize> {
+        let deadline = Instant::now() + wait;
         loop {
             {
                 let out = self.out.lock().unwrap();
                 let hay = String::from_utf8_lossy(&out[from.min(out.len())..]).into_owned();
                 if let Some(i) = hay.find(needle) {
                     // Offsets in the lossy string equal byte offsets for ASCII needles.
-                    return from + i + needle.len();
+                    return Some(from + i + needle.len());
                 }
             }
             if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {needle:?}; output so far:\n{}",
-                    self.output()
-                );
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
