@@ -7,7 +7,6 @@ mod tty_support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::{stderr, stdout, Env};
 use tty_support::{same_modes, PtyChild};
