@@ -7,6 +7,7 @@
 //!   which the user cannot remove from outside.
 
 use std::io::Write;
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -109,7 +110,19 @@ pub fn exec_main(spec_json: &str) -> i32 {
         }
     };
     let code = match runtime::join::spawn(&spec) {
-        Ok(pid) => {
+        Ok(joined) => {
+            if let Some((master, path)) = joined.pty {
+                // With a tty, our stdin is a SEQPACKET socket to skiffd: the master goes
+                // there (before `Started`, so skiffd finds it queued).
+                // SAFETY: fd 0 is ours; nothing else in this process uses it.
+                let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(0) };
+                let chan = runtime::sync::Channel::from_fd(sock);
+                let msg = runtime::sync::Msg::Pty(path);
+                if let Err(e) = chan.send_fd(&msg, std::os::fd::AsFd::as_fd(&master)) {
+                    tracing::warn!("handing the pty to skiffd: {e}");
+                }
+            }
+            let pid = joined.pid;
             pipe.send(&crate::monitor::Status::Started { pid: pid.as_raw() });
             runtime::wait_exit_code(pid).unwrap_or(125)
         }

@@ -16,7 +16,7 @@ fn ov<'a>(v: impl Into<Variant<'a>>) -> Result<OwnedVariant, Failure> {
 }
 
 /// The `a{sv}` config for `args`.
-fn config(
+pub(super) fn config(
     args: &CreateArgs,
     auto_remove: bool,
 ) -> Result<HashMap<&'static str, OwnedVariant>, Failure> {
@@ -87,6 +87,9 @@ fn config(
     if args.interactive {
         m.insert("interactive", ov(true)?);
     }
+    if args.tty {
+        m.insert("tty", ov(true)?);
+    }
     if auto_remove {
         m.insert("auto-remove", ov(true)?);
     }
@@ -114,7 +117,7 @@ fn config(
 }
 
 /// docker's exit codes for a `run` that failed before the command ran.
-fn run_failure(e: zbus::Error) -> Failure {
+pub(super) fn run_failure(e: zbus::Error) -> Failure {
     let code = match error_name(&e).as_deref() {
         Some("org.skiff.Error.CommandNotFound") => 127,
         Some("org.skiff.Error.CommandNotExecutable") => 126,
@@ -187,6 +190,9 @@ pub async fn run(
     // Subscribe before the call: the container may exit before the reply arrives, and
     // signals sent during the call are delivered before its reply.
     let mut events = mgr.receive_event().await.map_err(run_failure)?;
+    if args.tty {
+        return super::attach::run_tty(conn, &mgr, events, &args, rm).await;
+    }
     let cfg = config(&args, rm)?;
     let null;
     let own_stdin = std::io::stdin();
@@ -315,6 +321,27 @@ where
         }
     }
     Ok(code)
+}
+
+/// `skiff start -a [-i]`: starts one container and attaches to it; returns its exit
+/// code.
+pub async fn start_attached(
+    conn: &Connection,
+    name: &str,
+    interactive: bool,
+    detach_keys: &str,
+) -> Result<i32, Failure> {
+    let keys = super::tty::parse_detach_keys(detach_keys).map_err(Failure::msg)?;
+    let c = container(conn, name).await.map_err(|e| fail(e, 1))?;
+    c.start(HashMap::new(), crate::dbus::RUN_ATTACH)
+        .await
+        .map_err(run_failure)?;
+    let opts = super::attach::SessionOpts {
+        stdin: interactive,
+        detach_keys: keys,
+        sig_proxy: Some(&c),
+    };
+    super::attach::attach_to(&c, opts).await
 }
 
 /// `skiff start`.

@@ -1,12 +1,14 @@
 //! The `skiff` command line: a thin D-Bus client of skiffd. Every command is one or two
 //! calls on the API; flag names and output columns follow docker's.
 
+pub mod attach;
 pub mod connect;
 pub mod containers;
 pub mod control;
 pub mod exec;
 pub mod images;
 pub mod table;
+pub mod tty;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -78,6 +80,9 @@ pub struct CreateArgs {
     /// Keep stdin open (pass skiff's stdin to the container).
     #[arg(short = 'i', long)]
     pub interactive: bool,
+    /// Allocate a pseudo-terminal (with -i: an interactive shell; detach with ctrl-p ctrl-q).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[arg(long)]
     pub restart: Option<String>,
@@ -132,9 +137,32 @@ pub enum Command {
     },
     /// Start created or stopped containers (output goes to the daemon's log).
     Start {
+        /// Attach to the container's output (and wait for it, returning its exit code).
+        #[arg(short = 'a', long)]
+        attach: bool,
+        /// Attach stdin too (with -a).
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Keys that detach (docker's grammar, e.g. ctrl-p,ctrl-q; "" = none).
+        #[arg(long, default_value = tty::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
         /// Containers (name, id or id prefix).
         #[arg(required = true)]
         containers: Vec<String>,
+    },
+    /// Attach to a running container's terminal or output (ctrl-p ctrl-q detaches).
+    Attach {
+        /// Keys that detach (docker's grammar, e.g. ctrl-p,ctrl-q; "" = none).
+        #[arg(long, default_value = tty::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
+        /// Do not attach stdin.
+        #[arg(long)]
+        no_stdin: bool,
+        /// Forward signals to a container without a tty.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        sig_proxy: bool,
+        /// The container (name, id or id prefix).
+        container: String,
     },
     /// Block until containers stop; print their exit codes.
     Wait {
@@ -177,6 +205,9 @@ pub enum Command {
         /// Keep stdin open (pass skiff's stdin to the process).
         #[arg(short = 'i', long)]
         interactive: bool,
+        /// Allocate a pseudo-terminal in the container.
+        #[arg(short = 't', long)]
+        tty: bool,
         /// Run in the background (output discarded).
         #[arg(short = 'd', long)]
         detach: bool,
@@ -349,7 +380,24 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             ..
         } => containers::run(&conn, args, rm, detach, sig_proxy).await,
         Command::Create { args, .. } => containers::create(&conn, args).await,
-        Command::Start { containers } => containers::start(&conn, &containers).await,
+        Command::Start {
+            attach: true,
+            interactive,
+            detach_keys,
+            containers,
+        } => match containers.as_slice() {
+            [one] => containers::start_attached(&conn, one, interactive, &detach_keys).await,
+            _ => Err(Failure::msg(
+                "start -a attaches to one container: name exactly one",
+            )),
+        },
+        Command::Start { containers, .. } => containers::start(&conn, &containers).await,
+        Command::Attach {
+            detach_keys,
+            no_stdin,
+            sig_proxy,
+            container,
+        } => attach::attach(&conn, &container, no_stdin, &detach_keys, sig_proxy).await,
         Command::Wait { containers } => containers::wait(&conn, &containers).await,
         Command::Rm { force, containers } => containers::rm(&conn, &containers, force).await,
         Command::Inspect { containers } => containers::inspect(&conn, &containers).await,
@@ -361,6 +409,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         } => containers::ps(&conn, all, quiet, &filters, &format).await,
         Command::Exec {
             interactive,
+            tty,
             detach,
             env,
             workdir,
@@ -370,6 +419,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         } => {
             let a = exec::ExecArgs {
                 interactive,
+                tty,
                 detach,
                 env,
                 workdir,

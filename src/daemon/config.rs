@@ -71,10 +71,12 @@ pub struct ContainerConfig {
     /// Remove the container when it exits.
     #[serde(default)]
     pub auto_remove: bool,
-    /// Allocate a pseudo-terminal (not supported yet).
+    /// Allocate a pseudo-terminal (from the container's devpts), held by the monitor;
+    /// clients reach it through `Container.Attach`.
     #[serde(default)]
     pub tty: bool,
-    /// Keep stdin open (used with `RunContainer`'s passed fds).
+    /// Keep stdin open: with passed fds, the client's stdin; otherwise a pipe the
+    /// monitor feeds from attached clients.
     #[serde(default)]
     pub interactive: bool,
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
@@ -170,9 +172,6 @@ impl ContainerConfig {
             }
         }
         self.validate_network()?;
-        if self.tty {
-            return Err(Error::NotSupported("tty (-t) is not supported yet".into()));
-        }
         if let Some(u) = &self.user {
             parse_user(u)?;
         }

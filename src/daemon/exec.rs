@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::process::Stdio as StdStdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use super::lifecycle::{merge_env, Stdio};
 use super::{names, Daemon, Error};
 use crate::monitor;
 use crate::runtime::join::JoinSpec;
+use crate::runtime::sync::{Channel, Msg};
 
 /// How long a finished exec stays known (so `Wait` right after the end still answers).
 const EXEC_LINGER: Duration = Duration::from_secs(60);
@@ -33,6 +35,8 @@ pub struct ExecConfig {
     pub workdir: Option<String>,
     /// `UID[:GID]` or `root` (default: the container's user).
     pub user: Option<String>,
+    /// Allocate a pty in the container (the client takes its master with `open_pty`).
+    pub tty: bool,
 }
 
 /// A running or finished exec.
@@ -47,6 +51,38 @@ pub struct Exec {
     pub pid: Mutex<u32>,
     /// None while running, then the exit code.
     pub exit: watch::Receiver<Option<i32>>,
+    /// The pty master and the slave's path in the container (tty execs, while running).
+    pub pty: Mutex<Option<(OwnedFd, String)>>,
+}
+
+impl Exec {
+    /// A copy of the pty master and the slave's path.
+    pub fn open_pty(&self) -> Result<(OwnedFd, String), Error> {
+        let guard = match self.pty.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match guard.as_ref() {
+            Some((fd, path)) => fd
+                .try_clone()
+                .map(|fd| (fd, path.clone()))
+                .map_err(|e| Error::Internal(format!("dup the pty: {e}"))),
+            None if self.exit.borrow().is_some() => Err(Error::InvalidArgument(format!(
+                "exec {} has ended",
+                self.id
+            ))),
+            None => Err(Error::InvalidArgument(format!(
+                "exec {} has no tty (start it with the tty option)",
+                self.id
+            ))),
+        }
+    }
+
+    /// Sets the window size of the exec's pty.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), Error> {
+        let (fd, _) = self.open_pty()?;
+        crate::runtime::pty::set_size(&fd, rows, cols).map_err(|e| Error::Runtime(e.to_string()))
+    }
 }
 
 impl Exec {
@@ -107,6 +143,7 @@ impl Daemon {
                 .into(),
             uid,
             gid,
+            tty: cfg.tty,
         };
         let spec_json = serde_json::to_string(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         let id = names::new_id().map_err(|e| Error::Internal(format!("random id: {e}")))?;
@@ -122,10 +159,32 @@ impl Daemon {
             &attrs(None),
         ));
         let args = [OsStr::new("__exec"), OsStr::new(&spec_json)];
-        let stdio3: (StdStdio, StdStdio, StdStdio) =
-            (stdio.stdin.into(), stdio.stdout.into(), stdio.stderr.into());
+        // With a tty the helper's stdin is a socket on which it sends the pty master.
+        let (stdio3, pty_chan): ((StdStdio, StdStdio, StdStdio), _) = if cfg.tty {
+            let (ours, theirs) = Channel::pair().map_err(|e| Error::Internal(e.to_string()))?;
+            let theirs: OwnedFd = theirs.into();
+            (
+                (theirs.into(), StdStdio::null(), StdStdio::null()),
+                Some(ours),
+            )
+        } else {
+            (
+                (stdio.stdin.into(), stdio.stdout.into(), stdio.stderr.into()),
+                None,
+            )
+        };
         let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio3)?;
         let first = run.first().await;
+        let pty = match (&first, pty_chan) {
+            (Some(monitor::Status::Started { .. }), Some(chan)) => match chan.recv_fd(true) {
+                Ok((Some(Msg::Pty(path)), Some(fd))) => Some((fd, path)),
+                other => {
+                    tracing::warn!("exec {id}: no pty from the helper ({:?})", other.err());
+                    None
+                }
+            },
+            _ => None,
+        };
         let (tx, rx) = watch::channel(None);
         match first {
             Some(monitor::Status::Started { pid }) => {
@@ -135,6 +194,7 @@ impl Daemon {
                     argv: cfg.argv,
                     pid: Mutex::new(pid as u32),
                     exit: rx,
+                    pty: Mutex::new(pty),
                 });
                 self.remember_exec(exec.clone());
                 self.emit(Event::new("container", "exec_start", &rec.id, &attrs(None)));
@@ -144,6 +204,9 @@ impl Daemon {
                     let code = run.finish().await.unwrap_or(125);
                     if let Ok(mut p) = exec2.pid.lock() {
                         *p = 0;
+                    }
+                    if let Ok(mut p) = exec2.pty.lock() {
+                        *p = None;
                     }
                     tx.send_replace(Some(code));
                     daemon.emit(Event::new(

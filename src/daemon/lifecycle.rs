@@ -212,6 +212,7 @@ impl Daemon {
         c: &Container,
         rec: &Record,
         log: Option<crate::monitor::LogConfig>,
+        wait_attach: bool,
     ) -> Result<(PathBuf, Vec<crate::netns::PortMapping>), Error> {
         let bundle = self.bundle_dir(&rec.id);
         fsutil::ensure_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
@@ -238,6 +239,8 @@ impl Daemon {
         let mon = MonitorConfig {
             id: rec.id.clone(),
             rootfs: plan,
+            stdin: rec.config.interactive && log.is_some() && !rec.config.tty,
+            wait_attach: wait_attach && log.is_some(),
             log,
             network,
         };

@@ -117,7 +117,7 @@ pub fn build(rec: &Record, maps: &IdMaps, rootfs: &Path) -> Result<Spec, Error> 
         .build()
         .map_err(oci)?;
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(rec.config.tty)
         .user(user)
         .args(rec.args.clone())
         .env(rec.env.clone())

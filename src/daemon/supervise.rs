@@ -41,7 +41,23 @@ impl Daemon {
                 r.state.restart_count = 0;
             })?;
         }
-        self.start_locked(&c, stdio).await
+        self.start_locked_with(&c, stdio, false).await
+    }
+
+    /// Starts a container with logged output for a client that attaches right after:
+    /// its monitor keeps the output and the exit code for that first client a while
+    /// even when the command ends before the client is there.
+    pub async fn start_for_attach(&self, name_or_id: &str) -> Result<(), Error> {
+        let c = self.lookup(name_or_id)?;
+        let _op = c.op.lock().await;
+        let s = c.snapshot().state;
+        if s.stopped_by_user || s.restart_count != 0 {
+            c.update(|r| {
+                r.state.stopped_by_user = false;
+                r.state.restart_count = 0;
+            })?;
+        }
+        self.start_locked_with(&c, None, true).await
     }
 
     /// The start itself; the caller holds the container's op lock.
@@ -50,12 +66,27 @@ impl Daemon {
         c: &Arc<Container>,
         stdio: Option<Stdio>,
     ) -> Result<(), Error> {
+        self.start_locked_with(c, stdio, false).await
+    }
+
+    async fn start_locked_with(
+        &self,
+        c: &Arc<Container>,
+        stdio: Option<Stdio>,
+        wait_attach: bool,
+    ) -> Result<(), Error> {
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
         }
         let rec = c.snapshot();
         if rec.state.status == Status::Running {
             return Err(Error::ContainerRunning(rec.name));
+        }
+        if rec.config.tty && stdio.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "{} has a tty: start it without fds and use Attach",
+                rec.name
+            )));
         }
         let log = match stdio {
             Some(_) => None,
@@ -68,7 +99,7 @@ impl Daemon {
                 })
             }
         };
-        let (bundle, ports) = match self.write_bundle(c, &rec, log) {
+        let (bundle, ports) = match self.write_bundle(c, &rec, log, wait_attach) {
             Ok(b) => b,
             // E.g. a published port in use: nothing ran; record why (and honour --rm,
             // in a task: we hold the op lock that remove takes).
@@ -279,6 +310,45 @@ impl Daemon {
                 }
             }
         });
+    }
+}
+
+impl Daemon {
+    /// A connection to the running container's attach socket (served by its monitor),
+    /// for the client to use directly: the daemon stays out of the data path.
+    pub fn attach(&self, name_or_id: &str) -> Result<OwnedFd, Error> {
+        let c = self.lookup(name_or_id)?;
+        let rec = c.snapshot();
+        if rec.state.status != Status::Running {
+            return Err(Error::ContainerNotRunning(rec.name));
+        }
+        let path = monitor::attach::socket_path(&self.bundle_dir(&rec.id));
+        monitor::attach::connect(&path).map_err(|e| match e {
+            nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED => {
+                Error::InvalidArgument(format!(
+                    "{} was started with the client's own stdio: there is nothing to attach to",
+                    rec.name
+                ))
+            }
+            e => Error::Runtime(format!("connect to the monitor of {}: {e}", rec.name)),
+        })
+    }
+
+    /// Sets the window size of a running tty container's pty.
+    pub fn resize(&self, name_or_id: &str, rows: u16, cols: u16) -> Result<(), Error> {
+        let rec = self.lookup(name_or_id)?.snapshot();
+        if !rec.config.tty {
+            return Err(Error::InvalidArgument(format!(
+                "{} has no tty to resize (create it with -t)",
+                rec.name
+            )));
+        }
+        let fd = self.attach(name_or_id)?;
+        let send = |p: &monitor::attach::Packet| {
+            monitor::attach::send(&fd, p).map_err(|e| Error::Runtime(format!("resize: {e}")))
+        };
+        send(&monitor::attach::Packet::Hello { flags: 0 })?;
+        send(&monitor::attach::Packet::Resize { rows, cols })
     }
 }
 

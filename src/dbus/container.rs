@@ -44,6 +44,16 @@ fn log_options(options: &HashMap<String, OwnedVariant>) -> Result<LogOptions, Sk
     Ok(o)
 }
 
+/// Checks a window size from a client.
+pub(crate) fn window_size(rows: u32, cols: u32) -> Result<(u16, u16), SkiffError> {
+    match (u16::try_from(rows), u16::try_from(cols)) {
+        (Ok(r), Ok(c)) if r > 0 && c > 0 => Ok((r, c)),
+        _ => Err(SkiffError::invalid_args(format!(
+            "window size {rows}x{cols}: rows and cols must be 1 to 65535"
+        ))),
+    }
+}
+
 /// A container's object.
 pub struct ContainerObject {
     /// Shared context.
@@ -62,6 +72,7 @@ impl ContainerObject {
 #[interface(name = "org.skiff.skiff1.Container")]
 impl ContainerObject {
     /// Starts the container. `fds` as in `Manager.RunContainer` (empty = logged output).
+    /// Flag 4: the caller attaches right after (no fds), as `RunContainer`'s.
     async fn start(
         &self,
         #[zbus(header)] hdr: Header<'_>,
@@ -70,8 +81,16 @@ impl ContainerObject {
         flags: u64,
     ) -> Result<(), SkiffError> {
         self.ctx.caller.check(&hdr, conn).await?;
-        check_flags(flags, 0)?;
+        check_flags(flags, super::RUN_ATTACH)?;
         let stdio = stdio_of(fds)?;
+        if flags & super::RUN_ATTACH != 0 {
+            if stdio.is_some() {
+                return Err(SkiffError::invalid_args(
+                    "flag 4 (attach) is for starts without fds",
+                ));
+            }
+            return Ok(self.ctx.daemon.start_for_attach(&self.id).await?);
+        }
         Ok(self.ctx.daemon.start(&self.id, stdio).await?)
     }
 
@@ -167,6 +186,37 @@ impl ContainerObject {
             None => super::manager::null_stdio()?,
         };
         super::exec::start(&self.ctx, server, &self.id, cfg, stdio).await
+    }
+
+    /// A connection to the running container's monitor (`AF_UNIX SOCK_SEQPACKET`, the
+    /// attach protocol of docs/dbus-api.md): the container's pty or stdout/stderr, its
+    /// stdin, resizes and its exit code, with no daemon in between. Several clients may
+    /// attach at once; output written before the first one attached is replayed to it.
+    /// `flags` must be 0.
+    #[zbus(out_args("socket"))]
+    async fn attach(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        flags: u64,
+    ) -> Result<zbus::OwnedFd, SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        check_flags(flags, 0)?;
+        let fd: OwnedFd = self.ctx.daemon.attach(&self.id)?;
+        Ok(fd.into())
+    }
+
+    /// Sets the window size of the running container's pty (tty containers).
+    async fn resize(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        rows: u32,
+        cols: u32,
+    ) -> Result<(), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let (rows, cols) = window_size(rows, cols)?;
+        Ok(self.ctx.daemon.resize(&self.id, rows, cols)?)
     }
 
     /// Sends a signal to the container's main process; `whom` must be "main" or "".

@@ -39,13 +39,10 @@ pub fn exec_config(
             "env" => cfg.env = serde_json::from_value(json).map_err(|_| bad())?,
             "workdir" => cfg.workdir = Some(serde_json::from_value(json).map_err(|_| bad())?),
             "user" => cfg.user = Some(serde_json::from_value(json).map_err(|_| bad())?),
-            "tty" => {
-                if matches!(&**v, Variant::Bool(true)) {
-                    return Err(SkiffError::NotSupported(
-                        "exec with a tty is not supported yet".into(),
-                    ));
-                }
-            }
+            "tty" => match &**v {
+                Variant::Bool(b) => cfg.tty = *b,
+                _ => return Err(bad()),
+            },
             other => {
                 return Err(SkiffError::invalid_args(format!(
                     "unknown exec option {other:?} (known: env, workdir, user, tty)"
@@ -122,6 +119,35 @@ impl ExecObject {
     ) -> Result<(), SkiffError> {
         self.ctx.caller.check(&hdr, conn).await?;
         Ok(self.ctx.daemon.kill_exec(&self.id, signal)?)
+    }
+
+    /// The pty master of a tty exec (option `tty: true`) and the slave's path inside
+    /// the container. Output written before this call waits in the pty. The client
+    /// resizes with TIOCSWINSZ on the master, or with `Resize`.
+    #[zbus(name = "OpenPTY", out_args("master", "pty_path"))]
+    async fn open_pty(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(zbus::OwnedFd, String), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let e = self.ctx.daemon.exec_by_id(&self.id)?;
+        let (fd, path) = e.open_pty()?;
+        Ok((fd.into(), path))
+    }
+
+    /// Sets the window size of the exec's pty.
+    async fn resize(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        rows: u32,
+        cols: u32,
+    ) -> Result<(), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let (rows, cols) = super::container::window_size(rows, cols)?;
+        let e = self.ctx.daemon.exec_by_id(&self.id)?;
+        Ok(e.resize(rows, cols)?)
     }
 
     /// The exec's id.

@@ -233,7 +233,8 @@ impl Manager {
 
     /// Creates and starts a container. `fds` maps the container's fd 0, 1, 2 to fds the
     /// client passes (its own stdio, typically); empty = output logged by the daemon.
-    /// Flags: 1 = remove on exit, 2 = kill when the caller leaves the bus.
+    /// Flags: 1 = remove on exit, 2 = kill when the caller leaves the bus, 4 = the caller
+    /// attaches right after (no fds; see `Container.Attach`).
     #[zbus(out_args("id", "container"))]
     #[allow(clippy::too_many_arguments)]
     async fn run_container(
@@ -249,9 +250,15 @@ impl Manager {
         self.ctx.caller.check(&hdr, conn).await?;
         check_flags(
             flags,
-            super::RUN_AUTO_REMOVE | super::RUN_KILL_ON_DISCONNECT,
+            super::RUN_AUTO_REMOVE | super::RUN_KILL_ON_DISCONNECT | super::RUN_ATTACH,
         )?;
         let stdio = stdio_of(fds)?;
+        let attach = flags & super::RUN_ATTACH != 0;
+        if attach && stdio.is_some() {
+            return Err(SkiffError::invalid_args(
+                "flag 4 (attach) is for runs without fds: the output goes through Attach",
+            ));
+        }
         let json = convert::dict_to_json(&config).map_err(SkiffError::InvalidConfig)?;
         let mut cfg = ContainerConfig::from_json_value(json)?;
         if flags & super::RUN_AUTO_REMOVE != 0 {
@@ -268,7 +275,11 @@ impl Manager {
                 );
             }
         }
-        self.ctx.daemon.start(&id, stdio).await?;
+        if attach {
+            self.ctx.daemon.start_for_attach(&id).await?;
+        } else {
+            self.ctx.daemon.start(&id, stdio).await?;
+        }
         Ok((id, p))
     }
 
@@ -378,7 +389,12 @@ impl Manager {
     /// Optional features this daemon has.
     #[zbus(property(emits_changed_signal = "const"))]
     fn features(&self) -> Vec<String> {
-        vec!["fd-stdio".into(), "import".into()]
+        vec![
+            "fd-stdio".into(),
+            "import".into(),
+            "tty".into(),
+            "attach".into(),
+        ]
     }
 
     /// A container was created.

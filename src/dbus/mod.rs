@@ -20,7 +20,7 @@ pub const BUS_NAME: &str = "org.skiff.skiff1";
 /// The manager's object path.
 pub const MANAGER_PATH: &str = "/org/skiff/skiff1";
 /// The API version: bumped on every compatible addition.
-pub const API_VERSION: u32 = 1;
+pub const API_VERSION: u32 = 2;
 
 /// The object path of a container (64 hex digits need no escaping).
 pub fn container_path(id: &str) -> String {
@@ -41,6 +41,9 @@ pub fn job_path(id: u32) -> String {
 pub const RUN_AUTO_REMOVE: u64 = 1;
 /// Flag of `RunContainer`: kill the container when the calling client leaves the bus.
 pub const RUN_KILL_ON_DISCONNECT: u64 = 2;
+/// `RunContainer`/`Start` flag: the caller attaches right after (no fds): the monitor
+/// keeps the output and exit code for it even if the command ends first.
+pub const RUN_ATTACH: u64 = 4;
 /// Flag of `ListContainers`: include stopped containers.
 pub const LIST_ALL: u64 = 1;
 /// Flag of `Remove`: kill a running container first.

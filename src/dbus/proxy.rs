@@ -105,10 +105,31 @@ pub trait Container {
         &self,
         options: HashMap<&str, OwnedVariant>,
     ) -> zbus::Result<(zbus::OwnedFd, zbus::OwnedFd)>;
+    /// See the server side.
+    fn attach(&self, flags: u64) -> zbus::Result<zbus::OwnedFd>;
+    /// See the server side.
+    fn resize(&self, rows: u32, cols: u32) -> zbus::Result<()>;
     /// The full id.
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;
     /// The state.
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
+}
+
+/// `org.skiff.skiff1.Exec`.
+#[proxy(
+    interface = "org.skiff.skiff1.Exec",
+    default_service = "org.skiff.skiff1"
+)]
+pub trait Exec {
+    /// See the server side.
+    fn wait(&self) -> zbus::Result<i32>;
+    /// See the server side.
+    fn kill(&self, signal: i32) -> zbus::Result<()>;
+    /// See the server side.
+    #[zbus(name = "OpenPTY")]
+    fn open_pty(&self) -> zbus::Result<(zbus::OwnedFd, String)>;
+    /// See the server side.
+    fn resize(&self, rows: u32, cols: u32) -> zbus::Result<()>;
 }

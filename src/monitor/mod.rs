@@ -5,17 +5,20 @@
 //! the daemon what happened through a status pipe (fd 3, one JSON object per line).
 //!
 //! The monitor is silent on its own stdio: those belong to the container. When the daemon
-//! asks for logging, the container's stdout and stderr are pipes that the monitor reads
-//! and writes to the json-file log, so output is never lost while the daemon is down.
+//! asks for logging, the container's stdout and stderr are pipes (or its pty, with -t)
+//! that the monitor reads and writes to the json-file log, so output is never lost while
+//! the daemon is down; clients attach to the container through the monitor's attach
+//! socket ([`attach`], served by [`io`]), never through the daemon.
 
+pub mod attach;
+pub mod io;
 pub mod logger;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -24,6 +27,9 @@ use crate::fsutil;
 use crate::runtime::{self, RootfsPlan};
 use crate::timefmt::now_us;
 pub use logger::LogConfig;
+
+/// How long a monitor started for an attaching client waits for it after the end.
+const FIRST_CLIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The fd on which the monitor writes [`Status`] lines.
 pub const STATUS_FD: i32 = 3;
@@ -40,6 +46,15 @@ pub struct MonitorConfig {
     /// stdio are the container's (the client passed its fds).
     #[serde(default)]
     pub log: Option<LogConfig>,
+    /// Give the container a stdin pipe that attached clients write to (created with
+    /// -i, output logged, no tty).
+    #[serde(default)]
+    pub stdin: bool,
+    /// A client attaches right after the start (`run -t`, `start -a`): if the command
+    /// ends before any client asked for output, wait a while for the first one and give
+    /// it the output and the exit code.
+    #[serde(default)]
+    pub wait_attach: bool,
     /// How to connect the container's network namespace (none: nothing to start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::netns::NetPlan>,
@@ -161,125 +176,121 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         .map_err(|e| runtime::Error::Spec(e.to_string()))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| runtime::Error::sys("PR_SET_CHILD_SUBREAPER", e))?;
-    let pipes = match &cfg.log {
-        Some(_) => Some(OutputPipes::install()?),
-        None => None,
+    let tty = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    // Logged containers (no client fds) are served through the attach socket; it exists
+    // before the daemon hears that the container started.
+    let logged = cfg.log.is_some();
+    let pipes = if logged && !tty {
+        Some(OutputPipes::install(cfg.stdin)?)
+    } else {
+        None
+    };
+    let sock = attach::socket_path(bundle);
+    let listener = if logged {
+        Some(
+            attach::listen(&sock)
+                .map_err(|e| runtime::Error::sys("create the attach socket", e))?,
+        )
+    } else {
+        None
     };
     // The network helper is our child; dropping it stops it and removes its files.
     let mut net: Option<Box<dyn crate::netns::Helper>> = None;
-    let init = runtime::create::create_and_start_with(&spec, &cfg.rootfs, &mut |pid| {
+    let started = runtime::create::create_and_start_with(&spec, &cfg.rootfs, &mut |pid| {
         if let Some(plan) = &cfg.network {
             net = crate::netns::connect(plan, pid.as_raw())
                 .map_err(|e| runtime::Error::Setup(e.to_string()))?;
         }
         Ok(())
     })?;
+    let init = started.pid;
     pipe.send(&Status::Started { pid: init.as_raw() });
-    if let (Some(pipes), Some(log)) = (pipes, &cfg.log) {
-        pipes.pump(init, log.clone());
+    let mut io = None;
+    if logged {
+        let streams = match pipes {
+            Some(p) => p.into_streams(),
+            None => io::Streams {
+                tty: started.pty,
+                out: None,
+                err: None,
+                stdin: None,
+            },
+        };
+        let mut l = io::Io::new(streams, listener, cfg.log.clone());
+        l.run(init);
+        io = Some(l);
     }
     let code = runtime::wait_exit_code(init);
     drop(net);
     let code = code?;
+    if let Some(mut l) = io {
+        if cfg.wait_attach {
+            l.await_first_client(FIRST_CLIENT_WAIT);
+        }
+        l.finish(code);
+    }
+    let _ = std::fs::remove_file(&sock);
     reap_orphans();
     Ok(code)
 }
 
-/// The read ends of the container's stdout and stderr pipes.
+/// The container's ends of its stdio pipes are our fds 0-2 while it is created; we keep
+/// the other ends.
 struct OutputPipes {
     out: OwnedFd,
     err: OwnedFd,
+    stdin: Option<OwnedFd>,
 }
 
 impl OutputPipes {
-    /// Makes pipes and puts their write ends on our fds 1 and 2, which the container
-    /// inherits; the read ends are close-on-exec, so only we hold them.
-    fn install() -> Result<OutputPipes, runtime::Error> {
+    /// Makes pipes and puts their container ends on our fds 0-2, which the container
+    /// inherits; our ends are close-on-exec, so only we hold them.
+    fn install(stdin: bool) -> Result<OutputPipes, runtime::Error> {
         let mk = || {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(|e| runtime::Error::sys("pipe", e))
         };
         let (out, out_w) = mk()?;
         let (err, err_w) = mk()?;
-        for (fd, target) in [(&out_w, 1), (&err_w, 2)] {
+        let mut targets = vec![(out_w, 1), (err_w, 2)];
+        let stdin = if stdin {
+            let (r, w) = mk()?;
+            targets.push((r, 0));
+            Some(w)
+        } else {
+            None
+        };
+        for (fd, target) in &targets {
             // SAFETY: dup2 onto a standard descriptor we own; the old one is replaced.
-            if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+            if unsafe { libc::dup2(fd.as_raw_fd(), *target) } < 0 {
                 return Err(runtime::Error::sys("dup2", nix::errno::Errno::last()));
             }
         }
-        Ok(OutputPipes { out, err })
+        Ok(OutputPipes { out, err, stdin })
     }
 
-    /// Copies the container's output to the log until init exits and the pipes are
-    /// drained. A logging failure (a full disk) loses that chunk, never blocks the
-    /// container.
-    fn pump(self, init: Pid, cfg: LogConfig) {
-        // Let only the container hold the write ends, so its exit shows as end-of-file.
-        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-            // SAFETY: as above.
-            unsafe {
-                libc::dup2(null.as_raw_fd(), 1);
-                libc::dup2(null.as_raw_fd(), 2);
+    /// Once the container runs: lets only the container hold its ends (so its exit
+    /// shows as end-of-file) and hands ours to the I/O loop.
+    fn into_streams(self) -> io::Streams {
+        if let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            for target in 0..3 {
+                // SAFETY: as above.
+                unsafe { libc::dup2(null.as_raw_fd(), target) };
             }
         }
-        let mut logger = logger::Logger::open(cfg).ok();
-        let pidfd = crate::procutil::pidfd_open(init.as_raw()).ok();
-        let mut open = [true, true];
-        let mut init_done = false;
-        let mut buf = vec![0u8; 64 * 1024];
-        while open[0] || open[1] {
-            let mut fds = Vec::new();
-            let mut which = Vec::new();
-            for (i, fd) in [&self.out, &self.err].into_iter().enumerate() {
-                if open[i] {
-                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                    which.push(i);
-                }
-            }
-            let watch_init = pidfd.is_some() && !init_done;
-            if let (Some(p), true) = (&pidfd, watch_init) {
-                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
-            }
-            // After init ended, whatever still holds a write end (a helper process)
-            // must not keep us here: drain what is there and stop.
-            let timeout = if init_done {
-                PollTimeout::ZERO
-            } else {
-                PollTimeout::NONE
-            };
-            match poll(&mut fds, timeout) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => break,
-            }
-            let ready: Vec<bool> = fds
-                .iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                .collect();
-            drop(fds);
-            if watch_init && ready.last().copied().unwrap_or(false) {
-                init_done = true;
-            }
-            for (slot, i) in which.iter().enumerate() {
-                if !ready[slot] {
-                    continue;
-                }
-                let fd = if *i == 0 { &self.out } else { &self.err };
-                match nix::unistd::read(fd, &mut buf) {
-                    Ok(0) => open[*i] = false,
-                    Ok(n) => {
-                        if let Some(l) = logger.as_mut() {
-                            let _ = l.write(*i + 1, &buf[..n]);
-                        }
-                    }
-                    Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
-                    Err(_) => open[*i] = false,
-                }
-            }
-        }
-        if let Some(l) = logger.as_mut() {
-            let _ = l.flush();
+        io::Streams {
+            tty: None,
+            out: Some(self.out),
+            err: Some(self.err),
+            stdin: self.stdin,
         }
     }
 }

@@ -82,7 +82,15 @@ pub fn namespace_flags(spec: &Spec) -> Result<CloneFlags, Error> {
 /// a command that cannot be started gives [`Error::Exec`] with docker's exit code. The
 /// caller must be single-threaded and should be a child subreaper.
 pub fn create_and_start(spec: &Spec, plan: &RootfsPlan) -> Result<Pid, Error> {
-    create_and_start_with(spec, plan, &mut |_| Ok(()))
+    create_and_start_with(spec, plan, &mut |_| Ok(())).map(|s| s.pid)
+}
+
+/// A started container.
+pub struct Started {
+    /// Init's pid on the host.
+    pub pid: Pid,
+    /// The pty master when the spec asks for a terminal (`process.terminal`).
+    pub pty: Option<std::os::fd::OwnedFd>,
 }
 
 /// [`create_and_start`], running `before_exec` with init's pid once the namespaces exist
@@ -92,7 +100,7 @@ pub fn create_and_start_with(
     spec: &Spec,
     plan: &RootfsPlan,
     before_exec: &mut dyn FnMut(Pid) -> Result<(), Error>,
-) -> Result<Pid, Error> {
+) -> Result<Started, Error> {
     let maps = maps_of_spec(spec)?;
     let flags = namespace_flags(spec)?;
     let (intermediate, chan) =
@@ -123,13 +131,19 @@ pub fn create_and_start_with(
     }
     // Init may already have failed (its message is queued): the reply below tells.
     let _ = chan.send(&Msg::Proceed);
-    match chan.recv()? {
-        None => Ok(init_pid),
-        Some(Msg::Failed { code, message }) => {
-            let _ = wait_exit_code(init_pid);
-            Err(Error::Exec { code, message })
+    let mut pty = None;
+    loop {
+        match chan.recv_fd(false)? {
+            (None, _) => return Ok(Started { pid: init_pid, pty }),
+            (Some(Msg::Pty(_)), Some(fd)) => pty = Some(fd),
+            (Some(Msg::Failed { code, message }), _) => {
+                let _ = wait_exit_code(init_pid);
+                return Err(Error::Exec { code, message });
+            }
+            (Some(other), _) => {
+                return Err(Error::Protocol(format!("unexpected {other:?} from init")))
+            }
         }
-        Some(other) => Err(Error::Protocol(format!("unexpected {other:?} from init"))),
     }
 }
 

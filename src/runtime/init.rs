@@ -11,7 +11,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::exec::{self, ExecFailure, EXIT_SETUP_FAILED};
 use super::sync::{Channel, Msg};
-use super::{rootfs, Error, RootfsPlan};
+use super::{pty, rootfs, Error, RootfsPlan};
 
 /// Runs the init steps; returns the exit code to use if they fail (never returns on a
 /// successful exec).
@@ -85,6 +85,24 @@ fn setup(
         .as_ref()
         .ok_or_else(|| Error::Spec("process is missing".into()))?;
     let user = process.user();
+    if process.terminal().unwrap_or(false) {
+        // The pty comes from the container's devpts (mounted above, reached through
+        // the /dev/ptmx symlink); the monitor keeps the master for the container's life.
+        let pty = pty::open("/dev/ptmx")?;
+        // Owned by the process's user, as a login would leave it (best effort: an
+        // unmapped id is reported by setuid below).
+        let _ = nix::unistd::fchown(
+            &pty.slave,
+            Some(Uid::from_raw(user.uid())),
+            Some(Gid::from_raw(user.gid())),
+        );
+        chan.send_fd(
+            &Msg::Pty(pty.path.clone()),
+            std::os::fd::AsFd::as_fd(&pty.master),
+        )?;
+        drop(pty.master);
+        pty::make_controlling(&pty.slave)?;
+    }
     let cwd = process.cwd();
     if !Path::new(cwd).exists() {
         std::fs::create_dir_all(cwd)

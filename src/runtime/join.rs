@@ -32,6 +32,17 @@ pub struct JoinSpec {
     pub uid: u32,
     /// gid inside the container.
     pub gid: u32,
+    /// Give the process a pty from the container's devpts as its controlling terminal.
+    #[serde(default)]
+    pub tty: bool,
+}
+
+/// A started process.
+pub struct Joined {
+    /// Its host pid.
+    pub pid: Pid,
+    /// The pty master and the slave's path in the container (with `tty`).
+    pub pty: Option<(std::os::fd::OwnedFd, String)>,
 }
 
 /// The namespaces joined, user first (joining it gives the rights to join the rest).
@@ -48,7 +59,7 @@ const NAMESPACES: [(&str, CloneFlags); 7] = [
 /// Joins the container of `spec.pid` and starts the command; returns the new process's
 /// host pid once it runs, or [`Error::Exec`] with docker's code. Single-threaded callers
 /// only.
-pub fn spawn(spec: &JoinSpec) -> Result<Pid, Error> {
+pub fn spawn(spec: &JoinSpec) -> Result<Joined, Error> {
     let open = |what: &str| {
         let p = format!("/proc/{}/{what}", spec.pid);
         File::open(&p).map_err(|e| Error::io(format!("open {p}: is the container running?"), e))
@@ -74,12 +85,27 @@ pub fn spawn(spec: &JoinSpec) -> Result<Pid, Error> {
         .map_err(|e| Error::sys("setresuid(0)", e))?;
     nix::unistd::fchdir(&root).map_err(|e| Error::sys("fchdir to the container's root", e))?;
     nix::unistd::chroot(".").map_err(|e| Error::sys("chroot into the container", e))?;
+    // The container's /dev/ptmx, now that we see its mounts and root.
+    let pty = if spec.tty {
+        Some(super::pty::open("/dev/ptmx")?)
+    } else {
+        None
+    };
     let (parent, child) = Channel::pair()?;
     // SAFETY: single-threaded caller (see above).
     match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
         ForkResult::Child => {
             drop(parent);
-            let f = child_main(spec);
+            let f = match &pty {
+                Some(p) => match take_terminal(spec, &p.slave) {
+                    Ok(()) => child_main(spec),
+                    Err(e) => ExecFailure {
+                        code: EXIT_SETUP_FAILED,
+                        message: e.to_string(),
+                    },
+                },
+                None => child_main(spec),
+            };
             let _ = child.send(&Msg::Failed {
                 code: f.code,
                 message: f.message,
@@ -88,8 +114,9 @@ pub fn spawn(spec: &JoinSpec) -> Result<Pid, Error> {
         }
         ForkResult::Parent { child: pid } => {
             drop(child);
+            let pty = pty.map(|p| (p.master, p.path));
             match parent.recv()? {
-                None => Ok(pid),
+                None => Ok(Joined { pid, pty }),
                 Some(Msg::Failed { code, message }) => {
                     let _ = super::wait_exit_code(pid);
                     Err(Error::Exec { code, message })
@@ -98,6 +125,17 @@ pub fn spawn(spec: &JoinSpec) -> Result<Pid, Error> {
             }
         }
     }
+}
+
+/// In the child: a new session with the pty as controlling terminal and stdio.
+fn take_terminal(spec: &JoinSpec, slave: &std::os::fd::OwnedFd) -> Result<(), Error> {
+    nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
+    let _ = nix::unistd::fchown(
+        slave,
+        Some(Uid::from_raw(spec.uid)),
+        Some(Gid::from_raw(spec.gid)),
+    );
+    super::pty::make_controlling(slave)
 }
 
 fn child_main(spec: &JoinSpec) -> ExecFailure {

@@ -14,6 +14,7 @@ pub mod init;
 pub mod join;
 pub mod mountopts;
 pub mod nsproc;
+pub mod pty;
 pub mod rootfs;
 pub mod sync;
 

@@ -3,9 +3,12 @@
 //! and a closed peer reads as end-of-file, which is how the monitor learns that the
 //! container's init has exec'd (its end of the socket is close-on-exec).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    self, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
@@ -26,6 +29,10 @@ pub enum Msg {
     /// Intermediate → monitor: the FUSE rootfs server runs with this pid (it exits by
     /// itself when init does).
     FuseServer(i32),
+    /// Init → monitor (or `__exec` → daemon): the pty master rides along with this
+    /// message (SCM_RIGHTS); the slave, at this path inside the container, is the
+    /// process's controlling terminal.
+    Pty(String),
     /// Init → monitor: setting up the container failed before exec.
     Failed {
         /// The exit code the container gets: 125 (setup), 126 (not executable), 127 (not found).
@@ -38,6 +45,12 @@ pub enum Msg {
 /// One end of the socket pair.
 pub struct Channel {
     fd: OwnedFd,
+}
+
+impl From<Channel> for OwnedFd {
+    fn from(c: Channel) -> OwnedFd {
+        c.fd
+    }
 }
 
 impl Channel {
@@ -62,6 +75,74 @@ impl Channel {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(Error::sys("send on the sync socket", e)),
             }
+        }
+    }
+
+    /// Wraps an fd that is one end of a SEQPACKET socket pair (e.g. a helper's stdin).
+    pub fn from_fd(fd: OwnedFd) -> Channel {
+        Channel { fd }
+    }
+
+    /// Sends one message with `fd` attached (SCM_RIGHTS).
+    pub fn send_fd(&self, msg: &Msg, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        let data = serde_json::to_vec(msg).map_err(|e| Error::Protocol(e.to_string()))?;
+        let iov = [IoSlice::new(&data)];
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        loop {
+            match socket::sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &iov,
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("sendmsg on the sync socket", e)),
+            }
+        }
+    }
+
+    /// Receives one message and the fd that came with it, if any; `None` at end-of-file.
+    /// `nonblocking`: return `Ok((None, None))` instead of waiting when nothing is queued.
+    pub fn recv_fd(&self, nonblocking: bool) -> Result<(Option<Msg>, Option<OwnedFd>), Error> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
+        if nonblocking {
+            flags |= MsgFlags::MSG_DONTWAIT;
+        }
+        loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let (n, fd) =
+                match socket::recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut space), flags)
+                {
+                    Ok(m) => {
+                        let mut fd = None;
+                        for c in m.cmsgs().map_err(|e| Error::sys("recvmsg", e))? {
+                            if let ControlMessageOwned::ScmRights(fds) = c {
+                                for raw in fds {
+                                    // SAFETY: the kernel just installed this descriptor for us.
+                                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                                    if fd.is_none() {
+                                        fd = Some(owned);
+                                    }
+                                }
+                            }
+                        }
+                        (m.bytes, fd)
+                    }
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(nix::errno::Errno::EAGAIN) if nonblocking => return Ok((None, None)),
+                    Err(e) => return Err(Error::sys("recvmsg on the sync socket", e)),
+                };
+            if n == 0 {
+                return Ok((None, fd));
+            }
+            let msg =
+                serde_json::from_slice(&buf[..n]).map_err(|e| Error::Protocol(e.to_string()))?;
+            return Ok((Some(msg), fd));
         }
     }
 
@@ -103,5 +184,20 @@ mod tests {
         ));
         drop(a);
         assert_eq!(b.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn fds_ride_along() {
+        let (a, b) = Channel::pair().unwrap();
+        assert!(matches!(b.recv_fd(true).unwrap(), (None, None)));
+        let (r, w) = nix::unistd::pipe().unwrap();
+        a.send_fd(&Msg::Pty("/dev/pts/0".into()), std::os::fd::AsFd::as_fd(&w))
+            .unwrap();
+        drop(w);
+        let (msg, fd) = b.recv_fd(false).unwrap();
+        assert_eq!(msg, Some(Msg::Pty("/dev/pts/0".into())));
+        nix::unistd::write(fd.unwrap(), b"x").unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(nix::unistd::read(&r, &mut buf).unwrap(), 1);
     }
 }
