@@ -22,6 +22,7 @@ pub mod reference;
 pub mod remove;
 pub mod store;
 pub mod unpack;
+mod zstd;
 
 pub use blob::{parse_digest, BlobWriter};
 pub use manifest::{LayerRef, ParsedManifest};
