@@ -116,7 +116,8 @@ pub enum Error {
     /// A layer exceeds one of the [`UnpackOptions`] limits.
     #[error(
         "the layer exceeds the {what} limit of {limit}; if the image is legitimate, \
-         raise UnpackOptions::{what}"
+         raise UnpackOptions::{what} (skiffd's environment: SKIFF_LAYER_MAX_ENTRIES, \
+         SKIFF_LAYER_MAX_BYTES)"
     )]
     LimitExceeded {
         /// The name of the option whose limit was hit (`max_entries` or `max_bytes`).

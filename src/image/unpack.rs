@@ -67,6 +67,31 @@ impl Default for UnpackOptions {
     }
 }
 
+/// The environment variable (of skiffd, inherited by its unpack helper) overriding
+/// [`UnpackOptions::max_entries`].
+pub const MAX_ENTRIES_ENV: &str = "SKIFF_LAYER_MAX_ENTRIES";
+/// The environment variable overriding [`UnpackOptions::max_bytes`].
+pub const MAX_BYTES_ENV: &str = "SKIFF_LAYER_MAX_BYTES";
+
+impl UnpackOptions {
+    /// The defaults, with the limits taken from `SKIFF_LAYER_MAX_ENTRIES` and
+    /// `SKIFF_LAYER_MAX_BYTES` when set (`get` reads the environment).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<UnpackOptions, Error> {
+        let mut o = UnpackOptions::default();
+        for (var, field) in [
+            (MAX_ENTRIES_ENV, &mut o.max_entries),
+            (MAX_BYTES_ENV, &mut o.max_bytes),
+        ] {
+            if let Some(v) = get(var) {
+                *field = v.trim().parse().map_err(|_| Error::InvalidLayer {
+                    reason: format!("{var}={v:?} is not a number; set it to a positive integer"),
+                })?;
+            }
+        }
+        Ok(o)
+    }
+}
+
 /// What [`unpack_layer`] extracted. Serialisable: the unpack helper process reports it
 /// to the daemon as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -650,3 +650,27 @@ fn fifos_are_created_as_fifos() {
     assert_eq!(m.mode() & 0o7777, 0o620);
     assert_eq!(m.mtime(), MTIME as i64);
 }
+
+#[test]
+fn limits_come_from_the_environment() {
+    let o = UnpackOptions::from_env(|k| (k == MAX_ENTRIES_ENV).then(|| "7".to_string())).unwrap();
+    assert_eq!(o.max_entries, 7);
+    assert_eq!(o.max_bytes, UnpackOptions::default().max_bytes);
+    let e = UnpackOptions::from_env(|_| Some("lots".into())).unwrap_err();
+    assert!(e.to_string().contains("SKIFF_LAYER_MAX_ENTRIES"), "{e}");
+    let mut t = Tar::new();
+    for i in 0..8 {
+        t.file(&format!("f{i}"), 0o644, b"");
+    }
+    let (_t, _d, r) = unpack(
+        &t.bytes(),
+        &UnpackOptions {
+            preserve_ownership: false,
+            ..o
+        },
+    );
+    assert!(
+        matches!(r, Err(Error::LimitExceeded { limit: 7, .. })),
+        "{r:?}"
+    );
+}
