@@ -6,7 +6,7 @@
 //! `blobs/sha256/<id>`. The layout is shaped to grow into the OCI image-layout form
 //! (manifests and compressed layer blobs next to the configs) when registry pulls arrive.
 //!
-//! * [`reference`] parses `NAME[:TAG]` references (docker's grammar).
+//! * [`reference`] parses and normalises image references (docker's grammar and rules).
 //! * [`unpack`] extracts one layer tar stream (plain or gzip) into a directory, refusing
 //!   entries that would escape it, and computes the layer's diff id on the way.
 //! * [`store`] keeps the content-addressed blobs, the shared layer trees and the index of
@@ -38,7 +38,7 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the image module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An image reference does not follow the `NAME[:TAG]` grammar.
+    /// An image reference does not follow the `NAME[:TAG][@DIGEST]` grammar.
     #[error("invalid image reference {reference:?}: {reason}")]
     InvalidReference {
         /// The reference as the user gave it.

@@ -67,7 +67,7 @@ fn commit_then_list_resolve_and_config() {
     let out = import(&store, b"hello", "app:1.0", &changes);
     assert!(out.unused_staging.is_none());
     let img = &out.image;
-    assert_eq!(img.repo_tags, vec!["app:1.0"]);
+    assert_eq!(img.repo_tags, vec!["docker.io/library/app:1.0"]);
     assert_eq!(img.size, 5);
     assert_eq!(img.layers.len(), 1);
     assert!(store.leftovers().unwrap().is_empty(), "staging was moved");
@@ -110,7 +110,7 @@ fn commit_then_list_resolve_and_config() {
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(store.root().join("images.json")).unwrap()).unwrap();
     assert_eq!(index["version"], 1);
-    assert_eq!(index["tags"]["app:1.0"], img.id.as_str());
+    assert_eq!(index["tags"]["docker.io/library/app:1.0"], img.id.as_str());
     let again = ImageStore::open(store.root()).unwrap();
     assert_eq!(again.resolve("app:1.0").unwrap(), *img);
 }
