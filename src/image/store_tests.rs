@@ -441,7 +441,10 @@ fn store_has_the_oci_layout_shape() {
     assert_eq!(img.layer_blobs, vec![parsed.layers[0].digest.clone()]);
     assert_eq!(
         img.repo_digests,
-        vec![format!("app@{}", img.manifest.as_deref().unwrap())]
+        vec![format!(
+            "docker.io/library/app@{}",
+            img.manifest.as_deref().unwrap()
+        )]
     );
 }
 
@@ -470,7 +473,7 @@ fn remove_frees_exactly_the_unshared_blobs_and_layers() {
 
     store.tag("a", &Reference::parse("a2").unwrap()).unwrap();
     let r = store.remove_image("a2", false).unwrap();
-    assert_eq!(r.untagged, vec!["a2:latest"]);
+    assert_eq!(r.untagged, vec!["docker.io/library/a2:latest"]);
     assert!(r.deleted.is_empty());
 
     let r = store.remove_image("a", false).unwrap();
@@ -480,7 +483,7 @@ fn remove_frees_exactly_the_unshared_blobs_and_layers() {
     assert_eq!(layer_count(&store), 2);
 
     let r = store.remove_image(&b.id, false).unwrap();
-    assert_eq!(r.untagged, vec!["b:latest"]);
+    assert_eq!(r.untagged, vec!["docker.io/library/b:latest"]);
     assert_eq!(r.blobs_freed, 3);
     assert_eq!(r.trash.len(), 1);
     assert!(r.trash[0].starts_with(store.root().join("tmp")));
@@ -501,7 +504,7 @@ fn prune_removes_dangling_then_all_but_kept() {
     let keep = [new.id.clone()].into_iter().collect();
     let r = store.prune(true, &keep).unwrap();
     assert_eq!(r.deleted, vec![other.id]);
-    assert_eq!(r.untagged, vec!["other:latest"]);
+    assert_eq!(r.untagged, vec!["docker.io/library/other:latest"]);
     assert_eq!(store.list().unwrap().len(), 1);
 }
 
