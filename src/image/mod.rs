@@ -15,6 +15,7 @@
 //! All failures are reported through the single [`Error`] type; its messages name the
 //! problem and, where there is one, the fix.
 
+pub mod archive;
 pub mod blob;
 mod fsops;
 pub mod manifest;
