@@ -230,6 +230,46 @@ impl Daemon {
         Ok(self.inner.images.resolve(reference)?)
     }
 
+    /// The image as docker-style inspect JSON.
+    pub fn inspect_image(&self, reference: &str) -> Result<serde_json::Value, Error> {
+        let rec = self.inner.images.resolve(reference)?;
+        let cfg = self.inner.images.config(&rec.id)?;
+        Ok(serde_json::json!({
+            "Id": format!("sha256:{}", rec.id),
+            "RepoTags": rec.repo_tags,
+            "RepoDigests": rec.repo_digests,
+            "Created": rec.created,
+            "Size": rec.size,
+            "Architecture": cfg.architecture().to_string(),
+            "Os": cfg.os().to_string(),
+            "Config": cfg.config(),
+            "RootFS": { "Type": "layers", "Layers": rec.layers },
+            "Manifest": rec.manifest,
+            "LayerBlobs": rec.layer_blobs,
+        }))
+    }
+
+    /// The image's history entries, newest first.
+    pub fn image_history(&self, reference: &str) -> Result<serde_json::Value, Error> {
+        let rec = self.inner.images.resolve(reference)?;
+        let cfg = self.inner.images.config(&rec.id)?;
+        let entries: Vec<serde_json::Value> = cfg
+            .history()
+            .iter()
+            .flatten()
+            .rev()
+            .map(|h| {
+                serde_json::json!({
+                    "Created": h.created(),
+                    "CreatedBy": h.created_by(),
+                    "Comment": h.comment(),
+                    "EmptyLayer": h.empty_layer().unwrap_or(false),
+                })
+            })
+            .collect();
+        Ok(serde_json::Value::Array(entries))
+    }
+
     /// Points `target` at the image `source` names.
     pub fn tag_image(&self, source: &str, target: &str) -> Result<ImageRecord, Error> {
         let target: Reference = target.parse()?;
