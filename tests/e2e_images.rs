@@ -411,6 +411,9 @@ fn hostile_layers_never_touch_the_host() {
     raw(&mut b, Block, "dev-sda", "", b"");
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o4755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
     h.set_size(1);
     b.append_data(&mut h, "suid", &b"x"[..]).unwrap();
     let path = env.dir.path().join("dev.tar");

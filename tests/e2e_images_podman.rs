@@ -47,6 +47,29 @@ impl Podman {
     }
 }
 
+impl Drop for Podman {
+    /// Removes podman's storage (files of subordinate ids: from its user namespace) and
+    /// ends its rootless pause process, which would otherwise outlive the test.
+    fn drop(&mut self) {
+        let _ = Command::new(require("podman"))
+            .arg("--root")
+            .arg(self.root.join("root"))
+            .arg("--runroot")
+            .arg(self.root.join("run"))
+            .args(["--storage-driver", "vfs", "unshare", "rm", "-rf"])
+            .arg(self.root.join("root"))
+            .env("XDG_RUNTIME_DIR", self.root.join("xdg"))
+            .output();
+        let pid_file = self.root.join("xdg/libpod/tmp/pause.pid");
+        if let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 fn ok(env: &Env, args: &[&str]) -> String {
     let out = env.skiff(args);
     assert!(
