@@ -6,7 +6,7 @@
 //! `blobs/sha256/<id>`. The layout is shaped to grow into the OCI image-layout form
 //! (manifests and compressed layer blobs next to the configs) when registry pulls arrive.
 //!
-//! * [`reference`] parses `NAME[:TAG]` references (docker's grammar).
+//! * [`reference`] parses and normalises image references (docker's grammar and rules).
 //! * [`unpack`] extracts one layer tar stream (plain or gzip) into a directory, refusing
 //!   entries that would escape it, and computes the layer's diff id on the way.
 //! * [`store`] keeps the content-addressed blobs, the shared layer trees and the index of
@@ -15,13 +15,24 @@
 //! All failures are reported through the single [`Error`] type; its messages name the
 //! problem and, where there is one, the fix.
 
+pub mod archive;
+pub mod blob;
+pub mod changes;
 mod fsops;
+pub mod manifest;
 pub mod reference;
+pub mod remove;
 pub mod store;
 pub mod unpack;
+mod zstd;
 
+pub use blob::{parse_digest, BlobWriter};
+pub use manifest::{LayerRef, ParsedManifest};
 pub use reference::Reference;
-pub use store::{CommitOutcome, ImageChanges, ImageRecord, ImageStore, Staging};
+pub use remove::Removal;
+pub use store::{
+    repository_of, CommitOutcome, ImageChanges, ImageRecord, ImageStore, NewImage, Staging,
+};
 pub use unpack::{unpack_layer, UnpackOptions, UnpackStats};
 
 use std::path::PathBuf;
@@ -29,7 +40,7 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the image module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An image reference does not follow the `NAME[:TAG]` grammar.
+    /// An image reference does not follow the `NAME[:TAG][@DIGEST]` grammar.
     #[error("invalid image reference {reference:?}: {reason}")]
     InvalidReference {
         /// The reference as the user gave it.
@@ -45,6 +56,46 @@ pub enum Error {
         feature: String,
         /// How to get around it (may be empty).
         hint: String,
+    },
+
+    /// A digest string is not `sha256:<64 hex digits>`.
+    #[error("invalid digest {digest:?}: {reason}")]
+    InvalidDigest {
+        /// The digest as given.
+        digest: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Content does not have the digest it was announced with (a blob, or a layer's
+    /// uncompressed stream against the config's diff id).
+    #[error(
+        "content digest mismatch: expected {expected}, got {actual}; the data is corrupt \
+         or was tampered with, fetch or export it again"
+    )]
+    DigestMismatch {
+        /// The announced digest.
+        expected: String,
+        /// The digest of what was actually read.
+        actual: String,
+    },
+
+    /// A blob a manifest or configuration refers to is not in the store.
+    #[error("blob {digest} is not in the image store: {hint}")]
+    MissingBlob {
+        /// The missing blob's digest.
+        digest: String,
+        /// Who needed it and what to do.
+        hint: String,
+    },
+
+    /// A manifest, image configuration or archive is malformed or unsupported.
+    #[error("invalid image {what}: {reason}")]
+    InvalidImage {
+        /// What was being read (e.g. "manifest sha256:..").
+        what: String,
+        /// What is wrong.
+        reason: String,
     },
 
     /// A layer entry that would write outside the extraction directory (or is otherwise
@@ -67,7 +118,8 @@ pub enum Error {
     /// A layer exceeds one of the [`UnpackOptions`] limits.
     #[error(
         "the layer exceeds the {what} limit of {limit}; if the image is legitimate, \
-         raise UnpackOptions::{what}"
+         raise UnpackOptions::{what} (skiffd's environment: SKIFF_LAYER_MAX_ENTRIES, \
+         SKIFF_LAYER_MAX_BYTES)"
     )]
     LimitExceeded {
         /// The name of the option whose limit was hit (`max_entries` or `max_bytes`).

@@ -1,45 +1,65 @@
-//! Image references: `NAME[:TAG]`, following docker's reference grammar.
+//! Image references, parsed and normalised the way docker does.
 //!
 //! ```text
-//! reference      := name [ ":" tag ]
-//! name           := [ host [ ":" port ] "/" ] path-component ( "/" path-component )*
+//! reference      := name [ ":" tag ] [ "@" digest ]
+//! name           := [ domain "/" ] path-component ( "/" path-component )*
+//! domain         := host [ ":" port ]            host: DNS labels or "[" IPv6 "]"
 //! path-component := alnum ( separator alnum )*
 //! alnum          := [a-z0-9]+
 //! separator      := [._] | "__" | "-"+
 //! tag            := [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
+//! digest         := "sha256:" [a-f0-9]{64}
 //! ```
 //!
-//! The first component is taken as a registry host when it contains a `.` or a `:`, is
-//! `localhost`, or contains upper-case letters (docker's rule), and there is at least one
-//! more component. Names are kept as written: no `docker.io/library/` normalisation yet.
-//! Digest references (`NAME@sha256:...`) are recognised and refused as not supported yet.
+//! The first component of the name is the registry domain when it contains a `.` or a
+//! `:`, is `localhost`, or contains upper-case letters (docker's rule), and more
+//! components follow. Otherwise the domain is `docker.io`, and a single-component
+//! repository there gets the `library/` prefix. `index.docker.io` is spelled `docker.io`.
+//! A reference with neither tag nor digest gets the tag `latest`.
+//!
+//! | written                  | normalised                                   |
+//! |--------------------------|----------------------------------------------|
+//! | `busybox`                | `docker.io/library/busybox:latest`           |
+//! | `org/app:1`              | `docker.io/org/app:1`                        |
+//! | `localhost:5000/x`       | `localhost:5000/x:latest`                    |
+//! | `busybox@sha256:<hex>`   | `docker.io/library/busybox@sha256:<hex>`     |
+//! | `busybox:1@sha256:<hex>` | `docker.io/library/busybox:1@sha256:<hex>`   |
 
 use std::fmt;
 use std::str::FromStr;
 
 use super::Error;
 
-/// The tag used when a reference names none.
+/// The tag used when a reference names neither a tag nor a digest.
 pub const DEFAULT_TAG: &str = "latest";
 
-/// Longest accepted name (docker's limit), host included.
+/// The registry of names without a domain.
+pub const DEFAULT_DOMAIN: &str = "docker.io";
+
+/// The repository namespace of single-component names on [`DEFAULT_DOMAIN`].
+const OFFICIAL_PREFIX: &str = "library/";
+
+/// Longest accepted name (domain and path, docker's limit).
 const NAME_MAX: usize = 255;
 
 /// Longest accepted tag.
 const TAG_MAX: usize = 128;
 
-/// A parsed `NAME:TAG` image reference.
+/// A parsed, normalised image reference.
+///
+/// Its [`Display`](fmt::Display) is the full normalised form
+/// (`docker.io/library/busybox:latest`), which is also how the store keys names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Reference {
-    /// The repository name, including the registry host if one was given
-    /// (`alpine`, `example.com:5000/team/app`).
-    pub name: String,
-    /// The tag (`latest` when none was given).
-    pub tag: String,
+    domain: String,
+    path: String,
+    tag: Option<String>,
+    digest: Option<String>,
 }
 
 impl Reference {
-    /// Parses `NAME[:TAG]`; the tag defaults to `latest`.
+    /// Parses and normalises `NAME[:TAG][@DIGEST]`; the tag defaults to `latest` when
+    /// there is no digest.
     pub fn parse(s: &str) -> Result<Reference, Error> {
         let invalid = |reason: String| Error::InvalidReference {
             reference: s.to_string(),
@@ -48,37 +68,134 @@ impl Reference {
         if s.is_empty() {
             return Err(invalid("the reference is empty".into()));
         }
-        if let Some(at) = s.find('@') {
-            let digest = &s[at + 1..];
-            let what = if digest.starts_with("sha256:") {
-                "digest references (NAME@sha256:...) are"
-            } else {
-                "references with '@' (digests) are"
-            };
-            return Err(Error::Unsupported {
-                feature: what.into(),
-                hint: format!("refer to the image as NAME:TAG or by its id instead of {s:?}"),
-            });
-        }
+        let (rest, digest) = match s.split_once('@') {
+            Some((rest, d)) => {
+                check_digest(d).map_err(invalid)?;
+                (rest, Some(d.to_string()))
+            }
+            None => (s, None),
+        };
         // The tag is after the last ':' if no '/' follows it (otherwise the ':' is a
         // registry port: "localhost:5000/app").
-        let (name, tag) = match s.rfind(':') {
-            Some(i) if !s[i + 1..].contains('/') => (&s[..i], &s[i + 1..]),
-            _ => (s, DEFAULT_TAG),
+        let (name, tag) = match rest.rfind(':') {
+            Some(i) if !rest[i + 1..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
+            _ => (rest, None),
         };
         if name.is_empty() {
-            return Err(invalid("the name before the ':' is empty".into()));
+            let before = if digest.is_some() && tag.is_none() {
+                "'@'"
+            } else {
+                "':'"
+            };
+            return Err(invalid(format!("the name before the {before} is empty")));
         }
-        check_tag(tag).map_err(invalid)?;
-        check_name(name).map_err(invalid)?;
+        if let Some(tag) = tag {
+            check_tag(tag).map_err(invalid)?;
+        }
+        if name.len() > NAME_MAX {
+            return Err(invalid(format!(
+                "the name is {} characters long, at most {NAME_MAX} are allowed",
+                name.len()
+            )));
+        }
+        let (domain, path) = split_domain(name);
+        if let Some(d) = domain {
+            check_host(d).map_err(invalid)?;
+        }
+        for c in path.split('/') {
+            check_path_component(c).map_err(invalid)?;
+        }
+        if path.len() == 64 && super::is_sha256_hex(path) {
+            return Err(invalid(
+                "a repository name cannot be 64 hexadecimal characters (that is an image \
+                 id: use it without a tag)"
+                    .into(),
+            ));
+        }
+        let domain = match domain {
+            None | Some("index.docker.io") => DEFAULT_DOMAIN.to_string(),
+            Some(d) => d.to_string(),
+        };
+        let path = if domain == DEFAULT_DOMAIN && !path.contains('/') {
+            format!("{OFFICIAL_PREFIX}{path}")
+        } else {
+            path.to_string()
+        };
+        let full = domain.len() + 1 + path.len();
+        if full > NAME_MAX {
+            return Err(invalid(format!(
+                "the normalised name {domain}/{path} is {full} characters long, at most \
+                 {NAME_MAX} are allowed"
+            )));
+        }
+        let tag = match (tag, &digest) {
+            (Some(t), _) => Some(t.to_string()),
+            (None, None) => Some(DEFAULT_TAG.to_string()),
+            (None, Some(_)) => None,
+        };
         Ok(Reference {
-            name: name.to_string(),
-            tag: tag.to_string(),
+            domain,
+            path,
+            tag,
+            digest,
+        })
+    }
+
+    /// The registry domain, with port if any (`docker.io`, `localhost:5000`).
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The repository path inside the registry (`library/busybox`, `org/app`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The full repository name: `domain/path` (`docker.io/library/busybox`).
+    pub fn repository(&self) -> String {
+        format!("{}/{}", self.domain, self.path)
+    }
+
+    /// The tag, if any (`latest` when the reference named neither tag nor digest).
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// The digest (`sha256:<64 hex>`), if the reference pins one.
+    pub fn digest(&self) -> Option<&str> {
+        self.digest.as_deref()
+    }
+
+    /// The same repository with tag `tag` and no digest.
+    pub fn with_tag(&self, tag: &str) -> Result<Reference, Error> {
+        check_tag(tag).map_err(|reason| Error::InvalidReference {
+            reference: format!("{}:{tag}", self.repository()),
+            reason,
+        })?;
+        Ok(Reference {
+            domain: self.domain.clone(),
+            path: self.path.clone(),
+            tag: Some(tag.to_string()),
+            digest: None,
+        })
+    }
+
+    /// The same repository pinned to `digest` (`sha256:<hex>`), without a tag.
+    pub fn with_digest(&self, digest: &str) -> Result<Reference, Error> {
+        check_digest(digest).map_err(|reason| Error::InvalidReference {
+            reference: format!("{}@{digest}", self.repository()),
+            reason,
+        })?;
+        Ok(Reference {
+            domain: self.domain.clone(),
+            path: self.path.clone(),
+            tag: None,
+            digest: Some(digest.to_string()),
         })
     }
 }
 
-/// Parses `NAME[:TAG]` (same as [`Reference::parse`]).
+/// Parses and normalises a reference (same as [`Reference::parse`]).
 pub fn parse(s: &str) -> Result<Reference, Error> {
     Reference::parse(s)
 }
@@ -93,8 +210,54 @@ impl FromStr for Reference {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.name, self.tag)
+        write!(f, "{}/{}", self.domain, self.path)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
     }
+}
+
+/// Splits `name` into its domain (if the first component is one) and the path.
+fn split_domain(name: &str) -> (Option<&str>, &str) {
+    match name.split_once('/') {
+        Some((first, rest)) if looks_like_host(first) => (Some(first), rest),
+        _ => (None, name),
+    }
+}
+
+fn looks_like_host(first: &str) -> bool {
+    first.contains(['.', ':'])
+        || first == "localhost"
+        || first.chars().any(|c| c.is_ascii_uppercase())
+}
+
+fn check_digest(d: &str) -> Result<(), String> {
+    let Some((algo, hex)) = d.split_once(':') else {
+        return Err(format!(
+            "digest {d:?} has no algorithm: write it as sha256:<64 hex digits>"
+        ));
+    };
+    if algo != "sha256" {
+        return Err(format!(
+            "digest algorithm {algo:?} is not supported: only sha256 digests are"
+        ));
+    }
+    if hex.len() != 64 {
+        return Err(format!(
+            "the sha256 digest has {} hex digits, it must have exactly 64",
+            hex.len()
+        ));
+    }
+    if !super::is_sha256_hex(hex) {
+        return Err(format!(
+            "the sha256 digest {hex:?} must be lower-case hexadecimal (0-9, a-f)"
+        ));
+    }
+    Ok(())
 }
 
 fn check_tag(tag: &str) -> Result<(), String> {
@@ -123,30 +286,6 @@ fn check_tag(tag: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn check_name(name: &str) -> Result<(), String> {
-    if name.len() > NAME_MAX {
-        return Err(format!(
-            "the name is {} characters long, at most {NAME_MAX} are allowed",
-            name.len()
-        ));
-    }
-    let mut components: Vec<&str> = name.split('/').collect();
-    if components.len() > 1 && looks_like_host(components[0]) {
-        check_host(components[0])?;
-        components.remove(0);
-    }
-    for c in components {
-        check_path_component(c)?;
-    }
-    Ok(())
-}
-
-fn looks_like_host(first: &str) -> bool {
-    first.contains(['.', ':'])
-        || first == "localhost"
-        || first.chars().any(|c| c.is_ascii_uppercase())
 }
 
 /// `host[:port]` where host is a domain name or a bracketed IPv6 address.
@@ -263,95 +402,5 @@ fn describe_byte(s: &str, b: u8) -> char {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ok(s: &str) -> (String, String) {
-        let r = Reference::parse(s).unwrap_or_else(|e| panic!("{s:?} should parse: {e}"));
-        (r.name, r.tag)
-    }
-
-    fn reason(s: &str) -> String {
-        match Reference::parse(s) {
-            Err(Error::InvalidReference { reference, reason }) => {
-                assert_eq!(reference, s);
-                reason
-            }
-            other => panic!("{s:?} should be invalid, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn good_references() {
-        assert_eq!(ok("alpine"), ("alpine".into(), "latest".into()));
-        assert_eq!(ok("alpine:3.20"), ("alpine".into(), "3.20".into()));
-        assert_eq!(
-            ok("library/alpine:edge"),
-            ("library/alpine".into(), "edge".into())
-        );
-        assert_eq!(
-            ok("localhost:5000/team/app"),
-            ("localhost:5000/team/app".into(), "latest".into())
-        );
-        assert_eq!(
-            ok("registry.example.com:5000/a.b/c__d/e-f--g:V1_x.y-z"),
-            (
-                "registry.example.com:5000/a.b/c__d/e-f--g".into(),
-                "V1_x.y-z".into()
-            )
-        );
-        assert_eq!(
-            ok("[::1]:5000/app:1"),
-            ("[::1]:5000/app".into(), "1".into())
-        );
-        assert_eq!(
-            ok("Example.COM/app"),
-            ("Example.COM/app".into(), "latest".into())
-        );
-        assert_eq!(ok("a0:_tag"), ("a0".into(), "_tag".into()));
-        let t = "x".repeat(128);
-        assert_eq!(ok(&format!("app:{t}")).1, t);
-    }
-
-    #[test]
-    fn display_and_from_str() {
-        let r: Reference = "alpine".parse().unwrap();
-        assert_eq!(r.to_string(), "alpine:latest");
-        assert_eq!(parse("a/b:c").unwrap().to_string(), "a/b:c");
-    }
-
-    #[test]
-    fn bad_references_say_what_is_wrong() {
-        assert!(reason("").contains("empty"));
-        assert!(reason("Alpine").contains("lowercase"));
-        assert!(reason("library/Alpine").contains("lowercase"));
-        assert!(reason("a//b").contains("empty path component"));
-        assert!(reason("a/").contains("empty path component"));
-        assert!(reason("/a").contains("empty path component"));
-        assert!(reason("alpine:").contains("tag after ':' is empty"));
-        assert!(reason(":tag").contains("name before"));
-        assert!(reason("alpine:-x").contains("must start with"));
-        assert!(reason("alpine:a+b").contains("'+'"));
-        assert!(reason(&format!("app:{}", "x".repeat(129))).contains("at most 128"));
-        assert!(reason("a..b").contains("separator"));
-        assert!(reason("a___b").contains("separator"));
-        assert!(reason("a._b").contains("separator"));
-        assert!(reason("-a").contains("must start and end"));
-        assert!(reason("a.").contains("must start and end"));
-        assert!(reason("a b").contains("invalid character ' '"));
-        assert!(reason("caf\u{e9}").contains('\u{e9}'));
-        assert!(reason("exa_mple.com/app").contains("host"));
-        assert!(reason("example.com:port/app").contains("not a number"));
-        assert!(reason(&"a".repeat(256)).contains("at most 255"));
-    }
-
-    #[test]
-    fn digests_are_not_supported_yet() {
-        let d = format!("alpine@sha256:{}", "a".repeat(64));
-        let e = Reference::parse(&d).unwrap_err();
-        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
-        let msg = e.to_string();
-        assert!(msg.contains("not supported yet"), "{msg}");
-        assert!(msg.contains("@sha256"), "{msg}");
-    }
-}
+#[path = "reference_tests.rs"]
+mod tests;
