@@ -282,6 +282,7 @@ impl Overlay {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         fh: Option<FileHandle>,
+        kill_suidgid: bool,
     ) -> SysResult<FileAttr> {
         let node = self.node(ino)?;
         let changes = mode.is_some()
@@ -310,13 +311,19 @@ impl Overlay {
             sys::chmodat(d, &name, mode & 0o7777)?;
         }
         if let Some(size) = size {
+            let truncate = |fd: i32| {
+                // SAFETY: fd is open (ours until release, or opened just here).
+                let r = unsafe { libc::ftruncate(fd, size as libc::off_t) };
+                if r == 0 && kill_suidgid {
+                    return sys::kill_suidgid(fd).map(|()| 0);
+                }
+                Ok(r)
+            };
             let r = match fh {
-                // SAFETY: fh is a raw fd we handed out and keep open until release.
-                Some(fh) => unsafe { libc::ftruncate(fh.0 as i32, size as libc::off_t) },
+                Some(fh) => truncate(fh.0 as i32)?,
                 None => {
                     let f = sys::open_at(d, &name, libc::O_WRONLY, 0)?;
-                    // SAFETY: f is open.
-                    unsafe { libc::ftruncate(f.as_raw_fd(), size as libc::off_t) }
+                    truncate(f.as_raw_fd())?
                 }
             };
             if r < 0 {
