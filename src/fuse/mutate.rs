@@ -306,6 +306,9 @@ impl Overlay {
             self.copy_up(&node, size != Some(0))?;
         }
         let _g = self.read_ns();
+        if uid.is_some() || gid.is_some() || size.is_some() {
+            self.forget_caps(ino);
+        }
         let (dir, name) = self.location(&node)?;
         let d = dir.as_raw_fd();
         if uid.is_some() || gid.is_some() {
@@ -389,6 +392,21 @@ impl Overlay {
             }
         }
         Ok((fh, FopenFlags::FOPEN_KEEP_CACHE))
+    }
+
+    /// After a write: the backing filesystem drops `security.capability` from a file
+    /// written to (or chowned, or truncated); forget the cached names if it had one.
+    pub(super) fn forget_caps(&self, ino: INodeNo) {
+        if let Ok(node) = self.node(ino) {
+            let mut s = node.lock();
+            if s
+                .xattrs
+                .as_ref()
+                .is_some_and(|x| x.iter().any(|n| n == "security.capability"))
+            {
+                s.xattrs = None;
+            }
+        }
     }
 
     pub(super) fn xattr_names(&self, node: &Node) -> SysResult<Arc<Vec<OsString>>> {

@@ -258,7 +258,7 @@ impl Filesystem for Overlay {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -276,7 +276,10 @@ impl Filesystem for Overlay {
             }
         }
         match sys::pwrite(fh.0 as i32, data, offset) {
-            Ok(n) => reply.written(n as u32),
+            Ok(n) => {
+                reply.written(n as u32);
+                self.forget_caps(ino);
+            }
             Err(e) => reply.error(err(e)),
         }
     }
