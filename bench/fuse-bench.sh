@@ -61,7 +61,7 @@ export REPS SKIFFD BASE TESTS BIG_MB TREE_FILES DIR_FILES TAR_MB TAR_FILES COPYU
 if [ -z "${FB_INNER:-}" ]; then
     if [ "$(id -u)" = 0 ]; then
         stage=$(mktemp -d /tmp/fuse-bench-stage.XXXX)
-        cp "$0" "$SKIFFD" "$stage/"
+        cp "$0" "$stage/" && cp "$SKIFFD" "$stage/skiffd"
         sbase=""
         if [ -n "$BASE" ]; then
             mkdir "$stage/base" && cp "$BASE" "$stage/base/skiffd" && sbase="$stage/base/skiffd"

@@ -105,7 +105,7 @@ impl Filesystem for Overlay {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -124,7 +124,7 @@ impl Filesystem for Overlay {
         // With HANDLE_KILLPRIV_V2 a truncation by a writer without CAP_FSETID drops the
         // set-id bits; fuser 0.18 does not pass the kernel's flag, so a non-root caller
         // stands for it.
-        let kill = size.is_some() && mode.is_none() && _req.uid() != 0;
+        let kill = size.is_some() && mode.is_none() && req.uid() != 0;
         match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh, kill) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(err(e)),

@@ -243,10 +243,7 @@ impl Prefetch {
                 (f.until, f.target)
             };
             let len = ((to - from) as usize).min(buf.len());
-            let n = match sys::pread(fd, &mut buf[..len], from) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let n = sys::pread(fd, &mut buf[..len], from).unwrap_or(0);
             // The store runs while `busy` is set, so `retire` waits for it.
             let stored = n > 0
                 && self
