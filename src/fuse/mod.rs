@@ -8,9 +8,10 @@
 //!   are honoured when reading.
 //! * Speed comes from sending the kernel fewer requests: long entry/attr TTLs, negative
 //!   entries, readdirplus, `FOPEN_CACHE_DIR` listings, writeback cache, `FOPEN_KEEP_CACHE`,
-//!   cached xattr names, HANDLE_KILLPRIV_V2 (no GETXATTR per write), server-side
-//!   read-ahead of lower files with `FUSE_NOTIFY_STORE` (see [`prefetch`]), 1 MiB
-//!   writes, and one event loop per CPU, each on its own cloned /dev/fuse fd.
+//!   cached xattr names, HANDLE_KILLPRIV_V2 (no GETXATTR of security.capability per
+//!   write), 1 MiB writes, and one event loop per CPU, each on its own cloned /dev/fuse
+//!   fd. (Server-side read-ahead with FUSE_NOTIFY_STORE was tried and dropped: on a busy
+//!   machine it duplicated the kernel's own read-ahead and made cold reads slower.)
 //!   Passthrough is never negotiated (it needs CAP_SYS_ADMIN in the initial namespace).
 //! * Limits: renaming a directory that has lower-layer parts gives EXDEV (`mv` then
 //!   copies), as kernel overlay does with `userxattr`; copy-up always copies data
@@ -21,7 +22,6 @@ pub mod layers;
 mod mutate;
 pub mod node;
 mod ops;
-mod prefetch;
 pub mod sys;
 
 use std::ffi::CString;
@@ -89,9 +89,7 @@ fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(threads);
     config.clone_fd = true;
-    let prefetch = fs.prefetch.clone();
     let session = fuser::Session::new(fs, target, &config).map_err(mount_err)?;
-    prefetch.set_notifier(session.notifier());
     let thread = std::thread::Builder::new()
         .name("fuse-serve".into())
         .spawn(move || session.run())

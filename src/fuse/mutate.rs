@@ -296,10 +296,6 @@ impl Overlay {
             let _g = self.read_ns();
             return self.getattr(&node, fh.map(|f| f.0 as i32));
         }
-        if size.is_some() {
-            // Before any lock (see `prefetch`): the data changes.
-            self.prefetch.retire(node.ino, node.lock().layer != 0);
-        }
         {
             let _g = self.write_ns();
             // A truncation to zero needs no data copy.
@@ -366,14 +362,9 @@ impl Overlay {
         let node = self.node(ino)?;
         let acc = flags & libc::O_ACCMODE;
         let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        if writes {
-            let lower = node.lock().layer != 0;
-            // Before any lock (see `prefetch`): the data may change from now on.
-            self.prefetch.retire(node.ino, lower);
-            if lower {
-                let _g = self.write_ns();
-                self.copy_up(&node, flags & libc::O_TRUNC == 0)?;
-            }
+        if writes && node.lock().layer != 0 {
+            let _g = self.write_ns();
+            self.copy_up(&node, flags & libc::O_TRUNC == 0)?;
         }
         let _g = self.read_ns();
         let (dir, name) = self.location(&node)?;
@@ -383,15 +374,7 @@ impl Overlay {
             f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
         }
         let fd = sys::open_at(dir.as_raw_fd(), &name, f, 0)?;
-        let fh = fd.into_raw_fd() as u64;
-        if !writes && !node.is_dir && node.lock().layer != 0 {
-            if let Ok(st) = sys::fstat(fh as i32) {
-                if st.st_mode & libc::S_IFMT == libc::S_IFREG {
-                    self.prefetch.opened(fh, node.ino, st.st_size as u64);
-                }
-            }
-        }
-        Ok((fh, FopenFlags::FOPEN_KEEP_CACHE))
+        Ok((fd.into_raw_fd() as u64, FopenFlags::FOPEN_KEEP_CACHE))
     }
 
     /// After a write: the backing filesystem drops `security.capability` from a file
@@ -399,8 +382,7 @@ impl Overlay {
     pub(super) fn forget_caps(&self, ino: INodeNo) {
         if let Ok(node) = self.node(ino) {
             let mut s = node.lock();
-            if s
-                .xattrs
+            if s.xattrs
                 .as_ref()
                 .is_some_and(|x| x.iter().any(|n| n == "security.capability"))
             {

@@ -87,8 +87,6 @@ pub struct Overlay {
     pub dirs: Mutex<HashMap<u64, DirSnapshot>>,
     /// The next directory handle.
     pub next_dh: AtomicU64,
-    /// Server-side read-ahead of lower-layer files.
-    pub prefetch: Arc<super::prefetch::Prefetch>,
 }
 
 /// Attribute and entry time-to-live: the lower layers never change under us and every
@@ -149,7 +147,6 @@ impl Overlay {
             tmp: AtomicU64::new(0),
             dirs: Mutex::new(HashMap::new()),
             next_dh: AtomicU64::new(1),
-            prefetch: Arc::default(),
         };
         let mut fds = vec![(0, ov.layers[0].clone())];
         if !layers::is_opaque(ov.layers[0].as_raw_fd()) {

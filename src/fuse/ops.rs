@@ -236,7 +236,7 @@ impl Filesystem for Overlay {
     fn read(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -246,11 +246,7 @@ impl Filesystem for Overlay {
     ) {
         let mut buf = vec![0u8; size as usize];
         match sys::pread(fh.0 as i32, &mut buf, offset) {
-            Ok(n) => {
-                reply.data(&buf[..n]);
-                self.prefetch
-                    .read(ino.0, fh.0 as i32, offset, offset + n as u64);
-            }
+            Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -298,14 +294,13 @@ impl Filesystem for Overlay {
     fn release(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock: Option<fuser::LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.prefetch.released(fh.0, ino.0);
         // SAFETY: fh is an fd we opened in open/create and nobody else closes.
         drop(unsafe { OwnedFd::from_raw_fd(fh.0 as i32) });
         reply.ok();
