@@ -298,6 +298,20 @@ fn script(m: &Path) -> Vec<String> {
         })(),
     );
     note(
+        "rename open lower file",
+        (|| {
+            let mut f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(m.join("extra/e"))?;
+            fs::rename(m.join("extra/e"), m.join("extra/e2"))?;
+            f.seek(SeekFrom::End(0))?;
+            f.write_all(b"after rename\n")?;
+            drop(f);
+            fs::read_to_string(m.join("extra/e2"))
+        })(),
+    );
+    note(
         "O_APPEND passwd",
         OpenOptions::new()
             .append(true)
@@ -387,6 +401,10 @@ fn same_result_as_kernel_overlayfs() {
     assert!(out.contains("read dir/a: A1"), "{out}");
     assert!(out.contains("write via link: one\ntwo"), "{out}");
     assert!(out.contains("unlink open file: before after"), "{out}");
+    assert!(
+        out.contains("rename open lower file: E\nafter rename\n"),
+        "{out}"
+    );
 }
 
 /// A file's st_ino is the same across lookups, hard links, copy-up and remounts; data
