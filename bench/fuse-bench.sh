@@ -2,7 +2,10 @@
 # bench/fuse-bench.sh: skiff's FUSE overlay vs fuse-overlayfs vs kernel overlayfs vs the
 # plain directory, in one run, inside one unprivileged user+mount namespace.
 #
-# Usage: bench/fuse-bench.sh [--reps N] [--skiffd PATH] [--tests "seqread stat ..."]
+# Usage: bench/fuse-bench.sh [--reps N] [--skiffd PATH] [--baseline PATH] [--tests "seqread stat ..."]
+#
+# --baseline PATH adds a fifth candidate, "base": another skiffd (e.g. a build of the
+# previous commit), to compare a change side by side in the same run.
 #
 # Tests (each on a fresh mount; "warm" is a second pass on the same mount):
 #   seqread  sequential read of a BIG_MB (1024) MiB lower file, cold and warm
@@ -26,6 +29,7 @@ set -euo pipefail
 
 REPS=${REPS:-3}
 SKIFFD=${SKIFFD:-}
+BASE=${BASE:-}
 TESTS=${TESTS:-"seqread stat lsR readdir lsl untar copyup rm"}
 BIG_MB=${BIG_MB:-1024}
 TREE_FILES=${TREE_FILES:-20000}
@@ -40,8 +44,9 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --reps) REPS=$2; shift ;;
         --skiffd) SKIFFD=$2; shift ;;
+        --baseline) BASE=$2; shift ;;
         --tests) TESTS=$2; shift ;;
-        *) echo "usage: $0 [--reps N] [--skiffd PATH] [--tests LIST]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--reps N] [--skiffd PATH] [--baseline PATH] [--tests LIST]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -50,16 +55,21 @@ if [ -z "$SKIFFD" ]; then
     SKIFFD=$here/target/release/skiffd
 fi
 SKIFFD=$(readlink -f "$SKIFFD")
-export REPS SKIFFD TESTS BIG_MB TREE_FILES DIR_FILES TAR_MB TAR_FILES COPYUP_MB RM_FILES OUT
+[ -z "$BASE" ] || BASE=$(readlink -f "$BASE")
+export REPS SKIFFD BASE TESTS BIG_MB TREE_FILES DIR_FILES TAR_MB TAR_FILES COPYUP_MB RM_FILES OUT
 
 if [ -z "${FB_INNER:-}" ]; then
     if [ "$(id -u)" = 0 ]; then
         stage=$(mktemp -d /tmp/fuse-bench-stage.XXXX)
-        cp "$0" "$SKIFFD" "$stage/"
+        cp "$0" "$stage/" && cp "$SKIFFD" "$stage/skiffd"
+        sbase=""
+        if [ -n "$BASE" ]; then
+            mkdir "$stage/base" && cp "$BASE" "$stage/base/skiffd" && sbase="$stage/base/skiffd"
+        fi
         chmod -R 755 "$stage"
         trap 'rm -rf "$stage"' EXIT
         runuser -u "${SKIFF_TEST_USER:-skifftest}" -- env -i HOME=/tmp PATH=/usr/bin:/bin:/usr/sbin:/sbin \
-            REPS="$REPS" SKIFFD="$stage/skiffd" TESTS="$TESTS" BIG_MB="$BIG_MB" TREE_FILES="$TREE_FILES" \
+            REPS="$REPS" SKIFFD="$stage/skiffd" BASE="$sbase" TESTS="$TESTS" BIG_MB="$BIG_MB" TREE_FILES="$TREE_FILES" \
             DIR_FILES="$DIR_FILES" TAR_MB="$TAR_MB" TAR_FILES="$TAR_FILES" COPYUP_MB="$COPYUP_MB" \
             RM_FILES="$RM_FILES" OUT="$OUT" bash "$stage/$(basename "$0")"
         exit
@@ -143,8 +153,10 @@ fresh() {
         plain) ;;
         kovl) mount -t overlay overlay -o "lowerdir=$LOWER_TOPFIRST,upperdir=$W/upper-$c,workdir=$W/work-$c,userxattr" "$M" ;;
         fovl) fuse-overlayfs -o "lowerdir=$LOWER_TOPFIRST,upperdir=$W/upper-$c,workdir=$W/work-$c" "$M" ;;
-        ours)
-            "$SKIFFD" __fuse-mount --lowerdir "$LOWER_TOPFIRST" --upper "$W/upper-$c" --work "$W/work-$c" "$M" 2>"$W/ours.log" &
+        ours|base)
+            local bin=$SKIFFD
+            [ "$c" = ours ] || bin=$BASE
+            "$bin" __fuse-mount --lowerdir "$LOWER_TOPFIRST" --upper "$W/upper-$c" --work "$W/work-$c" "$M" 2>"$W/$c.log" &
             for _ in $(seq 200); do
                 [ "$(stat -f -c %T "$M")" = fuseblk ] || [ "$(stat -f -c %T "$M")" = fuse ] && break
                 sleep 0.02
@@ -204,6 +216,7 @@ run_test() {
 }
 
 CANDS="plain kovl fovl ours"
+[ -z "$BASE" ] || CANDS="$CANDS base"
 for rep in $(seq "$REPS"); do
     for t in $TESTS; do
         for c in $CANDS; do
@@ -228,13 +241,16 @@ def med(t, c):
     if not v or "fail" in v:
         return None
     return statistics.median(float(x) for x in v)
-out = ["| test (s, median) | plain | kovl | fuse-overlayfs | ours | ours/fuse-overlayfs | ours/kovl |",
-       "|---|---:|---:|---:|---:|---:|---:|"]
+cands = [c for c in ("plain", "kovl", "fovl", "ours", "base") if any(k[1] == c for k in vals)]
+names = {"plain": "plain", "kovl": "kernel overlay", "fovl": "fuse-overlayfs", "ours": "ours", "base": "ours before"}
+ratios = [("ours", "fovl"), ("ours", "kovl")] + ([("base", "fovl"), ("ours", "base")] if "base" in cands else [])
+out = ["| test (s, median) | " + " | ".join(names[c] for c in cands) + " | " + " | ".join("%s / %s" % (names[a], names[b]) for a, b in ratios) + " |",
+       "|---" + "|---:" * (len(cands) + len(ratios)) + "|"]
+f = lambda x: "fail" if x is None else "%.3f" % x
+r = lambda a, b: "-" if a is None or b is None or b == 0 else "%.2f" % (a / b)
 for t in tests:
-    m = {c: med(t, c) for c in ("plain", "kovl", "fovl", "ours")}
-    f = lambda x: "fail" if x is None else "%.3f" % x
-    r = lambda a, b: "-" if a is None or b is None or b == 0 else "%.2f" % (a / b)
-    out.append("| %s | %s | %s | %s | %s | %s | %s |" % (t, f(m["plain"]), f(m["kovl"]), f(m["fovl"]), f(m["ours"]), r(m["ours"], m["fovl"]), r(m["ours"], m["kovl"])))
+    m = {c: med(t, c) for c in cands}
+    out.append("| %s | %s | %s |" % (t, " | ".join(f(m[c]) for c in cands), " | ".join(r(m[a], m[b]) for a, b in ratios)))
 raw = ["%s %s %s" % (t, c, ",".join(v)) for (t, c), v in sorted(vals.items())]
 text = "\n".join(out) + "\n\nraw:\n" + "\n".join(raw) + "\n"
 print(text)

@@ -150,3 +150,28 @@ fn fuse_rootfs_of_a_running_container_goes_away_with_it() {
     assert!(Path::new(&layers[0].join("etc/group")).exists());
     assert!(!layers[0].join("etc/hostname.new").exists());
 }
+
+/// `mv olddir newdir` of an image directory inside a container (busybox mv: rename gives
+/// EXDEV, as on kernel overlayfs with `userxattr`, and mv copies); the layer keeps it.
+#[test]
+fn mv_of_an_image_directory_inside_a_container() {
+    let env = fuse_env();
+    let out = env.skiff(&[
+        "run",
+        "--rm",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "mv /home/user /home/moved && test ! -e /home/user && cat /home/moved/owned && \
+         stat -c %u /home/moved/owned && ls /home",
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}\nlog: {}",
+        stderr(&out),
+        env.daemon_log()
+    );
+    assert_eq!(stdout(&out), "mine\n1000\nmoved\n", "{}", stderr(&out));
+    let layers = layer_dirs(&env);
+    assert!(layers[0].join("home/user/owned").exists());
+}

@@ -8,7 +8,10 @@
 //!   are honoured when reading.
 //! * Speed comes from sending the kernel fewer requests: long entry/attr TTLs, negative
 //!   entries, readdirplus, `FOPEN_CACHE_DIR` listings, writeback cache, `FOPEN_KEEP_CACHE`,
-//!   cached xattr names, 1 MiB requests, and several event loops on one fd.
+//!   cached xattr names, HANDLE_KILLPRIV_V2 (no GETXATTR of security.capability per
+//!   write), 1 MiB writes, and one event loop per CPU, each on its own cloned /dev/fuse
+//!   fd. (Server-side read-ahead with FUSE_NOTIFY_STORE was tried and dropped: on a busy
+//!   machine it duplicated the kernel's own read-ahead and made cold reads slower.)
 //!   Passthrough is never negotiated (it needs CAP_SYS_ADMIN in the initial namespace).
 //! * Limits: renaming a directory that has lower-layer parts gives EXDEV (`mv` then
 //!   copies), as kernel overlay does with `userxattr`; copy-up always copies data
@@ -57,8 +60,16 @@ pub struct MountSpec {
     pub threads: usize,
 }
 
-fn session(spec: &MountSpec, target: &Path) -> Result<fuser::Session<Overlay>, Error> {
+/// Mounts and starts serving: the event loops run on their own thread (each on its own
+/// cloned /dev/fuse fd), and once they answer a first request the process's root becomes
+/// /proc (see [`sys::confine_to_proc`]). The clones must be opened before that: they are
+/// opened by path. Returns the thread running the loops.
+fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
     sys::raise_nofile();
+    let mount_err = |source: std::io::Error| Error::Mount {
+        target: target.display().to_string(),
+        source,
+    };
     let fs = Overlay::new(&spec.lower, &spec.upper, &spec.work).map_err(Error::Layers)?;
     let threads = if spec.threads == 0 {
         std::thread::available_parallelism()
@@ -77,30 +88,41 @@ fn session(spec: &MountSpec, target: &Path) -> Result<fuser::Session<Overlay>, E
     ];
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(threads);
-    // No per-thread cloned fds: cloning reopens /dev/fuse by path, and the server's
-    // root is /proc by then (see `sys::confine_to_proc`). The loops share one fd.
-    config.clone_fd = false;
-    let session = fuser::Session::new(fs, target, &config).map_err(|source| Error::Mount {
+    config.clone_fd = true;
+    let session = fuser::Session::new(fs, target, &config).map_err(mount_err)?;
+    let thread = std::thread::Builder::new()
+        .name("fuse-serve".into())
+        .spawn(move || session.run())
+        .map_err(mount_err)?;
+    // statfs is answered by an event loop, and the loops start only after every clone is
+    // open: from then on nothing is opened by path any more. (If the loops fail to start,
+    // the session is dropped, the connection aborts and statfs fails.)
+    nix::sys::statfs::statfs(target).map_err(|e| mount_err(e.into()))?;
+    sys::confine_to_proc().map_err(|e| mount_err(std::io::Error::from_raw_os_error(e)))?;
+    Ok(thread)
+}
+
+/// The thread running the event loops.
+type Serving = std::thread::JoinHandle<std::io::Result<()>>;
+
+fn join(serving: Serving, target: &Path) -> Result<(), Error> {
+    let err = |source| Error::Mount {
         target: target.display().to_string(),
         source,
-    })?;
-    sys::confine_to_proc().map_err(|e| Error::Mount {
-        target: target.display().to_string(),
-        source: std::io::Error::from_raw_os_error(e),
-    })?;
-    Ok(session)
+    };
+    match serving.join() {
+        Ok(r) => r.map_err(err),
+        Err(_) => Err(err(std::io::Error::other("the FUSE event loops panicked"))),
+    }
 }
 
 /// Mounts the overlay on `target` and serves it until it is unmounted. `ready` is
-/// called once the mount is live (before any server thread exists). Must run in a
-/// process that may mount (root of a user namespace owning its mount namespace).
+/// called once the mount is live. Must run in a process that may mount (root of a user
+/// namespace owning its mount namespace).
 pub fn mount_and_serve(spec: &MountSpec, target: &Path, ready: impl FnOnce()) -> Result<(), Error> {
-    let session = session(spec, target)?;
+    let serving = serve(spec, target)?;
     ready();
-    session.run().map_err(|source| Error::Mount {
-        target: target.display().to_string(),
-        source,
-    })
+    join(serving, target)
 }
 
 /// The container's rootfs server (see `runtime::fuse_server`): mounts, writes `1` (or
@@ -108,7 +130,7 @@ pub fn mount_and_serve(spec: &MountSpec, target: &Path, ready: impl FnOnce()) ->
 /// exits. Returns the exit code.
 pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: OwnedFd) -> i32 {
     let mut ready = std::fs::File::from(ready);
-    let session = match session(spec, target) {
+    let serving = match serve(spec, target) {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.write_all(format!("E{e}").as_bytes());
@@ -134,28 +156,16 @@ pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: Ow
     if pidfd < 0 {
         leave(0); // init is already gone (a short-lived container)
     }
-    let watcher = std::thread::Builder::new()
-        .name("init-watch".into())
-        .spawn(move || {
-            let mut p = libc::pollfd {
-                fd: pidfd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            while unsafe { libc::poll(&mut p, 1, -1) } < 0 {}
-            // Init exited: leaving ends the mount namespace and the mount with it.
-            // SAFETY: _exit ends the process without running other threads' code.
-            unsafe { libc::_exit(0) }
-        });
-    if watcher.is_err() {
-        leave(1);
-    }
-    let code = match session.run() {
-        Ok(()) => 0,
-        Err(_) => 1,
+    let mut p = libc::pollfd {
+        fd: pidfd,
+        events: libc::POLLIN,
+        revents: 0,
     };
-    leave(code)
+    // SAFETY: one valid pollfd.
+    while unsafe { libc::poll(&mut p, 1, -1) } < 0 {}
+    drop(serving);
+    // Init exited: leaving ends the mount namespace and the mount with it.
+    leave(0)
 }
 
 /// In a freshly forked server: stdin, stdout and stderr to /dev/null (they may be the

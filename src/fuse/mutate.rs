@@ -282,6 +282,7 @@ impl Overlay {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         fh: Option<FileHandle>,
+        kill_suidgid: bool,
     ) -> SysResult<FileAttr> {
         let node = self.node(ino)?;
         let changes = mode.is_some()
@@ -301,6 +302,9 @@ impl Overlay {
             self.copy_up(&node, size != Some(0))?;
         }
         let _g = self.read_ns();
+        if uid.is_some() || gid.is_some() || size.is_some() {
+            self.forget_caps(ino);
+        }
         let (dir, name) = self.location(&node)?;
         let d = dir.as_raw_fd();
         if uid.is_some() || gid.is_some() {
@@ -310,13 +314,19 @@ impl Overlay {
             sys::chmodat(d, &name, mode & 0o7777)?;
         }
         if let Some(size) = size {
+            let truncate = |fd: i32| {
+                // SAFETY: fd is open (ours until release, or opened just here).
+                let r = unsafe { libc::ftruncate(fd, size as libc::off_t) };
+                if r == 0 && kill_suidgid {
+                    return sys::kill_suidgid(fd).map(|()| 0);
+                }
+                Ok(r)
+            };
             let r = match fh {
-                // SAFETY: fh is a raw fd we handed out and keep open until release.
-                Some(fh) => unsafe { libc::ftruncate(fh.0 as i32, size as libc::off_t) },
+                Some(fh) => truncate(fh.0 as i32)?,
                 None => {
                     let f = sys::open_at(d, &name, libc::O_WRONLY, 0)?;
-                    // SAFETY: f is open.
-                    unsafe { libc::ftruncate(f.as_raw_fd(), size as libc::off_t) }
+                    truncate(f.as_raw_fd())?
                 }
             };
             if r < 0 {
@@ -365,6 +375,20 @@ impl Overlay {
         }
         let fd = sys::open_at(dir.as_raw_fd(), &name, f, 0)?;
         Ok((fd.into_raw_fd() as u64, FopenFlags::FOPEN_KEEP_CACHE))
+    }
+
+    /// After a write: the backing filesystem drops `security.capability` from a file
+    /// written to (or chowned, or truncated); forget the cached names if it had one.
+    pub(super) fn forget_caps(&self, ino: INodeNo) {
+        if let Ok(node) = self.node(ino) {
+            let mut s = node.lock();
+            if s.xattrs
+                .as_ref()
+                .is_some_and(|x| x.iter().any(|n| n == "security.capability"))
+            {
+                s.xattrs = None;
+            }
+        }
     }
 
     pub(super) fn xattr_names(&self, node: &Node) -> SysResult<Arc<Vec<OsString>>> {

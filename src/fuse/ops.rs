@@ -64,11 +64,17 @@ impl Filesystem for Overlay {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_MAX_PAGES;
+            | InitFlags::FUSE_MAX_PAGES
+            // The kernel then skips its own kill-priv checks, each a GETXATTR of
+            // security.capability per write(2); we drop set-id bits ourselves (see write).
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let supported = config.capabilities() & wanted;
         let _ = config.add_capabilities(supported);
         let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
+        // The kernel offers its bdi's read-ahead (128 KiB by default) as the maximum.
+        if let Err(max) = config.set_max_readahead(1 << 20) {
+            let _ = config.set_max_readahead(max);
+        }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         Ok(())
@@ -99,7 +105,7 @@ impl Filesystem for Overlay {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -115,7 +121,11 @@ impl Filesystem for Overlay {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
+        // With HANDLE_KILLPRIV_V2 a truncation by a writer without CAP_FSETID drops the
+        // set-id bits; fuser 0.18 does not pass the kernel's flag, so a non-root caller
+        // stands for it.
+        let kill = size.is_some() && mode.is_none() && req.uid() != 0;
+        match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh, kill) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(err(e)),
         }
@@ -210,9 +220,15 @@ impl Filesystem for Overlay {
         reply_entry(reply, self.do_link(ino, newparent, newname));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.do_open(ino, flags.0) {
-            Ok((fh, f)) => reply.opened(FileHandle(fh), f),
+            Ok((fh, f)) => {
+                if flags.0 & libc::O_TRUNC != 0 && req.uid() != 0 {
+                    // See setattr: a truncating open by a non-root caller drops set-id bits.
+                    let _ = sys::kill_suidgid(fh as i32);
+                }
+                reply.opened(FileHandle(fh), f)
+            }
             Err(e) => reply.error(err(e)),
         }
     }
@@ -238,17 +254,28 @@ impl Filesystem for Overlay {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wf: fuser::WriteFlags,
+        wf: fuser::WriteFlags,
         _flags: OpenFlags,
         _lock: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
+        // HANDLE_KILLPRIV_V2: the kernel asks us to drop set-id bits when the writer may
+        // not keep them (we write with CAP_FSETID, so the backing fs would keep them).
+        // security.capability is dropped by the backing fs on any write.
+        if wf.contains(fuser::WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = sys::kill_suidgid(fh.0 as i32) {
+                return reply.error(err(e));
+            }
+        }
         match sys::pwrite(fh.0 as i32, data, offset) {
-            Ok(n) => reply.written(n as u32),
+            Ok(n) => {
+                reply.written(n as u32);
+                self.forget_caps(ino);
+            }
             Err(e) => reply.error(err(e)),
         }
     }

@@ -367,6 +367,22 @@ pub fn pread(fd: RawFd, buf: &mut [u8], mut off: u64) -> SysResult<usize> {
     Ok(done)
 }
 
+/// Drops the set-user-ID bit, and the set-group-ID bit of a group-executable file, from
+/// the file behind `fd` (what the kernel does when an unprivileged writer writes).
+pub fn kill_suidgid(fd: RawFd) -> SysResult<()> {
+    let st = fstat(fd)?;
+    let mut mode = st.st_mode & 0o7777;
+    mode &= !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        mode &= !libc::S_ISGID;
+    }
+    if mode == st.st_mode & 0o7777 {
+        return Ok(());
+    }
+    // SAFETY: plain syscall on a valid fd.
+    check(unsafe { libc::fchmod(fd, mode) }).map(drop)
+}
+
 /// `pwrite` of all of `data`.
 pub fn pwrite(fd: RawFd, data: &[u8], mut off: u64) -> SysResult<usize> {
     let mut done = 0;
