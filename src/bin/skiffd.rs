@@ -16,8 +16,9 @@ struct Args {
     /// D-Bus address to serve on (default: $SKIFF_BUS_ADDRESS, then the session bus).
     #[arg(long, value_name = "ADDRESS")]
     bus_address: Option<String>,
-    /// Storage driver for container root filesystems: overlay (the kernel's, in the user
-    /// namespace; the default), fuse (skiff's FUSE overlay) or vfs (a full copy).
+    /// Storage driver for container root filesystems: fuse (skiff's FUSE overlay; the
+    /// default where /dev/fuse can be opened), overlay (the kernel's, in the user
+    /// namespace; the default otherwise) or vfs (a full copy).
     #[arg(long, value_name = "DRIVER")]
     storage_driver: Option<skiff::runtime::RootfsDriver>,
     /// Default network mode of containers: slirp4netns, pasta, none or host.
@@ -146,15 +147,14 @@ fn main() {
 async fn serve(args: Args) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the skiffd executable")?;
     let paths = skiff::paths::Paths::from_env();
+    let (driver, driver_reason) = match args.storage_driver {
+        Some(d) => (d, "chosen with --storage-driver".to_string()),
+        None => skiff::runtime::RootfsDriver::choose_default(),
+    };
     let opts = skiff::daemon::Options {
         paths,
-        driver: args.storage_driver.unwrap_or_default(),
-        driver_reason: match args.storage_driver {
-            Some(_) => "chosen with --storage-driver".into(),
-            None => "the default: the kernel's overlayfs in the user namespace (fastest); \
-                     --storage-driver fuse or vfs to change"
-                .into(),
-        },
+        driver,
+        driver_reason,
         exe,
         network: args.network,
     };

@@ -5,6 +5,7 @@
 //! own command.
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::exit;
@@ -64,8 +65,17 @@ pub fn spawn(spec: &JoinSpec) -> Result<Joined, Error> {
         let p = format!("/proc/{}/{what}", spec.pid);
         File::open(&p).map_err(|e| Error::io(format!("open {p}: is the container running?"), e))
     };
-    // Open everything first: joining the mount namespace changes what /proc shows.
-    let root = open("root")?;
+    // Open everything first: joining the mount namespace changes what /proc shows. The
+    // root with O_PATH: a FUSE rootfs (allow_other within its user namespace) refuses a
+    // real open from outside that namespace; fchdir to an O_PATH fd needs no such access.
+    let root = {
+        let p = format!("/proc/{}/root", spec.pid);
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&p)
+            .map_err(|e| Error::io(format!("open {p}: is the container running?"), e))?
+    };
     let mut ns = Vec::new();
     for (name, flag) in NAMESPACES {
         let own = std::fs::read_link(format!("/proc/self/ns/{name}")).ok();

@@ -39,6 +39,33 @@ pub enum RootfsDriver {
     Fuse,
 }
 
+impl RootfsDriver {
+    /// The driver to use when none is configured, and why: skiff's FUSE overlay where
+    /// `/dev/fuse` can be opened, else the kernel's overlayfs in the user namespace.
+    pub fn choose_default() -> (RootfsDriver, String) {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+        {
+            Ok(_) => (
+                RootfsDriver::Fuse,
+                "the default: skiff's FUSE overlay (/dev/fuse is usable); \
+                 --storage-driver overlay or vfs to change"
+                    .into(),
+            ),
+            Err(e) => (
+                RootfsDriver::Overlay,
+                format!(
+                    "the kernel's overlayfs in the user namespace, because /dev/fuse cannot \
+                     be opened ({e}); install fuse3 or make /dev/fuse mode 0666 (as distros \
+                     ship it) to get skiff's FUSE overlay, or choose with --storage-driver"
+                ),
+            ),
+        }
+    }
+}
+
 impl std::fmt::Display for RootfsDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
