@@ -490,7 +490,10 @@ fn remove_frees_exactly_the_unshared_blobs_and_layers() {
     assert_eq!(layer_count(&store), 1);
     assert_eq!(blob_count(&store), 3);
     assert_eq!(store.resolve("c").unwrap().id, c.id);
-    assert!(store.remove_image("a", false).is_err());
+    assert!(
+        store.remove_image("a:latest", false).is_err(),
+        "a is gone (\"a\" alone may prefix an id)"
+    );
 }
 
 #[test]

@@ -5,8 +5,8 @@
 //! own command.
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::exit;
 
