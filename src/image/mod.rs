@@ -17,6 +17,7 @@
 
 mod fsops;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 
