@@ -49,6 +49,9 @@ pub enum Error {
     /// User namespace setup: subordinate ids, newuidmap/newgidmap.
     #[error("{0}")]
     IdMapping(String),
+    /// The image is used by a container (and the request was not forced).
+    #[error("{0}")]
+    ImageInUse(String),
     /// An image store error (unknown image, bad reference, corrupt store).
     #[error(transparent)]
     Image(#[from] crate::image::Error),

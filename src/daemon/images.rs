@@ -1,16 +1,115 @@
-//! Image operations of the backend: import a rootfs tarball (extracted by a helper inside
-//! the user namespace) and list images.
+//! Image operations of the backend: commit an image whose blobs are in the store (the
+//! end of a pull or load), import a rootfs tarball, list, tag and remove images. Layers
+//! are extracted by the `__unpack` helper inside the user namespace.
 
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
 
 use super::events::Event;
 use super::{Daemon, Error};
 use crate::helpers::UnpackResult;
-use crate::image::{ImageChanges, ImageRecord, Reference};
+use crate::image::manifest::{layer_media_type, parse_manifest};
+use crate::image::{
+    self, ImageChanges, ImageRecord, LayerRef, NewImage, Reference, Removal, Staging, UnpackStats,
+};
 
 impl Daemon {
-    /// Imports the rootfs tar (plain or gzip) read from `input` as `reference`.
+    /// Commits the image whose manifest is the blob `manifest_digest` (an OCI image
+    /// manifest or a Docker v2 schema 2 manifest; its config and layer blobs must be in
+    /// the store too): extracts the layers not extracted yet, verifying each one's
+    /// uncompressed digest against the config's `rootfs.diff_ids`, then records the image
+    /// with `names` (and their repo digests) in one atomic index update, and emits an
+    /// `image` event (`pull`). Until that update nothing of the image is visible; a crash
+    /// before it leaves unreferenced blobs and layers that the next start collects.
+    pub async fn commit_image(
+        &self,
+        manifest_digest: &str,
+        names: &[Reference],
+    ) -> Result<ImageRecord, Error> {
+        let rec = self.commit_manifest(manifest_digest, names).await?;
+        let name = names.first().map(|n| n.to_string()).unwrap_or_default();
+        self.emit(Event::new("image", "pull", &rec.id, &[("name", name)]));
+        Ok(rec)
+    }
+
+    /// [`Daemon::commit_image`] without the event (load emits its own).
+    pub(crate) async fn commit_manifest(
+        &self,
+        manifest_digest: &str,
+        names: &[Reference],
+    ) -> Result<ImageRecord, Error> {
+        if let Err(e) = &self.inner.preflight {
+            return Err(Error::IdMapping(e.clone()));
+        }
+        let store = self.inner.images.clone();
+        let manifest_bytes = store.read_blob(manifest_digest)?;
+        let manifest = parse_manifest(&manifest_bytes, manifest_digest)?;
+        let config_bytes = store.read_blob(&manifest.config)?;
+        let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_bytes)
+            .map_err(|e| image::Error::InvalidImage {
+                what: format!("configuration {}", manifest.config),
+                reason: e.to_string(),
+            })?;
+        let diff_ids = config.rootfs().diff_ids().clone();
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(image::Error::InvalidImage {
+                what: format!("manifest {manifest_digest}"),
+                reason: format!(
+                    "it lists {} layers but its configuration has {} diff ids",
+                    manifest.layers.len(),
+                    diff_ids.len()
+                ),
+            }
+            .into());
+        }
+        for l in &manifest.layers {
+            if !store.has_blob(&l.digest) {
+                return Err(image::Error::MissingBlob {
+                    digest: l.digest.clone(),
+                    hint: format!("manifest {manifest_digest} needs it; fetch it first"),
+                }
+                .into());
+            }
+        }
+        let _gc = self.gc_shared().await?;
+        for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
+            image::parse_digest(diff_id)?;
+            if store.has_layer(diff_id) {
+                continue;
+            }
+            let (staging, stats) = self.unpack_blob(&layer.digest).await?;
+            if &stats.diff_id != diff_id {
+                self.remove_tree(&staging.dir).await;
+                return Err(image::Error::DigestMismatch {
+                    expected: diff_id.clone(),
+                    actual: stats.diff_id,
+                }
+                .into());
+            }
+            self.install(staging, stats).await?;
+        }
+        let new = NewImage {
+            config: manifest.config.clone(),
+            manifest: manifest_digest.to_string(),
+            layers: diff_ids,
+            layer_blobs: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            created: config
+                .created()
+                .clone()
+                .unwrap_or_else(image::store::now_rfc3339),
+        };
+        let rec = tokio::task::spawn_blocking(move || store.record_image(&new))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        Ok(rec)
+    }
+
+    /// Imports the rootfs tar (plain, gzip or zstd) read from `input` as `reference`: the
+    /// tar becomes a layer blob, then it is extracted and a config and manifest made.
     pub async fn import_image(
         &self,
         input: OwnedFd,
@@ -21,42 +120,19 @@ impl Daemon {
             return Err(Error::IdMapping(e.clone()));
         }
         let reference: Reference = reference.parse()?;
-        let store = &self.inner.images;
-        let staging = store.new_staging()?;
-        let out = tokio::process::Command::new(&self.inner.opts.exe)
-            .arg("__unpack")
-            .arg("--maps")
-            .arg(&self.inner.maps_json)
-            .arg(&staging.diff)
-            .stdin(Stdio::from(input))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
+        let store = self.inner.images.clone();
+        let layer = tokio::task::spawn_blocking(move || copy_to_blob(&store, File::from(input)))
             .await
-            .map_err(|e| Error::ImportFailed(format!("cannot run the unpack helper: {e}")))?;
-        let result: Result<UnpackResult, _> = serde_json::from_slice(&out.stdout);
-        let stats = match result {
-            Ok(UnpackResult::Ok(stats)) if out.status.success() => stats,
-            Ok(UnpackResult::Err(msg)) => {
-                self.remove_tree(&staging.dir).await;
-                return Err(Error::ImportFailed(msg));
-            }
-            _ => {
-                self.remove_tree(&staging.dir).await;
-                return Err(Error::ImportFailed(format!(
-                    "the unpack helper failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-        };
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        let _gc = self.gc_shared().await?;
+        let (staging, stats) = self.unpack_blob(&layer.digest).await?;
         for w in &stats.warnings {
             tracing::warn!("import {reference}: {w}");
         }
-        let store2 = store.clone();
+        let store = self.inner.images.clone();
         let reference2 = reference.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            store2.commit_import(staging, &stats, &reference2, &changes)
+            store.commit_import(staging, &stats, &layer, &reference2, &changes)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
@@ -72,6 +148,78 @@ impl Daemon {
         Ok(outcome.image)
     }
 
+    /// Holds the store's collection lock shared (blobs and layers of an image being
+    /// committed are not freed under it).
+    async fn gc_shared(&self) -> Result<nix::fcntl::Flock<File>, Error> {
+        let store = self.inner.images.clone();
+        Ok(tokio::task::spawn_blocking(move || store.gc_lock(false))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??)
+    }
+
+    /// Extracts the layer blob `digest` into a fresh staging directory with the unpack
+    /// helper; on failure the staging directory is removed.
+    pub(crate) async fn unpack_blob(&self, digest: &str) -> Result<(Staging, UnpackStats), Error> {
+        let store = &self.inner.images;
+        let path = store.blob_path(digest)?;
+        let blob = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let staging = store.new_staging()?;
+        let out = tokio::process::Command::new(&self.inner.opts.exe)
+            .arg("__unpack")
+            .arg("--maps")
+            .arg(&self.inner.maps_json)
+            .arg(&staging.diff)
+            .stdin(Stdio::from(blob))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                self.remove_tree(&staging.dir).await;
+                return Err(Error::ImportFailed(format!(
+                    "cannot run the unpack helper: {e}"
+                )));
+            }
+        };
+        let result: Result<UnpackResult, _> = serde_json::from_slice(&out.stdout);
+        match result {
+            Ok(UnpackResult::Ok(stats)) if out.status.success() => {
+                for w in &stats.warnings {
+                    tracing::warn!("layer {digest}: {w}");
+                }
+                Ok((staging, stats))
+            }
+            Ok(UnpackResult::Err(msg)) => {
+                self.remove_tree(&staging.dir).await;
+                Err(Error::ImportFailed(format!("layer {digest}: {msg}")))
+            }
+            _ => {
+                self.remove_tree(&staging.dir).await;
+                Err(Error::ImportFailed(format!(
+                    "the unpack helper failed on layer {digest} ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )))
+            }
+        }
+    }
+
+    /// Moves an extracted layer into the store (removing the staging copy if the layer
+    /// got there first).
+    async fn install(&self, staging: Staging, stats: UnpackStats) -> Result<(), Error> {
+        let store = self.inner.images.clone();
+        let unused = tokio::task::spawn_blocking(move || store.install_layer(staging, &stats))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        if let Some(dir) = unused {
+            self.remove_tree(&dir).await;
+        }
+        Ok(())
+    }
+
     /// All images, newest first.
     pub fn list_images(&self) -> Result<Vec<ImageRecord>, Error> {
         Ok(self.inner.images.list()?)
@@ -81,4 +229,136 @@ impl Daemon {
     pub fn image(&self, reference: &str) -> Result<ImageRecord, Error> {
         Ok(self.inner.images.resolve(reference)?)
     }
+
+    /// Points `target` at the image `source` names.
+    pub fn tag_image(&self, source: &str, target: &str) -> Result<ImageRecord, Error> {
+        let target: Reference = target.parse()?;
+        let rec = self.inner.images.tag(source, &target)?;
+        self.emit(Event::new(
+            "image",
+            "tag",
+            &rec.id,
+            &[("name", target.to_string())],
+        ));
+        Ok(rec)
+    }
+
+    /// The ids of the images containers were created from.
+    fn images_in_use(&self) -> HashSet<String> {
+        self.list(true).into_iter().map(|r| r.image_id).collect()
+    }
+
+    /// Removes an image (or only the tag, when the image has others). An image a
+    /// container uses is refused unless `force`, which removes those containers first.
+    pub async fn remove_image(&self, name_or_id: &str, force: bool) -> Result<Removal, Error> {
+        let store = self.inner.images.clone();
+        let id = store.resolve_id(name_or_id)?;
+        let rec = store.resolve(&id)?;
+        let only_untag = rec.repo_tags.len() > 1
+            && Reference::parse(name_or_id).is_ok_and(|r| rec.repo_tags.contains(&r.to_string()));
+        if !only_untag {
+            let users: Vec<_> = self
+                .list(true)
+                .into_iter()
+                .filter(|r| r.image_id == id)
+                .collect();
+            if !users.is_empty() && !force {
+                let names: Vec<String> = users.iter().map(|r| r.name.clone()).collect();
+                return Err(Error::ImageInUse(format!(
+                    "image {name_or_id} is used by container(s) {}: remove them first, or \
+                     force with rmi -f (which removes them too)",
+                    names.join(", ")
+                )));
+            }
+            for u in users {
+                self.remove(&u.id, true).await?;
+            }
+        }
+        let name = name_or_id.to_string();
+        let removal = tokio::task::spawn_blocking(move || store.remove_image(&name, force))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        self.finish_removal(&removal).await;
+        Ok(removal)
+    }
+
+    /// Removes dangling images, or with `all` every image no container uses.
+    pub async fn prune_images(&self, all: bool) -> Result<Removal, Error> {
+        let store = self.inner.images.clone();
+        let keep = self.images_in_use();
+        let removal = tokio::task::spawn_blocking(move || store.prune(all, &keep))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        self.finish_removal(&removal).await;
+        Ok(removal)
+    }
+
+    async fn finish_removal(&self, removal: &Removal) {
+        for t in &removal.untagged {
+            self.emit(Event::new("image", "untag", "", &[("name", t.clone())]));
+        }
+        for id in &removal.deleted {
+            self.emit(Event::new("image", "remove", id, &[]));
+        }
+        for dir in &removal.trash {
+            self.remove_tree(dir).await;
+        }
+    }
+
+    /// Collects what a crash left in the image store (unreferenced blobs and layers,
+    /// temporary files); run at start.
+    pub(crate) fn collect_image_garbage(&self) {
+        let store = self.inner.images.clone();
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            let found = tokio::task::spawn_blocking(move || store.collect_garbage()).await;
+            match found {
+                Ok(Ok(leftovers)) => {
+                    for p in leftovers {
+                        tracing::info!("collecting image store leftover {}", p.display());
+                        daemon.remove_tree(&p).await;
+                        let _ = std::fs::remove_file(&p);
+                    }
+                }
+                Ok(Err(e)) => tracing::error!("collecting image store leftovers: {e}"),
+                Err(e) => tracing::error!("collecting image store leftovers: {e}"),
+            }
+        });
+    }
+}
+
+/// Copies a layer stream into a new blob; returns it as a manifest layer.
+pub(crate) fn copy_to_blob(
+    store: &image::ImageStore,
+    mut input: impl Read,
+) -> Result<LayerRef, Error> {
+    let mut w = store.blob_writer()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut head = Vec::new();
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(image::Error::io("reading the layer", e).into()),
+        };
+        if head.len() < 4 {
+            head.extend_from_slice(&buf[..n.min(4)]);
+        }
+        w.write_all(&buf[..n])
+            .map_err(|e| image::Error::io("writing a layer blob", e))?;
+    }
+    if w.size() == 0 {
+        return Err(image::Error::InvalidLayer {
+            reason: "the layer is empty (0 bytes), expected a tar archive".into(),
+        }
+        .into());
+    }
+    let media_type = layer_media_type(&head).to_string();
+    let (digest, size) = w.commit_computed()?;
+    Ok(LayerRef {
+        digest,
+        media_type,
+        size,
+    })
 }

@@ -132,6 +132,7 @@ impl Daemon {
             }),
         };
         daemon.load_containers();
+        daemon.collect_image_garbage();
         Ok(daemon)
     }
 

@@ -96,11 +96,19 @@ impl From<daemon::Error> for SkiffError {
                 }
                 _ => SkiffError::PullFailed(msg),
             },
+            daemon::Error::ImageInUse(_) => SkiffError::ImageInUse(msg),
             daemon::Error::Image(ie) => match ie {
                 image::Error::NoSuchImage { .. } => SkiffError::NoSuchImage(msg),
                 image::Error::AmbiguousImage { .. } => SkiffError::Ambiguous(msg),
                 image::Error::InvalidReference { .. } => SkiffError::InvalidReference(msg),
                 image::Error::Unsupported { .. } => SkiffError::NotSupported(msg),
+                image::Error::InvalidDigest { .. } => SkiffError::InvalidReference(msg),
+                image::Error::DigestMismatch { .. }
+                | image::Error::InvalidImage { .. }
+                | image::Error::MissingBlob { .. }
+                | image::Error::UnsafeEntry { .. }
+                | image::Error::InvalidLayer { .. }
+                | image::Error::LimitExceeded { .. } => SkiffError::ImportFailed(msg),
                 _ => SkiffError::Failed(msg),
             },
             daemon::Error::Corrupt(_) | daemon::Error::Io { .. } | daemon::Error::Internal(_) => {

@@ -15,14 +15,22 @@
 //! All failures are reported through the single [`Error`] type; its messages name the
 //! problem and, where there is one, the fix.
 
+pub mod blob;
 mod fsops;
+pub mod manifest;
 pub mod reference;
 pub mod registry;
+pub mod remove;
 pub mod store;
 pub mod unpack;
 
+pub use blob::{parse_digest, BlobWriter};
+pub use manifest::{LayerRef, ParsedManifest};
 pub use reference::Reference;
-pub use store::{CommitOutcome, ImageChanges, ImageRecord, ImageStore, Staging};
+pub use remove::Removal;
+pub use store::{
+    repository_of, CommitOutcome, ImageChanges, ImageRecord, ImageStore, NewImage, Staging,
+};
 pub use unpack::{unpack_layer, UnpackOptions, UnpackStats};
 
 use std::path::PathBuf;
@@ -46,6 +54,46 @@ pub enum Error {
         feature: String,
         /// How to get around it (may be empty).
         hint: String,
+    },
+
+    /// A digest string is not `sha256:<64 hex digits>`.
+    #[error("invalid digest {digest:?}: {reason}")]
+    InvalidDigest {
+        /// The digest as given.
+        digest: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Content does not have the digest it was announced with (a blob, or a layer's
+    /// uncompressed stream against the config's diff id).
+    #[error(
+        "content digest mismatch: expected {expected}, got {actual}; the data is corrupt \
+         or was tampered with, fetch or export it again"
+    )]
+    DigestMismatch {
+        /// The announced digest.
+        expected: String,
+        /// The digest of what was actually read.
+        actual: String,
+    },
+
+    /// A blob a manifest or configuration refers to is not in the store.
+    #[error("blob {digest} is not in the image store: {hint}")]
+    MissingBlob {
+        /// The missing blob's digest.
+        digest: String,
+        /// Who needed it and what to do.
+        hint: String,
+    },
+
+    /// A manifest, image configuration or archive is malformed or unsupported.
+    #[error("invalid image {what}: {reason}")]
+    InvalidImage {
+        /// What was being read (e.g. "manifest sha256:..").
+        what: String,
+        /// What is wrong.
+        reason: String,
     },
 
     /// A layer entry that would write outside the extraction directory (or is otherwise

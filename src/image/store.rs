@@ -1,18 +1,27 @@
-//! The on-disk image store.
+//! The on-disk image store, in the OCI image-layout shape.
 //!
 //! ```text
 //! root/
-//!   blobs/sha256/<hex>        image config JSON, content-addressed (the image id)
+//!   oci-layout                {"imageLayoutVersion": "1.0.0"}
+//!   index.json                OCI image index of the tagged manifests (for other tools)
+//!   blobs/sha256/<hex>        manifests, image configs (hex = image id), layer blobs
 //!   layers/<diff-id hex>/diff extracted layer trees, shared by every image using them
-//!   tmp/<random>/diff         staging of imports in progress (leftovers after a crash)
-//!   index.json                images and tags, replaced atomically
-//!   index.lock                flock serialising read-modify-write of index.json
+//!   layers/<diff-id hex>/layer.json  {"size": N}: the regular file bytes of the layer
+//!   tmp/                      blobs being written, layers being extracted or removed
+//!   images.json               skiff's own index: images (their blobs and layers), tags
+//!   index.lock                flock serialising read-modify-write of images.json
+//!   gc.lock                   shared while an image is committed, exclusive while blobs
+//!                             and layers are freed
 //! ```
 //!
-//! `blobs/` follows the OCI image-layout blob naming, so manifests and compressed layers
-//! can join the configs there once registry pulls exist.
+//! Nothing is visible before `images.json` names it: blobs and layers are written first
+//! (each atomically: temp + fsync + rename), the index last, so a load or pull killed at
+//! any moment leaves at most unreferenced blobs and layers, which
+//! [`ImageStore::collect_garbage`] removes when the daemon starts. Reference counts are
+//! computed from the index: removing an image frees exactly the blobs and layers no other
+//! image lists.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -26,20 +35,25 @@ use oci_spec::image::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::blob::{parse_digest, BlobWriter};
+use super::manifest::{build_manifest, LayerRef};
 use super::{is_sha256_hex, sha256_hex, Error, Reference, UnpackStats};
 use crate::fsutil::{atomic_write, atomic_write_json, ensure_private_dir, sync_dir};
 
-/// The `version` of the index.json format this code reads and writes.
+/// The `version` of the images.json format this code reads and writes.
 const INDEX_VERSION: u32 = 1;
+
+/// The file holding skiff's own index.
+const IMAGES_FILE: &str = "images.json";
 
 /// A store of images rooted at one directory. Methods take `&self`; index updates are
 /// serialised across processes with a lock file.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
-    root: PathBuf,
+    pub(crate) root: PathBuf,
 }
 
-/// A fresh directory for one import, inside the store's `tmp/`.
+/// A fresh directory for one layer extraction, inside the store's `tmp/`.
 #[derive(Debug)]
 pub struct Staging {
     /// `root/tmp/<random>`: becomes `layers/<diff-id>` on commit.
@@ -48,7 +62,7 @@ pub struct Staging {
     pub diff: PathBuf,
 }
 
-/// Image configuration set at import time (`skiff image import --change ...`).
+/// Image configuration set at import time (`skiff import --change ...`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageChanges {
     /// Default arguments (`CMD`).
@@ -63,6 +77,8 @@ pub struct ImageChanges {
     pub user: Option<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Exposed ports (`80/tcp`).
+    pub exposed_ports: Vec<String>,
     /// Stop signal name, e.g. `SIGTERM`.
     pub stop_signal: Option<String>,
 }
@@ -74,12 +90,21 @@ pub struct ImageRecord {
     pub id: String,
     /// Layer diff ids (`sha256:<hex>`), bottom first.
     pub layers: Vec<String>,
-    /// Import time, RFC 3339 UTC.
+    /// Creation time (the config's, else the time it entered the store), RFC 3339 UTC.
     pub created: String,
     /// Sum of the layers' regular file sizes.
     pub size: u64,
     /// `name:tag` references pointing at this image, sorted.
     pub repo_tags: Vec<String>,
+    /// `name@sha256:...` references (the manifest digest under each repository name).
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
+    /// `sha256:<hex>` of the image's manifest blob (`None` for images of older stores).
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// `sha256:<hex>` of the layer blobs (as in the manifest), bottom first.
+    #[serde(default)]
+    pub layer_blobs: Vec<String>,
 }
 
 /// The result of [`ImageStore::commit_import`].
@@ -92,20 +117,54 @@ pub struct CommitOutcome {
     pub unused_staging: Option<PathBuf>,
 }
 
+/// An image to record with [`ImageStore::record_image`]: its blobs and layers are in
+/// the store already.
+#[derive(Debug, Clone, Default)]
+pub struct NewImage {
+    /// `sha256:<hex>` of the config blob (its hex is the image id).
+    pub config: String,
+    /// `sha256:<hex>` of the manifest blob.
+    pub manifest: String,
+    /// Layer diff ids, bottom first (each `layers/<hex>` exists).
+    pub layers: Vec<String>,
+    /// Layer blob digests, bottom first.
+    pub layer_blobs: Vec<String>,
+    /// References to point at the image (`name:tag` as displayed by [`Reference`]).
+    pub names: Vec<String>,
+    /// Creation time, RFC 3339.
+    pub created: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct IndexImage {
-    layers: Vec<String>,
-    created: String,
-    size: u64,
+pub(crate) struct IndexImage {
+    pub(crate) layers: Vec<String>,
+    pub(crate) created: String,
+    pub(crate) size: u64,
+    #[serde(default)]
+    pub(crate) manifest: Option<String>,
+    #[serde(default)]
+    pub(crate) layer_blobs: Vec<String>,
+    #[serde(default)]
+    pub(crate) repo_digests: Vec<String>,
+}
+
+impl IndexImage {
+    /// Every blob digest the image holds (manifest, config, layers).
+    pub(crate) fn blobs(&self, id: &str) -> Vec<String> {
+        let mut out = vec![format!("sha256:{id}")];
+        out.extend(self.manifest.iter().cloned());
+        out.extend(self.layer_blobs.iter().cloned());
+        out
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Index {
+pub(crate) struct Index {
     version: u32,
     #[serde(default)]
-    images: BTreeMap<String, IndexImage>,
+    pub(crate) images: BTreeMap<String, IndexImage>,
     #[serde(default)]
-    tags: BTreeMap<String, String>,
+    pub(crate) tags: BTreeMap<String, String>,
 }
 
 impl Default for Index {
@@ -118,8 +177,14 @@ impl Default for Index {
     }
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+struct LayerMeta {
+    size: u64,
+}
+
 impl ImageStore {
     /// Opens (creating if needed, mode 0700) the store at `root` and checks its index.
+    /// A store of the first milestone (skiff's index in `index.json`) is converted.
     pub fn open(root: &Path) -> Result<ImageStore, Error> {
         let store = ImageStore {
             root: root.to_path_buf(),
@@ -133,6 +198,21 @@ impl ImageStore {
             ensure_private_dir(&dir)
                 .map_err(|e| Error::io(format!("creating the image store directory {dir:?}"), e))?;
         }
+        let layout = store.root.join("oci-layout");
+        if !layout.exists() {
+            atomic_write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)
+                .map_err(|e| Error::io(format!("writing {layout:?}"), e))?;
+        }
+        if !store.index_path().exists() {
+            let old = store.root.join("index.json");
+            if let Ok(bytes) = fs::read(&old) {
+                if let Ok(index) = serde_json::from_slice::<Index>(&bytes) {
+                    let _lock = store.lock()?;
+                    tracing::info!("converting the image index {old:?} to {IMAGES_FILE}");
+                    store.save_index(&index)?;
+                }
+            }
+        }
         store.load_index()?;
         Ok(store)
     }
@@ -142,8 +222,64 @@ impl ImageStore {
         &self.root
     }
 
-    /// Staging directories left in `tmp/` (by a crash or an import that failed). The
-    /// daemon removes them from inside the user namespace.
+    /// Whether the blob `digest` (`sha256:<hex>`) is in the store. An invalid digest is
+    /// never present.
+    pub fn has_blob(&self, digest: &str) -> bool {
+        parse_digest(digest).is_ok_and(|h| self.blob_file(h).is_file())
+    }
+
+    /// The path of blob `digest` (`sha256:<hex>`), whether or not it exists; fails on a
+    /// digest that is not sha256 or malformed.
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, Error> {
+        Ok(self.blob_file(parse_digest(digest)?))
+    }
+
+    /// Starts writing a blob (see [`BlobWriter`]).
+    pub fn blob_writer(&self) -> Result<BlobWriter, Error> {
+        BlobWriter::create(
+            &self.root.join("tmp"),
+            &self.root.join("blobs/sha256"),
+            &random_hex()?,
+        )
+    }
+
+    /// Reads a whole blob, verifying its digest.
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, Error> {
+        let path = self.blob_path(digest)?;
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::MissingBlob {
+                    digest: digest.to_string(),
+                    hint: "write it first".into(),
+                })
+            }
+            Err(e) => return Err(Error::io(format!("reading {path:?}"), e)),
+        };
+        let actual = format!("sha256:{}", sha256_hex(&bytes));
+        if actual != digest {
+            return Err(Error::Corrupt {
+                path,
+                reason: format!("its content has digest {actual}"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Writes a small blob made in memory; returns (`sha256:<hex>`, size).
+    pub fn write_blob(&self, data: &[u8]) -> Result<(String, u64), Error> {
+        let digest = format!("sha256:{}", sha256_hex(data));
+        if self.has_blob(&digest) {
+            return Ok((digest, data.len() as u64));
+        }
+        let mut w = self.blob_writer()?;
+        std::io::Write::write_all(&mut w, data).map_err(|e| Error::io("writing a blob", e))?;
+        let size = w.commit(&digest)?;
+        Ok((digest, size))
+    }
+
+    /// Staging directories and temporary blobs left in `tmp/` (by a crash or an import
+    /// that failed). The daemon removes them from inside the user namespace.
     pub fn leftovers(&self) -> Result<Vec<PathBuf>, Error> {
         let tmp = self.root.join("tmp");
         let mut out = Vec::new();
@@ -156,7 +292,7 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Creates `tmp/<random>/diff` for a new import.
+    /// Creates `tmp/<random>/diff` for a new layer extraction.
     pub fn new_staging(&self) -> Result<Staging, Error> {
         let dir = self
             .root
@@ -174,76 +310,140 @@ impl ImageStore {
         Ok(Staging { dir, diff })
     }
 
+    /// Whether the layer with diff id `diff_id` is extracted in the store.
+    pub fn has_layer(&self, diff_id: &str) -> bool {
+        parse_digest(diff_id).is_ok_and(|h| self.root.join("layers").join(h).is_dir())
+    }
+
+    /// Moves an extracted layer into `layers/<diff-id hex>`; when it is there already
+    /// (dedup, or a concurrent extraction won) returns the staging directory for the
+    /// caller to remove.
+    pub fn install_layer(
+        &self,
+        staging: Staging,
+        stats: &UnpackStats,
+    ) -> Result<Option<PathBuf>, Error> {
+        let layer_hex = parse_digest(&stats.diff_id)?;
+        let meta = staging.dir.join("layer.json");
+        atomic_write_json(&meta, &LayerMeta { size: stats.size })
+            .map_err(|e| Error::io(format!("writing {meta:?}"), e))?;
+        let layers = self.root.join("layers");
+        let layer_dir = layers.join(layer_hex);
+        if layer_dir.exists() {
+            tracing::debug!("layer {} already in the store", stats.diff_id);
+            return Ok(Some(staging.dir));
+        }
+        match fs::rename(&staging.dir, &layer_dir) {
+            Ok(()) => {
+                sync_dir(&layers).map_err(|e| Error::io(format!("syncing {layers:?}"), e))?;
+                Ok(None)
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
+                Ok(Some(staging.dir))
+            }
+            Err(e) => Err(Error::io(
+                format!("moving {:?} to {layer_dir:?}", staging.dir),
+                e,
+            )),
+        }
+    }
+
+    fn layer_size(&self, diff_id: &str) -> u64 {
+        let hex = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
+        fs::read(self.root.join("layers").join(hex).join("layer.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LayerMeta>(&b).ok())
+            .map_or(0, |m| m.size)
+    }
+
+    /// Records an image whose blobs and layers are all in the store, and points `names`
+    /// at it (moving them off other images), in one atomic index update.
+    pub fn record_image(&self, new: &NewImage) -> Result<ImageRecord, Error> {
+        let id = parse_digest(&new.config)?.to_string();
+        parse_digest(&new.manifest)?;
+        for d in new.layer_blobs.iter().chain([&new.config, &new.manifest]) {
+            if !self.has_blob(d) {
+                return Err(Error::MissingBlob {
+                    digest: d.clone(),
+                    hint: "it must be written before the image is recorded".into(),
+                });
+            }
+        }
+        for l in &new.layers {
+            if !self.has_layer(l) {
+                return Err(Error::InvalidLayer {
+                    reason: format!("layer {l} is not extracted in the store"),
+                });
+            }
+        }
+        let size = new.layers.iter().map(|l| self.layer_size(l)).sum();
+        let _lock = self.lock()?;
+        let mut index = self.load_index()?;
+        let mut repo_digests: BTreeSet<String> = index
+            .images
+            .get(&id)
+            .map(|i| i.repo_digests.iter().cloned().collect())
+            .unwrap_or_default();
+        for n in &new.names {
+            repo_digests.insert(format!("{}@{}", repository_of(n), new.manifest));
+        }
+        let created = index
+            .images
+            .get(&id)
+            .map(|i| i.created.clone())
+            .unwrap_or_else(|| new.created.clone());
+        index.images.insert(
+            id.clone(),
+            IndexImage {
+                layers: new.layers.clone(),
+                created,
+                size,
+                manifest: Some(new.manifest.clone()),
+                layer_blobs: new.layer_blobs.clone(),
+                repo_digests: repo_digests.into_iter().collect(),
+            },
+        );
+        for tag in &new.names {
+            if let Some(old) = index.tags.insert(tag.clone(), id.clone()) {
+                if old != id {
+                    tracing::info!("tag {tag} moved from image {old} to {id}");
+                }
+            }
+        }
+        self.save_index(&index)?;
+        tracing::info!("recorded image {id} as {:?}", new.names);
+        record(&index, &id).ok_or(Error::NoSuchImage { reference: id })
+    }
+
     /// Moves an extracted layer into the store (or finds it already there), writes the
-    /// image config blob and records the image under `reference`.
+    /// image config and manifest blobs and records the image under `reference`.
+    /// `layer_blob` is the layer as imported (already a blob).
     pub fn commit_import(
         &self,
         staging: Staging,
         stats: &UnpackStats,
+        layer_blob: &LayerRef,
         reference: &Reference,
         changes: &ImageChanges,
     ) -> Result<CommitOutcome, Error> {
-        let layer_hex = stats
-            .diff_id
-            .strip_prefix("sha256:")
-            .filter(|h| is_sha256_hex(h))
-            .ok_or_else(|| Error::InvalidLayer {
-                reason: format!("diff id {:?} is not a sha256 digest", stats.diff_id),
-            })?;
-        let _lock = self.lock()?;
-
-        let layers = self.root.join("layers");
-        let layer_dir = layers.join(layer_hex);
-        let unused_staging = if layer_dir.exists() {
-            tracing::debug!("layer {} already in the store", stats.diff_id);
-            Some(staging.dir)
-        } else {
-            match fs::rename(&staging.dir, &layer_dir) {
-                Ok(()) => {
-                    sync_dir(&layers).map_err(|e| Error::io(format!("syncing {layers:?}"), e))?;
-                    None
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
-                    Some(staging.dir)
-                }
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("moving {:?} to {layer_dir:?}", staging.dir),
-                        e,
-                    ))
-                }
-            }
-        };
-
+        let unused_staging = self.install_layer(staging, stats)?;
         let created = now_rfc3339();
         let config = build_config(&stats.diff_id, &created, changes)?;
         let bytes = canonical_json(&config)?;
-        let id = sha256_hex(&bytes);
-        let blob = self.blob_path(&id);
-        if !blob.exists() {
-            atomic_write(&blob, &bytes)
-                .map_err(|e| Error::io(format!("writing the image config {blob:?}"), e))?;
-        }
-
-        let mut index = self.load_index()?;
-        index.images.insert(
-            id.clone(),
-            IndexImage {
-                layers: vec![stats.diff_id.clone()],
-                created,
-                size: stats.size,
-            },
-        );
-        let tag = reference.to_string();
-        if let Some(old) = index.tags.insert(tag.clone(), id.clone()) {
-            if old != id {
-                tracing::info!("tag {tag} moved from image {old} to {id}");
-            }
-        }
-        self.save_index(&index)?;
-        tracing::info!("imported image {id} as {tag}");
-        let image = record(&index, &id).ok_or_else(|| Error::NoSuchImage {
-            reference: id.clone(),
+        let (config_digest, config_size) = self.write_blob(&bytes)?;
+        let manifest = build_manifest(
+            &config_digest,
+            config_size,
+            std::slice::from_ref(layer_blob),
+        )?;
+        let (manifest_digest, _) = self.write_blob(&manifest)?;
+        let image = self.record_image(&NewImage {
+            config: config_digest,
+            manifest: manifest_digest,
+            layers: vec![stats.diff_id.clone()],
+            layer_blobs: vec![layer_blob.digest.clone()],
+            names: vec![reference.to_string()],
+            created,
         })?;
         Ok(CommitOutcome {
             image,
@@ -266,40 +466,10 @@ impl ImageStore {
     /// Finds an image by `name[:tag]`, full id, `sha256:<id>` or unique id prefix.
     pub fn resolve(&self, name_or_id: &str) -> Result<ImageRecord, Error> {
         let index = self.load_index()?;
-        let not_found = || Error::NoSuchImage {
+        let id = resolve_in(&index, name_or_id)?;
+        record(&index, &id).ok_or_else(|| Error::NoSuchImage {
             reference: name_or_id.to_string(),
-        };
-        let parsed = Reference::parse(name_or_id);
-        if let Ok(r) = &parsed {
-            if let Some(id) = index.tags.get(&r.to_string()) {
-                return record(&index, id).ok_or_else(not_found);
-            }
-        }
-        let prefix = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
-        let is_hex = !prefix.is_empty()
-            && prefix.len() <= 64
-            && prefix
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !is_hex {
-            return match parsed {
-                Err(e @ Error::InvalidReference { .. }) => Err(e),
-                _ => Err(not_found()),
-            };
-        }
-        let candidates: Vec<&String> = index
-            .images
-            .keys()
-            .filter(|id| id.starts_with(prefix))
-            .collect();
-        match candidates.as_slice() {
-            [] => Err(not_found()),
-            [id] => record(&index, id).ok_or_else(not_found),
-            many => Err(Error::AmbiguousImage {
-                prefix: prefix.to_string(),
-                candidates: many.iter().map(|s| s.to_string()).collect(),
-            }),
-        }
+        })
     }
 
     /// The image configuration of image `id` (hex, optionally `sha256:`-prefixed),
@@ -311,7 +481,7 @@ impl ImageStore {
                 reference: id.to_string(),
             });
         }
-        let path = self.blob_path(id);
+        let path = self.blob_file(id);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -353,17 +523,33 @@ impl ImageStore {
             .collect()
     }
 
-    fn blob_path(&self, hex: &str) -> PathBuf {
+    pub(crate) fn blob_file(&self, hex: &str) -> PathBuf {
         self.root.join("blobs/sha256").join(hex)
     }
 
     fn index_path(&self) -> PathBuf {
-        self.root.join("index.json")
+        self.root.join(IMAGES_FILE)
     }
 
     /// Takes the exclusive index lock; released when the guard drops.
-    fn lock(&self) -> Result<Flock<File>, Error> {
-        let path = self.root.join("index.lock");
+    pub(crate) fn lock(&self) -> Result<Flock<File>, Error> {
+        self.flock("index.lock", FlockArg::LockExclusive)
+    }
+
+    /// The collection lock: shared while an image is being committed (its layers and
+    /// blobs must not be freed under it), exclusive while unreferenced ones are freed.
+    /// Blocks; call from a blocking thread.
+    pub fn gc_lock(&self, exclusive: bool) -> Result<Flock<File>, Error> {
+        let arg = if exclusive {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockShared
+        };
+        self.flock("gc.lock", arg)
+    }
+
+    fn flock(&self, name: &str, arg: FlockArg) -> Result<Flock<File>, Error> {
+        let path = self.root.join(name);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -373,7 +559,7 @@ impl ImageStore {
             .open(&path)
             .map_err(|e| Error::io(format!("opening the lock file {path:?}"), e))?;
         loop {
-            match Flock::lock(file, FlockArg::LockExclusive) {
+            match Flock::lock(file, arg) {
                 Ok(guard) => return Ok(guard),
                 Err((f, Errno::EINTR)) => file = f,
                 Err((_, errno)) => {
@@ -383,7 +569,7 @@ impl ImageStore {
         }
     }
 
-    fn load_index(&self) -> Result<Index, Error> {
+    pub(crate) fn load_index(&self) -> Result<Index, Error> {
         let path = self.index_path();
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -411,10 +597,12 @@ impl ImageStore {
             if let Some(bad) = img
                 .layers
                 .iter()
-                .find(|l| !l.strip_prefix("sha256:").is_some_and(is_sha256_hex))
+                .chain(&img.layer_blobs)
+                .chain(&img.manifest)
+                .find(|l| parse_digest(l).is_err())
             {
                 return Err(corrupt(format!(
-                    "image {id} has an invalid layer id {bad:?}"
+                    "image {id} has an invalid layer or blob digest {bad:?}"
                 )));
             }
         }
@@ -428,13 +616,92 @@ impl ImageStore {
         Ok(index)
     }
 
-    fn save_index(&self, index: &Index) -> Result<(), Error> {
+    /// Writes images.json, then the OCI `index.json` (tagged manifests) for other tools.
+    pub(crate) fn save_index(&self, index: &Index) -> Result<(), Error> {
         let path = self.index_path();
-        atomic_write_json(&path, index).map_err(|e| Error::io(format!("writing {path:?}"), e))
+        atomic_write_json(&path, index).map_err(|e| Error::io(format!("writing {path:?}"), e))?;
+        let mut manifests = Vec::new();
+        for (tag, id) in &index.tags {
+            let Some(m) = index.images.get(id).and_then(|i| i.manifest.as_ref()) else {
+                continue;
+            };
+            let size = fs::metadata(self.blob_path(m)?).map_or(0, |md| md.len());
+            manifests.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": m,
+                "size": size,
+                "annotations": { "org.opencontainers.image.ref.name": tag },
+            }));
+        }
+        let oci = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        let p = self.root.join("index.json");
+        atomic_write_json(&p, &oci).map_err(|e| Error::io(format!("writing {p:?}"), e))
     }
 }
 
-fn record(index: &Index, id: &str) -> Option<ImageRecord> {
+/// The id of the image `name_or_id` names in `index`.
+pub(crate) fn resolve_in(index: &Index, name_or_id: &str) -> Result<String, Error> {
+    let not_found = || Error::NoSuchImage {
+        reference: name_or_id.to_string(),
+    };
+    let parsed = Reference::parse(name_or_id);
+    if let Ok(r) = &parsed {
+        if let Some(id) = index.tags.get(&r.to_string()) {
+            return Ok(id.clone());
+        }
+    }
+    if let Some((_, digest)) = name_or_id.split_once('@') {
+        // name@sha256:...: a repo digest.
+        if let Some((id, _)) = index
+            .images
+            .iter()
+            .find(|(_, i)| i.repo_digests.iter().any(|d| d.ends_with(digest)))
+        {
+            return Ok(id.clone());
+        }
+    }
+    let prefix = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
+    let is_hex = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !is_hex {
+        return match parsed {
+            Err(e @ Error::InvalidReference { .. }) => Err(e),
+            _ => Err(not_found()),
+        };
+    }
+    let candidates: Vec<&String> = index
+        .images
+        .keys()
+        .filter(|id| id.starts_with(prefix))
+        .collect();
+    match candidates.as_slice() {
+        [] => Err(not_found()),
+        [id] => Ok((*id).clone()),
+        many => Err(Error::AmbiguousImage {
+            prefix: prefix.to_string(),
+            candidates: many.iter().map(|s| s.to_string()).collect(),
+        }),
+    }
+}
+
+/// The repository part of a displayed reference: without `@digest` and `:tag`.
+pub fn repository_of(name: &str) -> &str {
+    let name = name.split_once('@').map_or(name, |(n, _)| n);
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[slash..].rfind(':') {
+        Some(i) => &name[..slash + i],
+        None => name,
+    }
+}
+
+pub(crate) fn record(index: &Index, id: &str) -> Option<ImageRecord> {
     let img = index.images.get(id)?;
     let repo_tags = index
         .tags
@@ -448,10 +715,13 @@ fn record(index: &Index, id: &str) -> Option<ImageRecord> {
         created: img.created.clone(),
         size: img.size,
         repo_tags,
+        repo_digests: img.repo_digests.clone(),
+        manifest: img.manifest.clone(),
+        layer_blobs: img.layer_blobs.clone(),
     })
 }
 
-fn build_config(
+pub(crate) fn build_config(
     diff_id: &str,
     created: &str,
     changes: &ImageChanges,
@@ -483,6 +753,9 @@ fn build_config(
     if let Some(s) = &changes.stop_signal {
         cfg = cfg.stop_signal(s.clone());
     }
+    if !changes.exposed_ports.is_empty() {
+        cfg = cfg.exposed_ports(changes.exposed_ports.clone());
+    }
     let rootfs = RootFsBuilder::default()
         .typ("layers")
         .diff_ids(vec![diff_id.to_string()])
@@ -506,7 +779,7 @@ fn build_config(
 
 /// JSON with object keys sorted (labels are a `HashMap` in oci-spec), so the bytes
 /// and hence the image id do not depend on hash order.
-fn canonical_json(config: &ImageConfiguration) -> Result<Vec<u8>, Error> {
+pub(crate) fn canonical_json(config: &ImageConfiguration) -> Result<Vec<u8>, Error> {
     let encode = |e: serde_json::Error| Error::io("encoding the image config", io::Error::other(e));
     let value = serde_json::to_value(config).map_err(encode)?;
     serde_json::to_vec(&value).map_err(encode)
@@ -536,7 +809,7 @@ pub fn oci_arch() -> &'static str {
 }
 
 /// 16 random bytes from the kernel, as hex.
-fn random_hex() -> Result<String, Error> {
+pub(crate) fn random_hex() -> Result<String, Error> {
     let mut buf = [0u8; 16];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))

@@ -1,7 +1,7 @@
 //! Tests of `store.rs`.
 
 use super::*;
-use crate::image::{unpack_layer, UnpackOptions};
+use crate::image::{unpack_layer, LayerRef, UnpackOptions};
 
 fn layer(content: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -20,9 +20,18 @@ fn import(store: &ImageStore, content: &[u8], name: &str, changes: &ImageChanges
         preserve_ownership: false,
         ..UnpackOptions::default()
     };
-    let stats = unpack_layer(&layer(content)[..], &staging.diff, &opts).unwrap();
+    let tar = layer(content);
+    let stats = unpack_layer(&tar[..], &staging.diff, &opts).unwrap();
+    let (digest, size) = store.write_blob(&tar).unwrap();
+    let blob = LayerRef {
+        digest,
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        size,
+    };
     let r = Reference::parse(name).unwrap();
-    store.commit_import(staging, &stats, &r, changes).unwrap()
+    store
+        .commit_import(staging, &stats, &blob, &r, changes)
+        .unwrap()
 }
 
 fn new_store() -> (tempfile::TempDir, ImageStore) {
@@ -99,7 +108,7 @@ fn commit_then_list_resolve_and_config() {
 
     // The index is versioned and readable by a fresh handle.
     let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(store.root().join("index.json")).unwrap()).unwrap();
+        serde_json::from_slice(&fs::read(store.root().join("images.json")).unwrap()).unwrap();
     assert_eq!(index["version"], 1);
     assert_eq!(index["tags"]["docker.io/library/app:1.0"], img.id.as_str());
     let again = ImageStore::open(store.root()).unwrap();
@@ -224,7 +233,7 @@ fn tags_move_and_old_images_stay() {
 #[test]
 fn corrupt_index_is_an_error_naming_the_file() {
     let (_t, store) = new_store();
-    let path = store.root().join("index.json");
+    let path = store.root().join("images.json");
     for bad in [
         &b"{not json"[..],
         br#"{"version":1,"images":{"../../x":{"layers":[],"created":"","size":0}}}"#,
@@ -239,7 +248,7 @@ fn corrupt_index_is_an_error_naming_the_file() {
                 Error::Corrupt { path: p, .. } => assert_eq!(p, &path),
                 other => panic!("{other:?}"),
             }
-            assert!(e.to_string().contains("index.json"), "{e}");
+            assert!(e.to_string().contains("images.json"), "{e}");
         }
     }
     fs::write(&path, br#"{"version":7}"#).unwrap();
@@ -284,6 +293,9 @@ fn layer_dirs_are_top_first() {
         created: String::new(),
         size: 0,
         repo_tags: vec![],
+        repo_digests: vec![],
+        manifest: None,
+        layer_blobs: vec![],
     };
     let layers = store.root().join("layers");
     assert_eq!(
@@ -342,4 +354,188 @@ fn created_times_are_fixed_width_rfc3339() {
         now.starts_with("20") && now.ends_with('Z') && now.len() == 30,
         "{now}"
     );
+}
+
+const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+#[test]
+fn blob_writer_verifies_commits_and_cleans_up() {
+    use std::io::Write;
+    let (_t, store) = new_store();
+    let digest = format!("sha256:{}", sha256_hex(b"hello"));
+    assert!(!store.has_blob(&digest));
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"hel").unwrap();
+    w.write_all(b"lo").unwrap();
+    assert_eq!(w.commit(&digest).unwrap(), 5);
+    assert!(store.has_blob(&digest));
+    let path = store.blob_path(&digest).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"hello");
+    assert_eq!(path, store.root().join("blobs/sha256").join(&digest[7..]));
+
+    // Already present: fine, content unchanged.
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"hello").unwrap();
+    assert_eq!(w.commit(&digest).unwrap(), 5);
+
+    // Mismatch: an error naming both digests, nothing stored, temp file gone.
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"evil").unwrap();
+    match w.commit(EMPTY) {
+        Err(Error::DigestMismatch { expected, actual }) => {
+            assert_eq!(expected, EMPTY);
+            assert_eq!(actual, format!("sha256:{}", sha256_hex(b"evil")));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!store.has_blob(EMPTY));
+    assert!(store.leftovers().unwrap().is_empty(), "temp file left");
+
+    // Dropped without commit: temp file removed.
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"partial").unwrap();
+    assert_eq!(store.leftovers().unwrap().len(), 1);
+    drop(w);
+    assert!(store.leftovers().unwrap().is_empty());
+}
+
+#[test]
+fn blob_paths_validate_digests() {
+    let (_t, store) = new_store();
+    for bad in [
+        "sha256:../../etc/passwd",
+        "sha256:ABC",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "sha512:00",
+        "",
+    ] {
+        assert!(store.blob_path(bad).is_err(), "{bad}");
+        assert!(!store.has_blob(bad), "{bad}");
+    }
+    let e = store.blob_path("md5:00").unwrap_err().to_string();
+    assert!(e.contains("only sha256"), "{e}");
+    let mut w = store.blob_writer().unwrap();
+    std::io::Write::write_all(&mut w, b"x").unwrap();
+    assert!(matches!(
+        w.commit("sha256:zz"),
+        Err(Error::InvalidDigest { .. })
+    ));
+}
+
+#[test]
+fn store_has_the_oci_layout_shape() {
+    let (_t, store) = new_store();
+    let img = import(&store, b"x", "app:1", &ImageChanges::default()).image;
+    let layout: serde_json::Value =
+        serde_json::from_slice(&fs::read(store.root().join("oci-layout")).unwrap()).unwrap();
+    assert_eq!(layout["imageLayoutVersion"], "1.0.0");
+    let index: oci_spec::image::ImageIndex =
+        serde_json::from_slice(&fs::read(store.root().join("index.json")).unwrap()).unwrap();
+    let m = &index.manifests()[0];
+    assert_eq!(Some(m.digest().to_string()), img.manifest);
+    let manifest = store.read_blob(img.manifest.as_deref().unwrap()).unwrap();
+    let parsed = crate::image::manifest::parse_manifest(&manifest, "m").unwrap();
+    assert_eq!(parsed.config, format!("sha256:{}", img.id));
+    assert_eq!(parsed.layers.len(), 1);
+    assert!(store.has_blob(&parsed.layers[0].digest));
+    assert_eq!(img.layer_blobs, vec![parsed.layers[0].digest.clone()]);
+    assert_eq!(
+        img.repo_digests,
+        vec![format!("app@{}", img.manifest.as_deref().unwrap())]
+    );
+}
+
+fn blob_count(store: &ImageStore) -> usize {
+    fs::read_dir(store.root().join("blobs/sha256"))
+        .unwrap()
+        .count()
+}
+
+fn layer_count(store: &ImageStore) -> usize {
+    fs::read_dir(store.root().join("layers")).unwrap().count()
+}
+
+#[test]
+fn remove_frees_exactly_the_unshared_blobs_and_layers() {
+    let (_t, store) = new_store();
+    // Same layer, different configs (names differ in labels).
+    let a = import(&store, b"shared", "a", &ImageChanges::default()).image;
+    let mut labels = ImageChanges::default();
+    labels.labels.insert("k".into(), "v".into());
+    let b = import(&store, b"shared", "b", &labels).image;
+    let c = import(&store, b"alone", "c", &ImageChanges::default()).image;
+    assert_eq!(layer_count(&store), 2);
+    // a: config+manifest; b: config+manifest; shared layer blob; c: 3.
+    assert_eq!(blob_count(&store), 2 + 2 + 1 + 3);
+
+    store.tag("a", &Reference::parse("a2").unwrap()).unwrap();
+    let r = store.remove_image("a2", false).unwrap();
+    assert_eq!(r.untagged, vec!["a2:latest"]);
+    assert!(r.deleted.is_empty());
+
+    let r = store.remove_image("a", false).unwrap();
+    assert_eq!(r.deleted, vec![a.id.clone()]);
+    assert!(r.trash.is_empty(), "the layer is shared with b");
+    assert_eq!(r.blobs_freed, 2);
+    assert_eq!(layer_count(&store), 2);
+
+    let r = store.remove_image(&b.id, false).unwrap();
+    assert_eq!(r.untagged, vec!["b:latest"]);
+    assert_eq!(r.blobs_freed, 3);
+    assert_eq!(r.trash.len(), 1);
+    assert!(r.trash[0].starts_with(store.root().join("tmp")));
+    assert_eq!(layer_count(&store), 1);
+    assert_eq!(blob_count(&store), 3);
+    assert_eq!(store.resolve("c").unwrap().id, c.id);
+    assert!(store.remove_image("a", false).is_err());
+}
+
+#[test]
+fn prune_removes_dangling_then_all_but_kept() {
+    let (_t, store) = new_store();
+    let old = import(&store, b"v1", "app", &ImageChanges::default()).image;
+    let new = import(&store, b"v2", "app", &ImageChanges::default()).image;
+    let other = import(&store, b"v3", "other", &ImageChanges::default()).image;
+    let r = store.prune(false, &Default::default()).unwrap();
+    assert_eq!(r.deleted, vec![old.id]);
+    let keep = [new.id.clone()].into_iter().collect();
+    let r = store.prune(true, &keep).unwrap();
+    assert_eq!(r.deleted, vec![other.id]);
+    assert_eq!(r.untagged, vec!["other:latest"]);
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
+#[test]
+fn garbage_from_a_crash_is_collected_and_images_kept() {
+    let (_t, store) = new_store();
+    let img = import(&store, b"kept", "kept", &ImageChanges::default()).image;
+    let before = blob_count(&store);
+    // A load that died after writing a blob and a layer, before recording the image.
+    store.write_blob(b"orphan").unwrap();
+    let staging = store.new_staging().unwrap();
+    let stats = UnpackStats {
+        diff_id: format!("sha256:{}", sha256_hex(b"orphan layer")),
+        ..Default::default()
+    };
+    store.install_layer(staging, &stats).unwrap();
+    let half = store.blob_writer().unwrap();
+    std::mem::forget(half); // a half-written blob in tmp/
+    assert_eq!(layer_count(&store), 2);
+    let leftovers = store.collect_garbage().unwrap();
+    assert_eq!(blob_count(&store), before);
+    assert_eq!(layer_count(&store), 1);
+    assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+    assert!(store.has_layer(&img.layers[0]));
+    assert_eq!(store.resolve("kept").unwrap(), img);
+}
+
+#[test]
+fn repository_of_strips_tag_and_digest() {
+    assert_eq!(
+        repository_of("docker.io/library/busybox:latest"),
+        "docker.io/library/busybox"
+    );
+    assert_eq!(repository_of("localhost:5000/a/b:1"), "localhost:5000/a/b");
+    assert_eq!(repository_of("localhost:5000/a/b"), "localhost:5000/a/b");
+    assert_eq!(repository_of("a@sha256:00"), "a");
 }

@@ -1,0 +1,220 @@
+//! Tagging, removing and collecting images: reference counts are computed from the
+//! index, so removing an image frees exactly the blobs and layer trees that no other
+//! image lists. Layer trees may hold files owned by subordinate ids, so they are only
+//! renamed into `tmp/` here (atomically, under the lock) and the caller removes them
+//! from inside the user namespace.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs;
+use std::path::PathBuf;
+
+use super::store::{record, resolve_in, Index};
+use super::{is_sha256_hex, Error, ImageRecord, ImageStore, Reference};
+use crate::fsutil::sync_dir;
+
+/// What a removal did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// Tags removed.
+    pub untagged: Vec<String>,
+    /// Ids of the images deleted.
+    pub deleted: Vec<String>,
+    /// Layer trees moved into `tmp/`, to be removed by the caller.
+    pub trash: Vec<PathBuf>,
+    /// Blobs deleted.
+    pub blobs_freed: usize,
+}
+
+impl Removal {
+    fn absorb(&mut self, other: Removal) {
+        self.untagged.extend(other.untagged);
+        self.deleted.extend(other.deleted);
+        self.trash.extend(other.trash);
+        self.blobs_freed += other.blobs_freed;
+    }
+}
+
+impl ImageStore {
+    /// Points `target` at the image `source` names; returns the image.
+    pub fn tag(&self, source: &str, target: &Reference) -> Result<ImageRecord, Error> {
+        let _lock = self.lock()?;
+        let mut index = self.load_index()?;
+        let id = resolve_in(&index, source)?;
+        let tag = target.to_string();
+        index.tags.insert(tag, id.clone());
+        self.save_index(&index)?;
+        record(&index, &id).ok_or(Error::NoSuchImage { reference: id })
+    }
+
+    /// The image id `name_or_id` resolves to.
+    pub fn resolve_id(&self, name_or_id: &str) -> Result<String, Error> {
+        resolve_in(&self.load_index()?, name_or_id)
+    }
+
+    /// Removes `name_or_id`: a tag of an image with other tags is only untagged (unless
+    /// `by_id_all` — an id, or force — asks for the image itself); otherwise the image
+    /// and all its tags go, with the blobs and layers no other image uses. The caller
+    /// checked containers.
+    pub fn remove_image(&self, name_or_id: &str, force: bool) -> Result<Removal, Error> {
+        let _gc = self.gc_lock(true)?;
+        let _lock = self.lock()?;
+        let mut index = self.load_index()?;
+        let id = resolve_in(&index, name_or_id)?;
+        let tags: Vec<String> = index
+            .tags
+            .iter()
+            .filter(|(_, v)| **v == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let named_tag = Reference::parse(name_or_id)
+            .ok()
+            .map(|r| r.to_string())
+            .filter(|t| tags.contains(t));
+        let mut out = Removal::default();
+        if let Some(tag) = named_tag {
+            if tags.len() > 1 {
+                index.tags.remove(&tag);
+                self.save_index(&index)?;
+                out.untagged.push(tag);
+                return Ok(out);
+            }
+        } else if tags.len() > 1 && !force {
+            return Err(Error::InvalidImage {
+                what: format!("id {id}"),
+                reason: format!(
+                    "it is tagged in several repositories ({}): remove the tags one by \
+                     one, or force with -f",
+                    tags.join(", ")
+                ),
+            });
+        }
+        for t in &tags {
+            index.tags.remove(t);
+        }
+        out.untagged = tags;
+        out.absorb(self.delete_locked(&mut index, &[id])?);
+        Ok(out)
+    }
+
+    /// Removes dangling images (no tag) or, with `all`, every image not in `keep`
+    /// (the ids containers use).
+    pub fn prune(&self, all: bool, keep: &HashSet<String>) -> Result<Removal, Error> {
+        let _gc = self.gc_lock(true)?;
+        let _lock = self.lock()?;
+        let mut index = self.load_index()?;
+        let tagged: HashSet<&String> = index.tags.values().collect();
+        let doomed: Vec<String> = index
+            .images
+            .keys()
+            .filter(|id| !keep.contains(*id) && (all || !tagged.contains(id)))
+            .cloned()
+            .collect();
+        let mut out = Removal::default();
+        let tags: Vec<String> = index
+            .tags
+            .iter()
+            .filter(|(_, v)| doomed.contains(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for t in &tags {
+            index.tags.remove(t);
+        }
+        out.untagged = tags;
+        out.absorb(self.delete_locked(&mut index, &doomed)?);
+        Ok(out)
+    }
+
+    /// Deletes `ids` from the index, saves it, then frees what no remaining image uses.
+    fn delete_locked(&self, index: &mut Index, ids: &[String]) -> Result<Removal, Error> {
+        let mut blobs = BTreeSet::new();
+        let mut layers = BTreeSet::new();
+        let mut out = Removal::default();
+        for id in ids {
+            if let Some(img) = index.images.remove(id) {
+                blobs.extend(img.blobs(id));
+                layers.extend(img.layers.iter().cloned());
+                out.deleted.push(id.clone());
+            }
+        }
+        self.save_index(index)?;
+        let (used_blobs, used_layers) = referenced(index);
+        let blobs: Vec<String> = blobs.difference(&used_blobs).cloned().collect();
+        let layers: Vec<String> = layers.difference(&used_layers).cloned().collect();
+        out.absorb(self.free(&blobs, &layers)?);
+        Ok(out)
+    }
+
+    fn free(&self, blobs: &[String], layers: &[String]) -> Result<Removal, Error> {
+        let mut out = Removal::default();
+        for b in blobs {
+            let hex = b.strip_prefix("sha256:").unwrap_or(b);
+            match fs::remove_file(self.blob_file(hex)) {
+                Ok(()) => out.blobs_freed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing blob {b}"), e)),
+            }
+        }
+        for l in layers {
+            let hex = l.strip_prefix("sha256:").unwrap_or(l);
+            let from = self.root.join("layers").join(hex);
+            let to = self.root.join("tmp").join(format!("rm-{hex}"));
+            match fs::rename(&from, &to) {
+                Ok(()) => out.trash.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("moving {from:?} to {to:?}"), e)),
+            }
+        }
+        if !layers.is_empty() {
+            let dir = self.root.join("layers");
+            sync_dir(&dir).map_err(|e| Error::io(format!("syncing {dir:?}"), e))?;
+        }
+        Ok(out)
+    }
+
+    /// Frees every blob and layer no image lists (what a crash between writing them and
+    /// recording the image leaves) and returns everything in `tmp/` for the caller to
+    /// remove. Run when the daemon starts, before any load or pull.
+    pub fn collect_garbage(&self) -> Result<Vec<PathBuf>, Error> {
+        let _gc = self.gc_lock(true)?;
+        let _lock = self.lock()?;
+        let index = self.load_index()?;
+        let (used_blobs, used_layers) = referenced(&index);
+        let list = |dir: PathBuf| -> Result<Vec<String>, Error> {
+            let rd = fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {dir:?}"), e))?;
+            Ok(rd
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| is_sha256_hex(n))
+                .map(|n| format!("sha256:{n}"))
+                .collect())
+        };
+        let blobs: Vec<String> = list(self.root.join("blobs/sha256"))?
+            .into_iter()
+            .filter(|b| !used_blobs.contains(b))
+            .collect();
+        let layers: Vec<String> = list(self.root.join("layers"))?
+            .into_iter()
+            .filter(|l| !used_layers.contains(l))
+            .collect();
+        if !blobs.is_empty() || !layers.is_empty() {
+            tracing::info!(
+                "collecting {} unreferenced blobs and {} unreferenced layers",
+                blobs.len(),
+                layers.len()
+            );
+        }
+        self.free(&blobs, &layers)?;
+        self.leftovers()
+    }
+}
+
+/// The blobs and layers the images of `index` use.
+fn referenced(index: &Index) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut blobs = BTreeSet::new();
+    let mut layers = BTreeSet::new();
+    for (id, img) in &index.images {
+        blobs.extend(img.blobs(id));
+        layers.extend(img.layers.iter().cloned());
+    }
+    (blobs, layers)
+}
