@@ -177,10 +177,9 @@ impl Bars {
             Some(i) => i,
             None => {
                 let bar = self.multi.add(ProgressBar::new(total));
-                let style = ProgressStyle::with_template(
-                    "{prefix} {wide_bar} {bytes}/{total_bytes} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
+                let style =
+                    ProgressStyle::with_template("{prefix} {wide_bar} {bytes}/{total_bytes} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar());
                 bar.set_style(style);
                 bar.set_prefix(format!("Copying blob {short}"));
                 self.bars.push((digest.to_string(), bar, String::new()));

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::events::Event;
 use super::{Daemon, Error};
 use crate::image::registry::{self, auth, client::ConnectOptions, Platform, Progress, PullOptions};
 use crate::image::{ImageRecord, Reference};
@@ -59,7 +58,7 @@ pub struct PullOutcome {
 
 impl Daemon {
     /// Pulls `req.reference`, reporting into `progress`, and records the image under the
-    /// normalised reference.
+    /// normalised reference ([`Daemon::commit_image`] emits the `image pull` event).
     pub async fn pull_image(
         &self,
         req: &PullRequest,
@@ -103,15 +102,6 @@ impl Daemon {
             totals.done,
             totals.skipped
         );
-        self.emit(Event::new(
-            "image",
-            "pull",
-            &image.id,
-            &[
-                ("name", reference.to_string()),
-                ("digest", pulled.manifest_digest.clone()),
-            ],
-        ));
         Ok(PullOutcome {
             image,
             reference: reference.to_string(),

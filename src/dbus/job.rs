@@ -136,14 +136,9 @@ async fn publish_once(
     let emitter = iface.signal_emitter();
     for (i, b) in now.iter().enumerate() {
         if last.get(i) != Some(b) {
-            let _ = JobObject::layer_progress(
-                emitter,
-                &b.digest,
-                b.status.as_str(),
-                b.done,
-                b.total,
-            )
-            .await;
+            let _ =
+                JobObject::layer_progress(emitter, &b.digest, b.status.as_str(), b.done, b.total)
+                    .await;
         }
     }
     let job = iface.get().await;

@@ -120,7 +120,10 @@ pub trait Container {
 }
 
 /// `org.skiff.skiff1.Job`.
-#[proxy(interface = "org.skiff.skiff1.Job", default_service = "org.skiff.skiff1")]
+#[proxy(
+    interface = "org.skiff.skiff1.Job",
+    default_service = "org.skiff.skiff1"
+)]
 pub trait Job {
     /// See the server side.
     fn wait(&self) -> zbus::Result<(String, String)>;

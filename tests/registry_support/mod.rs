@@ -50,6 +50,8 @@ impl LayerBuilder {
         h.set_mode(0o755);
         h.set_size(0);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         self.b.append_data(&mut h, path, std::io::empty()).unwrap();
         self
     }
@@ -61,6 +63,8 @@ impl LayerBuilder {
         h.set_mode(mode);
         h.set_size(data.len() as u64);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         self.b.append_data(&mut h, path, data).unwrap();
         self
     }
@@ -72,6 +76,8 @@ impl LayerBuilder {
         h.set_mode(0o777);
         h.set_size(0);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         self.b.append_link(&mut h, path, target).unwrap();
         self
     }
@@ -323,7 +329,10 @@ impl Registry {
             String::from_utf8_lossy(&out.stderr),
             self.logs()
         );
-        std::fs::read_to_string(&digestfile).unwrap().trim().to_string()
+        std::fs::read_to_string(&digestfile)
+            .unwrap()
+            .trim()
+            .to_string()
     }
 }
 

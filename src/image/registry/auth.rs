@@ -57,7 +57,11 @@ struct Entry {
 /// `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
 /// `$XDG_CONFIG_HOME/containers/auth.json` (default `~/.config`), `~/.docker/config.json`.
 pub fn default_auth_files() -> Vec<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let home = env("HOME");
     let mut out = Vec::new();
     out.extend(env("REGISTRY_AUTH_FILE"));
@@ -110,13 +114,21 @@ pub fn lookup(
 }
 
 /// Looks up `domain`/`path` in the text of one auth file.
-fn find_in(text: &str, file: &Path, domain: &str, path: &str) -> Result<Option<Credentials>, Error> {
+fn find_in(
+    text: &str,
+    file: &Path,
+    domain: &str,
+    path: &str,
+) -> Result<Option<Credentials>, Error> {
     let bad = |reason: String| Error::AuthFile {
         path: file.to_path_buf(),
         reason,
     };
-    let parsed: AuthFile = serde_json::from_str(text)
-        .map_err(|e| bad(format!("not a valid auth file (JSON with an \"auths\" object): {e}")))?;
+    let parsed: AuthFile = serde_json::from_str(text).map_err(|e| {
+        bad(format!(
+            "not a valid auth file (JSON with an \"auths\" object): {e}"
+        ))
+    })?;
     // Keys normalised to host[/namespace], most specific first.
     let mut best: Option<(usize, &String, &Entry)> = None;
     for (key, entry) in &parsed.auths {
@@ -220,8 +232,14 @@ mod tests {
             b64("team:pw")
         );
         let pair = |u: &str, p: &str| Some((u.to_string(), p.to_string()));
-        assert_eq!(creds(&text, "127.0.0.1:5000", "x/y"), pair("alice", "s3cret"));
-        assert_eq!(creds(&text, "docker.io", "library/busybox"), pair("dock", "er"));
+        assert_eq!(
+            creds(&text, "127.0.0.1:5000", "x/y"),
+            pair("alice", "s3cret")
+        );
+        assert_eq!(
+            creds(&text, "docker.io", "library/busybox"),
+            pair("dock", "er")
+        );
         assert_eq!(creds(&text, "quay.io", "other/app"), pair("q", "p:w"));
         assert_eq!(creds(&text, "quay.io", "team/app"), pair("team", "pw"));
         assert_eq!(creds(&text, "quay.io", "teamx/app"), pair("q", "p:w"));
@@ -249,8 +267,14 @@ mod tests {
         assert!(e.to_string().contains("nope.json"), "{e}");
         assert_eq!(lookup(None, &[missing.clone()], "h", "p").unwrap(), None);
         let f = dir.path().join("auth.json");
-        std::fs::write(&f, format!(r#"{{"auths":{{"h":{{"auth":"{}"}}}}}}"#, b64("u:p"))).unwrap();
-        let c = lookup(None, &[missing, f.clone()], "h", "p").unwrap().unwrap();
+        std::fs::write(
+            &f,
+            format!(r#"{{"auths":{{"h":{{"auth":"{}"}}}}}}"#, b64("u:p")),
+        )
+        .unwrap();
+        let c = lookup(None, &[missing, f.clone()], "h", "p")
+            .unwrap()
+            .unwrap();
         assert_eq!((c.username.as_str(), c.source), ("u", f));
     }
 }

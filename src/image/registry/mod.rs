@@ -163,7 +163,10 @@ mod tests {
             detail: "401".into(),
             authfile: Some("/a/auth.json".into()),
         };
-        assert!(e.to_string().contains("--authfile /a/auth.json r:5000"), "{e}");
+        assert!(
+            e.to_string().contains("--authfile /a/auth.json r:5000"),
+            "{e}"
+        );
         let e = Error::NoPlatform {
             reference: "x".into(),
             wanted: "linux/amd64".into(),

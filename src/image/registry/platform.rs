@@ -47,7 +47,9 @@ impl Platform {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         };
         if !(2..=3).contains(&parts.len()) {
-            return Err(bad("write it as os/arch or os/arch/variant, e.g. linux/arm64"));
+            return Err(bad(
+                "write it as os/arch or os/arch/variant, e.g. linux/arm64",
+            ));
         }
         if let Some(p) = parts.iter().find(|p| !ok(p)) {
             return Err(bad(&format!(

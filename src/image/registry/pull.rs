@@ -112,10 +112,7 @@ pub async fn pull(
             wanted: opts.platform.to_string(),
             available: platform::available(entries),
         })?;
-        tracing::debug!(
-            "{reference}: {} picked from index {digest}",
-            entry.digest
-        );
+        tracing::debug!("{reference}: {} picked from index {digest}", entry.digest);
         index_digest = Some(digest);
         (bytes, digest) = repo.manifest(&entry.digest).await?;
         let child: Probe = serde_json::from_slice(&bytes)
@@ -295,7 +292,9 @@ async fn fetch_once(
                 if received > size {
                     failure = Some(Error::Protocol {
                         reference: digest.to_string(),
-                        detail: format!("the blob is larger than the {size} bytes its manifest says"),
+                        detail: format!(
+                            "the blob is larger than the {size} bytes its manifest says"
+                        ),
                     });
                     break;
                 }
@@ -326,4 +325,3 @@ async fn fetch_once(
         .map_err(|e| Error::Interrupted(e.to_string()))??;
     Ok(())
 }
-
