@@ -441,7 +441,10 @@ fn store_has_the_oci_layout_shape() {
     assert_eq!(img.layer_blobs, vec![parsed.layers[0].digest.clone()]);
     assert_eq!(
         img.repo_digests,
-        vec![format!("app@{}", img.manifest.as_deref().unwrap())]
+        vec![format!(
+            "docker.io/library/app@{}",
+            img.manifest.as_deref().unwrap()
+        )]
     );
 }
 
@@ -470,7 +473,7 @@ fn remove_frees_exactly_the_unshared_blobs_and_layers() {
 
     store.tag("a", &Reference::parse("a2").unwrap()).unwrap();
     let r = store.remove_image("a2", false).unwrap();
-    assert_eq!(r.untagged, vec!["a2:latest"]);
+    assert_eq!(r.untagged, vec!["docker.io/library/a2:latest"]);
     assert!(r.deleted.is_empty());
 
     let r = store.remove_image("a", false).unwrap();
@@ -480,7 +483,7 @@ fn remove_frees_exactly_the_unshared_blobs_and_layers() {
     assert_eq!(layer_count(&store), 2);
 
     let r = store.remove_image(&b.id, false).unwrap();
-    assert_eq!(r.untagged, vec!["b:latest"]);
+    assert_eq!(r.untagged, vec!["docker.io/library/b:latest"]);
     assert_eq!(r.blobs_freed, 3);
     assert_eq!(r.trash.len(), 1);
     assert!(r.trash[0].starts_with(store.root().join("tmp")));
@@ -501,7 +504,7 @@ fn prune_removes_dangling_then_all_but_kept() {
     let keep = [new.id.clone()].into_iter().collect();
     let r = store.prune(true, &keep).unwrap();
     assert_eq!(r.deleted, vec![other.id]);
-    assert_eq!(r.untagged, vec!["other:latest"]);
+    assert_eq!(r.untagged, vec!["docker.io/library/other:latest"]);
     assert_eq!(store.list().unwrap().len(), 1);
 }
 
@@ -510,8 +513,17 @@ fn garbage_from_a_crash_is_collected_and_images_kept() {
     let (_t, store) = new_store();
     let img = import(&store, b"kept", "kept", &ImageChanges::default()).image;
     let before = blob_count(&store);
-    // A load that died after writing a blob and a layer, before recording the image.
-    store.write_blob(b"orphan").unwrap();
+    // A load that died after writing blobs and a layer, before recording the image. An
+    // orphan blob older than the resume grace is collected; a young one is kept, so
+    // that a pull killed midway resumes without downloading it again.
+    let (old, _) = store.write_blob(b"orphan").unwrap();
+    let two_days = std::time::Duration::from_secs(2 * 24 * 3600);
+    fs::File::options()
+        .write(true)
+        .open(store.blob_path(&old).unwrap())
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - two_days))
+        .unwrap();
+    let (young, _) = store.write_blob(b"young orphan").unwrap();
     let staging = store.new_staging().unwrap();
     let stats = UnpackStats {
         diff_id: format!("sha256:{}", sha256_hex(b"orphan layer")),
@@ -522,7 +534,8 @@ fn garbage_from_a_crash_is_collected_and_images_kept() {
     std::mem::forget(half); // a half-written blob in tmp/
     assert_eq!(layer_count(&store), 2);
     let leftovers = store.collect_garbage().unwrap();
-    assert_eq!(blob_count(&store), before);
+    assert_eq!(blob_count(&store), before + 1);
+    assert!(!store.has_blob(&old) && store.has_blob(&young));
     assert_eq!(layer_count(&store), 1);
     assert_eq!(leftovers.len(), 2, "{leftovers:?}");
     assert!(store.has_layer(&img.layers[0]));

@@ -265,7 +265,10 @@ mod tests {
         let missing = dir.path().join("nope.json");
         let e = lookup(Some(&missing), &[], "h", "p").unwrap_err();
         assert!(e.to_string().contains("nope.json"), "{e}");
-        assert_eq!(lookup(None, &[missing.clone()], "h", "p").unwrap(), None);
+        assert_eq!(
+            lookup(None, std::slice::from_ref(&missing), "h", "p").unwrap(),
+            None
+        );
         let f = dir.path().join("auth.json");
         std::fs::write(
             &f,
