@@ -34,8 +34,9 @@ pub fn unpack_main(maps_json: &str, dest: &Path) -> i32 {
     let result = parse_maps(maps_json).and_then(|maps| {
         let dest = dest.to_path_buf();
         runtime::run_in_userns(&maps, move || {
-            let opts = UnpackOptions::default();
-            let res = match image::unpack_layer(std::io::stdin().lock(), &dest, &opts) {
+            let res = match UnpackOptions::from_env(|k| std::env::var(k).ok())
+                .and_then(|opts| image::unpack_layer(std::io::stdin().lock(), &dest, &opts))
+            {
                 Ok(stats) => UnpackResult::Ok(stats),
                 Err(e) => UnpackResult::Err(e.to_string()),
             };

@@ -15,6 +15,7 @@
 //! All failures are reported through the single [`Error`] type; its messages name the
 //! problem and, where there is one, the fix.
 
+pub mod archive;
 pub mod blob;
 mod fsops;
 pub mod manifest;
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod remove;
 pub mod store;
 pub mod unpack;
+mod zstd;
 
 pub use blob::{parse_digest, BlobWriter};
 pub use manifest::{LayerRef, ParsedManifest};
@@ -116,7 +118,8 @@ pub enum Error {
     /// A layer exceeds one of the [`UnpackOptions`] limits.
     #[error(
         "the layer exceeds the {what} limit of {limit}; if the image is legitimate, \
-         raise UnpackOptions::{what}"
+         raise UnpackOptions::{what} (skiffd's environment: SKIFF_LAYER_MAX_ENTRIES, \
+         SKIFF_LAYER_MAX_BYTES)"
     )]
     LimitExceeded {
         /// The name of the option whose limit was hit (`max_entries` or `max_bytes`).

@@ -7,8 +7,13 @@
 //! canonicalises each entry's parent directory and refuses anything outside the
 //! destination, so a check missed here is still caught there.
 //!
-//! Device nodes are skipped with a warning (an unprivileged user cannot create them) and
-//! OCI whiteouts (`.wh.*`) are dropped: this module extracts a single, bottom layer.
+//! Device nodes are skipped with a warning (an unprivileged user cannot create them).
+//! OCI whiteouts become the storage drivers' form (what kernel overlayfs with `userxattr`,
+//! skiff's FUSE overlay and the vfs copy read): `.wh.NAME` a 0/0 character device `NAME`
+//! (which the root of a user namespace may create since Linux 5.8), `.wh..wh..opq` the
+//! xattr `user.overlay.opaque=y` on its directory. Overlay xattrs (`user.overlay.*`,
+//! `trusted.overlay.*`) recorded in the layer itself are dropped with a warning: only
+//! whiteout entries may make a directory opaque.
 //! Directory metadata (mode, owner, mtime, xattrs) is applied after all entries, deepest
 //! first, so a read-only directory can still receive its children and directory mtimes
 //! are not disturbed by later writes.
@@ -37,6 +42,7 @@ use sha2::{Digest, Sha256};
 use tar::{Archive, Entry};
 
 use super::fsops::{check_no_escape, lsetxattr, relative, set_mtime};
+use super::zstd::ZstdReader;
 use super::{hex, Error};
 
 /// Limits and behaviour of [`unpack_layer`].
@@ -61,6 +67,31 @@ impl Default for UnpackOptions {
     }
 }
 
+/// The environment variable (of skiffd, inherited by its unpack helper) overriding
+/// [`UnpackOptions::max_entries`].
+pub const MAX_ENTRIES_ENV: &str = "SKIFF_LAYER_MAX_ENTRIES";
+/// The environment variable overriding [`UnpackOptions::max_bytes`].
+pub const MAX_BYTES_ENV: &str = "SKIFF_LAYER_MAX_BYTES";
+
+impl UnpackOptions {
+    /// The defaults, with the limits taken from `SKIFF_LAYER_MAX_ENTRIES` and
+    /// `SKIFF_LAYER_MAX_BYTES` when set (`get` reads the environment).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<UnpackOptions, Error> {
+        let mut o = UnpackOptions::default();
+        for (var, field) in [
+            (MAX_ENTRIES_ENV, &mut o.max_entries),
+            (MAX_BYTES_ENV, &mut o.max_bytes),
+        ] {
+            if let Some(v) = get(var) {
+                *field = v.trim().parse().map_err(|_| Error::InvalidLayer {
+                    reason: format!("{var}={v:?} is not a number; set it to a positive integer"),
+                })?;
+            }
+        }
+        Ok(o)
+    }
+}
+
 /// What [`unpack_layer`] extracted. Serialisable: the unpack helper process reports it
 /// to the daemon as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +104,9 @@ pub struct UnpackStats {
     pub entries: u64,
     /// Things skipped or only partly applied (device nodes, refused xattrs).
     pub warnings: Vec<String>,
+    /// Whiteouts and opaque-directory markers applied.
+    #[serde(default)]
+    pub whiteouts: u64,
 }
 
 /// Warnings kept verbatim; further ones are only counted.
@@ -84,10 +118,17 @@ const MIN_TRAILING_LIMIT: u64 = 1 << 20;
 
 const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 
+/// The OCI whiteout prefix.
+const OCI_WH_PREFIX: &[u8] = b".wh.";
+/// What follows the prefix in the opaque-directory marker `.wh..wh..opq`.
+const OCI_OPAQUE_SUFFIX: &[u8] = b".wh..opq";
+/// The xattr kernel overlayfs (`userxattr`) reads to make a directory opaque.
+pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
+
 /// Extracts the layer read from `input` into `dest`, an existing (empty) directory.
 ///
-/// The stream may be a plain tar or gzip-compressed (detected from its first bytes);
-/// zstd is recognised and refused. See the module documentation for the safety rules.
+/// The stream may be a plain tar, gzip- or zstd-compressed (detected from its first
+/// bytes). See the module documentation for the safety rules.
 pub fn unpack_layer<R: Read>(
     mut input: R,
     dest: &Path,
@@ -113,10 +154,13 @@ pub fn unpack_layer<R: Read>(
     if head.starts_with(&[0x1f, 0x8b]) {
         extract(MultiGzDecoder::new(stream), dest, opts)
     } else if head == [0x28, 0xb5, 0x2f, 0xfd] {
-        Err(Error::Unsupported {
-            feature: "zstd-compressed layers are".into(),
-            hint: "decompress it first (zstd -d FILE) and import the plain tar".into(),
-        })
+        let reader =
+            ZstdReader::new(io::BufReader::with_capacity(1 << 16, stream)).map_err(|e| {
+                Error::InvalidLayer {
+                    reason: e.to_string(),
+                }
+            })?;
+        extract(reader, dest, opts)
     } else {
         extract(stream, dest, opts)
     }
@@ -163,6 +207,8 @@ struct Extraction<'o> {
     stats: UnpackStats,
     bytes: u64,
     suppressed: u64,
+    /// Directories marked opaque by `.wh..wh..opq`, relative to `dest`.
+    opaque: Vec<PathBuf>,
 }
 
 fn extract<S: Read>(stream: S, dest: &Path, opts: &UnpackOptions) -> Result<UnpackStats, Error> {
@@ -176,6 +222,7 @@ fn extract<S: Read>(stream: S, dest: &Path, opts: &UnpackOptions) -> Result<Unpa
         stats: UnpackStats::default(),
         bytes: 0,
         suppressed: 0,
+        opaque: Vec::new(),
     };
     let mut archive = Archive::new(HashingReader {
         inner: stream,
@@ -203,6 +250,18 @@ fn extract<S: Read>(stream: S, dest: &Path, opts: &UnpackOptions) -> Result<Unpa
         if let Some(meta) = root {
             let dest = x.dest.clone();
             x.apply_meta(&dest, ".", &meta)?;
+        }
+        for rel in std::mem::take(&mut x.opaque) {
+            let dir = x.dest.join(&rel);
+            lsetxattr(&dir, OPAQUE_XATTR.as_bytes(), b"y").map_err(|e| {
+                Error::io(
+                    format!(
+                        "marking {dir:?} opaque (xattr {OPAQUE_XATTR}); the image store's \
+                         filesystem must support user extended attributes"
+                    ),
+                    e,
+                )
+            })?;
         }
     }
     let mut rest = archive.into_inner();
@@ -276,11 +335,12 @@ impl Extraction<'_> {
         if kind.is_pax_global_extensions() {
             return Ok(());
         }
-        if let Some(file) = rel.file_name() {
-            if file.as_bytes().starts_with(b".wh.") {
-                tracing::debug!("dropping whiteout {name:?}: nothing below a bottom layer");
-                return Ok(());
-            }
+        if let Some(target) = rel
+            .file_name()
+            .and_then(|f| f.as_bytes().strip_prefix(OCI_WH_PREFIX))
+        {
+            let target = target.to_vec();
+            return self.whiteout(&name, &rel, &target);
         }
         if kind.is_character_special() || kind.is_block_special() {
             self.warn(format!(
@@ -362,6 +422,54 @@ impl Extraction<'_> {
             self.set_xattrs(&full, &name, &xattrs);
         }
         Ok(())
+    }
+
+    /// Applies the whiteout entry `rel` (`DIR/.wh.TARGET`).
+    fn whiteout(&mut self, name: &str, rel: &Path, target: &[u8]) -> Result<(), Error> {
+        let unsafe_entry = |reason: String| Error::UnsafeEntry {
+            path: name.to_string(),
+            reason,
+        };
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        check_no_escape(&self.dest, &self.dest_canon, parent).map_err(unsafe_entry)?;
+        self.create_parents(parent)?;
+        self.stats.whiteouts += 1;
+        if target == OCI_OPAQUE_SUFFIX {
+            self.opaque.push(parent.to_path_buf());
+            return Ok(());
+        }
+        if target.is_empty() || target.starts_with(OCI_WH_PREFIX) || target == b"." {
+            return Err(Error::InvalidLayer {
+                reason: format!("whiteout {name:?} names no valid file"),
+            });
+        }
+        let full = self
+            .dest
+            .join(parent)
+            .join(std::ffi::OsStr::from_bytes(target));
+        if fs::symlink_metadata(&full).is_ok() {
+            // The layer both adds and deletes the name: the addition wins, as in docker.
+            self.warn(format!(
+                "ignoring whiteout {name}: the layer also contains {}",
+                parent.join(std::ffi::OsStr::from_bytes(target)).display()
+            ));
+            return Ok(());
+        }
+        nix::sys::stat::mknod(
+            &full,
+            nix::sys::stat::SFlag::S_IFCHR,
+            Mode::empty(),
+            nix::sys::stat::makedev(0, 0),
+        )
+        .map_err(|e| {
+            Error::io(
+                format!(
+                    "creating the whiteout {full:?} (a 0/0 character device; needs Linux \
+                     5.8 or later in a user namespace)"
+                ),
+                e.into(),
+            )
+        })
     }
 
     /// Creates a deferred directory (if no child created it) and applies its metadata.
@@ -455,6 +563,14 @@ impl Extraction<'_> {
 
     fn set_xattrs(&mut self, path: &Path, name: &str, xattrs: &Xattrs) {
         for (key, value) in xattrs {
+            if key.starts_with(b"user.overlay.") || key.starts_with(b"trusted.overlay.") {
+                self.warn(format!(
+                    "dropping the overlay attribute {} of {name}: only whiteout entries may \
+                     change the merged view",
+                    String::from_utf8_lossy(key)
+                ));
+                continue;
+            }
             if let Err(e) = lsetxattr(path, key, value) {
                 self.warn(format!(
                     "could not set extended attribute {} on {name}: {e}",
@@ -544,7 +660,7 @@ fn read_error(e: io::Error) -> Error {
         Some(_) => Error::io("reading the layer", e),
         None => Error::InvalidLayer {
             reason: format!(
-                "not a valid tar archive (plain or gzip-compressed): {}",
+                "not a valid tar archive (plain, gzip- or zstd-compressed): {}",
                 descs.join(": ")
             ),
         },

@@ -161,14 +161,17 @@ fn trailing_record_padding_is_part_of_the_diff_id() {
 }
 
 #[test]
-fn zstd_empty_and_garbage_are_refused() {
+fn zstd_layers_extract_and_empty_or_garbage_is_refused() {
+    let tar = sample();
+    let z =
+        ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest);
+    let (_t, dest, r) = unpack(&z, &opts());
+    assert_eq!(r.unwrap().diff_id, format!("sha256:{}", sha256_hex(&tar)));
+    assert!(dest.join("etc").is_dir());
     let (_t, _d, r) = unpack(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0], &opts());
     let e = r.unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("zstd-compressed layers are not supported yet"),
-        "{e}"
-    );
+    assert!(matches!(e, Error::InvalidLayer { .. }), "{e:?}");
+    assert!(e.to_string().contains("zstd"), "{e}");
     let (_t, _d, r) = unpack(b"", &opts());
     assert!(matches!(r, Err(Error::InvalidLayer { .. })), "{r:?}");
     let (_t, _d, r) = unpack(&[b'x'; 1024], &opts());
@@ -307,16 +310,81 @@ fn warnings_are_capped() {
 }
 
 #[test]
-fn whiteouts_are_dropped() {
+fn whiteouts_become_char_devices_and_opaque_xattrs() {
     let mut t = Tar::new();
+    t.dir("var", 0o755);
     t.file("etc/.wh.passwd", 0o644, b"");
     t.file("var/.wh..wh..opq", 0o644, b"");
     t.file("var/kept", 0o644, b"k");
+    t.file("both", 0o644, b"b");
+    t.file(".wh.both", 0o644, b"");
     let (_t, dest, r) = unpack(&t.bytes(), &opts());
-    assert_eq!(r.unwrap().entries, 3);
+    let stats = r.unwrap();
+    assert_eq!(stats.entries, 6);
+    assert_eq!(stats.whiteouts, 3);
     assert!(!dest.join("etc/.wh.passwd").exists());
     assert!(!dest.join("var/.wh..wh..opq").exists());
+    let md = fs::symlink_metadata(dest.join("etc/passwd")).unwrap();
+    assert!(md.file_type().is_char_device());
+    assert_eq!(md.rdev(), 0);
+    let mut v = [0u8; 8];
+    let p = CString::new(dest.join("var").as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings and a valid buffer.
+    let n = unsafe {
+        libc::lgetxattr(
+            p.as_ptr(),
+            c"user.overlay.opaque".as_ptr(),
+            v.as_mut_ptr().cast(),
+            v.len(),
+        )
+    };
+    assert_eq!(&v[..usize::try_from(n).unwrap()], b"y");
     assert!(dest.join("var/kept").exists());
+    assert_eq!(
+        fs::read(dest.join("both")).unwrap(),
+        b"b",
+        "the addition wins"
+    );
+    assert!(stats.warnings.iter().any(|w| w.contains(".wh.both")));
+}
+
+#[test]
+fn whiteouts_cannot_escape_or_smuggle_overlay_xattrs() {
+    let mut t = Tar::new();
+    t.raw("../.wh.x", EntryType::Regular, 0o644, "", b"");
+    let (_t, _d, r) = unpack(&t.bytes(), &opts());
+    expect_unsafe(r, "../.wh.x");
+
+    let mut t = Tar::new();
+    t.symlink("out", "/tmp");
+    t.file("out/.wh.victim", 0o644, b"");
+    let (_t, _d, r) = unpack(&t.bytes(), &opts());
+    expect_unsafe(r, "out/.wh.victim");
+
+    let mut t = Tar::new();
+    t.xattr("user.overlay.opaque", b"y");
+    t.dir("d", 0o755);
+    let (_t, dest, r) = unpack(&t.bytes(), &opts());
+    let stats = r.unwrap();
+    assert!(
+        stats
+            .warnings
+            .iter()
+            .any(|w| w.contains("user.overlay.opaque")),
+        "{:?}",
+        stats.warnings
+    );
+    let p = CString::new(dest.join("d").as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings, no buffer (size query).
+    let n = unsafe {
+        libc::lgetxattr(
+            p.as_ptr(),
+            c"user.overlay.opaque".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    assert!(n < 0, "the layer's own overlay xattr was applied");
 }
 
 #[test]
@@ -498,6 +566,7 @@ fn chown_einval_means_unmapped_owner() {
         stats: UnpackStats::default(),
         bytes: 0,
         suppressed: 0,
+        opaque: Vec::new(),
     };
     match x.unpack_error(outer, "etc/shadow", Path::new("etc/shadow"), 0, 42) {
         Error::UnmappedOwner { path, uid, gid } => {
@@ -580,4 +649,28 @@ fn fifos_are_created_as_fifos() {
     assert!(m.file_type().is_fifo());
     assert_eq!(m.mode() & 0o7777, 0o620);
     assert_eq!(m.mtime(), MTIME as i64);
+}
+
+#[test]
+fn limits_come_from_the_environment() {
+    let o = UnpackOptions::from_env(|k| (k == MAX_ENTRIES_ENV).then(|| "7".to_string())).unwrap();
+    assert_eq!(o.max_entries, 7);
+    assert_eq!(o.max_bytes, UnpackOptions::default().max_bytes);
+    let e = UnpackOptions::from_env(|_| Some("lots".into())).unwrap_err();
+    assert!(e.to_string().contains("SKIFF_LAYER_MAX_ENTRIES"), "{e}");
+    let mut t = Tar::new();
+    for i in 0..8 {
+        t.file(&format!("f{i}"), 0o644, b"");
+    }
+    let (_t, _d, r) = unpack(
+        &t.bytes(),
+        &UnpackOptions {
+            preserve_ownership: false,
+            ..o
+        },
+    );
+    assert!(
+        matches!(r, Err(Error::LimitExceeded { limit: 7, .. })),
+        "{r:?}"
+    );
 }

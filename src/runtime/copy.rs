@@ -1,10 +1,18 @@
 //! The `vfs` storage driver's copy: a tree copied with owners, modes, symlinks and hard
 //! links kept. It runs as root inside the container's user namespace, so subordinate ids
 //! are preserved.
+//!
+//! Layers are merged bottom to top with the storage drivers' whiteout conventions (the
+//! ones kernel overlayfs with `userxattr` and the FUSE overlay read): a 0/0 character
+//! device (or an OCI `.wh.NAME` file) deletes `NAME` from the layers below, and a
+//! directory with `user.overlay.opaque=y` (or a `.wh..wh..opq` entry) hides everything
+//! the layers below had in it. Neither marker appears in the copy.
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::fs;
-use std::os::unix::fs::{chown, lchown, symlink, MetadataExt, PermissionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{chown, lchown, symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::Error;
@@ -27,22 +35,43 @@ fn copy_dir(
     links: &mut HashMap<(u64, u64), std::path::PathBuf>,
 ) -> Result<(), Error> {
     let md = fs::symlink_metadata(src).map_err(io("stat", src))?;
-    if !dst.exists() {
-        fs::create_dir(dst).map_err(io("mkdir", dst))?;
+    match fs::symlink_metadata(dst) {
+        Ok(m) if m.is_dir() => {
+            if is_opaque(src) {
+                for e in fs::read_dir(dst).map_err(io("read", dst))? {
+                    remove_any(&e.map_err(io("read", dst))?.path())?;
+                }
+            }
+        }
+        Ok(_) => {
+            remove_any(dst)?;
+            fs::create_dir(dst).map_err(io("mkdir", dst))?;
+        }
+        Err(_) => fs::create_dir(dst).map_err(io("mkdir", dst))?,
     }
     for entry in fs::read_dir(src).map_err(io("read", src))? {
         let entry = entry.map_err(io("read", src))?;
         let from = entry.path();
-        let to = dst.join(entry.file_name());
+        let fname = entry.file_name();
+        let to = dst.join(&fname);
         let emd = fs::symlink_metadata(&from).map_err(io("stat", &from))?;
         let ft = emd.file_type();
+        if let Some(target) = fname.as_bytes().strip_prefix(b".wh.") {
+            // The OCI forms: `.wh..wh..opq` was handled by `is_opaque`.
+            if target != b".wh..opq" {
+                remove_any(&dst.join(std::ffi::OsStr::from_bytes(target)))?;
+            }
+            continue;
+        }
+        if ft.is_char_device() && emd.rdev() == 0 {
+            remove_any(&to)?;
+            continue;
+        }
         if ft.is_dir() {
             copy_dir(&from, &to, links)?;
             continue;
         }
-        if fs::symlink_metadata(&to).is_ok() {
-            fs::remove_file(&to).map_err(io("replace", &to))?;
-        }
+        remove_any(&to)?;
         if ft.is_symlink() {
             let target = fs::read_link(&from).map_err(io("readlink", &from))?;
             symlink(&target, &to).map_err(io("symlink", &to))?;
@@ -70,6 +99,42 @@ fn copy_dir(
     Ok(())
 }
 
+/// Removes whatever is at `p` (a whole tree for a directory); absent is fine.
+fn remove_any(p: &Path) -> Result<(), Error> {
+    let result = match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(_) => return Ok(()),
+    };
+    result.map_err(io("remove", p))
+}
+
+/// Whether the layer directory `dir` hides the lower layers' contents.
+fn is_opaque(dir: &Path) -> bool {
+    if dir.join(".wh..wh..opq").exists() {
+        return true;
+    }
+    let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut buf = [0u8; 4];
+    for name in [c"user.overlay.opaque", c"trusted.overlay.opaque"] {
+        // SAFETY: both strings are NUL-terminated and `buf` is valid for its length.
+        let n = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n == 1 && buf[0] == b'y' {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +160,68 @@ mod tests {
             fs::read_link(d.path().join("root/bin/sym")).unwrap(),
             Path::new("tool")
         );
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_apply_when_merging() {
+        let lower = tempfile::tempdir().unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let (l, u) = (lower.path(), upper.path());
+        for dir in ["gone-dir/sub", "opq", "keep"] {
+            fs::create_dir_all(l.join(dir)).unwrap();
+        }
+        fs::write(l.join("gone-file"), b"x").unwrap();
+        fs::write(l.join("gone-dir/sub/f"), b"x").unwrap();
+        fs::write(l.join("opq/old"), b"x").unwrap();
+        fs::write(l.join("keep/a"), b"x").unwrap();
+        fs::write(l.join("oci-gone"), b"x").unwrap();
+        fs::write(l.join("becomes-dir"), b"x").unwrap();
+        // Upper: 0/0 char devices (as __unpack writes them), an opaque dir, OCI forms.
+        for w in ["gone-file", "gone-dir"] {
+            nix::sys::stat::mknod(
+                &u.join(w),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .unwrap();
+        }
+        fs::create_dir(u.join("opq")).unwrap();
+        fs::write(u.join("opq/new"), b"y").unwrap();
+        let p = CString::new(u.join("opq").as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid NUL-terminated strings and a 1-byte value.
+        let rc = unsafe {
+            libc::lsetxattr(
+                p.as_ptr(),
+                c"user.overlay.opaque".as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "user xattrs unsupported on the test filesystem");
+        fs::write(u.join(".wh.oci-gone"), b"").unwrap();
+        fs::create_dir(u.join("becomes-dir")).unwrap();
+        fs::create_dir(u.join("keep")).unwrap();
+        fs::write(u.join("keep/b"), b"y").unwrap();
+
+        let root = d.path().join("root");
+        copy_tree(l, &root).unwrap();
+        copy_tree(u, &root).unwrap();
+        let mut names: Vec<String> = fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["becomes-dir", "keep", "opq"]);
+        assert!(root.join("becomes-dir").is_dir());
+        assert_eq!(
+            fs::read_dir(root.join("opq")).unwrap().count(),
+            1,
+            "opaque dir keeps only the upper's entries"
+        );
+        assert!(root.join("opq/new").exists());
+        assert!(root.join("keep/a").exists() && root.join("keep/b").exists());
     }
 }
