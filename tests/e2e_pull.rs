@@ -415,3 +415,53 @@ fn a_pull_killed_midway_leaves_nothing_and_the_next_one_resumes() {
         "ok"
     );
 }
+
+#[test]
+fn bearer_token_auth_with_and_without_credentials() {
+    let env = Env::new();
+    let reg = Registry::start(
+        &env.dir.path().join("reg"),
+        Auth::Token {
+            user: "bob".into(),
+            password: "t0ken".into(),
+        },
+    );
+    let layout = two_layer_image(&env, "layout");
+    reg.push(&layout, "v1", "private/app:v1");
+    let reference = format!("{}/private/app:v1", reg.addr);
+    let (granted_by_push, _) = reg.token_requests();
+    assert!(granted_by_push > 0, "skopeo went through the token service");
+
+    let out = env.skiff(&["pull", &reference]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("requires authentication") && e.contains("podman login"),
+        "{e}"
+    );
+    assert!(
+        reg.token_requests().1 > 0,
+        "the anonymous token request was refused"
+    );
+
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD.encode("bob:t0ken");
+    let authfile = env.dir.path().join("auth.json");
+    std::fs::write(
+        &authfile,
+        format!(r#"{{"auths": {{"{}": {{"auth": "{b}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let (id, _) = pull_ok(
+        &env,
+        &["-q", "--authfile", authfile.to_str().unwrap(), &reference],
+    );
+    assert!(
+        reg.token_requests().0 > granted_by_push,
+        "skiff got a token"
+    );
+    assert_eq!(
+        run_ok(&env, &["run", "--rm", &id]),
+        "hello from layer two\n"
+    );
+}
