@@ -119,6 +119,7 @@ skopeo --insecure-policy copy --quiet --dest-tls-verify=false \
     "oci:$T/layout:big" "docker://127.0.0.1:$PORT/bench/big:1" ||
     die "skopeo copy failed: $(cat "$T/registry/log")"
 REF=127.0.0.1:$PORT/bench/big:1
+echo "   podman storage driver: $PODMAN_DRIVER; skiff: up to 3 parallel blob downloads"
 du -sh "$T/registry/storage" | sed 's/^/   registry storage: /'
 
 # A fresh skiffd with an empty store for each skiff round.
