@@ -101,7 +101,7 @@ fn images_lists_the_imported_image() {
     assert!(so.starts_with("REPOSITORY"), "{so}");
     let line = so
         .lines()
-        .find(|l| l.starts_with("demo/busybox"))
+        .find(|l| l.starts_with("docker.io/demo/busybox"))
         .expect("image listed");
     assert!(line.contains("latest"), "{line}");
 }

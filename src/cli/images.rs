@@ -1,4 +1,5 @@
-//! Image commands: import, images, and `info`.
+//! Image commands: images, import, load, save, tag, rmi, inspect, history, prune, and
+//! `info`.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -6,14 +7,31 @@ use std::os::fd::AsFd;
 use zbus::{Connection, OwnedVariant, Variant};
 
 use super::connect::fail;
+use super::image_args::{
+    HistoryArgs, ImagesArgs, ImportArgs, InspectArgs, LoadArgs, PruneArgs, RmiArgs, SaveArgs,
+    TagArgs,
+};
 use super::{table, Failure};
 use crate::timefmt::human_ago;
 
-/// `skiff image import FILE|- REF`.
-pub async fn import(conn: &Connection, file: &str, reference: &str) -> Result<i32, Failure> {
+fn opt<T: Into<Variant<'static>>>(v: T) -> Result<OwnedVariant, Failure> {
+    OwnedVariant::try_from(v.into()).map_err(|e| Failure::msg(e.to_string()))
+}
+
+fn id_of(path: &zbus::OwnedObjectPath) -> String {
+    path.as_str()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `skiff import FILE|- REF [--change ...]`.
+pub async fn import(conn: &Connection, args: &ImportArgs) -> Result<i32, Failure> {
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 1))?;
+    let file = args.file.as_str();
     let opened;
     let stdin = std::io::stdin();
     let fd: zbus::Fd<'_> = if file == "-" {
@@ -28,30 +46,255 @@ pub async fn import(conn: &Connection, file: &str, reference: &str) -> Result<i3
         opened.as_fd().into()
     };
     let mut options: HashMap<&str, OwnedVariant> = HashMap::new();
-    options.insert(
-        "wait",
-        OwnedVariant::try_from(Variant::from(true)).map_err(|e| Failure::msg(e.to_string()))?,
-    );
-    mgr.import_image(fd, reference, options)
+    options.insert("wait", opt(true)?);
+    if !args.changes.is_empty() {
+        options.insert("changes", opt(args.changes.clone())?);
+    }
+    mgr.import_image(fd, &args.reference, options)
         .await
         .map_err(|e| fail(e, 1))?;
-    let path = mgr.get_image(reference).await.map_err(|e| fail(e, 1))?;
-    let id = path
-        .as_str()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    println!("sha256:{id}");
+    let path = mgr
+        .get_image(&args.reference)
+        .await
+        .map_err(|e| fail(e, 1))?;
+    println!("sha256:{}", id_of(&path));
+    Ok(0)
+}
+
+/// `skiff load [-i FILE]`.
+pub async fn load(conn: &Connection, args: &LoadArgs) -> Result<i32, Failure> {
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
+    let opened;
+    let stdin = std::io::stdin();
+    let fd: zbus::Fd<'_> = match &args.input {
+        Some(f) if f != "-" => {
+            opened = std::fs::File::open(f).map_err(|e| Failure::msg(format!("{f}: {e}")))?;
+            opened.as_fd().into()
+        }
+        _ => {
+            if std::io::IsTerminal::is_terminal(&stdin) {
+                return Err(Failure::msg(
+                    "no archive: give one with -i FILE or on stdin".to_string(),
+                ));
+            }
+            stdin.as_fd().into()
+        }
+    };
+    let mut options: HashMap<&str, OwnedVariant> = HashMap::new();
+    options.insert("wait", opt(true)?);
+    let (_, job) = mgr.load_image(fd, options).await.map_err(|e| fail(e, 1))?;
+    let job = crate::dbus::proxy::JobProxy::builder(conn)
+        .path(job)
+        .build()
+        .await
+        .map_err(|e| fail(e, 1))?;
+    let (result, ids) = job.wait().await.map_err(|e| fail(e, 1))?;
+    if result != "done" {
+        return Err(Failure::msg(ids));
+    }
+    for id in ids.split(',').filter(|s| !s.is_empty()) {
+        if args.quiet {
+            println!("sha256:{id}");
+            continue;
+        }
+        let tags = image_proxy(conn, id)
+            .await?
+            .repo_tags()
+            .await
+            .unwrap_or_default();
+        if tags.is_empty() {
+            println!("Loaded image: sha256:{id}");
+        }
+        for t in tags {
+            println!("Loaded image: {t}");
+        }
+    }
+    Ok(0)
+}
+
+async fn image_proxy<'a>(
+    conn: &'a Connection,
+    id: &str,
+) -> Result<crate::dbus::proxy::ImageProxy<'a>, Failure> {
+    crate::dbus::proxy::ImageProxy::builder(conn)
+        .path(crate::dbus::image_path(id))
+        .build()
+        .await
+        .map_err(|e| fail(e, 1))
+}
+
+/// `skiff save [-o FILE] [--format F] IMAGE...`.
+pub async fn save(conn: &Connection, args: &SaveArgs) -> Result<i32, Failure> {
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
+    let opened;
+    let stdout = std::io::stdout();
+    let fd: zbus::Fd<'_> = match &args.output {
+        Some(f) if f != "-" => {
+            opened = std::fs::File::create(f).map_err(|e| Failure::msg(format!("{f}: {e}")))?;
+            opened.as_fd().into()
+        }
+        _ => {
+            if std::io::IsTerminal::is_terminal(&stdout) {
+                return Err(Failure::msg(
+                    "refusing to write an archive to a terminal: give -o FILE or redirect \
+                     stdout"
+                        .to_string(),
+                ));
+            }
+            stdout.as_fd().into()
+        }
+    };
+    let mut options: HashMap<&str, OwnedVariant> = HashMap::new();
+    options.insert("format", opt(args.format.clone())?);
+    let refs: Vec<&str> = args.images.iter().map(String::as_str).collect();
+    let res = mgr.save_image(&refs, fd, options).await;
+    if let (Err(_), Some(f)) = (&res, &args.output) {
+        let _ = std::fs::remove_file(f);
+    }
+    res.map_err(|e| fail(e, 1))?;
+    Ok(0)
+}
+
+/// `skiff tag SOURCE TARGET...`.
+pub async fn tag(conn: &Connection, args: &TagArgs) -> Result<i32, Failure> {
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
+    for t in &args.targets {
+        mgr.tag_image(&args.source, t)
+            .await
+            .map_err(|e| fail(e, 1))?;
+    }
+    Ok(0)
+}
+
+fn print_pairs(pairs: &[(String, String)]) {
+    for (what, v) in pairs {
+        match what.as_str() {
+            "untagged" => println!("Untagged: {v}"),
+            _ => println!("Deleted: sha256:{v}"),
+        }
+    }
+}
+
+/// `skiff rmi [-f] IMAGE...`: goes on after a failure, exit code 1 if any failed.
+pub async fn rmi(conn: &Connection, args: &RmiArgs) -> Result<i32, Failure> {
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
+    let mut code = 0;
+    for i in &args.images {
+        match mgr.remove_image(i, u64::from(args.force)).await {
+            Ok(pairs) => print_pairs(&pairs),
+            Err(e) => {
+                eprintln!("skiff: Error: {}", super::connect::describe(&e));
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `skiff image prune [-a]`.
+pub async fn prune(conn: &Connection, args: &PruneArgs) -> Result<i32, Failure> {
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
+    let pairs = mgr
+        .prune_images(u64::from(args.all))
+        .await
+        .map_err(|e| fail(e, 1))?;
+    print_pairs(&pairs);
+    Ok(0)
+}
+
+/// `skiff image inspect IMAGE...`: a JSON array.
+pub async fn inspect(conn: &Connection, args: &InspectArgs) -> Result<i32, Failure> {
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
+    let mut out = Vec::new();
+    for i in &args.images {
+        let path = mgr.get_image(i).await.map_err(|e| fail(e, 1))?;
+        let text = image_proxy(conn, &id_of(&path))
+            .await?
+            .inspect()
+            .await
+            .map_err(|e| fail(e, 1))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Failure::msg(e.to_string()))?;
+        out.push(v);
+    }
+    let text = serde_json::to_string_pretty(&out).map_err(|e| Failure::msg(e.to_string()))?;
+    println!("{text}");
+    Ok(0)
+}
+
+/// `skiff history IMAGE`.
+pub async fn history(conn: &Connection, args: &HistoryArgs) -> Result<i32, Failure> {
+    let mgr = super::connect::manager(conn)
+        .await
+        .map_err(|e| fail(e, 1))?;
+    let path = mgr.get_image(&args.image).await.map_err(|e| fail(e, 1))?;
+    let text = image_proxy(conn, &id_of(&path))
+        .await?
+        .history()
+        .await
+        .map_err(|e| fail(e, 1))?;
+    if args.format == "json" {
+        println!("{text}");
+        return Ok(0);
+    }
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| Failure::msg(e.to_string()))?;
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            let created = crate::timefmt::parse_rfc3339(&s("Created"))
+                .map(human_ago)
+                .unwrap_or_default();
+            vec![created, s("CreatedBy"), s("Comment")]
+        })
+        .collect();
+    table::print(&["CREATED", "CREATED BY", "COMMENT"], &rows);
     Ok(0)
 }
 
 /// `skiff images`.
-pub async fn list(conn: &Connection, quiet: bool) -> Result<i32, Failure> {
+pub async fn list(conn: &Connection, args: &ImagesArgs) -> Result<i32, Failure> {
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 1))?;
-    let images = mgr.list_images(&[], 0).await.map_err(|e| fail(e, 1))?;
+    let filters: Vec<&str> = args.filters.iter().map(String::as_str).collect();
+    let images = mgr.list_images(&filters, 0).await.map_err(|e| fail(e, 1))?;
+    if args.format == "json" {
+        let v: Vec<serde_json::Value> = images
+            .iter()
+            .map(|(id, tags, created, size, _)| {
+                serde_json::json!({
+                    "Id": id,
+                    "RepoTags": tags,
+                    "Created": created / 1_000_000,
+                    "Size": size,
+                    "Dangling": tags.is_empty(),
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&v).map_err(|e| Failure::msg(e.to_string()))?;
+        println!("{text}");
+        return Ok(0);
+    } else if args.format != "table" {
+        return Err(Failure::msg(format!(
+            "unknown format {:?}: use table or json",
+            args.format
+        )));
+    }
+    let quiet = args.quiet;
     let mut rows = Vec::new();
     for (id, tags, created, size, _) in images {
         let short = id[..12.min(id.len())].to_string();
@@ -65,7 +308,7 @@ pub async fn list(conn: &Connection, quiet: bool) -> Result<i32, Failure> {
             tags
         };
         for t in tags {
-            let (repo, tag) = t.rsplit_once(':').unwrap_or((t.as_str(), "<none>"));
+            let (repo, tag) = split_tag(&t);
             rows.push(vec![
                 repo.to_string(),
                 tag.to_string(),
@@ -79,6 +322,15 @@ pub async fn list(conn: &Connection, quiet: bool) -> Result<i32, Failure> {
         table::print(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
     }
     Ok(0)
+}
+
+/// `repo:tag` split at the tag's colon (not a registry port's).
+fn split_tag(t: &str) -> (&str, &str) {
+    let slash = t.rfind('/').map_or(0, |i| i + 1);
+    match t[slash..].rfind(':') {
+        Some(i) => (&t[..slash + i], &t[slash + i + 1..]),
+        None => (t, "<none>"),
+    }
 }
 
 /// `skiff info`.

@@ -5,6 +5,7 @@ pub mod connect;
 pub mod containers;
 pub mod control;
 pub mod exec;
+pub mod image_args;
 pub mod images;
 pub mod pull;
 pub mod table;
@@ -256,11 +257,17 @@ pub enum Command {
         format: String,
     },
     /// List images.
-    Images {
-        /// Only ids.
-        #[arg(short = 'q', long)]
-        quiet: bool,
-    },
+    Images(image_args::ImagesArgs),
+    /// Load images from a docker-archive, oci-archive or OCI layout directory.
+    Load(image_args::LoadArgs),
+    /// Save images to a docker-archive or oci-archive.
+    Save(image_args::SaveArgs),
+    /// Give an image another name.
+    Tag(image_args::TagArgs),
+    /// Remove images (or tags).
+    Rmi(image_args::RmiArgs),
+    /// Show an image's history.
+    History(image_args::HistoryArgs),
     /// Image commands.
     Image {
         /// The image command.
@@ -268,12 +275,7 @@ pub enum Command {
         command: ImageCommand,
     },
     /// Import a rootfs tarball as an image (same as `image import`).
-    Import {
-        /// The tarball (plain or gzip), or - for stdin.
-        file: String,
-        /// NAME[:TAG] for the image.
-        reference: String,
-    },
+    Import(image_args::ImportArgs),
     /// Pull an image from a registry (docker.io, HOST[:PORT]/..., NAME@sha256:...).
     Pull {
         /// No progress output; print only the image id.
@@ -307,20 +309,26 @@ pub enum Command {
 /// `skiff image ...`.
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Import a rootfs tarball (plain or gzip; - for stdin) as NAME[:TAG].
-    Import {
-        /// The tarball, or -.
-        file: String,
-        /// NAME[:TAG].
-        reference: String,
-    },
+    /// Import a rootfs tarball (plain, gzip or zstd; - for stdin) as NAME[:TAG].
+    Import(image_args::ImportArgs),
     /// List images.
     #[command(alias = "list")]
-    Ls {
-        /// Only ids.
-        #[arg(short = 'q', long)]
-        quiet: bool,
-    },
+    Ls(image_args::ImagesArgs),
+    /// Load images from a docker-archive, oci-archive or OCI layout directory.
+    Load(image_args::LoadArgs),
+    /// Save images to a docker-archive or oci-archive.
+    Save(image_args::SaveArgs),
+    /// Give an image another name.
+    Tag(image_args::TagArgs),
+    /// Remove images (or tags).
+    #[command(alias = "rmi")]
+    Rm(image_args::RmiArgs),
+    /// Show images as JSON.
+    Inspect(image_args::InspectArgs),
+    /// Show an image's history.
+    History(image_args::HistoryArgs),
+    /// Remove dangling images (with -a, every image no container uses).
+    Prune(image_args::PruneArgs),
 }
 
 /// A failure the CLI reports: a message and the exit code.
@@ -418,14 +426,40 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             control::logs(&conn, &container, opts).await
         }
         Command::Events { filters, format } => control::events(&conn, &filters, &format).await,
-        Command::Images { quiet }
+        Command::Images(a)
         | Command::Image {
-            command: ImageCommand::Ls { quiet },
-        } => images::list(&conn, quiet).await,
-        Command::Import { file, reference }
+            command: ImageCommand::Ls(a),
+        } => images::list(&conn, &a).await,
+        Command::Import(a)
         | Command::Image {
-            command: ImageCommand::Import { file, reference },
-        } => images::import(&conn, &file, &reference).await,
+            command: ImageCommand::Import(a),
+        } => images::import(&conn, &a).await,
+        Command::Load(a)
+        | Command::Image {
+            command: ImageCommand::Load(a),
+        } => images::load(&conn, &a).await,
+        Command::Save(a)
+        | Command::Image {
+            command: ImageCommand::Save(a),
+        } => images::save(&conn, &a).await,
+        Command::Tag(a)
+        | Command::Image {
+            command: ImageCommand::Tag(a),
+        } => images::tag(&conn, &a).await,
+        Command::Rmi(a)
+        | Command::Image {
+            command: ImageCommand::Rm(a),
+        } => images::rmi(&conn, &a).await,
+        Command::History(a)
+        | Command::Image {
+            command: ImageCommand::History(a),
+        } => images::history(&conn, &a).await,
+        Command::Image {
+            command: ImageCommand::Inspect(a),
+        } => images::inspect(&conn, &a).await,
+        Command::Image {
+            command: ImageCommand::Prune(a),
+        } => images::prune(&conn, &a).await,
         Command::Pull {
             quiet,
             tls_verify,

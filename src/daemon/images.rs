@@ -120,11 +120,11 @@ impl Daemon {
             return Err(Error::IdMapping(e.clone()));
         }
         let reference: Reference = reference.parse()?;
+        let _gc = self.gc_shared().await?;
         let store = self.inner.images.clone();
         let layer = tokio::task::spawn_blocking(move || copy_to_blob(&store, File::from(input)))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
-        let _gc = self.gc_shared().await?;
         let (staging, stats) = self.unpack_blob(&layer.digest).await?;
         for w in &stats.warnings {
             tracing::warn!("import {reference}: {w}");
@@ -230,6 +230,46 @@ impl Daemon {
         Ok(self.inner.images.resolve(reference)?)
     }
 
+    /// The image as docker-style inspect JSON.
+    pub fn inspect_image(&self, reference: &str) -> Result<serde_json::Value, Error> {
+        let rec = self.inner.images.resolve(reference)?;
+        let cfg = self.inner.images.config(&rec.id)?;
+        Ok(serde_json::json!({
+            "Id": format!("sha256:{}", rec.id),
+            "RepoTags": rec.repo_tags,
+            "RepoDigests": rec.repo_digests,
+            "Created": rec.created,
+            "Size": rec.size,
+            "Architecture": cfg.architecture().to_string(),
+            "Os": cfg.os().to_string(),
+            "Config": cfg.config(),
+            "RootFS": { "Type": "layers", "Layers": rec.layers },
+            "Manifest": rec.manifest,
+            "LayerBlobs": rec.layer_blobs,
+        }))
+    }
+
+    /// The image's history entries, newest first.
+    pub fn image_history(&self, reference: &str) -> Result<serde_json::Value, Error> {
+        let rec = self.inner.images.resolve(reference)?;
+        let cfg = self.inner.images.config(&rec.id)?;
+        let entries: Vec<serde_json::Value> = cfg
+            .history()
+            .iter()
+            .flatten()
+            .rev()
+            .map(|h| {
+                serde_json::json!({
+                    "Created": h.created(),
+                    "CreatedBy": h.created_by(),
+                    "Comment": h.comment(),
+                    "EmptyLayer": h.empty_layer().unwrap_or(false),
+                })
+            })
+            .collect();
+        Ok(serde_json::Value::Array(entries))
+    }
+
     /// Points `target` at the image `source` names.
     pub fn tag_image(&self, source: &str, target: &str) -> Result<ImageRecord, Error> {
         let target: Reference = target.parse()?;
@@ -306,22 +346,28 @@ impl Daemon {
     }
 
     /// Collects what a crash left in the image store (unreferenced blobs and layers,
-    /// temporary files); run at start.
+    /// temporary files); run at start, before the daemon serves anything: the blobs go
+    /// at once, the trees (which may hold subordinate-owned files) in the background.
     pub(crate) fn collect_image_garbage(&self) {
-        let store = self.inner.images.clone();
+        let leftovers = match self.inner.images.collect_garbage() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("collecting image store leftovers: {e}");
+                return;
+            }
+        };
+        if leftovers.is_empty() {
+            return;
+        }
         let daemon = self.clone();
         tokio::spawn(async move {
-            let found = tokio::task::spawn_blocking(move || store.collect_garbage()).await;
-            match found {
-                Ok(Ok(leftovers)) => {
-                    for p in leftovers {
-                        tracing::info!("collecting image store leftover {}", p.display());
-                        daemon.remove_tree(&p).await;
-                        let _ = std::fs::remove_file(&p);
-                    }
+            for p in leftovers {
+                tracing::info!("collecting image store leftover {}", p.display());
+                if p.is_dir() {
+                    daemon.remove_tree(&p).await;
+                } else {
+                    let _ = std::fs::remove_file(&p);
                 }
-                Ok(Err(e)) => tracing::error!("collecting image store leftovers: {e}"),
-                Err(e) => tracing::error!("collecting image store leftovers: {e}"),
             }
         });
     }

@@ -9,6 +9,7 @@
 //! (`die` event; auto-remove) → remove (`destroy` event, files removed, from inside the
 //! user namespace when they belong to subordinate ids).
 
+pub mod archives;
 pub mod config;
 pub mod container;
 pub mod control;

@@ -52,22 +52,34 @@ impl ImageObject {
 /// An image.
 #[interface(name = "org.skiff.skiff1.Image")]
 impl ImageObject {
-    /// The image as JSON (Id, RepoTags, Created, Size, RootFS layers).
+    /// The image as JSON (Id, RepoTags, RepoDigests, Created, Size, Architecture, Os,
+    /// Config, RootFS layers, Manifest digest, History).
     async fn inspect(
         &self,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, SkiffError> {
         self.ctx.caller.check(&hdr, conn).await?;
-        let rec = self.ctx.daemon.image(&self.id)?;
-        let v = serde_json::json!({
-            "Id": format!("sha256:{}", rec.id),
-            "RepoTags": rec.repo_tags,
-            "Created": rec.created,
-            "Size": rec.size,
-            "RootFS": { "Type": "layers", "Layers": rec.layers },
-        });
+        let v = self.ctx.daemon.inspect_image(&self.id)?;
         serde_json::to_string_pretty(&v).map_err(|e| SkiffError::Failed(e.to_string()))
+    }
+
+    /// The image's history (its config's, newest first) as a JSON array of objects
+    /// with Created, CreatedBy, Comment, EmptyLayer.
+    async fn history(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let v = self.ctx.daemon.image_history(&self.id)?;
+        serde_json::to_string_pretty(&v).map_err(|e| SkiffError::Failed(e.to_string()))
+    }
+
+    /// name@digest references.
+    #[zbus(property)]
+    fn repo_digests(&self) -> Vec<String> {
+        self.record().map(|r| r.repo_digests).unwrap_or_default()
     }
 
     /// The id (hex of the config's sha256).
@@ -256,6 +268,11 @@ pub async fn register_image(ctx: &Ctx, server: &ObjectServer, conn: &Connection,
     }
 }
 
+/// The work of a job: the images it produced.
+pub type JobWork = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<ImageRecord>, crate::daemon::Error>> + Send>,
+>;
+
 /// Starts an import job; with `wait`, returns when it ended (its error as a D-Bus error).
 pub async fn start_import(
     ctx: &Ctx,
@@ -263,30 +280,47 @@ pub async fn start_import(
     server: &ObjectServer,
     fd: OwnedFd,
     reference: String,
+    changes: crate::image::ImageChanges,
     wait: bool,
+) -> Result<(u32, OwnedObjectPath), SkiffError> {
+    let daemon = ctx.daemon.clone();
+    let r = reference.clone();
+    let work: JobWork =
+        Box::pin(async move { daemon.import_image(fd, &r, changes).await.map(|i| vec![i]) });
+    start_job(ctx, conn, server, "import", reference, wait, work).await
+}
+
+/// Starts a job doing `work` (of type `typ`: import, load); with `wait`, returns when it
+/// ended (its error as a D-Bus error). A job that made several images reports their ids
+/// comma-separated in `Wait()`.
+pub async fn start_job(
+    ctx: &Ctx,
+    conn: &Connection,
+    server: &ObjectServer,
+    typ: &str,
+    reference: String,
+    wait: bool,
+    work: JobWork,
 ) -> Result<(u32, OwnedObjectPath), SkiffError> {
     let id = ctx.jobs.next_id();
     let p = job_path(id);
     let op = OwnedObjectPath::try_from(p.clone()).map_err(SkiffError::ZBus)?;
     let (tx, rx) = watch::channel(None);
     server
-        .at(
-            p.as_str(),
-            JobObject::new(id, "import", &reference, rx, None),
-        )
+        .at(p.as_str(), JobObject::new(id, typ, &reference, rx, None))
         .await?;
     let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?.into_owned();
     Manager::job_new(&emitter, id, op.as_ref()).await?;
     let (ctx2, conn2, server2, op2) = (ctx.clone(), conn.clone(), server.clone(), op.clone());
     let work = async move {
-        let result = ctx2
-            .daemon
-            .import_image(fd, &reference, Default::default())
-            .await;
+        let result = work.await;
         let outcome = match &result {
-            Ok(img) => {
-                register_image(&ctx2, &server2, &conn2, &img.id).await;
-                ("done".to_string(), img.id.clone())
+            Ok(imgs) => {
+                for img in imgs {
+                    register_image(&ctx2, &server2, &conn2, &img.id).await;
+                }
+                let ids: Vec<&str> = imgs.iter().map(|i| i.id.as_str()).collect();
+                ("done".to_string(), ids.join(","))
             }
             Err(e) => ("failed".to_string(), e.to_string()),
         };
@@ -305,4 +339,19 @@ pub async fn start_import(
         tokio::spawn(work);
     }
     Ok((id, op))
+}
+
+/// Removes the objects of deleted images and announces it.
+pub async fn unregister_images(server: &ObjectServer, conn: &Connection, ids: &[String]) {
+    for id in ids {
+        let p = image_path(id);
+        let removed = server.remove::<ImageObject, _>(p.as_str()).await;
+        if let (Ok(true), Ok(emitter), Ok(op)) = (
+            removed,
+            SignalEmitter::new(conn, super::MANAGER_PATH),
+            zbus::ObjectPath::try_from(p.as_str()),
+        ) {
+            let _ = Manager::image_removed(&emitter, id, op).await;
+        }
+    }
 }

@@ -48,6 +48,14 @@ fn check_fd(fd: &OwnedFd, what: &str) -> Result<(), SkiffError> {
     Ok(())
 }
 
+fn removal_pairs(r: &crate::image::Removal) -> Vec<(String, String)> {
+    r.untagged
+        .iter()
+        .map(|t| ("untagged".to_string(), t.clone()))
+        .chain(r.deleted.iter().map(|d| ("deleted".to_string(), d.clone())))
+        .collect()
+}
+
 fn dev_null() -> Result<OwnedFd, SkiffError> {
     std::fs::OpenOptions::new()
         .read(true)
@@ -272,8 +280,10 @@ impl Manager {
         Ok((id, p))
     }
 
-    /// Imports a rootfs tarball (plain or gzip) read from `rootfs_tar` as `reference`.
-    /// Options: `wait` (b) — return only when the import is done, with its errors.
+    /// Imports a rootfs tarball (plain, gzip or zstd) read from `rootfs_tar` as
+    /// `reference`. Options: `wait` (b) — return only when the import is done, with its
+    /// errors; `changes` (as) — Dockerfile instructions setting the image config (CMD,
+    /// ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, STOPSIGNAL).
     /// Returns the job's id and object.
     #[zbus(out_args("job_id", "job"))]
     #[allow(clippy::too_many_arguments)]
@@ -288,6 +298,7 @@ impl Manager {
     ) -> Result<(u32, OwnedObjectPath), SkiffError> {
         self.ctx.caller.check(&hdr, conn).await?;
         let mut wait = false;
+        let mut changes = crate::image::ImageChanges::default();
         for (k, v) in &options {
             match (k.as_str(), &**v) {
                 ("wait", zbus::Variant::Bool(b)) => wait = *b,
@@ -296,16 +307,156 @@ impl Manager {
                         "option \"wait\" must be a boolean",
                     ))
                 }
+                ("changes", v) => {
+                    let list: Vec<String> = v
+                        .try_clone()
+                        .ok()
+                        .and_then(|v| v.try_into().ok())
+                        .ok_or_else(|| {
+                            SkiffError::invalid_args(
+                                "option \"changes\" must be an array of strings",
+                            )
+                        })?;
+                    for c in &list {
+                        crate::image::changes::apply_change(&mut changes, c)
+                            .map_err(|e| SkiffError::invalid_args(e.to_string()))?;
+                    }
+                }
                 (other, _) => {
                     return Err(SkiffError::invalid_args(format!(
-                        "unknown import option {other:?} (known: wait)"
+                        "unknown import option {other:?} (known: wait, changes)"
                     )))
                 }
             }
         }
         let fd: OwnedFd = rootfs_tar.into();
         check_fd(&fd, "rootfs_tar")?;
-        super::image::start_import(&self.ctx, conn, server, fd, reference.to_string(), wait).await
+        super::image::start_import(
+            &self.ctx,
+            conn,
+            server,
+            fd,
+            reference.to_string(),
+            changes,
+            wait,
+        )
+        .await
+    }
+
+    /// Loads the images of an archive: a docker-archive or oci-archive (tar, plain or
+    /// gzip; a pipe is fine) or an open OCI layout directory. Options: `wait` (b).
+    /// Returns the job; its `Wait()` gives the loaded image ids, comma-separated.
+    #[zbus(out_args("job_id", "job"))]
+    async fn load_image(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        archive: zbus::OwnedFd,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(u32, OwnedObjectPath), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let mut wait = false;
+        for (k, v) in &options {
+            match (k.as_str(), &**v) {
+                ("wait", zbus::Variant::Bool(b)) => wait = *b,
+                (other, _) => {
+                    return Err(SkiffError::invalid_args(format!(
+                        "unknown or mistyped load option {other:?} (known: wait b)"
+                    )))
+                }
+            }
+        }
+        let fd: OwnedFd = archive.into();
+        nix::sys::stat::fstat(fd.as_fd())
+            .map_err(|e| SkiffError::invalid_args(format!("archive: bad file descriptor: {e}")))?;
+        let daemon = self.ctx.daemon.clone();
+        let work: super::image::JobWork = Box::pin(async move { daemon.load_image(fd).await });
+        super::image::start_job(&self.ctx, conn, server, "load", String::new(), wait, work).await
+    }
+
+    /// Writes the images `refs` name to `out` as an archive. Options: `format` (s):
+    /// docker-archive (default) or oci-archive. Returns when the archive is written.
+    async fn save_image(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        refs: Vec<String>,
+        out: zbus::OwnedFd,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let mut format = "docker-archive".to_string();
+        for (k, v) in &options {
+            match (k.as_str(), &**v) {
+                ("format", zbus::Variant::Str(s)) => format = s.to_string(),
+                (other, _) => {
+                    return Err(SkiffError::invalid_args(format!(
+                        "unknown or mistyped save option {other:?} (known: format s)"
+                    )))
+                }
+            }
+        }
+        let fd: OwnedFd = out.into();
+        check_fd(&fd, "out")?;
+        Ok(self.ctx.daemon.save_images(&refs, fd, &format).await?)
+    }
+
+    /// Points the reference `target` at the image `source` names.
+    async fn tag_image(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        source: &str,
+        target: &str,
+    ) -> Result<(), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let rec = self.ctx.daemon.tag_image(source, target)?;
+        super::image::register_image(&self.ctx, server, conn, &rec.id).await;
+        Ok(())
+    }
+
+    /// Removes an image, or only the tag `reference` when the image has others.
+    /// Flag 1 (FORCE): remove an image tagged several times by id, and the containers
+    /// using it. Returns ("untagged", ref) and ("deleted", id) pairs.
+    async fn remove_image(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        reference: &str,
+        flags: u64,
+    ) -> Result<Vec<(String, String)>, SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        check_flags(flags, super::REMOVE_FORCE)?;
+        let r = self
+            .ctx
+            .daemon
+            .remove_image(reference, flags & super::REMOVE_FORCE != 0)
+            .await?;
+        super::image::unregister_images(server, conn, &r.deleted).await;
+        Ok(removal_pairs(&r))
+    }
+
+    /// Removes dangling images; flag 1 (ALL): every image no container uses. Returns
+    /// ("untagged", ref) and ("deleted", id) pairs.
+    async fn prune_images(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        flags: u64,
+    ) -> Result<Vec<(String, String)>, SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        check_flags(flags, super::LIST_ALL)?;
+        let r = self
+            .ctx
+            .daemon
+            .prune_images(flags & super::LIST_ALL != 0)
+            .await?;
+        super::image::unregister_images(server, conn, &r.deleted).await;
+        Ok(removal_pairs(&r))
     }
 
     /// Pulls `reference` from its registry. Options: `tls-verify` (b, default true:
@@ -348,7 +499,8 @@ impl Manager {
         super::job::start_pull(&self.ctx, conn, server, req, wait).await
     }
 
-    /// Images as (id, repo tags, created µs, size in bytes, path).
+    /// Images as (id, repo tags, created µs, size in bytes, path). Filters:
+    /// `dangling=true|false`, `reference=PATTERN` (`*` wildcards).
     async fn list_images(
         &self,
         #[zbus(header)] hdr: Header<'_>,
@@ -358,14 +510,9 @@ impl Manager {
     ) -> Result<Vec<(String, Vec<String>, u64, u64, OwnedObjectPath)>, SkiffError> {
         self.ctx.caller.check(&hdr, conn).await?;
         check_flags(flags, 0)?;
-        if !filters.is_empty() {
-            return Err(SkiffError::NotSupported(
-                "image filters are not supported yet".into(),
-            ));
-        }
         self.ctx
             .daemon
-            .list_images()?
+            .list_images_filtered(&filters)?
             .into_iter()
             .map(|i| {
                 let created = ImageObject::created_us(&i);
@@ -418,7 +565,13 @@ impl Manager {
     /// Optional features this daemon has.
     #[zbus(property(emits_changed_signal = "const"))]
     fn features(&self) -> Vec<String> {
-        vec!["fd-stdio".into(), "import".into(), "pull".into()]
+        vec![
+            "fd-stdio".into(),
+            "import".into(),
+            "load".into(),
+            "save".into(),
+            "pull".into(),
+        ]
     }
 
     /// A container was created.
@@ -440,6 +593,14 @@ impl Manager {
     /// An image was added.
     #[zbus(signal)]
     pub async fn image_new(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        image: zbus::ObjectPath<'_>,
+    ) -> zbus::Result<()>;
+
+    /// An image was deleted.
+    #[zbus(signal)]
+    pub async fn image_removed(
         emitter: &SignalEmitter<'_>,
         id: &str,
         image: zbus::ObjectPath<'_>,

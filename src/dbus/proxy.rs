@@ -65,6 +65,25 @@ pub trait Manager {
         reference: &str,
         options: HashMap<&str, OwnedVariant>,
     ) -> zbus::Result<(u32, OwnedObjectPath)>;
+    /// See the server side.
+    fn load_image(
+        &self,
+        archive: zbus::Fd<'_>,
+        options: HashMap<&str, OwnedVariant>,
+    ) -> zbus::Result<(u32, OwnedObjectPath)>;
+    /// See the server side.
+    fn save_image(
+        &self,
+        refs: &[&str],
+        out: zbus::Fd<'_>,
+        options: HashMap<&str, OwnedVariant>,
+    ) -> zbus::Result<()>;
+    /// See the server side.
+    fn tag_image(&self, source: &str, target: &str) -> zbus::Result<()>;
+    /// See the server side.
+    fn remove_image(&self, reference: &str, flags: u64) -> zbus::Result<Vec<(String, String)>>;
+    /// See the server side.
+    fn prune_images(&self, flags: u64) -> zbus::Result<Vec<(String, String)>>;
     /// Docker-vocabulary events.
     #[zbus(signal)]
     fn event(
@@ -117,6 +136,21 @@ pub trait Container {
     /// The state.
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
+}
+
+/// `org.skiff.skiff1.Image`.
+#[proxy(
+    interface = "org.skiff.skiff1.Image",
+    default_service = "org.skiff.skiff1"
+)]
+pub trait Image {
+    /// See the server side.
+    fn inspect(&self) -> zbus::Result<String>;
+    /// See the server side.
+    fn history(&self) -> zbus::Result<String>;
+    /// name:tag references.
+    #[zbus(property)]
+    fn repo_tags(&self) -> zbus::Result<Vec<String>>;
 }
 
 /// `org.skiff.skiff1.Job`.

@@ -17,6 +17,7 @@
 
 pub mod archive;
 pub mod blob;
+pub mod changes;
 mod fsops;
 pub mod manifest;
 pub mod reference;

@@ -1,0 +1,107 @@
+//! Arguments of the image commands.
+
+use clap::Args;
+
+/// `images`, `image ls`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only ids.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Output format: table (default) or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// dangling=true|false or reference=PATTERN (`*` wildcards); repeatable.
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+}
+
+/// `import`, `image import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The rootfs tarball (plain, gzip or zstd), or - for stdin.
+    pub file: String,
+    /// NAME[:TAG] for the image.
+    pub reference: String,
+    /// A Dockerfile instruction for the image config: CMD, ENTRYPOINT, ENV, WORKDIR,
+    /// USER, LABEL, EXPOSE, STOPSIGNAL (e.g. 'CMD ["/bin/sh"]'); repeatable.
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+}
+
+/// `load`, `image load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The archive (docker-archive or oci-archive, plain or gzip) or OCI layout
+    /// directory; stdin when absent.
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub input: Option<String>,
+    /// Print only the loaded image ids.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// `save`, `image save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The archive to write (stdout when absent; it must not be a terminal).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<String>,
+    /// docker-archive (default) or oci-archive.
+    #[arg(long, default_value = "docker-archive")]
+    pub format: String,
+    /// The images.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// `tag`, `image tag`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The image.
+    pub source: String,
+    /// New names for it.
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+}
+
+/// `rmi`, `image rm`.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Remove images used by containers (and those containers), or tagged several
+    /// times when named by id.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// The images.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// `image inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The images.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// `history`, `image history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Output format: table (default) or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// The image.
+    pub image: String,
+}
+
+/// `image prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove every image no container uses, not only dangling ones.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Accepted for compatibility (skiff does not ask).
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
