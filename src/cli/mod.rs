@@ -8,6 +8,7 @@ pub mod control;
 pub mod exec;
 pub mod image_args;
 pub mod images;
+pub mod pull;
 pub mod table;
 pub mod tty;
 
@@ -310,6 +311,25 @@ pub enum Command {
     },
     /// Import a rootfs tarball as an image (same as `image import`).
     Import(image_args::ImportArgs),
+    /// Pull an image from a registry (docker.io, HOST[:PORT]/..., NAME@sha256:...).
+    Pull {
+        /// No progress output; print only the image id.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Verify TLS certificates; =false also allows plain HTTP to the registry.
+        #[arg(long = "tls-verify", value_name = "BOOL", default_value_t = true,
+              action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true,
+              default_missing_value = "true")]
+        tls_verify: bool,
+        /// Auth file with the registry credentials (podman/docker auths format).
+        #[arg(long = "authfile", value_name = "FILE")]
+        authfile: Option<String>,
+        /// Platform to pick from a multi-platform image: OS/ARCH[/VARIANT].
+        #[arg(long, value_name = "OS/ARCH")]
+        platform: Option<String>,
+        /// The image: NAME[:TAG] or NAME@sha256:DIGEST.
+        reference: String,
+    },
     /// Show the daemon's setup (storage driver, id maps, warnings).
     Info,
     /// List a container's published ports, or the host address of one of them.
@@ -494,6 +514,22 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Image {
             command: ImageCommand::Prune(a),
         } => images::prune(&conn, &a).await,
+        Command::Pull {
+            quiet,
+            tls_verify,
+            authfile,
+            platform,
+            reference,
+        } => {
+            let a = pull::PullArgs {
+                quiet,
+                tls_verify,
+                authfile,
+                platform,
+                reference,
+            };
+            pull::pull(&conn, a).await
+        }
         Command::Info => images::info(&conn).await,
         Command::Port { container, port } => {
             containers::port(&conn, &container, port.as_deref()).await

@@ -55,6 +55,9 @@ pub enum Error {
     /// An image store error (unknown image, bad reference, corrupt store).
     #[error(transparent)]
     Image(#[from] crate::image::Error),
+    /// Pulling from a registry failed (unknown image, credentials, transport, content).
+    #[error(transparent)]
+    Pull(#[from] crate::image::registry::Error),
     /// Importing an image failed (e.g. a hostile or broken tar).
     #[error("import failed: {0}")]
     ImportFailed(String),

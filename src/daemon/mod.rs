@@ -23,6 +23,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod names;
 pub mod network;
+pub mod pull;
 pub mod restart;
 pub mod spec;
 pub mod supervise;

@@ -4,6 +4,7 @@ use zbus::DBusError;
 
 use crate::daemon;
 use crate::image;
+use crate::image::registry;
 
 /// The D-Bus errors skiffd replies with. Standard errors (`InvalidArgs`, `AccessDenied`)
 /// travel in the `ZBus` variant.
@@ -35,6 +36,10 @@ pub enum SkiffError {
     Ambiguous(String),
     /// Importing an image failed.
     ImportFailed(String),
+    /// Pulling an image from a registry failed (transport, TLS, content).
+    PullFailed(String),
+    /// The registry refused us: no or wrong credentials (the message says how to log in).
+    Unauthorized(String),
     /// The command does not exist in the container (docker's exit code 127).
     CommandNotFound(String),
     /// The command cannot be executed (126).
@@ -82,6 +87,15 @@ impl From<daemon::Error> for SkiffError {
             daemon::Error::Runtime(_) => SkiffError::RuntimeError(msg),
             daemon::Error::IdMapping(_) => SkiffError::IdMapping(msg),
             daemon::Error::ImportFailed(_) => SkiffError::ImportFailed(msg),
+            daemon::Error::Pull(pe) => match pe {
+                registry::Error::NotFound { .. } => SkiffError::NoSuchImage(msg),
+                registry::Error::Unauthorized { .. } => SkiffError::Unauthorized(msg),
+                registry::Error::InvalidPlatform { .. } => SkiffError::invalid_args(msg),
+                registry::Error::Store(image::Error::InvalidReference { .. }) => {
+                    SkiffError::InvalidReference(msg)
+                }
+                _ => SkiffError::PullFailed(msg),
+            },
             daemon::Error::ImageInUse(_) => SkiffError::ImageInUse(msg),
             daemon::Error::Image(ie) => match ie {
                 image::Error::NoSuchImage { .. } => SkiffError::NoSuchImage(msg),

@@ -3,6 +3,7 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::watch;
 use zbus::message::Header;
@@ -24,7 +25,7 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    fn next_id(&self) -> u32 {
+    pub(crate) fn next_id(&self) -> u32 {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
@@ -109,7 +110,7 @@ impl ImageObject {
 }
 
 /// How a job ended: ("done", image id) or ("failed", message).
-type JobOutcome = Option<(String, String)>;
+pub(crate) type JobOutcome = Option<(String, String)>;
 
 /// A job's object.
 pub struct JobObject {
@@ -117,6 +118,28 @@ pub struct JobObject {
     typ: String,
     reference: String,
     done: watch::Receiver<JobOutcome>,
+    /// Progress of a pull (see `super::job`); None for other jobs.
+    pull: Option<Arc<super::job::PullJob>>,
+}
+
+// ---- Progress of pulls (registry work; see super::job) ----
+impl JobObject {
+    /// A job object; `pull` carries a pull's progress.
+    pub(crate) fn new(
+        id: u32,
+        typ: &str,
+        reference: &str,
+        done: watch::Receiver<JobOutcome>,
+        pull: Option<Arc<super::job::PullJob>>,
+    ) -> JobObject {
+        JobObject {
+            id,
+            typ: typ.to_string(),
+            reference: reference.to_string(),
+            done,
+            pull,
+        }
+    }
 }
 
 /// Long-running work (an import).
@@ -168,6 +191,62 @@ impl JobObject {
         }
         .into()
     }
+
+    // ---- Progress of pulls (registry work; see super::job). Emitted at most 4 times a
+    // second while the job runs. Jobs without byte counts report -1 / 0. ----
+
+    /// Fraction done in [0, 1]; -1 while unknown.
+    #[zbus(property)]
+    fn progress(&self) -> f64 {
+        self.pull
+            .as_ref()
+            .map(|p| p.progress.totals().fraction)
+            .unwrap_or(-1.0)
+    }
+
+    /// Bytes downloaded so far.
+    #[zbus(property)]
+    fn bytes_done(&self) -> u64 {
+        self.pull
+            .as_ref()
+            .map(|p| p.progress.totals().done)
+            .unwrap_or(0)
+    }
+
+    /// Bytes to download (blobs the store lacks), 0 while unknown.
+    #[zbus(property)]
+    fn bytes_total(&self) -> u64 {
+        self.pull
+            .as_ref()
+            .map(|p| p.progress.totals().total)
+            .unwrap_or(0)
+    }
+
+    /// Blobs not downloaded because the store had them.
+    #[zbus(property)]
+    fn blobs_skipped(&self) -> u32 {
+        self.pull
+            .as_ref()
+            .map(|p| u32::try_from(p.progress.totals().skipped).unwrap_or(u32::MAX))
+            .unwrap_or(0)
+    }
+
+    /// The manifest digest of a pulled image, once known ("" before).
+    #[zbus(property)]
+    fn digest(&self) -> String {
+        self.pull.as_ref().map(|p| p.digest()).unwrap_or_default()
+    }
+
+    /// One blob's progress: digest, status (waiting|downloading|skipped|done), bytes
+    /// done, bytes total.
+    #[zbus(signal)]
+    pub async fn layer_progress(
+        emitter: &SignalEmitter<'_>,
+        digest: &str,
+        status: &str,
+        done: u64,
+        total: u64,
+    ) -> zbus::Result<()>;
 }
 
 /// Registers an image's object (no-op when it exists) and announces it.
@@ -228,15 +307,7 @@ pub async fn start_job(
     let op = OwnedObjectPath::try_from(p.clone()).map_err(SkiffError::ZBus)?;
     let (tx, rx) = watch::channel(None);
     server
-        .at(
-            p.as_str(),
-            JobObject {
-                id,
-                typ: typ.into(),
-                reference: reference.clone(),
-                done: rx,
-            },
-        )
+        .at(p.as_str(), JobObject::new(id, typ, &reference, rx, None))
         .await?;
     let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?.into_owned();
     Manager::job_new(&emitter, id, op.as_ref()).await?;

@@ -470,6 +470,46 @@ impl Manager {
         Ok(removal_pairs(&r))
     }
 
+    /// Pulls `reference` from its registry. Options: `tls-verify` (b, default true:
+    /// HTTPS with verified certificates; plain HTTP only to loopback registries),
+    /// `auth-file` (s, absolute path of a podman/docker auth file), `platform` (s,
+    /// `os/arch[/variant]`, default ours), `wait` (b: return when the pull is done,
+    /// with its error). Returns the job's id and object; the Job reports `Progress`,
+    /// `BytesDone`, `BytesTotal`, `BlobsSkipped`, `Digest` and `LayerProgress` signals.
+    #[zbus(out_args("job_id", "job"))]
+    async fn pull_image(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        reference: &str,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(u32, OwnedObjectPath), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        let mut req = crate::daemon::pull::PullRequest::new(reference);
+        let mut wait = false;
+        for (k, v) in &options {
+            let bad = |ty: &str| SkiffError::invalid_args(format!("option {k:?} must be {ty}"));
+            match (k.as_str(), &**v) {
+                ("wait", zbus::Variant::Bool(b)) => wait = *b,
+                ("tls-verify", zbus::Variant::Bool(b)) => req.tls_verify = *b,
+                ("auth-file", zbus::Variant::Str(s)) => {
+                    req.auth_file = Some(std::path::PathBuf::from(s.as_str()))
+                }
+                ("platform", zbus::Variant::Str(s)) => req.platform = Some(s.to_string()),
+                ("wait" | "tls-verify", _) => return Err(bad("a boolean")),
+                ("auth-file" | "platform", _) => return Err(bad("a string")),
+                (other, _) => {
+                    return Err(SkiffError::invalid_args(format!(
+                        "unknown pull option {other:?} (known: tls-verify, auth-file, \
+                         platform, wait)"
+                    )))
+                }
+            }
+        }
+        super::job::start_pull(&self.ctx, conn, server, req, wait).await
+    }
+
     /// Images as (id, repo tags, created µs, size in bytes, path). Filters:
     /// `dangling=true|false`, `reference=PATTERN` (`*` wildcards).
     async fn list_images(
@@ -543,6 +583,7 @@ impl Manager {
             "attach".into(),
             "load".into(),
             "save".into(),
+            "pull".into(),
         ]
     }
 

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod error;
 pub mod exec;
 pub mod image;
+pub mod job;
 pub mod manager;
 pub mod proxy;
 pub mod server;

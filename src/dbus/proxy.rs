@@ -60,6 +60,12 @@ pub trait Manager {
     /// See the server side.
     fn info(&self) -> zbus::Result<String>;
     /// See the server side.
+    fn pull_image(
+        &self,
+        reference: &str,
+        options: HashMap<&str, OwnedVariant>,
+    ) -> zbus::Result<(u32, OwnedObjectPath)>;
+    /// See the server side.
     fn load_image(
         &self,
         archive: zbus::Fd<'_>,
@@ -176,4 +182,20 @@ pub trait Image {
 pub trait Job {
     /// See the server side.
     fn wait(&self) -> zbus::Result<(String, String)>;
+    /// Bytes downloaded.
+    #[zbus(property)]
+    fn bytes_done(&self) -> zbus::Result<u64>;
+    /// Bytes to download.
+    #[zbus(property)]
+    fn bytes_total(&self) -> zbus::Result<u64>;
+    /// Blobs skipped because the store had them.
+    #[zbus(property)]
+    fn blobs_skipped(&self) -> zbus::Result<u32>;
+    /// The manifest digest of a pulled image.
+    #[zbus(property)]
+    fn digest(&self) -> zbus::Result<String>;
+    /// One blob's progress.
+    #[zbus(signal)]
+    fn layer_progress(&self, digest: &str, status: &str, done: u64, total: u64)
+        -> zbus::Result<()>;
 }

@@ -21,6 +21,7 @@ pub mod changes;
 mod fsops;
 pub mod manifest;
 pub mod reference;
+pub mod registry;
 pub mod remove;
 pub mod store;
 pub mod unpack;

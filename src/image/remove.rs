@@ -188,9 +188,12 @@ impl ImageStore {
                 .map(|n| format!("sha256:{n}"))
                 .collect())
         };
+        // Unreferenced blobs younger than RESUME_GRACE are what an interrupted pull left:
+        // kept, so that the next pull of the image skips them (registry helper's change).
         let blobs: Vec<String> = list(self.root.join("blobs/sha256"))?
             .into_iter()
             .filter(|b| !used_blobs.contains(b))
+            .filter(|b| !self.recent_blob(b))
             .collect();
         let layers: Vec<String> = list(self.root.join("layers"))?
             .into_iter()
@@ -205,6 +208,22 @@ impl ImageStore {
         }
         self.free(&blobs, &layers)?;
         self.leftovers()
+    }
+}
+
+/// How long unreferenced blobs survive [`ImageStore::collect_garbage`]: a pull killed
+/// midway resumes within this time without downloading its complete blobs again.
+const RESUME_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl ImageStore {
+    /// Whether blob `digest` was written less than [`RESUME_GRACE`] ago.
+    fn recent_blob(&self, digest: &str) -> bool {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        fs::metadata(self.root.join("blobs/sha256").join(hex))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < RESUME_GRACE)
     }
 }
 

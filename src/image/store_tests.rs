@@ -516,8 +516,17 @@ fn garbage_from_a_crash_is_collected_and_images_kept() {
     let (_t, store) = new_store();
     let img = import(&store, b"kept", "kept", &ImageChanges::default()).image;
     let before = blob_count(&store);
-    // A load that died after writing a blob and a layer, before recording the image.
-    store.write_blob(b"orphan").unwrap();
+    // A load that died after writing blobs and a layer, before recording the image. An
+    // orphan blob older than the resume grace is collected; a young one is kept, so
+    // that a pull killed midway resumes without downloading it again.
+    let (old, _) = store.write_blob(b"orphan").unwrap();
+    let two_days = std::time::Duration::from_secs(2 * 24 * 3600);
+    fs::File::options()
+        .write(true)
+        .open(store.blob_path(&old).unwrap())
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - two_days))
+        .unwrap();
+    let (young, _) = store.write_blob(b"young orphan").unwrap();
     let staging = store.new_staging().unwrap();
     let stats = UnpackStats {
         diff_id: format!("sha256:{}", sha256_hex(b"orphan layer")),
@@ -528,7 +537,8 @@ fn garbage_from_a_crash_is_collected_and_images_kept() {
     std::mem::forget(half); // a half-written blob in tmp/
     assert_eq!(layer_count(&store), 2);
     let leftovers = store.collect_garbage().unwrap();
-    assert_eq!(blob_count(&store), before);
+    assert_eq!(blob_count(&store), before + 1);
+    assert!(!store.has_blob(&old) && store.has_blob(&young));
     assert_eq!(layer_count(&store), 1);
     assert_eq!(leftovers.len(), 2, "{leftovers:?}");
     assert!(store.has_layer(&img.layers[0]));

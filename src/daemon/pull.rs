@@ -1,0 +1,114 @@
+//! Pulling an image from a registry: download the blobs into the store
+//! ([`crate::image::registry`]), then commit the image (extract the layers, record the
+//! image and its name).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Daemon, Error};
+use crate::image::registry::{self, auth, client::ConnectOptions, Platform, Progress, PullOptions};
+use crate::image::{ImageRecord, Reference};
+
+/// Most blobs downloaded at once (podman's default is 6; 3 keeps a laptop responsive
+/// and is enough to fill a link for typical layer sizes).
+const MAX_PARALLEL_DOWNLOADS: usize = 3;
+
+/// A pull request as the API layer passes it.
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    /// The image reference as the user wrote it.
+    pub reference: String,
+    /// Verify TLS certificates (and refuse plain HTTP to non-loopback registries).
+    pub tls_verify: bool,
+    /// The auth file to read instead of the default ones.
+    pub auth_file: Option<PathBuf>,
+    /// `os/arch[/variant]` to pick from manifest lists; default: the host's.
+    pub platform: Option<String>,
+}
+
+impl PullRequest {
+    /// A pull of `reference` with the defaults (TLS verified, default auth files, our
+    /// platform).
+    pub fn new(reference: &str) -> PullRequest {
+        PullRequest {
+            reference: reference.to_string(),
+            tls_verify: true,
+            auth_file: None,
+            platform: None,
+        }
+    }
+}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct PullOutcome {
+    /// The image now in the store.
+    pub image: ImageRecord,
+    /// The normalised reference pulled.
+    pub reference: String,
+    /// `sha256:...` of the image manifest.
+    pub manifest_digest: String,
+    /// Blobs downloaded.
+    pub fetched: usize,
+    /// Blobs skipped because the store had them.
+    pub skipped: usize,
+    /// Bytes downloaded.
+    pub bytes: u64,
+}
+
+impl Daemon {
+    /// Pulls `req.reference`, reporting into `progress`, and records the image under the
+    /// normalised reference ([`Daemon::commit_image`] emits the `image pull` event).
+    pub async fn pull_image(
+        &self,
+        req: &PullRequest,
+        progress: Arc<Progress>,
+    ) -> Result<PullOutcome, Error> {
+        if let Err(e) = &self.inner.preflight {
+            return Err(Error::IdMapping(e.clone()));
+        }
+        let reference: Reference = req.reference.parse()?;
+        let platform = match &req.platform {
+            Some(p) if !p.is_empty() => Platform::parse(p)?,
+            _ => Platform::host(),
+        };
+        if let Some(f) = &req.auth_file {
+            if !f.is_absolute() {
+                return Err(Error::InvalidArgument(format!(
+                    "the auth file {f:?} must be an absolute path"
+                )));
+            }
+        }
+        let opts = PullOptions {
+            connect: ConnectOptions {
+                tls_verify: req.tls_verify,
+                auth_file: req.auth_file.clone(),
+                default_auth_files: auth::default_auth_files(),
+            },
+            platform,
+            max_parallel: MAX_PARALLEL_DOWNLOADS,
+        };
+        tracing::info!("pulling {reference}");
+        let pulled = registry::pull(&self.inner.images, &reference, &opts, &progress).await?;
+        let image = self
+            .commit_image(&pulled.manifest_digest, std::slice::from_ref(&reference))
+            .await?;
+        let totals = progress.totals();
+        tracing::info!(
+            "pulled {reference} ({}): image {}, {} blobs fetched ({} bytes), {} already present",
+            pulled.manifest_digest,
+            image.id,
+            totals.fetched,
+            totals.done,
+            totals.skipped
+        );
+        Ok(PullOutcome {
+            image,
+            reference: reference.to_string(),
+            manifest_digest: pulled.manifest_digest,
+            fetched: totals.fetched,
+            skipped: totals.skipped,
+            bytes: totals.done,
+        })
+    }
+}

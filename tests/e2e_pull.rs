@@ -1,0 +1,467 @@
+//! End to end: `skiff pull` from a real registry (Debian's docker-registry on
+//! 127.0.0.1, images pushed with skopeo), as the unprivileged user.
+
+mod common;
+mod registry_support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{stderr, stdout, Env};
+use registry_support::{noise, Auth, ImageSpec, LayerBuilder, Layout, Registry, Throttle};
+
+fn our_arch() -> String {
+    skiff::image::store::oci_arch().to_string()
+}
+
+/// A two-layer busybox image: busybox below, /hello and /etc/motd above.
+fn two_layer_image(env: &Env, name: &str) -> PathBuf {
+    let dir = env.dir.path().join(name);
+    let layout = Layout::new(&dir);
+    let base = LayerBuilder::default().busybox().finish();
+    let top = LayerBuilder::default()
+        .file("hello", 0o644, b"hello from layer two\n")
+        .file("etc/motd", 0o644, b"pulled\n")
+        .finish();
+    let desc = layout.image(&ImageSpec {
+        arch: our_arch(),
+        layers: vec![base, top],
+        cmd: vec!["cat".into(), "/hello".into()],
+    });
+    layout.tag("v1", &desc);
+    dir
+}
+
+fn pull_ok(env: &Env, args: &[&str]) -> (String, String) {
+    let mut all = vec!["pull"];
+    all.extend_from_slice(args);
+    let out = env.skiff(&all);
+    assert!(
+        out.status.success(),
+        "skiff {all:?} failed: {}\n{}",
+        stderr(&out),
+        env.daemon_log()
+    );
+    (stdout(&out).trim().to_string(), stderr(&out))
+}
+
+fn run_ok(env: &Env, args: &[&str]) -> String {
+    let out = env.skiff(args);
+    assert!(
+        out.status.success(),
+        "skiff {args:?} failed: {}\n{}",
+        stderr(&out),
+        env.daemon_log()
+    );
+    stdout(&out)
+}
+
+#[test]
+fn pull_by_tag_and_digest_skips_present_blobs_and_runs() {
+    let env = Env::new();
+    let reg = Registry::start(&env.dir.path().join("reg"), Auth::None);
+    let layout = two_layer_image(&env, "layout");
+    let pushed = reg.push(&layout, "v1", "test/busybox:v1");
+    let reference = format!("{}/test/busybox:v1", reg.addr);
+
+    let (id, err) = pull_ok(&env, &[&reference]);
+    assert_eq!(id.len(), 64, "the image id is printed: {id:?}");
+    assert!(
+        err.contains("Fetched 3 blob(s)") && err.contains("skipped 0"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("Digest: {pushed}")), "{err}");
+    let gets = reg.blob_gets();
+    assert_eq!(
+        gets,
+        3,
+        "config and two layers fetched once:\n{}",
+        reg.logs()
+    );
+
+    let images = run_ok(&env, &["images"]);
+    assert!(
+        images.contains(&format!("{}/test/busybox", reg.addr)) && images.contains("v1"),
+        "{images}"
+    );
+    // The pulled image runs, with both layers and its config's CMD.
+    let out = run_ok(&env, &["run", "--rm", &reference, "echo", "ok"]);
+    assert_eq!(out.trim(), "ok");
+    let out = run_ok(&env, &["run", "--rm", &reference]);
+    assert_eq!(out, "hello from layer two\n");
+
+    // Pulling again downloads no blob.
+    let (id2, err) = pull_ok(&env, &[&reference]);
+    assert_eq!(id2, id);
+    assert!(
+        err.contains("Fetched 0 blob(s)") && err.contains("skipped 3"),
+        "{err}"
+    );
+    assert_eq!(reg.blob_gets(), gets, "no blob fetched again");
+
+    // By digest: the same image, found by the digest the registry knows it by.
+    let by_digest = format!("{}/test/busybox@{pushed}", reg.addr);
+    let (id3, _) = pull_ok(&env, &["-q", &by_digest]);
+    assert_eq!(id3, id);
+    let out = run_ok(&env, &["run", "--rm", &by_digest, "cat", "/etc/motd"]);
+    assert_eq!(out, "pulled\n");
+
+    // Over D-Bus, with wait: the Job tells how much it skipped.
+    let out = env.dbus_call(
+        "/org/skiff/skiff1",
+        "org.skiff.skiff1.Manager.PullImage",
+        &[&reference, "{'wait': <true>, 'tls-verify': <true>}"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job = stdout(&out);
+    let path = job
+        .split('\'')
+        .find(|s| s.starts_with("/org/skiff/skiff1/job/"))
+        .unwrap_or_else(|| panic!("no job path in {job}"))
+        .to_string();
+    let prop = |name: &str| {
+        let out = env.dbus_call(
+            &path,
+            "org.freedesktop.DBus.Properties.Get",
+            &["org.skiff.skiff1.Job", name],
+        );
+        stdout(&out)
+    };
+    assert!(
+        prop("BlobsSkipped").contains("uint32 3"),
+        "{}",
+        prop("BlobsSkipped")
+    );
+    assert!(
+        prop("BytesDone").contains("uint64 0"),
+        "{}",
+        prop("BytesDone")
+    );
+    assert!(prop("Progress").contains("1.0"), "{}", prop("Progress"));
+    assert!(prop("Digest").contains(&pushed), "{}", prop("Digest"));
+}
+
+#[test]
+fn unknown_tags_repos_and_registries_are_clear_errors() {
+    let env = Env::new();
+    let reg = Registry::start(&env.dir.path().join("reg"), Auth::None);
+    let layout = two_layer_image(&env, "layout");
+    reg.push(&layout, "v1", "test/busybox:v1");
+
+    let out = env.skiff(&["pull", &format!("{}/test/busybox:nope", reg.addr)]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("no such image") && e.contains(":nope"), "{e}");
+
+    let out = env.skiff(&["pull", "-q", &format!("{}/test/other:v1", reg.addr)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no such image"), "{}", stderr(&out));
+
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let out = env.skiff(&["pull", &format!("{}/test/busybox@{missing}", reg.addr)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no such image"), "{}", stderr(&out));
+
+    // Nobody listens on this port.
+    let port = registry_support::free_port();
+    let out = env.skiff(&["pull", &format!("127.0.0.1:{port}/x:1")]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot reach the registry"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = env.skiff(&["pull", "127.0.0.1:5000/Bad:tag"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("lowercase"), "{}", stderr(&out));
+
+    // The D-Bus error names.
+    let out = env.dbus_call(
+        "/org/skiff/skiff1",
+        "org.skiff.skiff1.Manager.PullImage",
+        &[
+            &format!("{}/test/busybox:nope", reg.addr),
+            "{'wait': <true>}",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("org.skiff.Error.NoSuchImage"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.dbus_call(
+        "/org/skiff/skiff1",
+        "org.skiff.skiff1.Manager.PullImage",
+        &["a//b", "{'wait': <true>}"],
+    );
+    assert!(
+        stderr(&out).contains("org.skiff.Error.InvalidReference"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.dbus_call(
+        "/org/skiff/skiff1",
+        "org.skiff.skiff1.Manager.PullImage",
+        &[&format!("127.0.0.1:{port}/x:1"), "{'wait': <true>}"],
+    );
+    assert!(
+        stderr(&out).contains("org.skiff.Error.PullFailed"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.dbus_call(
+        "/org/skiff/skiff1",
+        "org.skiff.skiff1.Manager.PullImage",
+        &["x", "{'colour': <'red'>}"],
+    );
+    assert!(stderr(&out).contains("colour"), "{}", stderr(&out));
+    // Nothing was recorded.
+    let images = run_ok(&env, &["images"]);
+    assert!(!images.contains("test/busybox"), "{images}");
+}
+
+#[test]
+fn an_index_resolves_to_our_platform() {
+    let env = Env::new();
+    let reg = Registry::start(&env.dir.path().join("reg"), Auth::None);
+    let dir = env.dir.path().join("multi");
+    let layout = Layout::new(&dir);
+    let other = if our_arch() == "s390x" {
+        "ppc64le"
+    } else {
+        "s390x"
+    };
+    let mut descs = Vec::new();
+    for (arch, text) in [(other, "foreign\n"), (our_arch().as_str(), "native\n")] {
+        let base = LayerBuilder::default().busybox().finish();
+        let top = LayerBuilder::default()
+            .file("arch", 0o644, text.as_bytes())
+            .finish();
+        descs.push(layout.image(&ImageSpec {
+            arch: arch.to_string(),
+            layers: vec![base, top],
+            cmd: vec!["cat".into(), "/arch".into()],
+        }));
+    }
+    let index = layout.index(&descs);
+    layout.tag("multi", &index);
+    let pushed = reg.push(&dir, "multi", "test/multi:1");
+    let reference = format!("{}/test/multi:1", reg.addr);
+
+    let (native_id, err) = pull_ok(&env, &[&reference]);
+    let native_manifest = descs[1]["digest"].as_str().unwrap();
+    assert!(err.contains(&format!("Digest: {native_manifest}")), "{err}");
+    assert_eq!(run_ok(&env, &["run", "--rm", &reference]), "native\n");
+
+    // The index digest pulls the same; --platform picks another one.
+    let (same, _) = pull_ok(&env, &["-q", &format!("{}/test/multi@{pushed}", reg.addr)]);
+    assert_eq!(same, native_id);
+    let (foreign_id, _) = pull_ok(
+        &env,
+        &["-q", "--platform", &format!("linux/{other}"), &reference],
+    );
+    assert_ne!(foreign_id, native_id);
+    let out = env.skiff(&["pull", "--platform", "linux/mips64le", &reference]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("no image for the platform linux/mips64le") && e.contains(other),
+        "{e}"
+    );
+    let out = env.skiff(&["pull", "--platform", "linux", &reference]);
+    assert!(stderr(&out).contains("os/arch"), "{}", stderr(&out));
+}
+
+#[test]
+fn basic_auth_with_and_without_credentials() {
+    let env = Env::new();
+    let reg = Registry::start(
+        &env.dir.path().join("reg"),
+        Auth::Basic {
+            user: "alice".into(),
+            password: "s3cret".into(),
+        },
+    );
+    let layout = two_layer_image(&env, "layout");
+    reg.push(&layout, "v1", "private/app:v1");
+    let reference = format!("{}/private/app:v1", reg.addr);
+
+    let out = env.skiff(&["pull", &reference]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("requires authentication") && e.contains("podman login"),
+        "{e}"
+    );
+
+    let auth = |user: &str, pw: &str| {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+        format!(r#"{{"auths": {{"{}": {{"auth": "{b}"}}}}}}"#, reg.addr)
+    };
+    let wrong = env.dir.path().join("wrong.json");
+    std::fs::write(&wrong, auth("alice", "guess")).unwrap();
+    let out = env.skiff(&["pull", "--authfile", wrong.to_str().unwrap(), &reference]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("refused the credentials") && e.contains("wrong.json"),
+        "{e}"
+    );
+    let out = env.dbus_call(
+        "/org/skiff/skiff1",
+        "org.skiff.skiff1.Manager.PullImage",
+        &[
+            &reference,
+            &format!("{{'wait': <true>, 'auth-file': <'{}'>}}", wrong.display()),
+        ],
+    );
+    assert!(
+        stderr(&out).contains("org.skiff.Error.Unauthorized"),
+        "{}",
+        stderr(&out)
+    );
+
+    let missing = env.dir.path().join("missing.json");
+    let out = env.skiff(&["pull", "--authfile", missing.to_str().unwrap(), &reference]);
+    assert!(stderr(&out).contains("missing.json"), "{}", stderr(&out));
+
+    // --authfile with the right password.
+    let right = env.dir.path().join("right.json");
+    std::fs::write(&right, auth("alice", "s3cret")).unwrap();
+    let (id, _) = pull_ok(
+        &env,
+        &["-q", "--authfile", right.to_str().unwrap(), &reference],
+    );
+    assert_eq!(
+        run_ok(&env, &["run", "--rm", &id]),
+        "hello from layer two\n"
+    );
+
+    // The default auth file ($XDG_RUNTIME_DIR/containers/auth.json) is found too (a
+    // fresh store, so that the pull must reach the registry).
+    let env = Env::new();
+    let default = env.dir.path().join("runtime/containers/auth.json");
+    std::fs::create_dir_all(default.parent().unwrap()).unwrap();
+    std::fs::write(&default, auth("alice", "s3cret")).unwrap();
+    let (id2, _) = pull_ok(&env, &["-q", &reference]);
+    assert_eq!(id2, id);
+}
+
+#[test]
+fn a_pull_killed_midway_leaves_nothing_and_the_next_one_resumes() {
+    let mut env = Env::new();
+    let reg = Registry::start(&env.dir.path().join("reg"), Auth::None);
+    let dir = env.dir.path().join("big");
+    let layout = Layout::new(&dir);
+    let base = LayerBuilder::default().busybox().finish();
+    let big = LayerBuilder::default()
+        .file("big.bin", 0o644, &noise(8 << 20, 7))
+        .finish();
+    let desc = layout.image(&ImageSpec {
+        arch: our_arch(),
+        layers: vec![base, big],
+        cmd: vec!["true".into()],
+    });
+    layout.tag("big", &desc);
+    reg.push(&dir, "big", "test/big:1");
+    let proxy = Throttle::start(&reg.addr);
+    let reference = format!("{}/test/big:1", proxy.addr);
+
+    let blobs = env.data().join("storage/blobs/sha256");
+    let count = || std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+    // (Env::new imported demo/busybox: its blobs are there already.)
+    let before = count();
+    let mut child = env
+        .skiff_cmd(&["pull", "-q", &reference])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the small blobs (config, busybox layer) are in the store and the big
+    // one is on its way, then crash the daemon.
+    assert!(
+        env.eventually(60, || count() >= before + 2),
+        "small blobs never arrived in {blobs:?}: {}",
+        env.daemon_log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    env.kill_daemon();
+    let _ = child.wait();
+    let n = count();
+    assert!(
+        n < before + 3,
+        "the big blob was not complete yet: {n} blobs"
+    );
+
+    env.start_daemon();
+    let images = run_ok(&env, &["images"]);
+    assert!(
+        !images.contains("test/big"),
+        "no half image visible:\n{images}"
+    );
+
+    proxy
+        .slow
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let (id, err) = pull_ok(&env, &[&reference]);
+    assert!(
+        err.contains("Fetched 1 blob(s)") && err.contains("skipped 2"),
+        "{err}"
+    );
+    assert_eq!(
+        run_ok(&env, &["run", "--rm", &id, "echo", "ok"]).trim(),
+        "ok"
+    );
+}
+
+#[test]
+fn bearer_token_auth_with_and_without_credentials() {
+    let env = Env::new();
+    let reg = Registry::start(
+        &env.dir.path().join("reg"),
+        Auth::Token {
+            user: "bob".into(),
+            password: "t0ken".into(),
+        },
+    );
+    let layout = two_layer_image(&env, "layout");
+    reg.push(&layout, "v1", "private/app:v1");
+    let reference = format!("{}/private/app:v1", reg.addr);
+    let (granted_by_push, _) = reg.token_requests();
+    assert!(granted_by_push > 0, "skopeo went through the token service");
+
+    let out = env.skiff(&["pull", &reference]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("requires authentication") && e.contains("podman login"),
+        "{e}"
+    );
+    assert!(
+        reg.token_requests().1 > 0,
+        "the anonymous token request was refused"
+    );
+
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD.encode("bob:t0ken");
+    let authfile = env.dir.path().join("auth.json");
+    std::fs::write(
+        &authfile,
+        format!(r#"{{"auths": {{"{}": {{"auth": "{b}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let (id, _) = pull_ok(
+        &env,
+        &["-q", "--authfile", authfile.to_str().unwrap(), &reference],
+    );
+    assert!(
+        reg.token_requests().0 > granted_by_push,
+        "skiff got a token"
+    );
+    assert_eq!(
+        run_ok(&env, &["run", "--rm", &id]),
+        "hello from layer two\n"
+    );
+}
