@@ -11,12 +11,9 @@ use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, ObjectServer, OwnedObjectPath};
 
 use super::manager::{Ctx, Manager};
-use super::{image_path, job_path, SkiffError};
+use super::{image_path, SkiffError};
 use crate::image::ImageRecord;
 use crate::timefmt::parse_rfc3339;
-
-/// Seconds a finished job's object stays, so that `Wait()` right after the end works.
-const JOB_LINGER_SECS: u64 = 60;
 
 /// Allocates job ids.
 #[derive(Default)]
@@ -268,11 +265,6 @@ pub async fn register_image(ctx: &Ctx, server: &ObjectServer, conn: &Connection,
     }
 }
 
-/// The work of a job: the images it produced.
-pub type JobWork = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Vec<ImageRecord>, crate::daemon::Error>> + Send>,
->;
-
 /// Starts an import job; with `wait`, returns when it ended (its error as a D-Bus error).
 pub async fn start_import(
     ctx: &Ctx,
@@ -285,60 +277,15 @@ pub async fn start_import(
 ) -> Result<(u32, OwnedObjectPath), SkiffError> {
     let daemon = ctx.daemon.clone();
     let r = reference.clone();
-    let work: JobWork =
+    let work: super::job::JobWork =
         Box::pin(async move { daemon.import_image(fd, &r, changes).await.map(|i| vec![i]) });
-    start_job(ctx, conn, server, "import", reference, wait, work).await
-}
-
-/// Starts a job doing `work` (of type `typ`: import, load); with `wait`, returns when it
-/// ended (its error as a D-Bus error). A job that made several images reports their ids
-/// comma-separated in `Wait()`.
-pub async fn start_job(
-    ctx: &Ctx,
-    conn: &Connection,
-    server: &ObjectServer,
-    typ: &str,
-    reference: String,
-    wait: bool,
-    work: JobWork,
-) -> Result<(u32, OwnedObjectPath), SkiffError> {
-    let id = ctx.jobs.next_id();
-    let p = job_path(id);
-    let op = OwnedObjectPath::try_from(p.clone()).map_err(SkiffError::ZBus)?;
-    let (tx, rx) = watch::channel(None);
-    server
-        .at(p.as_str(), JobObject::new(id, typ, &reference, rx, None))
-        .await?;
-    let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?.into_owned();
-    Manager::job_new(&emitter, id, op.as_ref()).await?;
-    let (ctx2, conn2, server2, op2) = (ctx.clone(), conn.clone(), server.clone(), op.clone());
-    let work = async move {
-        let result = work.await;
-        let outcome = match &result {
-            Ok(imgs) => {
-                for img in imgs {
-                    register_image(&ctx2, &server2, &conn2, &img.id).await;
-                }
-                let ids: Vec<&str> = imgs.iter().map(|i| i.id.as_str()).collect();
-                ("done".to_string(), ids.join(","))
-            }
-            Err(e) => ("failed".to_string(), e.to_string()),
-        };
-        let _ = Manager::job_removed(&emitter, id, op2.as_ref(), &outcome.0).await;
-        tx.send_replace(Some(outcome));
-        let path = op2.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_secs(JOB_LINGER_SECS)).await;
-            let _ = server2.remove::<JobObject, _>(path.as_str()).await;
-        });
-        result
+    let spec = super::job::JobSpec {
+        typ: "import",
+        reference,
+        wait,
+        pull: None,
     };
-    if wait {
-        work.await?;
-    } else {
-        tokio::spawn(work);
-    }
-    Ok((id, op))
+    super::job::start_job(ctx, conn, server, spec, work).await
 }
 
 /// Removes the objects of deleted images and announces it.

@@ -1,6 +1,6 @@
-//! Pull jobs: a Job object (`super::image::JobObject`) whose progress is published as
-//! `Progress`/`BytesDone`/`BytesTotal`/`BlobsSkipped` property changes and per-blob
-//! `LayerProgress` signals, at most 4 times a second.
+//! Jobs (import, load, pull): long work behind a Job object (`super::image::JobObject`).
+//! A pull's progress is published as `Progress`/`BytesDone`/`BytesTotal`/`BlobsSkipped`
+//! property changes and per-blob `LayerProgress` signals, at most 4 times a second.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use super::manager::{Ctx, Manager};
 use super::{job_path, SkiffError};
 use crate::daemon::pull::PullRequest;
 use crate::image::registry::{LayerProgress, Progress};
+use crate::image::ImageRecord;
 
 /// Seconds a finished job's object stays, so that `Wait()` and property reads right
 /// after the end work.
@@ -44,46 +45,62 @@ impl PullJob {
     }
 }
 
-/// Starts a pull job; with `wait`, returns when it ended (its error as a D-Bus error).
-pub async fn start_pull(
+/// Long work a job runs: the images it made, or the backend's error.
+pub type JobWork = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<ImageRecord>, crate::daemon::Error>> + Send>,
+>;
+
+/// What a job is, besides its work.
+pub struct JobSpec {
+    /// `import`, `load` or `pull`.
+    pub typ: &'static str,
+    /// The reference it works on (may be empty).
+    pub reference: String,
+    /// Return only when the job ended (its error as a D-Bus error).
+    pub wait: bool,
+    /// A pull's progress state, published while the job runs.
+    pub pull: Option<Arc<PullJob>>,
+}
+
+/// Starts a job doing `work`: a Job object, `JobNew`, the work, `JobRemoved`; the object
+/// lingers [`JOB_LINGER_SECS`] after the end. A job that made several images reports
+/// their ids comma-separated in `Wait()`.
+pub async fn start_job(
     ctx: &Ctx,
     conn: &Connection,
     server: &ObjectServer,
-    req: PullRequest,
-    wait: bool,
+    spec: JobSpec,
+    work: JobWork,
 ) -> Result<(u32, OwnedObjectPath), SkiffError> {
     let id = ctx.jobs.next_id();
     let p = job_path(id);
     let op = OwnedObjectPath::try_from(p.clone()).map_err(SkiffError::ZBus)?;
     let (tx, rx) = watch::channel(None);
-    let state = Arc::new(PullJob::default());
-    server
-        .at(
-            p.as_str(),
-            JobObject::new(id, "pull", &req.reference, rx.clone(), Some(state.clone())),
-        )
-        .await?;
+    let job = JobObject::new(id, spec.typ, &spec.reference, rx.clone(), spec.pull.clone());
+    server.at(p.as_str(), job).await?;
     let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?.into_owned();
     Manager::job_new(&emitter, id, op.as_ref()).await?;
-    tokio::spawn(publish(
-        server.clone(),
-        p.clone(),
-        state.clone(),
-        rx.clone(),
-    ));
+    if let Some(state) = &spec.pull {
+        tokio::spawn(publish(server.clone(), p.clone(), state.clone(), rx));
+    }
     let (ctx2, conn2, server2, op2) = (ctx.clone(), conn.clone(), server.clone(), op.clone());
+    let pull = spec.pull;
     let work = async move {
-        let result = ctx2.daemon.pull_image(&req, state.progress.clone()).await;
+        let result = work.await;
         let outcome = match &result {
-            Ok(out) => {
-                state.set_digest(&out.manifest_digest);
-                register_image(&ctx2, &server2, &conn2, &out.image.id).await;
-                ("done".to_string(), out.image.id.clone())
+            Ok(imgs) => {
+                for img in imgs {
+                    register_image(&ctx2, &server2, &conn2, &img.id).await;
+                }
+                let ids: Vec<&str> = imgs.iter().map(|i| i.id.as_str()).collect();
+                ("done".to_string(), ids.join(","))
             }
             Err(e) => ("failed".to_string(), e.to_string()),
         };
-        // A last publication, so that watchers see the final counts.
-        publish_once(&server2, op2.as_str(), &state, &mut Vec::new()).await;
+        if let Some(state) = &pull {
+            // A last publication, so that watchers see the final counts.
+            publish_once(&server2, op2.as_str(), state, &mut Vec::new()).await;
+        }
         let _ = Manager::job_removed(&emitter, id, op2.as_ref(), &outcome.0).await;
         tx.send_replace(Some(outcome));
         let path = op2.to_string();
@@ -93,12 +110,36 @@ pub async fn start_pull(
         });
         result
     };
-    if wait {
+    if spec.wait {
         work.await?;
     } else {
         tokio::spawn(work);
     }
     Ok((id, op))
+}
+
+/// Starts a pull job; with `wait`, returns when it ended (its error as a D-Bus error).
+pub async fn start_pull(
+    ctx: &Ctx,
+    conn: &Connection,
+    server: &ObjectServer,
+    req: PullRequest,
+    wait: bool,
+) -> Result<(u32, OwnedObjectPath), SkiffError> {
+    let state = Arc::new(PullJob::default());
+    let spec = JobSpec {
+        typ: "pull",
+        reference: req.reference.clone(),
+        wait,
+        pull: Some(state.clone()),
+    };
+    let daemon = ctx.daemon.clone();
+    let work: JobWork = Box::pin(async move {
+        let out = daemon.pull_image(&req, state.progress.clone()).await?;
+        state.set_digest(&out.manifest_digest);
+        Ok(vec![out.image])
+    });
+    start_job(ctx, conn, server, spec, work).await
 }
 
 /// Publishes progress every [`TICK`] until the job ends.

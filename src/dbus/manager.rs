@@ -382,8 +382,14 @@ impl Manager {
         nix::sys::stat::fstat(fd.as_fd())
             .map_err(|e| SkiffError::invalid_args(format!("archive: bad file descriptor: {e}")))?;
         let daemon = self.ctx.daemon.clone();
-        let work: super::image::JobWork = Box::pin(async move { daemon.load_image(fd).await });
-        super::image::start_job(&self.ctx, conn, server, "load", String::new(), wait, work).await
+        let work: super::job::JobWork = Box::pin(async move { daemon.load_image(fd).await });
+        let spec = super::job::JobSpec {
+            typ: "load",
+            reference: String::new(),
+            wait,
+            pull: None,
+        };
+        super::job::start_job(&self.ctx, conn, server, spec, work).await
     }
 
     /// Writes the images `refs` name to `out` as an archive. Options: `format` (s):
