@@ -19,7 +19,7 @@
 # After bench_setup: $T, $ADDR (the bus), $SKIFF, $SKIFFD, SKIFF_CLI (skiff on the
 # bus), PODMAN (podman with private storage and runc), $PODMAN_DRIVER, $IMAGE (skiff's
 # name for it; podman's is localhost/$IMAGE). Helpers: die, timed, stats, ratio,
-# bench_procs. Cleanup removes skiff's running containers and all of podman's first
+# interleave, bench_procs. Cleanup removes skiff's running containers and all of podman's first
 # (monitors and conmons outlive the CLIs; podman's locks outlive its storage), then
 # stops skiffd, the bus and podman's pause process and deletes $T.
 
@@ -248,6 +248,29 @@ stats() {
 # ratio A B: A/B to two decimals.
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'
+}
+
+# interleave ROUNDS: one warm-up each of "${SKIFF_CMD[@]}" and "${PODMAN_CMD[@]}", then
+# ROUNDS interleaved timed runs of both; sets s_med s_p90 p_med p_p90 (ms) and r
+# (skiff/podman median ratio).
+# shellcheck disable=SC2034,SC2153 # SKIFF_CMD/PODMAN_CMD in, the figures out: the caller's
+interleave() {
+    local rounds=$1 i
+    echo "== warm-up"
+    timed skiff "${SKIFF_CMD[@]}"
+    timed podman "${PODMAN_CMD[@]}"
+    rm -f "$T/skiff.times" "$T/podman.times"
+    echo "== $rounds rounds, interleaved"
+    for i in $(seq "$rounds"); do
+        timed skiff "${SKIFF_CMD[@]}"
+        timed podman "${PODMAN_CMD[@]}"
+        printf '.'
+        [ $((i % 50)) != 0 ] || printf '\n'
+    done
+    echo
+    read -r s_med s_p90 < <(stats "$T/skiff.times")
+    read -r p_med p_p90 < <(stats "$T/podman.times")
+    r=$(ratio "$s_med" "$p_med")
 }
 
 # bench_procs: the pids (one a line) of this user's processes that belong to this run:

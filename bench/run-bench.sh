@@ -70,23 +70,7 @@ PODMAN_CMD=("${PODMAN_RUN[@]}" "localhost/$IMAGE" true)
 
 echo "   podman storage driver: $PODMAN_DRIVER${PODMAN_NET:+, podman network $PODMAN_NET}${SKIFF_NET:+, skiff network $SKIFF_NET}"
 
-echo "== warm-up"
-timed skiff "${SKIFF_CMD[@]}"
-timed podman "${PODMAN_CMD[@]}"
-rm -f "$T/skiff.times" "$T/podman.times"
-
-echo "== $ROUNDS rounds, interleaved"
-for i in $(seq "$ROUNDS"); do
-    timed skiff "${SKIFF_CMD[@]}"
-    timed podman "${PODMAN_CMD[@]}"
-    printf '.'
-    [ $((i % 50)) != 0 ] || printf '\n'
-done
-echo
-
-read -r s_med s_p90 < <(stats "$T/skiff.times")
-read -r p_med p_p90 < <(stats "$T/podman.times")
-r=$(ratio "$s_med" "$p_med")
+interleave "$ROUNDS"
 
 echo "== results ($ROUNDS runs each)"
 printf '   %-40s median %8.1f ms   p90 %8.1f ms\n' "skiff run --rm $IMAGE true" "$s_med" "$s_p90"
