@@ -16,6 +16,7 @@
 #                                  into podman with private storage, and trap EXIT to
 #                                  clean all of it up.
 #
+# SKIFFD_ARGS (an array, optional): extra skiffd flags (e.g. --storage-driver overlay).
 # After bench_setup: $T, $ADDR (the bus), $SKIFF, $SKIFFD, SKIFF_CLI (skiff on the
 # bus), PODMAN (podman with private storage and runc), $PODMAN_DRIVER, $IMAGE (skiff's
 # name for it; podman's is localhost/$IMAGE). Helpers: die, timed, stats, ratio,
@@ -185,7 +186,7 @@ bench_setup() {
     ADDR=$(head -n 1 "$T/addr")
     SKIFF_CLI=("$SKIFF" --bus-address "$ADDR")
 
-    RUST_LOG=${RUST_LOG:-warn} "$SKIFFD" --bus-address "$ADDR" 2>"$T/skiffd.log" &
+    RUST_LOG=${RUST_LOG:-warn} "$SKIFFD" --bus-address "$ADDR" ${SKIFFD_ARGS[@]+"${SKIFFD_ARGS[@]}"} 2>"$T/skiffd.log" &
     SKIFFD_PID=$!
     for _ in $(seq 100); do
         name_has_owner && break

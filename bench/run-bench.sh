@@ -2,6 +2,7 @@
 # bench/run-bench.sh: container start-to-exit latency, skiff vs podman+runc.
 #
 # Usage: bench/run-bench.sh [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE]
+#                           [--storage-driver fuse|overlay|vfs]
 #
 # Times `skiff run --rm IMG true` against `podman --runtime runc run --rm IMG true`
 # on the same busybox image (scripts/mkrootfs.sh), ROUNDS times each (default 20)
@@ -23,6 +24,7 @@
 #                        none: no userspace networking on either side; slirp4netns or
 #                        pasta: the same helper on both sides).
 # --podman-network MODE  adds `--network MODE` to podman run only.
+# --storage-driver D     skiffd's storage driver (default: skiffd's own choice).
 #
 # Setup and cleanup are bench/common.sh's.
 set -euo pipefail
@@ -32,9 +34,10 @@ ROUNDS=20
 BIN_DIR=${SKIFF_BIN_DIR:-}
 PODMAN_NET=""
 SKIFF_NET=""
+SKIFFD_ARGS=()
 
 usage() {
-    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE]" >&2
+    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE] [--storage-driver D]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -44,6 +47,7 @@ while [ $# -gt 0 ]; do
         --bin-dir) [ $# -ge 2 ] || usage; BIN_DIR=$2; shift ;;
         --podman-network) [ $# -ge 2 ] || usage; PODMAN_NET=$2; shift ;;
         --network) [ $# -ge 2 ] || usage; SKIFF_NET=$2; PODMAN_NET=$2; shift ;;
+        --storage-driver) [ $# -ge 2 ] || usage; SKIFFD_ARGS=(--storage-driver "$2"); shift ;;
         -h | --help) usage ;;
         *) usage ;;
     esac
@@ -57,6 +61,7 @@ done
 args=(-n "$ROUNDS")
 [ -z "$PODMAN_NET" ] || args+=(--podman-network "$PODMAN_NET")
 [ -z "$SKIFF_NET" ] || args+=(--network "$SKIFF_NET")
+args+=(${SKIFFD_ARGS[@]+"${SKIFFD_ARGS[@]}"})
 bench_reexec_as_user "${args[@]}"
 bench_setup
 
