@@ -19,6 +19,8 @@ pub mod archive;
 pub mod blob;
 pub mod changes;
 mod fsops;
+mod imgconfig;
+mod lookup;
 pub mod manifest;
 pub mod reference;
 pub mod registry;

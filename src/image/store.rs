@@ -21,21 +21,23 @@
 //! computed from the index: removing an image frees exactly the blobs and layers no other
 //! image lists.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use oci_spec::image::{
-    Arch, ConfigBuilder, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, Os,
-    RootFsBuilder,
-};
+use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
 use super::blob::{parse_digest, BlobWriter};
+pub(crate) use super::imgconfig::random_hex;
+use super::imgconfig::{build_config, canonical_json};
+pub use super::imgconfig::{now_rfc3339, oci_arch};
+pub use super::lookup::repository_of;
+pub(crate) use super::lookup::{record, resolve_in};
 use super::manifest::{build_manifest, LayerRef};
 use super::{is_sha256_hex, sha256_hex, Error, Reference, UnpackStats};
 use crate::fsutil::{atomic_write, atomic_write_json, ensure_private_dir, sync_dir};
@@ -641,185 +643,6 @@ impl ImageStore {
         let p = self.root.join("index.json");
         atomic_write_json(&p, &oci).map_err(|e| Error::io(format!("writing {p:?}"), e))
     }
-}
-
-/// The id of the image `name_or_id` names in `index`.
-pub(crate) fn resolve_in(index: &Index, name_or_id: &str) -> Result<String, Error> {
-    let not_found = || Error::NoSuchImage {
-        reference: name_or_id.to_string(),
-    };
-    let parsed = Reference::parse(name_or_id);
-    if let Ok(r) = &parsed {
-        if let Some(id) = index.tags.get(&r.to_string()) {
-            return Ok(id.clone());
-        }
-    }
-    if let Some((_, digest)) = name_or_id.split_once('@') {
-        // name@sha256:...: a repo digest.
-        if let Some((id, _)) = index
-            .images
-            .iter()
-            .find(|(_, i)| i.repo_digests.iter().any(|d| d.ends_with(digest)))
-        {
-            return Ok(id.clone());
-        }
-    }
-    let prefix = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
-    let is_hex = !prefix.is_empty()
-        && prefix.len() <= 64
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !is_hex {
-        return match parsed {
-            Err(e @ Error::InvalidReference { .. }) => Err(e),
-            _ => Err(not_found()),
-        };
-    }
-    let candidates: Vec<&String> = index
-        .images
-        .keys()
-        .filter(|id| id.starts_with(prefix))
-        .collect();
-    match candidates.as_slice() {
-        [] => Err(not_found()),
-        [id] => Ok((*id).clone()),
-        many => Err(Error::AmbiguousImage {
-            prefix: prefix.to_string(),
-            candidates: many.iter().map(|s| s.to_string()).collect(),
-        }),
-    }
-}
-
-/// The repository part of a displayed reference: without `@digest` and `:tag`.
-pub fn repository_of(name: &str) -> &str {
-    let name = name.split_once('@').map_or(name, |(n, _)| n);
-    let slash = name.rfind('/').map_or(0, |i| i + 1);
-    match name[slash..].rfind(':') {
-        Some(i) => &name[..slash + i],
-        None => name,
-    }
-}
-
-pub(crate) fn record(index: &Index, id: &str) -> Option<ImageRecord> {
-    let img = index.images.get(id)?;
-    let repo_tags = index
-        .tags
-        .iter()
-        .filter(|(_, v)| *v == id)
-        .map(|(k, _)| k.clone())
-        .collect();
-    Some(ImageRecord {
-        id: id.to_string(),
-        layers: img.layers.clone(),
-        created: img.created.clone(),
-        size: img.size,
-        repo_tags,
-        repo_digests: img.repo_digests.clone(),
-        manifest: img.manifest.clone(),
-        layer_blobs: img.layer_blobs.clone(),
-    })
-}
-
-pub(crate) fn build_config(
-    diff_id: &str,
-    created: &str,
-    changes: &ImageChanges,
-) -> Result<ImageConfiguration, Error> {
-    let oci = |context: &str| {
-        let context = context.to_string();
-        move |source| Error::Oci { context, source }
-    };
-    let mut cfg = ConfigBuilder::default();
-    if let Some(cmd) = &changes.cmd {
-        cfg = cfg.cmd(cmd.clone());
-    }
-    if let Some(ep) = &changes.entrypoint {
-        cfg = cfg.entrypoint(ep.clone());
-    }
-    if !changes.env.is_empty() {
-        cfg = cfg.env(changes.env.clone());
-    }
-    if let Some(w) = &changes.workdir {
-        cfg = cfg.working_dir(w.clone());
-    }
-    if let Some(u) = &changes.user {
-        cfg = cfg.user(u.clone());
-    }
-    if !changes.labels.is_empty() {
-        let labels: HashMap<String, String> = changes.labels.clone().into_iter().collect();
-        cfg = cfg.labels(labels);
-    }
-    if let Some(s) = &changes.stop_signal {
-        cfg = cfg.stop_signal(s.clone());
-    }
-    if !changes.exposed_ports.is_empty() {
-        cfg = cfg.exposed_ports(changes.exposed_ports.clone());
-    }
-    let rootfs = RootFsBuilder::default()
-        .typ("layers")
-        .diff_ids(vec![diff_id.to_string()])
-        .build()
-        .map_err(oci("building the image rootfs"))?;
-    let history = HistoryBuilder::default()
-        .created(created)
-        .created_by("skiff import")
-        .build()
-        .map_err(oci("building the image history"))?;
-    ImageConfigurationBuilder::default()
-        .created(created)
-        .architecture(Arch::from(oci_arch()))
-        .os(Os::Linux)
-        .config(cfg.build().map_err(oci("building the image config"))?)
-        .rootfs(rootfs)
-        .history(vec![history])
-        .build()
-        .map_err(oci("building the image configuration"))
-}
-
-/// JSON with object keys sorted (labels are a `HashMap` in oci-spec), so the bytes
-/// and hence the image id do not depend on hash order.
-pub(crate) fn canonical_json(config: &ImageConfiguration) -> Result<Vec<u8>, Error> {
-    let encode = |e: serde_json::Error| Error::io("encoding the image config", io::Error::other(e));
-    let value = serde_json::to_value(config).map_err(encode)?;
-    serde_json::to_vec(&value).map_err(encode)
-}
-
-/// The OCI (GOARCH) name of the architecture this binary runs on.
-pub fn oci_arch() -> &'static str {
-    let big = cfg!(target_endian = "big");
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "x86" => "386",
-        "aarch64" if big => "arm64be",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "powerpc64" if big => "ppc64",
-        "powerpc64" => "ppc64le",
-        "powerpc" => "ppc",
-        "mips64" if big => "mips64",
-        "mips64" => "mips64le",
-        "mips" if big => "mips",
-        "mips" => "mipsle",
-        "loongarch64" => "loong64",
-        "riscv32" => "riscv",
-        "sparc64" => "sparc64",
-        other => other,
-    }
-}
-
-/// 16 random bytes from the kernel, as hex.
-pub(crate) fn random_hex() -> Result<String, Error> {
-    let mut buf = [0u8; 16];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| Error::io("reading /dev/urandom", e))?;
-    Ok(super::hex(&buf))
-}
-
-/// The current time as RFC 3339 UTC (fixed width, so it sorts).
-pub fn now_rfc3339() -> String {
-    crate::timefmt::rfc3339(crate::timefmt::now_us())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::image::{unpack_layer, LayerRef, UnpackOptions};
+use oci_spec::image::Os;
 
 fn layer(content: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
