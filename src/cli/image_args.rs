@@ -27,6 +27,9 @@ pub struct ImportArgs {
     /// USER, LABEL, EXPOSE, STOPSIGNAL (e.g. 'CMD ["/bin/sh"]'); repeatable.
     #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
     pub changes: Vec<String>,
+    /// No progress bars: only the image id.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 /// `load`, `image load`.
@@ -36,7 +39,7 @@ pub struct LoadArgs {
     /// directory; stdin when absent.
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     pub input: Option<String>,
-    /// Print only the loaded image ids.
+    /// No progress bars: print only the loaded image ids.
     #[arg(short = 'q', long)]
     pub quiet: bool,
 }

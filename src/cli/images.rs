@@ -11,6 +11,7 @@ use super::image_args::{
     HistoryArgs, ImagesArgs, ImportArgs, InspectArgs, LoadArgs, PruneArgs, RmiArgs, SaveArgs,
     TagArgs,
 };
+use super::progress::{job_proxy, JobWatcher};
 use super::{table, Failure};
 use crate::timefmt::human_ago;
 
@@ -46,13 +47,25 @@ pub async fn import(conn: &Connection, args: &ImportArgs) -> Result<i32, Failure
         opened.as_fd().into()
     };
     let mut options: HashMap<&str, OwnedVariant> = HashMap::new();
-    options.insert("wait", opt(true)?);
     if !args.changes.is_empty() {
         options.insert("changes", opt(args.changes.clone())?);
     }
-    mgr.import_image(fd, &args.reference, options)
-        .await
-        .map_err(|e| fail(e, 1))?;
+    if args.quiet {
+        options.insert("wait", opt(true)?);
+        mgr.import_image(fd, &args.reference, options)
+            .await
+            .map_err(|e| fail(e, 1))?;
+    } else {
+        let watcher = JobWatcher::subscribe(conn).await?;
+        let (_, job) = mgr
+            .import_image(fd, &args.reference, options)
+            .await
+            .map_err(|e| fail(e, 1))?;
+        let end = watcher.follow(conn, &job, Some("tarball")).await?;
+        if end.result != "done" {
+            return Err(Failure::msg(end.detail));
+        }
+    }
     let path = mgr
         .get_image(&args.reference)
         .await
@@ -83,14 +96,17 @@ pub async fn load(conn: &Connection, args: &LoadArgs) -> Result<i32, Failure> {
         }
     };
     let mut options: HashMap<&str, OwnedVariant> = HashMap::new();
-    options.insert("wait", opt(true)?);
-    let (_, job) = mgr.load_image(fd, options).await.map_err(|e| fail(e, 1))?;
-    let job = crate::dbus::proxy::JobProxy::builder(conn)
-        .path(job)
-        .build()
-        .await
-        .map_err(|e| fail(e, 1))?;
-    let (result, ids) = job.wait().await.map_err(|e| fail(e, 1))?;
+    let (result, ids) = if args.quiet {
+        options.insert("wait", opt(true)?);
+        let (_, job) = mgr.load_image(fd, options).await.map_err(|e| fail(e, 1))?;
+        let job = job_proxy(conn, &job).await?;
+        job.wait().await.map_err(|e| fail(e, 1))?
+    } else {
+        let watcher = JobWatcher::subscribe(conn).await?;
+        let (_, job) = mgr.load_image(fd, options).await.map_err(|e| fail(e, 1))?;
+        let end = watcher.follow(conn, &job, Some("archive")).await?;
+        (end.result, end.detail)
+    };
     if result != "done" {
         return Err(Failure::msg(ids));
     }

@@ -8,6 +8,7 @@ pub mod control;
 pub mod exec;
 pub mod image_args;
 pub mod images;
+pub mod progress;
 pub mod pull;
 pub mod table;
 pub mod tty;

@@ -1,18 +1,14 @@
-//! `skiff pull`: one progress bar per blob (indicatif, on stderr when it is a terminal),
-//! a summary, then the image id on stdout.
+//! `skiff pull`: one progress bar per blob (see [`super::progress`]), a summary, then
+//! the image id on stdout.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use futures_util::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use zbus::{Connection, MatchRule, MessageStream, OwnedVariant, Variant};
+use zbus::{Connection, OwnedVariant, Variant};
 
 use super::connect::fail;
+use super::progress::{job_proxy, JobWatcher};
 use super::{table, Failure};
-use crate::dbus::proxy::JobProxy;
 
 /// The flags of `skiff pull`.
 #[derive(Debug, Clone)]
@@ -84,130 +80,25 @@ pub async fn pull(conn: &Connection, args: PullArgs) -> Result<i32, Failure> {
     }
 
     // Subscribe before the call, so that no progress signal is missed.
-    let rule = MatchRule::builder()
-        .msg_type(zbus::message::Type::Signal)
-        .interface("org.skiff.skiff1.Job")
-        .member("LayerProgress")
-        .build()
-        .map_err(|e| fail(e, 1))?;
-    let mut signals = MessageStream::for_match_rule(rule, conn, NonZeroUsize::new(256))
-        .await
-        .map_err(|e| fail(e, 1))?;
+    let watcher = JobWatcher::subscribe(conn).await?;
     let (_, job_path) = mgr
         .pull_image(&args.reference, options)
         .await
         .map_err(|e| fail(e, 1))?;
+    let end = watcher.follow(conn, &job_path, None).await?;
+    if end.result != "done" {
+        return Err(Failure::msg(end.detail));
+    }
     let job = job_proxy(conn, &job_path).await?;
-    let mut bars = Bars::new();
-    let wait = job.wait();
-    tokio::pin!(wait);
-    let (result, id) = loop {
-        tokio::select! {
-            r = &mut wait => break r.map_err(|e| fail(e, 1))?,
-            Some(Ok(msg)) = signals.next() => {
-                if msg.header().path().map(|p| p.as_str()) != Some(job_path.as_str()) {
-                    continue;
-                }
-                if let Ok((digest, status, done, total)) =
-                    msg.body().deserialize::<(String, String, u64, u64)>()
-                {
-                    bars.update(&digest, &status, done, total);
-                }
-            }
-        }
-    };
-    // Signals already queued belong to this job's end: drain them without waiting.
-    while let Ok(Some(Ok(msg))) =
-        tokio::time::timeout(Duration::from_millis(50), signals.next()).await
-    {
-        if msg.header().path().map(|p| p.as_str()) == Some(job_path.as_str()) {
-            if let Ok((d, s, done, total)) = msg.body().deserialize::<(String, String, u64, u64)>()
-            {
-                bars.update(&d, &s, done, total);
-            }
-        }
-    }
-    bars.finish();
-    if result != "done" {
-        return Err(Failure::msg(id));
-    }
     let skipped = job.blobs_skipped().await.unwrap_or(0);
     let bytes = job.bytes_done().await.unwrap_or(0);
     let digest = job.digest().await.unwrap_or_default();
     eprintln!(
         "Fetched {} blob(s) ({}), skipped {skipped} already present",
-        bars.fetched(),
+        end.fetched,
         table::human_size(bytes)
     );
     eprintln!("Digest: {digest}");
-    println!("{id}");
+    println!("{}", end.detail);
     Ok(0)
-}
-
-async fn job_proxy<'a>(
-    conn: &'a Connection,
-    path: &'a zbus::OwnedObjectPath,
-) -> Result<JobProxy<'a>, Failure> {
-    JobProxy::builder(conn)
-        .path(path.clone())
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| fail(e, 1))
-}
-
-/// One bar per blob, keyed by digest.
-struct Bars {
-    multi: MultiProgress,
-    bars: Vec<(String, ProgressBar, String)>,
-}
-
-impl Bars {
-    fn new() -> Bars {
-        Bars {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4)),
-            bars: Vec::new(),
-        }
-    }
-
-    fn update(&mut self, digest: &str, status: &str, done: u64, total: u64) {
-        let short = digest.strip_prefix("sha256:").unwrap_or(digest);
-        let short = &short[..short.len().min(12)];
-        let idx = match self.bars.iter().position(|(d, _, _)| d == digest) {
-            Some(i) => i,
-            None => {
-                let bar = self.multi.add(ProgressBar::new(total));
-                let style =
-                    ProgressStyle::with_template("{prefix} {wide_bar} {bytes}/{total_bytes} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar());
-                bar.set_style(style);
-                bar.set_prefix(format!("Copying blob {short}"));
-                self.bars.push((digest.to_string(), bar, String::new()));
-                self.bars.len() - 1
-            }
-        };
-        let (_, bar, last) = &mut self.bars[idx];
-        bar.set_length(total);
-        bar.set_position(done.min(total));
-        if *last != status {
-            match status {
-                "skipped" => bar.finish_with_message("skipped: already present"),
-                "done" => bar.finish_with_message("done"),
-                other => bar.set_message(other.to_string()),
-            }
-            *last = status.to_string();
-        }
-    }
-
-    fn fetched(&self) -> usize {
-        self.bars.iter().filter(|(_, _, s)| s != "skipped").count()
-    }
-
-    fn finish(&self) {
-        for (_, bar, _) in &self.bars {
-            if !bar.is_finished() {
-                bar.abandon();
-            }
-        }
-    }
 }

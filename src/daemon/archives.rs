@@ -3,17 +3,24 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use super::events::Event;
 use super::{Daemon, Error};
 use crate::image::archive::{self, Format, SaveItem};
+use crate::image::progress::{CountingReader, Progress};
 use crate::image::{ImageRecord, Reference};
 
 impl Daemon {
     /// Loads every image of the archive read from `input` (a docker-archive or
     /// oci-archive tar, plain or gzip, or an open OCI layout directory). Each image is
-    /// committed like a pulled one; nothing is visible before its index update.
-    pub async fn load_image(&self, input: OwnedFd) -> Result<Vec<ImageRecord>, Error> {
+    /// committed like a pulled one; nothing is visible before its index update. Reading
+    /// and extraction are reported into `progress`.
+    pub async fn load_image(
+        &self,
+        input: OwnedFd,
+        progress: Arc<Progress>,
+    ) -> Result<Vec<ImageRecord>, Error> {
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
         }
@@ -23,14 +30,16 @@ impl Daemon {
         let _gc = tokio::task::spawn_blocking(move || gc.gc_lock(false))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
+        progress.start_reading(super::images::input_size(&input));
+        let reading = progress.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let file = File::from(input);
             let is_dir = file.metadata().map(|m| m.is_dir()).unwrap_or(false);
             if is_dir {
                 let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-                archive::load_oci_dir(&store, std::path::Path::new(&path))
+                archive::load_oci_dir(&store, std::path::Path::new(&path), &reading)
             } else {
-                archive::load_archive(&store, file)
+                archive::load_archive(&store, CountingReader::new(file, reading))
             }
         })
         .await
@@ -40,7 +49,9 @@ impl Daemon {
         }
         let mut out = Vec::new();
         for l in loaded {
-            let rec = self.commit_manifest(&l.manifest, &l.names).await?;
+            let rec = self
+                .commit_manifest(&l.manifest, &l.names, &progress)
+                .await?;
             let name = l.names.first().map(|n| n.to_string()).unwrap_or_default();
             self.emit(Event::new("image", "load", &rec.id, &[("name", name)]));
             out.push(rec);

@@ -5,13 +5,16 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::events::Event;
 use super::{Daemon, Error};
 use crate::helpers::UnpackResult;
 use crate::image::manifest::{layer_media_type, parse_manifest};
+use crate::image::progress::{CountingReader, Phase, Progress};
 use crate::image::{
     self, ImageChanges, ImageRecord, LayerRef, NewImage, Reference, Removal, Staging, UnpackStats,
 };
@@ -23,13 +26,17 @@ impl Daemon {
     /// uncompressed digest against the config's `rootfs.diff_ids`, then records the image
     /// with `names` (and their repo digests) in one atomic index update, and emits an
     /// `image` event (`pull`). Until that update nothing of the image is visible; a crash
-    /// before it leaves unreferenced blobs and layers that the next start collects.
+    /// before it leaves unreferenced blobs and layers that the next start collects. The
+    /// extraction is reported into `progress`.
     pub async fn commit_image(
         &self,
         manifest_digest: &str,
         names: &[Reference],
+        progress: &Progress,
     ) -> Result<ImageRecord, Error> {
-        let rec = self.commit_manifest(manifest_digest, names).await?;
+        let rec = self
+            .commit_manifest(manifest_digest, names, progress)
+            .await?;
         let name = names.first().map(|n| n.to_string()).unwrap_or_default();
         self.emit(Event::new("image", "pull", &rec.id, &[("name", name)]));
         Ok(rec)
@@ -40,6 +47,7 @@ impl Daemon {
         &self,
         manifest_digest: &str,
         names: &[Reference],
+        progress: &Progress,
     ) -> Result<ImageRecord, Error> {
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
@@ -75,12 +83,30 @@ impl Daemon {
             }
         }
         let _gc = self.gc_shared().await?;
-        for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
+        for diff_id in &diff_ids {
             image::parse_digest(diff_id)?;
-            if store.has_layer(diff_id) {
+        }
+        let plan: Vec<(String, u64, bool)> = manifest
+            .layers
+            .iter()
+            .zip(&diff_ids)
+            .map(|(l, d)| (l.digest.clone(), l.size, store.has_layer(d)))
+            .collect();
+        let slots = progress.plan_extraction(&plan);
+        for (((layer, diff_id), slot), (_, _, present)) in
+            manifest.layers.iter().zip(&diff_ids).zip(slots).zip(&plan)
+        {
+            if *present {
                 continue;
             }
-            let (staging, stats) = self.unpack_blob(&layer.digest).await?;
+            if store.has_layer(diff_id) {
+                // Extracted meanwhile by another job.
+                progress.extract_done(slot);
+                continue;
+            }
+            let (staging, stats) = self
+                .unpack_blob(&layer.digest, Some((progress, slot)))
+                .await?;
             if &stats.diff_id != diff_id {
                 self.remove_tree(&staging.dir).await;
                 return Err(image::Error::DigestMismatch {
@@ -90,7 +116,9 @@ impl Daemon {
                 .into());
             }
             self.install(staging, stats).await?;
+            progress.extract_done(slot);
         }
+        progress.set_phase(Phase::Committing);
         let new = NewImage {
             config: manifest.config.clone(),
             manifest: manifest_digest.to_string(),
@@ -110,11 +138,13 @@ impl Daemon {
 
     /// Imports the rootfs tar (plain, gzip or zstd) read from `input` as `reference`: the
     /// tar becomes a layer blob, then it is extracted and a config and manifest made.
+    /// Reading and extraction are reported into `progress`.
     pub async fn import_image(
         &self,
         input: OwnedFd,
         reference: &str,
         changes: ImageChanges,
+        progress: Arc<Progress>,
     ) -> Result<ImageRecord, Error> {
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
@@ -122,10 +152,18 @@ impl Daemon {
         let reference: Reference = reference.parse()?;
         let _gc = self.gc_shared().await?;
         let store = self.inner.images.clone();
-        let layer = tokio::task::spawn_blocking(move || copy_to_blob(&store, File::from(input)))
+        progress.start_reading(input_size(&input));
+        let counted = CountingReader::new(File::from(input), progress.clone());
+        let layer = tokio::task::spawn_blocking(move || copy_to_blob(&store, counted))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
-        let (staging, stats) = self.unpack_blob(&layer.digest).await?;
+        let slot = progress.plan_extraction(&[(layer.digest.clone(), layer.size, false)]);
+        let watch = slot.first().map(|s| (&*progress, *s));
+        let (staging, stats) = self.unpack_blob(&layer.digest, watch).await?;
+        if let Some((p, s)) = watch {
+            p.extract_done(s);
+        }
+        progress.set_phase(Phase::Committing);
         for w in &stats.warnings {
             tracing::warn!("import {reference}: {w}");
         }
@@ -158,13 +196,21 @@ impl Daemon {
     }
 
     /// Extracts the layer blob `digest` into a fresh staging directory with the unpack
-    /// helper; on failure the staging directory is removed.
-    pub(crate) async fn unpack_blob(&self, digest: &str) -> Result<(Staging, UnpackStats), Error> {
+    /// helper; on failure the staging directory is removed. With `watch`, how far the
+    /// helper has read the blob is reported as the extraction of that layer slot.
+    pub(crate) async fn unpack_blob(
+        &self,
+        digest: &str,
+        watch: Option<(&Progress, usize)>,
+    ) -> Result<(Staging, UnpackStats), Error> {
         let store = &self.inner.images;
         let path = store.blob_path(digest)?;
         let blob = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // A duplicate shares the file offset with the helper's stdin: its position is
+        // how far the helper has read.
+        let offset = blob.try_clone().ok();
         let staging = store.new_staging()?;
-        let out = tokio::process::Command::new(&self.inner.opts.exe)
+        let run = tokio::process::Command::new(&self.inner.opts.exe)
             .arg("__unpack")
             .arg("--maps")
             .arg(&self.inner.maps_json)
@@ -173,8 +219,21 @@ impl Daemon {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .output()
-            .await;
+            .output();
+        tokio::pin!(run);
+        let mut tick = tokio::time::interval(UNPACK_TICK);
+        let out = loop {
+            tokio::select! {
+                out = &mut run => break out,
+                _ = tick.tick() => {
+                    if let (Some((p, slot)), Some(f)) = (watch, &offset) {
+                        if let Ok(pos) = nix::unistd::lseek(f.as_fd(), 0, nix::unistd::Whence::SeekCur) {
+                            p.extract_position(slot, u64::try_from(pos).unwrap_or(0));
+                        }
+                    }
+                }
+            }
+        };
         let out = match out {
             Ok(o) => o,
             Err(e) => {
@@ -371,6 +430,18 @@ impl Daemon {
             }
         });
     }
+}
+
+/// How often the extraction's position is sampled.
+const UNPACK_TICK: Duration = Duration::from_millis(100);
+
+/// The size of `input` when it is a regular file (a pipe's is unknown).
+pub(crate) fn input_size(input: &OwnedFd) -> Option<u64> {
+    let st = nix::sys::stat::fstat(input.as_fd()).ok()?;
+    let regular = (st.st_mode & libc::S_IFMT) == libc::S_IFREG;
+    // A file given at an offset (stdin redirected after a read) has less left.
+    let pos = nix::unistd::lseek(input.as_fd(), 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
+    regular.then(|| u64::try_from(st.st_size - pos).unwrap_or(0))
 }
 
 /// Copies a layer stream into a new blob; returns it as a manifest layer.

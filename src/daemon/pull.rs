@@ -91,7 +91,11 @@ impl Daemon {
         tracing::info!("pulling {reference}");
         let pulled = registry::pull(&self.inner.images, &reference, &opts, &progress).await?;
         let image = self
-            .commit_image(&pulled.manifest_digest, std::slice::from_ref(&reference))
+            .commit_image(
+                &pulled.manifest_digest,
+                std::slice::from_ref(&reference),
+                &progress,
+            )
             .await?;
         let totals = progress.totals();
         tracing::info!(

@@ -115,31 +115,30 @@ pub struct JobObject {
     typ: String,
     reference: String,
     done: watch::Receiver<JobOutcome>,
-    /// Progress of a pull (see `super::job`); None for other jobs.
-    pull: Option<Arc<super::job::PullJob>>,
+    /// Its progress (see `super::job`).
+    state: Arc<super::job::JobState>,
 }
 
-// ---- Progress of pulls (registry work; see super::job) ----
 impl JobObject {
-    /// A job object; `pull` carries a pull's progress.
+    /// A job object; `state` carries its progress.
     pub(crate) fn new(
         id: u32,
         typ: &str,
         reference: &str,
         done: watch::Receiver<JobOutcome>,
-        pull: Option<Arc<super::job::PullJob>>,
+        state: Arc<super::job::JobState>,
     ) -> JobObject {
         JobObject {
             id,
             typ: typ.to_string(),
             reference: reference.to_string(),
             done,
-            pull,
+            state,
         }
     }
 }
 
-/// Long-running work (an import).
+/// Long-running work: an import, load or pull.
 #[interface(name = "org.skiff.skiff1.Job")]
 impl JobObject {
     /// Waits for the end: ("done", image id) or ("failed", message).
@@ -166,7 +165,7 @@ impl JobObject {
         self.id
     }
 
-    /// "import".
+    /// "import", "load" or "pull".
     #[zbus(property(emits_changed_signal = "const"), name = "Type")]
     fn typ(&self) -> String {
         self.typ.clone()
@@ -189,53 +188,52 @@ impl JobObject {
         .into()
     }
 
-    // ---- Progress of pulls (registry work; see super::job). Emitted at most 4 times a
-    // second while the job runs. Jobs without byte counts report -1 / 0. ----
+    // ---- Progress (see super::job). Emitted at most 4 times a second while the job
+    // runs, and once more at its end. ----
 
-    /// Fraction done in [0, 1]; -1 while unknown.
+    /// starting (a pull resolving its manifest), downloading (pull), reading (the input
+    /// of a load or import), extracting, committing, done. A failed job stays in the
+    /// phase it failed in.
+    #[zbus(property)]
+    fn phase(&self) -> String {
+        self.state.progress.totals().phase.as_str().to_string()
+    }
+
+    /// How far the current phase is, in [0, 1]; -1 while unknown.
     #[zbus(property)]
     fn progress(&self) -> f64 {
-        self.pull
-            .as_ref()
-            .map(|p| p.progress.totals().fraction)
-            .unwrap_or(-1.0)
+        self.state.progress.totals().fraction
     }
 
-    /// Bytes downloaded so far.
+    /// Bytes downloaded (pull) or read from the input (load, import) so far.
     #[zbus(property)]
     fn bytes_done(&self) -> u64 {
-        self.pull
-            .as_ref()
-            .map(|p| p.progress.totals().done)
-            .unwrap_or(0)
+        self.state.progress.totals().done
     }
 
-    /// Bytes to download (blobs the store lacks), 0 while unknown.
+    /// Bytes to download (blobs the store lacks) or the input's size; 0 while unknown
+    /// (an input read from a pipe, until it ends).
     #[zbus(property)]
     fn bytes_total(&self) -> u64 {
-        self.pull
-            .as_ref()
-            .map(|p| p.progress.totals().total)
-            .unwrap_or(0)
+        self.state.progress.totals().total
     }
 
     /// Blobs not downloaded because the store had them.
     #[zbus(property)]
     fn blobs_skipped(&self) -> u32 {
-        self.pull
-            .as_ref()
-            .map(|p| u32::try_from(p.progress.totals().skipped).unwrap_or(u32::MAX))
-            .unwrap_or(0)
+        u32::try_from(self.state.progress.totals().skipped).unwrap_or(u32::MAX)
     }
 
-    /// The manifest digest of a pulled image, once known ("" before).
+    /// The manifest digest of a pulled image, once known ("" before and for other jobs).
     #[zbus(property)]
     fn digest(&self) -> String {
-        self.pull.as_ref().map(|p| p.digest()).unwrap_or_default()
+        self.state.digest()
     }
 
-    /// One blob's progress: digest, status (waiting|downloading|skipped|done), bytes
-    /// done, bytes total.
+    /// One blob's progress: digest, status, bytes done, bytes total. Download statuses
+    /// (pull): waiting, downloading, skipped (the store had it), done. Extraction
+    /// statuses (every job, layers only; bytes are the compressed blob's, as consumed):
+    /// waiting, extracting, extracted, present (extracted before).
     #[zbus(signal)]
     pub async fn layer_progress(
         emitter: &SignalEmitter<'_>,
@@ -277,13 +275,19 @@ pub async fn start_import(
 ) -> Result<(u32, OwnedObjectPath), SkiffError> {
     let daemon = ctx.daemon.clone();
     let r = reference.clone();
-    let work: super::job::JobWork =
-        Box::pin(async move { daemon.import_image(fd, &r, changes).await.map(|i| vec![i]) });
+    let state = Arc::new(super::job::JobState::default());
+    let progress = state.progress.clone();
+    let work: super::job::JobWork = Box::pin(async move {
+        daemon
+            .import_image(fd, &r, changes, progress)
+            .await
+            .map(|i| vec![i])
+    });
     let spec = super::job::JobSpec {
         typ: "import",
         reference,
         wait,
-        pull: None,
+        state,
     };
     super::job::start_job(ctx, conn, server, spec, work).await
 }

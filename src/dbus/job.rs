@@ -1,5 +1,5 @@
 //! Jobs (import, load, pull): long work behind a Job object (`super::image::JobObject`).
-//! A pull's progress is published as `Progress`/`BytesDone`/`BytesTotal`/`BlobsSkipped`
+//! Progress is published as `Phase`/`Progress`/`BytesDone`/`BytesTotal`/`BlobsSkipped`
 //! property changes and per-blob `LayerProgress` signals, at most 4 times a second.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,7 +13,7 @@ use super::image::{register_image, JobObject};
 use super::manager::{Ctx, Manager};
 use super::{job_path, SkiffError};
 use crate::daemon::pull::PullRequest;
-use crate::image::registry::{LayerProgress, Progress};
+use crate::image::progress::{LayerProgress, Phase, Progress};
 use crate::image::ImageRecord;
 
 /// Seconds a finished job's object stays, so that `Wait()` and property reads right
@@ -23,15 +23,15 @@ const JOB_LINGER_SECS: u64 = 60;
 /// How often progress is published (4 Hz).
 const TICK: Duration = Duration::from_millis(250);
 
-/// The state of one pull job shared with its Job object.
+/// The state of one job shared with its Job object.
 #[derive(Debug, Default)]
-pub struct PullJob {
-    /// Filled by the downloader.
+pub struct JobState {
+    /// Filled by the backend as the work goes.
     pub progress: Arc<Progress>,
     digest: Mutex<String>,
 }
 
-impl PullJob {
+impl JobState {
     /// The manifest digest, once the pull is done.
     pub fn digest(&self) -> String {
         self.digest
@@ -58,8 +58,8 @@ pub struct JobSpec {
     pub reference: String,
     /// Return only when the job ended (its error as a D-Bus error).
     pub wait: bool,
-    /// A pull's progress state, published while the job runs.
-    pub pull: Option<Arc<PullJob>>,
+    /// Its progress, published while the job runs.
+    pub state: Arc<JobState>,
 }
 
 /// Starts a job doing `work`: a Job object, `JobNew`, the work, `JobRemoved`; the object
@@ -76,19 +76,24 @@ pub async fn start_job(
     let p = job_path(id);
     let op = OwnedObjectPath::try_from(p.clone()).map_err(SkiffError::ZBus)?;
     let (tx, rx) = watch::channel(None);
-    let job = JobObject::new(id, spec.typ, &spec.reference, rx.clone(), spec.pull.clone());
+    let job = JobObject::new(
+        id,
+        spec.typ,
+        &spec.reference,
+        rx.clone(),
+        spec.state.clone(),
+    );
     server.at(p.as_str(), job).await?;
     let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?.into_owned();
     Manager::job_new(&emitter, id, op.as_ref()).await?;
-    if let Some(state) = &spec.pull {
-        tokio::spawn(publish(server.clone(), p.clone(), state.clone(), rx));
-    }
+    tokio::spawn(publish(server.clone(), p.clone(), spec.state.clone(), rx));
     let (ctx2, conn2, server2, op2) = (ctx.clone(), conn.clone(), server.clone(), op.clone());
-    let pull = spec.pull;
+    let state = spec.state;
     let work = async move {
         let result = work.await;
         let outcome = match &result {
             Ok(imgs) => {
+                state.progress.set_phase(Phase::Done);
                 for img in imgs {
                     register_image(&ctx2, &server2, &conn2, &img.id).await;
                 }
@@ -97,10 +102,8 @@ pub async fn start_job(
             }
             Err(e) => ("failed".to_string(), e.to_string()),
         };
-        if let Some(state) = &pull {
-            // A last publication, so that watchers see the final counts.
-            publish_once(&server2, op2.as_str(), state, &mut Vec::new()).await;
-        }
+        // A last publication, so that watchers see the final counts.
+        publish_once(&server2, op2.as_str(), &state, &mut Published::default()).await;
         let _ = Manager::job_removed(&emitter, id, op2.as_ref(), &outcome.0).await;
         tx.send_replace(Some(outcome));
         let path = op2.to_string();
@@ -126,12 +129,12 @@ pub async fn start_pull(
     req: PullRequest,
     wait: bool,
 ) -> Result<(u32, OwnedObjectPath), SkiffError> {
-    let state = Arc::new(PullJob::default());
+    let state = Arc::new(JobState::default());
     let spec = JobSpec {
         typ: "pull",
         reference: req.reference.clone(),
         wait,
-        pull: Some(state.clone()),
+        state: state.clone(),
     };
     let daemon = ctx.daemon.clone();
     let work: JobWork = Box::pin(async move {
@@ -146,10 +149,10 @@ pub async fn start_pull(
 async fn publish(
     server: ObjectServer,
     path: String,
-    state: Arc<PullJob>,
+    state: Arc<JobState>,
     mut done: watch::Receiver<super::image::JobOutcome>,
 ) {
-    let mut last: Vec<LayerProgress> = Vec::new();
+    let mut last = Published::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
@@ -159,15 +162,21 @@ async fn publish(
     }
 }
 
+/// What was published last.
+#[derive(Default, PartialEq)]
+struct Published {
+    blobs: Vec<LayerProgress>,
+    totals: Option<(Phase, u64, u64)>,
+}
+
 /// Emits property changes and a `LayerProgress` signal for each blob that changed
 /// since `last`.
-async fn publish_once(
-    server: &ObjectServer,
-    path: &str,
-    state: &PullJob,
-    last: &mut Vec<LayerProgress>,
-) {
-    let now = state.progress.snapshot();
+async fn publish_once(server: &ObjectServer, path: &str, state: &JobState, last: &mut Published) {
+    let t = state.progress.totals();
+    let now = Published {
+        blobs: state.progress.snapshot(),
+        totals: Some((t.phase, t.done, t.total)),
+    };
     if now == *last {
         return;
     }
@@ -175,14 +184,15 @@ async fn publish_once(
         return;
     };
     let emitter = iface.signal_emitter();
-    for (i, b) in now.iter().enumerate() {
-        if last.get(i) != Some(b) {
+    for (i, b) in now.blobs.iter().enumerate() {
+        if last.blobs.get(i) != Some(b) {
             let _ =
                 JobObject::layer_progress(emitter, &b.digest, b.status.as_str(), b.done, b.total)
                     .await;
         }
     }
     let job = iface.get().await;
+    let _ = job.phase_changed(emitter).await;
     let _ = job.progress_changed(emitter).await;
     let _ = job.bytes_done_changed(emitter).await;
     let _ = job.bytes_total_changed(emitter).await;

@@ -382,12 +382,15 @@ impl Manager {
         nix::sys::stat::fstat(fd.as_fd())
             .map_err(|e| SkiffError::invalid_args(format!("archive: bad file descriptor: {e}")))?;
         let daemon = self.ctx.daemon.clone();
-        let work: super::job::JobWork = Box::pin(async move { daemon.load_image(fd).await });
+        let state = std::sync::Arc::new(super::job::JobState::default());
+        let progress = state.progress.clone();
+        let work: super::job::JobWork =
+            Box::pin(async move { daemon.load_image(fd, progress).await });
         let spec = super::job::JobSpec {
             typ: "load",
             reference: String::new(),
             wait,
-            pull: None,
+            state,
         };
         super::job::start_job(&self.ctx, conn, server, spec, work).await
     }

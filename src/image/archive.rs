@@ -12,10 +12,12 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::manifest::{build_manifest, layer_media_type, parse_manifest, LayerRef};
+use super::progress::{CountingReader, Progress};
 use super::{parse_digest, sha256_hex, Error, ImageRecord, ImageStore, Reference};
 
 /// Members up to this size are kept in memory while reading an archive.
@@ -142,18 +144,28 @@ pub fn load_archive(store: &ImageStore, input: impl Read) -> Result<Vec<Loaded>,
     }
 }
 
-/// Reads an OCI image layout directory into blobs.
-pub fn load_oci_dir(store: &ImageStore, dir: &Path) -> Result<Vec<Loaded>, Error> {
+/// Reads an OCI image layout directory into blobs, counting the bytes of the blobs it
+/// copies into `progress`.
+pub fn load_oci_dir(
+    store: &ImageStore,
+    dir: &Path,
+    progress: &Arc<Progress>,
+) -> Result<Vec<Loaded>, Error> {
     let index = read_small(&dir.join("index.json"))?;
     let mut out = Vec::new();
     for (digest, names) in oci_index_entries(&index)? {
         let hex = parse_digest(&digest)?;
-        copy_file_blob(store, &dir.join("blobs/sha256").join(hex), &digest)?;
+        copy_file_blob(
+            store,
+            &dir.join("blobs/sha256").join(hex),
+            &digest,
+            progress,
+        )?;
         let manifest = store.read_blob(&digest)?;
         let m = parse_manifest(&manifest, &digest)?;
         for d in m.layers.iter().map(|l| &l.digest).chain([&m.config]) {
             let hex = parse_digest(d)?;
-            copy_file_blob(store, &dir.join("blobs/sha256").join(hex), d)?;
+            copy_file_blob(store, &dir.join("blobs/sha256").join(hex), d, progress)?;
         }
         out.push(Loaded {
             manifest: digest,
@@ -175,11 +187,17 @@ fn read_small(path: &Path) -> Result<Vec<u8>, Error> {
     Ok(data)
 }
 
-fn copy_file_blob(store: &ImageStore, path: &Path, digest: &str) -> Result<(), Error> {
+fn copy_file_blob(
+    store: &ImageStore,
+    path: &Path,
+    digest: &str,
+    progress: &Arc<Progress>,
+) -> Result<(), Error> {
     if store.has_blob(digest) {
         return Ok(());
     }
-    let mut f = File::open(path).map_err(|e| Error::io(format!("opening {path:?}"), e))?;
+    let f = File::open(path).map_err(|e| Error::io(format!("opening {path:?}"), e))?;
+    let mut f = CountingReader::new(f, progress.clone());
     let mut w = store.blob_writer()?;
     io::copy(&mut f, &mut w).map_err(|e| Error::io(format!("reading {path:?}"), e))?;
     w.commit(digest)?;

@@ -13,13 +13,12 @@
 pub mod auth;
 pub mod client;
 pub mod platform;
-pub mod progress;
 pub mod pull;
 
 use std::path::PathBuf;
 
+pub use crate::image::progress::{LayerProgress, Progress};
 pub use platform::Platform;
-pub use progress::{LayerProgress, Progress};
 pub use pull::{pull, PullOptions, Pulled};
 
 /// Everything that can go wrong while pulling.

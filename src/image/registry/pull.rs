@@ -11,8 +11,8 @@ use tokio::task::JoinSet;
 
 use super::client::{ConnectOptions, Repo};
 use super::platform::{self, IndexEntry, Platform};
-use super::progress::{LayerStatus, Progress};
 use super::Error;
+use crate::image::progress::{LayerStatus, Progress};
 use crate::image::{ImageStore, Reference};
 
 /// Layer media types we can extract.

@@ -1,0 +1,416 @@
+//! Progress of one image job (pull, load, import), shared between the workers and
+//! whoever reports it (the D-Bus Job object polls [`Progress::snapshot`] and
+//! [`Progress::totals`]).
+//!
+//! A job goes through phases: a pull resolves its manifest (`starting`) and downloads
+//! blobs (`downloading`); a load or import reads its input stream (`reading`); all three
+//! then extract the layers the store lacks (`extracting`), record the image
+//! (`committing`) and end (`done`). Bytes are counted twice over, and reported apart:
+//! the transfer (downloaded or read), and the extraction of each layer (compressed bytes
+//! of its blob consumed by the unpack helper).
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Not started, or resolving a pull's manifest.
+    #[default]
+    Starting,
+    /// Downloading blobs (pull).
+    Downloading,
+    /// Reading the input stream (load, import).
+    Reading,
+    /// Extracting layers.
+    Extracting,
+    /// Recording the image.
+    Committing,
+    /// Ended well.
+    Done,
+}
+
+impl Phase {
+    /// `starting`, `downloading`, `reading`, `extracting`, `committing` or `done`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Downloading => "downloading",
+            Phase::Reading => "reading",
+            Phase::Extracting => "extracting",
+            Phase::Committing => "committing",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// Where one blob (config or layer) of a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerStatus {
+    /// Queued, not started (download or extraction).
+    Waiting,
+    /// Bytes are arriving.
+    Downloading,
+    /// Already in the store: not downloaded.
+    Skipped,
+    /// Downloaded and verified.
+    Done,
+    /// Being extracted.
+    Extracting,
+    /// Extracted and its diff id verified.
+    Extracted,
+    /// The layer was extracted before (another image has it): nothing to do.
+    Present,
+}
+
+impl LayerStatus {
+    /// `waiting`, `downloading`, `skipped`, `done`, `extracting`, `extracted` or
+    /// `present`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerStatus::Waiting => "waiting",
+            LayerStatus::Downloading => "downloading",
+            LayerStatus::Skipped => "skipped",
+            LayerStatus::Done => "done",
+            LayerStatus::Extracting => "extracting",
+            LayerStatus::Extracted => "extracted",
+            LayerStatus::Present => "present",
+        }
+    }
+}
+
+/// One blob of a job, in its download or its extraction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerProgress {
+    /// `sha256:<hex>` of the blob.
+    pub digest: String,
+    /// Its size.
+    pub total: u64,
+    /// Bytes downloaded, or consumed by the extraction, so far.
+    pub done: u64,
+    /// Where it stands.
+    pub status: LayerStatus,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    phase: Phase,
+    /// A pull's downloads; `None` before the manifest is resolved and for other jobs.
+    blobs: Option<Vec<LayerProgress>>,
+    /// The extraction, once planned.
+    layers: Vec<LayerProgress>,
+    /// Size of the input stream of a load or import, when known (a regular file).
+    input_total: Option<u64>,
+}
+
+/// The progress of one job.
+#[derive(Debug, Default)]
+pub struct Progress {
+    state: Mutex<State>,
+    /// Bytes read from the input stream (load, import).
+    read: AtomicU64,
+}
+
+/// Totals over a job.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Totals {
+    /// The phase.
+    pub phase: Phase,
+    /// Bytes transferred: downloaded (pull) or read from the input (load, import).
+    pub done: u64,
+    /// Bytes to transfer: blobs not already present, or the input's size; 0 while
+    /// unknown (a pipe still being read).
+    pub total: u64,
+    /// Blobs skipped because the store had them.
+    pub skipped: usize,
+    /// Blobs downloaded (or being downloaded).
+    pub fetched: usize,
+    /// How far the current phase is, in [0, 1]; -1 while unknown.
+    pub fraction: f64,
+}
+
+fn new_entry(digest: &str, total: u64, status: LayerStatus) -> LayerProgress {
+    LayerProgress {
+        digest: digest.to_string(),
+        total,
+        done: 0,
+        status,
+    }
+}
+
+fn ratio(done: u64, total: u64) -> f64 {
+    if total == 0 {
+        1.0
+    } else {
+        done.min(total) as f64 / total as f64
+    }
+}
+
+impl Progress {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Enters `phase`.
+    pub fn set_phase(&self, phase: Phase) {
+        self.lock().phase = phase;
+    }
+
+    /// Declares a pull's blobs, `(digest, size, already present)`, and enters
+    /// [`Phase::Downloading`].
+    pub fn set_blobs(&self, blobs: &[(String, u64, bool)]) {
+        let mut s = self.lock();
+        s.phase = Phase::Downloading;
+        s.blobs = Some(
+            blobs
+                .iter()
+                .map(|(d, size, present)| {
+                    let status = if *present {
+                        LayerStatus::Skipped
+                    } else {
+                        LayerStatus::Waiting
+                    };
+                    new_entry(d, *size, status)
+                })
+                .collect(),
+        );
+    }
+
+    /// Records `n` more downloaded bytes of blob `idx`.
+    pub fn advance(&self, idx: usize, n: u64) {
+        if let Some(b) = self.lock().blobs.as_mut().and_then(|v| v.get_mut(idx)) {
+            b.done += n;
+            b.status = LayerStatus::Downloading;
+        }
+    }
+
+    /// Sets the download status of blob `idx`.
+    pub fn set_status(&self, idx: usize, status: LayerStatus) {
+        if let Some(b) = self.lock().blobs.as_mut().and_then(|v| v.get_mut(idx)) {
+            b.status = status;
+        }
+    }
+
+    /// Forgets bytes counted for blob `idx` (its download restarts).
+    pub fn reset(&self, idx: usize) {
+        if let Some(b) = self.lock().blobs.as_mut().and_then(|v| v.get_mut(idx)) {
+            b.done = 0;
+        }
+    }
+
+    /// Enters [`Phase::Reading`] of an input of `total` bytes (`None`: unknown).
+    pub fn start_reading(&self, total: Option<u64>) {
+        let mut s = self.lock();
+        s.phase = Phase::Reading;
+        s.input_total = total;
+    }
+
+    /// Records `n` more bytes read from the input.
+    pub fn read(&self, n: u64) {
+        self.read.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Declares the layers of an image, `(blob digest, blob size, already extracted)`,
+    /// and enters [`Phase::Extracting`]. Layers declared by an earlier image of the same
+    /// job (a load of several images) stay; returns the index of each given layer.
+    pub fn plan_extraction(&self, layers: &[(String, u64, bool)]) -> Vec<usize> {
+        let mut s = self.lock();
+        s.phase = Phase::Extracting;
+        // The input was read whole: its size is now known.
+        if s.blobs.is_none() && s.input_total.is_none() {
+            s.input_total = Some(self.read.load(Ordering::Relaxed));
+        }
+        let mut out = Vec::with_capacity(layers.len());
+        for (digest, size, present) in layers {
+            if let Some(i) = s.layers.iter().position(|l| &l.digest == digest) {
+                out.push(i);
+                continue;
+            }
+            let status = if *present {
+                LayerStatus::Present
+            } else {
+                LayerStatus::Waiting
+            };
+            s.layers.push(new_entry(digest, *size, status));
+            out.push(s.layers.len() - 1);
+        }
+        out
+    }
+
+    /// Records that the extraction of layer `idx` has consumed `pos` bytes of its blob.
+    pub fn extract_position(&self, idx: usize, pos: u64) {
+        if let Some(l) = self.lock().layers.get_mut(idx) {
+            if l.status == LayerStatus::Waiting || l.status == LayerStatus::Extracting {
+                l.status = LayerStatus::Extracting;
+                l.done = pos.min(l.total);
+            }
+        }
+    }
+
+    /// Marks layer `idx` extracted (or found extracted meanwhile).
+    pub fn extract_done(&self, idx: usize) {
+        if let Some(l) = self.lock().layers.get_mut(idx) {
+            l.done = l.total;
+            l.status = LayerStatus::Extracted;
+        }
+    }
+
+    /// The blobs' downloads in manifest order (config first), then the layers'
+    /// extractions; empty before anything is known.
+    pub fn snapshot(&self) -> Vec<LayerProgress> {
+        let s = self.lock();
+        let mut out = s.blobs.clone().unwrap_or_default();
+        out.extend(s.layers.iter().cloned());
+        out
+    }
+
+    /// Sums over the job.
+    pub fn totals(&self) -> Totals {
+        let s = self.lock();
+        let mut t = Totals {
+            phase: s.phase,
+            ..Totals::default()
+        };
+        match &s.blobs {
+            Some(blobs) => {
+                for b in blobs {
+                    if b.status == LayerStatus::Skipped {
+                        t.skipped += 1;
+                    } else {
+                        t.fetched += 1;
+                        t.total += b.total;
+                        t.done += b.done.min(b.total);
+                    }
+                }
+            }
+            None => {
+                t.done = self.read.load(Ordering::Relaxed);
+                t.total = s.input_total.unwrap_or(0);
+            }
+        }
+        t.fraction = match s.phase {
+            Phase::Starting => -1.0,
+            Phase::Downloading => ratio(t.done, t.total),
+            Phase::Reading => match s.input_total {
+                Some(total) => ratio(t.done, total),
+                None => -1.0,
+            },
+            Phase::Extracting => {
+                let (mut done, mut total) = (0, 0);
+                for l in s.layers.iter().filter(|l| l.status != LayerStatus::Present) {
+                    done += l.done.min(l.total);
+                    total += l.total;
+                }
+                ratio(done, total)
+            }
+            Phase::Committing | Phase::Done => 1.0,
+        };
+        t
+    }
+}
+
+/// A reader that counts what it reads into a job's [`Progress`] (the input of a load
+/// or import).
+pub struct CountingReader<R> {
+    inner: R,
+    progress: Arc<Progress>,
+}
+
+impl<R> CountingReader<R> {
+    /// Counts reads of `inner` into `progress`.
+    pub fn new(inner: R, progress: Arc<Progress>) -> CountingReader<R> {
+        CountingReader { inner, progress }
+    }
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.read(n as u64);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pull_counts_only_what_is_downloaded() {
+        let p = Progress::default();
+        assert_eq!(p.totals().fraction, -1.0);
+        p.set_blobs(&[
+            ("sha256:a".into(), 10, true),
+            ("sha256:b".into(), 100, false),
+            ("sha256:c".into(), 300, false),
+        ]);
+        assert_eq!(p.totals().phase, Phase::Downloading);
+        p.advance(1, 100);
+        p.set_status(1, LayerStatus::Done);
+        p.advance(2, 50);
+        let t = p.totals();
+        assert_eq!((t.done, t.total, t.skipped, t.fetched), (150, 400, 1, 2));
+        assert!((t.fraction - 0.375).abs() < 1e-9);
+        p.reset(2);
+        assert_eq!(p.totals().done, 100);
+        let s = p.snapshot();
+        assert_eq!(s[0].status, LayerStatus::Skipped);
+        assert_eq!(s[2].status, LayerStatus::Downloading);
+        p.set_blobs(&[("sha256:a".into(), 10, true)]);
+        assert_eq!(p.totals().fraction, 1.0);
+    }
+
+    #[test]
+    fn extraction_after_a_download_keeps_the_download_counts() {
+        let p = Progress::default();
+        p.set_blobs(&[
+            ("sha256:cfg".into(), 5, false),
+            ("sha256:l".into(), 100, false),
+        ]);
+        p.advance(0, 5);
+        p.advance(1, 100);
+        let idx = p.plan_extraction(&[("sha256:l".into(), 100, false)]);
+        assert_eq!(idx, vec![0]);
+        p.extract_position(0, 40);
+        let t = p.totals();
+        assert_eq!((t.phase, t.done, t.total), (Phase::Extracting, 105, 105));
+        assert!((t.fraction - 0.4).abs() < 1e-9);
+        let s = p.snapshot();
+        assert_eq!(s.len(), 3, "two downloads, one extraction: {s:?}");
+        assert_eq!((s[2].status, s[2].done), (LayerStatus::Extracting, 40));
+        p.extract_done(0);
+        p.set_phase(Phase::Committing);
+        assert_eq!(p.snapshot()[2].status, LayerStatus::Extracted);
+        assert_eq!(p.totals().fraction, 1.0);
+    }
+
+    #[test]
+    fn reading_a_pipe_is_unknown_until_the_end_a_file_is_not() {
+        let p = Arc::new(Progress::default());
+        p.start_reading(None);
+        let mut r = CountingReader::new(&b"0123456789"[..], p.clone());
+        let mut buf = [0u8; 4];
+        assert_eq!(r.read(&mut buf).ok(), Some(4));
+        let t = p.totals();
+        assert_eq!((t.phase, t.done, t.total), (Phase::Reading, 4, 0));
+        assert_eq!(t.fraction, -1.0);
+        assert!(io::copy(&mut r, &mut io::sink()).is_ok());
+        // Present layers do not count towards the extraction's fraction.
+        p.plan_extraction(&[
+            ("sha256:x".into(), 50, true),
+            ("sha256:y".into(), 50, false),
+        ]);
+        let t = p.totals();
+        assert_eq!((t.done, t.total, t.fraction), (10, 10, 0.0));
+        assert_eq!(p.snapshot()[0].status, LayerStatus::Present);
+        // A position reported for a present layer changes nothing.
+        p.extract_position(0, 10);
+        assert_eq!(p.snapshot()[0].status, LayerStatus::Present);
+
+        let f = Progress::default();
+        f.start_reading(Some(200));
+        f.read(50);
+        assert!((f.totals().fraction - 0.25).abs() < 1e-9);
+    }
+}
