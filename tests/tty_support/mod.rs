@@ -1,6 +1,7 @@
 //! A pseudo-terminal driven by the test: the child (a `skiff` command) gets the slave as
 //! its controlling terminal and stdio; the test types into the master and reads what the
 //! child writes, with timeouts.
+#![allow(dead_code)]
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,311 @@
+//! End to end: progress of load and import jobs, as a D-Bus client sees it (signals
+//! recorded by `gdbus monitor` on the private bus) and as a user sees it (skiff's
+//! progress bars on a real pseudo-terminal, none with `-q`).
+
+mod common;
+mod image_support;
+mod tty_support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{require, stderr, Env};
+use image_support::{multi_layer_archive, sha};
+use tty_support::PtyChild;
+
+/// `gdbus monitor` of skiffd's signals, its lines collected as they come.
+struct Monitor {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    fn start(env: &Env) -> Monitor {
+        // Line-buffered: gdbus writes with stdio, which a pipe would block-buffer.
+        let mut child = Command::new(require("stdbuf"))
+            .args(["-oL", "gdbus", "monitor", "--address", &env.address])
+            .args(["--dest", "org.skiff.skiff1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let m = Monitor { child, lines };
+        // It prints who owns the name once it has subscribed.
+        assert!(
+            m.wait_for(|l| l.contains("is owned by")),
+            "gdbus monitor did not start: {:?}",
+            m.lines()
+        );
+        m
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, f: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.lines().iter().any(|l| f(l)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The object paths of the jobs started, in order.
+    fn jobs(&self) -> Vec<String> {
+        self.lines()
+            .iter()
+            .filter(|l| l.contains("org.skiff.skiff1.Manager.JobNew"))
+            .filter_map(|l| l.split('\'').nth(1).map(str::to_string))
+            .collect()
+    }
+
+    /// Waits for the end of job `path` (its final publication is sent before it).
+    fn wait_end(&self, path: &str) {
+        let removed = format!("objectpath '{path}'");
+        assert!(
+            self.wait_for(|l| l.contains("Manager.JobRemoved") && l.contains(&removed)),
+            "job {path} never ended: {:#?}",
+            self.lines()
+        );
+    }
+
+    /// The successive values of property `name` of job `path` (as gdbus prints them:
+    /// `uint64 5`, `'reading'`, `1.0`).
+    fn prop(&self, path: &str, name: &str) -> Vec<String> {
+        let head = format!("{path}: org.freedesktop.DBus.Properties.PropertiesChanged");
+        let key = format!("'{name}': <");
+        self.lines()
+            .iter()
+            .filter(|l| l.starts_with(&head))
+            .filter_map(|l| {
+                let rest = &l[l.find(&key)? + key.len()..];
+                Some(rest[..rest.find(">}")?].to_string())
+            })
+            .collect()
+    }
+
+    fn numbers(&self, path: &str, name: &str) -> Vec<u64> {
+        self.prop(path, name)
+            .iter()
+            .map(|v| v.trim_start_matches("uint64 ").parse().unwrap())
+            .collect()
+    }
+
+    /// The `LayerProgress` signals of job `path`: (digest, status, done, total).
+    fn layers(&self, path: &str) -> Vec<(String, String, u64, u64)> {
+        let head = format!("{path}: org.skiff.skiff1.Job.LayerProgress (");
+        self.lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix(&head))
+            .map(|args| {
+                let parts: Vec<&str> = args.trim_end_matches(')').split(", ").collect();
+                let s = |i: usize| parts[i].trim_matches('\'').to_string();
+                let n = |i: usize| parts[i].trim_start_matches("uint64 ").parse().unwrap();
+                (s(0), s(1), n(2), n(3))
+            })
+            .collect()
+    }
+
+    /// The last status reported for each blob of job `path`.
+    fn last_status(&self, path: &str) -> Vec<(String, String, u64, u64)> {
+        let mut last: Vec<(String, String, u64, u64)> = Vec::new();
+        for l in self.layers(path) {
+            match last.iter_mut().find(|x| x.0 == l.0) {
+                Some(x) => *x = l,
+                None => last.push(l),
+            }
+        }
+        last
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn load_and_import_jobs_publish_their_progress() {
+    let mut env = Env::bus_only();
+    env.start_daemon();
+    let archive = multi_layer_archive(&env, "demo/progress:1");
+    let bytes = std::fs::read(&archive).unwrap();
+    let mon = Monitor::start(&env);
+
+    // A load from a pipe that stalls halfway: the job reports what it has read, with
+    // the total unknown (-1 progress) until the end.
+    let mut child = env
+        .skiff_cmd(&["load", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let half = bytes.len() / 2;
+    stdin.write_all(&bytes[..half]).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    stdin.write_all(&bytes[half..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jobs = mon.jobs();
+    let piped = jobs.first().expect("no JobNew seen").clone();
+    mon.wait_end(&piped);
+
+    let phases = mon.prop(&piped, "Phase");
+    assert_eq!(
+        phases.first().map(String::as_str),
+        Some("'reading'"),
+        "{phases:?}"
+    );
+    assert_eq!(
+        phases.last().map(String::as_str),
+        Some("'done'"),
+        "{phases:?}"
+    );
+    let done = mon.numbers(&piped, "BytesDone");
+    assert!(
+        done.iter().any(|&d| d > 0 && d < bytes.len() as u64),
+        "no partial count while the pipe stalled: {done:?} of {}",
+        bytes.len()
+    );
+    let last_done = *done.last().unwrap();
+    // The reader may leave the end-of-archive padding unread.
+    assert!(last_done <= bytes.len() as u64 && last_done + 10240 >= bytes.len() as u64);
+    let totals = mon.numbers(&piped, "BytesTotal");
+    assert_eq!(
+        totals.first(),
+        Some(&0),
+        "unknown while reading: {totals:?}"
+    );
+    assert_eq!(totals.last(), Some(&last_done), "{totals:?}");
+    let progress = mon.prop(&piped, "Progress");
+    assert!(progress.iter().any(|p| p == "-1.0"), "{progress:?}");
+    assert_eq!(progress.last().map(String::as_str), Some("1.0"));
+    let layers = mon.last_status(&piped);
+    assert_eq!(layers.len(), 3, "{layers:#?}");
+    for (digest, status, done, total) in &layers {
+        assert!(digest.starts_with("sha256:"), "{digest}");
+        assert_eq!(status, "extracted", "{layers:#?}");
+        assert!(*total > 0 && done == total, "{layers:#?}");
+    }
+
+    // The same archive from a file: its size is known from the start, and the layers
+    // are already extracted.
+    let out = env.skiff(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(mon.wait_for(|_| mon.jobs().len() >= 2));
+    let file = mon.jobs()[1].clone();
+    mon.wait_end(&file);
+    let totals = mon.numbers(&file, "BytesTotal");
+    assert!(
+        !totals.is_empty() && totals.iter().all(|&t| t == bytes.len() as u64),
+        "{totals:?}"
+    );
+    let again = mon.last_status(&file);
+    assert_eq!(again.len(), 3, "{again:#?}");
+    assert!(again.iter().all(|l| l.1 == "present"), "{again:#?}");
+    assert_eq!(
+        mon.prop(&file, "Phase").last().map(String::as_str),
+        Some("'done'")
+    );
+
+    // An import: the tarball read whole, then its one layer extracted.
+    let tar = env.busybox_tar();
+    let tar_bytes = std::fs::read(&tar).unwrap();
+    let out = env.skiff(&["import", tar.to_str().unwrap(), "demo/imported"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(mon.wait_for(|_| mon.jobs().len() >= 3));
+    let import = mon.jobs()[2].clone();
+    mon.wait_end(&import);
+    assert_eq!(
+        mon.numbers(&import, "BytesDone").last(),
+        Some(&(tar_bytes.len() as u64))
+    );
+    assert_eq!(
+        mon.numbers(&import, "BytesTotal").last(),
+        Some(&(tar_bytes.len() as u64))
+    );
+    let n = tar_bytes.len() as u64;
+    assert_eq!(
+        mon.last_status(&import),
+        vec![(sha(&tar_bytes), "extracted".to_string(), n, n)]
+    );
+}
+
+/// Runs `args` on a pty (with a TERM: indicatif draws nothing without one); returns
+/// (success, output) once the output shows `expect`.
+fn on_pty(env: &Env, args: &[&str], expect: &str) -> (bool, String) {
+    let mut cmd = env.skiff_cmd(args);
+    cmd.env("TERM", "xterm");
+    let mut t = PtyChild::spawn(cmd, 24, 120);
+    let st = t.wait(120);
+    t.expect_from(0, expect, 10);
+    (st.success(), t.output())
+}
+
+#[test]
+fn load_and_import_show_bars_on_a_terminal_and_not_with_quiet() {
+    let mut env = Env::bus_only();
+    env.start_daemon();
+    let archive = multi_layer_archive(&env, "demo/bars:1");
+    let a = archive.to_str().unwrap();
+
+    let (ok, out) = on_pty(
+        &env,
+        &["load", "-i", a],
+        "Loaded image: docker.io/demo/bars:1",
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("Reading archive"), "{out}");
+    assert!(out.contains("Extracting"), "{out}");
+
+    let tar = env.busybox_tar();
+    let t = tar.to_str().unwrap();
+    let (ok, out) = on_pty(&env, &["import", t, "demo/imp"], "sha256:");
+    assert!(ok, "{out}");
+    assert!(out.contains("Reading tarball"), "{out}");
+    assert!(out.contains("Extracting"), "{out}");
+
+    let (ok, out) = on_pty(&env, &["load", "-q", "-i", a], "sha256:");
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains("Reading") && !out.contains("Extracting"),
+        "{out}"
+    );
+    let (ok, out) = on_pty(&env, &["import", "-q", t, "demo/imp2"], "sha256:");
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains("Reading") && !out.contains("Extracting"),
+        "{out}"
+    );
+
+    // A failing load ends with the error, not a bar left hanging.
+    let junk = env.dir.path().join("junk.tar");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    let (ok, out) = on_pty(
+        &env,
+        &["load", "-i", junk.to_str().unwrap()],
+        "not a tar archive",
+    );
+    assert!(!ok, "{out}");
+}
