@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{require, stderr, Env};
+use common::{require, stderr, stdout, Env};
 use image_support::{multi_layer_archive, sha};
 use tty_support::PtyChild;
 
@@ -250,6 +250,63 @@ fn load_and_import_jobs_publish_their_progress() {
         mon.last_status(&import),
         vec![(sha(&tar_bytes), "extracted".to_string(), n, n)]
     );
+}
+
+#[test]
+fn ctrl_c_cancels_a_load_which_leaves_nothing() {
+    let mut env = Env::bus_only();
+    env.start_daemon();
+    let archive = multi_layer_archive(&env, "demo/cancel:1");
+    let bytes = std::fs::read(&archive).unwrap();
+    let mon = Monitor::start(&env);
+    let mut child = env
+        .skiff_cmd(&["load"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    assert!(mon.wait_for(|_| !mon.jobs().is_empty()));
+    let job = mon.jobs()[0].clone();
+    // The daemon is in the middle of it: it has read part of the archive.
+    assert!(
+        mon.wait_for(|_| mon.numbers(&job, "BytesDone").iter().any(|&n| n > 0)),
+        "{:#?}",
+        mon.lines()
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    assert!(mon.wait_for(|l| l.contains("Manager.JobRemoved")
+        && l.contains(&format!("'{job}'"))
+        && l.contains("'cancelled'")));
+    drop(stdin);
+
+    let images = env.skiff(&["images", "-q"]);
+    assert!(stdout(&images).trim().is_empty(), "{}", stdout(&images));
+    let tmp = env.data().join("storage/tmp");
+    assert!(
+        env.eventually(20, || std::fs::read_dir(&tmp)
+            .map_or(true, |d| d.count() == 0)),
+        "leftovers in {tmp:?}"
+    );
+    // An ended job cannot be cancelled; the next load works.
+    let out = env.dbus_call(&job, "org.skiff.skiff1.Job.Cancel", &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("org.skiff.Error.Cancelled") && stderr(&out).contains("ended"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.skiff(&["load", "-q", "-i", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// Runs `args` on a pty (with a TERM: indicatif draws nothing without one); returns

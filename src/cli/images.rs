@@ -11,7 +11,7 @@ use super::image_args::{
     HistoryArgs, ImagesArgs, ImportArgs, InspectArgs, LoadArgs, PruneArgs, RmiArgs, SaveArgs,
     TagArgs,
 };
-use super::progress::{job_proxy, JobWatcher};
+use super::progress::JobWatcher;
 use super::{table, Failure};
 use crate::timefmt::human_ago;
 
@@ -50,21 +50,16 @@ pub async fn import(conn: &Connection, args: &ImportArgs) -> Result<i32, Failure
     if !args.changes.is_empty() {
         options.insert("changes", opt(args.changes.clone())?);
     }
-    if args.quiet {
-        options.insert("wait", opt(true)?);
-        mgr.import_image(fd, &args.reference, options)
-            .await
-            .map_err(|e| fail(e, 1))?;
-    } else {
-        let watcher = JobWatcher::subscribe(conn).await?;
-        let (_, job) = mgr
-            .import_image(fd, &args.reference, options)
-            .await
-            .map_err(|e| fail(e, 1))?;
-        let end = watcher.follow(conn, &job, Some("tarball")).await?;
-        if end.result != "done" {
-            return Err(Failure::msg(end.detail));
-        }
+    let watcher = JobWatcher::subscribe(conn).await?;
+    let (_, job) = mgr
+        .import_image(fd, &args.reference, options)
+        .await
+        .map_err(|e| fail(e, 1))?;
+    let end = watcher
+        .follow(conn, &job, Some("tarball"), !args.quiet)
+        .await?;
+    if end.result != "done" {
+        return Err(Failure::msg(end.detail));
     }
     let path = mgr
         .get_image(&args.reference)
@@ -95,18 +90,13 @@ pub async fn load(conn: &Connection, args: &LoadArgs) -> Result<i32, Failure> {
             stdin.as_fd().into()
         }
     };
-    let mut options: HashMap<&str, OwnedVariant> = HashMap::new();
-    let (result, ids) = if args.quiet {
-        options.insert("wait", opt(true)?);
-        let (_, job) = mgr.load_image(fd, options).await.map_err(|e| fail(e, 1))?;
-        let job = job_proxy(conn, &job).await?;
-        job.wait().await.map_err(|e| fail(e, 1))?
-    } else {
-        let watcher = JobWatcher::subscribe(conn).await?;
-        let (_, job) = mgr.load_image(fd, options).await.map_err(|e| fail(e, 1))?;
-        let end = watcher.follow(conn, &job, Some("archive")).await?;
-        (end.result, end.detail)
-    };
+    let options: HashMap<&str, OwnedVariant> = HashMap::new();
+    let watcher = JobWatcher::subscribe(conn).await?;
+    let (_, job) = mgr.load_image(fd, options).await.map_err(|e| fail(e, 1))?;
+    let end = watcher
+        .follow(conn, &job, Some("archive"), !args.quiet)
+        .await?;
+    let (result, ids) = (end.result, end.detail);
     if result != "done" {
         return Err(Failure::msg(ids));
     }

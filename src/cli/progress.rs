@@ -1,6 +1,7 @@
 //! Following an image job (pull, load, import) to its end with progress bars
 //! (indicatif, on stderr when it is a terminal): one bar for the input stream of a load
-//! or import, one per blob for its download and then its extraction.
+//! or import, one per blob for its download and then its extraction. Ctrl-C cancels
+//! the job.
 //!
 //! The watcher subscribes to the job signals *before* the call that starts the job, so
 //! that nothing is missed, and keeps only the signals of the job it follows.
@@ -63,23 +64,35 @@ impl JobWatcher {
         })
     }
 
-    /// Shows the progress of the job at `path` until it ends. `input` names the input
-    /// stream of a load or import ("archive", "tarball"), shown as its own bar.
+    /// Follows the job at `path` until it ends, with bars when `show`. `input` names the
+    /// input stream of a load or import ("archive", "tarball"), shown as its own bar.
+    /// Ctrl-C cancels the job (`Job.Cancel`) and waits for its end; a cancelled job is
+    /// a failure with exit code 130.
     pub async fn follow(
         mut self,
         conn: &Connection,
         path: &OwnedObjectPath,
         input: Option<&str>,
+        show: bool,
     ) -> Result<Followed, Failure> {
         let job = job_proxy(conn, path).await?;
-        let mut bars = Bars::new(input);
+        let mut bars = Bars::new(input, show);
         let wait = job.wait();
         tokio::pin!(wait);
+        let mut interrupted = false;
         let (result, detail) = loop {
             tokio::select! {
                 r = &mut wait => break r.map_err(|e| fail(e, 1))?,
                 Some(Ok(msg)) = self.layers.next() => bars.layer_signal(&msg, path),
                 Some(Ok(msg)) = self.props.next() => bars.props_signal(&msg, path),
+                _ = tokio::signal::ctrl_c(), if !interrupted => {
+                    interrupted = true;
+                    // Too late (the image is being recorded) is not an error: the job
+                    // then ends normally.
+                    if let Err(e) = job.cancel().await {
+                        let _ = bars.multi.println(format!("not cancelled: {}", fail(e, 1).message));
+                    }
+                }
             }
         };
         // Signals already queued belong to this job's end: drain them without waiting.
@@ -91,6 +104,12 @@ impl JobWatcher {
             bars.props_signal(&msg, path);
         }
         bars.finish(result == "done");
+        if result == "cancelled" {
+            return Err(Failure {
+                message: "cancelled: no image was recorded".into(),
+                code: 130,
+            });
+        }
         Ok(Followed {
             result,
             detail,
@@ -140,8 +159,13 @@ struct Bars {
 }
 
 impl Bars {
-    fn new(input: Option<&str>) -> Bars {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+    fn new(input: Option<&str>, show: bool) -> Bars {
+        let target = if show {
+            ProgressDrawTarget::stderr_with_hz(4)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let multi = MultiProgress::with_draw_target(target);
         let input = input.map(|what| {
             let bar = multi.add(ProgressBar::new_spinner());
             bar.set_style(style(SPINNER));

@@ -67,27 +67,19 @@ pub async fn pull(conn: &Connection, args: PullArgs) -> Result<i32, Failure> {
     if let Some(p) = &args.platform {
         options.insert("platform", variant(p.as_str())?);
     }
-    if args.quiet {
-        options.insert("wait", variant(true)?);
-        let (_, job) = mgr
-            .pull_image(&args.reference, options)
-            .await
-            .map_err(|e| fail(e, 1))?;
-        let job = job_proxy(conn, &job).await?;
-        let (_, id) = job.wait().await.map_err(|e| fail(e, 1))?;
-        println!("{id}");
-        return Ok(0);
-    }
-
     // Subscribe before the call, so that no progress signal is missed.
     let watcher = JobWatcher::subscribe(conn).await?;
     let (_, job_path) = mgr
         .pull_image(&args.reference, options)
         .await
         .map_err(|e| fail(e, 1))?;
-    let end = watcher.follow(conn, &job_path, None).await?;
+    let end = watcher.follow(conn, &job_path, None, !args.quiet).await?;
     if end.result != "done" {
         return Err(Failure::msg(end.detail));
+    }
+    if args.quiet {
+        println!("{}", end.detail);
+        return Ok(0);
     }
     let job = job_proxy(conn, &job_path).await?;
     let skipped = job.blobs_skipped().await.unwrap_or(0);

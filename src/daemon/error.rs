@@ -72,6 +72,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// A client cancelled the job.
+    #[error("cancelled")]
+    Cancelled,
     /// A bug or an unexpected condition.
     #[error("internal error: {0}")]
     Internal(String),

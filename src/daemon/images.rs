@@ -14,7 +14,7 @@ use super::events::Event;
 use super::{Daemon, Error};
 use crate::helpers::UnpackResult;
 use crate::image::manifest::{layer_media_type, parse_manifest};
-use crate::image::progress::{CountingReader, Phase, Progress};
+use crate::image::progress::{CountingReader, Progress};
 use crate::image::{
     self, ImageChanges, ImageRecord, LayerRef, NewImage, Reference, Removal, Staging, UnpackStats,
 };
@@ -118,7 +118,9 @@ impl Daemon {
             self.install(staging, stats).await?;
             progress.extract_done(slot);
         }
-        progress.set_phase(Phase::Committing);
+        if !progress.enter_commit() {
+            return Err(Error::Cancelled);
+        }
         let new = NewImage {
             config: manifest.config.clone(),
             manifest: manifest_digest.to_string(),
@@ -163,7 +165,9 @@ impl Daemon {
         if let Some((p, s)) = watch {
             p.extract_done(s);
         }
-        progress.set_phase(Phase::Committing);
+        if !progress.enter_commit() {
+            return Err(Error::Cancelled);
+        }
         for w in &stats.warnings {
             tracing::warn!("import {reference}: {w}");
         }
@@ -210,6 +214,10 @@ impl Daemon {
         // how far the helper has read.
         let offset = blob.try_clone().ok();
         let staging = store.new_staging()?;
+        let guard = StagingGuard {
+            daemon: self.clone(),
+            dir: Some(staging.dir.clone()),
+        };
         let run = tokio::process::Command::new(&self.inner.opts.exe)
             .arg("__unpack")
             .arg("--maps")
@@ -234,6 +242,7 @@ impl Daemon {
                 }
             }
         };
+        guard.disarm();
         let out = match out {
             Ok(o) => o,
             Err(e) => {
@@ -429,6 +438,29 @@ impl Daemon {
                 }
             }
         });
+    }
+}
+
+/// Removes a staging directory when the extraction that owns it is dropped midway (a
+/// cancelled job: the helper is killed with it); disarmed once the extraction ended.
+struct StagingGuard {
+    daemon: Daemon,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl StagingGuard {
+    fn disarm(mut self) {
+        self.dir = None;
+    }
+}
+
+impl Drop for StagingGuard {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let daemon = self.daemon.clone();
+            rt.spawn(async move { daemon.remove_tree(&dir).await });
+        }
     }
 }
 

@@ -50,6 +50,8 @@ pub enum SkiffError {
     IdMapping(String),
     /// Not implemented yet.
     NotSupported(String),
+    /// The job was cancelled, or can no longer be.
+    Cancelled(String),
     /// Anything else.
     Failed(String),
 }
@@ -111,6 +113,7 @@ impl From<daemon::Error> for SkiffError {
                 | image::Error::LimitExceeded { .. } => SkiffError::ImportFailed(msg),
                 _ => SkiffError::Failed(msg),
             },
+            daemon::Error::Cancelled => SkiffError::Cancelled(msg),
             daemon::Error::Corrupt(_) | daemon::Error::Io { .. } | daemon::Error::Internal(_) => {
                 SkiffError::Failed(msg)
             }

@@ -111,6 +111,7 @@ pub(crate) type JobOutcome = Option<(String, String)>;
 
 /// A job's object.
 pub struct JobObject {
+    ctx: Ctx,
     id: u32,
     typ: String,
     reference: String,
@@ -122,6 +123,7 @@ pub struct JobObject {
 impl JobObject {
     /// A job object; `state` carries its progress.
     pub(crate) fn new(
+        ctx: Ctx,
         id: u32,
         typ: &str,
         reference: &str,
@@ -129,6 +131,7 @@ impl JobObject {
         state: Arc<super::job::JobState>,
     ) -> JobObject {
         JobObject {
+            ctx,
             id,
             typ: typ.to_string(),
             reference: reference.to_string(),
@@ -141,7 +144,8 @@ impl JobObject {
 /// Long-running work: an import, load or pull.
 #[interface(name = "org.skiff.skiff1.Job")]
 impl JobObject {
-    /// Waits for the end: ("done", image id) or ("failed", message).
+    /// Waits for the end: ("done", image id), ("failed", message) or ("cancelled",
+    /// "cancelled").
     #[zbus(out_args("result", "image_id"))]
     async fn wait(&self) -> Result<(String, String), SkiffError> {
         let mut rx = self.done.clone();
@@ -152,11 +156,18 @@ impl JobObject {
         Ok(out.clone().unwrap_or_default())
     }
 
-    /// Jobs cannot be cancelled yet.
-    async fn cancel(&self) -> Result<(), SkiffError> {
-        Err(SkiffError::NotSupported(
-            "cancelling jobs is not supported yet".into(),
-        ))
+    /// Cancels the job: it ends as "cancelled" and leaves no image. Refused
+    /// (`org.skiff.Error.Cancelled`) once the job records its image, or after its end.
+    async fn cancel(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), SkiffError> {
+        self.ctx.caller.check(&hdr, conn).await?;
+        if self.done.borrow().is_some() {
+            return Err(SkiffError::Cancelled("the job has ended".into()));
+        }
+        self.state.cancel()
     }
 
     /// The job id.

@@ -29,9 +29,24 @@ pub struct JobState {
     /// Filled by the backend as the work goes.
     pub progress: Arc<Progress>,
     digest: Mutex<String>,
+    cancel: tokio::sync::Notify,
 }
 
 impl JobState {
+    /// Cancels the job (`Job.Cancel`): refused once it records its image.
+    pub fn cancel(&self) -> Result<(), SkiffError> {
+        match self.progress.cancel() {
+            Ok(()) => {
+                self.cancel.notify_one();
+                Ok(())
+            }
+            Err(Phase::Done) => Err(SkiffError::Cancelled("the job has ended".into())),
+            Err(_) => Err(SkiffError::Cancelled(
+                "too late: the job is recording its image".into(),
+            )),
+        }
+    }
+
     /// The manifest digest, once the pull is done.
     pub fn digest(&self) -> String {
         self.digest
@@ -77,6 +92,7 @@ pub async fn start_job(
     let op = OwnedObjectPath::try_from(p.clone()).map_err(SkiffError::ZBus)?;
     let (tx, rx) = watch::channel(None);
     let job = JobObject::new(
+        ctx.clone(),
         id,
         spec.typ,
         &spec.reference,
@@ -90,7 +106,12 @@ pub async fn start_job(
     let (ctx2, conn2, server2, op2) = (ctx.clone(), conn.clone(), server.clone(), op.clone());
     let state = spec.state;
     let work = async move {
-        let result = work.await;
+        // A cancel drops the work: its downloads and unpack helper stop with it, and
+        // reads of its input fail (see `Progress::cancel`).
+        let result = tokio::select! {
+            r = work => r,
+            _ = state.cancel.notified() => Err(crate::daemon::Error::Cancelled),
+        };
         let outcome = match &result {
             Ok(imgs) => {
                 state.progress.set_phase(Phase::Done);
@@ -99,6 +120,10 @@ pub async fn start_job(
                 }
                 let ids: Vec<&str> = imgs.iter().map(|i| i.id.as_str()).collect();
                 ("done".to_string(), ids.join(","))
+            }
+            Err(crate::daemon::Error::Cancelled) => {
+                tracing::info!("job {id} cancelled");
+                ("cancelled".to_string(), "cancelled".to_string())
             }
             Err(e) => ("failed".to_string(), e.to_string()),
         };

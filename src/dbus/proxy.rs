@@ -182,6 +182,8 @@ pub trait Image {
 pub trait Job {
     /// See the server side.
     fn wait(&self) -> zbus::Result<(String, String)>;
+    /// See the server side.
+    fn cancel(&self) -> zbus::Result<()>;
     /// Bytes downloaded.
     #[zbus(property)]
     fn bytes_done(&self) -> zbus::Result<u64>;

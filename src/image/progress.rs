@@ -102,6 +102,8 @@ struct State {
     layers: Vec<LayerProgress>,
     /// Size of the input stream of a load or import, when known (a regular file).
     input_total: Option<u64>,
+    /// A client cancelled the job.
+    cancelled: bool,
 }
 
 /// The progress of one job.
@@ -155,6 +157,37 @@ impl Progress {
     /// Enters `phase`.
     pub fn set_phase(&self, phase: Phase) {
         self.lock().phase = phase;
+    }
+
+    /// Cancels the job unless it is already recording its image (or ended): then the
+    /// phase it is in is returned. The work stops at its next cancellation point
+    /// ([`Progress::enter_commit`], reads through [`CountingReader`]).
+    pub fn cancel(&self) -> Result<(), Phase> {
+        let mut s = self.lock();
+        match s.phase {
+            Phase::Committing | Phase::Done => Err(s.phase),
+            _ => {
+                s.cancelled = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether a client cancelled the job.
+    pub fn is_cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+
+    /// Enters [`Phase::Committing`] unless the job was cancelled (false then): past this
+    /// point a job can no longer be cancelled, so an image is recorded only by a job
+    /// that will report success.
+    pub fn enter_commit(&self) -> bool {
+        let mut s = self.lock();
+        if s.cancelled {
+            return false;
+        }
+        s.phase = Phase::Committing;
+        true
     }
 
     /// Declares a pull's blobs, `(digest, size, already present)`, and enters
@@ -326,6 +359,9 @@ impl<R> CountingReader<R> {
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.progress.is_cancelled() {
+            return Err(io::Error::other("the job was cancelled"));
+        }
         let n = self.inner.read(buf)?;
         self.progress.read(n as u64);
         Ok(n)
@@ -412,5 +448,25 @@ mod tests {
         f.start_reading(Some(200));
         f.read(50);
         assert!((f.totals().fraction - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_cancelled_job_never_commits_and_a_committing_one_cannot_be_cancelled() {
+        let p = Arc::new(Progress::default());
+        p.start_reading(None);
+        assert_eq!(p.cancel(), Ok(()));
+        let mut r = CountingReader::new(&b"data"[..], p.clone());
+        let e = r.read(&mut [0u8; 4]).unwrap_err();
+        assert!(e.to_string().contains("cancelled"), "{e}");
+        assert!(!p.enter_commit());
+        assert_eq!(p.totals().phase, Phase::Reading);
+
+        let q = Progress::default();
+        q.plan_extraction(&[]);
+        assert!(q.enter_commit());
+        assert_eq!(q.cancel(), Err(Phase::Committing));
+        assert!(!q.is_cancelled());
+        q.set_phase(Phase::Done);
+        assert_eq!(q.cancel(), Err(Phase::Done));
     }
 }
