@@ -82,9 +82,9 @@ impl ImageStore {
             if let Some(img) = index.images.get_mut(&id) {
                 img.repo_digests.retain(|d| *d != digest);
             }
+            out.untagged.push(digest);
             if keep {
                 self.save_index(&index)?;
-                out.untagged.push(digest);
                 return Ok(out);
             }
         } else if let Some(tag) = parsed.map(|r| r.to_string()).filter(|t| tags.contains(t)) {
@@ -108,7 +108,7 @@ impl ImageStore {
         for t in &tags {
             index.tags.remove(t);
         }
-        out.untagged = tags;
+        out.untagged.extend(tags);
         out.absorb(self.delete_locked(&mut index, &[id])?);
         Ok(out)
     }

@@ -65,6 +65,7 @@ fn an_image_recorded_by_digest_is_untagged_and_removed_by_digest() {
     assert!(!store.removal_keeps_image(&by_digest).unwrap());
     let blobs = blob_count(&store);
     let r = store.remove_image(&by_digest, false).unwrap();
+    assert_eq!(r.untagged, vec![by_digest.clone()]);
     assert_eq!(r.deleted, vec![rec.id.clone()]);
     assert_eq!(r.blobs_freed, 3);
     assert_eq!(blob_count(&store), blobs - 3);
