@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{stderr, stdout, Env};
-use registry_support::{noise, Auth, ImageSpec, LayerBuilder, Layout, Registry, Throttle};
+use registry_support::{noise, Auth, Gate, ImageSpec, LayerBuilder, Layout, Registry, Throttle};
 
 fn our_arch() -> String {
     skiff::image::store::oci_arch().to_string()
@@ -255,8 +255,26 @@ fn an_index_resolves_to_our_platform() {
     assert_eq!(run_ok(&env, &["run", "--rm", &reference]), "native\n");
 
     // The index digest pulls the same; --platform picks another one.
-    let (same, _) = pull_ok(&env, &["-q", &format!("{}/test/multi@{pushed}", reg.addr)]);
+    let by_index = format!("{}/test/multi@{pushed}", reg.addr);
+    let (same, _) = pull_ok(&env, &["-q", &by_index]);
     assert_eq!(same, native_id);
+    // ... and names it afterwards (a repo digest, not a tag).
+    assert_eq!(run_ok(&env, &["run", "--rm", &by_index]), "native\n");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&run_ok(&env, &["image", "inspect", &by_index])).unwrap();
+    let inspect = if inspect.is_array() {
+        &inspect[0]
+    } else {
+        &inspect
+    };
+    assert_eq!(inspect["RepoTags"], serde_json::json!([reference]));
+    assert!(
+        inspect["RepoDigests"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(by_index)),
+        "{inspect}"
+    );
     let (foreign_id, _) = pull_ok(
         &env,
         &["-q", "--platform", &format!("linux/{other}"), &reference],
@@ -464,4 +482,178 @@ fn bearer_token_auth_with_and_without_credentials() {
         run_ok(&env, &["run", "--rm", &id]),
         "hello from layer two\n"
     );
+}
+
+#[test]
+fn a_pull_by_digest_is_untagged_and_named_only_by_that_repository() {
+    let env = Env::new();
+    let reg = Registry::start(&env.dir.path().join("reg"), Auth::None);
+    let layout = two_layer_image(&env, "layout");
+    let pushed = reg.push(&layout, "v1", "test/busybox:v1");
+    let by_digest = format!("{}/test/busybox@{pushed}", reg.addr);
+    let (id, _) = pull_ok(&env, &["-q", &by_digest]);
+
+    // Docker's view: the repository, TAG <none>; no '@' anywhere as a tag.
+    let images = run_ok(&env, &["images"]);
+    let row = images
+        .lines()
+        .find(|l| l.contains(&id[..12]))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{images}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cols[..2],
+        [format!("{}/test/busybox", reg.addr).as_str(), "<none>"],
+        "{images}"
+    );
+    assert!(!images.contains('@'), "{images}");
+    // Untagged is dangling (docker's dangling: no tag).
+    let dangling = run_ok(&env, &["images", "-q", "--filter", "dangling=true"]);
+    assert!(dangling.contains(&id[..12]), "{dangling}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&run_ok(&env, &["image", "inspect", &by_digest])).unwrap();
+    let inspect = if inspect.is_array() {
+        &inspect[0]
+    } else {
+        &inspect
+    };
+    assert_eq!(inspect["RepoTags"], serde_json::json!([]), "{inspect}");
+    assert_eq!(inspect["RepoDigests"], serde_json::json!([by_digest]));
+
+    // It runs by digest; the same digest under another repository names nothing.
+    assert_eq!(
+        run_ok(&env, &["run", "--rm", &by_digest, "cat", "/etc/motd"]),
+        "pulled\n"
+    );
+    for other in [
+        format!("{}/test/other@{pushed}", reg.addr),
+        format!("test/busybox@{pushed}"),
+    ] {
+        let out = env.skiff(&["image", "inspect", &other]);
+        assert!(!out.status.success(), "{other} resolved");
+        assert!(stderr(&out).contains("no such image"), "{}", stderr(&out));
+    }
+
+    // rmi by digest: its only name, so the image goes.
+    let out = run_ok(&env, &["rmi", &by_digest]);
+    assert!(out.contains(&id), "{out}");
+    assert!(!run_ok(&env, &["images", "-q"]).contains(&id[..12]));
+}
+
+/// Whether /proc/locks shows skiffd waiting for an exclusive flock on inode `ino`.
+fn exclusive_waiter_on(ino: u64) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"->")
+            && f.get(2) == Some(&"FLOCK")
+            && f.get(4) == Some(&"WRITE")
+            && f.get(6).is_some_and(|d| d.ends_with(&format!(":{ino}")))
+    })
+}
+
+/// An rmi that comes while a pull has skipped a blob the removed image held waits for
+/// the pull's commit, instead of freeing the blob under it (the pull then failed with a
+/// missing blob). The pull is stopped deterministically: the answer to its request for
+/// the one blob it lacks is held until the rmi is seen waiting for the lock.
+#[test]
+fn rmi_during_a_pull_does_not_free_the_blobs_it_skipped() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let reg = Registry::start(&env.dir.path().join("reg"), Auth::None);
+    let dir = env.dir.path().join("layout");
+    let layout = Layout::new(&dir);
+    let base = || LayerBuilder::default().busybox().finish();
+    let a = layout.image(&ImageSpec {
+        arch: our_arch(),
+        layers: vec![base()],
+        cmd: vec!["true".into()],
+    });
+    layout.tag("a", &a);
+    let top = LayerBuilder::default()
+        .file("hello", 0o644, b"b survived\n")
+        .finish();
+    let b = layout.image(&ImageSpec {
+        arch: our_arch(),
+        layers: vec![base(), top],
+        cmd: vec!["cat".into(), "/hello".into()],
+    });
+    layout.tag("b", &b);
+    reg.push(&dir, "a", "test/a:1");
+    reg.push(&dir, "b", "test/b:1");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            dir.join("blobs/sha256")
+                .join(b["digest"].as_str().unwrap().trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let shared = layers[0]["digest"].as_str().unwrap().to_string();
+    let own = layers[1]["digest"].as_str().unwrap();
+    let a_ref = format!("{}/test/a:1", reg.addr);
+    pull_ok(&env, &["-q", &a_ref]);
+    let blob = env
+        .data()
+        .join("storage/blobs/sha256")
+        .join(shared.trim_start_matches("sha256:"));
+    assert!(blob.is_file(), "a's layer is b's base layer");
+
+    let gate = Gate::start(&reg.addr, own.trim_start_matches("sha256:"));
+    let b_ref = format!("{}/test/b:1", gate.addr);
+    let pull = env
+        .skiff_cmd(&["pull", &b_ref])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        env.eventually(60, || gate.seen()),
+        "the pull never asked for its own layer: {}",
+        env.daemon_log()
+    );
+    // The pull has decided the base layer is present. Now remove its only other user.
+    let mut rmi = env
+        .skiff_cmd(&["rmi", &a_ref])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ino = std::fs::metadata(env.data().join("storage/gc.lock"))
+        .unwrap()
+        .ino();
+    let mut rmi_done_first = false;
+    assert!(
+        env.eventually(60, || {
+            rmi_done_first = matches!(rmi.try_wait(), Ok(Some(_)));
+            rmi_done_first || exclusive_waiter_on(ino)
+        }),
+        "the rmi neither finished nor waited: {}",
+        env.daemon_log()
+    );
+    gate.open();
+    let pulled = pull.wait_with_output().unwrap();
+    assert!(
+        !rmi_done_first,
+        "the rmi did not wait for the pull (pull: {}): {}",
+        stderr(&pulled),
+        env.daemon_log()
+    );
+    assert!(
+        pulled.status.success(),
+        "the pull failed: {}\n{}",
+        stderr(&pulled),
+        env.daemon_log()
+    );
+    assert!(
+        stderr(&pulled).contains("skipped 1"),
+        "the base layer was skipped: {}",
+        stderr(&pulled)
+    );
+    let removed = rmi.wait_with_output().unwrap();
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert!(blob.is_file(), "b still uses the shared layer blob");
+    let images = run_ok(&env, &["images"]);
+    assert!(!images.contains("test/a"), "{images}");
+    assert_eq!(run_ok(&env, &["run", "--rm", &b_ref]), "b survived\n");
 }

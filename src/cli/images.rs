@@ -309,7 +309,7 @@ pub async fn list(conn: &Connection, args: &ImagesArgs) -> Result<i32, Failure> 
             continue;
         }
         let tags = if tags.is_empty() {
-            vec!["<none>:<none>".to_string()]
+            untagged_names(conn, &id).await
         } else {
             tags
         };
@@ -328,6 +328,25 @@ pub async fn list(conn: &Connection, args: &ImagesArgs) -> Result<i32, Failure> 
         table::print(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
     }
     Ok(0)
+}
+
+/// The rows of an untagged image, as docker shows them: `REPO:<none>` for each
+/// repository it has a repo digest in (e.g. pulled only by digest), else `<none>:<none>`.
+async fn untagged_names(conn: &Connection, id: &str) -> Vec<String> {
+    let digests = match image_proxy(conn, id).await {
+        Ok(p) => p.repo_digests().await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let mut repos: Vec<String> = digests
+        .iter()
+        .filter_map(|d| d.split_once('@').map(|(r, _)| format!("{r}:<none>")))
+        .collect();
+    repos.sort();
+    repos.dedup();
+    if repos.is_empty() {
+        repos.push("<none>:<none>".to_string());
+    }
+    repos
 }
 
 /// `repo:tag` split at the tag's colon (not a registry port's).

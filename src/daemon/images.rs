@@ -152,6 +152,7 @@ impl Daemon {
             return Err(Error::IdMapping(e.clone()));
         }
         let reference: Reference = reference.parse()?;
+        image::names::check_taggable(&reference)?;
         let _gc = self.gc_shared().await?;
         let store = self.inner.images.clone();
         progress.start_reading(input_size(&input));
@@ -361,9 +362,7 @@ impl Daemon {
     pub async fn remove_image(&self, name_or_id: &str, force: bool) -> Result<Removal, Error> {
         let store = self.inner.images.clone();
         let id = store.resolve_id(name_or_id)?;
-        let rec = store.resolve(&id)?;
-        let only_untag = rec.repo_tags.len() > 1
-            && Reference::parse(name_or_id).is_ok_and(|r| rec.repo_tags.contains(&r.to_string()));
+        let only_untag = store.removal_keeps_image(name_or_id)?;
         if !only_untag {
             let users: Vec<_> = self
                 .list(true)

@@ -172,6 +172,9 @@ pub trait Image {
     /// name:tag references.
     #[zbus(property)]
     fn repo_tags(&self) -> zbus::Result<Vec<String>>;
+    /// name@sha256:... references.
+    #[zbus(property)]
+    fn repo_digests(&self) -> zbus::Result<Vec<String>>;
 }
 
 /// `org.skiff.skiff1.Job`.

@@ -1,27 +1,30 @@
 //! Looking images up in the store's index: by name, repo digest, id or id prefix, and
 //! the [`ImageRecord`] of an index entry.
 
+use super::names::repo_digest;
 use super::store::Index;
 use super::{Error, ImageRecord, Reference};
 
-/// The id of the image `name_or_id` names in `index`.
+/// The id of the image `name_or_id` names in `index`: a `name[:tag]` by its tag, a
+/// `name@sha256:...` by the repo digest of exactly that (normalised) repository, else
+/// a full id, `sha256:<id>` or unique id prefix.
 pub(crate) fn resolve_in(index: &Index, name_or_id: &str) -> Result<String, Error> {
     let not_found = || Error::NoSuchImage {
         reference: name_or_id.to_string(),
     };
     let parsed = Reference::parse(name_or_id);
     if let Ok(r) = &parsed {
-        if let Some(id) = index.tags.get(&r.to_string()) {
-            return Ok(id.clone());
+        if let Some(want) = repo_digest(r) {
+            // name@sha256:...: exactly that repository's repo digest (docker normalises
+            // the name, and ignores a tag next to the digest); nothing else.
+            return index
+                .images
+                .iter()
+                .find(|(_, i)| i.repo_digests.contains(&want))
+                .map(|(id, _)| id.clone())
+                .ok_or_else(not_found);
         }
-    }
-    if let Some((_, digest)) = name_or_id.split_once('@') {
-        // name@sha256:...: a repo digest.
-        if let Some((id, _)) = index
-            .images
-            .iter()
-            .find(|(_, i)| i.repo_digests.iter().any(|d| d.ends_with(digest)))
-        {
+        if let Some(id) = index.tags.get(&r.to_string()) {
             return Ok(id.clone());
         }
     }
@@ -81,3 +84,7 @@ pub(crate) fn record(index: &Index, id: &str) -> Option<ImageRecord> {
         layer_blobs: img.layer_blobs.clone(),
     })
 }
+
+#[cfg(test)]
+#[path = "lookup_tests.rs"]
+mod tests;

@@ -22,6 +22,7 @@ mod fsops;
 mod imgconfig;
 mod lookup;
 pub mod manifest;
+pub mod names;
 pub mod progress;
 pub mod reference;
 pub mod registry;

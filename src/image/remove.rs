@@ -8,7 +8,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::path::PathBuf;
 
-use super::store::{record, resolve_in, Index};
+use super::names::{check_taggable, repo_digest};
+use super::store::{record, repository_of, resolve_in, Index};
 use super::{is_sha256_hex, Error, ImageRecord, ImageStore, Reference};
 use crate::fsutil::sync_dir;
 
@@ -37,6 +38,7 @@ impl Removal {
 impl ImageStore {
     /// Points `target` at the image `source` names; returns the image.
     pub fn tag(&self, source: &str, target: &Reference) -> Result<ImageRecord, Error> {
+        check_taggable(target)?;
         let _lock = self.lock()?;
         let mut index = self.load_index()?;
         let id = resolve_in(&index, source)?;
@@ -51,8 +53,20 @@ impl ImageStore {
         resolve_in(&self.load_index()?, name_or_id)
     }
 
-    /// Removes `name_or_id`: a tag of an image with other tags is only untagged (unless
-    /// `by_id_all` — an id, or force — asks for the image itself); otherwise the image
+    /// Whether removing `name_or_id` only drops that name and keeps the image: a tag of
+    /// an image with other tags, or a repo digest (`name@sha256:...`) of an image that
+    /// keeps a tag or another repo digest.
+    pub fn removal_keeps_image(&self, name_or_id: &str) -> Result<bool, Error> {
+        let index = self.load_index()?;
+        let id = resolve_in(&index, name_or_id)?;
+        Ok(keeps_image(&index, &id, name_or_id))
+    }
+
+    /// Removes `name_or_id`. A tag of an image with other tags is only untagged (with
+    /// the image's repo digests of that repository when no tag of it is left); a repo
+    /// digest (`name@sha256:...`) is only dropped while the image keeps a tag or another
+    /// repo digest (as `docker rmi repo@digest` does). Otherwise — the last name, or an
+    /// id (which `force` must confirm for an image tagged several times) — the image
     /// and all its tags go, with the blobs and layers no other image uses. The caller
     /// checked containers.
     pub fn remove_image(&self, name_or_id: &str, force: bool) -> Result<Removal, Error> {
@@ -60,20 +74,23 @@ impl ImageStore {
         let _lock = self.lock()?;
         let mut index = self.load_index()?;
         let id = resolve_in(&index, name_or_id)?;
-        let tags: Vec<String> = index
-            .tags
-            .iter()
-            .filter(|(_, v)| **v == id)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let named_tag = Reference::parse(name_or_id)
-            .ok()
-            .map(|r| r.to_string())
-            .filter(|t| tags.contains(t));
+        let keep = keeps_image(&index, &id, name_or_id);
+        let tags = tags_of(&index, &id);
+        let parsed = Reference::parse(name_or_id).ok();
         let mut out = Removal::default();
-        if let Some(tag) = named_tag {
-            if tags.len() > 1 {
+        if let Some(digest) = parsed.as_ref().and_then(repo_digest) {
+            if let Some(img) = index.images.get_mut(&id) {
+                img.repo_digests.retain(|d| *d != digest);
+            }
+            out.untagged.push(digest);
+            if keep {
+                self.save_index(&index)?;
+                return Ok(out);
+            }
+        } else if let Some(tag) = parsed.map(|r| r.to_string()).filter(|t| tags.contains(t)) {
+            if keep {
                 index.tags.remove(&tag);
+                drop_orphan_digests(&mut index, &id, &tag);
                 self.save_index(&index)?;
                 out.untagged.push(tag);
                 return Ok(out);
@@ -91,7 +108,7 @@ impl ImageStore {
         for t in &tags {
             index.tags.remove(t);
         }
-        out.untagged = tags;
+        out.untagged.extend(tags);
         out.absorb(self.delete_locked(&mut index, &[id])?);
         Ok(out)
     }
@@ -227,6 +244,48 @@ impl ImageStore {
     }
 }
 
+/// The tags pointing at image `id`.
+fn tags_of(index: &Index, id: &str) -> Vec<String> {
+    index
+        .tags
+        .iter()
+        .filter(|(_, v)| *v == id)
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// See [`ImageStore::removal_keeps_image`]; `id` is what `name_or_id` resolves to.
+fn keeps_image(index: &Index, id: &str, name_or_id: &str) -> bool {
+    let Ok(r) = Reference::parse(name_or_id) else {
+        return false;
+    };
+    let tags = tags_of(index, id);
+    match repo_digest(&r) {
+        Some(digest) => {
+            let others = index
+                .images
+                .get(id)
+                .is_some_and(|i| i.repo_digests.iter().any(|d| *d != digest));
+            !tags.is_empty() || others
+        }
+        None => tags.len() > 1 && tags.contains(&r.to_string()),
+    }
+}
+
+/// After `tag` was removed from image `id`: when no tag of its repository is left on
+/// the image, its repo digests of that repository go too (docker does the same).
+fn drop_orphan_digests(index: &mut Index, id: &str, tag: &str) {
+    let repo = repository_of(tag).to_string();
+    let still_tagged = tags_of(index, id).iter().any(|t| repository_of(t) == repo);
+    if still_tagged {
+        return;
+    }
+    if let Some(img) = index.images.get_mut(id) {
+        img.repo_digests
+            .retain(|d| d.split_once('@').map(|(r, _)| r) != Some(repo.as_str()));
+    }
+}
+
 /// The blobs and layers the images of `index` use.
 fn referenced(index: &Index) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut blobs = BTreeSet::new();
@@ -237,3 +296,7 @@ fn referenced(index: &Index) -> (BTreeSet<String>, BTreeSet<String>) {
     }
     (blobs, layers)
 }
+
+#[cfg(test)]
+#[path = "remove_tests.rs"]
+mod tests;

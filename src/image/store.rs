@@ -21,7 +21,7 @@
 //! computed from the index: removing an image frees exactly the blobs and layers no other
 //! image lists.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -39,6 +39,7 @@ pub use super::imgconfig::{now_rfc3339, oci_arch};
 pub use super::lookup::repository_of;
 pub(crate) use super::lookup::{record, resolve_in};
 use super::manifest::{build_manifest, LayerRef};
+use super::names;
 use super::{is_sha256_hex, sha256_hex, Error, Reference, UnpackStats};
 use crate::fsutil::{atomic_write, atomic_write_json, ensure_private_dir, sync_dir};
 
@@ -131,7 +132,8 @@ pub struct NewImage {
     pub layers: Vec<String>,
     /// Layer blob digests, bottom first.
     pub layer_blobs: Vec<String>,
-    /// References to point at the image (`name:tag` as displayed by [`Reference`]).
+    /// References to point at the image, as displayed by [`Reference`]: `name:tag`
+    /// becomes a tag, `name@sha256:...` (a pull by digest) only a repo digest.
     pub names: Vec<String>,
     /// Creation time, RFC 3339.
     pub created: String,
@@ -167,6 +169,10 @@ pub(crate) struct Index {
     pub(crate) images: BTreeMap<String, IndexImage>,
     #[serde(default)]
     pub(crate) tags: BTreeMap<String, String>,
+    /// How many digest tag keys of an older skiff [`load_index`](ImageStore::load_index)
+    /// moved to repo digests (saved with the next update).
+    #[serde(skip)]
+    pub(crate) migrated: usize,
 }
 
 impl Default for Index {
@@ -175,6 +181,7 @@ impl Default for Index {
             version: INDEX_VERSION,
             images: BTreeMap::new(),
             tags: BTreeMap::new(),
+            migrated: 0,
         }
     }
 }
@@ -215,7 +222,13 @@ impl ImageStore {
                 }
             }
         }
-        store.load_index()?;
+        if store.load_index()?.migrated > 0 {
+            let _lock = store.lock()?;
+            let index = store.load_index()?;
+            if index.migrated > 0 {
+                store.save_index(&index)?;
+            }
+        }
         Ok(store)
     }
 
@@ -359,7 +372,8 @@ impl ImageStore {
     }
 
     /// Records an image whose blobs and layers are all in the store, and points `names`
-    /// at it (moving them off other images), in one atomic index update.
+    /// at it (moving them off other images), in one atomic index update: tags for the
+    /// names with a tag, repo digests for all (see [`super::names`]).
     pub fn record_image(&self, new: &NewImage) -> Result<ImageRecord, Error> {
         let id = parse_digest(&new.config)?.to_string();
         parse_digest(&new.manifest)?;
@@ -379,21 +393,13 @@ impl ImageStore {
             }
         }
         let size = new.layers.iter().map(|l| self.layer_size(l)).sum();
+        let names = self.checked_names(&new.names, &new.manifest)?;
         let _lock = self.lock()?;
         let mut index = self.load_index()?;
-        let mut repo_digests: BTreeSet<String> = index
-            .images
-            .get(&id)
-            .map(|i| i.repo_digests.iter().cloned().collect())
-            .unwrap_or_default();
-        for n in &new.names {
-            repo_digests.insert(format!("{}@{}", repository_of(n), new.manifest));
-        }
-        let created = index
-            .images
-            .get(&id)
-            .map(|i| i.created.clone())
-            .unwrap_or_else(|| new.created.clone());
+        let (created, repo_digests) = match index.images.get(&id) {
+            Some(i) => (i.created.clone(), i.repo_digests.clone()),
+            None => (new.created.clone(), Vec::new()),
+        };
         index.images.insert(
             id.clone(),
             IndexImage {
@@ -402,16 +408,10 @@ impl ImageStore {
                 size,
                 manifest: Some(new.manifest.clone()),
                 layer_blobs: new.layer_blobs.clone(),
-                repo_digests: repo_digests.into_iter().collect(),
+                repo_digests,
             },
         );
-        for tag in &new.names {
-            if let Some(old) = index.tags.insert(tag.clone(), id.clone()) {
-                if old != id {
-                    tracing::info!("tag {tag} moved from image {old} to {id}");
-                }
-            }
-        }
+        names::apply(&mut index, &id, &new.manifest, &names);
         self.save_index(&index)?;
         tracing::info!("recorded image {id} as {:?}", new.names);
         record(&index, &id).ok_or(Error::NoSuchImage { reference: id })
@@ -428,6 +428,7 @@ impl ImageStore {
         reference: &Reference,
         changes: &ImageChanges,
     ) -> Result<CommitOutcome, Error> {
+        names::check_taggable(reference)?;
         let unused_staging = self.install_layer(staging, stats)?;
         let created = now_rfc3339();
         let config = build_config(&stats.diff_id, &created, changes)?;
@@ -582,7 +583,7 @@ impl ImageStore {
             path: path.clone(),
             reason,
         };
-        let index: Index =
+        let mut index: Index =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
         if index.version != INDEX_VERSION {
             return Err(Error::Unsupported {
@@ -608,6 +609,7 @@ impl ImageStore {
                 )));
             }
         }
+        index.migrated = names::migrate_digest_tags(&mut index);
         if let Some((tag, id)) = index
             .tags
             .iter()
@@ -647,4 +649,4 @@ impl ImageStore {
 
 #[cfg(test)]
 #[path = "store_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -4,7 +4,7 @@ use super::*;
 use crate::image::{unpack_layer, LayerRef, UnpackOptions};
 use oci_spec::image::Os;
 
-fn layer(content: &[u8]) -> Vec<u8> {
+pub(crate) fn layer(content: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_size(content.len() as u64);
@@ -15,7 +15,12 @@ fn layer(content: &[u8]) -> Vec<u8> {
 }
 
 /// Stages, extracts and commits `content` as `name`.
-fn import(store: &ImageStore, content: &[u8], name: &str, changes: &ImageChanges) -> CommitOutcome {
+pub(crate) fn import(
+    store: &ImageStore,
+    content: &[u8],
+    name: &str,
+    changes: &ImageChanges,
+) -> CommitOutcome {
     let staging = store.new_staging().unwrap();
     let opts = UnpackOptions {
         preserve_ownership: false,
@@ -35,7 +40,7 @@ fn import(store: &ImageStore, content: &[u8], name: &str, changes: &ImageChanges
         .unwrap()
 }
 
-fn new_store() -> (tempfile::TempDir, ImageStore) {
+pub(crate) fn new_store() -> (tempfile::TempDir, ImageStore) {
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(&tmp.path().join("storage")).unwrap();
     (tmp, store)
@@ -449,13 +454,13 @@ fn store_has_the_oci_layout_shape() {
     );
 }
 
-fn blob_count(store: &ImageStore) -> usize {
+pub(crate) fn blob_count(store: &ImageStore) -> usize {
     fs::read_dir(store.root().join("blobs/sha256"))
         .unwrap()
         .count()
 }
 
-fn layer_count(store: &ImageStore) -> usize {
+pub(crate) fn layer_count(store: &ImageStore) -> usize {
     fs::read_dir(store.root().join("layers")).unwrap().count()
 }
 

@@ -1,7 +1,7 @@
 //! A real registry for the pull tests: Debian's `docker-registry` on 127.0.0.1 with its
 //! config and storage in a temp dir, OCI image layouts written here (tar + gzip +
-//! serde_json), pushed with skopeo, and a throttling TCP proxy to make a pull slow
-//! enough to be killed midway.
+//! serde_json), pushed with skopeo, a throttling TCP proxy to make a pull slow enough
+//! to be killed midway, and a gating one to stop a pull at a known request.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -420,6 +420,102 @@ fn copy(mut from: TcpStream, mut to: TcpStream, slow: Option<Arc<AtomicBool>>) {
         }
         if slow.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
             std::thread::sleep(Duration::from_millis(60));
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// A TCP proxy to a registry that holds back the answer to every request whose text
+/// contains `marker` (e.g. a blob's hex digest) until [`Gate::open`]: a pull stops at a
+/// known point. HTTP/1.1 clients do not pipeline, so once a connection carries the
+/// marked request, all that connection's earlier answers were delivered.
+pub struct Gate {
+    /// `127.0.0.1:PORT` of the proxy.
+    pub addr: String,
+    seen: Arc<AtomicBool>,
+    open: Arc<AtomicBool>,
+}
+
+impl Gate {
+    /// Starts a proxy to `upstream`, closed.
+    pub fn start(upstream: &str, marker: &str) -> Gate {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let seen = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(AtomicBool::new(false));
+        let (up, marker) = (upstream.to_string(), marker.as_bytes().to_vec());
+        let (seen2, open2) = (seen.clone(), open.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(client) = conn else { continue };
+                let Ok(server) = TcpStream::connect(&up) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let held = Arc::new(AtomicBool::new(false));
+                let (held2, seen, marker) = (held.clone(), seen2.clone(), marker.clone());
+                std::thread::spawn(move || forward_marking(client, server, &marker, &held2, &seen));
+                let open = open2.clone();
+                std::thread::spawn(move || forward_held(s2, c2, &held, &open));
+            }
+        });
+        Gate { addr, seen, open }
+    }
+
+    /// Whether a request with the marker went through (its answer is held).
+    pub fn seen(&self) -> bool {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    /// Lets the held answers through.
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Client to server: marks the connection `held` (before forwarding the bytes) once
+/// the request text contains `marker`.
+fn forward_marking(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    marker: &[u8],
+    held: &AtomicBool,
+    seen: &AtomicBool,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut window: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        window.extend_from_slice(&buf[..n]);
+        if window.windows(marker.len()).any(|w| w == marker) {
+            held.store(true, Ordering::SeqCst);
+            seen.store(true, Ordering::SeqCst);
+        }
+        let keep = window.len().saturating_sub(marker.len());
+        window.drain(..keep);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// Server to client: waits while the connection is `held` and the gate not open.
+fn forward_held(mut from: TcpStream, mut to: TcpStream, held: &AtomicBool, open: &AtomicBool) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while held.load(Ordering::SeqCst) && !open.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Write);

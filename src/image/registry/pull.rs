@@ -103,6 +103,7 @@ pub async fn pull(
     };
     let (mut bytes, mut digest) = repo.manifest(&want).await?;
     let mut index_digest = None;
+    let mut index_blob = None;
     let probe: Probe = serde_json::from_slice(&bytes)
         .map_err(|e| protocol(format!("the manifest is not valid JSON: {e}")))?;
     check_schema(&probe).map_err(&protocol)?;
@@ -113,7 +114,10 @@ pub async fn pull(
             available: platform::available(entries),
         })?;
         tracing::debug!("{reference}: {} picked from index {digest}", entry.digest);
-        index_digest = Some(digest);
+        index_digest = Some(digest.clone());
+        if reference.digest().is_some() {
+            index_blob = Some(bytes);
+        }
         (bytes, digest) = repo.manifest(&entry.digest).await?;
         let child: Probe = serde_json::from_slice(&bytes)
             .map_err(|e| protocol(format!("the platform manifest is not valid JSON: {e}")))?;
@@ -159,11 +163,18 @@ pub async fn pull(
         }
     }
 
-    // The manifest last: only a complete set of blobs is worth committing.
-    if !store.has_blob(&digest) {
+    // The manifest last: only a complete set of blobs is worth committing. For a pull
+    // by index digest the index too: the commit checks that the digest names the image.
+    if !store.has_blob(&digest) || index_blob.is_some() {
         let store2 = store.clone();
         let digest2 = digest.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
+            if let Some(index) = index_blob {
+                store2.write_blob(&index)?;
+            }
+            if store2.has_blob(&digest2) {
+                return Ok(());
+            }
             let mut w = store2.blob_writer()?;
             w.write_all(&bytes)
                 .map_err(|e| crate::image::Error::io("writing the manifest blob", e))?;
