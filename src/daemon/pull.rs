@@ -89,15 +89,9 @@ impl Daemon {
             max_parallel: MAX_PARALLEL_DOWNLOADS,
         };
         tracing::info!("pulling {reference}");
-        // The collection lock, shared from before the pull decides which blobs the store
-        // has until the image is recorded: a concurrent rmi or prune (exclusive) waits
-        // rather than freeing a blob the pull counted on. commit_image takes it shared
-        // again on another open file: flock grants a shared lock whenever no exclusive
-        // one is held, whatever waits, so this cannot deadlock.
-        let store = self.inner.images.clone();
-        let _gc = tokio::task::spawn_blocking(move || store.gc_lock(false))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        // The pull pins the image's blobs before it looks for them in the store, and
+        // they stay pinned (`pulled.pins`) until the image is recorded: an rmi meanwhile
+        // does not free them, and does not wait for the download either.
         let pulled = registry::pull(&self.inner.images, &reference, &opts, &progress).await?;
         let image = self
             .commit_image(

@@ -23,6 +23,7 @@ mod imgconfig;
 mod lookup;
 pub mod manifest;
 pub mod names;
+pub mod pins;
 pub mod progress;
 pub mod reference;
 pub mod registry;

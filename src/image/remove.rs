@@ -163,7 +163,13 @@ impl ImageStore {
 
     fn free(&self, blobs: &[String], layers: &[String]) -> Result<Removal, Error> {
         let mut out = Removal::default();
+        // Held across the deletions: a job pins before it looks for a blob.
+        let pinned = self.pins.lock();
         for b in blobs {
+            if pinned.contains_key(b) {
+                tracing::debug!("keeping blob {b}: a running job counts on it");
+                continue;
+            }
             let hex = b.strip_prefix("sha256:").unwrap_or(b);
             match fs::remove_file(self.blob_file(hex)) {
                 Ok(()) => out.blobs_freed += 1,
@@ -171,6 +177,7 @@ impl ImageStore {
                 Err(e) => return Err(Error::io(format!("removing blob {b}"), e)),
             }
         }
+        drop(pinned);
         for l in layers {
             let hex = l.strip_prefix("sha256:").unwrap_or(l);
             let from = self.root.join("layers").join(hex);

@@ -232,3 +232,21 @@ fn a_nested_shared_collection_lock_is_granted_while_a_removal_waits() {
     drop(pull);
     removal.join().unwrap();
 }
+
+#[test]
+fn a_pinned_blob_outlives_the_removal_of_its_last_image() {
+    let (_t, store) = new_store();
+    let rec = import(&store, b"pinned", "pin:1", &ImageChanges::default()).image;
+    let layer_blob = rec.layer_blobs[0].clone();
+    let before = blob_count(&store);
+    let pins = store.pin([layer_blob.clone()]);
+    let removal = store.remove_image("pin:1", false).unwrap();
+    assert_eq!(removal.deleted, vec![rec.id.clone()]);
+    // Config and manifest go; the pinned layer blob stays.
+    assert_eq!(blob_count(&store), 1, "{before} blobs before");
+    assert!(store.has_blob(&layer_blob));
+    drop(pins);
+    // Unpinned and unreferenced: the next collection frees it (once it is old enough,
+    // as for any blob a job may resume with).
+    assert!(store.has_blob(&layer_blob));
+}

@@ -54,6 +54,8 @@ const IMAGES_FILE: &str = "images.json";
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     pub(crate) root: PathBuf,
+    /// Blobs running jobs count on (see [`super::pins`]).
+    pub(crate) pins: super::pins::Pins,
 }
 
 /// A fresh directory for one layer extraction, inside the store's `tmp/`.
@@ -192,11 +194,18 @@ struct LayerMeta {
 }
 
 impl ImageStore {
+    /// Pins `digests` (see [`super::pins`]): removal keeps them until the guard is
+    /// dropped. Pin before checking whether the store has a blob you will count on.
+    pub fn pin(&self, digests: impl IntoIterator<Item = String>) -> super::pins::PinGuard {
+        self.pins.pin(digests)
+    }
+
     /// Opens (creating if needed, mode 0700) the store at `root` and checks its index.
     /// A store of the first milestone (skiff's index in `index.json`) is converted.
     pub fn open(root: &Path) -> Result<ImageStore, Error> {
         let store = ImageStore {
             root: root.to_path_buf(),
+            pins: super::pins::Pins::default(),
         };
         for dir in [
             store.root.clone(),

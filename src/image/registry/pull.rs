@@ -44,7 +44,7 @@ pub struct PullOptions {
 }
 
 /// The result of [`pull`]: every blob of the image is in the store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Pulled {
     /// `sha256:...` of the image manifest (the platform's one, for an index).
     pub manifest_digest: String,
@@ -52,6 +52,8 @@ pub struct Pulled {
     pub index_digest: Option<String>,
     /// Whether the registry was reached over plain HTTP.
     pub plain_http: bool,
+    /// The image's blobs, pinned: keep this until the image is recorded.
+    pub pins: crate::image::pins::PinGuard,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +132,17 @@ pub async fn pull(
         .map_err(|e| protocol(format!("not a valid image manifest: {e}")))?;
     check_manifest(&manifest).map_err(&protocol)?;
 
+    // Pinned before the presence checks, until the caller recorded the image (or
+    // gave up): a concurrent rmi keeps them rather than waiting for the download.
+    let mut pins = store.pin(
+        std::iter::once(&manifest.config)
+            .chain(&manifest.layers)
+            .map(|d| d.digest.clone()),
+    );
+    pins.add(&digest);
+    if let Some(d) = &index_digest {
+        pins.add(d);
+    }
     let mut blobs: Vec<(String, u64, bool)> = Vec::new();
     let mut seen = HashSet::new();
     for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
@@ -188,6 +201,7 @@ pub async fn pull(
         manifest_digest: digest,
         index_digest,
         plain_http: repo.plain_http(),
+        pins,
     })
 }
 
