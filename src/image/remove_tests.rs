@@ -1,5 +1,5 @@
-//! Tests of `remove.rs` with digest references, and of the collection lock the pulls
-//! rely on.
+//! Tests of `remove.rs` with digest references and pins, and of the collection lock
+//! loads rely on (a shared lock taken again inside one).
 
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
