@@ -142,23 +142,33 @@ impl Drop for Monitor {
     }
 }
 
-#[test]
-fn load_and_import_jobs_publish_their_progress() {
+/// A daemon, a three-layer archive named `name` (its path and bytes), and a monitor.
+fn setup(name: &str) -> (Env, std::path::PathBuf, Vec<u8>, Monitor) {
     let mut env = Env::bus_only();
     env.start_daemon();
-    let archive = multi_layer_archive(&env, "demo/progress:1");
+    let archive = multi_layer_archive(&env, name);
     let bytes = std::fs::read(&archive).unwrap();
     let mon = Monitor::start(&env);
+    (env, archive, bytes, mon)
+}
 
-    // A load from a pipe that stalls halfway: the job reports what it has read, with
-    // the total unknown (-1 progress) until the end.
-    let mut child = env
-        .skiff_cmd(&["load", "-q"])
+/// `skiff ARGS` with all its stdio piped (the archive goes in on stdin).
+fn spawn_piped(env: &Env, args: &[&str]) -> Child {
+    env.skiff_cmd(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn load_and_import_jobs_publish_their_progress() {
+    let (env, archive, bytes, mon) = setup("demo/progress:1");
+
+    // A load from a pipe that stalls halfway: the job reports what it has read, with
+    // the total unknown (-1 progress) until the end.
+    let mut child = spawn_piped(&env, &["load", "-q"]);
     let mut stdin = child.stdin.take().unwrap();
     let half = bytes.len() / 2;
     stdin.write_all(&bytes[..half]).unwrap();
@@ -254,18 +264,8 @@ fn load_and_import_jobs_publish_their_progress() {
 
 #[test]
 fn ctrl_c_cancels_a_load_which_leaves_nothing() {
-    let mut env = Env::bus_only();
-    env.start_daemon();
-    let archive = multi_layer_archive(&env, "demo/cancel:1");
-    let bytes = std::fs::read(&archive).unwrap();
-    let mon = Monitor::start(&env);
-    let mut child = env
-        .skiff_cmd(&["load"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (env, archive, bytes, mon) = setup("demo/cancel:1");
+    let mut child = spawn_piped(&env, &["load"]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
     assert!(mon.wait_for(|_| !mon.jobs().is_empty()));

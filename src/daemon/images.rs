@@ -10,6 +10,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use super::events::Event;
 use super::{Daemon, Error};
 use crate::helpers::UnpackResult;
@@ -93,31 +95,25 @@ impl Daemon {
             .map(|(l, d)| (l.digest.clone(), l.size, store.has_layer(d)))
             .collect();
         let slots = progress.plan_extraction(&plan);
-        for (((layer, diff_id), slot), (_, _, present)) in
-            manifest.layers.iter().zip(&diff_ids).zip(slots).zip(&plan)
-        {
-            if *present {
-                continue;
-            }
-            if store.has_layer(diff_id) {
-                // Extracted meanwhile by another job.
-                progress.extract_done(slot);
-                continue;
-            }
-            let (staging, stats) = self
-                .unpack_blob(&layer.digest, Some((progress, slot)))
-                .await?;
-            if &stats.diff_id != diff_id {
-                self.remove_tree(&staging.dir).await;
-                return Err(image::Error::DigestMismatch {
-                    expected: diff_id.clone(),
-                    actual: stats.diff_id,
-                }
-                .into());
-            }
-            self.install(staging, stats).await?;
-            progress.extract_done(slot);
+        // Layers are independent trees: extract several at once (each by its own helper
+        // process), in any order. The first error drops the others, which kills their
+        // helpers and removes their staging directories.
+        let todo: Vec<_> = manifest
+            .layers
+            .iter()
+            .zip(&diff_ids)
+            .zip(slots)
+            .zip(&plan)
+            .filter(|(_, (_, _, present))| !present)
+            .map(|(((layer, diff_id), slot), _)| {
+                self.extract_layer(&layer.digest, diff_id, progress, slot)
+            })
+            .collect();
+        let mut extractions = futures_util::stream::iter(todo).buffer_unordered(parallel_unpacks());
+        while let Some(done) = extractions.next().await {
+            done?;
         }
+        drop(extractions);
         if !progress.enter_commit() {
             return Err(Error::Cancelled);
         }
@@ -136,6 +132,34 @@ impl Daemon {
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
         Ok(rec)
+    }
+
+    /// Extracts the layer blob `blob` unless the layer `diff_id` is there already,
+    /// verifies its diff id and installs it, reporting into `slot` of `progress`.
+    async fn extract_layer(
+        &self,
+        blob: &str,
+        diff_id: &str,
+        progress: &Progress,
+        slot: usize,
+    ) -> Result<(), Error> {
+        if self.inner.images.has_layer(diff_id) {
+            // Extracted meanwhile by another job.
+            progress.extract_done(slot);
+            return Ok(());
+        }
+        let (staging, stats) = self.unpack_blob(blob, Some((progress, slot))).await?;
+        if stats.diff_id != diff_id {
+            self.remove_tree(&staging.dir).await;
+            return Err(image::Error::DigestMismatch {
+                expected: diff_id.to_string(),
+                actual: stats.diff_id,
+            }
+            .into());
+        }
+        self.install(staging, stats).await?;
+        progress.extract_done(slot);
+        Ok(())
     }
 
     /// Imports the rootfs tar (plain, gzip or zstd) read from `input` as `reference`: the
@@ -461,6 +485,15 @@ impl Drop for StagingGuard {
             rt.spawn(async move { daemon.remove_tree(&dir).await });
         }
     }
+}
+
+/// How many layers are extracted at once: one per CPU, at most 4 (each extraction
+/// reads, hashes and writes; more than the CPUs only contend).
+fn parallel_unpacks() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
 }
 
 /// How often the extraction's position is sampled.
