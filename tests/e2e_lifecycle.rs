@@ -40,6 +40,50 @@ fn detached_output_goes_to_logs_with_streams_apart() {
 }
 
 #[test]
+fn foreground_output_reaches_the_client_and_the_log() {
+    let env = Env::new();
+    // Output bigger than a pipe's buffer, on both streams, with stdin from the client.
+    let script = "cat; i=0; while [ $i -lt 3000 ]; do echo line$i; i=$((i+1)); done; \
+                  echo err >&2; exit 3";
+    let mut child = env
+        .skiff_cmd(&[
+            "run",
+            "-i",
+            "--name",
+            "fg",
+            "demo/busybox",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"from the client\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("from the client\nline0\n"),
+        "{}",
+        &text[..80.min(text.len())]
+    );
+    assert!(text.ends_with("line2999\n"), "output cut short");
+    assert_eq!(text.lines().count(), 3001);
+    assert_eq!(stderr(&out), "err\n");
+    // docker keeps a foreground run's output too.
+    let logs = env.skiff(&["logs", "fg"]);
+    assert_eq!(stdout(&logs), text);
+    assert_eq!(stderr(&logs), "err\n");
+}
+
+#[test]
 fn logs_follow_streams_until_the_container_stops() {
     let env = Env::new();
     assert!(env

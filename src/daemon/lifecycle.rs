@@ -211,7 +211,8 @@ impl Daemon {
         &self,
         c: &Container,
         rec: &Record,
-        log: Option<crate::monitor::LogConfig>,
+        log: crate::monitor::LogConfig,
+        client_stdio: bool,
         wait_attach: bool,
     ) -> Result<(PathBuf, Vec<crate::netns::PortMapping>), Error> {
         let bundle = self.bundle_dir(&rec.id);
@@ -239,9 +240,10 @@ impl Daemon {
         let mon = MonitorConfig {
             id: rec.id.clone(),
             rootfs: plan,
-            stdin: rec.config.interactive && log.is_some() && !rec.config.tty,
-            wait_attach: wait_attach && log.is_some(),
-            log,
+            stdin: rec.config.interactive && !client_stdio && !rec.config.tty,
+            client_stdio,
+            wait_attach: wait_attach && !client_stdio,
+            log: Some(log),
             network,
         };
         let mon_path = monitor::config_path(&bundle);

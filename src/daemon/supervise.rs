@@ -88,18 +88,16 @@ impl Daemon {
                 rec.name
             )));
         }
-        let log = match stdio {
-            Some(_) => None,
-            None => {
-                let (max_size, max_file) = rec.config.log_limits()?;
-                Some(LogConfig {
-                    path: log_path(&c.dir),
-                    max_size,
-                    max_file,
-                })
-            }
+        // Always logged: a foreground run's output is also copied to the client's fds by
+        // the monitor, so `logs` has it as docker's does.
+        let (max_size, max_file) = rec.config.log_limits()?;
+        let log = LogConfig {
+            path: log_path(&c.dir),
+            max_size,
+            max_file,
         };
-        let (bundle, ports) = match self.write_bundle(c, &rec, log, wait_attach) {
+        let client_stdio = stdio.is_some();
+        let (bundle, ports) = match self.write_bundle(c, &rec, log, client_stdio, wait_attach) {
             Ok(b) => b,
             // E.g. a published port in use: nothing ran; record why (and honour --rm,
             // in a task: we hold the op lock that remove takes).

@@ -94,6 +94,9 @@ pub struct Io {
     clients: Vec<Client>,
     logger: Option<Logger>,
     replay: Option<(VecDeque<Packet>, usize)>,
+    /// A foreground client's stdout and stderr, written to as output comes (blocking:
+    /// a slow reader slows the container, as a pipe would).
+    sinks: [Option<std::fs::File>; 2],
 }
 
 #[derive(Clone, Copy)]
@@ -143,7 +146,14 @@ impl Io {
             clients: Vec::new(),
             logger,
             replay: Some((VecDeque::new(), 0)),
+            sinks: [None, None],
         }
+    }
+
+    /// Copies the container's stdout and stderr to `out` and `err` too (a foreground
+    /// client's). Their file status flags are the client's: they are left as they are.
+    pub fn copy_output_to(&mut self, out: OwnedFd, err: OwnedFd) {
+        self.sinks = [Some(out.into()), Some(err.into())];
     }
 
     /// Serves until `init` has exited and its output is drained.
@@ -355,6 +365,18 @@ impl Io {
     }
 
     fn broadcast(&mut self, stream: u8, data: Vec<u8>) {
+        let sink = usize::from(stream)
+            .checked_sub(1)
+            .and_then(|i| self.sinks.get_mut(i));
+        if let Some(slot) = sink {
+            if let Some(f) = slot.as_mut() {
+                if let Err(e) = std::io::Write::write_all(f, &data) {
+                    // The client went away (its run is then killed by the daemon).
+                    tracing::debug!("the client's stream {stream} is gone: {e}");
+                    *slot = None;
+                }
+            }
+        }
         if let Some(l) = self.logger.as_mut() {
             let _ = l.write(stream as usize, &data);
         }

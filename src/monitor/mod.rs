@@ -50,6 +50,11 @@ pub struct MonitorConfig {
     /// -i, output logged, no tty).
     #[serde(default)]
     pub stdin: bool,
+    /// Our fds 0-2 are a client's (`skiff run` in the foreground): stdin is the
+    /// container's as it is; its output is logged and copied to the client's stdout and
+    /// stderr.
+    #[serde(default)]
+    pub client_stdio: bool,
     /// A client attaches right after the start (`run -t`, `start -a`): if the command
     /// ends before any client asked for output, wait a while for the first one and give
     /// it the output and the exit code.
@@ -181,9 +186,15 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
-    // Logged containers (no client fds) are served through the attach socket; it exists
-    // before the daemon hears that the container started.
+    // Logged containers are served through the attach socket; it exists before the
+    // daemon hears that the container started.
     let logged = cfg.log.is_some();
+    // A client's stdout and stderr, taken before the pipes replace our fds 1 and 2.
+    let client_out = if cfg.client_stdio && logged && !tty {
+        Some(ClientStdio::take()?)
+    } else {
+        None
+    };
     let pipes = if logged && !tty {
         Some(OutputPipes::install(cfg.stdin)?)
     } else {
@@ -221,6 +232,9 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
             },
         };
         let mut l = io::Io::new(streams, listener, cfg.log.clone());
+        if let Some(c) = client_out {
+            l.copy_output_to(c.out, c.err);
+        }
         l.run(init);
         io = Some(l);
     }
@@ -236,6 +250,33 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     let _ = std::fs::remove_file(&sock);
     reap_orphans();
     Ok(code)
+}
+
+/// Duplicates of a client's stdout and stderr (our fds 1 and 2 when we start).
+struct ClientStdio {
+    out: OwnedFd,
+    err: OwnedFd,
+}
+
+impl ClientStdio {
+    fn take() -> Result<ClientStdio, runtime::Error> {
+        let dup = |fd: i32| {
+            nix::fcntl::fcntl(
+                // SAFETY: fds 1 and 2 are open for the monitor's whole life.
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+                nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3),
+            )
+            .map(|raw| {
+                // SAFETY: a fresh descriptor we own.
+                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) }
+            })
+            .map_err(|e| runtime::Error::sys("dup the client's stdio", e))
+        };
+        Ok(ClientStdio {
+            out: dup(1)?,
+            err: dup(2)?,
+        })
+    }
 }
 
 /// The container's ends of its stdio pipes are our fds 0-2 while it is created; we keep
