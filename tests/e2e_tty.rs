@@ -188,9 +188,10 @@ fn attach_two_clients_detach_keys_and_resize_over_dbus() {
     let path = format!("/org/skiff/skiff1/container/{id}");
     let out = env.dbus_call(&path, "org.skiff.skiff1.Container.Resize", &["41", "99"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // The call returns once skiffd passed the size to the monitor, which applies it
+    // asynchronously: ask until the shell sees it.
     let mb = b.mark();
-    b.send(b"stty size\r");
-    b.expect_from(mb, "41 99", 10);
+    b.retry_until(mb, b"stty size\r", "41 99");
     // b's own detach keys; ctrl-p alone is just a byte for it.
     b.send(&[0x18, b'y']);
     assert_eq!(b.wait(10).code(), Some(0));
