@@ -324,7 +324,7 @@ impl Daemon {
         monitor::attach::connect(&path).map_err(|e| match e {
             nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED => {
                 Error::InvalidArgument(format!(
-                    "{} was started with the client's own stdio: there is nothing to attach to",
+                    "{} has no attach socket (its monitor is gone or older than this skiffd)",
                     rec.name
                 ))
             }
@@ -346,7 +346,20 @@ impl Daemon {
             monitor::attach::send(&fd, p).map_err(|e| Error::Runtime(format!("resize: {e}")))
         };
         send(&monitor::attach::Packet::Hello { flags: 0 })?;
-        send(&monitor::attach::Packet::Resize { rows, cols })
+        send(&monitor::attach::Packet::Resize { rows, cols })?;
+        // Read the monitor's answer to the Hello before closing: closing a SEQPACKET
+        // socket with unread data resets the peer (ECONNRESET), and the monitor's next
+        // recv then fails before it reads the Resize, which was lost that way.
+        let mut pfd = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&fd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if let Ok(n) = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(2000u16)) {
+            if n > 0 {
+                let _ = monitor::attach::recv(&fd, nix::sys::socket::MsgFlags::MSG_DONTWAIT);
+            }
+        }
+        Ok(())
     }
 }
 

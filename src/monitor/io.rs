@@ -466,6 +466,12 @@ impl Io {
                     return;
                 }
                 Err(Errno::EAGAIN) => return,
+                // The client closed with our answer unread: the kernel reports the reset
+                // once, before the packets it sent last, which are still to be read.
+                Err(Errno::ECONNRESET) => {
+                    self.clients[i].dead = true;
+                    continue;
+                }
                 Err(_) => {
                     self.clients[i].dead = true;
                     return;
@@ -602,5 +608,58 @@ mod tests {
             .collect();
         assert!(logged.contains(&"stdout:three\n".to_string()), "{logged:?}");
         assert!(logged.contains(&"stderr:two\n".to_string()), "{logged:?}");
+    }
+
+    #[test]
+    fn packets_a_client_sent_before_closing_on_an_unread_answer_are_still_read() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = attach::socket_path(d.path());
+        let listener = attach::listen(&sock).unwrap();
+        let log = LogConfig {
+            path: d.path().join("container.log"),
+            max_size: 0,
+            max_file: 1,
+        };
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let streams = Streams {
+            tty: None,
+            out: Some(child.stdout.take().unwrap().into()),
+            err: Some(child.stderr.take().unwrap().into()),
+            stdin: Some(child.stdin.take().unwrap().into()),
+        };
+        let path = sock.clone();
+        // Like skiffd's Resize: a hello, more packets once the monitor answered, then a
+        // close with the answer unread (the kernel then resets the monitor's end).
+        let client = std::thread::spawn(move || {
+            let c = attach::connect(&path).unwrap();
+            attach::send(&c, &Packet::Hello { flags: 0 }).unwrap();
+            let mut pfd = [PollFd::new(c.as_fd(), PollFlags::POLLIN)];
+            poll(&mut pfd, PollTimeout::from(5000u16)).unwrap();
+            attach::send(&c, &Packet::Input(b"late\n".to_vec())).unwrap();
+            attach::send(&c, &Packet::InputDone).unwrap();
+        });
+        // Without the packets, cat would never end: do not hang the test for it.
+        let watchdog = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(10));
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        });
+        let mut io = Io::new(streams, Some(listener), Some(log.clone()));
+        io.run(Pid::from_raw(pid));
+        let code = child.wait().unwrap().code();
+        io.finish(code.unwrap_or(137));
+        client.join().unwrap();
+        drop(watchdog);
+        assert_eq!(code, Some(0), "cat never got its input and end of file");
+        let logged: Vec<String> = super::super::logger::read_all(&log)
+            .into_iter()
+            .map(|e| format!("{}:{}", e.stream, e.log))
+            .collect();
+        assert_eq!(logged, vec!["stdout:late\n".to_string()]);
     }
 }
