@@ -13,6 +13,7 @@ pub mod job;
 pub mod manager;
 pub mod proxy;
 pub mod server;
+pub mod stdio;
 
 pub use error::SkiffError;
 

@@ -20,6 +20,7 @@ pub mod blob;
 pub mod changes;
 mod fsops;
 mod imgconfig;
+mod index_file;
 mod lookup;
 pub mod manifest;
 pub mod names;
@@ -30,6 +31,7 @@ pub mod registry;
 pub mod remove;
 pub mod store;
 pub mod unpack;
+mod unpack_entry;
 mod zstd;
 
 pub use blob::{parse_digest, BlobWriter};

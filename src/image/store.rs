@@ -22,13 +22,11 @@
 //! image lists.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
@@ -44,10 +42,10 @@ use super::{is_sha256_hex, sha256_hex, Error, Reference, UnpackStats};
 use crate::fsutil::{atomic_write, atomic_write_json, ensure_private_dir, sync_dir};
 
 /// The `version` of the images.json format this code reads and writes.
-const INDEX_VERSION: u32 = 1;
+pub(crate) const INDEX_VERSION: u32 = 1;
 
 /// The file holding skiff's own index.
-const IMAGES_FILE: &str = "images.json";
+pub(crate) const IMAGES_FILE: &str = "images.json";
 
 /// A store of images rooted at one directory. Methods take `&self`; index updates are
 /// serialised across processes with a lock file.
@@ -166,7 +164,7 @@ impl IndexImage {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Index {
-    version: u32,
+    pub(crate) version: u32,
     #[serde(default)]
     pub(crate) images: BTreeMap<String, IndexImage>,
     #[serde(default)]
@@ -537,122 +535,6 @@ impl ImageStore {
 
     pub(crate) fn blob_file(&self, hex: &str) -> PathBuf {
         self.root.join("blobs/sha256").join(hex)
-    }
-
-    fn index_path(&self) -> PathBuf {
-        self.root.join(IMAGES_FILE)
-    }
-
-    /// Takes the exclusive index lock; released when the guard drops.
-    pub(crate) fn lock(&self) -> Result<Flock<File>, Error> {
-        self.flock("index.lock", FlockArg::LockExclusive)
-    }
-
-    /// The collection lock: shared while an image is being committed (its layers and
-    /// blobs must not be freed under it), exclusive while unreferenced ones are freed.
-    /// Blocks; call from a blocking thread.
-    pub fn gc_lock(&self, exclusive: bool) -> Result<Flock<File>, Error> {
-        let arg = if exclusive {
-            FlockArg::LockExclusive
-        } else {
-            FlockArg::LockShared
-        };
-        self.flock("gc.lock", arg)
-    }
-
-    fn flock(&self, name: &str, arg: FlockArg) -> Result<Flock<File>, Error> {
-        let path = self.root.join(name);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening the lock file {path:?}"), e))?;
-        loop {
-            match Flock::lock(file, arg) {
-                Ok(guard) => return Ok(guard),
-                Err((f, Errno::EINTR)) => file = f,
-                Err((_, errno)) => {
-                    return Err(Error::io(format!("locking {path:?}"), errno.into()))
-                }
-            }
-        }
-    }
-
-    pub(crate) fn load_index(&self) -> Result<Index, Error> {
-        let path = self.index_path();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Index::default()),
-            Err(e) => return Err(Error::io(format!("reading {path:?}"), e)),
-        };
-        let corrupt = |reason: String| Error::Corrupt {
-            path: path.clone(),
-            reason,
-        };
-        let mut index: Index =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
-        if index.version != INDEX_VERSION {
-            return Err(Error::Unsupported {
-                feature: format!("image index version {} (in {path:?}) is", index.version),
-                hint: "this skiff reads version 1; use the skiff that wrote it".into(),
-            });
-        }
-        for (id, img) in &index.images {
-            if !is_sha256_hex(id) {
-                return Err(corrupt(format!(
-                    "image id {id:?} is not a sha256 hex digest"
-                )));
-            }
-            if let Some(bad) = img
-                .layers
-                .iter()
-                .chain(&img.layer_blobs)
-                .chain(&img.manifest)
-                .find(|l| parse_digest(l).is_err())
-            {
-                return Err(corrupt(format!(
-                    "image {id} has an invalid layer or blob digest {bad:?}"
-                )));
-            }
-        }
-        index.migrated = names::migrate_digest_tags(&mut index);
-        if let Some((tag, id)) = index
-            .tags
-            .iter()
-            .find(|(_, id)| !index.images.contains_key(*id))
-        {
-            return Err(corrupt(format!("tag {tag} points to unknown image {id:?}")));
-        }
-        Ok(index)
-    }
-
-    /// Writes images.json, then the OCI `index.json` (tagged manifests) for other tools.
-    pub(crate) fn save_index(&self, index: &Index) -> Result<(), Error> {
-        let path = self.index_path();
-        atomic_write_json(&path, index).map_err(|e| Error::io(format!("writing {path:?}"), e))?;
-        let mut manifests = Vec::new();
-        for (tag, id) in &index.tags {
-            let Some(m) = index.images.get(id).and_then(|i| i.manifest.as_ref()) else {
-                continue;
-            };
-            let size = fs::metadata(self.blob_path(m)?).map_or(0, |md| md.len());
-            manifests.push(serde_json::json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": m,
-                "size": size,
-                "annotations": { "org.opencontainers.image.ref.name": tag },
-            }));
-        }
-        let oci = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": manifests,
-        });
-        let p = self.root.join("index.json");
-        atomic_write_json(&p, &oci).map_err(|e| Error::io(format!("writing {p:?}"), e))
     }
 }
 
