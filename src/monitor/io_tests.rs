@@ -3,8 +3,8 @@
 use super::*;
 use std::process::{Command, Stdio};
 
-#[test]
-fn output_is_logged_replayed_to_the_first_client_and_the_exit_sent() {
+/// A temp dir with an attach socket listening in it, and a log config there.
+fn setup() -> (tempfile::TempDir, std::path::PathBuf, OwnedFd, LogConfig) {
     let d = tempfile::tempdir().unwrap();
     let sock = attach::socket_path(d.path());
     let listener = attach::listen(&sock).unwrap();
@@ -13,6 +13,12 @@ fn output_is_logged_replayed_to_the_first_client_and_the_exit_sent() {
         max_size: 0,
         max_file: 1,
     };
+    (d, sock, listener, log)
+}
+
+#[test]
+fn output_is_logged_replayed_to_the_first_client_and_the_exit_sent() {
+    let (_d, sock, listener, log) = setup();
     let mut child = Command::new("sh")
         .args([
             "-c",
@@ -76,14 +82,7 @@ fn output_is_logged_replayed_to_the_first_client_and_the_exit_sent() {
 
 #[test]
 fn packets_a_client_sent_before_closing_on_an_unread_answer_are_still_read() {
-    let d = tempfile::tempdir().unwrap();
-    let sock = attach::socket_path(d.path());
-    let listener = attach::listen(&sock).unwrap();
-    let log = LogConfig {
-        path: d.path().join("container.log"),
-        max_size: 0,
-        max_file: 1,
-    };
+    let (_d, sock, listener, log) = setup();
     let mut child = Command::new("cat")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
