@@ -27,10 +27,28 @@ use crate::timefmt::now_us;
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Daemon {
-    /// Starts a created or exited container. With `stdio`, the client's fds are the
-    /// container's; without, stdin is /dev/null and its output goes to its json-file log.
-    /// Returns once the command runs, or with the reason it could not start.
+    /// Starts a created or exited container. With `stdio`, the client's stdin is the
+    /// container's and its output is copied to the client's stdout/stderr; without,
+    /// stdin is /dev/null. The output always goes to the json-file log too. Returns once
+    /// the command runs, or with the reason it could not start.
     pub async fn start(&self, name_or_id: &str, stdio: Option<Stdio>) -> Result<(), Error> {
+        self.start_by_user(name_or_id, stdio, false).await
+    }
+
+    /// Starts a container with logged output for a client that attaches right after:
+    /// its monitor keeps the output and the exit code for that first client a while
+    /// even when the command ends before the client is there.
+    pub async fn start_for_attach(&self, name_or_id: &str) -> Result<(), Error> {
+        self.start_by_user(name_or_id, None, true).await
+    }
+
+    /// A start a user asked for: it clears a stop by the user and the restart count.
+    async fn start_by_user(
+        &self,
+        name_or_id: &str,
+        stdio: Option<Stdio>,
+        wait_attach: bool,
+    ) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
         let _op = c.op.lock().await;
         let s = c.snapshot().state;
@@ -41,23 +59,7 @@ impl Daemon {
                 r.state.restart_count = 0;
             })?;
         }
-        self.start_locked_with(&c, stdio, false).await
-    }
-
-    /// Starts a container with logged output for a client that attaches right after:
-    /// its monitor keeps the output and the exit code for that first client a while
-    /// even when the command ends before the client is there.
-    pub async fn start_for_attach(&self, name_or_id: &str) -> Result<(), Error> {
-        let c = self.lookup(name_or_id)?;
-        let _op = c.op.lock().await;
-        let s = c.snapshot().state;
-        if s.stopped_by_user || s.restart_count != 0 {
-            c.update(|r| {
-                r.state.stopped_by_user = false;
-                r.state.restart_count = 0;
-            })?;
-        }
-        self.start_locked_with(&c, None, true).await
+        self.start_locked_with(&c, stdio, wait_attach).await
     }
 
     /// The start itself; the caller holds the container's op lock.
