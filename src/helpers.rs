@@ -1,10 +1,15 @@
 //! skiffd's hidden helper subcommands, each a fresh single-threaded process (so it may
 //! fork) that does work which must happen inside the user's user namespace:
 //!
-//! - `__unpack --maps JSON DEST`: extracts the layer tar on stdin into DEST as root of the
+//! - `__unpack DEST`: extracts the layer tar on stdin into DEST as root of the
 //!   namespace, so file owners land on the subordinate ids; prints the result as JSON.
-//! - `__remove --maps JSON PATH...`: removes trees that hold files owned by subordinate ids,
-//!   which the user cannot remove from outside.
+//! - `__remove PATH...`: removes trees that hold files owned by subordinate ids, which
+//!   the user cannot remove from outside.
+//! - `__exec`: runs a process in a running container.
+//!
+//! Each reads its spec (the id maps as JSON, or the exec's spec) from fd 4
+//! ([`crate::fdutil::SPEC_FD`]), never from its command line or environment: those are
+//! readable by every local user through /proc.
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -26,13 +31,19 @@ pub enum UnpackResult {
     Err(String),
 }
 
-fn parse_maps(json: &str) -> Result<IdMaps, String> {
-    serde_json::from_str(json).map_err(|e| format!("bad --maps argument: {e}"))
+/// The helper's spec from fd 4, decoded.
+fn read_spec<T: serde::de::DeserializeOwned>(what: &str) -> Result<T, String> {
+    let data = crate::fdutil::read_spec().map_err(|e| format!("reading the {what}: {e}"))?;
+    serde_json::from_slice(&data).map_err(|e| format!("bad {what}: {e}"))
+}
+
+fn read_maps() -> Result<IdMaps, String> {
+    read_spec("id maps")
 }
 
 /// `__unpack`: returns the process exit code.
-pub fn unpack_main(maps_json: &str, dest: &Path) -> i32 {
-    let result = parse_maps(maps_json).and_then(|maps| {
+pub fn unpack_main(dest: &Path) -> i32 {
+    let result = read_maps().and_then(|maps| {
         let dest = dest.to_path_buf();
         runtime::run_in_userns(&maps, move || {
             let res = match UnpackOptions::from_env(|k| std::env::var(k).ok())
@@ -64,8 +75,8 @@ pub fn unpack_main(maps_json: &str, dest: &Path) -> i32 {
 }
 
 /// `__remove`: returns the process exit code; failures are printed on stderr.
-pub fn remove_main(maps_json: &str, paths: &[PathBuf]) -> i32 {
-    let maps = match parse_maps(maps_json) {
+pub fn remove_main(paths: &[PathBuf]) -> i32 {
+    let maps = match read_maps() {
         Ok(m) => m,
         Err(e) => {
             eprintln!("{e}");
@@ -95,18 +106,15 @@ pub fn remove_main(maps_json: &str, paths: &[PathBuf]) -> i32 {
     }
 }
 
-/// `__exec JSON`: runs a process in a running container (see `runtime::join`), reports
-/// `Started`/`Failed`/`Exited` on the status pipe (fd 3) like the monitor, and exits with
-/// the process's exit code.
-pub fn exec_main(spec_json: &str) -> i32 {
+/// `__exec`: runs a process in a running container (see `runtime::join`) by the spec
+/// on fd 4, reports `Started`/`Failed`/`Exited` on the status pipe (fd 3) like the
+/// monitor, and exits with the process's exit code.
+pub fn exec_main() -> i32 {
     let mut pipe = crate::monitor::StatusPipe::open();
-    let spec: runtime::join::JoinSpec = match serde_json::from_str(spec_json) {
+    let spec: runtime::join::JoinSpec = match read_spec("exec spec") {
         Ok(s) => s,
-        Err(e) => {
-            pipe.send(&crate::monitor::Status::Failed {
-                code: 125,
-                message: format!("bad exec spec: {e}"),
-            });
+        Err(message) => {
+            pipe.send(&crate::monitor::Status::Failed { code: 125, message });
             return 125;
         }
     };

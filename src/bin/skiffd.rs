@@ -1,7 +1,8 @@
 //! `skiffd`: the per-user container daemon on the D-Bus session bus.
 //!
-//! Hidden subcommands (`__monitor`, `__unpack`, `__remove`) are the daemon re-running
-//! itself as a fresh single-threaded process for work that forks into namespaces.
+//! Hidden subcommands (`__monitor`, `__exec`, `__unpack`, `__remove`) are the daemon
+//! re-running itself as a fresh single-threaded process for work that forks into
+//! namespaces. Their specs come on fd 4, never on the command line.
 
 use std::path::PathBuf;
 
@@ -36,16 +37,12 @@ enum Helper {
     /// The per-container monitor.
     #[command(name = "__monitor", hide = true)]
     Monitor { bundle: PathBuf },
-    /// Extract a layer from stdin inside the user namespace.
+    /// Extract a layer from stdin inside the user namespace (id maps on fd 4).
     #[command(name = "__unpack", hide = true)]
-    Unpack {
-        #[arg(long)]
-        maps: String,
-        dest: PathBuf,
-    },
-    /// Run a process in a running container.
+    Unpack { dest: PathBuf },
+    /// Run a process in a running container (its spec on fd 4).
     #[command(name = "__exec", hide = true)]
-    Exec { spec: String },
+    Exec,
     /// Mount the FUSE overlay on MOUNTPOINT and serve it in the foreground (for tests and
     /// benchmarks; run it as root of a user namespace that owns its mount namespace).
     #[command(name = "__fuse-mount", hide = true)]
@@ -69,27 +66,26 @@ enum Helper {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Remove trees owned by subordinate ids.
+    /// Remove trees owned by subordinate ids (id maps on fd 4).
     #[command(name = "__remove", hide = true)]
-    Remove {
-        #[arg(long)]
-        maps: String,
-        paths: Vec<PathBuf>,
-    },
+    Remove { paths: Vec<PathBuf> },
 }
 
 fn main() {
+    // Whatever descriptors we inherited beyond stdio (a shell's, a service manager's)
+    // are not ours to pass on: none reaches a helper or a container. Helpers take the
+    // status pipe (fd 3) and their spec (fd 4) before they start anything.
+    if let Err(e) = skiff::fdutil::cloexec_from(3) {
+        eprintln!("skiffd: cannot mark inherited descriptors close-on-exec: {e}");
+        std::process::exit(1);
+    }
     let args = Args::parse();
     // Helpers must stay single-threaded (they fork): no runtime, no logging threads.
     match &args.helper {
         Some(Helper::Monitor { bundle }) => std::process::exit(skiff::monitor::main(bundle)),
-        Some(Helper::Unpack { maps, dest }) => {
-            std::process::exit(skiff::helpers::unpack_main(maps, dest))
-        }
-        Some(Helper::Exec { spec }) => std::process::exit(skiff::helpers::exec_main(spec)),
-        Some(Helper::Remove { maps, paths }) => {
-            std::process::exit(skiff::helpers::remove_main(maps, paths))
-        }
+        Some(Helper::Unpack { dest }) => std::process::exit(skiff::helpers::unpack_main(dest)),
+        Some(Helper::Exec) => std::process::exit(skiff::helpers::exec_main()),
+        Some(Helper::Remove { paths }) => std::process::exit(skiff::helpers::remove_main(paths)),
         Some(Helper::FuseMount {
             lowerdir,
             upper,

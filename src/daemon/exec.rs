@@ -158,7 +158,9 @@ impl Daemon {
             &rec.id,
             &attrs(None),
         ));
-        let args = [OsStr::new("__exec"), OsStr::new(&spec_json)];
+        // The spec (environment included: it may hold secrets) goes on the helper's fd 4,
+        // never on its command line.
+        let args = [OsStr::new("__exec")];
         // With a tty the helper's stdin is a socket on which it sends the pty master.
         let (stdio3, pty_chan): ((StdStdio, StdStdio, StdStdio), _) = if cfg.tty {
             let (ours, theirs) = Channel::pair().map_err(|e| Error::Internal(e.to_string()))?;
@@ -173,7 +175,12 @@ impl Daemon {
                 None,
             )
         };
-        let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio3)?;
+        let mut run = HelperRun::spawn(
+            &self.inner.opts.exe,
+            &args,
+            stdio3,
+            Some(spec_json.as_bytes()),
+        )?;
         let first = run.first().await;
         let pty = match (&first, pty_chan) {
             (Some(monitor::Status::Started { .. }), Some(chan)) => match chan.recv_fd(true) {

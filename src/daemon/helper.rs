@@ -1,9 +1,9 @@
 //! A skiffd helper process (the monitor, `__exec`) followed through its status pipe:
-//! spawned in its own session with the pipe on fd 3, it reports `Started`/`Failed`
+//! spawned in its own session with the pipe on fd 3 (and its spec, if any, on fd 4:
+//! never on its command line), it reports `Started`/`Failed`
 //! first and `Exited` last, one JSON object per line.
 
 use std::ffi::OsStr;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::unix::pipe;
 
 use super::Error;
+use crate::fdutil;
 use crate::monitor::{Status, STATUS_FD};
 
 /// A running helper.
@@ -20,11 +21,14 @@ pub struct HelperRun {
 }
 
 impl HelperRun {
-    /// Spawns `exe args…` in a new session with `stdio` and the status pipe on fd 3.
+    /// Spawns `exe args…` in a new session with `stdio`, the status pipe on fd 3 and
+    /// `spec` (if any) in a sealed memfd on fd 4 ([`crate::fdutil::SPEC_FD`]); every
+    /// other descriptor of ours is close-on-exec in the child.
     pub fn spawn(
         exe: &Path,
         args: &[&OsStr],
         stdio: (Stdio, Stdio, Stdio),
+        spec: Option<&[u8]>,
     ) -> Result<HelperRun, Error> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
@@ -34,25 +38,27 @@ impl HelperRun {
             .stdout(stdio.1)
             .stderr(stdio.2)
             .env_remove("RUST_LOG");
-        let status_fd = write_end.as_raw_fd();
-        // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
+        // SAFETY: only an async-signal-safe call (setsid) between fork and exec.
         unsafe {
-            cmd.pre_exec(move || {
+            cmd.pre_exec(|| {
                 if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if status_fd == STATUS_FD {
-                    libc::fcntl(status_fd, libc::F_SETFD, 0);
-                } else if libc::dup2(status_fd, STATUS_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
+        let mut fds = vec![(write_end, STATUS_FD)];
+        if let Some(spec) = spec {
+            let memfd = fdutil::sealed_memfd(spec)
+                .map_err(|e| Error::Internal(format!("the helper's spec: {e}")))?;
+            fds.push((memfd, fdutil::SPEC_FD));
+        }
+        fdutil::pass_fds(&mut cmd, fds);
         let child = cmd
             .spawn()
             .map_err(|e| Error::Runtime(format!("cannot start skiffd's helper: {e}")))?;
-        drop(write_end);
+        // Our copies of the status pipe's write end and the spec go with the command.
+        drop(cmd);
         let receiver = pipe::Receiver::from_owned_fd(read_end)
             .map_err(|e| Error::Internal(format!("status pipe: {e}")))?;
         Ok(HelperRun {
@@ -90,4 +96,19 @@ impl HelperRun {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+}
+
+/// A command for a helper that works in the user namespace (`__unpack`, `__remove`):
+/// the id maps `maps_json` on its fd 4, every other descriptor above 2 close-on-exec.
+pub fn maps_command(
+    exe: &Path,
+    helper: &str,
+    maps_json: &str,
+) -> Result<tokio::process::Command, Error> {
+    let memfd = fdutil::sealed_memfd(maps_json.as_bytes())
+        .map_err(|e| Error::Internal(format!("the {helper} helper's id maps: {e}")))?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg(helper);
+    fdutil::pass_fds(&mut cmd, vec![(memfd, fdutil::SPEC_FD)]);
+    Ok(cmd)
 }

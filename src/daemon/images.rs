@@ -243,10 +243,10 @@ impl Daemon {
             daemon: self.clone(),
             dir: Some(staging.dir.clone()),
         };
-        let run = tokio::process::Command::new(&self.inner.opts.exe)
-            .arg("__unpack")
-            .arg("--maps")
-            .arg(&self.inner.maps_json)
+        // On failure the guard removes the staging directory.
+        let mut cmd =
+            super::helper::maps_command(&self.inner.opts.exe, "__unpack", &self.inner.maps_json)?;
+        let run = cmd
             .arg(&staging.diff)
             .stdin(Stdio::from(blob))
             .stdout(Stdio::piped())

@@ -300,14 +300,18 @@ impl Daemon {
         if matches!(direct, Ok(Ok(()))) {
             return;
         }
-        let out = tokio::process::Command::new(&self.inner.opts.exe)
-            .arg("__remove")
-            .arg("--maps")
-            .arg(&self.inner.maps_json)
-            .arg(path)
-            .stdin(StdStdio::null())
-            .output()
-            .await;
+        let mut cmd = match super::helper::maps_command(
+            &self.inner.opts.exe,
+            "__remove",
+            &self.inner.maps_json,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("removing {}: {e}", path.display());
+                return;
+            }
+        };
+        let out = cmd.arg(path).stdin(StdStdio::null()).output().await;
         match out {
             Ok(o) if o.status.success() => {}
             Ok(o) => tracing::error!(

@@ -120,7 +120,7 @@ impl Daemon {
             None => (StdStdio::null(), StdStdio::null(), StdStdio::null()),
         };
         let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
-        let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio)?;
+        let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio, None)?;
         let monitor_pid = run.pid();
         let status = tokio::time::timeout(START_TIMEOUT, run.first())
             .await

@@ -287,7 +287,7 @@ impl Manager {
                 }
             }
         }
-        let fd: OwnedFd = rootfs_tar.into();
+        let fd: OwnedFd = super::stdio::received(rootfs_tar);
         check_fd(&fd, "rootfs_tar")?;
         super::image::start_import(
             &self.ctx,
@@ -325,7 +325,7 @@ impl Manager {
                 }
             }
         }
-        let fd: OwnedFd = archive.into();
+        let fd: OwnedFd = super::stdio::received(archive);
         nix::sys::stat::fstat(fd.as_fd())
             .map_err(|e| SkiffError::invalid_args(format!("archive: bad file descriptor: {e}")))?;
         let daemon = self.ctx.daemon.clone();
@@ -364,7 +364,7 @@ impl Manager {
                 }
             }
         }
-        let fd: OwnedFd = out.into();
+        let fd: OwnedFd = super::stdio::received(out);
         check_fd(&fd, "out")?;
         Ok(self.ctx.daemon.save_images(&refs, fd, &format).await?)
     }

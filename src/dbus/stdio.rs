@@ -7,6 +7,17 @@ use std::os::fd::{AsFd, OwnedFd};
 use super::SkiffError;
 use crate::daemon::lifecycle::Stdio;
 
+/// Takes an fd a client passed: zbus receives fds without `MSG_CMSG_CLOEXEC`, so it is
+/// made close-on-exec at once (a helper or container started meanwhile is covered by
+/// their own close-on-exec sweep; this keeps it out of everything started later).
+pub fn received(fd: zbus::OwnedFd) -> OwnedFd {
+    let fd: OwnedFd = fd.into();
+    if let Err(e) = crate::fdutil::set_cloexec(&fd) {
+        tracing::warn!("cannot make a client's fd close-on-exec: {e}");
+    }
+    fd
+}
+
 /// Checks an fd a client passed: it must be open and not a directory.
 pub fn check_fd(fd: &OwnedFd, what: &str) -> Result<(), SkiffError> {
     let st = nix::sys::stat::fstat(fd.as_fd())
@@ -43,8 +54,8 @@ pub fn stdio_of(fds: HashMap<u32, zbus::OwnedFd>) -> Result<Option<Stdio>, Skiff
         return Ok(None);
     }
     let mut slots: [Option<OwnedFd>; 3] = [None, None, None];
+    let fds: Vec<(u32, OwnedFd)> = fds.into_iter().map(|(n, fd)| (n, received(fd))).collect();
     for (n, fd) in fds {
-        let fd: OwnedFd = fd.into();
         if n > 2 {
             return Err(SkiffError::NotSupported(format!(
                 "passing fd {n}: only 0, 1 and 2 can be passed for now"

@@ -105,7 +105,7 @@ pub fn cstrings<S: AsRef<[u8]>>(items: &[S]) -> Result<Vec<CString>, ExecFailure
         .collect()
 }
 
-/// Resolves and executes the command; returns only on failure.
+/// Resolves and executes the command with only fds 0-2; returns only on failure.
 pub fn exec(args: &[String], env: &[String]) -> ExecFailure {
     let Some(cmd) = args.first() else {
         return ExecFailure {
@@ -132,6 +132,15 @@ pub fn exec(args: &[String], env: &[String]) -> ExecFailure {
         }
         (_, Err(f), _) | (_, _, Err(f)) => return f,
     };
+    // The command gets exactly fds 0-2: whatever else this process holds (the sync
+    // channel, anything inherited) closes with the exec, as runc does since
+    // CVE-2024-21626.
+    if let Err(e) = crate::fdutil::cloexec_from(3) {
+        return ExecFailure {
+            code: EXIT_SETUP_FAILED,
+            message: format!("marking descriptors close-on-exec: {e}"),
+        };
+    }
     match nix::unistd::execve(&c_path, &c_args, &c_env) {
         Err(errno) => classify(&path, errno),
         Ok(never) => match never {},

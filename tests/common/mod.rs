@@ -40,6 +40,8 @@ pub struct Env {
     dbus: Child,
     skiffd: Option<Child>,
     extra_args: Vec<String>,
+    /// An fd skiffd inherits as fd 9 (a stray descriptor from whoever started it).
+    inherit_fd9: Option<std::os::fd::OwnedFd>,
 }
 
 impl Env {
@@ -88,6 +90,7 @@ impl Env {
             dbus,
             skiffd: None,
             extra_args: Vec::new(),
+            inherit_fd9: None,
         }
     }
 
@@ -115,18 +118,37 @@ impl Env {
         self.start_daemon();
     }
 
+    /// Makes the next skiffd started inherit `fd` as its fd 9 (not close-on-exec), as a
+    /// daemon started from a shell that holds stray descriptors would.
+    pub fn inherit_fd9(&mut self, fd: std::os::fd::OwnedFd) {
+        self.inherit_fd9 = Some(fd);
+    }
+
     /// Starts skiffd and waits until it owns its name.
     pub fn start_daemon(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("skiffd.log")).unwrap();
-        let child = Command::new(bin("skiffd"))
-            .args(&self.extra_args)
+        let mut cmd = Command::new(bin("skiffd"));
+        cmd.args(&self.extra_args)
             .envs(self.envs())
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(fd) = &self.inherit_fd9 {
+            let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
+            // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    if raw == 9 {
+                        libc::fcntl(9, libc::F_SETFD, 0);
+                    } else if libc::dup2(raw, 9) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
         self.skiffd = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -267,13 +289,31 @@ impl Drop for Env {
         let _ = self.dbus.kill();
         let _ = self.dbus.wait();
         // Layers hold files owned by subordinate ids, which only the user namespace can
-        // remove: use skiffd's own helper with the maps the daemon used.
-        let maps = current_maps_json();
-        let _ = Command::new(bin("skiffd"))
-            .args(["__remove", "--maps", &maps])
+        // remove: use skiffd's own helper with the maps the daemon used (on its fd 4).
+        let maps_file = self.dir.path().join("maps.json");
+        if std::fs::write(&maps_file, current_maps_json()).is_err() {
+            return;
+        }
+        let Ok(maps) = std::fs::File::open(&maps_file) else {
+            return;
+        };
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&maps);
+        let mut cmd = Command::new(bin("skiffd"));
+        cmd.arg("__remove")
             .arg(self.dir.path().join("data"))
-            .stderr(Stdio::null())
-            .status();
+            .stderr(Stdio::null());
+        // SAFETY: only dup2/fcntl (async-signal-safe) between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if raw == 4 {
+                    libc::fcntl(4, libc::F_SETFD, 0);
+                } else if libc::dup2(raw, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let _ = cmd.status();
     }
 }
 
