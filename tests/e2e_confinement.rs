@@ -187,3 +187,50 @@ fn exec_secrets_are_not_on_helper_command_lines_or_environments() {
     }
     assert!(leaks.is_empty(), "the secret is readable in {leaks:?}");
 }
+
+fn groups_line(status: &str) -> String {
+    status
+        .lines()
+        .find(|l| l.starts_with("Groups:"))
+        .unwrap_or("no Groups line")
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn users_get_no_supplementary_groups_they_did_not_ask_for() {
+    let env = Env::new();
+    let out = env.skiff(&[
+        "run",
+        "--rm",
+        "-u",
+        "1000:1000",
+        "demo/busybox",
+        "cat",
+        "/proc/self/status",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(groups_line(&stdout(&out)), "Groups:", "run -u 1000:1000");
+    let out = env.skiff(&["run", "--rm", "demo/busybox", "cat", "/proc/self/status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(groups_line(&stdout(&out)), "Groups:", "run as root");
+
+    running(
+        &env,
+        "box",
+        &["-u", "1000:1000", "demo/busybox", "sleep", "1000"],
+    );
+    let out = env.skiff(&["exec", "box", "cat", "/proc/1/status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(groups_line(&stdout(&out)), "Groups:", "run -d -u 1000:1000");
+    for user in [None, Some("1000:1000"), Some("0:0"), Some("2000")] {
+        let mut args = vec!["exec"];
+        if let Some(u) = user {
+            args.extend(["-u", u]);
+        }
+        args.extend(["box", "cat", "/proc/self/status"]);
+        let out = env.skiff(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(groups_line(&stdout(&out)), "Groups:", "exec -u {user:?}");
+    }
+}

@@ -114,9 +114,7 @@ fn setup(
         .flatten()
         .map(|g| Gid::from_raw(*g))
         .collect();
-    if !gids.is_empty() {
-        nix::unistd::setgroups(&gids).map_err(|e| Error::sys("setgroups", e))?;
-    }
+    set_supplementary_groups(&gids)?;
     setresgid(
         Gid::from_raw(user.gid()),
         Gid::from_raw(user.gid()),
@@ -138,6 +136,21 @@ fn setup(
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::Spec("no command specified".into()))?;
     Ok((args, process.env().clone().unwrap_or_default()))
+}
+
+/// Sets exactly `gids` as the process's supplementary groups — none when the list is
+/// empty — so it never keeps the ones of the process that created it (the user's own
+/// group shows as gid 0 in the container). Where the user namespace denies setgroups
+/// (a gid map written with `setgroups=deny`) an empty list cannot be set and the groups
+/// stay as they are; a non-empty one is then an error.
+pub(crate) fn set_supplementary_groups(gids: &[Gid]) -> Result<(), Error> {
+    match nix::unistd::setgroups(gids) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) if gids.is_empty() => Ok(()),
+        Err(e) => Err(Error::Setup(format!(
+            "setgroups({gids:?}): {e}: are the groups mapped in the container's user namespace?"
+        ))),
+    }
 }
 
 /// The command must start with default signal dispositions and an empty mask (Rust's

@@ -153,9 +153,10 @@ fn child_main(spec: &JoinSpec) -> ExecFailure {
         code: EXIT_SETUP_FAILED,
         message,
     };
-    // Drop the host's supplementary groups (unmapped in here); denied when the gid map
-    // is a single id written with setgroups=deny, which leaves none to drop anyway.
-    let _ = nix::unistd::setgroups(&[]);
+    // No supplementary groups: not the host's, not the container creator's.
+    if let Err(e) = super::init::set_supplementary_groups(&[]) {
+        return fail(e.to_string());
+    }
     if let Err(e) = setresgid(
         Gid::from_raw(spec.gid),
         Gid::from_raw(spec.gid),
