@@ -234,3 +234,26 @@ fn users_get_no_supplementary_groups_they_did_not_ask_for() {
         assert_eq!(groups_line(&stdout(&out)), "Groups:", "exec -u {user:?}");
     }
 }
+
+#[test]
+fn an_exec_is_a_session_leader_and_kill_0_ends_only_it() {
+    let env = Env::new();
+    running(&env, "box", &["demo/busybox", "sleep", "1000"]);
+    // Its own session and process group: pid == sid == pgid (fields 1, 5 and 6 of stat).
+    let out = env.skiff(&["exec", "box", "cat", "/proc/self/stat"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stat = stdout(&out);
+    let after_comm = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after_comm.split_whitespace().collect();
+    let pid = stat.split_whitespace().next().unwrap_or("");
+    assert_eq!(
+        (f.get(2).copied(), f.get(3).copied()),
+        (Some(pid), Some(pid)),
+        "pgid and sid must be the exec'd process's own pid: {stat}"
+    );
+    // kill 0 signals its own group only: the shell dies of SIGTERM.
+    let out = env.skiff(&["exec", "box", "sh", "-c", "kill -TERM 0"]);
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    // The container lives on.
+    assert_eq!(env.inspect("box")["State"]["Status"], "running");
+}

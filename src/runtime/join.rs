@@ -106,15 +106,20 @@ pub fn spawn(spec: &JoinSpec) -> Result<Joined, Error> {
     match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
         ForkResult::Child => {
             drop(parent);
-            let f = match &pty {
-                Some(p) => match take_terminal(spec, &p.slave) {
-                    Ok(()) => child_main(spec),
-                    Err(e) => ExecFailure {
-                        code: EXIT_SETUP_FAILED,
-                        message: e.to_string(),
-                    },
+            // A session and process group of its own (as docker and podman do): `kill 0`
+            // in it must not reach the helper that waits for it.
+            let setup = nix::unistd::setsid()
+                .map_err(|e| Error::sys("setsid", e))
+                .and_then(|_| match &pty {
+                    Some(p) => take_terminal(spec, &p.slave),
+                    None => Ok(()),
+                });
+            let f = match setup {
+                Ok(()) => child_main(spec),
+                Err(e) => ExecFailure {
+                    code: EXIT_SETUP_FAILED,
+                    message: e.to_string(),
                 },
-                None => child_main(spec),
             };
             let _ = child.send(&Msg::Failed {
                 code: f.code,
@@ -137,9 +142,8 @@ pub fn spawn(spec: &JoinSpec) -> Result<Joined, Error> {
     }
 }
 
-/// In the child: a new session with the pty as controlling terminal and stdio.
+/// In the child, once it leads a new session: the pty as controlling terminal and stdio.
 fn take_terminal(spec: &JoinSpec, slave: &std::os::fd::OwnedFd) -> Result<(), Error> {
-    nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
     let _ = nix::unistd::fchown(
         slave,
         Some(Uid::from_raw(spec.uid)),
