@@ -354,3 +354,50 @@ fn start_a_without_a_tty_shows_both_streams_and_returns_the_code() {
     assert_eq!(stdout(&out), "out-line\n");
     assert!(stderr(&out).contains("err-line"), "{}", stderr(&out));
 }
+
+/// The client's window size is the pty's before the command starts (docker's
+/// ConsoleSize): `stty size` as the very first command prints it — `run -it`.
+#[test]
+fn the_window_size_is_set_before_run_it_starts_the_command() {
+    let env = Env::new();
+    let mut t = PtyChild::spawn(
+        env.skiff_cmd(&["run", "-it", "--rm", "demo/busybox", "stty", "size"]),
+        31,
+        97,
+    );
+    assert_eq!(t.wait(30).code(), Some(0), "{}", t.output());
+    assert!(t.output().contains("31 97"), "run -it: {}", t.output());
+}
+
+/// The same for `create -t` + `start -a` (the terminal of the start counts).
+#[test]
+fn the_window_size_is_set_before_start_a_starts_the_command() {
+    let env = Env::new();
+    let out = env.skiff(&[
+        "create",
+        "-t",
+        "--name",
+        "sized",
+        "demo/busybox",
+        "stty",
+        "size",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut t = PtyChild::spawn(env.skiff_cmd(&["start", "-a", "sized"]), 29, 83);
+    assert_eq!(t.wait(30).code(), Some(0), "{}", t.output());
+    assert!(t.output().contains("29 83"), "start -a: {}", t.output());
+}
+
+/// The same for `exec -it`.
+#[test]
+fn the_window_size_is_set_before_exec_it_starts_the_command() {
+    let env = Env::new();
+    running(&env, "box", &["demo/busybox", "sleep", "1000"]);
+    let mut t = PtyChild::spawn(
+        env.skiff_cmd(&["exec", "-it", "box", "stty", "size"]),
+        27,
+        71,
+    );
+    assert_eq!(t.wait(30).code(), Some(0), "{}", t.output());
+    assert!(t.output().contains("27 71"), "exec -it: {}", t.output());
+}

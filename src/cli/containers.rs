@@ -89,6 +89,10 @@ pub(super) fn config(
     }
     if args.tty {
         m.insert("tty", ov(true)?);
+        // The pty starts with our terminal's size (docker's ConsoleSize).
+        if let Some((rows, cols)) = super::tty::window_size() {
+            m.insert("console-size", ov(vec![u32::from(rows), u32::from(cols)])?);
+        }
     }
     if auto_remove {
         m.insert("auto-remove", ov(true)?);
@@ -333,6 +337,11 @@ pub async fn start_attached(
 ) -> Result<i32, Failure> {
     let keys = super::tty::parse_detach_keys(detach_keys).map_err(Failure::msg)?;
     let c = container(conn, name).await.map_err(|e| fail(e, 1))?;
+    // A tty container's pty starts with our terminal's size (a container without a tty
+    // refuses the resize: nothing to do then).
+    if let Some((rows, cols)) = super::tty::window_size() {
+        let _ = c.resize(u32::from(rows), u32::from(cols)).await;
+    }
     c.start(HashMap::new(), crate::dbus::RUN_ATTACH)
         .await
         .map_err(run_failure)?;

@@ -64,6 +64,11 @@ pub async fn exec(
     let tty = a.tty && !a.detach;
     if tty {
         options.insert("tty", ov(Variant::from(true))?);
+        // The pty starts with our terminal's size, before the command runs.
+        if let Some((rows, cols)) = window_size() {
+            let size = vec![u32::from(rows), u32::from(cols)];
+            options.insert("console-size", ov(Variant::from(size))?);
+        }
     }
     let c = container(conn, name).await.map_err(exec_failure)?;
     let mgr = super::connect::manager(conn).await.map_err(exec_failure)?;

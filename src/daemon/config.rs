@@ -75,6 +75,11 @@ pub struct ContainerConfig {
     /// clients reach it through `Container.Attach`.
     #[serde(default)]
     pub tty: bool,
+    /// The pty's window size `[rows, cols]` when the command starts (docker's
+    /// ConsoleSize); with `tty` only. `Container.Resize` on a stopped tty container
+    /// replaces it for the next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<[u16; 2]>,
     /// Keep stdin open: with passed fds, the client's stdin; otherwise a pipe the
     /// monitor feeds from attached clients.
     #[serde(default)]
@@ -172,6 +177,12 @@ impl ContainerConfig {
             }
         }
         self.validate_network()?;
+        if self.console_size.is_some() && !self.tty {
+            return Err(Error::InvalidConfig(
+                "key \"console-size\": only a container with a tty (key \"tty\") has a console size"
+                    .into(),
+            ));
+        }
         if let Some(u) = &self.user {
             parse_user(u)?;
         }

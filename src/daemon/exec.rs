@@ -37,6 +37,8 @@ pub struct ExecConfig {
     pub user: Option<String>,
     /// Allocate a pty in the container (the client takes its master with `open_pty`).
     pub tty: bool,
+    /// The pty's window size (rows, cols) when the command starts.
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// A running or finished exec.
@@ -144,6 +146,7 @@ impl Daemon {
             uid,
             gid,
             tty: cfg.tty,
+            console_size: cfg.console_size.filter(|_| cfg.tty),
         };
         let spec_json = serde_json::to_string(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         let id = names::new_id().map_err(|e| Error::Internal(format!("random id: {e}")))?;

@@ -116,15 +116,22 @@ pub fn build(rec: &Record, maps: &IdMaps, rootfs: &Path) -> Result<Spec, Error> 
         .gid(rec.user.1)
         .build()
         .map_err(oci)?;
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(rec.config.tty)
         .user(user)
         .args(rec.args.clone())
         .env(rec.env.clone())
         .cwd(PathBuf::from(&rec.workdir))
-        .no_new_privileges(false)
-        .build()
-        .map_err(oci)?;
+        .no_new_privileges(false);
+    if let (true, Some([rows, cols])) = (rec.config.tty, rec.config.console_size) {
+        let size = oci_spec::runtime::BoxBuilder::default()
+            .height(u64::from(rows))
+            .width(u64::from(cols))
+            .build()
+            .map_err(oci)?;
+        process = process.console_size(size);
+    }
+    let process = process.build().map_err(oci)?;
     let root = RootBuilder::default()
         .path(rootfs.to_path_buf())
         .readonly(false)

@@ -334,14 +334,22 @@ impl Daemon {
         })
     }
 
-    /// Sets the window size of a running tty container's pty.
+    /// Sets the window size of a tty container's pty: now when it runs, else as the size
+    /// its next start gives the pty before the command runs (docker's ConsoleSize).
     pub fn resize(&self, name_or_id: &str, rows: u16, cols: u16) -> Result<(), Error> {
-        let rec = self.lookup(name_or_id)?.snapshot();
+        let c = self.lookup(name_or_id)?;
+        let rec = c.snapshot();
         if !rec.config.tty {
             return Err(Error::InvalidArgument(format!(
                 "{} has no tty to resize (create it with -t)",
                 rec.name
             )));
+        }
+        if rec.state.status != Status::Running {
+            if rec.config.console_size != Some([rows, cols]) {
+                c.update(|r| r.config.console_size = Some([rows, cols]))?;
+            }
+            return Ok(());
         }
         let fd = self.attach(name_or_id)?;
         let send = |p: &monitor::attach::Packet| {

@@ -206,7 +206,8 @@ impl ContainerObject {
         Ok(fd.into())
     }
 
-    /// Sets the window size of the running container's pty (tty containers).
+    /// Sets the window size of a tty container's pty: at once while it runs, else for
+    /// its next start (before the command runs).
     async fn resize(
         &self,
         #[zbus(header)] hdr: Header<'_>,

@@ -18,7 +18,7 @@ pub fn exec_path(id: &str) -> String {
     format!("{MANAGER_PATH}/exec/{id}")
 }
 
-/// Decodes Exec's options: env as, workdir s, user s, tty b.
+/// Decodes Exec's options: env as, workdir s, user s, tty b, console-size au.
 pub fn exec_config(
     argv: Vec<String>,
     options: &HashMap<String, OwnedVariant>,
@@ -43,9 +43,19 @@ pub fn exec_config(
                 Variant::Bool(b) => cfg.tty = *b,
                 _ => return Err(bad()),
             },
+            "console-size" => {
+                let [rows, cols]: [u16; 2] = serde_json::from_value(json).map_err(|_| {
+                    SkiffError::invalid_args(format!(
+                        "exec option \"console-size\" must be an array of two numbers \
+                         [rows, cols] below 65536 (au), got {}",
+                        v.value_signature()
+                    ))
+                })?;
+                cfg.console_size = Some((rows, cols));
+            }
             other => {
                 return Err(SkiffError::invalid_args(format!(
-                    "unknown exec option {other:?} (known: env, workdir, user, tty)"
+                    "unknown exec option {other:?} (known: env, workdir, user, tty, console-size)"
                 )))
             }
         }

@@ -89,6 +89,11 @@ fn setup(
         // The pty comes from the container's devpts (mounted above, reached through
         // the /dev/ptmx symlink); the monitor keeps the master for the container's life.
         let pty = pty::open("/dev/ptmx")?;
+        // The client's window size before the command starts (docker's ConsoleSize).
+        if let Some(size) = process.console_size() {
+            let clamp = |v: u64| u16::try_from(v).unwrap_or(u16::MAX);
+            pty::set_size(&pty.master, clamp(size.height()), clamp(size.width()))?;
+        }
         // Owned by the process's user, as a login would leave it (best effort: an
         // unmapped id is reported by setuid below).
         let _ = nix::unistd::fchown(

@@ -36,6 +36,9 @@ pub struct JoinSpec {
     /// Give the process a pty from the container's devpts as its controlling terminal.
     #[serde(default)]
     pub tty: bool,
+    /// The pty's window size (rows, cols), set before the command starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// A started process.
@@ -97,7 +100,11 @@ pub fn spawn(spec: &JoinSpec) -> Result<Joined, Error> {
     nix::unistd::chroot(".").map_err(|e| Error::sys("chroot into the container", e))?;
     // The container's /dev/ptmx, now that we see its mounts and root.
     let pty = if spec.tty {
-        Some(super::pty::open("/dev/ptmx")?)
+        let pty = super::pty::open("/dev/ptmx")?;
+        if let Some((rows, cols)) = spec.console_size {
+            super::pty::set_size(&pty.master, rows, cols)?;
+        }
+        Some(pty)
     } else {
         None
     };
