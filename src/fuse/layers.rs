@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
 
 use super::sys::{self, SysResult};
@@ -261,6 +261,51 @@ pub fn clear_whiteout(dir: RawFd, name: &OsStr) -> bool {
         had = true;
     }
     had
+}
+
+/// The OCI whiteout name for `name`.
+fn oci_whiteout(name: &OsStr) -> OsString {
+    let mut wh = OCI_WH_PREFIX.to_vec();
+    wh.extend_from_slice(name.as_bytes());
+    OsString::from_vec(wh)
+}
+
+/// Whether the upper dir `dir` holds a whiteout (either form) for `name`.
+pub fn has_whiteout(dir: RawFd, name: &OsStr) -> bool {
+    is_whiteout_at(dir, name)
+}
+
+/// Moves the complete new node `src_dir`/`src` to `dir`/`name`, where the upper layer
+/// has a whiteout: one rename replaces a 0/0 whiteout (an exchange and an unlink for a
+/// directory), so the name is never left without both. A `.wh.NAME` marker is
+/// removed afterwards.
+pub fn replace_whiteout(
+    src_dir: RawFd,
+    src: &OsStr,
+    dir: RawFd,
+    name: &OsStr,
+    is_dir: bool,
+) -> SysResult<()> {
+    let char_wh = sys::statat(dir, name).is_ok_and(|st| is_whiteout_stat(&st));
+    if !char_wh {
+        sys::renameat(src_dir, src, dir, name, libc::RENAME_NOREPLACE)?;
+    } else if !is_dir {
+        sys::renameat(src_dir, src, dir, name, 0)?;
+    } else {
+        match sys::renameat(src_dir, src, dir, name, libc::RENAME_EXCHANGE) {
+            Ok(()) => {
+                // The whiteout is now where the new directory was built.
+                let _ = sys::unlinkat(src_dir, src, 0);
+            }
+            Err(libc::EINVAL) | Err(libc::ENOSYS) | Err(libc::EOPNOTSUPP) => {
+                sys::unlinkat(dir, name, 0)?;
+                sys::renameat(src_dir, src, dir, name, 0)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = sys::unlinkat(dir, &oci_whiteout(name), 0);
+    Ok(())
 }
 
 /// Empties an upper directory that is empty in the merged view (it may only hold

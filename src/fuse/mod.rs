@@ -18,6 +18,8 @@
 //!   (no metadata-only copy-up yet); hard links between lower-layer files are broken
 //!   by copy-up (as kernel overlay without `index`).
 
+mod create;
+mod dirs;
 pub mod layers;
 mod mutate;
 pub mod node;
@@ -66,6 +68,10 @@ pub struct MountSpec {
 /// opened by path. Returns the thread running the loops.
 fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
     sys::raise_nofile();
+    // New nodes get exactly the mode the caller asked for less the caller's umask
+    // (applied in `ops`); the umask this process inherited must not mask them again.
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
     let mount_err = |source: std::io::Error| Error::Mount {
         target: target.display().to_string(),
         source,

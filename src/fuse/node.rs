@@ -81,6 +81,10 @@ pub struct Overlay {
     pub ns: RwLock<()>,
     /// Devices of the layers, to keep inode numbers unique across filesystems.
     devs: Vec<u64>,
+    /// The device of each layer's root (by layer index).
+    layer_devs: Vec<u64>,
+    /// The longest name any layer's filesystem takes (NAME_MAX, as kernel overlay).
+    pub name_max: usize,
     /// Counter for temporary names in the work dir.
     tmp: AtomicU64,
     /// Open directory handles: snapshots of merged listings.
@@ -132,11 +136,15 @@ impl Overlay {
             }
         }
         let mut devs = Vec::new();
+        let mut layer_devs = Vec::new();
+        let mut name_max = 0;
         for l in &layers {
             let st = sys::fstat(l.as_raw_fd()).map_err(std::io::Error::from_raw_os_error)?;
             if !devs.contains(&st.st_dev) {
                 devs.push(st.st_dev);
             }
+            layer_devs.push(st.st_dev);
+            name_max = name_max.max(sys::name_max(l.as_raw_fd()));
         }
         let ov = Overlay {
             layers,
@@ -144,6 +152,8 @@ impl Overlay {
             nodes: Mutex::new(HashMap::new()),
             ns: RwLock::new(()),
             devs,
+            layer_devs,
+            name_max,
             tmp: AtomicU64::new(0),
             dirs: Mutex::new(HashMap::new()),
             next_dh: AtomicU64::new(1),
@@ -196,16 +206,29 @@ impl Overlay {
     /// The stable inode number of a real file.
     fn stable_ino(&self, dir: RawFd, name: &OsStr, st: &libc::stat, layer: usize) -> u64 {
         if layer == 0 && matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR) {
-            if let Ok(p) = sys::xpath(dir, name) {
-                if let Ok(Some(v)) = sys::getxattr(&p, OsStr::new(INO_XATTR)) {
-                    if let Some(n) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
-                        return n;
-                    }
-                }
+            if let Some(n) = recorded_ino(dir, name) {
+                return n;
             }
         }
-        let idx = self.devs.iter().position(|d| *d == st.st_dev).unwrap_or(0) as u64;
-        let ino = st.st_ino ^ (idx << 56);
+        self.ino_on_dev(st.st_dev, st.st_ino)
+    }
+
+    /// The stable inode number of a listed entry, as [`Overlay::lookup`] would give it,
+    /// without a stat: the entry's device is taken to be its layer's.
+    pub fn entry_ino(&self, dir: RawFd, name: &OsStr, ent: &layers::Ent) -> u64 {
+        if ent.layer == 0 && matches!(ent.dtype, libc::DT_REG | libc::DT_DIR) {
+            if let Some(n) = recorded_ino(dir, name) {
+                return n;
+            }
+        }
+        let dev = self.layer_devs.get(ent.layer).copied().unwrap_or(0);
+        self.ino_on_dev(dev, ent.dino)
+    }
+
+    /// An inode number made unique across the layers' filesystems.
+    fn ino_on_dev(&self, dev: u64, ino: u64) -> u64 {
+        let idx = self.devs.iter().position(|d| *d == dev).unwrap_or(0) as u64;
+        let ino = ino ^ (idx << 56);
         if ino == ROOT {
             u64::MAX - 1
         } else {
@@ -235,6 +258,9 @@ impl Overlay {
         name: &OsStr,
         count: bool,
     ) -> SysResult<(Arc<Node>, FileAttr)> {
+        if name.len() > self.name_max {
+            return Err(libc::ENAMETOOLONG);
+        }
         let (ent, pfds) =
             self.with_listing(parent, |l, fds| (l.map.get(name).copied(), fds.to_vec()))?;
         let ent = ent.ok_or(libc::ENOENT)?;
@@ -503,6 +529,13 @@ impl Overlay {
             table.remove(&ino);
         }
     }
+}
+
+/// The inode number a copied-up file keeps in [`INO_XATTR`], if any.
+fn recorded_ino(dir: RawFd, name: &OsStr) -> Option<u64> {
+    let p = sys::xpath(dir, name).ok()?;
+    let v = sys::getxattr(&p, OsStr::new(INO_XATTR)).ok()??;
+    std::str::from_utf8(&v).ok()?.parse().ok()
 }
 
 /// Whether a node of this type gets an `O_PATH` fd of its own (not symlinks: xattr and

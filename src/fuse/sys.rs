@@ -477,6 +477,17 @@ pub fn read_dir(dir: RawFd) -> SysResult<Vec<(OsString, u8, u64)>> {
     Ok(out)
 }
 
+/// The longest file name the filesystem of `fd` takes (`f_namemax`, 255 if unknown).
+pub fn name_max(fd: RawFd) -> usize {
+    // SAFETY: zeroed statfs is a valid out-buffer.
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd (O_PATH fds are fine for fstatfs) and pointer.
+    if unsafe { libc::fstatfs(fd, &mut s) } < 0 || s.f_namelen <= 0 {
+        return libc::NAME_MAX as usize;
+    }
+    s.f_namelen as usize
+}
+
 /// Raises RLIMIT_NOFILE to its hard limit (the server holds one fd per known directory).
 pub fn raise_nofile() {
     // SAFETY: plain getrlimit/setrlimit on a local struct.
