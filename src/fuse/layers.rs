@@ -304,8 +304,13 @@ pub fn replace_whiteout(
             Err(e) => return Err(e),
         }
     }
-    let _ = sys::unlinkat(dir, &oci_whiteout(name), 0);
+    clear_oci_whiteout(dir, name);
     Ok(())
+}
+
+/// Removes a `.wh.NAME` marker for `name` from the upper dir `dir`, if any.
+pub fn clear_oci_whiteout(dir: RawFd, name: &OsStr) {
+    let _ = sys::unlinkat(dir, &oci_whiteout(name), 0);
 }
 
 /// Empties an upper directory that is empty in the merged view (it may only hold

@@ -123,7 +123,6 @@ impl Overlay {
             let fds = newparent.lock().fds.clone();
             layers::lower_has(&fds, newname)
         };
-        layers::clear_whiteout(d, newname);
         if let Some(dst) = &dst {
             if dst.is_dir {
                 if let Some((0, fd)) = dst.lock().fds.first() {
@@ -135,14 +134,36 @@ impl Overlay {
             let fds = parent.lock().fds.clone();
             layers::lower_has(&fds, name)
         };
-        sys::renameat(spfd.as_raw_fd(), name, d, newname, 0)?;
-        if src_lower {
-            layers::make_whiteout(spfd.as_raw_fd(), name)?;
-        }
+        let s = spfd.as_raw_fd();
         if src.is_dir && dst_lower {
-            let p = sys::xpath(d, newname)?;
+            // Opaque before it moves: the lower dir it lands on must never show through.
+            let p = sys::xpath(s, name)?;
             sys::setxattr(&p, OsStr::new(layers::OPAQUE_XATTR), b"y", 0)?;
         }
+        // One rename does it all, so that a failure (ENOSPC for the whiteout's inode,
+        // say) changes nothing: it replaces a whiteout at the new name and, with
+        // RENAME_WHITEOUT, leaves one at the old name when a lower layer has it.
+        let dst_whiteout = sys::statat(d, newname).is_ok_and(|st| layers::is_whiteout_stat(&st));
+        if src.is_dir && dst_whiteout {
+            // A directory cannot replace the whiteout (a non-directory): swap them.
+            sys::renameat(s, name, d, newname, libc::RENAME_EXCHANGE)?;
+            if !src_lower {
+                let _ = sys::unlinkat(s, name, 0);
+            }
+        } else if src_lower {
+            match sys::renameat(s, name, d, newname, libc::RENAME_WHITEOUT) {
+                Ok(()) => {}
+                Err(libc::EINVAL) | Err(libc::EPERM) | Err(libc::EOPNOTSUPP) => {
+                    // No RENAME_WHITEOUT on this filesystem: two steps.
+                    sys::renameat(s, name, d, newname, 0)?;
+                    layers::make_whiteout(s, name)?;
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            sys::renameat(s, name, d, newname, 0)?;
+        }
+        layers::clear_oci_whiteout(d, newname);
         let st = sys::statat(d, newname)?;
         self.with_listing(&parent, |l, _| l.remove(name))?;
         self.with_listing(&newparent, |l, _| {
@@ -192,7 +213,7 @@ impl Overlay {
             || atime.is_some()
             || mtime.is_some();
         if !changes {
-            // e.g. the writeback cache flushing ctime: nothing to do on disk.
+            // e.g. a SETATTR carrying only ctime: nothing to do on disk.
             let _g = self.read_ns();
             return self.getattr(&node, fh.map(|f| f.0 as i32));
         }
@@ -268,13 +289,17 @@ impl Overlay {
         }
         let _g = self.read_ns();
         let (dir, name) = self.location(&node)?;
-        // The writeback cache may read through any handle and does O_APPEND itself.
+        // The kernel may read pages through any handle of the file, and it passes
+        // O_APPEND writes with the end offset (pwrite on an O_APPEND fd ignores it).
         let mut f = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND);
         if acc == libc::O_WRONLY {
             f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
         }
-        let fd = sys::open_at(dir.as_raw_fd(), &name, f, 0)?;
-        Ok((fd.into_raw_fd() as u64, FopenFlags::FOPEN_KEEP_CACHE))
+        let fd = sys::open_at(dir.as_raw_fd(), &name, f, 0)?.into_raw_fd();
+        if node.lock().layer != 0 {
+            self.lower_handles.add(node.ino, fd, f);
+        }
+        Ok((fd as u64, FopenFlags::FOPEN_KEEP_CACHE))
     }
 
     /// After a write: the backing filesystem drops `security.capability` from a file

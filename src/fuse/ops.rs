@@ -65,8 +65,12 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
 impl Filesystem for Overlay {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Never PASSTHROUGH: it needs CAP_SYS_ADMIN in the initial namespace.
-        let wanted = InitFlags::FUSE_WRITEBACK_CACHE
-            | InitFlags::FUSE_DO_READDIRPLUS
+        // Never WRITEBACK_CACHE: the kernel would take writes into its page cache and
+        // report success before we write them; a write the backing filesystem then
+        // refuses (ENOSPC, EDQUOT, EIO, EFBIG) would reach nobody, and the kernel keeps
+        // its own file size (it ignores ours in that mode) for data never stored.
+        // Written through, every write(2) gets the backing filesystem's answer.
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
@@ -282,6 +286,8 @@ impl Filesystem for Overlay {
                 return reply.error(err(e));
             }
         }
+        // A short count (the disk filled up part way) is answered as such: the kernel
+        // reports it to the writer, whose next write gets the error.
         match sys::pwrite(fh.0 as i32, data, offset) {
             Ok(n) => {
                 reply.written(n as u32);
@@ -305,13 +311,14 @@ impl Filesystem for Overlay {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock: Option<fuser::LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.lower_handles.remove(ino.0, fh.0 as i32);
         // SAFETY: fh is an fd we opened in open/create and nobody else closes.
         drop(unsafe { OwnedFd::from_raw_fd(fh.0 as i32) });
         reply.ok();
