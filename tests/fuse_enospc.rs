@@ -129,6 +129,31 @@ fn space_script(m: &Path, upper: &Path) -> Vec<String> {
         big.len() == 1 << 20 && big.iter().all(|b| *b == b'L'),
         upper.join("big").exists()
     ));
+    let r = std::os::unix::fs::chown(m.join("big"), Some(7), Some(7));
+    log.push(format!(
+        "chown of the lower file (copy-up): {:?}; owner {:?}",
+        r.map_err(|e| e.to_string()),
+        fs::metadata(m.join("big")).map(|md| (md.uid(), md.gid())).ok()
+    ));
+    // A value bigger than what is left of the disk: tmpfs keeps xattrs in memory it
+    // accounts for separately, so this shows what each overlay passes on.
+    let x = m.join("xattr-file");
+    let _ = fs::write(&x, "");
+    let v = vec![b'v'; 60000];
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe {
+        libc::setxattr(
+            c(&x).as_ptr(),
+            c(Path::new("user.big")).as_ptr(),
+            v.as_ptr().cast(),
+            v.len(),
+            0,
+        )
+    };
+    log.push(format!(
+        "setxattr 60000 bytes when full: {}",
+        if r < 0 { last_err() } else { "ok".into() }
+    ));
     let r = fs::OpenOptions::new()
         .write(true)
         .open(m.join("big"))
@@ -215,6 +240,7 @@ fn writes_copy_up_and_fallocate_get_enospc_and_sizes_stay_true() {
         same(&fuse, &kernel)?;
         Ok(fuse)
     });
+    println!("{out}");
     for want in [
         "fill-64k: stopped by No space left on device (os error 28), next write: No space left on device (os error 28), close: ok; stat size = written: true, upper size = written: true, data intact: true",
         "fill-1m: stopped by No space left on device",
@@ -273,6 +299,14 @@ fn inodes_script(m: &Path, _upper: &Path) -> Vec<String> {
         log.push(format!("create over a whiteout: {}", errstr(fd)));
         let r = libc::symlink(c(Path::new("t")).as_ptr(), gone.as_ptr());
         log.push(format!("symlink over a whiteout: {}", errstr(r)));
+        let r = libc::link(c(&m.join("d")).as_ptr(), gone.as_ptr());
+        log.push(format!("link of a dir: {}", errstr(r)));
+        let r = libc::link(c(&m.join("ren")).as_ptr(), gone.as_ptr());
+        log.push(format!("link over a whiteout: {}", errstr(r)));
+        let r = libc::link(c(&m.join("ren")).as_ptr(), c(&m.join("ln")).as_ptr());
+        log.push(format!("link: {}", errstr(r)));
+        let r = libc::chmod(c(&m.join("big")).as_ptr(), 0o600);
+        log.push(format!("chmod of a lower file (copy-up): {}", errstr(r)));
         let r = libc::mkdir(c(&m.join("newdir")).as_ptr(), 0o755);
         log.push(format!("mkdir: {}", errstr(r)));
         let r = libc::rename(c(&m.join("ren")).as_ptr(), c(&m.join("ren2")).as_ptr());
@@ -326,6 +360,7 @@ fn creations_out_of_inodes_get_enospc_and_keep_whiteouts() {
         same(&fuse, &kernel)?;
         Ok(fuse)
     });
+    println!("{out}");
     assert!(
         out.contains("creating files stopped by: No space left on device"),
         "{out}"
