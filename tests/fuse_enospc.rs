@@ -133,7 +133,9 @@ fn space_script(m: &Path, upper: &Path) -> Vec<String> {
     log.push(format!(
         "chown of the lower file (copy-up): {:?}; owner {:?}",
         r.map_err(|e| e.to_string()),
-        fs::metadata(m.join("big")).map(|md| (md.uid(), md.gid())).ok()
+        fs::metadata(m.join("big"))
+            .map(|md| (md.uid(), md.gid()))
+            .ok()
     ));
     // A value bigger than what is left of the disk: tmpfs keeps xattrs in memory it
     // accounts for separately, so this shows what each overlay passes on.

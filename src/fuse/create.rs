@@ -45,7 +45,7 @@ impl Overlay {
             return Err(libc::EEXIST);
         }
         let pfd = self.copy_up_dir(parent)?;
-        let whiteout = layers::has_whiteout(pfd.as_raw_fd(), name);
+        let whiteout = layers::is_whiteout_at(pfd.as_raw_fd(), name);
         let hides = whiteout || {
             let fds = parent.lock().fds.clone();
             layers::lower_has(&fds, name)

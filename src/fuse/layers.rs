@@ -246,33 +246,11 @@ pub fn make_whiteout(dir: RawFd, name: &OsStr) -> SysResult<()> {
     }
 }
 
-/// Removes a whiteout (either form) for `name` from the upper dir `dir`, if any; returns
-/// whether there was one.
-pub fn clear_whiteout(dir: RawFd, name: &OsStr) -> bool {
-    let mut had = false;
-    if let Ok(st) = sys::statat(dir, name) {
-        if is_whiteout_stat(&st) && sys::unlinkat(dir, name, 0).is_ok() {
-            had = true;
-        }
-    }
-    let mut wh = OCI_WH_PREFIX.to_vec();
-    wh.extend_from_slice(name.as_bytes());
-    if sys::unlinkat(dir, OsStr::from_bytes(&wh), 0).is_ok() {
-        had = true;
-    }
-    had
-}
-
 /// The OCI whiteout name for `name`.
 fn oci_whiteout(name: &OsStr) -> OsString {
     let mut wh = OCI_WH_PREFIX.to_vec();
     wh.extend_from_slice(name.as_bytes());
     OsString::from_vec(wh)
-}
-
-/// Whether the upper dir `dir` holds a whiteout (either form) for `name`.
-pub fn has_whiteout(dir: RawFd, name: &OsStr) -> bool {
-    is_whiteout_at(dir, name)
 }
 
 /// Moves the complete new node `src_dir`/`src` to `dir`/`name`, where the upper layer
