@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use fuse_support::{as_user, differential, in_userns, last_err, same};
+use fuse_support::{as_user, differential, differential_remount, in_userns, last_err, same};
 
 fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
@@ -282,16 +282,17 @@ fn entries(dir: &Path) -> Result<Vec<(String, u64)>, String> {
 
 /// For each directory: `.` and `..` present, whether every d_ino is the inode number
 /// stat reports (`.` the dir's, `..` its parent's), and the link count.
-fn listing_script(m: &Path, _upper: &Path) -> Vec<String> {
-    let mut log = Vec::new();
+fn listing_script(m: &Path, upper: &Path) -> Vec<String> {
     let _ = fs::create_dir_all(m.join("new/a/b"));
     let _ = fs::create_dir(m.join("new/c"));
     let _ = fs::create_dir(m.join("merged/up"));
     let _ = fs::write(m.join("merged/uf"), "u");
     // Copy-up of a lower file (its inode number is kept in the upper copy's xattr).
     let _ = fs::write(m.join("file"), "changed");
-    // Copy-up of files late in a big lower dir (listed by plain READDIR).
-    for i in [150, 299] {
+    // Copy-up of the files of a big lower dir: after a remount they are upper entries
+    // whose inode number is the one kept in an xattr, and all but the first few are
+    // listed by plain READDIR.
+    for i in 0..300 {
         let _ = fs::write(
             m.join(format!("bigl/lower-entry-with-a-long-name-{i:04}")),
             "c",
@@ -304,6 +305,13 @@ fn listing_script(m: &Path, _upper: &Path) -> Vec<String> {
     for i in 0..300 {
         let _ = fs::write(m.join(format!("many/entry-with-a-longer-name-{i:04}")), "");
     }
+    list_dirs(m, upper)
+}
+
+/// The listing checks of [`listing_script`] alone (after a remount, the listings are
+/// read from disk again).
+fn list_dirs(m: &Path, _upper: &Path) -> Vec<String> {
+    let mut log = Vec::new();
     let ino = |p: &Path| fs::symlink_metadata(p).map(|md| md.ino()).unwrap_or(0);
     for d in [
         "", "low", "low/s1", "merged", "cu", "new", "new/a", "many", "bigl",
@@ -348,7 +356,13 @@ fn dot_entries_inode_numbers_and_directory_link_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().to_path_buf();
     let out = in_userns(move || {
-        let (fuse, kernel) = differential(&base, &|_| Ok(()), &small_layers, &listing_script)?;
+        let (fuse, kernel) = differential_remount(
+            &base,
+            &|_| Ok(()),
+            &small_layers,
+            &listing_script,
+            Some(&list_dirs),
+        )?;
         same(&fuse, &kernel)?;
         Ok(fuse)
     });

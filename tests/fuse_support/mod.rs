@@ -281,6 +281,18 @@ pub fn differential(
     make_layers: &dyn Fn(&Path) -> Result<Vec<PathBuf>, String>,
     script: &dyn Fn(&Path, &Path) -> Vec<String>,
 ) -> Result<(String, String), String> {
+    differential_remount(base, setup, make_layers, script, None)
+}
+
+/// [`differential`], and when `after` is given, a remount of the same layers and
+/// `after(mount, upper)` on it, its log appended to the first.
+pub fn differential_remount(
+    base: &Path,
+    setup: &dyn Fn(&Path) -> Result<(), String>,
+    make_layers: &dyn Fn(&Path) -> Result<Vec<PathBuf>, String>,
+    script: &dyn Fn(&Path, &Path) -> Vec<String>,
+    after: Option<&dyn Fn(&Path, &Path) -> Vec<String>>,
+) -> Result<(String, String), String> {
     let mut logs = Vec::new();
     for which in ["fuse", "kernel"] {
         let b = base.join(which);
@@ -291,17 +303,21 @@ pub fn differential(
         }
         let lower = make_layers(&b)?;
         let (upper, work, mnt) = (b.join("upper"), b.join("work"), b.join("mnt"));
-        let log = if which == "fuse" {
-            let f = Fuse::mount(&lower, &upper, &work, &mnt)?;
-            let log = script(&mnt, &upper);
-            f.unmount()?;
-            log
-        } else {
-            mount_kernel(&lower, &upper, &work, &mnt)?;
-            let log = script(&mnt, &upper);
-            umount(&mnt)?;
-            log
-        };
+        let mut log = Vec::new();
+        for (i, run) in std::iter::once(script).chain(after).enumerate() {
+            if i > 0 {
+                log.push("-- remounted".to_string());
+            }
+            if which == "fuse" {
+                let f = Fuse::mount(&lower, &upper, &work, &mnt)?;
+                log.extend(run(&mnt, &upper));
+                f.unmount()?;
+            } else {
+                mount_kernel(&lower, &upper, &work, &mnt)?;
+                log.extend(run(&mnt, &upper));
+                umount(&mnt)?;
+            }
+        }
         logs.push(log.join("\n"));
     }
     let kernel = logs.pop().unwrap_or_default();
