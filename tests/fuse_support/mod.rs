@@ -271,6 +271,9 @@ fn walk(root: &Path, dir: &Path, lines: &mut Vec<String>) {
     }
 }
 
+/// A script run on a mounted overlay: (mount point, upper dir) → log lines.
+pub type Script<'a> = &'a dyn Fn(&Path, &Path) -> Vec<String>;
+
 /// Runs `script(mount, upper)` on our overlay and on the kernel's, each over its own
 /// copy of the layers `make_layers(base)` builds (top first) with upper, work and mount
 /// dirs under `base/fuse` and `base/kernel`; `setup(dir)` runs first in each (e.g. to
@@ -279,7 +282,7 @@ pub fn differential(
     base: &Path,
     setup: &dyn Fn(&Path) -> Result<(), String>,
     make_layers: &dyn Fn(&Path) -> Result<Vec<PathBuf>, String>,
-    script: &dyn Fn(&Path, &Path) -> Vec<String>,
+    script: Script,
 ) -> Result<(String, String), String> {
     differential_remount(base, setup, make_layers, script, None)
 }
@@ -290,8 +293,8 @@ pub fn differential_remount(
     base: &Path,
     setup: &dyn Fn(&Path) -> Result<(), String>,
     make_layers: &dyn Fn(&Path) -> Result<Vec<PathBuf>, String>,
-    script: &dyn Fn(&Path, &Path) -> Vec<String>,
-    after: Option<&dyn Fn(&Path, &Path) -> Vec<String>>,
+    script: Script,
+    after: Option<Script>,
 ) -> Result<(String, String), String> {
     let mut logs = Vec::new();
     for which in ["fuse", "kernel"] {
