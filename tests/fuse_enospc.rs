@@ -268,7 +268,7 @@ fn names(p: &Path) -> String {
 
 /// Out of inodes: creations fail with ENOSPC and leave the merged tree as it was
 /// (whited-out lower files stay hidden, renamed lower files are not uncovered).
-fn inodes_script(m: &Path, _upper: &Path) -> Vec<String> {
+fn inodes_script(m: &Path, upper: &Path) -> Vec<String> {
     let mut log = Vec::new();
     let r = fs::remove_file(m.join("gone")).and_then(|()| fs::remove_file(m.join("d/x")));
     log.push(format!("whiteouts: {r:?}"));
@@ -335,7 +335,26 @@ fn inodes_script(m: &Path, _upper: &Path) -> Vec<String> {
     let _ = fs::remove_dir_all(m.join("fill"));
     let r = fs::create_dir(m.join("new")).and_then(|()| fs::write(m.join("new/f"), "f"));
     log.push(format!("mkdir after freeing: {r:?}"));
+    // With inodes again, the same creations over whiteouts succeed.
+    let r = fs::remove_file(m.join("big"))
+        .and_then(|()| fs::remove_file(m.join("ren")))
+        .and_then(|()| fs::write(m.join("big"), "new big\n"))
+        .and_then(|()| fs::hard_link(m.join("big"), m.join("ren")))
+        .and_then(|()| fs::remove_dir_all(m.join("d")))
+        .and_then(|()| fs::create_dir(m.join("d")))
+        .and_then(|()| fs::remove_file(m.join("gone")))
+        .and_then(|()| std::os::unix::fs::symlink("big", m.join("gone")));
+    log.push(format!(
+        "create, link, mkdir, symlink over whiteouts: {r:?}"
+    ));
+    log.push(format!(
+        "ren: {:?} d: {} gone -> {:?}",
+        fs::read_to_string(m.join("ren")),
+        names(&m.join("d")),
+        fs::read_link(m.join("gone"))
+    ));
     log.push(format!("root: {}", names(m)));
+    log.push(format!("upper:\n{}", fuse_support::dump(upper)));
     log
 }
 
