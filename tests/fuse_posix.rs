@@ -68,7 +68,12 @@ fn small_layers(base: &Path) -> Result<Vec<PathBuf>, String> {
         .map_err(|e| format!("chown: {e}"))?;
     fs::set_permissions(l.join("sgid"), fs::Permissions::from_mode(0o2777))
         .map_err(|e| format!("chmod: {e}"))?;
-    Ok(vec![l])
+    // A directory in two lower layers (merged without an upper part).
+    let top = base.join("top");
+    for (layer, d) in [(&top, "two/a"), (&l, "two/b"), (&l, "two/c")] {
+        fs::create_dir_all(layer.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+    }
+    Ok(vec![top, l])
 }
 
 /// Creation under umask 0, 002, 022 and 077 (file, dir, fifo, by open(O_CREAT),

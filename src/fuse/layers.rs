@@ -169,8 +169,9 @@ pub fn merge_listing(fds: &[(usize, Arc<OwnedFd>)]) -> SysResult<Listing> {
     Ok(listing)
 }
 
-/// The layers below `top` (exclusive) in which directory `name` continues a merged
-/// directory found in layer `top`: stops at an opaque dir, a whiteout or a non-directory.
+/// The layers from `top` down in which directory `name` continues a merged
+/// directory found in layer `top`: skips layers without the name, stops at an opaque dir,
+/// a whiteout or a non-directory.
 pub fn dir_layers(
     parent_fds: &[(usize, Arc<OwnedFd>)],
     top: usize,
@@ -192,6 +193,9 @@ pub fn dir_layers(
                     break;
                 }
             }
+            // Absent from this layer: the merge goes on below, as in kernel overlayfs.
+            Err(libc::ENOENT) => continue,
+            // A non-directory (or an error): nothing below is merged.
             Err(_) => break,
         }
     }
