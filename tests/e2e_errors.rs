@@ -164,3 +164,61 @@ fn import_from_stdin_and_gzip() {
     let run = env.skiff(&["run", "--rm", "demo/fromstdin:1", "echo", "ok"]);
     assert_eq!(stdout(&run), "ok\n");
 }
+
+/// Item 17 of issue 12: the errors skiffd raises itself travel under their own names —
+/// the standard `org.freedesktop.DBus.Error.InvalidArgs`, or `org.skiff.Error.*` — as a
+/// generic client (gdbus) sees them, not as `org.freedesktop.zbus.Error`.
+#[test]
+fn dbus_errors_travel_under_their_documented_names() {
+    let env = Env::new();
+    let created = env.dbus_call(
+        "/org/skiff/skiff1",
+        "org.skiff.skiff1.Manager.CreateContainer",
+        &["{'image': <'demo/busybox'>, 'command': <['true']>}", "0"],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let path = stdout(&created)
+        .split('\'')
+        .find(|s| s.starts_with("/org/skiff/skiff1/container/"))
+        .unwrap()
+        .to_string();
+    let cases: Vec<(&str, &str, Vec<&str>, &str)> = vec![
+        // Unknown flag bits.
+        (
+            "/org/skiff/skiff1",
+            "org.skiff.skiff1.Manager.CreateContainer",
+            vec!["{'image': <'demo/busybox'>}", "8"],
+            "org.freedesktop.DBus.Error.InvalidArgs",
+        ),
+        // A bad window size.
+        (
+            &path,
+            "org.skiff.skiff1.Container.Resize",
+            vec!["0", "0"],
+            "org.freedesktop.DBus.Error.InvalidArgs",
+        ),
+        // An unknown log option.
+        (
+            &path,
+            "org.skiff.skiff1.Container.OpenLogs",
+            vec!["{'colour': <true>}"],
+            "org.freedesktop.DBus.Error.InvalidArgs",
+        ),
+        (
+            "/org/skiff/skiff1",
+            "org.skiff.skiff1.Manager.GetContainer",
+            vec!["no-such-container"],
+            "org.skiff.Error.NoSuchContainer",
+        ),
+    ];
+    for (path, method, args, name) in cases {
+        let out = env.dbus_call(path, method, &args);
+        let e = stderr(&out);
+        assert!(!out.status.success(), "{method}: {}", stdout(&out));
+        assert!(
+            e.contains(&format!("GDBus.Error:{name}: ")),
+            "{method}: wanted {name}: {e}"
+        );
+        assert!(!e.contains("zbus"), "{method}: {e}");
+    }
+}
