@@ -222,3 +222,44 @@ fn dbus_errors_travel_under_their_documented_names() {
         assert!(!e.contains("zbus"), "{method}: {e}");
     }
 }
+
+/// Item 19 of issue 12: when stdout is a pipe whose reader is gone (`skiff ps -a | head`),
+/// skiff ends quietly as docker does — by SIGPIPE, with nothing on stderr — instead of
+/// panicking with exit 101. The reader is closed before skiff starts, so every write
+/// fails, whatever the timing (with a real `head` the failure depends on who is first).
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let made = env.skiff(&["create", "--name", "piped", "demo/busybox", "true"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let commands: &[&[&str]] = &[
+        &["ps", "-a"],
+        &["info"],
+        &["images"],
+        &["inspect", "piped"],
+        &["image", "inspect", "demo/busybox"],
+        &["history", "demo/busybox"],
+        &["create", "demo/busybox", "true"],
+        &["--help"],
+    ];
+    for args in commands {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        drop(read);
+        let out = env
+            .skiff_cmd(args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .unwrap();
+        let e = stderr(&out);
+        assert!(!e.contains("panicked"), "skiff {args:?}: {e}");
+        assert_ne!(out.status.code(), Some(101), "skiff {args:?}: {e}");
+        assert_eq!(e, "", "skiff {args:?} is not quiet");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "skiff {args:?}: {:?}",
+            out.status
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Container commands: run, create, start, wait, rm, inspect, ps.
 
+use super::output::{errln, outln};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 
@@ -184,7 +185,7 @@ pub async fn run(
             .run_container(cfg, HashMap::new(), 0)
             .await
             .map_err(run_failure)?;
-        println!("{id}");
+        outln!("{id}");
         return Ok(0);
     }
     // Subscribe before the call: the container may exit before the reply arrives, and
@@ -238,7 +239,7 @@ pub async fn run(
                     interrupts += 1;
                     if interrupts >= 2 {
                         // A second Ctrl-C: leave; skiffd kills the container when we go.
-                        eprintln!("skiff: interrupted twice: stopping the container");
+                        errln!("skiff: interrupted twice: stopping the container");
                         return Ok(130);
                     }
                 }
@@ -284,7 +285,7 @@ pub async fn create(conn: &Connection, args: CreateArgs) -> Result<i32, Failure>
         .create_container(config(&args, false)?, 0)
         .await
         .map_err(|e| fail(e, 125))?;
-    println!("{id}");
+    outln!("{id}");
     Ok(0)
 }
 
@@ -316,7 +317,7 @@ where
             Err(e) => Err(e),
         };
         if let Err(e) = r {
-            eprintln!("skiff: Error: {}", super::connect::describe(&e));
+            errln!("skiff: Error: {}", super::connect::describe(&e));
             code = 1;
         }
     }
@@ -348,7 +349,7 @@ pub async fn start_attached(
 pub async fn start(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
     each(conn, names, |c, name| async move {
         c.start(HashMap::new(), 0).await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -358,7 +359,7 @@ pub async fn start(conn: &Connection, names: &[String]) -> Result<i32, Failure> 
 pub async fn wait(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
     each(conn, names, |c, _| async move {
         let (code, _) = c.wait("not-running").await?;
-        println!("{code}");
+        outln!("{code}");
         Ok(())
     })
     .await
@@ -369,7 +370,7 @@ pub async fn rm(conn: &Connection, names: &[String], force: bool) -> Result<i32,
     each(conn, names, |c, name| async move {
         c.remove(if force { crate::dbus::REMOVE_FORCE } else { 0 })
             .await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -391,13 +392,13 @@ pub async fn inspect(conn: &Connection, names: &[String]) -> Result<i32, Failure
                 Err(e) => return Err(Failure::msg(format!("bad JSON from skiffd: {e}"))),
             },
             Err(e) => {
-                eprintln!("skiff: Error: {}", super::connect::describe(&e));
+                errln!("skiff: Error: {}", super::connect::describe(&e));
                 code = 1;
             }
         }
     }
     let text = serde_json::to_string_pretty(&out).map_err(|e| Failure::msg(e.to_string()))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(code)
 }
 
@@ -432,7 +433,7 @@ pub async fn ps(
             .await
             .map_err(|e| fail(e, 1))?;
         for (id, ..) in &list {
-            println!("{}", &id[..12.min(id.len())]);
+            outln!("{}", &id[..12.min(id.len())]);
         }
         return Ok(0);
     }
@@ -478,7 +479,7 @@ pub async fn ps(
                 "CreatedAt": crate::timefmt::rfc3339(created), "State": state,
                 "Status": status, "Ports": ports, "Names": name,
             });
-            println!("{line}");
+            outln!("{line}");
             continue;
         }
         let mut command = format!("\"{command}\"");
@@ -565,9 +566,9 @@ pub async fn port(conn: &Connection, name: &str, filter: Option<&str>) -> Result
     let mut shown = 0;
     for (key, host) in &list {
         match &want {
-            Some(w) if w == key => println!("{host}"),
+            Some(w) if w == key => outln!("{host}"),
             Some(_) => continue,
-            None => println!("{key} -> {host}"),
+            None => outln!("{key} -> {host}"),
         }
         shown += 1;
     }

@@ -1,5 +1,6 @@
 //! Commands on running containers: stop, kill, restart, rename, logs, and the event stream.
 
+use super::output::outln;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::str::FromStr;
@@ -39,7 +40,7 @@ fn timeout_us(secs: Option<u64>) -> u64 {
 pub async fn stop(conn: &Connection, names: &[String], time: Option<u64>) -> Result<i32, Failure> {
     each(conn, names, |c, name| async move {
         c.stop(timeout_us(time), 0).await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -50,7 +51,7 @@ pub async fn kill(conn: &Connection, names: &[String], signal: &str) -> Result<i
     let sig = parse_signal(signal)?;
     each(conn, names, |c, name| async move {
         c.kill("main", sig).await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -64,7 +65,7 @@ pub async fn restart(
 ) -> Result<i32, Failure> {
     each(conn, names, |c, name| async move {
         c.restart(timeout_us(time), 0).await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -217,12 +218,12 @@ pub async fn events(conn: &Connection, filters: &[String], format: &str) -> Resu
                 "Actor": {"ID": id, "Attributes": attrs},
                 "time": time / 1_000_000, "timeNano": time as u128 * 1000,
             });
-            println!("{line}");
+            outln!("{line}");
         } else {
             let mut keys: Vec<_> = attrs.iter().collect();
             keys.sort();
             let attrs: Vec<String> = keys.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!(
+            outln!(
                 "{} {typ} {action} {id} ({})",
                 rfc3339(time),
                 attrs.join(", ")
