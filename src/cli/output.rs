@@ -46,21 +46,32 @@ pub fn text(text: &str) {
 
 /// Ends skiff after clap's verdict on the command line: help and version go to stdout
 /// through [`text`] (clap's own printing would swallow a closed stdout and exit 0),
-/// errors to stderr as clap prints them.
+/// errors to stderr as clap prints them (with a huge value cut).
 pub fn clap_exit(e: clap::Error) -> ! {
     let to_stdout = !e.use_stderr();
     if to_stdout && !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         text(&e.render().to_string());
         std::process::exit(e.exit_code());
     }
+    if !to_stdout {
+        // A huge value in the message (clap quotes it whole) is cut; clap prints the rest.
+        let plain = e.render().to_string();
+        if let std::borrow::Cow::Owned(short) = crate::elide::long_inputs(&plain) {
+            err_line(format_args!("{}", short.trim_end()));
+            std::process::exit(e.exit_code());
+        }
+    }
     e.exit()
 }
 
 /// Writes `args` and a newline to stderr (what [`errln!`] expands to).
+/// A huge input the message echoes is cut (`crate::elide`).
 pub fn err_line(args: std::fmt::Arguments<'_>) {
+    let msg = args.to_string();
+    let msg = crate::elide::long_inputs(&msg);
     let mut e = std::io::stderr().lock();
     let _ = e
-        .write_fmt(args)
+        .write_all(msg.as_bytes())
         .and_then(|()| e.write_all(b"\n"))
         .and_then(|()| e.flush());
 }

@@ -115,8 +115,12 @@ impl SkiffError {
         }
     }
 
-    /// The message.
+    /// The message, with huge inputs it echoes cut (`crate::elide`).
     fn text(&self) -> String {
+        crate::elide::long_inputs(&self.full_text()).into_owned()
+    }
+
+    fn full_text(&self) -> String {
         use SkiffError::*;
         match self {
             ZBus(e) => match e {
