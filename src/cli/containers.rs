@@ -16,8 +16,16 @@ fn ov<'a>(v: impl Into<Variant<'a>>) -> Result<OwnedVariant, Failure> {
     OwnedVariant::try_from(v.into()).map_err(|e| Failure::msg(format!("encoding the config: {e}")))
 }
 
-/// The `a{sv}` config for `args`.
+/// The `a{sv}` config for `args`; a bad flag fails with docker's 125, as every other
+/// failure of `run`/`create` before the command runs.
 pub(super) fn config(
+    args: &CreateArgs,
+    auto_remove: bool,
+) -> Result<HashMap<&'static str, OwnedVariant>, Failure> {
+    build_config(args, auto_remove).map_err(|f| Failure { code: 125, ..f })
+}
+
+fn build_config(
     args: &CreateArgs,
     auto_remove: bool,
 ) -> Result<HashMap<&'static str, OwnedVariant>, Failure> {

@@ -3,7 +3,6 @@
 use super::output::outln;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::str::FromStr;
 
 use futures_util::StreamExt;
 use zbus::{Connection, OwnedVariant, Variant};
@@ -15,20 +14,12 @@ use crate::timefmt::{now_us, parse_rfc3339, rfc3339};
 
 /// A signal by name (`KILL`, `SIGKILL`) or number.
 pub fn parse_signal(s: &str) -> Result<i32, Failure> {
-    if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n)
-            .map(|sig| sig as i32)
-            .map_err(|_| Failure::msg(format!("invalid signal number {n}")));
-    }
-    let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") {
-        name
-    } else {
-        format!("SIG{name}")
-    };
-    nix::sys::signal::Signal::from_str(&name)
-        .map(|sig| sig as i32)
-        .map_err(|_| Failure::msg(format!("invalid signal {s:?}")))
+    crate::procutil::signal_number(s).ok_or_else(|| {
+        Failure::msg(format!(
+            "invalid signal {s:?}: {}",
+            crate::procutil::SIGNAL_HINT
+        ))
+    })
 }
 
 fn timeout_us(secs: Option<u64>) -> u64 {
