@@ -1,5 +1,6 @@
 //! Container commands: run, create, start, wait, rm, inspect, ps.
 
+use super::output::{errln, outln};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 
@@ -15,8 +16,16 @@ fn ov<'a>(v: impl Into<Variant<'a>>) -> Result<OwnedVariant, Failure> {
     OwnedVariant::try_from(v.into()).map_err(|e| Failure::msg(format!("encoding the config: {e}")))
 }
 
-/// The `a{sv}` config for `args`.
+/// The `a{sv}` config for `args`; a bad flag fails with docker's 125, as every other
+/// failure of `run`/`create` before the command runs.
 pub(super) fn config(
+    args: &CreateArgs,
+    auto_remove: bool,
+) -> Result<HashMap<&'static str, OwnedVariant>, Failure> {
+    build_config(args, auto_remove).map_err(|f| Failure { code: 125, ..f })
+}
+
+fn build_config(
     args: &CreateArgs,
     auto_remove: bool,
 ) -> Result<HashMap<&'static str, OwnedVariant>, Failure> {
@@ -188,7 +197,7 @@ pub async fn run(
             .run_container(cfg, HashMap::new(), 0)
             .await
             .map_err(run_failure)?;
-        println!("{id}");
+        outln!("{id}");
         return Ok(0);
     }
     // Subscribe before the call: the container may exit before the reply arrives, and
@@ -242,7 +251,7 @@ pub async fn run(
                     interrupts += 1;
                     if interrupts >= 2 {
                         // A second Ctrl-C: leave; skiffd kills the container when we go.
-                        eprintln!("skiff: interrupted twice: stopping the container");
+                        errln!("skiff: interrupted twice: stopping the container");
                         return Ok(130);
                     }
                 }
@@ -288,7 +297,7 @@ pub async fn create(conn: &Connection, args: CreateArgs) -> Result<i32, Failure>
         .create_container(config(&args, false)?, 0)
         .await
         .map_err(|e| fail(e, 125))?;
-    println!("{id}");
+    outln!("{id}");
     Ok(0)
 }
 
@@ -320,7 +329,7 @@ where
             Err(e) => Err(e),
         };
         if let Err(e) = r {
-            eprintln!("skiff: Error: {}", super::connect::describe(&e));
+            errln!("skiff: Error: {}", super::connect::describe(&e));
             code = 1;
         }
     }
@@ -357,7 +366,7 @@ pub async fn start_attached(
 pub async fn start(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
     each(conn, names, |c, name| async move {
         c.start(HashMap::new(), 0).await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -367,7 +376,7 @@ pub async fn start(conn: &Connection, names: &[String]) -> Result<i32, Failure> 
 pub async fn wait(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
     each(conn, names, |c, _| async move {
         let (code, _) = c.wait("not-running").await?;
-        println!("{code}");
+        outln!("{code}");
         Ok(())
     })
     .await
@@ -378,7 +387,7 @@ pub async fn rm(conn: &Connection, names: &[String], force: bool) -> Result<i32,
     each(conn, names, |c, name| async move {
         c.remove(if force { crate::dbus::REMOVE_FORCE } else { 0 })
             .await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -400,13 +409,13 @@ pub async fn inspect(conn: &Connection, names: &[String]) -> Result<i32, Failure
                 Err(e) => return Err(Failure::msg(format!("bad JSON from skiffd: {e}"))),
             },
             Err(e) => {
-                eprintln!("skiff: Error: {}", super::connect::describe(&e));
+                errln!("skiff: Error: {}", super::connect::describe(&e));
                 code = 1;
             }
         }
     }
     let text = serde_json::to_string_pretty(&out).map_err(|e| Failure::msg(e.to_string()))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(code)
 }
 
@@ -441,7 +450,7 @@ pub async fn ps(
             .await
             .map_err(|e| fail(e, 1))?;
         for (id, ..) in &list {
-            println!("{}", &id[..12.min(id.len())]);
+            outln!("{}", &id[..12.min(id.len())]);
         }
         return Ok(0);
     }
@@ -487,7 +496,7 @@ pub async fn ps(
                 "CreatedAt": crate::timefmt::rfc3339(created), "State": state,
                 "Status": status, "Ports": ports, "Names": name,
             });
-            println!("{line}");
+            outln!("{line}");
             continue;
         }
         let mut command = format!("\"{command}\"");
@@ -574,9 +583,9 @@ pub async fn port(conn: &Connection, name: &str, filter: Option<&str>) -> Result
     let mut shown = 0;
     for (key, host) in &list {
         match &want {
-            Some(w) if w == key => println!("{host}"),
+            Some(w) if w == key => outln!("{host}"),
             Some(_) => continue,
-            None => println!("{key} -> {host}"),
+            None => outln!("{key} -> {host}"),
         }
         shown += 1;
     }

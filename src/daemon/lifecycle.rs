@@ -24,21 +24,7 @@ pub struct Stdio {
     pub stderr: OwnedFd,
 }
 
-/// A signal's number from a name (`SIGQUIT`, `QUIT`) or a number.
-pub fn signal_number(s: &str) -> Option<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n).ok().map(|s| s as i32);
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .ok()
-        .map(|s| s as i32)
-}
+pub use crate::procutil::signal_number;
 
 /// Merges the image's entrypoint and cmd with the client's, the way docker does: a given
 /// entrypoint replaces the image's and drops its cmd; a given command replaces the cmd.
