@@ -86,6 +86,33 @@ fn end_monitor(bundle: &Path) -> Option<i32> {
     Some(pid)
 }
 
+/// Where a test asks skiffd to die (`skiffd --crash-at POINT`, hidden): the points of a
+/// start at which a crash once left a container the record did not account for.
+static CRASH_AT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The crash points of a start, in order.
+pub const CRASH_POINTS: [&str; 3] = ["bundle-written", "monitor-spawned", "container-started"];
+
+/// Sets the crash point (once, at start-up).
+pub fn set_crash_point(point: &str) -> Result<(), String> {
+    if !CRASH_POINTS.contains(&point) {
+        return Err(format!(
+            "unknown crash point {point:?}: use one of {}",
+            CRASH_POINTS.join(", ")
+        ));
+    }
+    let _ = CRASH_AT.set(point.to_string());
+    Ok(())
+}
+
+/// Dies as `kill -9` would, if the test asked for it at `point`.
+pub(crate) fn crash_point(point: &str) {
+    if CRASH_AT.get().is_some_and(|p| p == point) {
+        tracing::warn!("crashing at {point}, as asked (--crash-at)");
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 impl Daemon {
     /// Ends whatever monitor of container `id` is alive (see [`end_monitor`]).
     pub(crate) async fn end_strays(&self, id: &str) {

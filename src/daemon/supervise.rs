@@ -116,6 +116,7 @@ impl Daemon {
                 return Err(e);
             }
         };
+        super::strays::crash_point("bundle-written");
         let stdio: (StdStdio, StdStdio, StdStdio) = match stdio {
             Some(s) => (s.stdin.into(), s.stdout.into(), s.stderr.into()),
             None => (StdStdio::null(), StdStdio::null(), StdStdio::null()),
@@ -128,12 +129,14 @@ impl Daemon {
             stdio,
         )?;
         let monitor_pid = run.pid();
+        super::strays::crash_point("monitor-spawned");
         let status = tokio::time::timeout(START_TIMEOUT, run.first())
             .await
             .ok()
             .flatten();
         match status {
             Some(monitor::Status::Started { pid }) => {
+                super::strays::crash_point("container-started");
                 let rec = c.update(|r| {
                     r.state.status = Status::Running;
                     r.state.pid = pid as u32;
