@@ -67,14 +67,16 @@ impl Endings {
 }
 
 /// Asks skiffd when the container's run ends (and, with `rm`, once it is removed);
-/// returns its exit code. Never returns when skiffd cannot tell (the container was
-/// already removed when asked): then the events tell.
+/// returns its exit code. Never returns when skiffd cannot tell (the container is being
+/// or was removed when asked): then the events tell.
 pub async fn wait_call(target: &ContainerProxy<'_>, rm: bool) -> i32 {
     match target.wait("not-running").await {
         Ok((code, _)) => {
-            if rm {
-                // An error here means the object is gone: removed.
-                let _ = target.wait("removed").await;
+            // With --rm, only once it is removed. An error (the container is being
+            // removed, or is gone) leaves it to the `destroy` event, which skiffd sends
+            // when the removal is complete, before it takes the object down.
+            if rm && target.wait("removed").await.is_err() {
+                std::future::pending::<()>().await;
             }
             code
         }
