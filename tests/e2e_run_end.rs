@@ -160,7 +160,7 @@ fn sigterm_ends_a_waiting_run() {
     // SAFETY: kill(2) on the daemon this test started.
     unsafe { libc::kill(daemon, libc::SIGSTOP) };
     let mut child = env
-        .skiff_cmd(&["run", "--rm", "demo/busybox", "echo", "late"])
+        .skiff_cmd(&["run", "--rm", "demo/busybox", "sleep", "1000"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -178,4 +178,13 @@ fn sigterm_ends_a_waiting_run() {
     assert!(ready, "the CLI never installed its SIGTERM handler");
     let status = status.expect("the CLI ignored SIGTERM while waiting");
     assert_eq!(status.code(), Some(143), "{status:?}");
+    // The call it left is answered once skiffd runs again: the client is gone, so its
+    // container is killed (and, with --rm, removed).
+    assert!(
+        env.eventually(60, || stdout(&env.skiff(&["ps", "-a", "-q"]))
+            .trim()
+            .is_empty()),
+        "the container of the departed client runs on: {}",
+        stdout(&env.skiff(&["ps", "-a"]))
+    );
 }
