@@ -357,6 +357,46 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_container_is_never_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec: Record = serde_json::from_value(serde_json::json!({
+            "id": "ab", "name": "n", "created": 1, "image_id": "i",
+            "config": {"image": "x"}, "args": ["sh"], "env": [], "workdir": "/",
+            "hostname": "h", "user": [0, 0], "state": State::default(),
+        }))
+        .unwrap();
+        let c = Container::new(dir.path().to_path_buf(), rec);
+        c.update(|r| r.state.exit_code = 1).unwrap();
+        assert!(Container::record_path(dir.path()).exists());
+        std::fs::remove_file(Container::record_path(dir.path())).unwrap();
+        c.begin_removal();
+        assert!(c.is_removed());
+        assert_eq!(c.snapshot().state.status, Status::Removing);
+        let e = c.update(|r| r.state.exit_code = 2).unwrap_err();
+        assert!(matches!(e, Error::NoSuchContainer(_)), "{e}");
+        assert!(
+            !Container::record_path(dir.path()).exists(),
+            "written again"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_op_lock_refuses_a_removed_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec: Record = serde_json::from_value(serde_json::json!({
+            "id": "ab", "name": "n", "created": 1, "image_id": "i",
+            "config": {"image": "x"}, "args": ["sh"], "env": [], "workdir": "/",
+            "hostname": "h", "user": [0, 0], "state": State::default(),
+        }))
+        .unwrap();
+        let c = Container::new(dir.path().to_path_buf(), rec);
+        let held = c.lock_op().await.unwrap();
+        c.begin_removal();
+        drop(held);
+        assert!(matches!(c.lock_op().await, Err(Error::NoSuchContainer(_))));
+    }
+
+    #[test]
     fn corrupt_record_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("container.json"), b"{\"id\": 1").unwrap();
