@@ -4,7 +4,6 @@ use super::output::{errln, outln};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 
-use futures_util::StreamExt;
 use zbus::{Connection, OwnedVariant, Variant};
 
 use super::connect::{error_name, fail};
@@ -201,10 +200,12 @@ pub async fn run(
         return Ok(0);
     }
     // Subscribe before the call: the container may exit before the reply arrives, and
-    // signals sent during the call are delivered before its reply.
-    let mut events = mgr.receive_event().await.map_err(run_failure)?;
+    // signals sent during the call are delivered before its reply. Drained at once (see
+    // `ending`).
+    let events = mgr.receive_event().await.map_err(run_failure)?;
+    let mut endings = super::ending::Endings::drain(events);
     if args.tty {
-        return super::attach::run_tty(conn, &mgr, events, &args, rm).await;
+        return super::attach::run_tty(conn, &mgr, endings, &args, rm).await;
     }
     let cfg = config(&args, rm)?;
     let null;
@@ -231,55 +232,58 @@ pub async fn run(
     } else {
         None
     };
-    let (id, path) = mgr
-        .run_container(cfg, fds, flags)
-        .await
-        .map_err(run_failure)?;
+    // A signal during the call ends the CLI: there is no container to forward it to
+    // yet, and skiffd kills the container when we go.
+    let (id, path) = tokio::select! {
+        r = mgr.run_container(cfg, fds, flags) => r.map_err(run_failure)?,
+        Some(signo) = next_signal(&mut proxy) => return Ok(128 + signo),
+    };
     let target = ContainerProxy::builder(conn)
         .path(path)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
-        .ok();
+        .map_err(run_failure)?;
+    let waited = super::ending::wait_call(&target, rm);
+    tokio::pin!(waited);
     let mut code = None;
     let mut interrupts = 0;
+    let mut terms = 0;
     loop {
-        let sig = tokio::select! {
-            ev = events.next() => match ev { Some(ev) => ev, None => break },
+        let ending = tokio::select! {
+            c = &mut waited => return Ok(c),
+            ev = endings.next_for(&id) => match ev { Some(ev) => ev, None => break },
             Some(signo) = next_signal(&mut proxy) => {
-                if signo == libc::SIGINT {
-                    interrupts += 1;
-                    if interrupts >= 2 {
-                        // A second Ctrl-C: leave; skiffd kills the container when we go.
-                        errln!("skiff: interrupted twice: stopping the container");
-                        return Ok(130);
-                    }
+                let twice = match signo {
+                    libc::SIGINT => { interrupts += 1; interrupts >= 2 }
+                    libc::SIGTERM => { terms += 1; terms >= 2 }
+                    _ => false,
+                };
+                if twice {
+                    // A second Ctrl-C or SIGTERM: leave; skiffd kills the container when
+                    // we go.
+                    errln!("skiff: signalled twice: stopping the container");
+                    return Ok(128 + signo);
                 }
-                if let Some(t) = &target {
-                    let _ = t.kill("main", signo).await;
+                if target.kill("main", signo).await.is_err()
+                    && matches!(signo, libc::SIGINT | libc::SIGTERM)
+                {
+                    // Nothing runs to take it: the container is ending or gone.
+                    return Ok(code.unwrap_or(128 + signo));
                 }
                 continue;
             }
         };
-        let Ok(a) = sig.args() else { continue };
-        if *a.id() != id.as_str() || *a.typ() != "container" {
-            continue;
-        }
-        match *a.action() {
-            "die" => {
-                code = Some(
-                    a.attributes()
-                        .get("exitCode")
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(125),
-                );
+        match ending {
+            super::ending::Ending::Died(c) => {
+                code = Some(c);
                 if !rm {
                     break;
                 }
             }
             // With --rm, return once nothing of the container is left.
-            "destroy" if rm => break,
-            _ => {}
+            super::ending::Ending::Destroyed if rm => break,
+            super::ending::Ending::Destroyed => {}
         }
     }
     code.ok_or_else(|| Failure {

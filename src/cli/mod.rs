@@ -8,6 +8,7 @@ pub mod attach;
 pub mod connect;
 pub mod containers;
 pub mod control;
+pub mod ending;
 pub mod exec;
 pub mod image_args;
 pub mod images;
