@@ -378,7 +378,7 @@ impl Io {
             }
         }
         if let Some(l) = self.logger.as_mut() {
-            let _ = l.write(stream as usize, &data);
+            l.write(stream as usize, &data);
         }
         let p = Packet::Output { stream, data };
         if let Some((q, size)) = self.replay.as_mut() {
