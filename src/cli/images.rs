@@ -182,7 +182,8 @@ fn print_pairs(pairs: &[(String, String)]) {
     for (what, v) in pairs {
         match what.as_str() {
             "untagged" => println!("Untagged: {v}"),
-            _ => println!("Deleted: sha256:{v}"),
+            "deleted" => println!("Deleted: sha256:{v}"),
+            _ => {}
         }
     }
 }
@@ -215,6 +216,15 @@ pub async fn prune(conn: &Connection, args: &PruneArgs) -> Result<i32, Failure> 
         .await
         .map_err(|e| fail(e, 1))?;
     print_pairs(&pairs);
+    let reclaimed = pairs
+        .iter()
+        .find(|(what, _)| what == "reclaimed")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    println!(
+        "Total reclaimed space: {}",
+        super::table::human_size(reclaimed)
+    );
     Ok(0)
 }
 

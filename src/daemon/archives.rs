@@ -21,6 +21,16 @@ impl Daemon {
         input: OwnedFd,
         progress: Arc<Progress>,
     ) -> Result<Vec<ImageRecord>, Error> {
+        let guard = super::images::FailedJobBlobs::new(self);
+        let result = self.load_image_inner(input, progress).await;
+        guard.finish(result).await
+    }
+
+    async fn load_image_inner(
+        &self,
+        input: OwnedFd,
+        progress: Arc<Progress>,
+    ) -> Result<Vec<ImageRecord>, Error> {
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
         }
