@@ -174,3 +174,118 @@ fn prune_frees_unreferenced_blobs_and_reports_the_bytes() {
     assert!(out.contains("Total reclaimed space: 12.3kB"), "{out}");
     assert!(ok(&["images"]).contains("p "), "p:1 is tagged: kept");
 }
+
+/// A one-file rootfs tar whose entry has no valid uid field (a broken tar writer).
+fn tar_with_a_broken_uid(path: &std::path::Path) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_path("noise").unwrap();
+    h.as_gnu_mut().unwrap().uid = *b"zzzzzzz\0";
+    h.set_cksum();
+    let mut data = h.as_bytes().to_vec();
+    data.extend_from_slice(b"abc");
+    data.resize(512 * 2, 0);
+    data.extend_from_slice(&[0u8; 1024]);
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn a_broken_layer_is_reported_by_entry_name_without_staging_paths() {
+    let env = daemon_env();
+    let path = env.dir.path().join("broken.tar");
+    tar_with_a_broken_uid(&path);
+    let out = env.skiff(&["import", path.to_str().unwrap(), "demo/broken"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("importing {}: ", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("\"noise\""), "{err}");
+    assert!(
+        !err.contains("storage") && !err.contains("/diff") && !err.contains("import-"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("noise").count(),
+        2,
+        "said once (plus the tar crate's own words): {err}"
+    );
+}
+
+#[test]
+fn load_refusals_name_the_archive_not_import() {
+    let env = daemon_env();
+    let (archive, layer_end) = archive_with_big_layer();
+    let path = env.dir.path().join("cut.tar");
+    std::fs::write(&path, &archive[..layer_end + 600]).unwrap();
+    let out = env.skiff(&["load", "-i", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(!err.contains("import"), "{err}");
+    assert!(
+        err.contains(&format!("loading {}: ", path.display())),
+        "{err}"
+    );
+    // A layer that cannot be extracted (said "import failed" before).
+    let broken = env.dir.path().join("broken.tar");
+    tar_with_a_broken_uid(&broken);
+    let layer = std::fs::read(&broken).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": [common_sha(&layer)] },
+    });
+    let manifest = serde_json::json!([{
+        "Config": "config.json", "RepoTags": ["demo/broken:1"], "Layers": ["l.tar"],
+    }]);
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("l.tar", layer),
+        ("config.json", serde_json::to_vec(&config).unwrap()),
+        ("manifest.json", serde_json::to_vec(&manifest).unwrap()),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    let bad = env.dir.path().join("bad-layer.tar");
+    std::fs::write(&bad, b.into_inner().unwrap()).unwrap();
+    let out = env.skiff(&["load", "-i", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(!err.contains("import"), "{err}");
+    assert!(
+        err.contains(&format!("loading {}: ", bad.display())) && err.contains("\"noise\""),
+        "{err}"
+    );
+    // From stdin.
+    let out = env
+        .skiff_cmd(&["load"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("loading the archive on stdin: "), "{err}");
+}
+
+#[test]
+fn load_of_a_directory_that_is_no_oci_layout_names_the_directory() {
+    let env = daemon_env();
+    let dir = env.dir.path().join("not-a-layout");
+    std::fs::create_dir(&dir).unwrap();
+    let out = env.skiff(&["load", "-i", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(!err.contains("/proc/"), "{err}");
+    assert!(
+        err.contains(&format!("loading {}: ", dir.display())) && err.contains("no index.json"),
+        "{err}"
+    );
+}

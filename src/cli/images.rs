@@ -59,7 +59,12 @@ pub async fn import(conn: &Connection, args: &ImportArgs) -> Result<i32, Failure
         .follow(conn, &job, Some("tarball"), !args.quiet)
         .await?;
     if end.result != "done" {
-        return Err(Failure::msg(end.detail));
+        let input = if file == "-" {
+            "the tarball on stdin".to_string()
+        } else {
+            file.to_string()
+        };
+        return Err(Failure::msg(format!("importing {input}: {}", end.detail)));
     }
     let path = mgr
         .get_image(&args.reference)
@@ -98,7 +103,11 @@ pub async fn load(conn: &Connection, args: &LoadArgs) -> Result<i32, Failure> {
         .await?;
     let (result, ids) = (end.result, end.detail);
     if result != "done" {
-        return Err(Failure::msg(ids));
+        let input = match &args.input {
+            Some(f) if f != "-" => f.clone(),
+            _ => "the archive on stdin".to_string(),
+        };
+        return Err(Failure::msg(format!("loading {input}: {ids}")));
     }
     for id in ids.split(',').filter(|s| !s.is_empty()) {
         if args.quiet {
