@@ -8,6 +8,7 @@ pub mod fsutil;
 pub mod fuse;
 pub mod helpers;
 pub mod image;
+pub mod logging;
 pub mod monitor;
 pub mod netns;
 pub mod paths;

@@ -173,7 +173,8 @@ impl Daemon {
                 None,
             )
         };
-        let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio3)?;
+        let tag = format!("container {} exec {id}", rec.id);
+        let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio3, &tag)?;
         let first = run.first().await;
         let pty = match (&first, pty_chan) {
             (Some(monitor::Status::Started { .. }), Some(chan)) => match chan.recv_fd(true) {

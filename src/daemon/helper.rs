@@ -20,11 +20,13 @@ pub struct HelperRun {
 }
 
 impl HelperRun {
-    /// Spawns `exe args…` in a new session with `stdio` and the status pipe on fd 3.
+    /// Spawns `exe args…` in a new session with `stdio`, the status pipe on fd 3 and
+    /// the daemon's log on fd 4 (its lines tagged `log_tag`, see [`crate::logging`]).
     pub fn spawn(
         exe: &Path,
         args: &[&OsStr],
         stdio: (Stdio, Stdio, Stdio),
+        log_tag: &str,
     ) -> Result<HelperRun, Error> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
@@ -49,6 +51,7 @@ impl HelperRun {
                 Ok(())
             });
         }
+        crate::logging::pass_to(cmd.as_std_mut(), log_tag);
         let child = cmd
             .spawn()
             .map_err(|e| Error::Runtime(format!("cannot start skiffd's helper: {e}")))?;

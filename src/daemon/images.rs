@@ -207,9 +207,6 @@ impl Daemon {
         if !progress.enter_commit() {
             return Err(Error::Cancelled);
         }
-        for w in &stats.warnings {
-            tracing::warn!("import {reference}: {w}");
-        }
         let store = self.inner.images.clone();
         let reference2 = reference.clone();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -257,16 +254,17 @@ impl Daemon {
             daemon: self.clone(),
             dir: Some(staging.dir.clone()),
         };
-        let run = tokio::process::Command::new(&self.inner.opts.exe)
-            .arg("__unpack")
+        let mut cmd = tokio::process::Command::new(&self.inner.opts.exe);
+        cmd.arg("__unpack")
             .arg("--maps")
             .arg(&self.inner.maps_json)
             .arg(&staging.diff)
             .stdin(Stdio::from(blob))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output();
+            .kill_on_drop(true);
+        crate::logging::pass_to(cmd.as_std_mut(), &format!("unpack {digest}"));
+        let run = cmd.output();
         tokio::pin!(run);
         let mut tick = tokio::time::interval(UNPACK_TICK);
         let out = loop {
@@ -296,6 +294,9 @@ impl Daemon {
             Ok(UnpackResult::Ok(stats)) if out.status.success() => {
                 for w in &stats.warnings {
                     tracing::warn!("layer {digest}: {w}");
+                    if let Some((p, _)) = watch {
+                        p.warn(format!("layer {digest}: {w}"));
+                    }
                 }
                 Ok((staging, stats))
             }

@@ -300,14 +300,14 @@ impl Daemon {
         if matches!(direct, Ok(Ok(()))) {
             return;
         }
-        let out = tokio::process::Command::new(&self.inner.opts.exe)
-            .arg("__remove")
+        let mut cmd = tokio::process::Command::new(&self.inner.opts.exe);
+        cmd.arg("__remove")
             .arg("--maps")
             .arg(&self.inner.maps_json)
             .arg(path)
-            .stdin(StdStdio::null())
-            .output()
-            .await;
+            .stdin(StdStdio::null());
+        crate::logging::pass_to(cmd.as_std_mut(), "remove");
+        let out = cmd.output().await;
         match out {
             Ok(o) if o.status.success() => {}
             Ok(o) => tracing::error!(

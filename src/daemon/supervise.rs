@@ -120,7 +120,8 @@ impl Daemon {
             None => (StdStdio::null(), StdStdio::null(), StdStdio::null()),
         };
         let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
-        let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio)?;
+        let tag = format!("container {}", rec.id);
+        let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio, &tag)?;
         let monitor_pid = run.pid();
         let status = tokio::time::timeout(START_TIMEOUT, run.first())
             .await

@@ -395,7 +395,7 @@ mod tests {
         let dir = Path::new(&dir);
         let c = cfg(dir, 0, 1);
         let mut l = Logger::open(c.clone()).unwrap();
-        let _ = l.write(1, b"before\n");
+        l.write(1, b"before\n");
         // Fill the file system.
         let filler = dir.join("filler");
         let mut f = File::create(&filler).unwrap();
@@ -408,10 +408,10 @@ mod tests {
         drop(f);
         const N: usize = 2000;
         for i in 0..N {
-            let _ = l.write(1, format!("lost {i}\n").as_bytes());
+            l.write(1, format!("lost {i}\n").as_bytes());
         }
         std::fs::remove_file(&filler).unwrap();
-        let _ = l.write(2, b"after\n");
+        l.write(2, b"after\n");
         let _ = l.flush();
         let e = read_all(&c);
         assert_eq!(e[0].log, "before\n");
