@@ -131,6 +131,39 @@ fn a_load_killed_with_the_daemon_leaves_no_blob_after_the_restart() {
 }
 
 #[test]
+fn a_cancelled_load_leaves_no_blob_behind() {
+    let env = daemon_env();
+    let (archive, layer_end) = archive_with_big_layer();
+    let mut child = env
+        .skiff_cmd(&["load"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(&archive[..layer_end + 512]).unwrap();
+    let dir = blobs(&env);
+    assert!(
+        env.eventually(60, || !entries(&dir).is_empty()),
+        "{}",
+        env.daemon_log()
+    );
+    // Ctrl-C: the CLI cancels the job.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    drop(input);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        env.eventually(30, || entries(&dir).is_empty()),
+        "blobs left: {:?}\n{}",
+        entries(&dir),
+        env.daemon_log()
+    );
+}
+
+#[test]
 fn prune_frees_unreferenced_blobs_and_reports_the_bytes() {
     let env = daemon_env();
     let tar = env.busybox_tar();

@@ -191,13 +191,18 @@ impl Daemon {
         }
         let reference: Reference = reference.parse()?;
         image::names::check_taggable(&reference)?;
-        let _gc = self.gc_shared().await?;
+        let gc = Arc::new(self.gc_shared().await?);
         let store = self.inner.images.clone();
         progress.start_reading(input_size(&input));
         let counted = CountingReader::new(File::from(input), progress.clone());
-        let layer = tokio::task::spawn_blocking(move || copy_to_blob(&store, counted))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        // The copying thread holds the lock too (see load_image).
+        let held = gc.clone();
+        let layer = tokio::task::spawn_blocking(move || {
+            let _held = held;
+            copy_to_blob(&store, counted)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
         let slot = progress.plan_extraction(&[(layer.digest.clone(), layer.size, false)]);
         let watch = slot.first().map(|s| (&*progress, *s));
         let (staging, stats) = self.unpack_blob(&layer.digest, watch).await?;
