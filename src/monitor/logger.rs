@@ -89,6 +89,30 @@ impl Logger {
         })
     }
 
+    /// Opens the log file, or (when it cannot be opened now, e.g. on a full disk)
+    /// returns a logger that tries again at every entry, counting what it drops
+    /// meanwhile.
+    pub fn open_or_retry(cfg: LogConfig) -> Logger {
+        match Logger::open(cfg.clone()) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot open the container's log {}: {e}; trying again with the next \
+                     output",
+                    cfg.path.display()
+                );
+                Logger {
+                    cfg,
+                    file: None,
+                    size: 0,
+                    partial: [Vec::new(), Vec::new()],
+                    torn: false,
+                    lost: None,
+                }
+            }
+        }
+    }
+
     /// Takes a chunk of output of stream 1 (stdout) or 2 (stderr); complete lines are
     /// written, a trailing partial line waits for more (or for [`Logger::flush`]).
     /// Never fails: what cannot be written is counted (see [`Logger`]).
@@ -231,6 +255,15 @@ impl Logger {
     /// Starts a new current file (or, with `max_file` 1, empties it). Also reopens a
     /// file that a failed rotation left closed.
     fn rotate(&mut self) -> io::Result<()> {
+        if self.file.is_none() && self.size == 0 {
+            // Never opened (see `open_or_retry`): open, and rotate only when it is due.
+            let file = open_append(&self.cfg.path)?;
+            self.size = file.metadata()?.len();
+            self.file = Some(file);
+            if self.cfg.max_size == 0 || self.size < self.cfg.max_size {
+                return Ok(());
+            }
+        }
         let keep = self.cfg.max_file.max(1);
         if keep == 1 {
             if self.file.is_none() {
@@ -439,5 +472,21 @@ mod tests {
         for (n, e) in e.iter().filter(|e| e.log.starts_with("lost ")).enumerate() {
             assert_eq!(e.log, format!("lost {n}\n"));
         }
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_opened_yet_is_opened_when_it_can() {
+        let d = tempfile::tempdir().unwrap();
+        let c = cfg(&d.path().join("later"), 0, 1);
+        let mut l = Logger::open_or_retry(c.clone());
+        l.write(1, b"dropped 1\n");
+        l.write(2, b"dropped 2\n");
+        std::fs::create_dir(d.path().join("later")).unwrap();
+        l.write(1, b"kept\n");
+        l.flush().unwrap();
+        let e = read_all(&c);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].log.starts_with("skiff: 2 lines (20 bytes)"), "{e:?}");
+        assert_eq!(e[1].log, "kept\n");
     }
 }
