@@ -21,7 +21,7 @@ impl Daemon {
         input: OwnedFd,
         progress: Arc<Progress>,
     ) -> Result<Vec<ImageRecord>, Error> {
-        let guard = super::images::FailedJobBlobs::new(self);
+        let guard = super::failed_jobs::FailedJobBlobs::new(self);
         let result = self.load_image_inner(input, progress).await;
         guard.finish(result).await
     }
