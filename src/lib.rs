@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod fuse;
 pub mod helpers;
 pub mod image;
+pub mod logging;
 pub mod monitor;
 pub mod netns;
 pub mod paths;

@@ -60,7 +60,12 @@ pub async fn import(conn: &Connection, args: &ImportArgs) -> Result<i32, Failure
         .follow(conn, &job, Some("tarball"), !args.quiet)
         .await?;
     if end.result != "done" {
-        return Err(Failure::msg(end.detail));
+        let input = if file == "-" {
+            "the tarball on stdin".to_string()
+        } else {
+            file.to_string()
+        };
+        return Err(Failure::msg(format!("importing {input}: {}", end.detail)));
     }
     let path = mgr
         .get_image(&args.reference)
@@ -99,7 +104,11 @@ pub async fn load(conn: &Connection, args: &LoadArgs) -> Result<i32, Failure> {
         .await?;
     let (result, ids) = (end.result, end.detail);
     if result != "done" {
-        return Err(Failure::msg(ids));
+        let input = match &args.input {
+            Some(f) if f != "-" => f.clone(),
+            _ => "the archive on stdin".to_string(),
+        };
+        return Err(Failure::msg(format!("loading {input}: {ids}")));
     }
     for id in ids.split(',').filter(|s| !s.is_empty()) {
         if args.quiet {
@@ -183,7 +192,8 @@ fn print_pairs(pairs: &[(String, String)]) {
     for (what, v) in pairs {
         match what.as_str() {
             "untagged" => outln!("Untagged: {v}"),
-            _ => outln!("Deleted: sha256:{v}"),
+            "deleted" => outln!("Deleted: sha256:{v}"),
+            _ => {}
         }
     }
 }
@@ -216,6 +226,15 @@ pub async fn prune(conn: &Connection, args: &PruneArgs) -> Result<i32, Failure> 
         .await
         .map_err(|e| fail(e, 1))?;
     print_pairs(&pairs);
+    let reclaimed = pairs
+        .iter()
+        .find(|(what, _)| what == "reclaimed")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    println!(
+        "Total reclaimed space: {}",
+        super::table::human_size(reclaimed)
+    );
     Ok(0)
 }
 

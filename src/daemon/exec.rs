@@ -186,11 +186,13 @@ impl Daemon {
                 None,
             )
         };
+        let tag = format!("container {} exec {id}", rec.id);
         let mut run = HelperRun::spawn(
             &self.inner.opts.exe,
             &args,
             stdio3,
             Some(spec_json.as_bytes()),
+            &tag,
         )?;
         let first = run.first().await;
         let pty = match (&first, pty_chan) {

@@ -22,15 +22,17 @@ pub struct HelperRun {
 
 impl HelperRun {
     /// Spawns `exe args…` in a new session with `stdio`, the status pipe on fd 3 and
-    /// `spec` (if any) in a sealed memfd on fd 4 ([`crate::fdutil::SPEC_FD`]); every
+    /// `spec` (if any) in a sealed memfd on fd 4 ([`crate::fdutil::SPEC_FD`]), the
+    /// daemon's log on fd 5 (its lines tagged `log_tag`, see [`crate::logging`]); every
     /// other descriptor of ours is close-on-exec in the child.
     pub fn spawn(
         exe: &Path,
         args: &[&OsStr],
         stdio: (Stdio, Stdio, Stdio),
         spec: Option<&[u8]>,
+        log_tag: &str,
     ) -> Result<HelperRun, Error> {
-        Self::spawn_as(exe, None, args, stdio, spec)
+        Self::spawn_as(exe, None, args, stdio, spec, log_tag)
     }
 
     /// [`HelperRun::spawn`] with `arg0` as the helper's argv[0] (its name in `ps`).
@@ -40,6 +42,7 @@ impl HelperRun {
         args: &[&OsStr],
         stdio: (Stdio, Stdio, Stdio),
         spec: Option<&[u8]>,
+        log_tag: &str,
     ) -> Result<HelperRun, Error> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
@@ -66,6 +69,9 @@ impl HelperRun {
             let memfd = fdutil::sealed_memfd(spec)
                 .map_err(|e| Error::Internal(format!("the helper's spec: {e}")))?;
             fds.push((memfd, fdutil::SPEC_FD));
+        }
+        if let Some(log) = crate::logging::for_helper(cmd.as_std_mut(), log_tag) {
+            fds.push(log);
         }
         fdutil::pass_fds(&mut cmd, fds);
         let child = cmd
@@ -124,11 +130,16 @@ pub fn maps_command(
     exe: &Path,
     helper: &str,
     maps_json: &str,
+    log_tag: &str,
 ) -> Result<tokio::process::Command, Error> {
     let memfd = fdutil::sealed_memfd(maps_json.as_bytes())
         .map_err(|e| Error::Internal(format!("the {helper} helper's id maps: {e}")))?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg(helper);
-    fdutil::pass_fds(&mut cmd, vec![(memfd, fdutil::SPEC_FD)]);
+    let mut fds = vec![(memfd, fdutil::SPEC_FD)];
+    if let Some(log) = crate::logging::for_helper(cmd.as_std_mut(), log_tag) {
+        fds.push(log);
+    }
+    fdutil::pass_fds(&mut cmd, fds);
     Ok(cmd)
 }

@@ -296,6 +296,7 @@ impl Daemon {
             &self.inner.opts.exe,
             "__remove",
             &self.inner.maps_json,
+            "remove",
         ) {
             Ok(c) => c,
             Err(e) => {

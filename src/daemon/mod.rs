@@ -16,6 +16,7 @@ pub mod control;
 pub mod error;
 pub mod events;
 pub mod exec;
+mod failed_jobs;
 pub mod filters;
 pub mod helper;
 pub mod images;

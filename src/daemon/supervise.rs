@@ -122,12 +122,14 @@ impl Daemon {
             None => (StdStdio::null(), StdStdio::null(), StdStdio::null()),
         };
         let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
+        let tag = format!("container {}", rec.id);
         let mut run = HelperRun::spawn_as(
             &self.inner.opts.exe,
             Some(std::ffi::OsStr::new(monitor::PROCESS_NAME)),
             &args,
             stdio,
             None,
+            &tag,
         )?;
         let monitor_pid = run.pid();
         super::strays::crash_point("monitor-spawned");

@@ -222,6 +222,12 @@ impl JobObject {
         self.state.digest()
     }
 
+    /// Warnings for the user so far (e.g. device nodes skipped in a layer), in order.
+    #[zbus(property)]
+    fn warnings(&self) -> Vec<String> {
+        self.state.progress.warnings()
+    }
+
     /// One blob's progress: digest, status, bytes done, bytes total. Download statuses
     /// (pull): waiting, downloading, skipped (the store had it), done. Extraction
     /// statuses (every job, layers only; bytes are the compressed blob's, as consumed):

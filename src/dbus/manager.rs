@@ -373,8 +373,9 @@ impl Manager {
         Ok(removal_pairs(&r))
     }
 
-    /// Removes dangling images; flag 1 (ALL): every image no container uses. Returns
-    /// ("untagged", ref) and ("deleted", id) pairs.
+    /// Removes dangling images; flag 1 (ALL): every image no container uses; then frees
+    /// every blob no image lists that no running job pinned. Returns ("untagged", ref)
+    /// and ("deleted", id) pairs, then ("reclaimed", bytes freed as a decimal number).
     async fn prune_images(
         &self,
         #[zbus(connection)] conn: &Connection,
@@ -388,7 +389,9 @@ impl Manager {
             .prune_images(flags & super::LIST_ALL != 0)
             .await?;
         super::image::unregister_images(server, conn, &r.deleted).await;
-        Ok(removal_pairs(&r))
+        let mut pairs = removal_pairs(&r);
+        pairs.push(("reclaimed".into(), r.bytes_freed.to_string()));
+        Ok(pairs)
     }
 
     /// Pulls `reference` from its registry. Options: `tls-verify` (b, default true:
