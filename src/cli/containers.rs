@@ -113,6 +113,7 @@ pub(super) fn config(
             .collect::<Result<_, _>>()?;
         m.insert("log-opts", ov(opts)?);
     }
+    super::security_args::insert(&args.security, &mut m)?;
     Ok(m)
 }
 

@@ -32,6 +32,8 @@ pub struct ExecArgs {
     pub workdir: Option<String>,
     /// -u
     pub user: Option<String>,
+    /// --privileged
+    pub privileged: bool,
 }
 
 fn exec_failure(e: zbus::Error) -> Failure {
@@ -64,6 +66,9 @@ pub async fn exec(
     let tty = a.tty && !a.detach;
     if tty {
         options.insert("tty", ov(Variant::from(true))?);
+    }
+    if a.privileged {
+        options.insert("privileged", ov(Variant::from(true))?);
     }
     let c = container(conn, name).await.map_err(exec_failure)?;
     let mgr = super::connect::manager(conn).await.map_err(exec_failure)?;

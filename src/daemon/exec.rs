@@ -37,6 +37,8 @@ pub struct ExecConfig {
     pub user: Option<String>,
     /// Allocate a pty in the container (the client takes its master with `open_pty`).
     pub tty: bool,
+    /// Every capability the user namespace holds, not only the container's.
+    pub privileged: bool,
 }
 
 /// A running or finished exec.
@@ -144,6 +146,8 @@ impl Daemon {
             uid,
             gid,
             tty: cfg.tty,
+            confine_as: Some(crate::monitor::spec_path(&self.bundle_dir(&rec.id))),
+            privileged: cfg.privileged,
         };
         let spec_json = serde_json::to_string(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         let id = names::new_id().map_err(|e| Error::Internal(format!("random id: {e}")))?;

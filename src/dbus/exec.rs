@@ -43,9 +43,13 @@ pub fn exec_config(
                 Variant::Bool(b) => cfg.tty = *b,
                 _ => return Err(bad()),
             },
+            "privileged" => match &**v {
+                Variant::Bool(b) => cfg.privileged = *b,
+                _ => return Err(bad()),
+            },
             other => {
                 return Err(SkiffError::invalid_args(format!(
-                    "unknown exec option {other:?} (known: env, workdir, user, tty)"
+                    "unknown exec option {other:?} (known: env, workdir, user, tty, privileged)"
                 )))
             }
         }

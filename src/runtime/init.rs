@@ -10,13 +10,14 @@ use nix::unistd::{setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::exec::{self, ExecFailure, EXIT_SETUP_FAILED};
+use super::security::{self, Prepared};
 use super::sync::{Channel, Msg};
 use super::{pty, rootfs, Error, RootfsPlan};
 
 /// Runs the init steps; returns the exit code to use if they fail (never returns on a
 /// successful exec).
-pub fn main(chan: Channel, spec: &Spec, plan: &RootfsPlan) -> i32 {
-    let failure = match setup(&chan, spec, plan) {
+pub fn main(chan: Channel, spec: &Spec, plan: &RootfsPlan, sec: &Prepared) -> i32 {
+    let failure = match setup(&chan, spec, plan, sec) {
         Ok((args, env)) => exec::exec(&args, &env),
         Err(e) => ExecFailure {
             code: EXIT_SETUP_FAILED,
@@ -52,6 +53,7 @@ fn setup(
     chan: &Channel,
     spec: &Spec,
     plan: &RootfsPlan,
+    sec: &Prepared,
 ) -> Result<(Vec<String>, Vec<String>), Error> {
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
     let root = spec
@@ -72,7 +74,9 @@ fn setup(
         crate::netns::bring_up_loopback().map_err(|e| Error::Setup(e.to_string()))?;
     }
     rootfs::pivot(&root)?;
+    security::apply_sysctls(spec)?;
     rootfs::mask_and_protect(spec)?;
+    security::readonly_root(spec)?;
     // The monitor connects the network meanwhile (joining our namespaces through
     // /proc/PID, which needs us still dumpable: before the switch to the spec's user).
     match chan.recv()? {
@@ -108,6 +112,7 @@ fn setup(
         std::fs::create_dir_all(cwd)
             .map_err(|e| Error::io(format!("create working directory {}", cwd.display()), e))?;
     }
+    sec.before_user_switch()?;
     let gids: Vec<Gid> = user
         .additional_gids()
         .iter()
@@ -137,6 +142,8 @@ fn setup(
         .clone()
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::Spec("no command specified".into()))?;
+    // Last: capabilities, no_new_privs and the seccomp filter.
+    sec.after_user_switch()?;
     Ok((args, process.env().clone().unwrap_or_default()))
 }
 
