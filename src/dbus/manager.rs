@@ -540,6 +540,7 @@ impl Manager {
             "load".into(),
             "save".into(),
             "pull".into(),
+            "security".into(),
         ]
     }
 
