@@ -475,3 +475,56 @@ fn inspect_and_info_show_the_security_settings() {
         "{info}"
     );
 }
+
+/// A static helper that makes calls busybox cannot and prints `name=errno` for each
+/// (0 when the call succeeded).
+const SYSCALLS_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+static void try(const char *name, long r) { printf("%s=%d\n", name, r < 0 ? errno : 0); }
+int main(void) {
+    try("keyctl", syscall(SYS_keyctl, 0 /* GET_KEYRING_ID */, -3 /* session */, 0));
+    try("add_key", syscall(SYS_add_key, "user", "skiff", "v", 1, -3));
+    try("clone3", syscall(435, NULL, 0));
+    try("getpid", syscall(SYS_getpid));
+    return 0;
+}
+"#;
+
+#[test]
+fn keyring_calls_are_denied_and_clone3_is_enosys() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    std::fs::write(dir.join("syscalls.c"), SYSCALLS_C).unwrap();
+    let cc = std::process::Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.join("syscalls"))
+        .arg(dir.join("syscalls.c"))
+        .output()
+        .expect("cc (needed by cargo anyway) runs");
+    assert!(cc.status.success(), "cc: {}", stderr(&cc));
+    let bin = std::fs::read(dir.join("syscalls")).unwrap();
+    let tar = dir.join("sys.tar");
+    common::write_busybox_tar(&tar, &[("bin/syscalls", 0, 0, 0o755, &bin)]);
+    let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/sys"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let so = run_ok(&env, &["demo/sys", "syscalls"]);
+    for want in ["keyctl=1", "add_key=1", "clone3=38", "getpid=0"] {
+        assert!(so.lines().any(|l| l == want), "{want} in {so}");
+    }
+    let so = run_ok(
+        &env,
+        &[
+            "--security-opt",
+            "seccomp=unconfined",
+            "demo/sys",
+            "syscalls",
+        ],
+    );
+    // The kernel's own answers: no EPERM from a filter, EINVAL for clone3(NULL, 0).
+    assert!(!so.lines().any(|l| l == "keyctl=1"), "{so}");
+    assert!(so.lines().any(|l| l == "clone3=22"), "{so}");
+}
