@@ -46,10 +46,17 @@ pub struct Asm {
     labels: Vec<Option<usize>>,
 }
 
-/// The assembled program is longer than the kernel accepts (BPF_MAXINSNS).
+/// The program cannot be assembled.
 #[derive(Debug, thiserror::Error)]
-#[error("the seccomp filter has {0} instructions, more than the kernel's limit of 4096")]
-pub struct TooLong(pub usize);
+pub enum AsmError {
+    /// Longer than the kernel accepts (BPF_MAXINSNS).
+    #[error("the seccomp filter has {0} instructions, more than the kernel's limit of 4096")]
+    TooLong(usize),
+    /// A jump to a label never placed, or placed before the jump (a bug of the
+    /// generator: classic BPF only jumps forward).
+    #[error("internal error of the seccomp compiler: bad jump at instruction {0}")]
+    BadJump(usize),
+}
 
 fn stmt(code: u16, k: u32) -> sock_filter {
     sock_filter {
@@ -121,27 +128,25 @@ impl Asm {
         }));
     }
 
-    /// Resolves the labels. Panics only on a label used but never bound, which is a bug
-    /// of the code generator (every caller binds what it jumps to).
-    pub fn finish(self) -> Result<Vec<sock_filter>, TooLong> {
+    /// Resolves the labels.
+    pub fn finish(self) -> Result<Vec<sock_filter>, AsmError> {
         if self.code.len() > 4096 {
-            return Err(TooLong(self.code.len()));
+            return Err(AsmError::TooLong(self.code.len()));
         }
         let labels = self.labels;
-        Ok(self
-            .code
+        self.code
             .into_iter()
             .enumerate()
             .map(|(pc, insn)| match insn {
-                Insn::Plain(f) => f,
-                Insn::Jump(l) => {
-                    let target = labels[l.0].unwrap_or_else(|| {
-                        unreachable!("seccomp code generator left label {} unbound", l.0)
-                    });
-                    // Jumps only go forward: every label is bound after its uses.
-                    stmt(BPF_JMP | BPF_JA, (target - pc - 1) as u32)
-                }
+                Insn::Plain(f) => Ok(f),
+                Insn::Jump(l) => labels
+                    .get(l.0)
+                    .copied()
+                    .flatten()
+                    .and_then(|target| target.checked_sub(pc + 1))
+                    .map(|off| stmt(BPF_JMP | BPF_JA, off as u32))
+                    .ok_or(AsmError::BadJump(pc)),
             })
-            .collect())
+            .collect()
     }
 }

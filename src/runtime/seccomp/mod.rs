@@ -27,9 +27,9 @@ pub enum Error {
     /// The profile asks for something the compiler cannot express.
     #[error("seccomp profile: {0}")]
     Profile(String),
-    /// The program is too long.
+    /// The program cannot be assembled (too long).
     #[error("seccomp profile: {0}")]
-    TooLong(#[from] bpf::TooLong),
+    Asm(#[from] bpf::AsmError),
     /// This architecture has no syscall table here.
     #[error("seccomp filters are only supported on x86_64 (this is {0}); use --security-opt seccomp=unconfined")]
     Arch(&'static str),

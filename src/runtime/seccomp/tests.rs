@@ -211,3 +211,17 @@ fn syscall_table_is_sorted_and_knows_the_usual_calls() {
     assert_eq!(syscall_number("mseal"), Some(462));
     assert_eq!(syscall_number("_llseek"), None);
 }
+
+#[test]
+fn assembler_refuses_backward_and_unbound_jumps() {
+    let mut a = Asm::default();
+    let back = a.label();
+    a.bind(back);
+    a.ret(0);
+    a.jump(back);
+    assert!(a.finish().is_err());
+    let mut a = Asm::default();
+    let never = a.label();
+    a.jump(never);
+    assert!(a.finish().is_err());
+}
