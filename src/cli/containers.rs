@@ -125,6 +125,7 @@ fn build_config(
             .collect::<Result<_, _>>()?;
         m.insert("log-opts", ov(opts)?);
     }
+    super::security_args::insert(&args.security, &mut m)?;
     Ok(m)
 }
 

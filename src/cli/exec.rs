@@ -32,6 +32,8 @@ pub struct ExecArgs {
     pub workdir: Option<String>,
     /// -u
     pub user: Option<String>,
+    /// --privileged
+    pub privileged: bool,
 }
 
 fn exec_failure(e: zbus::Error) -> Failure {
@@ -69,6 +71,9 @@ pub async fn exec(
             let size = vec![u32::from(rows), u32::from(cols)];
             options.insert("console-size", ov(Variant::from(size))?);
         }
+    }
+    if a.privileged {
+        options.insert("privileged", ov(Variant::from(true))?);
     }
     let c = container(conn, name).await.map_err(exec_failure)?;
     let mgr = super::connect::manager(conn).await.map_err(exec_failure)?;

@@ -15,6 +15,7 @@ pub mod images;
 pub mod output;
 pub mod progress;
 pub mod pull;
+pub mod security_args;
 pub mod table;
 pub mod tty;
 
@@ -104,6 +105,9 @@ pub struct CreateArgs {
     /// Log options: max-size=SIZE, max-file=N.
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opts: Vec<String>,
+    /// Confinement flags.
+    #[command(flatten)]
+    pub security: security_args::SecurityArgs,
     /// The image.
     pub image: String,
     /// The command and its arguments (default: the image's CMD).
@@ -229,6 +233,9 @@ pub enum Command {
         /// User as UID[:GID].
         #[arg(short = 'u', long = "user")]
         user: Option<String>,
+        /// Every capability the user namespace holds (not only the container's).
+        #[arg(long)]
+        privileged: bool,
         /// The container.
         container: String,
         /// The command and its arguments.
@@ -449,6 +456,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             env,
             workdir,
             user,
+            privileged,
             container,
             command,
         } => {
@@ -459,6 +467,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                 env,
                 workdir,
                 user,
+                privileged,
             };
             exec::exec(&conn, &container, &command, a).await
         }

@@ -96,20 +96,37 @@ pub struct ContainerConfig {
     /// json-file log options: `max-size` (e.g. 10m) and `max-file`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub log_opts: BTreeMap<String, String>,
+    /// Capabilities added to docker's default set (`ALL`, names with or without `CAP_`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from docker's default set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// docker's `--security-opt`: `no-new-privileges[=true|false]`, `seccomp=unconfined`
+    /// or `seccomp=` followed by a profile's JSON text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    /// Every capability the user namespace holds, no seccomp filter, no masked paths, the
+    /// host's devices the user may open.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// Mount the root filesystem read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// With `read-only`: writable tmpfs on /tmp, /var/tmp and /run (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_tmpfs: Option<bool>,
+    /// Resource limits, docker's `--ulimit`: `NAME=SOFT[:HARD]` (-1 = unlimited).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<String>,
+    /// Namespaced kernel parameters (`net.*`, `kernel.msg*`, `kernel.shm*`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// Keys of the API that later releases implement; sending them now is a clear error
 /// rather than a silently ignored option.
-const RESERVED: &[&str] = &[
-    "binds",
-    "read-only",
-    "cap-add",
-    "cap-drop",
-    "memory",
-    "cpus",
-    "pids-limit",
-    "userns",
-];
+const RESERVED: &[&str] = &["binds", "memory", "cpus", "pids-limit", "userns"];
 
 impl ContainerConfig {
     /// Decodes a configuration from a JSON value, naming the offending key on errors.
@@ -200,6 +217,7 @@ impl ContainerConfig {
             }
         }
         self.log_limits()?;
+        super::security::validate(self)?;
         Ok(())
     }
 

@@ -324,6 +324,7 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
         },
     });
     super::network::extend_inspect(&mut v, rec);
+    super::security::extend_inspect(&mut v, rec);
     v
 }
 

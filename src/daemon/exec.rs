@@ -39,6 +39,8 @@ pub struct ExecConfig {
     pub tty: bool,
     /// The pty's window size (rows, cols) when the command starts.
     pub console_size: Option<(u16, u16)>,
+    /// Every capability the user namespace holds, not only the container's.
+    pub privileged: bool,
 }
 
 /// A running or finished exec.
@@ -155,6 +157,8 @@ impl Daemon {
             gid,
             tty: cfg.tty,
             console_size: cfg.console_size.filter(|_| cfg.tty),
+            confine_as: Some(crate::monitor::spec_path(&self.bundle_dir(&rec.id))),
+            privileged: cfg.privileged,
         };
         let spec_json = serde_json::to_string(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         let id = names::new_id().map_err(|e| Error::Internal(format!("random id: {e}")))?;

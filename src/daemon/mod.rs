@@ -26,6 +26,8 @@ pub mod names;
 pub mod network;
 pub mod pull;
 pub mod restart;
+pub mod seccomp_profile;
+pub mod security;
 pub mod spec;
 pub mod strays;
 pub mod supervise;
@@ -96,6 +98,8 @@ pub struct Info {
     pub uid_map: Vec<crate::userns::IdMapEntry>,
     /// The gid map containers get.
     pub gid_map: Vec<crate::userns::IdMapEntry>,
+    /// The security options containers get by default (docker's `SecurityOptions`).
+    pub security_options: Vec<String>,
     /// Warnings about the host's setup.
     pub warnings: Vec<String>,
 }
@@ -157,6 +161,7 @@ impl Daemon {
             runtime_dir: o.paths.runtime.display().to_string(),
             uid_map: self.inner.maps.uid.clone(),
             gid_map: self.inner.maps.gid.clone(),
+            security_options: security::info_options(),
             warnings,
         }
     }

@@ -137,7 +137,7 @@ pub fn build(rec: &Record, maps: &IdMaps, rootfs: &Path) -> Result<Spec, Error> 
         .readonly(false)
         .build()
         .map_err(oci)?;
-    SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.2.0")
         .root(root)
         .hostname(rec.hostname.clone())
@@ -145,5 +145,7 @@ pub fn build(rec: &Record, maps: &IdMaps, rootfs: &Path) -> Result<Spec, Error> 
         .process(process)
         .linux(linux)
         .build()
-        .map_err(oci)
+        .map_err(oci)?;
+    super::security::apply(rec, &mut spec)?;
+    Ok(spec)
 }

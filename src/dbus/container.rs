@@ -130,7 +130,7 @@ impl ContainerObject {
 
     /// Runs a new process in the running container (all its namespaces, its root, its
     /// user unless `user` is given). `fds` are the process's 0/1/2 (missing = /dev/null).
-    /// Options: env as, workdir s, user s. The exec's end comes as an `exec_die` event
+    /// Options: env as, workdir s, user s, tty b, privileged b. The exec's end comes as an `exec_die` event
     /// (with `execID`, `exitCode`) and through `Exec.Wait()`.
     #[zbus(out_args("exec_id", "exec"))]
     async fn exec(

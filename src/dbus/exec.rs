@@ -52,9 +52,13 @@ pub fn exec_config(
                 })?;
                 cfg.console_size = Some((rows, cols));
             }
+            "privileged" => match &**v {
+                Variant::Bool(b) => cfg.privileged = *b,
+                _ => return Err(bad()),
+            },
             other => {
                 return Err(SkiffError::invalid_args(format!(
-                    "unknown exec option {other:?} (known: env, workdir, user, tty, console-size)"
+                    "unknown exec option {other:?} (known: env, workdir, user, tty, console-size, privileged)"
                 )))
             }
         }

@@ -493,6 +493,7 @@ impl Manager {
             "save".into(),
             "pull".into(),
             "console-size".into(),
+            "security".into(),
         ]
     }
 

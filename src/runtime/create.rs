@@ -16,6 +16,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::nsproc::{fork_into_userns, wait_exit_code};
+use super::security::{self, Prepared};
 use super::sync::{Channel, Msg};
 use super::{fuse_server, init, Error, RootfsDriver, RootfsPlan};
 use crate::userns::{IdMapEntry, IdMaps};
@@ -103,8 +104,10 @@ pub fn create_and_start_with(
 ) -> Result<Started, Error> {
     let maps = maps_of_spec(spec)?;
     let flags = namespace_flags(spec)?;
+    // Checked and compiled before anything starts (the filter once per profile).
+    let sec = Prepared::of_spec(spec, Some(&security::seccomp_cache_dir()))?;
     let (intermediate, chan) =
-        fork_into_userns(&maps, |chan| intermediate(chan, flags, spec, plan))?;
+        fork_into_userns(&maps, |chan| intermediate(chan, flags, spec, plan, &sec))?;
     let mut msg = chan.recv()?;
     if let Some(Msg::FuseServer(pid)) = msg {
         tracing::debug!(pid, "FUSE rootfs server started");
@@ -147,7 +150,13 @@ pub fn create_and_start_with(
     }
 }
 
-fn intermediate(chan: Channel, flags: CloneFlags, spec: &Spec, plan: &RootfsPlan) -> i32 {
+fn intermediate(
+    chan: Channel,
+    flags: CloneFlags,
+    spec: &Spec,
+    plan: &RootfsPlan,
+    sec: &Prepared,
+) -> i32 {
     let fail = |chan: &Channel, e: Error| {
         let _ = chan.send(&Msg::Failed {
             code: super::exec::EXIT_SETUP_FAILED,
@@ -190,7 +199,7 @@ fn intermediate(chan: Channel, flags: CloneFlags, spec: &Spec, plan: &RootfsPlan
         Err(e) => fail(&chan, Error::sys("fork init", e)),
         Ok(ForkResult::Child) => {
             drop(fuse);
-            exit(init::main(chan, spec, plan))
+            exit(init::main(chan, spec, plan, sec))
         }
         Ok(ForkResult::Parent { child }) => {
             if let Some(server) = fuse {

@@ -10,20 +10,20 @@ use nix::unistd::{setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::exec::{self, ExecFailure, EXIT_SETUP_FAILED};
+use super::security::{self, Prepared};
 use super::sync::{Channel, Msg};
 use super::{pty, rootfs, Error, RootfsPlan};
 
 /// Runs the init steps; returns the exit code to use if they fail (never returns on a
 /// successful exec).
-pub fn main(chan: Channel, spec: &Spec, plan: &RootfsPlan) -> i32 {
-    let failure =
-        match setup(&chan, spec, plan).and_then(|cmd| die_with_monitor(&chan).map(|_| cmd)) {
-            Ok((args, env)) => exec::exec(&args, &env),
-            Err(e) => ExecFailure {
-                code: EXIT_SETUP_FAILED,
-                message: e.to_string(),
-            },
-        };
+pub fn main(chan: Channel, spec: &Spec, plan: &RootfsPlan, sec: &Prepared) -> i32 {
+    let failure = match setup(&chan, spec, plan, sec) {
+        Ok((args, env)) => exec::exec(&args, &env),
+        Err(e) => ExecFailure {
+            code: EXIT_SETUP_FAILED,
+            message: e.to_string(),
+        },
+    };
     let _ = chan.send(&Msg::Failed {
         code: failure.code,
         message: failure.message,
@@ -32,8 +32,9 @@ pub fn main(chan: Channel, spec: &Spec, plan: &RootfsPlan) -> i32 {
 }
 
 /// The container must not outlive its monitor: SIGKILL when our parent (the monitor,
-/// a child subreaper, since the intermediate it reaped before `Proceed`) ends. Set last,
-/// after the change of user, which would clear it; a monitor that ended before shows as
+/// a child subreaper, since the intermediate it reaped before `Proceed`) ends. Set
+/// after the change of user, which would clear it (dropping capabilities later does
+/// not); a monitor that ended before shows as
 /// the hang-up of the channel.
 fn die_with_monitor(chan: &Channel) -> Result<(), Error> {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number.
@@ -74,6 +75,7 @@ fn setup(
     chan: &Channel,
     spec: &Spec,
     plan: &RootfsPlan,
+    sec: &Prepared,
 ) -> Result<(Vec<String>, Vec<String>), Error> {
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
     let root = spec
@@ -94,7 +96,9 @@ fn setup(
         crate::netns::bring_up_loopback().map_err(|e| Error::Setup(e.to_string()))?;
     }
     rootfs::pivot(&root)?;
+    security::apply_sysctls(spec)?;
     rootfs::mask_and_protect(spec)?;
+    security::readonly_root(spec)?;
     // The monitor connects the network meanwhile (joining our namespaces through
     // /proc/PID, which needs us still dumpable: before the switch to the spec's user).
     match chan.recv()? {
@@ -135,6 +139,7 @@ fn setup(
         std::fs::create_dir_all(cwd)
             .map_err(|e| Error::io(format!("create working directory {}", cwd.display()), e))?;
     }
+    sec.before_user_switch()?;
     let gids: Vec<Gid> = user
         .additional_gids()
         .iter()
@@ -162,6 +167,10 @@ fn setup(
         .clone()
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::Spec("no command specified".into()))?;
+    // After the change of user (which clears it), before the seccomp filter.
+    die_with_monitor(chan)?;
+    // Last: capabilities, no_new_privs and the seccomp filter.
+    sec.after_user_switch()?;
     Ok((args, process.env().clone().unwrap_or_default()))
 }
 

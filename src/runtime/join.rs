@@ -15,6 +15,7 @@ use nix::unistd::{fork, setresgid, setresuid, ForkResult, Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 
 use super::exec::{self, ExecFailure, EXIT_SETUP_FAILED};
+use super::security::Prepared;
 use super::sync::{Channel, Msg};
 use super::Error;
 
@@ -39,6 +40,13 @@ pub struct JoinSpec {
     /// The pty's window size (rows, cols), set before the command starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_size: Option<(u16, u16)>,
+    /// The container's OCI spec: the process gets its capabilities, limits,
+    /// no_new_privs and seccomp filter (none of them when absent).
+    #[serde(default)]
+    pub confine_as: Option<PathBuf>,
+    /// Every capability instead of the container's (`exec --privileged`).
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// A started process.
@@ -64,6 +72,7 @@ const NAMESPACES: [(&str, CloneFlags); 7] = [
 /// host pid once it runs, or [`Error::Exec`] with docker's code. Single-threaded callers
 /// only.
 pub fn spawn(spec: &JoinSpec) -> Result<Joined, Error> {
+    let sec = prepare(spec)?;
     let open = |what: &str| {
         let p = format!("/proc/{}/{what}", spec.pid);
         File::open(&p).map_err(|e| Error::io(format!("open {p}: is the container running?"), e))
@@ -122,7 +131,7 @@ pub fn spawn(spec: &JoinSpec) -> Result<Joined, Error> {
                     None => Ok(()),
                 });
             let f = match setup {
-                Ok(()) => child_main(spec),
+                Ok(()) => child_main(spec, &sec),
                 Err(e) => ExecFailure {
                     code: EXIT_SETUP_FAILED,
                     message: e.to_string(),
@@ -159,11 +168,31 @@ fn take_terminal(spec: &JoinSpec, slave: &std::os::fd::OwnedFd) -> Result<(), Er
     super::pty::make_controlling(slave)
 }
 
-fn child_main(spec: &JoinSpec) -> ExecFailure {
+/// The container's confinement, read from its spec before any namespace is joined.
+fn prepare(spec: &JoinSpec) -> Result<Prepared, Error> {
+    let sec = match &spec.confine_as {
+        Some(path) => {
+            let oci = oci_spec::runtime::Spec::load(path)
+                .map_err(|e| Error::Spec(format!("{}: {e}", path.display())))?;
+            Prepared::of_spec(&oci, Some(&super::security::seccomp_cache_dir()))?
+        }
+        None => Prepared::default(),
+    };
+    Ok(if spec.privileged {
+        sec.with_all_caps()
+    } else {
+        sec
+    })
+}
+
+fn child_main(spec: &JoinSpec, sec: &Prepared) -> ExecFailure {
     let fail = |message: String| ExecFailure {
         code: EXIT_SETUP_FAILED,
         message,
     };
+    if let Err(e) = sec.before_user_switch() {
+        return fail(e.to_string());
+    }
     // No supplementary groups: not the host's, not the container creator's.
     if let Err(e) = super::init::set_supplementary_groups(&[]) {
         return fail(e.to_string());
@@ -186,5 +215,8 @@ fn child_main(spec: &JoinSpec) -> ExecFailure {
         return fail(format!("chdir to {}: {e}", spec.cwd.display()));
     }
     super::init::reset_signals();
+    if let Err(e) = sec.after_user_switch() {
+        return fail(e.to_string());
+    }
     exec::exec(&spec.args, &spec.env)
 }

@@ -6,6 +6,7 @@
 //! Everything here forks, so it is only called from single-threaded processes: the
 //! per-container monitor and the daemon's helper subcommands, never the daemon itself.
 
+pub mod caps;
 pub mod copy;
 pub mod create;
 pub mod exec;
@@ -15,7 +16,10 @@ pub mod join;
 pub mod mountopts;
 pub mod nsproc;
 pub mod pty;
+pub mod rlimits;
 pub mod rootfs;
+pub mod seccomp;
+pub mod security;
 pub mod sync;
 
 use std::path::PathBuf;
