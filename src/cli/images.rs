@@ -231,7 +231,7 @@ pub async fn prune(conn: &Connection, args: &PruneArgs) -> Result<i32, Failure> 
         .find(|(what, _)| what == "reclaimed")
         .and_then(|(_, v)| v.parse::<u64>().ok())
         .unwrap_or(0);
-    println!(
+    outln!(
         "Total reclaimed space: {}",
         super::table::human_size(reclaimed)
     );

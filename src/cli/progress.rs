@@ -105,7 +105,7 @@ impl JobWatcher {
         }
         bars.finish(result == "done");
         for w in job.warnings().await.unwrap_or_default() {
-            eprintln!("WARNING: {w}");
+            super::output::errln!("WARNING: {w}");
         }
         if result == "cancelled" {
             return Err(Failure {
