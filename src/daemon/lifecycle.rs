@@ -53,14 +53,17 @@ pub fn merge_command(
     };
     let cmd: Vec<String> = match &cfg.command {
         Some(c) if !c.is_empty() => c.clone(),
-        _ if cfg.entrypoint.is_some() => Vec::new(),
+        // A new entrypoint drops the image's CMD; an empty one (`--entrypoint ''`)
+        // only clears the image's entrypoint.
+        _ if cfg.entrypoint.as_ref().is_some_and(|e| !e.is_empty()) => Vec::new(),
         _ => image_cmd.cloned().unwrap_or_default(),
     };
     entrypoint.into_iter().chain(cmd).collect()
 }
 
 /// The image's environment, then the client's, with later keys replacing earlier ones;
-/// `PATH`, `HOSTNAME` and `HOME` get docker's defaults.
+/// `PATH` and `HOSTNAME` get docker's defaults (`HOME`, when still unset, comes from the
+/// container's passwd when it starts: see `runtime::user`).
 pub fn merge_env(image_env: &[String], cfg_env: &[String], hostname: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut set = |kv: &str| {
@@ -81,9 +84,6 @@ pub fn merge_env(image_env: &[String], cfg_env: &[String], hostname: &str) -> Ve
         set(kv);
     }
     set(&format!("HOSTNAME={hostname}"));
-    if !out.iter().any(|e| e.starts_with("HOME=")) {
-        out.push("HOME=/root".into());
-    }
     out
 }
 
@@ -125,9 +125,17 @@ impl Daemon {
                 .map_err(|e| Error::Internal(format!("random name: {e}")))?,
         };
         let hostname = cfg.hostname.clone().unwrap_or_else(|| id[..12].to_string());
-        let user = match cfg.user.as_deref().or(icfg.user().as_deref()) {
-            Some(u) if !u.is_empty() => parse_user(u)?,
-            _ => (0, 0),
+        let user_spec = cfg
+            .user
+            .clone()
+            .or_else(|| icfg.user().clone())
+            .filter(|u| !u.is_empty());
+        let user = match &user_spec {
+            Some(u) => parse_user(u).map_err(|e| match cfg.user {
+                Some(_) => e,
+                None => Error::InvalidConfig(format!("the image's USER: {e}")),
+            })?,
+            None => (0, 0),
         };
         let workdir = cfg
             .workdir
@@ -150,6 +158,7 @@ impl Daemon {
             workdir,
             hostname,
             user,
+            user_spec: Some(user_spec.unwrap_or_default()),
             state: State::default(),
         };
         // The directory appears under its final name only once complete.
@@ -225,6 +234,10 @@ impl Daemon {
             work: c.dir.join("work"),
         };
         let mut spec = spec::build(rec, &self.inner.maps, &c.dir.join("rootfs"))?;
+        if rec.config.init {
+            let init = super::initbin::install(&self.inner.opts.paths.data)?;
+            spec::add_init(&mut spec, &init)?;
+        }
         let exposed: Vec<String> = self
             .inner
             .images
@@ -362,6 +375,11 @@ mod tests {
             v(&["/new", "a"])
         );
         assert!(merge_command(&cfg(None, None), None, None).is_empty());
+        // `--entrypoint ''` clears the image's entrypoint and keeps its CMD.
+        assert_eq!(
+            merge_command(&cfg(None, Some(&[])), Some(&iep), Some(&icmd)),
+            icmd
+        );
     }
 
     #[test]
@@ -379,7 +397,8 @@ mod tests {
         assert!(env.contains(&"B=".to_string()));
         assert!(env.contains(&"PATH=/img".to_string()));
         assert!(env.contains(&"HOSTNAME=h".to_string()));
-        assert!(env.contains(&"HOME=/root".to_string()));
+        // HOME is the runtime's, from the container's passwd.
+        assert!(!env.iter().any(|e| e.starts_with("HOME=")));
         assert_eq!(env.iter().filter(|e| e.starts_with("A=")).count(), 1);
     }
 }

@@ -19,6 +19,7 @@ pub mod exec;
 pub mod filters;
 pub mod helper;
 pub mod images;
+pub mod initbin;
 pub mod lifecycle;
 pub mod logs;
 pub mod names;

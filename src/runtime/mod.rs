@@ -17,6 +17,7 @@ pub mod nsproc;
 pub mod pty;
 pub mod rootfs;
 pub mod sync;
+pub mod user;
 
 use std::path::PathBuf;
 
