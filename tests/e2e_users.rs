@@ -2,8 +2,10 @@
 //! `--env-file`, `--entrypoint ''`, `--shm-size` and the working directory's owner.
 
 mod common;
+mod tty_support;
 
 use common::{stderr, stdout, write_busybox_tar, Env};
+use tty_support::PtyChild;
 
 const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\n\
     user:x:1000:1000:user:/home/user:/bin/sh\n\
@@ -440,4 +442,41 @@ fn shm_size_sets_the_dev_shm_tmpfs() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn init_keeps_the_terminal_for_the_command() {
+    let env = env();
+    let mut t = PtyChild::spawn(
+        env.skiff_cmd(&[
+            "run",
+            "-it",
+            "--rm",
+            "--init",
+            "--name",
+            "tty-init",
+            "demo/busybox",
+            "sh",
+        ]),
+        24,
+        80,
+    );
+    // The shell is in the terminal's foreground (it could not read otherwise) ...
+    let at = t.expect_from(0, "# ", 30);
+    t.send(b"echo sum=$((40+2)); tr '\\0' ' ' < /proc/1/cmdline; echo\r");
+    let at = t.expect_from(at, "sum=42", 10);
+    let at = t.expect_from(at, "/dev/init -- sh", 10);
+    // ... so Ctrl-C reaches what it runs, and the shell survives it.
+    t.send(b"sleep 100\r");
+    assert!(env.eventually(10, || {
+        stdout(&env.skiff(&["exec", "tty-init", "ps", "-o", "args"]))
+            .lines()
+            .any(|l| l.trim() == "sleep 100")
+    }));
+    t.send(&[0x03]);
+    t.send(b"echo back=$((1+1))\r");
+    let _ = t.expect_from(at, "back=2", 10);
+    t.send(b"exit 3\r");
+    let st = t.wait(20);
+    assert_eq!(st.code(), Some(3), "{}", t.output());
 }
