@@ -480,3 +480,126 @@ fn init_keeps_the_terminal_for_the_command() {
     let st = t.wait(20);
     assert_eq!(st.code(), Some(3), "{}", t.output());
 }
+
+/// Files under `dir` (recursively) with their sizes, owners and modes.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let md = e.path().symlink_metadata().unwrap();
+            out.push(format!(
+                "{} {} {}:{} {:o}",
+                e.path().display(),
+                md.len(),
+                md.uid(),
+                md.gid(),
+                md.mode()
+            ));
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn keep_id_keeps_your_ids_and_shares_the_layers() {
+    let env = env();
+    let driver = stdout(&env.skiff(&["info"]));
+    assert!(
+        driver.contains("fuse"),
+        "the FUSE driver is needed here: {driver}"
+    );
+    let me = nix::unistd::getuid().as_raw();
+    let my_gid = nix::unistd::getgid().as_raw();
+    let layers = env.data().join("storage/layers");
+    let before = tree(&layers);
+    assert!(!before.is_empty(), "no layers under {}", layers.display());
+    // You inside, the image's owners as in any container.
+    let out = env.skiff(&[
+        "run",
+        "--rm",
+        "--userns",
+        "keep-id",
+        "demo/users",
+        "sh",
+        "-c",
+        "id -u; id -g; stat -c %u:%g /bin/busybox /home/user/owned; \
+         touch /tmp/mine && stat -c %u:%g /tmp/mine",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("{me}\n{my_gid}\n0:0\n1000:1000\n{me}:{my_gid}\n")
+    );
+    // Root inside a keep-id container is a subordinate id; what it chowns is stored
+    // with the default mapping's owner, so a default container sees the same.
+    let out = env.skiff(&[
+        "run",
+        "--name",
+        "kid",
+        "--userns",
+        "keep-id",
+        "-u",
+        "0",
+        "demo/users",
+        "sh",
+        "-c",
+        "touch /x && chown 1000:1600 /x && stat -c %u:%g /x; cat /proc/self/uid_map",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let so = stdout(&out);
+    assert!(so.starts_with("1000:1600\n"), "{so}");
+    assert!(
+        so.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [&me.to_string(), &me.to_string(), "1"]),
+        "{so}"
+    );
+    let id = env.inspect("kid")["Id"].as_str().unwrap().to_string();
+    let upper_x = env.data().join("containers").join(&id).join("upper/x");
+    let md = std::os::unix::fs::MetadataExt::uid(&std::fs::symlink_metadata(&upper_x).unwrap());
+    let (sub_start, _) = common::first_subuid_range().unwrap();
+    assert_eq!(md, sub_start + 999, "{}", upper_x.display());
+    // Nothing of the image was copied or chowned for the other mapping.
+    assert_eq!(tree(&layers), before);
+    // A default container from the same layers sees the same owners.
+    let out = env.skiff(&[
+        "run",
+        "--rm",
+        "demo/users",
+        "stat",
+        "-c",
+        "%u:%g",
+        "/bin/busybox",
+        "/home/user/owned",
+    ]);
+    assert_eq!(stdout(&out), "0:0\n1000:1000\n", "{}", stderr(&out));
+    // An exec joins the mapping: you by default.
+    let out = env.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "kid2",
+        "--userns",
+        "keep-id",
+        "demo/users",
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.skiff(&["exec", "kid2", "sh", "-c", "id -u; stat -c %u /bin/busybox"]);
+    assert_eq!(stdout(&out), format!("{me}\n0\n"), "{}", stderr(&out));
+    // A mode the API does not know.
+    let out = env.skiff(&["run", "--rm", "--userns", "auto", "demo/users", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("\"auto\" is not supported"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -69,6 +69,9 @@ pub(super) fn config(
     if args.init {
         m.insert("init", ov(true)?);
     }
+    if let Some(u) = &args.userns {
+        m.insert("userns", ov(u.as_str())?);
+    }
     if let Some(s) = &args.shm_size {
         m.insert("shm-size", ov(s.as_str())?);
     }

@@ -54,6 +54,10 @@ pub struct CreateArgs {
     /// Run skiff's init as PID 1: it reaps zombies and forwards signals to the command.
     #[arg(long)]
     pub init: bool,
+    /// User namespace: keep-id maps your uid and gid to the same numbers inside (and
+    /// runs as you); default: 0 is you, 1.. your subordinate ids.
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
     /// Size of /dev/shm (e.g. 64m, 1g; default 64m).
     #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,

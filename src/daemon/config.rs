@@ -40,6 +40,11 @@ pub struct ContainerConfig {
     /// Run skiff's minimal init as PID 1 (reaps zombies, forwards signals).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
+    /// The user namespace: absent or `""` for the default mapping (0 is you, 1.. your
+    /// subordinate ids), `keep-id` for your own uid and gid as the same numbers inside
+    /// (fuse storage driver only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<String>,
     /// Size of the `/dev/shm` tmpfs (docker's sizes: `64m`, `1g`; default 64m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<String>,
@@ -118,7 +123,6 @@ const RESERVED: &[&str] = &[
     "memory",
     "cpus",
     "pids-limit",
-    "userns",
 ];
 
 impl ContainerConfig {
@@ -206,6 +210,12 @@ impl ContainerConfig {
             }
         }
         self.shm_bytes()?;
+        if !matches!(self.userns.as_deref(), None | Some("") | Some("keep-id")) {
+            return Err(Error::InvalidConfig(format!(
+                "key \"userns\": {:?} is not supported: use \"keep-id\" or leave it out",
+                self.userns.as_deref().unwrap_or_default()
+            )));
+        }
         let policy = self.restart_policy()?;
         if self.auto_remove && policy != RestartPolicy::No {
             return Err(Error::InvalidConfig(
@@ -444,6 +454,10 @@ mod tests {
 
     #[test]
     fn reserved_keys_are_not_supported_yet() {
+        assert!(
+            ContainerConfig::from_json_value(json!({"image": "x", "userns": "keep-id"})).is_ok()
+        );
+        assert!(ContainerConfig::from_json_value(json!({"image": "x", "userns": "auto"})).is_err());
         let e = ContainerConfig::from_json_value(json!({"image": "x", "binds": ["/a:/b"]}))
             .unwrap_err();
         assert!(matches!(e, Error::NotSupported(_)));

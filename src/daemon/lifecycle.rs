@@ -13,6 +13,7 @@ use crate::fsutil;
 use crate::monitor::{self, MonitorConfig};
 use crate::runtime::{exec::DEFAULT_PATH, RootfsPlan};
 use crate::timefmt::now_us;
+use crate::userns::IdMaps;
 
 /// The container's stdio when the client passes its own (docker run without -d).
 pub struct Stdio {
@@ -125,9 +126,29 @@ impl Daemon {
                 .map_err(|e| Error::Internal(format!("random name: {e}")))?,
         };
         let hostname = cfg.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+        let keep_id = cfg.userns.as_deref() == Some("keep-id");
+        if keep_id && self.inner.opts.driver != crate::runtime::RootfsDriver::Fuse {
+            return Err(Error::InvalidConfig(format!(
+                "key \"userns\": keep-id needs skiff's FUSE overlay, and the storage driver \
+                 is {}: start skiffd with --storage-driver fuse (the kernel overlay and vfs \
+                 would need a chowned copy of the image for every other mapping)",
+                self.inner.opts.driver
+            )));
+        }
         let user_spec = cfg
             .user
             .clone()
+            .or_else(|| {
+                // keep-id runs as you (podman's rule), unless a user is given.
+                keep_id.then(|| {
+                    let m = &self.inner.maps;
+                    format!(
+                        "{}:{}",
+                        m.to_host_uid(0).unwrap_or(0),
+                        m.to_host_gid(0).unwrap_or(0)
+                    )
+                })
+            })
             .or_else(|| icfg.user().clone())
             .filter(|u| !u.is_empty());
         let user = match &user_spec {
@@ -216,6 +237,30 @@ impl Daemon {
         self.inner.opts.paths.runtime.join("containers").join(id)
     }
 
+    /// The container's id maps, and the owner translation its FUSE rootfs needs: the
+    /// daemon's maps, or with `userns: keep-id` the user's own ids kept (see
+    /// `userns::keepid`).
+    fn container_maps(
+        &self,
+        rec: &Record,
+    ) -> Result<(IdMaps, Option<crate::userns::keepid::IdRemap>), Error> {
+        let default = &self.inner.maps;
+        if rec.config.userns.as_deref() != Some("keep-id") {
+            return Ok((default.clone(), None));
+        }
+        let (uid, gid) = (
+            default.to_host_uid(0).unwrap_or(0),
+            default.to_host_gid(0).unwrap_or(0),
+        );
+        let inner =
+            crate::userns::keepid::keep_id_maps(default, uid, gid).map_err(Error::InvalidConfig)?;
+        let remap = crate::userns::keepid::IdRemap {
+            disk: default.clone(),
+            inner: inner.clone(),
+        };
+        Ok((inner, Some(remap)))
+    }
+
     pub(crate) fn write_bundle(
         &self,
         c: &Container,
@@ -227,13 +272,15 @@ impl Daemon {
         let bundle = self.bundle_dir(&rec.id);
         fsutil::ensure_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
         let image = self.inner.images.resolve(&rec.image_id)?;
+        let (maps, remap) = self.container_maps(rec)?;
         let plan = RootfsPlan {
             driver: self.inner.opts.driver,
             lower: self.inner.images.layer_dirs(&image),
             upper: c.dir.join("upper"),
             work: c.dir.join("work"),
+            remap,
         };
-        let mut spec = spec::build(rec, &self.inner.maps, &c.dir.join("rootfs"))?;
+        let mut spec = spec::build(rec, &maps, &c.dir.join("rootfs"))?;
         if rec.config.init {
             let init = super::initbin::install(&self.inner.opts.paths.data)?;
             spec::add_init(&mut spec, &init)?;
