@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod dbus;
+pub mod elide;
 pub mod fdutil;
 pub mod fsutil;
 pub mod fuse;

@@ -28,6 +28,9 @@ struct Args {
     /// Log filter (tracing's EnvFilter syntax, e.g. debug or skiff=trace); RUST_LOG works too.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// For tests: die (SIGKILL) at this point of a container's start.
+    #[arg(long, value_name = "POINT", hide = true)]
+    crash_at: Option<String>,
     #[command(subcommand)]
     helper: Option<Helper>,
 }
@@ -142,6 +145,9 @@ fn main() {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    if let Some(point) = &args.crash_at {
+        skiff::daemon::strays::set_crash_point(point).map_err(anyhow::Error::msg)?;
+    }
     let exe = std::env::current_exe().context("cannot find the skiffd executable")?;
     let paths = skiff::paths::Paths::from_env();
     let (driver, driver_reason) = match args.storage_driver {

@@ -1,6 +1,7 @@
 //! Image commands: images, import, load, save, tag, rmi, inspect, history, prune, and
 //! `info`.
 
+use super::output::{errln, outln};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 
@@ -65,7 +66,7 @@ pub async fn import(conn: &Connection, args: &ImportArgs) -> Result<i32, Failure
         .get_image(&args.reference)
         .await
         .map_err(|e| fail(e, 1))?;
-    println!("sha256:{}", id_of(&path));
+    outln!("sha256:{}", id_of(&path));
     Ok(0)
 }
 
@@ -102,7 +103,7 @@ pub async fn load(conn: &Connection, args: &LoadArgs) -> Result<i32, Failure> {
     }
     for id in ids.split(',').filter(|s| !s.is_empty()) {
         if args.quiet {
-            println!("sha256:{id}");
+            outln!("sha256:{id}");
             continue;
         }
         let tags = image_proxy(conn, id)
@@ -111,10 +112,10 @@ pub async fn load(conn: &Connection, args: &LoadArgs) -> Result<i32, Failure> {
             .await
             .unwrap_or_default();
         if tags.is_empty() {
-            println!("Loaded image: sha256:{id}");
+            outln!("Loaded image: sha256:{id}");
         }
         for t in tags {
-            println!("Loaded image: {t}");
+            outln!("Loaded image: {t}");
         }
     }
     Ok(0)
@@ -181,8 +182,8 @@ pub async fn tag(conn: &Connection, args: &TagArgs) -> Result<i32, Failure> {
 fn print_pairs(pairs: &[(String, String)]) {
     for (what, v) in pairs {
         match what.as_str() {
-            "untagged" => println!("Untagged: {v}"),
-            _ => println!("Deleted: sha256:{v}"),
+            "untagged" => outln!("Untagged: {v}"),
+            _ => outln!("Deleted: sha256:{v}"),
         }
     }
 }
@@ -197,7 +198,7 @@ pub async fn rmi(conn: &Connection, args: &RmiArgs) -> Result<i32, Failure> {
         match mgr.remove_image(i, u64::from(args.force)).await {
             Ok(pairs) => print_pairs(&pairs),
             Err(e) => {
-                eprintln!("skiff: Error: {}", super::connect::describe(&e));
+                errln!("skiff: Error: {}", super::connect::describe(&e));
                 code = 1;
             }
         }
@@ -236,7 +237,7 @@ pub async fn inspect(conn: &Connection, args: &InspectArgs) -> Result<i32, Failu
         out.push(v);
     }
     let text = serde_json::to_string_pretty(&out).map_err(|e| Failure::msg(e.to_string()))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(0)
 }
 
@@ -252,7 +253,7 @@ pub async fn history(conn: &Connection, args: &HistoryArgs) -> Result<i32, Failu
         .await
         .map_err(|e| fail(e, 1))?;
     if args.format == "json" {
-        println!("{text}");
+        outln!("{text}");
         return Ok(0);
     }
     let entries: Vec<serde_json::Value> =
@@ -292,7 +293,7 @@ pub async fn list(conn: &Connection, args: &ImagesArgs) -> Result<i32, Failure> 
             })
             .collect();
         let text = serde_json::to_string_pretty(&v).map_err(|e| Failure::msg(e.to_string()))?;
-        println!("{text}");
+        outln!("{text}");
         return Ok(0);
     } else if args.format != "table" {
         return Err(Failure::msg(format!(
@@ -305,7 +306,7 @@ pub async fn list(conn: &Connection, args: &ImagesArgs) -> Result<i32, Failure> 
     for (id, tags, created, size, _) in images {
         let short = id[..12.min(id.len())].to_string();
         if quiet {
-            println!("{short}");
+            outln!("{short}");
             continue;
         }
         let tags = if tags.is_empty() {
@@ -363,6 +364,6 @@ pub async fn info(conn: &Connection) -> Result<i32, Failure> {
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 1))?;
-    println!("{}", mgr.info().await.map_err(|e| fail(e, 1))?);
+    outln!("{}", mgr.info().await.map_err(|e| fail(e, 1))?);
     Ok(0)
 }

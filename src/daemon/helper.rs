@@ -30,9 +30,23 @@ impl HelperRun {
         stdio: (Stdio, Stdio, Stdio),
         spec: Option<&[u8]>,
     ) -> Result<HelperRun, Error> {
+        Self::spawn_as(exe, None, args, stdio, spec)
+    }
+
+    /// [`HelperRun::spawn`] with `arg0` as the helper's argv[0] (its name in `ps`).
+    pub fn spawn_as(
+        exe: &Path,
+        arg0: Option<&OsStr>,
+        args: &[&OsStr],
+        stdio: (Stdio, Stdio, Stdio),
+        spec: Option<&[u8]>,
+    ) -> Result<HelperRun, Error> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
         let mut cmd = tokio::process::Command::new(exe);
+        if let Some(arg0) = arg0 {
+            cmd.arg0(arg0);
+        }
         cmd.args(args)
             .stdin(stdio.0)
             .stdout(stdio.1)
@@ -80,15 +94,21 @@ impl HelperRun {
 
     /// Reads to the end, reaps the helper and returns the reported exit code (or, when
     /// it reported none, the helper's own exit code).
-    pub async fn finish(mut self) -> Option<i32> {
+    pub async fn finish(self) -> Option<i32> {
+        let (code, own) = self.finish_with_status().await;
+        code.or(own.and_then(|s| s.code()))
+    }
+
+    /// Reads to the end and reaps the helper: the reported exit code, if any, and the
+    /// helper's own wait status.
+    pub async fn finish_with_status(mut self) -> (Option<i32>, Option<std::process::ExitStatus>) {
         let mut code = None;
         while let Ok(Some(line)) = self.lines.next_line().await {
             if let Ok(Status::Exited { code: c }) = serde_json::from_str(&line) {
                 code = Some(c);
             }
         }
-        let own = self.child.wait().await.ok().and_then(|s| s.code());
-        code.or(own)
+        (code, self.child.wait().await.ok())
     }
 
     /// Kills and reaps the helper (it did not report in time).

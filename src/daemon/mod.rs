@@ -27,6 +27,7 @@ pub mod network;
 pub mod pull;
 pub mod restart;
 pub mod spec;
+pub mod strays;
 pub mod supervise;
 
 use std::collections::BTreeMap;

@@ -92,7 +92,6 @@ pub async fn start_job(
     let op = OwnedObjectPath::try_from(p.clone()).map_err(SkiffError::ZBus)?;
     let (tx, rx) = watch::channel(None);
     let job = JobObject::new(
-        ctx.clone(),
         id,
         spec.typ,
         &spec.reference,
