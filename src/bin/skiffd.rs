@@ -115,6 +115,7 @@ fn main() {
                 upper: upper.clone(),
                 work: work.clone(),
                 threads: *threads,
+                remap: None,
             };
             std::process::exit(skiff::fuse::mount_main(&spec, &target, *ready_fd))
         }

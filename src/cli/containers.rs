@@ -34,21 +34,35 @@ fn build_config(
         m.insert("command", ov(args.command.clone())?);
     }
     if let Some(e) = &args.entrypoint {
-        m.insert("entrypoint", ov(vec![e.clone()])?);
+        // `--entrypoint ''` clears the image's entrypoint (an empty list), as docker.
+        let list: Vec<String> = if e.is_empty() {
+            Vec::new()
+        } else {
+            vec![e.clone()]
+        };
+        m.insert("entrypoint", ov(list)?);
     }
     if let Some(n) = &args.name {
         m.insert("name", ov(n.as_str())?);
     }
-    if !args.env.is_empty() {
-        let env: Vec<String> = args
-            .env
+    // --env-file first, then -e (which wins), as docker.
+    let mut env: Vec<String> = Vec::new();
+    for f in &args.env_file {
+        env.extend(
+            super::envfile::read(f, |k| std::env::var(k).ok())
+                .map_err(|message| Failure { message, code: 125 })?,
+        );
+    }
+    env.extend(
+        args.env
             .iter()
             .map(|e| match (e.contains('='), std::env::var(e)) {
                 // `-e NAME` takes NAME from skiff's environment, as docker does.
                 (false, Ok(v)) => format!("{e}={v}"),
                 _ => e.clone(),
-            })
-            .collect();
+            }),
+    );
+    if !env.is_empty() {
         m.insert("env", ov(env)?);
     }
     if let Some(w) = &args.workdir {
@@ -56,6 +70,18 @@ fn build_config(
     }
     if let Some(u) = &args.user {
         m.insert("user", ov(u.as_str())?);
+    }
+    if !args.group_add.is_empty() {
+        m.insert("group-add", ov(args.group_add.clone())?);
+    }
+    if args.init {
+        m.insert("init", ov(true)?);
+    }
+    if let Some(u) = &args.userns {
+        m.insert("userns", ov(u.as_str())?);
+    }
+    if let Some(s) = &args.shm_size {
+        m.insert("shm-size", ov(s.as_str())?);
     }
     if let Some(h) = &args.hostname {
         m.insert("hostname", ov(h.as_str())?);

@@ -9,6 +9,7 @@ pub mod connect;
 pub mod containers;
 pub mod control;
 pub mod ending;
+pub mod envfile;
 pub mod exec;
 pub mod image_args;
 pub mod images;
@@ -40,19 +41,37 @@ pub struct CreateArgs {
     /// Assign a name to the container.
     #[arg(long)]
     pub name: Option<String>,
-    /// Set environment variables (NAME=VALUE).
+    /// Set environment variables (NAME=VALUE; NAME alone takes skiff's value).
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
+    /// Read environment variables from a file (docker's format: NAME=VALUE or NAME
+    /// lines, # comments); -e wins over it.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<std::path::PathBuf>,
     /// Working directory inside the container.
     #[arg(short = 'w', long = "workdir")]
     pub workdir: Option<String>,
-    /// User as UID[:GID].
+    /// User: NAME, UID, NAME:GROUP or UID:GID (names from the container's /etc/passwd
+    /// and /etc/group).
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
+    /// Add a supplementary group (name from the container's /etc/group, or number).
+    #[arg(long = "group-add", value_name = "GROUP")]
+    pub group_add: Vec<String>,
+    /// Run skiff's init as PID 1: it reaps zombies and forwards signals to the command.
+    #[arg(long)]
+    pub init: bool,
+    /// User namespace: keep-id maps your uid and gid to the same numbers inside (and
+    /// runs as you); default: 0 is you, 1.. your subordinate ids.
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
+    /// Size of /dev/shm (e.g. 64m, 1g; default 64m).
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
     /// Container hostname (default: the first 12 digits of its id).
     #[arg(short = 'h', long = "hostname")]
     pub hostname: Option<String>,
-    /// Override the image's ENTRYPOINT.
+    /// Override the image's ENTRYPOINT ('' clears it; the image's CMD then runs alone).
     #[arg(long)]
     pub entrypoint: Option<String>,
     /// Network mode: slirp4netns (skiffd's default), pasta, none or host.
@@ -230,7 +249,7 @@ pub enum Command {
         /// Working directory inside the container.
         #[arg(short = 'w', long = "workdir")]
         workdir: Option<String>,
-        /// User as UID[:GID].
+        /// User: NAME, UID, NAME:GROUP or UID:GID (names from the container's files).
         #[arg(short = 'u', long = "user")]
         user: Option<String>,
         /// Every capability the user namespace holds (not only the container's).

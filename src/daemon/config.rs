@@ -30,9 +30,24 @@ pub struct ContainerConfig {
     /// Working directory inside the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
-    /// `uid[:gid]` (numeric) or `root`.
+    /// `NAME`, `UID`, `NAME:GROUP` or `UID:GID` (names from the container's
+    /// `/etc/passwd` and `/etc/group`, resolved when it starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// More supplementary groups (names from the container's `/etc/group`, or numbers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
+    /// Run skiff's minimal init as PID 1 (reaps zombies, forwards signals).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// The user namespace: absent or `""` for the default mapping (0 is you, 1.. your
+    /// subordinate ids), `keep-id` for your own uid and gid as the same numbers inside
+    /// (fuse storage driver only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<String>,
+    /// Size of the `/dev/shm` tmpfs (docker's sizes: `64m`, `1g`; default 64m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<String>,
     /// Hostname; defaults to the first 12 hex digits of the id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
@@ -126,7 +141,7 @@ pub struct ContainerConfig {
 
 /// Keys of the API that later releases implement; sending them now is a clear error
 /// rather than a silently ignored option.
-const RESERVED: &[&str] = &["binds", "memory", "cpus", "pids-limit", "userns"];
+const RESERVED: &[&str] = &["binds", "memory", "cpus", "pids-limit"];
 
 impl ContainerConfig {
     /// Decodes a configuration from a JSON value, naming the offending key on errors.
@@ -203,6 +218,22 @@ impl ContainerConfig {
         if let Some(u) = &self.user {
             parse_user(u)?;
         }
+        for g in &self.group_add {
+            if !valid_name(g)
+                || (g.chars().all(|c| c.is_ascii_digit()) && g.parse::<u32>().is_err())
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "key \"group-add\": {g:?} is not a group name or number"
+                )));
+            }
+        }
+        self.shm_bytes()?;
+        if !matches!(self.userns.as_deref(), None | Some("") | Some("keep-id")) {
+            return Err(Error::InvalidConfig(format!(
+                "key \"userns\": {:?} is not supported: use \"keep-id\" or leave it out",
+                self.userns.as_deref().unwrap_or_default()
+            )));
+        }
         let policy = self.restart_policy()?;
         if self.auto_remove && policy != RestartPolicy::No {
             return Err(Error::InvalidConfig(
@@ -219,6 +250,20 @@ impl ContainerConfig {
         self.log_limits()?;
         super::security::validate(self)?;
         Ok(())
+    }
+
+    /// The `/dev/shm` size in bytes, when set.
+    pub fn shm_bytes(&self) -> Result<Option<u64>, Error> {
+        self.shm_size
+            .as_deref()
+            .map(|v| {
+                parse_size(v).filter(|n| *n > 0).ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "key \"shm-size\": {v:?} is not a size greater than 0 (e.g. 64m, 1g)"
+                    ))
+                })
+            })
+            .transpose()
     }
 
     /// The restart policy.
@@ -363,26 +408,46 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
     }
 }
 
-/// Parses `--user`: `root`, `UID` or `UID:GID` (numeric; names come with the exec work).
+/// Checks `--user` (`NAME`, `UID`, `NAME:GROUP`, `UID:GID`, mixed; names are resolved
+/// from the container's `/etc/passwd` and `/etc/group` when it starts) and returns the
+/// numeric ids it gives without those files: a name counts as 0, a missing group as
+/// the uid.
 pub fn parse_user(user: &str) -> Result<(u32, u32), Error> {
-    if user == "root" {
-        return Ok((0, 0));
-    }
     let bad = || {
         Error::InvalidConfig(format!(
-            "key \"user\": {user:?} is not supported: use a numeric UID or UID:GID"
+            "key \"user\": {user:?} is not a user: use NAME, UID, NAME:GROUP or UID:GID"
         ))
     };
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let uid: u32 = u.parse().map_err(|_| bad())?;
-    let gid: u32 = match g {
-        Some(g) => g.parse().map_err(|_| bad())?,
+    let id = |part: &str| -> Result<u32, Error> {
+        if !valid_name(part) {
+            return Err(bad());
+        }
+        match part.parse::<u32>() {
+            Ok(n) => Ok(n),
+            Err(_) if part.chars().all(|c| c.is_ascii_digit()) => Err(bad()),
+            Err(_) => Ok(0),
+        }
+    };
+    let uid = id(u)?;
+    let gid = match g {
+        Some(g) => id(g)?,
         None => uid,
     };
     Ok((uid, gid))
+}
+
+/// A user or group name (or number) as passwd and group files can hold: not empty, no
+/// `:`, `,`, whitespace or control characters.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && !s
+            .chars()
+            .any(|c| c == ':' || c == ',' || c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]
@@ -408,6 +473,10 @@ mod tests {
 
     #[test]
     fn reserved_keys_are_not_supported_yet() {
+        assert!(
+            ContainerConfig::from_json_value(json!({"image": "x", "userns": "keep-id"})).is_ok()
+        );
+        assert!(ContainerConfig::from_json_value(json!({"image": "x", "userns": "auto"})).is_err());
         let e = ContainerConfig::from_json_value(json!({"image": "x", "binds": ["/a:/b"]}))
             .unwrap_err();
         assert!(matches!(e, Error::NotSupported(_)));
@@ -487,6 +556,22 @@ mod tests {
         assert_eq!(parse_size("10m"), Some(10 << 20));
         assert_eq!(parse_size("512"), Some(512));
         assert_eq!(parse_size("x"), None);
+        let cfg = ContainerConfig::from_json_value(
+            json!({"image":"x","shm-size":"1m","init":true,"group-add":["audio","29"]}),
+        )
+        .unwrap();
+        assert_eq!(cfg.shm_bytes().unwrap(), Some(1 << 20));
+        for bad in [
+            json!({"image":"x","shm-size":"0"}),
+            json!({"image":"x","shm-size":"lots"}),
+            json!({"image":"x","group-add":["a b"]}),
+            json!({"image":"x","user":"a:b:c"}),
+        ] {
+            assert!(
+                ContainerConfig::from_json_value(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -494,7 +579,11 @@ mod tests {
         assert_eq!(parse_user("root").unwrap(), (0, 0));
         assert_eq!(parse_user("1000").unwrap(), (1000, 1000));
         assert_eq!(parse_user("1000:50").unwrap(), (1000, 50));
-        assert!(parse_user("bob").is_err());
+        assert_eq!(parse_user("bob").unwrap(), (0, 0));
+        assert_eq!(parse_user("1000:staff").unwrap(), (1000, 0));
+        for bad in ["", "a:b:c", "bad name", "1000:", "99999999999", "a,b"] {
+            assert!(parse_user(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

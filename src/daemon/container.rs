@@ -93,8 +93,14 @@ pub struct Record {
     pub workdir: String,
     /// The resolved hostname.
     pub hostname: String,
-    /// The resolved user (uid, gid).
+    /// The numeric user (uid, gid) the configured user gives without the container's
+    /// passwd and group files (names count as 0).
     pub user: (u32, u32),
+    /// The user as configured (the client's `user`, else the image's `USER`; None for
+    /// records written before names were supported): resolved in the container when it
+    /// starts, and for execs without `-u`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_spec: Option<String>,
     /// The state.
     pub state: State,
 }
@@ -317,6 +323,9 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
         "RestartCount": s.restart_count,
         "HostConfig": {
             "AutoRemove": rec.config.auto_remove,
+            "GroupAdd": rec.config.group_add,
+            "Init": rec.config.init,
+            "ShmSize": rec.config.shm_bytes().ok().flatten().unwrap_or(crate::daemon::spec::DEFAULT_SHM_SIZE),
             "RestartPolicy": {
                 "Name": rec.config.restart.clone().unwrap_or_else(|| "no".into()),
             },

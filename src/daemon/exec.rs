@@ -33,7 +33,7 @@ pub struct ExecConfig {
     pub env: Vec<String>,
     /// Working directory (default: the container's).
     pub workdir: Option<String>,
-    /// `UID[:GID]` or `root` (default: the container's user).
+    /// `NAME[:GROUP]` or `UID[:GID]` (default: the container's user).
     pub user: Option<String>,
     /// Allocate a pty in the container (the client takes its master with `open_pty`).
     pub tty: bool,
@@ -144,6 +144,9 @@ impl Daemon {
             Some(u) => parse_user(u)?,
             None => rec.user,
         };
+        // Names are resolved in the container (its passwd and group files); records
+        // from before names keep their numeric user exactly.
+        let user = cfg.user.clone().or_else(|| rec.user_spec.clone());
         let spec = JoinSpec {
             pid: rec.state.pid as i32,
             args: cfg.argv.clone(),
@@ -155,6 +158,12 @@ impl Daemon {
                 .into(),
             uid,
             gid,
+            group_add: if user.is_some() {
+                rec.config.group_add.clone()
+            } else {
+                Vec::new()
+            },
+            user,
             tty: cfg.tty,
             console_size: cfg.console_size.filter(|_| cfg.tty),
             confine_as: Some(crate::monitor::spec_path(&self.bundle_dir(&rec.id))),

@@ -13,6 +13,7 @@ use crate::fsutil;
 use crate::monitor::{self, MonitorConfig};
 use crate::runtime::{exec::DEFAULT_PATH, RootfsPlan};
 use crate::timefmt::now_us;
+use crate::userns::IdMaps;
 
 /// The container's stdio when the client passes its own (docker run without -d).
 pub struct Stdio {
@@ -39,14 +40,17 @@ pub fn merge_command(
     };
     let cmd: Vec<String> = match &cfg.command {
         Some(c) if !c.is_empty() => c.clone(),
-        _ if cfg.entrypoint.is_some() => Vec::new(),
+        // A new entrypoint drops the image's CMD; an empty one (`--entrypoint ''`)
+        // only clears the image's entrypoint.
+        _ if cfg.entrypoint.as_ref().is_some_and(|e| !e.is_empty()) => Vec::new(),
         _ => image_cmd.cloned().unwrap_or_default(),
     };
     entrypoint.into_iter().chain(cmd).collect()
 }
 
 /// The image's environment, then the client's, with later keys replacing earlier ones;
-/// `PATH`, `HOSTNAME` and `HOME` get docker's defaults.
+/// `PATH` and `HOSTNAME` get docker's defaults (`HOME`, when still unset, comes from the
+/// container's passwd when it starts: see `runtime::user`).
 pub fn merge_env(image_env: &[String], cfg_env: &[String], hostname: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut set = |kv: &str| {
@@ -67,9 +71,6 @@ pub fn merge_env(image_env: &[String], cfg_env: &[String], hostname: &str) -> Ve
         set(kv);
     }
     set(&format!("HOSTNAME={hostname}"));
-    if !out.iter().any(|e| e.starts_with("HOME=")) {
-        out.push("HOME=/root".into());
-    }
     out
 }
 
@@ -111,9 +112,37 @@ impl Daemon {
                 .map_err(|e| Error::Internal(format!("random name: {e}")))?,
         };
         let hostname = cfg.hostname.clone().unwrap_or_else(|| id[..12].to_string());
-        let user = match cfg.user.as_deref().or(icfg.user().as_deref()) {
-            Some(u) if !u.is_empty() => parse_user(u)?,
-            _ => (0, 0),
+        let keep_id = cfg.userns.as_deref() == Some("keep-id");
+        if keep_id && self.inner.opts.driver != crate::runtime::RootfsDriver::Fuse {
+            return Err(Error::InvalidConfig(format!(
+                "key \"userns\": keep-id needs skiff's FUSE overlay, and the storage driver \
+                 is {}: start skiffd with --storage-driver fuse (the kernel overlay and vfs \
+                 would need a chowned copy of the image for every other mapping)",
+                self.inner.opts.driver
+            )));
+        }
+        let user_spec = cfg
+            .user
+            .clone()
+            .or_else(|| {
+                // keep-id runs as you (podman's rule), unless a user is given.
+                keep_id.then(|| {
+                    let m = &self.inner.maps;
+                    format!(
+                        "{}:{}",
+                        m.to_host_uid(0).unwrap_or(0),
+                        m.to_host_gid(0).unwrap_or(0)
+                    )
+                })
+            })
+            .or_else(|| icfg.user().clone())
+            .filter(|u| !u.is_empty());
+        let user = match &user_spec {
+            Some(u) => parse_user(u).map_err(|e| match cfg.user {
+                Some(_) => e,
+                None => Error::InvalidConfig(format!("the image's USER: {e}")),
+            })?,
+            None => (0, 0),
         };
         let workdir = cfg
             .workdir
@@ -136,6 +165,7 @@ impl Daemon {
             workdir,
             hostname,
             user,
+            user_spec: Some(user_spec.unwrap_or_default()),
             state: State::default(),
         };
         // The directory appears under its final name only once complete.
@@ -193,6 +223,30 @@ impl Daemon {
         self.inner.opts.paths.runtime.join("containers").join(id)
     }
 
+    /// The container's id maps, and the owner translation its FUSE rootfs needs: the
+    /// daemon's maps, or with `userns: keep-id` the user's own ids kept (see
+    /// `userns::keepid`).
+    fn container_maps(
+        &self,
+        rec: &Record,
+    ) -> Result<(IdMaps, Option<crate::userns::keepid::IdRemap>), Error> {
+        let default = &self.inner.maps;
+        if rec.config.userns.as_deref() != Some("keep-id") {
+            return Ok((default.clone(), None));
+        }
+        let (uid, gid) = (
+            default.to_host_uid(0).unwrap_or(0),
+            default.to_host_gid(0).unwrap_or(0),
+        );
+        let inner =
+            crate::userns::keepid::keep_id_maps(default, uid, gid).map_err(Error::InvalidConfig)?;
+        let remap = crate::userns::keepid::IdRemap {
+            disk: default.clone(),
+            inner: inner.clone(),
+        };
+        Ok((inner, Some(remap)))
+    }
+
     pub(crate) fn write_bundle(
         &self,
         c: &Container,
@@ -204,13 +258,19 @@ impl Daemon {
         let bundle = self.bundle_dir(&rec.id);
         fsutil::ensure_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
         let image = self.inner.images.resolve(&rec.image_id)?;
+        let (maps, remap) = self.container_maps(rec)?;
         let plan = RootfsPlan {
             driver: self.inner.opts.driver,
             lower: self.inner.images.layer_dirs(&image),
             upper: c.dir.join("upper"),
             work: c.dir.join("work"),
+            remap,
         };
-        let mut spec = spec::build(rec, &self.inner.maps, &c.dir.join("rootfs"))?;
+        let mut spec = spec::build(rec, &maps, &c.dir.join("rootfs"))?;
+        if rec.config.init {
+            let init = super::initbin::install(&self.inner.opts.paths.data)?;
+            spec::add_init(&mut spec, &init)?;
+        }
         let exposed: Vec<String> = self
             .inner
             .images
@@ -355,6 +415,11 @@ mod tests {
             v(&["/new", "a"])
         );
         assert!(merge_command(&cfg(None, None), None, None).is_empty());
+        // `--entrypoint ''` clears the image's entrypoint and keeps its CMD.
+        assert_eq!(
+            merge_command(&cfg(None, Some(&[])), Some(&iep), Some(&icmd)),
+            icmd
+        );
     }
 
     #[test]
@@ -372,7 +437,8 @@ mod tests {
         assert!(env.contains(&"B=".to_string()));
         assert!(env.contains(&"PATH=/img".to_string()));
         assert!(env.contains(&"HOSTNAME=h".to_string()));
-        assert!(env.contains(&"HOME=/root".to_string()));
+        // HOME is the runtime's, from the container's passwd.
+        assert!(!env.iter().any(|e| e.starts_with("HOME=")));
         assert_eq!(env.iter().filter(|e| e.starts_with("A=")).count(), 1);
     }
 }

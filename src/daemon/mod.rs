@@ -20,6 +20,7 @@ mod failed_jobs;
 pub mod filters;
 pub mod helper;
 pub mod images;
+pub mod initbin;
 pub mod lifecycle;
 pub mod logs;
 pub mod names;

@@ -11,6 +11,7 @@ use oci_spec::runtime::{
 
 use super::container::Record;
 use super::Error;
+use crate::runtime::user::{GROUP_ADD_ANNOTATION, USER_ANNOTATION};
 use crate::userns::{IdMapEntry, IdMaps};
 
 fn oci(e: oci_spec::OciSpecError) -> Error {
@@ -27,9 +28,17 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount,
         .map_err(oci)
 }
 
+/// The size of `/dev/shm` when `shm-size` is not set (docker's 64 MiB).
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
+/// Where `--init`'s binary appears in the container (bind-mounted read-only; `/dev` is
+/// the container's own tmpfs, so nothing is written into its filesystem).
+pub const INIT_PATH: &str = "/dev/init";
+
 /// The mounts every container gets (docker's defaults, minus the cgroup mount, which a
-/// rootless container on cgroup v1 cannot have).
-pub fn default_mounts() -> Result<Vec<Mount>, Error> {
+/// rootless container on cgroup v1 cannot have), with a `/dev/shm` of `shm_size` bytes.
+pub fn default_mounts(shm_size: u64) -> Result<Vec<Mount>, Error> {
+    let shm_opt = format!("size={shm_size}");
     Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -55,7 +64,7 @@ pub fn default_mounts() -> Result<Vec<Mount>, Error> {
             "/dev/shm",
             "tmpfs",
             "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm_opt],
         )?,
         mount(
             "/dev/mqueue",
@@ -111,6 +120,18 @@ pub fn build(rec: &Record, maps: &IdMaps, rootfs: &Path) -> Result<Spec, Error> 
         .readonly_paths(get_default_readonly_paths())
         .build()
         .map_err(oci)?;
+    // The user as configured, resolved by the runtime from the container's own passwd
+    // and group files (see `runtime::user`); process.user holds the numeric guess.
+    let mut annotations = std::collections::HashMap::new();
+    if let Some(u) = &rec.user_spec {
+        annotations.insert(USER_ANNOTATION.to_string(), u.clone());
+        if !rec.config.group_add.is_empty() {
+            annotations.insert(
+                GROUP_ADD_ANNOTATION.to_string(),
+                rec.config.group_add.join(","),
+            );
+        }
+    }
     let user = UserBuilder::default()
         .uid(rec.user.0)
         .gid(rec.user.1)
@@ -141,11 +162,36 @@ pub fn build(rec: &Record, maps: &IdMaps, rootfs: &Path) -> Result<Spec, Error> 
         .version("1.2.0")
         .root(root)
         .hostname(rec.hostname.clone())
-        .mounts(default_mounts()?)
+        .mounts(default_mounts(
+            rec.config.shm_bytes()?.unwrap_or(DEFAULT_SHM_SIZE),
+        )?)
+        .annotations(annotations)
         .process(process)
         .linux(linux)
         .build()
         .map_err(oci)?;
     super::security::apply(rec, &mut spec)?;
     Ok(spec)
+}
+
+/// Makes skiff's init (the host file `init_bin`) the container's PID 1: bind-mounted
+/// read-only at [`INIT_PATH`], running the command as its child.
+pub fn add_init(spec: &mut Spec, init_bin: &Path) -> Result<(), Error> {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let src = init_bin
+        .to_str()
+        .ok_or_else(|| Error::Internal(format!("{} is not UTF-8", init_bin.display())))?;
+    mounts.push(mount(
+        INIT_PATH,
+        "bind",
+        src,
+        &["bind", "ro", "nosuid", "nodev"],
+    )?);
+    spec.set_mounts(Some(mounts));
+    if let Some(process) = spec.process_mut() {
+        let mut args = vec![INIT_PATH.to_string(), "--".to_string()];
+        args.extend(process.args().clone().unwrap_or_default());
+        process.set_args(Some(args));
+    }
+    Ok(())
 }

@@ -91,7 +91,14 @@ impl Overlay {
         let p = slot.pfd.as_raw_fd();
         let pst = sys::fstat(p)?;
         let sgid_parent = pst.st_mode & libc::S_ISGID != 0;
-        let gid = if sgid_parent { pst.st_gid } else { req.gid() };
+        // Owners as the files store them (`--userns keep-id` translates the caller's);
+        // a setgid parent's gid is already stored so.
+        let (uid, _) = super::stored_owner(req.uid(), u32::MAX)?;
+        let gid = if sgid_parent {
+            pst.st_gid
+        } else {
+            super::stored_owner(u32::MAX, req.gid())?.1
+        };
         let kind = if target.is_some() {
             libc::S_IFLNK
         } else {
@@ -113,7 +120,7 @@ impl Overlay {
             (None, _) => sys::mknodat(dir, n, kind | (perm & !SETID), rdev as u64)?,
         }
         let done = (|| {
-            sys::chownat(dir, n, req.uid(), gid)?;
+            sys::chownat(dir, n, uid, gid)?;
             let st = sys::statat(dir, n)?;
             if kind != libc::S_IFLNK && st.st_mode & 0o7777 != perm {
                 sys::chmodat(dir, n, perm)?;

@@ -65,6 +65,29 @@ pub struct MountSpec {
     pub work: PathBuf,
     /// Event-loop threads (0 = one per CPU, at least 2).
     pub threads: usize,
+    /// Owners translated between the files' mapping and the server's (`--userns
+    /// keep-id`); None: shown as they are.
+    pub remap: Option<crate::userns::keepid::IdRemap>,
+}
+
+/// The server's owner translation (one mount per server process, set before serving).
+static REMAP: std::sync::OnceLock<crate::userns::keepid::IdRemap> = std::sync::OnceLock::new();
+
+/// The owner to show for a file the server sees owned by `uid`/`gid`.
+pub(crate) fn shown_owner(uid: u32, gid: u32) -> (u32, u32) {
+    match REMAP.get() {
+        Some(r) => r.present(uid, gid),
+        None => (uid, gid),
+    }
+}
+
+/// The owner to give a file so that it shows as `uid`/`gid` (`u32::MAX`: unchanged);
+/// EINVAL for an id the files' mapping does not have.
+pub(crate) fn stored_owner(uid: u32, gid: u32) -> sys::SysResult<(u32, u32)> {
+    match REMAP.get() {
+        Some(r) => r.store(uid, gid).ok_or(libc::EINVAL),
+        None => Ok((uid, gid)),
+    }
 }
 
 /// Mounts and starts serving: the event loops run on their own thread (each on its own
@@ -77,6 +100,9 @@ fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
     // (applied in `ops`); the umask this process inherited must not mask them again.
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0) };
+    if let Some(r) = &spec.remap {
+        let _ = REMAP.set(r.clone());
+    }
     let mount_err = |source: std::io::Error| Error::Mount {
         target: target.display().to_string(),
         source,

@@ -229,7 +229,8 @@ impl Overlay {
         let (dir, name) = self.location(&node)?;
         let d = dir.as_raw_fd();
         if uid.is_some() || gid.is_some() {
-            sys::chownat(d, &name, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
+            let (uid, gid) = super::stored_owner(uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
+            sys::chownat(d, &name, uid, gid)?;
         }
         if let Some(mode) = mode {
             sys::chmodat(d, &name, mode & 0o7777)?;

@@ -411,6 +411,7 @@ pub fn attr_of(ino: u64, st: &libc::stat, nfds: usize) -> FileAttr {
         libc::S_IFBLK => FileType::BlockDevice,
         _ => FileType::RegularFile,
     };
+    let (uid, gid) = super::shown_owner(st.st_uid, st.st_gid);
     FileAttr {
         ino: INodeNo(ino),
         size: st.st_size as u64,
@@ -422,8 +423,8 @@ pub fn attr_of(ino: u64, st: &libc::stat, nfds: usize) -> FileAttr {
         kind,
         perm: (st.st_mode & 0o7777) as u16,
         nlink: if nfds > 1 { 1 } else { st.st_nlink as u32 },
-        uid: st.st_uid,
-        gid: st.st_gid,
+        uid,
+        gid,
         rdev: st.st_rdev as u32,
         blksize: st.st_blksize as u32,
         flags: 0,

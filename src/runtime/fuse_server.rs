@@ -64,6 +64,7 @@ pub fn start(_chan: &Channel, plan: &RootfsPlan, root: &Path) -> Result<Server, 
         upper: plan.upper.clone(),
         work: plan.work.clone(),
         threads: 0,
+        remap: plan.remap.clone(),
     };
     // SAFETY: the intermediate is single-threaded; the child only runs the server.
     match unsafe { fork() }.map_err(|e| Error::sys("fork the FUSE server", e))? {

@@ -12,6 +12,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use super::exec::{self, ExecFailure, EXIT_SETUP_FAILED};
 use super::security::{self, Prepared};
 use super::sync::{Channel, Msg};
+use super::user::ExecUser;
 use super::{pty, rootfs, Error, RootfsPlan};
 
 /// Runs the init steps; returns the exit code to use if they fail (never returns on a
@@ -110,7 +111,11 @@ fn setup(
         .process()
         .as_ref()
         .ok_or_else(|| Error::Spec("process is missing".into()))?;
-    let user = process.user();
+    let user = resolve_user(spec)?;
+    let mut env = process.env().clone().unwrap_or_default();
+    if spec_user_annotation(spec).is_some() {
+        super::user::add_home(&mut env, &user);
+    }
     if process.terminal().unwrap_or(false) {
         // The pty comes from the container's devpts (mounted above, reached through
         // the /dev/ptmx symlink); the monitor keeps the master for the container's life.
@@ -124,8 +129,8 @@ fn setup(
         // unmapped id is reported by setuid below).
         let _ = nix::unistd::fchown(
             &pty.slave,
-            Some(Uid::from_raw(user.uid())),
-            Some(Gid::from_raw(user.gid())),
+            Some(Uid::from_raw(user.uid)),
+            Some(Gid::from_raw(user.gid)),
         );
         chan.send_fd(
             &Msg::Pty(pty.path.clone()),
@@ -135,30 +140,22 @@ fn setup(
         pty::make_controlling(&pty.slave)?;
     }
     let cwd = process.cwd();
-    if !Path::new(cwd).exists() {
-        std::fs::create_dir_all(cwd)
-            .map_err(|e| Error::io(format!("create working directory {}", cwd.display()), e))?;
-    }
+    make_workdir(cwd, user.uid, user.gid)?;
     sec.before_user_switch()?;
-    let gids: Vec<Gid> = user
-        .additional_gids()
-        .iter()
-        .flatten()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
+    let gids: Vec<Gid> = user.sgids.iter().map(|g| Gid::from_raw(*g)).collect();
     set_supplementary_groups(&gids)?;
     setresgid(
-        Gid::from_raw(user.gid()),
-        Gid::from_raw(user.gid()),
-        Gid::from_raw(user.gid()),
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
     )
-    .map_err(|e| Error::Setup(format!("setgid({}): {e}: is the gid mapped?", user.gid())))?;
+    .map_err(|e| Error::Setup(format!("setgid({}): {e}: is the gid mapped?", user.gid)))?;
     setresuid(
-        Uid::from_raw(user.uid()),
-        Uid::from_raw(user.uid()),
-        Uid::from_raw(user.uid()),
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
     )
-    .map_err(|e| Error::Setup(format!("setuid({}): {e}: is the uid mapped?", user.uid())))?;
+    .map_err(|e| Error::Setup(format!("setuid({}): {e}: is the uid mapped?", user.uid)))?;
     nix::unistd::chdir(cwd.as_path())
         .map_err(|e| Error::sys("chdir to the working directory", e))?;
     reset_signals();
@@ -171,7 +168,86 @@ fn setup(
     die_with_monitor(chan)?;
     // Last: capabilities, no_new_privs and the seccomp filter.
     sec.after_user_switch()?;
-    Ok((args, process.env().clone().unwrap_or_default()))
+    Ok((args, env))
+}
+
+fn spec_user_annotation(spec: &Spec) -> Option<&String> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(super::user::USER_ANNOTATION))
+}
+
+/// The process's user: resolved from the container's passwd and group files when the
+/// spec carries skiff's user annotation, else exactly the spec's `process.user`.
+fn resolve_user(spec: &Spec) -> Result<ExecUser, Error> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Spec("process is missing".into()))?;
+    match spec_user_annotation(spec) {
+        Some(name) => {
+            let add: Vec<String> = spec
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(super::user::GROUP_ADD_ANNOTATION))
+                .map(|g| {
+                    g.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            super::user::resolve_in_root(name, &add).map_err(|e| Error::Setup(e.to_string()))
+        }
+        None => {
+            let u = process.user();
+            Ok(ExecUser {
+                uid: u.uid(),
+                gid: u.gid(),
+                sgids: u.additional_gids().clone().unwrap_or_default(),
+                home: None,
+            })
+        }
+    }
+}
+
+/// Creates the working directory when it is missing, the directories it creates owned
+/// by the process's user (podman's rule: a user can write to its own workdir).
+pub(crate) fn make_workdir(cwd: &Path, uid: u32, gid: u32) -> Result<(), Error> {
+    if cwd.exists() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut p = cwd;
+    while !p.exists() {
+        missing.push(p.to_path_buf());
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => break,
+        }
+    }
+    for dir in missing.iter().rev() {
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(Error::io(
+                    format!("create working directory {}", dir.display()),
+                    e,
+                ))
+            }
+        }
+        std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|e| {
+            Error::io(
+                format!(
+                    "give the working directory {} to {uid}:{gid}",
+                    dir.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Sets exactly `gids` as the process's supplementary groups — none when the list is

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::exec::{self, ExecFailure, EXIT_SETUP_FAILED};
 use super::security::Prepared;
 use super::sync::{Channel, Msg};
+use super::user::ExecUser;
 use super::Error;
 
 /// What to run inside the container.
@@ -34,6 +35,14 @@ pub struct JoinSpec {
     pub uid: u32,
     /// gid inside the container.
     pub gid: u32,
+    /// The user as given (`NAME[:GROUP]`, `UID[:GID]`, empty for root), resolved from
+    /// the container's passwd and group files, replacing `uid` and `gid` (see
+    /// [`super::user`]). None: exactly `uid`:`gid`, no supplementary groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `--group-add` groups (names or numbers), with `user`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
     /// Give the process a pty from the container's devpts as its controlling terminal.
     #[serde(default)]
     pub tty: bool,
@@ -124,18 +133,23 @@ pub fn spawn(spec: &JoinSpec) -> Result<Joined, Error> {
             drop(parent);
             // A session and process group of its own (as docker and podman do): `kill 0`
             // in it must not reach the helper that waits for it.
-            let setup = nix::unistd::setsid()
-                .map_err(|e| Error::sys("setsid", e))
-                .and_then(|_| match &pty {
-                    Some(p) => take_terminal(spec, &p.slave),
-                    None => Ok(()),
-                });
-            let f = match setup {
-                Ok(()) => child_main(spec, &sec),
-                Err(e) => ExecFailure {
-                    code: EXIT_SETUP_FAILED,
-                    message: e.to_string(),
-                },
+            let f = match resolve_user(spec) {
+                Ok((user, env)) => {
+                    let setup = nix::unistd::setsid()
+                        .map_err(|e| Error::sys("setsid", e))
+                        .and_then(|_| match &pty {
+                            Some(p) => take_terminal(&user, &p.slave),
+                            None => Ok(()),
+                        });
+                    match setup {
+                        Ok(()) => child_main(spec, &user, &env, &sec),
+                        Err(e) => ExecFailure {
+                            code: EXIT_SETUP_FAILED,
+                            message: e.to_string(),
+                        },
+                    }
+                }
+                Err(f) => f,
             };
             let _ = child.send(&Msg::Failed {
                 code: f.code,
@@ -159,11 +173,11 @@ pub fn spawn(spec: &JoinSpec) -> Result<Joined, Error> {
 }
 
 /// In the child, once it leads a new session: the pty as controlling terminal and stdio.
-fn take_terminal(spec: &JoinSpec, slave: &std::os::fd::OwnedFd) -> Result<(), Error> {
+fn take_terminal(user: &ExecUser, slave: &std::os::fd::OwnedFd) -> Result<(), Error> {
     let _ = nix::unistd::fchown(
         slave,
-        Some(Uid::from_raw(spec.uid)),
-        Some(Gid::from_raw(spec.gid)),
+        Some(Uid::from_raw(user.uid)),
+        Some(Gid::from_raw(user.gid)),
     );
     super::pty::make_controlling(slave)
 }
@@ -185,7 +199,31 @@ fn prepare(spec: &JoinSpec) -> Result<Prepared, Error> {
     })
 }
 
-fn child_main(spec: &JoinSpec, sec: &Prepared) -> ExecFailure {
+/// The user the process runs as and its environment (with `HOME` from passwd when it
+/// has none), resolved in the container's root.
+fn resolve_user(spec: &JoinSpec) -> Result<(ExecUser, Vec<String>), ExecFailure> {
+    let mut env = spec.env.clone();
+    let user = match &spec.user {
+        Some(u) => {
+            let user =
+                super::user::resolve_in_root(u, &spec.group_add).map_err(|e| ExecFailure {
+                    code: EXIT_SETUP_FAILED,
+                    message: e.to_string(),
+                })?;
+            super::user::add_home(&mut env, &user);
+            user
+        }
+        None => ExecUser {
+            uid: spec.uid,
+            gid: spec.gid,
+            sgids: Vec::new(),
+            home: None,
+        },
+    };
+    Ok((user, env))
+}
+
+fn child_main(spec: &JoinSpec, user: &ExecUser, env: &[String], sec: &Prepared) -> ExecFailure {
     let fail = |message: String| ExecFailure {
         code: EXIT_SETUP_FAILED,
         message,
@@ -193,23 +231,25 @@ fn child_main(spec: &JoinSpec, sec: &Prepared) -> ExecFailure {
     if let Err(e) = sec.before_user_switch() {
         return fail(e.to_string());
     }
-    // No supplementary groups: not the host's, not the container creator's.
-    if let Err(e) = super::init::set_supplementary_groups(&[]) {
+    // Supplementary groups exactly the resolved ones (never the host's or the container
+    // creator's).
+    let gids: Vec<Gid> = user.sgids.iter().map(|g| Gid::from_raw(*g)).collect();
+    if let Err(e) = super::init::set_supplementary_groups(&gids) {
         return fail(e.to_string());
     }
     if let Err(e) = setresgid(
-        Gid::from_raw(spec.gid),
-        Gid::from_raw(spec.gid),
-        Gid::from_raw(spec.gid),
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
     ) {
-        return fail(format!("setgid({}): {e}: is the gid mapped?", spec.gid));
+        return fail(format!("setgid({}): {e}: is the gid mapped?", user.gid));
     }
     if let Err(e) = setresuid(
-        Uid::from_raw(spec.uid),
-        Uid::from_raw(spec.uid),
-        Uid::from_raw(spec.uid),
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
     ) {
-        return fail(format!("setuid({}): {e}: is the uid mapped?", spec.uid));
+        return fail(format!("setuid({}): {e}: is the uid mapped?", user.uid));
     }
     if let Err(e) = nix::unistd::chdir(spec.cwd.as_path()) {
         return fail(format!("chdir to {}: {e}", spec.cwd.display()));
@@ -218,5 +258,5 @@ fn child_main(spec: &JoinSpec, sec: &Prepared) -> ExecFailure {
     if let Err(e) = sec.after_user_switch() {
         return fail(e.to_string());
     }
-    exec::exec(&spec.args, &spec.env)
+    exec::exec(&spec.args, env)
 }

@@ -21,6 +21,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod security;
 pub mod sync;
+pub mod user;
 
 use std::path::PathBuf;
 
@@ -106,6 +107,10 @@ pub struct RootfsPlan {
     pub upper: PathBuf,
     /// overlayfs's work directory (same filesystem as `upper`).
     pub work: PathBuf,
+    /// Owners to translate (`--userns keep-id`, fuse driver only): the layers and the
+    /// upper directory keep the default mapping's owners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remap: Option<crate::userns::keepid::IdRemap>,
 }
 
 /// Errors of the runtime.

@@ -74,6 +74,12 @@ fn enter_userns(chan: &Channel) -> Result<(), Error> {
         .map_err(|e| Error::sys("setresgid(0)", e))?;
     setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
         .map_err(|e| Error::sys("setresuid(0)", e))?;
+    // When root inside is not our own uid (`--userns keep-id`), the switch made us
+    // non-dumpable, and the monitor's helpers (slirp4netns, pasta) could no longer open
+    // init's /proc/PID/ns/*: be as dumpable as with the default mapping, where root
+    // inside is our uid. The container's command is exec'd after its own setuid, which
+    // decides its dumpability afresh.
+    nix::sys::prctl::set_dumpable(true).map_err(|e| Error::sys("prctl(PR_SET_DUMPABLE)", e))?;
     Ok(())
 }
 

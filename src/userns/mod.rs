@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 pub mod apply;
 pub mod idmap;
+pub mod keepid;
 pub mod subid;
 
 pub use apply::find_helper;
