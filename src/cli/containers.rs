@@ -117,6 +117,7 @@ pub(super) fn config(
             .collect::<Result<_, _>>()?;
         m.insert("log-opts", ov(opts)?);
     }
+    super::volumes::add_mount_keys(&mut m, &args.volumes, &args.mounts, &args.tmpfs)?;
     Ok(m)
 }
 
@@ -374,10 +375,20 @@ pub async fn wait(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
 }
 
 /// `skiff rm`.
-pub async fn rm(conn: &Connection, names: &[String], force: bool) -> Result<i32, Failure> {
+pub async fn rm(
+    conn: &Connection,
+    names: &[String],
+    force: bool,
+    volumes: bool,
+) -> Result<i32, Failure> {
+    let flags = if force { crate::dbus::REMOVE_FORCE } else { 0 }
+        | if volumes {
+            crate::dbus::REMOVE_VOLUMES
+        } else {
+            0
+        };
     each(conn, names, |c, name| async move {
-        c.remove(if force { crate::dbus::REMOVE_FORCE } else { 0 })
-            .await?;
+        c.remove(flags).await?;
         println!("{name}");
         Ok(())
     })

@@ -93,6 +93,15 @@ pub struct ContainerConfig {
     /// Seconds stop waits before SIGKILL (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u64>,
+    /// docker's `-v` strings: `SRC:DST[:OPTS]`, `VOLUME:DST[:OPTS]` or an anonymous `DST`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<String>,
+    /// docker's `--mount` objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<super::mounts::MountConfig>,
+    /// docker's `--tmpfs`: target → options (`size=64m,mode=1777`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tmpfs: BTreeMap<String, String>,
     /// json-file log options: `max-size` (e.g. 10m) and `max-file`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub log_opts: BTreeMap<String, String>,
@@ -101,7 +110,6 @@ pub struct ContainerConfig {
 /// Keys of the API that later releases implement; sending them now is a clear error
 /// rather than a silently ignored option.
 const RESERVED: &[&str] = &[
-    "binds",
     "read-only",
     "cap-add",
     "cap-drop",
@@ -200,6 +208,7 @@ impl ContainerConfig {
             }
         }
         self.log_limits()?;
+        super::mounts::plan(self)?;
         Ok(())
     }
 
@@ -390,7 +399,7 @@ mod tests {
 
     #[test]
     fn reserved_keys_are_not_supported_yet() {
-        let e = ContainerConfig::from_json_value(json!({"image": "x", "binds": ["/a:/b"]}))
+        let e = ContainerConfig::from_json_value(json!({"image": "x", "userns": "keep-id"}))
             .unwrap_err();
         assert!(matches!(e, Error::NotSupported(_)));
     }

@@ -94,6 +94,9 @@ pub struct Record {
     pub hostname: String,
     /// The resolved user (uid, gid).
     pub user: (u32, u32),
+    /// Its mounts: binds, volumes (anonymous ones named) and tmpfs, image VOLUMEs included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<super::mounts::Planned>,
     /// The state.
     pub state: State,
 }
@@ -285,6 +288,10 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
             "LogConfig": { "Type": "json-file", "Config": rec.config.log_opts },
         },
     });
+    let (binds, mounts, tmpfs) = super::mounts::inspect_host_config(&rec.config);
+    v["HostConfig"]["Binds"] = binds;
+    v["HostConfig"]["Mounts"] = mounts;
+    v["HostConfig"]["Tmpfs"] = tmpfs;
     super::network::extend_inspect(&mut v, rec);
     v
 }

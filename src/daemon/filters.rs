@@ -116,6 +116,7 @@ mod tests {
             workdir: "/".into(),
             hostname: "h".into(),
             user: (0, 0),
+            mounts: Vec::new(),
             state: State {
                 status,
                 ..Default::default()

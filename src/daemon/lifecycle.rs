@@ -139,6 +139,12 @@ impl Daemon {
             &cfg.env,
             &hostname,
         );
+        let mut planned = super::mounts::plan(&cfg)?;
+        super::mounts::add_image_volumes(
+            &mut planned,
+            icfg.volumes().as_deref().unwrap_or_default(),
+        );
+        self.prepare_volumes(&mut planned)?;
         let mut record = Record {
             id: id.clone(),
             name: name.clone(),
@@ -150,6 +156,7 @@ impl Daemon {
             workdir,
             hostname,
             user,
+            mounts: planned,
             state: State::default(),
         };
         // The directory appears under its final name only once complete.
@@ -235,6 +242,13 @@ impl Daemon {
             .unwrap_or_default();
         let (network, ports) = super::network::prepare(rec, &bundle, &exposed)?;
         super::network::add_mounts(&mut spec, &bundle)?;
+        // The user's mounts last: they cover the generated /etc files, as docker's do.
+        let user_mounts = self.volume_spec_mounts(rec)?;
+        if !user_mounts.is_empty() {
+            let mut all = spec.mounts().clone().unwrap_or_default();
+            all.extend(user_mounts);
+            spec.set_mounts(Some(all));
+        }
         let spec_path = monitor::spec_path(&bundle);
         fsutil::atomic_write_json(&spec_path, &spec).map_err(|e| Error::io(&spec_path, e))?;
         let mon = MonitorConfig {
@@ -258,6 +272,16 @@ impl Daemon {
 
     /// Removes a container; a running one only with `force` (it is killed first).
     pub async fn remove(&self, name_or_id: &str, force: bool) -> Result<(), Error> {
+        self.remove_with(name_or_id, force, false).await
+    }
+
+    /// [`Daemon::remove`], and with `volumes` its anonymous volumes too (`rm -v`).
+    pub async fn remove_with(
+        &self,
+        name_or_id: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
         let _op = c.op.lock().await;
         let rec = c.snapshot();
@@ -286,8 +310,11 @@ impl Daemon {
             "container",
             "destroy",
             &rec.id,
-            &[("name", rec.name)],
+            &[("name", rec.name.clone())],
         ));
+        if volumes {
+            self.remove_anonymous_volumes(&rec).await;
+        }
         Ok(())
     }
 

@@ -21,12 +21,15 @@ pub mod helper;
 pub mod images;
 pub mod lifecycle;
 pub mod logs;
+pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod pull;
 pub mod restart;
 pub mod spec;
 pub mod supervise;
+pub mod volume_ops;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -75,6 +78,7 @@ struct Inner {
     containers: Mutex<BTreeMap<String, Arc<Container>>>,
     events: broadcast::Sender<Event>,
     execs: exec::ExecTable,
+    volumes: volumes::VolumeStore,
 }
 
 /// Facts about the daemon for `skiff info`.
@@ -119,6 +123,7 @@ impl Daemon {
         }
         let maps_json = serde_json::to_string(&maps).map_err(|e| Error::Internal(e.to_string()))?;
         let images = ImageStore::open(&opts.paths.images())?;
+        let volumes = volumes::VolumeStore::open(&opts.paths.volumes())?;
         let (events, _) = broadcast::channel(1024);
         let daemon = Daemon {
             inner: Arc::new(Inner {
@@ -130,10 +135,12 @@ impl Daemon {
                 containers: Mutex::new(BTreeMap::new()),
                 events,
                 execs: Default::default(),
+                volumes,
             }),
         };
         daemon.load_containers();
         daemon.collect_image_garbage();
+        daemon.collect_volume_leftovers();
         Ok(daemon)
     }
 
@@ -239,6 +246,7 @@ impl Daemon {
         let rec = c.snapshot();
         let mut v = container::inspect_json(&rec, &rec.config.image);
         v["LogPath"] = supervise::log_path(&c.dir).display().to_string().into();
+        v["Mounts"] = self.inspect_mounts(&rec);
         Ok(v)
     }
 

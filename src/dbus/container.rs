@@ -245,11 +245,15 @@ impl ContainerObject {
         flags: u64,
     ) -> Result<(), SkiffError> {
         self.ctx.caller.check(&hdr, conn).await?;
-        check_flags(flags, super::REMOVE_FORCE)?;
+        check_flags(flags, super::REMOVE_FORCE | super::REMOVE_VOLUMES)?;
         Ok(self
             .ctx
             .daemon
-            .remove(&self.id, flags & super::REMOVE_FORCE != 0)
+            .remove_with(
+                &self.id,
+                flags & super::REMOVE_FORCE != 0,
+                flags & super::REMOVE_VOLUMES != 0,
+            )
             .await?)
     }
 

@@ -28,6 +28,10 @@ pub enum SkiffError {
     ContainerNotRunning(String),
     /// The image is used by a container.
     ImageInUse(String),
+    /// No volume of that name.
+    NoSuchVolume(String),
+    /// The volume is used by a container.
+    VolumeInUse(String),
     /// The container configuration is invalid; the message names the key.
     InvalidConfig(String),
     /// An image reference is invalid.
@@ -99,6 +103,8 @@ impl From<daemon::Error> for SkiffError {
                 _ => SkiffError::PullFailed(msg),
             },
             daemon::Error::ImageInUse(_) => SkiffError::ImageInUse(msg),
+            daemon::Error::NoSuchVolume(_) => SkiffError::NoSuchVolume(msg),
+            daemon::Error::VolumeInUse(_) => SkiffError::VolumeInUse(msg),
             daemon::Error::Image(ie) => match ie {
                 image::Error::NoSuchImage { .. } => SkiffError::NoSuchImage(msg),
                 image::Error::AmbiguousImage { .. } => SkiffError::Ambiguous(msg),

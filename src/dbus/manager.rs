@@ -541,6 +541,8 @@ impl Manager {
             "save".into(),
             "pull".into(),
             "console-size".into(),
+            "mounts".into(),
+            "volumes".into(),
         ]
     }
 
