@@ -75,6 +75,7 @@ fn exported_interfaces_match_the_checked_in_description() {
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(env.eventually(5, || env.inspect("gate")["State"]["Status"] == "running"));
     assert!(env.skiff(&["exec", "gate", "true"]).status.success());
+    assert!(env.skiff(&["volume", "create", "gatevol"]).status.success());
     // The import of Env::new() was job 1; its object lingers for a minute.
     let mut found = std::collections::BTreeMap::new();
     for path in [
@@ -82,6 +83,7 @@ fn exported_interfaces_match_the_checked_in_description() {
         container.as_str(),
         image.as_str(),
         "/org/skiff/skiff1/job/1",
+        "/org/skiff/skiff1/volume/gatevol",
     ] {
         let out = std::process::Command::new(common::require("gdbus"))
             .args([
@@ -100,7 +102,7 @@ fn exported_interfaces_match_the_checked_in_description() {
         skiff_interfaces(&stdout(&out), &mut found);
     }
     let actual: String = found.into_values().collect();
-    assert_eq!(actual.matches("<interface ").count(), 5, "{actual}");
+    assert_eq!(actual.matches("<interface ").count(), 7, "{actual}");
     let expected = include_str!("../data/org.skiff.skiff1.xml");
     assert_eq!(
         actual.trim(),
