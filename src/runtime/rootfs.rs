@@ -196,11 +196,15 @@ fn mount_one(m: &Mount, root: BorrowedFd<'_>, gid5_mapped: bool) -> Result<(), E
                 None,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
-            )?;
+            )
+            .map_err(named)?;
+            // Resolved again: the remount is of the bind just made, not what it covers.
+            let bound = inroot::open_or_create(root, m.destination(), kind)?;
             remount_ro(
-                &dest,
+                &inroot::fd_path(&bound),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            )?;
+            )
+            .map_err(named)?;
         }
         (Err(_), Some("devpts")) if !gid5_mapped || opts.data.contains("gid=") => {
             let data: Vec<&str> = opts
