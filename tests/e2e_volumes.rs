@@ -597,4 +597,17 @@ fn bad_mounts_get_docker_messages() {
         assert!(!out.status.success(), "{args:?}");
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
+    // A create refused for its name leaves no anonymous volume behind.
+    ok(&env.skiff(&["create", "--name", "taken", "demo/busybox", "true"]));
+    let out = env.skiff(&[
+        "create",
+        "--name",
+        "taken",
+        "-v",
+        "/anon",
+        "demo/busybox",
+        "true",
+    ]);
+    assert!(stderr(&out).contains("already in use"), "{}", stderr(&out));
+    assert_eq!(ok(&env.skiff(&["volume", "ls", "-q"])), "");
 }

@@ -144,6 +144,10 @@ impl Daemon {
             &mut planned,
             icfg.volumes().as_deref().unwrap_or_default(),
         );
+        // A taken name fails before any volume is made (checked again under the lock).
+        if cfg.name.is_some() && self.name_taken(&name) {
+            return Err(Error::NameInUse(name));
+        }
         self.prepare_volumes(&mut planned)?;
         let mut record = Record {
             id: id.clone(),
