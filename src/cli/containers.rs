@@ -381,12 +381,8 @@ pub async fn rm(
     force: bool,
     volumes: bool,
 ) -> Result<i32, Failure> {
-    let flags = if force { crate::dbus::REMOVE_FORCE } else { 0 }
-        | if volumes {
-            crate::dbus::REMOVE_VOLUMES
-        } else {
-            0
-        };
+    let flags = (u64::from(force) * crate::dbus::REMOVE_FORCE)
+        | (u64::from(volumes) * crate::dbus::REMOVE_VOLUMES);
     each(conn, names, |c, name| async move {
         c.remove(flags).await?;
         println!("{name}");
