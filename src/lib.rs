@@ -4,11 +4,13 @@
 pub mod cli;
 pub mod daemon;
 pub mod dbus;
+pub mod elide;
 pub mod fdutil;
 pub mod fsutil;
 pub mod fuse;
 pub mod helpers;
 pub mod image;
+pub mod logging;
 pub mod monitor;
 pub mod netns;
 pub mod paths;

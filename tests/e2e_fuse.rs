@@ -175,3 +175,33 @@ fn mv_of_an_image_directory_inside_a_container() {
     let layers = layer_dirs(&env);
     assert!(layers[0].join("home/user/owned").exists());
 }
+
+/// Inside a container on the FUSE root: the caller's umask alone decides new modes
+/// (not skiffd's too), `ls -a` lists `.` and `..`, and `mknod c 0 0` (the whiteout
+/// marker) is refused (issue 12, items 12, 15, 16).
+#[test]
+fn umask_dot_entries_and_whiteout_mknod_inside_a_container() {
+    let env = fuse_env();
+    let out = env.skiff(&[
+        "run",
+        "--rm",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "umask 0; touch /f; mkdir /d; umask 002; touch /g; stat -c '%a %n' /f /d /g; \
+         ls -a / | head -2; mknod /w c 0 0 2>/dev/null || echo refused; \
+         test -e /w || echo absent",
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}\nlog: {}",
+        stderr(&out),
+        env.daemon_log()
+    );
+    assert_eq!(
+        stdout(&out),
+        "666 /f\n777 /d\n664 /g\n.\n..\nrefused\nabsent\n",
+        "{}",
+        stderr(&out)
+    );
+}

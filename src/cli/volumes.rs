@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use zbus::{Connection, OwnedVariant, Variant};
 
 use super::connect::fail;
+use super::output::{errln, outln};
 use super::Failure;
 use crate::dbus::proxy::VolumesProxy;
 
@@ -178,7 +179,7 @@ pub async fn run(conn: &Connection, cmd: VolumeCommand) -> Result<i32, Failure> 
                 .create_volume(name.as_deref().unwrap_or(""), map, 0)
                 .await
                 .map_err(|e| fail(e, 1))?;
-            println!("{name}");
+            outln!("{name}");
             Ok(0)
         }
         VolumeCommand::Ls(a) => {
@@ -188,9 +189,9 @@ pub async fn run(conn: &Connection, cmd: VolumeCommand) -> Result<i32, Failure> 
                 serde_json::from_str(&text).map_err(|e| Failure::msg(e.to_string()))?;
             let name = |v: &serde_json::Value| v["Name"].as_str().unwrap_or("").to_string();
             if a.quiet {
-                vols.iter().for_each(|v| println!("{}", name(v)));
+                vols.iter().for_each(|v| outln!("{}", name(v)));
             } else if a.format.as_deref() == Some("json") {
-                vols.iter().for_each(|v| println!("{v}"));
+                vols.iter().for_each(|v| outln!("{v}"));
             } else {
                 let rows: Vec<Vec<String>> = vols
                     .iter()
@@ -211,7 +212,7 @@ pub async fn run(conn: &Connection, cmd: VolumeCommand) -> Result<i32, Failure> 
                         match all.into_iter().find(|x| x["Name"] == v.as_str()) {
                             Some(x) => out.push(x),
                             None => {
-                                eprintln!("skiff: Error: no such volume: {v}");
+                                errln!("skiff: Error: no such volume: {v}");
                                 code = 1;
                             }
                         }
@@ -221,16 +222,16 @@ pub async fn run(conn: &Connection, cmd: VolumeCommand) -> Result<i32, Failure> 
             }
             let text =
                 serde_json::to_string_pretty(&out).map_err(|e| Failure::msg(e.to_string()))?;
-            println!("{text}");
+            outln!("{text}");
             Ok(code)
         }
         VolumeCommand::Rm { force, volumes } => {
             let mut code = 0;
             for v in &volumes {
                 match p.remove_volume(v, u64::from(force)).await {
-                    Ok(()) => println!("{v}"),
+                    Ok(()) => outln!("{v}"),
                     Err(e) => {
-                        eprintln!("skiff: Error: {}", super::connect::describe(&e));
+                        errln!("skiff: Error: {}", super::connect::describe(&e));
                         code = 1;
                     }
                 }
@@ -248,11 +249,11 @@ pub async fn run(conn: &Connection, cmd: VolumeCommand) -> Result<i32, Failure> 
             let f: Vec<&str> = filters.iter().map(String::as_str).collect();
             let (names, freed) = p.prune_volumes(&f, 0).await.map_err(|e| fail(e, 1))?;
             if !names.is_empty() {
-                println!("Deleted Volumes:");
-                names.iter().for_each(|n| println!("{n}"));
-                println!();
+                outln!("Deleted Volumes:");
+                names.iter().for_each(|n| outln!("{n}"));
+                outln!("");
             }
-            println!("Total reclaimed space: {}", super::table::human_size(freed));
+            outln!("Total reclaimed space: {}", super::table::human_size(freed));
             Ok(0)
         }
     }

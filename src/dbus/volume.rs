@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 
-use zbus::message::Header;
-use zbus::{interface, Connection, ObjectServer, OwnedObjectPath};
+use zbus::{interface, ObjectServer, OwnedObjectPath};
 
 use super::manager::Ctx;
 use super::{check_flags, SkiffError, MANAGER_PATH};
@@ -46,61 +45,40 @@ pub struct Volumes {
 impl Volumes {
     /// Creates a volume (`name` empty: a random one) with `labels`; an existing volume of
     /// that name is returned unchanged. Flags must be 0.
+    #[zbus(out_args("name", "volume"))]
     async fn create_volume(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
         name: &str,
         labels: HashMap<String, String>,
         flags: u64,
     ) -> Result<(String, OwnedObjectPath), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         check_flags(flags, 0)?;
         let meta = self
             .ctx
             .daemon
             .create_volume(name, labels.into_iter().collect())?;
         // The object may be registered by the event too: both are idempotent.
-        register(&self.ctx, conn.object_server(), &meta.name).await;
+        register(&self.ctx, server, &meta.name).await;
         Ok((meta.name.clone(), path(&meta.name)?))
     }
 
     /// The object path of a volume.
-    async fn get_volume(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        name: &str,
-    ) -> Result<OwnedObjectPath, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn get_volume(&self, name: &str) -> Result<OwnedObjectPath, SkiffError> {
         self.ctx.daemon.inspect_volume(name)?;
         path(name)
     }
 
     /// The volumes `filters` select (`name=`, `label=KEY[=VALUE]`, `label!=…`,
     /// `dangling=true|false`, `driver=local`) as a JSON array of `Inspect()` objects.
-    async fn list_volumes(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        filters: Vec<String>,
-        flags: u64,
-    ) -> Result<String, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn list_volumes(&self, filters: Vec<String>, flags: u64) -> Result<String, SkiffError> {
         check_flags(flags, 0)?;
         json(&self.ctx.daemon.list_volumes(&filters)?)
     }
 
     /// Removes a volume; `VolumeInUse` when a container uses it. Flag 1: a missing
     /// volume is no error.
-    async fn remove_volume(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        name: &str,
-        flags: u64,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn remove_volume(&self, name: &str, flags: u64) -> Result<(), SkiffError> {
         check_flags(flags, VOLUME_REMOVE_FORCE)?;
         Ok(self
             .ctx
@@ -111,14 +89,12 @@ impl Volumes {
 
     /// Removes unused volumes: anonymous ones, all with the filter `all=true`; filters
     /// `label=`, `label!=`. Returns the names removed and the bytes freed.
+    #[zbus(out_args("names", "bytes"))]
     async fn prune_volumes(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         filters: Vec<String>,
         flags: u64,
     ) -> Result<(Vec<String>, u64), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         check_flags(flags, 0)?;
         Ok(self.ctx.daemon.prune_volumes(&filters).await?)
     }
@@ -137,23 +113,12 @@ pub struct VolumeObject {
 impl VolumeObject {
     /// docker's `volume inspect` object: Name, Driver, Mountpoint, CreatedAt, Labels,
     /// Scope, Options (and Anonymous).
-    async fn inspect(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<String, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn inspect(&self) -> Result<String, SkiffError> {
         json(&self.ctx.daemon.inspect_volume(&self.name)?)
     }
 
     /// Removes the volume (as `RemoveVolume`).
-    async fn remove(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        flags: u64,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn remove(&self, flags: u64) -> Result<(), SkiffError> {
         check_flags(flags, VOLUME_REMOVE_FORCE)?;
         Ok(self
             .ctx

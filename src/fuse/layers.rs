@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
 
 use super::sys::{self, SysResult};
@@ -169,8 +169,9 @@ pub fn merge_listing(fds: &[(usize, Arc<OwnedFd>)]) -> SysResult<Listing> {
     Ok(listing)
 }
 
-/// The layers below `top` (exclusive) in which directory `name` continues a merged
-/// directory found in layer `top`: stops at an opaque dir, a whiteout or a non-directory.
+/// The layers from `top` down in which directory `name` continues a merged
+/// directory found in layer `top`: skips layers without the name, stops at an opaque dir,
+/// a whiteout or a non-directory.
 pub fn dir_layers(
     parent_fds: &[(usize, Arc<OwnedFd>)],
     top: usize,
@@ -192,6 +193,9 @@ pub fn dir_layers(
                     break;
                 }
             }
+            // Absent from this layer: the merge goes on below, as in kernel overlayfs.
+            Err(libc::ENOENT) => continue,
+            // A non-directory (or an error): nothing below is merged.
             Err(_) => break,
         }
     }
@@ -246,21 +250,49 @@ pub fn make_whiteout(dir: RawFd, name: &OsStr) -> SysResult<()> {
     }
 }
 
-/// Removes a whiteout (either form) for `name` from the upper dir `dir`, if any; returns
-/// whether there was one.
-pub fn clear_whiteout(dir: RawFd, name: &OsStr) -> bool {
-    let mut had = false;
-    if let Ok(st) = sys::statat(dir, name) {
-        if is_whiteout_stat(&st) && sys::unlinkat(dir, name, 0).is_ok() {
-            had = true;
-        }
-    }
+/// The OCI whiteout name for `name`.
+fn oci_whiteout(name: &OsStr) -> OsString {
     let mut wh = OCI_WH_PREFIX.to_vec();
     wh.extend_from_slice(name.as_bytes());
-    if sys::unlinkat(dir, OsStr::from_bytes(&wh), 0).is_ok() {
-        had = true;
+    OsString::from_vec(wh)
+}
+
+/// Moves the complete new node `src_dir`/`src` to `dir`/`name`, where the upper layer
+/// has a whiteout: one rename replaces a 0/0 whiteout (an exchange and an unlink for a
+/// directory), so the name is never left without both. A `.wh.NAME` marker is
+/// removed afterwards.
+pub fn replace_whiteout(
+    src_dir: RawFd,
+    src: &OsStr,
+    dir: RawFd,
+    name: &OsStr,
+    is_dir: bool,
+) -> SysResult<()> {
+    let char_wh = sys::statat(dir, name).is_ok_and(|st| is_whiteout_stat(&st));
+    if !char_wh {
+        sys::renameat(src_dir, src, dir, name, libc::RENAME_NOREPLACE)?;
+    } else if !is_dir {
+        sys::renameat(src_dir, src, dir, name, 0)?;
+    } else {
+        match sys::renameat(src_dir, src, dir, name, libc::RENAME_EXCHANGE) {
+            Ok(()) => {
+                // The whiteout is now where the new directory was built.
+                let _ = sys::unlinkat(src_dir, src, 0);
+            }
+            Err(libc::EINVAL) | Err(libc::ENOSYS) | Err(libc::EOPNOTSUPP) => {
+                sys::unlinkat(dir, name, 0)?;
+                sys::renameat(src_dir, src, dir, name, 0)?;
+            }
+            Err(e) => return Err(e),
+        }
     }
-    had
+    clear_oci_whiteout(dir, name);
+    Ok(())
+}
+
+/// Removes a `.wh.NAME` marker for `name` from the upper dir `dir`, if any.
+pub fn clear_oci_whiteout(dir: RawFd, name: &OsStr) {
+    let _ = sys::unlinkat(dir, &oci_whiteout(name), 0);
 }
 
 /// Empties an upper directory that is empty in the merged view (it may only hold

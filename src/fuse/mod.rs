@@ -7,17 +7,24 @@
 //!   driver is readable by the `overlay` driver and the other way round. OCI `.wh.` forms
 //!   are honoured when reading.
 //! * Speed comes from sending the kernel fewer requests: long entry/attr TTLs, negative
-//!   entries, readdirplus, `FOPEN_CACHE_DIR` listings, writeback cache, `FOPEN_KEEP_CACHE`,
+//!   entries, readdirplus, `FOPEN_CACHE_DIR` listings, `FOPEN_KEEP_CACHE`,
 //!   cached xattr names, HANDLE_KILLPRIV_V2 (no GETXATTR of security.capability per
 //!   write), 1 MiB writes, and one event loop per CPU, each on its own cloned /dev/fuse
 //!   fd. (Server-side read-ahead with FUSE_NOTIFY_STORE was tried and dropped: on a busy
 //!   machine it duplicated the kernel's own read-ahead and made cold reads slower.)
 //!   Passthrough is never negotiated (it needs CAP_SYS_ADMIN in the initial namespace).
+//! * Writes go through to the upper layer (no writeback cache): the backing
+//!   filesystem's errors (ENOSPC, EDQUOT, EIO, EFBIG) reach the writer and the size the
+//!   kernel keeps is what is stored.
 //! * Limits: renaming a directory that has lower-layer parts gives EXDEV (`mv` then
 //!   copies), as kernel overlay does with `userxattr`; copy-up always copies data
 //!   (no metadata-only copy-up yet); hard links between lower-layer files are broken
 //!   by copy-up (as kernel overlay without `index`).
 
+mod copyup;
+mod create;
+mod dirs;
+mod handles;
 pub mod layers;
 mod mutate;
 pub mod node;
@@ -66,6 +73,10 @@ pub struct MountSpec {
 /// opened by path. Returns the thread running the loops.
 fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
     sys::raise_nofile();
+    // New nodes get exactly the mode the caller asked for less the caller's umask
+    // (applied in `ops`); the umask this process inherited must not mask them again.
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
     let mount_err = |source: std::io::Error| Error::Mount {
         target: target.display().to_string(),
         source,

@@ -2,16 +2,14 @@
 //! unlink and rmdir with whiteouts, rename, link, setattr, open with copy-up, xattrs.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
-use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use fuser::{FileAttr, FileHandle, FopenFlags, INodeNo, RenameFlags, Request, TimeOrNow};
+use fuser::{FileAttr, FileHandle, FopenFlags, INodeNo, RenameFlags, TimeOrNow};
 
 use super::layers::{self, Ent};
-use super::node::{attr_of, DirSnapshot, Node, Overlay};
+use super::node::{Node, Overlay};
 use super::sys::{self, SysResult};
 
 impl Overlay {
@@ -21,73 +19,6 @@ impl Overlay {
 
     pub(super) fn write_ns(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
         self.ns.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Prepares `name` in directory `parent` for a new entry: it must not exist; the
-    /// parent is copied up and a whiteout there removed. Returns the parent's upper fd
-    /// and whether the name hid lower entries (a new directory must then be opaque).
-    fn prepare_new(&self, parent: &Arc<Node>, name: &OsStr) -> SysResult<(Arc<OwnedFd>, bool)> {
-        if self.with_listing(parent, |l, _| l.map.contains_key(name))? {
-            return Err(libc::EEXIST);
-        }
-        let pfd = self.copy_up_dir(parent)?;
-        let had_whiteout = layers::clear_whiteout(pfd.as_raw_fd(), name);
-        let hides = had_whiteout || {
-            let fds = parent.lock().fds.clone();
-            layers::lower_has(&fds, name)
-        };
-        Ok((pfd, hides))
-    }
-
-    /// Finishes a new upper entry: owner, listing, lookup.
-    fn finish_new(
-        &self,
-        req: &Request,
-        parent: &Arc<Node>,
-        pfd: &OwnedFd,
-        name: &OsStr,
-    ) -> SysResult<FileAttr> {
-        sys::chownat(pfd.as_raw_fd(), name, req.uid(), req.gid())?;
-        let st = sys::statat(pfd.as_raw_fd(), name)?;
-        self.with_listing(parent, |l, _| {
-            l.insert(
-                name.to_os_string(),
-                Ent {
-                    layer: 0,
-                    dtype: layers::dtype_of_mode(st.st_mode),
-                    dino: st.st_ino,
-                },
-            )
-        })?;
-        let (_, attr) = self.lookup(parent, name, true)?;
-        Ok(attr)
-    }
-
-    pub(super) fn do_mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        rdev: u32,
-        target: Option<&Path>,
-    ) -> SysResult<FileAttr> {
-        let _g = self.write_ns();
-        let parent = self.node(parent)?;
-        let (pfd, hides) = self.prepare_new(&parent, name)?;
-        let p = pfd.as_raw_fd();
-        match (target, mode & libc::S_IFMT) {
-            (Some(t), _) => sys::symlinkat(t.as_os_str(), p, name)?,
-            (None, libc::S_IFDIR) => {
-                sys::mkdirat(p, name, mode & 0o7777)?;
-                if hides {
-                    let path = sys::xpath(p, name)?;
-                    sys::setxattr(&path, OsStr::new(layers::OPAQUE_XATTR), b"y", 0)?;
-                }
-            }
-            (None, _) => sys::mknodat(p, name, mode, rdev as u64)?,
-        }
-        self.finish_new(req, &parent, &pfd, name)
     }
 
     pub(super) fn do_unlink(&self, parent: INodeNo, name: &OsStr, dir: bool) -> SysResult<()> {
@@ -192,7 +123,6 @@ impl Overlay {
             let fds = newparent.lock().fds.clone();
             layers::lower_has(&fds, newname)
         };
-        layers::clear_whiteout(d, newname);
         if let Some(dst) = &dst {
             if dst.is_dir {
                 if let Some((0, fd)) = dst.lock().fds.first() {
@@ -204,14 +134,36 @@ impl Overlay {
             let fds = parent.lock().fds.clone();
             layers::lower_has(&fds, name)
         };
-        sys::renameat(spfd.as_raw_fd(), name, d, newname, 0)?;
-        if src_lower {
-            layers::make_whiteout(spfd.as_raw_fd(), name)?;
-        }
+        let s = spfd.as_raw_fd();
         if src.is_dir && dst_lower {
-            let p = sys::xpath(d, newname)?;
+            // Opaque before it moves: the lower dir it lands on must never show through.
+            let p = sys::xpath(s, name)?;
             sys::setxattr(&p, OsStr::new(layers::OPAQUE_XATTR), b"y", 0)?;
         }
+        // One rename does it all, so that a failure (ENOSPC for the whiteout's inode,
+        // say) changes nothing: it replaces a whiteout at the new name and, with
+        // RENAME_WHITEOUT, leaves one at the old name when a lower layer has it.
+        let dst_whiteout = sys::statat(d, newname).is_ok_and(|st| layers::is_whiteout_stat(&st));
+        if src.is_dir && dst_whiteout {
+            // A directory cannot replace the whiteout (a non-directory): swap them.
+            sys::renameat(s, name, d, newname, libc::RENAME_EXCHANGE)?;
+            if !src_lower {
+                let _ = sys::unlinkat(s, name, 0);
+            }
+        } else if src_lower {
+            match sys::renameat(s, name, d, newname, libc::RENAME_WHITEOUT) {
+                Ok(()) => {}
+                Err(libc::EINVAL) | Err(libc::EPERM) | Err(libc::EOPNOTSUPP) => {
+                    // No RENAME_WHITEOUT on this filesystem: two steps.
+                    sys::renameat(s, name, d, newname, 0)?;
+                    layers::make_whiteout(s, name)?;
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            sys::renameat(s, name, d, newname, 0)?;
+        }
+        layers::clear_oci_whiteout(d, newname);
         let st = sys::statat(d, newname)?;
         self.with_listing(&parent, |l, _| l.remove(name))?;
         self.with_listing(&newparent, |l, _| {
@@ -240,37 +192,6 @@ impl Overlay {
         Ok(())
     }
 
-    pub(super) fn do_link(
-        &self,
-        ino: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-    ) -> SysResult<FileAttr> {
-        let _g = self.write_ns();
-        let node = self.node(ino)?;
-        let newparent = self.node(newparent)?;
-        if node.is_dir {
-            return Err(libc::EPERM);
-        }
-        self.copy_up(&node, true)?;
-        let (pfd, _) = self.prepare_new(&newparent, newname)?;
-        let (sdir, sname) = self.location(&node)?;
-        sys::linkat(sdir.as_raw_fd(), &sname, pfd.as_raw_fd(), newname)?;
-        let st = sys::statat(pfd.as_raw_fd(), newname)?;
-        self.with_listing(&newparent, |l, _| {
-            l.insert(
-                newname.to_os_string(),
-                Ent {
-                    layer: 0,
-                    dtype: layers::dtype_of_mode(st.st_mode),
-                    dino: st.st_ino,
-                },
-            )
-        })?;
-        node.lock().nlookup += 1;
-        Ok(attr_of(node.ino, &st, 0))
-    }
-
     #[allow(clippy::too_many_arguments)]
     pub(super) fn do_setattr(
         &self,
@@ -292,7 +213,7 @@ impl Overlay {
             || atime.is_some()
             || mtime.is_some();
         if !changes {
-            // e.g. the writeback cache flushing ctime: nothing to do on disk.
+            // e.g. a SETATTR carrying only ctime: nothing to do on disk.
             let _g = self.read_ns();
             return self.getattr(&node, fh.map(|f| f.0 as i32));
         }
@@ -368,13 +289,17 @@ impl Overlay {
         }
         let _g = self.read_ns();
         let (dir, name) = self.location(&node)?;
-        // The writeback cache may read through any handle and does O_APPEND itself.
+        // The kernel may read pages through any handle of the file, and it passes
+        // O_APPEND writes with the end offset (pwrite on an O_APPEND fd ignores it).
         let mut f = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND);
         if acc == libc::O_WRONLY {
             f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
         }
-        let fd = sys::open_at(dir.as_raw_fd(), &name, f, 0)?;
-        Ok((fd.into_raw_fd() as u64, FopenFlags::FOPEN_KEEP_CACHE))
+        let fd = sys::open_at(dir.as_raw_fd(), &name, f, 0)?.into_raw_fd();
+        if node.lock().layer != 0 {
+            self.lower_handles.add(node.ino, fd, f);
+        }
+        Ok((fd as u64, FopenFlags::FOPEN_KEEP_CACHE))
     }
 
     /// After a write: the backing filesystem drops `security.capability` from a file
@@ -426,26 +351,5 @@ impl Overlay {
             Some(v) => sys::setxattr(&p, name, v, flags),
             None => sys::removexattr(&p, name),
         }
-    }
-
-    pub(super) fn snapshot_dir(&self, ino: INodeNo) -> SysResult<u64> {
-        let _g = self.read_ns();
-        let node = self.node(ino)?;
-        let snap = self.with_listing(&node, |l, _| l.snapshot())?;
-        let dh = self.next_dh.fetch_add(1, Ordering::Relaxed);
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(dh, Arc::new(snap));
-        Ok(dh)
-    }
-
-    pub(super) fn dir_snapshot(&self, fh: FileHandle) -> SysResult<DirSnapshot> {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh.0)
-            .cloned()
-            .ok_or(libc::EBADF)
     }
 }

@@ -81,12 +81,18 @@ pub struct Overlay {
     pub ns: RwLock<()>,
     /// Devices of the layers, to keep inode numbers unique across filesystems.
     devs: Vec<u64>,
+    /// The device of each layer's root (by layer index).
+    layer_devs: Vec<u64>,
+    /// The longest name any layer's filesystem takes (NAME_MAX, as kernel overlay).
+    pub name_max: usize,
     /// Counter for temporary names in the work dir.
     tmp: AtomicU64,
     /// Open directory handles: snapshots of merged listings.
     pub dirs: Mutex<HashMap<u64, DirSnapshot>>,
     /// The next directory handle.
     pub next_dh: AtomicU64,
+    /// Handles open on lower-layer files (moved to the copy at copy-up).
+    pub lower_handles: super::handles::LowerHandles,
 }
 
 /// Attribute and entry time-to-live: the lower layers never change under us and every
@@ -132,11 +138,15 @@ impl Overlay {
             }
         }
         let mut devs = Vec::new();
+        let mut layer_devs = Vec::new();
+        let mut name_max = 0;
         for l in &layers {
             let st = sys::fstat(l.as_raw_fd()).map_err(std::io::Error::from_raw_os_error)?;
             if !devs.contains(&st.st_dev) {
                 devs.push(st.st_dev);
             }
+            layer_devs.push(st.st_dev);
+            name_max = name_max.max(sys::name_max(l.as_raw_fd()));
         }
         let ov = Overlay {
             layers,
@@ -144,9 +154,12 @@ impl Overlay {
             nodes: Mutex::new(HashMap::new()),
             ns: RwLock::new(()),
             devs,
+            layer_devs,
+            name_max,
             tmp: AtomicU64::new(0),
             dirs: Mutex::new(HashMap::new()),
             next_dh: AtomicU64::new(1),
+            lower_handles: Default::default(),
         };
         let mut fds = vec![(0, ov.layers[0].clone())];
         if !layers::is_opaque(ov.layers[0].as_raw_fd()) {
@@ -196,16 +209,29 @@ impl Overlay {
     /// The stable inode number of a real file.
     fn stable_ino(&self, dir: RawFd, name: &OsStr, st: &libc::stat, layer: usize) -> u64 {
         if layer == 0 && matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR) {
-            if let Ok(p) = sys::xpath(dir, name) {
-                if let Ok(Some(v)) = sys::getxattr(&p, OsStr::new(INO_XATTR)) {
-                    if let Some(n) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
-                        return n;
-                    }
-                }
+            if let Some(n) = recorded_ino(dir, name) {
+                return n;
             }
         }
-        let idx = self.devs.iter().position(|d| *d == st.st_dev).unwrap_or(0) as u64;
-        let ino = st.st_ino ^ (idx << 56);
+        self.ino_on_dev(st.st_dev, st.st_ino)
+    }
+
+    /// The stable inode number of a listed entry, as [`Overlay::lookup`] would give it,
+    /// without a stat: the entry's device is taken to be its layer's.
+    pub fn entry_ino(&self, dir: RawFd, name: &OsStr, ent: &layers::Ent) -> u64 {
+        if ent.layer == 0 && matches!(ent.dtype, libc::DT_REG | libc::DT_DIR) {
+            if let Some(n) = recorded_ino(dir, name) {
+                return n;
+            }
+        }
+        let dev = self.layer_devs.get(ent.layer).copied().unwrap_or(0);
+        self.ino_on_dev(dev, ent.dino)
+    }
+
+    /// An inode number made unique across the layers' filesystems.
+    fn ino_on_dev(&self, dev: u64, ino: u64) -> u64 {
+        let idx = self.devs.iter().position(|d| *d == dev).unwrap_or(0) as u64;
+        let ino = ino ^ (idx << 56);
         if ino == ROOT {
             u64::MAX - 1
         } else {
@@ -235,6 +261,9 @@ impl Overlay {
         name: &OsStr,
         count: bool,
     ) -> SysResult<(Arc<Node>, FileAttr)> {
+        if name.len() > self.name_max {
+            return Err(libc::ENAMETOOLONG);
+        }
         let (ent, pfds) =
             self.with_listing(parent, |l, fds| (l.map.get(name).copied(), fds.to_vec()))?;
         let ent = ent.ok_or(libc::ENOENT)?;
@@ -329,162 +358,6 @@ impl Overlay {
         }
     }
 
-    /// Makes sure directory `node` exists in the upper layer; returns its upper fd.
-    /// The caller holds `ns` exclusively.
-    pub fn copy_up_dir(&self, node: &Arc<Node>) -> SysResult<Arc<OwnedFd>> {
-        let (parent, name, src) = {
-            let s = node.lock();
-            match s.fds.first() {
-                Some((0, fd)) => return Ok(fd.clone()),
-                Some((_, fd)) => (s.parent, s.name.clone(), fd.clone()),
-                None => return Err(libc::ESTALE),
-            }
-        };
-        let pnode = self.node(INodeNo(parent))?;
-        let pfd = self.copy_up_dir(&pnode)?;
-        let st = sys::statat(src.as_raw_fd(), OsStr::new(""))?;
-        let tmp = self.tmp_name();
-        let w = self.work.as_raw_fd();
-        sys::mkdirat(w, &tmp, 0o700)?;
-        let done = (|| {
-            self.copy_meta(src.as_raw_fd(), OsStr::new(""), w, &tmp, &st, node.ino)?;
-            sys::renameat(w, &tmp, pfd.as_raw_fd(), &name, 0)
-        })();
-        if let Err(e) = done {
-            let _ = sys::unlinkat(w, &tmp, libc::AT_REMOVEDIR);
-            return Err(e);
-        }
-        let fd = Arc::new(sys::open_dir_path(pfd.as_raw_fd(), &name)?);
-        let mut s = node.lock();
-        s.fds.insert(0, (0, fd.clone()));
-        s.layer = 0;
-        s.dirfd = pfd;
-        s.xattrs = None;
-        drop(s);
-        let _ = self.with_listing(&pnode, |l, _| {
-            if let Some(e) = l.map.get_mut(&name) {
-                e.layer = 0;
-            }
-        });
-        Ok(fd)
-    }
-
-    /// Copies a non-directory node to the upper layer (`with_data` false leaves the copy
-    /// empty, for an open with O_TRUNC). The caller holds `ns` exclusively.
-    pub fn copy_up(&self, node: &Arc<Node>, with_data: bool) -> SysResult<()> {
-        if node.is_dir {
-            self.copy_up_dir(node)?;
-            return Ok(());
-        }
-        let (parent, name, src_dir) = {
-            let s = node.lock();
-            if s.layer == 0 {
-                return Ok(());
-            }
-            if s.unlinked {
-                return Err(libc::ENOENT);
-            }
-            (s.parent, s.name.clone(), s.dirfd.clone())
-        };
-        let pnode = self.node(INodeNo(parent))?;
-        let pfd = self.copy_up_dir(&pnode)?;
-        let st = sys::statat(src_dir.as_raw_fd(), &name)?;
-        let w = self.work.as_raw_fd();
-        let tmp = self.tmp_name();
-        match st.st_mode & libc::S_IFMT {
-            libc::S_IFREG => {
-                let dst = sys::openat(
-                    w,
-                    &tmp,
-                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                    0o600,
-                )?;
-                if with_data && st.st_size > 0 {
-                    let src = sys::openat(src_dir.as_raw_fd(), &name, libc::O_RDONLY, 0)?;
-                    if let Err(e) = sys::copy_data(&src, &dst) {
-                        let _ = sys::unlinkat(w, &tmp, 0);
-                        return Err(e);
-                    }
-                }
-            }
-            libc::S_IFLNK => {
-                let target = sys::readlinkat(src_dir.as_raw_fd(), &name)?;
-                sys::symlinkat(std::os::unix::ffi::OsStrExt::from_bytes(&target), w, &tmp)?;
-            }
-            _ => sys::mknodat(w, &tmp, st.st_mode, st.st_rdev)?,
-        }
-        let done = (|| {
-            self.copy_meta(src_dir.as_raw_fd(), &name, w, &tmp, &st, node.ino)?;
-            sys::renameat(w, &tmp, pfd.as_raw_fd(), &name, 0)
-        })();
-        if let Err(e) = done {
-            let _ = sys::unlinkat(w, &tmp, 0);
-            return Err(e);
-        }
-        {
-            let mut s = node.lock();
-            s.layer = 0;
-            if has_pathfd(&st) {
-                s.pathfd = sys::openat(pfd.as_raw_fd(), &name, libc::O_PATH, 0)
-                    .ok()
-                    .map(Arc::new);
-            }
-            s.dirfd = pfd;
-            s.xattrs = None;
-        }
-        let _ = self.with_listing(&pnode, |l, _| {
-            if let Some(e) = l.map.get_mut(&name) {
-                e.layer = 0;
-            }
-        });
-        Ok(())
-    }
-
-    /// Copies owner, mode, xattrs and times from `src` to `dst` and records the inode.
-    fn copy_meta(
-        &self,
-        sdir: RawFd,
-        sname: &OsStr,
-        ddir: RawFd,
-        dname: &OsStr,
-        st: &libc::stat,
-        ino: u64,
-    ) -> SysResult<()> {
-        let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
-        sys::chownat(ddir, dname, st.st_uid, st.st_gid)?;
-        if !is_link {
-            sys::chmodat(ddir, dname, st.st_mode & 0o7777)?;
-        }
-        let sp = sys::xpath(sdir, sname)?;
-        let dp = sys::xpath(ddir, dname)?;
-        for attr in sys::listxattr(&sp)? {
-            if layers::is_private_xattr(&attr) {
-                continue;
-            }
-            if let Some(v) = sys::getxattr(&sp, &attr)? {
-                if let Err(e) = sys::setxattr(&dp, &attr, &v, 0) {
-                    tracing::debug!("copy-up: xattr {attr:?} not copied: errno {e}");
-                }
-            }
-        }
-        // user.* xattrs exist only on regular files and directories; other types get a
-        // new st_ino when copied up.
-        if matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR) {
-            sys::setxattr(&dp, OsStr::new(INO_XATTR), ino.to_string().as_bytes(), 0)?;
-        }
-        let times = [
-            libc::timespec {
-                tv_sec: st.st_atime,
-                tv_nsec: st.st_atime_nsec,
-            },
-            libc::timespec {
-                tv_sec: st.st_mtime,
-                tv_nsec: st.st_mtime_nsec,
-            },
-        ];
-        sys::utimensat(ddir, dname, &times)
-    }
-
     /// Drops `n` kernel lookups of a node; forgets it at zero.
     pub fn forget(&self, ino: u64, n: u64) {
         if ino == ROOT {
@@ -505,9 +378,16 @@ impl Overlay {
     }
 }
 
+/// The inode number a copied-up file keeps in [`INO_XATTR`], if any.
+fn recorded_ino(dir: RawFd, name: &OsStr) -> Option<u64> {
+    let p = sys::xpath(dir, name).ok()?;
+    let v = sys::getxattr(&p, OsStr::new(INO_XATTR)).ok()??;
+    std::str::from_utf8(&v).ok()?.parse().ok()
+}
+
 /// Whether a node of this type gets an `O_PATH` fd of its own (not symlinks: xattr and
 /// time calls through /proc would follow them).
-fn has_pathfd(st: &libc::stat) -> bool {
+pub(super) fn has_pathfd(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT != libc::S_IFLNK
 }
 

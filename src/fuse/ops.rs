@@ -14,7 +14,7 @@ use fuser::{
 };
 
 use super::layers;
-use super::node::{attr_of, kind_of_dtype, Overlay, TTL};
+use super::node::{attr_of, Overlay, TTL};
 use super::sys::{self, SysResult};
 
 fn err(e: i32) -> Errno {
@@ -29,6 +29,13 @@ fn negative() -> FileAttr {
 fn unsafe_zero_stat() -> libc::stat {
     // SAFETY: an all-zero stat is a valid value.
     unsafe { std::mem::zeroed() }
+}
+
+/// The mode of a new node of type `kind`: the caller's `mode` less the caller's `umask`.
+/// (Without FUSE_POSIX_ACL the kernel has applied the umask already and masking again
+/// changes nothing; the server's own umask is 0, see `fuse::serve`.)
+fn creation_mode(kind: u32, mode: u32, umask: u32) -> u32 {
+    kind | (mode & 0o7777 & !umask)
 }
 
 fn reply_entry(reply: ReplyEntry, r: SysResult<FileAttr>) {
@@ -58,8 +65,12 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
 impl Filesystem for Overlay {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Never PASSTHROUGH: it needs CAP_SYS_ADMIN in the initial namespace.
-        let wanted = InitFlags::FUSE_WRITEBACK_CACHE
-            | InitFlags::FUSE_DO_READDIRPLUS
+        // Never WRITEBACK_CACHE: the kernel would take writes into its page cache and
+        // report success before we write them; a write the backing filesystem then
+        // refuses (ENOSPC, EDQUOT, EIO, EFBIG) would reach nobody, and the kernel keeps
+        // its own file size (it ignores ours in that mode) for data never stored.
+        // Written through, every write(2) gets the backing filesystem's answer.
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
@@ -149,10 +160,16 @@ impl Filesystem for Overlay {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        // A 0/0 character device is the whiteout marker: it would read back as "no such
+        // file". Refused as kernel overlayfs refuses it.
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            return reply.error(Errno::EPERM);
+        }
+        let mode = creation_mode(mode & libc::S_IFMT, mode, umask);
         reply_entry(reply, self.do_mknod(req, parent, name, mode, rdev, None));
     }
 
@@ -162,13 +179,11 @@ impl Filesystem for Overlay {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(
-            reply,
-            self.do_mknod(req, parent, name, libc::S_IFDIR | mode, 0, None),
-        );
+        let mode = creation_mode(libc::S_IFDIR, mode, umask);
+        reply_entry(reply, self.do_mknod(req, parent, name, mode, 0, None));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -271,6 +286,8 @@ impl Filesystem for Overlay {
                 return reply.error(err(e));
             }
         }
+        // A short count (the disk filled up part way) is answered as such: the kernel
+        // reports it to the writer, whose next write gets the error.
         match sys::pwrite(fh.0 as i32, data, offset) {
             Ok(n) => {
                 reply.written(n as u32);
@@ -294,13 +311,14 @@ impl Filesystem for Overlay {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock: Option<fuser::LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.lower_handles.remove(ino.0, fh.0 as i32);
         // SAFETY: fh is an fd we opened in open/create and nobody else closes.
         drop(unsafe { OwnedFd::from_raw_fd(fh.0 as i32) });
         reply.ok();
@@ -347,34 +365,10 @@ impl Filesystem for Overlay {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let snap = match self.dir_snapshot(fh) {
-            Ok(s) => s,
-            Err(e) => return reply.error(err(e)),
-        };
-        let mut off = offset as usize;
-        if off == 0 {
-            if reply.add(ino, 1, fuser::FileType::Directory, ".") {
-                return reply.ok();
-            }
-            off = 1;
+        match self.do_readdir(ino, fh, offset, &mut reply) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
         }
-        if off == 1 {
-            if reply.add(ino, 2, fuser::FileType::Directory, "..") {
-                return reply.ok();
-            }
-            off = 2;
-        }
-        for (i, (name, e)) in snap.iter().enumerate().skip(off - 2) {
-            if reply.add(
-                INodeNo(e.dino),
-                (i + 3) as u64,
-                kind_of_dtype(e.dtype),
-                name,
-            ) {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -385,40 +379,10 @@ impl Filesystem for Overlay {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let snap = match self.dir_snapshot(fh) {
-            Ok(s) => s,
-            Err(e) => return reply.error(err(e)),
-        };
-        let _g = self.read_ns();
-        let node = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return reply.error(err(e)),
-        };
-        let mut off = offset as usize;
-        let mut dot = negative();
-        dot.kind = fuser::FileType::Directory;
-        if off == 0 {
-            if reply.add(INodeNo(0), 1, ".", &TTL, &dot, Generation(0)) {
-                return reply.ok();
-            }
-            off = 1;
+        match self.do_readdirplus(ino, fh, offset, &mut reply) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
         }
-        if off == 1 {
-            if reply.add(INodeNo(0), 2, "..", &TTL, &dot, Generation(0)) {
-                return reply.ok();
-            }
-            off = 2;
-        }
-        for (i, (name, _)) in snap.iter().enumerate().skip(off - 2) {
-            let Ok((child, attr)) = self.lookup(&node, name, false) else {
-                continue;
-            };
-            if reply.add(attr.ino, (i + 3) as u64, name, &TTL, &attr, Generation(0)) {
-                break;
-            }
-            child.lock().nlookup += 1;
-        }
-        reply.ok();
     }
 
     fn releasedir(
@@ -529,12 +493,13 @@ impl Filesystem for Overlay {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let mode = creation_mode(libc::S_IFREG, mode, umask);
         let r = self
-            .do_mknod(req, parent, name, libc::S_IFREG | (mode & 0o7777), 0, None)
+            .do_mknod(req, parent, name, mode, 0, None)
             .and_then(|attr| {
                 let (fh, f) = self.do_open(attr.ino, flags & !libc::O_TRUNC)?;
                 Ok((attr, fh, f))

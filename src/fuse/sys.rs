@@ -383,7 +383,9 @@ pub fn kill_suidgid(fd: RawFd) -> SysResult<()> {
     check(unsafe { libc::fchmod(fd, mode) }).map(drop)
 }
 
-/// `pwrite` of all of `data`.
+/// `pwrite` of `data`, looping over short writes; returns the bytes written. An error
+/// after some bytes were written returns the count (as write(2) does); the error comes
+/// again at the next call. A write that makes no progress ends the loop.
 pub fn pwrite(fd: RawFd, data: &[u8], mut off: u64) -> SysResult<usize> {
     let mut done = 0;
     while done < data.len() {
@@ -401,12 +403,31 @@ pub fn pwrite(fd: RawFd, data: &[u8], mut off: u64) -> SysResult<usize> {
             if e == libc::EINTR {
                 continue;
             }
+            if done > 0 {
+                break;
+            }
             return Err(e);
+        }
+        if n == 0 {
+            break;
         }
         done += n as usize;
         off += n as u64;
     }
     Ok(done)
+}
+
+/// `pwrite` of all of `data`: a short write is an error (ENOSPC if the filesystem
+/// gave none).
+pub fn pwrite_all(fd: RawFd, data: &[u8], off: u64) -> SysResult<()> {
+    let mut done = 0;
+    while done < data.len() {
+        match pwrite(fd, &data[done..], off + done as u64)? {
+            0 => return Err(libc::ENOSPC),
+            n => done += n,
+        }
+    }
+    Ok(())
 }
 
 /// Copies all data of `src` to `dst`: FICLONE, then `copy_file_range`, then read/write.
@@ -445,7 +466,7 @@ pub fn copy_data(src: &OwnedFd, dst: &OwnedFd) -> SysResult<()> {
         if n == 0 {
             return Ok(());
         }
-        pwrite(dst.as_raw_fd(), &buf[..n], off)?;
+        pwrite_all(dst.as_raw_fd(), &buf[..n], off)?;
         off += n as u64;
     }
 }
@@ -475,6 +496,23 @@ pub fn read_dir(dir: RawFd) -> SysResult<Vec<(OsString, u8, u64)>> {
         out.push((OsString::from_vec(name.to_vec()), dt, ent.ino()));
     }
     Ok(out)
+}
+
+/// `dup3(old, new, O_CLOEXEC)`: `new` then refers to what `old` does.
+pub fn dup3_cloexec(old: RawFd, new: RawFd) -> SysResult<()> {
+    // SAFETY: plain syscall on fds we own; `new` is replaced atomically.
+    check(unsafe { libc::dup3(old, new, libc::O_CLOEXEC) }).map(drop)
+}
+
+/// The longest file name the filesystem of `fd` takes (`f_namemax`, 255 if unknown).
+pub fn name_max(fd: RawFd) -> usize {
+    // SAFETY: zeroed statfs is a valid out-buffer.
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd (O_PATH fds are fine for fstatfs) and pointer.
+    if unsafe { libc::fstatfs(fd, &mut s) } < 0 || s.f_namelen <= 0 {
+        return libc::NAME_MAX as usize;
+    }
+    s.f_namelen as usize
 }
 
 /// Raises RLIMIT_NOFILE to its hard limit (the server holds one fd per known directory).

@@ -92,6 +92,14 @@ impl Fuse {
             .arg("--work")
             .arg(work);
         cmd.args(lower).arg(mnt);
+        // A server started under a strict umask must not apply it to what callers create.
+        // SAFETY: umask is async-signal-safe and cannot fail.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::umask(0o077);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| format!("spawn skiffd: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while fs_type(mnt) != Some(FUSE_SUPER_MAGIC) {
@@ -112,7 +120,18 @@ impl Fuse {
 
     /// Unmounts and waits for the server to exit.
     pub fn unmount(mut self) -> Result<(), String> {
-        umount2(&self.mnt, MntFlags::empty()).map_err(|e| format!("umount: {e}"))?;
+        // The kernel sends RELEASE of a closed file in the background: the mount can be
+        // busy for a moment after the last close.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match umount2(&self.mnt, MntFlags::empty()) {
+                Ok(()) => break,
+                Err(nix::errno::Errno::EBUSY) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => return Err(format!("umount: {e}")),
+            }
+        }
         let st = self.child.wait().map_err(|e| e.to_string())?;
         if !st.success() {
             return Err(format!("the FUSE server exited with {st}"));
@@ -250,4 +269,115 @@ fn walk(root: &Path, dir: &Path, lines: &mut Vec<String>) {
             walk(root, &p, lines);
         }
     }
+}
+
+/// A script run on a mounted overlay: (mount point, upper dir) → log lines.
+pub type Script<'a> = &'a dyn Fn(&Path, &Path) -> Vec<String>;
+
+/// Runs `script(mount, upper)` on our overlay and on the kernel's, each over its own
+/// copy of the layers `make_layers(base)` builds (top first) with upper, work and mount
+/// dirs under `base/fuse` and `base/kernel`; `setup(dir)` runs first in each (e.g. to
+/// mount a small tmpfs there). Returns both logs, ours first.
+pub fn differential(
+    base: &Path,
+    setup: &dyn Fn(&Path) -> Result<(), String>,
+    make_layers: &dyn Fn(&Path) -> Result<Vec<PathBuf>, String>,
+    script: Script,
+) -> Result<(String, String), String> {
+    differential_remount(base, setup, make_layers, script, None)
+}
+
+/// [`differential`], and when `after` is given, a remount of the same layers and
+/// `after(mount, upper)` on it, its log appended to the first.
+pub fn differential_remount(
+    base: &Path,
+    setup: &dyn Fn(&Path) -> Result<(), String>,
+    make_layers: &dyn Fn(&Path) -> Result<Vec<PathBuf>, String>,
+    script: Script,
+    after: Option<Script>,
+) -> Result<(String, String), String> {
+    let mut logs = Vec::new();
+    for which in ["fuse", "kernel"] {
+        let b = base.join(which);
+        fs::create_dir_all(&b).map_err(|e| format!("mkdir {}: {e}", b.display()))?;
+        setup(&b)?;
+        for d in ["upper", "work", "mnt"] {
+            fs::create_dir_all(b.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+        }
+        let lower = make_layers(&b)?;
+        let (upper, work, mnt) = (b.join("upper"), b.join("work"), b.join("mnt"));
+        let mut log = Vec::new();
+        for (i, run) in std::iter::once(script).chain(after).enumerate() {
+            if i > 0 {
+                log.push("-- remounted".to_string());
+            }
+            if which == "fuse" {
+                let f = Fuse::mount(&lower, &upper, &work, &mnt)?;
+                log.extend(run(&mnt, &upper));
+                f.unmount()?;
+            } else {
+                mount_kernel(&lower, &upper, &work, &mnt)?;
+                log.extend(run(&mnt, &upper));
+                umount(&mnt)?;
+            }
+        }
+        logs.push(log.join("\n"));
+    }
+    let kernel = logs.pop().unwrap_or_default();
+    let fuse = logs.pop().unwrap_or_default();
+    Ok((fuse, kernel))
+}
+
+/// Fails with both logs, line by line, when they differ.
+pub fn same(fuse: &str, kernel: &str) -> Result<(), String> {
+    if fuse == kernel {
+        return Ok(());
+    }
+    let mut report = String::from("the FUSE overlay differs from the kernel overlay:\n");
+    let (f, k): (Vec<_>, Vec<_>) = (fuse.lines().collect(), kernel.lines().collect());
+    for i in 0..f.len().max(k.len()) {
+        let (a, b) = (
+            f.get(i).copied().unwrap_or(""),
+            k.get(i).copied().unwrap_or(""),
+        );
+        if a == b {
+            report.push_str(&format!("  {a}\n"));
+        } else {
+            report.push_str(&format!("- fuse:   {a}\n+ kernel: {b}\n"));
+        }
+    }
+    Err(report)
+}
+
+/// Runs `f` in a forked child as `uid`:`gid` with no supplementary groups; returns
+/// what `f` returned (an errno, 0 for success) or 255 when the ids could not be set.
+pub fn as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the caller is the single-threaded child of `in_userns`; the child only makes
+    // system calls and leaves with _exit.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: plain id syscalls, then _exit.
+            unsafe {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    libc::_exit(255);
+                }
+                libc::_exit(f())
+            }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => code,
+                other => panic!("as_user child: {other:?}"),
+            }
+        }
+        Err(e) => panic!("fork: {e}"),
+    }
+}
+
+/// The errno of the last failed libc call, as a name-like string.
+pub fn last_err() -> String {
+    std::io::Error::last_os_error().to_string()
 }
