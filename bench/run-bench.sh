@@ -2,7 +2,7 @@
 # bench/run-bench.sh: container start-to-exit latency, skiff vs podman+runc.
 #
 # Usage: bench/run-bench.sh [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE]
-#                           [--storage-driver fuse|overlay|vfs]
+#                           [--storage-driver fuse|overlay|vfs] [--mounts]
 #
 # Times `skiff run --rm IMG true` against `podman --runtime runc run --rm IMG true`
 # on the same busybox image (scripts/mkrootfs.sh), ROUNDS times each (default 20)
@@ -25,6 +25,9 @@
 #                        pasta: the same helper on both sides).
 # --podman-network MODE  adds `--network MODE` to podman run only.
 # --storage-driver D     skiffd's storage driver (default: skiffd's own choice).
+# --mounts               adds `-v VOL:/data -v DIR:/src` to both (a named volume made
+#                        beforehand on each side, and a host directory): issue 13's
+#                        `run --rm -v VOL:/data -v DIR:/src IMG true`.
 #
 # Setup and cleanup are bench/common.sh's.
 set -euo pipefail
@@ -35,9 +38,10 @@ BIN_DIR=${SKIFF_BIN_DIR:-}
 PODMAN_NET=""
 SKIFF_NET=""
 SKIFFD_ARGS=()
+MOUNTS=""
 
 usage() {
-    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE] [--storage-driver D]" >&2
+    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE] [--storage-driver D] [--mounts]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -48,6 +52,7 @@ while [ $# -gt 0 ]; do
         --podman-network) [ $# -ge 2 ] || usage; PODMAN_NET=$2; shift ;;
         --network) [ $# -ge 2 ] || usage; SKIFF_NET=$2; PODMAN_NET=$2; shift ;;
         --storage-driver) [ $# -ge 2 ] || usage; SKIFFD_ARGS=(--storage-driver "$2"); shift ;;
+        --mounts) MOUNTS=1 ;;
         -h | --help) usage ;;
         *) usage ;;
     esac
@@ -62,6 +67,7 @@ args=(-n "$ROUNDS")
 [ -z "$PODMAN_NET" ] || args+=(--podman-network "$PODMAN_NET")
 [ -z "$SKIFF_NET" ] || args+=(--network "$SKIFF_NET")
 args+=(${SKIFFD_ARGS[@]+"${SKIFFD_ARGS[@]}"})
+[ -z "$MOUNTS" ] || args+=(--mounts)
 bench_reexec_as_user "${args[@]}"
 bench_setup
 
@@ -70,10 +76,17 @@ PODMAN_RUN=("${PODMAN[@]}" run --rm)
 
 SKIFF_RUN=("${SKIFF_CLI[@]}" run --rm)
 [ -z "$SKIFF_NET" ] || SKIFF_RUN+=(--network "$SKIFF_NET")
+if [ -n "$MOUNTS" ]; then
+    mkdir -p "$T/src"
+    "${SKIFF_CLI[@]}" volume create benchvol >/dev/null
+    "${PODMAN[@]}" volume create benchvol >/dev/null
+    SKIFF_RUN+=(-v benchvol:/data -v "$T/src:/src")
+    PODMAN_RUN+=(-v benchvol:/data -v "$T/src:/src")
+fi
 SKIFF_CMD=("${SKIFF_RUN[@]}" "$IMAGE" true)
 PODMAN_CMD=("${PODMAN_RUN[@]}" "localhost/$IMAGE" true)
 
-echo "   podman storage driver: $PODMAN_DRIVER${PODMAN_NET:+, podman network $PODMAN_NET}${SKIFF_NET:+, skiff network $SKIFF_NET}"
+echo "   podman storage driver: $PODMAN_DRIVER${PODMAN_NET:+, podman network $PODMAN_NET}${SKIFF_NET:+, skiff network $SKIFF_NET}${MOUNTS:+, with -v VOL:/data -v DIR:/src}"
 
 interleave "$ROUNDS"
 

@@ -50,4 +50,9 @@ impl Paths {
     pub fn containers(&self) -> PathBuf {
         self.data.join("containers")
     }
+
+    /// Named and anonymous volumes.
+    pub fn volumes(&self) -> PathBuf {
+        self.data.join("volumes")
+    }
 }

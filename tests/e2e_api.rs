@@ -75,6 +75,7 @@ fn exported_interfaces_match_the_checked_in_description() {
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(env.eventually(5, || env.inspect("gate")["State"]["Status"] == "running"));
     assert!(env.skiff(&["exec", "gate", "true"]).status.success());
+    assert!(env.skiff(&["volume", "create", "gatevol"]).status.success());
     // The import of Env::new() was job 1; its object lingers for a minute.
     let mut found = std::collections::BTreeMap::new();
     for path in [
@@ -82,6 +83,7 @@ fn exported_interfaces_match_the_checked_in_description() {
         container.as_str(),
         image.as_str(),
         "/org/skiff/skiff1/job/1",
+        "/org/skiff/skiff1/volume/gatevol",
     ] {
         let out = std::process::Command::new(common::require("gdbus"))
             .args([
@@ -100,7 +102,7 @@ fn exported_interfaces_match_the_checked_in_description() {
         skiff_interfaces(&stdout(&out), &mut found);
     }
     let actual: String = found.into_values().collect();
-    assert_eq!(actual.matches("<interface ").count(), 5, "{actual}");
+    assert_eq!(actual.matches("<interface ").count(), 7, "{actual}");
     let mut described = std::collections::BTreeMap::new();
     skiff_interfaces(DESCRIPTION, &mut described);
     let expected: String = described.into_values().collect();
@@ -116,7 +118,7 @@ const DESCRIPTION: &str = include_str!("../data/org.skiff.skiff1.xml");
 
 /// The description is an introspection document code generators read: well-formed XML
 /// (python3's expat parser, which is strict about it; gdbus-codegen is not installed on
-/// the test machines), the introspection DOCTYPE, one `<node>` root holding the five
+/// the test machines), the introspection DOCTYPE, one `<node>` root holding the seven
 /// interfaces.
 #[test]
 fn the_description_is_a_well_formed_introspection_document() {
@@ -146,7 +148,9 @@ fn the_description_is_a_well_formed_introspection_document() {
          interface org.skiff.skiff1.Exec\n\
          interface org.skiff.skiff1.Image\n\
          interface org.skiff.skiff1.Job\n\
-         interface org.skiff.skiff1.Manager\n"
+         interface org.skiff.skiff1.Manager\n\
+         interface org.skiff.skiff1.Volume\n\
+         interface org.skiff.skiff1.Volumes\n"
     );
     assert!(
         DESCRIPTION.starts_with(

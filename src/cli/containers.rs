@@ -152,6 +152,7 @@ fn build_config(
         m.insert("log-opts", ov(opts)?);
     }
     super::security_args::insert(&args.security, &mut m)?;
+    super::volumes::add_mount_keys(&mut m, &args.volumes, &args.mounts, &args.tmpfs)?;
     Ok(m)
 }
 
@@ -414,10 +415,16 @@ pub async fn wait(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
 }
 
 /// `skiff rm`.
-pub async fn rm(conn: &Connection, names: &[String], force: bool) -> Result<i32, Failure> {
+pub async fn rm(
+    conn: &Connection,
+    names: &[String],
+    force: bool,
+    volumes: bool,
+) -> Result<i32, Failure> {
+    let flags = (u64::from(force) * crate::dbus::REMOVE_FORCE)
+        | (u64::from(volumes) * crate::dbus::REMOVE_VOLUMES);
     each(conn, names, |c, name| async move {
-        c.remove(if force { crate::dbus::REMOVE_FORCE } else { 0 })
-            .await?;
+        c.remove(flags).await?;
         outln!("{name}");
         Ok(())
     })

@@ -19,6 +19,7 @@ pub mod pull;
 pub mod security_args;
 pub mod table;
 pub mod tty;
+pub mod volumes;
 
 use clap::{Args, Parser, Subcommand};
 use output::errln;
@@ -121,6 +122,17 @@ pub struct CreateArgs {
     /// Seconds to wait for the stop signal before SIGKILL (default 10).
     #[arg(long)]
     pub stop_timeout: Option<u64>,
+    /// Bind mount a host path or mount a volume: SRC:DST[:ro|rw|z|Z|nocopy|PROPAGATION],
+    /// VOLUME:DST[:OPTS], or DST alone for a new anonymous volume.
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:OPTS]")]
+    pub volumes: Vec<String>,
+    /// Mount (docker's CSV): type=bind|volume|tmpfs,source=,target=,readonly,
+    /// bind-propagation=,volume-nocopy,tmpfs-size=,tmpfs-mode=.
+    #[arg(long = "mount", value_name = "FIELDS")]
+    pub mounts: Vec<String>,
+    /// Mount a tmpfs: DST[:size=64m,mode=1777,...].
+    #[arg(long = "tmpfs", value_name = "DST[:OPTS]")]
+    pub tmpfs: Vec<String>,
     /// Log options: max-size=SIZE, max-file=N.
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opts: Vec<String>,
@@ -207,6 +219,9 @@ pub enum Command {
         /// Kill running containers first.
         #[arg(short = 'f', long)]
         force: bool,
+        /// Remove their anonymous volumes too.
+        #[arg(short = 'v', long)]
+        volumes: bool,
         /// Containers.
         #[arg(required = true)]
         containers: Vec<String>,
@@ -365,6 +380,12 @@ pub enum Command {
     },
     /// Show the daemon's setup (storage driver, id maps, warnings).
     Info,
+    /// Volume commands.
+    Volume {
+        /// The volume command.
+        #[command(subcommand)]
+        command: volumes::VolumeCommand,
+    },
     /// List a container's published ports, or the host address of one of them.
     Port {
         /// The container.
@@ -460,7 +481,11 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             container,
         } => attach::attach(&conn, &container, no_stdin, &detach_keys, sig_proxy).await,
         Command::Wait { containers } => containers::wait(&conn, &containers).await,
-        Command::Rm { force, containers } => containers::rm(&conn, &containers, force).await,
+        Command::Rm {
+            force,
+            volumes,
+            containers,
+        } => containers::rm(&conn, &containers, force, volumes).await,
         Command::Inspect { containers } => containers::inspect(&conn, &containers).await,
         Command::Ps {
             all,
@@ -566,6 +591,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             pull::pull(&conn, a).await
         }
         Command::Info => images::info(&conn).await,
+        Command::Volume { command } => volumes::run(&conn, command).await,
         Command::Port { container, port } => {
             containers::port(&conn, &container, port.as_deref()).await
         }

@@ -108,6 +108,15 @@ pub struct ContainerConfig {
     /// Seconds stop waits before SIGKILL (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u64>,
+    /// docker's `-v` strings: `SRC:DST[:OPTS]`, `VOLUME:DST[:OPTS]` or an anonymous `DST`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<String>,
+    /// docker's `--mount` objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<super::mounts::MountConfig>,
+    /// docker's `--tmpfs`: target → options (`size=64m,mode=1777`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tmpfs: BTreeMap<String, String>,
     /// json-file log options: `max-size` (e.g. 10m) and `max-file`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub log_opts: BTreeMap<String, String>,
@@ -141,7 +150,7 @@ pub struct ContainerConfig {
 
 /// Keys of the API that later releases implement; sending them now is a clear error
 /// rather than a silently ignored option.
-const RESERVED: &[&str] = &["binds", "memory", "cpus", "pids-limit"];
+const RESERVED: &[&str] = &["memory", "cpus", "pids-limit"];
 
 impl ContainerConfig {
     /// Decodes a configuration from a JSON value, naming the offending key on errors.
@@ -249,6 +258,7 @@ impl ContainerConfig {
         }
         self.log_limits()?;
         super::security::validate(self)?;
+        super::mounts::plan(self)?;
         Ok(())
     }
 
@@ -477,8 +487,8 @@ mod tests {
             ContainerConfig::from_json_value(json!({"image": "x", "userns": "keep-id"})).is_ok()
         );
         assert!(ContainerConfig::from_json_value(json!({"image": "x", "userns": "auto"})).is_err());
-        let e = ContainerConfig::from_json_value(json!({"image": "x", "binds": ["/a:/b"]}))
-            .unwrap_err();
+        let e =
+            ContainerConfig::from_json_value(json!({"image": "x", "memory": 1024})).unwrap_err();
         assert!(matches!(e, Error::NotSupported(_)));
     }
 

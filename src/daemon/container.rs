@@ -101,6 +101,9 @@ pub struct Record {
     /// starts, and for execs without `-u`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_spec: Option<String>,
+    /// Its mounts: binds, volumes (anonymous ones named) and tmpfs, image VOLUMEs included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<super::mounts::Planned>,
     /// The state.
     pub state: State,
 }
@@ -332,6 +335,10 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
             "LogConfig": { "Type": "json-file", "Config": rec.config.log_opts },
         },
     });
+    let (binds, mounts, tmpfs) = super::mounts::inspect_host_config(&rec.config);
+    v["HostConfig"]["Binds"] = binds;
+    v["HostConfig"]["Mounts"] = mounts;
+    v["HostConfig"]["Tmpfs"] = tmpfs;
     super::network::extend_inspect(&mut v, rec);
     super::security::extend_inspect(&mut v, rec);
     v

@@ -31,6 +31,12 @@ pub enum Error {
     /// A feature that is not implemented yet.
     #[error("{0}")]
     NotSupported(String),
+    /// No volume of that name.
+    #[error("no such volume: {0}")]
+    NoSuchVolume(String),
+    /// The volume is used by containers (and the request was not forced).
+    #[error("{0}")]
+    VolumeInUse(String),
     /// The container runs (and must not, for this request).
     #[error("container {0} is running: stop it first, or remove it with force")]
     ContainerRunning(String),

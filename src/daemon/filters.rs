@@ -117,6 +117,7 @@ mod tests {
             hostname: "h".into(),
             user: (0, 0),
             user_spec: None,
+            mounts: Vec::new(),
             state: State {
                 status,
                 ..Default::default()

@@ -154,6 +154,16 @@ impl Daemon {
             &cfg.env,
             &hostname,
         );
+        let mut planned = super::mounts::plan(&cfg)?;
+        super::mounts::add_image_volumes(
+            &mut planned,
+            icfg.volumes().as_deref().unwrap_or_default(),
+        );
+        // A taken name fails before any volume is made (checked again under the lock).
+        if cfg.name.is_some() && self.name_taken(&name) {
+            return Err(Error::NameInUse(name));
+        }
+        self.prepare_volumes(&mut planned)?;
         let mut record = Record {
             id: id.clone(),
             name: name.clone(),
@@ -166,6 +176,7 @@ impl Daemon {
             hostname,
             user,
             user_spec: Some(user_spec.unwrap_or_default()),
+            mounts: planned,
             state: State::default(),
         };
         // The directory appears under its final name only once complete.
@@ -281,6 +292,13 @@ impl Daemon {
             .unwrap_or_default();
         let (network, ports) = super::network::prepare(rec, &bundle, &exposed)?;
         super::network::add_mounts(&mut spec, &bundle)?;
+        // The user's mounts last: they cover the generated /etc files, as docker's do.
+        let user_mounts = self.volume_spec_mounts(rec)?;
+        if !user_mounts.is_empty() {
+            let mut all = spec.mounts().clone().unwrap_or_default();
+            all.extend(user_mounts);
+            spec.set_mounts(Some(all));
+        }
         let spec_path = monitor::spec_path(&bundle);
         fsutil::atomic_write_json(&spec_path, &spec).map_err(|e| Error::io(&spec_path, e))?;
         let mon = MonitorConfig {
@@ -309,6 +327,16 @@ impl Daemon {
     /// writes its record again), then taken out of the table and its directory out of the
     /// store, then torn down.
     pub async fn remove(&self, name_or_id: &str, force: bool) -> Result<(), Error> {
+        self.remove_with(name_or_id, force, false).await
+    }
+
+    /// [`Daemon::remove`], and with `volumes` its anonymous volumes too (`rm -v`).
+    pub async fn remove_with(
+        &self,
+        name_or_id: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
         let _op = c.lock_op().await?;
         let rec = c.snapshot();
@@ -338,8 +366,11 @@ impl Daemon {
             "container",
             "destroy",
             &rec.id,
-            &[("name", rec.name)],
+            &[("name", rec.name.clone())],
         ));
+        if volumes {
+            self.remove_anonymous_volumes(&rec).await;
+        }
         Ok(())
     }
 

@@ -23,6 +23,7 @@ pub mod images;
 pub mod initbin;
 pub mod lifecycle;
 pub mod logs;
+pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod pull;
@@ -32,6 +33,8 @@ pub mod security;
 pub mod spec;
 pub mod strays;
 pub mod supervise;
+pub mod volume_ops;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -80,6 +83,7 @@ struct Inner {
     containers: Mutex<BTreeMap<String, Arc<Container>>>,
     events: broadcast::Sender<Event>,
     execs: exec::ExecTable,
+    volumes: volumes::VolumeStore,
 }
 
 /// Facts about the daemon for `skiff info`.
@@ -126,6 +130,7 @@ impl Daemon {
         }
         let maps_json = serde_json::to_string(&maps).map_err(|e| Error::Internal(e.to_string()))?;
         let images = ImageStore::open(&opts.paths.images())?;
+        let volumes = volumes::VolumeStore::open(&opts.paths.volumes())?;
         let (events, _) = broadcast::channel(1024);
         let daemon = Daemon {
             inner: Arc::new(Inner {
@@ -137,10 +142,12 @@ impl Daemon {
                 containers: Mutex::new(BTreeMap::new()),
                 events,
                 execs: Default::default(),
+                volumes,
             }),
         };
         daemon.load_containers();
         daemon.collect_image_garbage();
+        daemon.collect_volume_leftovers();
         Ok(daemon)
     }
 
@@ -247,6 +254,7 @@ impl Daemon {
         let rec = c.snapshot();
         let mut v = container::inspect_json(&rec, &rec.config.image);
         v["LogPath"] = supervise::log_path(&c.dir).display().to_string().into();
+        v["Mounts"] = self.inspect_mounts(&rec);
         Ok(v)
     }
 

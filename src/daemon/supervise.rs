@@ -110,7 +110,7 @@ impl Daemon {
                     let daemon = self.clone();
                     let id = rec.id.clone();
                     tokio::spawn(async move {
-                        let _ = daemon.remove(&id, true).await;
+                        let _ = daemon.remove_with(&id, true, true).await;
                     });
                 }
                 return Err(e);
@@ -227,7 +227,7 @@ impl Daemon {
             // In a task of its own: the start that failed may hold the op lock.
             let daemon = self.clone();
             tokio::spawn(async move {
-                match daemon.remove(&id, true).await {
+                match daemon.remove_with(&id, true, true).await {
                     Ok(()) | Err(Error::NoSuchContainer(_)) => {}
                     Err(e) => tracing::error!("auto-removing {id}: {e}"),
                 }

@@ -179,11 +179,15 @@ impl ContainerObject {
 
     /// Removes the container; flag 1 = force (kill it if it runs).
     async fn remove(&self, flags: u64) -> Result<(), SkiffError> {
-        check_flags(flags, super::REMOVE_FORCE)?;
+        check_flags(flags, super::REMOVE_FORCE | super::REMOVE_VOLUMES)?;
         Ok(self
             .ctx
             .daemon
-            .remove(&self.id, flags & super::REMOVE_FORCE != 0)
+            .remove_with(
+                &self.id,
+                flags & super::REMOVE_FORCE != 0,
+                flags & super::REMOVE_VOLUMES != 0,
+            )
             .await?)
     }
 

@@ -37,6 +37,10 @@ pub enum SkiffError {
     ContainerNotRunning(String),
     /// The image is used by a container.
     ImageInUse(String),
+    /// No volume of that name.
+    NoSuchVolume(String),
+    /// The volume is used by a container.
+    VolumeInUse(String),
     /// The container configuration is invalid; the message names the key.
     InvalidConfig(String),
     /// An image reference is invalid.
@@ -99,6 +103,8 @@ impl SkiffError {
             ContainerRunning(_) => "org.skiff.Error.ContainerRunning",
             ContainerNotRunning(_) => "org.skiff.Error.ContainerNotRunning",
             ImageInUse(_) => "org.skiff.Error.ImageInUse",
+            NoSuchVolume(_) => "org.skiff.Error.NoSuchVolume",
+            VolumeInUse(_) => "org.skiff.Error.VolumeInUse",
             InvalidConfig(_) => "org.skiff.Error.InvalidConfig",
             InvalidReference(_) => "org.skiff.Error.InvalidReference",
             Ambiguous(_) => "org.skiff.Error.Ambiguous",
@@ -137,6 +143,8 @@ impl SkiffError {
             | ContainerRunning(m)
             | ContainerNotRunning(m)
             | ImageInUse(m)
+            | NoSuchVolume(m)
+            | VolumeInUse(m)
             | InvalidConfig(m)
             | InvalidReference(m)
             | Ambiguous(m)
@@ -189,6 +197,8 @@ impl DBusError for SkiffError {
             | ContainerRunning(m)
             | ContainerNotRunning(m)
             | ImageInUse(m)
+            | NoSuchVolume(m)
+            | VolumeInUse(m)
             | InvalidConfig(m)
             | InvalidReference(m)
             | Ambiguous(m)
@@ -254,6 +264,8 @@ impl From<daemon::Error> for SkiffError {
                 _ => SkiffError::PullFailed(msg),
             },
             daemon::Error::ImageInUse(_) => SkiffError::ImageInUse(msg),
+            daemon::Error::NoSuchVolume(_) => SkiffError::NoSuchVolume(msg),
+            daemon::Error::VolumeInUse(_) => SkiffError::VolumeInUse(msg),
             daemon::Error::Image(ie) => match ie {
                 image::Error::NoSuchImage { .. } => SkiffError::NoSuchImage(msg),
                 image::Error::AmbiguousImage { .. } => SkiffError::Ambiguous(msg),

@@ -494,6 +494,8 @@ impl Manager {
             "pull".into(),
             "console-size".into(),
             "security".into(),
+            "mounts".into(),
+            "volumes".into(),
         ]
     }
 

@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod server;
 pub mod socket;
 pub mod stdio;
+pub mod volume;
 
 pub use error::SkiffError;
 
@@ -25,7 +26,7 @@ pub const BUS_NAME: &str = "org.skiff.skiff1";
 /// The manager's object path.
 pub const MANAGER_PATH: &str = "/org/skiff/skiff1";
 /// The API version: bumped on every compatible addition.
-pub const API_VERSION: u32 = 4;
+pub const API_VERSION: u32 = 5;
 
 /// The object path of a container (64 hex digits need no escaping).
 pub fn container_path(id: &str) -> String {
@@ -53,6 +54,8 @@ pub const RUN_ATTACH: u64 = 4;
 pub const LIST_ALL: u64 = 1;
 /// Flag of `Remove`: kill a running container first.
 pub const REMOVE_FORCE: u64 = 1;
+/// Flag of `Remove`: remove the container's anonymous volumes too (`rm -v`).
+pub const REMOVE_VOLUMES: u64 = 2;
 
 /// Refuses unknown flag bits, naming them.
 pub fn check_flags(flags: u64, known: u64) -> Result<(), SkiffError> {

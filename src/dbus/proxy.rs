@@ -207,3 +207,27 @@ pub trait Job {
     fn layer_progress(&self, digest: &str, status: &str, done: u64, total: u64)
         -> zbus::Result<()>;
 }
+
+/// `org.skiff.skiff1.Volumes` (on the manager's object).
+#[proxy(
+    interface = "org.skiff.skiff1.Volumes",
+    default_service = "org.skiff.skiff1",
+    default_path = "/org/skiff/skiff1"
+)]
+pub trait Volumes {
+    /// See the server side.
+    fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<&str, &str>,
+        flags: u64,
+    ) -> zbus::Result<(String, OwnedObjectPath)>;
+    /// See the server side.
+    fn get_volume(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    /// See the server side.
+    fn list_volumes(&self, filters: &[&str], flags: u64) -> zbus::Result<String>;
+    /// See the server side.
+    fn remove_volume(&self, name: &str, flags: u64) -> zbus::Result<()>;
+    /// See the server side.
+    fn prune_volumes(&self, filters: &[&str], flags: u64) -> zbus::Result<(Vec<String>, u64)>;
+}

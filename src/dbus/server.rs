@@ -52,6 +52,7 @@ pub async fn serve(daemon: Daemon, address: Option<&str>) -> Result<Connection, 
     // Objects first, the name last: a call that activated us must find them (zbus note).
     let conn = connection::Builder::socket(socket)
         .serve_at(MANAGER_PATH, Manager { ctx: ctx.clone() })
+        .serve_at(MANAGER_PATH, super::volume::Volumes { ctx: ctx.clone() })
         .serve_at(MANAGER_PATH, zbus::fdo::ObjectManager)
         .build()
         .await?;
@@ -71,6 +72,13 @@ pub async fn serve(daemon: Daemon, address: Option<&str>) -> Result<Connection, 
     if let Ok(images) = daemon.list_images() {
         for img in images {
             register_image(&ctx, conn.object_server(), &conn, &img.id).await;
+        }
+    }
+    if let Ok(volumes) = daemon.list_volumes(&[]) {
+        for v in volumes {
+            if let Some(name) = v["Name"].as_str() {
+                super::volume::register(&ctx, conn.object_server(), name).await;
+            }
         }
     }
     forward_events(conn.clone(), ctx.clone());
@@ -107,6 +115,14 @@ fn forward_events(conn: Connection, ctx: Ctx) {
                 Manager::event(&emitter, &ev.typ, &ev.action, &ev.id, attrs, ev.time).await
             {
                 tracing::warn!("emitting event: {e}");
+            }
+            if ev.typ == "volume" {
+                match ev.action.as_str() {
+                    "create" => super::volume::register(&ctx, conn.object_server(), &ev.id).await,
+                    "destroy" => super::volume::unregister(conn.object_server(), &ev.id).await,
+                    _ => {}
+                }
+                continue;
             }
             if ev.typ != "container" {
                 continue;

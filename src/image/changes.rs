@@ -1,5 +1,5 @@
 //! `skiff import --change 'INSTRUCTION ARGS'`: the Dockerfile instructions that set image
-//! configuration (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, STOPSIGNAL), in
+//! configuration (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL), in
 //! docker's syntax: CMD and ENTRYPOINT take a JSON array (exec form) or a command line
 //! (shell form, run by `/bin/sh -c`); ENV and LABEL take `KEY=VALUE...` (values may be
 //! double-quoted) or, for ENV, `KEY VALUE`.
@@ -61,6 +61,27 @@ pub fn apply_change(changes: &mut ImageChanges, change: &str) -> Result<(), Erro
             }
             changes.stop_signal = Some(args.to_string());
         }
+        "VOLUME" => {
+            // JSON array or space-separated paths, as in a Dockerfile.
+            let paths: Vec<String> = if args.starts_with('[') {
+                serde_json::from_str(args).map_err(|_| {
+                    bad(
+                        change,
+                        "the JSON form must be an array of strings, e.g. [\"/data\"]",
+                    )
+                })?
+            } else {
+                words(change, args)?
+            };
+            for p in paths {
+                if !p.starts_with('/') {
+                    return Err(bad(change, format!("{p:?} is not an absolute path")));
+                }
+                if !changes.volumes.contains(&p) {
+                    changes.volumes.push(p);
+                }
+            }
+        }
         "EXPOSE" => {
             for p in args.split_whitespace() {
                 let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
@@ -97,8 +118,8 @@ fn example(instr: &str) -> Option<&'static str> {
 
 fn unsupported(instr: &str) -> String {
     format!(
-        "{instr} is not supported; use CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE or \
-         STOPSIGNAL"
+        "{instr} is not supported; use CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, \
+         VOLUME or STOPSIGNAL"
     )
 }
 

@@ -48,6 +48,9 @@ pub(crate) fn build_config(
     if !changes.exposed_ports.is_empty() {
         cfg = cfg.exposed_ports(changes.exposed_ports.clone());
     }
+    if !changes.volumes.is_empty() {
+        cfg = cfg.volumes(changes.volumes.clone());
+    }
     let rootfs = RootFsBuilder::default()
         .typ("layers")
         .diff_ids(vec![diff_id.to_string()])

@@ -86,6 +86,8 @@ pub struct ImageChanges {
     pub labels: BTreeMap<String, String>,
     /// Exposed ports (`80/tcp`).
     pub exposed_ports: Vec<String>,
+    /// Volumes (`/var/lib/data`): each container gets an anonymous volume there.
+    pub volumes: Vec<String>,
     /// Stop signal name, e.g. `SIGTERM`.
     pub stop_signal: Option<String>,
 }

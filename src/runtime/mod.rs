@@ -12,6 +12,7 @@ pub mod create;
 pub mod exec;
 pub mod fuse_server;
 pub mod init;
+pub mod inroot;
 pub mod join;
 pub mod mountopts;
 pub mod nsproc;

@@ -4,11 +4,14 @@
 
 use std::fs;
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{Mount, Spec};
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use super::inroot::{self, Kind};
 use super::{mountopts, Error, RootfsDriver, RootfsPlan};
 
 /// Device nodes every container gets, bind-mounted from the host (an unprivileged user
@@ -24,45 +27,6 @@ const DEV_SYMLINKS: [(&str, &str); 6] = [
     ("pts/ptmx", "ptmx"),
     ("/proc/kcore", "core"),
 ];
-
-/// Joins `unsafe_path` to `root` resolving every symlink *inside* root, so that a hostile
-/// image cannot make a mount land outside its rootfs (`/proc -> /etc` stays in the rootfs).
-/// Missing components are kept as they are.
-pub fn secure_join(root: &Path, unsafe_path: &Path) -> PathBuf {
-    let mut resolved = PathBuf::from("/");
-    let mut pending: Vec<PathBuf> = vec![unsafe_path.to_path_buf()];
-    let mut hops = 0;
-    while let Some(p) = pending.pop() {
-        let mut comps: Vec<Component> = p.components().collect();
-        comps.reverse();
-        while let Some(c) = comps.pop() {
-            match c {
-                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-                Component::ParentDir => {
-                    resolved.pop();
-                }
-                Component::Normal(name) => {
-                    let candidate = resolved.join(name);
-                    let host = root.join(candidate.strip_prefix("/").unwrap_or(&candidate));
-                    match fs::read_link(&host) {
-                        Ok(target) if hops < 255 => {
-                            hops += 1;
-                            let rest: PathBuf = comps.iter().rev().collect();
-                            if target.is_absolute() {
-                                resolved = PathBuf::from("/");
-                            }
-                            pending.push(rest);
-                            pending.push(target);
-                            break;
-                        }
-                        _ => resolved = candidate,
-                    }
-                }
-            }
-        }
-    }
-    root.join(resolved.strip_prefix("/").unwrap_or(&resolved))
-}
 
 fn mkdir_all(p: &Path) -> Result<(), Error> {
     fs::DirBuilder::new()
@@ -160,36 +124,56 @@ fn escape_overlay_path(p: &Path) -> String {
         .replace(':', "\\:")
 }
 
+/// The spec's mount option (like crun's `tmpcopyup`) that seeds an empty bind source
+/// with what the image has at the mount point before the mount hides it: docker's
+/// copy-up of a volume on its first use.
+pub const COPY_UP: &str = "copyup";
+
 /// Performs the spec's mounts below `root`, in order, with the rootless fallbacks runc uses.
+/// Every target is resolved inside `root` ([`inroot`]): no symlink of the image can place
+/// a mount outside it.
 pub fn mount_spec(spec: &Spec, root: &Path, gid5_mapped: bool) -> Result<(), Error> {
+    let rootfd = inroot::open_root(root)?;
+    let mut dev = false;
     for m in spec.mounts().iter().flatten() {
-        mount_one(m, root, gid5_mapped)?;
+        mount_one(m, rootfd.as_fd(), gid5_mapped)?;
+        dev |= m.destination() == Path::new("/dev");
     }
-    let dev = root.join("dev");
-    if spec
-        .mounts()
-        .iter()
-        .flatten()
-        .any(|m| m.destination() == Path::new("/dev"))
-    {
-        populate_dev(&dev)?;
+    if dev {
+        // Opened after the tmpfs is mounted: the descriptor names the tmpfs's root.
+        let dev = inroot::open_or_create(rootfd.as_fd(), Path::new("/dev"), Kind::Dir)?;
+        populate_dev(&inroot::fd_path(&dev))?;
     }
     Ok(())
 }
 
-fn mount_one(m: &Mount, root: &Path, gid5_mapped: bool) -> Result<(), Error> {
-    let dest = secure_join(root, m.destination());
-    let opts = mountopts::parse(m.options().as_deref().unwrap_or(&[]));
+fn mount_one(m: &Mount, root: BorrowedFd<'_>, gid5_mapped: bool) -> Result<(), Error> {
+    let all = m.options().clone().unwrap_or_default();
+    let copy_up = all.iter().any(|o| o == COPY_UP);
+    let rest: Vec<String> = all.into_iter().filter(|o| o != COPY_UP).collect();
+    let opts = mountopts::parse(&rest);
     let fstype = m.typ().as_deref();
     let source = m.source().as_deref();
-    if opts.is_bind() {
-        match source.map(fs::metadata) {
-            Some(Ok(md)) if !md.is_dir() => touch(&dest)?,
-            _ => mkdir_all(&dest)?,
+    let kind = match source.map(fs::metadata) {
+        Some(Ok(md)) if opts.is_bind() && !md.is_dir() => Kind::File,
+        _ => Kind::Dir,
+    };
+    let fd = inroot::open_or_create(root, m.destination(), kind)?;
+    let dest = inroot::fd_path(&fd);
+    if copy_up && opts.is_bind() {
+        if let Some(src) = source {
+            copy_up_into(root, &fd, src, m.destination())?;
         }
-    } else {
-        mkdir_all(&dest)?;
     }
+    let shown = m.destination().display().to_string();
+    let named = |e: Error| match e {
+        Error::Mount { fstype, source, .. } => Error::Mount {
+            target: shown.clone(),
+            fstype,
+            source,
+        },
+        other => other,
+    };
     let data = if opts.data.is_empty() {
         None
     } else {
@@ -212,11 +196,15 @@ fn mount_one(m: &Mount, root: &Path, gid5_mapped: bool) -> Result<(), Error> {
                 None,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
-            )?;
+            )
+            .map_err(named)?;
+            // Resolved again: the remount is of the bind just made, not what it covers.
+            let bound = inroot::open_or_create(root, m.destination(), kind)?;
             remount_ro(
-                &dest,
+                &inroot::fd_path(&bound),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            )?;
+            )
+            .map_err(named)?;
         }
         (Err(_), Some("devpts")) if !gid5_mapped || opts.data.contains("gid=") => {
             let data: Vec<&str> = opts
@@ -227,17 +215,64 @@ fn mount_one(m: &Mount, root: &Path, gid5_mapped: bool) -> Result<(), Error> {
             do_mount(source, &dest, fstype, first_flags, Some(&data.join(",")))?;
         }
         (Err(_), Some("mqueue")) => {
-            tracing::warn!("could not mount mqueue on {}; skipping", dest.display());
+            tracing::warn!("could not mount mqueue on {shown}; skipping");
         }
-        (Err(e), _) => return Err(e),
+        (Err(e), _) => return Err(named(e)),
     }
-    if opts.is_bind() && opts.flags.contains(MsFlags::MS_RDONLY) {
-        remount_ro(&dest, opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC))?;
-    }
-    if !opts.propagation.is_empty() {
-        do_mount(None, &dest, None, opts.propagation, None)?;
+    // The descriptor names what is now under the mount: the mount itself is reached by
+    // resolving the target again (inside the rootfs, as before).
+    drop(fd);
+    let ro = opts.is_bind() && opts.flags.contains(MsFlags::MS_RDONLY);
+    if ro || !opts.propagation.is_empty() {
+        let fd = inroot::open_or_create(root, m.destination(), kind)?;
+        let dest = inroot::fd_path(&fd);
+        if ro {
+            remount_ro(&dest, opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC)).map_err(named)?;
+        }
+        if !opts.propagation.is_empty() {
+            do_mount(None, &dest, None, opts.propagation, None).map_err(named)?;
+        }
     }
     Ok(())
+}
+
+/// Docker's copy-up: when the volume directory `source` is empty, what the image has at
+/// the mount point (`target`, already resolved inside the rootfs) is copied into it with
+/// owners and modes, the mount point's own owner and mode included. Only a directory of
+/// the rootfs's own filesystem below its root is copied: never the root itself (a
+/// symlink to `/`) nor what another mount (`/proc`, `/dev`) shows.
+fn copy_up_into(
+    root: BorrowedFd<'_>,
+    target: &OwnedFd,
+    source: &Path,
+    shown: &Path,
+) -> Result<(), Error> {
+    let (Ok(r), Ok(t)) = (nix::sys::stat::fstat(root), nix::sys::stat::fstat(target)) else {
+        return Ok(());
+    };
+    let is_dir = t.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    if !is_dir || r.st_dev != t.st_dev || r.st_ino == t.st_ino {
+        if is_dir {
+            tracing::warn!(
+                "no copy-up into the volume at {}: not a directory of the image",
+                shown.display()
+            );
+        }
+        return Ok(());
+    }
+    let empty = fs::read_dir(source)
+        .map_err(|e| Error::io(format!("read the volume {}", source.display()), e))?
+        .next()
+        .is_none();
+    if !empty {
+        return Ok(());
+    }
+    super::copy::copy_tree(&inroot::fd_path(target).join("."), source).map_err(|e| {
+        Error::Setup(format!(
+            "copying the image's {} into its volume: {e}",
+            shown.display()
+        ))
+    })
 }
 
 fn remount_ro(dest: &Path, extra: MsFlags) -> Result<(), Error> {
@@ -245,9 +280,33 @@ fn remount_ro(dest: &Path, extra: MsFlags) -> Result<(), Error> {
         None,
         dest,
         None,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra | locked_flags(dest),
         None,
     )
+}
+
+/// The flags of the mount at `dest` that a user namespace may not clear (a bind of a host
+/// directory on a `nosuid,nodev` filesystem): a remount must repeat them or gets EPERM.
+fn locked_flags(dest: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(st) = nix::sys::statvfs::statvfs(dest) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (have, set) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(have) {
+            out.insert(set);
+        }
+    }
+    out
 }
 
 fn populate_dev(dev: &Path) -> Result<(), Error> {
@@ -348,30 +407,6 @@ pub fn mask_and_protect(spec: &Spec) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secure_join_keeps_symlinks_inside_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        fs::create_dir_all(root.join("etc")).unwrap();
-        symlink("/etc", root.join("proc")).unwrap();
-        symlink("../../../../outside", root.join("up")).unwrap();
-        assert_eq!(secure_join(root, Path::new("/proc")), root.join("etc"));
-        assert_eq!(
-            secure_join(root, Path::new("/up/x")),
-            root.join("outside/x")
-        );
-        assert_eq!(secure_join(root, Path::new("/a/../b")), root.join("b"));
-    }
-
-    #[test]
-    fn secure_join_survives_symlink_loops() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        symlink("/loop", root.join("loop")).unwrap();
-        let p = secure_join(root, Path::new("/loop/x"));
-        assert!(p.starts_with(root));
-    }
 
     #[test]
     fn overlay_paths_are_escaped() {
