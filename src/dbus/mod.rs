@@ -22,7 +22,7 @@ pub const BUS_NAME: &str = "org.skiff.skiff1";
 /// The manager's object path.
 pub const MANAGER_PATH: &str = "/org/skiff/skiff1";
 /// The API version: bumped on every compatible addition.
-pub const API_VERSION: u32 = 4;
+pub const API_VERSION: u32 = 5;
 
 /// The object path of a container (64 hex digits need no escaping).
 pub fn container_path(id: &str) -> String {
