@@ -259,6 +259,7 @@ impl ContainerObject {
     /// "tree" (the stream holds one file or directory, placed by docker's cp rules) or
     /// "contents" (as tree, a directory's contents). Returns when done, with warnings
     /// (entries skipped).
+    #[zbus(out_args("warnings"))]
     async fn copy_to(
         &self,
         #[zbus(header)] hdr: Header<'_>,

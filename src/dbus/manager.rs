@@ -541,6 +541,7 @@ impl Manager {
             "save".into(),
             "pull".into(),
             "console-size".into(),
+            "copy".into(),
         ]
     }
 
