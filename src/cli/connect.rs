@@ -63,6 +63,8 @@ pub fn describe(e: &zbus::Error) -> String {
             zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_) => {
                 format!("skiffd is not running ({BUS_NAME} is not on the bus): {HOW_TO_START}")
             }
+            // skiffd's messages for bad arguments say what is wrong on their own.
+            zbus::fdo::Error::InvalidArgs(msg) => msg.clone(),
             other => other.to_string(),
         },
         other => other.to_string(),

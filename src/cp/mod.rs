@@ -30,9 +30,9 @@ pub enum Error {
     /// which and why.
     #[error("{0}")]
     Path(String),
-    /// The archive was refused or could not be extracted.
+    /// The archive could not be extracted (limits, I/O, owners).
     #[error(transparent)]
-    Archive(#[from] crate::image::Error),
+    Archive(crate::image::Error),
     /// Writing or reading a stream or file failed.
     #[error("{what}: {source}")]
     Io {
@@ -44,6 +44,21 @@ pub enum Error {
     /// Entering the container failed.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::Error),
+}
+
+impl From<crate::image::Error> for Error {
+    /// The unpacker's refusals in the words of a copy (it speaks of layers).
+    fn from(e: crate::image::Error) -> Error {
+        match e {
+            crate::image::Error::UnsafeEntry { path, reason } => Error::Path(format!(
+                "refusing archive entry {path:?}: {reason}; the copy stopped there"
+            )),
+            crate::image::Error::InvalidLayer { reason } => {
+                Error::Path(format!("invalid archive: {reason}"))
+            }
+            other => Error::Archive(other),
+        }
+    }
 }
 
 impl Error {
