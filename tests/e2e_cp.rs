@@ -135,6 +135,20 @@ fn cp_both_ways_with_a_running_container() {
     ok(&env, &["cp", "-a", p(&h_one(&env)), "box:/tmp/kept"]);
     let o = ok(&env, &["exec", "box", "stat", "-c", "%u", "/tmp/kept"]);
     assert_eq!(o.trim(), me.to_string());
+    // The whole root: its files, and /proc and /sys as empty mount points.
+    let root = env.dir.path().join("rootcopy");
+    ok(&env, &["cp", "box:/", p(&root)]);
+    assert!(fs::read_to_string(root.join("etc/passwd"))
+        .unwrap()
+        .contains("user:x:1000"));
+    assert_eq!(fs::read_to_string(root.join("tmp/one")).unwrap(), "one\n");
+    for empty in ["proc", "sys"] {
+        assert_eq!(
+            fs::read_dir(root.join(empty)).unwrap().count(),
+            0,
+            "{empty}"
+        );
+    }
     // What the container writes comes out.
     ok(&env, &["exec", "box", "sh", "-c", "echo made > /made"]);
     let dest = env.dir.path().join("made");

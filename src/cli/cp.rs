@@ -191,6 +191,8 @@ async fn copy_out(
     let contents = rules::wants_contents(path);
     let refused: Arc<Mutex<Option<String>>> = Arc::default();
     let why = refused.clone();
+    let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = started.clone();
     let dest_owned = dest.to_string();
     let (r, w) = pipe()?;
     let reader = std::thread::spawn(move || {
@@ -202,6 +204,7 @@ async fn copy_out(
         extract_placed(
             File::from(r),
             move |is_dir| {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
                 let src = Source { is_dir, contents };
                 rules::place(&src, &dest_owned, state)
                     .map(|p| (p.dir, p.rename))
@@ -222,6 +225,12 @@ async fn copy_out(
         .unwrap_or_else(|_| Err(crate::cp::Error::Path("the archive reader panicked".into())));
     if let Some(msg) = refused.lock().ok().and_then(|g| g.clone()) {
         return Err(Failure::msg(msg));
+    }
+    // Once entries arrived, a failure here is the cause (skiffd then only saw the pipe
+    // close); before, skiffd's error says why nothing came.
+    let started = started.load(std::sync::atomic::Ordering::SeqCst);
+    if let (true, Err(e)) = (started, &extracted) {
+        return Err(Failure::msg(e.to_string()));
     }
     res.map_err(|e| fail(e, 1))?;
     let stats = extracted.map_err(|e| Failure::msg(e.to_string()))?;

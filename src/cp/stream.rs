@@ -33,17 +33,40 @@ pub fn write_tree<W: Write>(
     let mut b = Builder::new(out);
     b.follow_symlinks(false);
     append(&mut b, path, name, &meta, owner)?;
-    if meta.is_dir() {
-        walk(&mut b, path, name, owner)?;
+    if meta.is_dir() && !is_kernel_fs(path) {
+        walk(&mut b, path, name, meta.dev(), owner)?;
     }
     b.into_inner()
         .map_err(|e| Error::io("finishing the archive", e))
+}
+
+/// Whether `path` is on a kernel filesystem that shows the system rather than files
+/// (`/proc`, `/sys`, `/dev/pts`, cgroups, …): a copy keeps such mount points as empty
+/// directories, as docker's copy of a container's root filesystem does.
+fn is_kernel_fs(path: &Path) -> bool {
+    use nix::sys::statfs as st;
+    let Ok(fs) = st::statfs(path) else {
+        return false;
+    };
+    [
+        st::PROC_SUPER_MAGIC,
+        st::SYSFS_MAGIC,
+        st::DEVPTS_SUPER_MAGIC,
+        st::CGROUP_SUPER_MAGIC,
+        st::CGROUP2_SUPER_MAGIC,
+        st::SECURITYFS_MAGIC,
+        st::DEBUGFS_MAGIC,
+        st::TRACEFS_MAGIC,
+        st::BPF_FS_MAGIC,
+    ]
+    .contains(&fs.filesystem_type())
 }
 
 fn walk<W: Write>(
     b: &mut Builder<W>,
     dir: &Path,
     name: &Path,
+    dev: u64,
     owner: Option<(u64, u64)>,
 ) -> Result<(), Error> {
     let mut children: Vec<_> = fs::read_dir(dir)
@@ -59,8 +82,8 @@ fn walk<W: Write>(
             continue;
         };
         append(b, &p, &n, &meta, owner)?;
-        if meta.is_dir() {
-            walk(b, &p, &n, owner)?;
+        if meta.is_dir() && (meta.dev() == dev || !is_kernel_fs(&p)) {
+            walk(b, &p, &n, meta.dev(), owner)?;
         }
     }
     Ok(())
