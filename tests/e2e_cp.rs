@@ -260,6 +260,21 @@ fn cp_tar_streams_on_stdin_and_stdout() {
         ],
     );
     assert_eq!(o, "x\ny\n1000:1000 640\n0:0 640\n");
+    // Owners the container does not map.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_uid(4_000_000);
+    h.set_gid(0);
+    b.append_data(&mut h, "unmapped", std::io::empty()).unwrap();
+    let o = with_stdin(&env, &["cp", "-", "box:/tmp"], &b.into_inner().unwrap());
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("owner 4000000:0: the container's user namespace does not map"),
+        "{}",
+        stderr(&o)
+    );
     // Into something that is not a directory.
     let o = with_stdin(&env, &["cp", "-", "box:/etc/passwd"], &bytes);
     assert!(!o.status.success());

@@ -149,7 +149,7 @@ fn run(direction: &Direction) -> Outcome {
     };
     match result {
         Ok(warnings) => Outcome::Ok { warnings },
-        Err(e @ (Error::Path(_) | Error::Archive(_))) => Outcome::Refused(e.to_string()),
+        Err(e @ Error::Path(_)) => Outcome::Refused(e.to_string()),
         Err(e) => Outcome::Failed(e.to_string()),
     }
 }

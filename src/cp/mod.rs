@@ -56,6 +56,15 @@ impl From<crate::image::Error> for Error {
             crate::image::Error::InvalidLayer { reason } => {
                 Error::Path(format!("invalid archive: {reason}"))
             }
+            crate::image::Error::UnmappedOwner { path, uid, gid } => Error::Path(format!(
+                "cannot give {path:?} the owner {uid}:{gid}: the container's user namespace \
+                 does not map that id; copy without -a, or give the archive's files owners \
+                 the container has"
+            )),
+            crate::image::Error::LimitExceeded { what, limit } => Error::Path(format!(
+                "the archive exceeds the {what} limit of {limit} (skiffd's environment: \
+                 SKIFF_LAYER_MAX_ENTRIES, SKIFF_LAYER_MAX_BYTES)"
+            )),
             other => Error::Archive(other),
         }
     }
