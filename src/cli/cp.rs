@@ -138,6 +138,7 @@ async fn copy_in(
     let (r, w) = pipe()?;
     let (from, top) = (trimmed.to_string(), top_name(src));
     let writer = std::thread::spawn(move || {
+        crate::cp::stream::block_sigpipe();
         write_tree(File::from(w), Path::new(&from), &top, follow, owner).map(drop)
     });
     let o = opts(vec![("mode", Value::from(mode))])?;

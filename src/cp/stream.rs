@@ -138,7 +138,10 @@ pub fn extract_placed<R: Read + Send + 'static>(
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::io("pipe", e.into()))?;
     let (tx, rx) = std::sync::mpsc::channel();
-    let writer = std::thread::spawn(move || rebase(input, File::from(w), decide, tx));
+    let writer = std::thread::spawn(move || {
+        block_sigpipe();
+        rebase(input, File::from(w), decide, tx)
+    });
     let extracted = match rx.recv() {
         Ok(dir) => Some(unpack_layer(File::from(r), &dir, opts)),
         Err(_) => {
@@ -153,6 +156,17 @@ pub fn extract_placed<R: Read + Send + 'static>(
         (Err(e), _) => Err(e),
         (Ok(()), Some(r)) => Ok(r?),
         (Ok(()), None) => Err(Error::Path("the archive holds no entry".into())),
+    }
+}
+
+/// Blocks SIGPIPE in the calling thread: a write to a pipe whose reader is gone then
+/// fails with EPIPE in this thread instead of killing the process (whose SIGPIPE may be
+/// the default action, as in the CLI).
+pub fn block_sigpipe() {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGPIPE);
+    if let Err(e) = set.thread_block() {
+        tracing::warn!("cannot block SIGPIPE in the archive thread: {e}");
     }
 }
 
