@@ -50,7 +50,7 @@ pub fn unpack_main(dest: &Path) -> i32 {
                 .and_then(|opts| image::unpack_layer(std::io::stdin().lock(), &dest, &opts))
             {
                 Ok(stats) => UnpackResult::Ok(stats),
-                Err(e) => UnpackResult::Err(e.to_string()),
+                Err(e) => UnpackResult::Err(without_staging_paths(&e.to_string(), &dest)),
             };
             let ok = matches!(res, UnpackResult::Ok(_));
             let mut out = std::io::stdout().lock();
@@ -72,6 +72,23 @@ pub fn unpack_main(dest: &Path) -> i32 {
             1
         }
     }
+}
+
+/// `msg` with the paths inside the extraction directory `dest` made relative to it (the
+/// staging directory is skiff's business; the user knows the layer's entry names).
+pub fn without_staging_paths(msg: &str, dest: &Path) -> String {
+    let mut out = msg.to_string();
+    let mut prefixes = vec![dest.to_path_buf()];
+    if let Some(parent) = dest.parent() {
+        prefixes.push(parent.to_path_buf());
+    }
+    for p in prefixes {
+        let p = p.display().to_string();
+        if p.len() > 1 {
+            out = out.replace(&format!("{p}/"), "").replace(&p, ".");
+        }
+    }
+    out
 }
 
 /// `__remove`: returns the process exit code; failures are printed on stderr.

@@ -1,5 +1,5 @@
 //! Process helpers: pidfds (a handle on a process that cannot be confused with a later
-//! process of the same pid) and reading a process's command line.
+//! process of the same pid), reading a process's command line, and signal names.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -25,6 +25,27 @@ pub fn cmdline(pid: i32) -> Option<Vec<String>> {
             .collect(),
     )
 }
+
+/// A signal's number from a name (`SIGQUIT`, `QUIT`, any case) or a number; `None` if it
+/// names no signal. The one parser of signals a user gives (`run --stop-signal`, `kill -s`,
+/// an image's STOPSIGNAL).
+pub fn signal_number(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).ok().map(|s| s as i32);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+/// What a bad signal is told: how to write a good one.
+pub const SIGNAL_HINT: &str = "use a signal name (SIGTERM, TERM) or number (15)";
 
 #[cfg(test)]
 mod tests {

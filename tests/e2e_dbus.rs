@@ -148,3 +148,131 @@ fn removing_a_running_container_needs_force() {
     assert!(rmf.status.success(), "{}", stderr(&rmf));
     assert!(!stdout(&env.skiff(&["ps", "-a"])).contains("sleeper"));
 }
+
+/// Item 3 of issue 12: on a bus that admits other users, another uid gets nothing out of
+/// skiffd, whatever it calls: skiff's methods, `Properties` Get/GetAll/Set,
+/// `ObjectManager.GetManagedObjects`, `Introspect`, `Peer`, `Job.Wait`, on any path.
+///
+/// The other uid is real, without root: `unshare` runs the client as our first subordinate
+/// uid through newuidmap, so the bus (SO_PEERCRED) sees a different uid (see
+/// `Env::new_shared_bus` and `Env::as_other_uid`). The client is gdbus, a generic client
+/// that prints the error's name (busctl prints only the message).
+#[test]
+fn another_uid_is_refused_every_message() {
+    let env = Env::new_shared_bus();
+    let run = env.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "private-name",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "echo topsecret-argument; sleep 1000",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let id = stdout(&run).trim().to_string();
+    let cpath = format!("/org/skiff/skiff1/container/{id}");
+    // The owner reads all of it (so a refusal below is not a missing object).
+    let own = call(
+        &env,
+        &cpath,
+        "org.freedesktop.DBus.Properties.GetAll",
+        &["org.skiff.skiff1.Container"],
+    );
+    assert!(own.contains("private-name"), "{own}");
+    call(
+        &env,
+        "/org/skiff/skiff1/job/1",
+        "org.skiff.skiff1.Job.Wait",
+        &[],
+    );
+
+    let other = |dest: &str, path: &str, method: &str, args: &[&str]| {
+        let mut c = env.as_other_uid("gdbus");
+        c.args(["call", "--timeout", "60", "--address", &env.address])
+            .args(["--dest", dest, "--object-path", path, "--method", method])
+            .args(args);
+        c.output().unwrap()
+    };
+    // The other client is on the bus, as another uid (else the refusals prove nothing).
+    let bus = "org.freedesktop.DBus";
+    let me = other(
+        bus,
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus.GetId",
+        &[],
+    );
+    assert!(me.status.success(), "{}", stderr(&me));
+
+    let iface = "org.skiff.skiff1.Container";
+    let cases: Vec<(&str, &str, Vec<&str>)> = vec![
+        (
+            &cpath,
+            "org.freedesktop.DBus.Properties.Get",
+            vec![iface, "Name"],
+        ),
+        (
+            &cpath,
+            "org.freedesktop.DBus.Properties.GetAll",
+            vec![iface],
+        ),
+        (
+            &cpath,
+            "org.freedesktop.DBus.Properties.Set",
+            vec![iface, "Name", "<'x'>"],
+        ),
+        (
+            "/org/skiff/skiff1",
+            "org.freedesktop.DBus.ObjectManager.GetManagedObjects",
+            vec![],
+        ),
+        (
+            "/org/skiff/skiff1",
+            "org.freedesktop.DBus.Introspectable.Introspect",
+            vec![],
+        ),
+        (
+            &cpath,
+            "org.freedesktop.DBus.Introspectable.Introspect",
+            vec![],
+        ),
+        ("/", "org.freedesktop.DBus.Peer.GetMachineId", vec![]),
+        (
+            "/org/skiff/skiff1/job/1",
+            "org.skiff.skiff1.Job.Wait",
+            vec![],
+        ),
+        (&cpath, "org.skiff.skiff1.Container.Inspect", vec![]),
+        (
+            "/org/skiff/skiff1",
+            "org.skiff.skiff1.Manager.GetContainer",
+            vec!["private-name"],
+        ),
+        (
+            "/no/such/path",
+            "org.freedesktop.DBus.Introspectable.Introspect",
+            vec![],
+        ),
+    ];
+    for (path, method, args) in cases {
+        let out = other("org.skiff.skiff1", path, method, &args);
+        let (o, e) = (stdout(&out), stderr(&out));
+        assert!(
+            !out.status.success(),
+            "{method} on {path} answered another uid: {o}"
+        );
+        assert!(
+            e.contains("GDBus.Error:org.freedesktop.DBus.Error.AccessDenied:"),
+            "{method} on {path}: {e}"
+        );
+        for secret in ["private-name", "topsecret", &id[..12]] {
+            assert!(
+                !o.contains(secret) && !e.contains(secret),
+                "{method} leaked {secret}: {o}{e}"
+            );
+        }
+    }
+    // Refused, yet still running and unchanged for its owner.
+    assert_eq!(env.inspect("private-name")["State"]["Status"], "running");
+}

@@ -3,14 +3,19 @@
 use clap::Parser;
 
 fn main() {
-    let cli = skiff::cli::Cli::parse();
+    let cli = match skiff::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => skiff::cli::output::clap_exit(e),
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("skiff: Error: cannot start the async runtime: {e}");
+            skiff::cli::output::err_line(format_args!(
+                "skiff: Error: cannot start the async runtime: {e}"
+            ));
             std::process::exit(125);
         }
     };

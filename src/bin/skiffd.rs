@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// skiffd — rootless containers for one user, served on D-Bus as org.skiff.skiff1.
 #[derive(Debug, Parser)]
@@ -28,6 +27,9 @@ struct Args {
     /// Log filter (tracing's EnvFilter syntax, e.g. debug or skiff=trace); RUST_LOG works too.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// For tests: die (SIGKILL) at this point of a container's start.
+    #[arg(long, value_name = "POINT", hide = true)]
+    crash_at: Option<String>,
     #[command(subcommand)]
     helper: Option<Helper>,
 }
@@ -83,7 +85,12 @@ fn main() {
         std::process::exit(1);
     }
     let args = Args::parse();
-    // Helpers must stay single-threaded (they fork): no runtime, no logging threads.
+    // Helpers must stay single-threaded (they fork): no runtime, no logging threads
+    // (the logger writes each line itself). They log to the daemon's log (see
+    // skiff::logging).
+    if let Some(h) = &args.helper {
+        skiff::logging::init_helper(matches!(h, Helper::FuseMount { .. }));
+    }
     match &args.helper {
         Some(Helper::Monitor { bundle }) => std::process::exit(skiff::monitor::main(bundle)),
         Some(Helper::Unpack { dest }) => std::process::exit(skiff::helpers::unpack_main(dest)),
@@ -122,10 +129,7 @@ fn main() {
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    skiff::logging::init_daemon(&filter);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -145,6 +149,9 @@ fn main() {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    if let Some(point) = &args.crash_at {
+        skiff::daemon::strays::set_crash_point(point).map_err(anyhow::Error::msg)?;
+    }
     let exe = std::env::current_exe().context("cannot find the skiffd executable")?;
     let paths = skiff::paths::Paths::from_env();
     let (driver, driver_reason) = match args.storage_driver {

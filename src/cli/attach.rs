@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use futures_util::StreamExt;
 use nix::errno::Errno;
 use nix::sys::socket::MsgFlags;
 use tokio::io::unix::AsyncFd;
@@ -296,7 +295,7 @@ pub async fn attach_to(c: &ContainerProxy<'_>, opts: SessionOpts<'_>) -> Result<
 pub async fn run_tty(
     conn: &Connection,
     mgr: &crate::dbus::proxy::ManagerProxy<'_>,
-    mut events: crate::dbus::proxy::EventStream,
+    mut endings: super::ending::Endings,
     args: &super::CreateArgs,
     rm: bool,
 ) -> Result<i32, Failure> {
@@ -335,22 +334,22 @@ pub async fn run_tty(
     };
     // The exit code (when the session did not bring it) and, with --rm, the removal.
     let mut died = code;
-    while let Some(sig) = events.next().await {
-        let Ok(a) = sig.args() else { continue };
-        if *a.id() != id.as_str() || *a.typ() != "container" {
-            continue;
-        }
-        match *a.action() {
-            "die" => {
-                if died.is_none() {
-                    died = a.attributes().get("exitCode").and_then(|c| c.parse().ok());
-                }
+    let waited = super::ending::wait_call(&target, rm);
+    tokio::pin!(waited);
+    loop {
+        let ending = tokio::select! {
+            c = &mut waited => return Ok(died.unwrap_or(c)),
+            ev = endings.next_for(&id) => match ev { Some(ev) => ev, None => break },
+        };
+        match ending {
+            super::ending::Ending::Died(c) => {
+                died.get_or_insert(c);
                 if !rm {
                     break;
                 }
             }
-            "destroy" if rm => break,
-            _ => {}
+            super::ending::Ending::Destroyed if rm => break,
+            super::ending::Ending::Destroyed => {}
         }
     }
     died.ok_or_else(|| Failure {

@@ -63,9 +63,10 @@ pub fn describe(e: &zbus::Error) -> String {
             zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_) => {
                 format!("skiffd is not running ({BUS_NAME} is not on the bus): {HOW_TO_START}")
             }
-            // skiffd's messages for bad arguments say what is wrong on their own.
-            zbus::fdo::Error::InvalidArgs(msg) => msg.clone(),
-            other => other.to_string(),
+            // A standard error (InvalidArgs, AccessDenied, …): its message says it all.
+            other => zbus::DBusError::description(other)
+                .map(str::to_string)
+                .unwrap_or_else(|| other.to_string()),
         },
         other => other.to_string(),
     }
@@ -75,6 +76,7 @@ pub fn describe(e: &zbus::Error) -> String {
 pub fn error_name(e: &zbus::Error) -> Option<String> {
     match e {
         zbus::Error::MethodError(name, _, _) => Some(name.as_str().to_string()),
+        zbus::Error::FDO(fdo) => Some(zbus::DBusError::name(fdo.as_ref()).to_string()),
         _ => None,
     }
 }

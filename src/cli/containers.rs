@@ -1,9 +1,9 @@
 //! Container commands: run, create, start, wait, rm, inspect, ps.
 
+use super::output::{errln, outln};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 
-use futures_util::StreamExt;
 use zbus::{Connection, OwnedVariant, Variant};
 
 use super::connect::{error_name, fail};
@@ -15,8 +15,16 @@ fn ov<'a>(v: impl Into<Variant<'a>>) -> Result<OwnedVariant, Failure> {
     OwnedVariant::try_from(v.into()).map_err(|e| Failure::msg(format!("encoding the config: {e}")))
 }
 
-/// The `a{sv}` config for `args`.
+/// The `a{sv}` config for `args`; a bad flag fails with docker's 125, as every other
+/// failure of `run`/`create` before the command runs.
 pub(super) fn config(
+    args: &CreateArgs,
+    auto_remove: bool,
+) -> Result<HashMap<&'static str, OwnedVariant>, Failure> {
+    build_config(args, auto_remove).map_err(|f| Failure { code: 125, ..f })
+}
+
+fn build_config(
     args: &CreateArgs,
     auto_remove: bool,
 ) -> Result<HashMap<&'static str, OwnedVariant>, Failure> {
@@ -188,14 +196,16 @@ pub async fn run(
             .run_container(cfg, HashMap::new(), 0)
             .await
             .map_err(run_failure)?;
-        println!("{id}");
+        outln!("{id}");
         return Ok(0);
     }
     // Subscribe before the call: the container may exit before the reply arrives, and
-    // signals sent during the call are delivered before its reply.
-    let mut events = mgr.receive_event().await.map_err(run_failure)?;
+    // signals sent during the call are delivered before its reply. Drained at once (see
+    // `ending`).
+    let events = mgr.receive_event().await.map_err(run_failure)?;
+    let mut endings = super::ending::Endings::drain(events);
     if args.tty {
-        return super::attach::run_tty(conn, &mgr, events, &args, rm).await;
+        return super::attach::run_tty(conn, &mgr, endings, &args, rm).await;
     }
     let cfg = config(&args, rm)?;
     let null;
@@ -222,55 +232,58 @@ pub async fn run(
     } else {
         None
     };
-    let (id, path) = mgr
-        .run_container(cfg, fds, flags)
-        .await
-        .map_err(run_failure)?;
+    // A signal during the call ends the CLI: there is no container to forward it to
+    // yet, and skiffd kills the container when we go.
+    let (id, path) = tokio::select! {
+        r = mgr.run_container(cfg, fds, flags) => r.map_err(run_failure)?,
+        Some(signo) = next_signal(&mut proxy) => return Ok(128 + signo),
+    };
     let target = ContainerProxy::builder(conn)
         .path(path)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
-        .ok();
+        .map_err(run_failure)?;
+    let waited = super::ending::wait_call(&target, rm);
+    tokio::pin!(waited);
     let mut code = None;
     let mut interrupts = 0;
+    let mut terms = 0;
     loop {
-        let sig = tokio::select! {
-            ev = events.next() => match ev { Some(ev) => ev, None => break },
+        let ending = tokio::select! {
+            c = &mut waited => return Ok(c),
+            ev = endings.next_for(&id) => match ev { Some(ev) => ev, None => break },
             Some(signo) = next_signal(&mut proxy) => {
-                if signo == libc::SIGINT {
-                    interrupts += 1;
-                    if interrupts >= 2 {
-                        // A second Ctrl-C: leave; skiffd kills the container when we go.
-                        eprintln!("skiff: interrupted twice: stopping the container");
-                        return Ok(130);
-                    }
+                let twice = match signo {
+                    libc::SIGINT => { interrupts += 1; interrupts >= 2 }
+                    libc::SIGTERM => { terms += 1; terms >= 2 }
+                    _ => false,
+                };
+                if twice {
+                    // A second Ctrl-C or SIGTERM: leave; skiffd kills the container when
+                    // we go.
+                    errln!("skiff: signalled twice: stopping the container");
+                    return Ok(128 + signo);
                 }
-                if let Some(t) = &target {
-                    let _ = t.kill("main", signo).await;
+                if target.kill("main", signo).await.is_err()
+                    && matches!(signo, libc::SIGINT | libc::SIGTERM)
+                {
+                    // Nothing runs to take it: the container is ending or gone.
+                    return Ok(code.unwrap_or(128 + signo));
                 }
                 continue;
             }
         };
-        let Ok(a) = sig.args() else { continue };
-        if *a.id() != id.as_str() || *a.typ() != "container" {
-            continue;
-        }
-        match *a.action() {
-            "die" => {
-                code = Some(
-                    a.attributes()
-                        .get("exitCode")
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(125),
-                );
+        match ending {
+            super::ending::Ending::Died(c) => {
+                code = Some(c);
                 if !rm {
                     break;
                 }
             }
             // With --rm, return once nothing of the container is left.
-            "destroy" if rm => break,
-            _ => {}
+            super::ending::Ending::Destroyed if rm => break,
+            super::ending::Ending::Destroyed => {}
         }
     }
     code.ok_or_else(|| Failure {
@@ -288,7 +301,7 @@ pub async fn create(conn: &Connection, args: CreateArgs) -> Result<i32, Failure>
         .create_container(config(&args, false)?, 0)
         .await
         .map_err(|e| fail(e, 125))?;
-    println!("{id}");
+    outln!("{id}");
     Ok(0)
 }
 
@@ -320,7 +333,7 @@ where
             Err(e) => Err(e),
         };
         if let Err(e) = r {
-            eprintln!("skiff: Error: {}", super::connect::describe(&e));
+            errln!("skiff: Error: {}", super::connect::describe(&e));
             code = 1;
         }
     }
@@ -357,7 +370,7 @@ pub async fn start_attached(
 pub async fn start(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
     each(conn, names, |c, name| async move {
         c.start(HashMap::new(), 0).await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -367,7 +380,7 @@ pub async fn start(conn: &Connection, names: &[String]) -> Result<i32, Failure> 
 pub async fn wait(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
     each(conn, names, |c, _| async move {
         let (code, _) = c.wait("not-running").await?;
-        println!("{code}");
+        outln!("{code}");
         Ok(())
     })
     .await
@@ -378,7 +391,7 @@ pub async fn rm(conn: &Connection, names: &[String], force: bool) -> Result<i32,
     each(conn, names, |c, name| async move {
         c.remove(if force { crate::dbus::REMOVE_FORCE } else { 0 })
             .await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -400,13 +413,13 @@ pub async fn inspect(conn: &Connection, names: &[String]) -> Result<i32, Failure
                 Err(e) => return Err(Failure::msg(format!("bad JSON from skiffd: {e}"))),
             },
             Err(e) => {
-                eprintln!("skiff: Error: {}", super::connect::describe(&e));
+                errln!("skiff: Error: {}", super::connect::describe(&e));
                 code = 1;
             }
         }
     }
     let text = serde_json::to_string_pretty(&out).map_err(|e| Failure::msg(e.to_string()))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(code)
 }
 
@@ -441,7 +454,7 @@ pub async fn ps(
             .await
             .map_err(|e| fail(e, 1))?;
         for (id, ..) in &list {
-            println!("{}", &id[..12.min(id.len())]);
+            outln!("{}", &id[..12.min(id.len())]);
         }
         return Ok(0);
     }
@@ -487,7 +500,7 @@ pub async fn ps(
                 "CreatedAt": crate::timefmt::rfc3339(created), "State": state,
                 "Status": status, "Ports": ports, "Names": name,
             });
-            println!("{line}");
+            outln!("{line}");
             continue;
         }
         let mut command = format!("\"{command}\"");
@@ -574,9 +587,9 @@ pub async fn port(conn: &Connection, name: &str, filter: Option<&str>) -> Result
     let mut shown = 0;
     for (key, host) in &list {
         match &want {
-            Some(w) if w == key => println!("{host}"),
+            Some(w) if w == key => outln!("{host}"),
             Some(_) => continue,
-            None => println!("{key} -> {host}"),
+            None => outln!("{key} -> {host}"),
         }
         shown += 1;
     }

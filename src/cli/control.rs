@@ -1,8 +1,8 @@
 //! Commands on running containers: stop, kill, restart, rename, logs, and the event stream.
 
+use super::output::outln;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::str::FromStr;
 
 use futures_util::StreamExt;
 use zbus::{Connection, OwnedVariant, Variant};
@@ -14,20 +14,12 @@ use crate::timefmt::{now_us, parse_rfc3339, rfc3339};
 
 /// A signal by name (`KILL`, `SIGKILL`) or number.
 pub fn parse_signal(s: &str) -> Result<i32, Failure> {
-    if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n)
-            .map(|sig| sig as i32)
-            .map_err(|_| Failure::msg(format!("invalid signal number {n}")));
-    }
-    let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") {
-        name
-    } else {
-        format!("SIG{name}")
-    };
-    nix::sys::signal::Signal::from_str(&name)
-        .map(|sig| sig as i32)
-        .map_err(|_| Failure::msg(format!("invalid signal {s:?}")))
+    crate::procutil::signal_number(s).ok_or_else(|| {
+        Failure::msg(format!(
+            "invalid signal {s:?}: {}",
+            crate::procutil::SIGNAL_HINT
+        ))
+    })
 }
 
 fn timeout_us(secs: Option<u64>) -> u64 {
@@ -39,7 +31,7 @@ fn timeout_us(secs: Option<u64>) -> u64 {
 pub async fn stop(conn: &Connection, names: &[String], time: Option<u64>) -> Result<i32, Failure> {
     each(conn, names, |c, name| async move {
         c.stop(timeout_us(time), 0).await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -50,7 +42,7 @@ pub async fn kill(conn: &Connection, names: &[String], signal: &str) -> Result<i
     let sig = parse_signal(signal)?;
     each(conn, names, |c, name| async move {
         c.kill("main", sig).await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -64,7 +56,7 @@ pub async fn restart(
 ) -> Result<i32, Failure> {
     each(conn, names, |c, name| async move {
         c.restart(timeout_us(time), 0).await?;
-        println!("{name}");
+        outln!("{name}");
         Ok(())
     })
     .await
@@ -217,12 +209,12 @@ pub async fn events(conn: &Connection, filters: &[String], format: &str) -> Resu
                 "Actor": {"ID": id, "Attributes": attrs},
                 "time": time / 1_000_000, "timeNano": time as u128 * 1000,
             });
-            println!("{line}");
+            outln!("{line}");
         } else {
             let mut keys: Vec<_> = attrs.iter().collect();
             keys.sort();
             let attrs: Vec<String> = keys.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!(
+            outln!(
                 "{} {typ} {action} {id} ({})",
                 rfc3339(time),
                 attrs.join(", ")

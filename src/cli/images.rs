@@ -1,6 +1,7 @@
 //! Image commands: images, import, load, save, tag, rmi, inspect, history, prune, and
 //! `info`.
 
+use super::output::{errln, outln};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 
@@ -59,13 +60,18 @@ pub async fn import(conn: &Connection, args: &ImportArgs) -> Result<i32, Failure
         .follow(conn, &job, Some("tarball"), !args.quiet)
         .await?;
     if end.result != "done" {
-        return Err(Failure::msg(end.detail));
+        let input = if file == "-" {
+            "the tarball on stdin".to_string()
+        } else {
+            file.to_string()
+        };
+        return Err(Failure::msg(format!("importing {input}: {}", end.detail)));
     }
     let path = mgr
         .get_image(&args.reference)
         .await
         .map_err(|e| fail(e, 1))?;
-    println!("sha256:{}", id_of(&path));
+    outln!("sha256:{}", id_of(&path));
     Ok(0)
 }
 
@@ -98,11 +104,15 @@ pub async fn load(conn: &Connection, args: &LoadArgs) -> Result<i32, Failure> {
         .await?;
     let (result, ids) = (end.result, end.detail);
     if result != "done" {
-        return Err(Failure::msg(ids));
+        let input = match &args.input {
+            Some(f) if f != "-" => f.clone(),
+            _ => "the archive on stdin".to_string(),
+        };
+        return Err(Failure::msg(format!("loading {input}: {ids}")));
     }
     for id in ids.split(',').filter(|s| !s.is_empty()) {
         if args.quiet {
-            println!("sha256:{id}");
+            outln!("sha256:{id}");
             continue;
         }
         let tags = image_proxy(conn, id)
@@ -111,10 +121,10 @@ pub async fn load(conn: &Connection, args: &LoadArgs) -> Result<i32, Failure> {
             .await
             .unwrap_or_default();
         if tags.is_empty() {
-            println!("Loaded image: sha256:{id}");
+            outln!("Loaded image: sha256:{id}");
         }
         for t in tags {
-            println!("Loaded image: {t}");
+            outln!("Loaded image: {t}");
         }
     }
     Ok(0)
@@ -181,8 +191,9 @@ pub async fn tag(conn: &Connection, args: &TagArgs) -> Result<i32, Failure> {
 fn print_pairs(pairs: &[(String, String)]) {
     for (what, v) in pairs {
         match what.as_str() {
-            "untagged" => println!("Untagged: {v}"),
-            _ => println!("Deleted: sha256:{v}"),
+            "untagged" => outln!("Untagged: {v}"),
+            "deleted" => outln!("Deleted: sha256:{v}"),
+            _ => {}
         }
     }
 }
@@ -197,7 +208,7 @@ pub async fn rmi(conn: &Connection, args: &RmiArgs) -> Result<i32, Failure> {
         match mgr.remove_image(i, u64::from(args.force)).await {
             Ok(pairs) => print_pairs(&pairs),
             Err(e) => {
-                eprintln!("skiff: Error: {}", super::connect::describe(&e));
+                errln!("skiff: Error: {}", super::connect::describe(&e));
                 code = 1;
             }
         }
@@ -215,6 +226,15 @@ pub async fn prune(conn: &Connection, args: &PruneArgs) -> Result<i32, Failure> 
         .await
         .map_err(|e| fail(e, 1))?;
     print_pairs(&pairs);
+    let reclaimed = pairs
+        .iter()
+        .find(|(what, _)| what == "reclaimed")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    println!(
+        "Total reclaimed space: {}",
+        super::table::human_size(reclaimed)
+    );
     Ok(0)
 }
 
@@ -236,7 +256,7 @@ pub async fn inspect(conn: &Connection, args: &InspectArgs) -> Result<i32, Failu
         out.push(v);
     }
     let text = serde_json::to_string_pretty(&out).map_err(|e| Failure::msg(e.to_string()))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(0)
 }
 
@@ -252,7 +272,7 @@ pub async fn history(conn: &Connection, args: &HistoryArgs) -> Result<i32, Failu
         .await
         .map_err(|e| fail(e, 1))?;
     if args.format == "json" {
-        println!("{text}");
+        outln!("{text}");
         return Ok(0);
     }
     let entries: Vec<serde_json::Value> =
@@ -292,7 +312,7 @@ pub async fn list(conn: &Connection, args: &ImagesArgs) -> Result<i32, Failure> 
             })
             .collect();
         let text = serde_json::to_string_pretty(&v).map_err(|e| Failure::msg(e.to_string()))?;
-        println!("{text}");
+        outln!("{text}");
         return Ok(0);
     } else if args.format != "table" {
         return Err(Failure::msg(format!(
@@ -305,7 +325,7 @@ pub async fn list(conn: &Connection, args: &ImagesArgs) -> Result<i32, Failure> 
     for (id, tags, created, size, _) in images {
         let short = id[..12.min(id.len())].to_string();
         if quiet {
-            println!("{short}");
+            outln!("{short}");
             continue;
         }
         let tags = if tags.is_empty() {
@@ -363,6 +383,6 @@ pub async fn info(conn: &Connection) -> Result<i32, Failure> {
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 1))?;
-    println!("{}", mgr.info().await.map_err(|e| fail(e, 1))?);
+    outln!("{}", mgr.info().await.map_err(|e| fail(e, 1))?);
     Ok(0)
 }

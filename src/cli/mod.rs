@@ -1,20 +1,26 @@
 //! The `skiff` command line: a thin D-Bus client of skiffd. Every command is one or two
-//! calls on the API; flag names and output columns follow docker's.
+//! calls on the API; flag names and output columns follow docker's. Output goes through
+//! `output` (a closed stdout ends skiff quietly), never `println!`.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod attach;
 pub mod connect;
 pub mod containers;
 pub mod control;
 pub mod cp;
+pub mod ending;
 pub mod exec;
 pub mod image_args;
 pub mod images;
+pub mod output;
 pub mod progress;
 pub mod pull;
 pub mod table;
 pub mod tty;
 
 use clap::{Args, Parser, Subcommand};
+use output::errln;
 
 /// skiff — rootless containers, served by your own skiffd over D-Bus.
 #[derive(Debug, Parser)]
@@ -396,7 +402,7 @@ pub async fn run(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("skiff: Error: {}", f.message);
+            errln!("skiff: Error: {}", f.message);
             f.code
         }
     }

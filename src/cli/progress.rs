@@ -104,6 +104,9 @@ impl JobWatcher {
             bars.props_signal(&msg, path);
         }
         bars.finish(result == "done");
+        for w in job.warnings().await.unwrap_or_default() {
+            eprintln!("WARNING: {w}");
+        }
         if result == "cancelled" {
             return Err(Failure {
                 message: "cancelled: no image was recorded".into(),

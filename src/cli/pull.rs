@@ -1,6 +1,7 @@
 //! `skiff pull`: one progress bar per blob (see [`super::progress`]), a summary, then
 //! the image id on stdout.
 
+use super::output::{errln, outln};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -78,19 +79,19 @@ pub async fn pull(conn: &Connection, args: PullArgs) -> Result<i32, Failure> {
         return Err(Failure::msg(end.detail));
     }
     if args.quiet {
-        println!("{}", end.detail);
+        outln!("{}", end.detail);
         return Ok(0);
     }
     let job = job_proxy(conn, &job_path).await?;
     let skipped = job.blobs_skipped().await.unwrap_or(0);
     let bytes = job.bytes_done().await.unwrap_or(0);
     let digest = job.digest().await.unwrap_or_default();
-    eprintln!(
+    errln!(
         "Fetched {} blob(s) ({}), skipped {skipped} already present",
         end.fetched,
         table::human_size(bytes)
     );
-    eprintln!("Digest: {digest}");
-    println!("{}", end.detail);
+    errln!("Digest: {digest}");
+    outln!("{}", end.detail);
     Ok(0)
 }

@@ -1,5 +1,7 @@
 //! Docker-style aligned tables and human sizes.
 
+use super::output::outln;
+
 /// Prints rows as columns separated by at least three spaces, like docker's tables.
 pub fn print(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -20,7 +22,7 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&" ".repeat(pad));
             }
         }
-        println!("{}", out.trim_end());
+        outln!("{}", out.trim_end());
     };
     line(header.to_vec());
     for row in rows {

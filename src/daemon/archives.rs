@@ -21,18 +21,34 @@ impl Daemon {
         input: OwnedFd,
         progress: Arc<Progress>,
     ) -> Result<Vec<ImageRecord>, Error> {
+        let guard = super::failed_jobs::FailedJobBlobs::new(self);
+        let result = self.load_image_inner(input, progress).await;
+        guard.finish(result).await
+    }
+
+    async fn load_image_inner(
+        &self,
+        input: OwnedFd,
+        progress: Arc<Progress>,
+    ) -> Result<Vec<ImageRecord>, Error> {
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
         }
         let store = self.inner.images.clone();
         let gc = store.clone();
         // Blobs written by the load must not be freed by a concurrent rmi before commit.
-        let _gc = tokio::task::spawn_blocking(move || gc.gc_lock(false))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        let gc = Arc::new(
+            tokio::task::spawn_blocking(move || gc.gc_lock(false))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??,
+        );
         progress.start_reading(super::images::input_size(&input));
         let reading = progress.clone();
+        // The reading thread holds the lock too: after a cancel it may still be
+        // committing a blob, which the collection must not miss.
+        let held = gc.clone();
         let loaded = tokio::task::spawn_blocking(move || {
+            let _held = held;
             let file = File::from(input);
             let is_dir = file.metadata().map(|m| m.is_dir()).unwrap_or(false);
             if is_dir {

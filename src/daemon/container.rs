@@ -2,6 +2,7 @@
 //! live state, with the wait conditions docker offers.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -104,8 +105,12 @@ pub struct Container {
     pub dir: PathBuf,
     record: Mutex<Record>,
     state_tx: watch::Sender<State>,
-    /// Serialises start, stop, restart and remove of this container.
+    /// Serialises start, stop, restart and remove of this container: take it with
+    /// [`Container::lock_op`], which refuses a removed container.
     pub op: tokio::sync::Mutex<()>,
+    /// Set (under `op`) once a remove has begun: every later operation answers
+    /// `NoSuchContainer`, and the record is never written again.
+    removed: AtomicBool,
     /// The restart manager's current delay.
     pub backoff: Mutex<Option<std::time::Duration>>,
 }
@@ -119,6 +124,7 @@ impl Container {
             record: Mutex::new(record),
             state_tx,
             op: tokio::sync::Mutex::new(()),
+            removed: AtomicBool::new(false),
             backoff: Mutex::new(None),
         }
     }
@@ -150,12 +156,44 @@ impl Container {
         self.snapshot().id
     }
 
+    /// Takes the operation lock; a container removed meanwhile (the caller looked it up
+    /// before the remove that held the lock) is `NoSuchContainer`.
+    pub async fn lock_op(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, Error> {
+        let guard = self.op.lock().await;
+        if self.is_removed() {
+            return Err(Error::NoSuchContainer(self.id()));
+        }
+        Ok(guard)
+    }
+
+    /// Whether a remove has begun.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
+    }
+
+    /// The first step of a remove (the caller holds `op`): from now on the container
+    /// is gone for every operation, its status is `removing`, and its record file is
+    /// never written again (so nothing can bring it back after a daemon restart).
+    pub fn begin_removal(&self) {
+        let mut guard = match self.record.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        self.removed.store(true, Ordering::SeqCst);
+        guard.state.status = Status::Removing;
+    }
+
     /// Changes the record with `f`, persists it atomically and publishes the new state.
+    /// A removed container's record is not changed (`NoSuchContainer`).
     pub fn update(&self, f: impl FnOnce(&mut Record)) -> Result<Record, Error> {
         let mut guard = match self.record.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        // Checked under the record's lock, which begin_removal takes too.
+        if self.is_removed() {
+            return Err(Error::NoSuchContainer(guard.id.clone()));
+        }
         f(&mut guard);
         let rec = guard.clone();
         drop(guard);
@@ -316,6 +354,46 @@ mod tests {
     async fn not_running_returns_at_once_for_created() {
         let (_tx, rx) = watch::channel(State::default());
         assert_eq!(wait_for(rx, WaitCondition::NotRunning).await, (0, 0));
+    }
+
+    #[test]
+    fn a_removed_container_is_never_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec: Record = serde_json::from_value(serde_json::json!({
+            "id": "ab", "name": "n", "created": 1, "image_id": "i",
+            "config": {"image": "x"}, "args": ["sh"], "env": [], "workdir": "/",
+            "hostname": "h", "user": [0, 0], "state": State::default(),
+        }))
+        .unwrap();
+        let c = Container::new(dir.path().to_path_buf(), rec);
+        c.update(|r| r.state.exit_code = 1).unwrap();
+        assert!(Container::record_path(dir.path()).exists());
+        std::fs::remove_file(Container::record_path(dir.path())).unwrap();
+        c.begin_removal();
+        assert!(c.is_removed());
+        assert_eq!(c.snapshot().state.status, Status::Removing);
+        let e = c.update(|r| r.state.exit_code = 2).unwrap_err();
+        assert!(matches!(e, Error::NoSuchContainer(_)), "{e}");
+        assert!(
+            !Container::record_path(dir.path()).exists(),
+            "written again"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_op_lock_refuses_a_removed_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec: Record = serde_json::from_value(serde_json::json!({
+            "id": "ab", "name": "n", "created": 1, "image_id": "i",
+            "config": {"image": "x"}, "args": ["sh"], "env": [], "workdir": "/",
+            "hostname": "h", "user": [0, 0], "state": State::default(),
+        }))
+        .unwrap();
+        let c = Container::new(dir.path().to_path_buf(), rec);
+        let held = c.lock_op().await.unwrap();
+        c.begin_removal();
+        drop(held);
+        assert!(matches!(c.lock_op().await, Err(Error::NoSuchContainer(_))));
     }
 
     #[test]

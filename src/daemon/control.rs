@@ -18,6 +18,9 @@ impl Daemon {
     /// Sends `signal` to the container's init (no event, no checks of the caller).
     pub(crate) fn signal(&self, c: &Container, signal: i32) -> Result<(), Error> {
         let rec = c.snapshot();
+        if c.is_removed() {
+            return Err(Error::NoSuchContainer(rec.name));
+        }
         if rec.state.status != Status::Running || rec.state.pid == 0 {
             return Err(Error::ContainerNotRunning(rec.name));
         }
@@ -53,7 +56,7 @@ impl Daemon {
     /// restarted by its policy. Stopping a stopped container is not an error.
     pub async fn stop(&self, name_or_id: &str, timeout: Option<Duration>) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
-        let _op = c.op.lock().await;
+        let _op = c.lock_op().await?;
         self.stop_locked(&c, timeout).await
     }
 
@@ -90,7 +93,7 @@ impl Daemon {
     /// Stops (if running) and starts a container again (`restart` event).
     pub async fn restart(&self, name_or_id: &str, timeout: Option<Duration>) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
-        let _op = c.op.lock().await;
+        let _op = c.lock_op().await?;
         self.stop_locked(&c, timeout).await?;
         c.update(|r| {
             r.state.stopped_by_user = false;

@@ -58,8 +58,9 @@ pub enum Error {
     /// Pulling from a registry failed (unknown image, credentials, transport, content).
     #[error(transparent)]
     Pull(#[from] crate::image::registry::Error),
-    /// Importing an image failed (e.g. a hostile or broken tar).
-    #[error("import failed: {0}")]
+    /// Importing or loading an image failed (e.g. a hostile or broken tar); the
+    /// client names its input.
+    #[error("{0}")]
     ImportFailed(String),
     /// A stored record is corrupt.
     #[error("corrupt state: {0}")]

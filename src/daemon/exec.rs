@@ -53,8 +53,12 @@ pub struct Exec {
     pub pid: Mutex<u32>,
     /// None while running, then the exit code.
     pub exit: watch::Receiver<Option<i32>>,
-    /// The pty master and the slave's path in the container (tty execs, while running).
+    /// The pty master and the slave's path in the container (tty execs, while running;
+    /// after the end too until a client has taken it, so that what a quick command wrote
+    /// before the client's `open_pty` is not lost).
     pub pty: Mutex<Option<(OwnedFd, String)>>,
+    /// Whether a client has taken a copy of the pty master.
+    pub pty_taken: std::sync::atomic::AtomicBool,
 }
 
 impl Exec {
@@ -65,10 +69,14 @@ impl Exec {
             Err(p) => p.into_inner(),
         };
         match guard.as_ref() {
-            Some((fd, path)) => fd
-                .try_clone()
-                .map(|fd| (fd, path.clone()))
-                .map_err(|e| Error::Internal(format!("dup the pty: {e}"))),
+            Some((fd, path)) => {
+                let copy = fd
+                    .try_clone()
+                    .map_err(|e| Error::Internal(format!("dup the pty: {e}")))?;
+                self.pty_taken
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok((copy, path.clone()))
+            }
             None if self.exit.borrow().is_some() => Err(Error::InvalidArgument(format!(
                 "exec {} has ended",
                 self.id
@@ -178,11 +186,13 @@ impl Daemon {
                 None,
             )
         };
+        let tag = format!("container {} exec {id}", rec.id);
         let mut run = HelperRun::spawn(
             &self.inner.opts.exe,
             &args,
             stdio3,
             Some(spec_json.as_bytes()),
+            &tag,
         )?;
         let first = run.first().await;
         let pty = match (&first, pty_chan) {
@@ -205,6 +215,7 @@ impl Daemon {
                     pid: Mutex::new(pid as u32),
                     exit: rx,
                     pty: Mutex::new(pty),
+                    pty_taken: std::sync::atomic::AtomicBool::new(false),
                 });
                 self.remember_exec(exec.clone());
                 self.emit(Event::new("container", "exec_start", &rec.id, &attrs(None)));
@@ -215,8 +226,12 @@ impl Daemon {
                     if let Ok(mut p) = exec2.pid.lock() {
                         *p = 0;
                     }
+                    // An untaken master stays (with what the command wrote) until the
+                    // exec is forgotten: the client may ask for it after a quick end.
                     if let Ok(mut p) = exec2.pty.lock() {
-                        *p = None;
+                        if exec2.pty_taken.load(std::sync::atomic::Ordering::SeqCst) {
+                            *p = None;
+                        }
                     }
                     tx.send_replace(Some(code));
                     daemon.emit(Event::new(

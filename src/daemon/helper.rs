@@ -22,17 +22,34 @@ pub struct HelperRun {
 
 impl HelperRun {
     /// Spawns `exe args…` in a new session with `stdio`, the status pipe on fd 3 and
-    /// `spec` (if any) in a sealed memfd on fd 4 ([`crate::fdutil::SPEC_FD`]); every
+    /// `spec` (if any) in a sealed memfd on fd 4 ([`crate::fdutil::SPEC_FD`]), the
+    /// daemon's log on fd 5 (its lines tagged `log_tag`, see [`crate::logging`]); every
     /// other descriptor of ours is close-on-exec in the child.
     pub fn spawn(
         exe: &Path,
         args: &[&OsStr],
         stdio: (Stdio, Stdio, Stdio),
         spec: Option<&[u8]>,
+        log_tag: &str,
+    ) -> Result<HelperRun, Error> {
+        Self::spawn_as(exe, None, args, stdio, spec, log_tag)
+    }
+
+    /// [`HelperRun::spawn`] with `arg0` as the helper's argv[0] (its name in `ps`).
+    pub fn spawn_as(
+        exe: &Path,
+        arg0: Option<&OsStr>,
+        args: &[&OsStr],
+        stdio: (Stdio, Stdio, Stdio),
+        spec: Option<&[u8]>,
+        log_tag: &str,
     ) -> Result<HelperRun, Error> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
         let mut cmd = tokio::process::Command::new(exe);
+        if let Some(arg0) = arg0 {
+            cmd.arg0(arg0);
+        }
         cmd.args(args)
             .stdin(stdio.0)
             .stdout(stdio.1)
@@ -52,6 +69,9 @@ impl HelperRun {
             let memfd = fdutil::sealed_memfd(spec)
                 .map_err(|e| Error::Internal(format!("the helper's spec: {e}")))?;
             fds.push((memfd, fdutil::SPEC_FD));
+        }
+        if let Some(log) = crate::logging::for_helper(cmd.as_std_mut(), log_tag) {
+            fds.push(log);
         }
         fdutil::pass_fds(&mut cmd, fds);
         let child = cmd
@@ -80,15 +100,21 @@ impl HelperRun {
 
     /// Reads to the end, reaps the helper and returns the reported exit code (or, when
     /// it reported none, the helper's own exit code).
-    pub async fn finish(mut self) -> Option<i32> {
+    pub async fn finish(self) -> Option<i32> {
+        let (code, own) = self.finish_with_status().await;
+        code.or(own.and_then(|s| s.code()))
+    }
+
+    /// Reads to the end and reaps the helper: the reported exit code, if any, and the
+    /// helper's own wait status.
+    pub async fn finish_with_status(mut self) -> (Option<i32>, Option<std::process::ExitStatus>) {
         let mut code = None;
         while let Ok(Some(line)) = self.lines.next_line().await {
             if let Ok(Status::Exited { code: c }) = serde_json::from_str(&line) {
                 code = Some(c);
             }
         }
-        let own = self.child.wait().await.ok().and_then(|s| s.code());
-        code.or(own)
+        (code, self.child.wait().await.ok())
     }
 
     /// Kills and reaps the helper (it did not report in time).
@@ -104,11 +130,16 @@ pub fn maps_command(
     exe: &Path,
     helper: &str,
     maps_json: &str,
+    log_tag: &str,
 ) -> Result<tokio::process::Command, Error> {
     let memfd = fdutil::sealed_memfd(maps_json.as_bytes())
         .map_err(|e| Error::Internal(format!("the {helper} helper's id maps: {e}")))?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg(helper);
-    fdutil::pass_fds(&mut cmd, vec![(memfd, fdutil::SPEC_FD)]);
+    let mut fds = vec![(memfd, fdutil::SPEC_FD)];
+    if let Some(log) = crate::logging::for_helper(cmd.as_std_mut(), log_tag) {
+        fds.push(log);
+    }
+    fdutil::pass_fds(&mut cmd, fds);
     Ok(cmd)
 }

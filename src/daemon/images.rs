@@ -172,18 +172,37 @@ impl Daemon {
         changes: ImageChanges,
         progress: Arc<Progress>,
     ) -> Result<ImageRecord, Error> {
+        let guard = super::failed_jobs::FailedJobBlobs::new(self);
+        let result = self
+            .import_image_inner(input, reference, changes, progress)
+            .await;
+        guard.finish(result).await
+    }
+
+    async fn import_image_inner(
+        &self,
+        input: OwnedFd,
+        reference: &str,
+        changes: ImageChanges,
+        progress: Arc<Progress>,
+    ) -> Result<ImageRecord, Error> {
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
         }
         let reference: Reference = reference.parse()?;
         image::names::check_taggable(&reference)?;
-        let _gc = self.gc_shared().await?;
+        let gc = Arc::new(self.gc_shared().await?);
         let store = self.inner.images.clone();
         progress.start_reading(input_size(&input));
         let counted = CountingReader::new(File::from(input), progress.clone());
-        let layer = tokio::task::spawn_blocking(move || copy_to_blob(&store, counted))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        // The copying thread holds the lock too (see load_image).
+        let held = gc.clone();
+        let layer = tokio::task::spawn_blocking(move || {
+            let _held = held;
+            copy_to_blob(&store, counted)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
         let slot = progress.plan_extraction(&[(layer.digest.clone(), layer.size, false)]);
         let watch = slot.first().map(|s| (&*progress, *s));
         let (staging, stats) = self.unpack_blob(&layer.digest, watch).await?;
@@ -192,9 +211,6 @@ impl Daemon {
         }
         if !progress.enter_commit() {
             return Err(Error::Cancelled);
-        }
-        for w in &stats.warnings {
-            tracing::warn!("import {reference}: {w}");
         }
         let store = self.inner.images.clone();
         let reference2 = reference.clone();
@@ -244,15 +260,18 @@ impl Daemon {
             dir: Some(staging.dir.clone()),
         };
         // On failure the guard removes the staging directory.
-        let mut cmd =
-            super::helper::maps_command(&self.inner.opts.exe, "__unpack", &self.inner.maps_json)?;
-        let run = cmd
-            .arg(&staging.diff)
+        let mut cmd = super::helper::maps_command(
+            &self.inner.opts.exe,
+            "__unpack",
+            &self.inner.maps_json,
+            &format!("unpack {digest}"),
+        )?;
+        cmd.arg(&staging.diff)
             .stdin(Stdio::from(blob))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output();
+            .kill_on_drop(true);
+        let run = cmd.output();
         tokio::pin!(run);
         let mut tick = tokio::time::interval(UNPACK_TICK);
         let out = loop {
@@ -282,6 +301,9 @@ impl Daemon {
             Ok(UnpackResult::Ok(stats)) if out.status.success() => {
                 for w in &stats.warnings {
                     tracing::warn!("layer {digest}: {w}");
+                    if let Some((p, _)) = watch {
+                        p.warn(format!("layer {digest}: {w}"));
+                    }
                 }
                 Ok((staging, stats))
             }

@@ -24,21 +24,7 @@ pub struct Stdio {
     pub stderr: OwnedFd,
 }
 
-/// A signal's number from a name (`SIGQUIT`, `QUIT`) or a number.
-pub fn signal_number(s: &str) -> Option<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n).ok().map(|s| s as i32);
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .ok()
-        .map(|s| s as i32)
-}
+pub use crate::procutil::signal_number;
 
 /// Merges the image's entrypoint and cmd with the client's, the way docker does: a given
 /// entrypoint replaces the image's and drops its cmd; a given command replaces the cmd.
@@ -257,9 +243,14 @@ impl Daemon {
     }
 
     /// Removes a container; a running one only with `force` (it is killed first).
+    ///
+    /// Under the container's operation lock, the container is first marked removed (so
+    /// every operation that waited for the lock answers `NoSuchContainer`, and nothing
+    /// writes its record again), then taken out of the table and its directory out of the
+    /// store, then torn down.
     pub async fn remove(&self, name_or_id: &str, force: bool) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
-        let _op = c.op.lock().await;
+        let _op = c.lock_op().await?;
         let rec = c.snapshot();
         if rec.state.status == Status::Running {
             if !force {
@@ -268,9 +259,10 @@ impl Daemon {
             let _ = self.send_signal(&c, libc::SIGKILL);
             super::container::wait_for(c.watch(), super::WaitCondition::NotRunning).await;
         }
-        if self.lock().remove(&rec.id).is_none() {
-            return Ok(()); // removed concurrently
-        }
+        // Whatever still runs of it (a start the daemon did not see through): ended.
+        self.end_strays(&rec.id).await;
+        c.begin_removal();
+        self.lock().remove(&rec.id);
         // Take the directory out of the store first: a crash after this leaves a `.rm-`
         // leftover, collected at start-up, never a half-removed container.
         let root = self.inner.opts.paths.containers();
@@ -304,6 +296,7 @@ impl Daemon {
             &self.inner.opts.exe,
             "__remove",
             &self.inner.maps_json,
+            "remove",
         ) {
             Ok(c) => c,
             Err(e) => {

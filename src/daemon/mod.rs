@@ -17,6 +17,7 @@ pub mod copy;
 pub mod error;
 pub mod events;
 pub mod exec;
+mod failed_jobs;
 pub mod filters;
 pub mod helper;
 pub mod images;
@@ -27,6 +28,7 @@ pub mod network;
 pub mod pull;
 pub mod restart;
 pub mod spec;
+pub mod strays;
 pub mod supervise;
 
 use std::collections::BTreeMap;

@@ -1,12 +1,13 @@
 //! Starting containers under their monitors, following them to their end, restarting
 //! them by policy, and finding them again after a daemon restart.
 //!
-//! The monitor (`skiffd __monitor BUNDLE`) runs in its own session, so a daemon that
-//! dies or restarts leaves it and its container running. While the daemon lives it
-//! follows the monitor through its status pipe; a new daemon finds the monitor by the pid
-//! in the container's state (checked against its command line, so a reused pid is not
-//! mistaken for it), waits on a pidfd, and reads the exit from the bundle's exit file —
-//! also when the container ended while no daemon was running.
+//! The monitor (`skiff-monitor __monitor BUNDLE`, the skiffd executable) runs in its own
+//! session, so a daemon that dies or restarts leaves it and its container running. While
+//! the daemon lives it follows the monitor through its status pipe; a new daemon finds the
+//! monitor through the lock it holds on its bundle ([`crate::monitor::lock`]; a holder
+//! that the record does not name is ended, see [`super::strays`]), waits on a pidfd, and
+//! reads the exit from the bundle's exit file — also when the container ended while no
+//! daemon was running. The container's init dies with its monitor (PR_SET_PDEATHSIG).
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -50,7 +51,7 @@ impl Daemon {
         wait_attach: bool,
     ) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
-        let _op = c.op.lock().await;
+        let _op = c.lock_op().await?;
         let s = c.snapshot().state;
         if s.stopped_by_user || s.restart_count != 0 {
             // Only when it changes: every update is an fsync'd write.
@@ -115,19 +116,30 @@ impl Daemon {
                 return Err(e);
             }
         };
+        super::strays::crash_point("bundle-written");
         let stdio: (StdStdio, StdStdio, StdStdio) = match stdio {
             Some(s) => (s.stdin.into(), s.stdout.into(), s.stderr.into()),
             None => (StdStdio::null(), StdStdio::null(), StdStdio::null()),
         };
         let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
-        let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio, None)?;
+        let tag = format!("container {}", rec.id);
+        let mut run = HelperRun::spawn_as(
+            &self.inner.opts.exe,
+            Some(std::ffi::OsStr::new(monitor::PROCESS_NAME)),
+            &args,
+            stdio,
+            None,
+            &tag,
+        )?;
         let monitor_pid = run.pid();
+        super::strays::crash_point("monitor-spawned");
         let status = tokio::time::timeout(START_TIMEOUT, run.first())
             .await
             .ok()
             .flatten();
         match status {
             Some(monitor::Status::Started { pid }) => {
+                super::strays::crash_point("container-started");
                 let rec = c.update(|r| {
                     r.state.status = Status::Running;
                     r.state.pid = pid as u32;
@@ -145,8 +157,8 @@ impl Daemon {
                 let daemon = self.clone();
                 let c = c.clone();
                 tokio::spawn(async move {
-                    let code = run.finish().await;
-                    daemon.run_ended(c, code, String::new()).await;
+                    let (code, status) = run.finish_with_status().await;
+                    daemon.run_ended(c, code, monitor_death(status)).await;
                 });
                 Ok(())
             }
@@ -171,11 +183,17 @@ impl Daemon {
     /// Records the end of a run: the exit code (from the status pipe, else the exit
     /// file), `die`; then auto-remove, or a restart by policy after the backoff.
     pub(crate) async fn run_ended(&self, c: Arc<Container>, code: Option<i32>, error: String) {
+        if c.is_removed() {
+            return;
+        }
         let id = c.id();
         let from_file = read_exit_file(&monitor::exit_path(&self.bundle_dir(&id)));
         let (code, error, finished) = match (code, from_file) {
+            // The monitor's reason (e.g. it was told to end) unless ours says more.
+            (Some(code), Some(f)) if error.is_empty() => (code, f.error, f.finished_at),
             (Some(code), f) => (code, error, f.map(|f| f.finished_at).unwrap_or_else(now_us)),
             (None, Some(f)) => (f.exit_code, f.error, f.finished_at),
+            (None, None) if !error.is_empty() => (125, error, now_us()),
             (None, None) => (
                 125,
                 "the container monitor died without recording an exit".into(),
@@ -232,7 +250,9 @@ impl Daemon {
         let daemon = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _op = c.op.lock().await;
+            let Ok(_op) = c.lock_op().await else {
+                return; // removed meanwhile
+            };
             let now = c.snapshot();
             // Stopped, removed or started by someone else meanwhile: nothing to do.
             if now.state.stopped_by_user
@@ -267,44 +287,53 @@ impl Daemon {
         Box::pin(async move { daemon.start_locked(&c, None).await })
     }
 
-    /// After a daemon start: follows containers whose monitors still run, records the
-    /// exits that happened while no daemon ran, and starts `always`/`unless-stopped`
-    /// containers.
+    /// After a daemon start: follows containers whose monitors still run, ends what runs
+    /// of a container without its record saying so (a start the previous daemon did not
+    /// live to record), records the exits that happened while no daemon ran, and starts
+    /// `always`/`unless-stopped` containers.
     pub(crate) fn adopt(&self, c: Arc<Container>) {
         let rec = c.snapshot();
         let daemon = self.clone();
         let bundle = self.bundle_dir(&rec.id);
         tokio::spawn(async move {
-            if rec.state.status == Status::Running {
-                let pid = rec.state.monitor_pid as i32;
-                let ours = pid > 0
-                    && crate::procutil::cmdline(pid).is_some_and(|args| {
-                        args.iter().any(|a| a == "__monitor")
-                            && args.iter().any(|a| Path::new(a) == bundle)
-                    });
-                let pidfd = if ours {
-                    crate::procutil::pidfd_open(pid).ok()
-                } else {
-                    None
-                };
-                match pidfd {
-                    Some(fd) => {
-                        tracing::info!("re-adopted running container {} (monitor {pid})", rec.name);
-                        wait_pidfd(fd).await;
-                        daemon.run_ended(c, None, String::new()).await;
-                    }
-                    None => {
-                        tracing::info!("container {} ended while skiffd was down", rec.name);
-                        daemon.run_ended(c, None, String::new()).await;
-                    }
+            let running = rec.state.status == Status::Running;
+            match super::strays::find_monitor(&bundle, rec.state.monitor_pid, running) {
+                super::strays::Found::Ours(fd) => {
+                    tracing::info!(
+                        "re-adopted running container {} (monitor {})",
+                        rec.name,
+                        rec.state.monitor_pid
+                    );
+                    wait_pidfd(fd).await;
+                    daemon.run_ended(c, None, String::new()).await;
+                    return;
                 }
-                return;
+                super::strays::Found::Stray(pid) => {
+                    tracing::warn!(
+                        "container {}: monitor {pid} runs but its record does not say so: ending it",
+                        rec.name
+                    );
+                    daemon.end_strays(&rec.id).await;
+                    let why = "skiffd stopped while starting the container; the start was undone when skiffd started again";
+                    if running {
+                        daemon.run_ended(c, Some(125), why.into()).await;
+                    } else if let Err(e) = c.update(|r| r.state.error = why.into()) {
+                        tracing::error!("recording the undone start of {}: {e}", rec.name);
+                    }
+                    return;
+                }
+                super::strays::Found::None if running => {
+                    tracing::info!("container {} ended while skiffd was down", rec.name);
+                    daemon.run_ended(c, None, String::new()).await;
+                    return;
+                }
+                super::strays::Found::None => {}
             }
             let policy = rec.config.restart_policy().unwrap_or_default();
             if policy.start_on_daemon_start(rec.state.stopped_by_user)
                 && rec.state.status != Status::Created
             {
-                let _op = c.op.lock().await;
+                let Ok(_op) = c.lock_op().await else { return };
                 if let Err(e) = daemon.start_boxed(c.clone()).await {
                     tracing::warn!("starting {} (restart policy {policy}): {e}", rec.name);
                 }
@@ -376,6 +405,22 @@ impl Daemon {
 /// Where a container's json-file log lives.
 pub fn log_path(dir: &Path) -> std::path::PathBuf {
     dir.join("container.log")
+}
+
+/// Why a monitor ended without reporting an exit code (empty when it ended normally).
+fn monitor_death(status: Option<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.and_then(|s| s.signal()) {
+        Some(signo) => {
+            let name = nix::sys::signal::Signal::try_from(signo)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| format!("signal {signo}"));
+            format!(
+                "the container's monitor was killed by {name}: the container was killed with it"
+            )
+        }
+        None => String::new(),
+    }
 }
 
 /// Waits until the process behind a pidfd exits.

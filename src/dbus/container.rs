@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use zbus::message::Header;
-use zbus::{interface, Connection, OwnedVariant, Variant};
+use zbus::{interface, OwnedVariant, Variant};
 
 use super::manager::{stdio_of, Ctx};
 use super::{check_flags, SkiffError};
@@ -73,14 +72,7 @@ impl ContainerObject {
 impl ContainerObject {
     /// Starts the container. `fds` as in `Manager.RunContainer` (empty = logged output).
     /// Flag 4: the caller attaches right after (no fds), as `RunContainer`'s.
-    async fn start(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        fds: HashMap<u32, zbus::OwnedFd>,
-        flags: u64,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn start(&self, fds: HashMap<u32, zbus::OwnedFd>, flags: u64) -> Result<(), SkiffError> {
         check_flags(flags, super::RUN_ATTACH)?;
         let stdio = stdio_of(fds)?;
         if flags & super::RUN_ATTACH != 0 {
@@ -97,40 +89,20 @@ impl ContainerObject {
     /// Waits for a condition: "" or "not-running" (returns at once unless running),
     /// "next-exit", "removed". Returns the exit code and the end time (µs).
     #[zbus(out_args("exit_code", "finished_at"))]
-    async fn wait(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        condition: &str,
-    ) -> Result<(i32, u64), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn wait(&self, condition: &str) -> Result<(i32, u64), SkiffError> {
         let cond: WaitCondition = condition.parse()?;
         Ok(self.ctx.daemon.wait(&self.id, cond).await?)
     }
 
     /// Stops the container: its stop signal, then SIGKILL after `timeout` µs
     /// (UINT64_MAX = the container's stop-timeout, default 10 s).
-    async fn stop(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        timeout: u64,
-        flags: u64,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn stop(&self, timeout: u64, flags: u64) -> Result<(), SkiffError> {
         check_flags(flags, 0)?;
         Ok(self.ctx.daemon.stop(&self.id, timeout_of(timeout)).await?)
     }
 
     /// Stops (as `Stop`) and starts the container again.
-    async fn restart(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        timeout: u64,
-        flags: u64,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn restart(&self, timeout: u64, flags: u64) -> Result<(), SkiffError> {
         check_flags(flags, 0)?;
         Ok(self
             .ctx
@@ -140,13 +112,7 @@ impl ContainerObject {
     }
 
     /// Renames the container.
-    async fn rename(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        name: &str,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn rename(&self, name: &str) -> Result<(), SkiffError> {
         Ok(self.ctx.daemon.rename(&self.id, name)?)
     }
 
@@ -155,11 +121,8 @@ impl ContainerObject {
     #[zbus(out_args("stdout", "stderr"))]
     async fn open_logs(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(zbus::OwnedFd, zbus::OwnedFd), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         let opts = log_options(&options)?;
         let (out, err): (OwnedFd, OwnedFd) = self.ctx.daemon.open_logs(&self.id, opts)?;
         Ok((out.into(), err.into()))
@@ -172,14 +135,11 @@ impl ContainerObject {
     #[zbus(out_args("exec_id", "exec"))]
     async fn exec(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &zbus::ObjectServer,
         argv: Vec<String>,
         options: HashMap<String, OwnedVariant>,
         fds: HashMap<u32, zbus::OwnedFd>,
     ) -> Result<(String, zbus::OwnedObjectPath), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         let cfg = super::exec::exec_config(argv, &options)?;
         let stdio = match stdio_of(fds)? {
             Some(s) => s,
@@ -194,13 +154,7 @@ impl ContainerObject {
     /// attach at once; output written before the first one attached is replayed to it.
     /// `flags` must be 0.
     #[zbus(out_args("socket"))]
-    async fn attach(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        flags: u64,
-    ) -> Result<zbus::OwnedFd, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn attach(&self, flags: u64) -> Result<zbus::OwnedFd, SkiffError> {
         check_flags(flags, 0)?;
         let fd: OwnedFd = self.ctx.daemon.attach(&self.id)?;
         Ok(fd.into())
@@ -208,27 +162,13 @@ impl ContainerObject {
 
     /// Sets the window size of a tty container's pty: at once while it runs, else for
     /// its next start (before the command runs).
-    async fn resize(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        rows: u32,
-        cols: u32,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn resize(&self, rows: u32, cols: u32) -> Result<(), SkiffError> {
         let (rows, cols) = window_size(rows, cols)?;
         Ok(self.ctx.daemon.resize(&self.id, rows, cols)?)
     }
 
     /// Sends a signal to the container's main process; `whom` must be "main" or "".
-    async fn kill(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        whom: &str,
-        signal: i32,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn kill(&self, whom: &str, signal: i32) -> Result<(), SkiffError> {
         if !matches!(whom, "" | "main") {
             return Err(SkiffError::NotSupported(format!(
                 "kill whom={whom:?}: only \"main\" for now"
@@ -238,13 +178,7 @@ impl ContainerObject {
     }
 
     /// Removes the container; flag 1 = force (kill it if it runs).
-    async fn remove(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        flags: u64,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn remove(&self, flags: u64) -> Result<(), SkiffError> {
         check_flags(flags, super::REMOVE_FORCE)?;
         Ok(self
             .ctx
@@ -262,13 +196,10 @@ impl ContainerObject {
     #[zbus(out_args("warnings"))]
     async fn copy_to(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         input: zbus::OwnedFd,
         path: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<Vec<String>, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         let mut mode = crate::cp::Mode::Extract;
         for (k, v) in &options {
             match (k.as_str(), &**v) {
@@ -293,13 +224,10 @@ impl ContainerObject {
     /// the link is copied). Returns when the archive is written.
     async fn copy_from(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         path: &str,
         output: zbus::OwnedFd,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         let mut follow = false;
         for (k, v) in &options {
             match (k.as_str(), &**v) {
@@ -321,12 +249,7 @@ impl ContainerObject {
     }
 
     /// Docker-shaped JSON: Id, Name, State{...}, Config, HostConfig.
-    async fn inspect(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<String, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn inspect(&self) -> Result<String, SkiffError> {
         let v = self.ctx.daemon.inspect(&self.id)?;
         serde_json::to_string_pretty(&v).map_err(|e| SkiffError::Failed(e.to_string()))
     }

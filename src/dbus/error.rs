@@ -1,19 +1,28 @@
 //! `org.skiff.Error.*`: the backend's errors as D-Bus errors.
+//!
+//! The reply's error name is the variant's own: `org.skiff.Error.<Variant>`, or the
+//! standard `org.freedesktop.DBus.Error.InvalidArgs` / `AccessDenied` for those two (zbus's
+//! `DBusError` derive can only name a wrapped standard error `org.freedesktop.zbus.Error`,
+//! so the trait is implemented here by hand).
 
+use zbus::message::{Header, Message};
+use zbus::names::ErrorName;
 use zbus::DBusError;
 
 use crate::daemon;
 use crate::image;
 use crate::image::registry;
 
-/// The D-Bus errors skiffd replies with. Standard errors (`InvalidArgs`, `AccessDenied`)
-/// travel in the `ZBus` variant.
-#[derive(Debug, DBusError)]
-#[zbus(prefix = "org.skiff.Error")]
+/// The D-Bus errors skiffd replies with.
+#[derive(Debug)]
 pub enum SkiffError {
-    /// A zbus or standard `org.freedesktop.DBus.Error.*` error.
-    #[zbus(error)]
+    /// A failure of zbus itself; a standard `org.freedesktop.DBus.Error.*` keeps its name,
+    /// anything else is `org.freedesktop.DBus.Error.Failed`.
     ZBus(zbus::Error),
+    /// `org.freedesktop.DBus.Error.InvalidArgs`.
+    InvalidArgs(String),
+    /// `org.freedesktop.DBus.Error.AccessDenied`.
+    AccessDenied(String),
     /// No container with that name or id.
     NoSuchContainer(String),
     /// No image with that reference or id.
@@ -59,16 +68,162 @@ pub enum SkiffError {
 impl SkiffError {
     /// `org.freedesktop.DBus.Error.InvalidArgs`.
     pub fn invalid_args(msg: impl Into<String>) -> SkiffError {
-        SkiffError::ZBus(zbus::Error::FDO(Box::new(zbus::fdo::Error::InvalidArgs(
-            msg.into(),
-        ))))
+        SkiffError::InvalidArgs(msg.into())
     }
 
     /// `org.freedesktop.DBus.Error.AccessDenied`.
     pub fn access_denied(msg: impl Into<String>) -> SkiffError {
-        SkiffError::ZBus(zbus::Error::FDO(Box::new(zbus::fdo::Error::AccessDenied(
-            msg.into(),
-        ))))
+        SkiffError::AccessDenied(msg.into())
+    }
+
+    /// The error name.
+    fn error_name(&self) -> ErrorName<'_> {
+        let ours = match self {
+            SkiffError::ZBus(e) => return zbus_error_name(e),
+            other => other.skiff_name(),
+        };
+        ErrorName::from_static_str_unchecked(ours)
+    }
+
+    /// The name of an error that is not zbus's.
+    fn skiff_name(&self) -> &'static str {
+        use SkiffError::*;
+        match self {
+            ZBus(_) => "org.freedesktop.DBus.Error.Failed",
+            InvalidArgs(_) => "org.freedesktop.DBus.Error.InvalidArgs",
+            AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied",
+            NoSuchContainer(_) => "org.skiff.Error.NoSuchContainer",
+            NoSuchImage(_) => "org.skiff.Error.NoSuchImage",
+            NoSuchJob(_) => "org.skiff.Error.NoSuchJob",
+            NameInUse(_) => "org.skiff.Error.NameInUse",
+            ContainerRunning(_) => "org.skiff.Error.ContainerRunning",
+            ContainerNotRunning(_) => "org.skiff.Error.ContainerNotRunning",
+            ImageInUse(_) => "org.skiff.Error.ImageInUse",
+            InvalidConfig(_) => "org.skiff.Error.InvalidConfig",
+            InvalidReference(_) => "org.skiff.Error.InvalidReference",
+            Ambiguous(_) => "org.skiff.Error.Ambiguous",
+            ImportFailed(_) => "org.skiff.Error.ImportFailed",
+            PullFailed(_) => "org.skiff.Error.PullFailed",
+            Unauthorized(_) => "org.skiff.Error.Unauthorized",
+            CommandNotFound(_) => "org.skiff.Error.CommandNotFound",
+            CommandNotExecutable(_) => "org.skiff.Error.CommandNotExecutable",
+            RuntimeError(_) => "org.skiff.Error.RuntimeError",
+            IdMapping(_) => "org.skiff.Error.IdMapping",
+            NotSupported(_) => "org.skiff.Error.NotSupported",
+            Cancelled(_) => "org.skiff.Error.Cancelled",
+            Failed(_) => "org.skiff.Error.Failed",
+        }
+    }
+
+    /// The message, with huge inputs it echoes cut (`crate::elide`).
+    fn text(&self) -> String {
+        crate::elide::long_inputs(&self.full_text()).into_owned()
+    }
+
+    fn full_text(&self) -> String {
+        use SkiffError::*;
+        match self {
+            ZBus(e) => match e {
+                zbus::Error::MethodError(_, Some(d), _) => d.clone(),
+                zbus::Error::FDO(f) => f.description().unwrap_or_default().to_string(),
+                other => other.to_string(),
+            },
+            InvalidArgs(m)
+            | AccessDenied(m)
+            | NoSuchContainer(m)
+            | NoSuchImage(m)
+            | NoSuchJob(m)
+            | NameInUse(m)
+            | ContainerRunning(m)
+            | ContainerNotRunning(m)
+            | ImageInUse(m)
+            | InvalidConfig(m)
+            | InvalidReference(m)
+            | Ambiguous(m)
+            | ImportFailed(m)
+            | PullFailed(m)
+            | Unauthorized(m)
+            | CommandNotFound(m)
+            | CommandNotExecutable(m)
+            | RuntimeError(m)
+            | IdMapping(m)
+            | NotSupported(m)
+            | Cancelled(m)
+            | Failed(m) => m.clone(),
+        }
+    }
+}
+
+/// The name a zbus failure travels under: a standard error's own, else `Failed`.
+fn zbus_error_name(e: &zbus::Error) -> ErrorName<'_> {
+    match e {
+        zbus::Error::FDO(f) => f.name().to_owned(),
+        zbus::Error::MethodError(name, _, _) => name.as_ref(),
+        _ => ErrorName::from_static_str_unchecked("org.freedesktop.DBus.Error.Failed"),
+    }
+}
+
+impl DBusError for SkiffError {
+    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<Message> {
+        Message::error(call, self.name()).build(&(self.text(),))
+    }
+
+    fn name(&self) -> ErrorName<'_> {
+        self.error_name()
+    }
+
+    fn description(&self) -> Option<&str> {
+        use SkiffError::*;
+        match self {
+            ZBus(e) => match e {
+                zbus::Error::MethodError(_, d, _) => d.as_deref(),
+                zbus::Error::FDO(f) => f.description(),
+                _ => None,
+            },
+            InvalidArgs(m)
+            | AccessDenied(m)
+            | NoSuchContainer(m)
+            | NoSuchImage(m)
+            | NoSuchJob(m)
+            | NameInUse(m)
+            | ContainerRunning(m)
+            | ContainerNotRunning(m)
+            | ImageInUse(m)
+            | InvalidConfig(m)
+            | InvalidReference(m)
+            | Ambiguous(m)
+            | ImportFailed(m)
+            | PullFailed(m)
+            | Unauthorized(m)
+            | CommandNotFound(m)
+            | CommandNotExecutable(m)
+            | RuntimeError(m)
+            | IdMapping(m)
+            | NotSupported(m)
+            | Cancelled(m)
+            | Failed(m) => Some(m),
+        }
+    }
+}
+
+impl std::fmt::Display for SkiffError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error_name(), self.text())
+    }
+}
+
+impl std::error::Error for SkiffError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SkiffError::ZBus(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<zbus::Error> for SkiffError {
+    fn from(e: zbus::Error) -> SkiffError {
+        SkiffError::ZBus(e)
     }
 }
 

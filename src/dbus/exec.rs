@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use zbus::message::Header;
-use zbus::{interface, Connection, ObjectServer, OwnedObjectPath, OwnedVariant, Variant};
+use zbus::{interface, ObjectServer, OwnedObjectPath, OwnedVariant, Variant};
 
 use super::manager::Ctx;
 use super::{container_path, SkiffError, MANAGER_PATH};
@@ -110,24 +109,13 @@ pub struct ExecObject {
 #[interface(name = "org.skiff.skiff1.Exec")]
 impl ExecObject {
     /// Waits for the process to end; returns its exit code (128+N for signal N).
-    async fn wait(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<i32, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn wait(&self) -> Result<i32, SkiffError> {
         let e = self.ctx.daemon.exec_by_id(&self.id)?;
         Ok(e.wait().await)
     }
 
     /// Sends a signal to the process.
-    async fn kill(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        signal: i32,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn kill(&self, signal: i32) -> Result<(), SkiffError> {
         Ok(self.ctx.daemon.kill_exec(&self.id, signal)?)
     }
 
@@ -135,26 +123,14 @@ impl ExecObject {
     /// the container. Output written before this call waits in the pty. The client
     /// resizes with TIOCSWINSZ on the master, or with `Resize`.
     #[zbus(name = "OpenPTY", out_args("master", "pty_path"))]
-    async fn open_pty(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<(zbus::OwnedFd, String), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn open_pty(&self) -> Result<(zbus::OwnedFd, String), SkiffError> {
         let e = self.ctx.daemon.exec_by_id(&self.id)?;
         let (fd, path) = e.open_pty()?;
         Ok((fd.into(), path))
     }
 
     /// Sets the window size of the exec's pty.
-    async fn resize(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        rows: u32,
-        cols: u32,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn resize(&self, rows: u32, cols: u32) -> Result<(), SkiffError> {
         let (rows, cols) = super::container::window_size(rows, cols)?;
         let e = self.ctx.daemon.exec_by_id(&self.id)?;
         Ok(e.resize(rows, cols)?)

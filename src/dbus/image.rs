@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, ObjectServer, OwnedObjectPath};
 
@@ -51,24 +50,14 @@ impl ImageObject {
 impl ImageObject {
     /// The image as JSON (Id, RepoTags, RepoDigests, Created, Size, Architecture, Os,
     /// Config, RootFS layers, Manifest digest, History).
-    async fn inspect(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<String, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn inspect(&self) -> Result<String, SkiffError> {
         let v = self.ctx.daemon.inspect_image(&self.id)?;
         serde_json::to_string_pretty(&v).map_err(|e| SkiffError::Failed(e.to_string()))
     }
 
     /// The image's history (its config's, newest first) as a JSON array of objects
     /// with Created, CreatedBy, Comment, EmptyLayer.
-    async fn history(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<String, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn history(&self) -> Result<String, SkiffError> {
         let v = self.ctx.daemon.image_history(&self.id)?;
         serde_json::to_string_pretty(&v).map_err(|e| SkiffError::Failed(e.to_string()))
     }
@@ -111,7 +100,6 @@ pub(crate) type JobOutcome = Option<(String, String)>;
 
 /// A job's object.
 pub struct JobObject {
-    ctx: Ctx,
     id: u32,
     typ: String,
     reference: String,
@@ -123,7 +111,6 @@ pub struct JobObject {
 impl JobObject {
     /// A job object; `state` carries its progress.
     pub(crate) fn new(
-        ctx: Ctx,
         id: u32,
         typ: &str,
         reference: &str,
@@ -131,7 +118,6 @@ impl JobObject {
         state: Arc<super::job::JobState>,
     ) -> JobObject {
         JobObject {
-            ctx,
             id,
             typ: typ.to_string(),
             reference: reference.to_string(),
@@ -158,12 +144,7 @@ impl JobObject {
 
     /// Cancels the job: it ends as "cancelled" and leaves no image. Refused
     /// (`org.skiff.Error.Cancelled`) once the job records its image, or after its end.
-    async fn cancel(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn cancel(&self) -> Result<(), SkiffError> {
         if self.done.borrow().is_some() {
             return Err(SkiffError::Cancelled("the job has ended".into()));
         }
@@ -239,6 +220,12 @@ impl JobObject {
     #[zbus(property)]
     fn digest(&self) -> String {
         self.state.digest()
+    }
+
+    /// Warnings for the user so far (e.g. device nodes skipped in a layer), in order.
+    #[zbus(property)]
+    fn warnings(&self) -> Vec<String> {
+        self.state.progress.warnings()
     }
 
     /// One blob's progress: digest, status, bytes done, bytes total. Download statuses

@@ -92,7 +92,6 @@ pub async fn start_job(
     let op = OwnedObjectPath::try_from(p.clone()).map_err(SkiffError::ZBus)?;
     let (tx, rx) = watch::channel(None);
     let job = JobObject::new(
-        ctx.clone(),
         id,
         spec.typ,
         &spec.reference,
@@ -192,6 +191,7 @@ async fn publish(
 struct Published {
     blobs: Vec<LayerProgress>,
     totals: Option<(Phase, u64, u64)>,
+    warnings: usize,
 }
 
 /// Emits property changes and a `LayerProgress` signal for each blob that changed
@@ -201,6 +201,7 @@ async fn publish_once(server: &ObjectServer, path: &str, state: &JobState, last:
     let now = Published {
         blobs: state.progress.snapshot(),
         totals: Some((t.phase, t.done, t.total)),
+        warnings: state.progress.warnings().len(),
     };
     if now == *last {
         return;
@@ -223,5 +224,8 @@ async fn publish_once(server: &ObjectServer, path: &str, state: &JobState, last:
     let _ = job.bytes_total_changed(emitter).await;
     let _ = job.blobs_skipped_changed(emitter).await;
     let _ = job.digest_changed(emitter).await;
+    if now.warnings != last.warnings {
+        let _ = job.warnings_changed(emitter).await;
+    }
     *last = now;
 }

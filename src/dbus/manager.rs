@@ -8,7 +8,6 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, ObjectServer, OwnedObjectPath, OwnedVariant};
 
-use super::caller::CallerCheck;
 use super::container::ContainerObject;
 use super::image::{ImageObject, Jobs};
 use super::stdio::check_fd;
@@ -21,8 +20,6 @@ use crate::daemon::{ContainerConfig, Daemon};
 pub struct Ctx {
     /// The backend.
     pub daemon: Daemon,
-    /// The caller check.
-    pub caller: Arc<CallerCheck>,
     /// Running jobs.
     pub jobs: Arc<Jobs>,
 }
@@ -96,13 +93,7 @@ impl Manager {
 #[interface(name = "org.skiff.skiff1.Manager")]
 impl Manager {
     /// The object path of a container, by full id, unique id prefix or name.
-    async fn get_container(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        name_or_id: &str,
-    ) -> Result<OwnedObjectPath, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn get_container(&self, name_or_id: &str) -> Result<OwnedObjectPath, SkiffError> {
         let c = self.ctx.daemon.lookup(name_or_id)?;
         path(container_path(&c.id()))
     }
@@ -112,12 +103,9 @@ impl Manager {
     /// `ancestor=IMAGE`, `id=PREFIX`).
     async fn list_containers(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         filters: Vec<String>,
         flags: u64,
     ) -> Result<Vec<(String, String, String, String, u64, OwnedObjectPath)>, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         self.select(&filters, flags)?
             .into_iter()
             .map(|r| {
@@ -137,12 +125,9 @@ impl Manager {
     /// (as ListContainers), as one JSON array: `ps` in one round trip.
     async fn inspect_containers(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         filters: Vec<String>,
         flags: u64,
     ) -> Result<String, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         let all: Vec<serde_json::Value> = self
             .select(&filters, flags)?
             .into_iter()
@@ -155,14 +140,11 @@ impl Manager {
     #[zbus(out_args("id", "container"))]
     async fn create_container(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         config: HashMap<String, OwnedVariant>,
         flags: u64,
     ) -> Result<(String, OwnedObjectPath), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         check_flags(flags, 0)?;
         let json = convert::dict_to_json(&config).map_err(SkiffError::InvalidConfig)?;
         let cfg = ContainerConfig::from_json_value(json)?;
@@ -173,14 +155,11 @@ impl Manager {
     #[zbus(name = "CreateContainerJSON", out_args("id", "container"))]
     async fn create_container_json(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         config_json: &str,
         flags: u64,
     ) -> Result<(String, OwnedObjectPath), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         check_flags(flags, 0)?;
         let cfg = ContainerConfig::from_json_str(config_json)?;
         self.create(server, &emitter, cfg).await
@@ -202,7 +181,6 @@ impl Manager {
         fds: HashMap<u32, zbus::OwnedFd>,
         flags: u64,
     ) -> Result<(String, OwnedObjectPath), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         check_flags(
             flags,
             super::RUN_AUTO_REMOVE | super::RUN_KILL_ON_DISCONNECT | super::RUN_ATTACH,
@@ -247,14 +225,12 @@ impl Manager {
     #[allow(clippy::too_many_arguments)]
     async fn import_image(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
         rootfs_tar: zbus::OwnedFd,
         reference: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(u32, OwnedObjectPath), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         let mut wait = false;
         let mut changes = crate::image::ImageChanges::default();
         for (k, v) in &options {
@@ -307,13 +283,11 @@ impl Manager {
     #[zbus(out_args("job_id", "job"))]
     async fn load_image(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
         archive: zbus::OwnedFd,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(u32, OwnedObjectPath), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         let mut wait = false;
         for (k, v) in &options {
             match (k.as_str(), &**v) {
@@ -346,13 +320,10 @@ impl Manager {
     /// docker-archive (default) or oci-archive. Returns when the archive is written.
     async fn save_image(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         refs: Vec<String>,
         out: zbus::OwnedFd,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         let mut format = "docker-archive".to_string();
         for (k, v) in &options {
             match (k.as_str(), &**v) {
@@ -372,13 +343,11 @@ impl Manager {
     /// Points the reference `target` at the image `source` names.
     async fn tag_image(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
         source: &str,
         target: &str,
     ) -> Result<(), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         let rec = self.ctx.daemon.tag_image(source, target)?;
         super::image::register_image(&self.ctx, server, conn, &rec.id).await;
         Ok(())
@@ -389,13 +358,11 @@ impl Manager {
     /// using it. Returns ("untagged", ref) and ("deleted", id) pairs.
     async fn remove_image(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
         reference: &str,
         flags: u64,
     ) -> Result<Vec<(String, String)>, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         check_flags(flags, super::REMOVE_FORCE)?;
         let r = self
             .ctx
@@ -406,16 +373,15 @@ impl Manager {
         Ok(removal_pairs(&r))
     }
 
-    /// Removes dangling images; flag 1 (ALL): every image no container uses. Returns
-    /// ("untagged", ref) and ("deleted", id) pairs.
+    /// Removes dangling images; flag 1 (ALL): every image no container uses; then frees
+    /// every blob no image lists that no running job pinned. Returns ("untagged", ref)
+    /// and ("deleted", id) pairs, then ("reclaimed", bytes freed as a decimal number).
     async fn prune_images(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
         flags: u64,
     ) -> Result<Vec<(String, String)>, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         check_flags(flags, super::LIST_ALL)?;
         let r = self
             .ctx
@@ -423,7 +389,9 @@ impl Manager {
             .prune_images(flags & super::LIST_ALL != 0)
             .await?;
         super::image::unregister_images(server, conn, &r.deleted).await;
-        Ok(removal_pairs(&r))
+        let mut pairs = removal_pairs(&r);
+        pairs.push(("reclaimed".into(), r.bytes_freed.to_string()));
+        Ok(pairs)
     }
 
     /// Pulls `reference` from its registry. Options: `tls-verify` (b, default true:
@@ -435,13 +403,11 @@ impl Manager {
     #[zbus(out_args("job_id", "job"))]
     async fn pull_image(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
         reference: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(u32, OwnedObjectPath), SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         let mut req = crate::daemon::pull::PullRequest::new(reference);
         let mut wait = false;
         for (k, v) in &options {
@@ -470,12 +436,9 @@ impl Manager {
     /// `dangling=true|false`, `reference=PATTERN` (`*` wildcards).
     async fn list_images(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         filters: Vec<String>,
         flags: u64,
     ) -> Result<Vec<(String, Vec<String>, u64, u64, OwnedObjectPath)>, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
         check_flags(flags, 0)?;
         self.ctx
             .daemon
@@ -495,24 +458,13 @@ impl Manager {
     }
 
     /// The object path of an image by reference, id or id prefix.
-    async fn get_image(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        reference: &str,
-    ) -> Result<OwnedObjectPath, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn get_image(&self, reference: &str) -> Result<OwnedObjectPath, SkiffError> {
         let img = self.ctx.daemon.image(reference)?;
         path(image_path(&img.id))
     }
 
     /// Facts about the daemon (storage driver, id maps, warnings) as JSON.
-    async fn info(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<String, SkiffError> {
-        self.ctx.caller.check(&hdr, conn).await?;
+    async fn info(&self) -> Result<String, SkiffError> {
         serde_json::to_string_pretty(&self.ctx.daemon.info())
             .map_err(|e| SkiffError::Failed(e.to_string()))
     }

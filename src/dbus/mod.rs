@@ -1,6 +1,7 @@
 //! The D-Bus API, `org.skiff.skiff1` (see docs/dbus-api.md). This layer only decodes a
-//! request, checks the caller, calls the backend (`crate::daemon`) and encodes the reply;
-//! it also turns the backend's events into signals and keeps one object per container,
+//! request, calls the backend (`crate::daemon`) and encodes the reply;
+//! the caller is checked once for every message, in
+//! `gate`; it also turns the backend's events into signals and keeps one object per container,
 //! image and job.
 
 pub mod caller;
@@ -8,11 +9,13 @@ pub mod container;
 pub mod convert;
 pub mod error;
 pub mod exec;
+pub mod gate;
 pub mod image;
 pub mod job;
 pub mod manager;
 pub mod proxy;
 pub mod server;
+pub mod socket;
 pub mod stdio;
 
 pub use error::SkiffError;

@@ -213,6 +213,9 @@ pub trait Job {
     /// The manifest digest of a pulled image.
     #[zbus(property)]
     fn digest(&self) -> zbus::Result<String>;
+    /// Warnings for the user so far.
+    #[zbus(property)]
+    fn warnings(&self) -> zbus::Result<Vec<String>>;
     /// One blob's progress.
     #[zbus(signal)]
     fn layer_progress(&self, digest: &str, status: &str, done: u64, total: u64)

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use zbus::connection::socket::{BoxedSplit, Socket, Split};
 use zbus::object_server::SignalEmitter;
 use zbus::{connection, Connection};
 
 use super::caller::CallerCheck;
 use super::container::ContainerObject;
+use super::gate::{Gate, GateReader};
 use super::image::{register_image, Jobs};
 use super::manager::{Ctx, Manager};
 use super::{container_path, BUS_NAME, MANAGER_PATH};
@@ -20,6 +22,9 @@ pub enum ServeError {
     /// Connecting or exporting failed.
     #[error("D-Bus: {0}")]
     Bus(#[from] zbus::Error),
+    /// The bus cannot be reached.
+    #[error(transparent)]
+    Connect(#[from] super::socket::Error),
     /// Another skiffd owns the name.
     #[error("the name {BUS_NAME} is already taken on this bus: is another skiffd running?")]
     NameTaken,
@@ -28,21 +33,29 @@ pub enum ServeError {
 /// Connects to the bus at `address` (or the session bus), exports everything and takes
 /// the name. Returns the connection; the server runs as long as it lives.
 pub async fn serve(daemon: Daemon, address: Option<&str>) -> Result<Connection, ServeError> {
+    let address = match address {
+        Some(a) => zbus::Address::try_from(a)?,
+        None => zbus::Address::session()?,
+    };
+    // The caller check asks the bus over a connection of its own (see gate.rs).
+    let checker = connection::Builder::address(address.clone())
+        .build()
+        .await?;
+    let callers = Arc::new(CallerCheck::new(&checker).await?);
+    let (gate, answers) = Gate::new(callers.clone());
+    let (read, write) = super::socket::connect(&address).await?.split().take();
+    let socket: BoxedSplit = Split::new(Box::new(GateReader::new(read, gate)), Box::new(write));
     let ctx = Ctx {
         daemon: daemon.clone(),
-        caller: Arc::new(CallerCheck::default()),
         jobs: Arc::new(Jobs::default()),
     };
-    let builder = match address {
-        Some(a) => connection::Builder::address(a),
-        None => connection::Builder::session(),
-    };
     // Objects first, the name last: a call that activated us must find them (zbus note).
-    let conn = builder
+    let conn = connection::Builder::socket(socket)
         .serve_at(MANAGER_PATH, Manager { ctx: ctx.clone() })
         .serve_at(MANAGER_PATH, zbus::fdo::ObjectManager)
         .build()
         .await?;
+    Gate::send_answers(conn.clone(), answers);
     for rec in daemon.list(true) {
         let p = container_path(&rec.id);
         conn.object_server()
@@ -61,7 +74,7 @@ pub async fn serve(daemon: Daemon, address: Option<&str>) -> Result<Connection, 
         }
     }
     forward_events(conn.clone(), ctx.clone());
-    forget_departed_callers(conn.clone(), ctx.caller.clone());
+    forget_departed_callers(callers);
     let flags = zbus::fdo::RequestNameFlags::DO_NOT_QUEUE;
     match conn.request_name_with_flags(BUS_NAME, flags).await {
         Ok(zbus::fdo::RequestNameReply::PrimaryOwner)
@@ -133,12 +146,9 @@ fn forward_events(conn: Connection, ctx: Ctx) {
 }
 
 /// Drops verified callers that left the bus, so the cache stays small.
-fn forget_departed_callers(conn: Connection, caller: Arc<CallerCheck>) {
+fn forget_departed_callers(caller: Arc<CallerCheck>) {
     tokio::spawn(async move {
-        let Ok(dbus) = zbus::fdo::DBusProxy::new(&conn).await else {
-            return;
-        };
-        let Ok(mut stream) = dbus.receive_name_owner_changed().await else {
+        let Ok(mut stream) = caller.bus().receive_name_owner_changed().await else {
             return;
         };
         while let Some(sig) = stream.next().await {

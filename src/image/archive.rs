@@ -151,13 +151,22 @@ pub fn load_oci_dir(
     dir: &Path,
     progress: &Arc<Progress>,
 ) -> Result<Vec<Loaded>, Error> {
-    let index = read_small(&dir.join("index.json"))?;
+    let index = match read_small(dir, Path::new("index.json")) {
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Err(bad(
+                "the directory has no index.json: it is not an OCI image layout (give an \
+                 OCI layout directory, or a docker-archive or oci-archive tar file)",
+            ))
+        }
+        r => r?,
+    };
     let mut out = Vec::new();
     for (digest, names) in oci_index_entries(&index)? {
         let hex = parse_digest(&digest)?;
         copy_file_blob(
             store,
-            &dir.join("blobs/sha256").join(hex),
+            dir,
+            &Path::new("blobs/sha256").join(hex),
             &digest,
             progress,
         )?;
@@ -165,7 +174,13 @@ pub fn load_oci_dir(
         let m = parse_manifest(&manifest, &digest)?;
         for d in m.layers.iter().map(|l| &l.digest).chain([&m.config]) {
             let hex = parse_digest(d)?;
-            copy_file_blob(store, &dir.join("blobs/sha256").join(hex), d, progress)?;
+            copy_file_blob(
+                store,
+                dir,
+                &Path::new("blobs/sha256").join(hex),
+                d,
+                progress,
+            )?;
         }
         out.push(Loaded {
             manifest: digest,
@@ -175,31 +190,34 @@ pub fn load_oci_dir(
     Ok(out)
 }
 
-fn read_small(path: &Path) -> Result<Vec<u8>, Error> {
-    let f = File::open(path).map_err(|e| Error::io(format!("opening {path:?}"), e))?;
+/// Reads `rel` in `dir` (errors name `rel`: `dir` may be a /proc/self/fd path).
+fn read_small(dir: &Path, rel: &Path) -> Result<Vec<u8>, Error> {
+    let f = File::open(dir.join(rel)).map_err(|e| Error::io(format!("opening {rel:?}"), e))?;
     let mut data = Vec::new();
     f.take(IN_MEMORY + 1)
         .read_to_end(&mut data)
-        .map_err(|e| Error::io(format!("reading {path:?}"), e))?;
+        .map_err(|e| Error::io(format!("reading {rel:?}"), e))?;
     if data.len() as u64 > IN_MEMORY {
-        return Err(bad(format!("{path:?} is too large")));
+        return Err(bad(format!("{rel:?} is too large")));
     }
     Ok(data)
 }
 
+/// Copies the blob `rel` of the layout `dir` (errors name `rel`).
 fn copy_file_blob(
     store: &ImageStore,
-    path: &Path,
+    dir: &Path,
+    rel: &Path,
     digest: &str,
     progress: &Arc<Progress>,
 ) -> Result<(), Error> {
     if store.has_blob(digest) {
         return Ok(());
     }
-    let f = File::open(path).map_err(|e| Error::io(format!("opening {path:?}"), e))?;
+    let f = File::open(dir.join(rel)).map_err(|e| Error::io(format!("opening {rel:?}"), e))?;
     let mut f = CountingReader::new(f, progress.clone());
     let mut w = store.blob_writer()?;
-    io::copy(&mut f, &mut w).map_err(|e| Error::io(format!("reading {path:?}"), e))?;
+    io::copy(&mut f, &mut w).map_err(|e| Error::io(format!("reading {rel:?}"), e))?;
     w.commit(digest)?;
     Ok(())
 }

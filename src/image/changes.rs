@@ -20,10 +20,15 @@ pub fn apply_change(changes: &mut ImageChanges, change: &str) -> Result<(), Erro
         .split_once(|c: char| c.is_whitespace())
         .map(|(i, a)| (i, a.trim()))
         .unwrap_or((trimmed, ""));
+    let upper = instr.to_ascii_uppercase();
     if args.is_empty() {
-        return Err(bad(change, "it has no arguments (e.g. CMD [\"/bin/sh\"])"));
+        let reason = match example(&upper) {
+            Some(e) => format!("it has no arguments (e.g. {e})"),
+            None => unsupported(instr),
+        };
+        return Err(bad(change, reason));
     }
-    match instr.to_ascii_uppercase().as_str() {
+    match upper.as_str() {
         "CMD" => changes.cmd = Some(command(change, args)?),
         "ENTRYPOINT" => changes.entrypoint = Some(command(change, args)?),
         "ENV" => {
@@ -45,7 +50,17 @@ pub fn apply_change(changes: &mut ImageChanges, change: &str) -> Result<(), Erro
         }
         "WORKDIR" => changes.workdir = Some(args.to_string()),
         "USER" => changes.user = Some(args.to_string()),
-        "STOPSIGNAL" => changes.stop_signal = Some(args.to_string()),
+        "STOPSIGNAL" => {
+            // Checked as `run --stop-signal` is: a container of this image must be
+            // stoppable with it.
+            if crate::procutil::signal_number(args).is_none() {
+                return Err(bad(
+                    change,
+                    format!("{args:?} is not a signal: {}", crate::procutil::SIGNAL_HINT),
+                ));
+            }
+            changes.stop_signal = Some(args.to_string());
+        }
         "EXPOSE" => {
             for p in args.split_whitespace() {
                 let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
@@ -60,17 +75,31 @@ pub fn apply_change(changes: &mut ImageChanges, change: &str) -> Result<(), Erro
                 }
             }
         }
-        other => {
-            return Err(bad(
-                change,
-                format!(
-                    "{other} is not supported; use CMD, ENTRYPOINT, ENV, WORKDIR, USER, \
-                     LABEL, EXPOSE or STOPSIGNAL"
-                ),
-            ))
-        }
+        _ => return Err(bad(change, unsupported(instr))),
     }
     Ok(())
+}
+
+/// An example of each instruction, for a change that lacks its arguments.
+fn example(instr: &str) -> Option<&'static str> {
+    Some(match instr {
+        "CMD" => r#"CMD ["/bin/sh"]"#,
+        "ENTRYPOINT" => r#"ENTRYPOINT ["/bin/app", "--flag"]"#,
+        "ENV" => "ENV NAME=value",
+        "WORKDIR" => "WORKDIR /srv",
+        "USER" => "USER 1000:1000",
+        "LABEL" => "LABEL key=value",
+        "EXPOSE" => "EXPOSE 80/tcp",
+        "STOPSIGNAL" => "STOPSIGNAL SIGINT",
+        _ => return None,
+    })
+}
+
+fn unsupported(instr: &str) -> String {
+    format!(
+        "{instr} is not supported; use CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE or \
+         STOPSIGNAL"
+    )
 }
 
 fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
@@ -168,6 +197,8 @@ mod tests {
             r#"LABEL org.x="a b" y=z"#,
             "EXPOSE 80 53/udp",
             "STOPSIGNAL SIGINT",
+            "STOPSIGNAL quit",
+            "STOPSIGNAL 15",
         ]);
         assert_eq!(c.cmd.unwrap(), ["/bin/sh", "-c", "echo hi"]);
         assert_eq!(c.entrypoint.unwrap(), ["/bin/sh", "-c", "/bin/run --flag"]);
@@ -177,7 +208,7 @@ mod tests {
         assert_eq!(c.labels["org.x"], "a b");
         assert_eq!(c.labels["y"], "z");
         assert_eq!(c.exposed_ports, ["80/tcp", "53/udp"]);
-        assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
+        assert_eq!(c.stop_signal.as_deref(), Some("15"));
     }
 
     #[test]
@@ -189,6 +220,13 @@ mod tests {
             ("LABEL novalue", "not KEY=VALUE"),
             ("EXPOSE 99999", "not PORT"),
             ("ENV A=\"open", "not closed"),
+            ("ENV", "no arguments (e.g. ENV NAME=value)"),
+            ("USER", "no arguments (e.g. USER 1000:1000)"),
+            ("workdir", "no arguments (e.g. WORKDIR /srv)"),
+            ("STOPSIGNAL", "no arguments (e.g. STOPSIGNAL SIGINT)"),
+            ("RUN", "RUN is not supported"),
+            ("STOPSIGNAL SIGBOGUS", "\"SIGBOGUS\" is not a signal"),
+            ("STOPSIGNAL 0", "\"0\" is not a signal"),
         ] {
             let e = apply_change(&mut ImageChanges::default(), change)
                 .unwrap_err()

@@ -38,6 +38,17 @@ impl ImageStore {
         self.flock("gc.lock", arg)
     }
 
+    /// The collection lock, exclusive, if no one holds it now (`None` otherwise).
+    pub fn try_gc_lock_exclusive(&self) -> Result<Option<Flock<File>>, Error> {
+        match self.flock("gc.lock", FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(l)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::WouldBlock => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn flock(&self, name: &str, arg: FlockArg) -> Result<Flock<File>, Error> {
         let path = self.root.join(name);
         let mut file = OpenOptions::new()

@@ -112,6 +112,26 @@ pub struct Progress {
     state: Mutex<State>,
     /// Bytes read from the input stream (load, import).
     read: AtomicU64,
+    /// Warnings for the client (e.g. device nodes skipped in a layer).
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Progress {
+    /// Adds a warning for the client (the Job's `Warnings`).
+    pub fn warn(&self, msg: impl Into<String>) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(msg.into());
+    }
+
+    /// The warnings so far.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Totals over a job.

@@ -24,6 +24,8 @@ pub struct Removal {
     pub trash: Vec<PathBuf>,
     /// Blobs deleted.
     pub blobs_freed: usize,
+    /// Bytes freed: the blobs deleted and the layer trees moved to `tmp/`.
+    pub bytes_freed: u64,
 }
 
 impl Removal {
@@ -32,6 +34,7 @@ impl Removal {
         self.deleted.extend(other.deleted);
         self.trash.extend(other.trash);
         self.blobs_freed += other.blobs_freed;
+        self.bytes_freed += other.bytes_freed;
     }
 }
 
@@ -138,7 +141,85 @@ impl ImageStore {
         }
         out.untagged = tags;
         out.absorb(self.delete_locked(&mut index, &doomed)?);
+        // Then every blob no image lists (what failed jobs and pulls left), but those
+        // a running job pinned.
+        out.absorb(self.free_unreferenced_locked(&index, false)?);
         Ok(out)
+    }
+
+    /// Frees the blobs no image lists and no running job pinned, but (with
+    /// `keep_resumable`) those a pull wrote less than [`RESUME_GRACE`] ago, which a new
+    /// pull of the image reuses. What a load or import wrote is never resumable: run
+    /// after one failed or was cancelled, it frees everything such a job left. Waits for
+    /// the jobs that are committing images (the collection lock).
+    pub fn free_unreferenced_blobs(&self, keep_resumable: bool) -> Result<Removal, Error> {
+        let _gc = self.gc_lock(true)?;
+        self.free_unreferenced_gc_held(keep_resumable)
+    }
+
+    /// [`ImageStore::free_unreferenced_blobs`] if no job is committing an image;
+    /// `None` (nothing done) otherwise.
+    pub fn try_free_unreferenced_blobs(
+        &self,
+        keep_resumable: bool,
+    ) -> Result<Option<Removal>, Error> {
+        match self.try_gc_lock_exclusive()? {
+            Some(_gc) => self.free_unreferenced_gc_held(keep_resumable).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn free_unreferenced_gc_held(&self, keep_resumable: bool) -> Result<Removal, Error> {
+        let _lock = self.lock()?;
+        let index = self.load_index()?;
+        self.free_unreferenced_locked(&index, keep_resumable)
+    }
+
+    /// With the collection lock and the index lock held.
+    fn free_unreferenced_locked(
+        &self,
+        index: &Index,
+        keep_resumable: bool,
+    ) -> Result<Removal, Error> {
+        let (used_blobs, _) = referenced(index);
+        let blobs: Vec<String> = list_digests(&self.root.join("blobs/sha256"))?
+            .into_iter()
+            .filter(|b| !used_blobs.contains(b))
+            .filter(|b| !(keep_resumable && self.resumable_blob(b)))
+            .collect();
+        if !blobs.is_empty() {
+            tracing::info!("freeing {} unreferenced blobs", blobs.len());
+        }
+        let out = self.free(&blobs, &[])?;
+        self.forget_stale_resumable_marks(&used_blobs);
+        Ok(out)
+    }
+
+    /// Notes that a pull is writing blob `digest`: kept for a later pull (see
+    /// [`ImageStore::free_unreferenced_blobs`]). Call before committing the blob.
+    pub fn mark_resumable(&self, digest: &str) -> Result<(), Error> {
+        let hex = super::parse_digest(digest)?;
+        let dir = self.root.join(RESUMABLE_DIR);
+        let path = dir.join(hex);
+        fs::create_dir_all(&dir)
+            .and_then(|()| fs::write(&path, b""))
+            .map_err(|e| Error::io(format!("writing {path:?}"), e))
+    }
+
+    /// Drops the resumable marks of blobs that are gone, referenced (no longer
+    /// unreferenced leftovers) or too old.
+    fn forget_stale_resumable_marks(&self, used_blobs: &BTreeSet<String>) {
+        let Ok(marks) = list_digests(&self.root.join(RESUMABLE_DIR)) else {
+            return;
+        };
+        for m in marks {
+            let hex = m.strip_prefix("sha256:").unwrap_or(&m);
+            let stale =
+                used_blobs.contains(&m) || !self.blob_file(hex).exists() || !self.recent_blob(&m);
+            if stale {
+                let _ = fs::remove_file(self.root.join(RESUMABLE_DIR).join(hex));
+            }
+        }
     }
 
     /// Deletes `ids` from the index, saves it, then frees what no remaining image uses.
@@ -171,8 +252,13 @@ impl ImageStore {
                 continue;
             }
             let hex = b.strip_prefix("sha256:").unwrap_or(b);
-            match fs::remove_file(self.blob_file(hex)) {
-                Ok(()) => out.blobs_freed += 1,
+            let file = self.blob_file(hex);
+            let size = fs::symlink_metadata(&file).map_or(0, |m| m.len());
+            match fs::remove_file(&file) {
+                Ok(()) => {
+                    out.blobs_freed += 1;
+                    out.bytes_freed += size;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(format!("removing blob {b}"), e)),
             }
@@ -182,8 +268,12 @@ impl ImageStore {
             let hex = l.strip_prefix("sha256:").unwrap_or(l);
             let from = self.root.join("layers").join(hex);
             let to = self.root.join("tmp").join(format!("rm-{hex}"));
+            let size = self.layer_size(l);
             match fs::rename(&from, &to) {
-                Ok(()) => out.trash.push(to),
+                Ok(()) => {
+                    out.trash.push(to);
+                    out.bytes_freed += size;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(format!("moving {from:?} to {to:?}"), e)),
             }
@@ -203,23 +293,15 @@ impl ImageStore {
         let _lock = self.lock()?;
         let index = self.load_index()?;
         let (used_blobs, used_layers) = referenced(&index);
-        let list = |dir: PathBuf| -> Result<Vec<String>, Error> {
-            let rd = fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {dir:?}"), e))?;
-            Ok(rd
-                .flatten()
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .filter(|n| is_sha256_hex(n))
-                .map(|n| format!("sha256:{n}"))
-                .collect())
-        };
-        // Unreferenced blobs younger than RESUME_GRACE are what an interrupted pull left:
-        // kept, so that the next pull of the image skips them (registry helper's change).
-        let blobs: Vec<String> = list(self.root.join("blobs/sha256"))?
+        // Unreferenced blobs are what a load, import or pull killed midway left. A pull's
+        // (marked resumable, younger than RESUME_GRACE) are kept, so that the next pull
+        // of the image skips them; the others go.
+        let blobs: Vec<String> = list_digests(&self.root.join("blobs/sha256"))?
             .into_iter()
             .filter(|b| !used_blobs.contains(b))
-            .filter(|b| !self.recent_blob(b))
+            .filter(|b| !self.resumable_blob(b))
             .collect();
-        let layers: Vec<String> = list(self.root.join("layers"))?
+        let layers: Vec<String> = list_digests(&self.root.join("layers"))?
             .into_iter()
             .filter(|l| !used_layers.contains(l))
             .collect();
@@ -231,15 +313,39 @@ impl ImageStore {
             );
         }
         self.free(&blobs, &layers)?;
+        self.forget_stale_resumable_marks(&used_blobs);
         self.leftovers()
     }
 }
 
-/// How long unreferenced blobs survive [`ImageStore::collect_garbage`]: a pull killed
-/// midway resumes within this time without downloading its complete blobs again.
+/// How long unreferenced blobs of a pull survive [`ImageStore::collect_garbage`]: a
+/// pull killed midway resumes within this time without downloading its complete blobs
+/// again.
 const RESUME_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+/// Where [`ImageStore::mark_resumable`] notes the blobs pulls wrote (empty files named
+/// by the blob's hex digest).
+const RESUMABLE_DIR: &str = "resumable";
+
+/// The `sha256:<hex>` digests named by the entries of `dir`.
+fn list_digests(dir: &std::path::Path) -> Result<Vec<String>, Error> {
+    let rd = fs::read_dir(dir).map_err(|e| Error::io(format!("listing {dir:?}"), e))?;
+    Ok(rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| is_sha256_hex(n))
+        .map(|n| format!("sha256:{n}"))
+        .collect())
+}
+
 impl ImageStore {
+    /// Whether blob `digest` is a pull's (marked resumable) and younger than
+    /// [`RESUME_GRACE`].
+    fn resumable_blob(&self, digest: &str) -> bool {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.root.join(RESUMABLE_DIR).join(hex).exists() && self.recent_blob(digest)
+    }
+
     /// Whether blob `digest` was written less than [`RESUME_GRACE`] ago.
     fn recent_blob(&self, digest: &str) -> bool {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);

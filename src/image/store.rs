@@ -8,6 +8,8 @@
 //!   layers/<diff-id hex>/diff extracted layer trees, shared by every image using them
 //!   layers/<diff-id hex>/layer.json  {"size": N}: the regular file bytes of the layer
 //!   tmp/                      blobs being written, layers being extracted or removed
+//!   resumable/<hex>           empty: blob <hex> was written by a pull (kept unreferenced
+//!                             for a day, for the next pull to resume with)
 //!   images.json               skiff's own index: images (their blobs and layers), tags
 //!   index.lock                flock serialising read-modify-write of images.json
 //!   gc.lock                   shared while an image is committed, exclusive while blobs
@@ -17,7 +19,9 @@
 //! Nothing is visible before `images.json` names it: blobs and layers are written first
 //! (each atomically: temp + fsync + rename), the index last, so a load or pull killed at
 //! any moment leaves at most unreferenced blobs and layers, which
-//! [`ImageStore::collect_garbage`] removes when the daemon starts. Reference counts are
+//! [`ImageStore::collect_garbage`] removes when the daemon starts (a pull's blobs are
+//! kept a day, for a new pull to resume with; a failed load or import's are freed at
+//! once by [`ImageStore::free_unreferenced_blobs`]). Reference counts are
 //! computed from the index: removing an image frees exactly the blobs and layers no other
 //! image lists.
 
@@ -370,7 +374,7 @@ impl ImageStore {
         }
     }
 
-    fn layer_size(&self, diff_id: &str) -> u64 {
+    pub(crate) fn layer_size(&self, diff_id: &str) -> u64 {
         let hex = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
         fs::read(self.root.join("layers").join(hex).join("layer.json"))
             .ok()

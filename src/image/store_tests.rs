@@ -522,17 +522,22 @@ fn garbage_from_a_crash_is_collected_and_images_kept() {
     let (_t, store) = new_store();
     let img = import(&store, b"kept", "kept", &ImageChanges::default()).image;
     let before = blob_count(&store);
-    // A load that died after writing blobs and a layer, before recording the image. An
-    // orphan blob older than the resume grace is collected; a young one is kept, so
-    // that a pull killed midway resumes without downloading it again.
+    // A load and a pull that died after writing blobs and a layer, before recording
+    // the image. The load's blob goes, young as it is; the pull's goes once older than
+    // the resume grace, and a young one is kept, so that a pull killed midway resumes
+    // without downloading it again.
+    let (loaded, _) = store.write_blob(b"a load's orphan").unwrap();
     let (old, _) = store.write_blob(b"orphan").unwrap();
+    store.mark_resumable(&old).unwrap();
     let two_days = std::time::Duration::from_secs(2 * 24 * 3600);
     fs::File::options()
         .write(true)
         .open(store.blob_path(&old).unwrap())
         .and_then(|f| f.set_modified(std::time::SystemTime::now() - two_days))
         .unwrap();
-    let (young, _) = store.write_blob(b"young orphan").unwrap();
+    let young = format!("sha256:{}", sha256_hex(b"young orphan"));
+    store.mark_resumable(&young).unwrap();
+    store.write_blob(b"young orphan").unwrap();
     let staging = store.new_staging().unwrap();
     let stats = UnpackStats {
         diff_id: format!("sha256:{}", sha256_hex(b"orphan layer")),
@@ -544,7 +549,7 @@ fn garbage_from_a_crash_is_collected_and_images_kept() {
     assert_eq!(layer_count(&store), 2);
     let leftovers = store.collect_garbage().unwrap();
     assert_eq!(blob_count(&store), before + 1);
-    assert!(!store.has_blob(&old) && store.has_blob(&young));
+    assert!(!store.has_blob(&old) && store.has_blob(&young) && !store.has_blob(&loaded));
     assert_eq!(layer_count(&store), 1);
     assert_eq!(leftovers.len(), 2, "{leftovers:?}");
     assert!(store.has_layer(&img.layers[0]));

@@ -511,10 +511,29 @@ impl Extraction<'_> {
                 reason: "it would be written through a symlink leading outside the layer".into(),
             };
         }
-        let context = format!("extracting layer entry {name:?} ({text})");
+        // The tar crate's own descriptions only name the file by its full path (in the
+        // staging directory, which means nothing to the user): the entry's name does.
+        let said: Vec<&String> = descs
+            .iter()
+            .filter(|d| !d.starts_with("failed to unpack `"))
+            .collect();
+        let text = said
+            .iter()
+            .map(|d| d.as_str())
+            .collect::<Vec<_>>()
+            .join(": ");
         match errno {
-            Some(code) => Error::io(context, io::Error::from_raw_os_error(code)),
-            None => Error::io(context, e),
+            Some(code) if text.is_empty() => Error::io(
+                format!("extracting layer entry {name:?}"),
+                io::Error::from_raw_os_error(code),
+            ),
+            Some(code) => Error::io(
+                format!("extracting layer entry {name:?} ({text})"),
+                io::Error::from_raw_os_error(code),
+            ),
+            None => Error::InvalidLayer {
+                reason: format!("entry {name:?} cannot be extracted: {text}"),
+            },
         }
     }
 

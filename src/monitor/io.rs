@@ -128,13 +128,7 @@ impl Io {
         for fd in [&tty, &out, &err, &stdin].into_iter().flatten() {
             set_nonblocking(fd);
         }
-        let logger = log.and_then(|cfg| match Logger::open(cfg) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::error!("cannot open the container's log: {e}");
-                None
-            }
-        });
+        let logger = log.map(Logger::open_or_retry);
         Io {
             tty_open: tty.is_some(),
             tty,
@@ -378,7 +372,7 @@ impl Io {
             }
         }
         if let Some(l) = self.logger.as_mut() {
-            let _ = l.write(stream as usize, &data);
+            l.write(stream as usize, &data);
         }
         let p = Packet::Output { stream, data };
         if let Some((q, size)) = self.replay.as_mut() {

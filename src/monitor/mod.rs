@@ -1,5 +1,8 @@
 //! The per-container monitor (conmon's role): a process of its own, in its own session,
-//! started by skiffd as `skiffd __monitor BUNDLE`. It creates the container through the
+//! started by skiffd as `skiffd __monitor BUNDLE` under the name `skiff-monitor` (comm
+//! and argv[0]). It holds its bundle's lock ([`lock`]) for its whole life; the
+//! container's init dies with it (PR_SET_PDEATHSIG), and SIGTERM, SIGINT or SIGHUP make
+//! it kill the container and record why. It creates the container through the
 //! runtime, holds the container's stdio (its own fds 0-2 are handed down), reaps the
 //! container's init, records the exit code atomically in the bundle's exit file and tells
 //! the daemon what happened through a status pipe (fd 3, one JSON object per line).
@@ -12,12 +15,14 @@
 
 pub mod attach;
 pub mod io;
+pub mod lock;
 pub mod logger;
 
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -33,6 +38,62 @@ const FIRST_CLIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 
 /// The fd on which the monitor writes [`Status`] lines.
 pub const STATUS_FD: i32 = 3;
+
+/// The monitor's process name (comm and argv[0]): `pkill skiffd` must not end the
+/// monitors, and their containers with them.
+pub const PROCESS_NAME: &str = "skiff-monitor";
+
+/// The container's init once it runs (0 before), for the termination handler.
+static INIT_PID: AtomicI32 = AtomicI32::new(0);
+/// The termination signal the monitor got (0: none).
+static TERMINATED_BY: AtomicI32 = AtomicI32::new(0);
+
+/// SIGTERM, SIGINT or SIGHUP to the monitor: the container is killed (it never runs on
+/// without its monitor); the monitor then records its end as usual, with the reason.
+extern "C" fn on_terminate(signo: libc::c_int) {
+    TERMINATED_BY.store(signo, Ordering::SeqCst);
+    let init = INIT_PID.load(Ordering::SeqCst);
+    if init > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(init, libc::SIGKILL) };
+    }
+}
+
+/// Names the process and installs the termination handler.
+fn set_up_process() {
+    if let Ok(name) = std::ffi::CString::new(PROCESS_NAME) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    }
+    for signo in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: the handler only does atomic loads and stores and kill(2); SA_RESTART
+        // keeps the blocking calls of the monitor going.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_terminate as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(signo, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Whether our parent process is named `name` (the daemon that spawned us).
+fn parent_named(name: &str) -> bool {
+    let ppid = nix::unistd::getppid();
+    std::fs::read_to_string(format!("/proc/{ppid}/comm")).is_ok_and(|c| c == name)
+}
+
+/// Why the container ended, when the monitor was told to end.
+fn termination_reason() -> Option<String> {
+    let signo = TERMINATED_BY.load(Ordering::SeqCst);
+    (signo != 0).then(|| {
+        let name = nix::sys::signal::Signal::try_from(signo)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| format!("signal {signo}"));
+        format!("the container's monitor got {name}: the container was killed with it")
+    })
+}
 
 /// The monitor's instructions, `monitor.json` in the bundle directory; the OCI runtime
 /// spec is `config.json` beside it.
@@ -144,10 +205,35 @@ impl StatusPipe {
 /// Runs the monitor for the bundle; returns the monitor's own exit code (0 when the
 /// container's outcome was recorded).
 pub fn main(bundle: &Path) -> i32 {
+    // Our name as exec gave it: the daemon's, which spawned us (the same executable).
+    let exe_name = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    set_up_process();
     let mut pipe = StatusPipe::open();
+    // Held for our whole life: it is how skiffd finds us (see `lock`). Taken before the
+    // instructions are read: a skiffd that undid this start removed them meanwhile.
+    let _lock = match lock::acquire(bundle) {
+        Ok(l) => l,
+        Err(e) => {
+            pipe.send(&Status::Failed {
+                code: runtime::exec::EXIT_SETUP_FAILED,
+                message: format!("lock {}: {e}", lock::lock_path(bundle).display()),
+            });
+            return 1;
+        }
+    };
+    // A daemon that died before we held the lock could not see us, and its successor
+    // may already have looked: then we were re-parented, and we start nothing. (Once we
+    // hold the lock, a successor finds us through it.)
+    if !parent_named(&exe_name) {
+        pipe.send(&Status::Failed {
+            code: runtime::exec::EXIT_SETUP_FAILED,
+            message: "skiffd ended before the container's monitor started".into(),
+        });
+        return 1;
+    }
     let outcome = run(bundle, &mut pipe);
     let (code, error) = match outcome {
-        Ok(code) => (code, String::new()),
+        Ok(code) => (code, termination_reason().unwrap_or_default()),
         Err(e) => {
             let code = e.exit_code();
             pipe.send(&Status::Failed {
@@ -219,6 +305,11 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         Ok(())
     })?;
     let init = started.pid;
+    INIT_PID.store(init.as_raw(), Ordering::SeqCst);
+    if TERMINATED_BY.load(Ordering::SeqCst) != 0 {
+        // Told to end while the container was being created.
+        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+    }
     pipe.send(&Status::Started { pid: init.as_raw() });
     let mut io = None;
     if logged {

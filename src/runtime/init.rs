@@ -16,18 +16,40 @@ use super::{pty, rootfs, Error, RootfsPlan};
 /// Runs the init steps; returns the exit code to use if they fail (never returns on a
 /// successful exec).
 pub fn main(chan: Channel, spec: &Spec, plan: &RootfsPlan) -> i32 {
-    let failure = match setup(&chan, spec, plan) {
-        Ok((args, env)) => exec::exec(&args, &env),
-        Err(e) => ExecFailure {
-            code: EXIT_SETUP_FAILED,
-            message: e.to_string(),
-        },
-    };
+    let failure =
+        match setup(&chan, spec, plan).and_then(|cmd| die_with_monitor(&chan).map(|_| cmd)) {
+            Ok((args, env)) => exec::exec(&args, &env),
+            Err(e) => ExecFailure {
+                code: EXIT_SETUP_FAILED,
+                message: e.to_string(),
+            },
+        };
     let _ = chan.send(&Msg::Failed {
         code: failure.code,
         message: failure.message,
     });
     failure.code
+}
+
+/// The container must not outlive its monitor: SIGKILL when our parent (the monitor,
+/// a child subreaper, since the intermediate it reaped before `Proceed`) ends. Set last,
+/// after the change of user, which would clear it; a monitor that ended before shows as
+/// the hang-up of the channel.
+fn die_with_monitor(chan: &Channel) -> Result<(), Error> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } < 0 {
+        return Err(Error::sys("PR_SET_PDEATHSIG", nix::errno::Errno::last()));
+    }
+    let fd = std::os::fd::AsFd::as_fd(chan);
+    let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::empty())];
+    let _ = nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO);
+    if p[0]
+        .revents()
+        .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP))
+    {
+        return Err(Error::Setup("the container's monitor ended".into()));
+    }
+    Ok(())
 }
 
 fn has_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {

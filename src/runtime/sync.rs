@@ -53,6 +53,12 @@ impl From<Channel> for OwnedFd {
     }
 }
 
+impl std::os::fd::AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl Channel {
     /// Makes a connected pair; both ends are close-on-exec.
     pub fn pair() -> Result<(Channel, Channel), Error> {

@@ -59,7 +59,82 @@ impl Env {
     /// Just the bus (no daemon): for "daemon not running" and for tests that prepare the
     /// state before the daemon starts.
     pub fn bus_only() -> Env {
-        let dbus_daemon = require("dbus-daemon");
+        let dir = Env::temp_dir();
+        let sock = dir.path().join("bus");
+        let mut cmd = Command::new(require("dbus-daemon"));
+        cmd.args(["--session", "--nofork", "--print-address=1", "--nopidfile"])
+            .arg(format!("--address=unix:path={}", sock.display()));
+        Env::with_bus(dir, cmd)
+    }
+
+    /// Bus + daemon + image, on a bus that admits every user, as a misconfigured shared bus
+    /// would: for the caller check. The bus is at an abstract address (another uid cannot
+    /// reach into the test's 0700 dir). A client of another uid is a process in a user
+    /// namespace mapped to a subordinate uid (see [`Env::as_other_uid`]); the dbus-daemon
+    /// refuses a uid it cannot look up in /etc/passwd, so it runs in a user namespace of its
+    /// own where our uid is itself and our first subordinate uid is uid 1 (`daemon` on
+    /// Debian): it sees the other client as uid 1, us as us.
+    pub fn new_shared_bus() -> Env {
+        let dir = Env::temp_dir();
+        let conf = dir.path().join("bus.conf");
+        let name = format!("skiff-e2e-{}", dir.path().display());
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:abstract={name}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#
+            ),
+        )
+        .unwrap();
+        let (uid, gid) = (unsafe { libc::getuid() }, unsafe { libc::getgid() });
+        let (sub_uid, sub_gid) = first_subordinate_ids();
+        let mut cmd = Command::new(require("unshare"));
+        cmd.arg(format!("--map-user={uid}"))
+            .arg(format!("--map-users={sub_uid},1,1"))
+            .arg(format!("--map-group={gid}"))
+            .arg(format!("--map-groups={sub_gid},1,1"))
+            .args(["-S", &uid.to_string(), "-G", &gid.to_string()])
+            .arg(require("dbus-daemon"))
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address=1", "--nopidfile"]);
+        let mut env = Env::with_bus(dir, cmd);
+        env.start_daemon();
+        let tar = env.busybox_tar();
+        let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
+        assert!(out.status.success(), "import failed: {}", stderr(&out));
+        env
+    }
+
+    /// A command run as another uid: our first subordinate uid (newuidmap), which is uid 1
+    /// in its user namespace as in the bus's of [`Env::new_shared_bus`]. (A client claims
+    /// the uid it has in its namespace when it authenticates, as gdbus and dbus-send do; the
+    /// bus checks that claim against the uid it sees, so the two namespaces agree.)
+    pub fn as_other_uid(&self, program: &str) -> Command {
+        let (sub_uid, sub_gid) = first_subordinate_ids();
+        let mut c = Command::new(require("unshare"));
+        c.arg(format!("--map-users={sub_uid},1,1"))
+            .arg(format!("--map-groups={sub_gid},1,1"))
+            .args(["-S", "1", "-G", "1"])
+            .arg(require(program))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn temp_dir() -> tempfile::TempDir {
         let dir = tempfile::Builder::new()
             .prefix("skiff-e2e-")
             .tempdir()
@@ -69,10 +144,12 @@ impl Env {
             std::fs::set_permissions(dir.path().join(sub), std::fs::Permissions::from_mode(0o700))
                 .unwrap();
         }
-        let sock = dir.path().join("bus");
-        let mut dbus = Command::new(dbus_daemon)
-            .args(["--session", "--nofork", "--print-address=1", "--nopidfile"])
-            .arg(format!("--address=unix:path={}", sock.display()))
+        dir
+    }
+
+    /// Starts the bus with `cmd` (which prints its address on stdout).
+    fn with_bus(dir: tempfile::TempDir, mut cmd: Command) -> Env {
+        let mut dbus = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -422,6 +499,18 @@ pub fn first_subuid_range() -> Option<(u32, u32)> {
         .iter()
         .find(|e| e.container_id == 1)
         .map(|e| (e.host_id, e.size))
+}
+
+/// The first subordinate uid and gid of the current user.
+pub fn first_subordinate_ids() -> (u32, u32) {
+    let (maps, _) = skiff::userns::IdMaps::for_current_user().expect("reading /etc/subuid");
+    let first = |m: &[skiff::userns::IdMapEntry]| {
+        m.iter()
+            .find(|e| e.container_id == 1)
+            .map(|e| e.host_id)
+            .expect("no subordinate id range: see README")
+    };
+    (first(&maps.uid), first(&maps.gid))
 }
 
 /// Lists the entries of a directory (empty if it does not exist).

@@ -183,11 +183,13 @@ pub async fn pull(
         let digest2 = digest.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
             if let Some(index) = index_blob {
+                store2.mark_resumable(&format!("sha256:{}", crate::image::sha256_hex(&index)))?;
                 store2.write_blob(&index)?;
             }
             if store2.has_blob(&digest2) {
                 return Ok(());
             }
+            store2.mark_resumable(&digest2)?;
             let mut w = store2.blob_writer()?;
             w.write_all(&bytes)
                 .map_err(|e| crate::image::Error::io("writing the manifest blob", e))?;
@@ -345,8 +347,12 @@ async fn fetch_once(
         return Err(e);
     }
     let digest2 = digest.to_string();
-    tokio::task::spawn_blocking(move || writer.commit(&digest2))
-        .await
-        .map_err(|e| Error::Interrupted(e.to_string()))??;
+    let store2 = store.clone();
+    tokio::task::spawn_blocking(move || {
+        store2.mark_resumable(&digest2)?;
+        writer.commit(&digest2)
+    })
+    .await
+    .map_err(|e| Error::Interrupted(e.to_string()))??;
     Ok(())
 }

@@ -1,0 +1,85 @@
+//! How a foreground `skiff run` learns that its container ended, without depending on
+//! one signal.
+//!
+//! The `Event` subscription is drained by a task of its own from the moment it exists:
+//! zbus queues at most 64 messages per subscription and then stops reading the
+//! connection altogether, so an unread subscription during the `RunContainer` call
+//! (other containers' events) would also hold back that call's reply — the CLI hung for
+//! ever. Besides the events, the CLI asks `Container.Wait`, so a missed event cannot
+//! leave it waiting either.
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::dbus::proxy::{ContainerProxy, EventStream};
+
+/// A container event the CLI cares about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The container's run ended with this exit code (`die`).
+    Died(i32),
+    /// The container was removed (`destroy`).
+    Destroyed,
+}
+
+/// Container events, read off the bus as they come.
+pub struct Endings {
+    rx: mpsc::UnboundedReceiver<(String, Ending)>,
+}
+
+impl Endings {
+    /// Starts draining `events` at once (call right after subscribing).
+    pub fn drain(mut events: EventStream) -> Endings {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(sig) = events.next().await {
+                let Ok(a) = sig.args() else { continue };
+                if *a.typ() != "container" {
+                    continue;
+                }
+                let ending = match *a.action() {
+                    "die" => Ending::Died(
+                        a.attributes()
+                            .get("exitCode")
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(125),
+                    ),
+                    "destroy" => Ending::Destroyed,
+                    _ => continue,
+                };
+                if tx.send((a.id().to_string(), ending)).is_err() {
+                    break;
+                }
+            }
+        });
+        Endings { rx }
+    }
+
+    /// The next ending of container `id` (None: the connection is gone).
+    pub async fn next_for(&mut self, id: &str) -> Option<Ending> {
+        loop {
+            let (of, ending) = self.rx.recv().await?;
+            if of == id {
+                return Some(ending);
+            }
+        }
+    }
+}
+
+/// Asks skiffd when the container's run ends (and, with `rm`, once it is removed);
+/// returns its exit code. Never returns when skiffd cannot tell (the container is being
+/// or was removed when asked): then the events tell.
+pub async fn wait_call(target: &ContainerProxy<'_>, rm: bool) -> i32 {
+    match target.wait("not-running").await {
+        Ok((code, _)) => {
+            // With --rm, only once it is removed. An error (the container is being
+            // removed, or is gone) leaves it to the `destroy` event, which skiffd sends
+            // when the removal is complete, before it takes the object down.
+            if rm && target.wait("removed").await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            code
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,144 @@
+//! Where skiffd's processes log. The daemon logs to its stderr (with ANSI colours only
+//! on a terminal). Its helpers — the per-container monitor (with the runtime, FUSE
+//! server and network helpers it runs), `__exec`, `__unpack`, `__remove` — have other
+//! uses for their stdio, so the daemon hands them a duplicate of its stderr as fd
+//! [`LOG_FD`] (close-on-exec in the helper: nothing they start gets it), with the
+//! filter in `SKIFF_LOG_FILTER` and a tag in `SKIFF_LOG_TAG` (`container <id>`, …)
+//! that starts every line they write. A monitor outlives the daemon that started it
+//! and keeps writing to that daemon's log (a file, the journal, a terminal).
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// The fd on which a helper finds the daemon's log.
+pub const LOG_FD: i32 = 5;
+const FD_ENV: &str = "SKIFF_LOG_FD";
+const FILTER_ENV: &str = "SKIFF_LOG_FILTER";
+const TAG_ENV: &str = "SKIFF_LOG_TAG";
+
+/// The daemon's stderr, kept (close-on-exec, above the standard fds) for helpers.
+static DAEMON_LOG: OnceLock<(OwnedFd, String)> = OnceLock::new();
+
+fn filter(spec: &str) -> EnvFilter {
+    EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// Installs the daemon's logger: stderr, filtered by `spec` (EnvFilter syntax), colours
+/// only on a terminal; keeps a duplicate of stderr for [`pass_to`].
+pub fn init_daemon(spec: &str) {
+    let stderr = io::stderr();
+    if let Ok(fd) = nix::fcntl::fcntl(&stderr, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)) {
+        // SAFETY: a fresh descriptor that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = DAEMON_LOG.set((fd, spec.to_string()));
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter(spec))
+        .with_ansi(stderr.is_terminal())
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// Hands the daemon's log to the helper `cmd` will start, its lines tagged with `tag`
+/// (e.g. `container 0123456789ab`): sets the helper's logging variables and returns a
+/// duplicate of the log to pass on fd [`LOG_FD`] (with [`crate::fdutil::pass_fds`]).
+/// `None` when the daemon has no log fd.
+pub fn for_helper(cmd: &mut std::process::Command, tag: &str) -> Option<(OwnedFd, i32)> {
+    let (fd, spec) = DAEMON_LOG.get()?;
+    let dup = fd.try_clone().ok()?;
+    cmd.env(FD_ENV, LOG_FD.to_string())
+        .env(FILTER_ENV, spec)
+        .env(TAG_ENV, tag);
+    Some((dup, LOG_FD))
+}
+
+/// In a helper: installs a logger writing to the log fd the daemon passed (see the
+/// module documentation), made close-on-exec first. Without one, nothing is logged
+/// (the helper's stdio are not ours to write to), unless `stderr_fallback`.
+pub fn init_helper(stderr_fallback: bool) {
+    let fd = std::env::var(FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|fd| *fd > 2);
+    let spec = std::env::var(FILTER_ENV).unwrap_or_else(|_| "info".into());
+    let tag = std::env::var(TAG_ENV).unwrap_or_default();
+    for var in [FD_ENV, FILTER_ENV, TAG_ENV] {
+        // SAFETY: the helper is single-threaded at this point.
+        unsafe { std::env::remove_var(var) };
+    }
+    // SAFETY: F_SETFD on a descriptor number only changes its flag (or fails if closed).
+    let file = fd.filter(|fd| unsafe { libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0);
+    let Some(fd) = file else {
+        if stderr_fallback {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter(&spec))
+                .with_ansi(io::stderr().is_terminal())
+                .with_writer(io::stderr)
+                .try_init();
+        }
+        return;
+    };
+    // SAFETY: the daemon passed this descriptor to us for our log; nothing else uses it.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let ansi = file.is_terminal();
+    let writer = Tagged {
+        file: Arc::new(file),
+        tag: if tag.is_empty() {
+            String::new()
+        } else {
+            format!("[{tag}] ")
+        },
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter(&spec))
+        .with_ansi(ansi)
+        .with_writer(writer)
+        .try_init();
+}
+
+/// Makes one [`Line`] per event.
+struct Tagged {
+    file: Arc<File>,
+    tag: String,
+}
+
+impl<'a> MakeWriter<'a> for Tagged {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line {
+            file: self.file.clone(),
+            buf: self.tag.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// One event's text, tag first, written with one write(2) when dropped (so that lines
+/// of several processes sharing the log do not interleave).
+struct Line {
+    file: Arc<File>,
+    buf: Vec<u8>,
+}
+
+impl Write for Line {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        // A log that cannot be written loses the line; the helper goes on.
+        let _ = (&*self.file).write_all(&self.buf);
+    }
+}
