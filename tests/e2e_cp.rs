@@ -560,6 +560,15 @@ fn cp_bad_inputs_say_what_is_wrong() {
         &["cp", p(&h.join("one/")), "box:/tmp"],
         "not a directory",
     );
+    // A refusal while the CLI still writes (more than a pipe holds): reported, the CLI
+    // is not killed by SIGPIPE.
+    let big = env.dir.path().join("big");
+    fs::write(&big, vec![7u8; 4 << 20]).unwrap();
+    fails(
+        &env,
+        &["cp", p(&big), "box:/no/such/big"],
+        "no such directory",
+    );
     // Nothing was left behind by the failures.
     let o = ok(&env, &["exec", "box", "ls", "/tmp"]);
     assert_eq!(o, "", "{o}");

@@ -160,8 +160,9 @@ pub fn extract_placed<R: Read + Send + 'static>(
 }
 
 /// Blocks SIGPIPE in the calling thread: a write to a pipe whose reader is gone then
-/// fails with EPIPE in this thread instead of killing the process (whose SIGPIPE may be
-/// the default action, as in the CLI).
+/// fails with EPIPE in this thread and never kills the process, even where SIGPIPE's
+/// default action is restored (Rust ignores it at start-up, and the CLI restores it
+/// only to end after a failed write to its stdout).
 pub fn block_sigpipe() {
     let mut set = nix::sys::signal::SigSet::empty();
     set.add(nix::sys::signal::Signal::SIGPIPE);
