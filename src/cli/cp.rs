@@ -163,7 +163,7 @@ async fn copy_in(
 
 fn warn(warnings: &[String]) {
     for w in warnings {
-        eprintln!("skiff: warning: {w}");
+        super::output::err_line(format_args!("skiff: warning: {w}"));
     }
 }
 
