@@ -156,7 +156,12 @@ impl Daemon {
             .stderr(Stdio::piped())
             .env_remove("RUST_LOG")
             .kill_on_drop(true);
-        fdutil::pass_fds(&mut cmd, vec![(memfd, fdutil::SPEC_FD)]);
+        let mut fds = vec![(memfd, fdutil::SPEC_FD)];
+        // Its log (skipped entries, its own errors) goes to ours, tagged.
+        if let Some(log) = crate::logging::for_helper(cmd.as_std_mut(), "cp") {
+            fds.push(log);
+        }
+        fdutil::pass_fds(&mut cmd, fds);
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::Runtime(format!("cannot start skiffd's copy helper: {e}")))?;
