@@ -2,6 +2,7 @@
 //! CLI (`skiff`). See README.md for the user's view and docs/ for the design.
 
 pub mod cli;
+pub mod cp;
 pub mod daemon;
 pub mod dbus;
 pub mod elide;

@@ -1,7 +1,7 @@
 //! `skiffd`: the per-user container daemon on the D-Bus session bus.
 //!
-//! Hidden subcommands (`__monitor`, `__exec`, `__unpack`, `__remove`) are the daemon
-//! re-running itself as a fresh single-threaded process for work that forks into
+//! Hidden subcommands (`__monitor`, `__exec`, `__unpack`, `__remove`, `__cp`) are the
+//! daemon re-running itself as a fresh single-threaded process for work that forks into
 //! namespaces. Their specs come on fd 4, never on the command line.
 
 use std::path::PathBuf;
@@ -71,6 +71,9 @@ enum Helper {
     /// Remove trees owned by subordinate ids (id maps on fd 4).
     #[command(name = "__remove", hide = true)]
     Remove { paths: Vec<PathBuf> },
+    /// Copy a tar into or out of a container (its spec on fd 4).
+    #[command(name = "__cp", hide = true)]
+    Cp,
 }
 
 fn main() {
@@ -92,6 +95,7 @@ fn main() {
         Some(Helper::Monitor { bundle }) => std::process::exit(skiff::monitor::main(bundle)),
         Some(Helper::Unpack { dest }) => std::process::exit(skiff::helpers::unpack_main(dest)),
         Some(Helper::Exec) => std::process::exit(skiff::helpers::exec_main()),
+        Some(Helper::Cp) => std::process::exit(skiff::cp::helper::main()),
         Some(Helper::Remove { paths }) => std::process::exit(skiff::helpers::remove_main(paths)),
         Some(Helper::FuseMount {
             lowerdir,

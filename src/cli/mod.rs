@@ -8,6 +8,7 @@ pub mod attach;
 pub mod connect;
 pub mod containers;
 pub mod control;
+pub mod cp;
 pub mod ending;
 pub mod envfile;
 pub mod exec;
@@ -330,6 +331,9 @@ pub enum Command {
         /// The container.
         container: String,
     },
+    /// Copy files between a container (running or stopped) and the host: SRC and DEST
+    /// are CONTAINER:PATH or a local path; - is a tar on stdin (SRC) or stdout (DEST).
+    Cp(cp::CpArgs),
     /// Stream events (docker's vocabulary) until interrupted.
     Events {
         /// Filter: type=, event=, container= (id or name).
@@ -539,6 +543,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             };
             control::logs(&conn, &container, opts).await
         }
+        Command::Cp(a) => cp::cp(&conn, &a).await,
         Command::Events { filters, format } => control::events(&conn, &filters, &format).await,
         Command::Images(a)
         | Command::Image {

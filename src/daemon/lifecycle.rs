@@ -237,7 +237,7 @@ impl Daemon {
     /// The container's id maps, and the owner translation its FUSE rootfs needs: the
     /// daemon's maps, or with `userns: keep-id` the user's own ids kept (see
     /// `userns::keepid`).
-    fn container_maps(
+    pub(crate) fn container_maps(
         &self,
         rec: &Record,
     ) -> Result<(IdMaps, Option<crate::userns::keepid::IdRemap>), Error> {

@@ -13,6 +13,7 @@ pub mod archives;
 pub mod config;
 pub mod container;
 pub mod control;
+pub mod copy;
 pub mod error;
 pub mod events;
 pub mod exec;

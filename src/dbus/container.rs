@@ -191,6 +191,67 @@ impl ContainerObject {
             .await?)
     }
 
+    /// Extracts the tar read from `input` at `path` in the container (running or
+    /// stopped; relative paths start at its `/`). Options: `mode` (s): "extract" (the
+    /// default: the entries go into `path`, an existing directory, owners kept),
+    /// "tree" (the stream holds one file or directory, placed by docker's cp rules) or
+    /// "contents" (as tree, a directory's contents). Returns when done, with warnings
+    /// (entries skipped).
+    #[zbus(out_args("warnings"))]
+    async fn copy_to(
+        &self,
+        input: zbus::OwnedFd,
+        path: &str,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<Vec<String>, SkiffError> {
+        let mut mode = crate::cp::Mode::Extract;
+        for (k, v) in &options {
+            match (k.as_str(), &**v) {
+                ("mode", Variant::Str(s)) => {
+                    mode = s.parse().map_err(SkiffError::invalid_args)?;
+                }
+                (other, _) => {
+                    return Err(SkiffError::invalid_args(format!(
+                        "unknown or mistyped copy option {other:?} (known: mode s)"
+                    )))
+                }
+            }
+        }
+        let fd: OwnedFd = super::stdio::received(input);
+        super::stdio::check_fd(&fd, "input")?;
+        Ok(self.ctx.daemon.copy_to(&self.id, fd, path, mode).await?)
+    }
+
+    /// Writes a tar of `path` in the container (running or stopped) to `output`: its
+    /// top entry is the file or directory itself, under its base name, with the
+    /// container's owners. Options: `follow` (b): follow a symlink `path` names (else
+    /// the link is copied). Returns when the archive is written.
+    async fn copy_from(
+        &self,
+        path: &str,
+        output: zbus::OwnedFd,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(), SkiffError> {
+        let mut follow = false;
+        for (k, v) in &options {
+            match (k.as_str(), &**v) {
+                ("follow", Variant::Bool(b)) => follow = *b,
+                (other, _) => {
+                    return Err(SkiffError::invalid_args(format!(
+                        "unknown or mistyped copy option {other:?} (known: follow b)"
+                    )))
+                }
+            }
+        }
+        let fd: OwnedFd = super::stdio::received(output);
+        super::stdio::check_fd(&fd, "output")?;
+        Ok(self
+            .ctx
+            .daemon
+            .copy_from(&self.id, path, fd, follow)
+            .await?)
+    }
+
     /// Docker-shaped JSON: Id, Name, State{...}, Config, HostConfig.
     async fn inspect(&self) -> Result<String, SkiffError> {
         let v = self.ctx.daemon.inspect(&self.id)?;

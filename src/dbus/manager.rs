@@ -496,6 +496,7 @@ impl Manager {
             "security".into(),
             "mounts".into(),
             "volumes".into(),
+            "copy".into(),
         ]
     }
 

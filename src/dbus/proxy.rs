@@ -120,6 +120,20 @@ pub trait Container {
         fds: HashMap<u32, zbus::Fd<'_>>,
     ) -> zbus::Result<(String, OwnedObjectPath)>;
     /// See the server side.
+    fn copy_to(
+        &self,
+        input: zbus::Fd<'_>,
+        path: &str,
+        options: HashMap<&str, OwnedVariant>,
+    ) -> zbus::Result<Vec<String>>;
+    /// See the server side.
+    fn copy_from(
+        &self,
+        path: &str,
+        output: zbus::Fd<'_>,
+        options: HashMap<&str, OwnedVariant>,
+    ) -> zbus::Result<()>;
+    /// See the server side.
     fn stop(&self, timeout: u64, flags: u64) -> zbus::Result<()>;
     /// See the server side.
     fn restart(&self, timeout: u64, flags: u64) -> zbus::Result<()>;

@@ -35,6 +35,8 @@ mod unpack_entry;
 mod zstd;
 
 pub use blob::{parse_digest, BlobWriter};
+/// A tar entry path's normal components, or why it is unsafe (absolute, `..`).
+pub(crate) use fsops::relative as relative_path;
 pub use manifest::{LayerRef, ParsedManifest};
 pub use reference::Reference;
 pub use remove::Removal;

@@ -56,6 +56,9 @@ pub struct UnpackOptions {
     pub max_entries: u64,
     /// Most bytes of entry data accepted (the sum of the entries' sizes).
     pub max_bytes: u64,
+    /// Turn OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`) into the storage drivers' form.
+    /// Off for `skiff cp`, where such names are ordinary files, as in docker.
+    pub whiteouts: bool,
 }
 
 impl Default for UnpackOptions {
@@ -64,6 +67,7 @@ impl Default for UnpackOptions {
             preserve_ownership: true,
             max_entries: 1_000_000,
             max_bytes: 64 << 30,
+            whiteouts: true,
         }
     }
 }
@@ -324,6 +328,7 @@ impl Extraction<'_> {
         }
         if let Some(target) = rel
             .file_name()
+            .filter(|_| self.opts.whiteouts)
             .and_then(|f| f.as_bytes().strip_prefix(OCI_WH_PREFIX))
         {
             let target = target.to_vec();

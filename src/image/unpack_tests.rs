@@ -674,3 +674,20 @@ fn limits_come_from_the_environment() {
         "{r:?}"
     );
 }
+
+#[test]
+fn whiteout_names_are_plain_files_when_whiteouts_are_off() {
+    let mut t = Tar::new();
+    t.file("etc/.wh.passwd", 0o644, b"x");
+    t.file("var/.wh..wh..opq", 0o644, b"y");
+    let o = UnpackOptions {
+        whiteouts: false,
+        ..opts()
+    };
+    let (_t, dest, r) = unpack(&t.bytes(), &o);
+    let stats = r.unwrap();
+    assert_eq!(stats.whiteouts, 0);
+    assert_eq!(fs::read(dest.join("etc/.wh.passwd")).unwrap(), b"x");
+    assert_eq!(fs::read(dest.join("var/.wh..wh..opq")).unwrap(), b"y");
+    assert!(!dest.join("etc/passwd").exists());
+}
