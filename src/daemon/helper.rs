@@ -30,6 +30,18 @@ impl HelperRun {
         stdio: (Stdio, Stdio, Stdio),
         spec: Option<&[u8]>,
     ) -> Result<HelperRun, Error> {
+        Self::spawn_gated(exe, args, stdio, spec, None)
+    }
+
+    /// [`HelperRun::spawn`], with `gate` on the child's fd 5: the monitor waits there
+    /// before it starts anything, until the gate is opened (see [`super::scope`]).
+    pub fn spawn_gated(
+        exe: &Path,
+        args: &[&OsStr],
+        stdio: (Stdio, Stdio, Stdio),
+        spec: Option<&[u8]>,
+        gate: Option<std::os::fd::OwnedFd>,
+    ) -> Result<HelperRun, Error> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
         let mut cmd = tokio::process::Command::new(exe);
@@ -52,6 +64,10 @@ impl HelperRun {
             let memfd = fdutil::sealed_memfd(spec)
                 .map_err(|e| Error::Internal(format!("the helper's spec: {e}")))?;
             fds.push((memfd, fdutil::SPEC_FD));
+        }
+        if let Some(gate) = gate {
+            fds.push((gate, super::scope::GATE_FD));
+            cmd.env(super::scope::GATE_ENV, super::scope::GATE_FD.to_string());
         }
         fdutil::pass_fds(&mut cmd, fds);
         let child = cmd

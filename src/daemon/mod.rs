@@ -23,8 +23,10 @@ pub mod lifecycle;
 pub mod logs;
 pub mod names;
 pub mod network;
+pub mod notify;
 pub mod pull;
 pub mod restart;
+pub mod scope;
 pub mod spec;
 pub mod supervise;
 

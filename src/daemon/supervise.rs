@@ -120,8 +120,17 @@ impl Daemon {
             None => (StdStdio::null(), StdStdio::null(), StdStdio::null()),
         };
         let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
-        let mut run = HelperRun::spawn(&self.inner.opts.exe, &args, stdio, None)?;
+        // Under a user manager the monitor waits until it is in a scope of its own.
+        let gate = super::scope::gate().await;
+        let (child_end, gate) = match gate {
+            Some(g) => (Some(g.child_end), Some(g.open_end)),
+            None => (None, None),
+        };
+        let mut run = HelperRun::spawn_gated(&self.inner.opts.exe, &args, stdio, None, child_end)?;
         let monitor_pid = run.pid();
+        if let Some(open_end) = gate {
+            super::scope::place(open_end, monitor_pid, &rec.id).await;
+        }
         let status = tokio::time::timeout(START_TIMEOUT, run.first())
             .await
             .ok()
