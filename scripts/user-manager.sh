@@ -104,7 +104,8 @@ start() {
         bash -c '
             set -e
             for cg in $1; do echo $$ >"$cg/cgroup.procs"; done
-            mount -t tmpfs -o mode=0755,size=1m skiff-run-systemd /run/systemd
+            # (systemd refuses a daemon-reload with less than 16M free there.)
+            mount -t tmpfs -o mode=0755,size=64m skiff-run-systemd /run/systemd
             mkdir /run/systemd/system
             exec runuser -u "$2" -- env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
                 HOME="$3" USER="$2" LOGNAME="$2" XDG_RUNTIME_DIR="$4" \
