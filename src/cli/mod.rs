@@ -5,6 +5,7 @@ pub mod attach;
 pub mod connect;
 pub mod containers;
 pub mod control;
+pub mod doctor;
 pub mod exec;
 pub mod image_args;
 pub mod images;
@@ -333,6 +334,13 @@ pub enum Command {
     },
     /// Show the daemon's setup (storage driver, id maps, warnings).
     Info,
+    /// Check this host's prerequisites for rootless containers, with the fix for each
+    /// problem (needs no daemon; exits 1 when something blocks containers).
+    Doctor {
+        /// Output format: json (default: a table).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+    },
     /// List a container's published ports, or the host address of one of them.
     Port {
         /// The container.
@@ -399,6 +407,9 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
+    if let Command::Doctor { format } = &cli.command {
+        return doctor::doctor(format.as_deref());
+    }
     let conn = connect::connect(cli.bus_address.as_deref()).await?;
     match cli.command {
         Command::Run {
@@ -532,6 +543,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             pull::pull(&conn, a).await
         }
         Command::Info => images::info(&conn).await,
+        Command::Doctor { format } => doctor::doctor(format.as_deref()),
         Command::Port { container, port } => {
             containers::port(&conn, &container, port.as_deref()).await
         }
