@@ -97,9 +97,14 @@ pub async fn gate() -> Option<Gate> {
 /// as without a manager.
 pub async fn place(open_end: OwnedFd, pid: u32, id: &str) {
     let name = unit_name(id);
-    match start_scope(&name, pid, id).await {
-        Ok(()) => tracing::debug!("monitor {pid} in {name}"),
-        Err(e) => tracing::warn!("{e}; the container stays in skiffd's cgroup"),
+    // zbus calls have no timeout of their own: a manager that does not answer must not
+    // hold the container's start.
+    match tokio::time::timeout(2 * MOVE_TIMEOUT, start_scope(&name, pid, id)).await {
+        Ok(Ok(())) => tracing::debug!("monitor {pid} in {name}"),
+        Ok(Err(e)) => tracing::warn!("{e}; the container stays in skiffd's cgroup"),
+        Err(_) => tracing::warn!(
+            "the user manager did not create {name} in time; the container stays in skiffd's cgroup"
+        ),
     }
     // One byte (or the end of the pipe) lets the monitor go on.
     let _ = nix::unistd::write(&open_end, b"g");
