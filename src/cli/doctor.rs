@@ -289,14 +289,100 @@ fn userns_check() -> Check {
 
 fn fuse_check() -> Check {
     const NAME: &str = "fuse";
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
-        Ok(_) => check(NAME, Level::Ok, "/dev/fuse can be opened (skiff's FUSE overlay works)", ""),
+    let fix = "sudo apt-get install fuse3 && sudo chmod 0666 /dev/fuse";
+    let dev = match std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+        Ok(f) => f,
+        Err(e) => {
+            return check(
+                NAME,
+                Level::Warn,
+                format!("/dev/fuse cannot be opened ({e}): the storage driver falls back to the kernel's overlay"),
+                fix,
+            )
+        }
+    };
+    drop(dev);
+    match fuse_mount_in_userns() {
+        Ok(()) => check(NAME, Level::Ok, "/dev/fuse works and a FUSE mount succeeds in a user namespace (skiff's FUSE overlay works)", ""),
         Err(e) => check(
             NAME,
             Level::Warn,
-            format!("/dev/fuse cannot be opened ({e}): the storage driver falls back to the kernel's overlay"),
-            "sudo apt-get install fuse3 && sudo chmod 0666 /dev/fuse",
+            format!("/dev/fuse opens but a FUSE mount in a user namespace fails ({e}): use --storage-driver overlay"),
+            "a kernel of 4.18 or later with FUSE in user namespaces (in a container: allow the fuse mount)",
         ),
+    }
+}
+
+/// Mounts a FUSE file system (no server: the mount itself is the test) in a child in
+/// new user and mount namespaces, which both end with it.
+fn fuse_mount_in_userns() -> std::io::Result<()> {
+    let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("skiff-doctor-XXXXXX"))?;
+    let result = fuse_mount_at(&dir);
+    let _ = std::fs::remove_dir(&dir);
+    result
+}
+
+fn fuse_mount_at(dir: &Path) -> std::io::Result<()> {
+    let uid = nix::unistd::getuid().as_raw();
+    // Everything the child needs is made before the fork (no allocation after it).
+    let uid_map = format!("0 {uid} 1");
+    let gid_map = format!("0 {} 1", nix::unistd::getgid().as_raw());
+    let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    // The FUSE fd must be opened inside the new user namespace (the kernel refuses one
+    // of another namespace); it goes on a fixed number so `data` can be made here.
+    const FUSE_FD: i32 = 100;
+    let data = std::ffi::CString::new(format!("fd={FUSE_FD},rootmode=40000,user_id=0,group_id=0"))
+        .map_err(std::io::Error::other)?;
+    let mut cmd = std::process::Command::new("/bin/true");
+    // SAFETY: only async-signal-safe calls (unshare, open, write, close, mount) between
+    // fork and exec, on buffers made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let err = std::io::Error::last_os_error;
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                return Err(err());
+            }
+            for (file, text) in [
+                (c"/proc/self/uid_map", uid_map.as_bytes()),
+                (c"/proc/self/setgroups", b"deny".as_slice()),
+                (c"/proc/self/gid_map", gid_map.as_bytes()),
+            ] {
+                let f = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if f < 0 {
+                    return Err(err());
+                }
+                let n = libc::write(f, text.as_ptr().cast(), text.len());
+                libc::close(f);
+                if n < 0 {
+                    return Err(err());
+                }
+            }
+            let fd = libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            if fd < 0 || libc::dup2(fd, FUSE_FD) < 0 {
+                return Err(err());
+            }
+            let flags = libc::MS_NOSUID | libc::MS_NODEV;
+            if libc::mount(
+                c"skiff-doctor".as_ptr(),
+                target.as_ptr(),
+                c"fuse".as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            ) != 0
+            {
+                return Err(err());
+            }
+            Ok(())
+        });
+    }
+    let status = cmd.status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "the test mount's child: {status}"
+        )))
     }
 }
 
