@@ -20,13 +20,19 @@
 #
 # The last line printed is "N passed, M failed" (totalled over all test
 # executables; an executable that dies without a libtest result line counts as
-# one failure). The exit status is non-zero if any test, lint or check failed.
+# one failure), with ", K skipped" when tests could not run here: such a test
+# prints a line starting with "skiff-test: SKIPPED " (libtest has no skip; it
+# counts the test as passed, this script as skipped, and lists each with why). The exit status is non-zero if any test, lint or check failed.
 #
 # Environment knobs:
 #   SKIFF_TEST_USER     test user in root mode (default skifftest)
 #   SKIFF_TEST_TIMEOUT  seconds allowed per test executable (default 600)
 #   SKIFF_SKIP_LINT=1   skip cargo fmt / clippy / shellcheck
 #   SKIFF_KEEP_STAGE=1  keep the root-mode staging dir (test executables, logs)
+#
+# In root mode a real `systemd --user` runs for the test user while the tests run
+# (scripts/user-manager.sh); its XDG_RUNTIME_DIR is passed to the tests as
+# SKIFF_USER_MANAGER_RUNTIME_DIR.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -56,6 +62,9 @@ FAILED_STEPS=() # lint/check steps that failed (tests are counted separately)
 RESULTS=()      # one summary line per test executable
 TOTAL_PASSED=0
 TOTAL_FAILED=0
+TOTAL_SKIPPED=0
+SKIPPED_MARK="skiff-test: SKIPPED "
+SKIP_LINES=() # "EXECUTABLE: TEST: why" of every skipped test
 
 # run_step NAME CMD...: run a non-test step; record (but survive) a failure.
 run_step() {
@@ -126,7 +135,7 @@ run_logged() {
 # account NAME LOG RC SECS: parse libtest "test result:" lines of LOG, add
 # them to the totals and record a summary line.
 account() {
-    local name=$1 log=$2 rc=$3 secs=$4 passed=0 failed=0 n=0 p f status
+    local name=$1 log=$2 rc=$3 secs=$4 passed=0 failed=0 skipped=0 n=0 p f status
     while read -r p f; do
         passed=$((passed + p))
         failed=$((failed + f))
@@ -147,9 +156,20 @@ account() {
     if [ "$n" = 0 ] && [ "$rc" = 0 ]; then
         status="ok (no libtest result line?)"
     fi
+    # A test that could not run here prints one SKIPPED_MARK line (straight to
+    # stderr, past libtest's capture) and returns: libtest counts it as passed, we
+    # count it as skipped instead.
+    skipped=$(grep -c "^$SKIPPED_MARK" "$log" || true)
+    if [ "$skipped" -gt "$passed" ]; then skipped=$passed; fi
+    local line
+    while IFS= read -r line; do
+        SKIP_LINES+=("$name: ${line#"$SKIPPED_MARK"}")
+    done < <(grep "^$SKIPPED_MARK" "$log" || true)
+    passed=$((passed - skipped))
     TOTAL_PASSED=$((TOTAL_PASSED + passed))
     TOTAL_FAILED=$((TOTAL_FAILED + failed))
-    RESULTS+=("$(printf '%-28s %4d passed, %3d failed  %5ss  %s' "$name" "$passed" "$failed" "$secs" "$status")")
+    TOTAL_SKIPPED=$((TOTAL_SKIPPED + skipped))
+    RESULTS+=("$(printf '%-28s %4d passed, %3d failed, %3d skipped  %5ss  %s' "$name" "$passed" "$failed" "$skipped" "$secs" "$status")")
 }
 
 # finish: print the summary and exit with the overall status.
@@ -159,7 +179,12 @@ finish() {
     for r in "${RESULTS[@]}"; do note "$r"; done
     for s in "${FAILED_STEPS[@]}"; do note "step failed: $s"; done
     note "total time: $((SECONDS - T0))s"
-    echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
+    for s in "${SKIP_LINES[@]}"; do note "$s"; done
+    if [ "$TOTAL_SKIPPED" != 0 ]; then
+        echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed, $TOTAL_SKIPPED skipped"
+    else
+        echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
+    fi
     if [ "$TOTAL_FAILED" != 0 ] || [ "${#FAILED_STEPS[@]}" != 0 ]; then
         exit 1
     fi
@@ -295,6 +320,31 @@ check_systemd_units() {
     if [ "$ok" = 1 ]; then note "systemd units: ok"; else FAILED_STEPS+=("systemd units"); fi
 }
 
+# start_user_manager: a real `systemd --user` for the test user
+# (scripts/user-manager.sh); the tests of skiff's systemd support use it through
+# SKIFF_USER_MANAGER_RUNTIME_DIR and are counted as skipped without it.
+USER_MANAGER_STATE=""
+USER_MANAGER_RT=""
+start_user_manager() {
+    section "user manager (systemd --user for $TEST_USER)"
+    USER_MANAGER_STATE=$STAGE/user-manager
+    if USER_MANAGER_RT=$("$REPO/scripts/user-manager.sh" start "$TEST_USER" "$USER_MANAGER_STATE"); then
+        note "running; XDG_RUNTIME_DIR=$USER_MANAGER_RT"
+    else
+        USER_MANAGER_RT=""
+        USER_MANAGER_STATE=""
+        warn "no user manager could be started: the tests that need one are skipped"
+    fi
+}
+
+# shellcheck disable=SC2317 # invoked via trap
+stop_user_manager() {
+    if [ -n "$USER_MANAGER_STATE" ] && [ -d "$USER_MANAGER_STATE" ]; then
+        "$REPO/scripts/user-manager.sh" stop "$USER_MANAGER_STATE" || warn "stopping the user manager failed"
+    fi
+    USER_MANAGER_STATE=""
+}
+
 root_main() {
     command -v cargo >/dev/null 2>&1 || die "cargo not found in PATH (rustup installs it in ~/.cargo/bin)"
     command -v runuser >/dev/null 2>&1 || die "runuser not found (util-linux)"
@@ -349,8 +399,9 @@ PY
     STAGE=$(mktemp -d "${TMPDIR:-/tmp}/skiff-test.XXXXXX")
     if [ "${SKIFF_KEEP_STAGE:-0}" = 1 ]; then
         note "keeping $STAGE (SKIFF_KEEP_STAGE=1)"
+        trap 'stop_user_manager' EXIT
     else
-        trap 'rm -rf "$STAGE" 2>/dev/null || warn "could not fully remove $STAGE"' EXIT
+        trap 'stop_user_manager; rm -rf "$STAGE" 2>/dev/null || warn "could not fully remove $STAGE"' EXIT
     fi
     chmod 0755 "$STAGE"
     mkdir -m 0755 "$STAGE/bin" "$STAGE/tests"
@@ -373,10 +424,13 @@ PY
         account "doctests" "$STAGE/logs/doctests.log" "$rc" "$((SECONDS - start))"
     fi
 
+    start_user_manager
+
     # Test executables run from the staging dir (runuser keeps the cwd), with a
     # clean environment: no XDG_RUNTIME_DIR / DBUS_SESSION_BUS_ADDRESS, the tests
-    # make their own bus and XDG dirs. timeout kills the executable's whole
-    # process group when it overruns.
+    # make their own bus and XDG dirs (those of skiff's systemd support find the
+    # real user manager on SKIFF_USER_MANAGER_RUNTIME_DIR). timeout kills the
+    # executable's whole process group when it overruns.
     cd "$STAGE"
     local before after
     for t in "${staged[@]}"; do
@@ -387,7 +441,7 @@ PY
         run_logged "$STAGE/logs/$t.log" \
             runuser -u "$TEST_USER" -- env -i \
             HOME="$TEST_HOME" PATH="$TEST_PATH" USER="$TEST_USER" LOGNAME="$TEST_USER" \
-            SKIFF_BIN_DIR="$STAGE/bin" RUST_BACKTRACE=1 \
+            SKIFF_BIN_DIR="$STAGE/bin" RUST_BACKTRACE=1 ${USER_MANAGER_RT:+SKIFF_USER_MANAGER_RUNTIME_DIR="$USER_MANAGER_RT"} \
             timeout -k 30 "$TEST_TIMEOUT" "$STAGE/tests/$t" "$@" || rc=$?
         account "$t" "$STAGE/logs/$t.log" "$rc" "$((SECONDS - start))"
         # Report (do not kill) processes the test executable left behind.

@@ -85,6 +85,12 @@ fn main() {
         std::process::exit(1);
     }
     let args = Args::parse();
+    // Before any thread: it takes NOTIFY_SOCKET out of the environment, so no helper
+    // or container inherits it (helpers never notify).
+    let notifier = match &args.helper {
+        None => skiff::daemon::notify::Notifier::take_from_env(),
+        Some(_) => None,
+    };
     // Helpers must stay single-threaded (they fork): no runtime, no logging threads
     // (the logger writes each line itself). They log to the daemon's log (see
     // skiff::logging).
@@ -92,7 +98,11 @@ fn main() {
         skiff::logging::init_helper(matches!(h, Helper::FuseMount { .. }));
     }
     match &args.helper {
-        Some(Helper::Monitor { bundle }) => std::process::exit(skiff::monitor::main(bundle)),
+        Some(Helper::Monitor { bundle }) => {
+            // Under a user manager: not before skiffd has put us in our own scope.
+            skiff::daemon::scope::wait_at_gate();
+            std::process::exit(skiff::monitor::main(bundle))
+        }
         Some(Helper::Unpack { dest }) => std::process::exit(skiff::helpers::unpack_main(dest)),
         Some(Helper::Exec) => std::process::exit(skiff::helpers::exec_main()),
         Some(Helper::Cp) => std::process::exit(skiff::cp::helper::main()),
@@ -131,6 +141,14 @@ fn main() {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".into());
     skiff::logging::init_daemon(&filter);
+    let notifier = match notifier {
+        Some(Ok(n)) => Some(n),
+        Some(Err(e)) => {
+            tracing::warn!("{e}");
+            None
+        }
+        None => None,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -142,14 +160,17 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(serve(args)) {
+    if let Err(e) = rt.block_on(serve(args, notifier)) {
         tracing::error!("{e:#}");
         eprintln!("skiffd: {e:#}");
         std::process::exit(1);
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+async fn serve(
+    args: Args,
+    notifier: Option<skiff::daemon::notify::Notifier>,
+) -> anyhow::Result<()> {
     if let Some(point) = &args.crash_at {
         skiff::daemon::strays::set_crash_point(point).map_err(anyhow::Error::msg)?;
     }
@@ -172,7 +193,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .ok()
             .filter(|a| !a.is_empty())
     });
-    let conn = skiff::dbus::server::serve(daemon, address.as_deref())
+    let conn = skiff::dbus::server::serve(daemon.clone(), address.as_deref())
         .await
         .context("cannot serve on D-Bus")?;
     tracing::info!(
@@ -183,11 +204,45 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .map(|n| n.to_string())
             .unwrap_or_default()
     );
+    // The bus name is ours: ready (Type=notify), and a status that follows the containers.
+    let notifier = notifier.map(std::sync::Arc::new);
+    if let Some(n) = &notifier {
+        notify_ready(n.clone(), daemon);
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     tracing::info!("skiffd stopping; containers keep running under their monitors");
+    if let Some(n) = &notifier {
+        if let Err(e) = n.stopping("stopping; containers keep running under their monitors") {
+            tracing::warn!("{e}");
+        }
+    }
     Ok(())
+}
+
+/// Sends `READY=1` with the containers' status, then a new status on every container
+/// event.
+fn notify_ready(n: std::sync::Arc<skiff::daemon::notify::Notifier>, daemon: skiff::daemon::Daemon) {
+    use skiff::daemon::notify::containers_status;
+    // Subscribed before READY: no event between the two is missed.
+    let mut events = daemon.subscribe();
+    if let Err(e) = n.ready(&containers_status(&daemon)) {
+        tracing::warn!("{e}");
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ev) if ev.typ != "container" => continue,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+            if let Err(e) = n.status(&containers_status(&daemon)) {
+                tracing::warn!("{e}");
+            }
+        }
+    });
 }

@@ -9,6 +9,7 @@ pub mod connect;
 pub mod containers;
 pub mod control;
 pub mod cp;
+pub mod doctor;
 pub mod ending;
 pub mod envfile;
 pub mod exec;
@@ -390,6 +391,13 @@ pub enum Command {
         #[command(subcommand)]
         command: volumes::VolumeCommand,
     },
+    /// Check this host's prerequisites for rootless containers, with the fix for each
+    /// problem (needs no daemon; exits 1 when something blocks containers).
+    Doctor {
+        /// Output format: json (default: a table).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+    },
     /// List a container's published ports, or the host address of one of them.
     Port {
         /// The container.
@@ -456,6 +464,9 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
+    if let Command::Doctor { format } = &cli.command {
+        return doctor::doctor(format.as_deref());
+    }
     let conn = connect::connect(cli.bus_address.as_deref()).await?;
     match cli.command {
         Command::Run {
@@ -597,6 +608,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Info => images::info(&conn).await,
         Command::Volume { command } => volumes::run(&conn, command).await,
+        Command::Doctor { format } => doctor::doctor(format.as_deref()),
         Command::Port { container, port } => {
             containers::port(&conn, &container, port.as_deref()).await
         }

@@ -32,10 +32,12 @@ impl HelperRun {
         spec: Option<&[u8]>,
         log_tag: &str,
     ) -> Result<HelperRun, Error> {
-        Self::spawn_as(exe, None, args, stdio, spec, log_tag)
+        Self::spawn_as(exe, None, args, stdio, spec, log_tag, None)
     }
 
-    /// [`HelperRun::spawn`] with `arg0` as the helper's argv[0] (its name in `ps`).
+    /// [`HelperRun::spawn`] with `arg0` as the helper's argv[0] (its name in `ps`), and
+    /// `gate` (if any) on the child's fd 6: the monitor waits there before it starts
+    /// anything, until the gate is opened (see [`super::scope`]).
     pub fn spawn_as(
         exe: &Path,
         arg0: Option<&OsStr>,
@@ -43,6 +45,7 @@ impl HelperRun {
         stdio: (Stdio, Stdio, Stdio),
         spec: Option<&[u8]>,
         log_tag: &str,
+        gate: Option<std::os::fd::OwnedFd>,
     ) -> Result<HelperRun, Error> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
@@ -72,6 +75,10 @@ impl HelperRun {
         }
         if let Some(log) = crate::logging::for_helper(cmd.as_std_mut(), log_tag) {
             fds.push(log);
+        }
+        if let Some(gate) = gate {
+            fds.push((gate, super::scope::GATE_FD));
+            cmd.env(super::scope::GATE_ENV, super::scope::GATE_FD.to_string());
         }
         fdutil::pass_fds(&mut cmd, fds);
         let child = cmd

@@ -122,6 +122,12 @@ impl Daemon {
             None => (StdStdio::null(), StdStdio::null(), StdStdio::null()),
         };
         let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
+        // Under a user manager the monitor waits until it is in a scope of its own.
+        let gate = super::scope::gate().await;
+        let (child_end, gate) = match gate {
+            Some(g) => (Some(g.child_end), Some(g.open_end)),
+            None => (None, None),
+        };
         let tag = format!("container {}", rec.id);
         let mut run = HelperRun::spawn_as(
             &self.inner.opts.exe,
@@ -130,9 +136,13 @@ impl Daemon {
             stdio,
             None,
             &tag,
+            child_end,
         )?;
         let monitor_pid = run.pid();
         super::strays::crash_point("monitor-spawned");
+        if let Some(open_end) = gate {
+            super::scope::place(open_end, monitor_pid, &rec.id).await;
+        }
         let status = tokio::time::timeout(START_TIMEOUT, run.first())
             .await
             .ok()

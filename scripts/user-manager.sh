@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# scripts/user-manager.sh: a real `systemd --user` for one user on a machine whose
+# PID 1 is not systemd (containers, CI), for the tests of skiff's systemd support.
+#
+# Usage (as root):
+#   scripts/user-manager.sh start USER STATE_DIR   # prints the manager's XDG_RUNTIME_DIR
+#   scripts/user-manager.sh stop STATE_DIR         # ends everything it started
+#
+# What start does:
+#  * STATE_DIR (created, root's, 0755) holds the manager's pid, its cgroup names and its
+#    log; STATE_DIR/rt (the user's, 0700) is its XDG_RUNTIME_DIR, where the user bus
+#    listens ($XDG_RUNTIME_DIR/bus, from dbus-user-session) and with config/ and data/
+#    as its XDG_CONFIG_HOME and XDG_DATA_HOME, so the manager shares no unit files or
+#    data with the user's real ones or with another manager of the same user.
+#  * cgroups: a directory for this manager under /sys/fs/cgroup/unified/ (cgroup v2)
+#    and /sys/fs/cgroup/systemd/ (the name=systemd v1 hierarchy) when they exist,
+#    delegated to USER (chowned). No other hierarchy is touched and nothing is
+#    mounted on the host.
+#  * systemd decides it is the init system when /run/systemd/system exists: that
+#    directory is made on a tmpfs mounted over /run/systemd in a private mount
+#    namespace of the manager only (on the host it would make apt's scripts believe
+#    that systemd runs).
+#  * The manager runs as USER with a clean environment; start returns when it has
+#    reached its default target and the user bus answers.
+#
+# Tests reach it as USER with XDG_RUNTIME_DIR=STATE_DIR/rt (systemctl --user,
+# busctl --user) and DBUS_SESSION_BUS_ADDRESS=unix:path=STATE_DIR/rt/bus.
+#
+# stop: SIGTERM to the manager (it stops its units), then SIGKILL to whatever is
+# still in its cgroups, removes them and STATE_DIR.
+set -euo pipefail
+
+UNIFIED=/sys/fs/cgroup/unified
+V1_SYSTEMD=/sys/fs/cgroup/systemd
+SYSTEMD=${SKIFF_SYSTEMD:-/lib/systemd/systemd}
+START_TIMEOUT=${SKIFF_USER_MANAGER_TIMEOUT:-60}
+
+die() {
+    printf 'user-manager.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+usage() {
+    die "usage: $0 start USER STATE_DIR | stop STATE_DIR"
+}
+
+# cgroup_roots: the cgroup hierarchies the manager gets a directory in. On a
+# cgroup v2-only host /sys/fs/cgroup itself is the unified hierarchy.
+cgroup_roots() {
+    if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        echo /sys/fs/cgroup
+        return
+    fi
+    [ -f "$UNIFIED/cgroup.procs" ] && echo "$UNIFIED"
+    [ -f "$V1_SYSTEMD/cgroup.procs" ] && echo "$V1_SYSTEMD"
+    return 0
+}
+
+# as_user CMD...: run CMD as the manager's user, talking to the manager.
+as_user() {
+    runuser -u "$USER_NAME" -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME="$USER_HOME" USER="$USER_NAME" XDG_RUNTIME_DIR="$RT" \
+        DBUS_SESSION_BUS_ADDRESS="unix:path=$RT/bus" "$@"
+}
+
+start() {
+    [ $# = 2 ] || usage
+    USER_NAME=$1
+    local state=$2 uid gid root cg name pid i
+    [ "$(id -u)" = 0 ] || die "start must run as root (it creates cgroups and a mount namespace)"
+    [ -x "$SYSTEMD" ] || die "$SYSTEMD not found; fix: apt-get install systemd"
+    [ -f /usr/lib/systemd/user/dbus.socket ] ||
+        die "no user bus unit (dbus.socket); fix: apt-get install dbus-user-session"
+    uid=$(id -u "$USER_NAME") || die "no user $USER_NAME"
+    gid=$(id -g "$USER_NAME")
+    USER_HOME=$(getent passwd "$USER_NAME" | cut -d: -f6)
+    [ ! -e "$state" ] || die "$state exists already (stop the manager that uses it first)"
+    mkdir -m 0755 "$state"
+    RT=$state/rt
+    mkdir -m 0700 "$RT"
+    mkdir -m 0700 "$RT/config" "$RT/data"
+    chown -R "$uid:$gid" "$RT"
+
+    name="skiff-user-manager-$uid-$(basename "$state")"
+    : >"$state/cgroups"
+    while read -r root; do
+        [ -n "$root" ] || continue
+        cg=$root/$name
+        mkdir "$cg"
+        echo "$cg" >>"$state/cgroups"
+        # Delegation: the directory and its interface files belong to the user.
+        chown "$uid:$gid" "$cg"
+        for f in cgroup.procs cgroup.threads cgroup.subtree_control tasks; do
+            if [ -e "$cg/$f" ]; then chown "$uid:$gid" "$cg/$f"; fi
+        done
+    done < <(cgroup_roots)
+
+    # The child moves itself into the cgroups, makes /run/systemd/system in its own
+    # mount namespace and becomes the user's manager. setsid: not in our session.
+    local cgroups
+    cgroups=$(tr '\n' ' ' <"$state/cgroups")
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    setsid unshare -m --propagation private -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+        bash -c '
+            set -e
+            for cg in $1; do echo $$ >"$cg/cgroup.procs"; done
+            # (systemd refuses a daemon-reload with less than 16M free there.)
+            mount -t tmpfs -o mode=0755,size=64m skiff-run-systemd /run/systemd
+            mkdir /run/systemd/system
+            exec runuser -u "$2" -- env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+                HOME="$3" USER="$2" LOGNAME="$2" XDG_RUNTIME_DIR="$4" \
+                XDG_CONFIG_HOME="$4/config" XDG_DATA_HOME="$4/data" \
+                "$5" --user --log-target=console
+        ' user-manager "$cgroups" "$USER_NAME" "$USER_HOME" "$RT" "$SYSTEMD" \
+        </dev/null >"$state/log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$state/pid"
+
+    # Ready: the manager's private socket and the user bus answer.
+    for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$state/log" >&2
+            stop "$state" || true
+            die "systemd --user exited at start (log above)"
+        fi
+        # Start-up is over ("degraded": a unit of the user's failed, fine for us).
+        # Not is-system-running: outside the manager's mount namespace systemctl
+        # sees no /run/systemd/system and answers "offline" without asking.
+        if [ -S "$RT/systemd/private" ] && [ -S "$RT/bus" ] &&
+            [[ "$(as_user systemctl --user show -p SystemState --value 2>/dev/null)" =~ ^(running|degraded)$ ]] &&
+            as_user busctl --user status >/dev/null 2>&1; then
+            echo "$RT"
+            return 0
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "$state/log" >&2
+    stop "$state" || true
+    die "systemd --user did not become ready in ${START_TIMEOUT}s (log above)"
+}
+
+# procs_of CGROUPS_FILE: every pid in the manager's cgroups, recursively.
+procs_of() {
+    local cg
+    while read -r cg; do
+        [ -d "$cg" ] && find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null
+    done <"$1"
+    return 0
+}
+
+stop() {
+    [ $# = 1 ] || usage
+    local state=$1 pid i left cg
+    [ "$(id -u)" = 0 ] || die "stop must run as root"
+    [ -d "$state" ] || die "$state: no such manager state"
+    if [ -f "$state/pid" ]; then
+        pid=$(cat "$state/pid")
+        # The unshare process has exec'd into runuser, which waits for systemd:
+        # SIGTERM to systemd (runuser's child) makes it stop every unit and exit.
+        local mgr
+        mgr=$(pgrep -P "$pid" -x systemd || true)
+        if [ -n "$mgr" ]; then kill -TERM "$mgr" 2>/dev/null || true; fi
+        for ((i = 0; i < 200; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+    fi
+    # Whatever is left (processes that ignored the stop, or a manager that hung).
+    if [ -f "$state/cgroups" ]; then
+        for ((i = 0; i < 100; i++)); do
+            left=$(procs_of "$state/cgroups" | sort -u)
+            [ -n "$left" ] || break
+            # shellcheck disable=SC2086 # a list of pids
+            kill -KILL $left 2>/dev/null || true
+            sleep 0.1
+        done
+        [ -z "$left" ] || printf 'user-manager.sh: processes left in the cgroups: %s\n' "$left" >&2
+        while read -r cg; do
+            # Children first (rmdir of a cgroup with children fails).
+            [ -d "$cg" ] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+            [ ! -d "$cg" ] || printf 'user-manager.sh: could not remove %s\n' "$cg" >&2
+        done <"$state/cgroups"
+    fi
+    if [ -n "${pid:-}" ]; then wait "$pid" 2>/dev/null || true; fi
+    rm -rf "$state"
+}
+
+case "${1:-}" in
+start)
+    shift
+    start "$@"
+    ;;
+stop)
+    shift
+    stop "$@"
+    ;;
+*) usage ;;
+esac
