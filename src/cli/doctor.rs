@@ -6,6 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
+use super::output::outln;
 use serde::Serialize;
 
 /// How a check came out.
@@ -551,7 +552,7 @@ pub fn doctor(format: Option<&str>) -> Result<i32, super::Failure> {
         Some("json") => {
             let s = serde_json::to_string_pretty(&all)
                 .map_err(|e| super::Failure::msg(format!("cannot encode the checks: {e}")))?;
-            println!("{s}");
+            outln!("{s}");
         }
         None | Some("table") => {
             for c in &all {
@@ -560,13 +561,13 @@ pub fn doctor(format: Option<&str>) -> Result<i32, super::Failure> {
                     Level::Warn => "warn",
                     Level::Fail => "FAIL",
                 };
-                println!("{tag} {:<16} {}", c.name, c.detail);
+                outln!("{tag} {:<16} {}", c.name, c.detail);
                 if !c.fix.is_empty() {
-                    println!("     {:<16} fix: {}", "", c.fix);
+                    outln!("     {:<16} fix: {}", "", c.fix);
                 }
             }
             if failed {
-                println!("\nContainers cannot run until every FAIL is fixed.");
+                outln!("\nContainers cannot run until every FAIL is fixed.");
             }
         }
         Some(f) => {
