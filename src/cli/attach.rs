@@ -299,7 +299,7 @@ pub async fn run_tty(
     args: &super::CreateArgs,
     rm: bool,
 ) -> Result<i32, Failure> {
-    let cfg = super::containers::config(args, rm)?;
+    let cfg = super::run_config::config(args, rm)?;
     let flags = crate::dbus::RUN_ATTACH | if rm { crate::dbus::RUN_AUTO_REMOVE } else { 0 };
     let (id, path) = mgr
         .run_container(cfg, HashMap::new(), flags)

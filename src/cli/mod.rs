@@ -18,6 +18,7 @@ pub mod images;
 pub mod output;
 pub mod progress;
 pub mod pull;
+pub mod run_config;
 pub mod security_args;
 pub mod table;
 pub mod tty;

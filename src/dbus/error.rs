@@ -127,67 +127,21 @@ impl SkiffError {
     }
 
     fn full_text(&self) -> String {
-        use SkiffError::*;
         match self {
-            ZBus(e) => match e {
+            SkiffError::ZBus(e) => match e {
                 zbus::Error::MethodError(_, Some(d), _) => d.clone(),
                 zbus::Error::FDO(f) => f.description().unwrap_or_default().to_string(),
                 other => other.to_string(),
             },
-            InvalidArgs(m)
-            | AccessDenied(m)
-            | NoSuchContainer(m)
-            | NoSuchImage(m)
-            | NoSuchJob(m)
-            | NameInUse(m)
-            | ContainerRunning(m)
-            | ContainerNotRunning(m)
-            | ImageInUse(m)
-            | NoSuchVolume(m)
-            | VolumeInUse(m)
-            | InvalidConfig(m)
-            | InvalidReference(m)
-            | Ambiguous(m)
-            | ImportFailed(m)
-            | PullFailed(m)
-            | Unauthorized(m)
-            | CommandNotFound(m)
-            | CommandNotExecutable(m)
-            | RuntimeError(m)
-            | IdMapping(m)
-            | NotSupported(m)
-            | Cancelled(m)
-            | Failed(m) => m.clone(),
+            other => other.own_message().unwrap_or_default().to_string(),
         }
     }
-}
 
-/// The name a zbus failure travels under: a standard error's own, else `Failed`.
-fn zbus_error_name(e: &zbus::Error) -> ErrorName<'_> {
-    match e {
-        zbus::Error::FDO(f) => f.name().to_owned(),
-        zbus::Error::MethodError(name, _, _) => name.as_ref(),
-        _ => ErrorName::from_static_str_unchecked("org.freedesktop.DBus.Error.Failed"),
-    }
-}
-
-impl DBusError for SkiffError {
-    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<Message> {
-        Message::error(call, self.name()).build(&(self.text(),))
-    }
-
-    fn name(&self) -> ErrorName<'_> {
-        self.error_name()
-    }
-
-    fn description(&self) -> Option<&str> {
+    /// The message of one of skiff's own errors (None for a wrapped zbus error).
+    fn own_message(&self) -> Option<&str> {
         use SkiffError::*;
         match self {
-            ZBus(e) => match e {
-                zbus::Error::MethodError(_, d, _) => d.as_deref(),
-                zbus::Error::FDO(f) => f.description(),
-                _ => None,
-            },
+            ZBus(_) => None,
             InvalidArgs(m)
             | AccessDenied(m)
             | NoSuchContainer(m)
@@ -212,6 +166,36 @@ impl DBusError for SkiffError {
             | NotSupported(m)
             | Cancelled(m)
             | Failed(m) => Some(m),
+        }
+    }
+}
+
+/// The name a zbus failure travels under: a standard error's own, else `Failed`.
+fn zbus_error_name(e: &zbus::Error) -> ErrorName<'_> {
+    match e {
+        zbus::Error::FDO(f) => f.name().to_owned(),
+        zbus::Error::MethodError(name, _, _) => name.as_ref(),
+        _ => ErrorName::from_static_str_unchecked("org.freedesktop.DBus.Error.Failed"),
+    }
+}
+
+impl DBusError for SkiffError {
+    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<Message> {
+        Message::error(call, self.name()).build(&(self.text(),))
+    }
+
+    fn name(&self) -> ErrorName<'_> {
+        self.error_name()
+    }
+
+    fn description(&self) -> Option<&str> {
+        match self {
+            SkiffError::ZBus(e) => match e {
+                zbus::Error::MethodError(_, d, _) => d.as_deref(),
+                zbus::Error::FDO(f) => f.description(),
+                _ => None,
+            },
+            other => other.own_message(),
         }
     }
 }
