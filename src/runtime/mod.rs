@@ -108,8 +108,9 @@ pub struct RootfsPlan {
     pub upper: PathBuf,
     /// overlayfs's work directory (same filesystem as `upper`).
     pub work: PathBuf,
-    /// Owners to translate (`--userns keep-id`, fuse driver only): the layers and the
-    /// upper directory keep the default mapping's owners.
+    /// Owners to translate (`--userns keep-id`): the layers keep the default mapping's
+    /// owners. The FUSE server translates them in its replies (its upper directory keeps
+    /// the default mapping's owners too); the vfs copy is made with translated owners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remap: Option<crate::userns::keepid::IdRemap>,
 }
