@@ -674,8 +674,26 @@ fn keep_id_on_vfs_copies_with_the_keep_id_owners_and_overlay_says_why_not() {
     assert_eq!(stdout(&out), "0:0\n1000:1000\n", "{}", stderr(&out));
     drop(env);
 
-    // The kernel overlay refuses, saying why and what to use instead.
+    // The kernel overlay refuses, saying why and what to use instead; `info` says which
+    // driver supports keep-id and at what cost.
     let env = env_with(&["--storage-driver", "overlay"]);
+    let info: serde_json::Value = serde_json::from_str(&stdout(&env.skiff(&["info"]))).unwrap();
+    let k = &info["userns_keep_id"];
+    assert!(
+        k["fuse"]
+            .as_str()
+            .unwrap()
+            .starts_with("supported, no cost"),
+        "{info}"
+    );
+    assert!(
+        k["vfs"].as_str().unwrap().starts_with("supported:"),
+        "{info}"
+    );
+    assert!(
+        k["overlay"].as_str().unwrap().starts_with("not supported"),
+        "{info}"
+    );
     let out = env.skiff(&["run", "--rm", "--userns", "keep-id", "demo/users", "true"]);
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     let err = stderr(&out);
