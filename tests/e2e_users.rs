@@ -16,7 +16,16 @@ const GROUP: &[u8] = b"root:x:0:\nuser:x:1000:\nstaff:x:1600:\n\
 /// An Env whose `demo/users` image has alice (1500:1600, in wheel and audio) in its
 /// passwd and group files, and whose `demo/entry` image has an ENTRYPOINT and a CMD.
 fn env() -> Env {
-    let env = Env::new();
+    env_with(&[])
+}
+
+/// [`env`] with skiffd started with `args`.
+fn env_with(args: &[&str]) -> Env {
+    let mut env = Env::bus_only();
+    env.start_daemon_with(args);
+    let tar = env.busybox_tar();
+    let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
+    assert!(out.status.success(), "import failed: {}", stderr(&out));
     let tar = env.data().join("users.tar");
     write_busybox_tar(
         &tar,
@@ -481,7 +490,7 @@ fn init_keeps_the_terminal_for_the_command() {
     assert_eq!(st.code(), Some(3), "{}", t.output());
 }
 
-/// Files under `dir` (recursively) with their sizes, owners and modes.
+/// Files under `dir` (recursively) with their sizes, owners, modes and inode numbers.
 fn tree(dir: &std::path::Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
@@ -490,12 +499,13 @@ fn tree(dir: &std::path::Path) -> Vec<String> {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let md = e.path().symlink_metadata().unwrap();
             out.push(format!(
-                "{} {} {}:{} {:o}",
+                "{} {} {}:{} {:o} {}",
                 e.path().display(),
                 md.len(),
                 md.uid(),
                 md.gid(),
-                md.mode()
+                md.mode(),
+                md.ino()
             ));
             if md.is_dir() {
                 stack.push(e.path());
@@ -565,8 +575,20 @@ fn keep_id_keeps_your_ids_and_shares_the_layers() {
     let md = std::os::unix::fs::MetadataExt::uid(&std::fs::symlink_metadata(&upper_x).unwrap());
     let (sub_start, _) = common::first_subuid_range().unwrap();
     assert_eq!(md, sub_start + 999, "{}", upper_x.display());
-    // Nothing of the image was copied or chowned for the other mapping.
+    // Nothing of the image was copied or chowned for the other mapping: the same files
+    // (inode numbers too) in the store, and the container's own directory holds what it
+    // wrote, no tree of the image.
     assert_eq!(tree(&layers), before);
+    let own = tree(&env.data().join("containers").join(&id));
+    assert!(
+        own.iter().any(|l| l.contains("/upper/x ")),
+        "the write is not in the container's dir: {own:#?}"
+    );
+    assert!(
+        !own.iter()
+            .any(|l| l.contains("/bin/busybox ") || l.contains("/etc/passwd ")),
+        "a copy of the image under the container's dir: {own:#?}"
+    );
     // A default container from the same layers sees the same owners.
     let out = env.skiff(&[
         "run",
@@ -602,4 +624,85 @@ fn keep_id_keeps_your_ids_and_shares_the_layers() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn keep_id_on_vfs_copies_with_the_keep_id_owners_and_overlay_says_why_not() {
+    let env = env_with(&["--storage-driver", "vfs"]);
+    let me = nix::unistd::getuid().as_raw();
+    let my_gid = nix::unistd::getgid().as_raw();
+    let layers = env.data().join("storage/layers");
+    let before = tree(&layers);
+    // A host directory of the test user's, bind-mounted.
+    let src = env.data().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let bind = format!("{}:/src", src.display());
+    let out = env.skiff(&[
+        "run",
+        "--rm",
+        "--userns",
+        "keep-id",
+        "-v",
+        &bind,
+        "demo/users",
+        "sh",
+        "-c",
+        "id -u; id -g; stat -c %u:%g / /bin/busybox /home/user/owned /src; \
+         touch /src/built && stat -c %u:%g /src/built",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The copy shows the image's owners; the user's directory and file are the user's.
+    assert_eq!(
+        stdout(&out),
+        format!("{me}\n{my_gid}\n0:0\n0:0\n1000:1000\n{me}:{my_gid}\n{me}:{my_gid}\n")
+    );
+    let md = std::fs::symlink_metadata(src.join("built")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((md.uid(), md.gid()), (me, my_gid));
+    // The layers were only read, and a default container still sees the same owners.
+    assert_eq!(tree(&layers), before);
+    let out = env.skiff(&[
+        "run",
+        "--rm",
+        "demo/users",
+        "stat",
+        "-c",
+        "%u:%g",
+        "/bin/busybox",
+        "/home/user/owned",
+    ]);
+    assert_eq!(stdout(&out), "0:0\n1000:1000\n", "{}", stderr(&out));
+    drop(env);
+
+    // The kernel overlay refuses, saying why and what to use instead; `info` says which
+    // driver supports keep-id and at what cost.
+    let env = env_with(&["--storage-driver", "overlay"]);
+    let info: serde_json::Value = serde_json::from_str(&stdout(&env.skiff(&["info"]))).unwrap();
+    let k = &info["userns_keep_id"];
+    assert!(
+        k["fuse"]
+            .as_str()
+            .unwrap()
+            .starts_with("supported, no cost"),
+        "{info}"
+    );
+    assert!(
+        k["vfs"].as_str().unwrap().starts_with("supported:"),
+        "{info}"
+    );
+    assert!(
+        k["overlay"].as_str().unwrap().starts_with("not supported"),
+        "{info}"
+    );
+    let out = env.skiff(&["run", "--rm", "--userns", "keep-id", "demo/users", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    for part in [
+        "not supported by the overlay storage driver",
+        "chowned copy",
+        "--storage-driver fuse",
+        "vfs",
+    ] {
+        assert!(err.contains(part), "{part:?} missing: {err}");
+    }
 }

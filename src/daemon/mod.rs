@@ -108,6 +108,8 @@ pub struct Info {
     pub gid_map: Vec<crate::userns::IdMapEntry>,
     /// The security options containers get by default (docker's `SecurityOptions`).
     pub security_options: Vec<String>,
+    /// `--userns keep-id` support and cost, per storage driver.
+    pub userns_keep_id: BTreeMap<String, String>,
     /// Warnings about the host's setup.
     pub warnings: Vec<String>,
 }
@@ -173,6 +175,10 @@ impl Daemon {
             uid_map: self.inner.maps.uid.clone(),
             gid_map: self.inner.maps.gid.clone(),
             security_options: security::info_options(),
+            userns_keep_id: RootfsDriver::ALL
+                .iter()
+                .map(|d| (d.to_string(), d.keep_id_support().to_string()))
+                .collect(),
             warnings,
         }
     }

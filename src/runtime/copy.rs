@@ -7,6 +7,10 @@
 //! device (or an OCI `.wh.NAME` file) deletes `NAME` from the layers below, and a
 //! directory with `user.overlay.opaque=y` (or a `.wh..wh..opq` entry) hides everything
 //! the layers below had in it. Neither marker appears in the copy.
+//!
+//! With `--userns keep-id` the copy runs in the keep-id namespace while the layers keep
+//! the default mapping's owners: each owner is translated as it is copied
+//! ([`IdRemap::present`]), so the copy shows the image's owners in that namespace.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -16,12 +20,27 @@ use std::os::unix::fs::{chown, lchown, symlink, FileTypeExt, MetadataExt, Permis
 use std::path::Path;
 
 use super::Error;
+use crate::userns::keepid::IdRemap;
 
 /// Copies the contents of `src` into `dst` (which may exist); later calls overwrite files,
 /// so copying the layers bottom to top yields the merged tree.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), Error> {
-    let mut links = HashMap::new();
-    copy_dir(src, dst, &mut links)
+    copy_tree_remapped(src, dst, None)
+}
+
+/// [`copy_tree`], giving each copy the owner `remap` presents for the source's owner
+/// (the source written with the default mapping, the copy made in the container's).
+pub fn copy_tree_remapped(src: &Path, dst: &Path, remap: Option<&IdRemap>) -> Result<(), Error> {
+    let mut c = Copier {
+        links: HashMap::new(),
+        remap,
+    };
+    c.copy_dir(src, dst)
+}
+
+struct Copier<'r> {
+    links: HashMap<(u64, u64), std::path::PathBuf>,
+    remap: Option<&'r IdRemap>,
 }
 
 fn io<'a>(what: &str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -29,74 +48,83 @@ fn io<'a>(what: &str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a 
     move |e| Error::io(format!("{what} {}", p.display()), e)
 }
 
-fn copy_dir(
-    src: &Path,
-    dst: &Path,
-    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
-) -> Result<(), Error> {
-    let md = fs::symlink_metadata(src).map_err(io("stat", src))?;
-    match fs::symlink_metadata(dst) {
-        Ok(m) if m.is_dir() => {
-            if is_opaque(src) {
-                for e in fs::read_dir(dst).map_err(io("read", dst))? {
-                    remove_any(&e.map_err(io("read", dst))?.path())?;
+impl Copier<'_> {
+    /// The owner a copy of a file with `md` gets.
+    fn owner(&self, md: &fs::Metadata) -> (u32, u32) {
+        match self.remap {
+            Some(r) => r.present(md.uid(), md.gid()),
+            None => (md.uid(), md.gid()),
+        }
+    }
+
+    fn copy_dir(&mut self, src: &Path, dst: &Path) -> Result<(), Error> {
+        let md = fs::symlink_metadata(src).map_err(io("stat", src))?;
+        match fs::symlink_metadata(dst) {
+            Ok(m) if m.is_dir() => {
+                if is_opaque(src) {
+                    for e in fs::read_dir(dst).map_err(io("read", dst))? {
+                        remove_any(&e.map_err(io("read", dst))?.path())?;
+                    }
                 }
             }
-        }
-        Ok(_) => {
-            remove_any(dst)?;
-            fs::create_dir(dst).map_err(io("mkdir", dst))?;
-        }
-        Err(_) => fs::create_dir(dst).map_err(io("mkdir", dst))?,
-    }
-    for entry in fs::read_dir(src).map_err(io("read", src))? {
-        let entry = entry.map_err(io("read", src))?;
-        let from = entry.path();
-        let fname = entry.file_name();
-        let to = dst.join(&fname);
-        let emd = fs::symlink_metadata(&from).map_err(io("stat", &from))?;
-        let ft = emd.file_type();
-        if let Some(target) = fname.as_bytes().strip_prefix(b".wh.") {
-            // The OCI forms: `.wh..wh..opq` was handled by `is_opaque`.
-            if target != b".wh..opq" {
-                remove_any(&dst.join(std::ffi::OsStr::from_bytes(target)))?;
+            Ok(_) => {
+                remove_any(dst)?;
+                fs::create_dir(dst).map_err(io("mkdir", dst))?;
             }
-            continue;
+            Err(_) => fs::create_dir(dst).map_err(io("mkdir", dst))?,
         }
-        if ft.is_char_device() && emd.rdev() == 0 {
+        for entry in fs::read_dir(src).map_err(io("read", src))? {
+            let entry = entry.map_err(io("read", src))?;
+            let from = entry.path();
+            let fname = entry.file_name();
+            let to = dst.join(&fname);
+            let emd = fs::symlink_metadata(&from).map_err(io("stat", &from))?;
+            let ft = emd.file_type();
+            if let Some(target) = fname.as_bytes().strip_prefix(b".wh.") {
+                // The OCI forms: `.wh..wh..opq` was handled by `is_opaque`.
+                if target != b".wh..opq" {
+                    remove_any(&dst.join(std::ffi::OsStr::from_bytes(target)))?;
+                }
+                continue;
+            }
+            if ft.is_char_device() && emd.rdev() == 0 {
+                remove_any(&to)?;
+                continue;
+            }
+            if ft.is_dir() {
+                self.copy_dir(&from, &to)?;
+                continue;
+            }
             remove_any(&to)?;
-            continue;
-        }
-        if ft.is_dir() {
-            copy_dir(&from, &to, links)?;
-            continue;
-        }
-        remove_any(&to)?;
-        if ft.is_symlink() {
-            let target = fs::read_link(&from).map_err(io("readlink", &from))?;
-            symlink(&target, &to).map_err(io("symlink", &to))?;
-            lchown(&to, Some(emd.uid()), Some(emd.gid())).map_err(io("chown", &to))?;
-        } else if ft.is_file() {
-            let key = (emd.dev(), emd.ino());
-            if emd.nlink() > 1 {
-                if let Some(first) = links.get(&key) {
-                    fs::hard_link(first, &to).map_err(io("link", &to))?;
-                    continue;
+            if ft.is_symlink() {
+                let target = fs::read_link(&from).map_err(io("readlink", &from))?;
+                symlink(&target, &to).map_err(io("symlink", &to))?;
+                let (u, g) = self.owner(&emd);
+                lchown(&to, Some(u), Some(g)).map_err(io("chown", &to))?;
+            } else if ft.is_file() {
+                let key = (emd.dev(), emd.ino());
+                if emd.nlink() > 1 {
+                    if let Some(first) = self.links.get(&key) {
+                        fs::hard_link(first, &to).map_err(io("link", &to))?;
+                        continue;
+                    }
+                    self.links.insert(key, to.clone());
                 }
-                links.insert(key, to.clone());
+                fs::copy(&from, &to).map_err(io("copy", &from))?;
+                let (u, g) = self.owner(&emd);
+                chown(&to, Some(u), Some(g)).map_err(io("chown", &to))?;
+                fs::set_permissions(&to, fs::Permissions::from_mode(emd.mode() & 0o7777))
+                    .map_err(io("chmod", &to))?;
+            } else {
+                tracing::warn!("vfs copy: skipping special file {}", from.display());
             }
-            fs::copy(&from, &to).map_err(io("copy", &from))?;
-            chown(&to, Some(emd.uid()), Some(emd.gid())).map_err(io("chown", &to))?;
-            fs::set_permissions(&to, fs::Permissions::from_mode(emd.mode() & 0o7777))
-                .map_err(io("chmod", &to))?;
-        } else {
-            tracing::warn!("vfs copy: skipping special file {}", from.display());
         }
+        let (u, g) = self.owner(&md);
+        chown(dst, Some(u), Some(g)).map_err(io("chown", dst))?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(io("chmod", dst))?;
+        Ok(())
     }
-    chown(dst, Some(md.uid()), Some(md.gid())).map_err(io("chown", dst))?;
-    fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
-        .map_err(io("chmod", dst))?;
-    Ok(())
 }
 
 /// Removes whatever is at `p` (a whole tree for a directory); absent is fine.

@@ -72,6 +72,32 @@ impl RootfsDriver {
     }
 }
 
+impl RootfsDriver {
+    /// Every driver, for `info`.
+    pub const ALL: [RootfsDriver; 3] =
+        [RootfsDriver::Fuse, RootfsDriver::Overlay, RootfsDriver::Vfs];
+
+    /// Whether this driver runs `--userns keep-id` containers, and what it costs (for
+    /// `info` and the docs).
+    pub fn keep_id_support(self) -> &'static str {
+        match self {
+            RootfsDriver::Fuse => {
+                "supported, no cost: the FUSE server translates owners in its replies; \
+                 the layers are shared with default containers, never copied or chowned"
+            }
+            RootfsDriver::Vfs => {
+                "supported: the container's copy of the image (made by vfs for every \
+                 container anyway) is made with the keep-id owners; no extra copy"
+            }
+            RootfsDriver::Overlay => {
+                "not supported: the kernel overlay shows the layers' owners as on disk and \
+                 would need a chowned copy of the layers per mapping; use the fuse or vfs \
+                 storage driver"
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for RootfsDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -108,8 +134,9 @@ pub struct RootfsPlan {
     pub upper: PathBuf,
     /// overlayfs's work directory (same filesystem as `upper`).
     pub work: PathBuf,
-    /// Owners to translate (`--userns keep-id`, fuse driver only): the layers and the
-    /// upper directory keep the default mapping's owners.
+    /// Owners to translate (`--userns keep-id`): the layers keep the default mapping's
+    /// owners. The FUSE server translates them in its replies (its upper directory keeps
+    /// the default mapping's owners too); the vfs copy is made with translated owners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remap: Option<crate::userns::keepid::IdRemap>,
 }

@@ -99,7 +99,8 @@ pub fn prepare_rootfs(plan: &RootfsPlan, target: &Path) -> Result<(), Error> {
             let marker = plan.work.join("copied");
             if !marker.exists() {
                 for layer in plan.lower.iter().rev() {
-                    super::copy::copy_tree(layer, &plan.upper)?;
+                    // keep-id: the copy gets this namespace's view of the image's owners.
+                    super::copy::copy_tree_remapped(layer, &plan.upper, plan.remap.as_ref())?;
                 }
                 touch(&marker)?;
             }
