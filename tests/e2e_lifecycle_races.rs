@@ -285,26 +285,6 @@ fn monitors_are_not_named_skiffd() {
 /// test's directory), so their inits are found whatever their monitors.
 const MARK: &str = "SKIFF_TEST_DIR";
 
-/// skiffd's pid, from the bus.
-fn daemon_pid(env: &Env) -> u32 {
-    let out = env.gdbus(&[
-        "--dest",
-        "org.freedesktop.DBus",
-        "--object-path",
-        "/org/freedesktop/DBus",
-        "--method",
-        "org.freedesktop.DBus.GetConnectionUnixProcessID",
-        "org.skiff.skiff1",
-    ]);
-    let s = stdout(&out);
-    s.split_whitespace()
-        .nth(1)
-        .map(|n| n.trim_matches(|c: char| !c.is_ascii_digit()))
-        .unwrap_or_default()
-        .parse()
-        .unwrap_or_else(|_| panic!("no pid in {s:?} {}", stderr(&out)))
-}
-
 /// What runs of this test's containers: their inits (by [`MARK`]), and the
 /// helper processes skiffd started for them (monitors, FUSE servers, network helpers:
 /// found by this test's XDG_RUNTIME_DIR in their environment), skiffd itself excepted.
@@ -370,7 +350,7 @@ fn accounting(env: &Env, daemon: u32) -> Accounting {
 /// Every record matches what runs: the inits are exactly those of the running records,
 /// every helper belongs to a running record's monitor.
 fn assert_accounted(env: &Env, when: &str) {
-    let daemon = daemon_pid(env);
+    let daemon = env.daemon_pid();
     assert!(
         env.eventually(20, || accounting(env, daemon).0),
         "{when}: what runs is not what the records say: {:?}\n{}",
@@ -405,7 +385,7 @@ fn a_daemon_crash_at_each_point_of_a_start_is_undone() {
         env.kill_daemon(); // reaps it
         env.start_daemon_with(&[]);
         assert_accounted(&env, point);
-        let daemon = daemon_pid(&env);
+        let daemon = env.daemon_pid();
         assert!(
             env.eventually(20, || {
                 let (inits, helpers) = container_processes(&env, daemon);
@@ -482,7 +462,7 @@ fn a_daemon_crash_during_run_leaves_no_unaccounted_container() {
             stderr(&out)
         );
     }
-    let daemon = daemon_pid(&env);
+    let daemon = env.daemon_pid();
     let nothing = || {
         let (inits, helpers) = container_processes(&env, daemon);
         inits.is_empty() && helpers.is_empty()

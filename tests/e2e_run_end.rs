@@ -24,26 +24,6 @@ fn wait_bounded(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus
     None
 }
 
-/// skiffd's pid, from the bus.
-fn daemon_pid(env: &Env) -> i32 {
-    let out = env.gdbus(&[
-        "--dest",
-        "org.freedesktop.DBus",
-        "--object-path",
-        "/org/freedesktop/DBus",
-        "--method",
-        "org.freedesktop.DBus.GetConnectionUnixProcessID",
-        "org.skiff.skiff1",
-    ]);
-    let s = stdout(&out);
-    s.split_whitespace()
-        .nth(1)
-        .map(|n| n.trim_matches(|c: char| !c.is_ascii_digit()))
-        .unwrap_or_default()
-        .parse()
-        .unwrap_or_else(|_| panic!("no pid in {s:?} {}", stderr(&out)))
-}
-
 /// Whether `pid` catches `signo` (its handler is installed).
 fn catches(pid: u32, signo: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -156,7 +136,7 @@ fn a_flood_of_other_events_does_not_hang_run() {
 #[test]
 fn sigterm_ends_a_waiting_run() {
     let env = Env::new();
-    let daemon = daemon_pid(&env);
+    let daemon = env.daemon_pid() as i32;
     // SAFETY: kill(2) on the daemon this test started.
     unsafe { libc::kill(daemon, libc::SIGSTOP) };
     let mut child = env

@@ -315,6 +315,26 @@ impl Env {
             .unwrap()
     }
 
+    /// skiffd's pid, from the bus (the owner of `org.skiff.skiff1`).
+    pub fn daemon_pid(&self) -> u32 {
+        let out = self.gdbus(&[
+            "--dest",
+            "org.freedesktop.DBus",
+            "--object-path",
+            "/org/freedesktop/DBus",
+            "--method",
+            "org.freedesktop.DBus.GetConnectionUnixProcessID",
+            "org.skiff.skiff1",
+        ]);
+        let s = stdout(&out);
+        s.split_whitespace()
+            .nth(1)
+            .map(|n| n.trim_matches(|c: char| !c.is_ascii_digit()))
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or_else(|_| panic!("no pid in {s:?} {}", stderr(&out)))
+    }
+
     /// Calls `method` on skiffd's object `path` with gdbus (no skiff code on the client side).
     pub fn dbus_call(&self, path: &str, method: &str, args: &[&str]) -> Output {
         let mut a = vec![
