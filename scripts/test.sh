@@ -197,7 +197,7 @@ finish() {
 
 # Packages the tests need now (first line) and in later milestones.
 APT_PACKAGES=(
-    dbus-daemon dbus-bin libglib2.0-bin systemd uidmap busybox-static util-linux passwd procps python3 gcc
+    dbus-daemon dbus-bin dbus-user-session libglib2.0-bin systemd uidmap busybox-static util-linux passwd procps python3 gcc libc6-dev
     slirp4netns passt fuse3 fuse-overlayfs podman runc skopeo umoci docker-registry iperf3 apache2-utils openssl
 )
 
