@@ -212,8 +212,8 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(serve(args, paths, settings, config, notifier)) {
-        tracing::error!("{e:#}");
-        eprintln!("skiffd: {e:#}");
+        // The log is stderr: one line, not a log line and the same again.
+        eprintln!("skiffd: {}", causes(&e));
         std::process::exit(1);
     }
 }
@@ -255,12 +255,20 @@ async fn serve(
         exe,
         settings,
     };
-    let daemon = skiff::daemon::Daemon::new(opts).context("cannot open skiff's state")?;
     let address = args.bus_address.or_else(|| {
         std::env::var("SKIFF_BUS_ADDRESS")
             .ok()
             .filter(|a| !a.is_empty())
     });
+    if address.is_none() {
+        if let Some(why) = skiff::dbus::session::missing() {
+            anyhow::bail!(
+                "{why}; skiffd serves on your session bus: {}",
+                skiff::dbus::session::HOW_TO_GET_A_BUS
+            );
+        }
+    }
+    let daemon = skiff::daemon::Daemon::new(opts).context("cannot open skiff's state")?;
     let conn = skiff::dbus::server::serve(daemon.clone(), address.as_deref())
         .await
         .context("cannot serve on D-Bus")?;
@@ -359,4 +367,21 @@ fn reload(daemon: &skiff::daemon::Daemon, config: &Config) {
             },
         );
     }
+}
+
+/// `e` and its causes, `: `-joined, each cause left out when the text so far already
+/// says it (zbus's errors repeat their source in their own message).
+fn causes(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let c = c.to_string();
+        if out.contains(&c) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&c);
+    }
+    out
 }
