@@ -92,8 +92,9 @@ if [ -z "$bin_src" ]; then
         fi
     done
 fi
-[ -n "$bin_src" ] && [ -x "$bin_src/skiff" ] && [ -x "$bin_src/skiffd" ] ||
+if [ -z "$bin_src" ] || [ ! -x "$bin_src/skiff" ] || [ ! -x "$bin_src/skiffd" ]; then
     die "no skiff and skiffd binaries${bin_src:+ in $bin_src}: build them first (cargo build --release), or name their directory with --bin-dir DIR"
+fi
 
 put() { # put MODE SRC DEST
     install -D -m "$1" "$2" "$3"
