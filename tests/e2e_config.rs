@@ -275,3 +275,36 @@ fn a_bad_file_on_reload_keeps_the_configuration_in_use() {
     assert_ne!(i["storage_driver"], "vfs", "{i}");
     assert_ne!(i["config"]["storage-driver"]["value"], "vfs", "{i}");
 }
+
+#[test]
+fn layer_limits_from_the_file_reach_the_unpack_helper_and_reload_live() {
+    let mut env = Env::bus_only();
+    write_config(&env, "layer-max-entries = 10\n");
+    env.start_daemon();
+    let tar = env.busybox_tar();
+    let import = || env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
+    let out = import();
+    assert!(
+        !out.status.success(),
+        "a busybox tree has more than 10 entries"
+    );
+    assert!(
+        stderr(&out).contains("limit of 10") && stderr(&out).contains("layer-max-entries"),
+        "{}",
+        stderr(&out)
+    );
+    write_config(&env, "layer-max-entries = 100000\n");
+    hup(&env);
+    assert!(
+        env.eventually(20, || setting(&env, "layer-max-entries").0 == 100000),
+        "{}",
+        env.daemon_log()
+    );
+    let out = import();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        env.daemon_log()
+    );
+}
