@@ -274,7 +274,7 @@ mod tests {
             what: "max_entries".into(),
             limit: 3,
         };
-        assert!(e.to_string().contains("UnpackOptions::max_entries"));
+        assert!(e.to_string().contains("layer-max-entries"), "{e}");
         let e = Error::Unsupported {
             feature: "zstd layers are".into(),
             hint: String::new(),
