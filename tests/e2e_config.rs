@@ -308,3 +308,112 @@ fn layer_limits_from_the_file_reach_the_unpack_helper_and_reload_live() {
         env.daemon_log()
     );
 }
+
+/// A `docker-registry` on 127.0.0.1 that speaks only TLS, with a self-signed
+/// certificate (no CA trusts it), holding `test/tls:v1`; killed on drop.
+struct TlsRegistry {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for TlsRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_registry(env: &Env) -> TlsRegistry {
+    use std::process::Command;
+    let dir = env.dir.path().join("tlsreg");
+    std::fs::create_dir_all(dir.join("storage")).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new(common::require("openssl"))
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl: {}", stderr(&out));
+    let addr = format!("127.0.0.1:{}", registry_support::free_port());
+    let config = format!(
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+         http:\n  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n",
+        dir.join("storage").display(),
+        cert.display(),
+        key.display()
+    );
+    std::fs::write(dir.join("config.yml"), config).unwrap();
+    let child = Command::new(common::require("docker-registry"))
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let reg = TlsRegistry { child, addr };
+    assert!(
+        env.eventually(20, || std::net::TcpStream::connect(&reg.addr).is_ok()),
+        "docker-registry did not listen"
+    );
+    let layout = env.dir.path().join("tlslayout");
+    let l = Layout::new(&layout);
+    let desc = l.image(&ImageSpec {
+        arch: skiff::image::store::oci_arch().to_string(),
+        layers: vec![LayerBuilder::default().busybox().finish()],
+        cmd: vec!["true".into()],
+    });
+    l.tag("v1", &desc);
+    let out = Command::new(common::require("skopeo"))
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{}/test/tls:v1", reg.addr))
+        .env("TMPDIR", &dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo: {}", stderr(&out));
+    reg
+}
+
+#[test]
+fn insecure_registries_from_the_file_skip_tls_verification_after_a_reload() {
+    let mut env = Env::bus_only();
+    let reg = tls_registry(&env);
+    let reference = format!("{}/test/tls:v1", reg.addr);
+    env.start_daemon();
+    let out = env.skiff(&["pull", &reference]);
+    assert!(
+        !out.status.success(),
+        "a self-signed certificate is refused by default"
+    );
+    write_config(&env, &format!("insecure-registries = [\"{}\"]\n", reg.addr));
+    hup(&env);
+    assert!(
+        env.eventually(20, || setting(&env, "insecure-registries").1 == "file"),
+        "{}",
+        env.daemon_log()
+    );
+    let out = env.skiff(&["pull", &reference]);
+    assert!(
+        out.status.success(),
+        "insecure registry: {}\n{}",
+        stderr(&out),
+        env.daemon_log()
+    );
+}
