@@ -350,6 +350,9 @@ check_systemd_units() {
     grep -qx 'SystemdService=skiffd.service' "$act" || { warn "$act: SystemdService= is not skiffd.service"; ok=0; }
     grep -qE '^Exec=/' "$act" || { warn "$act: Exec= must be an absolute path"; ok=0; }
     grep -qx 'BusName=org.skiff.skiff1' systemd/skiffd.service || { warn "skiffd.service: BusName= mismatch"; ok=0; }
+    # shellcheck disable=SC2016 # $MAINPID is systemd's, not ours
+    grep -qx 'ExecReload=/bin/kill -HUP $MAINPID' systemd/skiffd.service ||
+        { warn "skiffd.service: ExecReload= must send SIGHUP (skiffd re-reads skiffd.toml)"; ok=0; }
     if [ "$ok" = 1 ]; then note "systemd units: ok"; else FAILED_STEPS+=("systemd units"); fi
 }
 

@@ -67,8 +67,8 @@ pub struct Options {
     pub driver_reason: String,
     /// The skiffd executable, re-run for the monitor and helpers.
     pub exe: PathBuf,
-    /// The effective configuration (file and flags); all but the storage driver can
-    /// change while skiffd runs ([`Daemon::reload_settings`]).
+    /// The effective configuration at start (file and flags); the daemon keeps the live
+    /// copy, where all but the storage driver can change ([`Daemon::reload_settings`]).
     pub settings: settings::Settings,
 }
 
