@@ -158,3 +158,48 @@ fn install_refuses_a_relative_prefix_and_missing_binaries() {
     );
     assert!(!tmp.path().join("p").exists(), "nothing installed");
 }
+
+#[test]
+fn install_for_one_user_goes_under_home() {
+    let home = tempfile::tempdir().unwrap();
+    let build = home.path().join("build");
+    std::fs::create_dir(&build).unwrap();
+    for b in ["skiff", "skiffd"] {
+        std::fs::copy(bin(b), build.join(b)).unwrap();
+    }
+    let out = Command::new(require("bash"))
+        .arg(SCRIPT)
+        .arg("--user")
+        .arg("--bin-dir")
+        .arg(&build)
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install.sh --user: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let h = home.path();
+    let skiffd = h.join(".local/bin/skiffd");
+    assert!(skiffd.exists() && h.join(".local/bin/skiff").exists());
+    let unit = read(&h.join(".config/systemd/user/skiffd.service"));
+    assert!(
+        unit.contains(&format!("\nExecStart={}\n", skiffd.display())),
+        "{unit}"
+    );
+    let act = read(&h.join(".local/share/dbus-1/services/org.skiff.skiff1.service"));
+    assert!(
+        act.contains(&format!("\nExec={}\n", skiffd.display())),
+        "{act}"
+    );
+    assert!(h.join(".local/share/doc/skiff/configuration.md").exists());
+    assert!(
+        stdout(&out).contains("systemctl --user daemon-reload"),
+        "{}",
+        stdout(&out)
+    );
+}
