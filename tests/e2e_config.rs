@@ -266,7 +266,7 @@ fn a_bad_file_on_reload_keeps_the_configuration_in_use() {
     assert!(
         env.eventually(20, || env
             .daemon_log()
-            .contains("until skiffd restarts: storage-driver")),
+            .contains("take effect when skiffd restarts: storage-driver")),
         "{}",
         env.daemon_log()
     );

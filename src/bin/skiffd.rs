@@ -235,6 +235,9 @@ async fn serve(
     if let Some(point) = &args.crash_at {
         skiff::daemon::strays::set_crash_point(point).map_err(anyhow::Error::msg)?;
     }
+    // From the start: a SIGHUP while skiffd sets up is a reload (once it serves), not
+    // its death (the signal's default action).
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let exe = std::env::current_exe().context("cannot find the skiffd executable")?;
     let (driver, driver_reason) = match (settings.storage_driver, settings.source("storage-driver"))
     {
@@ -286,7 +289,6 @@ async fn serve(
         notify_ready(n.clone(), daemon.clone());
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -353,7 +355,7 @@ fn reload(daemon: &skiff::daemon::Daemon, config: &Config) {
         tracing::info!("reloaded {}: nothing changed", config.path.display());
     } else {
         tracing::info!(
-            "reloaded {}: changed now: {}; changed but in use until skiffd restarts: {}",
+            "reloaded {}: changed now: {}; changed, but take effect when skiffd restarts: {}",
             config.path.display(),
             if live.is_empty() {
                 "none".to_string()
