@@ -106,3 +106,69 @@ fn the_fix_it_gives_works_dbus_run_session() {
     );
     assert!(stdout(&out).contains("CONTAINER ID"), "{}", stdout(&out));
 }
+
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh");
+
+/// scripts/demo.sh as a normal user (no session bus, as over su): `skiff doctor` first,
+/// then the demo runs to its end.
+#[test]
+fn demo_as_a_user_checks_the_host_then_runs() {
+    let dir = tempdir();
+    let mut cmd = Command::new(require("timeout"));
+    cmd.arg("300")
+        .arg(require("bash"))
+        .arg(DEMO)
+        .arg("--private");
+    no_bus(&mut cmd, dir.path());
+    cmd.env("SKIFF_BIN_DIR", bin("skiffd").parent().unwrap());
+    let out = cmd.output().unwrap();
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "demo.sh: {o}\n{e}");
+    assert!(
+        o.contains("### skiff doctor") && o.contains("ok   subuid"),
+        "{o}"
+    );
+    assert!(
+        o.contains("exit code: 3") && o.ends_with("demo: ok\n"),
+        "{o}"
+    );
+}
+
+/// When `skiff doctor` finds something that blocks containers (here: no subuid range,
+/// an /etc/subuid without us bind-mounted in a user + mount namespace of our own),
+/// demo.sh stops and prints the one command to run as root.
+#[test]
+fn demo_as_a_user_with_a_blocked_host_says_the_one_root_command() {
+    let dir = tempdir();
+    let empty = dir.path().join("subuid");
+    std::fs::write(&empty, "someone-else:100000:65536\n").unwrap();
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let script = format!(
+        "set -e; mount --bind {} /etc/subuid; exec unshare --map-user={uid} --map-group={gid} -U bash {DEMO} --private",
+        empty.display()
+    );
+    let mut cmd = Command::new(require("timeout"));
+    cmd.arg("120")
+        .arg(require("unshare"))
+        .args(["-rm", "sh", "-c", &script]);
+    no_bus(&mut cmd, dir.path());
+    cmd.env("SKIFF_BIN_DIR", bin("skiffd").parent().unwrap());
+    let out = cmd.output().unwrap();
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{o}\n{e}");
+    assert!(o.contains("FAIL subuid"), "{o}");
+    assert!(
+        e.contains(&format!("sudo {DEMO} --user {me}")),
+        "the one command as root: {e}"
+    );
+    assert!(
+        !o.contains("### import and run"),
+        "stopped before the demo: {o}"
+    );
+}
