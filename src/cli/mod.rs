@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod ending;
 pub mod envfile;
 pub mod exec;
+pub mod format;
 pub mod image_args;
 pub mod images;
 pub mod output;
