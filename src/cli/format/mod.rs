@@ -33,6 +33,7 @@
 
 mod exec;
 mod funcs;
+mod lex;
 mod parse;
 mod printf;
 pub mod tabwriter;
