@@ -16,9 +16,11 @@ pub mod exec;
 pub mod format;
 pub mod image_args;
 pub mod images;
+pub mod inspect;
 pub mod output;
 pub mod progress;
 pub mod pull;
+pub mod rows;
 pub mod run_config;
 pub mod security_args;
 pub mod table;
@@ -230,12 +232,8 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Show containers' details as JSON.
-    Inspect {
-        /// Containers.
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
+    /// Show details of containers, images or volumes as JSON (or by a Go template).
+    Inspect(inspect::InspectArgs),
     /// List containers.
     Ps {
         /// Show all containers (default: running only).
@@ -247,9 +245,14 @@ pub enum Command {
         /// Filter: status=, name=, label=KEY[=VALUE], ancestor=, id=.
         #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
         filters: Vec<String>,
-        /// Output format: table (default) or json (one object per line).
-        #[arg(long, default_value = "table")]
-        format: String,
+        /// Output format: table, table TEMPLATE, json, or a Go TEMPLATE
+        /// (e.g. '{{.ID}}\t{{.Names}}'; fields .ID .Names .Image .Command .CreatedAt
+        /// .RunningFor .Status .State .Ports .Labels .Mounts .Networks).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+        /// Do not truncate ids and commands.
+        #[arg(long)]
+        no_trunc: bool,
     },
     /// Run a command in a running container; the exit code is the command's.
     Exec {
@@ -342,9 +345,10 @@ pub enum Command {
         /// Filter: type=, event=, container= (id or name).
         #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
         filters: Vec<String>,
-        /// Output format: text (default) or json.
-        #[arg(long, default_value = "text")]
-        format: String,
+        /// Output format: text (default), json, or a Go TEMPLATE (fields .Type
+        /// .Action .Actor.ID .Actor.Attributes .time .timeNano).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
     },
     /// List images.
     Images(image_args::ImagesArgs),
@@ -386,7 +390,11 @@ pub enum Command {
         reference: String,
     },
     /// Show the daemon's setup (storage driver, id maps, warnings).
-    Info,
+    Info {
+        /// A Go TEMPLATE (e.g. '{{.Driver}}'), or json.
+        #[arg(short = 'f', long, value_name = "FORMAT")]
+        format: Option<String>,
+    },
     /// Volume commands.
     Volume {
         /// The volume command.
@@ -503,13 +511,17 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             volumes,
             containers,
         } => containers::rm(&conn, &containers, force, volumes).await,
-        Command::Inspect { containers } => containers::inspect(&conn, &containers).await,
+        Command::Inspect(a) => inspect::inspect(&conn, &a).await,
         Command::Ps {
             all,
             quiet,
             filters,
             format,
-        } => containers::ps(&conn, all, quiet, &filters, &format).await,
+            no_trunc,
+        } => {
+            let f = format.as_deref().unwrap_or("");
+            containers::ps(&conn, all, quiet, &filters, f, no_trunc).await
+        }
         Command::Exec {
             interactive,
             tty,
@@ -557,7 +569,9 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             control::logs(&conn, &container, opts).await
         }
         Command::Cp(a) => cp::cp(&conn, &a).await,
-        Command::Events { filters, format } => control::events(&conn, &filters, &format).await,
+        Command::Events { filters, format } => {
+            control::events(&conn, &filters, format.as_deref()).await
+        }
         Command::Images(a)
         | Command::Image {
             command: ImageCommand::Ls(a),
@@ -608,7 +622,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             };
             pull::pull(&conn, a).await
         }
-        Command::Info => images::info(&conn).await,
+        Command::Info { format } => inspect::info(&conn, format.as_deref()).await,
         Command::Volume { command } => volumes::run(&conn, command).await,
         Command::Doctor { format } => doctor::doctor(format.as_deref()),
         Command::Port { container, port } => {
