@@ -13,11 +13,13 @@ pub mod doctor;
 pub mod ending;
 pub mod envfile;
 pub mod exec;
+pub mod flags;
 pub mod format;
 pub mod image_args;
 pub mod images;
 pub mod inspect;
 pub mod output;
+pub mod precheck;
 pub mod progress;
 pub mod pull;
 pub mod rows;
@@ -126,7 +128,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub stop_signal: Option<String>,
     /// Seconds to wait for the stop signal before SIGKILL (default 10).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::seconds, allow_hyphen_values = true)]
     pub stop_timeout: Option<u64>,
     /// Bind mount a host path or mount a volume: SRC:DST[:ro|rw|z|Z|nocopy|PROPAGATION],
     /// VOLUME:DST[:OPTS], or DST alone for a new anonymous volume.
@@ -286,7 +288,7 @@ pub enum Command {
     /// Stop running containers (stop signal, then SIGKILL after the timeout).
     Stop {
         /// Seconds to wait before SIGKILL (default: the container's, else 10).
-        #[arg(short = 't', long = "time")]
+        #[arg(short = 't', long = "time", value_parser = flags::seconds, allow_hyphen_values = true)]
         time: Option<u64>,
         /// Containers.
         #[arg(required = true)]
@@ -304,7 +306,7 @@ pub enum Command {
     /// Restart containers.
     Restart {
         /// Seconds to wait before SIGKILL when stopping.
-        #[arg(short = 't', long = "time")]
+        #[arg(short = 't', long = "time", value_parser = flags::seconds, allow_hyphen_values = true)]
         time: Option<u64>,
         /// Containers.
         #[arg(required = true)]
@@ -323,7 +325,8 @@ pub enum Command {
         #[arg(short = 'f', long)]
         follow: bool,
         /// Only the last N lines ("all" for everything).
-        #[arg(short = 'n', long, default_value = "all")]
+        #[arg(short = 'n', long, default_value = "all", value_parser = flags::tail,
+              allow_hyphen_values = true)]
         tail: String,
         /// Only output since this time (RFC 3339, unix seconds, or a duration like 10m).
         #[arg(long)]
@@ -477,6 +480,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     if let Command::Doctor { format } = &cli.command {
         return doctor::doctor(format.as_deref());
     }
+    precheck::check(&cli.command)?;
     let conn = connect::connect(cli.bus_address.as_deref()).await?;
     match cli.command {
         Command::Run {
