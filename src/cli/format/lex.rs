@@ -139,7 +139,8 @@ pub(super) fn lex_action(
         if spaced && rest.starts_with("-}}") {
             return Ok((Some(toks), i - 1, true));
         }
-        let c = b[i] as char;
+        // The character (not the byte: a name may be non-ASCII).
+        let c = rest.chars().next().unwrap_or(' ');
         let start = i;
         let tok = match c {
             '(' => {
@@ -204,7 +205,8 @@ pub(super) fn lex_action(
                 )
             }
             c if c.is_alphabetic() || c == '_' => {
-                let n = ident_len(rest);
+                // At least the first character: an identifier is never empty.
+                let n = ident_len(rest).max(c.len_utf8());
                 i += n;
                 Tok::Ident(rest[..n].to_string())
             }

@@ -176,7 +176,6 @@ impl Parser {
             Closer::Else(Some(e)) if e.toks.len() > 1 => {
                 // `else if ...` / `else with ...`: a nested control that shares our end.
                 let chained = match &e.toks[1].tok {
-                    Tok::Ident(k) if (k == "if" || k == "with") && k == keyword => k.clone(),
                     Tok::Ident(k) if k == "if" || k == "with" => k.clone(),
                     _ => return Err(err(e.line, "unexpected token in else")),
                 };
