@@ -619,6 +619,8 @@ fn networks_of_a_running_container() {
             "net",
             "--network",
             "slirp4netns",
+            "-p",
+            "127.0.0.1::80",
             "demo/busybox",
             "sleep",
             "1000",
@@ -636,6 +638,12 @@ fn networks_of_a_running_container() {
     assert_eq!(v["Networks"]["slirp4netns"]["Gateway"], "10.0.2.2", "{v}");
     assert_eq!(v["Networks"]["slirp4netns"]["IPPrefixLen"], 24, "{v}");
     assert_eq!(v["IPAddress"], "10.0.2.100", "{v}");
+    // ps's .Ports and .Networks: docker's `IP:PORT->80/tcp`, the port `skiff port` shows.
+    let host = ok(&env, &["port", "net", "80"]).trim().to_string();
+    assert_eq!(
+        ok(&env, &["ps", "--format", "{{.Ports}} {{.Networks}}"]),
+        format!("{host}->80/tcp slirp4netns\n")
+    );
 }
 
 #[test]
