@@ -287,6 +287,34 @@ impl Exec<'_> {
                 funcs::call(name, args)
                     .map_err(|m| self.fail(p.pos, cmd, format!("error calling {name}: {m}")))
             }
+            Arg::Field(path)
+                if path.last().is_some_and(|l| l == "Label") && self.header.is_none() =>
+            {
+                // docker's method of list rows: `.Label "KEY"`, a value of `.Labels`.
+                let mut args = Vec::new();
+                for a in &cmd.args[1..] {
+                    args.push(self.arg(p, cmd, a, dot)?);
+                }
+                args.extend(fin);
+                let key = match args.as_slice() {
+                    [Some(Value::String(k))] => k.clone(),
+                    _ => {
+                        return Err(self.fail(
+                            p.pos,
+                            cmd,
+                            "Label takes one argument: the label's key",
+                        ))
+                    }
+                };
+                let parent = Arg::Field(path[..path.len() - 1].to_vec());
+                let owner = if path.len() == 1 {
+                    dot.clone()
+                } else {
+                    self.arg(p, cmd, &parent, dot)?
+                };
+                let labels = field(&owner, "Labels").map_err(|m| self.fail(p.pos, cmd, m))?;
+                Ok(Some(Value::String(label(&labels, &key))))
+            }
             first => {
                 if cmd.args.len() > 1 || fin.is_some() {
                     return Err(self.fail(
@@ -333,6 +361,25 @@ impl Exec<'_> {
                 chain(self, v, fields)
             }
         }
+    }
+}
+
+/// The value of label `key` in a row's `Labels` (`k=v,k2=v2`) or an object of labels;
+/// "" when it has none.
+fn label(labels: &Val, key: &str) -> String {
+    match labels {
+        Some(Value::String(s)) => s
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default(),
+        Some(Value::Object(o)) => o
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
     }
 }
 

@@ -87,6 +87,18 @@ fn functions() {
 }
 
 #[test]
+fn the_label_method_of_rows() {
+    let row = json!({"Labels": "a=1,com.x=y=z", "Config": {"Labels": {"k": "v"}}});
+    assert_eq!(
+        run("{{.Label \"com.x\"}}|{{.Label \"none\"}}", &row),
+        "y=z|"
+    );
+    assert_eq!(run("{{.Config.Label \"k\"}}", &row), "v");
+    assert_eq!(run("{{\"a\" | .Label}}", &row), "1");
+    assert!(exec_err("{{.Label}}", &row).contains("Label takes one argument"));
+}
+
+#[test]
 fn comparisons_and_logic() {
     let d = data();
     assert_eq!(run("{{eq .State.Status \"running\"}}", &d), "true");
