@@ -13,11 +13,16 @@ pub mod doctor;
 pub mod ending;
 pub mod envfile;
 pub mod exec;
+pub mod flags;
+pub mod format;
 pub mod image_args;
 pub mod images;
+pub mod inspect;
 pub mod output;
+pub mod precheck;
 pub mod progress;
 pub mod pull;
+pub mod rows;
 pub mod run_config;
 pub mod security_args;
 pub mod table;
@@ -123,7 +128,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub stop_signal: Option<String>,
     /// Seconds to wait for the stop signal before SIGKILL (default 10).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::seconds, allow_hyphen_values = true)]
     pub stop_timeout: Option<u64>,
     /// Bind mount a host path or mount a volume: SRC:DST[:ro|rw|z|Z|nocopy|PROPAGATION],
     /// VOLUME:DST[:OPTS], or DST alone for a new anonymous volume.
@@ -229,12 +234,8 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Show containers' details as JSON.
-    Inspect {
-        /// Containers.
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
+    /// Show details of containers, images or volumes as JSON (or by a Go template).
+    Inspect(inspect::InspectArgs),
     /// List containers.
     Ps {
         /// Show all containers (default: running only).
@@ -246,9 +247,14 @@ pub enum Command {
         /// Filter: status=, name=, label=KEY[=VALUE], ancestor=, id=.
         #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
         filters: Vec<String>,
-        /// Output format: table (default) or json (one object per line).
-        #[arg(long, default_value = "table")]
-        format: String,
+        /// Output format: table, table TEMPLATE, json, or a Go TEMPLATE
+        /// (e.g. '{{.ID}}\t{{.Names}}'; fields .ID .Names .Image .Command .CreatedAt
+        /// .RunningFor .Status .State .Ports .Labels .Mounts .Networks).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+        /// Do not truncate ids and commands.
+        #[arg(long)]
+        no_trunc: bool,
     },
     /// Run a command in a running container; the exit code is the command's.
     Exec {
@@ -282,7 +288,7 @@ pub enum Command {
     /// Stop running containers (stop signal, then SIGKILL after the timeout).
     Stop {
         /// Seconds to wait before SIGKILL (default: the container's, else 10).
-        #[arg(short = 't', long = "time")]
+        #[arg(short = 't', long = "time", value_parser = flags::seconds, allow_hyphen_values = true)]
         time: Option<u64>,
         /// Containers.
         #[arg(required = true)]
@@ -300,7 +306,7 @@ pub enum Command {
     /// Restart containers.
     Restart {
         /// Seconds to wait before SIGKILL when stopping.
-        #[arg(short = 't', long = "time")]
+        #[arg(short = 't', long = "time", value_parser = flags::seconds, allow_hyphen_values = true)]
         time: Option<u64>,
         /// Containers.
         #[arg(required = true)]
@@ -319,7 +325,8 @@ pub enum Command {
         #[arg(short = 'f', long)]
         follow: bool,
         /// Only the last N lines ("all" for everything).
-        #[arg(short = 'n', long, default_value = "all")]
+        #[arg(short = 'n', long, default_value = "all", value_parser = flags::tail,
+              allow_hyphen_values = true)]
         tail: String,
         /// Only output since this time (RFC 3339, unix seconds, or a duration like 10m).
         #[arg(long)]
@@ -341,9 +348,10 @@ pub enum Command {
         /// Filter: type=, event=, container= (id or name).
         #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
         filters: Vec<String>,
-        /// Output format: text (default) or json.
-        #[arg(long, default_value = "text")]
-        format: String,
+        /// Output format: text (default), json, or a Go TEMPLATE (fields .Type
+        /// .Action .Actor.ID .Actor.Attributes .time .timeNano).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
     },
     /// List images.
     Images(image_args::ImagesArgs),
@@ -385,7 +393,11 @@ pub enum Command {
         reference: String,
     },
     /// Show the daemon's setup (storage driver, id maps, warnings).
-    Info,
+    Info {
+        /// A Go TEMPLATE (e.g. '{{.Driver}}'), or json.
+        #[arg(short = 'f', long, value_name = "FORMAT")]
+        format: Option<String>,
+    },
     /// Volume commands.
     Volume {
         /// The volume command.
@@ -468,6 +480,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     if let Command::Doctor { format } = &cli.command {
         return doctor::doctor(format.as_deref());
     }
+    precheck::check(&cli.command)?;
     let conn = connect::connect(cli.bus_address.as_deref()).await?;
     match cli.command {
         Command::Run {
@@ -502,13 +515,17 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             volumes,
             containers,
         } => containers::rm(&conn, &containers, force, volumes).await,
-        Command::Inspect { containers } => containers::inspect(&conn, &containers).await,
+        Command::Inspect(a) => inspect::inspect(&conn, &a).await,
         Command::Ps {
             all,
             quiet,
             filters,
             format,
-        } => containers::ps(&conn, all, quiet, &filters, &format).await,
+            no_trunc,
+        } => {
+            let f = format.as_deref().unwrap_or("");
+            containers::ps(&conn, all, quiet, &filters, f, no_trunc).await
+        }
         Command::Exec {
             interactive,
             tty,
@@ -556,7 +573,9 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             control::logs(&conn, &container, opts).await
         }
         Command::Cp(a) => cp::cp(&conn, &a).await,
-        Command::Events { filters, format } => control::events(&conn, &filters, &format).await,
+        Command::Events { filters, format } => {
+            control::events(&conn, &filters, format.as_deref()).await
+        }
         Command::Images(a)
         | Command::Image {
             command: ImageCommand::Ls(a),
@@ -607,7 +626,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             };
             pull::pull(&conn, a).await
         }
-        Command::Info => images::info(&conn).await,
+        Command::Info { format } => inspect::info(&conn, format.as_deref()).await,
         Command::Volume { command } => volumes::run(&conn, command).await,
         Command::Doctor { format } => doctor::doctor(format.as_deref()),
         Command::Port { container, port } => {

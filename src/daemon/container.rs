@@ -281,6 +281,17 @@ pub fn wait_for(
     }
 }
 
+/// docker's `HostConfig.RestartPolicy` of a `--restart` value (`on-failure:3` is
+/// `{"Name": "on-failure", "MaximumRetryCount": 3}`).
+fn restart_policy(restart: Option<&str>) -> serde_json::Value {
+    let spec = restart.filter(|r| !r.is_empty()).unwrap_or("no");
+    let (name, count) = match spec.split_once(':') {
+        Some((n, c)) => (n, c.parse::<u64>().unwrap_or(0)),
+        None => (spec, 0),
+    };
+    serde_json::json!({ "Name": name, "MaximumRetryCount": count })
+}
+
 /// Docker-shaped `inspect` JSON of a record.
 pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
     let s = &rec.state;
@@ -329,9 +340,7 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
             "GroupAdd": rec.config.group_add,
             "Init": rec.config.init,
             "ShmSize": rec.config.shm_bytes().ok().flatten().unwrap_or(crate::daemon::spec::DEFAULT_SHM_SIZE),
-            "RestartPolicy": {
-                "Name": rec.config.restart.clone().unwrap_or_else(|| "no".into()),
-            },
+            "RestartPolicy": restart_policy(rec.config.restart.as_deref()),
             "LogConfig": { "Type": "json-file", "Config": rec.config.log_opts },
         },
     });

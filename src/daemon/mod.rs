@@ -303,6 +303,16 @@ impl Daemon {
         let c = self.lookup(name_or_id)?;
         let rec = c.snapshot();
         let mut v = container::inspect_json(&rec, &rec.config.image);
+        // The image's EXPOSE ports (a container outlives nothing of its image: an image
+        // gone missing only leaves them out).
+        let image_exposed: Vec<String> = self
+            .inner
+            .images
+            .config(&rec.image_id)
+            .ok()
+            .and_then(|c| c.config().as_ref().and_then(|c| c.exposed_ports().clone()))
+            .unwrap_or_default();
+        network::extend_exposed(&mut v, &rec, &image_exposed);
         v["LogPath"] = supervise::log_path(&c.dir).display().to_string().into();
         v["Mounts"] = self.inspect_mounts(&rec);
         Ok(v)

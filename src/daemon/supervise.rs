@@ -156,6 +156,8 @@ impl Daemon {
                     r.state.monitor_pid = monitor_pid;
                     r.state.ports = ports;
                     r.state.started_at = now_us();
+                    // As docker: a (re)start clears the last run's exit code.
+                    r.state.exit_code = 0;
                     r.state.error.clear();
                 })?;
                 self.emit(Event::new(
