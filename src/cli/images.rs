@@ -370,7 +370,7 @@ async fn untagged_names(conn: &Connection, id: &str) -> Vec<String> {
 }
 
 /// `repo:tag` split at the tag's colon (not a registry port's).
-fn split_tag(t: &str) -> (&str, &str) {
+pub(super) fn split_tag(t: &str) -> (&str, &str) {
     let slash = t.rfind('/').map_or(0, |i| i + 1);
     match t[slash..].rfind(':') {
         Some(i) => (&t[..slash + i], &t[slash + i + 1..]),

@@ -4,7 +4,9 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod aliases;
 pub mod attach;
+pub mod completion;
 pub mod connect;
 pub mod containers;
 pub mod control;
@@ -12,6 +14,7 @@ pub mod cp;
 pub mod doctor;
 pub mod ending;
 pub mod envfile;
+pub mod everyday;
 pub mod exec;
 pub mod image_args;
 pub mod images;
@@ -20,7 +23,10 @@ pub mod progress;
 pub mod pull;
 pub mod run_config;
 pub mod security_args;
+pub mod stats;
+pub mod system;
 pub mod table;
+pub mod top;
 pub mod tty;
 pub mod volumes;
 
@@ -406,6 +412,32 @@ pub enum Command {
         /// PORT[/PROTO] to show only that one.
         port: Option<String>,
     },
+    /// Show a container's processes (host pids; ps options may follow, default -ef).
+    Top(top::TopArgs),
+    /// Show containers' resource use (CPU, memory, network, block I/O, tasks).
+    Stats(stats::StatsArgs),
+    /// Show the client's and skiffd's versions.
+    Version(system::VersionArgs),
+    /// Disk use, prune, info.
+    System {
+        /// The system command.
+        #[command(subcommand)]
+        command: system::SystemCommand,
+    },
+    /// Container commands (docker's names for the top-level ones, and prune).
+    Container {
+        /// The container command.
+        #[command(subcommand)]
+        command: aliases::ContainerCommand,
+    },
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(completion::CompletionArgs),
+    /// Names for the completion scripts.
+    #[command(name = "__complete", hide = true)]
+    Complete(completion::CompleteArgs),
+    /// Writes the man pages into a directory.
+    #[command(name = "__man", hide = true)]
+    Man(completion::ManArgs),
 }
 
 /// `skiff image ...`.
@@ -431,6 +463,9 @@ pub enum ImageCommand {
     History(image_args::HistoryArgs),
     /// Remove dangling images (with -a, every image no container uses).
     Prune(image_args::PruneArgs),
+    /// The top-level image commands (pull, ...).
+    #[command(flatten)]
+    More(aliases::ImageMore),
 }
 
 /// A failure the CLI reports: a message and the exit code.
@@ -468,8 +503,13 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     if let Command::Doctor { format } = &cli.command {
         return doctor::doctor(format.as_deref());
     }
+    let command = aliases::unalias(cli.command);
+    let command = match everyday::without_daemon(cli.bus_address.as_deref(), command).await {
+        Ok(code) => return code,
+        Err(command) => command,
+    };
     let conn = connect::connect(cli.bus_address.as_deref()).await?;
-    match cli.command {
+    match command {
         Command::Run {
             rm,
             detach,
@@ -613,5 +653,6 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Port { container, port } => {
             containers::port(&conn, &container, port.as_deref()).await
         }
+        other => everyday::run(&conn, other).await,
     }
 }
