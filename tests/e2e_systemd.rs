@@ -388,7 +388,14 @@ fn systemd_stats_read_the_scope_cgroup() {
     let tar = s.env.busybox_tar();
     s.ok(&s.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]));
     s.ok(&s.skiff(&[
-        "run", "-d", "--name", "busy", "demo/busybox", "sh", "-c", "while :; do :; done",
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "while :; do :; done",
     ]));
     let out = s.ok(&s.skiff(&["stats", "--no-stream", "--format", "json", "busy"]));
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -401,13 +408,32 @@ fn systemd_stats_read_the_scope_cgroup() {
     assert!(cpu > 0.0, "{v}");
     assert_eq!(v["PIDs"], "1", "{v}");
     // Where the numbers came from, as the API says.
-    let path = s.ok(&s.cmd("busctl").args([
-        "--user", "call", "org.skiff.skiff1", "/org/skiff/skiff1",
-        "org.skiff.skiff1.Manager", "GetContainer", "s", "busy",
-    ]).output().unwrap());
+    let path = s.ok(&s
+        .cmd("busctl")
+        .args([
+            "--user",
+            "call",
+            "org.skiff.skiff1",
+            "/org/skiff/skiff1",
+            "org.skiff.skiff1.Manager",
+            "GetContainer",
+            "s",
+            "busy",
+        ])
+        .output()
+        .unwrap());
     let path = path.split('"').nth(1).unwrap().to_string();
-    let stats = s.ok(&s.cmd("busctl").args([
-        "--user", "call", "org.skiff.skiff1", &path, "org.skiff.skiff1.Container", "Stats",
-    ]).output().unwrap());
+    let stats = s.ok(&s
+        .cmd("busctl")
+        .args([
+            "--user",
+            "call",
+            "org.skiff.skiff1",
+            &path,
+            "org.skiff.skiff1.Container",
+            "Stats",
+        ])
+        .output()
+        .unwrap());
     assert!(stats.contains("cpu=cgroup"), "{stats}");
 }

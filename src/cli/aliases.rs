@@ -160,3 +160,57 @@ pub fn unalias(cmd: Command) -> Command {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::cli::Cli;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parsed(args: &[&str]) -> String {
+        let cli = Cli::try_parse_from(std::iter::once("skiff").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        format!("{:?}", unalias(cli.command))
+    }
+
+    #[test]
+    fn aliases_parse_into_the_top_level_commands() {
+        let pairs: &[(&[&str], &[&str])] = &[
+            (&["container", "ls", "-a"], &["ps", "-a"]),
+            (&["container", "list", "-q"], &["ps", "-q"]),
+            (
+                &["container", "remove", "-f", "x", "y"],
+                &["rm", "-f", "x", "y"],
+            ),
+            (
+                &["container", "run", "--rm", "img", "echo", "-n"],
+                &["run", "--rm", "img", "echo", "-n"],
+            ),
+            (
+                &["container", "top", "web", "-o", "pid"],
+                &["top", "web", "-o", "pid"],
+            ),
+            (
+                &["container", "exec", "-i", "web", "sh"],
+                &["exec", "-i", "web", "sh"],
+            ),
+            (
+                &["image", "pull", "-q", "busybox"],
+                &["pull", "-q", "busybox"],
+            ),
+        ];
+        for (alias, cmd) in pairs {
+            assert_eq!(parsed(alias), parsed(cmd), "{alias:?}");
+        }
+        assert!(parsed(&["container", "prune", "-f"]).contains("Prune"));
+        // Not every top-level command is a container command.
+        assert!(Cli::try_parse_from(["skiff", "container", "images"]).is_err());
+        assert!(Cli::try_parse_from(["skiff", "image", "ps"]).is_err());
+    }
+}
