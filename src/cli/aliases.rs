@@ -39,34 +39,20 @@ pub const CONTAINER_COMMANDS: &[(&str, &[&str])] = &[
 /// The top-level commands `skiff image` offers beyond its own (`ImageCommand`).
 pub const IMAGE_COMMANDS: &[(&str, &[&str])] = &[("pull", &[]), ("push", &[]), ("build", &[])];
 
-thread_local! {
-    /// The top-level commands, built once: building them builds `container` and
-    /// `image` again, which must not recurse (they are built without their aliases).
-    static TOP_LEVEL: std::cell::RefCell<Option<clap::Command>> =
-        const { std::cell::RefCell::new(None) };
-    static BUILDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Adds the top-level subcommands `wanted` names to `cmd`, with their aliases.
+/// Adds the top-level subcommands `wanted` names to `cmd`, with their aliases. Run
+/// deferred (`clap::Command::defer`): only when the group is used (or help, completion
+/// scripts and man pages are made), so other commands pay nothing for it; and building
+/// the top-level commands here does not build this group again.
 fn add_commands(
     mut cmd: clap::Command,
     wanted: &'static [(&'static str, &'static [&'static str])],
 ) -> clap::Command {
-    if BUILDING.with(|b| b.get()) {
-        return cmd;
-    }
-    let all = TOP_LEVEL.with(|t| t.borrow().clone());
-    let all = match all {
-        Some(all) => all,
-        None => {
-            BUILDING.with(|b| b.set(true));
-            let all = Command::augment_subcommands(clap::Command::new("skiff"));
-            BUILDING.with(|b| b.set(false));
-            TOP_LEVEL.with(|t| *t.borrow_mut() = Some(all.clone()));
-            all
-        }
-    };
+    let all = Command::augment_subcommands(clap::Command::new("skiff"));
     for (name, aliases) in wanted {
+        if cmd.find_subcommand(name).is_some() {
+            // The group has a command of its own by that name.
+            continue;
+        }
         if let Some(sub) = all.find_subcommand(name) {
             cmd = cmd.subcommand(sub.clone().visible_aliases(aliases.iter().copied()));
         }
@@ -105,9 +91,11 @@ impl FromArgMatches for ContainerCommand {
 
 impl Subcommand for ContainerCommand {
     fn augment_subcommands(cmd: clap::Command) -> clap::Command {
-        let prune = ContainerPruneArgs::augment_args(clap::Command::new("prune"))
-            .about("Remove all stopped containers");
-        add_commands(cmd, CONTAINER_COMMANDS).subcommand(prune)
+        cmd.defer(|cmd| {
+            let prune = ContainerPruneArgs::augment_args(clap::Command::new("prune"))
+                .about("Remove all stopped containers");
+            add_commands(cmd, CONTAINER_COMMANDS).subcommand(prune)
+        })
     }
 
     fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
@@ -136,7 +124,7 @@ impl FromArgMatches for ImageMore {
 
 impl Subcommand for ImageMore {
     fn augment_subcommands(cmd: clap::Command) -> clap::Command {
-        add_commands(cmd, IMAGE_COMMANDS)
+        cmd.defer(|cmd| add_commands(cmd, IMAGE_COMMANDS))
     }
 
     fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
