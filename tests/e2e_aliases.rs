@@ -356,12 +356,33 @@ fn completion_scripts_load_and_complete_names() {
         {
             let f = env.dir.path().join(format!("skiff.{shell}"));
             std::fs::write(&f, &text).unwrap();
-            let out = std::process::Command::new(sh)
+            let out = std::process::Command::new(&sh)
                 .arg("-n")
                 .arg(&f)
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{shell}: {}", stderr(&out));
+            if shell == "fish" {
+                // fish completes a command line on request: names from skiffd.
+                let dir = bin("skiff").parent().unwrap().to_path_buf();
+                let out = std::process::Command::new(&sh)
+                    .arg("-c")
+                    .arg(format!(
+                        "source {}; complete -C 'skiff stop al'",
+                        f.display()
+                    ))
+                    .envs(env.envs())
+                    .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+                    .env("HOME", env.dir.path())
+                    .output()
+                    .unwrap();
+                assert!(
+                    stdout(&out).contains("alpha-box"),
+                    "fish: {}{}",
+                    stdout(&out),
+                    stderr(&out)
+                );
+            }
         }
     }
     let bad = env.skiff(&["completion", "tcsh"]);
