@@ -115,6 +115,8 @@ fn every_container_alias_behaves_as_the_top_level_command() {
     assert_eq!(ok(&env, &["container", "rename", "made", "renamed"]), "");
     assert_eq!(env.inspect("renamed")["State"]["ExitCode"], 7);
     assert_eq!(ok(&env, &["container", "restart", "renamed"]), "renamed\n");
+    // The restarted command ends again before it can be removed.
+    assert_eq!(ok(&env, &["container", "wait", "renamed"]), "7\n");
     assert_eq!(ok(&env, &["container", "rm", "renamed"]), "renamed\n");
     assert_eq!(ok(&env, &["container", "stop", "web"]), "web\n");
     assert_eq!(env.inspect("web")["State"]["Status"], "exited");

@@ -160,7 +160,8 @@ fn stats_reads_cpu_memory_pids_and_io_of_known_workloads() {
             let v = r[k].as_str().unwrap();
             assert!(v.contains(" / ") && v != "--", "{k}: {r}");
         }
-        assert!(percent(&r["MemPerc"]) > 0.0, "{r}");
+        // A few hundred kB of a host's memory may round to 0.00%: only its form.
+        assert!(percent(&r["MemPerc"]) >= 0.0, "{r}");
         assert!(!r["MemUsage"].as_str().unwrap().starts_with("0B"), "{r}");
     }
     // A container that does not run reads as docker shows it: dashes.
