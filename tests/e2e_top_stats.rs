@@ -37,7 +37,14 @@ fn top_shows_the_containers_processes_with_host_pids() {
     assert!(
         env.eventually(10, || {
             last = stdout(&env.skiff(&["top", "toptest"]));
-            last.contains("sleep 1001") && last.contains("sleep 1002")
+            // Both sleeps have exec'd (a forked shell shows as `sh -c ...` until then).
+            let mut cmds: Vec<&str> = last
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(7))
+                .collect();
+            cmds.sort_unstable();
+            cmds == ["sh", "sleep", "sleep"]
         }),
         "{last}"
     );

@@ -27,6 +27,13 @@ async fn run_ps(args: &[String]) -> Result<String, Error> {
 
 use super::volume_ops::disk_usage as dir_usage;
 
+/// Runs `f` on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))
+}
+
 impl Daemon {
     /// The init pid of a running container.
     fn running_pid(&self, name_or_id: &str) -> Result<(u32, super::Record), Error> {
@@ -45,7 +52,8 @@ impl Daemon {
         ps_args: &[String],
     ) -> Result<(Vec<String>, Vec<Vec<String>>), Error> {
         let (init, rec) = self.running_pid(name_or_id)?;
-        let pids = procstat::container_pids(init)
+        let pids = blocking(move || procstat::container_pids(init))
+            .await?
             .map_err(|e| Error::Runtime(format!("listing the processes of {}: {e}", rec.name)))?;
         let mut args: Vec<String> = if ps_args.is_empty() {
             vec!["-ef".into()]
@@ -65,9 +73,9 @@ impl Daemon {
         })
     }
 
-    /// One reading of a container's resource use (see `crate::procstat`); a container
-    /// that does not run reads as nothing (`None`).
-    pub fn stats(
+    /// One reading of a container's resource use (see `crate::procstat`; read off the
+    /// async threads); a container that does not run reads as nothing (`None`).
+    pub async fn stats(
         &self,
         name_or_id: &str,
     ) -> Result<(super::Record, Option<procstat::Sample>), Error> {
@@ -75,7 +83,8 @@ impl Daemon {
         if rec.state.status != Status::Running || rec.state.pid == 0 {
             return Ok((rec, None));
         }
-        match procstat::sample(rec.state.pid) {
+        let pid = rec.state.pid;
+        match blocking(move || procstat::sample(pid)).await? {
             Ok(s) => Ok((rec, Some(s))),
             // It ended between the lookup and the reading.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((rec, None)),
@@ -84,6 +93,12 @@ impl Daemon {
                 rec.name
             ))),
         }
+    }
+
+    /// [`Daemon::disk_usage`] off the async threads (it walks directories).
+    pub async fn disk_usage_async(&self) -> Result<serde_json::Value, Error> {
+        let d = self.clone();
+        blocking(move || d.disk_usage()).await?
     }
 
     /// docker's `system df` data: `LayersSize`, `Images`, `Containers`, `Volumes`,

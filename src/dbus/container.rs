@@ -269,7 +269,7 @@ impl ContainerObject {
     /// `block_read` t, `block_write` t (bytes), `pids` t, `sources` s. A number that
     /// is unavailable is left out.
     async fn stats(&self) -> Result<HashMap<String, OwnedVariant>, SkiffError> {
-        let (rec, sample) = self.ctx.daemon.stats(&self.id)?;
+        let (rec, sample) = self.ctx.daemon.stats(&self.id).await?;
         super::convert::stats_dict(&rec, sample.as_ref())
     }
 

@@ -473,7 +473,7 @@ impl Manager {
     /// `Size`, `SharedSize`, `Containers`), `Containers` (with `SizeRw`), `Volumes`
     /// (with `UsageData.Size`, `UsageData.RefCount`) and `BuildCache`; bytes.
     async fn disk_usage(&self) -> Result<String, SkiffError> {
-        serde_json::to_string(&self.ctx.daemon.disk_usage()?)
+        serde_json::to_string(&self.ctx.daemon.disk_usage_async().await?)
             .map_err(|e| SkiffError::Failed(e.to_string()))
     }
 
