@@ -373,6 +373,7 @@ fn systemd_reload_rereads_skiffd_toml() {
     assert_eq!(network()["source"], "file");
     assert_eq!(s.show("skiffd.service", "MainPID"), pid, "not restarted");
     assert_eq!(s.show("skiffd.service", "ActiveState"), "active");
+}
 
 /// Under a user manager a container has a scope cgroup of its own: `stats` reads its CPU
 /// time there (`cpu.stat` is in every cgroup v2 directory), and what the scope lacks
