@@ -5,7 +5,47 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Tells the crate its git commit and rustc version (`skiff version`), as
+/// `SKIFF_GIT_COMMIT` and `SKIFF_RUSTC_VERSION` ("unknown" when git or the source's
+/// `.git` is missing). Reruns when the commit changes.
+fn build_facts() {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").args(args).output().ok()?;
+        let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !s.is_empty()).then_some(s)
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]);
+    if commit.is_some() {
+        // A missing file would make cargo rerun this every build.
+        let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+        for name in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+            if let Some(p) = git(&["rev-parse", "--git-path", name]) {
+                if std::path::Path::new(&p).exists() {
+                    println!("cargo:rerun-if-changed={p}");
+                }
+            }
+        }
+    }
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let version = Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    println!(
+        "cargo:rustc-env=SKIFF_GIT_COMMIT={}",
+        commit.as_deref().unwrap_or("unknown")
+    );
+    println!(
+        "cargo:rustc-env=SKIFF_RUSTC_VERSION={}",
+        version.as_deref().unwrap_or("unknown")
+    );
+}
+
 fn main() {
+    build_facts();
     let src = "src/pid1/main.rs";
     println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-changed=build.rs");

@@ -4,7 +4,9 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod aliases;
 pub mod attach;
+pub mod completion;
 pub mod connect;
 pub mod containers;
 pub mod control;
@@ -12,6 +14,7 @@ pub mod cp;
 pub mod doctor;
 pub mod ending;
 pub mod envfile;
+pub mod everyday;
 pub mod exec;
 pub mod flags;
 pub mod format;
@@ -25,7 +28,10 @@ pub mod pull;
 pub mod rows;
 pub mod run_config;
 pub mod security_args;
+pub mod stats;
+pub mod system;
 pub mod table;
+pub mod top;
 pub mod tty;
 pub mod volumes;
 
@@ -418,6 +424,32 @@ pub enum Command {
         /// PORT[/PROTO] to show only that one.
         port: Option<String>,
     },
+    /// Show a container's processes (host pids; ps options may follow, default -ef).
+    Top(top::TopArgs),
+    /// Show containers' resource use (CPU, memory, network, block I/O, tasks).
+    Stats(stats::StatsArgs),
+    /// Show the client's and skiffd's versions.
+    Version(system::VersionArgs),
+    /// Disk use, prune, info.
+    System {
+        /// The system command.
+        #[command(subcommand)]
+        command: system::SystemCommand,
+    },
+    /// Container commands (docker's names for the top-level ones, and prune).
+    Container {
+        /// The container command.
+        #[command(subcommand)]
+        command: aliases::ContainerCommand,
+    },
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(completion::CompletionArgs),
+    /// Names for the completion scripts.
+    #[command(name = "__complete", hide = true)]
+    Complete(completion::CompleteArgs),
+    /// Writes the man pages into a directory.
+    #[command(name = "__man", hide = true)]
+    Man(completion::ManArgs),
 }
 
 /// `skiff image ...`.
@@ -443,6 +475,9 @@ pub enum ImageCommand {
     History(image_args::HistoryArgs),
     /// Remove dangling images (with -a, every image no container uses).
     Prune(image_args::PruneArgs),
+    /// The top-level image commands (pull, ...).
+    #[command(flatten)]
+    More(aliases::ImageMore),
 }
 
 /// A failure the CLI reports: a message and the exit code.
@@ -480,9 +515,14 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     if let Command::Doctor { format } = &cli.command {
         return doctor::doctor(format.as_deref());
     }
-    precheck::check(&cli.command)?;
+    let command = aliases::unalias(cli.command);
+    precheck::check(&command)?;
+    let command = match everyday::without_daemon(cli.bus_address.as_deref(), command).await {
+        Ok(code) => return code,
+        Err(command) => command,
+    };
     let conn = connect::connect(cli.bus_address.as_deref()).await?;
-    match cli.command {
+    match command {
         Command::Run {
             rm,
             detach,
@@ -632,5 +672,6 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Port { container, port } => {
             containers::port(&conn, &container, port.as_deref()).await
         }
+        other => everyday::run(&conn, other).await,
     }
 }

@@ -37,6 +37,7 @@ pub mod settings;
 pub mod spec;
 pub mod strays;
 pub mod supervise;
+pub mod usage;
 pub mod volume_ops;
 pub mod volumes;
 
@@ -98,6 +99,12 @@ struct Inner {
 pub struct Info {
     /// skiff's version.
     pub version: String,
+    /// The git commit skiffd was built from ("unknown" outside a git checkout).
+    pub git_commit: String,
+    /// The rustc that built skiffd.
+    pub rust_version: String,
+    /// The OS and CPU architecture (Go's names, as docker prints them).
+    pub os_arch: String,
     /// The storage driver.
     pub storage_driver: String,
     /// Why this storage driver is active.
@@ -121,6 +128,18 @@ pub struct Info {
     pub config: BTreeMap<String, serde_json::Value>,
     /// Warnings about the host's setup.
     pub warnings: Vec<String>,
+}
+
+/// `linux/amd64`: the OS and CPU architecture with Go's names, as docker prints them.
+pub fn os_arch() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    format!("{}/{arch}", std::env::consts::OS)
 }
 
 impl Daemon {
@@ -179,6 +198,9 @@ impl Daemon {
         }
         Info {
             version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: env!("SKIFF_GIT_COMMIT").into(),
+            rust_version: env!("SKIFF_RUSTC_VERSION").into(),
+            os_arch: os_arch(),
             storage_driver: o.driver.to_string(),
             storage_driver_reason: o.driver_reason.clone(),
             data_dir: o.paths.data.display().to_string(),

@@ -13,7 +13,7 @@ use super::volumes::{inspect_json, VolumeFilters, VolumeMeta};
 use super::{Daemon, Error, Record};
 
 /// Bytes used by the regular files below `dir` (best effort: unreadable parts count 0).
-fn disk_usage(dir: &Path) -> u64 {
+pub(crate) fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];

@@ -252,6 +252,27 @@ impl ContainerObject {
             .await?)
     }
 
+    /// docker's top: the host's `ps` run with `ps_args` (empty = `-ef`), cut to the
+    /// container's processes (host pids). Returns ps's titles and one array of fields
+    /// per process. Fails when the container does not run.
+    #[zbus(out_args("titles", "processes"))]
+    async fn top(
+        &self,
+        ps_args: Vec<String>,
+    ) -> Result<(Vec<String>, Vec<Vec<String>>), SkiffError> {
+        Ok(self.ctx.daemon.top(&self.id, &ps_args).await?)
+    }
+
+    /// One reading of the container's resource use (docs/dbus-api.md): `id` s, `name`
+    /// s, `running` b, and while it runs `read` t (CLOCK_MONOTONIC ns of the reading),
+    /// `cpu` t (ns used), `memory` t, `memory_limit` t, `net_rx` t, `net_tx` t,
+    /// `block_read` t, `block_write` t (bytes), `pids` t, `sources` s. A number that
+    /// is unavailable is left out.
+    async fn stats(&self) -> Result<HashMap<String, OwnedVariant>, SkiffError> {
+        let (rec, sample) = self.ctx.daemon.stats(&self.id).await?;
+        super::convert::stats_dict(&rec, sample.as_ref())
+    }
+
     /// Docker-shaped JSON: Id, Name, State{...}, Config, HostConfig.
     async fn inspect(&self) -> Result<String, SkiffError> {
         let v = self.ctx.daemon.inspect(&self.id)?;

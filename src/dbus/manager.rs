@@ -469,6 +469,14 @@ impl Manager {
             .map_err(|e| SkiffError::Failed(e.to_string()))
     }
 
+    /// Disk use as docker's `system df` data (JSON): `LayersSize`, `Images` (with
+    /// `Size`, `SharedSize`, `Containers`), `Containers` (with `SizeRw`), `Volumes`
+    /// (with `UsageData.Size`, `UsageData.RefCount`) and `BuildCache`; bytes.
+    async fn disk_usage(&self) -> Result<String, SkiffError> {
+        serde_json::to_string(&self.ctx.daemon.disk_usage_async().await?)
+            .map_err(|e| SkiffError::Failed(e.to_string()))
+    }
+
     /// skiff's version.
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {

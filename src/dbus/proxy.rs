@@ -60,6 +60,11 @@ pub trait Manager {
     /// See the server side.
     fn info(&self) -> zbus::Result<String>;
     /// See the server side.
+    fn disk_usage(&self) -> zbus::Result<String>;
+    /// The API version.
+    #[zbus(property, name = "APIVersion")]
+    fn api_version(&self) -> zbus::Result<u32>;
+    /// See the server side.
     fn pull_image(
         &self,
         reference: &str,
@@ -148,6 +153,10 @@ pub trait Container {
     fn attach(&self, flags: u64) -> zbus::Result<zbus::OwnedFd>;
     /// See the server side.
     fn resize(&self, rows: u32, cols: u32) -> zbus::Result<()>;
+    /// See the server side.
+    fn top(&self, ps_args: &[&str]) -> zbus::Result<(Vec<String>, Vec<Vec<String>>)>;
+    /// See the server side.
+    fn stats(&self) -> zbus::Result<HashMap<String, OwnedVariant>>;
     /// The full id.
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;
