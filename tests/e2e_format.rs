@@ -181,7 +181,10 @@ fn ps_fields_functions_and_tables() {
     assert_eq!(out, "WEB ab Running 3 b=2 a=1+b=2 web  |  7\n");
     // docker's .Label method of a row.
     assert_eq!(
-        ok(&env, &["ps", "--format", "{{.Label \"b\"}}|{{.Label \"zz\"}}"]),
+        ok(
+            &env,
+            &["ps", "--format", "{{.Label \"b\"}}|{{.Label \"zz\"}}"]
+        ),
         "2|\n"
     );
 }

@@ -213,6 +213,28 @@ fn stats_reads_cpu_memory_pids_and_io_of_known_workloads() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // Go templates, as every list command takes them.
+    let t = stdout(&env.skiff(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}}={{.PIDs}}",
+        "busy",
+    ]));
+    let (name, pids) = t.trim().split_once('=').unwrap();
+    assert_eq!(name, "busy", "{t}");
+    assert!(pids.parse::<u64>().unwrap() >= 1, "{t}");
+    let t = stdout(&env.skiff(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "table {{.Name}}\t{{.PIDs}}",
+        "busy",
+    ]));
+    assert!(t.starts_with("NAME "), "{t}");
+    assert!(t.lines().nth(1).unwrap().starts_with("busy "), "{t}");
+    let bad = env.skiff(&["stats", "--no-stream", "--format", "{{.Name", "busy"]);
+    assert_eq!(bad.status.code(), Some(125), "{}", stderr(&bad));
 }
 
 #[test]
@@ -240,6 +262,12 @@ fn version_reports_client_and_daemon() {
         "{text}"
     );
     assert!(text.contains("API version:"), "{text}");
+    let t = stdout(&env.skiff(&["version", "-f", "{{.Server.ApiVersion}} {{.Client.Os}}"]));
+    assert_eq!(
+        t.trim(),
+        format!("{} linux", skiff::dbus::API_VERSION),
+        "{t}"
+    );
     // Without skiffd: the client's part, then the error.
     let bus = Env::bus_only();
     let out = bus.skiff(&["version"]);
@@ -260,7 +288,21 @@ fn df(env: &Env) -> serde_json::Value {
 }
 
 fn df_rows(env: &Env) -> Vec<serde_json::Value> {
-    json_lines(&env.skiff(&["system", "df", "--format", "json"]))
+    let rows = json_lines(&env.skiff(&["system", "df", "--format", "json"]));
+    // The same rows through a template.
+    let t = stdout(&env.skiff(&["system", "df", "--format", "{{.Type}}:{{.TotalCount}}"]));
+    let want: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["Type"].as_str().unwrap(),
+                r["TotalCount"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(t.lines().collect::<Vec<_>>(), want, "{t}");
+    rows
 }
 
 #[test]

@@ -12,8 +12,8 @@ use zbus::{Connection, OwnedVariant};
 
 use super::connect::fail;
 use super::containers::container;
-use super::output::{errln, outln};
-use super::{table, Failure};
+use super::output::errln;
+use super::Failure;
 
 /// How long between two readings.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -30,7 +30,9 @@ pub struct StatsArgs {
     /// Do not truncate ids.
     #[arg(long)]
     pub no_trunc: bool,
-    /// Output format: table (default) or json (one object per container and line).
+    /// Output format: table (default), json (one object per container and line), a Go
+    /// TEMPLATE (fields .ID .Container .Name .CPUPerc .MemUsage .MemPerc .NetIO .BlockIO
+    /// .PIDs) or `table TEMPLATE`.
     #[arg(long, default_value = "table")]
     pub format: String,
     /// Containers (default: every running one, or every one with -a).
@@ -147,39 +149,21 @@ pub fn row(
     })
 }
 
-/// Prints rows as docker's table or JSON lines.
-fn print(rows: &[serde_json::Value], format: &str) {
-    if format == "json" {
-        for r in rows {
-            outln!("{r}");
-        }
-        return;
-    }
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            [
-                "ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs",
-            ]
-            .iter()
-            .map(|k| r[*k].as_str().unwrap_or_default().to_string())
-            .collect()
-        })
-        .collect();
-    table::print(
-        &[
-            "CONTAINER ID",
-            "NAME",
-            "CPU %",
-            "MEM USAGE / LIMIT",
-            "MEM %",
-            "NET I/O",
-            "BLOCK I/O",
-            "PIDS",
-        ],
-        &cells,
-    );
-}
+/// `stats`' rows: docker's fields and default table.
+pub const TABLE: super::format::Table<'static> = super::format::Table {
+    default: "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}",
+    headers: &[
+        ("ID", "CONTAINER ID"),
+        ("Container", "CONTAINER"),
+        ("Name", "NAME"),
+        ("CPUPerc", "CPU %"),
+        ("MemUsage", "MEM USAGE / LIMIT"),
+        ("MemPerc", "MEM %"),
+        ("NetIO", "NET I/O"),
+        ("BlockIO", "BLOCK I/O"),
+        ("PIDs", "PIDS"),
+    ],
+};
 
 /// The containers to read this round: those named, else the running ones (all with -a).
 async fn targets(conn: &Connection, a: &StatsArgs) -> Result<Vec<(String, String)>, Failure> {
@@ -225,12 +209,7 @@ async fn read_all(
 
 /// `skiff stats`.
 pub async fn stats(conn: &Connection, a: &StatsArgs) -> Result<i32, Failure> {
-    if !matches!(a.format.as_str(), "table" | "json") {
-        return Err(Failure::msg(format!(
-            "unknown format {:?}: use table or json",
-            a.format
-        )));
-    }
+    super::format::check(&a.format, &TABLE)?;
     let named = !a.containers.is_empty();
     let clear = !a.no_stream && a.format == "table" && std::io::stdout().is_terminal();
     let mut prev: HashMap<String, Reading> = HashMap::new();
@@ -252,7 +231,7 @@ pub async fn stats(conn: &Connection, a: &StatsArgs) -> Result<i32, Failure> {
         if clear {
             super::output::text("\x1b[2J\x1b[H");
         }
-        print(&rows, &a.format);
+        super::format::print(&a.format, &rows, &TABLE)?;
         if a.no_stream {
             return Ok(0);
         }

@@ -15,7 +15,8 @@ use super::{table, Failure};
 /// `skiff version`.
 #[derive(Debug, Args, Clone)]
 pub struct VersionArgs {
-    /// Output format: table (default) or json.
+    /// Output format: table (default), json, or a Go TEMPLATE on {Client, Server}
+    /// (e.g. '{{.Server.Version}}').
     #[arg(short = 'f', long, default_value = "table")]
     pub format: String,
 }
@@ -42,10 +43,24 @@ pub struct DfArgs {
     /// Show each image, container and volume.
     #[arg(short = 'v', long)]
     pub verbose: bool,
-    /// Output format: table (default) or json (one object per line).
+    /// Output format: table (default), json (one object per line), a Go TEMPLATE (fields
+    /// .Type .TotalCount .Active .Size .Reclaimable) or `table TEMPLATE`; -v takes table or
+    /// json only.
     #[arg(long, default_value = "table")]
     pub format: String,
 }
+
+/// `system df`'s summary rows: docker's fields and default table.
+const DF_TABLE: super::format::Table<'static> = super::format::Table {
+    default: "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
+    headers: &[
+        ("Type", "TYPE"),
+        ("TotalCount", "TOTAL"),
+        ("Active", "ACTIVE"),
+        ("Size", "SIZE"),
+        ("Reclaimable", "RECLAIMABLE"),
+    ],
+};
 
 /// `skiff system prune`.
 #[derive(Debug, Args, Clone)]
@@ -123,18 +138,26 @@ fn version_lines(v: &serde_json::Value, indent: &str) {
 /// `skiff version`: the client's part always; the daemon's when it answers (else the
 /// error, exit 1, as docker).
 pub async fn version(bus: Option<&str>, a: &VersionArgs) -> Result<i32, Failure> {
-    check_format(&a.format)?;
+    let template = !matches!(a.format.as_str(), "table" | "json");
+    if template {
+        super::format::check_inspect(Some(&a.format))?;
+    }
     let client = client_version();
     let server = match super::connect::connect(bus).await {
         Ok(conn) => server_version(&conn).await.map_err(|e| describe(&e)),
         Err(f) => Err(f.message),
     };
-    if a.format == "json" {
+    if a.format == "json" || template {
         let v = serde_json::json!({
             "Client": client,
             "Server": server.as_ref().ok(),
         });
-        outln!("{v}");
+        if template {
+            let text = super::format::render_inspect(Some(&a.format), &[v])?;
+            super::output::text(&text);
+        } else {
+            outln!("{v}");
+        }
     } else {
         outln!("Client:");
         version_lines(&client, " ");
@@ -232,22 +255,13 @@ pub fn df_rows(du: &serde_json::Value) -> Vec<serde_json::Value> {
     ]
 }
 
-fn cells(rows: &[serde_json::Value], keys: &[&str]) -> Vec<Vec<String>> {
-    rows.iter()
-        .map(|r| {
-            keys.iter()
-                .map(|k| match &r[*k] {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect()
-        })
-        .collect()
-}
-
 /// `skiff system df`.
 pub async fn df(conn: &Connection, a: &DfArgs) -> Result<i32, Failure> {
-    check_format(&a.format)?;
+    if a.verbose {
+        check_format(&a.format)?;
+    } else {
+        super::format::check(&a.format, &DF_TABLE)?;
+    }
     let du = disk_usage(conn).await?;
     let rows = df_rows(&du);
     if a.format == "json" {
@@ -261,13 +275,7 @@ pub async fn df(conn: &Connection, a: &DfArgs) -> Result<i32, Failure> {
         return Ok(0);
     }
     if !a.verbose {
-        table::print(
-            &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
-            &cells(
-                &rows,
-                &["Type", "TotalCount", "Active", "Size", "Reclaimable"],
-            ),
-        );
+        super::format::print(&a.format, &rows, &DF_TABLE)?;
         return Ok(0);
     }
     let empty = Vec::new();
