@@ -73,6 +73,8 @@ pub async fn run(
     detach: bool,
     sig_proxy: bool,
 ) -> Result<i32, Failure> {
+    let mut args = args;
+    let notify = super::sdnotify::SdNotify::prepare(&mut args, detach)?;
     let mgr = super::connect::manager(conn).await.map_err(run_failure)?;
     if detach {
         let cfg = config(&args, rm)?;
@@ -81,6 +83,9 @@ pub async fn run(
             .await
             .map_err(run_failure)?;
         outln!("{id}");
+        if let Some(n) = &notify {
+            n.started();
+        }
         return Ok(0);
     }
     // Subscribe before the call: the container may exit before the reply arrives, and
@@ -122,6 +127,9 @@ pub async fn run(
         r = mgr.run_container(cfg, fds, flags) => r.map_err(run_failure)?,
         Some(signo) = next_signal(&mut proxy) => return Ok(128 + signo),
     };
+    if let Some(n) = &notify {
+        n.started();
+    }
     let target = ContainerProxy::builder(conn)
         .path(path)
         .cache_properties(zbus::proxy::CacheProperties::No)
@@ -377,6 +385,10 @@ pub async fn ps(
             ),
             "running" => format!(
                 "Up {}",
+                ago(&v["State"]["StartedAt"]).trim_end_matches(" ago")
+            ),
+            "paused" => format!(
+                "Up {} (Paused)",
                 ago(&v["State"]["StartedAt"]).trim_end_matches(" ago")
             ),
             "created" => "Created".to_string(),
