@@ -93,8 +93,10 @@ fn boolean(v: &str) -> Option<bool> {
 
 /// Whether `name` is a usable container (and unit) name.
 fn valid_name(name: &str) -> bool {
+    // skiff's container names: [a-zA-Z0-9][a-zA-Z0-9_.-]+
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+    name.len() >= 2
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
@@ -217,7 +219,7 @@ impl ContainerUnit {
                 if !valid_name(value) {
                     return Err(format!(
                         "Name={value:?} is not a container name: letters, digits, _ . - \
-                         (starting with a letter or digit)"
+                         (two or more, starting with a letter or digit)"
                     ));
                 }
                 self.name = value.to_string();
