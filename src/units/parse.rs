@@ -312,7 +312,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("/u/web.container:2: Exec=:"), "{e}");
-        let e = parse("[Container]\nName=x\n").unwrap_err().to_string();
+        let e = parse("[Container]\nName=xy\n").unwrap_err().to_string();
         assert!(e.contains("no Image="), "{e}");
     }
 }
