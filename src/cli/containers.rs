@@ -186,6 +186,7 @@ pub async fn run(
 
 /// `skiff create`.
 pub async fn create(conn: &Connection, args: CreateArgs) -> Result<i32, Failure> {
+    super::sdnotify::refuse_for_create(&args)?;
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 125))?;

@@ -135,6 +135,19 @@ impl SdNotify {
     }
 }
 
+/// `create --sdnotify`: only `ignore` means something there (a created container
+/// notifies no one); the others are refused rather than silently dropped.
+pub fn refuse_for_create(args: &CreateArgs) -> Result<(), Failure> {
+    match args.units.sdnotify.as_deref() {
+        None | Some("ignore") => Ok(()),
+        Some(mode) => Err(fail(format!(
+            "--sdnotify={mode} takes effect in skiff run, the service's main process: \
+             run the container with `skiff run --sdnotify={mode}` in the unit (see `skiff \
+             generate systemd` for a unit that starts a created container)"
+        ))),
+    }
+}
+
 impl Drop for SdNotify {
     fn drop(&mut self) {
         if let Some(d) = &self.dir {

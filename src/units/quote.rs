@@ -47,7 +47,16 @@ pub fn split(s: &str) -> Result<Vec<String>, String> {
 /// One word for a systemd command line: specifiers and variables escaped, quoted when
 /// it has whitespace, quotes or backslashes (or is empty).
 pub fn quote(word: &str) -> String {
-    let escaped = word.replace('%', "%%").replace('$', "$$");
+    quote_escaped(word.replace('%', "%%").replace('$', "$$"))
+}
+
+/// A value of `Environment=`: specifiers escaped (systemd expands no variables there),
+/// quoted as [`quote`] does.
+pub fn quote_env(assignment: &str) -> String {
+    quote_escaped(assignment.replace('%', "%%"))
+}
+
+fn quote_escaped(escaped: String) -> String {
     if !escaped.is_empty()
         && !escaped
             .chars()
@@ -102,5 +111,6 @@ mod tests {
         }
         assert_eq!(quote("100%"), "100%%");
         assert_eq!(quote("$HOME"), "$$HOME");
+        assert_eq!(quote_env("A=$x 5%"), "\"A=$x 5%%\"");
     }
 }

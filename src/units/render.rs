@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use super::parse::ContainerUnit;
-use super::quote::{join, quote};
+use super::quote::{join, quote, quote_env};
 
 /// The service's text, with `skiff` the CLI's path.
 pub fn service_text(u: &ContainerUnit, skiff: &Path) -> String {
@@ -77,7 +77,7 @@ pub fn service_text(u: &ContainerUnit, skiff: &Path) -> String {
     out.push_str("Type=notify\nNotifyAccess=main\nKillMode=mixed\n");
     out.push_str("Environment=SKIFF_SYSTEMD_UNIT=%n\n");
     for (k, v) in &u.env {
-        out.push_str(&format!("Environment={}\n", quote(&format!("{k}={v}"))));
+        out.push_str(&format!("Environment={}\n", quote_env(&format!("{k}={v}"))));
     }
     // A container of the same name left by a crash would make `run --name` fail.
     out.push_str(&format!("ExecStartPre=-{q_skiff} rm -f {name}\n"));
