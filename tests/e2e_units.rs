@@ -14,12 +14,13 @@ use systemd_support::{cgroup_of, manager_runtime_dir, unified_root, Service, MAN
 /// The static test helper that sends its arguments to $NOTIFY_SOCKET (build.rs).
 const SDNOTIFY_SEND: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sdnotify-send"));
 
-/// A counter in /tmp/c, ticking every 0.1 s; SIGTERM ends it with 7.
-const COUNTER: &str =
-    "trap 'exit 7' TERM; i=0; while :; do i=$((i+1)); echo $i > /tmp/c; sleep 0.1; done";
+/// A counter on stdout (the log), ticking every 0.1 s; SIGTERM ends it with 7.
+const COUNTER: &str = "trap 'exit 7' TERM; i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done";
 
+/// The last number a counter container logged (read through its log, not the frozen
+/// container).
 fn counter(s: &Service, name: &str) -> u64 {
-    let out = s.skiff(&["exec", name, "cat", "/tmp/c"]);
+    let out = s.skiff(&["logs", "--tail", "1", name]);
     stdout(&out).trim().parse().unwrap_or(0)
 }
 
@@ -112,6 +113,20 @@ fn units_pause_freezes_the_container_cgroup_and_stop_thaws_it() {
         cgroup_of(mon)
     );
     let cg = PathBuf::from(format!("{}{}", unified_root(), cgroup_of(pid)));
+    // An exec'd process joins the container's cgroup (and is frozen with it).
+    let ex = s.ok(&s.skiff(&["exec", "cnt", "sh", "-c", "cat /proc/self/cgroup"]));
+    assert!(
+        ex.lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&format!("/{scope}/container"))),
+        "{ex}"
+    );
+    s.ok(&s.skiff(&["exec", "-d", "cnt", "sleep", "1000"]));
+    let procs = || std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+    assert!(
+        s.env.eventually(10, || procs().lines().count() >= 3),
+        "{}",
+        procs()
+    );
 
     // pause: frozen, the counter stands still, docker's State.
     s.ok(&s.skiff(&["pause", "cnt"]));
@@ -134,6 +149,12 @@ fn units_pause_freezes_the_container_cgroup_and_stop_thaws_it() {
     );
     let out = s.skiff(&["pause", "cnt"]);
     assert!(stderr(&out).contains("already paused"), "{}", stderr(&out));
+    let out = s.skiff(&["exec", "cnt", "true"]);
+    assert!(
+        stderr(&out).contains("is paused, unpause the container before exec"),
+        "{}",
+        stderr(&out)
+    );
 
     // unpause: it goes on.
     s.ok(&s.skiff(&["unpause", "cnt"]));
@@ -230,7 +251,7 @@ fn units_generated_services_start_stop_restart_and_notify() {
             &rt,
             "web",
             "[Unit]\nDescription=a skiff test unit\n[Container]\nImage=demo/busybox\n\
-             Environment=GREETING=\"hello there\"\nStopTimeout=60\n\
+             Environment=GREETING=\"hello there $5 100%\"\nStopTimeout=60\n\
              Exec=sh -c \"trap 'exit 0' TERM; echo $GREETING; while :; do sleep 1000 & wait; done\"\n",
         ),
         write_container_file(
@@ -301,7 +322,7 @@ fn units_generated_services_start_stop_restart_and_notify() {
     let ps = s.ok(&s.skiff(&["ps", "--filter", "name=web", "--format", "json"]));
     assert!(ps.contains("running"), "{ps}");
     assert!(s.env.eventually(10, || stdout(&s.skiff(&["logs", "web"]))
-        .contains("hello there")));
+        .contains("hello there $5 100%")));
     s.ok(&s.systemctl(&["stop", "web"]));
     assert_eq!(
         s.show("web", "ActiveState"),
