@@ -140,18 +140,16 @@ pub fn set_up(id: &str, limits: &Limits) -> Result<Option<PathBuf>, CgroupError>
             )));
         }
     };
-    let monitor = scope.join(MONITOR_LEAF);
-    let container = scope.join(CONTAINER_LEAF);
-    for d in [&monitor, &container] {
-        match std::fs::create_dir(d) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(d, e)),
-            _ => {}
+    let container = match split_scope(&scope) {
+        Ok(c) => c,
+        // Without limits the container can run in the scope as it is (as before scopes
+        // were split): only pause and cgroup.kill are then unavailable.
+        Err(e) if limits.is_empty() => {
+            tracing::warn!("{e}: the container gets no cgroup of its own");
+            return Ok(None);
         }
-    }
-    write(
-        &monitor.join("cgroup.procs"),
-        &std::process::id().to_string(),
-    )?;
+        Err(e) => return Err(e),
+    };
     if !limits.is_empty() {
         let have = available_controllers(&scope);
         let missing: Vec<&str> = limits
@@ -183,6 +181,30 @@ pub fn set_up(id: &str, limits: &Limits) -> Result<Option<PathBuf>, CgroupError>
         }
     }
     Ok(Some(container))
+}
+
+/// Makes `monitor/` and `container/` in the scope and moves us into `monitor/`;
+/// returns `container/`. On failure nothing is left behind.
+fn split_scope(scope: &Path) -> Result<PathBuf, CgroupError> {
+    let monitor = scope.join(MONITOR_LEAF);
+    let container = scope.join(CONTAINER_LEAF);
+    let made = [&monitor, &container]
+        .into_iter()
+        .try_for_each(|d| match std::fs::create_dir(d) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io(d, e)),
+            _ => Ok(()),
+        });
+    let moved = made.and_then(|()| {
+        write(
+            &monitor.join("cgroup.procs"),
+            &std::process::id().to_string(),
+        )
+    });
+    if moved.is_err() {
+        let _ = std::fs::remove_dir(&container);
+        let _ = std::fs::remove_dir(&monitor);
+    }
+    moved.map(|()| container)
 }
 
 /// Moves `pid` (and its threads) into the cgroup `dir`.

@@ -72,7 +72,9 @@ const CGROUP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Puts the monitor in its scope's `monitor/` leaf and makes `container/` (see
 /// [`crate::cgroup`]); keeps `container/cgroup.kill` open for the termination handler.
-fn set_up_cgroup(cfg: &MonitorConfig) -> Result<Option<(PathBuf, std::fs::File)>, runtime::Error> {
+fn set_up_cgroup(
+    cfg: &MonitorConfig,
+) -> Result<Option<(PathBuf, Option<std::fs::File>)>, runtime::Error> {
     let limits = cfg.limits.clone().unwrap_or_default();
     let Some(dir) = crate::cgroup::set_up(&cfg.id, &limits)
         .map_err(|e| runtime::Error::Setup(format!("cgroup: {e}")))?
@@ -80,12 +82,18 @@ fn set_up_cgroup(cfg: &MonitorConfig) -> Result<Option<(PathBuf, std::fs::File)>
         return Ok(None);
     };
     let kill = dir.join("cgroup.kill");
-    // (std opens with O_CLOEXEC: the container never gets it.)
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&kill)
-        .map_err(|e| runtime::Error::io(format!("open {}", kill.display()), e))?;
-    KILL_FD.store(f.as_raw_fd(), Ordering::SeqCst);
+    // (std opens with O_CLOEXEC: the container never gets it.) Kernels before 5.14 have
+    // no cgroup.kill: killing init then ends the container's pid namespace, as ever.
+    let f = match std::fs::OpenOptions::new().write(true).open(&kill) {
+        Ok(f) => {
+            KILL_FD.store(f.as_raw_fd(), Ordering::SeqCst);
+            Some(f)
+        }
+        Err(e) => {
+            tracing::warn!("{}: {e}", kill.display());
+            None
+        }
+    };
     Ok(Some((dir, f)))
 }
 
@@ -96,7 +104,7 @@ fn set_up_process() {
         unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
     }
     for signo in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: the handler only does atomic loads and stores and kill(2); SA_RESTART
+        // SAFETY: the handler only does atomic loads and stores, write(2) and kill(2); SA_RESTART
         // keeps the blocking calls of the monitor going.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
