@@ -355,6 +355,7 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
     v["HostConfig"]["Tmpfs"] = tmpfs;
     super::network::extend_inspect(&mut v, rec);
     super::security::extend_inspect(&mut v, rec);
+    super::limits::extend_inspect(&mut v, &rec.config);
     v
 }
 

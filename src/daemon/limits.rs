@@ -103,6 +103,18 @@ pub async fn check_available(limits: &Limits) -> Result<(), Error> {
     )))
 }
 
+/// docker's `HostConfig.Memory` (bytes), `NanoCpus` and `PidsLimit` (0: none).
+pub fn extend_inspect(v: &mut serde_json::Value, cfg: &ContainerConfig) {
+    let l = limits_of(cfg).ok().flatten().unwrap_or_default();
+    let hc = &mut v["HostConfig"];
+    hc["Memory"] = serde_json::json!(l.memory.unwrap_or(0));
+    hc["NanoCpus"] = serde_json::json!(l
+        .cpu
+        .map(|(quota, period)| quota * 1_000_000_000 / period)
+        .unwrap_or(0));
+    hc["PidsLimit"] = serde_json::json!(l.pids.unwrap_or(0));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +137,10 @@ mod tests {
         assert_eq!(l.memory, Some(512 << 20));
         assert_eq!(l.cpu, Some((150_000, 100_000)));
         assert_eq!(l.pids, Some(100));
+        let mut v = serde_json::json!({"HostConfig": {}});
+        extend_inspect(&mut v, &cfg(Some("512m"), Some(1.5), Some(100)));
+        assert_eq!(v["HostConfig"]["NanoCpus"], 1_500_000_000u64);
+        assert_eq!(v["HostConfig"]["Memory"], 512u64 << 20);
         assert_eq!(limits_of(&cfg(None, None, Some(-1))).unwrap(), None);
         assert_eq!(limits_of(&cfg(None, None, None)).unwrap(), None);
     }
