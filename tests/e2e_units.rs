@@ -139,7 +139,20 @@ fn units_pause_freezes_the_container_cgroup_and_stop_thaws_it() {
     assert_eq!(insp[0]["State"]["Running"], true);
     let ps = s.ok(&s.skiff(&["ps", "--filter", "status=paused"]));
     assert!(ps.contains("(Paused)") && ps.contains("cnt"), "{ps}");
-    let frozen_at = counter(&s, "cnt");
+    // The monitor may still be logging the last number written before the freeze:
+    // wait until two reads two ticks apart agree (never, if it still counts).
+    let mut frozen_at = counter(&s, "cnt");
+    let mut settled = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = counter(&s, "cnt");
+        if now == frozen_at {
+            settled = true;
+            break;
+        }
+        frozen_at = now;
+    }
+    assert!(settled, "the counter kept advancing while paused");
     // Proving that nothing happens takes time: ten ticks of the counter.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
