@@ -85,10 +85,12 @@ impl Daemon {
         if let Some(limits) = super::limits::limits_of(&cfg)? {
             super::limits::check_available(&limits).await?;
         }
+        let defaults = self.settings();
         if cfg.network.is_none() {
-            cfg.network = Some(self.inner.opts.network.to_string());
+            cfg.network = Some(defaults.network.to_string());
             cfg.validate()?; // ports with a daemon default of none/host
         }
+        defaults.apply_container_defaults(&mut cfg);
         let store = &self.inner.images;
         let image = store.resolve(&cfg.image)?;
         let image_cfg = store.config(&image.id)?;
