@@ -8,14 +8,21 @@ use std::path::{Path, PathBuf};
 
 use skiff::units::{self, ContainerUnit};
 
-/// The `skiff` CLI the services run: the one installed beside this generator, else
-/// `skiff` on systemd's search path.
+/// The `skiff` CLI the services run: the one beside this generator's real path, else
+/// PREFIX/bin/skiff for a generator installed as PREFIX/lib/systemd/user-generators/,
+/// else `skiff` on systemd's search path.
 fn skiff_path() -> PathBuf {
-    std::env::current_exe()
+    let Some(dir) = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .ok()
-        .and_then(|p| p.parent().map(|d| d.join("skiff")))
-        .filter(|p| p.is_file())
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    else {
+        return PathBuf::from("skiff");
+    };
+    [dir.join("skiff"), dir.join("../../../bin/skiff")]
+        .into_iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .find(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("skiff"))
 }
 
