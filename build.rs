@@ -1,6 +1,7 @@
 //! Builds `skiff-init` (src/pid1/main.rs), the init `--init` bind-mounts into containers,
 //! as a static executable: container images need not have a C library, and Cargo cannot
 //! link one binary of a crate statically and the others not. skiffd embeds the result.
+//! `sdnotify-send` (tests/sdnotify_support) is built the same way for the tests.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -46,19 +47,30 @@ fn build_facts() {
 
 fn main() {
     build_facts();
-    let src = "src/pid1/main.rs";
-    println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-changed=build.rs");
+    static_bin("src/pid1/main.rs", "skiff_init", "skiff-init");
+    // For the tests only (embedded by tests/e2e_units.rs): a process in a container that
+    // sends READY=1 to $NOTIFY_SOCKET.
+    static_bin(
+        "tests/sdnotify_support/notify.rs",
+        "sdnotify_send",
+        "sdnotify-send",
+    );
+}
+
+/// Builds `src` into `$OUT_DIR/name` as a static executable.
+fn static_bin(src: &str, crate_name: &str, name: &str) {
+    println!("cargo:rerun-if-changed={src}");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let target = std::env::var("TARGET").expect("cargo sets TARGET");
-    let bin = out.join("skiff-init");
+    let bin = out.join(name);
     let status = Command::new(rustc)
         .args([
             "--edition",
             "2021",
             "--crate-name",
-            "skiff_init",
+            crate_name,
             "--crate-type",
             "bin",
         ])
@@ -76,6 +88,6 @@ fn main() {
         .arg(&bin)
         .arg(src)
         .status()
-        .expect("running rustc for skiff-init");
-    assert!(status.success(), "building skiff-init (static) failed");
+        .unwrap_or_else(|e| panic!("running rustc for {name}: {e}"));
+    assert!(status.success(), "building {name} (static) failed");
 }

@@ -72,6 +72,8 @@ pub async fn run(
     detach: bool,
     sig_proxy: bool,
 ) -> Result<i32, Failure> {
+    let mut args = args;
+    let notify = super::sdnotify::SdNotify::prepare(&mut args, detach)?;
     let mgr = super::connect::manager(conn).await.map_err(run_failure)?;
     if detach {
         let cfg = config(&args, rm)?;
@@ -80,6 +82,9 @@ pub async fn run(
             .await
             .map_err(run_failure)?;
         outln!("{id}");
+        if let Some(n) = &notify {
+            n.started();
+        }
         return Ok(0);
     }
     // Subscribe before the call: the container may exit before the reply arrives, and
@@ -121,6 +126,9 @@ pub async fn run(
         r = mgr.run_container(cfg, fds, flags) => r.map_err(run_failure)?,
         Some(signo) = next_signal(&mut proxy) => return Ok(128 + signo),
     };
+    if let Some(n) = &notify {
+        n.started();
+    }
     let target = ContainerProxy::builder(conn)
         .path(path)
         .cache_properties(zbus::proxy::CacheProperties::No)
@@ -177,6 +185,7 @@ pub async fn run(
 
 /// `skiff create`.
 pub async fn create(conn: &Connection, args: CreateArgs) -> Result<i32, Failure> {
+    super::sdnotify::refuse_for_create(&args)?;
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 125))?;

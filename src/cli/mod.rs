@@ -27,12 +27,14 @@ pub mod progress;
 pub mod pull;
 pub mod rows;
 pub mod run_config;
+pub mod sdnotify;
 pub mod security_args;
 pub mod stats;
 pub mod system;
 pub mod table;
 pub mod top;
 pub mod tty;
+pub mod units;
 pub mod volumes;
 
 use clap::{Args, Parser, Subcommand};
@@ -153,6 +155,9 @@ pub struct CreateArgs {
     /// Confinement flags.
     #[command(flatten)]
     pub security: security_args::SecurityArgs,
+    /// Resource limits and --sdnotify.
+    #[command(flatten)]
+    pub units: units::UnitArgs,
     /// The image.
     pub image: String,
     /// The command and its arguments (default: the image's CMD).
@@ -300,6 +305,9 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// pause, unpause, generate systemd.
+    #[command(flatten)]
+    Units(units::UnitCommand),
     /// Send a signal to running containers.
     Kill {
         /// Signal name or number.
@@ -590,6 +598,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Stop { time, containers } => control::stop(&conn, &containers, time).await,
         Command::Kill { signal, containers } => control::kill(&conn, &containers, &signal).await,
+        Command::Units(cmd) => units::dispatch(&conn, cmd).await,
         Command::Restart { time, containers } => control::restart(&conn, &containers, time).await,
         Command::Rename {
             container,

@@ -149,6 +149,10 @@ pub fn ps_row(v: &Value, ports: String, no_trunc: bool) -> Value {
             "Up {}",
             ago(&v["State"]["StartedAt"]).trim_end_matches(" ago")
         ),
+        "paused" => format!(
+            "Up {} (Paused)",
+            ago(&v["State"]["StartedAt"]).trim_end_matches(" ago")
+        ),
         "created" => "Created".to_string(),
         other => other.to_string(),
     };

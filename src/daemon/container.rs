@@ -70,6 +70,20 @@ pub struct State {
     /// The ports published by the current (or last) run, host ports resolved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::netns::PortMapping>,
+    /// The running container is frozen (`skiff pause`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+impl State {
+    /// The status as docker shows it: `paused` for a paused running container.
+    pub fn status_str(&self) -> &'static str {
+        if self.paused && self.status == Status::Running {
+            "paused"
+        } else {
+            self.status.as_str()
+        }
+    }
 }
 
 /// What is persisted in `containers/<id>/container.json`.
@@ -310,9 +324,9 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
         "Args": rec.args.iter().skip(1).collect::<Vec<_>>(),
         "Image": format!("sha256:{}", rec.image_id),
         "State": {
-            "Status": s.status.as_str(),
+            "Status": s.status_str(),
             "Running": s.status == Status::Running,
-            "Paused": false,
+            "Paused": s.paused && s.status == Status::Running,
             "Restarting": false,
             "Dead": false,
             "Pid": s.pid,
@@ -350,6 +364,7 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
     v["HostConfig"]["Tmpfs"] = tmpfs;
     super::network::extend_inspect(&mut v, rec);
     super::security::extend_inspect(&mut v, rec);
+    super::limits::extend_inspect(&mut v, &rec.config);
     v
 }
 

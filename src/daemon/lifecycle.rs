@@ -82,6 +82,9 @@ impl Daemon {
     /// Creates a container from `cfg`; returns its id.
     pub async fn create(&self, mut cfg: ContainerConfig) -> Result<String, Error> {
         cfg.validate()?;
+        if let Some(limits) = super::limits::limits_of(&cfg)? {
+            super::limits::check_available(&limits).await?;
+        }
         let defaults = self.settings();
         if cfg.network.is_none() {
             cfg.network = Some(defaults.network.to_string());
@@ -313,6 +316,7 @@ impl Daemon {
             wait_attach: wait_attach && !client_stdio,
             log: Some(log),
             network,
+            limits: super::limits::limits_of(&rec.config)?,
         };
         let mon_path = monitor::config_path(&bundle);
         fsutil::atomic_write_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;

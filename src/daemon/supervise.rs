@@ -216,6 +216,7 @@ impl Daemon {
         let ran_for = Duration::from_micros(finished.saturating_sub(before.state.started_at));
         let rec = match c.update(|r| {
             r.state.status = Status::Exited;
+            r.state.paused = false;
             r.state.pid = 0;
             r.state.monitor_pid = 0;
             r.state.exit_code = code;

@@ -177,6 +177,17 @@ impl ContainerObject {
         Ok(self.ctx.daemon.kill(&self.id, signal)?)
     }
 
+    /// Freezes every process of the running container (cgroup v2 `cgroup.freeze`; needs
+    /// the container's own cgroup, else `NotSupported` saying why).
+    async fn pause(&self) -> Result<(), SkiffError> {
+        Ok(self.ctx.daemon.pause(&self.id).await?)
+    }
+
+    /// Thaws a paused container.
+    async fn unpause(&self) -> Result<(), SkiffError> {
+        Ok(self.ctx.daemon.unpause(&self.id).await?)
+    }
+
     /// Removes the container; flag 1 = force (kill it if it runs).
     async fn remove(&self, flags: u64) -> Result<(), SkiffError> {
         check_flags(flags, super::REMOVE_FORCE | super::REMOVE_VOLUMES)?;
@@ -319,7 +330,7 @@ impl ContainerObject {
     #[zbus(property)]
     fn state(&self) -> String {
         self.record()
-            .map(|r| r.state.status.as_str().to_string())
+            .map(|r| r.state.status_str().to_string())
             .unwrap_or_else(|| "removing".into())
     }
 

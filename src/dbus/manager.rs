@@ -113,7 +113,7 @@ impl Manager {
                     r.id.clone(),
                     r.name,
                     r.config.image,
-                    r.state.status.as_str().to_string(),
+                    r.state.status_str().to_string(),
                     r.created,
                     path(container_path(&r.id))?,
                 ))

@@ -114,6 +114,10 @@ pub trait Container {
     /// See the server side.
     fn kill(&self, whom: &str, signal: i32) -> zbus::Result<()>;
     /// See the server side.
+    fn pause(&self) -> zbus::Result<()>;
+    /// See the server side.
+    fn unpause(&self) -> zbus::Result<()>;
+    /// See the server side.
     fn remove(&self, flags: u64) -> zbus::Result<()>;
     /// See the server side.
     fn inspect(&self) -> zbus::Result<String>;

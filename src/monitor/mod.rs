@@ -47,16 +47,54 @@ pub const PROCESS_NAME: &str = "skiff-monitor";
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
 /// The termination signal the monitor got (0: none).
 static TERMINATED_BY: AtomicI32 = AtomicI32::new(0);
+/// The container cgroup's `cgroup.kill`, open for writing (-1: the container has no
+/// cgroup of its own), for the termination handler.
+static KILL_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// SIGTERM, SIGINT or SIGHUP to the monitor: the container is killed (it never runs on
 /// without its monitor); the monitor then records its end as usual, with the reason.
 extern "C" fn on_terminate(signo: libc::c_int) {
     TERMINATED_BY.store(signo, Ordering::SeqCst);
+    let kill_fd = KILL_FD.load(Ordering::SeqCst);
+    if kill_fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; the fd stays open for our whole life.
+        unsafe { libc::write(kill_fd, b"1".as_ptr().cast(), 1) };
+    }
     let init = INIT_PID.load(Ordering::SeqCst);
     if init > 0 {
         // SAFETY: kill(2) is async-signal-safe.
         unsafe { libc::kill(init, libc::SIGKILL) };
     }
+}
+
+/// How long teardown waits for the container's cgroup to empty after `cgroup.kill`.
+const CGROUP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Puts the monitor in its scope's `monitor/` leaf and makes `container/` (see
+/// [`crate::cgroup`]); keeps `container/cgroup.kill` open for the termination handler.
+fn set_up_cgroup(
+    cfg: &MonitorConfig,
+) -> Result<Option<(PathBuf, Option<std::fs::File>)>, runtime::Error> {
+    let limits = cfg.limits.clone().unwrap_or_default();
+    let Some(dir) = crate::cgroup::set_up(&cfg.id, &limits)
+        .map_err(|e| runtime::Error::Setup(format!("cgroup: {e}")))?
+    else {
+        return Ok(None);
+    };
+    let kill = dir.join("cgroup.kill");
+    // (std opens with O_CLOEXEC: the container never gets it.) Kernels before 5.14 have
+    // no cgroup.kill: killing init then ends the container's pid namespace, as ever.
+    let f = match std::fs::OpenOptions::new().write(true).open(&kill) {
+        Ok(f) => {
+            KILL_FD.store(f.as_raw_fd(), Ordering::SeqCst);
+            Some(f)
+        }
+        Err(e) => {
+            tracing::warn!("{}: {e}", kill.display());
+            None
+        }
+    };
+    Ok(Some((dir, f)))
 }
 
 /// Names the process and installs the termination handler.
@@ -66,7 +104,7 @@ fn set_up_process() {
         unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
     }
     for signo in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: the handler only does atomic loads and stores and kill(2); SA_RESTART
+        // SAFETY: the handler only does atomic loads and stores, write(2) and kill(2); SA_RESTART
         // keeps the blocking calls of the monitor going.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
@@ -124,6 +162,9 @@ pub struct MonitorConfig {
     /// How to connect the container's network namespace (none: nothing to start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::netns::NetPlan>,
+    /// Resource limits for the container's cgroup (none: no limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::cgroup::Limits>,
 }
 
 /// What the monitor tells the daemon.
@@ -267,6 +308,8 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         .map_err(|e| runtime::Error::Spec(e.to_string()))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| runtime::Error::sys("PR_SET_CHILD_SUBREAPER", e))?;
+    // Before anything is started: helpers stay in the monitor's leaf.
+    let cgroup = set_up_cgroup(&cfg)?;
     let tty = spec
         .process()
         .as_ref()
@@ -298,6 +341,11 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     // The network helper is our child; dropping it stops it and removes its files.
     let mut net: Option<Box<dyn crate::netns::Helper>> = None;
     let started = runtime::create::create_and_start_with(&spec, &cfg.rootfs, &mut |pid| {
+        if let Some((dir, _)) = &cgroup {
+            // Before the command runs: everything it starts is born in the cgroup.
+            crate::cgroup::add_process(dir, pid.as_raw())
+                .map_err(|e| runtime::Error::Setup(format!("cgroup: {e}")))?;
+        }
         if let Some(plan) = &cfg.network {
             net = crate::netns::connect(plan, pid.as_raw())
                 .map_err(|e| runtime::Error::Setup(e.to_string()))?;
@@ -330,6 +378,15 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         io = Some(l);
     }
     let code = runtime::wait_exit_code(init);
+    if let Some((dir, kill_file)) = cgroup {
+        // Whatever the container left behind (processes that escaped its pid namespace's
+        // end, e.g. in a frozen state) goes with it.
+        KILL_FD.store(-1, Ordering::SeqCst);
+        drop(kill_file);
+        if let Err(e) = crate::cgroup::tear_down(&dir, CGROUP_DRAIN) {
+            tracing::warn!("container cgroup: {e}");
+        }
+    }
     drop(net);
     let code = code?;
     if let Some(mut l) = io {
