@@ -85,7 +85,8 @@ fn sys<'a>(what: &str, p: &'a Path) -> impl FnOnce(nix::errno::Errno) -> Error +
 fn make_copy(diff: &Path, copy: &Path, remap: &IdRemap) -> Result<(), Error> {
     let dir = copy.parent().unwrap_or(copy);
     let name = copy.file_name().unwrap_or_default().to_string_lossy();
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
+    // Searchable, as the layer's own `diff`: the layer directory above is private.
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io("create", dir)(e)),
