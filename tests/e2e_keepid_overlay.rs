@@ -86,7 +86,12 @@ fn keep_id_on_overlay_sees_what_fuse_shows_and_shares_one_copy_per_layer() {
 
     // The FUSE driver's answer (owners translated in its replies) is the oracle.
     let fuse = env_with("fuse");
-    let want = ok(&fuse, &["run", "--rm", "--userns", "keep-id", IMAGE, "sh", "-c", LOOK]);
+    let want = ok(
+        &fuse,
+        &[
+            "run", "--rm", "--userns", "keep-id", IMAGE, "sh", "-c", LOOK,
+        ],
+    );
     drop(fuse);
     assert!(
         want.starts_with(&format!("{me}\n{my_gid}\n0:0 755\n")),
@@ -112,6 +117,10 @@ fn keep_id_on_overlay_sees_what_fuse_shows_and_shares_one_copy_per_layer() {
         "{info}"
     );
     assert!(copies(&env).is_empty());
+    assert_eq!(
+        info["keep_id_copies"],
+        serde_json::json!({"count": 0, "bytes": 0})
+    );
     let src = env.data().join("src");
     std::fs::create_dir(&src).unwrap();
     let bind = format!("{}:/src", src.display());
@@ -139,6 +148,17 @@ fn keep_id_on_overlay_sees_what_fuse_shows_and_shares_one_copy_per_layer() {
     // One copy per layer, made once: a second keep-id container uses the same files.
     let made = copies(&env);
     assert_eq!(made.len(), 3, "{made:?}");
+    // `info` counts them, each with its layer's size (the image's size in all).
+    let info: serde_json::Value = serde_json::from_str(&ok(&env, &["info"])).unwrap();
+    let images: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["image", "inspect", IMAGE])).unwrap();
+    let size = images[0]["Size"].as_u64().unwrap();
+    assert!(size > 1_000_000, "{images}");
+    assert_eq!(
+        info["keep_id_copies"],
+        serde_json::json!({"count": 3, "bytes": size}),
+        "{info}"
+    );
     let before: Vec<_> = made.iter().flat_map(|c| inodes(c)).collect();
     assert!(before.iter().any(|(p, _)| p.ends_with("bin/busybox")));
     let busybox = before
@@ -151,22 +171,44 @@ fn keep_id_on_overlay_sees_what_fuse_shows_and_shares_one_copy_per_layer() {
         sub_uid,
         "the copy's root-owned files belong to the keep-id root (the first subordinate id)"
     );
-    let again = ok(&env, &["run", "--rm", "--userns", "keep-id", IMAGE, "sh", "-c", LOOK]);
+    let again = ok(
+        &env,
+        &[
+            "run", "--rm", "--userns", "keep-id", IMAGE, "sh", "-c", LOOK,
+        ],
+    );
     assert_eq!(again, want);
     assert_eq!(copies(&env), made);
     let after: Vec<_> = made.iter().flat_map(|c| inodes(c)).collect();
-    assert_eq!(after, before, "the second keep-id container made a new copy");
+    assert_eq!(
+        after, before,
+        "the second keep-id container made a new copy"
+    );
 
     // The layers themselves are untouched: a default container sees the image as ever.
     let out = ok(
         &env,
-        &["run", "--rm", IMAGE, "stat", "-c", "%u:%g", "/bin/busybox", "/home/user/owned"],
+        &[
+            "run",
+            "--rm",
+            IMAGE,
+            "stat",
+            "-c",
+            "%u:%g",
+            "/bin/busybox",
+            "/home/user/owned",
+        ],
     );
     assert_eq!(out, "0:0\n1000:1000\n");
 
     // The copies go with the image.
     ok(&env, &["rmi", IMAGE]);
     assert!(copies(&env).is_empty(), "{:?}", copies(&env));
+    let info: serde_json::Value = serde_json::from_str(&ok(&env, &["info"])).unwrap();
+    assert_eq!(
+        info["keep_id_copies"],
+        serde_json::json!({"count": 0, "bytes": 0})
+    );
     assert!(
         entries(&env.data().join("storage/layers")).is_empty(),
         "{:?}",

@@ -64,11 +64,28 @@ fn a_start_that_fails_before_mounting_leaves_the_volume_to_be_seeded() {
     // And only that one: what a container removes from it stays removed.
     ok(
         &env,
-        &["run", "--rm", "-v", "seedvol:/home/user", "demo/busybox", "rm", "/home/user/owned"],
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "seedvol:/home/user",
+            "demo/busybox",
+            "rm",
+            "/home/user/owned",
+        ],
     );
     let out = ok(
         &env,
-        &["run", "--rm", "-v", "seedvol:/home/user", "demo/busybox", "ls", "-A", "/home/user"],
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "seedvol:/home/user",
+            "demo/busybox",
+            "ls",
+            "-A",
+            "/home/user",
+        ],
     );
     assert_eq!(out, "");
 }
@@ -110,7 +127,16 @@ fn keep_id_seeds_a_volume_with_the_owners_it_sees_on_every_driver() {
         // sees them one higher. Not seeded again.
         let out = ok(
             &env,
-            &["run", "--rm", "-v", "kvol:/home/user", "demo/busybox", "sh", "-c", look],
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "kvol:/home/user",
+                "demo/busybox",
+                "sh",
+                "-c",
+                look,
+            ],
         );
         assert_eq!(
             out, "/home/user 1001:1001 755\n/home/user/owned 1001:1001 644\n",

@@ -110,6 +110,8 @@ pub struct Info {
     pub security_options: Vec<String>,
     /// `--userns keep-id` support and cost, per storage driver.
     pub userns_keep_id: BTreeMap<String, String>,
+    /// The overlay driver's keep-id layer copies and the disk they use.
+    pub keep_id_copies: crate::image::keepid_copies::KeepIdCopies,
     /// Warnings about the host's setup.
     pub warnings: Vec<String>,
 }
@@ -179,6 +181,7 @@ impl Daemon {
                 .iter()
                 .map(|d| (d.to_string(), d.keep_id_support().to_string()))
                 .collect(),
+            keep_id_copies: self.inner.images.keep_id_copies(),
             warnings,
         }
     }

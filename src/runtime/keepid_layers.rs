@@ -47,10 +47,7 @@ pub fn mapping_key(remap: &IdRemap) -> String {
 
 /// Where the keep-id copy of the layer tree `diff` (`layers/<hex>/diff`) is kept.
 pub fn copy_path(diff: &Path, key: &str) -> PathBuf {
-    diff.parent()
-        .unwrap_or(diff)
-        .join(COPIES_DIR)
-        .join(key)
+    diff.parent().unwrap_or(diff).join(COPIES_DIR).join(key)
 }
 
 /// The overlay lower directories (top first) for a keep-id container: the keep-id copy
@@ -217,8 +214,14 @@ impl Copier<'_> {
         copy_xattrs(src, dst);
         let at = TimeSpec::new(md.atime(), md.atime_nsec());
         let mt = TimeSpec::new(md.mtime(), md.mtime_nsec());
-        utimensat(nix::fcntl::AT_FDCWD, dst, &at, &mt, UtimensatFlags::NoFollowSymlink)
-            .map_err(sys("set the times of", dst))
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            dst,
+            &at,
+            &mt,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(sys("set the times of", dst))
     }
 }
 
@@ -346,8 +349,14 @@ mod tests {
         };
         assert_eq!(rc, 0, "user xattrs unsupported on the test filesystem");
         let old = TimeSpec::new(1_000_000, 5);
-        utimensat(nix::fcntl::AT_FDCWD, &diff.join("opq/sub"), &old, &old, UtimensatFlags::NoFollowSymlink)
-            .unwrap();
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            &diff.join("opq/sub"),
+            &old,
+            &old,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
         // A leftover of an interrupted copy is replaced.
         let key = mapping_key(&remap());
         let copy = copy_path(&diff, &key);
@@ -360,7 +369,10 @@ mod tests {
         assert_eq!(f.nlink(), 2);
         assert_eq!(f.ino(), fs::metadata(copy.join("link")).unwrap().ino());
         assert_eq!(fs::read(copy.join("link")).unwrap(), b"data");
-        assert_eq!(fs::read_link(copy.join("sym")).unwrap(), Path::new("opq/sub/f"));
+        assert_eq!(
+            fs::read_link(copy.join("sym")).unwrap(),
+            Path::new("opq/sub/f")
+        );
         assert!(fs::symlink_metadata(copy.join("fifo"))
             .unwrap()
             .file_type()
