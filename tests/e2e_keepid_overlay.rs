@@ -252,4 +252,9 @@ fn cp_into_and_out_of_a_stopped_keep_id_container_on_overlay() {
     let out = ok(&env, &["start", "-a", "kid"]);
     assert_eq!(out, format!("0:0\n0:0\n0:0\ncopied in\n{me}\n"));
     assert_eq!(copies(&env).len(), 3);
+    // `image prune -a` removes the copies with the unused image's layers.
+    ok(&env, &["rm", "-f", "kid"]);
+    ok(&env, &["image", "prune", "-a"]);
+    assert!(copies(&env).is_empty(), "{:?}", copies(&env));
+    assert!(entries(&env.data().join("storage/layers")).is_empty());
 }
