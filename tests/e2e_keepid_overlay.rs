@@ -2,7 +2,8 @@
 //! keep-id copy each (once per mapping, shared by the containers, removed with the
 //! image); a container sees what the FUSE driver (which translates owners instead) shows
 //! for the same image, whiteouts and opaque directories included; a bind-mounted host
-//! directory gets files owned by the user; `skiff cp` works on a stopped container.
+//! directory gets files owned by the user; a file capability works for the keep-id root;
+//! `skiff cp` works on a stopped container.
 
 mod common;
 mod image_support;
@@ -257,4 +258,67 @@ fn cp_into_and_out_of_a_stopped_keep_id_container_on_overlay() {
     ok(&env, &["image", "prune", "-a"]);
     assert!(copies(&env).is_empty(), "{:?}", copies(&env));
     assert!(entries(&env.data().join("storage/layers")).is_empty());
+}
+
+/// Imports busybox plus `/bin/busybox-cap`, a busybox with the file capability
+/// `cap_net_raw+ep` (a `security.capability` PAX xattr, as `docker save` writes it), as
+/// `demo/cap`.
+fn import_cap_image(env: &Env) {
+    let base = env.data().join("cap-base.tar");
+    common::write_busybox_tar(&base, &[]);
+    let path = env.data().join("cap.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    let mut src = tar::Archive::new(std::fs::File::open(&base).unwrap());
+    for e in src.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let p = e.path().unwrap().into_owned();
+        if h.entry_type() == tar::EntryType::Symlink {
+            let target = e.link_name().unwrap().unwrap().into_owned();
+            b.append_link(&mut h, &p, &target).unwrap();
+        } else {
+            b.append_data(&mut h, &p, &mut e).unwrap();
+        }
+    }
+    // Revision 2, effective, CAP_NET_RAW (13) permitted: what `setcap cap_net_raw+ep` writes.
+    let mut cap = Vec::new();
+    cap.extend_from_slice(&(0x0200_0000u32 | 1).to_le_bytes());
+    cap.extend_from_slice(&(1u32 << 13).to_le_bytes());
+    cap.extend_from_slice(&[0u8; 12]);
+    b.append_pax_extensions([("SCHILY.xattr.security.capability", &cap[..])])
+        .unwrap();
+    let data = std::fs::read(common::require("busybox")).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_size(data.len() as u64);
+    b.append_data(&mut h, "bin/busybox-cap", &data[..]).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    ok(env, &["import", path.to_str().unwrap(), "demo/cap"]);
+}
+
+#[test]
+fn a_file_capability_of_the_image_works_in_a_keep_id_container_on_overlay() {
+    let mut env = Env::bus_only();
+    env.start_daemon_with(&["--storage-driver", "overlay"]);
+    import_cap_image(&env);
+    let eff = "/bin/busybox-cap sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status";
+    // The capability raises CAP_NET_RAW for an unprivileged user, in a default container
+    // (uid 1000) and in a keep-id one (you).
+    let out = ok(
+        &env,
+        &["run", "--rm", "-u", "1000", "demo/cap", "sh", "-c", eff],
+    );
+    assert_eq!(out, "0000000000002000\n");
+    let out = ok(
+        &env,
+        &[
+            "run", "--rm", "--userns", "keep-id", "demo/cap", "sh", "-c", eff,
+        ],
+    );
+    assert_eq!(out, "0000000000002000\n", "{}", env.daemon_log());
 }

@@ -211,7 +211,7 @@ impl Copier<'_> {
             fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
                 .map_err(io("chmod", dst))?;
         }
-        copy_xattrs(src, dst);
+        copy_xattrs(src, dst, self.remap);
         let at = TimeSpec::new(md.atime(), md.atime_nsec());
         let mt = TimeSpec::new(md.mtime(), md.mtime_nsec());
         utimensat(
@@ -229,9 +229,42 @@ fn cpath(p: &Path) -> Option<CString> {
     CString::new(p.as_os_str().as_bytes()).ok()
 }
 
+/// `security.capability` revisions (the top byte of its first little-endian word).
+const VFS_CAP_REVISION_MASK: u32 = 0xFF00_0000;
+const VFS_CAP_REVISION_2: u32 = 0x0200_0000;
+const VFS_CAP_REVISION_3: u32 = 0x0300_0000;
+
+/// A file capability of the layer, as this namespace reads it: revision 3 with the root
+/// id of the mapping the layer was unpacked in (the user, seen here as the user's own
+/// id). Written back as is, the kernel refuses it (that id is no root here). The
+/// capability is meant for the container's root, so it is written as revision 2: the
+/// kernel then stores this namespace's root, and the keep-id container honours it.
+/// Other values are returned unchanged.
+fn capability_for_this_root(value: Vec<u8>, remap: &IdRemap) -> Vec<u8> {
+    let word = |i: usize| {
+        value
+            .get(i..i + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    let (Some(magic), Some(rootid)) = (word(0), word(20)) else {
+        return value;
+    };
+    if value.len() != 24
+        || magic & VFS_CAP_REVISION_MASK != VFS_CAP_REVISION_3
+        || remap.present(rootid, 0).0 != 0
+    {
+        return value;
+    }
+    let mut v2 = value[..20].to_vec();
+    v2[..4].copy_from_slice(&((magic & !VFS_CAP_REVISION_MASK) | VFS_CAP_REVISION_2).to_le_bytes());
+    v2
+}
+
 /// Copies every xattr of `src` this namespace can read onto `dst` (the overlay's
-/// `user.overlay.opaque` among them); one that cannot be set is logged and skipped.
-fn copy_xattrs(src: &Path, dst: &Path) {
+/// `user.overlay.opaque` among them; a file capability given to this namespace's root);
+/// one that cannot be set is logged and skipped.
+fn copy_xattrs(src: &Path, dst: &Path, remap: &IdRemap) {
     let (Some(s), Some(d)) = (cpath(src), cpath(dst)) else {
         return;
     };
@@ -250,6 +283,11 @@ fn copy_xattrs(src: &Path, dst: &Path) {
             unsafe { libc::lgetxattr(s.as_ptr(), cname.as_ptr(), buf.cast(), len) }
         }) else {
             continue;
+        };
+        let value = if name == b"security.capability" {
+            capability_for_this_root(value, remap)
+        } else {
+            value
         };
         // SAFETY: NUL-terminated strings and a value valid for its length.
         let rc = unsafe {
@@ -398,6 +436,43 @@ mod tests {
         let ino = fs::metadata(copy.join("opq/sub/f")).unwrap().ino();
         lower_dirs(std::slice::from_ref(&diff), &remap()).unwrap();
         assert_eq!(fs::metadata(copy.join("opq/sub/f")).unwrap().ino(), ino);
+    }
+
+    #[test]
+    fn a_file_capability_of_the_disk_root_goes_to_this_root() {
+        // Disk: 0 is the user; here: the user is its own id (keep-id's shape).
+        let me = nix::unistd::getuid().as_raw().max(1);
+        let one = |container_id| {
+            vec![IdMapEntry {
+                container_id,
+                host_id: me,
+                size: 1,
+            }]
+        };
+        let keep = IdRemap {
+            disk: IdMaps {
+                uid: one(0),
+                gid: one(0),
+            },
+            inner: IdMaps {
+                uid: one(me),
+                gid: one(me),
+            },
+        };
+        let mut v3 = Vec::new();
+        v3.extend_from_slice(&(VFS_CAP_REVISION_3 | 1).to_le_bytes());
+        v3.extend_from_slice(&(1u32 << 13).to_le_bytes());
+        v3.extend_from_slice(&[0u8; 12]);
+        v3.extend_from_slice(&me.to_le_bytes());
+        let v2 = capability_for_this_root(v3.clone(), &keep);
+        assert_eq!(v2.len(), 20);
+        assert_eq!(&v2[..4], &(VFS_CAP_REVISION_2 | 1).to_le_bytes());
+        assert_eq!(&v2[4..20], &v3[4..20]);
+        // Another root id, or another revision: unchanged.
+        let mut other = v3.clone();
+        other[20..].copy_from_slice(&(me + 1).to_le_bytes());
+        assert_eq!(capability_for_this_root(other.clone(), &keep), other);
+        assert_eq!(capability_for_this_root(v2.clone(), &keep), v2);
     }
 
     #[test]
