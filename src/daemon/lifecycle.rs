@@ -118,16 +118,6 @@ impl Daemon {
         };
         let hostname = cfg.hostname.clone().unwrap_or_else(|| id[..12].to_string());
         let keep_id = cfg.userns.as_deref() == Some("keep-id");
-        if keep_id && self.inner.opts.driver == crate::runtime::RootfsDriver::Overlay {
-            return Err(Error::InvalidConfig(
-                "key \"userns\": keep-id is not supported by the overlay storage driver: \
-                 the kernel overlay shows the layers' owners as they are on disk, so it would \
-                 need a chowned copy of the image's layers for the keep-id mapping; start \
-                 skiffd with --storage-driver fuse (owners translated, layers shared, nothing \
-                 copied) or vfs (the per-container copy is made with the keep-id owners)"
-                    .into(),
-            ));
-        }
         let user_spec = cfg
             .user
             .clone()

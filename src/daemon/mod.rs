@@ -123,6 +123,8 @@ pub struct Info {
     pub security_options: Vec<String>,
     /// `--userns keep-id` support and cost, per storage driver.
     pub userns_keep_id: BTreeMap<String, String>,
+    /// The overlay driver's keep-id layer copies and the disk they use.
+    pub keep_id_copies: crate::image::keepid_copies::KeepIdCopies,
     /// The configuration file read (`null`: none, the defaults and flags apply).
     pub config_file: Option<String>,
     /// The effective configuration: each key's value and where it came from
@@ -214,6 +216,7 @@ impl Daemon {
                 .iter()
                 .map(|d| (d.to_string(), d.keep_id_support().to_string()))
                 .collect(),
+            keep_id_copies: self.inner.images.keep_id_copies(),
             config_file: settings.file.as_ref().map(|f| f.display().to_string()),
             config: settings.describe(),
             warnings,

@@ -150,6 +150,7 @@ impl Daemon {
         match status {
             Some(monitor::Status::Started { pid }) => {
                 super::strays::crash_point("container-started");
+                self.mark_volumes_seeded(&rec);
                 let rec = c.update(|r| {
                     r.state.status = Status::Running;
                     r.state.pid = pid as u32;

@@ -21,6 +21,7 @@ pub mod changes;
 mod fsops;
 mod imgconfig;
 mod index_file;
+pub mod keepid_copies;
 mod lookup;
 pub mod manifest;
 pub mod names;
