@@ -71,7 +71,7 @@ bench_reexec_as_user() {
     else
         src_bin=$(build_release)
     fi
-    install -m 0755 "$src_bin/skiff" "$src_bin/skiffd" "$stage/bin/"
+    install -m 0755 "$src_bin/skiff" "$src_bin/skiffd" "$src_bin/skiff-monitor" "$stage/bin/"
     install -m 0755 "$HERE"/*.sh "$stage/bench/"
     install -m 0755 "$REPO/scripts/mkrootfs.sh" "$stage/scripts/"
     script=$(basename "$0")

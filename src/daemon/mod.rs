@@ -64,10 +64,25 @@ pub struct Options {
     pub driver: RootfsDriver,
     /// Why that driver (for `skiff info`).
     pub driver_reason: String,
-    /// The skiffd executable, re-run for the monitor and helpers.
+    /// The skiffd executable, re-run for the helpers.
     pub exe: PathBuf,
+    /// The monitor's executable: `skiff-monitor` next to `exe` (see
+    /// [`Options::monitor_beside`]), else `exe` itself (its `__monitor` helper).
+    pub monitor_exe: PathBuf,
     /// The network mode of containers that do not name one.
     pub network: crate::netns::Mode,
+}
+
+impl Options {
+    /// The monitor executable for the daemon `exe`: `skiff-monitor` in the same
+    /// directory when it is there (installed, or staged beside skiffd), else `exe`,
+    /// which runs the same monitor as its hidden `__monitor` helper.
+    pub fn monitor_beside(exe: &std::path::Path) -> PathBuf {
+        exe.parent()
+            .map(|dir| dir.join(crate::monitor::PROCESS_NAME))
+            .filter(|m| m.is_file())
+            .unwrap_or_else(|| exe.to_path_buf())
+    }
 }
 
 /// The backend. Cheap to clone; all clones share one state.

@@ -1,7 +1,7 @@
 //! Starting containers under their monitors, following them to their end, restarting
 //! them by policy, and finding them again after a daemon restart.
 //!
-//! The monitor (`skiff-monitor __monitor BUNDLE`, the skiffd executable) runs in its own
+//! The monitor (`skiff-monitor __monitor BUNDLE`, see [`super::Options`]) runs in its own
 //! session, so a daemon that dies or restarts leaves it and its container running. While
 //! the daemon lives it follows the monitor through its status pipe; a new daemon finds the
 //! monitor through the lock it holds on its bundle ([`crate::monitor::lock`]; a holder
@@ -130,7 +130,7 @@ impl Daemon {
         };
         let tag = format!("container {}", rec.id);
         let mut run = HelperRun::spawn_as(
-            &self.inner.opts.exe,
+            &self.inner.opts.monitor_exe,
             Some(std::ffi::OsStr::new(monitor::PROCESS_NAME)),
             &args,
             stdio,

@@ -1,8 +1,9 @@
 //! The per-container monitor (conmon's role): a process of its own, in its own session,
-//! started by skiffd as `skiffd __monitor BUNDLE` under the name `skiff-monitor` (comm
-//! and argv[0]). It holds its bundle's lock ([`lock`]) for its whole life; the
-//! container's init dies with it (PR_SET_PDEATHSIG), and SIGTERM, SIGINT or SIGHUP make
-//! it kill the container and record why. It creates the container through the
+//! started by skiffd as `skiff-monitor __monitor BUNDLE` (its own small binary, or skiffd
+//! itself under that name when the binary is missing, see [`crate::daemon::Options`]).
+//! It holds its bundle's lock ([`lock`]) for its whole life; the container's init dies
+//! with it (PR_SET_PDEATHSIG), and SIGTERM, SIGINT or SIGHUP make it kill the container
+//! and record why. It creates the container through the
 //! runtime, holds the container's stdio (its own fds 0-2 are handed down), reaps the
 //! container's init, records the exit code atomically in the bundle's exit file and tells
 //! the daemon what happened through a status pipe (fd 3, one JSON object per line).
@@ -78,10 +79,24 @@ fn set_up_process() {
     }
 }
 
-/// Whether our parent process is named `name` (the daemon that spawned us).
-fn parent_named(name: &str) -> bool {
+/// The variable in which skiffd gives a monitor its own pid: the monitor starts nothing
+/// unless that daemon is still its parent (not secret; removed before anything runs).
+pub const PARENT_ENV: &str = "SKIFF_MONITOR_PARENT";
+
+/// Whether the daemon that spawned us is still our parent: the pid it gave in
+/// [`PARENT_ENV`] (taken out of the environment here); without one, a parent with our
+/// own name (`comm`), as when skiffd re-runs itself as the monitor.
+fn spawned_by_parent(own_comm: &str) -> bool {
     let ppid = nix::unistd::getppid();
-    std::fs::read_to_string(format!("/proc/{ppid}/comm")).is_ok_and(|c| c == name)
+    let given = std::env::var(PARENT_ENV).ok();
+    if given.is_some() {
+        // SAFETY: the monitor is single-threaded.
+        unsafe { std::env::remove_var(PARENT_ENV) };
+    }
+    match given.and_then(|p| p.parse::<i32>().ok()) {
+        Some(pid) => pid == ppid.as_raw(),
+        None => std::fs::read_to_string(format!("/proc/{ppid}/comm")).is_ok_and(|c| c == own_comm),
+    }
 }
 
 /// Why the container ended, when the monitor was told to end.
@@ -205,7 +220,7 @@ impl StatusPipe {
 /// Runs the monitor for the bundle; returns the monitor's own exit code (0 when the
 /// container's outcome was recorded).
 pub fn main(bundle: &Path) -> i32 {
-    // Our name as exec gave it: the daemon's, which spawned us (the same executable).
+    // Our name as exec gave it (the daemon's, when it re-ran itself as the monitor).
     let exe_name = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
     set_up_process();
     let mut pipe = StatusPipe::open();
@@ -224,7 +239,7 @@ pub fn main(bundle: &Path) -> i32 {
     // A daemon that died before we held the lock could not see us, and its successor
     // may already have looked: then we were re-parented, and we start nothing. (Once we
     // hold the lock, a successor finds us through it.)
-    if !parent_named(&exe_name) {
+    if !spawned_by_parent(&exe_name) {
         pipe.send(&Status::Failed {
             code: runtime::exec::EXIT_SETUP_FAILED,
             message: "skiffd ended before the container's monitor started".into(),
