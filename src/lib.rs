@@ -15,6 +15,7 @@ pub mod logging;
 pub mod monitor;
 pub mod netns;
 pub mod paths;
+pub mod phase;
 pub mod procutil;
 pub mod runtime;
 pub mod timefmt;

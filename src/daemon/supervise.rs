@@ -78,6 +78,7 @@ impl Daemon {
         stdio: Option<Stdio>,
         wait_attach: bool,
     ) -> Result<(), Error> {
+        crate::phase::mark("start");
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
         }
@@ -116,6 +117,7 @@ impl Daemon {
                 return Err(e);
             }
         };
+        crate::phase::mark("bundle-written");
         super::strays::crash_point("bundle-written");
         let stdio: (StdStdio, StdStdio, StdStdio) = match stdio {
             Some(s) => (s.stdin.into(), s.stdout.into(), s.stderr.into()),
@@ -139,9 +141,11 @@ impl Daemon {
             child_end,
         )?;
         let monitor_pid = run.pid();
+        crate::phase::mark("monitor-spawned");
         super::strays::crash_point("monitor-spawned");
         if let Some(open_end) = gate {
             super::scope::place(open_end, monitor_pid, &rec.id).await;
+            crate::phase::mark("scope-placed");
         }
         let status = tokio::time::timeout(START_TIMEOUT, run.first())
             .await
@@ -149,6 +153,7 @@ impl Daemon {
             .flatten();
         match status {
             Some(monitor::Status::Started { pid }) => {
+                crate::phase::mark("started-reported");
                 super::strays::crash_point("container-started");
                 let rec = c.update(|r| {
                     r.state.status = Status::Running;
@@ -158,6 +163,7 @@ impl Daemon {
                     r.state.started_at = now_us();
                     r.state.error.clear();
                 })?;
+                crate::phase::mark("running-recorded");
                 self.emit(Event::new(
                     "container",
                     "start",
@@ -196,6 +202,7 @@ impl Daemon {
         if c.is_removed() {
             return;
         }
+        crate::phase::mark("run-ended");
         let id = c.id();
         let from_file = read_exit_file(&monitor::exit_path(&self.bundle_dir(&id)));
         let (code, error, finished) = match (code, from_file) {
@@ -227,6 +234,7 @@ impl Daemon {
                 c.snapshot()
             }
         };
+        crate::phase::mark("exit-recorded");
         self.emit(Event::new(
             "container",
             "die",
@@ -237,8 +245,10 @@ impl Daemon {
             // In a task of its own: the start that failed may hold the op lock.
             let daemon = self.clone();
             tokio::spawn(async move {
+                crate::phase::mark("auto-remove");
                 match daemon.remove_with(&id, true, true).await {
-                    Ok(()) | Err(Error::NoSuchContainer(_)) => {}
+                    Ok(()) => crate::phase::mark("auto-removed"),
+                    Err(Error::NoSuchContainer(_)) => {}
                     Err(e) => tracing::error!("auto-removing {id}: {e}"),
                 }
             });

@@ -220,6 +220,7 @@ impl StatusPipe {
 /// Runs the monitor for the bundle; returns the monitor's own exit code (0 when the
 /// container's outcome was recorded).
 pub fn main(bundle: &Path) -> i32 {
+    crate::phase::mark("monitor-main");
     // Our name as exec gave it (the daemon's, when it re-ran itself as the monitor).
     let exe_name = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
     set_up_process();
@@ -236,6 +237,7 @@ pub fn main(bundle: &Path) -> i32 {
             return 1;
         }
     };
+    crate::phase::mark("monitor-locked");
     // A daemon that died before we held the lock could not see us, and its successor
     // may already have looked: then we were re-parented, and we start nothing. (Once we
     // hold the lock, a successor finds us through it.)
@@ -264,6 +266,7 @@ pub fn main(bundle: &Path) -> i32 {
         error,
     };
     let written = fsutil::atomic_write_json(&exit_path(bundle), &rec).is_ok();
+    crate::phase::mark("exit-file-written");
     pipe.send(&Status::Exited { code });
     if written {
         0
@@ -310,12 +313,14 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     } else {
         None
     };
+    crate::phase::mark("monitor-prepared");
     // The network helper is our child; dropping it stops it and removes its files.
     let mut net: Option<Box<dyn crate::netns::Helper>> = None;
     let started = runtime::create::create_and_start_with(&spec, &cfg.rootfs, &mut |pid| {
         if let Some(plan) = &cfg.network {
             net = crate::netns::connect(plan, pid.as_raw())
                 .map_err(|e| runtime::Error::Setup(e.to_string()))?;
+            crate::phase::mark("network-connected");
         }
         Ok(())
     })?;
@@ -325,6 +330,7 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         // Told to end while the container was being created.
         let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
     }
+    crate::phase::mark("container-started");
     pipe.send(&Status::Started { pid: init.as_raw() });
     let mut io = None;
     if logged {
@@ -345,6 +351,7 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         io = Some(l);
     }
     let code = runtime::wait_exit_code(init);
+    crate::phase::mark("init-exited");
     drop(net);
     let code = code?;
     if let Some(mut l) = io {
