@@ -560,7 +560,11 @@ fn exe_name(pid: u64) -> String {
 
 #[test]
 fn the_monitor_and_its_fuse_server_run_the_small_monitor_binary() {
-    let env = Env::new();
+    let mut env = Env::bus_only();
+    env.start_daemon_with(&["--storage-driver", "fuse"]);
+    let tar = env.busybox_tar();
+    let import = env.skiff(&["import", tar.to_str().unwrap(), "demo/busybox"]);
+    assert!(import.status.success(), "{}", stderr(&import));
     let out = env.skiff(&[
         "run",
         "-d",
@@ -593,6 +597,15 @@ fn the_monitor_and_its_fuse_server_run_the_small_monitor_binary() {
     assert!(
         others.iter().all(|(_, exe)| exe != "skiffd"),
         "children of the monitor running skiffd: {others:?}"
+    );
+    // The FUSE server is among them, under a name of its own.
+    let names: Vec<String> = others
+        .iter()
+        .map(|(p, _)| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.trim() == "skiff-fuse"),
+        "no skiff-fuse among the monitor's children: {names:?}"
     );
     assert!(env.skiff(&["rm", "-f", "idle"]).status.success());
 }
