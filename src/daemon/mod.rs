@@ -288,3 +288,26 @@ impl Daemon {
         Ok(container::wait_for(c.watch(), cond).await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Options;
+
+    #[test]
+    fn the_monitor_is_skiff_monitor_beside_skiffd_else_skiffd_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let skiffd = dir.path().join("skiffd");
+        std::fs::write(&skiffd, b"").unwrap();
+        // Not installed: skiffd runs the monitor itself (`skiffd __monitor BUNDLE`).
+        assert_eq!(Options::monitor_beside(&skiffd), skiffd);
+        // A directory of that name is not the binary.
+        std::fs::create_dir(dir.path().join("skiff-monitor")).unwrap();
+        assert_eq!(Options::monitor_beside(&skiffd), skiffd);
+        std::fs::remove_dir(dir.path().join("skiff-monitor")).unwrap();
+        std::fs::write(dir.path().join("skiff-monitor"), b"").unwrap();
+        assert_eq!(
+            Options::monitor_beside(&skiffd),
+            dir.path().join("skiff-monitor")
+        );
+    }
+}
