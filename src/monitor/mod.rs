@@ -265,7 +265,8 @@ pub fn main(bundle: &Path) -> i32 {
         finished_at: now_us(),
         error,
     };
-    let written = fsutil::atomic_write_json(&exit_path(bundle), &rec).is_ok();
+    // In the bundle, in the runtime directory: atomic, no fsyncs (see fsutil).
+    let written = fsutil::replace_file_json(&exit_path(bundle), &rec).is_ok();
     crate::phase::mark("exit-file-written");
     pipe.send(&Status::Exited { code });
     if written {
