@@ -455,7 +455,7 @@ PY
     chmod 0755 "$STAGE"
     mkdir -m 0755 "$STAGE/bin" "$STAGE/tests"
     mkdir -m 0700 "$STAGE/logs"
-    install -m 0755 target/debug/skiff target/debug/skiffd target/debug/skiff-systemd-generator "$STAGE/bin/"
+    install -m 0755 target/debug/skiff target/debug/skiffd target/debug/skiff-systemd-generator target/debug/skiff-monitor "$STAGE/bin/"
     local kind name exe staged=()
     while IFS=$'\t' read -r kind name exe; do
         install -m 0755 "$exe" "$STAGE/tests/$kind-$name"

@@ -16,6 +16,7 @@ pub mod logging;
 pub mod monitor;
 pub mod netns;
 pub mod paths;
+pub mod phase;
 pub mod procstat;
 pub mod procutil;
 pub mod runtime;

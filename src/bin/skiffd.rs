@@ -255,6 +255,7 @@ async fn serve(
         paths,
         driver,
         driver_reason,
+        monitor_exe: skiff::daemon::Options::monitor_beside(&exe),
         exe,
         settings,
     };

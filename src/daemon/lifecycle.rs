@@ -297,7 +297,8 @@ impl Daemon {
             spec.set_mounts(Some(all));
         }
         let spec_path = monitor::spec_path(&bundle);
-        fsutil::atomic_write_json(&spec_path, &spec).map_err(|e| Error::io(&spec_path, e))?;
+        // The bundle is in the runtime directory: no fsyncs (see fsutil).
+        fsutil::replace_file_json(&spec_path, &spec).map_err(|e| Error::io(&spec_path, e))?;
         let mon = MonitorConfig {
             id: rec.id.clone(),
             rootfs: plan,
@@ -309,7 +310,7 @@ impl Daemon {
             limits: super::limits::limits_of(&rec.config)?,
         };
         let mon_path = monitor::config_path(&bundle);
-        fsutil::atomic_write_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;
+        fsutil::replace_file_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;
         let exit = monitor::exit_path(&bundle);
         match std::fs::remove_file(&exit) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&exit, e)),

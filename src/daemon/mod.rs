@@ -68,11 +68,26 @@ pub struct Options {
     pub driver: RootfsDriver,
     /// Why that driver (for `skiff info`).
     pub driver_reason: String,
-    /// The skiffd executable, re-run for the monitor and helpers.
+    /// The skiffd executable, re-run for the helpers.
     pub exe: PathBuf,
     /// The effective configuration at start (file and flags); the daemon keeps the live
     /// copy, where all but the storage driver can change ([`Daemon::reload_settings`]).
     pub settings: settings::Settings,
+    /// The monitor's executable: `skiff-monitor` next to `exe` (see
+    /// [`Options::monitor_beside`]), else `exe` itself (its `__monitor` helper).
+    pub monitor_exe: PathBuf,
+}
+
+impl Options {
+    /// The monitor executable for the daemon `exe`: `skiff-monitor` in the same
+    /// directory when it is there (installed, or staged beside skiffd), else `exe`,
+    /// which runs the same monitor as its hidden `__monitor` helper.
+    pub fn monitor_beside(exe: &std::path::Path) -> PathBuf {
+        exe.parent()
+            .map(|dir| dir.join(crate::monitor::PROCESS_NAME))
+            .filter(|m| m.is_file())
+            .unwrap_or_else(|| exe.to_path_buf())
+    }
 }
 
 /// The backend. Cheap to clone; all clones share one state.
@@ -349,5 +364,28 @@ impl Daemon {
     pub async fn wait(&self, name_or_id: &str, cond: WaitCondition) -> Result<(i32, u64), Error> {
         let c = self.lookup(name_or_id)?;
         Ok(container::wait_for(c.watch(), cond).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Options;
+
+    #[test]
+    fn the_monitor_is_skiff_monitor_beside_skiffd_else_skiffd_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let skiffd = dir.path().join("skiffd");
+        std::fs::write(&skiffd, b"").unwrap();
+        // Not installed: skiffd runs the monitor itself (`skiffd __monitor BUNDLE`).
+        assert_eq!(Options::monitor_beside(&skiffd), skiffd);
+        // A directory of that name is not the binary.
+        std::fs::create_dir(dir.path().join("skiff-monitor")).unwrap();
+        assert_eq!(Options::monitor_beside(&skiffd), skiffd);
+        std::fs::remove_dir(dir.path().join("skiff-monitor")).unwrap();
+        std::fs::write(dir.path().join("skiff-monitor"), b"").unwrap();
+        assert_eq!(
+            Options::monitor_beside(&skiffd),
+            dir.path().join("skiff-monitor")
+        );
     }
 }

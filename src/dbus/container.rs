@@ -91,7 +91,10 @@ impl ContainerObject {
     #[zbus(out_args("exit_code", "finished_at"))]
     async fn wait(&self, condition: &str) -> Result<(i32, u64), SkiffError> {
         let cond: WaitCondition = condition.parse()?;
-        Ok(self.ctx.daemon.wait(&self.id, cond).await?)
+        crate::phase::mark2("wait-call", condition);
+        let r = self.ctx.daemon.wait(&self.id, cond).await?;
+        crate::phase::mark2("wait-reply", condition);
+        Ok(r)
     }
 
     /// Stops the container: its stop signal, then SIGKILL after `timeout` µs

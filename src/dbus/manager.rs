@@ -197,7 +197,9 @@ impl Manager {
         if flags & super::RUN_AUTO_REMOVE != 0 {
             cfg.auto_remove = true;
         }
+        crate::phase::mark("run-call");
         let (id, p) = self.create(server, &emitter, cfg).await?;
+        crate::phase::mark("created");
         if flags & super::RUN_KILL_ON_DISCONNECT != 0 {
             if let Some(sender) = hdr.sender() {
                 super::server::kill_on_disconnect(
@@ -213,6 +215,7 @@ impl Manager {
         } else {
             self.ctx.daemon.start(&id, stdio).await?;
         }
+        crate::phase::mark("run-reply");
         Ok((id, p))
     }
 

@@ -1,8 +1,9 @@
 //! The per-container monitor (conmon's role): a process of its own, in its own session,
-//! started by skiffd as `skiffd __monitor BUNDLE` under the name `skiff-monitor` (comm
-//! and argv[0]). It holds its bundle's lock ([`lock`]) for its whole life; the
-//! container's init dies with it (PR_SET_PDEATHSIG), and SIGTERM, SIGINT or SIGHUP make
-//! it kill the container and record why. It creates the container through the
+//! started by skiffd as `skiff-monitor __monitor BUNDLE` (its own small binary, or skiffd
+//! itself under that name when the binary is missing, see [`crate::daemon::Options`]).
+//! It holds its bundle's lock ([`lock`]) for its whole life; the container's init dies
+//! with it (PR_SET_PDEATHSIG), and SIGTERM, SIGINT or SIGHUP make it kill the container
+//! and record why. It creates the container through the
 //! runtime, holds the container's stdio (its own fds 0-2 are handed down), reaps the
 //! container's init, records the exit code atomically in the bundle's exit file and tells
 //! the daemon what happened through a status pipe (fd 3, one JSON object per line).
@@ -116,10 +117,24 @@ fn set_up_process() {
     }
 }
 
-/// Whether our parent process is named `name` (the daemon that spawned us).
-fn parent_named(name: &str) -> bool {
+/// The variable in which skiffd gives a monitor its own pid: the monitor starts nothing
+/// unless that daemon is still its parent (not secret; removed before anything runs).
+pub const PARENT_ENV: &str = "SKIFF_MONITOR_PARENT";
+
+/// Whether the daemon that spawned us is still our parent: the pid it gave in
+/// [`PARENT_ENV`] (taken out of the environment here); without one, a parent with our
+/// own name (`comm`), as when skiffd re-runs itself as the monitor.
+fn spawned_by_parent(own_comm: &str) -> bool {
     let ppid = nix::unistd::getppid();
-    std::fs::read_to_string(format!("/proc/{ppid}/comm")).is_ok_and(|c| c == name)
+    let given = std::env::var(PARENT_ENV).ok();
+    if given.is_some() {
+        // SAFETY: the monitor is single-threaded.
+        unsafe { std::env::remove_var(PARENT_ENV) };
+    }
+    match given.and_then(|p| p.parse::<i32>().ok()) {
+        Some(pid) => pid == ppid.as_raw(),
+        None => std::fs::read_to_string(format!("/proc/{ppid}/comm")).is_ok_and(|c| c == own_comm),
+    }
 }
 
 /// Why the container ended, when the monitor was told to end.
@@ -246,7 +261,8 @@ impl StatusPipe {
 /// Runs the monitor for the bundle; returns the monitor's own exit code (0 when the
 /// container's outcome was recorded).
 pub fn main(bundle: &Path) -> i32 {
-    // Our name as exec gave it: the daemon's, which spawned us (the same executable).
+    crate::phase::mark("monitor-main");
+    // Our name as exec gave it (the daemon's, when it re-ran itself as the monitor).
     let exe_name = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
     set_up_process();
     let mut pipe = StatusPipe::open();
@@ -262,10 +278,11 @@ pub fn main(bundle: &Path) -> i32 {
             return 1;
         }
     };
+    crate::phase::mark("monitor-locked");
     // A daemon that died before we held the lock could not see us, and its successor
     // may already have looked: then we were re-parented, and we start nothing. (Once we
     // hold the lock, a successor finds us through it.)
-    if !parent_named(&exe_name) {
+    if !spawned_by_parent(&exe_name) {
         pipe.send(&Status::Failed {
             code: runtime::exec::EXIT_SETUP_FAILED,
             message: "skiffd ended before the container's monitor started".into(),
@@ -289,7 +306,9 @@ pub fn main(bundle: &Path) -> i32 {
         finished_at: now_us(),
         error,
     };
-    let written = fsutil::atomic_write_json(&exit_path(bundle), &rec).is_ok();
+    // In the bundle, in the runtime directory: atomic, no fsyncs (see fsutil).
+    let written = fsutil::replace_file_json(&exit_path(bundle), &rec).is_ok();
+    crate::phase::mark("exit-file-written");
     pipe.send(&Status::Exited { code });
     if written {
         0
@@ -338,6 +357,7 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     } else {
         None
     };
+    crate::phase::mark("monitor-prepared");
     // The network helper is our child; dropping it stops it and removes its files.
     let mut net: Option<Box<dyn crate::netns::Helper>> = None;
     let started = runtime::create::create_and_start_with(&spec, &cfg.rootfs, &mut |pid| {
@@ -349,6 +369,7 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         if let Some(plan) = &cfg.network {
             net = crate::netns::connect(plan, pid.as_raw())
                 .map_err(|e| runtime::Error::Setup(e.to_string()))?;
+            crate::phase::mark("network-connected");
         }
         Ok(())
     })?;
@@ -358,6 +379,7 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         // Told to end while the container was being created.
         let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
     }
+    crate::phase::mark("container-started");
     pipe.send(&Status::Started { pid: init.as_raw() });
     let mut io = None;
     if logged {
@@ -378,6 +400,7 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         io = Some(l);
     }
     let code = runtime::wait_exit_code(init);
+    crate::phase::mark("init-exited");
     if let Some((dir, kill_file)) = cgroup {
         // Whatever the container left behind (processes that escaped its pid namespace's
         // end, e.g. in a frozen state) goes with it.
