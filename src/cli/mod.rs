@@ -5,6 +5,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod attach;
+pub mod commit;
 pub mod connect;
 pub mod containers;
 pub mod control;
@@ -336,6 +337,8 @@ pub enum Command {
     /// Copy files between a container (running or stopped) and the host: SRC and DEST
     /// are CONTAINER:PATH or a local path; - is a tar on stdin (SRC) or stdout (DEST).
     Cp(cp::CpArgs),
+    /// Create a new image from a container's changes (running or stopped).
+    Commit(commit::CommitArgs),
     /// Stream events (docker's vocabulary) until interrupted.
     Events {
         /// Filter: type=, event=, container= (id or name).
@@ -556,6 +559,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             control::logs(&conn, &container, opts).await
         }
         Command::Cp(a) => cp::cp(&conn, &a).await,
+        Command::Commit(a) => commit::commit(&conn, &a).await,
         Command::Events { filters, format } => control::events(&conn, &filters, &format).await,
         Command::Images(a)
         | Command::Image {

@@ -497,6 +497,7 @@ impl Manager {
             "mounts".into(),
             "volumes".into(),
             "copy".into(),
+            "commit".into(),
         ]
     }
 

@@ -134,6 +134,9 @@ pub trait Container {
         options: HashMap<&str, OwnedVariant>,
     ) -> zbus::Result<()>;
     /// See the server side.
+    fn commit(&self, reference: &str, options: HashMap<&str, OwnedVariant>)
+        -> zbus::Result<String>;
+    /// See the server side.
     fn stop(&self, timeout: u64, flags: u64) -> zbus::Result<()>;
     /// See the server side.
     fn restart(&self, timeout: u64, flags: u64) -> zbus::Result<()>;
