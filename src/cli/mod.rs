@@ -5,6 +5,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod attach;
+pub mod build;
 pub mod commit;
 pub mod connect;
 pub mod containers;
@@ -339,6 +340,8 @@ pub enum Command {
     Cp(cp::CpArgs),
     /// Create a new image from a container's changes (running or stopped).
     Commit(commit::CommitArgs),
+    /// Build an image from a Dockerfile and a context directory (or a tar on stdin).
+    Build(build::BuildArgs),
     /// Stream events (docker's vocabulary) until interrupted.
     Events {
         /// Filter: type=, event=, container= (id or name).
@@ -560,6 +563,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Cp(a) => cp::cp(&conn, &a).await,
         Command::Commit(a) => commit::commit(&conn, &a).await,
+        Command::Build(a) => build::build(&conn, &a).await,
         Command::Events { filters, format } => control::events(&conn, &filters, &format).await,
         Command::Images(a)
         | Command::Image {

@@ -219,11 +219,17 @@ impl Daemon {
         let vfs_lower = (self.inner.opts.driver == RootfsDriver::Vfs)
             .then(|| self.inner.images.layer_dirs(parent));
         let blob = self.run_commit_helper(upper, vfs_lower).await?;
+        self.install_tar_blob(blob).await
+    }
+
+    /// Extracts the uncompressed layer tar `blob` (just written to the store) as a store
+    /// layer, checking that it extracts to its own digest.
+    pub(crate) async fn install_tar_blob(&self, blob: LayerRef) -> Result<NewLayer, Error> {
         let (staging, stats) = self.unpack_blob(&blob.digest, None).await?;
         if stats.diff_id != blob.digest {
             self.remove_tree(&staging.dir).await;
             return Err(Error::Internal(format!(
-                "the committed layer's tar has digest {} but extracted as {}",
+                "the layer's tar has digest {} but extracted as {}",
                 blob.digest, stats.diff_id
             )));
         }

@@ -10,6 +10,7 @@
 //! user namespace when they belong to subordinate ids).
 
 pub mod archives;
+pub mod build;
 pub mod commit;
 pub mod config;
 pub mod container;

@@ -4,6 +4,7 @@
 //! `gate`; it also turns the backend's events into signals and keeps one object per container,
 //! image and job.
 
+pub mod build;
 pub mod caller;
 pub mod container;
 pub mod convert;

@@ -66,6 +66,13 @@ pub trait Manager {
         options: HashMap<&str, OwnedVariant>,
     ) -> zbus::Result<(u32, OwnedObjectPath)>;
     /// See the server side.
+    fn build_image(
+        &self,
+        context: zbus::Fd<'_>,
+        output: zbus::Fd<'_>,
+        options: HashMap<&str, OwnedVariant>,
+    ) -> zbus::Result<(u32, OwnedObjectPath)>;
+    /// See the server side.
     fn load_image(
         &self,
         archive: zbus::Fd<'_>,

@@ -273,13 +273,14 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The image's merged tree, read from its layer directories (top first, in the store's
 /// form: 0/0 character devices are whiteouts, opaque directories hide what is below).
-struct Lower<'a> {
-    layers: &'a [PathBuf],
+pub struct Lower<'a> {
+    /// The layer trees, top first.
+    pub layers: &'a [PathBuf],
 }
 
 impl Lower<'_> {
     /// The layer path that holds `rel` in the merged view, if any.
-    fn lookup(&self, rel: &Path) -> Option<PathBuf> {
+    pub fn lookup(&self, rel: &Path) -> Option<PathBuf> {
         let comps: Vec<_> = rel.components().collect();
         for layer in self.layers {
             let mut cur = layer.clone();
@@ -307,7 +308,7 @@ impl Lower<'_> {
     }
 
     /// The names the merged view has in directory `rel`.
-    fn children(&self, rel: &Path) -> Vec<OsString> {
+    pub fn children(&self, rel: &Path) -> Vec<OsString> {
         let mut names = BTreeSet::new();
         for layer in self.layers {
             if let Ok(rd) = fs::read_dir(layer.join(rel)) {
