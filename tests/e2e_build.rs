@@ -352,3 +352,41 @@ fn hostile_contexts_and_errors() {
     // No build container is left behind.
     assert_eq!(ok(&env, &["ps", "-a", "-q"]), "");
 }
+
+#[test]
+fn ctrl_c_cancels_the_running_step() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let ctx = context(
+        &env,
+        "slow",
+        &[(
+            "Dockerfile",
+            "FROM demo/busybox\nRUN echo step-$((1+1))-started; sleep 1000\n",
+        )],
+    );
+    let mut child = env
+        .skiff_cmd(&["build", "-t", "me/cancelled", ctx.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The RUN's own output: its container runs.
+    assert!(
+        lines.any(|l| l.unwrap_or_default() == "step-2-started"),
+        "{}",
+        env.daemon_log()
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("the build was cancelled"),
+        "{}",
+        stderr(&out)
+    );
+    // Its container is removed, nothing is tagged.
+    assert!(env.eventually(20, || ok(&env, &["ps", "-a", "-q"]).is_empty()));
+    fails(&env, &["image", "inspect", "me/cancelled"], "");
+}

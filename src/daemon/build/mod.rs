@@ -398,6 +398,13 @@ impl Daemon {
                          program in first, or build FROM an image",
                     ));
                 };
+                if let Some((f, _)) = i.flags.iter().find(|(f, _)| f != "network") {
+                    return Err(df_err(
+                        opts,
+                        i,
+                        format!("--{f} is not supported (RUN takes --network=MODE)"),
+                    ));
+                }
                 let cmd = match &i.args {
                     Args::Exec(v) => v.clone(),
                     Args::Shell(s) => {
@@ -427,13 +434,14 @@ impl Daemon {
                 if self.try_cache(&key, opts, st, out)? {
                     return Ok(());
                 }
-                let layer =
-                    self.run_step(&parent, &cmd, &arg_env, out)
-                        .await
-                        .map_err(|e| match e {
-                            Error::Runtime(m) => df_err(opts, i, m),
-                            other => other,
-                        })?;
+                let network = i.flag("network").map(str::to_string);
+                let layer = self
+                    .run_step(&parent, &cmd, &arg_env, network, out)
+                    .await
+                    .map_err(|e| match e {
+                        Error::Runtime(m) => df_err(opts, i, m),
+                        other => other,
+                    })?;
                 let created_by = match &i.args {
                     Args::Shell(s) => format!("{} {s}", st.shell.join(" ")),
                     Args::Exec(v) => v.join(" "),

@@ -28,7 +28,7 @@ impl Drop for RunGuard {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let daemon = self.daemon.clone();
             rt.spawn(async move {
-                if let Err(e) = daemon.remove(&id, true).await {
+                if let Err(e) = daemon.remove_with(&id, true, true).await {
                     tracing::warn!("removing the build container {id}: {e}");
                 }
             });
@@ -43,13 +43,15 @@ fn dev_null() -> Result<OwnedFd, Error> {
 }
 
 impl Daemon {
-    /// Runs `cmd` in a container of `parent` with the build args `arg_env`, its output
-    /// to the client, and commits its changes as a layer.
+    /// Runs `cmd` in a container of `parent` with the build args `arg_env` (on
+    /// `network`, default the daemon's), its output to the client, and commits its
+    /// changes as a layer; the container and its anonymous volumes are removed.
     pub(super) async fn run_step(
         &self,
         parent: &ImageRecord,
         cmd: &[String],
         arg_env: &[String],
+        network: Option<String>,
         out: &mut Out,
     ) -> Result<NewLayer, Error> {
         let cfg = ContainerConfig {
@@ -57,6 +59,7 @@ impl Daemon {
             command: Some(cmd.to_vec()),
             entrypoint: Some(Vec::new()),
             env: arg_env.to_vec(),
+            network,
             ..ContainerConfig::default()
         };
         let id = self.create(cfg).await?;
@@ -90,7 +93,7 @@ impl Daemon {
         let c = self.lookup(&id)?;
         let layer = self.layer_of_container(&c.dir, parent).await?;
         guard.id = None;
-        self.remove(&id, true).await?;
+        self.remove_with(&id, true, true).await?;
         Ok(layer)
     }
 
