@@ -342,13 +342,59 @@ fn hostile_contexts_and_errors() {
     );
     fails(&env, &["image", "inspect", "me/never"], "");
     assert!(Path::new(c).exists());
-    // Remote sources: a clear error.
+    // ADD of a URL fetches it (a server on loopback); an unreachable one is a clear
+    // error; COPY takes no URL.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let body = "fetched\n";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
     fs::write(
         ctx.join("Dockerfile"),
-        "FROM demo/busybox\nADD https://example.com/f /f\n",
+        format!("FROM demo/busybox\nADD http://127.0.0.1:{port}/dir/file.txt /dl/\n"),
     )
     .unwrap();
-    fails(&env, &["build", c], "remote sources are not supported");
+    ok(&env, &["build", "-t", "me/url", c]);
+    assert_eq!(
+        ok(
+            &env,
+            &[
+                "run",
+                "--rm",
+                "me/url",
+                "stat",
+                "-c",
+                "%a %s",
+                "/dl/file.txt"
+            ]
+        ),
+        "600 8\n"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().port();
+    drop(closed);
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM demo/busybox\nADD http://127.0.0.1:{dead}/f /f\n"),
+    )
+    .unwrap();
+    fails(&env, &["build", c], "cannot fetch it");
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM demo/busybox\nCOPY http://127.0.0.1/f /f\n",
+    )
+    .unwrap();
+    fails(&env, &["build", c], "ADD fetches URLs");
     // No build container is left behind.
     assert_eq!(ok(&env, &["ps", "-a", "-q"]), "");
 }

@@ -36,6 +36,36 @@ impl Drop for RunGuard {
     }
 }
 
+/// The most an ADD of a URL downloads.
+const MAX_FETCH: u64 = 8 << 30;
+
+/// Downloads `url` into the new file `to` (mode 0600).
+async fn fetch(url: &str, to: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fail = |e: &dyn std::fmt::Display| format!("{url}: cannot fetch it: {e}");
+    let client = reqwest::Client::builder().build().map_err(|e| fail(&e))?;
+    let mut resp = client.get(url).send().await.map_err(|e| fail(&e))?;
+    if !resp.status().is_success() {
+        return Err(fail(&format!("the server answered {}", resp.status())));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(|e| fail(&e))?;
+    let mut total = 0u64;
+    while let Some(chunk) = resp.chunk().await.map_err(|e| fail(&e))? {
+        total += chunk.len() as u64;
+        if total > MAX_FETCH {
+            return Err(fail(&format!("it is larger than {MAX_FETCH} bytes")));
+        }
+        f.write_all(&chunk).map_err(|e| fail(&e))?;
+    }
+    Ok(())
+}
+
 fn dev_null() -> Result<OwnedFd, Error> {
     File::open("/dev/null")
         .map(OwnedFd::from)
@@ -129,15 +159,13 @@ impl Daemon {
         }
         let (srcs, dest) = words.split_at(words.len() - 1);
         let dest = &dest[0];
+        let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
         for s in srcs {
-            if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@") {
+            if s.starts_with("git@") || (is_url(s) && i.cmd == "COPY") {
                 return Err(df_err(
                     opts,
                     i,
-                    format!(
-                        "{s}: remote sources are not supported yet; download the file into \
-                         the build context and COPY it"
-                    ),
+                    format!("{s}: COPY takes files of the build context; ADD fetches URLs"),
                 ));
             }
         }
@@ -209,7 +237,38 @@ impl Daemon {
             },
         };
         let is_add = i.cmd == "ADD";
-        let (ctx, srcs2, dest2) = (ctx.to_path_buf(), srcs.to_vec(), dest_rel.clone());
+        // ADD of URLs: fetched into the build directory, then copied as files (0600,
+        // as docker), keyed by their content like any source.
+        let mut fetched = Vec::new();
+        let mut local = Vec::new();
+        for (n, s) in srcs.iter().enumerate() {
+            if !is_url(s) {
+                local.push(s.clone());
+                continue;
+            }
+            let file = ctx
+                .parent()
+                .unwrap_or(ctx)
+                .join(format!("remote-{}-{n}", i.line));
+            fetch(s, &file).await.map_err(|e| df_err(opts, i, e))?;
+            let name = s
+                .split(['?', '#'])
+                .next()
+                .and_then(|u| u.rsplit('/').next())
+                .filter(|b| !b.is_empty())
+                .unwrap_or("index.html")
+                .to_string();
+            let target = if dest_is_dir {
+                dest_rel.join(name)
+            } else {
+                dest_rel.clone()
+            };
+            fetched.push(Item {
+                host: file,
+                dest: target,
+            });
+        }
+        let (ctx, srcs2, dest2) = (ctx.to_path_buf(), local, dest_rel.clone());
         let ignore_text = ignore.clone();
         let (items, archives, sum) = tokio::task::spawn_blocking(move || {
             let ignore = ignore_text;
@@ -220,7 +279,7 @@ impl Daemon {
                     ignore: &ignore,
                 },
             };
-            let mut items = Vec::new();
+            let mut items = fetched;
             let mut archives = Vec::new();
             for s in &srcs2 {
                 let mut one = Vec::new();
