@@ -68,10 +68,18 @@ pub(crate) struct Out(Option<File>);
 
 impl Out {
     pub(crate) fn line(&mut self, s: &str) {
-        if let Some(f) = &mut self.0 {
-            if writeln!(f, "{s}").is_err() {
-                self.0 = None;
-            }
+        let Some(f) = &mut self.0 else { return };
+        // A client that stops reading stalls its build (as RUN's output would), not a
+        // runtime thread other requests need.
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let written = if multi {
+            tokio::task::block_in_place(|| writeln!(f, "{s}"))
+        } else {
+            writeln!(f, "{s}")
+        };
+        if written.is_err() {
+            self.0 = None;
         }
     }
 
