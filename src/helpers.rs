@@ -194,7 +194,15 @@ pub fn commit_main() -> i32 {
         let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
         let written = match &spec.vfs_lower {
             Some(lower) => image::layer_diff::write_vfs_diff(out, &spec.upper, lower),
-            None => image::layer_diff::write_upper(out, &spec.upper),
+            // The upper directory becomes our root: a running container that swaps a
+            // file or directory for a symlink while it is read cannot lead us out of it.
+            None => match nix::unistd::chroot(&spec.upper).and_then(|()| nix::unistd::chdir("/")) {
+                Ok(()) => image::layer_diff::write_upper(out, std::path::Path::new("/")),
+                Err(e) => Err(image::Error::io(
+                    "entering the container's upper directory",
+                    e.into(),
+                )),
+            },
         };
         match written.and_then(|mut w| {
             w.flush()

@@ -16,13 +16,18 @@
 //! symlinks as links, xattrs as `SCHILY.xattr.*` PAX records (but the overlays' own
 //! `user.overlay.*`, `trusted.overlay.*`, `user.skiff.*`), and write entries in name
 //! order, so the same tree gives the same layer digest. Sockets are skipped.
+//!
+//! A running container may change its upper directory while it is read: the helper
+//! walks the overlay drivers' upper directory as its root (`chroot`), and opens files
+//! with `O_NOFOLLOW`. (The vfs copy is walked by path: a running vfs container swapping
+//! a directory for a symlink mid-walk is not contained; commit it stopped.)
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use tar::{Builder, EntryType, Header, HeaderMode};
@@ -192,7 +197,12 @@ impl<W: Write> LayerWriter<W> {
             h.set_size(0);
             self.b.append_link(&mut h, name, target).map_err(ctx)
         } else if ft.is_file() {
-            let f = File::open(path).map_err(io_err("opening", path))?;
+            // Not through a symlink put there since the walk saw a file.
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(io_err("opening", path))?;
             // The size read now: a file growing while archived is cut to it.
             self.b
                 .append_data(&mut h, name, f.take(m.len()))
