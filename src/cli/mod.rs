@@ -6,6 +6,8 @@
 
 pub mod aliases;
 pub mod attach;
+pub mod build;
+pub mod commit;
 pub mod completion;
 pub mod connect;
 pub mod containers;
@@ -357,6 +359,10 @@ pub enum Command {
     /// Copy files between a container (running or stopped) and the host: SRC and DEST
     /// are CONTAINER:PATH or a local path; - is a tar on stdin (SRC) or stdout (DEST).
     Cp(cp::CpArgs),
+    /// Create a new image from a container's changes (running or stopped).
+    Commit(commit::CommitArgs),
+    /// Build an image from a Dockerfile and a context directory (or a tar on stdin).
+    Build(build::BuildArgs),
     /// Stream events (docker's vocabulary) until interrupted.
     Events {
         /// Filter: type=, event=, container= (id or name).
@@ -622,6 +628,8 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             control::logs(&conn, &container, opts).await
         }
         Command::Cp(a) => cp::cp(&conn, &a).await,
+        Command::Commit(a) => commit::commit(&conn, &a).await,
+        Command::Build(a) => build::build(&conn, &a).await,
         Command::Events { filters, format } => {
             control::events(&conn, &filters, format.as_deref()).await
         }

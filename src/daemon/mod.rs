@@ -10,6 +10,8 @@
 //! user namespace when they belong to subordinate ids).
 
 pub mod archives;
+pub mod build;
+pub mod commit;
 pub mod config;
 pub mod container;
 pub mod control;
@@ -19,6 +21,7 @@ pub mod events;
 pub mod exec;
 mod failed_jobs;
 pub mod filters;
+mod freeze;
 pub mod helper;
 pub mod images;
 pub mod initbin;

@@ -287,6 +287,59 @@ impl ContainerObject {
         super::convert::stats_dict(&rec, sample.as_ref())
     }
 
+    /// Commits the container's changes (running or stopped) as a new image named
+    /// `reference` ("" for an untagged one). Options: `changes` (as): Dockerfile
+    /// instructions applied to the image config (CMD, ENTRYPOINT, ENV, WORKDIR, USER,
+    /// LABEL, EXPOSE, VOLUME, STOPSIGNAL); `message` (s), `author` (s): the history
+    /// entry's comment and author; `pause` (b, default true): freeze a running
+    /// container while its layer is read, where it has a cgroup scope of its own.
+    /// Returns the new image's id.
+    #[zbus(out_args("image_id"))]
+    async fn commit(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(object_server)] server: &zbus::ObjectServer,
+        reference: &str,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<String, SkiffError> {
+        let mut opts = crate::daemon::commit::CommitOptions {
+            reference: Some(reference.to_string()),
+            pause: true,
+            ..Default::default()
+        };
+        for (k, v) in &options {
+            match (k.as_str(), &**v) {
+                ("message", Variant::Str(s)) => opts.message = Some(s.to_string()),
+                ("author", Variant::Str(s)) => opts.author = Some(s.to_string()),
+                ("pause", Variant::Bool(b)) => opts.pause = *b,
+                ("changes", v) => {
+                    let list: Vec<String> = v
+                        .try_clone()
+                        .ok()
+                        .and_then(|v| v.try_into().ok())
+                        .ok_or_else(|| {
+                            SkiffError::invalid_args(
+                                "option \"changes\" must be an array of strings",
+                            )
+                        })?;
+                    for c in &list {
+                        crate::image::changes::apply_change(&mut opts.changes, c)
+                            .map_err(|e| SkiffError::invalid_args(e.to_string()))?;
+                    }
+                }
+                (other, _) => {
+                    return Err(SkiffError::invalid_args(format!(
+                        "unknown or mistyped commit option {other:?} (known: changes as, \
+                         message s, author s, pause b)"
+                    )))
+                }
+            }
+        }
+        let rec = self.ctx.daemon.commit_container(&self.id, opts).await?;
+        super::image::register_image(&self.ctx, server, conn, &rec.id).await;
+        Ok(rec.id)
+    }
+
     /// Docker-shaped JSON: Id, Name, State{...}, Config, HostConfig.
     async fn inspect(&self) -> Result<String, SkiffError> {
         let v = self.ctx.daemon.inspect(&self.id)?;

@@ -280,6 +280,28 @@ impl Manager {
         .await
     }
 
+    /// Builds an image from the build context tar read from `context` (plain or gzip),
+    /// writing progress (`STEP n/m: …`, RUN output, `--> Using cache …`, the id) to
+    /// `output`. Options: `dockerfile` (s: its text; default `Dockerfile` of the
+    /// context), `dockerfile-name` (s, for errors), `tags` (as), `build-args` (as,
+    /// NAME=VALUE), `target` (s), `no-cache` (b), `wait` (b). Returns the job; its
+    /// `Wait()` gives the image id; `Cancel()` stops the running step.
+    #[zbus(out_args("job_id", "job"))]
+    async fn build_image(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        context: zbus::OwnedFd,
+        output: zbus::OwnedFd,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(u32, OwnedObjectPath), SkiffError> {
+        let context: OwnedFd = super::stdio::received(context);
+        check_fd(&context, "context")?;
+        let output: OwnedFd = super::stdio::received(output);
+        check_fd(&output, "output")?;
+        super::build::start_build(&self.ctx, conn, server, context, output, options).await
+    }
+
     /// Loads the images of an archive: a docker-archive or oci-archive (tar, plain or
     /// gzip; a pipe is fine) or an open OCI layout directory. Options: `wait` (b).
     /// Returns the job; its `Wait()` gives the loaded image ids, comma-separated.
@@ -508,6 +530,13 @@ impl Manager {
             "mounts".into(),
             "volumes".into(),
             "copy".into(),
+            "commit".into(),
+            "build".into(),
+            "top".into(),
+            "stats".into(),
+            "disk-usage".into(),
+            "pause".into(),
+            "limits".into(),
         ]
     }
 

@@ -71,6 +71,13 @@ pub trait Manager {
         options: HashMap<&str, OwnedVariant>,
     ) -> zbus::Result<(u32, OwnedObjectPath)>;
     /// See the server side.
+    fn build_image(
+        &self,
+        context: zbus::Fd<'_>,
+        output: zbus::Fd<'_>,
+        options: HashMap<&str, OwnedVariant>,
+    ) -> zbus::Result<(u32, OwnedObjectPath)>;
+    /// See the server side.
     fn load_image(
         &self,
         archive: zbus::Fd<'_>,
@@ -142,6 +149,9 @@ pub trait Container {
         output: zbus::Fd<'_>,
         options: HashMap<&str, OwnedVariant>,
     ) -> zbus::Result<()>;
+    /// See the server side.
+    fn commit(&self, reference: &str, options: HashMap<&str, OwnedVariant>)
+        -> zbus::Result<String>;
     /// See the server side.
     fn stop(&self, timeout: u64, flags: u64) -> zbus::Result<()>;
     /// See the server side.
