@@ -46,7 +46,7 @@ pub mod usage;
 pub mod volume_ops;
 pub mod volumes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -345,19 +345,41 @@ impl Daemon {
 
     /// Docker-shaped inspect JSON.
     pub fn inspect(&self, name_or_id: &str) -> Result<serde_json::Value, Error> {
+        self.inspect_cached(name_or_id, &mut HashMap::new())
+    }
+
+    /// Docker-shaped inspect JSON of several containers (`ps`): each image's config is
+    /// read once, not once per container. Containers gone meanwhile are left out.
+    pub fn inspect_many<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<serde_json::Value> {
+        let mut exposed = HashMap::new();
+        ids.into_iter()
+            .filter_map(|id| self.inspect_cached(id, &mut exposed).ok())
+            .collect()
+    }
+
+    /// [`Daemon::inspect`], with the image EXPOSE ports already read kept in `exposed`.
+    fn inspect_cached(
+        &self,
+        name_or_id: &str,
+        exposed: &mut HashMap<String, Vec<String>>,
+    ) -> Result<serde_json::Value, Error> {
         let c = self.lookup(name_or_id)?;
         let rec = c.snapshot();
         let mut v = container::inspect_json(&rec, &rec.config.image);
         // The image's EXPOSE ports (a container outlives nothing of its image: an image
         // gone missing only leaves them out).
-        let image_exposed: Vec<String> = self
-            .inner
-            .images
-            .config(&rec.image_id)
-            .ok()
-            .and_then(|c| c.config().as_ref().and_then(|c| c.exposed_ports().clone()))
-            .unwrap_or_default();
-        network::extend_exposed(&mut v, &rec, &image_exposed);
+        let image_exposed = exposed.entry(rec.image_id.clone()).or_insert_with(|| {
+            self.inner
+                .images
+                .config(&rec.image_id)
+                .ok()
+                .and_then(|c| c.config().as_ref().and_then(|c| c.exposed_ports().clone()))
+                .unwrap_or_default()
+        });
+        network::extend_exposed(&mut v, &rec, image_exposed);
         v["LogPath"] = supervise::log_path(&c.dir).display().to_string().into();
         v["Mounts"] = self.inspect_mounts(&rec);
         Ok(v)

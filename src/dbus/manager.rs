@@ -128,11 +128,11 @@ impl Manager {
         filters: Vec<String>,
         flags: u64,
     ) -> Result<String, SkiffError> {
-        let all: Vec<serde_json::Value> = self
-            .select(&filters, flags)?
-            .into_iter()
-            .filter_map(|r| self.ctx.daemon.inspect(&r.id).ok())
-            .collect();
+        let recs = self.select(&filters, flags)?;
+        let all = self
+            .ctx
+            .daemon
+            .inspect_many(recs.iter().map(|r| r.id.as_str()));
         serde_json::to_string(&all).map_err(|e| SkiffError::Failed(e.to_string()))
     }
 
