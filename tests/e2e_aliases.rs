@@ -387,8 +387,10 @@ fn completion_scripts_load_and_complete_names() {
             }
         }
     }
+    // A usage error, as every other one: docker's 125, naming the value.
     let bad = env.skiff(&["completion", "tcsh"]);
-    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(stderr(&bad).contains("tcsh"), "{}", stderr(&bad));
 }
 
 #[test]

@@ -143,8 +143,15 @@ fn instructions_substitution_and_cache() {
         4,
         "{img}"
     );
-    let history: serde_json::Value =
-        serde_json::from_str(&ok(&env, &["history", "--format", "json", "me/app:1"])).unwrap();
+    let history: serde_json::Value = serde_json::Value::Array(
+        ok(
+            &env,
+            &["history", "--no-trunc", "--format", "json", "me/app:1"],
+        )
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect(),
+    );
     let by: Vec<String> = history
         .as_array()
         .unwrap()

@@ -222,8 +222,15 @@ fn commit_changes_message_author_and_history() {
         2,
         "{img}"
     );
-    let history: serde_json::Value =
-        serde_json::from_str(&ok(&env, &["history", "--format", "json", "me/changed"])).unwrap();
+    let history: serde_json::Value = serde_json::Value::Array(
+        ok(
+            &env,
+            &["history", "--no-trunc", "--format", "json", "me/changed"],
+        )
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect(),
+    );
     let newest = &history[0];
     assert_eq!(newest["Comment"], "added f", "{history}");
     assert!(

@@ -510,18 +510,18 @@ fn system_prune_removes_exactly_what_it_says() {
     // -a: every image no container uses; the running container's stays.
     let a = env.skiff(&["system", "prune", "-a", "-f"]);
     assert!(a.status.success(), "{}", stderr(&a));
+    // docker's `images --format json`: one row per line, untagged ones as <none>.
     let left = stdout(&env.skiff(&["images", "--format", "json"]));
-    let left: serde_json::Value = serde_json::from_str(&left).unwrap();
-    let tags: Vec<&str> = left
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|i| {
-            i["RepoTags"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_str().unwrap())
+    let tags: Vec<String> = left
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|i| i["Tag"] != "<none>")
+        .map(|i| {
+            format!(
+                "{}:{}",
+                i["Repository"].as_str().unwrap(),
+                i["Tag"].as_str().unwrap()
+            )
         })
         .collect();
     assert_eq!(tags.len(), 1, "{tags:?}");
