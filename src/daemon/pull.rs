@@ -86,6 +86,7 @@ impl Daemon {
                 default_auth_files: auth::default_auth_files(),
             },
             platform,
+            platform_explicit: req.platform.as_deref().is_some_and(|p| !p.is_empty()),
             max_parallel: MAX_PARALLEL_DOWNLOADS,
         };
         tracing::info!("pulling {reference}");

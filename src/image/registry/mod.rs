@@ -80,6 +80,20 @@ pub enum Error {
         available: Vec<String>,
     },
 
+    /// A single-platform image (no index) for another platform than the one asked for.
+    #[error(
+        "{reference} has no image for the platform {wanted}: the registry has only an image \
+         for {actual}; pull it without --platform, or choose --platform {actual}"
+    )]
+    PlatformMismatch {
+        /// The reference asked for.
+        reference: String,
+        /// The platform asked for.
+        wanted: String,
+        /// The platform of the image the registry has.
+        actual: String,
+    },
+
     /// `--platform` is malformed.
     #[error("invalid platform {platform:?}: {reason}")]
     InvalidPlatform {
