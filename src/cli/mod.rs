@@ -5,6 +5,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod attach;
+pub mod autopull;
 pub mod connect;
 pub mod containers;
 pub mod control;
@@ -142,6 +143,9 @@ pub struct CreateArgs {
     /// Confinement flags.
     #[command(flatten)]
     pub security: security_args::SecurityArgs,
+    /// `--pull` and `--platform`.
+    #[command(flatten)]
+    pub pull: autopull::PullFlags,
     /// The image.
     pub image: String,
     /// The command and its arguments (default: the image's CMD).
@@ -476,8 +480,14 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             sig_proxy,
             args,
             ..
-        } => containers::run(&conn, args, rm, detach, sig_proxy).await,
-        Command::Create { args, .. } => containers::create(&conn, args).await,
+        } => {
+            autopull::ensure_image(&conn, &args.image, &args.pull).await?;
+            containers::run(&conn, args, rm, detach, sig_proxy).await
+        }
+        Command::Create { args, .. } => {
+            autopull::ensure_image(&conn, &args.image, &args.pull).await?;
+            containers::create(&conn, args).await
+        }
         Command::Start {
             attach: true,
             interactive,
