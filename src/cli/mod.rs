@@ -16,6 +16,7 @@ pub mod envfile;
 pub mod exec;
 pub mod image_args;
 pub mod images;
+pub mod login;
 pub mod output;
 pub mod progress;
 pub mod pull;
@@ -390,6 +391,10 @@ pub enum Command {
     },
     /// Show the daemon's setup (storage driver, id maps, warnings).
     Info,
+    /// Log in to a registry: check the credentials and store them for pull and push.
+    Login(login::LoginArgs),
+    /// Remove a registry's stored credentials (--all: every registry's).
+    Logout(login::LogoutArgs),
     /// Volume commands.
     Volume {
         /// The volume command.
@@ -471,6 +476,11 @@ pub async fn run(cli: Cli) -> i32 {
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     if let Command::Doctor { format } = &cli.command {
         return doctor::doctor(format.as_deref());
+    }
+    match &cli.command {
+        Command::Login(a) => return login::login(a).await,
+        Command::Logout(a) => return login::logout(a),
+        _ => {}
     }
     let conn = connect::connect(cli.bus_address.as_deref()).await?;
     match cli.command {
@@ -618,6 +628,8 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             pull::pull(&conn, a).await
         }
         Command::Info => images::info(&conn).await,
+        Command::Login(a) => login::login(&a).await,
+        Command::Logout(a) => login::logout(&a),
         Command::Volume { command } => volumes::run(&conn, command).await,
         Command::Doctor { format } => doctor::doctor(format.as_deref()),
         Command::Port { container, port } => {

@@ -74,7 +74,7 @@ pub fn is_loopback(domain: &str) -> bool {
     }
 }
 
-fn install_crypto_provider() {
+pub(super) fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Fails only if another provider is installed already, which is just as good.
@@ -272,7 +272,7 @@ impl Repo {
 }
 
 /// A reqwest failure as unreachable or TLS trouble.
-fn transport_error(registry: &str, e: &(dyn std::error::Error + 'static)) -> Error {
+pub(super) fn transport_error(registry: &str, e: &(dyn std::error::Error + 'static)) -> Error {
     let mut chain = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod login;
 pub mod platform;
 pub mod pull;
 
@@ -42,6 +43,27 @@ pub enum Error {
         detail: String,
         /// The auth file the refused credentials came from (None: we sent none).
         authfile: Option<PathBuf>,
+    },
+
+    /// `login` with a user name and password the registry refused: nothing was stored.
+    #[error(
+        "the registry {registry} refused the user name and password ({detail}); nothing \
+         was stored: check them and log in again"
+    )]
+    LoginRefused {
+        /// The registry host.
+        registry: String,
+        /// What the registry said.
+        detail: String,
+    },
+
+    /// A registry name (login, logout) that is not `HOST[:PORT]`.
+    #[error("invalid registry {registry:?}: {reason}")]
+    InvalidRegistry {
+        /// As given.
+        registry: String,
+        /// What is wrong.
+        reason: String,
     },
 
     /// The registry cannot be reached (DNS, connection refused, timeout).

@@ -1,0 +1,146 @@
+//! End to end: `skiff login`/`logout` and `skiff push` against a real docker-registry on
+//! 127.0.0.1 with basic and with token auth, as the unprivileged user.
+
+mod common;
+mod registry_support;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use common::{stderr, stdout, Env};
+use registry_support::{Auth, Registry};
+
+/// `skiff login -u USER --password-stdin ARGS...` with `password` on stdin.
+fn login(env: &Env, user: &str, password: &str, args: &[&str]) -> Output {
+    let mut all = vec!["login", "-u", user, "--password-stdin"];
+    all.extend_from_slice(args);
+    let mut child = env
+        .skiff_cmd(&all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(env: &Env, args: &[&str]) -> (String, String) {
+    let out = env.skiff(args);
+    assert!(
+        out.status.success(),
+        "skiff {args:?} failed: {}\n{}",
+        stderr(&out),
+        env.daemon_log()
+    );
+    (stdout(&out), stderr(&out))
+}
+
+fn auths(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn check_login(auth: Auth, user: &str, password: &str) {
+    let env = Env::new();
+    let reg = Registry::start(&env.dir.path().join("reg"), auth);
+    let file = env.dir.path().join("runtime/containers/auth.json");
+
+    let out = login(&env, user, "wrong", &[&reg.addr]);
+    assert!(!out.status.success(), "a wrong password was accepted");
+    let e = stderr(&out);
+    assert!(e.contains("refused the user name and password"), "{e}");
+    assert!(!file.exists(), "nothing stored after a refusal");
+    let out = login(&env, "mallory", password, &[&reg.addr]);
+    assert!(!out.status.success(), "a wrong user was accepted");
+
+    let out = login(&env, user, password, &[&reg.addr]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Login Succeeded"), "{}", stdout(&out));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the auth file is private");
+    use base64::Engine;
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    assert_eq!(auths(&file)["auths"][&reg.addr]["auth"], expected.as_str());
+
+    // --authfile writes there instead, and logout removes the entry.
+    let other = env.dir.path().join("other/auth.json");
+    let out = login(
+        &env,
+        user,
+        password,
+        &["--authfile", other.to_str().unwrap(), &reg.addr],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(auths(&other)["auths"][&reg.addr].is_object());
+    ok(
+        &env,
+        &["logout", "--authfile", other.to_str().unwrap(), &reg.addr],
+    );
+    assert!(auths(&other)["auths"].get(&reg.addr).is_none());
+    let out = env.skiff(&["logout", "--authfile", other.to_str().unwrap(), &reg.addr]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not logged into"), "{}", stderr(&out));
+    let (o, _) = ok(&env, &["logout", "--all"]);
+    assert!(o.contains("all registries"), "{o}");
+    assert_eq!(auths(&file)["auths"], serde_json::json!({}));
+}
+
+#[test]
+fn login_checks_the_password_and_stores_it_privately_with_basic_auth() {
+    check_login(
+        Auth::Basic {
+            user: "alice".into(),
+            password: "s3cret".into(),
+        },
+        "alice",
+        "s3cret",
+    );
+}
+
+#[test]
+fn login_checks_the_password_and_stores_it_privately_with_token_auth() {
+    check_login(
+        Auth::Token {
+            user: "bob".into(),
+            password: "t0ken".into(),
+        },
+        "bob",
+        "t0ken",
+    );
+}
+
+#[test]
+fn login_without_a_terminal_or_user_says_what_to_pass() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    // In a session of its own: no controlling terminal to prompt on, even when the
+    // tests run from one.
+    let detached = |args: &[&str]| {
+        let mut c = env.skiff_cmd(args);
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            c.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        c.output().unwrap()
+    };
+    let out = detached(&["login", "127.0.0.1:1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("-u USER"), "{}", stderr(&out));
+    let out = detached(&["login", "-u", "x", "127.0.0.1:1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--password-stdin"),
+        "{}",
+        stderr(&out)
+    );
+}
