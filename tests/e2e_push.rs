@@ -144,3 +144,190 @@ fn login_without_a_terminal_or_user_says_what_to_pass() {
         stderr(&out)
     );
 }
+
+/// login → push (new, then again: every layer already there) → rmi → pull → run.
+fn round_trip(auth: Auth, user: &str, password: &str) {
+    let env = Env::new();
+    let reg = Registry::start(&env.dir.path().join("reg"), auth);
+    let target = format!("{}/me/app:1", reg.addr);
+    ok(&env, &["tag", "demo/busybox", &target]);
+
+    // Not logged in: refused, saying how to log in.
+    let out = env.skiff(&["push", &target]);
+    assert!(!out.status.success(), "pushed without credentials");
+    let e = stderr(&out);
+    assert!(
+        e.contains("requires authentication") && e.contains(&format!("skiff login {}", reg.addr)),
+        "{e}"
+    );
+
+    let out = login(&env, user, password, &[&reg.addr]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let digestfile = env.dir.path().join("digest");
+    let (o, e) = ok(
+        &env,
+        &[
+            "push",
+            "--digestfile",
+            digestfile.to_str().unwrap(),
+            &target,
+        ],
+    );
+    let digest = std::fs::read_to_string(&digestfile).unwrap();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest:?}"
+    );
+    assert_eq!(o.trim(), format!("Digest: {digest}"));
+    assert!(
+        e.contains(": Pushed") && !e.contains("already exists"),
+        "{e}"
+    );
+    assert!(e.contains("skipped 0 already in the registry"), "{e}");
+
+    // Again, and to another tag: nothing is uploaded.
+    let (o2, e) = ok(&env, &["push", &target, &format!("{}/me/app:2", reg.addr)]);
+    assert_eq!(o2, o, "the same manifest");
+    assert!(
+        e.contains(": Layer already exists") && !e.contains(": Pushed"),
+        "{e}"
+    );
+    assert!(e.contains("Pushed 0 blob(s)"), "{e}");
+
+    // Gone from the store, pulled back: the same image, digest and content.
+    let (inspect, _) = ok(&env, &["image", "inspect", &target]);
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let inspect = if inspect.is_array() {
+        &inspect[0]
+    } else {
+        &inspect
+    };
+    let id = inspect["Id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    ok(&env, &["rmi", "-f", &target, "demo/busybox"]);
+    let (pulled, e) = ok(&env, &["pull", &format!("{}/me/app:2", reg.addr)]);
+    assert!(e.contains(&format!("Digest: {digest}")), "{e}");
+    assert_eq!(pulled.trim(), id, "the same image id");
+    let (o, _) = ok(
+        &env,
+        &[
+            "run",
+            "--rm",
+            &format!("{}/me/app:2", reg.addr),
+            "echo",
+            "round trip",
+        ],
+    );
+    assert_eq!(o, "round trip\n");
+}
+
+#[test]
+fn login_push_rmi_pull_round_trip_with_basic_auth() {
+    round_trip(
+        Auth::Basic {
+            user: "alice".into(),
+            password: "s3cret".into(),
+        },
+        "alice",
+        "s3cret",
+    );
+}
+
+#[test]
+fn login_push_rmi_pull_round_trip_with_token_auth() {
+    round_trip(
+        Auth::Token {
+            user: "bob".into(),
+            password: "t0ken".into(),
+        },
+        "bob",
+        "t0ken",
+    );
+}
+
+#[test]
+fn push_image_over_dbus() {
+    let env = Env::new();
+    let reg = Registry::start(&env.dir.path().join("reg"), Auth::None);
+    let dest = format!("{}/api/app", reg.addr);
+    let call = |args: &[&str]| {
+        env.dbus_call(
+            "/org/skiff/skiff1",
+            "org.skiff.skiff1.Manager.PushImage",
+            args,
+        )
+    };
+    let out = call(&["demo/busybox", &dest, "{'wait': <true>}"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        env.daemon_log()
+    );
+    let path = stdout(&out)
+        .split('\'')
+        .find(|s| s.starts_with("/org/skiff/skiff1/job/"))
+        .unwrap_or_else(|| panic!("no job path in {}", stdout(&out)))
+        .to_string();
+    let prop = |name: &str| {
+        stdout(&env.dbus_call(
+            &path,
+            "org.freedesktop.DBus.Properties.Get",
+            &["org.skiff.skiff1.Job", name],
+        ))
+    };
+    assert!(prop("Type").contains("'push'"), "{}", prop("Type"));
+    assert!(prop("Digest").contains("sha256:"), "{}", prop("Digest"));
+    assert!(prop("Phase").contains("'done'"), "{}", prop("Phase"));
+    // The tag defaulted to latest: a pull of it finds the image.
+    let (_, e) = ok(&env, &["pull", &format!("{dest}:latest")]);
+    assert!(
+        e.contains("skipped 2"),
+        "config and the one layer are in the store: {e}"
+    );
+
+    for (args, error) in [
+        (
+            ["demo/busybox", dest.as_str(), "{'bogus': <true>}"],
+            "InvalidArgs",
+        ),
+        (
+            ["no/such:image", dest.as_str(), "{'wait': <true>}"],
+            "NoSuchImage",
+        ),
+        (
+            [
+                "demo/busybox",
+                &format!("{dest}@sha256:{}", "0".repeat(64)),
+                "{'wait': <true>}",
+            ],
+            "a push names a tag",
+        ),
+    ] {
+        let out = call(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(error), "{args:?}: {}", stderr(&out));
+    }
+    // An id names no destination.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["image", "inspect", "demo/busybox"]).0).unwrap();
+    let inspect = if inspect.is_array() {
+        &inspect[0]
+    } else {
+        &inspect
+    };
+    let id = inspect["Id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let out = env.skiff(&["push", &id[..12]]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("name the destination"),
+        "{}",
+        stderr(&out)
+    );
+}

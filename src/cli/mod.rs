@@ -20,6 +20,7 @@ pub mod login;
 pub mod output;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod run_config;
 pub mod security_args;
 pub mod table;
@@ -391,6 +392,8 @@ pub enum Command {
     },
     /// Show the daemon's setup (storage driver, id maps, warnings).
     Info,
+    /// Push an image to a registry (HOST[:PORT]/REPO[:TAG]).
+    Push(push::PushArgs),
     /// Log in to a registry: check the credentials and store them for pull and push.
     Login(login::LoginArgs),
     /// Remove a registry's stored credentials (--all: every registry's).
@@ -628,6 +631,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             pull::pull(&conn, a).await
         }
         Command::Info => images::info(&conn).await,
+        Command::Push(a) => push::push(&conn, &a).await,
         Command::Login(a) => login::login(&a).await,
         Command::Logout(a) => login::logout(&a),
         Command::Volume { command } => volumes::run(&conn, command).await,

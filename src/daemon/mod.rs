@@ -29,6 +29,7 @@ pub mod names;
 pub mod network;
 pub mod notify;
 pub mod pull;
+pub mod push;
 pub mod restart;
 pub mod scope;
 pub mod seccomp_profile;

@@ -21,6 +21,8 @@ pub enum Phase {
     Starting,
     /// Downloading blobs (pull).
     Downloading,
+    /// Uploading blobs (push).
+    Uploading,
     /// Reading the input stream (load, import).
     Reading,
     /// Extracting layers.
@@ -32,11 +34,12 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// `starting`, `downloading`, `reading`, `extracting`, `committing` or `done`.
+    /// `starting`, `downloading`, `uploading`, `reading`, `extracting`, `committing` or `done`.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Starting => "starting",
             Phase::Downloading => "downloading",
+            Phase::Uploading => "uploading",
             Phase::Reading => "reading",
             Phase::Extracting => "extracting",
             Phase::Committing => "committing",
@@ -62,11 +65,17 @@ pub enum LayerStatus {
     Extracted,
     /// The layer was extracted before (another image has it): nothing to do.
     Present,
+    /// Bytes are being sent to the registry (push).
+    Uploading,
+    /// The registry has the blob already: not uploaded (push).
+    Exists,
+    /// Uploaded, and accepted by the registry under its digest (push).
+    Pushed,
 }
 
 impl LayerStatus {
-    /// `waiting`, `downloading`, `skipped`, `done`, `extracting`, `extracted` or
-    /// `present`.
+    /// `waiting`, `downloading`, `skipped`, `done`, `extracting`, `extracted`,
+    /// `present`, `uploading`, `exists` or `pushed`.
     pub fn as_str(self) -> &'static str {
         match self {
             LayerStatus::Waiting => "waiting",
@@ -76,6 +85,9 @@ impl LayerStatus {
             LayerStatus::Extracting => "extracting",
             LayerStatus::Extracted => "extracted",
             LayerStatus::Present => "present",
+            LayerStatus::Uploading => "uploading",
+            LayerStatus::Exists => "exists",
+            LayerStatus::Pushed => "pushed",
         }
     }
 }
@@ -238,6 +250,27 @@ impl Progress {
         }
     }
 
+    /// Declares a push's blobs, `(digest, size)`, all waiting, and enters
+    /// [`Phase::Uploading`].
+    pub fn set_push_blobs(&self, blobs: &[(String, u64)]) {
+        let mut s = self.lock();
+        s.phase = Phase::Uploading;
+        s.blobs = Some(
+            blobs
+                .iter()
+                .map(|(d, size)| new_entry(d, *size, LayerStatus::Waiting))
+                .collect(),
+        );
+    }
+
+    /// Records `n` more uploaded bytes of blob `idx`.
+    pub fn upload(&self, idx: usize, n: u64) {
+        if let Some(b) = self.lock().blobs.as_mut().and_then(|v| v.get_mut(idx)) {
+            b.done += n;
+            b.status = LayerStatus::Uploading;
+        }
+    }
+
     /// Sets the download status of blob `idx`.
     pub fn set_status(&self, idx: usize, status: LayerStatus) {
         if let Some(b) = self.lock().blobs.as_mut().and_then(|v| v.get_mut(idx)) {
@@ -328,7 +361,7 @@ impl Progress {
         match &s.blobs {
             Some(blobs) => {
                 for b in blobs {
-                    if b.status == LayerStatus::Skipped {
+                    if matches!(b.status, LayerStatus::Skipped | LayerStatus::Exists) {
                         t.skipped += 1;
                     } else {
                         t.fetched += 1;
@@ -344,7 +377,7 @@ impl Progress {
         }
         t.fraction = match s.phase {
             Phase::Starting => -1.0,
-            Phase::Downloading => ratio(t.done, t.total),
+            Phase::Downloading | Phase::Uploading => ratio(t.done, t.total),
             Phase::Reading => match s.input_total {
                 Some(total) => ratio(t.done, total),
                 None => -1.0,
@@ -415,6 +448,19 @@ mod tests {
         assert_eq!(s[2].status, LayerStatus::Downloading);
         p.set_blobs(&[("sha256:a".into(), 10, true)]);
         assert_eq!(p.totals().fraction, 1.0);
+    }
+
+    #[test]
+    fn a_push_counts_only_what_is_uploaded() {
+        let p = Progress::default();
+        p.set_push_blobs(&[("sha256:a".into(), 10), ("sha256:b".into(), 100)]);
+        assert_eq!(p.totals().phase, Phase::Uploading);
+        p.set_status(0, LayerStatus::Exists);
+        p.upload(1, 50);
+        let t = p.totals();
+        assert_eq!((t.done, t.total, t.skipped, t.fetched), (50, 100, 1, 1));
+        assert_eq!(p.snapshot()[1].status, LayerStatus::Uploading);
+        assert_eq!(LayerStatus::Exists.as_str(), "exists");
     }
 
     #[test]

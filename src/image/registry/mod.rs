@@ -15,6 +15,7 @@ pub mod client;
 pub mod login;
 pub mod platform;
 pub mod pull;
+pub mod push;
 
 use std::path::PathBuf;
 
@@ -168,15 +169,16 @@ fn unauthorized_message(registry: &str, detail: &str, authfile: Option<&PathBuf>
     match authfile {
         Some(f) => format!(
             "the registry {registry} refused the credentials from {} ({detail}); log in \
-             again with: podman login --authfile {} {registry}",
+             again with: skiff login --authfile {} {registry}",
             f.display(),
             f.display()
         ),
         None => format!(
             "the registry {registry} requires authentication ({detail}); log in with: \
-             podman login {registry} (skiff reads $REGISTRY_AUTH_FILE, \
+             skiff login {registry} (skiff reads $REGISTRY_AUTH_FILE, \
              $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json and \
-             ~/.docker/config.json), or pass --authfile FILE"
+             ~/.docker/config.json, the files podman login and docker login write), or \
+             pass --authfile FILE"
         ),
     }
 }
@@ -192,7 +194,7 @@ mod tests {
             detail: "401".into(),
             authfile: None,
         };
-        assert!(e.to_string().contains("podman login r:5000"), "{e}");
+        assert!(e.to_string().contains("skiff login r:5000"), "{e}");
         let e = Error::Unauthorized {
             registry: "r:5000".into(),
             detail: "401".into(),
