@@ -3,6 +3,7 @@
 
 mod common;
 mod registry_support;
+mod tty_support;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -330,4 +331,61 @@ fn push_image_over_dbus() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn login_prompts_without_echo_and_push_draws_bars_on_a_terminal() {
+    use nix::sys::termios::LocalFlags;
+    let env = Env::new();
+    let reg = Registry::start(
+        &env.dir.path().join("reg"),
+        Auth::Basic {
+            user: "alice".into(),
+            password: "s3cret".into(),
+        },
+    );
+    let mut pty = tty_support::PtyChild::spawn(env.skiff_cmd(&["login", &reg.addr]), 24, 100);
+    let at = pty.expect_from(0, "Username: ", 20);
+    pty.send(b"alice\n");
+    let at = pty.expect_from(at, "Password: ", 20);
+    // Echo goes off before the password is read: wait for it, then type.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while pty.termios_now().local_flags.contains(LocalFlags::ECHO) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "echo stayed on: {}",
+            pty.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    pty.send(b"s3cret\n");
+    let end = pty.expect_from(at, "Login Succeeded", 20);
+    assert!(pty.wait(20).success(), "{}", pty.output());
+    assert!(
+        !pty.output()[..end].contains("s3cret"),
+        "the password was echoed: {}",
+        pty.output()
+    );
+    assert!(
+        tty_support::same_modes(&pty.termios_before, &pty.termios_now()),
+        "the terminal's modes were restored"
+    );
+    let file = env.dir.path().join("runtime/containers/auth.json");
+    assert!(auths(&file)["auths"][&reg.addr].is_object());
+
+    // push on a terminal: bars, and the second time every layer already exists.
+    let target = format!("{}/me/tty:1", reg.addr);
+    ok(&env, &["tag", "demo/busybox", &target]);
+    for (round, needle) in [(0, "pushed"), (1, "Layer already exists")] {
+        let mut cmd = env.skiff_cmd(&["push", &target]);
+        cmd.env("TERM", "xterm");
+        let mut pty = tty_support::PtyChild::spawn(cmd, 24, 120);
+        assert!(pty.wait(60).success(), "round {round}: {}", pty.output());
+        pty.expect_from(0, "Digest: sha256:", 10);
+        let out = pty.output();
+        assert!(
+            out.contains("Pushing blob") && out.contains(needle),
+            "round {round}: {out}"
+        );
+    }
 }
