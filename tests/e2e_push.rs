@@ -147,7 +147,7 @@ fn login_without_a_terminal_or_user_says_what_to_pass() {
 }
 
 /// login → push (new, then again: every layer already there) → rmi → pull → run.
-fn round_trip(auth: Auth, user: &str, password: &str) {
+fn round_trip(auth: Auth, user: &str, password: &str, mounts: bool) {
     let env = Env::new();
     let reg = Registry::start(&env.dir.path().join("reg"), auth);
     let target = format!("{}/me/app:1", reg.addr);
@@ -195,6 +195,21 @@ fn round_trip(auth: Auth, user: &str, password: &str) {
     );
     assert!(e.contains("Pushed 0 blob(s)"), "{e}");
 
+    // To another repository of the registry: the blobs are mounted from the one the
+    // image has a name in, where the credentials reach it (basic auth; a token names
+    // only the destination's repository, so they are uploaded).
+    let (o3, e) = ok(
+        &env,
+        &["push", &target, &format!("{}/other/app:1", reg.addr)],
+    );
+    assert_eq!(o3, o, "the same manifest");
+    if mounts {
+        assert!(
+            e.contains(": Mounted from another repository") && !e.contains(": Pushed"),
+            "{e}"
+        );
+    }
+
     // Gone from the store, pulled back: the same image, digest and content.
     let (inspect, _) = ok(&env, &["image", "inspect", &target]);
     let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
@@ -234,6 +249,7 @@ fn login_push_rmi_pull_round_trip_with_basic_auth() {
         },
         "alice",
         "s3cret",
+        true,
     );
 }
 
@@ -246,6 +262,7 @@ fn login_push_rmi_pull_round_trip_with_token_auth() {
         },
         "bob",
         "t0ken",
+        false,
     );
 }
 

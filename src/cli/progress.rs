@@ -271,6 +271,7 @@ impl Bars {
             "uploading" => ("Pushing blob", ""),
             "exists" => ("Pushing blob", "Layer already exists"),
             "pushed" => ("Pushing blob", "pushed"),
+            "mounted" => ("Pushing blob", "mounted from another repository"),
             "waiting" => ("Extracting  ", "waiting"),
             _ => ("Blob        ", ""),
         };

@@ -78,10 +78,12 @@ pub async fn push(conn: &Connection, args: &PushArgs) -> Result<i32, Failure> {
                 match status.as_str() {
                     "exists" => errln!("{short}: Layer already exists"),
                     "pushed" => errln!("{short}: Pushed"),
+                    "mounted" => errln!("{short}: Mounted from another repository"),
                     _ => {}
                 }
             }
         }
+        // Blobs the registry had or mounted.
         let skipped = job.blobs_skipped().await.unwrap_or(0);
         let bytes = job.bytes_done().await.unwrap_or(0);
         let pushed = end.blobs.iter().filter(|(_, s)| s == "pushed").count();

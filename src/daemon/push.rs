@@ -108,6 +108,18 @@ impl Daemon {
                 )));
             }
         }
+        // Other names of the image on the destination's registry: blobs to mount.
+        let mut mount_from: Vec<String> = Vec::new();
+        for name in image.repo_tags.iter().chain(&image.repo_digests) {
+            if let Ok(r) = name.parse::<Reference>() {
+                if r.domain() == dest.domain()
+                    && r.path() != dest.path()
+                    && !mount_from.iter().any(|p| p == r.path())
+                {
+                    mount_from.push(r.path().to_string());
+                }
+            }
+        }
         let opts = PushOptions {
             connect: ConnectOptions {
                 tls_verify: req.tls_verify,
@@ -115,6 +127,7 @@ impl Daemon {
                 default_auth_files: auth::default_auth_files(),
             },
             max_parallel: MAX_PARALLEL_UPLOADS,
+            mount_from,
         };
         // The blobs stay while they are read: an rmi meanwhile keeps them.
         let _pins = self.inner.images.pin(

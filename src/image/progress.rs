@@ -71,11 +71,13 @@ pub enum LayerStatus {
     Exists,
     /// Uploaded, and accepted by the registry under its digest (push).
     Pushed,
+    /// Mounted from another repository of the registry: not uploaded (push).
+    Mounted,
 }
 
 impl LayerStatus {
     /// `waiting`, `downloading`, `skipped`, `done`, `extracting`, `extracted`,
-    /// `present`, `uploading`, `exists` or `pushed`.
+    /// `present`, `uploading`, `exists`, `pushed` or `mounted`.
     pub fn as_str(self) -> &'static str {
         match self {
             LayerStatus::Waiting => "waiting",
@@ -88,6 +90,7 @@ impl LayerStatus {
             LayerStatus::Uploading => "uploading",
             LayerStatus::Exists => "exists",
             LayerStatus::Pushed => "pushed",
+            LayerStatus::Mounted => "mounted",
         }
     }
 }
@@ -361,7 +364,10 @@ impl Progress {
         match &s.blobs {
             Some(blobs) => {
                 for b in blobs {
-                    if matches!(b.status, LayerStatus::Skipped | LayerStatus::Exists) {
+                    if matches!(
+                        b.status,
+                        LayerStatus::Skipped | LayerStatus::Exists | LayerStatus::Mounted
+                    ) {
                         t.skipped += 1;
                     } else {
                         t.fetched += 1;

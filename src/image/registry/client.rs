@@ -199,6 +199,24 @@ impl Repo {
             .map_err(|e| self.error(e))
     }
 
+    /// Mounts the blob `digest` from the repository `from` (a path on the same
+    /// registry) instead of uploading it; false when the registry would not (no such
+    /// blob there, no access to it).
+    pub async fn mount_blob(&self, digest: &str, from: &str) -> bool {
+        let source = oci_client::Reference::with_tag(
+            self.repo.registry().to_string(),
+            from.to_string(),
+            crate::image::reference::DEFAULT_TAG.to_string(),
+        );
+        match self.client.mount_blob(&self.repo, &source, digest).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("mounting {digest} from {from}: {e}");
+                false
+            }
+        }
+    }
+
     /// Uploads the blob `digest` of `size` bytes from `stream` in one PUT.
     pub async fn push_blob<S>(&self, stream: S, digest: &str, size: u64) -> Result<(), Error>
     where

@@ -1,7 +1,8 @@
 //! Pushing an image from the store to a registry: its layer blobs (as stored:
 //! compressed or not, so that their digests stay those of the manifest), its config,
 //! then its manifest (the stored bytes, OCI or Docker schema 2) under the destination
-//! tag. A blob the repository has already (a HEAD request) is not uploaded.
+//! tag. A blob the repository has already (a HEAD request) is not uploaded, nor one the
+//! registry mounts from another repository the image has a name in.
 
 use std::sync::Arc;
 
@@ -30,6 +31,9 @@ pub struct PushOptions {
     pub connect: ConnectOptions,
     /// Most blobs uploaded at once.
     pub max_parallel: usize,
+    /// Repositories of the destination's registry that may have the blobs (other names
+    /// of the image there): a blob the destination lacks is mounted from them first.
+    pub mount_from: Vec<String>,
 }
 
 /// What a push did.
@@ -89,12 +93,13 @@ pub async fn push(
     for (idx, (digest, size)) in blobs.into_iter().enumerate() {
         let (repo, store, progress, limit) =
             (repo.clone(), store.clone(), progress.clone(), limit.clone());
+        let from = opts.mount_from.clone();
         tasks.spawn(async move {
             let _permit = limit
                 .acquire_owned()
                 .await
                 .map_err(|e| Error::Interrupted(e.to_string()))?;
-            push_blob(&repo, &store, idx, &digest, size, &progress).await
+            push_blob(&repo, &store, idx, &digest, size, &from, &progress).await
         });
     }
     while let Some(joined) = tasks.join_next().await {
@@ -113,18 +118,25 @@ pub async fn push(
     })
 }
 
-/// Uploads one blob unless the repository has it.
+/// Uploads one blob unless the repository has it or can mount it from one of `from`.
 async fn push_blob(
     repo: &Repo,
     store: &ImageStore,
     idx: usize,
     digest: &str,
     size: u64,
+    from: &[String],
     progress: &Arc<Progress>,
 ) -> Result<(), Error> {
     if repo.has_blob(digest).await? {
         progress.set_status(idx, LayerStatus::Exists);
         return Ok(());
+    }
+    for source in from {
+        if repo.mount_blob(digest, source).await {
+            progress.set_status(idx, LayerStatus::Mounted);
+            return Ok(());
+        }
     }
     let path = store.blob_path(digest)?;
     let file = tokio::fs::File::open(&path)
