@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # scripts/demo.sh: see skiff work, end to end, as a normal user.
 #
-# Usage: scripts/demo.sh [--private]
+# Usage: scripts/demo.sh [--private] [--user NAME]
+#
+# As root (a fresh Debian 12): installs the packages skiff needs (uidmap,
+# dbus-daemon, dbus-bin, dbus-user-session, fuse3, slirp4netns, passt,
+# busybox-static, libglib2.0-bin), makes sure the user NAME (default: the user
+# who ran sudo, else skiffdemo, created if missing) has subuid/subgid ranges
+# (scripts/test.sh with SKIFF_SETUP_ONLY=1), builds skiff (needs cargo: rustup,
+# Rust 1.89 or newer), then runs this demo as that user (with --private).
+#
+# As a normal user: first runs `skiff doctor`; if something blocks containers,
+# prints the one command to run as root.
 #
 # Builds skiff (cargo build --release, when cargo is available; otherwise uses
 # $SKIFF_BIN_DIR or skiff/skiffd from PATH), makes a busybox rootfs tarball with
@@ -20,32 +30,26 @@ set -euo pipefail
 
 BUS_NAME=org.skiff.skiff1
 private=0
-for arg in "$@"; do
-    case "$arg" in
+demo_user=""
+while [ $# -gt 0 ]; do
+    case "$1" in
         --private) private=1 ;;
+        --user)
+            [ $# -ge 2 ] || { echo "usage: $0 [--private] [--user NAME]" >&2; exit 2; }
+            demo_user=$2
+            shift
+            ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "usage: $0 [--private]" >&2
+            echo "usage: $0 [--private] [--user NAME]" >&2
             exit 2
             ;;
     esac
+    shift
 done
-
-if [ "$(id -u)" = 0 ]; then
-    cat >&2 <<'EOF'
-demo.sh: do not run this as root: skiff is a rootless runtime.
-Run it as a normal user that has /etc/subuid and /etc/subgid ranges. As root,
-after scripts/test.sh has created the user skifftest (the checkout must be
-readable by it; SKIFF_BIN_DIR names a directory with skiff and skiffd when
-that user has no cargo):
-    runuser -u skifftest -- env SKIFF_BIN_DIR=/path/to/bin scripts/demo.sh
-or use scripts/test.sh, which sets up such a user and runs the whole test suite.
-EOF
-    exit 1
-fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 die() {
@@ -53,6 +57,42 @@ die() {
     exit 1
 }
 step() { printf '\n### %s\n' "$*"; }
+
+# ---------------------------------------------------------------------------
+# As root: set the host up, then the demo as a normal user.
+if [ "$(id -u)" = 0 ]; then
+    user=${demo_user:-${SUDO_USER:-skiffdemo}}
+    [ "$user" != root ] || user=skiffdemo
+    step "host set-up for $user (scripts/test.sh, SKIFF_SETUP_ONLY=1)"
+    SKIFF_SETUP_ONLY=1 SKIFF_TEST_USER=$user "$REPO/scripts/test.sh" ||
+        die "the set-up failed (above)"
+    step "skiff binaries (built as root)"
+    for d in "${HOME:-/root}/.cargo/bin" /root/.cargo/bin; do
+        if [ -d "$d" ] && ! command -v cargo >/dev/null 2>&1; then PATH="$d:$PATH"; fi
+    done
+    if [ -n "${SKIFF_BIN_DIR:-}" ]; then
+        src=$SKIFF_BIN_DIR
+    elif command -v cargo >/dev/null 2>&1; then
+        (cd "$REPO" && cargo build --release --bins)
+        src=${CARGO_TARGET_DIR:-$REPO/target}/release
+    else
+        die "cargo not found: install Rust 1.89 or newer with rustup (https://rustup.rs), or set SKIFF_BIN_DIR to a directory with skiff and skiffd"
+    fi
+    # A copy the user can read, whatever the checkout's permissions.
+    stage=$(mktemp -d "${TMPDIR:-/tmp}/skiff-demo-stage.XXXXXX")
+    trap 'rm -rf "$stage"' EXIT
+    chmod 0755 "$stage"
+    mkdir -m 0755 "$stage/bin" "$stage/scripts"
+    install -m 0755 "$src/skiff" "$src/skiffd" "$stage/bin/"
+    install -m 0755 "$REPO/scripts/demo.sh" "$REPO/scripts/mkrootfs.sh" "$stage/scripts/"
+    home=$(getent passwd "$user" | cut -d: -f6)
+    step "the demo as $user"
+    rc=0
+    (cd "$stage" && runuser -u "$user" -- env -i HOME="$home" USER="$user" LOGNAME="$user" \
+        PATH=/usr/local/bin:/usr/bin:/bin SKIFF_BIN_DIR="$stage/bin" \
+        bash "$stage/scripts/demo.sh" --private) || rc=$?
+    exit "$rc"
+fi
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/skiff-demo.XXXXXX")
 BUS_PID=""
@@ -97,10 +137,22 @@ elif command -v cargo >/dev/null 2>&1 && [ -f "$REPO/Cargo.toml" ]; then
 elif command -v skiff >/dev/null 2>&1 && command -v skiffd >/dev/null 2>&1; then
     BIN=$(dirname "$(command -v skiffd)")
 else
-    die "no cargo to build skiff, and skiff/skiffd are not on PATH (or set SKIFF_BIN_DIR)"
+    die "no cargo to build skiff, and skiff/skiffd are not on PATH (or set SKIFF_BIN_DIR): install Rust 1.89+ with rustup (https://rustup.rs), or as root run: sudo $REPO/scripts/demo.sh --user $(id -un)"
 fi
 if [ ! -x "$BIN/skiff" ] || [ ! -x "$BIN/skiffd" ]; then die "skiff and skiffd not found in $BIN"; fi
 echo "using $BIN/skiff and $BIN/skiffd"
+
+# ---------------------------------------------------------------------------
+step "skiff doctor"
+if ! "$BIN/skiff" doctor; then
+    cat >&2 <<EOF
+
+demo.sh: something above blocks containers for $(id -un). One command, as root, sets it
+all up (packages, your subuid/subgid ranges, /dev/fuse) and runs this demo:
+    sudo $REPO/scripts/demo.sh --user $(id -un)
+EOF
+    exit 1
+fi
 
 # ---------------------------------------------------------------------------
 step "busybox rootfs"

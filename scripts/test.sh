@@ -29,6 +29,10 @@
 #   SKIFF_TEST_TIMEOUT  seconds allowed per test executable (default 600)
 #   SKIFF_SKIP_LINT=1   skip cargo fmt / clippy / shellcheck
 #   SKIFF_KEEP_STAGE=1  keep the root-mode staging dir (test executables, logs)
+#   SKIFF_NORANGES_USER a user without subuid/subgid ranges, created in root mode
+#                       (default skiffnoranges), for the doctor tests
+#   SKIFF_SETUP_ONLY=1  root mode: only install the runtime packages and set up
+#                       the user (scripts/demo.sh uses it), no build, no tests
 #
 # In root mode a real `systemd --user` runs for the test user while the tests run
 # (scripts/user-manager.sh); its XDG_RUNTIME_DIR is passed to the tests as
@@ -195,24 +199,31 @@ finish() {
 # Root mode
 # ============================================================================
 
-# Packages the tests need now (first line) and in later milestones.
+# What skiff's default drivers need at run time (README lists the same), and
+# scripts/demo.sh's busybox image and bus calls.
+RUNTIME_PACKAGES=(uidmap dbus-daemon dbus-bin dbus-user-session fuse3 slirp4netns passt)
+DEMO_PACKAGES=(busybox-static libglib2.0-bin)
+# ... and what the tests need besides.
 APT_PACKAGES=(
-    dbus-daemon dbus-bin dbus-user-session libglib2.0-bin systemd uidmap busybox-static util-linux passwd procps python3 gcc libc6-dev
-    slirp4netns passt fuse3 fuse-overlayfs podman runc skopeo umoci docker-registry iperf3 apache2-utils openssl
+    "${RUNTIME_PACKAGES[@]}" "${DEMO_PACKAGES[@]}"
+    systemd util-linux passwd procps python3 gcc libc6-dev
+    fuse-overlayfs podman runc skopeo umoci docker-registry iperf3 apache2-utils openssl
 )
 
 pkg_installed() {
     [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" = "ii " ]
 }
 
+# root_install_packages [PACKAGE...]: install what is missing (default: APT_PACKAGES).
 root_install_packages() {
     section "apt packages"
-    local p missing=() log
-    for p in "${APT_PACKAGES[@]}"; do
+    local p missing=() log wanted=("$@")
+    [ "${#wanted[@]}" != 0 ] || wanted=("${APT_PACKAGES[@]}")
+    for p in "${wanted[@]}"; do
         pkg_installed "$p" || missing+=("$p")
     done
     if [ "${#missing[@]}" = 0 ]; then
-        note "all ${#APT_PACKAGES[@]} packages present"
+        note "all ${#wanted[@]} packages present"
         return
     fi
     note "installing: ${missing[*]}"
@@ -262,6 +273,28 @@ root_setup_user() {
     note "uid $TEST_UID, home $TEST_HOME"
     note "subuid: $(grep -E "^($TEST_USER|$TEST_UID):" /etc/subuid | tr '\n' ' ')"
     note "subgid: $(grep -E "^($TEST_USER|$TEST_UID):" /etc/subgid | tr '\n' ' ')"
+}
+
+# A second unprivileged user with no subordinate ranges, for the tests that check
+# that `skiff doctor` reports them missing (tests/e2e_doctor.rs); its name is passed
+# to the tests as SKIFF_NORANGES_USER.
+NORANGES_USER=${SKIFF_NORANGES_USER:-skiffnoranges}
+root_setup_noranges_user() {
+    if ! id -u "$NORANGES_USER" >/dev/null 2>&1; then
+        # -K ...=0: Debian's useradd would give it ranges otherwise.
+        useradd -M -d /nonexistent -s /usr/sbin/nologin \
+            -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 "$NORANGES_USER"
+        note "created user $NORANGES_USER (no subuid/subgid ranges)"
+    fi
+    local uid f flag start count
+    uid=$(id -u "$NORANGES_USER")
+    for f in subuid subgid; do
+        flag=--del-${f}s
+        while IFS=: read -r _ start count; do
+            usermod "$flag" "$start-$((start + count - 1))" "$NORANGES_USER"
+            note "removed the $f range $start+$count of $NORANGES_USER"
+        done < <(grep -E "^($NORANGES_USER|$uid):" "/etc/$f" || true)
+    done
 }
 
 root_setup_kernel() {
@@ -317,6 +350,9 @@ check_systemd_units() {
     grep -qx 'SystemdService=skiffd.service' "$act" || { warn "$act: SystemdService= is not skiffd.service"; ok=0; }
     grep -qE '^Exec=/' "$act" || { warn "$act: Exec= must be an absolute path"; ok=0; }
     grep -qx 'BusName=org.skiff.skiff1' systemd/skiffd.service || { warn "skiffd.service: BusName= mismatch"; ok=0; }
+    # shellcheck disable=SC2016 # $MAINPID is systemd's, not ours
+    grep -qx 'ExecReload=/bin/kill -HUP $MAINPID' systemd/skiffd.service ||
+        { warn "skiffd.service: ExecReload= must send SIGHUP (skiffd re-reads skiffd.toml)"; ok=0; }
     if [ "$ok" = 1 ]; then note "systemd units: ok"; else FAILED_STEPS+=("systemd units"); fi
 }
 
@@ -345,11 +381,24 @@ stop_user_manager() {
     USER_MANAGER_STATE=""
 }
 
+# SKIFF_SETUP_ONLY=1 (scripts/demo.sh as root): only what skiff itself needs:
+# the runtime packages, the user $SKIFF_TEST_USER with ranges, devices and sysctls.
+root_setup_only() {
+    root_install_packages "${RUNTIME_PACKAGES[@]}" "${DEMO_PACKAGES[@]}"
+    root_setup_user
+    root_setup_kernel
+}
+
 root_main() {
+    if [ "${SKIFF_SETUP_ONLY:-0}" = 1 ]; then
+        root_setup_only
+        return
+    fi
     command -v cargo >/dev/null 2>&1 || die "cargo not found in PATH (rustup installs it in ~/.cargo/bin)"
     command -v runuser >/dev/null 2>&1 || die "runuser not found (util-linux)"
     root_install_packages
     root_setup_user
+    root_setup_noranges_user
     root_setup_kernel
     lint
 
@@ -442,6 +491,7 @@ PY
             runuser -u "$TEST_USER" -- env -i \
             HOME="$TEST_HOME" PATH="$TEST_PATH" USER="$TEST_USER" LOGNAME="$TEST_USER" \
             SKIFF_BIN_DIR="$STAGE/bin" RUST_BACKTRACE=1 ${USER_MANAGER_RT:+SKIFF_USER_MANAGER_RUNTIME_DIR="$USER_MANAGER_RT"} \
+            ${NORANGES_USER:+SKIFF_NORANGES_USER="$NORANGES_USER"} \
             timeout -k 30 "$TEST_TIMEOUT" "$STAGE/tests/$t" "$@" || rc=$?
         account "$t" "$STAGE/logs/$t.log" "$rc" "$((SECONDS - start))"
         # Report (do not kill) processes the test executable left behind.
@@ -453,7 +503,25 @@ PY
             ps -o pid=,args= -p "$leaked" >&2 || true
         fi
     done
+    run_as_noranges_user "$@"
     finish
+}
+
+# The doctor test that needs a real user without ranges, as that user.
+run_as_noranges_user() {
+    local t=test-e2e_doctor name=doctor_as_a_user_really_without_ranges rc=0 start=$SECONDS
+    [ -n "$NORANGES_USER" ] && [ -x "$STAGE/tests/$t" ] || return 0
+    # Only when the filters given (if any) select it.
+    if [ $# != 0 ] && ! printf '%s\n' "$@" | grep -qF -e "$name" -e doctor; then
+        return 0
+    fi
+    section "test $t $name (as $NORANGES_USER)"
+    run_logged "$STAGE/logs/$t-noranges.log" \
+        runuser -u "$NORANGES_USER" -- env -i \
+        HOME=/tmp PATH="$TEST_PATH" USER="$NORANGES_USER" LOGNAME="$NORANGES_USER" \
+        SKIFF_BIN_DIR="$STAGE/bin" RUST_BACKTRACE=1 SKIFF_NORANGES_USER="$NORANGES_USER" \
+        timeout -k 30 "$TEST_TIMEOUT" "$STAGE/tests/$t" --ignored --exact "$name" || rc=$?
+    account "$t (as $NORANGES_USER)" "$STAGE/logs/$t-noranges.log" "$rc" "$((SECONDS - start))"
 }
 
 # ============================================================================

@@ -10,10 +10,12 @@
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// The fd on which a helper finds the daemon's log.
 pub const LOG_FD: i32 = 5;
@@ -22,26 +24,52 @@ const FILTER_ENV: &str = "SKIFF_LOG_FILTER";
 const TAG_ENV: &str = "SKIFF_LOG_TAG";
 
 /// The daemon's stderr, kept (close-on-exec, above the standard fds) for helpers.
-static DAEMON_LOG: OnceLock<(OwnedFd, String)> = OnceLock::new();
+static DAEMON_LOG: OnceLock<OwnedFd> = OnceLock::new();
+/// The daemon's filter spec (helpers started later get the current one).
+static DAEMON_FILTER: Mutex<String> = Mutex::new(String::new());
+/// Swaps the daemon's filter ([`set_daemon_filter`]).
+static RELOAD: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 fn filter(spec: &str) -> EnvFilter {
     EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
 /// Installs the daemon's logger: stderr, filtered by `spec` (EnvFilter syntax), colours
-/// only on a terminal; keeps a duplicate of stderr for [`pass_to`].
+/// only on a terminal; keeps a duplicate of stderr for [`for_helper`].
 pub fn init_daemon(spec: &str) {
     let stderr = io::stderr();
     if let Ok(fd) = nix::fcntl::fcntl(&stderr, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)) {
         // SAFETY: a fresh descriptor that we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let _ = DAEMON_LOG.set((fd, spec.to_string()));
+        let _ = DAEMON_LOG.set(fd);
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter(spec))
-        .with_ansi(stderr.is_terminal())
-        .with_writer(io::stderr)
+    set_spec(spec);
+    let (layer, handle) = reload::Layer::new(filter(spec));
+    let _ = RELOAD.set(handle);
+    let _ = tracing_subscriber::registry()
+        .with(layer)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(stderr.is_terminal())
+                .with_writer(io::stderr),
+        )
         .try_init();
+}
+
+fn set_spec(spec: &str) {
+    let mut cur = DAEMON_FILTER.lock().unwrap_or_else(|p| p.into_inner());
+    *cur = spec.to_string();
+}
+
+/// Replaces the daemon's log filter (a reload of skiffd's configuration); helpers
+/// started from now on get it too. `Err` when `spec` is not a filter.
+pub fn set_daemon_filter(spec: &str) -> Result<(), String> {
+    let f = EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
+    if let Some(h) = RELOAD.get() {
+        h.reload(f).map_err(|e| e.to_string())?;
+    }
+    set_spec(spec);
+    Ok(())
 }
 
 /// Hands the daemon's log to the helper `cmd` will start, its lines tagged with `tag`
@@ -49,10 +77,14 @@ pub fn init_daemon(spec: &str) {
 /// duplicate of the log to pass on fd [`LOG_FD`] (with [`crate::fdutil::pass_fds`]).
 /// `None` when the daemon has no log fd.
 pub fn for_helper(cmd: &mut std::process::Command, tag: &str) -> Option<(OwnedFd, i32)> {
-    let (fd, spec) = DAEMON_LOG.get()?;
+    let fd = DAEMON_LOG.get()?;
     let dup = fd.try_clone().ok()?;
+    let spec = DAEMON_FILTER
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     cmd.env(FD_ENV, LOG_FD.to_string())
-        .env(FILTER_ENV, spec)
+        .env(FILTER_ENV, &spec)
         .env(TAG_ENV, tag);
     Some((dup, LOG_FD))
 }

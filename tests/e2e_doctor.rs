@@ -140,3 +140,58 @@ fn doctor_finds_an_unusable_dev_fuse() {
         "{v:#}"
     );
 }
+
+/// A real user without subordinate ranges (no bind mount: the host's own files), run by
+/// scripts/test.sh as root a second time, as `$SKIFF_NORANGES_USER` (skiffnoranges,
+/// which it creates): `--ignored` runs it; as any other user it reports itself skipped.
+#[test]
+#[ignore = "scripts/test.sh runs it as a user without subuid/subgid ranges (skiffnoranges)"]
+fn doctor_as_a_user_really_without_ranges() {
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let wanted = std::env::var("SKIFF_NORANGES_USER").unwrap_or_default();
+    if wanted.is_empty() || wanted != me {
+        println!(
+            "skiff-test: SKIPPED doctor_as_a_user_really_without_ranges: runs as the user \
+             without ranges that scripts/test.sh makes (SKIFF_NORANGES_USER), not as {me:?}"
+        );
+        return;
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.split(':').next() == Some(me.as_str())),
+            "{me} has a range in {file}: not the user this test needs"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (out, v) = doctor(dir.path(), "");
+    assert_eq!(out.status.code(), Some(1), "blocking: non-zero exit: {v:#}");
+    for name in ["subuid", "subgid"] {
+        let c = find(&v, name);
+        assert_eq!(c["status"], "fail", "{v:#}");
+        let fix = c["fix"].as_str().unwrap();
+        assert!(
+            fix.contains("sudo usermod --add-sub") && fix.contains(&me),
+            "the fix names the command and the user: {c}"
+        );
+    }
+    // The table says the same, and that containers cannot run.
+    let table = Command::new(bin("skiff"))
+        .arg("doctor")
+        .env("XDG_RUNTIME_DIR", dir.path().join("rt"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(table.status.code(), Some(1));
+    assert!(
+        stdout(&table).contains("Containers cannot run until every FAIL is fixed"),
+        "{}",
+        stdout(&table)
+    );
+}

@@ -325,3 +325,52 @@ fn systemd_activation_by_a_cli_call() {
     assert_eq!(s.show("skiffd", "ActiveState"), "active", "{}", s.journal());
     assert_eq!(s.show("skiffd", "StatusText"), "0 containers, 0 running");
 }
+
+/// `systemctl --user reload skiffd` (the unit's `ExecReload=`, SIGHUP) re-reads
+/// skiffd.toml in the manager's XDG_CONFIG_HOME: a live setting changes, same process.
+#[test]
+fn systemd_reload_rereads_skiffd_toml() {
+    let Some(rt) = manager_runtime_dir("systemd_reload_rereads_skiffd_toml") else {
+        return;
+    };
+    let _one = MANAGER.lock().unwrap_or_else(|p| p.into_inner());
+    /// Removes the manager's skiffd.toml (shared by the manager's services) at the end.
+    struct Conf(PathBuf);
+    impl Drop for Conf {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let dir = rt.join("config/skiff");
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = Conf(dir.join("skiffd.toml"));
+    let write = |text: &str| {
+        let tmp = dir.join("skiffd.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &conf.0).unwrap();
+    };
+    write("network = \"none\"\n");
+    let s = Service::install(rt.clone());
+    s.ok(&s.systemctl(&["start", "skiffd"]));
+    let network = || -> serde_json::Value {
+        let info: serde_json::Value = serde_json::from_str(&s.ok(&s.skiff(&["info"]))).unwrap();
+        info["config"]["network"].clone()
+    };
+    assert_eq!(
+        network(),
+        serde_json::json!({"value": "none", "source": "file"})
+    );
+    let pid = s.show("skiffd.service", "MainPID");
+    write("network = \"host\"\n");
+    s.ok(&s.systemctl(&["reload", "skiffd"]));
+    // ExecReload= only sends the signal: wait for skiffd to have read the file.
+    assert!(
+        s.env.eventually(20, || network()["value"] == "host"),
+        "{}\n{}",
+        network(),
+        s.journal()
+    );
+    assert_eq!(network()["source"], "file");
+    assert_eq!(s.show("skiffd.service", "MainPID"), pid, "not restarted");
+    assert_eq!(s.show("skiffd.service", "ActiveState"), "active");
+}

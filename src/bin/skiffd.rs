@@ -16,17 +16,42 @@ struct Args {
     /// D-Bus address to serve on (default: $SKIFF_BUS_ADDRESS, then the session bus).
     #[arg(long, value_name = "ADDRESS")]
     bus_address: Option<String>,
+    /// skiffd's configuration file (default: $XDG_CONFIG_HOME/skiff/skiffd.toml, read if
+    /// it exists). Its keys are the names of the flags below without the dashes, lists
+    /// for the repeatable ones (registry-mirrors, insecure-registries, default-ulimits)
+    /// and a table for log-opts; flags override the file. SIGHUP re-reads it.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Storage driver for container root filesystems: fuse (skiff's FUSE overlay; the
     /// default where /dev/fuse can be opened), overlay (the kernel's, in the user
-    /// namespace; the default otherwise) or vfs (a full copy).
+    /// namespace; the default otherwise) or vfs (a full copy). Changing it needs a restart.
     #[arg(long, value_name = "DRIVER")]
-    storage_driver: Option<skiff::runtime::RootfsDriver>,
-    /// Default network mode of containers: slirp4netns, pasta, none or host.
-    #[arg(long, value_name = "MODE", default_value = "slirp4netns")]
-    network: skiff::netns::Mode,
-    /// Log filter (tracing's EnvFilter syntax, e.g. debug or skiff=trace); RUST_LOG works too.
+    storage_driver: Option<String>,
+    /// Default network mode of new containers: slirp4netns (the default), pasta, none or host.
+    #[arg(long, value_name = "MODE")]
+    network: Option<String>,
+    /// Log filter (tracing's EnvFilter syntax, e.g. debug or skiff=trace; default: RUST_LOG,
+    /// then info).
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// A mirror of docker.io (HOST[:PORT]) tried before it; repeat for more, in order.
+    #[arg(long = "registry-mirror", value_name = "HOST")]
+    registry_mirrors: Vec<String>,
+    /// A registry (HOST[:PORT]) reached without verifying TLS, plain HTTP allowed; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+    /// A ulimit of new containers that do not set it (NAME=SOFT[:HARD]); repeatable.
+    #[arg(long = "default-ulimit", value_name = "ULIMIT")]
+    default_ulimits: Vec<String>,
+    /// A log option of new containers that do not set it (max-size=10m, max-file=3); repeatable.
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    log_opts: Vec<String>,
+    /// Most archive members in one image layer (default 1000000).
+    #[arg(long, value_name = "N")]
+    layer_max_entries: Option<String>,
+    /// Most bytes of files in one image layer (default 64g).
+    #[arg(long, value_name = "SIZE")]
+    layer_max_bytes: Option<String>,
     /// For tests: die (SIGKILL) at this point of a container's start.
     #[arg(long, value_name = "POINT", hide = true)]
     crash_at: Option<String>,
@@ -135,12 +160,38 @@ fn main() {
         }
         None => {}
     }
-    let filter = args
-        .log_level
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
-    skiff::logging::init_daemon(&filter);
+    let paths = skiff::paths::Paths::from_env();
+    let (config_path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (skiff::daemon::settings::default_path(&paths), false),
+    };
+    let flags = skiff::daemon::settings::Flags {
+        storage_driver: args.storage_driver.clone(),
+        network: args.network.clone(),
+        log_level: args.log_level.clone(),
+        registry_mirrors: args.registry_mirrors.clone(),
+        insecure_registries: args.insecure_registries.clone(),
+        default_ulimits: args.default_ulimits.clone(),
+        log_opts: args.log_opts.clone(),
+        layer_max_entries: args.layer_max_entries.clone(),
+        layer_max_bytes: args.layer_max_bytes.clone(),
+    };
+    let settings =
+        match skiff::daemon::settings::Settings::load(&config_path, required, &flags, |k| {
+            std::env::var(k).ok()
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("skiffd: {e}");
+                std::process::exit(2);
+            }
+        };
+    skiff::logging::init_daemon(&settings.log_level);
+    let config = Config {
+        path: config_path,
+        required,
+        flags,
+    };
     let notifier = match notifier {
         Some(Ok(n)) => Some(n),
         Some(Err(e)) => {
@@ -160,39 +211,67 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(serve(args, notifier)) {
-        tracing::error!("{e:#}");
-        eprintln!("skiffd: {e:#}");
+    if let Err(e) = rt.block_on(serve(args, paths, settings, config, notifier)) {
+        // The log is stderr: one line, not a log line and the same again.
+        eprintln!("skiffd: {}", causes(&e));
         std::process::exit(1);
     }
 }
 
+/// Where skiffd's settings come from, to re-read them on SIGHUP.
+struct Config {
+    path: PathBuf,
+    required: bool,
+    flags: skiff::daemon::settings::Flags,
+}
+
 async fn serve(
     args: Args,
+    paths: skiff::paths::Paths,
+    settings: skiff::daemon::settings::Settings,
+    config: Config,
     notifier: Option<skiff::daemon::notify::Notifier>,
 ) -> anyhow::Result<()> {
     if let Some(point) = &args.crash_at {
         skiff::daemon::strays::set_crash_point(point).map_err(anyhow::Error::msg)?;
     }
+    // From the start: a SIGHUP while skiffd sets up is a reload (once it serves), not
+    // its death (the signal's default action).
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let exe = std::env::current_exe().context("cannot find the skiffd executable")?;
-    let paths = skiff::paths::Paths::from_env();
-    let (driver, driver_reason) = match args.storage_driver {
-        Some(d) => (d, "chosen with --storage-driver".to_string()),
-        None => skiff::runtime::RootfsDriver::choose_default(),
+    let (driver, driver_reason) = match (settings.storage_driver, settings.source("storage-driver"))
+    {
+        (Some(d), skiff::daemon::settings::Source::Flag) => {
+            (d, "chosen with --storage-driver".to_string())
+        }
+        (Some(d), _) => (d, format!("chosen in {}", config.path.display())),
+        (None, _) => skiff::runtime::RootfsDriver::choose_default(),
     };
+    match &settings.file {
+        Some(f) => tracing::info!("configuration: {}", f.display()),
+        None => tracing::debug!("no {}: defaults and flags", config.path.display()),
+    }
     let opts = skiff::daemon::Options {
         paths,
         driver,
         driver_reason,
         exe,
-        network: args.network,
+        settings,
     };
-    let daemon = skiff::daemon::Daemon::new(opts).context("cannot open skiff's state")?;
     let address = args.bus_address.or_else(|| {
         std::env::var("SKIFF_BUS_ADDRESS")
             .ok()
             .filter(|a| !a.is_empty())
     });
+    if address.is_none() {
+        if let Some(why) = skiff::dbus::session::missing() {
+            anyhow::bail!(
+                "{why}; skiffd serves on your session bus: {}",
+                skiff::dbus::session::HOW_TO_GET_A_BUS
+            );
+        }
+    }
+    let daemon = skiff::daemon::Daemon::new(opts).context("cannot open skiff's state")?;
     let conn = skiff::dbus::server::serve(daemon.clone(), address.as_deref())
         .await
         .context("cannot serve on D-Bus")?;
@@ -207,12 +286,15 @@ async fn serve(
     // The bus name is ours: ready (Type=notify), and a status that follows the containers.
     let notifier = notifier.map(std::sync::Arc::new);
     if let Some(n) = &notifier {
-        notify_ready(n.clone(), daemon);
+        notify_ready(n.clone(), daemon.clone());
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => reload(&daemon, &config),
+        }
     }
     tracing::info!("skiffd stopping; containers keep running under their monitors");
     if let Some(n) = &notifier {
@@ -245,4 +327,63 @@ fn notify_ready(n: std::sync::Arc<skiff::daemon::notify::Notifier>, daemon: skif
             }
         }
     });
+}
+
+/// SIGHUP: re-reads the configuration and applies what can change live; a file that
+/// cannot be used leaves the configuration in use as it is.
+fn reload(daemon: &skiff::daemon::Daemon, config: &Config) {
+    let new = match skiff::daemon::settings::Settings::load(
+        &config.path,
+        config.required,
+        &config.flags,
+        |k| std::env::var(k).ok(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("reload refused, the configuration in use is kept: {e}");
+            return;
+        }
+    };
+    let log_level = new.log_level.clone();
+    let (live, restart) = daemon.reload_settings(new);
+    if live.contains(&"log-level") {
+        if let Err(e) = skiff::logging::set_daemon_filter(&log_level) {
+            tracing::error!("log-level {log_level:?}: {e}");
+        }
+    }
+    if live.is_empty() && restart.is_empty() {
+        tracing::info!("reloaded {}: nothing changed", config.path.display());
+    } else {
+        tracing::info!(
+            "reloaded {}: changed now: {}; changed, but take effect when skiffd restarts: {}",
+            config.path.display(),
+            if live.is_empty() {
+                "none".to_string()
+            } else {
+                live.join(", ")
+            },
+            if restart.is_empty() {
+                "none".to_string()
+            } else {
+                restart.join(", ")
+            },
+        );
+    }
+}
+
+/// `e` and its causes, `: `-joined, each cause left out when the text so far already
+/// says it (zbus's errors repeat their source in their own message).
+fn causes(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let c = c.to_string();
+        if out.contains(&c) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&c);
+    }
+    out
 }

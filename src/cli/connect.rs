@@ -17,12 +17,11 @@ pub async fn connect(address: Option<&str>) -> Result<Connection, Failure> {
     let conn = match &address {
         Some(a) => zbus::connection::Builder::address(a.as_str()).build().await,
         None => {
-            if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none()
-                && std::env::var_os("XDG_RUNTIME_DIR").is_none()
-            {
-                return Err(Failure::msg(
-                    "no D-Bus session bus: DBUS_SESSION_BUS_ADDRESS is not set; log in with a session, or start a bus and pass --bus-address (see README)",
-                ));
+            if let Some(why) = crate::dbus::session::missing() {
+                return Err(Failure::msg(format!(
+                    "{why}; skiff finds skiffd on your session bus: {}",
+                    crate::dbus::session::HOW_TO_GET_A_BUS
+                )));
             }
             Connection::session().await
         }

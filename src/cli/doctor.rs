@@ -471,8 +471,7 @@ fn bus_check() -> Check {
             NAME,
             Level::Warn,
             "no session bus (no DBUS_SESSION_BUS_ADDRESS, no $XDG_RUNTIME_DIR/bus): skiff and skiffd cannot meet",
-            "sudo apt-get install dbus-user-session and log in again; or: eval $(dbus-launch --sh-syntax) \
-             (or dbus-daemon --session --fork --print-address) and export SKIFF_BUS_ADDRESS for both skiffd and skiff",
+            crate::dbus::session::HOW_TO_GET_A_BUS,
         ),
     }
 }

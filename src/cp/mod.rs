@@ -62,8 +62,8 @@ impl From<crate::image::Error> for Error {
                  the container has"
             )),
             crate::image::Error::LimitExceeded { what, limit } => Error::Path(format!(
-                "the archive exceeds the {what} limit of {limit} (skiffd's environment: \
-                 SKIFF_LAYER_MAX_ENTRIES, SKIFF_LAYER_MAX_BYTES)"
+                "the archive exceeds the {what} limit of {limit} (skiffd's layer-max-entries \
+                 and layer-max-bytes: skiffd.toml or its flags)"
             )),
             other => Error::Archive(other),
         }

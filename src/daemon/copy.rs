@@ -163,6 +163,7 @@ impl Daemon {
             .stdout(stdout)
             .stderr(Stdio::piped())
             .env_remove("RUST_LOG")
+            .envs(self.settings().layer_limit_envs())
             .kill_on_drop(true);
         let mut fds = vec![(memfd, fdutil::SPEC_FD)];
         // Its log (skipped entries, its own errors) goes to ours, tagged.

@@ -267,6 +267,7 @@ impl Daemon {
             &format!("unpack {digest}"),
         )?;
         cmd.arg(&staging.diff)
+            .envs(self.settings().layer_limit_envs())
             .stdin(Stdio::from(blob))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -82,10 +82,12 @@ impl Daemon {
     /// Creates a container from `cfg`; returns its id.
     pub async fn create(&self, mut cfg: ContainerConfig) -> Result<String, Error> {
         cfg.validate()?;
+        let defaults = self.settings();
         if cfg.network.is_none() {
-            cfg.network = Some(self.inner.opts.network.to_string());
+            cfg.network = Some(defaults.network.to_string());
             cfg.validate()?; // ports with a daemon default of none/host
         }
+        defaults.apply_container_defaults(&mut cfg);
         let store = &self.inner.images;
         let image = store.resolve(&cfg.image)?;
         let image_cfg = store.config(&image.id)?;

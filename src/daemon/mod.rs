@@ -34,6 +34,7 @@ pub mod restart;
 pub mod scope;
 pub mod seccomp_profile;
 pub mod security;
+pub mod settings;
 pub mod spec;
 pub mod strays;
 pub mod supervise;
@@ -67,8 +68,9 @@ pub struct Options {
     pub driver_reason: String,
     /// The skiffd executable, re-run for the monitor and helpers.
     pub exe: PathBuf,
-    /// The network mode of containers that do not name one.
-    pub network: crate::netns::Mode,
+    /// The effective configuration at start (file and flags); the daemon keeps the live
+    /// copy, where all but the storage driver can change ([`Daemon::reload_settings`]).
+    pub settings: settings::Settings,
 }
 
 /// The backend. Cheap to clone; all clones share one state.
@@ -79,6 +81,8 @@ pub struct Daemon {
 
 struct Inner {
     opts: Options,
+    /// The live settings (the reloadable part of `opts.settings`).
+    settings: std::sync::RwLock<settings::Settings>,
     maps: IdMaps,
     maps_json: String,
     /// Why newuidmap/newgidmap cannot be used, if they cannot.
@@ -111,6 +115,11 @@ pub struct Info {
     pub security_options: Vec<String>,
     /// `--userns keep-id` support and cost, per storage driver.
     pub userns_keep_id: BTreeMap<String, String>,
+    /// The configuration file read (`null`: none, the defaults and flags apply).
+    pub config_file: Option<String>,
+    /// The effective configuration: each key's value and where it came from
+    /// (`default`, `env`, `file` or `flag`).
+    pub config: BTreeMap<String, serde_json::Value>,
     /// Warnings about the host's setup.
     pub warnings: Vec<String>,
 }
@@ -140,6 +149,7 @@ impl Daemon {
         let (events, _) = broadcast::channel(1024);
         let daemon = Daemon {
             inner: Arc::new(Inner {
+                settings: std::sync::RwLock::new(opts.settings.clone()),
                 opts,
                 maps,
                 maps_json,
@@ -160,6 +170,7 @@ impl Daemon {
     /// Daemon facts for `info`.
     pub fn info(&self) -> Info {
         let o = &self.inner.opts;
+        let settings = self.settings();
         let mut warnings = Vec::new();
         if let Err(e) = &self.inner.preflight {
             warnings.push(e.clone());
@@ -180,8 +191,38 @@ impl Daemon {
                 .iter()
                 .map(|d| (d.to_string(), d.keep_id_support().to_string()))
                 .collect(),
+            config_file: settings.file.as_ref().map(|f| f.display().to_string()),
+            config: settings.describe(),
             warnings,
         }
+    }
+
+    /// The live settings.
+    pub fn settings(&self) -> settings::Settings {
+        match self.inner.settings.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the live settings with `new` (re-read on SIGHUP); the storage driver
+    /// keeps its value (it needs a restart). Returns the keys changed live and those
+    /// that need a restart.
+    pub fn reload_settings(
+        &self,
+        mut new: settings::Settings,
+    ) -> (Vec<&'static str>, Vec<&'static str>) {
+        let mut cur = match self.inner.settings.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let diff = cur.reload_diff(&new);
+        new.storage_driver = cur.storage_driver;
+        if let Some(src) = cur.sources.get("storage-driver").copied() {
+            new.sources.insert("storage-driver", src);
+        }
+        *cur = new;
+        diff
     }
 
     /// Subscribes to the event stream (docker's vocabulary).

@@ -79,21 +79,44 @@ impl Daemon {
                 )));
             }
         }
-        let opts = PullOptions {
+        let settings = self.settings();
+        let opts = |from: &Reference| PullOptions {
             connect: ConnectOptions {
-                tls_verify: req.tls_verify,
+                // skiffd's insecure-registries: as --tls-verify=false for those.
+                tls_verify: req.tls_verify && !settings.is_insecure(from.domain()),
                 auth_file: req.auth_file.clone(),
                 default_auth_files: auth::default_auth_files(),
             },
-            platform,
+            platform: platform.clone(),
             platform_explicit: req.platform.as_deref().is_some_and(|p| !p.is_empty()),
             max_parallel: MAX_PARALLEL_DOWNLOADS,
         };
         tracing::info!("pulling {reference}");
+        // skiffd's registry-mirrors (docker.io's), in order, then docker.io itself.
+        let mut pulled = None;
+        for mirror in mirrors_of(&reference, &settings.registry_mirrors) {
+            match registry::pull(&self.inner.images, &mirror, &opts(&mirror), &progress).await {
+                Ok(p) => {
+                    tracing::info!("pulled {reference} from the mirror {}", mirror.domain());
+                    pulled = Some(p);
+                    break;
+                }
+                Err(e) => tracing::warn!(
+                    "mirror {} of {}: {e}; trying the next",
+                    mirror.domain(),
+                    reference.domain()
+                ),
+            }
+        }
         // The pull pins the image's blobs before it looks for them in the store, and
         // they stay pinned (`pulled.pins`) until the image is recorded: an rmi meanwhile
         // does not free them, and does not wait for the download either.
-        let pulled = registry::pull(&self.inner.images, &reference, &opts, &progress).await?;
+        let pulled = match pulled {
+            Some(p) => p,
+            None => {
+                registry::pull(&self.inner.images, &reference, &opts(&reference), &progress).await?
+            }
+        };
         let image = self
             .commit_image(
                 &pulled.manifest_digest,
@@ -119,4 +142,26 @@ impl Daemon {
             bytes: totals.done,
         })
     }
+}
+
+/// `reference` on each of `mirrors` (`host[:port]`) when it is on docker.io (the
+/// only registry docker's `registry-mirrors` apply to); none otherwise.
+fn mirrors_of(reference: &Reference, mirrors: &[String]) -> Vec<Reference> {
+    let Some(rest) = reference
+        .to_string()
+        .strip_prefix(&format!("{}/", crate::image::reference::DEFAULT_DOMAIN))
+        .map(str::to_string)
+    else {
+        return Vec::new();
+    };
+    mirrors
+        .iter()
+        .filter_map(|m| match Reference::parse(&format!("{m}/{rest}")) {
+            Ok(r) if r.domain() == m => Some(r),
+            _ => {
+                tracing::warn!("registry mirror {m:?} is not a registry host: skipped");
+                None
+            }
+        })
+        .collect()
 }

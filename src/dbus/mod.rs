@@ -15,6 +15,7 @@ pub mod job;
 pub mod manager;
 pub mod proxy;
 pub mod server;
+pub mod session;
 pub mod socket;
 pub mod stdio;
 pub mod volume;

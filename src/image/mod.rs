@@ -128,7 +128,8 @@ pub enum Error {
     /// A layer exceeds one of the [`UnpackOptions`] limits.
     #[error(
         "the layer exceeds the {what} limit of {limit}; if the image is legitimate, \
-         raise UnpackOptions::{what} (skiffd's environment: SKIFF_LAYER_MAX_ENTRIES, \
+         raise skiffd's layer-max-entries or layer-max-bytes (skiffd.toml, the flags \
+         of the same names, or skiffd's environment: SKIFF_LAYER_MAX_ENTRIES, \
          SKIFF_LAYER_MAX_BYTES)"
     )]
     LimitExceeded {
@@ -273,7 +274,7 @@ mod tests {
             what: "max_entries".into(),
             limit: 3,
         };
-        assert!(e.to_string().contains("UnpackOptions::max_entries"));
+        assert!(e.to_string().contains("layer-max-entries"), "{e}");
         let e = Error::Unsupported {
             feature: "zstd layers are".into(),
             hint: String::new(),
