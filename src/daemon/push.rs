@@ -122,7 +122,8 @@ impl Daemon {
         }
         let opts = PushOptions {
             connect: ConnectOptions {
-                tls_verify: req.tls_verify,
+                // skiffd's insecure-registries: as --tls-verify=false for those (as pull).
+                tls_verify: req.tls_verify && !self.settings().is_insecure(dest.domain()),
                 auth_file: req.auth_file.clone(),
                 default_auth_files: auth::default_auth_files(),
             },
