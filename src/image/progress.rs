@@ -1,13 +1,14 @@
-//! Progress of one image job (pull, load, import), shared between the workers and
+//! Progress of one image job (pull, push, load, import), shared between the workers and
 //! whoever reports it (the D-Bus Job object polls [`Progress::snapshot`] and
 //! [`Progress::totals`]).
 //!
 //! A job goes through phases: a pull resolves its manifest (`starting`) and downloads
 //! blobs (`downloading`); a load or import reads its input stream (`reading`); all three
 //! then extract the layers the store lacks (`extracting`), record the image
-//! (`committing`) and end (`done`). Bytes are counted twice over, and reported apart:
-//! the transfer (downloaded or read), and the extraction of each layer (compressed bytes
-//! of its blob consumed by the unpack helper).
+//! (`committing`) and end (`done`). A push uploads blobs (`uploading`) and ends. Bytes
+//! are counted twice over, and reported apart: the transfer (downloaded, uploaded or
+//! read), and the extraction of each layer (compressed bytes of its blob consumed by the
+//! unpack helper).
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
