@@ -120,9 +120,15 @@ pub async fn ensure_image(
     pull_with_progress(conn, &args)
         .await
         .map(|_| ())
-        .map_err(|f| Failure {
-            message: f.message,
-            code: if f.code == 130 { 130 } else { EXIT },
+        .map_err(|f| match f.code {
+            130 => f,
+            _ => Failure {
+                message: format!(
+                    "no such image {image} here, and pulling it failed: {}",
+                    f.message
+                ),
+                code: EXIT,
+            },
         })
 }
 
