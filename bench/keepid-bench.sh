@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# bench/keepid-bench.sh: first start of a ~100 MB image with `--userns keep-id`, skiff vs
-# podman+runc, and the disk each uses for it.
+# bench/keepid-bench.sh: first and second start of a ~100 MB image with `--userns keep-id`,
+# skiff vs podman+runc, and the disk each uses for it.
 #
-# Usage: bench/keepid-bench.sh [-n ROUNDS] [--bin-dir DIR] [--storage-driver fuse|vfs]
+# Usage: bench/keepid-bench.sh [-n ROUNDS] [--bin-dir DIR] [--storage-driver fuse|vfs|overlay]
 #                              [--size-mb MB] [--files N]
 #
 # The image: the busybox tar (scripts/mkrootfs.sh) plus /data with N files (default 1000)
@@ -10,11 +10,13 @@
 # side, the image is removed and imported again (not timed), so the start timed is the
 # image's first keep-id start: podman has to make its chowned copy of the image for the
 # keep-id mapping then (it caches it for later starts), skiff's FUSE overlay translates
-# owners in its replies and copies nothing. Rounds interleave skiff and podman.
+# owners in its replies and copies nothing, skiff's kernel overlay driver makes its own
+# keep-id copy of each layer (cached too). Right after, a second keep-id start of the same
+# image is timed on each side (the copies reused). Rounds interleave skiff and podman.
 #
 # Disk: the size of each side's storage (du -sk, inside a user namespace since layers
-# belong to subordinate ids) right after the import and after the keep-id run, in the
-# last round; the difference is what keep-id cost on disk.
+# belong to subordinate ids) right after the import, after the first and after the
+# second keep-id run, in the last round; the differences are what keep-id cost on disk.
 #
 # Setup and cleanup are bench/common.sh's (private dbus-daemon, skiffd, podman storage).
 set -euo pipefail
@@ -94,27 +96,37 @@ echo "   podman storage driver: $PODMAN_DRIVER; skiff: ${SKIFFD_ARGS[*]:-default
 echo "== warm-up (busybox, default mapping)"
 timed skiff "${SKIFF_CLI[@]}" run --rm "$IMAGE" true
 timed podman "${PODMAN[@]}" run --rm "localhost/$IMAGE" true
-rm -f "$T/skiff.times" "$T/podman.times"
+rm -f "$T/skiff.times" "$T/podman.times" "$T/skiff2.times" "$T/podman2.times"
 
-echo "== $ROUNDS rounds, interleaved (re-import, then the timed keep-id start)"
+echo "== $ROUNDS rounds, interleaved (re-import, then the timed first and second keep-id starts)"
 for _ in $(seq "$ROUNDS"); do
     skiff_import
     s_before=$(du_k "$SKIFF_STORE")
     timed skiff "${SKIFF_CMD[@]}"
     s_after=$(du_k "$SKIFF_STORE")
+    timed skiff2 "${SKIFF_CMD[@]}"
+    s_after2=$(du_k "$SKIFF_STORE")
     podman_import
     p_before=$(du_k "$PODMAN_STORE")
     timed podman "${PODMAN_CMD[@]}"
     p_after=$(du_k "$PODMAN_STORE")
+    timed podman2 "${PODMAN_CMD[@]}"
+    p_after2=$(du_k "$PODMAN_STORE")
     printf '.'
 done
 echo
 read -r s_med s_p90 < <(stats "$T/skiff.times")
 read -r p_med p_p90 < <(stats "$T/podman.times")
 r=$(ratio "$s_med" "$p_med")
+read -r s2_med s2_p90 < <(stats "$T/skiff2.times")
+read -r p2_med p2_p90 < <(stats "$T/podman2.times")
+r2=$(ratio "$s2_med" "$p2_med")
 
-echo "== results ($ROUNDS first starts each)"
+echo "== results ($ROUNDS first and second starts each)"
 printf '   %-52s median %8.1f ms   p90 %8.1f ms\n' "skiff run --rm --userns keep-id $BIG true" "$s_med" "$s_p90"
 printf '   %-52s median %8.1f ms   p90 %8.1f ms\n' "podman run --rm --userns keep-id ... true" "$p_med" "$p_p90"
-echo "   disk (last round, du -sk of the storage): skiff ${s_before} -> ${s_after} KiB (+$((s_after - s_before))), podman ${p_before} -> ${p_after} KiB (+$((p_after - p_before)))"
+printf '   %-52s median %8.1f ms   p90 %8.1f ms\n' "skiff, second keep-id start" "$s2_med" "$s2_p90"
+printf '   %-52s median %8.1f ms   p90 %8.1f ms\n' "podman, second keep-id start" "$p2_med" "$p2_p90"
+echo "   disk (last round, du -sk of the storage): skiff ${s_before} -> ${s_after} -> ${s_after2} KiB (+$((s_after - s_before)), then +$((s_after2 - s_after))), podman ${p_before} -> ${p_after} -> ${p_after2} KiB (+$((p_after - p_before)), then +$((p_after2 - p_after)))"
 echo "first keep-id start: skiff median $s_med ms; podman: $p_med ms; ratio ${r}x"
+echo "second keep-id start: skiff median $s2_med ms; podman: $p2_med ms; ratio ${r2}x"

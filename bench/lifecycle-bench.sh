@@ -16,7 +16,7 @@
 #    and finds the processes that each start left behind outside the container: the
 #    processes of this run (by their environment or command line, see bench_procs in
 #    common.sh) that were not there before it, less the container's own. For skiff
-#    that is its monitor (`skiffd __monitor BUNDLE`, State.MonitorPid), for podman
+#    that is its monitor (`skiff-monitor __monitor BUNDLE`, State.MonitorPid; its FUSE server `skiff-fuse`), for podman
 #    conmon (State.ConmonPid) plus slirp4netns or pasta with networking. It prints
 #    VmRSS (/proc/PID/status) and Pss (/proc/PID/smaps_rollup) of each, their sums per
 #    container and the ratios. Processes shared by all containers of a user are shown

@@ -6,14 +6,16 @@
 #
 #   (default)      --prefix /usr/local (as root: for every user)
 #   --user         for yourself only: ~/.local/bin, ~/.config/systemd/user,
-#                  ~/.local/share/dbus-1/services, ~/.config/systemd/user-generators, ...
+#                  ~/.local/share/dbus-1/services, ... (the generator beside the binaries:
+#                  systemd reads user generators only from system directories; the
+#                  one root command that links it in is printed)
 #   --prefix DIR   DIR/bin, DIR/lib/systemd/user, DIR/lib/systemd/user-generators,
 #                  DIR/share/dbus-1/services, DIR/share/{man,doc/skiff,bash-completion,...}
 #   --bin-dir DIR  take skiff and skiffd from DIR (default: $SKIFF_BIN_DIR, else the
 #                  newer of target/release and target/debug)
 #
 # Installed, with the installed paths written into them:
-#   skiff, skiffd                       -> BIN
+#   skiff, skiffd, skiff-monitor        -> BIN
 #   systemd/skiffd.service              -> UNITS/skiffd.service (ExecStart=BIN/skiffd)
 #   systemd/org.skiff.skiff1.service    -> DBUS/org.skiff.skiff1.service (Exec=BIN/skiffd)
 #   README.md, systemd/README.md, docs/configuration.md -> DOC (Documentation= names them)
@@ -66,7 +68,9 @@ if [ "$mode" = user ]; then
     data=${XDG_DATA_HOME:-$HOME/.local/share}
     BIN=$HOME/.local/bin
     UNITS=$cfg/systemd/user
-    GENERATORS=$cfg/systemd/user-generators
+    # systemd reads user generators from system directories only (systemd.generator(7)):
+    # the generator goes beside the binaries, and linking it in takes root (said below).
+    GENERATORS=$BIN
     DBUS=$data/dbus-1/services
     SHARE=$data
 else
@@ -112,6 +116,13 @@ put_edited() {
 
 put 0755 "$bin_src/skiff" "$BIN/skiff"
 put 0755 "$bin_src/skiffd" "$BIN/skiffd"
+# The small per-container monitor skiffd runs from its own directory (without it
+# skiffd runs itself as the monitor, which works but takes more memory per container).
+if [ -x "$bin_src/skiff-monitor" ]; then
+    put 0755 "$bin_src/skiff-monitor" "$BIN/skiff-monitor"
+else
+    echo "warning: no skiff-monitor in $bin_src (cargo build --release builds it): skiffd will run itself as each container's monitor" >&2
+fi
 put 0644 "$REPO/README.md" "$DOC/README.md"
 put 0644 "$REPO/systemd/README.md" "$DOC/systemd.md"
 put 0644 "$REPO/docs/configuration.md" "$DOC/configuration.md"
@@ -167,6 +178,10 @@ case ":$PATH:" in
     *) echo "add $BIN to your PATH" ;;
 esac
 if [ "$mode" = user ]; then
+    if [ -x "$GENERATORS/skiff-systemd-generator" ]; then
+        echo "for ~/.config/skiff/units/*.container (systemd reads user generators only from system directories), once, as root:"
+        echo "  ln -s $GENERATORS/skiff-systemd-generator /etc/systemd/user-generators/skiff-systemd-generator"
+    fi
     echo "then: systemctl --user daemon-reload && systemctl --user enable --now skiffd"
 else
     echo "then, as each user: systemctl --user daemon-reload && systemctl --user enable --now skiffd"

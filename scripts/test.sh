@@ -207,7 +207,7 @@ DEMO_PACKAGES=(busybox-static libglib2.0-bin)
 APT_PACKAGES=(
     "${RUNTIME_PACKAGES[@]}" "${DEMO_PACKAGES[@]}"
     systemd util-linux passwd procps python3 gcc libc6-dev
-    fuse-overlayfs podman runc skopeo umoci docker-registry iperf3 apache2-utils openssl
+    fuse-overlayfs podman runc skopeo umoci docker-registry iperf3 apache2-utils openssl man-db zsh fish
 )
 
 pkg_installed() {
@@ -455,7 +455,7 @@ PY
     chmod 0755 "$STAGE"
     mkdir -m 0755 "$STAGE/bin" "$STAGE/tests"
     mkdir -m 0700 "$STAGE/logs"
-    install -m 0755 target/debug/skiff target/debug/skiffd "$STAGE/bin/"
+    install -m 0755 target/debug/skiff target/debug/skiffd target/debug/skiff-systemd-generator target/debug/skiff-monitor "$STAGE/bin/"
     local kind name exe staged=()
     while IFS=$'\t' read -r kind name exe; do
         install -m 0755 "$exe" "$STAGE/tests/$kind-$name"

@@ -12,6 +12,8 @@
 #    listens ($XDG_RUNTIME_DIR/bus, from dbus-user-session) and with config/ and data/
 #    as its XDG_CONFIG_HOME and XDG_DATA_HOME, so the manager shares no unit files or
 #    data with the user's real ones or with another manager of the same user.
+#    STATE_DIR/rt/user-generators is the manager's /run/systemd/user-generators (its
+#    user generators: the tests install skiff-systemd-generator there).
 #  * cgroups: a directory for this manager under /sys/fs/cgroup/unified/ (cgroup v2)
 #    and /sys/fs/cgroup/systemd/ (the name=systemd v1 hierarchy) when they exist,
 #    delegated to USER (chowned). No other hierarchy is touched and nothing is
@@ -78,7 +80,7 @@ start() {
     mkdir -m 0755 "$state"
     RT=$state/rt
     mkdir -m 0700 "$RT"
-    mkdir -m 0700 "$RT/config" "$RT/data"
+    mkdir -m 0700 "$RT/config" "$RT/data" "$RT/user-generators"
     chown -R "$uid:$gid" "$RT"
 
     name="skiff-user-manager-$uid-$(basename "$state")"
@@ -107,6 +109,10 @@ start() {
             # (systemd refuses a daemon-reload with less than 16M free there.)
             mount -t tmpfs -o mode=0755,size=64m skiff-run-systemd /run/systemd
             mkdir /run/systemd/system
+            # User generators are looked for in system directories only: this one
+            # (private to the manager) leads to a directory of the user, so tests can
+            # install one (skiff-systemd-generator).
+            ln -s "$4/user-generators" /run/systemd/user-generators
             exec runuser -u "$2" -- env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
                 HOME="$3" USER="$2" LOGNAME="$2" XDG_RUNTIME_DIR="$4" \
                 XDG_CONFIG_HOME="$4/config" XDG_DATA_HOME="$4/data" \

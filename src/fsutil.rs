@@ -3,6 +3,12 @@
 //! Every piece of state skiff keeps is written with [`atomic_write`]: a temporary file in
 //! the same directory, fsync, rename over the target, then fsync of the directory. A crash
 //! at any point leaves either the old or the new content, never a torn file.
+//!
+//! Files of the runtime directory (`$XDG_RUNTIME_DIR`: a container's bundle, its exit
+//! file, its /etc files), which by definition do not outlive a reboot, are written with
+//! [`replace_file`]: the same temporary file and rename, without the fsyncs. A crash of
+//! a process (`kill -9` of skiffd or a monitor) still leaves the old or the new content;
+//! only a crash of the machine, which ends every container, could lose the write.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -11,6 +17,23 @@ use std::path::Path;
 
 /// Writes `data` to `path` atomically (temp file + fsync + rename + fsync of the directory).
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_via_rename(path, data, true)
+}
+
+/// Writes `data` to `path` atomically against a crash of the process, not of the
+/// machine (temp file + rename, no fsync): for files of the runtime directory only (see
+/// the module documentation).
+pub fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_via_rename(path, data, false)
+}
+
+/// Serialises `value` as pretty JSON and writes it with [`replace_file`].
+pub fn replace_file_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    replace_file(path, &data)
+}
+
+fn write_via_rename(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "path has no parent directory")
     })?;
@@ -30,9 +53,14 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -71,6 +99,18 @@ mod tests {
         atomic_write(&p, b"one").unwrap();
         atomic_write(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "temporary files left behind");
+    }
+
+    #[test]
+    fn replace_file_replaces_content_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("exit.json");
+        replace_file(&p, b"one").unwrap();
+        replace_file_json(&p, &serde_json::json!({"exit_code": 2})).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+        assert_eq!(v["exit_code"], 2);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temporary files left behind");
     }

@@ -6,6 +6,8 @@
 //! - `__remove PATH...`: removes trees that hold files owned by subordinate ids, which
 //!   the user cannot remove from outside.
 //! - `__exec`: runs a process in a running container.
+//! - `__commit`: writes a container's changes as an OCI layer tar on stdout (see
+//!   [`crate::image::layer_diff`]).
 //!
 //! Each reads its spec (the id maps as JSON, or the exec's spec) from fd 4
 //! ([`crate::fdutil::SPEC_FD`]), never from its command line or environment: those are
@@ -163,4 +165,60 @@ pub fn exec_main() -> i32 {
     };
     pipe.send(&crate::monitor::Status::Exited { code });
     code
+}
+
+/// The `__commit` helper's spec (on its fd 4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitSpec {
+    /// The id maps the container's files are stored under (the daemon's).
+    pub maps: IdMaps,
+    /// The container's writable layer (an overlay upper directory, or the vfs copy).
+    pub upper: PathBuf,
+    /// With the vfs driver, the image's layer trees (top first) the copy is compared
+    /// with; empty for the overlay drivers.
+    pub vfs_lower: Option<Vec<PathBuf>>,
+}
+
+/// `__commit`: returns the process exit code; failures are printed on stderr.
+pub fn commit_main() -> i32 {
+    let spec: CommitSpec = match read_spec("commit spec") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let maps = spec.maps.clone();
+    match runtime::run_in_userns(&maps, move || {
+        crate::cp::stream::block_sigpipe();
+        let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let written = match &spec.vfs_lower {
+            Some(lower) => image::layer_diff::write_vfs_diff(out, &spec.upper, lower),
+            // The upper directory becomes our root: a running container that swaps a
+            // file or directory for a symlink while it is read cannot lead us out of it.
+            None => match nix::unistd::chroot(&spec.upper).and_then(|()| nix::unistd::chdir("/")) {
+                Ok(()) => image::layer_diff::write_upper(out, std::path::Path::new("/")),
+                Err(e) => Err(image::Error::io(
+                    "entering the container's upper directory",
+                    e.into(),
+                )),
+            },
+        };
+        match written.and_then(|mut w| {
+            w.flush()
+                .map_err(|e| image::Error::io("writing the layer", e))
+        }) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("{}", without_staging_paths(&e.to_string(), &spec.upper));
+                1
+            }
+        }
+    }) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! skiff — a rootless container runtime: a per-user daemon (`skiffd`) on D-Bus and a thin
 //! CLI (`skiff`). See README.md for the user's view and docs/ for the design.
 
+pub mod cgroup;
 pub mod cli;
 pub mod cp;
 pub mod daemon;
@@ -15,7 +16,10 @@ pub mod logging;
 pub mod monitor;
 pub mod netns;
 pub mod paths;
+pub mod phase;
+pub mod procstat;
 pub mod procutil;
 pub mod runtime;
 pub mod timefmt;
+pub mod units;
 pub mod userns;

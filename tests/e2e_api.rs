@@ -159,3 +159,82 @@ fn the_description_is_a_well_formed_introspection_document() {
         "no introspection DOCTYPE"
     );
 }
+
+/// The methods of `top`, `stats` and `system df`, as a D-Bus client other than the CLI
+/// sees them.
+#[test]
+fn top_stats_and_disk_usage_over_the_bus() {
+    let env = Env::new();
+    let run = env.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "sleeper",
+        "demo/busybox",
+        "sleep",
+        "100",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let created = env.skiff(&["create", "--name", "idle", "demo/busybox", "true"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let path_of = |name: &str| {
+        let out = env.dbus_call(
+            "/org/skiff/skiff1",
+            "org.skiff.skiff1.Manager.GetContainer",
+            &[name],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+            .split('\'')
+            .find(|s| s.starts_with("/org/skiff/skiff1/container/"))
+            .unwrap()
+            .to_string()
+    };
+    let sleeper = path_of("sleeper");
+    let stats = env.dbus_call(&sleeper, "org.skiff.skiff1.Container.Stats", &[]);
+    assert!(stats.status.success(), "{}", stderr(&stats));
+    let text = stdout(&stats);
+    for want in [
+        "'running': <true>",
+        "'name': <'sleeper'>",
+        "'pids': <uint64 1>",
+        "'cpu': <uint64 ",
+        "'read': <uint64 ",
+        "'memory': <uint64 ",
+        "'sources': <'",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    let idle = env.dbus_call(&path_of("idle"), "org.skiff.skiff1.Container.Stats", &[]);
+    let text = stdout(&idle);
+    assert!(
+        text.contains("'running': <false>") && !text.contains("'cpu'"),
+        "{text}"
+    );
+    let top = env.dbus_call(
+        &sleeper,
+        "org.skiff.skiff1.Container.Top",
+        &["['-o', 'pid,comm']"],
+    );
+    assert!(top.status.success(), "{}", stderr(&top));
+    let text = stdout(&top);
+    assert!(
+        text.contains("['PID', 'COMMAND']") && text.contains("'sleep'"),
+        "{text}"
+    );
+    let du = env.dbus_call(
+        "/org/skiff/skiff1",
+        "org.skiff.skiff1.Manager.DiskUsage",
+        &[],
+    );
+    assert!(du.status.success(), "{}", stderr(&du));
+    let text = stdout(&du);
+    for want in [
+        "LayersSize",
+        "\"SizeRw\"",
+        "\"BuildCache\":[]",
+        "\"/sleeper\"",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+}

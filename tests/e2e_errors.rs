@@ -329,7 +329,11 @@ fn huge_inputs_are_cut_in_error_messages() {
         (&["run", "--rm", &big, "true"], 125),
         (&["inspect", &big], 1),
         (&["run", "--stop-signal", &big, "demo/busybox", "true"], 125),
-        (&["run", "--stop-timeout", &big, "demo/busybox", "true"], 2),
+        // A bad flag value: docker's usage code.
+        (
+            &["run", "--stop-timeout", &big, "demo/busybox", "true"],
+            125,
+        ),
         (&["import", "/dev/null", "x", "--change", &big], 1),
     ];
     for (args, code) in cases {

@@ -24,7 +24,7 @@ fn install_into_a_prefix_writes_the_installed_paths() {
     let build = tmp.path().join("build");
     std::fs::create_dir_all(build.join("man")).unwrap();
     std::fs::create_dir_all(build.join("completions")).unwrap();
-    for b in ["skiff", "skiffd"] {
+    for b in ["skiff", "skiffd", "skiff-monitor"] {
         std::fs::copy(bin(b), build.join(b)).unwrap();
     }
     std::fs::write(build.join("skiff-systemd-generator"), "#!/bin/sh\nexit 0\n").unwrap();
@@ -61,6 +61,7 @@ fn install_into_a_prefix_writes_the_installed_paths() {
     let v = Command::new(&skiffd).arg("--version").output().unwrap();
     assert!(stdout(&v).starts_with("skiffd "), "{}", stdout(&v));
     assert!(prefix.join("bin/skiff").exists());
+    assert!(prefix.join("bin/skiff-monitor").exists());
 
     let unit = prefix.join("lib/systemd/user/skiffd.service");
     let text = read(&unit);
@@ -164,7 +165,7 @@ fn install_for_one_user_goes_under_home() {
     let home = tempfile::tempdir().unwrap();
     let build = home.path().join("build");
     std::fs::create_dir(&build).unwrap();
-    for b in ["skiff", "skiffd"] {
+    for b in ["skiff", "skiffd", "skiff-systemd-generator"] {
         std::fs::copy(bin(b), build.join(b)).unwrap();
     }
     let out = Command::new(require("bash"))
@@ -186,6 +187,19 @@ fn install_for_one_user_goes_under_home() {
     let h = home.path();
     let skiffd = h.join(".local/bin/skiffd");
     assert!(skiffd.exists() && h.join(".local/bin/skiff").exists());
+    // systemd reads no user generator directory under HOME: the generator goes beside
+    // the binaries, and the one root command that links it in is printed.
+    let generator = h.join(".local/bin/skiff-systemd-generator");
+    assert!(generator.exists());
+    assert!(!h.join(".config/systemd/user-generators").exists());
+    assert!(
+        stdout(&out).contains(&format!(
+            "ln -s {} /etc/systemd/user-generators/",
+            generator.display()
+        )),
+        "{}",
+        stdout(&out)
+    );
     let unit = read(&h.join(".config/systemd/user/skiffd.service"));
     assert!(
         unit.contains(&format!("\nExecStart={}\n", skiffd.display())),

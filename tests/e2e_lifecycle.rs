@@ -550,3 +550,62 @@ fn rm_force_leaves_no_process_directory_or_mount() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&id[..12]));
 }
+
+/// The executable a process runs (`/proc/PID/exe`), by file name.
+fn exe_name(pid: u64) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_monitor_and_its_fuse_server_run_the_small_monitor_binary() {
+    let mut env = Env::bus_only();
+    env.start_daemon_with(&["--storage-driver", "fuse"]);
+    let tar = env.busybox_tar();
+    let import = env.skiff(&["import", tar.to_str().unwrap(), "demo/busybox"]);
+    assert!(import.status.success(), "{}", stderr(&import));
+    let out = env.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "idle",
+        "demo/busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(env.eventually(5, || env.inspect("idle")["State"]["Status"] == "running"));
+    let v = env.inspect("idle");
+    let (init, monitor) = (
+        v["State"]["Pid"].as_u64().unwrap(),
+        v["State"]["MonitorPid"].as_u64().unwrap(),
+    );
+    // Not skiffd re-executed: its own binary, with its own name.
+    assert_eq!(exe_name(monitor), "skiff-monitor");
+    let comm = std::fs::read_to_string(format!("/proc/{monitor}/comm")).unwrap();
+    assert_eq!(comm.trim(), "skiff-monitor");
+    // Its other children (the FUSE server, the network helper) are not skiffd either.
+    let children =
+        std::fs::read_to_string(format!("/proc/{monitor}/task/{monitor}/children")).unwrap();
+    let others: Vec<(u64, String)> = children
+        .split_whitespace()
+        .map(|p| p.parse::<u64>().unwrap())
+        .filter(|p| *p != init)
+        .map(|p| (p, exe_name(p)))
+        .collect();
+    assert!(
+        others.iter().all(|(_, exe)| exe != "skiffd"),
+        "children of the monitor running skiffd: {others:?}"
+    );
+    // The FUSE server is among them, under a name of its own.
+    let names: Vec<String> = others
+        .iter()
+        .map(|(p, _)| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.trim() == "skiff-fuse"),
+        "no skiff-fuse among the monitor's children: {names:?}"
+    );
+    assert!(env.skiff(&["rm", "-f", "idle"]).status.success());
+}

@@ -374,3 +374,67 @@ fn systemd_reload_rereads_skiffd_toml() {
     assert_eq!(s.show("skiffd.service", "MainPID"), pid, "not restarted");
     assert_eq!(s.show("skiffd.service", "ActiveState"), "active");
 }
+
+/// Under a user manager a container has a scope cgroup of its own: `stats` reads its CPU
+/// time there (`cpu.stat` is in every cgroup v2 directory), and what the scope lacks
+/// (controllers not delegated) from /proc.
+#[test]
+fn systemd_stats_read_the_scope_cgroup() {
+    let Some(rt) = manager_runtime_dir("systemd_stats_read_the_scope_cgroup") else {
+        return;
+    };
+    let _turn = MANAGER.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Service::install(rt);
+    s.ok(&s.systemctl(&["start", "skiffd"]));
+    let tar = s.env.busybox_tar();
+    s.ok(&s.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]));
+    s.ok(&s.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]));
+    let out = s.ok(&s.skiff(&["stats", "--no-stream", "--format", "json", "busy"]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let cpu: f64 = v["CPUPerc"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    assert!(cpu > 0.0, "{v}");
+    assert_eq!(v["PIDs"], "1", "{v}");
+    // Where the numbers came from, as the API says.
+    let path = s.ok(&s
+        .cmd("busctl")
+        .args([
+            "--user",
+            "call",
+            "org.skiff.skiff1",
+            "/org/skiff/skiff1",
+            "org.skiff.skiff1.Manager",
+            "GetContainer",
+            "s",
+            "busy",
+        ])
+        .output()
+        .unwrap());
+    let path = path.split('"').nth(1).unwrap().to_string();
+    let stats = s.ok(&s
+        .cmd("busctl")
+        .args([
+            "--user",
+            "call",
+            "org.skiff.skiff1",
+            &path,
+            "org.skiff.skiff1.Container",
+            "Stats",
+        ])
+        .output()
+        .unwrap());
+    assert!(stats.contains("cpu=cgroup"), "{stats}");
+}

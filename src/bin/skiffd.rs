@@ -1,6 +1,6 @@
 //! `skiffd`: the per-user container daemon on the D-Bus session bus.
 //!
-//! Hidden subcommands (`__monitor`, `__exec`, `__unpack`, `__remove`, `__cp`) are the
+//! Hidden subcommands (`__monitor`, `__exec`, `__unpack`, `__remove`, `__cp`, `__commit`) are the
 //! daemon re-running itself as a fresh single-threaded process for work that forks into
 //! namespaces. Their specs come on fd 4, never on the command line.
 
@@ -99,6 +99,9 @@ enum Helper {
     /// Copy a tar into or out of a container (its spec on fd 4).
     #[command(name = "__cp", hide = true)]
     Cp,
+    /// Write a container's changes as a layer tar on stdout (its spec on fd 4).
+    #[command(name = "__commit", hide = true)]
+    Commit,
 }
 
 fn main() {
@@ -131,6 +134,7 @@ fn main() {
         Some(Helper::Unpack { dest }) => std::process::exit(skiff::helpers::unpack_main(dest)),
         Some(Helper::Exec) => std::process::exit(skiff::helpers::exec_main()),
         Some(Helper::Cp) => std::process::exit(skiff::cp::helper::main()),
+        Some(Helper::Commit) => std::process::exit(skiff::helpers::commit_main()),
         Some(Helper::Remove { paths }) => std::process::exit(skiff::helpers::remove_main(paths)),
         Some(Helper::FuseMount {
             lowerdir,
@@ -255,6 +259,7 @@ async fn serve(
         paths,
         driver,
         driver_reason,
+        monitor_exe: skiff::daemon::Options::monitor_beside(&exe),
         exe,
         settings,
     };

@@ -8,9 +8,8 @@ use zbus::Connection;
 
 use super::connect::{error_name, fail};
 use super::run_config::config;
-use super::{table, CreateArgs, Failure};
+use super::{CreateArgs, Failure};
 use crate::dbus::proxy::ContainerProxy;
-use crate::timefmt::human_ago;
 
 /// docker's exit codes for a `run` that failed before the command ran.
 pub(super) fn run_failure(e: zbus::Error) -> Failure {
@@ -73,6 +72,8 @@ pub async fn run(
     detach: bool,
     sig_proxy: bool,
 ) -> Result<i32, Failure> {
+    let mut args = args;
+    let notify = super::sdnotify::SdNotify::prepare(&mut args, detach)?;
     let mgr = super::connect::manager(conn).await.map_err(run_failure)?;
     if detach {
         let cfg = config(&args, rm)?;
@@ -81,6 +82,9 @@ pub async fn run(
             .await
             .map_err(run_failure)?;
         outln!("{id}");
+        if let Some(n) = &notify {
+            n.started();
+        }
         return Ok(0);
     }
     // Subscribe before the call: the container may exit before the reply arrives, and
@@ -122,6 +126,9 @@ pub async fn run(
         r = mgr.run_container(cfg, fds, flags) => r.map_err(run_failure)?,
         Some(signo) = next_signal(&mut proxy) => return Ok(128 + signo),
     };
+    if let Some(n) = &notify {
+        n.started();
+    }
     let target = ContainerProxy::builder(conn)
         .path(path)
         .cache_properties(zbus::proxy::CacheProperties::No)
@@ -178,6 +185,7 @@ pub async fn run(
 
 /// `skiff create`.
 pub async fn create(conn: &Connection, args: CreateArgs) -> Result<i32, Failure> {
+    super::sdnotify::refuse_for_create(&args)?;
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 125))?;
@@ -287,39 +295,6 @@ pub async fn rm(
     .await
 }
 
-/// `skiff inspect`: a JSON array, like docker's.
-pub async fn inspect(conn: &Connection, names: &[String]) -> Result<i32, Failure> {
-    let mut out = Vec::new();
-    let mut code = 0;
-    for name in names {
-        let r = async {
-            let c = container(conn, name).await?;
-            c.inspect().await
-        }
-        .await;
-        match r {
-            Ok(json) => match serde_json::from_str::<serde_json::Value>(&json) {
-                Ok(v) => out.push(v),
-                Err(e) => return Err(Failure::msg(format!("bad JSON from skiffd: {e}"))),
-            },
-            Err(e) => {
-                errln!("skiff: Error: {}", super::connect::describe(&e));
-                code = 1;
-            }
-        }
-    }
-    let text = serde_json::to_string_pretty(&out).map_err(|e| Failure::msg(e.to_string()))?;
-    outln!("{text}");
-    Ok(code)
-}
-
-fn ago(v: &serde_json::Value) -> String {
-    v.as_str()
-        .and_then(crate::timefmt::parse_rfc3339)
-        .map(human_ago)
-        .unwrap_or_default()
-}
-
 /// `skiff ps`.
 pub async fn ps(
     conn: &Connection,
@@ -327,12 +302,9 @@ pub async fn ps(
     quiet: bool,
     filters: &[String],
     format: &str,
+    no_trunc: bool,
 ) -> Result<i32, Failure> {
-    if !matches!(format, "table" | "json") {
-        return Err(Failure::msg(format!(
-            "unknown format {format:?}: use table or json"
-        )));
-    }
+    super::format::check(format, &super::rows::PS)?;
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 1))?;
@@ -344,7 +316,8 @@ pub async fn ps(
             .await
             .map_err(|e| fail(e, 1))?;
         for (id, ..) in &list {
-            outln!("{}", &id[..12.min(id.len())]);
+            let n = if no_trunc { id.len() } else { 12.min(id.len()) };
+            outln!("{}", &id[..n]);
         }
         return Ok(0);
     }
@@ -355,72 +328,11 @@ pub async fn ps(
         .map_err(|e| fail(e, 1))?;
     let list: Vec<serde_json::Value> = serde_json::from_str(&json)
         .map_err(|e| Failure::msg(format!("bad JSON from skiffd: {e}")))?;
-    let mut rows = Vec::new();
-    for v in list {
-        let text = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_string();
-        let id = text(&v["Id"]);
-        let name = text(&v["Name"]).trim_start_matches('/').to_string();
-        let image = text(&v["Config"]["Image"]);
-        let state = text(&v["State"]["Status"]);
-        let created =
-            crate::timefmt::parse_rfc3339(v["Created"].as_str().unwrap_or("")).unwrap_or(0);
-        let mut command = text(&v["Path"]);
-        for a in v["Args"].as_array().into_iter().flatten() {
-            command.push(' ');
-            command.push_str(a.as_str().unwrap_or(""));
-        }
-        let status = match state.as_str() {
-            "exited" => format!(
-                "Exited ({}) {}",
-                v["State"]["ExitCode"],
-                ago(&v["State"]["FinishedAt"])
-            ),
-            "running" => format!(
-                "Up {}",
-                ago(&v["State"]["StartedAt"]).trim_end_matches(" ago")
-            ),
-            "created" => "Created".to_string(),
-            other => other.to_string(),
-        };
-        let ports = port_lines(&v).join(", ");
-        if format == "json" {
-            let short = id[..12.min(id.len())].to_string();
-            let line = serde_json::json!({
-                "ID": short, "Id": id, "Image": image, "Command": command,
-                "CreatedAt": crate::timefmt::rfc3339(created), "State": state,
-                "Status": status, "Ports": ports, "Names": name,
-            });
-            outln!("{line}");
-            continue;
-        }
-        let mut command = format!("\"{command}\"");
-        if command.chars().count() > 22 {
-            command = command.chars().take(19).collect::<String>() + "…\"";
-        }
-        rows.push(vec![
-            id[..12.min(id.len())].to_string(),
-            image,
-            command,
-            human_ago(created),
-            status,
-            ports,
-            name,
-        ]);
-    }
-    if format == "table" {
-        table::print(
-            &[
-                "CONTAINER ID",
-                "IMAGE",
-                "COMMAND",
-                "CREATED",
-                "STATUS",
-                "PORTS",
-                "NAMES",
-            ],
-            &rows,
-        );
-    }
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|v| super::rows::ps_row(v, port_lines(v).join(", "), no_trunc))
+        .collect();
+    super::format::print(format, &rows, &super::rows::PS)?;
     Ok(0)
 }
 

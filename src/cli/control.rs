@@ -158,12 +158,18 @@ pub async fn logs(conn: &Connection, name: &str, a: LogsArgs) -> Result<i32, Fai
 }
 
 /// `skiff events`: prints events as they come, until interrupted.
-pub async fn events(conn: &Connection, filters: &[String], format: &str) -> Result<i32, Failure> {
-    if !matches!(format, "text" | "json") {
-        return Err(Failure::msg(format!(
-            "unknown format {format:?}: use text or json"
-        )));
-    }
+pub async fn events(
+    conn: &Connection,
+    filters: &[String],
+    format: Option<&str>,
+) -> Result<i32, Failure> {
+    let format = format.unwrap_or("text");
+    let template = match format.trim() {
+        "" | "text" | "json" => None,
+        t => Some(super::format::Template::parse(
+            &t.replace("\\t", "\t").replace("\\n", "\n"),
+        )?),
+    };
     let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
     for f in filters {
         let (k, v) = f
@@ -203,13 +209,20 @@ pub async fn events(conn: &Connection, filters: &[String], format: &str) -> Resu
             continue;
         }
         let time = *a.time();
-        if format == "json" {
-            let line = serde_json::json!({
+        let line = || {
+            serde_json::json!({
                 "Type": typ, "Action": action,
                 "Actor": {"ID": id, "Attributes": attrs},
+                "Status": action, "ID": id,
+                "From": attrs.get("image").cloned().unwrap_or_default(),
+                "Scope": "local",
                 "time": time / 1_000_000, "timeNano": time as u128 * 1000,
-            });
-            outln!("{line}");
+            })
+        };
+        if let Some(t) = &template {
+            outln!("{}", t.execute(&line())?);
+        } else if format.trim() == "json" {
+            outln!("{}", line());
         } else {
             let mut keys: Vec<_> = attrs.iter().collect();
             keys.sort();

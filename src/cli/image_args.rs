@@ -8,9 +8,16 @@ pub struct ImagesArgs {
     /// Only ids.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Output format: table (default) or json.
-    #[arg(long, default_value = "table")]
-    pub format: String,
+    /// Output format: table, table TEMPLATE, json, or a Go TEMPLATE (fields .ID
+    /// .Repository .Tag .Digest .CreatedSince .CreatedAt .Size).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Show full ids (sha256:...).
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Show the repo digests.
+    #[arg(long)]
+    pub digests: bool,
     /// dangling=true|false or reference=PATTERN (`*` wildcards); repeatable.
     #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
     pub filters: Vec<String>,
@@ -83,6 +90,9 @@ pub struct RmiArgs {
 /// `image inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// A Go TEMPLATE applied to each image (e.g. '{{.Id}}'), or json.
+    #[arg(short = 'f', long, value_name = "FORMAT")]
+    pub format: Option<String>,
     /// The images.
     #[arg(required = true)]
     pub images: Vec<String>,
@@ -91,9 +101,16 @@ pub struct InspectArgs {
 /// `history`, `image history`.
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// Output format: table (default) or json.
-    #[arg(long, default_value = "table")]
-    pub format: String,
+    /// Output format: table, table TEMPLATE, json, or a Go TEMPLATE (fields .ID
+    /// .CreatedSince .CreatedAt .CreatedBy .Size .Comment).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Do not truncate ids and CREATED BY.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only the ids.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// The image.
     pub image: String,
 }

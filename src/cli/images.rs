@@ -13,8 +13,7 @@ use super::image_args::{
     TagArgs,
 };
 use super::progress::JobWatcher;
-use super::{table, Failure};
-use crate::timefmt::human_ago;
+use super::{rows, Failure};
 
 fn opt<T: Into<Variant<'static>>>(v: T) -> Result<OwnedVariant, Failure> {
     OwnedVariant::try_from(v.into()).map_err(|e| Failure::msg(e.to_string()))
@@ -238,30 +237,42 @@ pub async fn prune(conn: &Connection, args: &PruneArgs) -> Result<i32, Failure> 
     Ok(0)
 }
 
-/// `skiff image inspect IMAGE...`: a JSON array.
-pub async fn inspect(conn: &Connection, args: &InspectArgs) -> Result<i32, Failure> {
-    let mgr = super::connect::manager(conn)
-        .await
-        .map_err(|e| fail(e, 1))?;
-    let mut out = Vec::new();
-    for i in &args.images {
-        let path = mgr.get_image(i).await.map_err(|e| fail(e, 1))?;
-        let text = image_proxy(conn, &id_of(&path))
-            .await?
-            .inspect()
-            .await
-            .map_err(|e| fail(e, 1))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Failure::msg(e.to_string()))?;
-        out.push(v);
-    }
-    let text = serde_json::to_string_pretty(&out).map_err(|e| Failure::msg(e.to_string()))?;
-    outln!("{text}");
-    Ok(0)
+/// An image's inspect JSON.
+pub async fn inspect_one(conn: &Connection, name: &str) -> Result<serde_json::Value, zbus::Error> {
+    let mgr = super::connect::manager(conn).await?;
+    let path = mgr.get_image(name).await?;
+    let text = crate::dbus::proxy::ImageProxy::builder(conn)
+        .path(crate::dbus::image_path(&id_of(&path)))
+        .build()
+        .await?
+        .inspect()
+        .await?;
+    serde_json::from_str(&text)
+        .map_err(|e| zbus::Error::Failure(format!("bad JSON from skiffd: {e}")))
 }
 
-/// `skiff history IMAGE`.
+/// `skiff image inspect [-f FORMAT] IMAGE...`: a JSON array, or the template per image.
+pub async fn inspect(conn: &Connection, args: &InspectArgs) -> Result<i32, Failure> {
+    super::format::check_inspect(args.format.as_deref())?;
+    let mut out = Vec::new();
+    let mut code = 0;
+    for i in &args.images {
+        match inspect_one(conn, i).await {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                errln!("skiff: Error: {}", super::connect::describe(&e));
+                code = 1;
+            }
+        }
+    }
+    super::format::print_inspect(args.format.as_deref(), &out)?;
+    Ok(code)
+}
+
+/// `skiff history IMAGE`: IMAGE, CREATED, CREATED BY, SIZE and COMMENT, as docker.
 pub async fn history(conn: &Connection, args: &HistoryArgs) -> Result<i32, Failure> {
+    let format = args.format.as_deref().unwrap_or("");
+    super::format::check(format, &rows::HISTORY)?;
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 1))?;
@@ -271,92 +282,88 @@ pub async fn history(conn: &Connection, args: &HistoryArgs) -> Result<i32, Failu
         .history()
         .await
         .map_err(|e| fail(e, 1))?;
-    if args.format == "json" {
-        outln!("{text}");
-        return Ok(0);
-    }
     let entries: Vec<serde_json::Value> =
         serde_json::from_str(&text).map_err(|e| Failure::msg(e.to_string()))?;
-    let rows: Vec<Vec<String>> = entries
+    let list: Vec<serde_json::Value> = entries
         .iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-            let created = crate::timefmt::parse_rfc3339(&s("Created"))
-                .map(human_ago)
-                .unwrap_or_default();
-            vec![created, s("CreatedBy"), s("Comment")]
-        })
+        .map(|e| rows::history_row(e, args.no_trunc))
         .collect();
-    table::print(&["CREATED", "CREATED BY", "COMMENT"], &rows);
+    if args.quiet {
+        for r in &list {
+            outln!("{}", r["ID"].as_str().unwrap_or_default());
+        }
+        return Ok(0);
+    }
+    super::format::print(format, &list, &rows::HISTORY)?;
     Ok(0)
 }
 
 /// `skiff images`.
 pub async fn list(conn: &Connection, args: &ImagesArgs) -> Result<i32, Failure> {
+    let format = args.format.as_deref().unwrap_or("");
+    super::format::check(format, &rows::IMAGES)?;
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 1))?;
     let filters: Vec<&str> = args.filters.iter().map(String::as_str).collect();
     let images = mgr.list_images(&filters, 0).await.map_err(|e| fail(e, 1))?;
-    if args.format == "json" {
-        let v: Vec<serde_json::Value> = images
-            .iter()
-            .map(|(id, tags, created, size, _)| {
-                serde_json::json!({
-                    "Id": id,
-                    "RepoTags": tags,
-                    "Created": created / 1_000_000,
-                    "Size": size,
-                    "Dangling": tags.is_empty(),
-                })
-            })
-            .collect();
-        let text = serde_json::to_string_pretty(&v).map_err(|e| Failure::msg(e.to_string()))?;
-        outln!("{text}");
-        return Ok(0);
-    } else if args.format != "table" {
-        return Err(Failure::msg(format!(
-            "unknown format {:?}: use table or json",
-            args.format
-        )));
-    }
-    let quiet = args.quiet;
-    let mut rows = Vec::new();
-    for (id, tags, created, size, _) in images {
-        let short = id[..12.min(id.len())].to_string();
-        if quiet {
-            outln!("{short}");
-            continue;
+    if args.quiet {
+        for (id, ..) in &images {
+            let id = if args.no_trunc {
+                format!("sha256:{id}")
+            } else {
+                id[..12.min(id.len())].to_string()
+            };
+            outln!("{id}");
         }
-        let tags = if tags.is_empty() {
-            untagged_names(conn, &id).await
+        return Ok(0);
+    }
+    // Repo digests cost a call per image: only when shown.
+    let digests = args.digests || format.contains("Digest") || format.trim() == "json";
+    let mut list = Vec::new();
+    for (id, tags, created, size, _) in images {
+        let repo_digests = if digests || tags.is_empty() {
+            match image_proxy(conn, &id).await {
+                Ok(p) => p.repo_digests().await.unwrap_or_default(),
+                Err(_) => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+        let names = if tags.is_empty() {
+            untagged_names(&repo_digests)
         } else {
             tags
         };
-        for t in tags {
-            let (repo, tag) = split_tag(&t);
-            rows.push(vec![
-                repo.to_string(),
-                tag.to_string(),
-                short.clone(),
-                human_ago(created),
-                table::human_size(size),
-            ]);
+        for name in names {
+            let (repo, _) = rows::split_tag(&name);
+            let digest = repo_digests.iter().find_map(|d| {
+                d.split_once('@')
+                    .filter(|(r, _)| *r == repo)
+                    .map(|(_, d)| d)
+            });
+            let row = rows::ImageRow {
+                id: &id,
+                name: &name,
+                digest,
+                created,
+                size,
+            };
+            list.push(rows::image_row(&row, args.no_trunc));
         }
     }
-    if !quiet {
-        table::print(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
-    }
+    let table = if args.digests {
+        rows::IMAGES_WITH_DIGESTS
+    } else {
+        rows::IMAGES
+    };
+    super::format::print(format, &list, &table)?;
     Ok(0)
 }
 
 /// The rows of an untagged image, as docker shows them: `REPO:<none>` for each
 /// repository it has a repo digest in (e.g. pulled only by digest), else `<none>:<none>`.
-async fn untagged_names(conn: &Connection, id: &str) -> Vec<String> {
-    let digests = match image_proxy(conn, id).await {
-        Ok(p) => p.repo_digests().await.unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
+fn untagged_names(digests: &[String]) -> Vec<String> {
     let mut repos: Vec<String> = digests
         .iter()
         .filter_map(|d| d.split_once('@').map(|(r, _)| format!("{r}:<none>")))
@@ -367,22 +374,4 @@ async fn untagged_names(conn: &Connection, id: &str) -> Vec<String> {
         repos.push("<none>:<none>".to_string());
     }
     repos
-}
-
-/// `repo:tag` split at the tag's colon (not a registry port's).
-fn split_tag(t: &str) -> (&str, &str) {
-    let slash = t.rfind('/').map_or(0, |i| i + 1);
-    match t[slash..].rfind(':') {
-        Some(i) => (&t[..slash + i], &t[slash + i + 1..]),
-        None => (t, "<none>"),
-    }
-}
-
-/// `skiff info`.
-pub async fn info(conn: &Connection) -> Result<i32, Failure> {
-    let mgr = super::connect::manager(conn)
-        .await
-        .map_err(|e| fail(e, 1))?;
-    outln!("{}", mgr.info().await.map_err(|e| fail(e, 1))?);
-    Ok(0)
 }

@@ -4,8 +4,12 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod aliases;
 pub mod attach;
 pub mod autopull;
+pub mod build;
+pub mod commit;
+pub mod completion;
 pub mod connect;
 pub mod containers;
 pub mod control;
@@ -13,18 +17,29 @@ pub mod cp;
 pub mod doctor;
 pub mod ending;
 pub mod envfile;
+pub mod everyday;
 pub mod exec;
+pub mod flags;
+pub mod format;
 pub mod image_args;
 pub mod images;
+pub mod inspect;
 pub mod login;
 pub mod output;
+pub mod precheck;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod rows;
 pub mod run_config;
+pub mod sdnotify;
 pub mod security_args;
+pub mod stats;
+pub mod system;
 pub mod table;
+pub mod top;
 pub mod tty;
+pub mod units;
 pub mod volumes;
 
 use clap::{Args, Parser, Subcommand};
@@ -126,7 +141,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub stop_signal: Option<String>,
     /// Seconds to wait for the stop signal before SIGKILL (default 10).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::seconds, allow_hyphen_values = true)]
     pub stop_timeout: Option<u64>,
     /// Bind mount a host path or mount a volume: SRC:DST[:ro|rw|z|Z|nocopy|PROPAGATION],
     /// VOLUME:DST[:OPTS], or DST alone for a new anonymous volume.
@@ -145,6 +160,9 @@ pub struct CreateArgs {
     /// Confinement flags.
     #[command(flatten)]
     pub security: security_args::SecurityArgs,
+    /// Resource limits and --sdnotify.
+    #[command(flatten)]
+    pub units: units::UnitArgs,
     /// `--pull` and `--platform`.
     #[command(flatten)]
     pub pull: autopull::PullFlags,
@@ -235,12 +253,8 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Show containers' details as JSON.
-    Inspect {
-        /// Containers.
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
+    /// Show details of containers, images or volumes as JSON (or by a Go template).
+    Inspect(inspect::InspectArgs),
     /// List containers.
     Ps {
         /// Show all containers (default: running only).
@@ -252,9 +266,14 @@ pub enum Command {
         /// Filter: status=, name=, label=KEY[=VALUE], ancestor=, id=.
         #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
         filters: Vec<String>,
-        /// Output format: table (default) or json (one object per line).
-        #[arg(long, default_value = "table")]
-        format: String,
+        /// Output format: table, table TEMPLATE, json, or a Go TEMPLATE
+        /// (e.g. '{{.ID}}\t{{.Names}}'; fields .ID .Names .Image .Command .CreatedAt
+        /// .RunningFor .Status .State .Ports .Labels .Mounts .Networks).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+        /// Do not truncate ids and commands.
+        #[arg(long)]
+        no_trunc: bool,
     },
     /// Run a command in a running container; the exit code is the command's.
     Exec {
@@ -288,12 +307,15 @@ pub enum Command {
     /// Stop running containers (stop signal, then SIGKILL after the timeout).
     Stop {
         /// Seconds to wait before SIGKILL (default: the container's, else 10).
-        #[arg(short = 't', long = "time")]
+        #[arg(short = 't', long = "time", value_parser = flags::seconds, allow_hyphen_values = true)]
         time: Option<u64>,
         /// Containers.
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// pause, unpause, generate systemd.
+    #[command(flatten)]
+    Units(units::UnitCommand),
     /// Send a signal to running containers.
     Kill {
         /// Signal name or number.
@@ -306,7 +328,7 @@ pub enum Command {
     /// Restart containers.
     Restart {
         /// Seconds to wait before SIGKILL when stopping.
-        #[arg(short = 't', long = "time")]
+        #[arg(short = 't', long = "time", value_parser = flags::seconds, allow_hyphen_values = true)]
         time: Option<u64>,
         /// Containers.
         #[arg(required = true)]
@@ -325,7 +347,8 @@ pub enum Command {
         #[arg(short = 'f', long)]
         follow: bool,
         /// Only the last N lines ("all" for everything).
-        #[arg(short = 'n', long, default_value = "all")]
+        #[arg(short = 'n', long, default_value = "all", value_parser = flags::tail,
+              allow_hyphen_values = true)]
         tail: String,
         /// Only output since this time (RFC 3339, unix seconds, or a duration like 10m).
         #[arg(long)]
@@ -342,14 +365,19 @@ pub enum Command {
     /// Copy files between a container (running or stopped) and the host: SRC and DEST
     /// are CONTAINER:PATH or a local path; - is a tar on stdin (SRC) or stdout (DEST).
     Cp(cp::CpArgs),
+    /// Create a new image from a container's changes (running or stopped).
+    Commit(commit::CommitArgs),
+    /// Build an image from a Dockerfile and a context directory (or a tar on stdin).
+    Build(build::BuildArgs),
     /// Stream events (docker's vocabulary) until interrupted.
     Events {
         /// Filter: type=, event=, container= (id or name).
         #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
         filters: Vec<String>,
-        /// Output format: text (default) or json.
-        #[arg(long, default_value = "text")]
-        format: String,
+        /// Output format: text (default), json, or a Go TEMPLATE (fields .Type
+        /// .Action .Actor.ID .Actor.Attributes .time .timeNano).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
     },
     /// List images.
     Images(image_args::ImagesArgs),
@@ -391,7 +419,11 @@ pub enum Command {
         reference: String,
     },
     /// Show the daemon's setup (storage driver, id maps, warnings).
-    Info,
+    Info {
+        /// A Go TEMPLATE (e.g. '{{.Driver}}'), or json.
+        #[arg(short = 'f', long, value_name = "FORMAT")]
+        format: Option<String>,
+    },
     /// Push an image to a registry (HOST[:PORT]/REPO[:TAG]).
     Push(push::PushArgs),
     /// Log in to a registry: check the credentials and store them for pull and push.
@@ -418,6 +450,32 @@ pub enum Command {
         /// PORT[/PROTO] to show only that one.
         port: Option<String>,
     },
+    /// Show a container's processes (host pids; ps options may follow, default -ef).
+    Top(top::TopArgs),
+    /// Show containers' resource use (CPU, memory, network, block I/O, tasks).
+    Stats(stats::StatsArgs),
+    /// Show the client's and skiffd's versions.
+    Version(system::VersionArgs),
+    /// Disk use, prune, info.
+    System {
+        /// The system command.
+        #[command(subcommand)]
+        command: system::SystemCommand,
+    },
+    /// Container commands (docker's names for the top-level ones, and prune).
+    Container {
+        /// The container command.
+        #[command(subcommand)]
+        command: aliases::ContainerCommand,
+    },
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(completion::CompletionArgs),
+    /// Names for the completion scripts.
+    #[command(name = "__complete", hide = true)]
+    Complete(completion::CompleteArgs),
+    /// Writes the man pages into a directory.
+    #[command(name = "__man", hide = true)]
+    Man(completion::ManArgs),
 }
 
 /// `skiff image ...`.
@@ -443,6 +501,9 @@ pub enum ImageCommand {
     History(image_args::HistoryArgs),
     /// Remove dangling images (with -a, every image no container uses).
     Prune(image_args::PruneArgs),
+    /// The top-level image commands (pull, ...).
+    #[command(flatten)]
+    More(aliases::ImageMore),
 }
 
 /// A failure the CLI reports: a message and the exit code.
@@ -480,13 +541,19 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     if let Command::Doctor { format } = &cli.command {
         return doctor::doctor(format.as_deref());
     }
-    match &cli.command {
+    let command = aliases::unalias(cli.command);
+    precheck::check(&command)?;
+    let command = match everyday::without_daemon(cli.bus_address.as_deref(), command).await {
+        Ok(code) => return code,
+        Err(command) => command,
+    };
+    match &command {
         Command::Login(a) => return login::login(a).await,
         Command::Logout(a) => return login::logout(a),
         _ => {}
     }
     let conn = connect::connect(cli.bus_address.as_deref()).await?;
-    match cli.command {
+    match command {
         Command::Run {
             rm,
             detach,
@@ -525,13 +592,17 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             volumes,
             containers,
         } => containers::rm(&conn, &containers, force, volumes).await,
-        Command::Inspect { containers } => containers::inspect(&conn, &containers).await,
+        Command::Inspect(a) => inspect::inspect(&conn, &a).await,
         Command::Ps {
             all,
             quiet,
             filters,
             format,
-        } => containers::ps(&conn, all, quiet, &filters, &format).await,
+            no_trunc,
+        } => {
+            let f = format.as_deref().unwrap_or("");
+            containers::ps(&conn, all, quiet, &filters, f, no_trunc).await
+        }
         Command::Exec {
             interactive,
             tty,
@@ -556,6 +627,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Stop { time, containers } => control::stop(&conn, &containers, time).await,
         Command::Kill { signal, containers } => control::kill(&conn, &containers, &signal).await,
+        Command::Units(cmd) => units::dispatch(&conn, cmd).await,
         Command::Restart { time, containers } => control::restart(&conn, &containers, time).await,
         Command::Rename {
             container,
@@ -579,7 +651,11 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             control::logs(&conn, &container, opts).await
         }
         Command::Cp(a) => cp::cp(&conn, &a).await,
-        Command::Events { filters, format } => control::events(&conn, &filters, &format).await,
+        Command::Commit(a) => commit::commit(&conn, &a).await,
+        Command::Build(a) => build::build(&conn, &a).await,
+        Command::Events { filters, format } => {
+            control::events(&conn, &filters, format.as_deref()).await
+        }
         Command::Images(a)
         | Command::Image {
             command: ImageCommand::Ls(a),
@@ -630,7 +706,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             };
             pull::pull(&conn, a).await
         }
-        Command::Info => images::info(&conn).await,
+        Command::Info { format } => inspect::info(&conn, format.as_deref()).await,
         Command::Push(a) => push::push(&conn, &a).await,
         Command::Login(a) => login::login(&a).await,
         Command::Logout(a) => login::logout(&a),
@@ -639,5 +715,6 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Port { container, port } => {
             containers::port(&conn, &container, port.as_deref()).await
         }
+        other => everyday::run(&conn, other).await,
     }
 }

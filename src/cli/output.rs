@@ -44,24 +44,30 @@ pub fn text(text: &str) {
     }
 }
 
+/// The exit code of a command line skiff cannot use (an unknown flag, a bad value, a
+/// missing argument): docker's and podman's 125, on every command.
+pub const USAGE_EXIT: i32 = 125;
+
 /// Ends skiff after clap's verdict on the command line: help and version go to stdout
 /// through [`text`] (clap's own printing would swallow a closed stdout and exit 0),
-/// errors to stderr as clap prints them (with a huge value cut).
+/// errors to stderr as clap prints them (with a huge value cut), exit code 125.
 pub fn clap_exit(e: clap::Error) -> ! {
     let to_stdout = !e.use_stderr();
-    if to_stdout && !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        text(&e.render().to_string());
-        std::process::exit(e.exit_code());
-    }
-    if !to_stdout {
-        // A huge value in the message (clap quotes it whole) is cut; clap prints the rest.
-        let plain = e.render().to_string();
-        if let std::borrow::Cow::Owned(short) = crate::elide::long_inputs(&plain) {
-            err_line(format_args!("{}", short.trim_end()));
+    if to_stdout {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            text(&e.render().to_string());
             std::process::exit(e.exit_code());
         }
+        e.exit()
     }
-    e.exit()
+    // A huge value in the message (clap quotes it whole) is cut; clap prints the rest.
+    let plain = e.render().to_string();
+    if let std::borrow::Cow::Owned(short) = crate::elide::long_inputs(&plain) {
+        err_line(format_args!("{}", short.trim_end()));
+    } else {
+        let _ = e.print();
+    }
+    std::process::exit(USAGE_EXIT)
 }
 
 /// Writes `args` and a newline to stderr (what [`errln!`] expands to).

@@ -25,6 +25,7 @@ fn build_config(
 ) -> Result<HashMap<&'static str, OwnedVariant>, Failure> {
     let mut m = HashMap::new();
     m.insert("image", ov(args.image.as_str())?);
+    super::units::add_limits(&args.units, &mut m)?;
     if !args.command.is_empty() {
         m.insert("command", ov(args.command.clone())?);
     }

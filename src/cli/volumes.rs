@@ -24,8 +24,11 @@ pub enum VolumeCommand {
     /// List volumes.
     #[command(alias = "list")]
     Ls(LsArgs),
-    /// Show volumes as JSON.
+    /// Show volumes as JSON (or by a Go template).
     Inspect {
+        /// A Go TEMPLATE applied to each volume (e.g. '{{.Mountpoint}}'), or json.
+        #[arg(short = 'f', long, value_name = "FORMAT")]
+        format: Option<String>,
         /// Volumes.
         #[arg(required = true)]
         volumes: Vec<String>,
@@ -63,8 +66,9 @@ pub struct LsArgs {
     /// Filter: name=, label=KEY[=VALUE], label!=, dangling=true|false, driver=local.
     #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
     pub filters: Vec<String>,
-    /// `json` for one JSON object per line.
-    #[arg(long)]
+    /// Output format: table, table TEMPLATE, json, or a Go TEMPLATE (fields .Name
+    /// .Driver .Scope .Mountpoint .Labels).
+    #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
 }
 
@@ -165,6 +169,26 @@ async fn proxy(conn: &Connection) -> Result<VolumesProxy<'_>, Failure> {
         .map_err(|e| fail(e, 1))
 }
 
+/// The inspect JSON of the volume named exactly `name`, if there is one.
+async fn find(p: &VolumesProxy<'_>, name: &str) -> Result<Option<serde_json::Value>, zbus::Error> {
+    let text = p.list_volumes(&[&format!("name={name}")], 0).await?;
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| zbus::Error::Failure(format!("bad JSON from skiffd: {e}")))?;
+    Ok(all.into_iter().find(|x| x["Name"] == name))
+}
+
+/// The inspect JSON of the volume `name`, if there is one.
+pub async fn inspect_one(
+    conn: &Connection,
+    name: &str,
+) -> Result<Option<serde_json::Value>, zbus::Error> {
+    let p = VolumesProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    find(&p, name).await
+}
+
 /// Runs a `skiff volume` command.
 pub async fn run(conn: &Connection, cmd: VolumeCommand) -> Result<i32, Failure> {
     let p = proxy(conn).await?;
@@ -183,46 +207,35 @@ pub async fn run(conn: &Connection, cmd: VolumeCommand) -> Result<i32, Failure> 
             Ok(0)
         }
         VolumeCommand::Ls(a) => {
+            let format = a.format.as_deref().unwrap_or("");
+            super::format::check(format, &super::rows::VOLUMES)?;
             let filters: Vec<&str> = a.filters.iter().map(String::as_str).collect();
             let text = p.list_volumes(&filters, 0).await.map_err(|e| fail(e, 1))?;
             let vols: Vec<serde_json::Value> =
                 serde_json::from_str(&text).map_err(|e| Failure::msg(e.to_string()))?;
-            let name = |v: &serde_json::Value| v["Name"].as_str().unwrap_or("").to_string();
             if a.quiet {
-                vols.iter().for_each(|v| outln!("{}", name(v)));
-            } else if a.format.as_deref() == Some("json") {
-                vols.iter().for_each(|v| outln!("{v}"));
-            } else {
-                let rows: Vec<Vec<String>> = vols
-                    .iter()
-                    .map(|v| vec!["local".to_string(), name(v)])
-                    .collect();
-                super::table::print(&["DRIVER", "VOLUME NAME"], &rows);
+                vols.iter()
+                    .for_each(|v| outln!("{}", v["Name"].as_str().unwrap_or("")));
+                return Ok(0);
             }
+            let rows: Vec<serde_json::Value> = vols.iter().map(super::rows::volume_row).collect();
+            super::format::print(format, &rows, &super::rows::VOLUMES)?;
             Ok(0)
         }
-        VolumeCommand::Inspect { volumes } => {
+        VolumeCommand::Inspect { format, volumes } => {
+            super::format::check_inspect(format.as_deref())?;
             let mut out = Vec::new();
             let mut code = 0;
             for v in &volumes {
-                match p.list_volumes(&[&format!("name={v}")], 0).await {
-                    Ok(text) => {
-                        let all: Vec<serde_json::Value> =
-                            serde_json::from_str(&text).map_err(|e| Failure::msg(e.to_string()))?;
-                        match all.into_iter().find(|x| x["Name"] == v.as_str()) {
-                            Some(x) => out.push(x),
-                            None => {
-                                errln!("skiff: Error: no such volume: {v}");
-                                code = 1;
-                            }
-                        }
+                match find(&p, v).await.map_err(|e| fail(e, 1))? {
+                    Some(x) => out.push(x),
+                    None => {
+                        errln!("skiff: Error: no such volume: {v}");
+                        code = 1;
                     }
-                    Err(e) => return Err(fail(e, 1)),
                 }
             }
-            let text =
-                serde_json::to_string_pretty(&out).map_err(|e| Failure::msg(e.to_string()))?;
-            outln!("{text}");
+            super::format::print_inspect(format.as_deref(), &out)?;
             Ok(code)
         }
         VolumeCommand::Rm { force, volumes } => {

@@ -146,24 +146,20 @@ pub struct ContainerConfig {
     /// Namespaced kernel parameters (`net.*`, `kernel.msg*`, `kernel.shm*`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctls: BTreeMap<String, String>,
+    /// Memory limit (docker's sizes: `512m`, `1g`): the cgroup's `memory.max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// CPUs (e.g. 1.5): the cgroup's `cpu.max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Most processes at once (`-1` or 0: unlimited): the cgroup's `pids.max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
 }
-
-/// Keys of the API that later releases implement; sending them now is a clear error
-/// rather than a silently ignored option.
-const RESERVED: &[&str] = &["memory", "cpus", "pids-limit"];
 
 impl ContainerConfig {
     /// Decodes a configuration from a JSON value, naming the offending key on errors.
     pub fn from_json_value(value: serde_json::Value) -> Result<ContainerConfig, Error> {
-        if let Some(obj) = value.as_object() {
-            for key in obj.keys() {
-                if RESERVED.contains(&key.as_str()) {
-                    return Err(Error::NotSupported(format!(
-                        "config key \"{key}\" is not supported yet"
-                    )));
-                }
-            }
-        }
         let cfg: ContainerConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             Error::InvalidConfig(if path == "." {
@@ -257,6 +253,7 @@ impl ContainerConfig {
             }
         }
         self.log_limits()?;
+        super::limits::limits_of(self)?;
         super::security::validate(self)?;
         super::mounts::plan(self)?;
         Ok(())
@@ -482,14 +479,15 @@ mod tests {
     }
 
     #[test]
-    fn reserved_keys_are_not_supported_yet() {
+    fn userns_and_limit_keys() {
         assert!(
             ContainerConfig::from_json_value(json!({"image": "x", "userns": "keep-id"})).is_ok()
         );
         assert!(ContainerConfig::from_json_value(json!({"image": "x", "userns": "auto"})).is_err());
+        // A size is a string, as shm-size.
         let e =
             ContainerConfig::from_json_value(json!({"image": "x", "memory": 1024})).unwrap_err();
-        assert!(matches!(e, Error::NotSupported(_)));
+        assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
     }
 
     #[test]

@@ -70,6 +70,20 @@ pub struct State {
     /// The ports published by the current (or last) run, host ports resolved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::netns::PortMapping>,
+    /// The running container is frozen (`skiff pause`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+impl State {
+    /// The status as docker shows it: `paused` for a paused running container.
+    pub fn status_str(&self) -> &'static str {
+        if self.paused && self.status == Status::Running {
+            "paused"
+        } else {
+            self.status.as_str()
+        }
+    }
 }
 
 /// What is persisted in `containers/<id>/container.json`.
@@ -281,6 +295,17 @@ pub fn wait_for(
     }
 }
 
+/// docker's `HostConfig.RestartPolicy` of a `--restart` value (`on-failure:3` is
+/// `{"Name": "on-failure", "MaximumRetryCount": 3}`).
+fn restart_policy(restart: Option<&str>) -> serde_json::Value {
+    let spec = restart.filter(|r| !r.is_empty()).unwrap_or("no");
+    let (name, count) = match spec.split_once(':') {
+        Some((n, c)) => (n, c.parse::<u64>().unwrap_or(0)),
+        None => (spec, 0),
+    };
+    serde_json::json!({ "Name": name, "MaximumRetryCount": count })
+}
+
 /// Docker-shaped `inspect` JSON of a record.
 pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
     let s = &rec.state;
@@ -299,9 +324,9 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
         "Args": rec.args.iter().skip(1).collect::<Vec<_>>(),
         "Image": format!("sha256:{}", rec.image_id),
         "State": {
-            "Status": s.status.as_str(),
+            "Status": s.status_str(),
             "Running": s.status == Status::Running,
-            "Paused": false,
+            "Paused": s.paused && s.status == Status::Running,
             "Restarting": false,
             "Dead": false,
             "Pid": s.pid,
@@ -329,9 +354,7 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
             "GroupAdd": rec.config.group_add,
             "Init": rec.config.init,
             "ShmSize": rec.config.shm_bytes().ok().flatten().unwrap_or(crate::daemon::spec::DEFAULT_SHM_SIZE),
-            "RestartPolicy": {
-                "Name": rec.config.restart.clone().unwrap_or_else(|| "no".into()),
-            },
+            "RestartPolicy": restart_policy(rec.config.restart.as_deref()),
             "LogConfig": { "Type": "json-file", "Config": rec.config.log_opts },
         },
     });
@@ -341,6 +364,7 @@ pub fn inspect_json(rec: &Record, image_ref: &str) -> serde_json::Value {
     v["HostConfig"]["Tmpfs"] = tmpfs;
     super::network::extend_inspect(&mut v, rec);
     super::security::extend_inspect(&mut v, rec);
+    super::limits::extend_inspect(&mut v, &rec.config);
     v
 }
 

@@ -26,6 +26,14 @@ impl Daemon {
         }
         let sig = Signal::try_from(signal)
             .map_err(|_| Error::InvalidArgument(format!("invalid signal number {signal}")))?;
+        if sig == Signal::SIGKILL {
+            // The whole container, frozen or not: every process in its cgroup.
+            if let Some(dir) = crate::cgroup::container_cgroup(&rec.id, rec.state.pid) {
+                if let Err(e) = crate::cgroup::kill(&dir) {
+                    tracing::warn!("{}: {e}; killing its init only", rec.name);
+                }
+            }
+        }
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.state.pid as i32), sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
             Err(e) => Err(Error::Runtime(format!("kill {}: {e}", rec.name))),
@@ -73,6 +81,7 @@ impl Daemon {
             .or(rec.config.stop_timeout.map(Duration::from_secs))
             .unwrap_or(DEFAULT_STOP_TIMEOUT);
         let sig = rec.config.stop_signal.unwrap_or(libc::SIGTERM);
+        self.thaw_for_stop(c).await?;
         let exited = wait_for(c.watch(), WaitCondition::NotRunning);
         self.send_signal(c, sig)?;
         tokio::pin!(exited);

@@ -137,6 +137,13 @@ impl Daemon {
         if rec.state.status != Status::Running || rec.state.pid == 0 {
             return Err(Error::ContainerNotRunning(rec.name));
         }
+        if rec.state.paused {
+            // The process would join the frozen cgroup and freeze at once.
+            return Err(Error::InvalidArgument(format!(
+                "container {} is paused, unpause the container before exec",
+                rec.name
+            )));
+        }
         if cfg.argv.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
         }

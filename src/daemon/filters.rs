@@ -65,7 +65,7 @@ impl Filters {
             values.iter().any(|v| match k.as_str() {
                 "id" => rec.id.starts_with(v.as_str()),
                 "name" => rec.name.contains(v.as_str()),
-                "status" => rec.state.status.as_str() == v,
+                "status" => rec.state.status_str() == v,
                 "label" => match v.split_once('=') {
                     Some((lk, lv)) => rec.config.labels.get(lk).is_some_and(|x| x == lv),
                     None => rec.config.labels.contains_key(v.as_str()),

@@ -35,9 +35,11 @@ impl HelperRun {
         Self::spawn_as(exe, None, args, stdio, spec, log_tag, None)
     }
 
-    /// [`HelperRun::spawn`] with `arg0` as the helper's argv[0] (its name in `ps`), and
-    /// `gate` (if any) on the child's fd 6: the monitor waits there before it starts
-    /// anything, until the gate is opened (see [`super::scope`]).
+    /// [`HelperRun::spawn`] with `arg0` as the helper's argv[0] (its name in `ps`; a
+    /// named helper — the monitor — also gets our pid in
+    /// [`crate::monitor::PARENT_ENV`]), and `gate` (if any) on the child's fd 6: the
+    /// monitor waits there before it starts anything, until the gate is opened (see
+    /// [`super::scope`]).
     pub fn spawn_as(
         exe: &Path,
         arg0: Option<&OsStr>,
@@ -51,7 +53,8 @@ impl HelperRun {
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
         let mut cmd = tokio::process::Command::new(exe);
         if let Some(arg0) = arg0 {
-            cmd.arg0(arg0);
+            cmd.arg0(arg0)
+                .env(crate::monitor::PARENT_ENV, std::process::id().to_string());
         }
         cmd.args(args)
             .stdin(stdio.0)

@@ -365,24 +365,41 @@ impl Daemon {
         }))
     }
 
-    /// The image's history entries, newest first.
+    /// The image's history entries, newest first: Created, CreatedBy, Comment,
+    /// EmptyLayer, Size (of the entry's layer: 0 for an empty one) and Id (the image's
+    /// on the newest entry, empty on the others, as docker's `<missing>`).
     pub fn image_history(&self, reference: &str) -> Result<serde_json::Value, Error> {
         let rec = self.inner.images.resolve(reference)?;
         let cfg = self.inner.images.config(&rec.id)?;
-        let entries: Vec<serde_json::Value> = cfg
+        let mut entries: Vec<serde_json::Value> = cfg
             .history()
             .iter()
             .flatten()
-            .rev()
             .map(|h| {
+                let empty = h.empty_layer().unwrap_or(false);
                 serde_json::json!({
                     "Created": h.created(),
                     "CreatedBy": h.created_by(),
                     "Comment": h.comment(),
-                    "EmptyLayer": h.empty_layer().unwrap_or(false),
+                    "EmptyLayer": empty,
+                    "Size": 0,
+                    "Id": "",
                 })
             })
             .collect();
+        // Layers are bottom first, as the history: the n-th non-empty entry is layer n.
+        let mut layers = rec.layers.iter();
+        for e in entries.iter_mut() {
+            if e["EmptyLayer"] == false {
+                if let Some(l) = layers.next() {
+                    e["Size"] = self.inner.images.layer_size(l).into();
+                }
+            }
+        }
+        entries.reverse();
+        if let Some(top) = entries.first_mut() {
+            top["Id"] = format!("sha256:{}", rec.id).into();
+        }
         Ok(serde_json::Value::Array(entries))
     }
 

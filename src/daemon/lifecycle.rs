@@ -82,6 +82,9 @@ impl Daemon {
     /// Creates a container from `cfg`; returns its id.
     pub async fn create(&self, mut cfg: ContainerConfig) -> Result<String, Error> {
         cfg.validate()?;
+        if let Some(limits) = super::limits::limits_of(&cfg)? {
+            super::limits::check_available(&limits).await?;
+        }
         let defaults = self.settings();
         if cfg.network.is_none() {
             cfg.network = Some(defaults.network.to_string());
@@ -115,16 +118,6 @@ impl Daemon {
         };
         let hostname = cfg.hostname.clone().unwrap_or_else(|| id[..12].to_string());
         let keep_id = cfg.userns.as_deref() == Some("keep-id");
-        if keep_id && self.inner.opts.driver == crate::runtime::RootfsDriver::Overlay {
-            return Err(Error::InvalidConfig(
-                "key \"userns\": keep-id is not supported by the overlay storage driver: \
-                 the kernel overlay shows the layers' owners as they are on disk, so it would \
-                 need a chowned copy of the image's layers for the keep-id mapping; start \
-                 skiffd with --storage-driver fuse (owners translated, layers shared, nothing \
-                 copied) or vfs (the per-container copy is made with the keep-id owners)"
-                    .into(),
-            ));
-        }
         let user_spec = cfg
             .user
             .clone()
@@ -304,7 +297,8 @@ impl Daemon {
             spec.set_mounts(Some(all));
         }
         let spec_path = monitor::spec_path(&bundle);
-        fsutil::atomic_write_json(&spec_path, &spec).map_err(|e| Error::io(&spec_path, e))?;
+        // The bundle is in the runtime directory: no fsyncs (see fsutil).
+        fsutil::replace_file_json(&spec_path, &spec).map_err(|e| Error::io(&spec_path, e))?;
         let mon = MonitorConfig {
             id: rec.id.clone(),
             rootfs: plan,
@@ -313,9 +307,10 @@ impl Daemon {
             wait_attach: wait_attach && !client_stdio,
             log: Some(log),
             network,
+            limits: super::limits::limits_of(&rec.config)?,
         };
         let mon_path = monitor::config_path(&bundle);
-        fsutil::atomic_write_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;
+        fsutil::replace_file_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;
         let exit = monitor::exit_path(&bundle);
         match std::fs::remove_file(&exit) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&exit, e)),

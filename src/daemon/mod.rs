@@ -10,6 +10,8 @@
 //! user namespace when they belong to subordinate ids).
 
 pub mod archives;
+pub mod build;
+pub mod commit;
 pub mod config;
 pub mod container;
 pub mod control;
@@ -19,15 +21,18 @@ pub mod events;
 pub mod exec;
 mod failed_jobs;
 pub mod filters;
+mod freeze;
 pub mod helper;
 pub mod images;
 pub mod initbin;
 pub mod lifecycle;
+pub mod limits;
 pub mod logs;
 pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod notify;
+pub mod pause;
 pub mod pull;
 pub mod push;
 pub mod restart;
@@ -38,6 +43,7 @@ pub mod settings;
 pub mod spec;
 pub mod strays;
 pub mod supervise;
+pub mod usage;
 pub mod volume_ops;
 pub mod volumes;
 
@@ -66,11 +72,26 @@ pub struct Options {
     pub driver: RootfsDriver,
     /// Why that driver (for `skiff info`).
     pub driver_reason: String,
-    /// The skiffd executable, re-run for the monitor and helpers.
+    /// The skiffd executable, re-run for the helpers.
     pub exe: PathBuf,
     /// The effective configuration at start (file and flags); the daemon keeps the live
     /// copy, where all but the storage driver can change ([`Daemon::reload_settings`]).
     pub settings: settings::Settings,
+    /// The monitor's executable: `skiff-monitor` next to `exe` (see
+    /// [`Options::monitor_beside`]), else `exe` itself (its `__monitor` helper).
+    pub monitor_exe: PathBuf,
+}
+
+impl Options {
+    /// The monitor executable for the daemon `exe`: `skiff-monitor` in the same
+    /// directory when it is there (installed, or staged beside skiffd), else `exe`,
+    /// which runs the same monitor as its hidden `__monitor` helper.
+    pub fn monitor_beside(exe: &std::path::Path) -> PathBuf {
+        exe.parent()
+            .map(|dir| dir.join(crate::monitor::PROCESS_NAME))
+            .filter(|m| m.is_file())
+            .unwrap_or_else(|| exe.to_path_buf())
+    }
 }
 
 /// The backend. Cheap to clone; all clones share one state.
@@ -99,6 +120,12 @@ struct Inner {
 pub struct Info {
     /// skiff's version.
     pub version: String,
+    /// The git commit skiffd was built from ("unknown" outside a git checkout).
+    pub git_commit: String,
+    /// The rustc that built skiffd.
+    pub rust_version: String,
+    /// The OS and CPU architecture (Go's names, as docker prints them).
+    pub os_arch: String,
     /// The storage driver.
     pub storage_driver: String,
     /// Why this storage driver is active.
@@ -115,6 +142,8 @@ pub struct Info {
     pub security_options: Vec<String>,
     /// `--userns keep-id` support and cost, per storage driver.
     pub userns_keep_id: BTreeMap<String, String>,
+    /// The overlay driver's keep-id layer copies and the disk they use.
+    pub keep_id_copies: crate::image::keepid_copies::KeepIdCopies,
     /// The configuration file read (`null`: none, the defaults and flags apply).
     pub config_file: Option<String>,
     /// The effective configuration: each key's value and where it came from
@@ -122,6 +151,18 @@ pub struct Info {
     pub config: BTreeMap<String, serde_json::Value>,
     /// Warnings about the host's setup.
     pub warnings: Vec<String>,
+}
+
+/// `linux/amd64`: the OS and CPU architecture with Go's names, as docker prints them.
+pub fn os_arch() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    format!("{}/{arch}", std::env::consts::OS)
 }
 
 impl Daemon {
@@ -180,6 +221,9 @@ impl Daemon {
         }
         Info {
             version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: env!("SKIFF_GIT_COMMIT").into(),
+            rust_version: env!("SKIFF_RUSTC_VERSION").into(),
+            os_arch: os_arch(),
             storage_driver: o.driver.to_string(),
             storage_driver_reason: o.driver_reason.clone(),
             data_dir: o.paths.data.display().to_string(),
@@ -191,6 +235,7 @@ impl Daemon {
                 .iter()
                 .map(|d| (d.to_string(), d.keep_id_support().to_string()))
                 .collect(),
+            keep_id_copies: self.inner.images.keep_id_copies(),
             config_file: settings.file.as_ref().map(|f| f.display().to_string()),
             config: settings.describe(),
             warnings,
@@ -304,6 +349,16 @@ impl Daemon {
         let c = self.lookup(name_or_id)?;
         let rec = c.snapshot();
         let mut v = container::inspect_json(&rec, &rec.config.image);
+        // The image's EXPOSE ports (a container outlives nothing of its image: an image
+        // gone missing only leaves them out).
+        let image_exposed: Vec<String> = self
+            .inner
+            .images
+            .config(&rec.image_id)
+            .ok()
+            .and_then(|c| c.config().as_ref().and_then(|c| c.exposed_ports().clone()))
+            .unwrap_or_default();
+        network::extend_exposed(&mut v, &rec, &image_exposed);
         v["LogPath"] = supervise::log_path(&c.dir).display().to_string().into();
         v["Mounts"] = self.inspect_mounts(&rec);
         Ok(v)
@@ -313,5 +368,28 @@ impl Daemon {
     pub async fn wait(&self, name_or_id: &str, cond: WaitCondition) -> Result<(i32, u64), Error> {
         let c = self.lookup(name_or_id)?;
         Ok(container::wait_for(c.watch(), cond).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Options;
+
+    #[test]
+    fn the_monitor_is_skiff_monitor_beside_skiffd_else_skiffd_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let skiffd = dir.path().join("skiffd");
+        std::fs::write(&skiffd, b"").unwrap();
+        // Not installed: skiffd runs the monitor itself (`skiffd __monitor BUNDLE`).
+        assert_eq!(Options::monitor_beside(&skiffd), skiffd);
+        // A directory of that name is not the binary.
+        std::fs::create_dir(dir.path().join("skiff-monitor")).unwrap();
+        assert_eq!(Options::monitor_beside(&skiffd), skiffd);
+        std::fs::remove_dir(dir.path().join("skiff-monitor")).unwrap();
+        std::fs::write(dir.path().join("skiff-monitor"), b"").unwrap();
+        assert_eq!(
+            Options::monitor_beside(&skiffd),
+            dir.path().join("skiff-monitor")
+        );
     }
 }

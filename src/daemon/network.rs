@@ -141,8 +141,55 @@ pub fn extend_inspect(v: &mut serde_json::Value, rec: &Record) {
         (Mode::Pasta, Status::Running) => netns::pasta::ADDR,
         _ => "",
     };
+    let running = rec.state.status == Status::Running && !ip.is_empty();
+    let gateway = if running { netns::slirp::HOST_ADDR } else { "" };
+    let prefix = if running { 24 } else { 0 };
+    let mut networks = serde_json::Map::new();
+    if mode != Mode::None {
+        networks.insert(
+            mode.as_str().to_string(),
+            serde_json::json!({
+                "NetworkID": mode.as_str(),
+                "IPAddress": ip,
+                "IPPrefixLen": prefix,
+                "Gateway": gateway,
+                "MacAddress": "",
+                "Aliases": null,
+            }),
+        );
+    }
     v["NetworkSettings"] = serde_json::json!({
         "Ports": ports,
         "IPAddress": ip,
+        "IPPrefixLen": prefix,
+        "Gateway": gateway,
+        "Networks": networks,
     });
+}
+
+/// docker's `Config.ExposedPorts` (`{"80/tcp": {}}`): the image's EXPOSE ports, the
+/// `--expose` ones and the published ones.
+pub fn extend_exposed(v: &mut serde_json::Value, rec: &Record, image_exposed: &[String]) {
+    let mut keys: Vec<String> = image_exposed
+        .iter()
+        .map(|p| {
+            if p.contains('/') {
+                p.to_ascii_lowercase()
+            } else {
+                format!("{p}/tcp")
+            }
+        })
+        .collect();
+    let configured = rec
+        .config
+        .exposed_mappings()
+        .unwrap_or_default()
+        .into_iter()
+        .chain(rec.config.port_mappings().unwrap_or_default());
+    keys.extend(configured.map(|m| m.container_key()));
+    let map: serde_json::Map<String, serde_json::Value> = keys
+        .into_iter()
+        .map(|k| (k, serde_json::json!({})))
+        .collect();
+    v["Config"]["ExposedPorts"] = map.into();
 }

@@ -72,6 +72,11 @@ async fn manager() -> Option<&'static zbus::Connection> {
         .as_ref()
 }
 
+/// Whether skiffd runs under a user manager that gives containers scopes.
+pub async fn has_manager() -> bool {
+    manager().await.is_some()
+}
+
 /// A gate the spawned monitor waits at (before it runs anything)
 /// until [`place`] has put it in its scope.
 pub struct Gate {

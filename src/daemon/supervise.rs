@@ -1,7 +1,7 @@
 //! Starting containers under their monitors, following them to their end, restarting
 //! them by policy, and finding them again after a daemon restart.
 //!
-//! The monitor (`skiff-monitor __monitor BUNDLE`, the skiffd executable) runs in its own
+//! The monitor (`skiff-monitor __monitor BUNDLE`, see [`super::Options`]) runs in its own
 //! session, so a daemon that dies or restarts leaves it and its container running. While
 //! the daemon lives it follows the monitor through its status pipe; a new daemon finds the
 //! monitor through the lock it holds on its bundle ([`crate::monitor::lock`]; a holder
@@ -78,6 +78,7 @@ impl Daemon {
         stdio: Option<Stdio>,
         wait_attach: bool,
     ) -> Result<(), Error> {
+        crate::phase::mark("start");
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
         }
@@ -116,6 +117,7 @@ impl Daemon {
                 return Err(e);
             }
         };
+        crate::phase::mark("bundle-written");
         super::strays::crash_point("bundle-written");
         let stdio: (StdStdio, StdStdio, StdStdio) = match stdio {
             Some(s) => (s.stdin.into(), s.stdout.into(), s.stderr.into()),
@@ -130,7 +132,7 @@ impl Daemon {
         };
         let tag = format!("container {}", rec.id);
         let mut run = HelperRun::spawn_as(
-            &self.inner.opts.exe,
+            &self.inner.opts.monitor_exe,
             Some(std::ffi::OsStr::new(monitor::PROCESS_NAME)),
             &args,
             stdio,
@@ -139,9 +141,11 @@ impl Daemon {
             child_end,
         )?;
         let monitor_pid = run.pid();
+        crate::phase::mark("monitor-spawned");
         super::strays::crash_point("monitor-spawned");
         if let Some(open_end) = gate {
             super::scope::place(open_end, monitor_pid, &rec.id).await;
+            crate::phase::mark("scope-placed");
         }
         let status = tokio::time::timeout(START_TIMEOUT, run.first())
             .await
@@ -149,15 +153,20 @@ impl Daemon {
             .flatten();
         match status {
             Some(monitor::Status::Started { pid }) => {
+                crate::phase::mark("started-reported");
                 super::strays::crash_point("container-started");
+                self.mark_volumes_seeded(&rec);
                 let rec = c.update(|r| {
                     r.state.status = Status::Running;
                     r.state.pid = pid as u32;
                     r.state.monitor_pid = monitor_pid;
                     r.state.ports = ports;
                     r.state.started_at = now_us();
+                    // As docker: a (re)start clears the last run's exit code.
+                    r.state.exit_code = 0;
                     r.state.error.clear();
                 })?;
+                crate::phase::mark("running-recorded");
                 self.emit(Event::new(
                     "container",
                     "start",
@@ -196,6 +205,7 @@ impl Daemon {
         if c.is_removed() {
             return;
         }
+        crate::phase::mark("run-ended");
         let id = c.id();
         let from_file = read_exit_file(&monitor::exit_path(&self.bundle_dir(&id)));
         let (code, error, finished) = match (code, from_file) {
@@ -214,6 +224,7 @@ impl Daemon {
         let ran_for = Duration::from_micros(finished.saturating_sub(before.state.started_at));
         let rec = match c.update(|r| {
             r.state.status = Status::Exited;
+            r.state.paused = false;
             r.state.pid = 0;
             r.state.monitor_pid = 0;
             r.state.exit_code = code;
@@ -227,6 +238,7 @@ impl Daemon {
                 c.snapshot()
             }
         };
+        crate::phase::mark("exit-recorded");
         self.emit(Event::new(
             "container",
             "die",
@@ -237,8 +249,10 @@ impl Daemon {
             // In a task of its own: the start that failed may hold the op lock.
             let daemon = self.clone();
             tokio::spawn(async move {
+                crate::phase::mark("auto-remove");
                 match daemon.remove_with(&id, true, true).await {
-                    Ok(()) | Err(Error::NoSuchContainer(_)) => {}
+                    Ok(()) => crate::phase::mark("auto-removed"),
+                    Err(Error::NoSuchContainer(_)) => {}
                     Err(e) => tracing::error!("auto-removing {id}: {e}"),
                 }
             });

@@ -13,7 +13,7 @@ use super::volumes::{inspect_json, VolumeFilters, VolumeMeta};
 use super::{Daemon, Error, Record};
 
 /// Bytes used by the regular files below `dir` (best effort: unreadable parts count 0).
-fn disk_usage(dir: &Path) -> u64 {
+pub(crate) fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
@@ -181,7 +181,8 @@ impl Daemon {
     }
 
     /// The spec mounts of a container's planned mounts. A volume not seeded yet is given
-    /// the copy-up option (unless nocopy) and recorded as seeded.
+    /// the copy-up option (unless nocopy); it is recorded as seeded once the container
+    /// started ([`Daemon::mark_volumes_seeded`]), i.e. after its mounts and copies.
     pub(crate) fn volume_spec_mounts(&self, rec: &Record) -> Result<Vec<Mount>, Error> {
         let store = &self.inner.volumes;
         let mut out = Vec::new();
@@ -205,11 +206,21 @@ impl Daemon {
                 Some(&store.data_dir(&p.source)),
                 copy_up,
             )?);
-            if !meta.seeded {
-                store.mark_seeded(&p.source)?;
-            }
         }
         Ok(out)
+    }
+
+    /// Records the volumes of a container that started as seeded: its runtime mounted
+    /// them and made their copy-up, so no later container copies into them. A start
+    /// that failed before (a mount that failed, a copy that failed and was undone)
+    /// leaves them to be seeded by the next start.
+    pub(crate) fn mark_volumes_seeded(&self, rec: &Record) {
+        let store = &self.inner.volumes;
+        for p in rec.mounts.iter().filter(|p| p.kind == Kind::Volume) {
+            if let Err(e) = store.mark_seeded(&p.source) {
+                tracing::warn!("recording volume {} as seeded: {e}", p.source);
+            }
+        }
     }
 
     /// Removes the anonymous volumes of a removed container (`rm -v`, `--rm`) that no

@@ -91,7 +91,10 @@ impl ContainerObject {
     #[zbus(out_args("exit_code", "finished_at"))]
     async fn wait(&self, condition: &str) -> Result<(i32, u64), SkiffError> {
         let cond: WaitCondition = condition.parse()?;
-        Ok(self.ctx.daemon.wait(&self.id, cond).await?)
+        crate::phase::mark2("wait-call", condition);
+        let r = self.ctx.daemon.wait(&self.id, cond).await?;
+        crate::phase::mark2("wait-reply", condition);
+        Ok(r)
     }
 
     /// Stops the container: its stop signal, then SIGKILL after `timeout` µs
@@ -177,6 +180,17 @@ impl ContainerObject {
         Ok(self.ctx.daemon.kill(&self.id, signal)?)
     }
 
+    /// Freezes every process of the running container (cgroup v2 `cgroup.freeze`; needs
+    /// the container's own cgroup, else `NotSupported` saying why).
+    async fn pause(&self) -> Result<(), SkiffError> {
+        Ok(self.ctx.daemon.pause(&self.id).await?)
+    }
+
+    /// Thaws a paused container.
+    async fn unpause(&self) -> Result<(), SkiffError> {
+        Ok(self.ctx.daemon.unpause(&self.id).await?)
+    }
+
     /// Removes the container; flag 1 = force (kill it if it runs).
     async fn remove(&self, flags: u64) -> Result<(), SkiffError> {
         check_flags(flags, super::REMOVE_FORCE | super::REMOVE_VOLUMES)?;
@@ -252,6 +266,80 @@ impl ContainerObject {
             .await?)
     }
 
+    /// docker's top: the host's `ps` run with `ps_args` (empty = `-ef`), cut to the
+    /// container's processes (host pids). Returns ps's titles and one array of fields
+    /// per process. Fails when the container does not run.
+    #[zbus(out_args("titles", "processes"))]
+    async fn top(
+        &self,
+        ps_args: Vec<String>,
+    ) -> Result<(Vec<String>, Vec<Vec<String>>), SkiffError> {
+        Ok(self.ctx.daemon.top(&self.id, &ps_args).await?)
+    }
+
+    /// One reading of the container's resource use (docs/dbus-api.md): `id` s, `name`
+    /// s, `running` b, and while it runs `read` t (CLOCK_MONOTONIC ns of the reading),
+    /// `cpu` t (ns used), `memory` t, `memory_limit` t, `net_rx` t, `net_tx` t,
+    /// `block_read` t, `block_write` t (bytes), `pids` t, `sources` s. A number that
+    /// is unavailable is left out.
+    async fn stats(&self) -> Result<HashMap<String, OwnedVariant>, SkiffError> {
+        let (rec, sample) = self.ctx.daemon.stats(&self.id).await?;
+        super::convert::stats_dict(&rec, sample.as_ref())
+    }
+
+    /// Commits the container's changes (running or stopped) as a new image named
+    /// `reference` ("" for an untagged one). Options: `changes` (as): Dockerfile
+    /// instructions applied to the image config (CMD, ENTRYPOINT, ENV, WORKDIR, USER,
+    /// LABEL, EXPOSE, VOLUME, STOPSIGNAL); `message` (s), `author` (s): the history
+    /// entry's comment and author; `pause` (b, default true): freeze a running
+    /// container while its layer is read, where it has a cgroup scope of its own.
+    /// Returns the new image's id.
+    #[zbus(out_args("image_id"))]
+    async fn commit(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(object_server)] server: &zbus::ObjectServer,
+        reference: &str,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<String, SkiffError> {
+        let mut opts = crate::daemon::commit::CommitOptions {
+            reference: Some(reference.to_string()),
+            pause: true,
+            ..Default::default()
+        };
+        for (k, v) in &options {
+            match (k.as_str(), &**v) {
+                ("message", Variant::Str(s)) => opts.message = Some(s.to_string()),
+                ("author", Variant::Str(s)) => opts.author = Some(s.to_string()),
+                ("pause", Variant::Bool(b)) => opts.pause = *b,
+                ("changes", v) => {
+                    let list: Vec<String> = v
+                        .try_clone()
+                        .ok()
+                        .and_then(|v| v.try_into().ok())
+                        .ok_or_else(|| {
+                            SkiffError::invalid_args(
+                                "option \"changes\" must be an array of strings",
+                            )
+                        })?;
+                    for c in &list {
+                        crate::image::changes::apply_change(&mut opts.changes, c)
+                            .map_err(|e| SkiffError::invalid_args(e.to_string()))?;
+                    }
+                }
+                (other, _) => {
+                    return Err(SkiffError::invalid_args(format!(
+                        "unknown or mistyped commit option {other:?} (known: changes as, \
+                         message s, author s, pause b)"
+                    )))
+                }
+            }
+        }
+        let rec = self.ctx.daemon.commit_container(&self.id, opts).await?;
+        super::image::register_image(&self.ctx, server, conn, &rec.id).await;
+        Ok(rec.id)
+    }
+
     /// Docker-shaped JSON: Id, Name, State{...}, Config, HostConfig.
     async fn inspect(&self) -> Result<String, SkiffError> {
         let v = self.ctx.daemon.inspect(&self.id)?;
@@ -298,7 +386,7 @@ impl ContainerObject {
     #[zbus(property)]
     fn state(&self) -> String {
         self.record()
-            .map(|r| r.state.status.as_str().to_string())
+            .map(|r| r.state.status_str().to_string())
             .unwrap_or_else(|| "removing".into())
     }
 

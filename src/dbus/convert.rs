@@ -57,6 +57,42 @@ pub fn dict_to_json(dict: &HashMap<String, OwnedVariant>) -> Result<serde_json::
     Ok(serde_json::Value::Object(obj))
 }
 
+/// `Container.Stats`' dictionary: a number that is unavailable is left out.
+pub fn stats_dict(
+    rec: &crate::daemon::Record,
+    sample: Option<&crate::procstat::Sample>,
+) -> Result<HashMap<String, OwnedVariant>, super::SkiffError> {
+    let mut d: HashMap<String, OwnedVariant> = HashMap::new();
+    let mut put = |k: &str, v: Variant<'static>| -> Result<(), super::SkiffError> {
+        let v = OwnedVariant::try_from(v).map_err(|e| super::SkiffError::Failed(e.to_string()))?;
+        d.insert(k.to_string(), v);
+        Ok(())
+    };
+    put("id", Variant::from(rec.id.clone()))?;
+    put("name", Variant::from(rec.name.clone()))?;
+    put("running", Variant::from(sample.is_some()))?;
+    if let Some(s) = sample {
+        put("read", Variant::from(s.read_ns))?;
+        put("sources", Variant::from(s.sources.clone()))?;
+        let numbers = [
+            ("cpu", s.cpu_ns),
+            ("memory", s.memory),
+            ("memory_limit", s.memory_limit),
+            ("net_rx", s.net.map(|n| n.0)),
+            ("net_tx", s.net.map(|n| n.1)),
+            ("block_read", s.block.map(|b| b.0)),
+            ("block_write", s.block.map(|b| b.1)),
+            ("pids", s.pids),
+        ];
+        for (k, v) in numbers {
+            if let Some(v) = v {
+                put(k, Variant::from(v))?;
+            }
+        }
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,10 +74,13 @@ impl Gate {
             return Decision::Pass;
         }
         let wants_reply = !hdr.primary().flags().contains(Flags::NO_REPLY_EXPECTED);
+        let member = hdr.member().map(|m| m.as_str()).unwrap_or_default();
+        crate::phase::mark2("gate-in", member);
         let refusal = match self.callers.check(sender).await {
             Ok(()) => read_only_refusal(msg),
             Err(reason) => Some(("org.freedesktop.DBus.Error.AccessDenied", reason)),
         };
+        crate::phase::mark2("gate-out", member);
         let Some((name, text)) = refusal else {
             return Decision::Pass;
         };

@@ -113,7 +113,7 @@ impl Manager {
                     r.id.clone(),
                     r.name,
                     r.config.image,
-                    r.state.status.as_str().to_string(),
+                    r.state.status_str().to_string(),
                     r.created,
                     path(container_path(&r.id))?,
                 ))
@@ -197,7 +197,9 @@ impl Manager {
         if flags & super::RUN_AUTO_REMOVE != 0 {
             cfg.auto_remove = true;
         }
+        crate::phase::mark("run-call");
         let (id, p) = self.create(server, &emitter, cfg).await?;
+        crate::phase::mark("created");
         if flags & super::RUN_KILL_ON_DISCONNECT != 0 {
             if let Some(sender) = hdr.sender() {
                 super::server::kill_on_disconnect(
@@ -213,6 +215,7 @@ impl Manager {
         } else {
             self.ctx.daemon.start(&id, stdio).await?;
         }
+        crate::phase::mark("run-reply");
         Ok((id, p))
     }
 
@@ -275,6 +278,28 @@ impl Manager {
             wait,
         )
         .await
+    }
+
+    /// Builds an image from the build context tar read from `context` (plain or gzip),
+    /// writing progress (`STEP n/m: …`, RUN output, `--> Using cache …`, the id) to
+    /// `output`. Options: `dockerfile` (s: its text; default `Dockerfile` of the
+    /// context), `dockerfile-name` (s, for errors), `tags` (as), `build-args` (as,
+    /// NAME=VALUE), `target` (s), `no-cache` (b), `wait` (b). Returns the job; its
+    /// `Wait()` gives the image id; `Cancel()` stops the running step.
+    #[zbus(out_args("job_id", "job"))]
+    async fn build_image(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        context: zbus::OwnedFd,
+        output: zbus::OwnedFd,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(u32, OwnedObjectPath), SkiffError> {
+        let context: OwnedFd = super::stdio::received(context);
+        check_fd(&context, "context")?;
+        let output: OwnedFd = super::stdio::received(output);
+        check_fd(&output, "output")?;
+        super::build::start_build(&self.ctx, conn, server, context, output, options).await
     }
 
     /// Loads the images of an archive: a docker-archive or oci-archive (tar, plain or
@@ -507,6 +532,14 @@ impl Manager {
             .map_err(|e| SkiffError::Failed(e.to_string()))
     }
 
+    /// Disk use as docker's `system df` data (JSON): `LayersSize`, `Images` (with
+    /// `Size`, `SharedSize`, `Containers`), `Containers` (with `SizeRw`), `Volumes`
+    /// (with `UsageData.Size`, `UsageData.RefCount`) and `BuildCache`; bytes.
+    async fn disk_usage(&self) -> Result<String, SkiffError> {
+        serde_json::to_string(&self.ctx.daemon.disk_usage_async().await?)
+            .map_err(|e| SkiffError::Failed(e.to_string()))
+    }
+
     /// skiff's version.
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
@@ -535,6 +568,13 @@ impl Manager {
             "mounts".into(),
             "volumes".into(),
             "copy".into(),
+            "commit".into(),
+            "build".into(),
+            "top".into(),
+            "stats".into(),
+            "disk-usage".into(),
+            "pause".into(),
+            "limits".into(),
         ]
     }
 

@@ -4,6 +4,7 @@
 //! `gate`; it also turns the backend's events into signals and keeps one object per container,
 //! image and job.
 
+pub mod build;
 pub mod caller;
 pub mod container;
 pub mod convert;
@@ -27,7 +28,7 @@ pub const BUS_NAME: &str = "org.skiff.skiff1";
 /// The manager's object path.
 pub const MANAGER_PATH: &str = "/org/skiff/skiff1";
 /// The API version: bumped on every compatible addition.
-pub const API_VERSION: u32 = 5;
+pub const API_VERSION: u32 = 6;
 
 /// The object path of a container (64 hex digits need no escaping).
 pub fn container_path(id: &str) -> String {

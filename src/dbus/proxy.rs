@@ -60,9 +60,21 @@ pub trait Manager {
     /// See the server side.
     fn info(&self) -> zbus::Result<String>;
     /// See the server side.
+    fn disk_usage(&self) -> zbus::Result<String>;
+    /// The API version.
+    #[zbus(property, name = "APIVersion")]
+    fn api_version(&self) -> zbus::Result<u32>;
+    /// See the server side.
     fn pull_image(
         &self,
         reference: &str,
+        options: HashMap<&str, OwnedVariant>,
+    ) -> zbus::Result<(u32, OwnedObjectPath)>;
+    /// See the server side.
+    fn build_image(
+        &self,
+        context: zbus::Fd<'_>,
+        output: zbus::Fd<'_>,
         options: HashMap<&str, OwnedVariant>,
     ) -> zbus::Result<(u32, OwnedObjectPath)>;
     /// See the server side.
@@ -116,6 +128,10 @@ pub trait Container {
     /// See the server side.
     fn kill(&self, whom: &str, signal: i32) -> zbus::Result<()>;
     /// See the server side.
+    fn pause(&self) -> zbus::Result<()>;
+    /// See the server side.
+    fn unpause(&self) -> zbus::Result<()>;
+    /// See the server side.
     fn remove(&self, flags: u64) -> zbus::Result<()>;
     /// See the server side.
     fn inspect(&self) -> zbus::Result<String>;
@@ -141,6 +157,9 @@ pub trait Container {
         options: HashMap<&str, OwnedVariant>,
     ) -> zbus::Result<()>;
     /// See the server side.
+    fn commit(&self, reference: &str, options: HashMap<&str, OwnedVariant>)
+        -> zbus::Result<String>;
+    /// See the server side.
     fn stop(&self, timeout: u64, flags: u64) -> zbus::Result<()>;
     /// See the server side.
     fn restart(&self, timeout: u64, flags: u64) -> zbus::Result<()>;
@@ -155,6 +174,10 @@ pub trait Container {
     fn attach(&self, flags: u64) -> zbus::Result<zbus::OwnedFd>;
     /// See the server side.
     fn resize(&self, rows: u32, cols: u32) -> zbus::Result<()>;
+    /// See the server side.
+    fn top(&self, ps_args: &[&str]) -> zbus::Result<(Vec<String>, Vec<Vec<String>>)>;
+    /// See the server side.
+    fn stats(&self) -> zbus::Result<HashMap<String, OwnedVariant>>;
     /// The full id.
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;

@@ -18,9 +18,12 @@
 pub mod archive;
 pub mod blob;
 pub mod changes;
+pub mod derive;
 mod fsops;
 mod imgconfig;
 mod index_file;
+pub mod keepid_copies;
+pub mod layer_diff;
 mod lookup;
 pub mod manifest;
 pub mod names;

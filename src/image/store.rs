@@ -7,6 +7,8 @@
 //!   blobs/sha256/<hex>        manifests, image configs (hex = image id), layer blobs
 //!   layers/<diff-id hex>/diff extracted layer trees, shared by every image using them
 //!   layers/<diff-id hex>/layer.json  {"size": N}: the regular file bytes of the layer
+//!   layers/<diff-id hex>/keepid/<key>  the layer copied with a `--userns keep-id` mapping's
+//!                             owners, for the overlay driver (`runtime::keepid_layers`)
 //!   tmp/                      blobs being written, layers being extracted or removed
 //!   resumable/<hex>           empty: blob <hex> was written by a pull (kept unreferenced
 //!                             for a day, for the next pull to resume with)

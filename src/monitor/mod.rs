@@ -1,8 +1,9 @@
 //! The per-container monitor (conmon's role): a process of its own, in its own session,
-//! started by skiffd as `skiffd __monitor BUNDLE` under the name `skiff-monitor` (comm
-//! and argv[0]). It holds its bundle's lock ([`lock`]) for its whole life; the
-//! container's init dies with it (PR_SET_PDEATHSIG), and SIGTERM, SIGINT or SIGHUP make
-//! it kill the container and record why. It creates the container through the
+//! started by skiffd as `skiff-monitor __monitor BUNDLE` (its own small binary, or skiffd
+//! itself under that name when the binary is missing, see [`crate::daemon::Options`]).
+//! It holds its bundle's lock ([`lock`]) for its whole life; the container's init dies
+//! with it (PR_SET_PDEATHSIG), and SIGTERM, SIGINT or SIGHUP make it kill the container
+//! and record why. It creates the container through the
 //! runtime, holds the container's stdio (its own fds 0-2 are handed down), reaps the
 //! container's init, records the exit code atomically in the bundle's exit file and tells
 //! the daemon what happened through a status pipe (fd 3, one JSON object per line).
@@ -47,16 +48,54 @@ pub const PROCESS_NAME: &str = "skiff-monitor";
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
 /// The termination signal the monitor got (0: none).
 static TERMINATED_BY: AtomicI32 = AtomicI32::new(0);
+/// The container cgroup's `cgroup.kill`, open for writing (-1: the container has no
+/// cgroup of its own), for the termination handler.
+static KILL_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// SIGTERM, SIGINT or SIGHUP to the monitor: the container is killed (it never runs on
 /// without its monitor); the monitor then records its end as usual, with the reason.
 extern "C" fn on_terminate(signo: libc::c_int) {
     TERMINATED_BY.store(signo, Ordering::SeqCst);
+    let kill_fd = KILL_FD.load(Ordering::SeqCst);
+    if kill_fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; the fd stays open for our whole life.
+        unsafe { libc::write(kill_fd, b"1".as_ptr().cast(), 1) };
+    }
     let init = INIT_PID.load(Ordering::SeqCst);
     if init > 0 {
         // SAFETY: kill(2) is async-signal-safe.
         unsafe { libc::kill(init, libc::SIGKILL) };
     }
+}
+
+/// How long teardown waits for the container's cgroup to empty after `cgroup.kill`.
+const CGROUP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Puts the monitor in its scope's `monitor/` leaf and makes `container/` (see
+/// [`crate::cgroup`]); keeps `container/cgroup.kill` open for the termination handler.
+fn set_up_cgroup(
+    cfg: &MonitorConfig,
+) -> Result<Option<(PathBuf, Option<std::fs::File>)>, runtime::Error> {
+    let limits = cfg.limits.clone().unwrap_or_default();
+    let Some(dir) = crate::cgroup::set_up(&cfg.id, &limits)
+        .map_err(|e| runtime::Error::Setup(format!("cgroup: {e}")))?
+    else {
+        return Ok(None);
+    };
+    let kill = dir.join("cgroup.kill");
+    // (std opens with O_CLOEXEC: the container never gets it.) Kernels before 5.14 have
+    // no cgroup.kill: killing init then ends the container's pid namespace, as ever.
+    let f = match std::fs::OpenOptions::new().write(true).open(&kill) {
+        Ok(f) => {
+            KILL_FD.store(f.as_raw_fd(), Ordering::SeqCst);
+            Some(f)
+        }
+        Err(e) => {
+            tracing::warn!("{}: {e}", kill.display());
+            None
+        }
+    };
+    Ok(Some((dir, f)))
 }
 
 /// Names the process and installs the termination handler.
@@ -66,7 +105,7 @@ fn set_up_process() {
         unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
     }
     for signo in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: the handler only does atomic loads and stores and kill(2); SA_RESTART
+        // SAFETY: the handler only does atomic loads and stores, write(2) and kill(2); SA_RESTART
         // keeps the blocking calls of the monitor going.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
@@ -78,10 +117,24 @@ fn set_up_process() {
     }
 }
 
-/// Whether our parent process is named `name` (the daemon that spawned us).
-fn parent_named(name: &str) -> bool {
+/// The variable in which skiffd gives a monitor its own pid: the monitor starts nothing
+/// unless that daemon is still its parent (not secret; removed before anything runs).
+pub const PARENT_ENV: &str = "SKIFF_MONITOR_PARENT";
+
+/// Whether the daemon that spawned us is still our parent: the pid it gave in
+/// [`PARENT_ENV`] (taken out of the environment here); without one, a parent with our
+/// own name (`comm`), as when skiffd re-runs itself as the monitor.
+fn spawned_by_parent(own_comm: &str) -> bool {
     let ppid = nix::unistd::getppid();
-    std::fs::read_to_string(format!("/proc/{ppid}/comm")).is_ok_and(|c| c == name)
+    let given = std::env::var(PARENT_ENV).ok();
+    if given.is_some() {
+        // SAFETY: the monitor is single-threaded.
+        unsafe { std::env::remove_var(PARENT_ENV) };
+    }
+    match given.and_then(|p| p.parse::<i32>().ok()) {
+        Some(pid) => pid == ppid.as_raw(),
+        None => std::fs::read_to_string(format!("/proc/{ppid}/comm")).is_ok_and(|c| c == own_comm),
+    }
 }
 
 /// Why the container ended, when the monitor was told to end.
@@ -124,6 +177,9 @@ pub struct MonitorConfig {
     /// How to connect the container's network namespace (none: nothing to start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::netns::NetPlan>,
+    /// Resource limits for the container's cgroup (none: no limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::cgroup::Limits>,
 }
 
 /// What the monitor tells the daemon.
@@ -205,7 +261,8 @@ impl StatusPipe {
 /// Runs the monitor for the bundle; returns the monitor's own exit code (0 when the
 /// container's outcome was recorded).
 pub fn main(bundle: &Path) -> i32 {
-    // Our name as exec gave it: the daemon's, which spawned us (the same executable).
+    crate::phase::mark("monitor-main");
+    // Our name as exec gave it (the daemon's, when it re-ran itself as the monitor).
     let exe_name = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
     set_up_process();
     let mut pipe = StatusPipe::open();
@@ -221,10 +278,11 @@ pub fn main(bundle: &Path) -> i32 {
             return 1;
         }
     };
+    crate::phase::mark("monitor-locked");
     // A daemon that died before we held the lock could not see us, and its successor
     // may already have looked: then we were re-parented, and we start nothing. (Once we
     // hold the lock, a successor finds us through it.)
-    if !parent_named(&exe_name) {
+    if !spawned_by_parent(&exe_name) {
         pipe.send(&Status::Failed {
             code: runtime::exec::EXIT_SETUP_FAILED,
             message: "skiffd ended before the container's monitor started".into(),
@@ -248,7 +306,9 @@ pub fn main(bundle: &Path) -> i32 {
         finished_at: now_us(),
         error,
     };
-    let written = fsutil::atomic_write_json(&exit_path(bundle), &rec).is_ok();
+    // In the bundle, in the runtime directory: atomic, no fsyncs (see fsutil).
+    let written = fsutil::replace_file_json(&exit_path(bundle), &rec).is_ok();
+    crate::phase::mark("exit-file-written");
     pipe.send(&Status::Exited { code });
     if written {
         0
@@ -267,6 +327,8 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         .map_err(|e| runtime::Error::Spec(e.to_string()))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| runtime::Error::sys("PR_SET_CHILD_SUBREAPER", e))?;
+    // Before anything is started: helpers stay in the monitor's leaf.
+    let cgroup = set_up_cgroup(&cfg)?;
     let tty = spec
         .process()
         .as_ref()
@@ -295,12 +357,19 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     } else {
         None
     };
+    crate::phase::mark("monitor-prepared");
     // The network helper is our child; dropping it stops it and removes its files.
     let mut net: Option<Box<dyn crate::netns::Helper>> = None;
     let started = runtime::create::create_and_start_with(&spec, &cfg.rootfs, &mut |pid| {
+        if let Some((dir, _)) = &cgroup {
+            // Before the command runs: everything it starts is born in the cgroup.
+            crate::cgroup::add_process(dir, pid.as_raw())
+                .map_err(|e| runtime::Error::Setup(format!("cgroup: {e}")))?;
+        }
         if let Some(plan) = &cfg.network {
             net = crate::netns::connect(plan, pid.as_raw())
                 .map_err(|e| runtime::Error::Setup(e.to_string()))?;
+            crate::phase::mark("network-connected");
         }
         Ok(())
     })?;
@@ -310,6 +379,7 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         // Told to end while the container was being created.
         let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
     }
+    crate::phase::mark("container-started");
     pipe.send(&Status::Started { pid: init.as_raw() });
     let mut io = None;
     if logged {
@@ -330,6 +400,16 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         io = Some(l);
     }
     let code = runtime::wait_exit_code(init);
+    crate::phase::mark("init-exited");
+    if let Some((dir, kill_file)) = cgroup {
+        // Whatever the container left behind (processes that escaped its pid namespace's
+        // end, e.g. in a frozen state) goes with it.
+        KILL_FD.store(-1, Ordering::SeqCst);
+        drop(kill_file);
+        if let Err(e) = crate::cgroup::tear_down(&dir, CGROUP_DRAIN) {
+            tracing::warn!("container cgroup: {e}");
+        }
+    }
     drop(net);
     let code = code?;
     if let Some(mut l) = io {

@@ -170,7 +170,8 @@ pub fn write_all(dir: &Path, p: &FileParams) -> Result<(), Error> {
     ];
     for (name, text) in files {
         let path = dir.join(name);
-        crate::fsutil::atomic_write(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))?;
+        // In the bundle, in the runtime directory: no fsyncs (see fsutil).
+        crate::fsutil::replace_file(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
             .map_err(|e| Error::io(&path, e))?;

@@ -106,6 +106,7 @@ pub fn create_and_start_with(
     let flags = namespace_flags(spec)?;
     // Checked and compiled before anything starts (the filter once per profile).
     let sec = Prepared::of_spec(spec, Some(&security::seccomp_cache_dir()))?;
+    crate::phase::mark("security-prepared");
     let (intermediate, chan) =
         fork_into_userns(&maps, |chan| intermediate(chan, flags, spec, plan, &sec))?;
     let mut msg = chan.recv()?;
@@ -127,6 +128,7 @@ pub fn create_and_start_with(
         }
     };
     let _ = wait_exit_code(intermediate);
+    crate::phase::mark("init-forked");
     if let Err(e) = before_exec(init_pid) {
         let _ = nix::sys::signal::kill(init_pid, nix::sys::signal::Signal::SIGKILL);
         let _ = wait_exit_code(init_pid);
@@ -134,6 +136,7 @@ pub fn create_and_start_with(
     }
     // Init may already have failed (its message is queued): the reply below tells.
     let _ = chan.send(&Msg::Proceed);
+    crate::phase::mark("proceed-sent");
     let mut pty = None;
     loop {
         match chan.recv_fd(false)? {
@@ -182,6 +185,7 @@ fn intermediate(
         };
         match fuse_server::start(&chan, plan, &root) {
             Ok(server) => {
+                crate::phase::mark("fuse-mounted");
                 if chan.send(&Msg::FuseServer(server.pid.as_raw())).is_err() {
                     return 1;
                 }
@@ -194,6 +198,7 @@ fn intermediate(
     if let Err(e) = unshare(flags) {
         return fail(&chan, Error::sys("unshare namespaces", e));
     }
+    crate::phase::mark("namespaces-unshared");
     // SAFETY: this process is single-threaded (forked from a single-threaded monitor).
     match unsafe { fork() } {
         Err(e) => fail(&chan, Error::sys("fork init", e)),

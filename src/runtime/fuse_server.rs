@@ -41,7 +41,7 @@ impl Server {
     }
 }
 
-/// Unshares the mount namespace and starts the server on `root`. The caller is the
+/// Unshares the mount namespace and starts the server (named `skiff-fuse`) on `root`. The caller is the
 /// single-threaded intermediate; `chan` is closed in the server.
 pub fn start(_chan: &Channel, plan: &RootfsPlan, root: &Path) -> Result<Server, Error> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Error::sys("unshare(CLONE_NEWNS)", e))?;
@@ -69,6 +69,9 @@ pub fn start(_chan: &Channel, plan: &RootfsPlan, root: &Path) -> Result<Server, 
     // SAFETY: the intermediate is single-threaded; the child only runs the server.
     match unsafe { fork() }.map_err(|e| Error::sys("fork the FUSE server", e))? {
         ForkResult::Child => {
+            // Its own name in `ps` (and in bench/memory-bench.sh), apart from the monitor.
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c"skiff-fuse".as_ptr(), 0, 0, 0) };
             crate::fuse::detach_stdio_and_fds(&[ready_w.as_raw_fd(), init_r.as_raw_fd()]);
             exit(crate::fuse::serve_container(&spec, root, ready_w, init_r))
         }

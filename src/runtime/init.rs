@@ -78,6 +78,7 @@ fn setup(
     plan: &RootfsPlan,
     sec: &Prepared,
 ) -> Result<(Vec<String>, Vec<String>), Error> {
+    crate::phase::mark("init-begin");
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
     let root = spec
         .root()
@@ -86,7 +87,9 @@ fn setup(
         .ok_or_else(|| Error::Spec("root.path is missing".into()))?;
     if has_ns(spec, LinuxNamespaceType::Mount) {
         rootfs::prepare_rootfs(plan, &root)?;
+        crate::phase::mark("rootfs-prepared");
         rootfs::mount_spec(spec, &root, gid_mapped(spec, 5))?;
+        crate::phase::mark("spec-mounted");
     }
     if has_ns(spec, LinuxNamespaceType::Uts) {
         if let Some(h) = spec.hostname() {
@@ -97,15 +100,18 @@ fn setup(
         crate::netns::bring_up_loopback().map_err(|e| Error::Setup(e.to_string()))?;
     }
     rootfs::pivot(&root)?;
+    crate::phase::mark("pivoted");
     security::apply_sysctls(spec)?;
     rootfs::mask_and_protect(spec)?;
     security::readonly_root(spec)?;
+    crate::phase::mark("masked");
     // The monitor connects the network meanwhile (joining our namespaces through
     // /proc/PID, which needs us still dumpable: before the switch to the spec's user).
     match chan.recv()? {
         Some(Msg::Proceed) => {}
         _ => return Err(Error::Setup("the monitor aborted the start".into())),
     }
+    crate::phase::mark("proceed-received");
 
     let process = spec
         .process()
@@ -141,6 +147,7 @@ fn setup(
     }
     let cwd = process.cwd();
     make_workdir(cwd, user.uid, user.gid)?;
+    crate::phase::mark("user-resolved");
     sec.before_user_switch()?;
     let gids: Vec<Gid> = user.sgids.iter().map(|g| Gid::from_raw(*g)).collect();
     set_supplementary_groups(&gids)?;
@@ -164,10 +171,12 @@ fn setup(
         .clone()
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::Spec("no command specified".into()))?;
+    crate::phase::mark("user-switched");
     // After the change of user (which clears it), before the seccomp filter.
     die_with_monitor(chan)?;
     // Last: capabilities, no_new_privs and the seccomp filter.
     sec.after_user_switch()?;
+    crate::phase::mark("exec");
     Ok((args, env))
 }
 

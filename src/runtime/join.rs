@@ -5,7 +5,7 @@
 //! own command.
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::exit;
@@ -97,6 +97,27 @@ pub fn spawn(spec: &JoinSpec) -> Result<Joined, Error> {
             .open(&p)
             .map_err(|e| Error::io(format!("open {p}: is the container running?"), e))?
     };
+    // The container's own cgroup, when it has one (crate::cgroup): the process joins it
+    // too, so that pause freezes and teardown kills it with the container. Opened now,
+    // with our credentials and cgroup namespace (the kernel checks the opener's).
+    let cgroup_procs = crate::cgroup::cgroup_of(&spec.pid.to_string())
+        .filter(|cg| {
+            let leaf = cg
+                .file_name()
+                .is_some_and(|n| n == crate::cgroup::CONTAINER_LEAF);
+            let scope = cg
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("skiff-") && n.ends_with(".scope"));
+            leaf && scope
+        })
+        .and_then(|cg| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(cg.join("cgroup.procs"))
+                .ok()
+        });
     let mut ns = Vec::new();
     for (name, flag) in NAMESPACES {
         let own = std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
@@ -131,6 +152,12 @@ pub fn spawn(spec: &JoinSpec) -> Result<Joined, Error> {
     match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
         ForkResult::Child => {
             drop(parent);
+            if let Some(procs) = &cgroup_procs {
+                // "0": the writer. Best effort: without it the process is still in
+                // every namespace of the container, as without a cgroup.
+                // SAFETY: write(2) of a constant buffer on an fd we own.
+                unsafe { libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+            }
             // A session and process group of its own (as docker and podman do): `kill 0`
             // in it must not reach the helper that waits for it.
             let f = match resolve_user(spec) {

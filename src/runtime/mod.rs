@@ -14,6 +14,7 @@ pub mod fuse_server;
 pub mod init;
 pub mod inroot;
 pub mod join;
+pub mod keepid_layers;
 pub mod mountopts;
 pub mod nsproc;
 pub mod pty;
@@ -90,9 +91,10 @@ impl RootfsDriver {
                  container anyway) is made with the keep-id owners; no extra copy"
             }
             RootfsDriver::Overlay => {
-                "not supported: the kernel overlay shows the layers' owners as on disk and \
-                 would need a chowned copy of the layers per mapping; use the fuse or vfs \
-                 storage driver"
+                "supported, one copy per layer and mapping: the first keep-id start of an \
+                 image copies its layers with the keep-id owners (as podman does; disk and \
+                 time in proportion to the image), later keep-id containers share that \
+                 copy; it goes with the layer (rmi, image prune)"
             }
         }
     }

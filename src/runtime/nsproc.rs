@@ -42,7 +42,7 @@ pub fn fork_into_userns(
         ForkResult::Parent { child } => {
             drop(child_end);
             match parent_end.recv()? {
-                Some(Msg::UsernsReady) => {}
+                Some(Msg::UsernsReady) => crate::phase::mark("userns-unshared"),
                 Some(Msg::Failed { message, .. }) => {
                     let _ = waitpid(child, None);
                     return Err(Error::Setup(message));
@@ -57,6 +57,7 @@ pub fn fork_into_userns(
                 let _ = waitpid(child, None);
                 return Err(Error::IdMap(e));
             }
+            crate::phase::mark("id-maps-written");
             parent_end.send(&Msg::MapsWritten)?;
             Ok((child, parent_end))
         }

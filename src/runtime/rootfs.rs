@@ -77,7 +77,18 @@ pub fn prepare_rootfs(plan: &RootfsPlan, target: &Path) -> Result<(), Error> {
     mkdir_all(target)?;
     match plan.driver {
         RootfsDriver::Overlay => {
-            let lower: Vec<String> = plan.lower.iter().map(|p| escape_overlay_path(p)).collect();
+            // keep-id: the layers' copies with the owners this namespace must see.
+            let lower = match &plan.remap {
+                Some(remap) => {
+                    let copies = super::keepid_layers::lower_dirs(&plan.lower, remap)?;
+                    if let Some(top) = copies.first() {
+                        super::keepid_layers::own_upper(&plan.upper, top)?;
+                    }
+                    copies
+                }
+                None => plan.lower.clone(),
+            };
+            let lower: Vec<String> = lower.iter().map(|p| escape_overlay_path(p)).collect();
             let data = format!(
                 "lowerdir={},upperdir={},workdir={},userxattr",
                 lower.join(":"),

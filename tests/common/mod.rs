@@ -18,6 +18,8 @@ pub fn bin(name: &str) -> PathBuf {
     }
     match name {
         "skiff" => PathBuf::from(env!("CARGO_BIN_EXE_skiff")),
+        "skiff-systemd-generator" => PathBuf::from(env!("CARGO_BIN_EXE_skiff-systemd-generator")),
+        "skiff-monitor" => PathBuf::from(env!("CARGO_BIN_EXE_skiff-monitor")),
         _ => PathBuf::from(env!("CARGO_BIN_EXE_skiffd")),
     }
 }

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# bench/start-phases.sh: where the time of `skiff run --rm IMG true` goes, phase by phase.
+#
+# Usage: bench/start-phases.sh [-n ROUNDS] [--bin-dir DIR] [--network MODE]
+#                              [--storage-driver D] [--keep-log FILE]
+#
+# Starts skiffd with `--log-level warn,skiff::phase=debug`: skiffd, the monitor, the
+# intermediate and the container's init (up to its exec) then log a timestamp (µs since
+# the epoch) at each phase of a start and of the end (src/phase.rs). After one warm-up,
+# runs ROUNDS (default 20) `skiff run --rm [--network MODE] IMG true` one after the
+# other, noting the wall time just before the CLI starts (cli-exec) and just after it
+# exits (cli-exit). For each round it takes the marks between the two, and prints one row
+# per phase, in order: the median time from cli-exec to the mark, and the step from the
+# row above (the difference of the two medians: what that phase cost). The D-Bus gate
+# marks name the method (gate-in/RunContainer); a mark reached twice in a round gets #2.
+# The rows of the CLI's own work show as the gaps around the daemon's marks (cli-exec ->
+# the first gate mark: the CLI's start and its connection to the bus).
+#
+# Setup, binaries (--bin-dir DIR, else $SKIFF_BIN_DIR, else cargo build --release),
+# running as root (re-runs itself as the test user) and cleanup are bench/common.sh's
+# (it also imports the image into podman, which this script does not time).
+set -euo pipefail
+
+BENCH=start-phases
+ROUNDS=20
+BIN_DIR=${SKIFF_BIN_DIR:-}
+SKIFF_NET=""
+SKIFFD_ARGS=()
+KEEP_LOG=""
+
+usage() {
+    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--storage-driver D] [--keep-log FILE]" >&2
+    exit 2
+}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -n) [ $# -ge 2 ] || usage; ROUNDS=$2; shift ;;
+        -n*) ROUNDS=${1#-n} ;;
+        --bin-dir) [ $# -ge 2 ] || usage; BIN_DIR=$2; shift ;;
+        --network) [ $# -ge 2 ] || usage; SKIFF_NET=$2; shift ;;
+        --storage-driver) [ $# -ge 2 ] || usage; SKIFFD_ARGS=(--storage-driver "$2"); shift ;;
+        --keep-log) [ $# -ge 2 ] || usage; KEEP_LOG=$2; shift ;;
+        -h | --help) usage ;;
+        *) usage ;;
+    esac
+    shift
+done
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH: -n needs a positive integer" >&2; exit 2; }
+
+# shellcheck source=bench/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+args=(-n "$ROUNDS")
+[ -z "$SKIFF_NET" ] || args+=(--network "$SKIFF_NET")
+args+=(${SKIFFD_ARGS[@]+"${SKIFFD_ARGS[@]}"})
+[ -z "$KEEP_LOG" ] || args+=(--keep-log "$KEEP_LOG")
+bench_reexec_as_user "${args[@]}"
+SKIFFD_ARGS+=(--log-level "warn,skiff::phase=debug")
+bench_setup
+
+SKIFF_RUN=("${SKIFF_CLI[@]}" run --rm)
+[ -z "$SKIFF_NET" ] || SKIFF_RUN+=(--network "$SKIFF_NET")
+SKIFF_CMD=("${SKIFF_RUN[@]}" "$IMAGE" true)
+
+echo "== warm-up"
+timed skiff "${SKIFF_CMD[@]}"
+: >"$T/rounds"
+echo "== $ROUNDS rounds: ${SKIFF_CMD[*]##*/}"
+for i in $(seq "$ROUNDS"); do
+    t0=${EPOCHREALTIME//[!0-9]/}
+    timed skiff "${SKIFF_CMD[@]}"
+    t1=${EPOCHREALTIME//[!0-9]/}
+    echo "$t0 $t1" >>"$T/rounds"
+    printf '.'
+    [ $((i % 50)) != 0 ] || printf '\n'
+done
+echo
+[ -z "$KEEP_LOG" ] || cp "$T/skiffd.log" "$KEEP_LOG"
+
+python3 - "$T/rounds" "$T/skiffd.log" <<'PY'
+import re, statistics, sys
+
+rounds = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if l.strip()]
+mark = re.compile(r'^(?:\[(?P<tag>[^\]]*)\] )?.*skiff::phase: phase="?(?P<phase>[^" ]+)"?'
+                  r'(?: what="?(?P<what>[^" ]*)"?)? t_us=(?P<t>\d+)')
+marks = []
+for line in open(sys.argv[2], errors="replace"):
+    m = mark.search(re.sub(r'\x1b\[[0-9;]*m', '', line))
+    if m:
+        who = "monitor" if (m.group("tag") or "").startswith("container") else "skiffd"
+        name = m.group("phase") + ("/" + m.group("what") if m.group("what") else "")
+        marks.append((int(m.group("t")), name, who))
+marks.sort()
+if not marks:
+    sys.exit("start-phases: no phase marks in the log (is skiffd new enough?)")
+
+offsets = {}   # label -> [ms from cli-exec], one per round
+whos = {}
+totals = []
+for t0, t1 in rounds:
+    seen = {}
+    totals.append((t1 - t0) / 1000)
+    for t, name, who in marks:
+        if t0 <= t <= t1:
+            seen[name] = seen.get(name, 0) + 1
+            label = name if seen[name] == 1 else "%s#%d" % (name, seen[name])
+            offsets.setdefault(label, []).append((t - t0) / 1000)
+            whos[label] = who
+n = len(rounds)
+rows = sorted(((statistics.median(v), k, len(v)) for k, v in offsets.items()), key=lambda r: r[0])
+print("== phases of `run --rm IMG true`, %d rounds (median ms from cli-exec; step = from the row above)" % n)
+print("   %-34s %-8s %9s %9s %s" % ("mark", "process", "at", "step", "rounds"))
+prev = 0.0
+print("   %-34s %-8s %9.2f %9s %d" % ("cli-exec", "skiff", 0.0, "", n))
+for med, label, k in rows:
+    print("   %-34s %-8s %9.2f %9.2f %d" % (label, whos[label], med, med - prev, k))
+    prev = med
+total = statistics.median(totals)
+print("   %-34s %-8s %9.2f %9.2f %d" % ("cli-exit", "skiff", total, total - prev, n))
+print("total (median wall time of the CLI): %.2f ms" % total)
+PY

@@ -1,0 +1,578 @@
+//! `skiff build`: a Dockerfile built into an image, docker's classic builder re-made.
+//!
+//! The context arrives as a tar on a descriptor and is extracted once (as the user,
+//! with the layer unpacker's refusals) into the store's `tmp/`. Each instruction makes
+//! an image: RUN runs a container of the current image through the normal runtime
+//! (same security defaults) and commits its changes ([`super::commit`]); COPY/ADD write
+//! a layer tar of the sources; the other instructions only change the configuration.
+//! Each step's image is found again by the cache key (parent image, instruction after
+//! substitution, build args for RUN, file checksums for COPY/ADD) in
+//! `build-cache.json` of the store, so a rebuild reuses every step before the first
+//! change. Progress (`STEP n/m: …`, RUN output, `--> Using cache`, the id) goes to the
+//! client's output descriptor.
+
+mod cache;
+pub mod config_steps;
+pub mod copy;
+pub mod parser;
+mod steps;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::commit::NewLayer;
+use super::{Daemon, Error};
+use crate::image::derive::{Derived, HistoryEntry};
+use crate::image::progress::Progress;
+use crate::image::{self, ImageRecord, Reference};
+use parser::{Args, Instruction};
+
+/// docker's predefined build args: usable without an ARG line.
+const PREDEFINED_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// What `skiff build` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// The Dockerfile's text (else `Dockerfile` of the context).
+    pub dockerfile: Option<String>,
+    /// Its name, for errors (`Dockerfile`).
+    pub dockerfile_name: String,
+    /// Names for the result.
+    pub tags: Vec<String>,
+    /// `--build-arg NAME=VALUE`.
+    pub build_args: BTreeMap<String, String>,
+    /// The stage to stop at.
+    pub target: Option<String>,
+    /// Ignore the cache.
+    pub no_cache: bool,
+}
+
+/// The progress output to the client (write errors ignored: a client gone does not
+/// stop the build; a cancel does).
+pub(crate) struct Out(Option<File>);
+
+impl Out {
+    pub(crate) fn line(&mut self, s: &str) {
+        let Some(f) = &mut self.0 else { return };
+        // A client that stops reading stalls its build (as RUN's output would), not a
+        // runtime thread other requests need.
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let written = if multi {
+            tokio::task::block_in_place(|| writeln!(f, "{s}"))
+        } else {
+            writeln!(f, "{s}")
+        };
+        if written.is_err() {
+            self.0 = None;
+        }
+    }
+
+    pub(crate) fn fd(&self) -> Option<OwnedFd> {
+        self.0
+            .as_ref()
+            .and_then(|f| f.try_clone().ok())
+            .map(OwnedFd::from)
+    }
+}
+
+/// The state of the stage being built.
+struct State {
+    image: Option<ImageRecord>,
+    cfg: Derived,
+    shell: Vec<String>,
+    /// ARGs declared in the stage, with their values.
+    args: BTreeMap<String, String>,
+    cmd_set: bool,
+}
+
+impl State {
+    /// Variables for substitution: the ARGs, then the environment over them.
+    fn vars(&self) -> BTreeMap<String, String> {
+        let mut v = self.args.clone();
+        for e in self.cfg.env() {
+            if let Some((k, val)) = e.split_once('=') {
+                v.insert(k.to_string(), val.to_string());
+            }
+        }
+        v
+    }
+}
+
+fn df_err(opts: &BuildOptions, i: &Instruction, msg: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!(
+        "{}:{}: {} {msg}",
+        opts.dockerfile_name, i.line, i.cmd
+    ))
+}
+
+impl Daemon {
+    /// Builds the image (see the module docs) from the context tar read from
+    /// `context`, writing progress to `output`.
+    pub async fn build_image(
+        &self,
+        context: OwnedFd,
+        output: OwnedFd,
+        opts: BuildOptions,
+        progress: Arc<Progress>,
+    ) -> Result<ImageRecord, Error> {
+        if let Err(e) = &self.inner.preflight {
+            return Err(Error::IdMapping(e.clone()));
+        }
+        let tags: Vec<Reference> = opts
+            .tags
+            .iter()
+            .map(|t| {
+                let r: Reference = t.parse()?;
+                image::names::check_taggable(&r)?;
+                Ok(r)
+            })
+            .collect::<Result<_, image::Error>>()?;
+        let store = self.inner.images.clone();
+        let dir = store
+            .root()
+            .join("tmp")
+            .join(format!("build-{}", image::store::random_hex()?));
+        let ctx = dir.join("context");
+        std::fs::create_dir_all(&ctx).map_err(|e| Error::io(&ctx, e))?;
+        let _cleanup = DirGuard(Some(dir.clone()));
+        let mut out = Out(Some(File::from(output)));
+        let ctx2 = ctx.clone();
+        tokio::task::spawn_blocking(move || {
+            let opts = image::UnpackOptions {
+                preserve_ownership: false,
+                whiteouts: false,
+                ..image::UnpackOptions::default()
+            };
+            image::unpack_layer(File::from(context), &ctx2, &opts)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::InvalidArgument(format!("the build context: {e}")))?;
+        let text = match &opts.dockerfile {
+            Some(t) => t.clone(),
+            None => read_in_context(&ctx, "Dockerfile").map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "the build context has no Dockerfile ({e}): add one or give -f"
+                ))
+            })?,
+        };
+        let df = parser::parse(&text, &opts.dockerfile_name)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let ignore =
+            copy::Ignore::parse(&read_in_context(&ctx, ".dockerignore").unwrap_or_default());
+        let _gc = self.gc_shared_lock().await?;
+        let result = self
+            .run_build(&df, &opts, &ctx, &ignore, &mut out, &progress)
+            .await;
+        let rec = match result {
+            Ok(r) => r,
+            Err(e) => {
+                out.line(&format!("Error: {e}"));
+                return Err(e);
+            }
+        };
+        if !progress.enter_commit() {
+            return Err(Error::Cancelled);
+        }
+        for t in &tags {
+            let r = self.tag_image(&rec.id, &t.to_string())?;
+            out.line(&format!("Successfully tagged {}", t));
+            let _ = r;
+        }
+        out.line(&format!("Successfully built {}", &rec.id[..12]));
+        self.inner.images.resolve(&rec.id).map_err(Error::from)
+    }
+
+    async fn run_build(
+        &self,
+        df: &parser::Dockerfile,
+        opts: &BuildOptions,
+        ctx: &Path,
+        ignore: &copy::Ignore,
+        out: &mut Out,
+        progress: &Progress,
+    ) -> Result<ImageRecord, Error> {
+        let ins = &df.instructions;
+        // Global ARGs (before the first FROM) are seen by FROM lines.
+        let mut global = BTreeMap::new();
+        let first_from = ins.iter().position(|i| i.cmd == "FROM").ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: no FROM instruction: a Dockerfile starts with FROM (or ARGs, then FROM)",
+                opts.dockerfile_name
+            ))
+        })?;
+        for i in &ins[..first_from] {
+            if i.cmd != "ARG" {
+                return Err(df_err(opts, i, "comes before the first FROM: only ARG may"));
+            }
+            for (k, v) in parser::key_values(&i.text(), &global, df.escape, false)
+                .map_err(|e| df_err(opts, i, e))?
+            {
+                let val = opts.build_args.get(&k).cloned().or(v).unwrap_or_default();
+                global.insert(k, val);
+            }
+        }
+        // Stages: (name, instructions).
+        let mut stages: Vec<(Option<String>, &[Instruction])> = Vec::new();
+        let mut starts: Vec<usize> = ins
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.cmd == "FROM")
+            .map(|(n, _)| n)
+            .collect();
+        starts.push(ins.len());
+        for w in starts.windows(2) {
+            let from = &ins[w[0]];
+            let words = parser::expand_words(&from.text(), &global, df.escape)
+                .map_err(|e| df_err(opts, from, e))?;
+            let name = match words.as_slice() {
+                [_, kw, n] if kw.eq_ignore_ascii_case("as") => Some(n.to_ascii_lowercase()),
+                [_] => None,
+                _ => return Err(df_err(opts, from, "takes IMAGE [AS NAME]")),
+            };
+            stages.push((name, &ins[w[0]..w[1]]));
+        }
+        let last = match &opts.target {
+            Some(t) => stages
+                .iter()
+                .position(|(n, _)| n.as_deref() == Some(t.to_ascii_lowercase().as_str()))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "target stage {t:?} could not be found in {}",
+                        opts.dockerfile_name
+                    ))
+                })?,
+            None => stages.len() - 1,
+        };
+        let total: usize = stages[..=last].iter().map(|(_, s)| s.len()).sum();
+        let mut step = 0;
+        let mut built: Vec<(Option<String>, Option<ImageRecord>)> = Vec::new();
+        for (name, list) in &stages[..=last] {
+            let mut state: Option<State> = None;
+            for i in list.iter() {
+                if progress.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                step += 1;
+                out.line(&format!("STEP {step}/{total}: {}", i.original));
+                if i.cmd == "FROM" {
+                    state = Some(self.stage_from(i, opts, df.escape, &global, &built)?);
+                    if let Some(img) = state.as_ref().and_then(|s| s.image.as_ref()) {
+                        out.line(&format!("--> {}", &img.id[..12]));
+                    }
+                    continue;
+                }
+                let st = state
+                    .as_mut()
+                    .ok_or_else(|| df_err(opts, i, "before FROM"))?;
+                self.step(i, st, opts, df.escape, &global, ctx, ignore, &built, out)
+                    .await?;
+            }
+            let image = state.and_then(|s| s.image);
+            built.push((name.clone(), image));
+        }
+        built.pop().and_then(|(_, i)| i).ok_or_else(|| {
+            Error::InvalidArgument(
+                "the build made no image: FROM scratch with no instruction after it".into(),
+            )
+        })
+    }
+
+    fn stage_from(
+        &self,
+        i: &Instruction,
+        opts: &BuildOptions,
+        escape: char,
+        global: &BTreeMap<String, String>,
+        built: &[(Option<String>, Option<ImageRecord>)],
+    ) -> Result<State, Error> {
+        if let Some(p) = i.flag("platform") {
+            let p = parser::expand_word(p, global, escape).map_err(|e| df_err(opts, i, e))?;
+            let ours = format!("linux/{}", image::store::oci_arch());
+            if !p.is_empty() && p != ours && !p.starts_with(&format!("{ours}/")) {
+                return Err(df_err(
+                    opts,
+                    i,
+                    format!("--platform={p}: only the local platform {ours} can be built"),
+                ));
+            }
+        }
+        let words =
+            parser::expand_words(&i.text(), global, escape).map_err(|e| df_err(opts, i, e))?;
+        let base = words.first().cloned().unwrap_or_default();
+        let image =
+            if base == "scratch" {
+                None
+            } else if let Some((_, img)) = built
+                .iter()
+                .find(|(n, _)| n.as_deref() == Some(base.to_ascii_lowercase().as_str()))
+            {
+                Some(img.clone().ok_or_else(|| {
+                    df_err(
+                        opts,
+                        i,
+                        format!("stage {base:?} made no image (FROM scratch alone)"),
+                    )
+                })?)
+            } else {
+                Some(self.inner.images.resolve(&base).map_err(|e| {
+                    df_err(opts, i, format!("{e}; pull it first (skiff pull {base})"))
+                })?)
+            };
+        let cfg = match &image {
+            Some(img) => Derived::new(Some(
+                &self.inner.images.read_blob(&format!("sha256:{}", img.id))?,
+            ))?,
+            None => Derived::new(None)?,
+        };
+        let shell = cfg
+            .config_value()
+            .get("Shell")
+            .and_then(|s| serde_json::from_value::<Vec<String>>(s.clone()).ok())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        let mut args = BTreeMap::new();
+        for p in PREDEFINED_ARGS {
+            if let Some(v) = opts.build_args.get(*p) {
+                args.insert(p.to_string(), v.clone());
+            }
+        }
+        Ok(State {
+            image,
+            cfg,
+            shell,
+            args,
+            cmd_set: false,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &self,
+        i: &Instruction,
+        st: &mut State,
+        opts: &BuildOptions,
+        escape: char,
+        global: &BTreeMap<String, String>,
+        ctx: &Path,
+        ignore: &copy::Ignore,
+        built: &[(Option<String>, Option<ImageRecord>)],
+        out: &mut Out,
+    ) -> Result<(), Error> {
+        let parent_id = st
+            .image
+            .as_ref()
+            .map(|i| i.id.clone())
+            .unwrap_or_else(|| "scratch".into());
+        match i.cmd.as_str() {
+            "ARG" => {
+                let vars = st.vars();
+                for (k, v) in parser::key_values(&i.text(), &vars, escape, false)
+                    .map_err(|e| df_err(opts, i, e))?
+                {
+                    let val = opts
+                        .build_args
+                        .get(&k)
+                        .cloned()
+                        .or(v)
+                        .or_else(|| global.get(&k).cloned())
+                        .unwrap_or_default();
+                    st.args.insert(k, val);
+                }
+                Ok(())
+            }
+            "RUN" => {
+                let Some(parent) = st.image.clone() else {
+                    return Err(df_err(
+                        opts,
+                        i,
+                        "cannot run in an empty image (FROM scratch has no shell): COPY a \
+                         program in first, or build FROM an image",
+                    ));
+                };
+                if let Some((f, _)) = i.flags.iter().find(|(f, _)| f != "network") {
+                    return Err(df_err(
+                        opts,
+                        i,
+                        format!("--{f} is not supported (RUN takes --network=MODE)"),
+                    ));
+                }
+                let cmd = match &i.args {
+                    Args::Exec(v) => v.clone(),
+                    Args::Shell(s) => {
+                        let mut c = st.shell.clone();
+                        c.push(s.clone());
+                        c
+                    }
+                };
+                // Build args reach RUN as environment (not the image's).
+                let env_names: Vec<String> = st
+                    .cfg
+                    .env()
+                    .iter()
+                    .filter_map(|e| e.split_once('=').map(|(k, _)| k.to_string()))
+                    .collect();
+                let arg_env: Vec<String> = st
+                    .args
+                    .iter()
+                    .filter(|(k, _)| !env_names.contains(k))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let key = cache::key(
+                    &parent_id,
+                    &format!("RUN {}", serde_json::json!(cmd)),
+                    &arg_env.join("\n"),
+                );
+                if self.try_cache(&key, opts, st, out)? {
+                    return Ok(());
+                }
+                let network = i.flag("network").map(str::to_string);
+                let layer = self
+                    .run_step(&parent, &cmd, &arg_env, network, out)
+                    .await
+                    .map_err(|e| match e {
+                        Error::Runtime(m) => df_err(opts, i, m),
+                        other => other,
+                    })?;
+                let created_by = match &i.args {
+                    Args::Shell(s) => format!("{} {s}", st.shell.join(" ")),
+                    Args::Exec(v) => v.join(" "),
+                };
+                self.record_step(st, &key, Some(layer), created_by, out)
+                    .await
+            }
+            "COPY" | "ADD" => {
+                let (layer, desc, key) = self
+                    .copy_step(i, st, opts, escape, &parent_id, ctx, ignore, built)
+                    .await?;
+                let Some(layer) = layer else {
+                    // A cache hit: `copy_step` found the image.
+                    return self.use_cached(&key, st, out);
+                };
+                self.record_step(
+                    st,
+                    &key,
+                    Some(layer),
+                    format!("/bin/sh -c #(nop) {desc}"),
+                    out,
+                )
+                .await
+            }
+            _ => {
+                let vars = st.vars();
+                let mut sv = config_steps::StageVars {
+                    vars: &vars,
+                    escape,
+                    shell: &mut st.shell,
+                    cmd_set: &mut st.cmd_set,
+                };
+                let text =
+                    config_steps::apply(i, &mut st.cfg, &mut sv).map_err(|e| df_err(opts, i, e))?;
+                let key = cache::key(&parent_id, &text, "");
+                if self.try_cache(&key, opts, st, out)? {
+                    return Ok(());
+                }
+                self.record_step(st, &key, None, format!("/bin/sh -c #(nop)  {text}"), out)
+                    .await
+            }
+        }
+    }
+
+    /// On a cache hit, moves the stage to the cached image; returns whether it hit.
+    fn try_cache(
+        &self,
+        key: &str,
+        opts: &BuildOptions,
+        st: &mut State,
+        out: &mut Out,
+    ) -> Result<bool, Error> {
+        if opts.no_cache || cache::lookup(&self.inner.images, key).is_none() {
+            return Ok(false);
+        }
+        self.use_cached(key, st, out)?;
+        Ok(true)
+    }
+
+    fn use_cached(&self, key: &str, st: &mut State, out: &mut Out) -> Result<(), Error> {
+        let img = cache::lookup(&self.inner.images, key)
+            .ok_or_else(|| Error::Internal("a cached step vanished".into()))?;
+        st.cfg = Derived::new(Some(
+            &self.inner.images.read_blob(&format!("sha256:{}", img.id))?,
+        ))?;
+        out.line(&format!("--> Using cache {}", img.id));
+        out.line(&format!("--> {}", &img.id[..12]));
+        st.image = Some(img);
+        Ok(())
+    }
+
+    /// Records the step's image (the stage's configuration, plus `layer`), remembers
+    /// it under `key`, and moves the stage to it.
+    async fn record_step(
+        &self,
+        st: &mut State,
+        key: &str,
+        layer: Option<NewLayer>,
+        created_by: String,
+        out: &mut Out,
+    ) -> Result<(), Error> {
+        let mut cfg = st.cfg.clone();
+        if let Some(l) = &layer {
+            cfg.add_layer(&l.diff_id);
+        }
+        cfg.add_history(&HistoryEntry {
+            created: image::store::now_rfc3339(),
+            created_by,
+            comment: None,
+            author: None,
+            empty_layer: layer.is_none(),
+        });
+        let layers: Vec<NewLayer> = layer.into_iter().collect();
+        let rec = self.record_derived(&st.image, &cfg, &layers, &[]).await?;
+        cache::store(&self.inner.images, key, &rec.id);
+        out.line(&format!("--> {}", &rec.id[..12]));
+        st.cfg = cfg;
+        st.image = Some(rec);
+        Ok(())
+    }
+}
+
+/// Reads a regular file of the context (never through a symlink).
+fn read_in_context(ctx: &Path, name: &str) -> std::io::Result<String> {
+    let p = ctx.join(name);
+    let m = std::fs::symlink_metadata(&p)?;
+    if !m.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{name} is not a regular file"
+        )));
+    }
+    std::fs::read_to_string(p)
+}
+
+/// Removes the build's directory (the extracted context: the user's own files).
+struct DirGuard(Option<PathBuf>);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                tracing::warn!("removing the build directory {}: {e}", d.display());
+            }
+        }
+    }
+}

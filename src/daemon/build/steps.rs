@@ -1,0 +1,457 @@
+//! The build steps that make layers: RUN (a container of the current image, through the
+//! normal runtime, committed) and COPY/ADD (a layer tar of the sources).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use super::copy::{self, Item, Placement, SourceRoot};
+use super::parser::{self, Args, Instruction};
+use super::{cache, df_err, BuildOptions, Out, State};
+use crate::daemon::commit::NewLayer;
+use crate::daemon::lifecycle::Stdio;
+use crate::daemon::{ContainerConfig, Daemon, Error};
+use crate::image::{ImageRecord, LayerRef};
+
+/// Removes a RUN step's container when the step ends in any way (a cancelled build
+/// drops the step midway: the container is killed and removed in the background).
+struct RunGuard {
+    daemon: Daemon,
+    id: Option<String>,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let daemon = self.daemon.clone();
+            rt.spawn(async move {
+                if let Err(e) = daemon.remove_with(&id, true, true).await {
+                    tracing::warn!("removing the build container {id}: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// The most an ADD of a URL downloads.
+const MAX_FETCH: u64 = 8 << 30;
+
+/// Downloads `url` into the new file `to` (mode 0600).
+async fn fetch(url: &str, to: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fail = |e: &dyn std::fmt::Display| format!("{url}: cannot fetch it: {e}");
+    let client = reqwest::Client::builder().build().map_err(|e| fail(&e))?;
+    let mut resp = client.get(url).send().await.map_err(|e| fail(&e))?;
+    if !resp.status().is_success() {
+        return Err(fail(&format!("the server answered {}", resp.status())));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(|e| fail(&e))?;
+    let mut total = 0u64;
+    while let Some(chunk) = resp.chunk().await.map_err(|e| fail(&e))? {
+        total += chunk.len() as u64;
+        if total > MAX_FETCH {
+            return Err(fail(&format!("it is larger than {MAX_FETCH} bytes")));
+        }
+        f.write_all(&chunk).map_err(|e| fail(&e))?;
+    }
+    Ok(())
+}
+
+fn dev_null() -> Result<OwnedFd, Error> {
+    File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| Error::Internal(format!("opening /dev/null: {e}")))
+}
+
+impl Daemon {
+    /// Runs `cmd` in a container of `parent` with the build args `arg_env` (on
+    /// `network`, default the daemon's), its output to the client, and commits its
+    /// changes as a layer; the container and its anonymous volumes are removed.
+    pub(super) async fn run_step(
+        &self,
+        parent: &ImageRecord,
+        cmd: &[String],
+        arg_env: &[String],
+        network: Option<String>,
+        out: &mut Out,
+    ) -> Result<NewLayer, Error> {
+        let cfg = ContainerConfig {
+            image: parent.id.clone(),
+            command: Some(cmd.to_vec()),
+            entrypoint: Some(Vec::new()),
+            env: arg_env.to_vec(),
+            network,
+            ..ContainerConfig::default()
+        };
+        let id = self.create(cfg).await?;
+        let mut guard = RunGuard {
+            daemon: self.clone(),
+            id: Some(id.clone()),
+        };
+        let stdout = match out.fd() {
+            Some(fd) => fd,
+            None => dev_null()?,
+        };
+        let stderr = match out.fd() {
+            Some(fd) => fd,
+            None => dev_null()?,
+        };
+        let stdio = Stdio {
+            stdin: dev_null()?,
+            stdout,
+            stderr,
+        };
+        self.start(&id, Some(stdio))
+            .await
+            .map_err(|e| Error::Runtime(format!("{}: {e}", serde_json::json!(cmd))))?;
+        let (code, _) = self.wait(&id, "not-running".parse()?).await?;
+        if code != 0 {
+            return Err(Error::Runtime(format!(
+                "the command {} returned a non-zero code: {code}",
+                serde_json::json!(cmd)
+            )));
+        }
+        let c = self.lookup(&id)?;
+        let layer = self.layer_of_container(&c.dir, parent).await?;
+        guard.id = None;
+        self.remove_with(&id, true, true).await?;
+        Ok(layer)
+    }
+
+    /// COPY or ADD: returns the layer (None on a cache hit), the step's description
+    /// and its cache key.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn copy_step(
+        &self,
+        i: &Instruction,
+        st: &State,
+        opts: &BuildOptions,
+        escape: char,
+        parent_id: &str,
+        ctx: &Path,
+        ignore: &copy::Ignore,
+        built: &[(Option<String>, Option<ImageRecord>)],
+    ) -> Result<(Option<NewLayer>, String, String), Error> {
+        let vars = st.vars();
+        let words = match &i.args {
+            Args::Exec(v) => v
+                .iter()
+                .map(|w| parser::expand_word(w, &vars, escape))
+                .collect::<Result<Vec<_>, _>>(),
+            Args::Shell(s) => parser::expand_words(s, &vars, escape),
+        }
+        .map_err(|e| df_err(opts, i, e))?;
+        if words.len() < 2 {
+            return Err(df_err(
+                opts,
+                i,
+                "needs at least one source and a destination",
+            ));
+        }
+        let (srcs, dest) = words.split_at(words.len() - 1);
+        let dest = &dest[0];
+        let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+        for s in srcs {
+            if s.starts_with("git@") || (is_url(s) && i.cmd == "COPY") {
+                return Err(df_err(
+                    opts,
+                    i,
+                    format!("{s}: COPY takes files of the build context; ADD fetches URLs"),
+                ));
+            }
+        }
+        let workdir = st
+            .cfg
+            .config_value()
+            .get("WorkingDir")
+            .and_then(|w| w.as_str().map(str::to_string))
+            .unwrap_or_else(|| "/".into());
+        let abs = if dest.starts_with('/') {
+            dest.clone()
+        } else {
+            format!("{}/{dest}", workdir.trim_end_matches('/'))
+        };
+        let dest_rel = copy::clean_source(&abs).map_err(|e| df_err(opts, i, e))?;
+        let parent_layers: Vec<PathBuf> = match &st.image {
+            Some(img) => self.inner.images.layer_dirs(img),
+            None => Vec::new(),
+        };
+        let lower = crate::image::layer_diff::Lower {
+            layers: &parent_layers,
+        };
+        let exists_dir = dest_rel.as_os_str().is_empty()
+            || lower
+                .lookup(&dest_rel)
+                .and_then(|p| std::fs::metadata(p).ok())
+                .is_some_and(|m| m.is_dir());
+        let dest_is_dir = abs.ends_with('/') || srcs.len() > 1 || exists_dir;
+        let from_layers: Option<Vec<PathBuf>> = match i.flag("from") {
+            None => None,
+            Some(f) => {
+                let f = parser::expand_word(f, &vars, escape).map_err(|e| df_err(opts, i, e))?;
+                let img = match built
+                    .iter()
+                    .find(|(n, _)| n.as_deref() == Some(f.to_ascii_lowercase().as_str()))
+                {
+                    Some((_, Some(img))) => img.clone(),
+                    Some((_, None)) => {
+                        return Err(df_err(opts, i, format!("stage {f:?} made no image")))
+                    }
+                    None => match f.parse::<usize>().ok().and_then(|n| built.get(n)) {
+                        Some((_, Some(img))) => img.clone(),
+                        _ => self.inner.images.resolve(&f).map_err(|e| {
+                            df_err(opts, i, format!("--from={f}: no such stage, and {e}"))
+                        })?,
+                    },
+                };
+                Some(self.inner.images.layer_dirs(&img))
+            }
+        };
+        let place = Placement {
+            owner: match i.flag("chown") {
+                None => (0, 0),
+                Some(c) => {
+                    let c =
+                        parser::expand_word(c, &vars, escape).map_err(|e| df_err(opts, i, e))?;
+                    owner_of(&c, &lower).map_err(|e| df_err(opts, i, e))?
+                }
+            },
+            mode: match i.flag("chmod") {
+                None => None,
+                Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
+                    df_err(
+                        opts,
+                        i,
+                        format!("--chmod={m}: give an octal mode, e.g. 755"),
+                    )
+                })?),
+            },
+        };
+        let is_add = i.cmd == "ADD";
+        // ADD of URLs: fetched into the build directory, then copied as files (0600,
+        // as docker), keyed by their content like any source.
+        let mut fetched = Vec::new();
+        let mut local = Vec::new();
+        for (n, s) in srcs.iter().enumerate() {
+            if !is_url(s) {
+                local.push(s.clone());
+                continue;
+            }
+            let file = ctx
+                .parent()
+                .unwrap_or(ctx)
+                .join(format!("remote-{}-{n}", i.line));
+            fetch(s, &file).await.map_err(|e| df_err(opts, i, e))?;
+            let name = s
+                .split(['?', '#'])
+                .next()
+                .and_then(|u| u.rsplit('/').next())
+                .filter(|b| !b.is_empty())
+                .unwrap_or("index.html")
+                .to_string();
+            let target = if dest_is_dir {
+                dest_rel.join(name)
+            } else {
+                dest_rel.clone()
+            };
+            fetched.push(Item {
+                host: file,
+                dest: target,
+            });
+        }
+        let (ctx, srcs2, dest2) = (ctx.to_path_buf(), local, dest_rel.clone());
+        let ignore_text = ignore.clone();
+        let (items, archives, sum) = tokio::task::spawn_blocking(move || {
+            let ignore = ignore_text;
+            let root = match &from_layers {
+                Some(l) => SourceRoot::Layers(l),
+                None => SourceRoot::Context {
+                    dir: &ctx,
+                    ignore: &ignore,
+                },
+            };
+            let mut items = fetched;
+            let mut archives = Vec::new();
+            for s in &srcs2 {
+                let mut one = Vec::new();
+                copy::collect(&root, s, &dest2, dest_is_dir, &mut one)?;
+                // ADD of a local tar archive extracts it at the destination.
+                if is_add && one.len() == 1 && is_archive(&one[0].host) {
+                    archives.push(one.remove(0).host);
+                }
+                items.extend(one);
+            }
+            let mut all: Vec<Item> = items
+                .iter()
+                .map(|it| Item {
+                    host: it.host.clone(),
+                    dest: it.dest.clone(),
+                })
+                .collect();
+            all.extend(archives.iter().map(|a| Item {
+                host: a.clone(),
+                dest: PathBuf::from("<archive>"),
+            }));
+            let sum = copy::checksum(&all)?;
+            Ok::<_, String>((items, archives, sum))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| df_err(opts, i, e))?;
+        let flags: Vec<String> = i.flags.iter().map(|(k, v)| format!("--{k}={v}")).collect();
+        let desc = format!(
+            "{} {}file:{sum} in {abs}",
+            i.cmd,
+            flags.iter().map(|f| format!("{f} ")).collect::<String>()
+        );
+        let key = cache::key(parent_id, &desc, "");
+        if !opts.no_cache && cache::lookup(&self.inner.images, &key).is_some() {
+            return Ok((None, desc, key));
+        }
+        let dirs: Vec<PathBuf> = if dest_is_dir && !exists_dir {
+            vec![dest_rel.clone()]
+        } else {
+            Vec::new()
+        };
+        let store = self.inner.images.clone();
+        let (dest3, owner) = (dest_rel.clone(), place.owner);
+        let blob = tokio::task::spawn_blocking(move || -> Result<LayerRef, Error> {
+            let w = store.blob_writer()?;
+            let w = std::io::BufWriter::with_capacity(1 << 20, w);
+            let mut b = tar::Builder::new(w);
+            b.follow_symlinks(false);
+            copy::append_items(&mut b, &dirs, &items, place)
+                .and_then(|()| append_archives(&mut b, &archives, &dest3, owner))
+                .map_err(|e| Error::InvalidArgument(format!("writing the layer: {e}")))?;
+            let w = b
+                .into_inner()
+                .map_err(|e| Error::Internal(format!("writing the layer: {e}")))?;
+            let mut w = w
+                .into_inner()
+                .map_err(|e| Error::Internal(format!("writing the layer: {e}")))?;
+            w.flush()
+                .map_err(|e| Error::Internal(format!("writing the layer: {e}")))?;
+            let (digest, size) = w.commit_computed()?;
+            Ok(LayerRef {
+                digest,
+                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                size,
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let layer = self.install_tar_blob(blob).await?;
+        Ok((Some(layer), desc, key))
+    }
+}
+
+/// Whether `p` is a tar archive (plain or gzip) ADD extracts.
+fn is_archive(p: &Path) -> bool {
+    let Ok(mut f) = File::open(p) else {
+        return false;
+    };
+    if !std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut head = [0u8; 512];
+    let n = f.read(&mut head).unwrap_or(0);
+    (n >= 2 && head[0] == 0x1f && head[1] == 0x8b) || (n >= 262 && &head[257..262] == b"ustar")
+}
+
+/// Appends the entries of each (plain or gzip) tar archive under `dest`, owned by
+/// `owner`; entry names are checked by the layer unpacker as any layer's.
+fn append_archives<W: Write>(
+    b: &mut tar::Builder<W>,
+    archives: &[PathBuf],
+    dest: &Path,
+    owner: (u64, u64),
+) -> std::io::Result<()> {
+    for a in archives {
+        let f = File::open(a)?;
+        let mut head = [0u8; 2];
+        let gz = File::open(a)?.read(&mut head).ok() == Some(2) && head == [0x1f, 0x8b];
+        let reader: Box<dyn Read> = if gz {
+            Box::new(flate2::read::MultiGzDecoder::new(f))
+        } else {
+            Box::new(f)
+        };
+        let mut ar = tar::Archive::new(reader);
+        for e in ar.entries()? {
+            let mut e = e?;
+            let path = e.path()?.into_owned();
+            let rel = crate::image::relative_path(&path).map_err(std::io::Error::other)?;
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
+            let name = dest.join(rel);
+            let mut h = e.header().clone();
+            h.set_uid(owner.0);
+            h.set_gid(owner.1);
+            let kind = h.entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                let target = e.link_name()?.unwrap_or_default().into_owned();
+                let target = if kind.is_hard_link() {
+                    dest.join(crate::image::relative_path(&target).map_err(std::io::Error::other)?)
+                } else {
+                    target
+                };
+                b.append_link(&mut h, &name, target)?;
+            } else {
+                b.append_data(&mut h, &name, &mut e)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--chown=USER[:GROUP]`: numbers, or names from the image's /etc/passwd and
+/// /etc/group.
+fn owner_of(spec: &str, lower: &crate::image::layer_diff::Lower<'_>) -> Result<(u64, u64), String> {
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let read = |f: &str| -> BTreeMap<String, (u64, u64)> {
+        lower
+            .lookup(Path::new(f))
+            .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                let id = f.get(2)?.parse().ok()?;
+                let gid = f.get(3).and_then(|g| g.parse().ok()).unwrap_or(id);
+                Some((f[0].to_string(), (id, gid)))
+            })
+            .collect()
+    };
+    let (uid, primary) = match u.parse::<u64>() {
+        Ok(n) => (n, n),
+        Err(_) => *read("etc/passwd")
+            .get(u)
+            .ok_or_else(|| format!("--chown={spec}: no user {u:?} in the image's /etc/passwd"))?,
+    };
+    let gid = match g {
+        None => primary,
+        Some(g) => match g.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => read("etc/group")
+                .get(g)
+                .map(|(gid, _)| *gid)
+                .ok_or_else(|| {
+                    format!("--chown={spec}: no group {g:?} in the image's /etc/group")
+                })?,
+        },
+    };
+    Ok((uid, gid))
+}

@@ -1,0 +1,305 @@
+//! `skiff commit` in the backend: a container's writable layer becomes a new image.
+//!
+//! The `__commit` helper (see [`crate::helpers::commit_main`]) writes the changes as an
+//! OCI layer tar inside the user namespace (so owners are the container's) into a pipe;
+//! the daemon digests it into a blob as it comes, extracts that blob as a store layer
+//! (the unpack helper, which checks it like any other layer), and records an image whose
+//! configuration is the parent's with the changes, the layer and a history entry.
+//!
+//! A running container is committed as it runs (docker's `--pause=false`); with `pause`
+//! it is frozen for the copy when its processes have a cgroup v2 scope of their own
+//! (`skiff-<id>.scope`), else committed running, as docker does without pause.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::io::AsyncReadExt;
+
+use super::container::Status;
+use super::events::Event;
+use super::{Daemon, Error};
+use crate::fdutil;
+use crate::helpers::CommitSpec;
+use crate::image::derive::{Derived, HistoryEntry};
+use crate::image::manifest::{build_manifest, parse_manifest};
+use crate::image::{self, ImageChanges, ImageRecord, LayerRef, NewImage, Reference};
+use crate::runtime::RootfsDriver;
+
+/// The most the commit helper may say on stderr.
+const MAX_REPORT: u64 = 1 << 20;
+
+/// What `skiff commit` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// The new image's name (`None`: an untagged image).
+    pub reference: Option<String>,
+    /// `--change` instructions.
+    pub changes: ImageChanges,
+    /// `-m`: the history entry's comment.
+    pub message: Option<String>,
+    /// `-a`: the author.
+    pub author: Option<String>,
+    /// Freeze a running container while its layer is read.
+    pub pause: bool,
+}
+
+/// A layer just made from a container: its blob is in the store, its tree installed.
+#[derive(Debug, Clone)]
+pub(crate) struct NewLayer {
+    /// The blob (an uncompressed tar: its digest is the diff id).
+    pub(crate) blob: LayerRef,
+    /// `sha256:<hex>` of the tar.
+    pub(crate) diff_id: String,
+}
+
+impl Daemon {
+    /// Commits the container `name_or_id` as a new image (see the module docs).
+    pub async fn commit_container(
+        &self,
+        name_or_id: &str,
+        opts: CommitOptions,
+    ) -> Result<ImageRecord, Error> {
+        if let Err(e) = &self.inner.preflight {
+            return Err(Error::IdMapping(e.clone()));
+        }
+        let reference = match &opts.reference {
+            Some(r) if !r.is_empty() => {
+                let r: Reference = r.parse()?;
+                image::names::check_taggable(&r)?;
+                Some(r)
+            }
+            _ => None,
+        };
+        let c = self.lookup(name_or_id)?;
+        // A stopped container stays stopped (its layer unchanged) while it is read.
+        let mut _op = None;
+        let mut rec = c.snapshot();
+        if rec.state.status != Status::Running {
+            _op = Some(c.lock_op().await?);
+            rec = c.snapshot();
+        }
+        if rec.state.status == Status::Removing {
+            return Err(Error::NoSuchContainer(name_or_id.to_string()));
+        }
+        if self.inner.opts.driver == RootfsDriver::Vfs
+            && rec.config.userns.as_deref() == Some("keep-id")
+        {
+            return Err(Error::NotSupported(
+                "commit of a --userns keep-id container on the vfs driver is not supported \
+                 yet (its copy holds translated owners); use the fuse driver"
+                    .into(),
+            ));
+        }
+        let parent = self.inner.images.resolve(&rec.image_id)?;
+        let _frozen = match (opts.pause, rec.state.status) {
+            (true, Status::Running) if rec.state.pid != 0 => {
+                super::freeze::Frozen::try_freeze(&rec.id, rec.state.pid as i32)
+            }
+            _ => None,
+        };
+        let guard = super::failed_jobs::FailedJobBlobs::new(self);
+        let result = async {
+            let _gc = self.gc_shared_lock().await?;
+            let layer = self.layer_of_container(&c.dir, &parent).await?;
+            drop(_frozen);
+            let mut cfg = Derived::new(Some(
+                &self
+                    .inner
+                    .images
+                    .read_blob(&format!("sha256:{}", parent.id))?,
+            ))?;
+            cfg.apply(&opts.changes);
+            cfg.add_layer(&layer.diff_id);
+            cfg.add_history(&HistoryEntry {
+                created: image::store::now_rfc3339(),
+                created_by: rec.args.join(" "),
+                comment: opts.message.clone().filter(|m| !m.is_empty()),
+                author: opts.author.clone().filter(|a| !a.is_empty()),
+                empty_layer: false,
+            });
+            let names: Vec<String> = reference.iter().map(|r| r.to_string()).collect();
+            self.record_derived(&Some(parent.clone()), &cfg, &[layer], &names)
+                .await
+        }
+        .await;
+        let rec_img = guard.finish(result).await?;
+        self.emit(Event::new(
+            "container",
+            "commit",
+            &rec.id,
+            &[
+                ("name", rec.name.clone()),
+                ("image", rec_img.id.clone()),
+                (
+                    "reference",
+                    reference.map(|r| r.to_string()).unwrap_or_default(),
+                ),
+            ],
+        ));
+        Ok(rec_img)
+    }
+
+    /// Holds the store's collection lock shared (see `images.rs`).
+    pub(crate) async fn gc_shared_lock(&self) -> Result<nix::fcntl::Flock<File>, Error> {
+        let store = self.inner.images.clone();
+        Ok(tokio::task::spawn_blocking(move || store.gc_lock(false))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??)
+    }
+
+    /// Records an image whose configuration is `cfg` and whose layers are `parent`'s
+    /// (none for `scratch`) followed by `layers`, under `names`.
+    pub(crate) async fn record_derived(
+        &self,
+        parent: &Option<ImageRecord>,
+        cfg: &Derived,
+        layers: &[NewLayer],
+        names: &[String],
+    ) -> Result<ImageRecord, Error> {
+        let store = self.inner.images.clone();
+        let mut blobs: Vec<LayerRef> = match parent.as_ref() {
+            None => Vec::new(),
+            Some(p) => {
+                let digest = p.manifest.clone().ok_or_else(|| {
+                    Error::NotSupported(format!(
+                        "image {} was stored by an older skiff without a manifest; pull or \
+                         load it again",
+                        p.id
+                    ))
+                })?;
+                parse_manifest(&store.read_blob(&digest)?, &digest)?.layers
+            }
+        };
+        blobs.extend(layers.iter().map(|l| l.blob.clone()));
+        let diff_ids = cfg.diff_ids();
+        if diff_ids.len() != blobs.len() {
+            return Err(Error::Internal(format!(
+                "the new image has {} diff ids for {} layers",
+                diff_ids.len(),
+                blobs.len()
+            )));
+        }
+        let bytes = cfg.to_bytes()?;
+        let created = cfg
+            .0
+            .get("created")
+            .and_then(|c| c.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(image::store::now_rfc3339);
+        let names = names.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let (config, config_size) = store.write_blob(&bytes)?;
+            let manifest = build_manifest(&config, config_size, &blobs)?;
+            let (manifest, _) = store.write_blob(&manifest)?;
+            store.record_image(&NewImage {
+                config,
+                manifest,
+                layers: diff_ids,
+                layer_blobs: blobs.into_iter().map(|b| b.digest).collect(),
+                names,
+                created,
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(Error::from)
+    }
+
+    /// Writes the changes in the container directory `dir` (made from `parent`) as a
+    /// layer blob and installs its tree in the store. The caller holds the collection
+    /// lock shared.
+    pub(crate) async fn layer_of_container(
+        &self,
+        dir: &std::path::Path,
+        parent: &ImageRecord,
+    ) -> Result<NewLayer, Error> {
+        let upper = dir.join("upper");
+        let vfs_lower = (self.inner.opts.driver == RootfsDriver::Vfs)
+            .then(|| self.inner.images.layer_dirs(parent));
+        let blob = self.run_commit_helper(upper, vfs_lower).await?;
+        self.install_tar_blob(blob).await
+    }
+
+    /// Extracts the uncompressed layer tar `blob` (just written to the store) as a store
+    /// layer, checking that it extracts to its own digest.
+    pub(crate) async fn install_tar_blob(&self, blob: LayerRef) -> Result<NewLayer, Error> {
+        let (staging, stats) = self.unpack_blob(&blob.digest, None).await?;
+        if stats.diff_id != blob.digest {
+            self.remove_tree(&staging.dir).await;
+            return Err(Error::Internal(format!(
+                "the layer's tar has digest {} but extracted as {}",
+                blob.digest, stats.diff_id
+            )));
+        }
+        let diff_id = stats.diff_id.clone();
+        let store = self.inner.images.clone();
+        let unused = tokio::task::spawn_blocking(move || store.install_layer(staging, &stats))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        if let Some(d) = unused {
+            self.remove_tree(&d).await;
+        }
+        Ok(NewLayer { blob, diff_id })
+    }
+
+    /// Runs `__commit` and digests its tar into a blob as it comes.
+    async fn run_commit_helper(
+        &self,
+        upper: PathBuf,
+        vfs_lower: Option<Vec<PathBuf>>,
+    ) -> Result<LayerRef, Error> {
+        let spec = CommitSpec {
+            maps: self.inner.maps.clone(),
+            upper,
+            vfs_lower,
+        };
+        let json = serde_json::to_vec(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        let memfd = fdutil::sealed_memfd(&json)
+            .map_err(|e| Error::Internal(format!("the commit helper's spec: {e}")))?;
+        let (read_end, write_end): (OwnedFd, OwnedFd) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
+        let mut cmd = tokio::process::Command::new(&self.inner.opts.exe);
+        cmd.arg("__commit")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG")
+            .kill_on_drop(true);
+        let mut fds = vec![(memfd, fdutil::SPEC_FD)];
+        if let Some(log) = crate::logging::for_helper(cmd.as_std_mut(), "commit") {
+            fds.push(log);
+        }
+        fdutil::pass_fds(&mut cmd, fds);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Runtime(format!("cannot start skiffd's commit helper: {e}")))?;
+        // The pipe's write end is the helper's alone now: its end is the tar's end.
+        drop(cmd);
+        let store = self.inner.images.clone();
+        let reading = tokio::task::spawn_blocking(move || {
+            super::images::copy_to_blob(&store, File::from(read_end))
+        });
+        let mut report = Vec::new();
+        if let Some(err) = child.stderr.take() {
+            let _ = err.take(MAX_REPORT).read_to_end(&mut report).await;
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| Error::Internal(format!("waiting for the commit helper: {e}")))?;
+        let blob = reading.await.map_err(|e| Error::Internal(e.to_string()))?;
+        if !status.success() {
+            return Err(Error::Runtime(format!(
+                "commit failed ({status}): {}",
+                String::from_utf8_lossy(&report).trim()
+            )));
+        }
+        let mut blob = blob?;
+        // Recorded as what it is: an uncompressed layer.
+        blob.media_type = "application/vnd.oci.image.layer.v1.tar".into();
+        Ok(blob)
+    }
+}
