@@ -6,6 +6,7 @@
 
 pub mod aliases;
 pub mod attach;
+pub mod autopull;
 pub mod build;
 pub mod commit;
 pub mod completion;
@@ -23,10 +24,12 @@ pub mod format;
 pub mod image_args;
 pub mod images;
 pub mod inspect;
+pub mod login;
 pub mod output;
 pub mod precheck;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod rows;
 pub mod run_config;
 pub mod sdnotify;
@@ -160,6 +163,9 @@ pub struct CreateArgs {
     /// Resource limits and --sdnotify.
     #[command(flatten)]
     pub units: units::UnitArgs,
+    /// `--pull` and `--platform`.
+    #[command(flatten)]
+    pub pull: autopull::PullFlags,
     /// The image.
     pub image: String,
     /// The command and its arguments (default: the image's CMD).
@@ -418,6 +424,12 @@ pub enum Command {
         #[arg(short = 'f', long, value_name = "FORMAT")]
         format: Option<String>,
     },
+    /// Push an image to a registry (HOST[:PORT]/REPO[:TAG]).
+    Push(push::PushArgs),
+    /// Log in to a registry: check the credentials and store them for pull and push.
+    Login(login::LoginArgs),
+    /// Remove a registry's stored credentials (--all: every registry's).
+    Logout(login::LogoutArgs),
     /// Volume commands.
     Volume {
         /// The volume command.
@@ -535,6 +547,11 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Ok(code) => return code,
         Err(command) => command,
     };
+    match &command {
+        Command::Login(a) => return login::login(a).await,
+        Command::Logout(a) => return login::logout(a),
+        _ => {}
+    }
     let conn = connect::connect(cli.bus_address.as_deref()).await?;
     match command {
         Command::Run {
@@ -543,8 +560,14 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             sig_proxy,
             args,
             ..
-        } => containers::run(&conn, args, rm, detach, sig_proxy).await,
-        Command::Create { args, .. } => containers::create(&conn, args).await,
+        } => {
+            autopull::ensure_image(&conn, &args.image, &args.pull).await?;
+            containers::run(&conn, args, rm, detach, sig_proxy).await
+        }
+        Command::Create { args, .. } => {
+            autopull::ensure_image(&conn, &args.image, &args.pull).await?;
+            containers::create(&conn, args).await
+        }
         Command::Start {
             attach: true,
             interactive,
@@ -684,6 +707,9 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             pull::pull(&conn, a).await
         }
         Command::Info { format } => inspect::info(&conn, format.as_deref()).await,
+        Command::Push(a) => push::push(&conn, &a).await,
+        Command::Login(a) => login::login(&a).await,
+        Command::Logout(a) => login::logout(&a),
         Command::Volume { command } => volumes::run(&conn, command).await,
         Command::Doctor { format } => doctor::doctor(format.as_deref()),
         Command::Port { container, port } => {

@@ -1,4 +1,4 @@
-//! Following an image job (pull, load, import) to its end with progress bars
+//! Following an image job (pull, push, load, import) to its end with progress bars
 //! (indicatif, on stderr when it is a terminal): one bar for the input stream of a load
 //! or import, one per blob for its download and then its extraction. Ctrl-C cancels
 //! the job.
@@ -29,6 +29,8 @@ pub struct Followed {
     pub detail: String,
     /// Blobs downloaded (pull).
     pub fetched: usize,
+    /// Each blob's last status (`digest`, `status`), in the order first seen.
+    pub blobs: Vec<(String, String)>,
 }
 
 /// Signals of jobs, subscribed before the job starts.
@@ -117,6 +119,11 @@ impl JobWatcher {
             result,
             detail,
             fetched: bars.fetched(),
+            blobs: bars
+                .blobs
+                .iter()
+                .map(|b| (b.digest.clone(), b.status.clone()))
+                .collect(),
         })
     }
 }
@@ -261,6 +268,10 @@ impl Bars {
             "extracting" => ("Extracting  ", ""),
             "extracted" => ("Extracting  ", "done"),
             "present" => ("Extracting  ", "already extracted"),
+            "uploading" => ("Pushing blob", ""),
+            "exists" => ("Pushing blob", "Layer already exists"),
+            "pushed" => ("Pushing blob", "pushed"),
+            "mounted" => ("Pushing blob", "mounted from another repository"),
             "waiting" => ("Extracting  ", "waiting"),
             _ => ("Blob        ", ""),
         };

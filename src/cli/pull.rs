@@ -32,7 +32,7 @@ fn variant<'a>(v: impl Into<Variant<'a>>) -> Result<OwnedVariant, Failure> {
 
 /// The auth file to send: `--authfile`, else `$REGISTRY_AUTH_FILE` (the daemon may
 /// run with another environment), made absolute.
-fn auth_file(flag: Option<&str>) -> Result<Option<String>, Failure> {
+pub(super) fn auth_file(flag: Option<&str>) -> Result<Option<String>, Failure> {
     let chosen = match flag {
         Some(f) => Some(PathBuf::from(f)),
         None => std::env::var_os("REGISTRY_AUTH_FILE")
@@ -55,6 +55,14 @@ fn auth_file(flag: Option<&str>) -> Result<Option<String>, Failure> {
 
 /// `skiff pull [-q] [--tls-verify=false] [--authfile F] [--platform P] REF`.
 pub async fn pull(conn: &Connection, args: PullArgs) -> Result<i32, Failure> {
+    let id = pull_with_progress(conn, &args).await?;
+    outln!("{id}");
+    Ok(0)
+}
+
+/// Pulls `args.reference` through skiffd: the progress bars and a summary on stderr
+/// (none with `quiet`). Returns the image id.
+pub async fn pull_with_progress(conn: &Connection, args: &PullArgs) -> Result<String, Failure> {
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 1))?;
@@ -79,8 +87,7 @@ pub async fn pull(conn: &Connection, args: PullArgs) -> Result<i32, Failure> {
         return Err(Failure::msg(end.detail));
     }
     if args.quiet {
-        outln!("{}", end.detail);
-        return Ok(0);
+        return Ok(end.detail);
     }
     let job = job_proxy(conn, &job_path).await?;
     let skipped = job.blobs_skipped().await.unwrap_or(0);
@@ -92,6 +99,5 @@ pub async fn pull(conn: &Connection, args: PullArgs) -> Result<i32, Failure> {
         table::human_size(bytes)
     );
     errln!("Digest: {digest}");
-    outln!("{}", end.detail);
-    Ok(0)
+    Ok(end.detail)
 }

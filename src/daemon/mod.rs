@@ -34,6 +34,7 @@ pub mod network;
 pub mod notify;
 pub mod pause;
 pub mod pull;
+pub mod push;
 pub mod restart;
 pub mod scope;
 pub mod seccomp_profile;

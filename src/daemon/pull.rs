@@ -88,6 +88,7 @@ impl Daemon {
                 default_auth_files: auth::default_auth_files(),
             },
             platform: platform.clone(),
+            platform_explicit: req.platform.as_deref().is_some_and(|p| !p.is_empty()),
             max_parallel: MAX_PARALLEL_DOWNLOADS,
         };
         tracing::info!("pulling {reference}");

@@ -1,4 +1,4 @@
-//! Jobs (import, load, pull): long work behind a Job object (`super::image::JobObject`).
+//! Jobs (import, load, pull, push): long work behind a Job object (`super::image::JobObject`).
 //! Progress is published as `Phase`/`Progress`/`BytesDone`/`BytesTotal`/`BlobsSkipped`
 //! property changes and per-blob `LayerProgress` signals, at most 4 times a second.
 
@@ -164,6 +164,35 @@ pub async fn start_pull(
     let work: JobWork = Box::pin(async move {
         let out = daemon.pull_image(&req, state.progress.clone()).await?;
         state.set_digest(&out.manifest_digest);
+        Ok(vec![out.image])
+    });
+    start_job(ctx, conn, server, spec, work).await
+}
+
+/// Starts a push job; with `wait`, returns when it ended (its error as a D-Bus error).
+/// It ends as ("done", image id); the Job's `Digest` is the manifest pushed.
+pub async fn start_push(
+    ctx: &Ctx,
+    conn: &Connection,
+    server: &ObjectServer,
+    req: crate::daemon::push::PushRequest,
+    wait: bool,
+) -> Result<(u32, OwnedObjectPath), SkiffError> {
+    let state = Arc::new(JobState::default());
+    let spec = JobSpec {
+        typ: "push",
+        reference: if req.destination.is_empty() {
+            req.image.clone()
+        } else {
+            req.destination.clone()
+        },
+        wait,
+        state: state.clone(),
+    };
+    let daemon = ctx.daemon.clone();
+    let work: JobWork = Box::pin(async move {
+        let out = daemon.push_image(&req, state.progress.clone()).await?;
+        state.set_digest(&out.digest);
         Ok(vec![out.image])
     });
     start_job(ctx, conn, server, spec, work).await

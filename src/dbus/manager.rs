@@ -457,6 +457,44 @@ impl Manager {
         super::job::start_pull(&self.ctx, conn, server, req, wait).await
     }
 
+    /// Pushes the image `image` (name, id or id prefix) to `destination`
+    /// (`HOST[:PORT]/REPO[:TAG]`; empty: the image's own name). Options: `tls-verify`
+    /// (b, default true), `auth-file` (s, absolute path of a podman/docker auth file),
+    /// `wait` (b: return when the push is done, with its error). Returns the job's id
+    /// and object; the Job (Type "push") reports `Progress`, `BytesDone`, `BytesTotal`,
+    /// `BlobsSkipped` (blobs the registry had), `Digest` (the manifest pushed) and
+    /// `LayerProgress` signals (waiting, uploading, exists, pushed).
+    #[zbus(out_args("job_id", "job"))]
+    async fn push_image(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        image: &str,
+        destination: &str,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(u32, OwnedObjectPath), SkiffError> {
+        let mut req = crate::daemon::push::PushRequest::new(image, destination);
+        let mut wait = false;
+        for (k, v) in &options {
+            let bad = |ty: &str| SkiffError::invalid_args(format!("option {k:?} must be {ty}"));
+            match (k.as_str(), &**v) {
+                ("wait", zbus::Variant::Bool(b)) => wait = *b,
+                ("tls-verify", zbus::Variant::Bool(b)) => req.tls_verify = *b,
+                ("auth-file", zbus::Variant::Str(s)) => {
+                    req.auth_file = Some(std::path::PathBuf::from(s.as_str()))
+                }
+                ("wait" | "tls-verify", _) => return Err(bad("a boolean")),
+                ("auth-file", _) => return Err(bad("a string")),
+                (other, _) => {
+                    return Err(SkiffError::invalid_args(format!(
+                        "unknown push option {other:?} (known: tls-verify, auth-file, wait)"
+                    )))
+                }
+            }
+        }
+        super::job::start_push(&self.ctx, conn, server, req, wait).await
+    }
+
     /// Images as (id, repo tags, created µs, size in bytes, path). Filters:
     /// `dangling=true|false`, `reference=PATTERN` (`*` wildcards).
     async fn list_images(

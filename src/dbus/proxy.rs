@@ -78,6 +78,13 @@ pub trait Manager {
         options: HashMap<&str, OwnedVariant>,
     ) -> zbus::Result<(u32, OwnedObjectPath)>;
     /// See the server side.
+    fn push_image(
+        &self,
+        image: &str,
+        destination: &str,
+        options: HashMap<&str, OwnedVariant>,
+    ) -> zbus::Result<(u32, OwnedObjectPath)>;
+    /// See the server side.
     fn load_image(
         &self,
         archive: zbus::Fd<'_>,

@@ -1,13 +1,14 @@
-//! Progress of one image job (pull, load, import), shared between the workers and
+//! Progress of one image job (pull, push, load, import), shared between the workers and
 //! whoever reports it (the D-Bus Job object polls [`Progress::snapshot`] and
 //! [`Progress::totals`]).
 //!
 //! A job goes through phases: a pull resolves its manifest (`starting`) and downloads
 //! blobs (`downloading`); a load or import reads its input stream (`reading`); all three
 //! then extract the layers the store lacks (`extracting`), record the image
-//! (`committing`) and end (`done`). Bytes are counted twice over, and reported apart:
-//! the transfer (downloaded or read), and the extraction of each layer (compressed bytes
-//! of its blob consumed by the unpack helper).
+//! (`committing`) and end (`done`). A push uploads blobs (`uploading`) and ends. Bytes
+//! are counted twice over, and reported apart: the transfer (downloaded, uploaded or
+//! read), and the extraction of each layer (compressed bytes of its blob consumed by the
+//! unpack helper).
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,8 @@ pub enum Phase {
     Starting,
     /// Downloading blobs (pull).
     Downloading,
+    /// Uploading blobs (push).
+    Uploading,
     /// Reading the input stream (load, import).
     Reading,
     /// Extracting layers.
@@ -32,11 +35,12 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// `starting`, `downloading`, `reading`, `extracting`, `committing` or `done`.
+    /// `starting`, `downloading`, `uploading`, `reading`, `extracting`, `committing` or `done`.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Starting => "starting",
             Phase::Downloading => "downloading",
+            Phase::Uploading => "uploading",
             Phase::Reading => "reading",
             Phase::Extracting => "extracting",
             Phase::Committing => "committing",
@@ -62,11 +66,19 @@ pub enum LayerStatus {
     Extracted,
     /// The layer was extracted before (another image has it): nothing to do.
     Present,
+    /// Bytes are being sent to the registry (push).
+    Uploading,
+    /// The registry has the blob already: not uploaded (push).
+    Exists,
+    /// Uploaded, and accepted by the registry under its digest (push).
+    Pushed,
+    /// Mounted from another repository of the registry: not uploaded (push).
+    Mounted,
 }
 
 impl LayerStatus {
-    /// `waiting`, `downloading`, `skipped`, `done`, `extracting`, `extracted` or
-    /// `present`.
+    /// `waiting`, `downloading`, `skipped`, `done`, `extracting`, `extracted`,
+    /// `present`, `uploading`, `exists`, `pushed` or `mounted`.
     pub fn as_str(self) -> &'static str {
         match self {
             LayerStatus::Waiting => "waiting",
@@ -76,6 +88,10 @@ impl LayerStatus {
             LayerStatus::Extracting => "extracting",
             LayerStatus::Extracted => "extracted",
             LayerStatus::Present => "present",
+            LayerStatus::Uploading => "uploading",
+            LayerStatus::Exists => "exists",
+            LayerStatus::Pushed => "pushed",
+            LayerStatus::Mounted => "mounted",
         }
     }
 }
@@ -238,6 +254,27 @@ impl Progress {
         }
     }
 
+    /// Declares a push's blobs, `(digest, size)`, all waiting, and enters
+    /// [`Phase::Uploading`].
+    pub fn set_push_blobs(&self, blobs: &[(String, u64)]) {
+        let mut s = self.lock();
+        s.phase = Phase::Uploading;
+        s.blobs = Some(
+            blobs
+                .iter()
+                .map(|(d, size)| new_entry(d, *size, LayerStatus::Waiting))
+                .collect(),
+        );
+    }
+
+    /// Records `n` more uploaded bytes of blob `idx`.
+    pub fn upload(&self, idx: usize, n: u64) {
+        if let Some(b) = self.lock().blobs.as_mut().and_then(|v| v.get_mut(idx)) {
+            b.done += n;
+            b.status = LayerStatus::Uploading;
+        }
+    }
+
     /// Sets the download status of blob `idx`.
     pub fn set_status(&self, idx: usize, status: LayerStatus) {
         if let Some(b) = self.lock().blobs.as_mut().and_then(|v| v.get_mut(idx)) {
@@ -328,7 +365,10 @@ impl Progress {
         match &s.blobs {
             Some(blobs) => {
                 for b in blobs {
-                    if b.status == LayerStatus::Skipped {
+                    if matches!(
+                        b.status,
+                        LayerStatus::Skipped | LayerStatus::Exists | LayerStatus::Mounted
+                    ) {
                         t.skipped += 1;
                     } else {
                         t.fetched += 1;
@@ -344,7 +384,7 @@ impl Progress {
         }
         t.fraction = match s.phase {
             Phase::Starting => -1.0,
-            Phase::Downloading => ratio(t.done, t.total),
+            Phase::Downloading | Phase::Uploading => ratio(t.done, t.total),
             Phase::Reading => match s.input_total {
                 Some(total) => ratio(t.done, total),
                 None => -1.0,
@@ -415,6 +455,19 @@ mod tests {
         assert_eq!(s[2].status, LayerStatus::Downloading);
         p.set_blobs(&[("sha256:a".into(), 10, true)]);
         assert_eq!(p.totals().fraction, 1.0);
+    }
+
+    #[test]
+    fn a_push_counts_only_what_is_uploaded() {
+        let p = Progress::default();
+        p.set_push_blobs(&[("sha256:a".into(), 10), ("sha256:b".into(), 100)]);
+        assert_eq!(p.totals().phase, Phase::Uploading);
+        p.set_status(0, LayerStatus::Exists);
+        p.upload(1, 50);
+        let t = p.totals();
+        assert_eq!((t.done, t.total, t.skipped, t.fetched), (50, 100, 1, 1));
+        assert_eq!(p.snapshot()[1].status, LayerStatus::Uploading);
+        assert_eq!(LayerStatus::Exists.as_str(), "exists");
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn is_loopback(domain: &str) -> bool {
     }
 }
 
-fn install_crypto_provider() {
+pub(super) fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Fails only if another provider is installed already, which is just as good.
@@ -85,6 +85,16 @@ fn install_crypto_provider() {
 impl Repo {
     /// Connects to the registry of `reference` and authenticates for pulling.
     pub async fn connect(reference: &Reference, opts: &ConnectOptions) -> Result<Repo, Error> {
+        Repo::connect_for(reference, opts, false).await
+    }
+
+    /// Connects to the registry of `reference` and authenticates for pulling, and with
+    /// `push` for pushing too (uploads are made as single PUTs of a stream).
+    pub async fn connect_for(
+        reference: &Reference,
+        opts: &ConnectOptions,
+        push: bool,
+    ) -> Result<Repo, Error> {
         install_crypto_provider();
         let creds = auth::lookup(
             opts.auth_file.as_deref(),
@@ -101,7 +111,7 @@ impl Repo {
         let mut last = None;
         for (plain_http, insecure) in attempts {
             let repo = Repo::new(reference, creds.as_ref(), plain_http, insecure);
-            match repo.authenticate(creds.as_ref()).await {
+            match repo.authenticate(creds.as_ref(), push).await {
                 Ok(()) => {
                     tracing::debug!(
                         "registry {}: {}",
@@ -140,6 +150,7 @@ impl Repo {
             connect_timeout: Some(std::time::Duration::from_secs(30)),
             read_timeout: Some(std::time::Duration::from_secs(120)),
             user_agent: concat!("skiff/", env!("CARGO_PKG_VERSION")),
+            use_monolithic_push: true,
             ..ClientConfig::default()
         };
         let repo = oci_client::Reference::with_tag(
@@ -160,13 +171,72 @@ impl Repo {
         }
     }
 
-    async fn authenticate(&self, creds: Option<&Credentials>) -> Result<(), Error> {
+    async fn authenticate(&self, creds: Option<&Credentials>, push: bool) -> Result<(), Error> {
         let auth = match creds {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
             None => RegistryAuth::Anonymous,
         };
         self.client
             .auth(&self.repo, &auth, RegistryOperation::Pull)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(e))?;
+        if push {
+            self.client
+                .auth(&self.repo, &auth, RegistryOperation::Push)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the repository has the blob `digest` (a HEAD request).
+    pub async fn has_blob(&self, digest: &str) -> Result<bool, Error> {
+        self.client
+            .blob_exists(&self.repo, digest)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Mounts the blob `digest` from the repository `from` (a path on the same
+    /// registry) instead of uploading it; false when the registry would not (no such
+    /// blob there, no access to it).
+    pub async fn mount_blob(&self, digest: &str, from: &str) -> bool {
+        let source = oci_client::Reference::with_tag(
+            self.repo.registry().to_string(),
+            from.to_string(),
+            crate::image::reference::DEFAULT_TAG.to_string(),
+        );
+        match self.client.mount_blob(&self.repo, &source, digest).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("mounting {digest} from {from}: {e}");
+                false
+            }
+        }
+    }
+
+    /// Uploads the blob `digest` of `size` bytes from `stream` in one PUT.
+    pub async fn push_blob<S>(&self, stream: S, digest: &str, size: u64) -> Result<(), Error>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, OciDistributionError>> + Send + 'static,
+    {
+        self.client
+            .push_blob_stream(&self.repo, stream, digest, Some(size))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    /// Uploads a manifest under the connection's tag.
+    pub async fn push_manifest(&self, bytes: Vec<u8>, media_type: &str) -> Result<(), Error> {
+        let content_type = media_type.parse().map_err(|_| Error::Protocol {
+            reference: self.reference.clone(),
+            detail: format!("the manifest media type {media_type:?} is not a header value"),
+        })?;
+        self.client
+            .push_manifest_raw(&self.repo, bytes, content_type)
             .await
             .map(|_| ())
             .map_err(|e| self.error(e))
@@ -234,6 +304,11 @@ impl Repo {
             detail,
         };
         match e {
+            OciDistributionError::RequestError(re)
+                if matches!(re.status().map(|s| s.as_u16()), Some(401 | 403)) =>
+            {
+                unauthorized(re.to_string())
+            }
             OciDistributionError::RequestError(re) => transport_error(&registry, &re),
             OciDistributionError::AuthenticationFailure(m) => {
                 unauthorized(format!("the token service said: {}", m.trim()))
@@ -272,7 +347,7 @@ impl Repo {
 }
 
 /// A reqwest failure as unreachable or TLS trouble.
-fn transport_error(registry: &str, e: &(dyn std::error::Error + 'static)) -> Error {
+pub(super) fn transport_error(registry: &str, e: &(dyn std::error::Error + 'static)) -> Error {
     let mut chain = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {

@@ -12,8 +12,10 @@
 
 pub mod auth;
 pub mod client;
+pub mod login;
 pub mod platform;
 pub mod pull;
+pub mod push;
 
 use std::path::PathBuf;
 
@@ -42,6 +44,27 @@ pub enum Error {
         detail: String,
         /// The auth file the refused credentials came from (None: we sent none).
         authfile: Option<PathBuf>,
+    },
+
+    /// `login` with a user name and password the registry refused: nothing was stored.
+    #[error(
+        "the registry {registry} refused the user name and password ({detail}); nothing \
+         was stored: check them and log in again"
+    )]
+    LoginRefused {
+        /// The registry host.
+        registry: String,
+        /// What the registry said.
+        detail: String,
+    },
+
+    /// A registry name (login, logout) that is not `HOST[:PORT]`.
+    #[error("invalid registry {registry:?}: {reason}")]
+    InvalidRegistry {
+        /// As given.
+        registry: String,
+        /// What is wrong.
+        reason: String,
     },
 
     /// The registry cannot be reached (DNS, connection refused, timeout).
@@ -78,6 +101,20 @@ pub enum Error {
         wanted: String,
         /// The platforms the index offers.
         available: Vec<String>,
+    },
+
+    /// A single-platform image (no index) for another platform than the one asked for.
+    #[error(
+        "{reference} has no image for the platform {wanted}: the registry has only an image \
+         for {actual}; pull it without --platform, or choose --platform {actual}"
+    )]
+    PlatformMismatch {
+        /// The reference asked for.
+        reference: String,
+        /// The platform asked for.
+        wanted: String,
+        /// The platform of the image the registry has.
+        actual: String,
     },
 
     /// `--platform` is malformed.
@@ -132,15 +169,16 @@ fn unauthorized_message(registry: &str, detail: &str, authfile: Option<&PathBuf>
     match authfile {
         Some(f) => format!(
             "the registry {registry} refused the credentials from {} ({detail}); log in \
-             again with: podman login --authfile {} {registry}",
+             again with: skiff login --authfile {} {registry}",
             f.display(),
             f.display()
         ),
         None => format!(
             "the registry {registry} requires authentication ({detail}); log in with: \
-             podman login {registry} (skiff reads $REGISTRY_AUTH_FILE, \
+             skiff login {registry} (skiff reads $REGISTRY_AUTH_FILE, \
              $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json and \
-             ~/.docker/config.json), or pass --authfile FILE"
+             ~/.docker/config.json, the files podman login and docker login write), or \
+             pass --authfile FILE"
         ),
     }
 }
@@ -156,7 +194,7 @@ mod tests {
             detail: "401".into(),
             authfile: None,
         };
-        assert!(e.to_string().contains("podman login r:5000"), "{e}");
+        assert!(e.to_string().contains("skiff login r:5000"), "{e}");
         let e = Error::Unauthorized {
             registry: "r:5000".into(),
             detail: "401".into(),

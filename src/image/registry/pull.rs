@@ -39,6 +39,9 @@ pub struct PullOptions {
     pub connect: ConnectOptions,
     /// The platform to pick from manifest lists.
     pub platform: Platform,
+    /// Whether the user chose the platform (`--platform`): a single-platform image for
+    /// another one is then refused; otherwise it is taken with a warning, as docker does.
+    pub platform_explicit: bool,
     /// Most blobs downloaded at once.
     pub max_parallel: usize,
 }
@@ -152,10 +155,20 @@ pub async fn pull(
     }
     progress.set_blobs(&blobs);
 
+    // The config first (it is small): its platform must be the one asked for before
+    // any layer is worth downloading.
+    let config_fetched = !blobs[0].2;
+    if config_fetched {
+        fetch_blob(&repo, store, 0, &blobs[0].0, blobs[0].1, progress).await?;
+    }
+    if index_digest.is_none() {
+        check_config_platform(store, reference, &manifest.config.digest, opts, progress).await?;
+    }
+
     let limit = Arc::new(Semaphore::new(opts.max_parallel.max(1)));
     let mut tasks = JoinSet::new();
     for (idx, (digest, size, present)) in blobs.iter().cloned().enumerate() {
-        if present {
+        if present || (idx == 0 && config_fetched) {
             continue;
         }
         let (repo, store, progress, limit) =
@@ -205,6 +218,62 @@ pub async fn pull(
         plain_http: repo.plain_http(),
         pins,
     })
+}
+
+/// The platform an image config declares.
+#[derive(Debug, Deserialize)]
+struct ConfigPlatform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// Checks the platform of a single-platform image (no index to choose from) against
+/// the one wanted: refused when the user chose it, a warning otherwise.
+async fn check_config_platform(
+    store: &ImageStore,
+    reference: &Reference,
+    config_digest: &str,
+    opts: &PullOptions,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let store2 = store.clone();
+    let digest = config_digest.to_string();
+    let bytes = tokio::task::spawn_blocking(move || store2.read_blob(&digest))
+        .await
+        .map_err(|e| Error::Interrupted(e.to_string()))??;
+    let cfg: ConfigPlatform = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
+        reference: reference.to_string(),
+        detail: format!("the image config is not valid JSON: {e}"),
+    })?;
+    if cfg.os.is_empty() || cfg.architecture.is_empty() {
+        return Ok(());
+    }
+    let want = &opts.platform;
+    let variant_differs = matches!((&want.variant, &cfg.variant), (Some(a), Some(b)) if a != b);
+    if cfg.os == want.os && cfg.architecture == want.arch && !variant_differs {
+        return Ok(());
+    }
+    let mut actual = format!("{}/{}", cfg.os, cfg.architecture);
+    if let Some(v) = &cfg.variant {
+        actual.push('/');
+        actual.push_str(v);
+    }
+    if opts.platform_explicit {
+        return Err(Error::PlatformMismatch {
+            reference: reference.to_string(),
+            wanted: want.to_string(),
+            actual,
+        });
+    }
+    tracing::warn!("{reference}: the image is for {actual}, not {want}");
+    progress.warn(format!(
+        "the image's platform ({actual}) does not match this host's ({want}): it may not run"
+    ));
+    Ok(())
 }
 
 fn is_index(p: &Probe) -> bool {
