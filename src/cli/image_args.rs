@@ -1,6 +1,8 @@
 //! Arguments of the image commands.
 
-use clap::Args;
+use clap::{Args, Subcommand};
+
+use super::aliases;
 
 /// `images`, `image ls`.
 #[derive(Debug, Args)]
@@ -124,4 +126,32 @@ pub struct PruneArgs {
     /// Accepted for compatibility (skiff does not ask).
     #[arg(short = 'f', long)]
     pub force: bool,
+}
+
+/// `skiff image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import a rootfs tarball (plain, gzip or zstd; - for stdin) as NAME[:TAG].
+    Import(ImportArgs),
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Load images from a docker-archive, oci-archive or OCI layout directory.
+    Load(LoadArgs),
+    /// Save images to a docker-archive or oci-archive.
+    Save(SaveArgs),
+    /// Give an image another name.
+    Tag(TagArgs),
+    /// Remove images (or tags).
+    #[command(alias = "rmi")]
+    Rm(RmiArgs),
+    /// Show images as JSON.
+    Inspect(InspectArgs),
+    /// Show an image's history.
+    History(HistoryArgs),
+    /// Remove dangling images (with -a, every image no container uses).
+    Prune(PruneArgs),
+    /// The top-level image commands (pull, ...).
+    #[command(flatten)]
+    More(aliases::ImageMore),
 }

@@ -575,6 +575,7 @@ impl Manager {
             "disk-usage".into(),
             "pause".into(),
             "limits".into(),
+            "push".into(),
         ]
     }
 
