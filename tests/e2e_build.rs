@@ -143,11 +143,15 @@ fn instructions_substitution_and_cache() {
         4,
         "{img}"
     );
-    let history: serde_json::Value =
-        serde_json::from_str(&ok(&env, &["history", "--format", "json", "me/app:1"])).unwrap();
+    // `--format json` prints one object a line, as docker's.
+    let history: Vec<serde_json::Value> = ok(
+        &env,
+        &["history", "--no-trunc", "--format", "json", "me/app:1"],
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
     let by: Vec<String> = history
-        .as_array()
-        .unwrap()
         .iter()
         .map(|h| h["CreatedBy"].as_str().unwrap_or_default().to_string())
         .collect();
