@@ -99,6 +99,18 @@ fn instructions_substitution_and_cache() {
         first.contains("Successfully tagged docker.io/me/app:1"),
         "{first}"
     );
+    // The steps' images are intermediate: hidden, as docker's, but with -a; not dangling.
+    let shown = ok(&env, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut shown: Vec<&str> = shown.lines().collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        ["docker.io/demo/busybox:latest", "docker.io/me/app:1"]
+    );
+    let all = ok(&env, &["images", "-a", "-q"]);
+    // busybox and the images of the 11 steps that are not FROM or ARG.
+    assert_eq!(all.lines().count(), 12, "{all}");
+    assert_eq!(ok(&env, &["images", "-q", "-f", "dangling=true"]), "");
     assert_eq!(
         ok(&env, &["run", "--rm", "me/app:1"]),
         "1-3-fallback-set-\nv=3 b=two words\n"

@@ -11,7 +11,7 @@
 //! change. Progress (`STEP n/m: …`, RUN output, `--> Using cache`, the id) goes to the
 //! client's output descriptor.
 
-mod cache;
+pub(crate) mod cache;
 pub mod config_steps;
 pub mod copy;
 pub mod parser;
@@ -562,7 +562,8 @@ impl Daemon {
         });
         let layers: Vec<NewLayer> = layer.into_iter().collect();
         let rec = self.record_derived(&st.image, &cfg, &layers, &[]).await?;
-        cache::store(&self.inner.images, key, &rec.id);
+        let parent = st.image.as_ref().map(|i| i.id.as_str());
+        cache::store(&self.inner.images, key, &rec.id, parent);
         out.line(&format!("--> {}", &rec.id[..12]));
         st.cfg = cfg;
         st.image = Some(rec);
