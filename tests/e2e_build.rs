@@ -452,3 +452,30 @@ fn ctrl_c_cancels_the_running_step() {
     assert!(env.eventually(20, || ok(&env, &["ps", "-a", "-q"]).is_empty()));
     fails(&env, &["image", "inspect", "me/cancelled"], "");
 }
+
+#[test]
+fn run_here_documents() {
+    let env = Env::new();
+    let ctx = context(
+        &env,
+        "heredoc",
+        &[(
+            "Dockerfile",
+            "FROM demo/busybox\nARG W=world\nRUN <<EOF\nset -e\n# a comment of the script\necho \"hello $W\" > /f\necho $((1<<3)) >> /f\nEOF\nRUN cat <<-'END' > /g\n\tliteral $W\n\tEND\n",
+        )],
+    );
+    let built = ok(&env, &["build", "-t", "me/heredoc", ctx.to_str().unwrap()]);
+    assert!(built.contains("STEP 3/4: RUN <<EOF"), "{built}");
+    assert_eq!(
+        ok(&env, &["run", "--rm", "me/heredoc", "cat", "/f", "/g"]),
+        "hello world\n8\nliteral $W\n"
+    );
+    let bad = ctx.join("Dockerfile.bad");
+    fs::write(&bad, "FROM demo/busybox\nRUN <<EOF\necho\n").unwrap();
+    let all = fails(
+        &env,
+        &["build", "-f", bad.to_str().unwrap(), ctx.to_str().unwrap()],
+        "the here-document <<EOF has no end",
+    );
+    assert!(all.contains("Dockerfile.bad:2"), "{all}");
+}

@@ -14,6 +14,7 @@
 pub(crate) mod cache;
 pub mod config_steps;
 pub mod copy;
+mod heredoc;
 pub mod parser;
 mod steps;
 
