@@ -99,6 +99,18 @@ fn instructions_substitution_and_cache() {
         first.contains("Successfully tagged docker.io/me/app:1"),
         "{first}"
     );
+    // The steps' images are intermediate: hidden, as docker's, but with -a; not dangling.
+    let shown = ok(&env, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut shown: Vec<&str> = shown.lines().collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        ["docker.io/demo/busybox:latest", "docker.io/me/app:1"]
+    );
+    let all = ok(&env, &["images", "-a", "-q"]);
+    // busybox and the images of the 11 steps that are not FROM or ARG.
+    assert_eq!(all.lines().count(), 12, "{all}");
+    assert_eq!(ok(&env, &["images", "-q", "-f", "dangling=true"]), "");
     assert_eq!(
         ok(&env, &["run", "--rm", "me/app:1"]),
         "1-3-fallback-set-\nv=3 b=two words\n"
@@ -143,18 +155,15 @@ fn instructions_substitution_and_cache() {
         4,
         "{img}"
     );
-    let history: serde_json::Value = serde_json::Value::Array(
-        ok(
-            &env,
-            &["history", "--no-trunc", "--format", "json", "me/app:1"],
-        )
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect(),
-    );
+    // `--format json` prints one object a line, as docker's.
+    let history: Vec<serde_json::Value> = ok(
+        &env,
+        &["history", "--no-trunc", "--format", "json", "me/app:1"],
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
     let by: Vec<String> = history
-        .as_array()
-        .unwrap()
         .iter()
         .map(|h| h["CreatedBy"].as_str().unwrap_or_default().to_string())
         .collect();
@@ -442,4 +451,31 @@ fn ctrl_c_cancels_the_running_step() {
     // Its container is removed, nothing is tagged.
     assert!(env.eventually(20, || ok(&env, &["ps", "-a", "-q"]).is_empty()));
     fails(&env, &["image", "inspect", "me/cancelled"], "");
+}
+
+#[test]
+fn run_here_documents() {
+    let env = Env::new();
+    let ctx = context(
+        &env,
+        "heredoc",
+        &[(
+            "Dockerfile",
+            "FROM demo/busybox\nARG W=world\nRUN <<EOF\nset -e\n# a comment of the script\necho \"hello $W\" > /f\necho $((1<<3)) >> /f\nEOF\nRUN cat <<-'END' > /g\n\tliteral $W\n\tEND\n",
+        )],
+    );
+    let built = ok(&env, &["build", "-t", "me/heredoc", ctx.to_str().unwrap()]);
+    assert!(built.contains("STEP 3/4: RUN <<EOF"), "{built}");
+    assert_eq!(
+        ok(&env, &["run", "--rm", "me/heredoc", "cat", "/f", "/g"]),
+        "hello world\n8\nliteral $W\n"
+    );
+    let bad = ctx.join("Dockerfile.bad");
+    fs::write(&bad, "FROM demo/busybox\nRUN <<EOF\necho\n").unwrap();
+    let all = fails(
+        &env,
+        &["build", "-f", bad.to_str().unwrap(), ctx.to_str().unwrap()],
+        "the here-document <<EOF has no end",
+    );
+    assert!(all.contains("Dockerfile.bad:2"), "{all}");
 }

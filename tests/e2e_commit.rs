@@ -222,16 +222,12 @@ fn commit_changes_message_author_and_history() {
         2,
         "{img}"
     );
-    let history: serde_json::Value = serde_json::Value::Array(
-        ok(
-            &env,
-            &["history", "--no-trunc", "--format", "json", "me/changed"],
-        )
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect(),
+    // `--format json` prints one object a line, as docker's.
+    let history = ok(
+        &env,
+        &["history", "--no-trunc", "--format", "json", "me/changed"],
     );
-    let newest = &history[0];
+    let newest: serde_json::Value = serde_json::from_str(history.lines().next().unwrap()).unwrap();
     assert_eq!(newest["Comment"], "added f", "{history}");
     assert!(
         newest["CreatedBy"]

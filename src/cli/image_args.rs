@@ -7,6 +7,9 @@ use super::aliases;
 /// `images`, `image ls`.
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
+    /// Also a build's intermediate images (untagged, another image was built on them).
+    #[arg(short = 'a', long)]
+    pub all: bool,
     /// Only ids.
     #[arg(short = 'q', long)]
     pub quiet: bool,

@@ -306,7 +306,10 @@ pub async fn list(conn: &Connection, args: &ImagesArgs) -> Result<i32, Failure> 
         .await
         .map_err(|e| fail(e, 1))?;
     let filters: Vec<&str> = args.filters.iter().map(String::as_str).collect();
-    let images = mgr.list_images(&filters, 0).await.map_err(|e| fail(e, 1))?;
+    let images = mgr
+        .list_images(&filters, u64::from(args.all))
+        .await
+        .map_err(|e| fail(e, 1))?;
     if args.quiet {
         for (id, ..) in &images {
             let id = if args.no_trunc {

@@ -154,7 +154,8 @@ pub async fn info(conn: &Connection, format: Option<&str>) -> Result<i32, Failur
         .await
         .map_err(|e| fail(e, 1))?
         .len();
-    let images = mgr.list_images(&[], 0).await.map_err(|e| fail(e, 1))?;
+    // Every image, a build's intermediate ones too (as docker's info counts them).
+    let images = mgr.list_images(&[], 1).await.map_err(|e| fail(e, 1))?;
     let s = |k: &str| v[k].clone();
     let extra = serde_json::json!({
         "Driver": s("storage_driver"),

@@ -120,8 +120,14 @@ impl Daemon {
     }
 
     /// Images matching all `filters` (`dangling=true|false`, `reference=PATTERN` with
-    /// `*` wildcards, matched against the full and the short name), newest first.
-    pub fn list_images_filtered(&self, filters: &[String]) -> Result<Vec<ImageRecord>, Error> {
+    /// `*` wildcards, matched against the full and the short name), newest first. Without
+    /// `all`, a build's intermediate images (untagged, another image built on them) are
+    /// left out, as docker does.
+    pub fn list_images_filtered(
+        &self,
+        filters: &[String],
+        all: bool,
+    ) -> Result<Vec<ImageRecord>, Error> {
         let mut dangling = None;
         let mut patterns = Vec::new();
         for f in filters {
@@ -146,9 +152,15 @@ impl Daemon {
                 }
             }
         }
-        Ok(self
-            .list_images()?
+        let images = self.list_images()?;
+        let hidden = if all {
+            Default::default()
+        } else {
+            super::build::cache::intermediate(&self.inner.images, &images)
+        };
+        Ok(images
             .into_iter()
+            .filter(|i| !hidden.contains(&i.id))
             .filter(|i| dangling.is_none_or(|d| d == i.repo_tags.is_empty()))
             .filter(|i| {
                 patterns.iter().all(|p| {

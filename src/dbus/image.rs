@@ -197,14 +197,16 @@ impl JobObject {
         self.state.progress.totals().fraction
     }
 
-    /// Bytes downloaded (pull) or read from the input (load, import) so far.
+    /// Bytes downloaded (pull), read from the input (load, import; a build while it
+    /// reads its context), or copied by COPY/ADD (a build running its steps) so far.
     #[zbus(property)]
     fn bytes_done(&self) -> u64 {
         self.state.progress.totals().done
     }
 
     /// Bytes to download (blobs the store lacks) or the input's size; 0 while unknown
-    /// (an input read from a pipe, until it ends).
+    /// (an input read from a pipe, until it ends). A build running its steps: the bytes
+    /// of files its COPY/ADD steps started so far copy.
     #[zbus(property)]
     fn bytes_total(&self) -> u64 {
         self.state.progress.totals().total
@@ -220,6 +222,26 @@ impl JobObject {
     #[zbus(property)]
     fn digest(&self) -> String {
         self.state.digest()
+    }
+
+    /// A build's steps finished (built or found in the cache); 0 for other jobs.
+    #[zbus(property)]
+    fn steps_done(&self) -> u32 {
+        self.state.progress.steps().done
+    }
+
+    /// A build's steps in all (the stages' instructions up to the target); 0 for other
+    /// jobs and before the Dockerfile is read.
+    #[zbus(property)]
+    fn steps_total(&self) -> u32 {
+        self.state.progress.steps().total
+    }
+
+    /// The step a build runs, as its output shows it (`STEP 3/6: RUN make`); "" before
+    /// the first and for other jobs.
+    #[zbus(property)]
+    fn step(&self) -> String {
+        self.state.progress.steps().current
     }
 
     /// Warnings for the user so far (e.g. device nodes skipped in a layer), in order.

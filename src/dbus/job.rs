@@ -1,6 +1,6 @@
 //! Jobs (import, load, pull, push): long work behind a Job object (`super::image::JobObject`).
 //! Progress is published as `Phase`/`Progress`/`BytesDone`/`BytesTotal`/`BlobsSkipped`
-//! property changes and per-blob `LayerProgress` signals, at most 4 times a second.
+//! (and a build's `StepsDone`/`StepsTotal`/`Step`) property changes and per-blob `LayerProgress` signals, at most 4 times a second.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use super::image::{register_image, JobObject};
 use super::manager::{Ctx, Manager};
 use super::{job_path, SkiffError};
 use crate::daemon::pull::PullRequest;
-use crate::image::progress::{LayerProgress, Phase, Progress};
+use crate::image::progress::{LayerProgress, Phase, Progress, Steps};
 use crate::image::ImageRecord;
 
 /// Seconds a finished job's object stays, so that `Wait()` and property reads right
@@ -220,6 +220,7 @@ async fn publish(
 struct Published {
     blobs: Vec<LayerProgress>,
     totals: Option<(Phase, u64, u64)>,
+    steps: Steps,
     warnings: usize,
 }
 
@@ -230,6 +231,7 @@ async fn publish_once(server: &ObjectServer, path: &str, state: &JobState, last:
     let now = Published {
         blobs: state.progress.snapshot(),
         totals: Some((t.phase, t.done, t.total)),
+        steps: state.progress.steps(),
         warnings: state.progress.warnings().len(),
     };
     if now == *last {
@@ -253,6 +255,11 @@ async fn publish_once(server: &ObjectServer, path: &str, state: &JobState, last:
     let _ = job.bytes_total_changed(emitter).await;
     let _ = job.blobs_skipped_changed(emitter).await;
     let _ = job.digest_changed(emitter).await;
+    if now.steps != last.steps {
+        let _ = job.steps_done_changed(emitter).await;
+        let _ = job.steps_total_changed(emitter).await;
+        let _ = job.step_changed(emitter).await;
+    }
     if now.warnings != last.warnings {
         let _ = job.warnings_changed(emitter).await;
     }

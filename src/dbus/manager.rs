@@ -496,16 +496,17 @@ impl Manager {
     }
 
     /// Images as (id, repo tags, created µs, size in bytes, path). Filters:
-    /// `dangling=true|false`, `reference=PATTERN` (`*` wildcards).
+    /// `dangling=true|false`, `reference=PATTERN` (`*` wildcards). Flag 1 = ALL: with a
+    /// build's intermediate images (hidden without it).
     async fn list_images(
         &self,
         filters: Vec<String>,
         flags: u64,
     ) -> Result<Vec<(String, Vec<String>, u64, u64, OwnedObjectPath)>, SkiffError> {
-        check_flags(flags, 0)?;
+        check_flags(flags, 1)?;
         self.ctx
             .daemon
-            .list_images_filtered(&filters)?
+            .list_images_filtered(&filters, flags & 1 != 0)?
             .into_iter()
             .map(|i| {
                 let created = ImageObject::created_us(&i);

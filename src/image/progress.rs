@@ -28,6 +28,8 @@ pub enum Phase {
     Reading,
     /// Extracting layers.
     Extracting,
+    /// Running a build's steps (`building`).
+    Building,
     /// Recording the image.
     Committing,
     /// Ended well.
@@ -35,7 +37,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// `starting`, `downloading`, `uploading`, `reading`, `extracting`, `committing` or `done`.
+    /// `starting`, `downloading`, `uploading`, `reading`, `extracting`, `building`,
+    /// `committing` or `done`.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Starting => "starting",
@@ -43,6 +46,7 @@ impl Phase {
             Phase::Uploading => "uploading",
             Phase::Reading => "reading",
             Phase::Extracting => "extracting",
+            Phase::Building => "building",
             Phase::Committing => "committing",
             Phase::Done => "done",
         }
@@ -130,6 +134,83 @@ pub struct Progress {
     read: AtomicU64,
     /// Warnings for the client (e.g. device nodes skipped in a layer).
     warnings: Mutex<Vec<String>>,
+    /// A build's steps, once it runs them.
+    steps: Mutex<Option<Steps>>,
+    /// Bytes of files a build's COPY/ADD steps have written into their layers.
+    copied: AtomicU64,
+    /// Bytes of files the COPY/ADD steps started so far copy.
+    copy_total: AtomicU64,
+}
+
+/// Where a build stands in its Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Steps {
+    /// Steps finished (built or found in the cache).
+    pub done: u32,
+    /// Steps of the build (the instructions of the stages up to the target).
+    pub total: u32,
+    /// The step running (`STEP n/m: INSTRUCTION` as written); empty before the first.
+    pub current: String,
+}
+
+impl Progress {
+    /// Enters [`Phase::Building`] of a build of `total` steps.
+    pub fn start_steps(&self, total: u32) {
+        *self.steps.lock().unwrap_or_else(PoisonError::into_inner) = Some(Steps {
+            total,
+            ..Steps::default()
+        });
+        self.lock().phase = Phase::Building;
+    }
+
+    /// Step `n` (1-based) starts: `text` is its line.
+    pub fn begin_step(&self, n: u32, text: &str) {
+        if let Some(s) = self
+            .steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            s.done = n.saturating_sub(1);
+            s.current = text.to_string();
+        }
+    }
+
+    /// The current step ended well.
+    pub fn end_step(&self) {
+        if let Some(s) = self
+            .steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            s.done = (s.done + 1).min(s.total);
+        }
+    }
+
+    /// The build's steps (default for other jobs).
+    pub fn steps(&self) -> Steps {
+        self.steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// A COPY/ADD step will copy `n` bytes of files.
+    pub fn add_copy_total(&self, n: u64) {
+        self.copy_total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A COPY/ADD step copied `n` more bytes; fails once the job is cancelled, which
+    /// stops the copy.
+    pub fn copied(&self, n: u64) -> io::Result<()> {
+        if self.is_cancelled() {
+            return Err(io::Error::other("the job was cancelled"));
+        }
+        self.copied.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl Progress {
@@ -362,7 +443,17 @@ impl Progress {
             phase: s.phase,
             ..Totals::default()
         };
+        let steps = self
+            .steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         match &s.blobs {
+            // A build: its transfer is what COPY/ADD copy.
+            _ if steps.is_some() => {
+                t.done = self.copied.load(Ordering::Relaxed);
+                t.total = self.copy_total.load(Ordering::Relaxed);
+            }
             Some(blobs) => {
                 for b in blobs {
                     if matches!(
@@ -397,6 +488,10 @@ impl Progress {
                 }
                 ratio(done, total)
             }
+            Phase::Building => match &steps {
+                Some(st) if st.total > 0 => f64::from(st.done) / f64::from(st.total),
+                _ => -1.0,
+            },
             Phase::Committing | Phase::Done => 1.0,
         };
         t
@@ -431,6 +526,26 @@ impl<R: Read> Read for CountingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_reports_its_steps_and_the_bytes_copied() {
+        let p = Progress::default();
+        assert_eq!(p.steps(), Steps::default());
+        p.start_steps(4);
+        assert_eq!(p.totals().phase, Phase::Building);
+        assert_eq!(p.totals().fraction, 0.0);
+        p.begin_step(1, "STEP 1/4: FROM x");
+        p.end_step();
+        p.begin_step(2, "STEP 2/4: COPY a b");
+        p.add_copy_total(10);
+        p.copied(4).unwrap();
+        let t = p.totals();
+        assert_eq!((t.done, t.total, t.fraction), (4, 10, 0.25));
+        assert_eq!(p.steps().current, "STEP 2/4: COPY a b");
+        assert_eq!(p.steps().done, 1);
+        p.cancel().unwrap();
+        assert!(p.copied(1).is_err(), "a cancel stops the copy");
+    }
 
     #[test]
     fn a_pull_counts_only_what_is_downloaded() {

@@ -3,14 +3,19 @@
 //! RUN its build-arg environment, for COPY/ADD the sources' checksum) to the image that
 //! step made. Shared by every build; an entry whose image is gone is a miss. Losing an
 //! entry (two builds writing at once) only costs a rebuild of that step.
+//!
+//! `build-parents.json` maps each step's image to the image it was built on, so that
+//! `skiff images` can hide the untagged intermediate images (docker's rule: an untagged
+//! image another image was built on), shown with `-a`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
 use crate::image::{ImageRecord, ImageStore};
 
 const FILE: &str = "build-cache.json";
+const PARENTS: &str = "build-parents.json";
 
 /// The cache key of a step.
 pub(crate) fn key(parent: &str, instruction: &str, extra: &str) -> String {
@@ -23,7 +28,11 @@ pub(crate) fn key(parent: &str, instruction: &str, extra: &str) -> String {
 }
 
 fn load(store: &ImageStore) -> BTreeMap<String, String> {
-    std::fs::read(store.root().join(FILE))
+    load_map(store, FILE)
+}
+
+fn load_map(store: &ImageStore, file: &str) -> BTreeMap<String, String> {
+    std::fs::read(store.root().join(file))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
@@ -35,15 +44,40 @@ pub(crate) fn lookup(store: &ImageStore, key: &str) -> Option<ImageRecord> {
     store.resolve(&id).ok()
 }
 
-/// Remembers that the step `key` made image `id` (entries of removed images dropped).
-pub(crate) fn store(store: &ImageStore, key: &str, id: &str) {
+/// Remembers that the step `key` made image `id` on image `parent` (entries of removed
+/// images dropped).
+pub(crate) fn store(store: &ImageStore, key: &str, id: &str, parent: Option<&str>) {
     let mut map = load(store);
+    let mut parents = load_map(store, PARENTS);
     if let Ok(images) = store.list() {
-        let ids: std::collections::HashSet<String> = images.into_iter().map(|i| i.id).collect();
+        let ids: HashSet<String> = images.into_iter().map(|i| i.id).collect();
         map.retain(|_, v| ids.contains(v));
+        parents.retain(|k, _| ids.contains(k));
     }
     map.insert(key.to_string(), id.to_string());
-    if let Err(e) = crate::fsutil::atomic_write_json(&store.root().join(FILE), &map) {
-        tracing::warn!("writing the build cache: {e}");
+    if let Some(p) = parent.filter(|p| *p != id) {
+        parents.insert(id.to_string(), p.to_string());
     }
+    for (file, m) in [(FILE, &map), (PARENTS, &parents)] {
+        if let Err(e) = crate::fsutil::atomic_write_json(&store.root().join(file), m) {
+            tracing::warn!("writing the build cache ({file}): {e}");
+        }
+    }
+}
+
+/// The ids of the intermediate images among `images`: untagged, and the image another
+/// of `images` was built on.
+pub(crate) fn intermediate(store: &ImageStore, images: &[ImageRecord]) -> HashSet<String> {
+    let parents = load_map(store, PARENTS);
+    let untagged: HashSet<&str> = images
+        .iter()
+        .filter(|i| i.repo_tags.is_empty())
+        .map(|i| i.id.as_str())
+        .collect();
+    images
+        .iter()
+        .filter_map(|i| parents.get(&i.id))
+        .filter(|p| untagged.contains(p.as_str()))
+        .cloned()
+        .collect()
 }

@@ -310,14 +310,40 @@ pub(crate) fn checksum(items: &[Item]) -> Result<String, String> {
     Ok(crate::image::hex(&h.finalize()))
 }
 
+/// The bytes of the regular files among the items (what [`append_items`] copies).
+pub(crate) fn file_bytes(items: &[Item]) -> u64 {
+    items
+        .iter()
+        .filter_map(|it| fs::symlink_metadata(&it.host).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// A reader telling `copied` how many bytes it read; an error of `copied` (a cancel)
+/// fails the read.
+struct Counted<'a, R> {
+    inner: R,
+    copied: &'a dyn Fn(u64) -> io::Result<()>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.copied)(n as u64)?;
+        Ok(n)
+    }
+}
+
 /// Appends the items to the layer tar `b`, after `dirs` (directories to create first,
 /// e.g. the destination, owned by the placement's owner), with the placement's owner
-/// and mode.
+/// and mode. `copied` is told the bytes of file contents as they are written.
 pub(crate) fn append_items<W: Write>(
     b: &mut Builder<W>,
     dirs: &[PathBuf],
     items: &[Item],
     place: Placement,
+    copied: &dyn Fn(u64) -> io::Result<()>,
 ) -> io::Result<()> {
     for d in dirs {
         let mut h = Header::new_gnu();
@@ -346,8 +372,11 @@ pub(crate) fn append_items<W: Write>(
             h.set_size(0);
             b.append_link(&mut h, &it.dest, fs::read_link(&it.host)?)?;
         } else if ft.is_file() {
-            let f = File::open(&it.host)?;
-            b.append_data(&mut h, &it.dest, f.take(m.len()))?;
+            let f = Counted {
+                inner: File::open(&it.host)?.take(m.len()),
+                copied,
+            };
+            b.append_data(&mut h, &it.dest, f)?;
         } else if ft.is_dir() {
             h.set_size(0);
             b.append_data(&mut h, &it.dest, io::empty())?;

@@ -11,9 +11,10 @@
 //! change. Progress (`STEP n/m: …`, RUN output, `--> Using cache`, the id) goes to the
 //! client's output descriptor.
 
-mod cache;
+pub(crate) mod cache;
 pub mod config_steps;
 pub mod copy;
+mod heredoc;
 pub mod parser;
 mod steps;
 
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use super::commit::NewLayer;
 use super::{Daemon, Error};
 use crate::image::derive::{Derived, HistoryEntry};
-use crate::image::progress::Progress;
+use crate::image::progress::{CountingReader, Progress};
 use crate::image::{self, ImageRecord, Reference};
 use parser::{Args, Instruction};
 
@@ -153,17 +154,25 @@ impl Daemon {
         let _cleanup = DirGuard(Some(dir.clone()));
         let mut out = Out(Some(File::from(output)));
         let ctx2 = ctx.clone();
+        progress.start_reading(None);
+        let reader = CountingReader::new(File::from(context), progress.clone());
         tokio::task::spawn_blocking(move || {
             let opts = image::UnpackOptions {
                 preserve_ownership: false,
                 whiteouts: false,
                 ..image::UnpackOptions::default()
             };
-            image::unpack_layer(File::from(context), &ctx2, &opts)
+            image::unpack_layer(reader, &ctx2, &opts)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::InvalidArgument(format!("the build context: {e}")))?;
+        .map_err(|e| {
+            if progress.is_cancelled() {
+                Error::Cancelled
+            } else {
+                Error::InvalidArgument(format!("the build context: {e}"))
+            }
+        })?;
         let text = match &opts.dockerfile {
             Some(t) => t.clone(),
             None => read_in_context(&ctx, "Dockerfile").map_err(|e| {
@@ -206,7 +215,7 @@ impl Daemon {
         ctx: &Path,
         ignore: &copy::Ignore,
         out: &mut Out,
-        progress: &Progress,
+        progress: &Arc<Progress>,
     ) -> Result<ImageRecord, Error> {
         let ins = &df.instructions;
         // Global ARGs (before the first FROM) are seen by FROM lines.
@@ -261,6 +270,7 @@ impl Daemon {
             None => stages.len() - 1,
         };
         let total: usize = stages[..=last].iter().map(|(_, s)| s.len()).sum();
+        progress.start_steps(u32::try_from(total).unwrap_or(u32::MAX));
         let mut step = 0;
         let mut built: Vec<(Option<String>, Option<ImageRecord>)> = Vec::new();
         for (name, list) in &stages[..=last] {
@@ -270,19 +280,25 @@ impl Daemon {
                     return Err(Error::Cancelled);
                 }
                 step += 1;
-                out.line(&format!("STEP {step}/{total}: {}", i.original));
+                let line = format!("STEP {step}/{total}: {}", i.original);
+                out.line(&line);
+                progress.begin_step(u32::try_from(step).unwrap_or(u32::MAX), &line);
                 if i.cmd == "FROM" {
                     state = Some(self.stage_from(i, opts, df.escape, &global, &built)?);
                     if let Some(img) = state.as_ref().and_then(|s| s.image.as_ref()) {
                         out.line(&format!("--> {}", &img.id[..12]));
                     }
+                    progress.end_step();
                     continue;
                 }
                 let st = state
                     .as_mut()
                     .ok_or_else(|| df_err(opts, i, "before FROM"))?;
-                self.step(i, st, opts, df.escape, &global, ctx, ignore, &built, out)
-                    .await?;
+                self.step(
+                    i, st, opts, df.escape, &global, ctx, ignore, &built, out, progress,
+                )
+                .await?;
+                progress.end_step();
             }
             let image = state.and_then(|s| s.image);
             built.push((name.clone(), image));
@@ -374,6 +390,7 @@ impl Daemon {
         ignore: &copy::Ignore,
         built: &[(Option<String>, Option<ImageRecord>)],
         out: &mut Out,
+        progress: &Arc<Progress>,
     ) -> Result<(), Error> {
         let parent_id = st
             .image
@@ -459,7 +476,9 @@ impl Daemon {
             }
             "COPY" | "ADD" => {
                 let (layer, desc, key) = self
-                    .copy_step(i, st, opts, escape, &parent_id, ctx, ignore, built)
+                    .copy_step(
+                        i, st, opts, escape, &parent_id, ctx, ignore, built, progress,
+                    )
                     .await?;
                 let Some(layer) = layer else {
                     // A cache hit: `copy_step` found the image.
@@ -544,7 +563,8 @@ impl Daemon {
         });
         let layers: Vec<NewLayer> = layer.into_iter().collect();
         let rec = self.record_derived(&st.image, &cfg, &layers, &[]).await?;
-        cache::store(&self.inner.images, key, &rec.id);
+        let parent = st.image.as_ref().map(|i| i.id.as_str());
+        cache::store(&self.inner.images, key, &rec.id, parent);
         out.line(&format!("--> {}", &rec.id[..12]));
         st.cfg = cfg;
         st.image = Some(rec);

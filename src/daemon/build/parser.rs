@@ -3,6 +3,9 @@
 //! - Parser directives at the top (`# escape=\` or `` ` ``; `# syntax=` is ignored).
 //! - Comment lines (first non-blank character `#`) are dropped, also inside a
 //!   continuation; a line ending in the escape character continues on the next.
+//! - RUN here-documents (`<<EOF`, `<<-EOF`, quoted terminators): their lines follow the
+//!   instruction up to the terminator; `RUN <<EOF` alone becomes the script, else the
+//!   text is kept in the command for the shell to read.
 //! - Each instruction keeps its line, its upper-cased name, leading `--flag=value`
 //!   flags (FROM, RUN, COPY, ADD, HEALTHCHECK) and its arguments; RUN, CMD, ENTRYPOINT
 //!   and SHELL are in exec form when their arguments are a JSON array of strings.
@@ -199,6 +202,55 @@ pub fn parse(text: &str, file: &str) -> Result<Dockerfile, ParseError> {
                 let (k, v) = word.split_once('=').unwrap_or((&word, ""));
                 flags.push((k.to_string(), v.to_string()));
                 rest = tail;
+            }
+        }
+        if cmd == "RUN" {
+            let docs = super::heredoc::openers(&rest);
+            if !docs.is_empty() {
+                let mut bodies = Vec::new();
+                for (word, strip_tabs) in &docs {
+                    let mut body = Vec::new();
+                    loop {
+                        let Some(l) = lines.get(i) else {
+                            return Err(err(
+                                start + 1,
+                                format!(
+                                    "the here-document <<{word} has no end: add a line {word} \
+                                     after its text"
+                                ),
+                            ));
+                        };
+                        i += 1;
+                        let l: &str = if *strip_tabs {
+                            l.trim_start_matches('\t')
+                        } else {
+                            l
+                        };
+                        if l == word {
+                            break;
+                        }
+                        body.push(l.to_string());
+                    }
+                    bodies.push((word.clone(), body));
+                }
+                // `RUN <<EOF`: the text is the script; else the shell reads the
+                // here-documents itself (`RUN cat <<EOF > f`).
+                let alone = rest.trim().starts_with("<<") && !rest.trim().contains(' ');
+                rest = match bodies.as_slice() {
+                    [(_, body)] if alone => body.join("\n"),
+                    _ => {
+                        let mut t = rest.clone();
+                        for (word, body) in &bodies {
+                            for b in body {
+                                t.push('\n');
+                                t.push_str(b);
+                            }
+                            t.push('\n');
+                            t.push_str(word);
+                        }
+                        t
+                    }
+                };
             }
         }
         if rest.is_empty() && cmd != "HEALTHCHECK" {
@@ -424,6 +476,30 @@ mod tests {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn run_here_documents() {
+        let df = parse(
+            "FROM b\nRUN <<EOF\necho a\n# kept\necho $((1<<3))\nEOF\nRUN cat <<-'END' > /f\n\tx $HOME\n\tEND\nRUN echo $((2<<1))\n",
+            "Dockerfile",
+        )
+        .unwrap();
+        let i = &df.instructions;
+        assert_eq!(i.len(), 4, "{i:?}");
+        assert_eq!(
+            i[1].args,
+            Args::Shell("echo a\n# kept\necho $((1<<3))".into())
+        );
+        assert_eq!(i[2].line, 7);
+        assert_eq!(
+            i[2].args,
+            Args::Shell("cat <<-'END' > /f\nx $HOME\nEND".into())
+        );
+        assert_eq!(i[3].args, Args::Shell("echo $((2<<1))".into()));
+        let e = parse("FROM b\nRUN <<EOF\necho\n", "Dockerfile").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.msg.contains("has no end"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::copy::{self, Item, Placement, SourceRoot};
 use super::parser::{self, Args, Instruction};
@@ -13,6 +14,7 @@ use super::{cache, df_err, BuildOptions, Out, State};
 use crate::daemon::commit::NewLayer;
 use crate::daemon::lifecycle::Stdio;
 use crate::daemon::{ContainerConfig, Daemon, Error};
+use crate::image::progress::Progress;
 use crate::image::{ImageRecord, LayerRef};
 
 /// Removes a RUN step's container when the step ends in any way (a cancelled build
@@ -140,6 +142,7 @@ impl Daemon {
         ctx: &Path,
         ignore: &copy::Ignore,
         built: &[(Option<String>, Option<ImageRecord>)],
+        progress: &Arc<Progress>,
     ) -> Result<(Option<NewLayer>, String, String), Error> {
         let vars = st.vars();
         let words = match &i.args {
@@ -324,14 +327,23 @@ impl Daemon {
         };
         let store = self.inner.images.clone();
         let (dest3, owner) = (dest_rel.clone(), place.owner);
+        progress.add_copy_total(copy::file_bytes(&items));
+        let progress = progress.clone();
         let blob = tokio::task::spawn_blocking(move || -> Result<LayerRef, Error> {
             let w = store.blob_writer()?;
             let w = std::io::BufWriter::with_capacity(1 << 20, w);
             let mut b = tar::Builder::new(w);
             b.follow_symlinks(false);
-            copy::append_items(&mut b, &dirs, &items, place)
+            let copied = |n: u64| progress.copied(n);
+            copy::append_items(&mut b, &dirs, &items, place, &copied)
                 .and_then(|()| append_archives(&mut b, &archives, &dest3, owner))
-                .map_err(|e| Error::InvalidArgument(format!("writing the layer: {e}")))?;
+                .map_err(|e| {
+                    if progress.is_cancelled() {
+                        Error::Cancelled
+                    } else {
+                        Error::InvalidArgument(format!("writing the layer: {e}"))
+                    }
+                })?;
             let w = b
                 .into_inner()
                 .map_err(|e| Error::Internal(format!("writing the layer: {e}")))?;

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# bench/build-bench.sh: `skiff build` vs `podman build` (buildah) of the same 6-step
+# Dockerfile on the same context: a cold build and a fully cached rebuild.
+#
+# Usage: bench/build-bench.sh [-r ROUNDS] [--files N] [--file-kib K] [--bin-dir DIR]
+#
+# The context: N files (default 1000) of K KiB each (default 50; ~50 MB in all) of
+# random bytes in 10 directories, and this Dockerfile (ARG BASE is the test busybox
+# image: skiff's demo/busybox, podman's localhost/demo/busybox):
+#
+#     ARG BASE
+#     FROM $BASE
+#     COPY data/ /data/
+#     RUN ls -R /data | wc -l > /count
+#     RUN du -s /data > /du
+#     ENV APP=bench
+#     CMD ["cat", "/count"]
+#
+# 1. Cold: ROUNDS (default 5) builds of each with --no-cache, interleaved (one warm-up
+#    each first, not counted). RUN steps use each tool's default build network.
+# 2. Cached: one build of each fills its cache, then ROUNDS rebuilds each, interleaved;
+#    every step must be a cache hit (skiff: "Using cache" for the 5 steps after FROM;
+#    podman: "Using cache" likewise), else the bench aborts.
+# Prints the median and p90 of each and the ratios skiff/podman of the medians. The
+# aim (issue 17): <= 0.5 cold, <= 0.2 cached.
+#
+# Setup, binaries (--bin-dir DIR, else $SKIFF_BIN_DIR, else cargo build --release),
+# running as root (re-runs itself as the test user) and cleanup are bench/common.sh's.
+set -euo pipefail
+
+BENCH=build-bench
+ROUNDS=5
+FILES=1000
+KIB=50
+BIN_DIR=${SKIFF_BIN_DIR:-}
+
+usage() {
+    echo "usage: $0 [-r ROUNDS] [--files N] [--file-kib K] [--bin-dir DIR]" >&2
+    exit 2
+}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -r) [ $# -ge 2 ] || usage; ROUNDS=$2; shift ;;
+        --files) [ $# -ge 2 ] || usage; FILES=$2; shift ;;
+        --file-kib) [ $# -ge 2 ] || usage; KIB=$2; shift ;;
+        --bin-dir) [ $# -ge 2 ] || usage; BIN_DIR=$2; shift ;;
+        -h | --help) usage ;;
+        *) usage ;;
+    esac
+    shift
+done
+for v in "$ROUNDS" "$FILES" "$KIB"; do
+    [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH: -r, --files and --file-kib take positive integers" >&2; exit 2; }
+done
+
+# shellcheck source=bench/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+bench_reexec_as_user -r "$ROUNDS" --files "$FILES" --file-kib "$KIB"
+bench_setup
+
+CTX=$T/ctx
+mkdir -p "$CTX/data"
+python3 - "$CTX/data" "$FILES" "$KIB" <<'EOF'
+import os, sys
+root, n, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    d = os.path.join(root, "d%d" % (i % 10))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%05d.bin" % i), "wb") as f:
+        f.write(os.urandom(kib * 1024))
+EOF
+cat >"$CTX/Dockerfile" <<'EOF'
+ARG BASE
+FROM $BASE
+COPY data/ /data/
+RUN ls -R /data | wc -l > /count
+RUN du -s /data > /du
+ENV APP=bench
+CMD ["cat", "/count"]
+EOF
+echo "   context: $FILES files of $KIB KiB ($(du -sm "$CTX" | cut -f1) MB); podman storage driver: $PODMAN_DRIVER"
+
+SKIFF_BUILD=("${SKIFF_CLI[@]}" build --build-arg "BASE=$IMAGE" -t bench/built "$CTX")
+PODMAN_BUILD=("${PODMAN[@]}" build --pull=never --build-arg "BASE=localhost/$IMAGE" -t bench/built "$CTX")
+
+# ---------------------------------------------------------------------------
+# 1. Cold builds.
+# ---------------------------------------------------------------------------
+echo "== cold builds (--no-cache)"
+SKIFF_CMD=("${SKIFF_BUILD[@]}" --no-cache)
+PODMAN_CMD=("${PODMAN_BUILD[@]}" --no-cache)
+interleave "$ROUNDS"
+cold=("$s_med" "$s_p90" "$p_med" "$p_p90" "$r")
+
+# ---------------------------------------------------------------------------
+# 2. Cached rebuilds.
+# ---------------------------------------------------------------------------
+echo "== cached rebuilds"
+SKIFF_CMD=("${SKIFF_BUILD[@]}")
+PODMAN_CMD=("${PODMAN_BUILD[@]}")
+# check_cached TOOL: the last build's output ($T/out) shows 5 cache hits.
+check_cached() {
+    local hits
+    hits=$(cat "$T/out" "$T/err" | grep -c -i "using cache" || true)
+    [ "$hits" -ge 5 ] || { cat "$T/out" "$T/err" >&2; die "$1: a rebuild was not all cache hits ($hits)"; }
+}
+interleave "$ROUNDS"
+check_cached podman
+timed skiff "${SKIFF_CMD[@]}"
+check_cached skiff
+cached=("$s_med" "$s_p90" "$p_med" "$p_p90" "$r")
+
+echo "== results ($ROUNDS rounds each; ms)"
+printf '   %-22s %10s %10s %10s %10s %8s\n' "" "skiff med" "skiff p90" "podman med" "podman p90" "ratio"
+printf '   %-22s %10.1f %10.1f %10.1f %10.1f %8s\n' "cold (--no-cache)" "${cold[@]}"
+printf '   %-22s %10.1f %10.1f %10.1f %10.1f %8s\n' "cached rebuild" "${cached[@]}"
+echo "   aim: cold <= 0.5, cached <= 0.2"
