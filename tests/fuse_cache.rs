@@ -178,6 +178,7 @@ fn script(m: &Path, _upper: &Path) -> Vec<String> {
     let r = std::os::unix::fs::symlink("t2", &s);
     log.push(format!("ln -s t2 s: {r:?} then {}", readlink(&s)));
     // A new xattr on a file whose (empty) list of names was cached.
+    log.push(format!("user.x of f before: {}", getx(&f, "user.x")));
     log.push(format!("set user.x of f: {}", setx(&f, "user.x", "1")));
     log.push(format!("user.x of f: {}", getx(&f, "user.x")));
     log.push(format!("list d: {}", list(&d)));
