@@ -1,0 +1,263 @@
+//! The FUSE overlay's caches never give a stale answer. The kernel keeps lower-layer data
+//! in its page cache (`FOPEN_KEEP_CACHE`), attributes, entries (positive and negative),
+//! symlink targets (`FUSE_CACHE_SYMLINKS`) and directory listings (`FOPEN_CACHE_DIR`)
+//! for long; the server caches merged listings and xattr names. Every test here first
+//! reads through those caches, then changes the file through the mount (a copy-up, a
+//! truncation, a rename, an unlink, a new symlink, a new xattr), and reads again: the
+//! change must be seen, as on the kernel's overlayfs (the oracle). And the per-file
+//! `security.selinux` question of `ls -l` is answered ENOTSUP, so the caller stops asking,
+//! while every other xattr keeps working. Runs unprivileged, as root of a user namespace.
+
+mod fuse_support;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use fuse_support::{differential, in_userns, last_err, same, Fuse};
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
+}
+
+/// The value of xattr `name` of `p` (not following symlinks), or the error.
+fn getx(p: &Path, name: &str) -> String {
+    let n = CString::new(name).expect("name without NUL");
+    let mut buf = [0u8; 256];
+    // SAFETY: valid C strings and a buffer of the size given.
+    let r = unsafe {
+        libc::lgetxattr(
+            c(p).as_ptr(),
+            n.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if r < 0 {
+        return last_err();
+    }
+    String::from_utf8_lossy(&buf[..r as usize]).into_owned()
+}
+
+/// Sets xattr `name` of `p` to `v` (not following symlinks): "ok" or the error.
+fn setx(p: &Path, name: &str, v: &str) -> String {
+    let n = CString::new(name).expect("name without NUL");
+    // SAFETY: valid C strings and a buffer of the size given.
+    let r = unsafe { libc::lsetxattr(c(p).as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    if r < 0 {
+        last_err()
+    } else {
+        "ok".into()
+    }
+}
+
+fn read(p: &Path) -> String {
+    match fs::read(p) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn size(p: &Path) -> String {
+    match fs::symlink_metadata(p) {
+        Ok(m) => format!("size {}", m.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn list(p: &Path) -> String {
+    match fs::read_dir(p) {
+        Ok(rd) => {
+            let mut v: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v.join(",")
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+fn readlink(p: &Path) -> String {
+    match fs::read_link(p) {
+        Ok(t) => t.display().to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// One lower layer: a file, a directory with two files, a symlink, a 1 MiB file.
+fn layers(base: &Path) -> Result<Vec<PathBuf>, String> {
+    let l = base.join("l");
+    fs::create_dir_all(l.join("d")).map_err(|e| format!("mkdir: {e}"))?;
+    let w = |p: &str, data: &[u8]| fs::write(l.join(p), data).map_err(|e| format!("{p}: {e}"));
+    w("f", b"old\n")?;
+    w("t", b"truncate me\n")?;
+    w("d/g", b"g\n")?;
+    w("d/k", b"k\n")?;
+    w("big", &vec![b'a'; 1 << 20])?;
+    std::os::unix::fs::symlink("t1", l.join("s")).map_err(|e| format!("symlink: {e}"))?;
+    Ok(vec![l])
+}
+
+/// Reads everything once (filling the caches), changes it through the mount, reads again.
+fn script(m: &Path, _upper: &Path) -> Vec<String> {
+    let mut log = Vec::new();
+    let (f, t, d, s, big) = (
+        m.join("f"),
+        m.join("t"),
+        m.join("d"),
+        m.join("s"),
+        m.join("big"),
+    );
+    let ino_f = fs::metadata(&f).map(|m| m.ino()).unwrap_or(0);
+    // Fill the caches: data, attributes, a negative entry, a listing, a symlink target.
+    for _ in 0..2 {
+        log.push(format!("read f: {:?} {}", read(&f), size(&f)));
+        log.push(format!("read big: {}", read(&big).len()));
+        log.push(format!("stat n (absent): {}", size(&m.join("n"))));
+        log.push(format!("list d: {}", list(&d)));
+        log.push(format!("readlink s: {}", readlink(&s)));
+        log.push(format!("user.x of f: {}", getx(&f, "user.x")));
+    }
+    // Copy-up by an append: data, size and inode number as seen through the mount.
+    let r = fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .and_then(|mut h| h.write_all(b"new\n"));
+    log.push(format!("append f: {r:?}"));
+    log.push(format!("read f: {:?} {}", read(&f), size(&f)));
+    let ino_after = fs::metadata(&f).map(|m| m.ino()).unwrap_or(1);
+    log.push(format!("f keeps its inode: {}", ino_f == ino_after));
+    // A write in the middle of a big lower file whose pages are all cached.
+    let r = fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .and_then(|mut h| {
+            h.seek(SeekFrom::Start(4096 * 7 + 10))?;
+            h.write_all(b"ZZ")
+        });
+    log.push(format!("write big: {r:?}"));
+    let mut buf = Vec::new();
+    let r = fs::File::open(&big).and_then(|mut h| h.read_to_end(&mut buf));
+    let at = 4096 * 7 + 8;
+    log.push(format!(
+        "read big: {r:?} {:?}",
+        String::from_utf8_lossy(buf.get(at..at + 6).unwrap_or_default())
+    ));
+    // A truncating open of a cached lower file.
+    let _ = read(&t);
+    let r = fs::write(&t, "x");
+    log.push(format!(
+        "truncate t: {r:?} then {:?} {}",
+        read(&t),
+        size(&t)
+    ));
+    // Names: a rename out of a cached listing, an unlink, a create over a negative entry.
+    log.push(format!(
+        "rename d/g d/h: {:?}",
+        fs::rename(d.join("g"), d.join("h"))
+    ));
+    log.push(format!("list d: {}", list(&d)));
+    log.push(format!("read d/g: {:?}", read(&d.join("g"))));
+    log.push(format!("read d/h: {:?}", read(&d.join("h"))));
+    log.push(format!(
+        "rename d/k over f: {:?}",
+        fs::rename(d.join("k"), &f)
+    ));
+    log.push(format!("read f: {:?} {}", read(&f), size(&f)));
+    log.push(format!("create n: {:?}", fs::write(m.join("n"), "n\n")));
+    log.push(format!("read n: {:?}", read(&m.join("n"))));
+    log.push(format!("unlink n: {:?}", fs::remove_file(m.join("n"))));
+    log.push(format!("read n: {:?}", read(&m.join("n"))));
+    // A new target for a cached symlink.
+    log.push(format!("rm s: {:?}", fs::remove_file(&s)));
+    let r = std::os::unix::fs::symlink("t2", &s);
+    log.push(format!("ln -s t2 s: {r:?} then {}", readlink(&s)));
+    // A new xattr on a file whose (empty) list of names was cached.
+    log.push(format!("user.x of f before: {}", getx(&f, "user.x")));
+    log.push(format!("set user.x of f: {}", setx(&f, "user.x", "1")));
+    log.push(format!("user.x of f: {}", getx(&f, "user.x")));
+    log.push(format!("list d: {}", list(&d)));
+    log.push(format!("list /: {}", list(m)));
+    log
+}
+
+/// Whatever was read (and cached) before, a change made through the mount is seen
+/// afterwards, exactly as on the kernel's overlayfs.
+#[test]
+fn cached_reads_see_every_change_made_through_the_mount() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().to_path_buf();
+    let out = in_userns(move || {
+        let (fuse, kernel) = differential(&base, &|_| Ok(()), &layers, &script)?;
+        same(&fuse, &kernel)?;
+        Ok(fuse)
+    });
+    for want in [
+        "read f: \"old\\nnew\\n\" size 8",
+        "f keeps its inode: true",
+        "read big: Ok(1048576) \"aaZZaa\"",
+        "truncate t: Ok(()) then \"x\" size 1",
+        "list d: h,k",
+        "read f: \"k\\n\" size 2",
+        "ln -s t2 s: Ok(()) then t2",
+        "user.x of f: 1",
+    ] {
+        assert!(out.contains(want), "want {want:?} in\n{out}");
+    }
+}
+
+/// `security.selinux` of a file without a label is ENOTSUP (so `ls -l` asks once per
+/// mount, not once per file); a file's other xattrs, and a label a layer does have, are
+/// still answered.
+#[test]
+fn absent_selinux_label_is_enotsup_and_other_xattrs_still_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().to_path_buf();
+    let out = in_userns(move || {
+        let l = base.join("l");
+        for d in ["l", "upper", "work", "mnt"] {
+            fs::create_dir_all(base.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+        }
+        fs::write(l.join("f"), "f\n").map_err(|e| e.to_string())?;
+        let set = setx(&l.join("f"), "user.a", "1");
+        if set != "ok" {
+            return Err(format!("user.a on the lower layer: {set}"));
+        }
+        let m = base.join("mnt");
+        let fuse = Fuse::mount(&[l], &base.join("upper"), &base.join("work"), &m)?;
+        let f = m.join("f");
+        let mut log = Vec::new();
+        for _ in 0..2 {
+            log.push(format!("selinux of f: {}", getx(&f, "security.selinux")));
+            log.push(format!("selinux of /: {}", getx(&m, "security.selinux")));
+            log.push(format!("user.a of f: {}", getx(&f, "user.a")));
+            log.push(format!("user.b of f: {}", getx(&f, "user.b")));
+        }
+        log.push(format!("set user.b of f: {}", setx(&f, "user.b", "2")));
+        log.push(format!("user.b of f after: {}", getx(&f, "user.b")));
+        log.push(format!(
+            "selinux of f after: {}",
+            getx(&f, "security.selinux")
+        ));
+        fuse.unmount()?;
+        Ok(log.join("\n"))
+    });
+    let enotsup = std::io::Error::from_raw_os_error(libc::ENOTSUP).to_string();
+    let enodata = std::io::Error::from_raw_os_error(libc::ENODATA).to_string();
+    for want in [
+        format!("selinux of f: {enotsup}"),
+        format!("selinux of /: {enotsup}"),
+        "user.a of f: 1".to_string(),
+        format!("user.b of f: {enodata}"),
+        "set user.b of f: ok".to_string(),
+        "user.b of f after: 2".to_string(),
+        format!("selinux of f after: {enotsup}"),
+    ] {
+        assert!(out.contains(&want), "want {want:?} in\n{out}");
+    }
+}
