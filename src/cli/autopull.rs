@@ -61,6 +61,32 @@ fn platform_matches(have: &str, want: &str) -> bool {
     have == want || (want.matches('/').count() == 1 && have.starts_with(&format!("{want}/")))
 }
 
+/// [`ensure_image`], ended by SIGINT, SIGTERM or SIGHUP as `run` is (exit 128 + the
+/// signal): a CLI waiting for a busy or stopped skiffd, or in a long pull, must still
+/// end when told to (the pull job goes on in skiffd, as docker's does).
+pub async fn ensure_image_interruptible(
+    conn: &Connection,
+    image: &str,
+    flags: &PullFlags,
+) -> Result<Option<i32>, Failure> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigs = Vec::new();
+    for signo in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let s = signal(SignalKind::from_raw(signo))
+            .map_err(|e| Failure::msg(format!("cannot handle signal {signo}: {e}")))?;
+        sigs.push((signo, s));
+    }
+    let [(a, sa), (b, sb), (c, sc)] = &mut sigs[..] else {
+        return Err(Failure::msg("signal set-up"));
+    };
+    tokio::select! {
+        r = ensure_image(conn, image, flags) => r.map(|()| None),
+        Some(()) = sa.recv() => Ok(Some(128 + *a)),
+        Some(()) = sb.recv() => Ok(Some(128 + *b)),
+        Some(()) = sc.recv() => Ok(Some(128 + *c)),
+    }
+}
+
 /// Makes sure `image` is in the store as `flags` ask, pulling it when needed.
 pub async fn ensure_image(
     conn: &Connection,

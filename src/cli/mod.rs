@@ -421,7 +421,17 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             args,
             ..
         } => {
-            autopull::ensure_image(&conn, &args.image, &args.pull).await?;
+            // A run that proxies signals handles them from here on (the image check or
+            // pull may wait long); the others keep the default actions.
+            if !detach && sig_proxy {
+                if let Some(code) =
+                    autopull::ensure_image_interruptible(&conn, &args.image, &args.pull).await?
+                {
+                    return Ok(code);
+                }
+            } else {
+                autopull::ensure_image(&conn, &args.image, &args.pull).await?;
+            }
             containers::run(&conn, args, rm, detach, sig_proxy).await
         }
         Command::Create { args, .. } => {
