@@ -44,44 +44,43 @@ impl Daemon {
 
     /// Freezes every process of a running container (`pause` event).
     pub async fn pause(&self, name_or_id: &str) -> Result<(), Error> {
-        let c = self.lookup(name_or_id)?;
-        let _op = c.lock_op().await?;
-        let dir = self.freezable(&c)?;
-        let rec = c.snapshot();
-        if rec.state.paused {
-            return Err(Error::InvalidArgument(format!(
-                "container {} is already paused",
-                rec.name
-            )));
-        }
-        self.set_frozen(dir, true).await?;
-        let rec = c.update(|r| r.state.paused = true)?;
-        self.emit(Event::new(
-            "container",
-            "pause",
-            &rec.id,
-            &[("name", rec.name)],
-        ));
-        Ok(())
+        self.set_paused(name_or_id, true).await
     }
 
     /// Thaws a paused container (`unpause` event).
     pub async fn unpause(&self, name_or_id: &str) -> Result<(), Error> {
+        self.set_paused(name_or_id, false).await
+    }
+
+    /// Pause (`pause` true) or unpause: freezes or thaws the container's cgroup, records
+    /// it, emits the event. An unpause also thaws a cgroup frozen behind skiff's back.
+    async fn set_paused(&self, name_or_id: &str, pause: bool) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
         let _op = c.lock_op().await?;
         let dir = self.freezable(&c)?;
         let rec = c.snapshot();
-        if !rec.state.paused && !cgroup::is_frozen(&dir) {
+        let nothing_to_do = if pause {
+            rec.state.paused
+        } else {
+            !rec.state.paused && !cgroup::is_frozen(&dir)
+        };
+        if nothing_to_do {
+            let state = if pause {
+                "already paused"
+            } else {
+                "not paused"
+            };
             return Err(Error::InvalidArgument(format!(
-                "container {} is not paused",
+                "container {} is {state}",
                 rec.name
             )));
         }
-        self.set_frozen(dir, false).await?;
-        let rec = c.update(|r| r.state.paused = false)?;
+        self.set_frozen(dir, pause).await?;
+        let rec = c.update(|r| r.state.paused = pause)?;
+        let action = if pause { "pause" } else { "unpause" };
         self.emit(Event::new(
             "container",
-            "unpause",
+            action,
             &rec.id,
             &[("name", rec.name)],
         ));
