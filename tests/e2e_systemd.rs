@@ -4,183 +4,17 @@
 //! Without a manager the tests say they are skipped (a line scripts/test.sh counts).
 
 mod common;
+mod systemd_support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
 
-use common::{bin, stderr, stdout, Env};
-
-/// One skiffd.service per manager: the tests take turns.
-static MANAGER: Mutex<()> = Mutex::new(());
-
-/// The manager's runtime dir, or None after printing the skip line.
-fn manager_runtime_dir(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("SKIFF_USER_MANAGER_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
-        _ => {
-            // Straight to fd 2, past libtest's capture of eprintln!.
-            let _ = std::io::stderr().write_all(
-                format!(
-                    "skiff-test: SKIPPED {test}: no user manager (SKIFF_USER_MANAGER_RUNTIME_DIR \
-                     unset; scripts/test.sh as root starts one)\n"
-                )
-                .as_bytes(),
-            );
-            None
-        }
-    }
-}
-
-/// skiffd installed as a user service of the manager at `rt`, its data in a temp dir
-/// (`Env`'s, which also removes it); stopped and uninstalled on drop.
-struct Service {
-    rt: PathBuf,
-    env: Env,
-}
-
-impl Service {
-    fn install(rt: PathBuf) -> Service {
-        let env = Env::bus_only();
-        let data = env.dir.path().join("data");
-        let skiffd = bin("skiffd");
-        let unit = include_str!("../systemd/skiffd.service")
-            .lines()
-            .map(|l| {
-                if l.starts_with("ExecStart=") {
-                    format!(
-                        "ExecStart={}\nEnvironment=XDG_DATA_HOME={}",
-                        skiffd.display(),
-                        data.display()
-                    )
-                } else if l.starts_with("Environment=RUST_LOG") {
-                    "Environment=RUST_LOG=debug".to_string()
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let units = rt.join("config/systemd/user");
-        std::fs::create_dir_all(&units).unwrap();
-        std::fs::write(units.join("skiffd.service"), unit + "\n").unwrap();
-        let activation = include_str!("../systemd/org.skiff.skiff1.service")
-            .lines()
-            .map(|l| {
-                if l.starts_with("Exec=") {
-                    format!("Exec={}", skiffd.display())
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let services = rt.join("data/dbus-1/services");
-        std::fs::create_dir_all(&services).unwrap();
-        std::fs::write(services.join("org.skiff.skiff1.service"), activation + "\n").unwrap();
-        let s = Service { rt, env };
-        s.ok(&s.systemctl(&["daemon-reload"]));
-        // The bus reads its service files again.
-        s.ok(&s
-            .cmd("busctl")
-            .args([
-                "--user",
-                "call",
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "ReloadConfig",
-            ])
-            .output()
-            .unwrap());
-        s
-    }
-
-    /// A command talking to the manager and its user bus.
-    fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new(program);
-        c.env_remove("SKIFF_BUS_ADDRESS")
-            .env("XDG_RUNTIME_DIR", &self.rt)
-            .env(
-                "DBUS_SESSION_BUS_ADDRESS",
-                format!("unix:path={}/bus", self.rt.display()),
-            )
-            .env("XDG_DATA_HOME", self.env.dir.path().join("data"))
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn systemctl(&self, args: &[&str]) -> Output {
-        self.cmd("systemctl")
-            .arg("--user")
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn skiff(&self, args: &[&str]) -> Output {
-        self.cmd(bin("skiff")).args(args).output().unwrap()
-    }
-
-    fn ok(&self, out: &Output) -> String {
-        assert!(
-            out.status.success(),
-            "failed: {}{}\n{}",
-            stdout(out),
-            stderr(out),
-            self.journal()
-        );
-        stdout(out)
-    }
-
-    /// `systemctl show -p PROP --value UNIT`.
-    fn show(&self, unit: &str, prop: &str) -> String {
-        stdout(&self.systemctl(&["show", "-p", prop, "--value", unit]))
-            .trim()
-            .to_string()
-    }
-
-    /// What the manager knows about skiffd (its log goes to the manager's console).
-    fn journal(&self) -> String {
-        stdout(&self.systemctl(&["status", "--no-pager", "skiffd"]))
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let ids = stdout(&self.skiff(&["ps", "-a", "-q"]));
-        for id in ids.split_whitespace() {
-            let _ = self.skiff(&["rm", "-f", id]);
-        }
-        let _ = self.systemctl(&["stop", "skiffd"]);
-        let _ = std::fs::remove_file(self.rt.join("config/systemd/user/skiffd.service"));
-        let _ = std::fs::remove_file(
-            self.rt
-                .join("data/dbus-1/services/org.skiff.skiff1.service"),
-        );
-        let _ = self.systemctl(&["daemon-reload"]);
-        let _ = self.systemctl(&["reset-failed"]);
-    }
-}
-
-/// The cgroup v2 path of `pid` (the unified hierarchy's line).
-fn cgroup_of(pid: u32) -> String {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or_default()
-        .to_string()
-}
+use common::{stderr, stdout};
+use systemd_support::{cgroup_of, manager_runtime_dir, unified_root, Service, MANAGER};
 
 /// The pids in a unit's cgroup (unified hierarchy).
 fn unit_pids(cgroup: &str) -> Vec<u32> {
-    let root = if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
-        "/sys/fs/cgroup/unified"
-    } else {
-        "/sys/fs/cgroup"
-    };
-    std::fs::read_to_string(format!("{root}{cgroup}/cgroup.procs"))
+    std::fs::read_to_string(format!("{}{cgroup}/cgroup.procs", unified_root()))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().parse().ok())
@@ -216,13 +50,18 @@ fn systemd_notify_scopes_and_restart_keep_containers() {
 
     // Type=notify: start returns once skiffd said READY=1, with its status line.
     s.ok(&s.systemctl(&["start", "skiffd"]));
-    assert_eq!(s.show("skiffd", "ActiveState"), "active", "{}", s.journal());
+    assert_eq!(
+        s.show("skiffd", "ActiveState"),
+        "active",
+        "{}",
+        s.journal("skiffd")
+    );
     assert_eq!(s.show("skiffd", "Type"), "notify");
     assert_eq!(
         s.show("skiffd", "StatusText"),
         "0 containers, 0 running",
         "{}",
-        s.journal()
+        s.journal("skiffd")
     );
     let main_pid: u32 = s.show("skiffd", "MainPID").parse().unwrap();
 
@@ -258,7 +97,12 @@ fn systemd_notify_scopes_and_restart_keep_containers() {
 
     // The container's processes are in a scope of their own, skiffd's unit holds only skiffd.
     let scope = format!("skiff-{id}.scope");
-    assert_eq!(s.show(&scope, "ActiveState"), "active", "{}", s.journal());
+    assert_eq!(
+        s.show(&scope, "ActiveState"),
+        "active",
+        "{}",
+        s.journal("skiffd")
+    );
     let insp: serde_json::Value =
         serde_json::from_str(&s.ok(&s.skiff(&["inspect", "web"]))).unwrap();
     let pid = insp[0]["State"]["Pid"].as_u64().unwrap() as u32;
@@ -282,7 +126,7 @@ fn systemd_notify_scopes_and_restart_keep_containers() {
         s.show("skiffd", "StatusText"),
         "1 container, 1 running",
         "{}",
-        s.journal()
+        s.journal("skiffd")
     );
     assert!(
         Path::new(&format!("/proc/{pid}")).exists(),
@@ -320,9 +164,19 @@ fn systemd_activation_by_a_cli_call() {
     assert_eq!(s.show("skiffd", "ActiveState"), "inactive");
     // skiff finds no skiffd on the bus; the bus asks the manager for skiffd.service.
     let out = s.skiff(&["ps"]);
-    assert!(out.status.success(), "{}{}", stderr(&out), s.journal());
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stderr(&out),
+        s.journal("skiffd")
+    );
     assert!(stdout(&out).starts_with("CONTAINER ID"), "{}", stdout(&out));
-    assert_eq!(s.show("skiffd", "ActiveState"), "active", "{}", s.journal());
+    assert_eq!(
+        s.show("skiffd", "ActiveState"),
+        "active",
+        "{}",
+        s.journal("skiffd")
+    );
     assert_eq!(s.show("skiffd", "StatusText"), "0 containers, 0 running");
 }
 
@@ -368,7 +222,7 @@ fn systemd_reload_rereads_skiffd_toml() {
         s.env.eventually(20, || network()["value"] == "host"),
         "{}\n{}",
         network(),
-        s.journal()
+        s.journal("skiffd")
     );
     assert_eq!(network()["source"], "file");
     assert_eq!(s.show("skiffd.service", "MainPID"), pid, "not restarted");
