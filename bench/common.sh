@@ -5,7 +5,7 @@
 # may be empty), parses its own options, then:
 #
 #   bench_reexec_as_user ARGS...   as root: stage the binaries (built with cargo unless
-#                                  BIN_DIR is set), bench/*.sh and scripts/mkrootfs.sh
+#                                  BIN_DIR is set), bench/*.sh, *.py and scripts/mkrootfs.sh
 #                                  in a temp dir and re-run "$0" there as the test user
 #                                  ($SKIFF_TEST_USER, default skifftest) with ARGS plus
 #                                  --bin-dir; exits with its status. As any other user:
@@ -74,7 +74,7 @@ bench_reexec_as_user() {
     install -m 0755 "$src_bin/skiff" "$src_bin/skiffd" "$stage/bin/"
     # Without it skiffd runs itself as the monitor (how to measure the difference).
     if [ -e "$src_bin/skiff-monitor" ]; then install -m 0755 "$src_bin/skiff-monitor" "$stage/bin/"; fi
-    install -m 0755 "$HERE"/*.sh "$stage/bench/"
+    install -m 0755 "$HERE"/*.sh "$HERE"/*.py "$stage/bench/"
     install -m 0755 "$REPO/scripts/mkrootfs.sh" "$stage/scripts/"
     script=$(basename "$0")
     echo "== re-running as $user"
