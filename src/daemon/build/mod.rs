@@ -100,6 +100,8 @@ struct State {
     /// ARGs declared in the stage, with their values.
     args: BTreeMap<String, String>,
     cmd_set: bool,
+    /// The build's image leases: each image the stage moves to is held.
+    lease: Arc<image::leases::LeaseGuard>,
 }
 
 impl State {
@@ -185,9 +187,15 @@ impl Daemon {
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let ignore =
             copy::Ignore::parse(&read_in_context(&ctx, ".dockerignore").unwrap_or_default());
-        let _gc = self.gc_shared_lock().await?;
+        // The images the build uses stay while it runs (rmi refuses them); the store's
+        // collection lock is taken only around each step's store writes.
+        let what = match opts.tags.first() {
+            Some(t) => format!("build -t {t}"),
+            None => "build (untagged)".to_string(),
+        };
+        let lease = Arc::new(store.lease_holder(&what));
         let result = self
-            .run_build(&df, &opts, &ctx, &ignore, &mut out, &progress)
+            .run_build(&df, &opts, &ctx, &ignore, &mut out, &progress, &lease)
             .await;
         let rec = match result {
             Ok(r) => r,
@@ -208,6 +216,7 @@ impl Daemon {
         self.inner.images.resolve(&rec.id).map_err(Error::from)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_build(
         &self,
         df: &parser::Dockerfile,
@@ -216,6 +225,7 @@ impl Daemon {
         ignore: &copy::Ignore,
         out: &mut Out,
         progress: &Arc<Progress>,
+        lease: &Arc<image::leases::LeaseGuard>,
     ) -> Result<ImageRecord, Error> {
         let ins = &df.instructions;
         // Global ARGs (before the first FROM) are seen by FROM lines.
@@ -284,7 +294,7 @@ impl Daemon {
                 out.line(&line);
                 progress.begin_step(u32::try_from(step).unwrap_or(u32::MAX), &line);
                 if i.cmd == "FROM" {
-                    state = Some(self.stage_from(i, opts, df.escape, &global, &built)?);
+                    state = Some(self.stage_from(i, opts, df.escape, &global, &built, lease)?);
                     if let Some(img) = state.as_ref().and_then(|s| s.image.as_ref()) {
                         out.line(&format!("--> {}", &img.id[..12]));
                     }
@@ -317,6 +327,7 @@ impl Daemon {
         escape: char,
         global: &BTreeMap<String, String>,
         built: &[(Option<String>, Option<ImageRecord>)],
+        lease: &Arc<image::leases::LeaseGuard>,
     ) -> Result<State, Error> {
         if let Some(p) = i.flag("platform") {
             let p = parser::expand_word(p, global, escape).map_err(|e| df_err(opts, i, e))?;
@@ -332,25 +343,29 @@ impl Daemon {
         let words =
             parser::expand_words(&i.text(), global, escape).map_err(|e| df_err(opts, i, e))?;
         let base = words.first().cloned().unwrap_or_default();
-        let image =
-            if base == "scratch" {
-                None
-            } else if let Some((_, img)) = built
-                .iter()
-                .find(|(n, _)| n.as_deref() == Some(base.to_ascii_lowercase().as_str()))
-            {
-                Some(img.clone().ok_or_else(|| {
-                    df_err(
-                        opts,
-                        i,
-                        format!("stage {base:?} made no image (FROM scratch alone)"),
-                    )
-                })?)
-            } else {
-                Some(self.inner.images.resolve(&base).map_err(|e| {
-                    df_err(opts, i, format!("{e}; pull it first (skiff pull {base})"))
-                })?)
-            };
+        let image = if base == "scratch" {
+            None
+        } else if let Some((_, img)) = built
+            .iter()
+            .find(|(n, _)| n.as_deref() == Some(base.to_ascii_lowercase().as_str()))
+        {
+            Some(img.clone().ok_or_else(|| {
+                df_err(
+                    opts,
+                    i,
+                    format!("stage {base:?} made no image (FROM scratch alone)"),
+                )
+            })?)
+        } else {
+            Some(
+                self.inner
+                    .images
+                    .resolve_leased(&base, lease)
+                    .map_err(|e| {
+                        df_err(opts, i, format!("{e}; pull it first (skiff pull {base})"))
+                    })?,
+            )
+        };
         let cfg = match &image {
             Some(img) => Derived::new(Some(
                 &self.inner.images.read_blob(&format!("sha256:{}", img.id))?,
@@ -375,6 +390,7 @@ impl Daemon {
             shell,
             args,
             cmd_set: false,
+            lease: lease.clone(),
         })
     }
 
@@ -460,7 +476,8 @@ impl Daemon {
                     return Ok(());
                 }
                 let network = i.flag("network").map(str::to_string);
-                let layer = self
+                // `_gc`: held from the layer's commit until the step's image is recorded.
+                let (layer, _gc) = self
                     .run_step(&parent, &cmd, &arg_env, network, out)
                     .await
                     .map_err(|e| match e {
@@ -475,6 +492,9 @@ impl Daemon {
                     .await
             }
             "COPY" | "ADD" => {
+                // The sources (`--from` images too) and the new layer stay until the
+                // step's image is recorded.
+                let _gc = self.gc_shared_lock().await?;
                 let (layer, desc, key) = self
                     .copy_step(
                         i, st, opts, escape, &parent_id, ctx, ignore, built, progress,
@@ -507,6 +527,7 @@ impl Daemon {
                 if self.try_cache(&key, opts, st, out)? {
                     return Ok(());
                 }
+                let _gc = self.gc_shared_lock().await?;
                 self.record_step(st, &key, None, format!("/bin/sh -c #(nop)  {text}"), out)
                     .await
             }
@@ -530,6 +551,7 @@ impl Daemon {
 
     fn use_cached(&self, key: &str, st: &mut State, out: &mut Out) -> Result<(), Error> {
         let img = cache::lookup(&self.inner.images, key)
+            .and_then(|img| self.inner.images.resolve_leased(&img.id, &st.lease).ok())
             .ok_or_else(|| Error::Internal("a cached step vanished".into()))?;
         st.cfg = Derived::new(Some(
             &self.inner.images.read_blob(&format!("sha256:{}", img.id))?,
@@ -541,7 +563,8 @@ impl Daemon {
     }
 
     /// Records the step's image (the stage's configuration, plus `layer`), remembers
-    /// it under `key`, and moves the stage to it.
+    /// it under `key`, and moves the stage to it (leased). The caller holds the
+    /// collection lock shared.
     async fn record_step(
         &self,
         st: &mut State,
@@ -563,6 +586,7 @@ impl Daemon {
         });
         let layers: Vec<NewLayer> = layer.into_iter().collect();
         let rec = self.record_derived(&st.image, &cfg, &layers, &[]).await?;
+        st.lease.hold(&rec.id);
         let parent = st.image.as_ref().map(|i| i.id.as_str());
         cache::store(&self.inner.images, key, &rec.id, parent);
         out.line(&format!("--> {}", &rec.id[..12]));
