@@ -15,12 +15,12 @@ pub(crate) mod cache;
 pub mod config_steps;
 pub mod copy;
 mod heredoc;
+mod output;
 pub mod parser;
 mod steps;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use super::{Daemon, Error};
 use crate::image::derive::{Derived, HistoryEntry};
 use crate::image::progress::{CountingReader, Progress};
 use crate::image::{self, ImageRecord, Reference};
+pub(crate) use output::Out;
 use parser::{Args, Instruction};
 
 /// docker's predefined build args: usable without an ARG line.
@@ -61,35 +62,6 @@ pub struct BuildOptions {
     pub target: Option<String>,
     /// Ignore the cache.
     pub no_cache: bool,
-}
-
-/// The progress output to the client (write errors ignored: a client gone does not
-/// stop the build; a cancel does).
-pub(crate) struct Out(Option<File>);
-
-impl Out {
-    pub(crate) fn line(&mut self, s: &str) {
-        let Some(f) = &mut self.0 else { return };
-        // A client that stops reading stalls its build (as RUN's output would), not a
-        // runtime thread other requests need.
-        let multi = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let written = if multi {
-            tokio::task::block_in_place(|| writeln!(f, "{s}"))
-        } else {
-            writeln!(f, "{s}")
-        };
-        if written.is_err() {
-            self.0 = None;
-        }
-    }
-
-    pub(crate) fn fd(&self) -> Option<OwnedFd> {
-        self.0
-            .as_ref()
-            .and_then(|f| f.try_clone().ok())
-            .map(OwnedFd::from)
-    }
 }
 
 /// The state of the stage being built.
@@ -154,7 +126,7 @@ impl Daemon {
         let ctx = dir.join("context");
         std::fs::create_dir_all(&ctx).map_err(|e| Error::io(&ctx, e))?;
         let _cleanup = DirGuard(Some(dir.clone()));
-        let mut out = Out(Some(File::from(output)));
+        let mut out = Out::new(File::from(output));
         let ctx2 = ctx.clone();
         progress.start_reading(None);
         let reader = CountingReader::new(File::from(context), progress.clone());
