@@ -315,29 +315,33 @@ impl Daemon {
         let words =
             parser::expand_words(&i.text(), global, escape).map_err(|e| df_err(opts, i, e))?;
         let base = words.first().cloned().unwrap_or_default();
-        let image = if base == "scratch" {
-            None
-        } else if let Some((_, img)) = built
-            .iter()
-            .find(|(n, _)| n.as_deref() == Some(base.to_ascii_lowercase().as_str()))
-        {
-            Some(img.clone().ok_or_else(|| {
-                df_err(
-                    opts,
-                    i,
-                    format!("stage {base:?} made no image (FROM scratch alone)"),
-                )
-            })?)
-        } else {
-            Some(
-                self.inner
-                    .images
-                    .resolve_leased(&base, lease)
-                    .map_err(|e| {
-                        df_err(opts, i, format!("{e}; pull it first (skiff pull {base})"))
-                    })?,
-            )
-        };
+        let image =
+            if base == "scratch" {
+                None
+            } else if let Some((_, img)) = built
+                .iter()
+                .find(|(n, _)| n.as_deref() == Some(base.to_ascii_lowercase().as_str()))
+            {
+                Some(img.clone().ok_or_else(|| {
+                    df_err(
+                        opts,
+                        i,
+                        format!("stage {base:?} made no image (FROM scratch alone)"),
+                    )
+                })?)
+            } else {
+                Some(self.inner.images.resolve(&base).map_err(|e| {
+                    df_err(opts, i, format!("{e}; pull it first (skiff pull {base})"))
+                })?)
+            };
+        // Leased, then looked up again: an rmi either came first (the image is gone)
+        // or keeps it.
+        if let Some(img) = &image {
+            self.inner
+                .images
+                .resolve_leased(&img.id, lease)
+                .map_err(|e| df_err(opts, i, e))?;
+        }
         let cfg = match &image {
             Some(img) => Derived::new(Some(
                 &self.inner.images.read_blob(&format!("sha256:{}", img.id))?,
