@@ -177,6 +177,10 @@ pub struct CommitSpec {
     /// With the vfs driver, the image's layer trees (top first) the copy is compared
     /// with; empty for the overlay drivers.
     pub vfs_lower: Option<Vec<PathBuf>>,
+    /// vfs with `--userns keep-id` (`maps` are then the container's): how the layers'
+    /// owners show in the container, for the comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remap: Option<crate::userns::keepid::IdRemap>,
 }
 
 /// `__commit`: returns the process exit code; failures are printed on stderr.
@@ -193,7 +197,9 @@ pub fn commit_main() -> i32 {
         crate::cp::stream::block_sigpipe();
         let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
         let written = match &spec.vfs_lower {
-            Some(lower) => image::layer_diff::write_vfs_diff(out, &spec.upper, lower),
+            Some(lower) => {
+                image::layer_diff::write_vfs_diff(out, &spec.upper, lower, spec.remap.as_ref())
+            }
             // The upper directory becomes our root: a running container that swaps a
             // file or directory for a symlink while it is read cannot lead us out of it.
             None => match nix::unistd::chroot(&spec.upper).and_then(|()| nix::unistd::chdir("/")) {

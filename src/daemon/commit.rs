@@ -12,7 +12,6 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::process::Stdio;
 
 use tokio::io::AsyncReadExt;
@@ -83,15 +82,7 @@ impl Daemon {
         if rec.state.status == Status::Removing {
             return Err(Error::NoSuchContainer(name_or_id.to_string()));
         }
-        if self.inner.opts.driver == RootfsDriver::Vfs
-            && rec.config.userns.as_deref() == Some("keep-id")
-        {
-            return Err(Error::NotSupported(
-                "commit of a --userns keep-id container on the vfs driver is not supported \
-                 yet (its copy holds translated owners); use the fuse driver"
-                    .into(),
-            ));
-        }
+        let (maps, remap) = self.container_maps(&rec)?;
         let parent = self.inner.images.resolve(&rec.image_id)?;
         let _frozen = match (opts.pause, rec.state.status) {
             (true, Status::Running) if rec.state.pid != 0 => {
@@ -102,7 +93,9 @@ impl Daemon {
         let guard = super::failed_jobs::FailedJobBlobs::new(self);
         let result = async {
             let _gc = self.gc_shared_lock().await?;
-            let layer = self.layer_of_container(&c.dir, &parent).await?;
+            let layer = self
+                .layer_of_container_as(&c.dir, &parent, maps, remap)
+                .await?;
             drop(_frozen);
             let mut cfg = Derived::new(Some(
                 &self
@@ -207,18 +200,48 @@ impl Daemon {
         .map_err(Error::from)
     }
 
-    /// Writes the changes in the container directory `dir` (made from `parent`) as a
-    /// layer blob and installs its tree in the store. The caller holds the collection
-    /// lock shared.
+    /// Writes the changes in the container directory `dir` (made from `parent`, with
+    /// the daemon's id maps) as a layer blob and installs its tree in the store. The
+    /// caller holds the collection lock shared.
     pub(crate) async fn layer_of_container(
         &self,
         dir: &std::path::Path,
         parent: &ImageRecord,
     ) -> Result<NewLayer, Error> {
+        self.layer_of_container_as(dir, parent, self.inner.maps.clone(), None)
+            .await
+    }
+
+    /// [`Daemon::layer_of_container`] for a container with the id maps `maps` and the
+    /// owner translation `remap` (`--userns keep-id`; see `Daemon::container_maps`).
+    /// The layer holds the owners the container sees: the kernel overlay's upper
+    /// directory and the vfs copy hold them as the container's namespace stores them,
+    /// so they are read in that namespace; skiff's FUSE overlay stores the default
+    /// mapping's owners for what the container sees (it translates), so its upper is
+    /// read with the daemon's maps.
+    pub(crate) async fn layer_of_container_as(
+        &self,
+        dir: &std::path::Path,
+        parent: &ImageRecord,
+        maps: crate::userns::IdMaps,
+        remap: Option<crate::userns::keepid::IdRemap>,
+    ) -> Result<NewLayer, Error> {
         let upper = dir.join("upper");
-        let vfs_lower = (self.inner.opts.driver == RootfsDriver::Vfs)
-            .then(|| self.inner.images.layer_dirs(parent));
-        let blob = self.run_commit_helper(upper, vfs_lower).await?;
+        let driver = self.inner.opts.driver;
+        let vfs_lower = (driver == RootfsDriver::Vfs).then(|| self.inner.images.layer_dirs(parent));
+        let (maps, remap) = match (driver, remap) {
+            (RootfsDriver::Fuse, _) | (_, None) => (self.inner.maps.clone(), None),
+            (RootfsDriver::Overlay, Some(_)) => (maps, None),
+            (RootfsDriver::Vfs, Some(r)) => (maps, Some(r)),
+        };
+        let blob = self
+            .run_commit_helper(CommitSpec {
+                maps,
+                upper,
+                vfs_lower,
+                remap,
+            })
+            .await?;
         self.install_tar_blob(blob).await
     }
 
@@ -244,17 +267,8 @@ impl Daemon {
         Ok(NewLayer { blob, diff_id })
     }
 
-    /// Runs `__commit` and digests its tar into a blob as it comes.
-    async fn run_commit_helper(
-        &self,
-        upper: PathBuf,
-        vfs_lower: Option<Vec<PathBuf>>,
-    ) -> Result<LayerRef, Error> {
-        let spec = CommitSpec {
-            maps: self.inner.maps.clone(),
-            upper,
-            vfs_lower,
-        };
+    /// Runs `__commit` with `spec` and digests its tar into a blob as it comes.
+    async fn run_commit_helper(&self, spec: CommitSpec) -> Result<LayerRef, Error> {
         let json = serde_json::to_vec(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         let memfd = fdutil::sealed_memfd(&json)
             .map_err(|e| Error::Internal(format!("the commit helper's spec: {e}")))?;

@@ -252,6 +252,7 @@ impl From<daemon::Error> for SkiffError {
             daemon::Error::VolumeInUse(_) => SkiffError::VolumeInUse(msg),
             daemon::Error::Image(ie) => match ie {
                 image::Error::NoSuchImage { .. } => SkiffError::NoSuchImage(msg),
+                image::Error::UsedByBuild { .. } => SkiffError::ImageInUse(msg),
                 image::Error::AmbiguousImage { .. } => SkiffError::Ambiguous(msg),
                 image::Error::InvalidReference { .. } => SkiffError::InvalidReference(msg),
                 image::Error::Unsupported { .. } => SkiffError::NotSupported(msg),

@@ -9,8 +9,14 @@
 //!   `.wh..wh..opq` entry; OCI `.wh.` files already there pass as they are.
 //! - [`write_vfs_diff`]: the vfs driver's full copy, compared with the image layers it
 //!   was made from: what differs (type, mode, owner, size, content, link target, xattrs)
-//!   is written, what is gone becomes a whiteout. The copy does not keep mtimes, so they
-//!   are not compared.
+//!   is written, with the directories above it (as an overlay's upper directory and
+//!   podman's vfs diff have them), what is gone becomes a whiteout. The copy does not
+//!   keep mtimes, so they are not compared. With `--userns keep-id` the layers' owners
+//!   are compared as the container sees them (see [`IdRemap::present`]).
+//!
+//! Neither writes the empty files the runtime creates as mount points for the generated
+//! `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` (docker's commit leaves them
+//! out too: what a container writes to them goes to the mounted files, never the layer).
 //!
 //! Both keep hard links (a second name of an inode already written is a link entry),
 //! symlinks as links, xattrs as `SCHILY.xattr.*` PAX records (but the overlays' own
@@ -33,9 +39,19 @@ use std::path::{Path, PathBuf};
 use tar::{Builder, EntryType, Header, HeaderMode};
 
 use super::Error;
+use crate::userns::keepid::IdRemap;
 
 /// The OCI opaque-directory marker.
 const OCI_OPAQUE: &str = ".wh..wh..opq";
+
+/// The files every container gets bind-mounted from its bundle (`daemon::network`):
+/// empty where the runtime had to create their mount points.
+const MOUNTED_FILES: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+
+/// Whether `rel` (meta `m`) is a mount point the runtime made for a generated file.
+fn is_mount_placeholder(rel: &Path, m: &fs::Metadata) -> bool {
+    m.is_file() && m.len() == 0 && MOUNTED_FILES.iter().any(|f| rel == Path::new(f))
+}
 
 /// Writes the overlay upper directory `upper` as an OCI layer to `out`.
 pub fn write_upper<W: Write>(out: W, upper: &Path) -> Result<W, Error> {
@@ -45,11 +61,18 @@ pub fn write_upper<W: Write>(out: W, upper: &Path) -> Result<W, Error> {
 }
 
 /// Writes what the vfs copy `full` changed against `layers` (the image's layer trees,
-/// top first) as an OCI layer to `out`.
-pub fn write_vfs_diff<W: Write>(out: W, full: &Path, layers: &[PathBuf]) -> Result<W, Error> {
+/// top first) as an OCI layer to `out`. `remap` (a `--userns keep-id` container's, the
+/// helper running in its namespace) translates the layers' owners to the ones the
+/// container sees, which its copy has.
+pub fn write_vfs_diff<W: Write>(
+    out: W,
+    full: &Path,
+    layers: &[PathBuf],
+    remap: Option<&IdRemap>,
+) -> Result<W, Error> {
     let mut w = LayerWriter::new(out);
     let lower = Lower { layers };
-    w.walk_vfs(full, Path::new(""), &lower)?;
+    w.walk_vfs(full, Path::new(""), &lower, remap)?;
     w.finish()
 }
 
@@ -57,6 +80,9 @@ struct LayerWriter<W: Write> {
     b: Builder<W>,
     /// (dev, ino) of multiply-linked files written, and the name they were written as.
     links: HashMap<(u64, u64), PathBuf>,
+    /// vfs: the unchanged directories above the walk's position not written yet (path,
+    /// name): written before the first change below them.
+    pending: Vec<(PathBuf, PathBuf)>,
 }
 
 fn io_err<'a>(what: &str, p: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
@@ -86,6 +112,7 @@ impl<W: Write> LayerWriter<W> {
         LayerWriter {
             b,
             links: HashMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -106,6 +133,9 @@ impl<W: Write> LayerWriter<W> {
                 self.whiteout(rel, &name)?;
                 continue;
             }
+            if is_mount_placeholder(&r, &m) {
+                continue;
+            }
             self.entry(&path, &r, &m)?;
             if m.is_dir() {
                 if is_opaque(&path) {
@@ -117,7 +147,13 @@ impl<W: Write> LayerWriter<W> {
         Ok(())
     }
 
-    fn walk_vfs(&mut self, dir: &Path, rel: &Path, lower: &Lower<'_>) -> Result<(), Error> {
+    fn walk_vfs(
+        &mut self,
+        dir: &Path,
+        rel: &Path,
+        lower: &Lower<'_>,
+        remap: Option<&IdRemap>,
+    ) -> Result<(), Error> {
         let names = children(dir)?;
         for name in &names {
             let path = dir.join(name);
@@ -126,23 +162,42 @@ impl<W: Write> LayerWriter<W> {
                 continue;
             };
             let old = lower.lookup(&r);
+            if old.is_none() && is_mount_placeholder(&r, &m) {
+                continue;
+            }
             let changed = match &old {
                 None => true,
-                Some(o) => differs(&path, &m, o)?,
+                Some(o) => differs(&path, &m, o, remap)?,
             };
             if changed {
+                self.flush_pending()?;
                 self.entry(&path, &r, &m)?;
+            } else if m.is_dir() {
+                self.pending.push((path.clone(), r.clone()));
             }
             if m.is_dir() {
-                self.walk_vfs(&path, &r, lower)?;
+                self.walk_vfs(&path, &r, lower, remap)?;
+                if !changed && self.pending.last().is_some_and(|(_, p)| *p == r) {
+                    self.pending.pop();
+                }
             }
         }
         // What the image has here and the copy has not.
         let have: BTreeSet<&OsString> = names.iter().collect();
         for gone in lower.children(rel) {
             if !have.contains(&gone) {
+                self.flush_pending()?;
                 self.whiteout(rel, &gone)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes the directories above a change the vfs walk has not written yet.
+    fn flush_pending(&mut self) -> Result<(), Error> {
+        for (path, name) in std::mem::take(&mut self.pending) {
+            let m = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
+            self.entry(&path, &name, &m)?;
         }
         Ok(())
     }
@@ -220,8 +275,14 @@ impl<W: Write> LayerWriter<W> {
     }
 }
 
-/// Whether the files at `path` (meta `m`, the copy) and `old` (an image layer's) differ.
-fn differs(path: &Path, m: &fs::Metadata, old: &Path) -> Result<bool, Error> {
+/// Whether the files at `path` (meta `m`, the copy) and `old` (an image layer's, its
+/// owner translated by `remap`) differ.
+fn differs(
+    path: &Path,
+    m: &fs::Metadata,
+    old: &Path,
+    remap: Option<&IdRemap>,
+) -> Result<bool, Error> {
     let Ok(o) = fs::symlink_metadata(old) else {
         return Ok(true);
     };
@@ -229,10 +290,13 @@ fn differs(path: &Path, m: &fs::Metadata, old: &Path) -> Result<bool, Error> {
     let same_kind = ft.is_dir() == oft.is_dir()
         && ft.is_file() == oft.is_file()
         && ft.is_symlink() == oft.is_symlink();
+    let old_owner = match remap {
+        Some(r) => r.present(o.uid(), o.gid()),
+        None => (o.uid(), o.gid()),
+    };
     if !same_kind
         || (m.mode() & 0o7777) != (o.mode() & 0o7777)
-        || m.uid() != o.uid()
-        || m.gid() != o.gid()
+        || (m.uid(), m.gid()) != old_owner
         || public_xattrs(path) != public_xattrs(old)
     {
         return Ok(true);
@@ -451,9 +515,11 @@ mod tests {
         fs::write(c.path().join("etc/edited"), b"new").unwrap();
         fs::remove_file(c.path().join("etc/gone")).unwrap();
         fs::write(c.path().join("etc/added"), b"a").unwrap();
-        let tar = write_vfs_diff(Vec::new(), c.path(), &[l.path().to_path_buf()]).unwrap();
+        let tar = write_vfs_diff(Vec::new(), c.path(), &[l.path().to_path_buf()], None).unwrap();
         let names: Vec<String> = entries(&tar).into_iter().map(|x| x.0).collect();
-        assert_eq!(names, ["etc/added", "etc/edited", "etc/.wh.gone"]);
+        // The directory above the changes comes first (as an overlay's upper has it);
+        // the unchanged `etc/sub` is not written.
+        assert_eq!(names, ["etc", "etc/added", "etc/edited", "etc/.wh.gone"]);
     }
 
     #[test]

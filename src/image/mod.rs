@@ -24,6 +24,7 @@ mod imgconfig;
 mod index_file;
 pub mod keepid_copies;
 pub mod layer_diff;
+pub mod leases;
 mod lookup;
 pub mod manifest;
 pub mod names;
@@ -155,6 +156,18 @@ pub enum Error {
         uid: u64,
         /// The gid recorded in the layer.
         gid: u64,
+    },
+
+    /// The image is used by a running build (see [`leases`]).
+    #[error(
+        "image {image} is used by a running {build}: wait for the build to end or cancel it, \
+         then remove the image"
+    )]
+    UsedByBuild {
+        /// The image as the user named it.
+        image: String,
+        /// The build (`build -t NAME`).
+        build: String,
     },
 
     /// No image matches a name or id.

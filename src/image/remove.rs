@@ -79,6 +79,14 @@ impl ImageStore {
         let id = resolve_in(&index, name_or_id)?;
         let keep = keeps_image(&index, &id, name_or_id);
         let tags = tags_of(&index, &id);
+        if !keep {
+            if let Some(build) = self.leases.held_by(&id) {
+                return Err(Error::UsedByBuild {
+                    image: name_or_id.to_string(),
+                    build,
+                });
+            }
+        }
         let parsed = Reference::parse(name_or_id).ok();
         let mut out = Removal::default();
         if let Some(digest) = parsed.as_ref().and_then(repo_digest) {
@@ -123,10 +131,12 @@ impl ImageStore {
         let _lock = self.lock()?;
         let mut index = self.load_index()?;
         let tagged: HashSet<&String> = index.tags.values().collect();
+        let leased = self.leases.all();
         let doomed: Vec<String> = index
             .images
             .keys()
-            .filter(|id| !keep.contains(*id) && (all || !tagged.contains(id)))
+            .filter(|id| !keep.contains(*id) && !leased.contains(*id))
+            .filter(|id| all || !tagged.contains(id))
             .cloned()
             .collect();
         let mut out = Removal::default();

@@ -60,6 +60,8 @@ pub struct ImageStore {
     pub(crate) root: PathBuf,
     /// Blobs running jobs count on (see [`super::pins`]).
     pub(crate) pins: super::pins::Pins,
+    /// Images running builds count on (see [`super::leases`]).
+    pub(crate) leases: super::leases::Leases,
 }
 
 /// A fresh directory for one layer extraction, inside the store's `tmp/`.
@@ -206,12 +208,32 @@ impl ImageStore {
         self.pins.pin(digests)
     }
 
+    /// A holder of image leases for the build `name` (see [`super::leases`]).
+    pub fn lease_holder(&self, name: &str) -> super::leases::LeaseGuard {
+        self.leases.holder(name)
+    }
+
+    /// Resolves `name_or_id` and leases the image to `lease`, checking after the lease
+    /// is taken that the image is still there (see [`super::leases`]).
+    pub fn resolve_leased(
+        &self,
+        name_or_id: &str,
+        lease: &super::leases::LeaseGuard,
+    ) -> Result<ImageRecord, Error> {
+        let rec = self.resolve(name_or_id)?;
+        lease.hold(&rec.id);
+        self.resolve(&rec.id).map_err(|_| Error::NoSuchImage {
+            reference: name_or_id.to_string(),
+        })
+    }
+
     /// Opens (creating if needed, mode 0700) the store at `root` and checks its index.
     /// A store of the first milestone (skiff's index in `index.json`) is converted.
     pub fn open(root: &Path) -> Result<ImageStore, Error> {
         let store = ImageStore {
             root: root.to_path_buf(),
             pins: super::pins::Pins::default(),
+            leases: super::leases::Leases::default(),
         };
         for dir in [
             store.root.clone(),

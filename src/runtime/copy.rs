@@ -8,6 +8,8 @@
 //! directory with `user.overlay.opaque=y` (or a `.wh..wh..opq` entry) hides everything
 //! the layers below had in it. Neither marker appears in the copy.
 //!
+//! xattrs are copied (but the overlays' own markers, already applied).
+//!
 //! With `--userns keep-id` the copy runs in the keep-id namespace while the layers keep
 //! the default mapping's owners: each owner is translated as it is copied
 //! ([`IdRemap::present`]), so the copy shows the image's owners in that namespace.
@@ -115,6 +117,8 @@ impl Copier<'_> {
                 chown(&to, Some(u), Some(g)).map_err(io("chown", &to))?;
                 fs::set_permissions(&to, fs::Permissions::from_mode(emd.mode() & 0o7777))
                     .map_err(io("chmod", &to))?;
+                // After chown, which clears a file capability.
+                super::keepid_layers::copy_xattrs(&from, &to, self.remap, false);
             } else {
                 tracing::warn!("vfs copy: skipping special file {}", from.display());
             }
@@ -123,6 +127,7 @@ impl Copier<'_> {
         chown(dst, Some(u), Some(g)).map_err(io("chown", dst))?;
         fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
             .map_err(io("chmod", dst))?;
+        super::keepid_layers::copy_xattrs(src, dst, self.remap, false);
         Ok(())
     }
 }

@@ -211,7 +211,7 @@ impl Copier<'_> {
             fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
                 .map_err(io("chmod", dst))?;
         }
-        copy_xattrs(src, dst, self.remap);
+        copy_xattrs(src, dst, Some(self.remap), true);
         let at = TimeSpec::new(md.atime(), md.atime_nsec());
         let mt = TimeSpec::new(md.mtime(), md.mtime_nsec());
         utimensat(
@@ -262,9 +262,9 @@ fn capability_for_this_root(value: Vec<u8>, remap: &IdRemap) -> Vec<u8> {
 }
 
 /// Copies every xattr of `src` this namespace can read onto `dst` (the overlay's
-/// `user.overlay.opaque` among them; a file capability given to this namespace's root);
-/// one that cannot be set is logged and skipped.
-fn copy_xattrs(src: &Path, dst: &Path, remap: &IdRemap) {
+/// `user.overlay.*` only with `overlay_own`; with `remap`, a file capability given to
+/// this namespace's root); one that cannot be set is logged and skipped.
+pub(super) fn copy_xattrs(src: &Path, dst: &Path, remap: Option<&IdRemap>, overlay_own: bool) {
     let (Some(s), Some(d)) = (cpath(src), cpath(dst)) else {
         return;
     };
@@ -275,6 +275,11 @@ fn copy_xattrs(src: &Path, dst: &Path, remap: &IdRemap) {
         return;
     };
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if !overlay_own
+            && (name.starts_with(b"user.overlay.") || name.starts_with(b"trusted.overlay."))
+        {
+            continue;
+        }
         let Ok(cname) = CString::new(name) else {
             continue;
         };
@@ -284,10 +289,9 @@ fn copy_xattrs(src: &Path, dst: &Path, remap: &IdRemap) {
         }) else {
             continue;
         };
-        let value = if name == b"security.capability" {
-            capability_for_this_root(value, remap)
-        } else {
-            value
+        let value = match remap {
+            Some(r) if name == b"security.capability" => capability_for_this_root(value, r),
+            _ => value,
         };
         // SAFETY: NUL-terminated strings and a value valid for its length.
         let rc = unsafe {
@@ -301,7 +305,7 @@ fn copy_xattrs(src: &Path, dst: &Path, remap: &IdRemap) {
         };
         if rc != 0 {
             tracing::warn!(
-                "keep-id copy: xattr {} of {} not copied: {}",
+                "copy: xattr {} of {} not copied: {}",
                 OsStr::from_bytes(name).to_string_lossy(),
                 src.display(),
                 std::io::Error::last_os_error()

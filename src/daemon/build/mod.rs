@@ -15,12 +15,12 @@ pub(crate) mod cache;
 pub mod config_steps;
 pub mod copy;
 mod heredoc;
+mod output;
 pub mod parser;
 mod steps;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use super::{Daemon, Error};
 use crate::image::derive::{Derived, HistoryEntry};
 use crate::image::progress::{CountingReader, Progress};
 use crate::image::{self, ImageRecord, Reference};
+pub(crate) use output::Out;
 use parser::{Args, Instruction};
 
 /// docker's predefined build args: usable without an ARG line.
@@ -63,35 +64,6 @@ pub struct BuildOptions {
     pub no_cache: bool,
 }
 
-/// The progress output to the client (write errors ignored: a client gone does not
-/// stop the build; a cancel does).
-pub(crate) struct Out(Option<File>);
-
-impl Out {
-    pub(crate) fn line(&mut self, s: &str) {
-        let Some(f) = &mut self.0 else { return };
-        // A client that stops reading stalls its build (as RUN's output would), not a
-        // runtime thread other requests need.
-        let multi = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let written = if multi {
-            tokio::task::block_in_place(|| writeln!(f, "{s}"))
-        } else {
-            writeln!(f, "{s}")
-        };
-        if written.is_err() {
-            self.0 = None;
-        }
-    }
-
-    pub(crate) fn fd(&self) -> Option<OwnedFd> {
-        self.0
-            .as_ref()
-            .and_then(|f| f.try_clone().ok())
-            .map(OwnedFd::from)
-    }
-}
-
 /// The state of the stage being built.
 struct State {
     image: Option<ImageRecord>,
@@ -100,6 +72,8 @@ struct State {
     /// ARGs declared in the stage, with their values.
     args: BTreeMap<String, String>,
     cmd_set: bool,
+    /// The build's image leases: each image the stage moves to is held.
+    lease: Arc<image::leases::LeaseGuard>,
 }
 
 impl State {
@@ -152,7 +126,7 @@ impl Daemon {
         let ctx = dir.join("context");
         std::fs::create_dir_all(&ctx).map_err(|e| Error::io(&ctx, e))?;
         let _cleanup = DirGuard(Some(dir.clone()));
-        let mut out = Out(Some(File::from(output)));
+        let mut out = Out::new(File::from(output));
         let ctx2 = ctx.clone();
         progress.start_reading(None);
         let reader = CountingReader::new(File::from(context), progress.clone());
@@ -185,9 +159,15 @@ impl Daemon {
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let ignore =
             copy::Ignore::parse(&read_in_context(&ctx, ".dockerignore").unwrap_or_default());
-        let _gc = self.gc_shared_lock().await?;
+        // The images the build uses stay while it runs (rmi refuses them); the store's
+        // collection lock is taken only around each step's store writes.
+        let what = match opts.tags.first() {
+            Some(t) => format!("build -t {t}"),
+            None => "build (untagged)".to_string(),
+        };
+        let lease = Arc::new(store.lease_holder(&what));
         let result = self
-            .run_build(&df, &opts, &ctx, &ignore, &mut out, &progress)
+            .run_build(&df, &opts, &ctx, &ignore, &mut out, &progress, &lease)
             .await;
         let rec = match result {
             Ok(r) => r,
@@ -208,6 +188,7 @@ impl Daemon {
         self.inner.images.resolve(&rec.id).map_err(Error::from)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_build(
         &self,
         df: &parser::Dockerfile,
@@ -216,6 +197,7 @@ impl Daemon {
         ignore: &copy::Ignore,
         out: &mut Out,
         progress: &Arc<Progress>,
+        lease: &Arc<image::leases::LeaseGuard>,
     ) -> Result<ImageRecord, Error> {
         let ins = &df.instructions;
         // Global ARGs (before the first FROM) are seen by FROM lines.
@@ -284,7 +266,7 @@ impl Daemon {
                 out.line(&line);
                 progress.begin_step(u32::try_from(step).unwrap_or(u32::MAX), &line);
                 if i.cmd == "FROM" {
-                    state = Some(self.stage_from(i, opts, df.escape, &global, &built)?);
+                    state = Some(self.stage_from(i, opts, df.escape, &global, &built, lease)?);
                     if let Some(img) = state.as_ref().and_then(|s| s.image.as_ref()) {
                         out.line(&format!("--> {}", &img.id[..12]));
                     }
@@ -317,6 +299,7 @@ impl Daemon {
         escape: char,
         global: &BTreeMap<String, String>,
         built: &[(Option<String>, Option<ImageRecord>)],
+        lease: &Arc<image::leases::LeaseGuard>,
     ) -> Result<State, Error> {
         if let Some(p) = i.flag("platform") {
             let p = parser::expand_word(p, global, escape).map_err(|e| df_err(opts, i, e))?;
@@ -351,6 +334,14 @@ impl Daemon {
                     df_err(opts, i, format!("{e}; pull it first (skiff pull {base})"))
                 })?)
             };
+        // Leased, then looked up again: an rmi either came first (the image is gone)
+        // or keeps it.
+        if let Some(img) = &image {
+            self.inner
+                .images
+                .resolve_leased(&img.id, lease)
+                .map_err(|e| df_err(opts, i, e))?;
+        }
         let cfg = match &image {
             Some(img) => Derived::new(Some(
                 &self.inner.images.read_blob(&format!("sha256:{}", img.id))?,
@@ -375,6 +366,7 @@ impl Daemon {
             shell,
             args,
             cmd_set: false,
+            lease: lease.clone(),
         })
     }
 
@@ -460,7 +452,8 @@ impl Daemon {
                     return Ok(());
                 }
                 let network = i.flag("network").map(str::to_string);
-                let layer = self
+                // `_gc`: held from the layer's commit until the step's image is recorded.
+                let (layer, _gc) = self
                     .run_step(&parent, &cmd, &arg_env, network, out)
                     .await
                     .map_err(|e| match e {
@@ -475,6 +468,9 @@ impl Daemon {
                     .await
             }
             "COPY" | "ADD" => {
+                // The sources (`--from` images too) and the new layer stay until the
+                // step's image is recorded.
+                let _gc = self.gc_shared_lock().await?;
                 let (layer, desc, key) = self
                     .copy_step(
                         i, st, opts, escape, &parent_id, ctx, ignore, built, progress,
@@ -507,6 +503,7 @@ impl Daemon {
                 if self.try_cache(&key, opts, st, out)? {
                     return Ok(());
                 }
+                let _gc = self.gc_shared_lock().await?;
                 self.record_step(st, &key, None, format!("/bin/sh -c #(nop)  {text}"), out)
                     .await
             }
@@ -530,6 +527,7 @@ impl Daemon {
 
     fn use_cached(&self, key: &str, st: &mut State, out: &mut Out) -> Result<(), Error> {
         let img = cache::lookup(&self.inner.images, key)
+            .and_then(|img| self.inner.images.resolve_leased(&img.id, &st.lease).ok())
             .ok_or_else(|| Error::Internal("a cached step vanished".into()))?;
         st.cfg = Derived::new(Some(
             &self.inner.images.read_blob(&format!("sha256:{}", img.id))?,
@@ -541,7 +539,8 @@ impl Daemon {
     }
 
     /// Records the step's image (the stage's configuration, plus `layer`), remembers
-    /// it under `key`, and moves the stage to it.
+    /// it under `key`, and moves the stage to it (leased). The caller holds the
+    /// collection lock shared.
     async fn record_step(
         &self,
         st: &mut State,
@@ -563,6 +562,7 @@ impl Daemon {
         });
         let layers: Vec<NewLayer> = layer.into_iter().collect();
         let rec = self.record_derived(&st.image, &cfg, &layers, &[]).await?;
+        st.lease.hold(&rec.id);
         let parent = st.image.as_ref().map(|i| i.id.as_str());
         cache::store(&self.inner.images, key, &rec.id, parent);
         out.line(&format!("--> {}", &rec.id[..12]));

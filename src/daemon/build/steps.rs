@@ -77,7 +77,9 @@ fn dev_null() -> Result<OwnedFd, Error> {
 impl Daemon {
     /// Runs `cmd` in a container of `parent` with the build args `arg_env` (on
     /// `network`, default the daemon's), its output to the client, and commits its
-    /// changes as a layer; the container and its anonymous volumes are removed.
+    /// changes as a layer; the container and its anonymous volumes are removed. Returns
+    /// the layer with the store's collection lock (shared), taken once the command
+    /// ended: hold it until the layer is recorded.
     pub(super) async fn run_step(
         &self,
         parent: &ImageRecord,
@@ -85,7 +87,7 @@ impl Daemon {
         arg_env: &[String],
         network: Option<String>,
         out: &mut Out,
-    ) -> Result<NewLayer, Error> {
+    ) -> Result<(NewLayer, nix::fcntl::Flock<std::fs::File>), Error> {
         let cfg = ContainerConfig {
             image: parent.id.clone(),
             command: Some(cmd.to_vec()),
@@ -123,10 +125,11 @@ impl Daemon {
             )));
         }
         let c = self.lookup(&id)?;
+        let gc = self.gc_shared_lock().await?;
         let layer = self.layer_of_container(&c.dir, parent).await?;
         guard.id = None;
         self.remove_with(&id, true, true).await?;
-        Ok(layer)
+        Ok((layer, gc))
     }
 
     /// COPY or ADD: returns the layer (None on a cache hit), the step's description
