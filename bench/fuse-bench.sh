@@ -3,6 +3,10 @@
 # plain directory, in one run, inside one unprivileged user+mount namespace.
 #
 # Usage: bench/fuse-bench.sh [--reps N] [--skiffd PATH] [--baseline PATH] [--tests "seqread stat ..."]
+#                            [--dir DIR]
+#
+# --dir DIR puts the layers and mounts in DIR (default /tmp), e.g. a reflink filesystem
+# (xfs, btrfs) to see copy-up by FICLONE; the test user must be able to write there.
 #
 # --baseline PATH adds a fifth candidate, "base": another skiffd (e.g. a build of the
 # previous commit), to compare a change side by side in the same run.
@@ -14,7 +18,7 @@
 #   readdir  ls -f of a DIR_FILES (30000) entry lower dir, cold and warm
 #   lsl      ls -l of that dir, cold and warm
 #   untar    tar -x of TAR_MB (200) MB in TAR_FILES (11000) files onto the mount
-#   copyup   append one byte to a COPYUP_MB (512) MiB lower file
+#   copyup   append one byte to a COPYUP_MB (512) MiB lower file (after a sync)
 #   rm       rm -rf of a lower dir of RM_FILES (2000) files
 # The layers are three lower dirs (L0 holds the data, L1 and L2 add entries to the shared
 # dirs); kernel overlay uses userxattr; "plain" runs the same commands on a plain
@@ -39,6 +43,7 @@ TAR_FILES=${TAR_FILES:-11000}
 COPYUP_MB=${COPYUP_MB:-512}
 RM_FILES=${RM_FILES:-2000}
 OUT=${OUT:-/tmp/fuse-bench-results.txt}
+FB_DIR=${FB_DIR:-/tmp}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -46,7 +51,8 @@ while [ $# -gt 0 ]; do
         --skiffd) SKIFFD=$2; shift ;;
         --baseline) BASE=$2; shift ;;
         --tests) TESTS=$2; shift ;;
-        *) echo "usage: $0 [--reps N] [--skiffd PATH] [--baseline PATH] [--tests LIST]" >&2; exit 2 ;;
+        --dir) FB_DIR=$2; shift ;;
+        *) echo "usage: $0 [--reps N] [--skiffd PATH] [--baseline PATH] [--tests LIST] [--dir DIR]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -56,7 +62,7 @@ if [ -z "$SKIFFD" ]; then
 fi
 SKIFFD=$(readlink -f "$SKIFFD")
 [ -z "$BASE" ] || BASE=$(readlink -f "$BASE")
-export REPS SKIFFD BASE TESTS BIG_MB TREE_FILES DIR_FILES TAR_MB TAR_FILES COPYUP_MB RM_FILES OUT
+export REPS SKIFFD BASE TESTS BIG_MB TREE_FILES DIR_FILES TAR_MB TAR_FILES COPYUP_MB RM_FILES OUT FB_DIR
 
 if [ -z "${FB_INNER:-}" ]; then
     if [ "$(id -u)" = 0 ]; then
@@ -71,13 +77,14 @@ if [ -z "${FB_INNER:-}" ]; then
         runuser -u "${SKIFF_TEST_USER:-skifftest}" -- env -i HOME=/tmp PATH=/usr/bin:/bin:/usr/sbin:/sbin \
             REPS="$REPS" SKIFFD="$stage/skiffd" BASE="$sbase" TESTS="$TESTS" BIG_MB="$BIG_MB" TREE_FILES="$TREE_FILES" \
             DIR_FILES="$DIR_FILES" TAR_MB="$TAR_MB" TAR_FILES="$TAR_FILES" COPYUP_MB="$COPYUP_MB" \
-            RM_FILES="$RM_FILES" OUT="$OUT" bash "$stage/$(basename "$0")"
+            RM_FILES="$RM_FILES" OUT="$OUT" FB_DIR="$FB_DIR" bash "$stage/$(basename "$0")"
         exit
     fi
     exec env FB_INNER=1 unshare -rm bash "$0"
 fi
 
-W=$(mktemp -d /tmp/fuse-bench.XXXX)
+W=$(mktemp -d "$FB_DIR/fuse-bench.XXXX")
+echo "layers and mounts on $(stat -f -c %T "$W") ($W)" >&2
 cleanup() {
     for m in "$W"/mnt-*; do umount -l "$m" 2>/dev/null || true; done
     rm -rf "$W"
@@ -198,6 +205,8 @@ run_test() {
             record "$c" untar "$(secs tar -xf "$W/data.tar" -C "$d")"
             rm -rf "$W/scratch" ;;
         copyup)
+            # The previous candidate's copy is still being written back: start clean.
+            sync
             if [ "$c" = plain ]; then
                 record "$c" copyup "$(secs sh -c "cp '$W/L0/cu' '$W/cu-copy' && echo x >> '$W/cu-copy'")"
                 rm -f "$W/cu-copy"

@@ -6,7 +6,10 @@
 //! truncation, a rename, an unlink, a new symlink, a new xattr), and reads again: the
 //! change must be seen, as on the kernel's overlayfs (the oracle). And the per-file
 //! `security.selinux` question of `ls -l` is answered ENOTSUP, so the caller stops asking,
-//! while every other xattr keeps working. Runs unprivileged, as root of a user namespace.
+//! while every other xattr keeps working. New and copied-up upper files have their
+//! recorded inode number and xattr names cached by the server, so listing them and
+//! writing to them does not look them up again. Runs unprivileged, as root of a user
+//! namespace.
 
 mod fuse_support;
 
@@ -14,7 +17,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use fuse_support::{differential, in_userns, last_err, same, Fuse};
@@ -260,4 +263,100 @@ fn absent_selinux_label_is_enotsup_and_other_xattrs_still_answer() {
     ] {
         assert!(out.contains(&want), "want {want:?} in\n{out}");
     }
+}
+
+/// Files made through the mount (and a copied-up one) are listed and written without
+/// the server reading their recorded inode number (`user.skiff.ino`) or listing their
+/// xattrs again (the kernel asks for `security.capability` at a new file's first write),
+/// and they still show the right inode numbers: their own, and for the copied-up file
+/// the lower one. The server's trace log counts those reads.
+#[test]
+fn new_upper_files_are_listed_and_written_without_rereading_their_xattrs() {
+    const FILES: usize = 40;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().to_path_buf();
+    let out = in_userns(move || {
+        let l = base.join("l");
+        for d in ["l", "upper", "work", "mnt"] {
+            fs::create_dir_all(base.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+        }
+        fs::write(l.join("low"), "low\n").map_err(|e| e.to_string())?;
+        let lower_ino = fs::metadata(l.join("low"))
+            .map_err(|e| e.to_string())?
+            .ino();
+        let m = base.join("mnt");
+        let log = base.join("server.log");
+        let fuse = Fuse::mount_traced(&[l], &base.join("upper"), &base.join("work"), &m, &log)?;
+        let d = m.join("new");
+        fs::create_dir(&d).map_err(|e| format!("mkdir new: {e}"))?;
+        for i in 0..FILES {
+            fs::write(d.join(format!("f{i}")), format!("{i}\n"))
+                .map_err(|e| format!("f{i}: {e}"))?;
+        }
+        // The copy-up records the lower inode number; the listing reads it back.
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(m.join("low"))
+            .map_err(|e| format!("open low: {e}"))?;
+        f.write_all(b"more\n").map_err(|e| format!("append: {e}"))?;
+        drop(f);
+        let mut shown = Vec::new();
+        for p in [m.join("low"), d.clone()] {
+            shown.push((
+                p.clone(),
+                fs::symlink_metadata(&p).map_err(|e| e.to_string())?.ino(),
+            ));
+        }
+        for e in fs::read_dir(&d).map_err(|e| format!("readdir: {e}"))? {
+            let e = e.map_err(|e| e.to_string())?;
+            let ino = e.metadata().map_err(|e| e.to_string())?.ino();
+            if ino != e.ino() {
+                return Err(format!(
+                    "{:?}: readdir says {} and stat {ino}",
+                    e.path(),
+                    e.ino()
+                ));
+            }
+            shown.push((e.path(), ino));
+        }
+        fuse.unmount()?;
+        let mut text = Vec::new();
+        for (p, ino) in shown {
+            let rel = p.strip_prefix(&m).map_err(|e| e.to_string())?;
+            let own = fs::symlink_metadata(base.join("upper").join(rel))
+                .map_err(|e| e.to_string())?
+                .ino();
+            let want = if rel == Path::new("low") {
+                lower_ino
+            } else {
+                own
+            };
+            text.push(format!("{} inode right: {}", rel.display(), ino == want));
+        }
+        let log = fs::read_to_string(&log).map_err(|e| e.to_string())?;
+        let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+        text.push(format!(
+            "recorded inode reads: {}",
+            count("reading the recorded inode number")
+        ));
+        text.push(format!("xattr listings: {}", count("listing xattr names")));
+        Ok(text.join("\n"))
+    });
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.ends_with("inode right: true"))
+            .count(),
+        FILES + 2,
+        "{out}"
+    );
+    // The copy-up records the number it writes, so it is never read back. The one
+    // listing allowed is the copied-up file's (its cached names are dropped at copy-up);
+    // before, each new file was listed once and read back at every lookup.
+    assert!(out.contains("recorded inode reads: 0"), "{out}");
+    let listings: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("xattr listings: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(listings <= 1, "{out}");
 }

@@ -168,6 +168,7 @@ impl Overlay {
         // new st_ino when copied up.
         if matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR) {
             sys::setxattr(&dp, OsStr::new(INO_XATTR), ino.to_string().as_bytes(), 0)?;
+            self.note_upper(sys::statat(ddir, dname)?.st_ino, ino);
         }
         let times = [
             libc::timespec {

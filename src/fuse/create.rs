@@ -57,9 +57,9 @@ impl Overlay {
         })
     }
 
-    /// Records a new upper entry in the parent's listing and looks it up.
-    fn finish_new(&self, parent: &Arc<Node>, pfd: &OwnedFd, name: &OsStr) -> SysResult<FileAttr> {
-        let st = sys::statat(pfd.as_raw_fd(), name)?;
+    /// Records a new upper entry (`st` is its stat, for its type and inode) in the
+    /// parent's listing and looks it up.
+    fn finish_new(&self, parent: &Arc<Node>, name: &OsStr, st: &libc::stat) -> SysResult<FileAttr> {
         self.with_listing(parent, |l, _| {
             l.insert(
                 name.to_os_string(),
@@ -108,7 +108,11 @@ impl Overlay {
         if kind == libc::S_IFDIR && sgid_parent {
             perm |= libc::S_ISGID;
         }
-        let tmp = self.tmp_name();
+        let tmp = if slot.whiteout {
+            self.tmp_name()
+        } else {
+            Default::default()
+        };
         let (dir, n): (RawFd, &OsStr) = if slot.whiteout {
             (self.work.as_raw_fd(), &tmp)
         } else {
@@ -120,11 +124,16 @@ impl Overlay {
             (None, _) => sys::mknodat(dir, n, kind | (perm & !SETID), rdev as u64)?,
         }
         let done = (|| {
-            sys::chownat(dir, n, uid, gid)?;
+            // The new node is the server's (or has the setgid parent's group): the chown
+            // is needed only when the caller is someone else.
             let st = sys::statat(dir, n)?;
+            if st.st_uid != uid || st.st_gid != gid {
+                sys::chownat(dir, n, uid, gid)?;
+            }
             if kind != libc::S_IFLNK && st.st_mode & 0o7777 != perm {
                 sys::chmodat(dir, n, perm)?;
             }
+            self.note_new_upper(&st);
             if kind == libc::S_IFDIR && slot.hides {
                 let path = sys::xpath(dir, n)?;
                 sys::setxattr(&path, OsStr::new(layers::OPAQUE_XATTR), b"y", 0)?;
@@ -132,18 +141,21 @@ impl Overlay {
             if slot.whiteout {
                 layers::replace_whiteout(dir, n, p, name, kind == libc::S_IFDIR)?;
             }
-            Ok(())
+            Ok(st)
         })();
-        if let Err(e) = done {
-            let flags = if kind == libc::S_IFDIR {
-                libc::AT_REMOVEDIR
-            } else {
-                0
-            };
-            let _ = sys::unlinkat(dir, n, flags);
-            return Err(e);
-        }
-        self.finish_new(&parent, &slot.pfd, name)
+        let st = match done {
+            Ok(st) => st,
+            Err(e) => {
+                let flags = if kind == libc::S_IFDIR {
+                    libc::AT_REMOVEDIR
+                } else {
+                    0
+                };
+                let _ = sys::unlinkat(dir, n, flags);
+                return Err(e);
+            }
+        };
+        self.finish_new(&parent, name, &st)
     }
 
     /// Links the file `ino` as `newname` in `newparent` (copying it up first).

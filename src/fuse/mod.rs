@@ -10,14 +10,27 @@
 //!   entries, readdirplus, `FOPEN_CACHE_DIR` listings, `FOPEN_KEEP_CACHE`,
 //!   `FUSE_CACHE_SYMLINKS`, parallel dirops, cached xattr names (and ENOTSUP for an
 //!   absent `security.selinux`, so `ls -l` stops asking per file), no FLUSH (ENOSYS
-//!   once: one round trip less per close), HANDLE_KILLPRIV_V2 (no GETXATTR of security.capability per
-//!   write), 1 MiB writes, and one event loop per CPU, each on its own cloned /dev/fuse
-//!   fd. (Server-side read-ahead with FUSE_NOTIFY_STORE was tried and dropped: on a busy
+//!   once: one round trip less per close), HANDLE_KILLPRIV_V2 (the kernel asks for
+//!   security.capability once per inode and attribute refresh, not per write(2)), 1 MiB
+//!   writes, and one event loop per CPU, each on its own cloned /dev/fuse fd.
+//!   (Server-side read-ahead with FUSE_NOTIFY_STORE was tried and dropped: on a busy
 //!   machine it duplicated the kernel's own read-ahead and made cold reads slower.)
-//!   Passthrough is never negotiated (it needs CAP_SYS_ADMIN in the initial namespace).
+//!   Passthrough is never negotiated (`FUSE_DEV_IOC_BACKING_OPEN` checks
+//!   `capable(CAP_SYS_ADMIN)`, the initial namespace's, so it is EPERM rootless).
+//! * Each request costs few system calls: an upper file's recorded inode number is read
+//!   once (see `Overlay::note_upper`), a new file's xattr names come from the fd create
+//!   opened, and create stats the new node once.
+//! * What the server cannot change (Linux 6.18): a warm read is a page-cache hit that
+//!   never reaches us, but FUSE's page cache holds only order-0 folios (the backing
+//!   ext4/xfs file has up to 1 MiB ones), so the same read walks 256 times as many
+//!   folios; and per created file the kernel sends LOOKUP, CREATE, GETXATTR
+//!   (security.capability, kill-priv at the first write), WRITE and RELEASE, plus a
+//!   GETATTR of the parent (its attributes are invalidated by each change and
+//!   `default_permissions` needs them). docs/benchmarks.md has the measurements.
 //! * Writes go through to the upper layer (no writeback cache): the backing
 //!   filesystem's errors (ENOSPC, EDQUOT, EIO, EFBIG) reach the writer and the size the
-//!   kernel keeps is what is stored.
+//!   kernel keeps is what is stored. (It would not save the WRITE of a small new file
+//!   either: with the writeback cache the kernel writes dirty pages back at close.)
 //! * Limits: renaming a directory that has lower-layer parts gives EXDEV (`mv` then
 //!   copies), as kernel overlay does with `userxattr`; copy-up always copies data
 //!   (no metadata-only copy-up yet); hard links between lower-layer files are broken

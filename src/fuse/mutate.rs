@@ -2,7 +2,7 @@
 //! unlink and rmdir with whiteouts, rename, link, setattr, open with copy-up, xattrs.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -317,11 +317,23 @@ impl Overlay {
         }
     }
 
+    /// Fills the xattr-name cache of `ino` from `fd`, an open fd of its upper file.
+    pub(super) fn note_xattr_names(&self, ino: INodeNo, fd: RawFd) {
+        if let (Ok(node), Ok(names)) = (self.node(ino), sys::flistxattr(fd)) {
+            let names = names
+                .into_iter()
+                .filter(|n| !layers::is_private_xattr(n))
+                .collect();
+            node.lock().xattrs = Some(Arc::new(names));
+        }
+    }
+
     pub(super) fn xattr_names(&self, node: &Node) -> SysResult<Arc<Vec<OsString>>> {
         if let Some(x) = node.lock().xattrs.clone() {
             return Ok(x);
         }
         let (dir, name) = self.location(node)?;
+        tracing::trace!(ino = node.ino, "listing xattr names");
         let p = sys::xpath(dir.as_raw_fd(), &name)?;
         let names: Vec<OsString> = sys::listxattr(&p)?
             .into_iter()

@@ -93,7 +93,16 @@ pub struct Overlay {
     pub next_dh: AtomicU64,
     /// Handles open on lower-layer files (moved to the copy at copy-up).
     pub lower_handles: super::handles::LowerHandles,
+    /// Upper-layer inode (`st_ino`) → stable inode number, so a lookup or a listing of
+    /// an upper file reads its [`INO_XATTR`] once, not every time. Every new upper
+    /// file or directory is made by this server (create, mkdir, copy-up), and each
+    /// records its entry, so a number the backing filesystem reuses is overwritten
+    /// before it can be looked up.
+    upper_inos: Mutex<HashMap<u64, u64>>,
 }
+
+/// Entries kept in [`Overlay::upper_inos`] before it is emptied (and refilled).
+const UPPER_INOS_MAX: usize = 1 << 20;
 
 /// Attribute and entry time-to-live: the lower layers never change under us and every
 /// change to the upper goes through this server, so the kernel may cache for long.
@@ -160,6 +169,7 @@ impl Overlay {
             dirs: Mutex::new(HashMap::new()),
             next_dh: AtomicU64::new(1),
             lower_handles: Default::default(),
+            upper_inos: Mutex::new(HashMap::new()),
         };
         let mut fds = vec![(0, ov.layers[0].clone())];
         if !layers::is_opaque(ov.layers[0].as_raw_fd()) {
@@ -209,9 +219,7 @@ impl Overlay {
     /// The stable inode number of a real file.
     fn stable_ino(&self, dir: RawFd, name: &OsStr, st: &libc::stat, layer: usize) -> u64 {
         if layer == 0 && matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR) {
-            if let Some(n) = recorded_ino(dir, name) {
-                return n;
-            }
+            return self.upper_ino(dir, name, st.st_dev, st.st_ino);
         }
         self.ino_on_dev(st.st_dev, st.st_ino)
     }
@@ -219,13 +227,50 @@ impl Overlay {
     /// The stable inode number of a listed entry, as [`Overlay::lookup`] would give it,
     /// without a stat: the entry's device is taken to be its layer's.
     pub fn entry_ino(&self, dir: RawFd, name: &OsStr, ent: &layers::Ent) -> u64 {
-        if ent.layer == 0 && matches!(ent.dtype, libc::DT_REG | libc::DT_DIR) {
-            if let Some(n) = recorded_ino(dir, name) {
-                return n;
-            }
-        }
         let dev = self.layer_devs.get(ent.layer).copied().unwrap_or(0);
+        if ent.layer == 0 && matches!(ent.dtype, libc::DT_REG | libc::DT_DIR) {
+            return self.upper_ino(dir, name, dev, ent.dino);
+        }
         self.ino_on_dev(dev, ent.dino)
+    }
+
+    fn upper_inos(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+        self.upper_inos.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stable inode number of the upper file or directory `dir`/`name` (upper inode
+    /// `real` on device `dev`): the one recorded at its copy-up, else its own.
+    fn upper_ino(&self, dir: RawFd, name: &OsStr, dev: u64, real: u64) -> u64 {
+        if let Some(n) = self.upper_inos().get(&real) {
+            return *n;
+        }
+        match recorded_ino(dir, name) {
+            Ok(recorded) => {
+                let n = recorded.unwrap_or_else(|| self.ino_on_dev(dev, real));
+                self.note_upper(real, n);
+                n
+            }
+            // Not known for sure: not cached.
+            Err(_) => self.ino_on_dev(dev, real),
+        }
+    }
+
+    /// Records that the upper inode `real` (a file or directory just made by this
+    /// server) shows as `ino`. Every creation of an upper file or directory calls this.
+    pub fn note_upper(&self, real: u64, ino: u64) {
+        let mut map = self.upper_inos();
+        if map.len() >= UPPER_INOS_MAX {
+            map.clear();
+        }
+        map.insert(real, ino);
+    }
+
+    /// Records a new upper node that has no recorded inode (made by create or mkdir):
+    /// it shows as its own inode number.
+    pub fn note_new_upper(&self, st: &libc::stat) {
+        if matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR) {
+            self.note_upper(st.st_ino, self.ino_on_dev(st.st_dev, st.st_ino));
+        }
     }
 
     /// An inode number made unique across the layers' filesystems.
@@ -378,11 +423,13 @@ impl Overlay {
     }
 }
 
-/// The inode number a copied-up file keeps in [`INO_XATTR`], if any.
-fn recorded_ino(dir: RawFd, name: &OsStr) -> Option<u64> {
-    let p = sys::xpath(dir, name).ok()?;
-    let v = sys::getxattr(&p, OsStr::new(INO_XATTR)).ok()??;
-    std::str::from_utf8(&v).ok()?.parse().ok()
+/// The inode number a copied-up file keeps in [`INO_XATTR`], if any (an unreadable
+/// value counts as none).
+fn recorded_ino(dir: RawFd, name: &OsStr) -> SysResult<Option<u64>> {
+    tracing::trace!(?name, "reading the recorded inode number");
+    let p = sys::xpath(dir, name)?;
+    Ok(sys::getxattr(&p, OsStr::new(INO_XATTR))?
+        .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
 }
 
 /// Whether a node of this type gets an `O_PATH` fd of its own (not symlinks: xattr and

@@ -521,6 +521,10 @@ impl Filesystem for Overlay {
             .do_mknod(req, parent, name, mode, 0, None)
             .and_then(|attr| {
                 let (fh, f) = self.do_open(attr.ino, flags & !libc::O_TRUNC)?;
+                // The kernel asks for security.capability at the new file's first write
+                // (kill-priv): its xattr names, read now from the open fd, answer that
+                // without a lookup through /proc.
+                self.note_xattr_names(attr.ino, fh as i32);
                 Ok((attr, fh, f))
             });
         match r {

@@ -154,17 +154,31 @@ pub fn getxattr(p: &XPath, attr: &OsStr) -> SysResult<Option<Vec<u8>>> {
 
 /// `listxattr`: the attribute names.
 pub fn listxattr(p: &XPath) -> SysResult<Vec<OsString>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len());
-        // SAFETY: buffer and length match.
-        let n = unsafe {
+    list_names(|ptr, len| {
+        // SAFETY: the caller's buffer and length match.
+        unsafe {
             if p.follow {
                 libc::listxattr(p.path.as_ptr(), ptr, len)
             } else {
                 libc::llistxattr(p.path.as_ptr(), ptr, len)
             }
-        };
+        }
+    })
+}
+
+/// `flistxattr` of an open (not `O_PATH`) fd: the attribute names.
+pub fn flistxattr(fd: RawFd) -> SysResult<Vec<OsString>> {
+    // SAFETY: the caller's buffer and length match.
+    list_names(|ptr, len| unsafe { libc::flistxattr(fd, ptr, len) })
+}
+
+/// Runs a listxattr-like call with a growing buffer and splits the names.
+fn list_names(
+    call: impl Fn(*mut libc::c_char, usize) -> libc::ssize_t,
+) -> SysResult<Vec<OsString>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let n = call(buf.as_mut_ptr().cast(), buf.len());
         if n >= 0 {
             buf.truncate(n as usize);
             return Ok(buf

@@ -85,7 +85,31 @@ fn fs_type(p: &Path) -> Option<i64> {
 impl Fuse {
     /// Mounts layers `lower` (top first) with `upper`/`work` on `mnt`.
     pub fn mount(lower: &[PathBuf], upper: &Path, work: &Path, mnt: &Path) -> Result<Fuse, String> {
+        Fuse::mount_cmd(lower, upper, work, mnt, Command::new(skiffd()))
+    }
+
+    /// As [`Fuse::mount`], with the server's log at trace level for `skiff::fuse` written
+    /// to the file `log`.
+    pub fn mount_traced(
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        mnt: &Path,
+        log: &Path,
+    ) -> Result<Fuse, String> {
         let mut cmd = Command::new(skiffd());
+        let f = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        cmd.env("SKIFF_LOG_FILTER", "skiff::fuse=trace").stderr(f);
+        Fuse::mount_cmd(lower, upper, work, mnt, cmd)
+    }
+
+    fn mount_cmd(
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        mnt: &Path,
+        mut cmd: Command,
+    ) -> Result<Fuse, String> {
         cmd.arg("__fuse-mount")
             .arg("--upper")
             .arg(upper)
