@@ -137,8 +137,13 @@ impl Daemon {
                 .chain(std::iter::once(format!("sha256:{}", image.id))),
         );
         tracing::info!("pushing {} to {dest}", image.id);
-        let pushed =
-            registry::push::push(&self.inner.images, &manifest, &dest, &opts, &progress).await?;
+        let pushed = registry::push::push(&self.inner.images, &manifest, &dest, &opts, &progress)
+            .await
+            .map_err(|e| match e {
+                // The local store's own errors (a missing blob) stay what they are.
+                registry::Error::Store(e) => Error::Image(e),
+                e => Error::Push(e),
+            })?;
         progress.set_phase(crate::image::progress::Phase::Done);
         self.emit(Event::new(
             "image",
