@@ -144,6 +144,25 @@ impl Daemon {
                 registry::Error::Store(e) => Error::Image(e),
                 e => Error::Push(e),
             })?;
+        // The registry now has the image as `repository@digest`: docker and podman list
+        // that in RepoDigests.
+        let image = {
+            let store = self.inner.images.clone();
+            let (id, digest, dest) = (image.id.clone(), pushed.digest.clone(), dest.clone());
+            match tokio::task::spawn_blocking(move || store.add_repo_digest(&id, &dest, &digest))
+                .await
+            {
+                Ok(Ok(updated)) => updated,
+                Ok(Err(e)) => {
+                    tracing::warn!("recording the pushed digest of {}: {e}", image.id);
+                    image
+                }
+                Err(e) => {
+                    tracing::warn!("recording the pushed digest of {}: {e}", image.id);
+                    image
+                }
+            }
+        };
         progress.set_phase(crate::image::progress::Phase::Done);
         self.emit(Event::new(
             "image",
