@@ -417,3 +417,56 @@ fn insecure_registries_from_the_file_skip_tls_verification_after_a_reload() {
         env.daemon_log()
     );
 }
+
+/// A push that fails says "push", not "pull": the TLS hint names `push --tls-verify=false`
+/// and the error travels as `org.skiff.Error.PushFailed`, for a TLS-only registry with a
+/// self-signed certificate and for a loopback port nothing listens on. With
+/// `--tls-verify=false` the same push goes through.
+#[test]
+fn a_failed_push_says_push_and_is_push_failed() {
+    let mut env = Env::bus_only();
+    let reg = tls_registry(&env);
+    env.start_daemon();
+    let tar = env.busybox_tar();
+    let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = format!("{}/test/pushed:v1", reg.addr);
+
+    let out = env.skiff(&["push", "demo/busybox", &dest]);
+    assert!(
+        !out.status.success(),
+        "pushed over an untrusted certificate"
+    );
+    let e = stderr(&out);
+    assert!(e.contains("push with --tls-verify=false"), "{e}");
+    assert!(!e.contains("pull"), "{e}");
+
+    let push = |dest: &str| {
+        env.dbus_call(
+            "/org/skiff/skiff1",
+            "org.skiff.skiff1.Manager.PushImage",
+            &["demo/busybox", dest, "{'wait': <true>}"],
+        )
+    };
+    let out = push(&dest);
+    assert!(
+        stderr(&out).contains("GDBus.Error:org.skiff.Error.PushFailed: "),
+        "{}",
+        stderr(&out)
+    );
+    let unreachable = format!("127.0.0.1:{}/test/pushed:v1", registry_support::free_port());
+    let out = push(&unreachable);
+    let e = stderr(&out);
+    assert!(
+        e.contains("GDBus.Error:org.skiff.Error.PushFailed: ") && e.contains("cannot reach"),
+        "{e}"
+    );
+
+    let out = env.skiff(&["push", "--tls-verify=false", "demo/busybox", &dest]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        env.daemon_log()
+    );
+}

@@ -218,6 +218,12 @@ fn round_trip(auth: Auth, user: &str, password: &str, mounts: bool) {
     } else {
         &inspect
     };
+    // The pushed digest is listed, in each repository pushed to (as docker and podman).
+    let digests = inspect["RepoDigests"].as_array().unwrap();
+    for repo in ["me/app", "other/app"] {
+        let want = serde_json::json!(format!("{}/{repo}@{digest}", reg.addr));
+        assert!(digests.contains(&want), "{want} in {inspect}");
+    }
     let id = inspect["Id"]
         .as_str()
         .unwrap()

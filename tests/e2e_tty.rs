@@ -401,3 +401,50 @@ fn the_window_size_is_set_before_exec_it_starts_the_command() {
     assert_eq!(t.wait(30).code(), Some(0), "{}", t.output());
     assert!(t.output().contains("27 71"), "exec -it: {}", t.output());
 }
+
+/// The race behind a flaky `start -a`: the command has written its output and ended
+/// before the first client attaches. The monitor keeps both for that client, and the
+/// session returns only once skiffd has recorded the exit (as docker's `start -a` does).
+#[test]
+fn output_and_exit_before_the_first_attach_reach_the_client() {
+    let env = Env::new();
+    let out = env.skiff(&[
+        "create",
+        "-t",
+        "--name",
+        "early",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "echo done-early; exit 3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = stdout(&env.dbus_call(
+        "/org/skiff/skiff1",
+        "org.skiff.skiff1.Manager.GetContainer",
+        &["early"],
+    ))
+    .split('\'')
+    .find(|s| s.starts_with("/org/skiff/skiff1/container/"))
+    .expect("container path")
+    .to_string();
+    // Started as `start -a` starts it (flag 4 = ATTACH), but nobody attaches yet.
+    let started = env.dbus_call(&path, "org.skiff.skiff1.Container.Start", &["{}", "4"]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    let pid = env.inspect("early")["State"]["Pid"].as_u64().unwrap();
+    // The command has ended and its output is in the log…
+    assert!(
+        env.eventually(10, || !std::path::Path::new(&format!("/proc/{pid}"))
+            .exists())
+    );
+    assert!(env.eventually(10, || stdout(&env.skiff(&["logs", "early"]))
+        .contains("done-early")));
+    // …and the monitor still waits for its first client.
+    assert_eq!(env.inspect("early")["State"]["Status"], "running");
+    let mut t = PtyChild::spawn(env.skiff_cmd(&["attach", "--no-stdin", "early"]), 24, 80);
+    assert_eq!(t.wait(30).code(), Some(3), "{}", t.output());
+    assert!(t.output().contains("done-early"), "attach: {}", t.output());
+    let state = env.inspect("early");
+    assert_eq!(state["State"]["Status"], "exited", "{state}");
+    assert_eq!(state["State"]["ExitCode"], 3, "{state}");
+}

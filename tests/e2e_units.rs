@@ -451,3 +451,69 @@ fn inspect_at(s: &Service, name: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_default();
     v[0].clone()
 }
+
+/// The relay directories of `skiff run --sdnotify=container` in $XDG_RUNTIME_DIR.
+fn relay_dirs(env: &Env) -> Vec<PathBuf> {
+    let runtime = env.dir.path().join("runtime");
+    std::fs::read_dir(&runtime)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().contains("skiff-sdnotify-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A `skiff run --sdnotify=container` killed by SIGKILL leaves its relay directory (no
+/// time to clean up); the next one removes it, and keeps the directory of one still
+/// running. No user manager needed: NOTIFY_SOCKET is a socket of the test's.
+#[test]
+fn the_relay_of_a_killed_sdnotify_run_is_swept_by_the_next_run() {
+    let env = Env::new();
+    let upstream_path = env.dir.path().join("upstream.sock");
+    let _upstream = std::os::unix::net::UnixDatagram::bind(&upstream_path).unwrap();
+    let run = |name: &str, cmd: &str| {
+        let mut c = env.skiff_cmd(&[
+            "run",
+            "--sdnotify=container",
+            "--name",
+            name,
+            "demo/busybox",
+            "sh",
+            "-c",
+            cmd,
+        ]);
+        c.env("NOTIFY_SOCKET", &upstream_path);
+        c
+    };
+    let started = |name: &str| {
+        env.eventually(30, || {
+            env.skiff(&["inspect", "-f", "{{.State.Status}}", name])
+                .stdout
+                .starts_with(b"running")
+        })
+    };
+    let mut killed = run("killed", "sleep 1000").spawn().unwrap();
+    assert!(started("killed"), "{}", env.daemon_log());
+    let mut alive = run("alive", "sleep 1000").spawn().unwrap();
+    assert!(started("alive"), "{}", env.daemon_log());
+    let before = relay_dirs(&env);
+    assert_eq!(before.len(), 2, "{before:?}");
+    killed.kill().unwrap(); // SIGKILL
+    killed.wait().unwrap();
+    assert_eq!(relay_dirs(&env), before, "a SIGKILL leaves the relay");
+
+    let out = run("next", "true").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let left = relay_dirs(&env);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(before.contains(&left[0]), "{left:?}");
+    // The one left is the live run's (its lock is held).
+    let _ = alive.kill();
+    let _ = alive.wait();
+    let _ = env.skiff(&["rm", "-f", "killed", "alive", "next"]);
+}

@@ -413,3 +413,61 @@ fn mknod_of_the_whiteout_device_is_refused() {
     });
     assert!(out.contains("mknod wh: Operation not permitted"), "{out}");
 }
+
+/// One lower layer with a file `hl/a` and a hard link `hl/b` to it (as image layers
+/// have them, e.g. busybox's applets or git's helpers).
+fn hard_link_layers(base: &Path) -> Result<Vec<PathBuf>, String> {
+    let l = base.join("l");
+    fs::create_dir_all(l.join("hl")).map_err(|e| format!("mkdir: {e}"))?;
+    fs::write(l.join("hl/a"), "old\n").map_err(|e| format!("write: {e}"))?;
+    fs::hard_link(l.join("hl/a"), l.join("hl/b")).map_err(|e| format!("link: {e}"))?;
+    Ok(vec![l])
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_else(|e| format!("<{e}>"))
+}
+
+/// Both names are read (so the kernel knows both), then one is written: copy-up breaks
+/// the link, and the other name keeps the old data — after a remount too.
+fn hard_link_script(m: &Path, _upper: &Path) -> Vec<String> {
+    let (a, b) = (m.join("hl/a"), m.join("hl/b"));
+    let mut log = vec![format!("before: a={:?} b={:?}", read(&a), read(&b))];
+    // The write goes through the name `a`, with `b` looked up and cached first.
+    let r = fs::write(&a, "new\n").map_err(|e| e.to_string());
+    log.push(format!("write a: {r:?}"));
+    log.push(format!("after: a={:?} b={:?}", read(&a), read(&b)));
+    // And the other way: the lower `b` written now gets its own copy; `a` keeps its own.
+    let r = fs::write(&b, "b's\n").map_err(|e| e.to_string());
+    log.push(format!("write b: {r:?}"));
+    log.push(format!("then: a={:?} b={:?}", read(&a), read(&b)));
+    log
+}
+
+fn hard_link_after(m: &Path, _upper: &Path) -> Vec<String> {
+    vec![format!(
+        "remounted: a={:?} b={:?}",
+        read(&m.join("hl/a")),
+        read(&m.join("hl/b"))
+    )]
+}
+
+/// Copy-up of one name of a hard-linked lower file breaks the link, as the kernel overlay
+/// (without `index`) does: the other name keeps the lower data.
+#[test]
+fn copy_up_of_a_hard_linked_lower_file_breaks_the_link() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().to_path_buf();
+    let out = in_userns(move || {
+        let (fuse, kernel) = differential_remount(
+            &base,
+            &|_| Ok(()),
+            &hard_link_layers,
+            &hard_link_script,
+            Some(&hard_link_after),
+        )?;
+        same(&fuse, &kernel)?;
+        Ok(fuse)
+    });
+    assert!(out.contains(r#"after: a="new\n" b="old\n""#), "{out}");
+}

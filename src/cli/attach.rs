@@ -270,6 +270,22 @@ pub async fn replay_logs(c: &ContainerProxy<'_>) {
     }
 }
 
+/// After the monitor sent the exit code: waits until skiffd has recorded the exit too (the
+/// monitor tells it just after), so a command run after ours sees the container stopped,
+/// as after docker's `start -a`. The code is the session's; a failed wait changes nothing.
+/// Bounded: a restart policy may have started the container again before we look, and then
+/// "not-running" would wait for its next end.
+async fn recorded_exit(c: &ContainerProxy<'_>) {
+    match tokio::time::timeout(RECORDED_EXIT_WAIT, c.wait("not-running")).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!("waiting for the recorded exit: {e}"),
+        Err(_) => tracing::debug!("skiffd did not record the exit in time (restarted?)"),
+    }
+}
+
+/// How long [`recorded_exit`] waits at most.
+const RECORDED_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Attaches to `c` (just started, or running) and returns the container's exit code;
 /// detaching returns 0 and leaves it running.
 pub async fn attach_to(c: &ContainerProxy<'_>, opts: SessionOpts<'_>) -> Result<i32, Failure> {
@@ -278,7 +294,10 @@ pub async fn attach_to(c: &ContainerProxy<'_>, opts: SessionOpts<'_>) -> Result<
         Err(_) => End::Closed,
     };
     match end {
-        End::Exited(code) => Ok(code),
+        End::Exited(code) => {
+            recorded_exit(c).await;
+            Ok(code)
+        }
         End::Detached => Ok(0),
         End::Signaled(n) => Ok(128 + n),
         End::Closed => {
@@ -377,7 +396,10 @@ pub async fn attach(
         sig_proxy: sig_proxy.then_some(&c),
     };
     match session(fd.into(), opts).await? {
-        End::Exited(code) => Ok(code),
+        End::Exited(code) => {
+            recorded_exit(&c).await;
+            Ok(code)
+        }
         End::Detached => Ok(0),
         End::Signaled(n) => Ok(128 + n),
         End::Closed => {

@@ -33,11 +33,21 @@ const PASSED_ON: &[&str] = &[
     "MONOTONIC_USEC",
 ];
 
+/// The relay directories' names start with this (in `$XDG_RUNTIME_DIR`).
+const DIR_PREFIX: &str = "skiff-sdnotify-";
+/// The file in a relay directory its `skiff run` holds locked while it lives.
+const LOCK_NAME: &str = "lock";
+/// A relay directory without a lock file (made by an older skiff) is a leftover once
+/// this old: its `skiff run` would have passed it on by then.
+const UNLOCKED_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The notification set-up of one `skiff run`.
 pub struct SdNotify {
     upstream: std::sync::Arc<Notifier>,
     container_mode: bool,
     dir: Option<PathBuf>,
+    /// Held while we live: a relay directory whose lock can be taken is a leftover.
+    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 fn fail(message: String) -> Failure {
@@ -88,6 +98,7 @@ impl SdNotify {
             upstream,
             container_mode,
             dir: None,
+            _lock: None,
         };
         if container_mode {
             me.proxy(args)?;
@@ -101,11 +112,22 @@ impl SdNotify {
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
+        sweep(&base);
         let rnd = crate::daemon::names::new_id().map_err(|e| fail(format!("random: {e}")))?;
-        let dir = base.join(format!("skiff-sdnotify-{}", &rnd[..12]));
-        std::fs::create_dir(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+        // Made under a hidden name and locked before it gets its real one, so a sweep
+        // never sees a live relay unlocked.
+        let tmp = base.join(format!(".{DIR_PREFIX}{}", &rnd[..12]));
+        let dir = base.join(format!("{DIR_PREFIX}{}", &rnd[..12]));
+        std::fs::create_dir(&tmp).map_err(|e| fail(format!("{}: {e}", tmp.display())))?;
+        self.dir = Some(tmp.clone());
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(format!("{}: {e}", tmp.display())))?;
+        let lock = std::fs::File::create(tmp.join(LOCK_NAME))
+            .map_err(|e| fail(format!("{}: {e}", tmp.display())))?;
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| fail(format!("lock {}: {e}", tmp.display())))?;
+        self._lock = Some(lock);
+        std::fs::rename(&tmp, &dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
         self.dir = Some(dir.clone());
         let path = dir.join("notify.sock");
         let sock =
@@ -152,6 +174,44 @@ impl Drop for SdNotify {
     fn drop(&mut self) {
         if let Some(d) = &self.dir {
             let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Removes the relay directories in `base` whose `skiff run` is gone (killed by SIGKILL,
+/// which leaves no time to clean up): their lock is free (or, made by an older skiff
+/// that had none, the directory is old). Errors are only logged: this is housekeeping.
+fn sweep(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let dir = e.path();
+        // Not following a symlink somewhere else: only our own real directories.
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let stale = match std::fs::File::open(dir.join(LOCK_NAME)) {
+            Ok(f) => {
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > UNLOCKED_GRACE),
+            Err(_) => false,
+        };
+        if stale {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::debug!("removed the stale relay {}", dir.display()),
+                Err(err) => tracing::debug!("removing the stale relay {}: {err}", dir.display()),
+            }
         }
     }
 }

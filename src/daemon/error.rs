@@ -64,6 +64,9 @@ pub enum Error {
     /// Pulling from a registry failed (unknown image, credentials, transport, content).
     #[error(transparent)]
     Pull(#[from] crate::image::registry::Error),
+    /// Pushing to a registry failed (credentials, transport, a refused upload).
+    #[error(transparent)]
+    Push(crate::image::registry::Error),
     /// Importing or loading an image failed (e.g. a hostile or broken tar); the
     /// client names its input.
     #[error("{0}")]

@@ -137,8 +137,32 @@ impl Daemon {
                 .chain(std::iter::once(format!("sha256:{}", image.id))),
         );
         tracing::info!("pushing {} to {dest}", image.id);
-        let pushed =
-            registry::push::push(&self.inner.images, &manifest, &dest, &opts, &progress).await?;
+        let pushed = registry::push::push(&self.inner.images, &manifest, &dest, &opts, &progress)
+            .await
+            .map_err(|e| match e {
+                // The local store's own errors (a missing blob) stay what they are.
+                registry::Error::Store(e) => Error::Image(e),
+                e => Error::Push(e),
+            })?;
+        // The registry now has the image as `repository@digest`: docker and podman list
+        // that in RepoDigests.
+        let image = {
+            let store = self.inner.images.clone();
+            let (id, digest, dest) = (image.id.clone(), pushed.digest.clone(), dest.clone());
+            match tokio::task::spawn_blocking(move || store.add_repo_digest(&id, &dest, &digest))
+                .await
+            {
+                Ok(Ok(updated)) => updated,
+                Ok(Err(e)) => {
+                    tracing::warn!("recording the pushed digest of {}: {e}", image.id);
+                    image
+                }
+                Err(e) => {
+                    tracing::warn!("recording the pushed digest of {}: {e}", image.id);
+                    image
+                }
+            }
+        };
         progress.set_phase(crate::image::progress::Phase::Done);
         self.emit(Event::new(
             "image",

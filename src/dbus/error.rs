@@ -51,6 +51,8 @@ pub enum SkiffError {
     ImportFailed(String),
     /// Pulling an image from a registry failed (transport, TLS, content).
     PullFailed(String),
+    /// Pushing an image to a registry failed (transport, TLS, a refused upload).
+    PushFailed(String),
     /// The registry refused us: no or wrong credentials (the message says how to log in).
     Unauthorized(String),
     /// The command does not exist in the container (docker's exit code 127).
@@ -110,6 +112,7 @@ impl SkiffError {
             Ambiguous(_) => "org.skiff.Error.Ambiguous",
             ImportFailed(_) => "org.skiff.Error.ImportFailed",
             PullFailed(_) => "org.skiff.Error.PullFailed",
+            PushFailed(_) => "org.skiff.Error.PushFailed",
             Unauthorized(_) => "org.skiff.Error.Unauthorized",
             CommandNotFound(_) => "org.skiff.Error.CommandNotFound",
             CommandNotExecutable(_) => "org.skiff.Error.CommandNotExecutable",
@@ -158,6 +161,7 @@ impl SkiffError {
             | Ambiguous(m)
             | ImportFailed(m)
             | PullFailed(m)
+            | PushFailed(m)
             | Unauthorized(m)
             | CommandNotFound(m)
             | CommandNotExecutable(m)
@@ -246,6 +250,10 @@ impl From<daemon::Error> for SkiffError {
                     SkiffError::InvalidReference(msg)
                 }
                 _ => SkiffError::PullFailed(msg),
+            },
+            daemon::Error::Push(pe) => match pe {
+                registry::Error::Unauthorized { .. } => SkiffError::Unauthorized(msg),
+                _ => SkiffError::PushFailed(msg),
             },
             daemon::Error::ImageInUse(_) => SkiffError::ImageInUse(msg),
             daemon::Error::NoSuchVolume(_) => SkiffError::NoSuchVolume(msg),

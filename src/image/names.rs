@@ -7,6 +7,8 @@
 //!   `repository@<manifest digest>`; a name pinned to a digest (a pull by digest) adds
 //!   only repo digests, no tag (the tag of `name:tag@digest` is ignored, as docker does),
 //!   so an image pulled only by digest is untagged (`<none>`, dangling).
+//! * A push adds the destination's `repository@<manifest digest>`
+//!   ([`ImageStore::add_repo_digest`]).
 //!
 //! A digest other than the manifest's is recorded only when the store holds it as an
 //! image index listing that manifest (a multi-platform pull by index digest): a repo
@@ -72,6 +74,31 @@ impl ImageStore {
             }
         }
         Ok(out)
+    }
+
+    /// Records that the registry holds image `id` under `repository@manifest` (a push
+    /// did, as docker's adds the pushed digest to `RepoDigests`). `manifest` must be the
+    /// image's own manifest; nothing changes when the image no longer has it (re-recorded
+    /// meanwhile). Returns the image as it is now.
+    pub fn add_repo_digest(
+        &self,
+        id: &str,
+        repository: &Reference,
+        manifest: &str,
+    ) -> Result<super::ImageRecord, Error> {
+        let pinned = repository.with_digest(manifest)?;
+        let _lock = self.lock()?;
+        let mut index = self.load_index()?;
+        let current = index.images.get(id).and_then(|i| i.manifest.clone());
+        if current.as_deref() == Some(manifest) {
+            apply(&mut index, id, manifest, std::slice::from_ref(&pinned));
+            self.save_index(&index)?;
+        } else {
+            tracing::warn!("not recording {pinned}: image {id} no longer has that manifest");
+        }
+        super::lookup::record(&index, id).ok_or(Error::NoSuchImage {
+            reference: id.to_string(),
+        })
     }
 
     /// Whether blob `index` is an image index (in the store) listing `manifest`.

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use nix::pty::{openpty, Winsize};
 use nix::sys::termios::{tcgetattr, Termios};
 
+/// Numbers the markers of [`PtyChild::sync_output`].
+static SYNC_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A child on a pty.
 pub struct PtyChild {
     master: OwnedFd,
@@ -171,11 +174,13 @@ impl PtyChild {
         tcgetattr(self.slave.as_fd()).expect("tcgetattr")
     }
 
-    /// Waits for the child to exit; panics with its output after `secs`.
+    /// Waits for the child to exit, then until everything it wrote has been read (see
+    /// [`PtyChild::sync_output`]); panics with its output after `secs`.
     pub fn wait(&mut self, secs: u64) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
+                self.sync_output();
                 return st;
             }
             if Instant::now() > deadline {
@@ -183,6 +188,41 @@ impl PtyChild {
                 panic!("the child did not exit; output:\n{}", self.output());
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Returns once the reader thread has read everything written to the terminal so
+    /// far. A write to the slave is queued in the kernel and reaches the master's reader
+    /// later (a worker moves it), so a child can exit before its last output is read:
+    /// on a loaded machine `output()` right after the exit missed it. We write a marker
+    /// through our own slave copy, behind whatever the child wrote; when the reader has
+    /// it, it has everything before it. The marker is then cut out of the output.
+    pub fn sync_output(&self) {
+        let n = SYNC_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let marker = format!("[pty-sync-{}-{n}]", std::process::id()).into_bytes();
+        let mut rest = &marker[..];
+        while !rest.is_empty() {
+            match nix::unistd::write(&self.slave, rest) {
+                Ok(k) => rest = &rest[k..],
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => panic!("write the sync marker to the pty: {e}"),
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            {
+                let mut out = self.out.lock().unwrap();
+                if let Some(i) = out.windows(marker.len()).position(|w| w == marker) {
+                    out.drain(i..i + marker.len());
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pty never delivered the sync marker; output:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

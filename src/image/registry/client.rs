@@ -15,7 +15,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 
 use super::auth::{self, Credentials};
-use super::Error;
+use super::{Error, Op};
 use crate::image::Reference;
 
 /// Manifest media types we accept.
@@ -45,6 +45,8 @@ pub struct Repo {
     creds_source: Option<PathBuf>,
     reference: String,
     plain_http: bool,
+    /// Pull or push: named by the hints of errors.
+    op: Op,
 }
 
 impl std::fmt::Debug for Repo {
@@ -110,7 +112,18 @@ impl Repo {
         }
         let mut last = None;
         for (plain_http, insecure) in attempts {
-            let repo = Repo::new(reference, creds.as_ref(), plain_http, insecure);
+            let mut repo = Repo::new(reference, creds.as_ref(), plain_http, insecure);
+            if push {
+                repo.op = Op::Push;
+            }
+            if plain_http
+                && matches!(last, Some(Error::Tls { .. }))
+                && !answers_plain_http(repo.repo.resolve_registry()).await
+            {
+                // A TLS-only server: what HTTPS said is the error to report (its hint
+                // says how to trust the registry); plain HTTP would only get 400s.
+                break;
+            }
             match repo.authenticate(creds.as_ref(), push).await {
                 Ok(()) => {
                     tracing::debug!(
@@ -168,6 +181,7 @@ impl Repo {
             creds_source: creds.map(|c| c.source.clone()),
             reference: reference.to_string(),
             plain_http,
+            op: Op::Pull,
         }
     }
 
@@ -309,7 +323,7 @@ impl Repo {
             {
                 unauthorized(re.to_string())
             }
-            OciDistributionError::RequestError(re) => transport_error(&registry, &re),
+            OciDistributionError::RequestError(re) => transport_error(&registry, self.op, &re),
             OciDistributionError::AuthenticationFailure(m) => {
                 unauthorized(format!("the token service said: {}", m.trim()))
             }
@@ -346,8 +360,33 @@ impl Repo {
     }
 }
 
+/// Whether `host` (`host[:port]`) serves the registry API over plain HTTP: its `/v2/`
+/// answers 200 or 401. A TLS-only server answers 400 ("HTTP request to an HTTPS server"),
+/// which oci-client's authentication would take for a registry without credentials.
+async fn answers_plain_http(host: &str) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .timeout(std::time::Duration::from_secs(60))
+        .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
+        .build()
+    else {
+        return false;
+    };
+    match client.get(format!("http://{host}/v2/")).send().await {
+        Ok(r) => matches!(r.status().as_u16(), 200 | 401),
+        Err(e) => {
+            tracing::debug!("plain HTTP to {host}: {e}");
+            false
+        }
+    }
+}
+
 /// A reqwest failure as unreachable or TLS trouble.
-pub(super) fn transport_error(registry: &str, e: &(dyn std::error::Error + 'static)) -> Error {
+pub(super) fn transport_error(
+    registry: &str,
+    op: Op,
+    e: &(dyn std::error::Error + 'static),
+) -> Error {
     let mut chain = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -370,6 +409,7 @@ pub(super) fn transport_error(registry: &str, e: &(dyn std::error::Error + 'stat
         Error::Tls {
             registry: registry.to_string(),
             detail: chain,
+            op,
         }
     } else {
         Error::Unreachable {

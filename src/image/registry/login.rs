@@ -136,7 +136,11 @@ pub async fn verify(
             Ok(resp) => return check(&client, registry, &url, resp, user, password).await,
             Err(e) => {
                 tracing::debug!("login {registry} over {scheme}: {e}");
-                last = Some(super::client::transport_error(registry, &e));
+                last = Some(super::client::transport_error(
+                    registry,
+                    super::Op::Login,
+                    &e,
+                ));
             }
         }
     }
@@ -158,7 +162,8 @@ async fn check(
         registry: registry.to_string(),
         detail,
     };
-    let transport = |e: reqwest::Error| super::client::transport_error(registry, &e);
+    let transport =
+        |e: reqwest::Error| super::client::transport_error(registry, super::Op::Login, &e);
     let status = resp.status().as_u16();
     if (200..300).contains(&status) {
         tracing::info!("login {registry}: the registry needs no credentials");

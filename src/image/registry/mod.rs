@@ -79,13 +79,16 @@ pub enum Error {
     /// The TLS handshake failed (untrusted certificate, not a TLS server).
     #[error(
         "TLS with the registry {registry} failed: {detail}; if you trust this registry and it \
-         uses a self-signed certificate or plain HTTP, pull with --tls-verify=false"
+         uses a self-signed certificate or plain HTTP, {}",
+        op.tls_hint()
     )]
     Tls {
         /// The registry host.
         registry: String,
         /// The TLS error.
         detail: String,
+        /// What we were doing (the hint names its flag).
+        op: Op,
     },
 
     /// A manifest list / image index without our platform.
@@ -165,6 +168,34 @@ pub enum Error {
     Interrupted(String),
 }
 
+/// What a registry connection is for: error hints name the command to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `pull` (and the pulls of `run`, `create`, `build`).
+    Pull,
+    /// `push`.
+    Push,
+    /// `login`.
+    Login,
+}
+
+impl Op {
+    /// How to go without TLS verification for this operation.
+    fn tls_hint(self) -> &'static str {
+        match self {
+            Op::Pull => {
+                "pull with --tls-verify=false, or list it in insecure-registries in \
+                 skiffd.toml"
+            }
+            Op::Push => {
+                "push with --tls-verify=false, or list it in insecure-registries in \
+                 skiffd.toml"
+            }
+            Op::Login => "log in with --tls-verify=false",
+        }
+    }
+}
+
 fn unauthorized_message(registry: &str, detail: &str, authfile: Option<&PathBuf>) -> String {
     match authfile {
         Some(f) => format!(
@@ -210,10 +241,17 @@ mod tests {
             available: vec!["linux/arm64".into()],
         };
         assert!(e.to_string().contains("it has: linux/arm64"), "{e}");
-        let e = Error::Tls {
-            registry: "r".into(),
-            detail: "bad cert".into(),
-        };
-        assert!(e.to_string().contains("--tls-verify=false"), "{e}");
+        for (op, hint) in [
+            (Op::Pull, "pull with --tls-verify=false"),
+            (Op::Push, "push with --tls-verify=false"),
+            (Op::Login, "log in with --tls-verify=false"),
+        ] {
+            let e = Error::Tls {
+                registry: "r".into(),
+                detail: "bad cert".into(),
+                op,
+            };
+            assert!(e.to_string().contains(hint), "{e}");
+        }
     }
 }
