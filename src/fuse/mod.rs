@@ -195,13 +195,9 @@ pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: Ow
     if pidfd < 0 {
         leave(0); // init is already gone (a short-lived container)
     }
-    let mut p = libc::pollfd {
-        fd: pidfd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    while unsafe { libc::poll(&mut p, 1, -1) } < 0 {}
+    // Idle most of its life: what serving a burst of requests left in the allocator's
+    // arena goes back to the kernel when the event loops have been quiet for a while.
+    crate::monitor::heap::wait_readable_trimming(pidfd);
     drop(serving);
     // Init exited: leaving ends the mount namespace and the mount with it.
     leave(0)
