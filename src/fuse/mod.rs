@@ -11,8 +11,8 @@
 //!   `FUSE_CACHE_SYMLINKS`, parallel dirops, cached xattr names (and ENOTSUP for an
 //!   absent `security.selinux`, so `ls -l` stops asking per file), no FLUSH (ENOSYS
 //!   once: one round trip less per close), HANDLE_KILLPRIV_V2 (no GETXATTR of security.capability per
-//!   write), 1 MiB writes, and one event loop per CPU, each on its own cloned /dev/fuse
-//!   fd. (Server-side read-ahead with FUSE_NOTIFY_STORE was tried and dropped: on a busy
+//!   write), 1 MiB writes, and one event loop per CPU (2 to [`MAX_AUTO_LOOPS`]), each on
+//!   its own cloned /dev/fuse fd. (Server-side read-ahead with FUSE_NOTIFY_STORE was tried and dropped: on a busy
 //!   machine it duplicated the kernel's own read-ahead and made cold reads slower.)
 //!   Passthrough is never negotiated (it needs CAP_SYS_ADMIN in the initial namespace).
 //! * Writes go through to the upper layer (no writeback cache): the backing
@@ -65,12 +65,17 @@ pub struct MountSpec {
     pub upper: PathBuf,
     /// The work dir (same filesystem as `upper`).
     pub work: PathBuf,
-    /// Event-loop threads (0 = one per CPU, at least 2).
+    /// Event-loop threads (0 = one per CPU, at least 2 and at most [`MAX_AUTO_LOOPS`]).
     pub threads: usize,
     /// Owners translated between the files' mapping and the server's (`--userns
     /// keep-id`); None: shown as they are.
     pub remap: Option<crate::userns::keepid::IdRemap>,
 }
+
+/// The most event loops a server gets by default: each keeps its stack and the touched
+/// part of its 16 MiB request buffer resident for the container's whole life, so one
+/// per CPU on a large machine would make every idle container cost more there.
+pub const MAX_AUTO_LOOPS: usize = 4;
 
 /// The server's owner translation (one mount per server process, set before serving).
 static REMAP: std::sync::OnceLock<crate::userns::keepid::IdRemap> = std::sync::OnceLock::new();
@@ -114,7 +119,7 @@ fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
-            .max(2)
+            .clamp(2, MAX_AUTO_LOOPS)
     } else {
         spec.threads
     };
