@@ -173,6 +173,7 @@ pub fn mount_and_serve(spec: &MountSpec, target: &Path, ready: impl FnOnce()) ->
 /// `E` and the error) to `ready`, reads init's pid from `init` and serves until init
 /// exits. Returns the exit code.
 pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: OwnedFd) -> i32 {
+    crate::monitor::heap::tune_fuse_server();
     let mut ready = std::fs::File::from(ready);
     let serving = match serve(spec, target) {
         Ok(s) => s,

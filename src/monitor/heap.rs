@@ -7,27 +7,48 @@
 //! FUSE server's event loops each dirtied one, ~220 KiB apiece), and freeing one large
 //! block — fuser's 16 MiB handshake buffer — raises the mmap threshold to its size and
 //! the trim threshold to twice that, so no freed memory went back to the kernel again.
-//! Fixed thresholds keep large buffers (fuser's 16 MiB read buffers) in mappings of
-//! their own, whose untouched pages are never resident, and everything smaller in one
-//! arena; [`trim`] hands its free pages back once the process goes idle.
+//! Fixed thresholds keep large buffers (fuser's 16 MiB read buffers, the monitor's I/O
+//! buffer) in mappings of their own, whose untouched pages are never resident, and
+//! everything smaller in one arena; [`trim`] hands its free pages back once the process
+//! goes idle.
 
-/// Blocks at least this large get a mapping of their own (fuser's per-loop read
-/// buffers); smaller ones, up to a FUSE read or write (1 MiB), are served from the arena.
-const MMAP_THRESHOLD: libc::c_int = 4 << 20;
-/// The free top of the arena is given back above this: high enough that a stream of
-/// 1 MiB reads or writes does not move the break twice per request.
-const TRIM_THRESHOLD: libc::c_int = 2 << 20;
+/// The monitor's blocks at least this large get a mapping of their own: its I/O buffer
+/// (32 KiB, zeroed) then costs only the pages its reads fill, where a zeroed block
+/// from the arena's free lists is written over in full.
+const MONITOR_MMAP_THRESHOLD: libc::c_int = 32 << 10;
+/// The FUSE server's blocks at least this large get a mapping of their own (fuser's
+/// per-loop 16 MiB request buffers: untouched pages are never resident); smaller ones,
+/// up to a FUSE read or write (1 MiB), come from the arena, not a mapping per request.
+const FUSE_MMAP_THRESHOLD: libc::c_int = 4 << 20;
+/// The FUSE server's free arena top is given back above this: high enough that a
+/// stream of 1 MiB reads does not move the break twice per request.
+const FUSE_TRIM_THRESHOLD: libc::c_int = 2 << 20;
 
-/// Sets one arena for all threads and fixed mmap and trim thresholds. Called early in
-/// the monitor; its forks (the FUSE server) inherit the settings.
-pub fn tune() {
+/// Sets glibc's allocator for the monitor: one arena for all threads and a fixed, low
+/// mmap threshold (fixed thresholds also stop glibc from raising them after freeing a
+/// large block). Its forks inherit the settings.
+pub fn tune_monitor() {
+    set(MONITOR_MMAP_THRESHOLD, None);
+}
+
+/// Sets glibc's allocator for the FUSE rootfs server (a fork of the monitor, before
+/// its threads start): one arena, mmap threshold 4 MiB, trim threshold 2 MiB.
+pub fn tune_fuse_server() {
+    set(FUSE_MMAP_THRESHOLD, Some(FUSE_TRIM_THRESHOLD));
+}
+
+fn set(mmap_threshold: libc::c_int, trim_threshold: Option<libc::c_int>) {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes the allocator's parameters; it takes the arena lock.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, mmap_threshold);
+        if let Some(t) = trim_threshold {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, t);
+        }
     }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = (mmap_threshold, trim_threshold);
 }
 
 /// Gives the free pages of the allocator's arenas back to the kernel (after the start,

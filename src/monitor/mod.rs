@@ -263,7 +263,7 @@ impl StatusPipe {
 /// container's outcome was recorded).
 pub fn main(bundle: &Path) -> i32 {
     crate::phase::mark("monitor-main");
-    heap::tune();
+    heap::tune_monitor();
     // Our name as exec gave it (the daemon's, when it re-ran itself as the monitor).
     let exe_name = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
     set_up_process();
