@@ -241,6 +241,8 @@ pub fn detach_stdio_and_fds(keep: &[RawFd]) {
 /// `skiffd __fuse-mount`: mounts in the current namespaces and serves in the foreground;
 /// writes one byte to `ready_fd` once mounted. Returns the exit code.
 pub fn mount_main(spec: &MountSpec, target: &Path, ready_fd: Option<i32>) -> i32 {
+    // As a container's server does (and bench/fuse-bench.sh measures this one).
+    crate::monitor::heap::tune_fuse_server();
     let r = mount_and_serve(spec, target, || {
         if let Some(fd) = ready_fd {
             // SAFETY: the caller handed us this fd for our use only.
