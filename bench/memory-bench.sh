@@ -11,7 +11,8 @@
 #    (its init, State.Pid, and what runs below it). For skiff that is, per container, the
 #    monitor (skiff-monitor), the FUSE rootfs server (fuse storage, a fork of the
 #    monitor) and the network helper (slirp4netns or pasta; none with --network none);
-#    the port relay is a thread of the monitor. Reads skiffd again: its growth divided
+#    the port relay is a thread of the monitor. (pasta makes itself non-dumpable: its
+#    memory cannot be read as the user, so it shows no row; read it as root.) Reads skiffd again: its growth divided
 #    by CONTAINERS is the daemon's cost per container.
 # 2. The same in podman: `podman run -d [--network MODE] IMG sleep 100000`; what stays
 #    is conmon, plus slirp4netns (or pasta) with networking, and podman's rootless pause
