@@ -3,7 +3,7 @@
 # skiff vs podman+runc, over many containers, and skiffd's own growth per container.
 #
 # Usage: bench/memory-bench.sh [-n CONTAINERS] [--bin-dir DIR] [--network MODE]
-#                              [--storage-driver D]
+#                              [--storage-driver D] [--breakdown]
 #
 # 1. Reads skiffd's VmRSS and Pss, then starts CONTAINERS (default 100) idle containers
 #    in skiff, `skiff run -d [--network MODE] IMG sleep 100000`, and notes the processes
@@ -11,7 +11,8 @@
 #    (its init, State.Pid, and what runs below it). For skiff that is, per container, the
 #    monitor (skiff-monitor), the FUSE rootfs server (fuse storage, a fork of the
 #    monitor) and the network helper (slirp4netns or pasta; none with --network none);
-#    the port relay is a thread of the monitor. Reads skiffd again: its growth divided
+#    the port relay is a thread of the monitor. (pasta makes itself non-dumpable: its
+#    memory cannot be read as the user, so it shows no row; read it as root.) Reads skiffd again: its growth divided
 #    by CONTAINERS is the daemon's cost per container.
 # 2. The same in podman: `podman run -d [--network MODE] IMG sleep 100000`; what stays
 #    is conmon, plus slirp4netns (or pasta) with networking, and podman's rootless pause
@@ -21,6 +22,9 @@
 #    (/proc/PID/smaps_rollup; pages shared between processes are split among them, so
 #    the Pss sum over all of a side's processes divided by CONTAINERS is what each
 #    container costs), and the ratios.
+# 4. With --breakdown: for one process of each name on each side, where its memory is
+#    (bench/smaps-breakdown.py: the program's text, relocations and data, heap, thread
+#    stacks, malloc arenas, other anonymous mappings; Rss, Pss and private dirty KiB).
 #
 # Setup, binaries (--bin-dir DIR, else $SKIFF_BIN_DIR, else cargo build --release),
 # running as root (re-runs itself as the test user) and cleanup are bench/common.sh's.
@@ -31,9 +35,11 @@ COUNT=100
 BIN_DIR=${SKIFF_BIN_DIR:-}
 NET=""
 SKIFFD_ARGS=()
+BREAKDOWN=""
+SETTLE=5
 
 usage() {
-    echo "usage: $0 [-n CONTAINERS] [--bin-dir DIR] [--network MODE] [--storage-driver D]" >&2
+    echo "usage: $0 [-n CONTAINERS] [--bin-dir DIR] [--network MODE] [--storage-driver D] [--breakdown]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -43,6 +49,7 @@ while [ $# -gt 0 ]; do
         --bin-dir) [ $# -ge 2 ] || usage; BIN_DIR=$2; shift ;;
         --network) [ $# -ge 2 ] || usage; NET=$2; shift ;;
         --storage-driver) [ $# -ge 2 ] || usage; SKIFFD_ARGS=(--storage-driver "$2"); shift ;;
+        --breakdown) BREAKDOWN=1 ;;
         -h | --help) usage ;;
         *) usage ;;
     esac
@@ -56,6 +63,7 @@ done
 args=(-n "$COUNT")
 [ -z "$NET" ] || args+=(--network "$NET")
 args+=(${SKIFFD_ARGS[@]+"${SKIFFD_ARGS[@]}"})
+[ -z "$BREAKDOWN" ] || args+=(--breakdown)
 bench_reexec_as_user "${args[@]}"
 bench_setup
 echo "   podman storage driver: $PODMAN_DRIVER; skiff storage: ${SKIFFD_ARGS[1]:-default};" \
@@ -135,6 +143,14 @@ PY
     mem $(cat "$T/new.$tool") >"$T/mem.$tool"
 }
 
+# breakdown TOOL: bench/smaps-breakdown.py on the first process of each name in
+# $T/mem.TOOL (with --breakdown).
+breakdown() {
+    [ -n "$BREAKDOWN" ] || return 0
+    # shellcheck disable=SC2046 # one pid per word
+    python3 "$(dirname "${BASH_SOURCE[0]}")/smaps-breakdown.py" $(awk '!seen[$2]++ { print $1 }' "$T/mem.$1")
+}
+
 # report TOOL: the processes by name and the per-container sums; sets rss_TOOL pss_TOOL.
 report() {
     local tool=$1 shared=${2:-}
@@ -160,19 +176,21 @@ echo "== skiff: $COUNT idle containers"
 read -r _ _ d0_rss d0_pss _ < <(mem "$SKIFFD_PID")
 bench_procs >"$T/procs.0"
 start_all skiff skiff_pids "${skiff_run[@]}" "$IMAGE" sleep 100000
-sleep 2 # let the starts settle
+sleep "$SETTLE" # let the starts settle (idle FUSE servers trim their heap after 1-2 s)
 bench_procs >"$T/procs.1"
 read -r _ _ d1_rss d1_pss _ < <(mem "$SKIFFD_PID")
 left_behind skiff "$T/procs.0" "$T/procs.1"
 report skiff
+breakdown skiff
 
 echo "== podman: $COUNT idle containers"
 start_all podman podman_pids "${podman_run[@]}" "localhost/$IMAGE" sleep 100000
-sleep 2
+sleep "$SETTLE"
 bench_procs >"$T/procs.2"
 left_behind podman "$T/procs.1" "$T/procs.2"
 pause=$(cat "$T/run/libpod/tmp/pause.pid" 2>/dev/null || true)
 report podman "$pause"
+breakdown podman
 
 read -r s_rss s_pss <"$T/sum.skiff"
 read -r p_rss p_pss <"$T/sum.podman"

@@ -12,8 +12,8 @@
 //!   absent `security.selinux`, so `ls -l` stops asking per file), no FLUSH (ENOSYS
 //!   once: one round trip less per close), HANDLE_KILLPRIV_V2 (the kernel asks for
 //!   security.capability once per inode and attribute refresh, not per write(2)), 1 MiB
-//!   writes, and one event loop per CPU, each on its own cloned /dev/fuse fd.
-//!   (Server-side read-ahead with FUSE_NOTIFY_STORE was tried and dropped: on a busy
+//!   writes, and one event loop per CPU (2 to [`MAX_AUTO_LOOPS`]), each on its own cloned
+//!   /dev/fuse fd. (Server-side read-ahead with FUSE_NOTIFY_STORE was tried and dropped: on a busy
 //!   machine it duplicated the kernel's own read-ahead and made cold reads slower.)
 //!   Passthrough is never negotiated (`FUSE_DEV_IOC_BACKING_OPEN` checks
 //!   `capable(CAP_SYS_ADMIN)`, the initial namespace's, so it is EPERM rootless).
@@ -81,12 +81,17 @@ pub struct MountSpec {
     pub upper: PathBuf,
     /// The work dir (same filesystem as `upper`).
     pub work: PathBuf,
-    /// Event-loop threads (0 = one per CPU, at least 2).
+    /// Event-loop threads (0 = one per CPU, at least 2 and at most [`MAX_AUTO_LOOPS`]).
     pub threads: usize,
     /// Owners translated between the files' mapping and the server's (`--userns
     /// keep-id`); None: shown as they are.
     pub remap: Option<crate::userns::keepid::IdRemap>,
 }
+
+/// The most event loops a server gets by default: each keeps its stack and the touched
+/// part of its 16 MiB request buffer resident for the container's whole life, so one
+/// per CPU on a large machine would make every idle container cost more there.
+pub const MAX_AUTO_LOOPS: usize = 4;
 
 /// The server's owner translation (one mount per server process, set before serving).
 static REMAP: std::sync::OnceLock<crate::userns::keepid::IdRemap> = std::sync::OnceLock::new();
@@ -130,7 +135,7 @@ fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
-            .max(2)
+            .clamp(2, MAX_AUTO_LOOPS)
     } else {
         spec.threads
     };
@@ -184,6 +189,7 @@ pub fn mount_and_serve(spec: &MountSpec, target: &Path, ready: impl FnOnce()) ->
 /// `E` and the error) to `ready`, reads init's pid from `init` and serves until init
 /// exits. Returns the exit code.
 pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: OwnedFd) -> i32 {
+    crate::monitor::heap::tune_fuse_server();
     let mut ready = std::fs::File::from(ready);
     let serving = match serve(spec, target) {
         Ok(s) => s,
@@ -211,13 +217,9 @@ pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: Ow
     if pidfd < 0 {
         leave(0); // init is already gone (a short-lived container)
     }
-    let mut p = libc::pollfd {
-        fd: pidfd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    while unsafe { libc::poll(&mut p, 1, -1) } < 0 {}
+    // Idle most of its life: what serving a burst of requests left in the allocator's
+    // arena goes back to the kernel when the event loops have been quiet for a while.
+    crate::monitor::heap::wait_readable_trimming(pidfd);
     drop(serving);
     // Init exited: leaving ends the mount namespace and the mount with it.
     leave(0)
@@ -255,6 +257,8 @@ pub fn detach_stdio_and_fds(keep: &[RawFd]) {
 /// `skiffd __fuse-mount`: mounts in the current namespaces and serves in the foreground;
 /// writes one byte to `ready_fd` once mounted. Returns the exit code.
 pub fn mount_main(spec: &MountSpec, target: &Path, ready_fd: Option<i32>) -> i32 {
+    // As a container's server does (and bench/fuse-bench.sh measures this one).
+    crate::monitor::heap::tune_fuse_server();
     let r = mount_and_serve(spec, target, || {
         if let Some(fd) = ready_fd {
             // SAFETY: the caller handed us this fd for our use only.

@@ -15,6 +15,7 @@
 //! socket ([`attach`], served by [`io`]), never through the daemon.
 
 pub mod attach;
+pub mod heap;
 pub mod io;
 pub mod lock;
 pub mod logger;
@@ -262,6 +263,7 @@ impl StatusPipe {
 /// container's outcome was recorded).
 pub fn main(bundle: &Path) -> i32 {
     crate::phase::mark("monitor-main");
+    heap::tune_monitor();
     // Our name as exec gave it (the daemon's, when it re-ran itself as the monitor).
     let exe_name = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
     set_up_process();
@@ -381,6 +383,9 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     }
     crate::phase::mark("container-started");
     pipe.send(&Status::Started { pid: init.as_raw() });
+    // From here on the monitor mostly waits: what the start allocated goes back.
+    drop(spec);
+    heap::trim();
     let mut io = None;
     if logged {
         let streams = match pipes {
