@@ -48,12 +48,10 @@ fn build_facts() {
 fn main() {
     build_facts();
     println!("cargo:rerun-if-changed=build.rs");
-    // The monitor (and its fork, the FUSE server) runs once per container: linked at a
-    // fixed address, the pointers in its .data.rel.ro are resolved by the linker, so
-    // those pages stay clean and are shared by every monitor instead of being relocated,
-    // hence dirtied, in each one (~300 KiB per container; docs/benchmarks.md). Code built
-    // position-independent links fine into a non-PIE executable.
-    println!("cargo:rustc-link-arg-bin=skiff-monitor=-no-pie");
+    // skiff-monitor stays a PIE like every other binary, although its relocated
+    // .data.rel.ro/.got cost ~300 KiB of private memory per container: it (and its
+    // fork, the FUSE server) reads input from the container, and -no-pie would give up
+    // the randomised address of its own code (docs/benchmarks.md, session 6).
     static_bin("src/pid1/main.rs", "skiff_init", "skiff-init");
     // For the tests only (embedded by tests/e2e_units.rs): a process in a container that
     // sends READY=1 to $NOTIFY_SOCKET.

@@ -1,12 +1,10 @@
 //! What each running container costs in memory outside itself (issue 18,
-//! docs/benchmarks.md "Memory per idle container"): the monitor's own program image is
-//! not dirtied by relocations, so its pages are shared by every monitor, and the FUSE
-//! rootfs server's event loops share one malloc arena, whose free pages go back to the
-//! kernel once the server is idle, while what it served was right.
+//! docs/benchmarks.md "Memory per idle container"): the FUSE rootfs server's event
+//! loops share one malloc arena, whose free pages go back to the kernel once the server
+//! is idle, while what it served was right.
 
 mod common;
 
-use std::path::Path;
 
 use common::{stderr, stdout, write_busybox_tar, Env};
 use sha2::Digest;
@@ -90,27 +88,6 @@ fn fuse_server_of(monitor: u32) -> Option<u32> {
     })
 }
 
-/// Sums `fields` (KiB) over the mappings of `pid` that `pick` selects by their path.
-fn smaps_sum(pid: u32, fields: &[&str], pick: impl Fn(&str) -> bool) -> u64 {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-    let mut picked = false;
-    let mut sum = 0;
-    for line in smaps.lines() {
-        let mut words = line.split_whitespace();
-        let first = words.next().unwrap_or_default();
-        if first.contains('-') && !first.ends_with(':') {
-            // A mapping's header: range perms offset dev inode [path].
-            picked = pick(words.nth(4).unwrap_or_default());
-        } else if picked && fields.contains(&first.trim_end_matches(':')) {
-            sum += words
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    sum
-}
-
 /// glibc's per-thread malloc arenas in `pid`: an anonymous read-write mapping at a
 /// 64 MiB boundary followed right away by the inaccessible rest of its reservation.
 fn malloc_arenas(pid: u32) -> usize {
@@ -148,43 +125,6 @@ fn anonymous_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("Anonymous:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("Anonymous in smaps_rollup")
-}
-
-#[test]
-fn monitor_program_pages_are_not_dirtied_by_relocations() {
-    // The binary is linked at a fixed address (ELF type EXEC, not DYN)...
-    let exe = common::bin("skiff-monitor");
-    let head = std::fs::read(&exe).unwrap();
-    assert_eq!(&head[..4], b"\x7fELF", "{}", exe.display());
-    assert_eq!(
-        u16::from_le_bytes([head[16], head[17]]),
-        2,
-        "{} is not linked at a fixed address (-no-pie)",
-        exe.display()
-    );
-    // ...so a running monitor, and its fork the FUSE server, copy few of the pages of
-    // its file: .data and the .got pages holding the C library's symbols (~24 KiB in a
-    // release build, ~100 KiB in a debug one, whose .got is 200 KiB). Relocated as a
-    // PIE, .data.rel.ro and the whole .got were copied: ~330 KiB in a release build,
-    // ~560 KiB in a debug one. Anonymous: the copied pages (Dirty would also count a
-    // freshly installed file's page cache).
-    let (env, _) = fuse_env_with_data();
-    let (monitor, fuse) = idle_container(&env, "mm1");
-    let exe_path = std::fs::read_link(format!("/proc/{monitor}/exe")).unwrap();
-    assert!(
-        exe_path.ends_with("skiff-monitor"),
-        "{}",
-        exe_path.display()
-    );
-    let same_file = |p: &str| Path::new(p) == exe_path;
-    for (what, pid) in [("monitor", monitor), ("FUSE server", fuse)] {
-        let copied = smaps_sum(pid, &["Anonymous"], same_file);
-        assert!(
-            copied <= 160,
-            "the {what}'s program pages: {copied} KiB copied (relocated at start?)"
-        );
-    }
-    assert!(env.skiff(&["rm", "-f", "mm1"]).status.success());
 }
 
 #[test]
