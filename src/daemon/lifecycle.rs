@@ -86,10 +86,15 @@ impl Daemon {
             super::limits::check_available(&limits).await?;
         }
         let defaults = self.settings();
-        if cfg.network.is_none() {
-            cfg.network = Some(defaults.network.to_string());
+        let network_default = cfg.network.is_none();
+        let network_reason = if network_default {
+            let (mode, why) = self.default_network();
+            cfg.network = Some(mode.to_string());
             cfg.validate()?; // ports with a daemon default of none/host
-        }
+            format!("skiffd's default network: {why}")
+        } else {
+            "chosen with --network".to_string()
+        };
         defaults.apply_container_defaults(&mut cfg);
         let store = &self.inner.images;
         let image = store.resolve(&cfg.image)?;
@@ -174,6 +179,8 @@ impl Daemon {
             user,
             user_spec: Some(user_spec.unwrap_or_default()),
             mounts: planned,
+            network_default,
+            network_reason,
             state: State::default(),
         };
         // The directory appears under its final name only once complete.
