@@ -88,7 +88,17 @@ impl Daemon {
         let defaults = self.settings();
         let network_default = cfg.network.is_none();
         let network_reason = if network_default {
-            let (mode, why) = self.default_network();
+            let (mut mode, mut why) = self.default_network();
+            if mode == crate::netns::Mode::Pasta {
+                if let Some(m) = super::network::udp_pasta_loses(&cfg.port_mappings()?) {
+                    mode = crate::netns::Mode::Slirp4netns;
+                    why = format!(
+                        "slirp4netns for this container: it publishes {m}, whose answers \
+                         pasta (Debian 12's 2023.03) loses for loopback clients when the host \
+                         and container ports differ"
+                    );
+                }
+            }
             cfg.network = Some(mode.to_string());
             cfg.validate()?; // ports with a daemon default of none/host
             format!("skiffd's default network: {why}")

@@ -35,6 +35,15 @@ pub fn mode_in_use(rec: &Record) -> Mode {
     }
 }
 
+/// The first IPv4 UDP port of `ports` whose host port differs from (or is chosen apart
+/// from) its container port: pasta 2023.03 (Debian 12) drops the container's answers
+/// to a loopback client of such a port, so a default network is slirp4netns for it.
+pub fn udp_pasta_loses(ports: &[PortMapping]) -> Option<&PortMapping> {
+    ports
+        .iter()
+        .find(|m| m.proto == netns::Proto::Udp && !m.is_ipv6() && m.host_port != m.container_port)
+}
+
 /// Why the container has the network it has (for `inspect`).
 pub fn reason(rec: &Record) -> String {
     match (&rec.state.network_fallback, rec.state.status) {
