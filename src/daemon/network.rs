@@ -232,3 +232,21 @@ pub fn extend_exposed(v: &mut serde_json::Value, rec: &Record, image_exposed: &[
         .collect();
     v["Config"]["ExposedPorts"] = map.into();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ipv4_udp_ports_on_another_host_port_avoid_the_default_pasta() {
+        let p = |s: &str| -> PortMapping { s.parse().unwrap() };
+        assert!(udp_pasta_loses(&[p("8080:80"), p("5353:5353/udp")]).is_none());
+        assert!(udp_pasta_loses(&[p("[::1]:5300:53/udp")]).is_none());
+        assert_eq!(
+            udp_pasta_loses(&[p("80"), p("127.0.0.1:5300:53/udp")]).map(|m| m.host_port),
+            Some(5300)
+        );
+        // A host port skiffd chooses at start may differ too.
+        assert!(udp_pasta_loses(&[p("53/udp")]).is_some());
+    }
+}

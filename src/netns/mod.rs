@@ -301,3 +301,30 @@ pub fn bring_up_loopback() -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn wait_gone_wakes_at_the_end_and_times_out_while_it_runs() {
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        assert!(
+            !wait_gone(pid, Duration::from_millis(50)),
+            "cat ended early"
+        );
+        drop(child.stdin.take()); // end-of-file: cat exits
+        assert!(
+            wait_gone(pid, Duration::from_secs(10)),
+            "cat's end not seen"
+        );
+        // Reaped by wait_gone: nothing is left to wait for.
+        assert!(nix::sys::wait::waitpid(pid, None).is_err());
+    }
+}
