@@ -326,5 +326,6 @@ mod tests {
         );
         // Reaped by wait_gone: nothing is left to wait for.
         assert!(nix::sys::wait::waitpid(pid, None).is_err());
+        assert!(child.wait().is_err(), "cat was not reaped");
     }
 }
