@@ -9,6 +9,12 @@
 # podman (private storage). `iperf3 -s` runs in a container published with
 # -p 127.0.0.1:PORT:5201, and the host's `iperf3 -c 127.0.0.1 -p PORT -t SECONDS -J`
 # measures TCP throughput (bits received by the server) for:
+#   skiff-default-any  skiff's default network (pasta where it works), -p PORT:5201
+#                    (all addresses, the default form): pasta splices a loopback
+#                    client's data and keeps a remote client's address
+#   skiff-default-ext  the same container, the client on the machine's own address
+#                    (not loopback: the path a remote client takes, address kept)
+#   podman-default-any, podman-default-ext  podman's default, -p PORT:5201, likewise
 #   skiff-slirp      skiff + slirp4netns, -p 127.0.0.1:PORT:5201: a loopback host address
 #                    goes through the monitor's splice relay into the container's
 #                    namespace (its clients are the host itself: no address to keep)
@@ -85,18 +91,18 @@ tar -C "$root" --owner=0 --group=0 --numeric-owner -cf "$T/iperf3.tar" .
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 declare -A PORT
-start_skiff() { # NAME NETWORK [HOST_IP]
+start_skiff() { # NAME NETWORK (empty: skiffd's default) [HOST_IP]
     local p ip=${3-127.0.0.1}
     p=$(free_port)
-    "${SKIFF_CLI[@]}" run -d --name "$1" --network "$2" -p "${ip:+$ip:}$p:5201" \
+    "${SKIFF_CLI[@]}" run -d --name "$1" ${2:+--network "$2"} -p "${ip:+$ip:}$p:5201" \
         "$IPERF_IMAGE" /usr/bin/iperf3 -s >/dev/null ||
         { tail -n 20 "$T/skiffd.log" >&2; die "skiff run ($2) failed"; }
     PORT[$1]=$p
 }
-start_podman() { # NAME [NETWORK]
-    local p
+start_podman() { # NAME [NETWORK] [HOST_IP]
+    local p ip=${3-127.0.0.1}
     p=$(free_port)
-    "${PODMAN[@]}" run -d --name "$1" ${2:+--network "$2"} -p "127.0.0.1:$p:5201" \
+    "${PODMAN[@]}" run -d --name "$1" ${2:+--network "$2"} -p "${ip:+$ip:}$p:5201" \
         "localhost/$IPERF_IMAGE" /usr/bin/iperf3 -s >/dev/null || die "podman run ($1) failed"
     PORT[$1]=$p
 }
@@ -108,19 +114,34 @@ start_host() {
     PORT[host]=$p
 }
 
+# The machine's own non-loopback IPv4 address (traffic to it stays on the machine).
+EXT_IP=$(ip -4 -o addr show scope global 2>/dev/null | awk '{ sub(/\/.*/, "", $4); print $4; exit }')
+declare -A CLIENT
+start_skiff skiff-default-any "" ""
 start_skiff skiff-slirp slirp4netns
 start_skiff skiff-slirp-any slirp4netns ""
 start_skiff skiff-pasta pasta
+start_podman podman-default-any "" ""
 start_podman podman-default ""
 start_podman podman-slirp "slirp4netns:port_handler=slirp4netns"
 start_host
-CASES=(skiff-slirp skiff-slirp-any skiff-pasta podman-default podman-slirp host)
+echo "   skiff's default network: $("${SKIFF_CLI[@]}" inspect -f '{{.HostConfig.NetworkMode}}' skiff-default-any)"
+CASES=(skiff-default-any podman-default-any)
+if [ -n "$EXT_IP" ]; then
+    PORT[skiff-default-ext]=${PORT[skiff-default-any]}
+    PORT[podman-default-ext]=${PORT[podman-default-any]}
+    CLIENT[skiff-default-ext]=$EXT_IP
+    CLIENT[podman-default-ext]=$EXT_IP
+    CASES+=(skiff-default-ext podman-default-ext)
+fi
+CASES+=(skiff-slirp skiff-slirp-any skiff-pasta podman-default podman-slirp host)
 
-# measure PORT SECS: prints the Gbit/s the server received (retries while it starts).
+# measure PORT SECS [CLIENT_IP]: prints the Gbit/s the server received (retries while
+# it starts).
 measure() {
     local i
     for i in $(seq 30); do
-        if iperf3 -c 127.0.0.1 -p "$1" -t "$2" -J >"$T/iperf.json" 2>/dev/null; then
+        if iperf3 -c "${3:-127.0.0.1}" -p "$1" -t "$2" -J >"$T/iperf.json" 2>/dev/null; then
             python3 -c 'import json,sys; print("%.3f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e9))' "$T/iperf.json"
             return
         fi
@@ -132,11 +153,11 @@ measure() {
 
 echo "   $(slirp4netns --version | head -1), passt $(dpkg-query -W -f='${Version}' passt 2>/dev/null || echo '?'), $(iperf3 --version | head -1 | cut -d' ' -f1-2), podman storage $PODMAN_DRIVER"
 echo "== warm-up (1 s each)"
-for c in "${CASES[@]}"; do measure "${PORT[$c]}" 1 >/dev/null; done
+for c in "${CASES[@]}"; do measure "${PORT[$c]}" 1 "${CLIENT[$c]-}" >/dev/null; done
 echo "== $ROUNDS rounds of $SECS s each, interleaved"
 for i in $(seq "$ROUNDS"); do
     for c in "${CASES[@]}"; do
-        g=$(measure "${PORT[$c]}" "$SECS")
+        g=$(measure "${PORT[$c]}" "$SECS" "${CLIENT[$c]-}")
         echo "$g" >>"$T/$c.gbps"
         printf '   round %d %-16s %8s Gbit/s\n' "$i" "$c" "$g"
     done
@@ -150,6 +171,9 @@ for c in "${CASES[@]}"; do
 done
 best=${MED[podman-default]}
 if awk -v a="${MED[podman-slirp]}" -v b="$best" 'BEGIN { exit !(a > b) }'; then best=${MED[podman-slirp]}; fi
+echo "   all addresses, loopback client: skiff default / podman default: $(ratio "${MED[skiff-default-any]}" "${MED[podman-default-any]}")x"
+[ -z "$EXT_IP" ] ||
+    echo "   all addresses, client on $EXT_IP: skiff default / podman default: $(ratio "${MED[skiff-default-ext]}" "${MED[podman-default-ext]}")x"
 echo "   skiff-slirp / best podman: $(ratio "${MED[skiff-slirp]}" "$best")x;" \
     "skiff-pasta / best podman: $(ratio "${MED[skiff-pasta]}" "$best")x;" \
     "skiff-slirp-any / podman-slirp: $(ratio "${MED[skiff-slirp-any]}" "${MED[podman-slirp]}")x"

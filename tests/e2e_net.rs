@@ -93,16 +93,100 @@ fn pasta_publishes_tcp_ports() {
     published_tcp_port("pasta", "127.0.0.1");
 }
 
+/// Whether pasta can connect a namespace here (what skiffd's choice of the default
+/// network checks): a trial run in a namespace of its own.
+fn pasta_works_here() -> bool {
+    std::process::Command::new("pasta")
+        .args(["--config-net", "--quiet", "-t", "none", "-u", "none"])
+        .args(["-T", "none", "-U", "none", "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 #[test]
-fn slirp4netns_is_the_default_and_none_has_only_loopback() {
+fn pasta_is_the_default_slirp4netns_on_request_and_none_has_only_loopback() {
     let env = Env::new();
+    let info: serde_json::Value = serde_json::from_str(&run_ok(&env, &["info"])).unwrap();
+    if !pasta_works_here() {
+        // skiffd's fallback: slirp4netns, saying why.
+        assert_eq!(info["network"], "slirp4netns", "{info}");
+        assert!(
+            info["network_reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("pasta"),
+            "{info}"
+        );
+        eprintln!("skiff-test: SKIPPED pasta default: pasta cannot run here");
+        return;
+    }
+    // info: the default and why.
+    assert_eq!(info["network"], "pasta", "{info}");
+    let why = info["network_reason"].as_str().unwrap_or("");
+    assert!(why.starts_with("pasta: installed"), "{info}");
+    assert_eq!(info["config"]["network"]["value"], "pasta", "{info}");
+    assert_eq!(info["config"]["network"]["source"], "default", "{info}");
+    // The default: pasta's copy of the host's interface (no tap0), the container's own
+    // address, slirp4netns's layout.
     let out = run_ok(&env, &["run", "--rm", "demo/busybox", "ip", "-o", "link"]);
-    assert!(out.contains("tap0"), "{out}");
+    assert!(!out.contains("tap0"), "{out}");
     let out = run_ok(
         &env,
         &["run", "--rm", "demo/busybox", "ip", "-o", "-4", "addr"],
     );
     assert!(out.contains("10.0.2.100/24"), "{out}");
+    // inspect: which network, and why.
+    run_ok(
+        &env,
+        &["run", "-d", "--name", "dflt", "demo/busybox", "sleep", "60"],
+    );
+    let v = env.inspect("dflt");
+    assert_eq!(v["HostConfig"]["NetworkMode"], "pasta", "{v}");
+    assert_eq!(v["NetworkSettings"]["NetworkMode"], "pasta", "{v}");
+    let reason = v["NetworkSettings"]["NetworkReason"].as_str().unwrap_or("");
+    assert!(reason.starts_with("skiffd's default network: pasta"), "{v}");
+    assert_eq!(v["NetworkSettings"]["IPAddress"], "10.0.2.100", "{v}");
+    run_ok(&env, &["rm", "-f", "dflt"]);
+    // slirp4netns on request: its tap0.
+    let out = run_ok(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "slirp4netns",
+            "demo/busybox",
+            "ip",
+            "-o",
+            "addr",
+        ],
+    );
+    assert!(out.contains("tap0"), "{out}");
+    assert!(out.contains("10.0.2.100/24"), "{out}");
+    run_ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "slirp",
+            "--network",
+            "slirp4netns",
+            "demo/busybox",
+            "sleep",
+            "60",
+        ],
+    );
+    let v = env.inspect("slirp");
+    assert_eq!(v["HostConfig"]["NetworkMode"], "slirp4netns", "{v}");
+    assert_eq!(
+        v["NetworkSettings"]["NetworkReason"], "chosen with --network",
+        "{v}"
+    );
+    run_ok(&env, &["rm", "-f", "slirp"]);
     let out = run_ok(
         &env,
         &[
@@ -292,9 +376,20 @@ fn host_loopback_is_closed_by_default_and_opens_with_the_option() {
     // `timeout`: pasta (2023.03) may not pass the host's close on to the container, so
     // nc would wait for it after the answer arrived.
     let ask = |host: &str| format!("echo GET / | timeout 5 nc -w 3 {host} {port}; echo nc-exit=$?");
+    // slirp4netns (explicitly: with the default pasta, a connection to 10.0.2.2 without
+    // the option would leave the machine for the real 10.0.2.2).
     let out = run_ok(
         &env,
-        &["run", "--rm", "demo/busybox", "sh", "-c", &ask("10.0.2.2")],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "slirp4netns",
+            "demo/busybox",
+            "sh",
+            "-c",
+            &ask("10.0.2.2"),
+        ],
     );
     assert!(!out.contains("host-secret"), "reached the host: {out}");
     assert!(!out.contains("nc-exit=0"), "{out}");
@@ -308,6 +403,8 @@ fn host_loopback_is_closed_by_default_and_opens_with_the_option() {
         &[
             "run",
             "--rm",
+            "--network",
+            "slirp4netns",
             "--host-loopback",
             "demo/busybox",
             "sh",
@@ -369,6 +466,8 @@ fn resolv_conf_hosts_and_hostname_are_generated() {
         &[
             "run",
             "--rm",
+            "--network",
+            "slirp4netns",
             "-h",
             "box1",
             "--add-host",
@@ -390,6 +489,8 @@ fn resolv_conf_hosts_and_hostname_are_generated() {
         &[
             "run",
             "--rm",
+            "--network",
+            "slirp4netns",
             "--dns",
             "192.0.2.53",
             "--dns-search",

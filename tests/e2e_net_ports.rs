@@ -15,9 +15,13 @@ use net_helpers::*;
 
 const NETWORKS: [&str; 2] = ["slirp4netns", "pasta"];
 
-/// Runs `demo/busybox sh -c script` detached as `name` with `--network network`, `extra`.
+/// Runs `demo/busybox sh -c script` detached as `name` with `--network network` (none
+/// for `default`: skiffd's default), `extra`.
 fn run_server(env: &Env, name: &str, network: &str, extra: &[&str], script: &str) {
-    let mut args = vec!["run", "-d", "--name", name, "--network", network];
+    let mut args = vec!["run", "-d", "--name", name];
+    if network != "default" {
+        args.extend(["--network", network]);
+    }
     args.extend(extra);
     args.extend(["demo/busybox", "sh", "-c", script]);
     run_ok(env, &args);
@@ -30,7 +34,8 @@ fn the_server_sees_the_clients_real_address() {
         return;
     };
     let env = Env::new();
-    for network in NETWORKS {
+    // skiffd's default (pasta where it works) first: `-p HOST:CTR`, the default form.
+    for network in ["default", "slirp4netns", "pasta"] {
         let port = free_port_on(addr);
         let publish = format!("{port}:80");
         run_server(&env, "web", network, &["-p", &publish], HTTPD);
@@ -44,6 +49,80 @@ fn the_server_sees_the_clients_real_address() {
         );
         run_ok(&env, &["rm", "-f", "web"]);
         assert_no_helpers_left(&env);
+    }
+}
+
+#[test]
+fn every_port_form_works_with_the_default_network() {
+    let env = Env::new();
+    let all = free_port();
+    let lo = free_port();
+    let range = free_port_run(2);
+    let mut args = vec![
+        format!("{all}:80"),                    // all addresses, the default form
+        format!("127.0.0.1:{lo}:81"),           // a loopback host address
+        "127.0.0.1::80".to_string(),            // a loopback address, the port chosen
+        "81".to_string(),                       // all addresses, the port chosen
+        format!("{range}-{}:80-81", range + 1), // a range, one forward per port
+    ];
+    let v6 = has_ipv6_loopback();
+    let lo6 = free_port();
+    if v6 {
+        args.push(format!("[::1]:{lo6}:80")); // an IPv6 host address
+    }
+    let mut extra = Vec::new();
+    for a in &args {
+        extra.extend(["-p", a.as_str()]);
+    }
+    run_server(&env, "forms", "default", &extra, HTTPD_80_81);
+    let listed = run_ok(&env, &["port", "forms"]);
+    let chosen = |ctr: &str, ip: &str, not: &[u16]| -> u16 {
+        listed
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{ctr} -> {ip}:")))
+            .filter_map(|p| p.trim().parse::<u16>().ok())
+            .find(|p| !not.contains(p))
+            .unwrap_or_else(|| panic!("no {ctr} on {ip} in `skiff port`: {listed}"))
+    };
+    let lo_chosen = chosen("80/tcp", "127.0.0.1", &[]);
+    let all_chosen = chosen("81/tcp", "0.0.0.0", &[range + 1]);
+    let body80 = "hello-from-container";
+    let body81 = "hello-from-81";
+    let mut cases = vec![
+        (IpAddr::from([127, 0, 0, 1]), all, body80),
+        (IpAddr::from([127, 0, 0, 1]), lo, body81),
+        (IpAddr::from([127, 0, 0, 1]), lo_chosen, body80),
+        (IpAddr::from([127, 0, 0, 1]), all_chosen, body81),
+        (IpAddr::from([127, 0, 0, 1]), range, body80),
+        (IpAddr::from([127, 0, 0, 1]), range + 1, body81),
+    ];
+    if v6 {
+        cases.push((IpAddr::V6(Ipv6Addr::LOCALHOST), lo6, body80));
+    }
+    if let Some(addr) = host_address(false) {
+        // The all-addresses forms answer on the machine's own address too.
+        cases.push((addr, all, body80));
+        cases.push((addr, all_chosen, body81));
+    }
+    for (ip, port, body) in cases {
+        let page = http_get_at(ip, port, "/");
+        assert!(page.contains(body), "{ip} port {port}: {page}\n{listed}");
+    }
+    let v = env.inspect("forms");
+    assert_eq!(
+        v["HostConfig"]["PortBindings"]["80/tcp"]
+            .as_array()
+            .map(Vec::len),
+        Some(if v6 { 4 } else { 3 }),
+        "{v}"
+    );
+    run_ok(&env, &["rm", "-f", "forms"]);
+    assert_no_helpers_left(&env);
+    for port in [all, lo, range] {
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} still answers after rm"
+        );
     }
 }
 
@@ -198,6 +277,8 @@ fn ipv6_host_addresses_are_published() {
     let out = env.skiff(&[
         "run",
         "--rm",
+        "--network",
+        "slirp4netns",
         "-p",
         "[::1]:9999:53/udp",
         "demo/busybox",

@@ -396,14 +396,14 @@ fn network_check() -> Check {
         (Some(_), None) => check(
             NAME,
             Level::Ok,
-            "slirp4netns is installed (pasta is not: --network pasta unavailable)",
-            "sudo apt-get install passt   (for --network pasta)",
+            "slirp4netns is installed (pasta is not: slirp4netns is the default network)",
+            "sudo apt-get install passt   (pasta: the faster default network)",
         ),
         (None, Some(_)) => check(
             NAME,
             Level::Warn,
-            "pasta is installed, slirp4netns (the default network) is not",
-            "sudo apt-get install slirp4netns   (or: skiffd --network pasta)",
+            "pasta is installed, slirp4netns (the fallback network) is not",
+            "sudo apt-get install slirp4netns   (the fallback where pasta cannot start)",
         ),
         (None, None) => check(
             NAME,

@@ -67,6 +67,10 @@ pub struct State {
     /// The user stopped it (no restart policy applies until the user starts it).
     #[serde(default)]
     pub stopped_by_user: bool,
+    /// Why the current (or last) run is connected by slirp4netns in place of its
+    /// default pasta (None: its own mode connects it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_fallback: Option<String>,
     /// The ports published by the current (or last) run, host ports resolved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::netns::PortMapping>,
@@ -118,6 +122,13 @@ pub struct Record {
     /// Its mounts: binds, volumes (anonymous ones named) and tmpfs, image VOLUMEs included.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<super::mounts::Planned>,
+    /// Its network mode is skiffd's default (not named at create): a pasta that cannot
+    /// start is then replaced by slirp4netns.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network_default: bool,
+    /// Why its network mode (`inspect`'s `NetworkSettings.NetworkReason`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network_reason: String,
     /// The state.
     pub state: State,
 }

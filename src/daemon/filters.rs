@@ -118,6 +118,8 @@ mod tests {
             user: (0, 0),
             user_spec: None,
             mounts: Vec::new(),
+            network_default: false,
+            network_reason: String::new(),
             state: State {
                 status,
                 ..Default::default()

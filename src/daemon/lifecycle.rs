@@ -86,10 +86,25 @@ impl Daemon {
             super::limits::check_available(&limits).await?;
         }
         let defaults = self.settings();
-        if cfg.network.is_none() {
-            cfg.network = Some(defaults.network.to_string());
+        let network_default = cfg.network.is_none();
+        let network_reason = if network_default {
+            let (mut mode, mut why) = self.default_network();
+            if mode == crate::netns::Mode::Pasta {
+                if let Some(m) = super::network::udp_pasta_loses(&cfg.port_mappings()?) {
+                    mode = crate::netns::Mode::Slirp4netns;
+                    why = format!(
+                        "slirp4netns for this container: it publishes {m}, whose answers \
+                         pasta (Debian 12's 2023.03) loses for loopback clients when the host \
+                         and container ports differ"
+                    );
+                }
+            }
+            cfg.network = Some(mode.to_string());
             cfg.validate()?; // ports with a daemon default of none/host
-        }
+            format!("skiffd's default network: {why}")
+        } else {
+            "chosen with --network".to_string()
+        };
         defaults.apply_container_defaults(&mut cfg);
         let store = &self.inner.images;
         let image = store.resolve(&cfg.image)?;
@@ -174,6 +189,8 @@ impl Daemon {
             user,
             user_spec: Some(user_spec.unwrap_or_default()),
             mounts: planned,
+            network_default,
+            network_reason,
             state: State::default(),
         };
         // The directory appears under its final name only once complete.

@@ -113,6 +113,9 @@ struct Inner {
     events: broadcast::Sender<Event>,
     execs: exec::ExecTable,
     volumes: volumes::VolumeStore,
+    /// The network mode skiffd chooses when none is configured, and why: found once, by
+    /// a trial of pasta started in the background with the daemon.
+    default_network: Arc<std::sync::OnceLock<(crate::netns::Mode, String)>>,
 }
 
 /// Facts about the daemon for `skiff info`.
@@ -130,6 +133,10 @@ pub struct Info {
     pub storage_driver: String,
     /// Why this storage driver is active.
     pub storage_driver_reason: String,
+    /// The network mode of new containers that name none.
+    pub network: String,
+    /// Why that network mode.
+    pub network_reason: String,
     /// Data directory.
     pub data_dir: String,
     /// Runtime directory.
@@ -200,8 +207,17 @@ impl Daemon {
                 events,
                 execs: Default::default(),
                 volumes,
+                default_network: Default::default(),
             }),
         };
+        if daemon.settings().source("network") == settings::Source::Default {
+            // The trial takes tens of ms: off the start-up path (the first create or
+            // `info` waits for it if it has not ended yet).
+            let d = daemon.clone();
+            std::thread::spawn(move || {
+                d.default_network();
+            });
+        }
         daemon.load_containers();
         daemon.collect_image_garbage();
         daemon.collect_volume_leftovers();
@@ -219,6 +235,11 @@ impl Daemon {
         if self.inner.maps.uid.len() < 2 {
             warnings.push("no subordinate uid range: containers get a single uid".into());
         }
+        let (network, network_reason) = self.default_network();
+        let mut config = settings.describe();
+        if let Some(v) = config.get_mut("network") {
+            v["value"] = network.to_string().into();
+        }
         Info {
             version: env!("CARGO_PKG_VERSION").into(),
             git_commit: env!("SKIFF_GIT_COMMIT").into(),
@@ -226,6 +247,8 @@ impl Daemon {
             os_arch: os_arch(),
             storage_driver: o.driver.to_string(),
             storage_driver_reason: o.driver_reason.clone(),
+            network: network.to_string(),
+            network_reason,
             data_dir: o.paths.data.display().to_string(),
             runtime_dir: o.paths.runtime.display().to_string(),
             uid_map: self.inner.maps.uid.clone(),
@@ -237,8 +260,34 @@ impl Daemon {
                 .collect(),
             keep_id_copies: self.inner.images.keep_id_copies(),
             config_file: settings.file.as_ref().map(|f| f.display().to_string()),
-            config: settings.describe(),
+            config,
             warnings,
+        }
+    }
+
+    /// The network mode of containers that name none, and why: the configured one
+    /// (`network` in skiffd.toml, `--network`), else pasta where it works, else
+    /// slirp4netns ([`crate::netns::choose`]).
+    pub fn default_network(&self) -> (crate::netns::Mode, String) {
+        let s = self.settings();
+        match s.source("network") {
+            settings::Source::Default => self
+                .inner
+                .default_network
+                .get_or_init(|| {
+                    let (mode, why) = crate::netns::choose::choose_default();
+                    tracing::info!("default network: {why}");
+                    (mode, why)
+                })
+                .clone(),
+            settings::Source::Flag => (s.network, "chosen with skiffd --network".into()),
+            _ => (
+                s.network,
+                match &s.file {
+                    Some(f) => format!("chosen in {}", f.display()),
+                    None => "configured".into(),
+                },
+            ),
         }
     }
 

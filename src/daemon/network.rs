@@ -26,6 +26,38 @@ pub fn mode_of(rec: &Record) -> Mode {
         .unwrap_or(Mode::None)
 }
 
+/// The mode that connects the container now: its own, or slirp4netns when that
+/// replaced a default pasta that could not start (see [`netns::connect`]).
+pub fn mode_in_use(rec: &Record) -> Mode {
+    match (&rec.state.network_fallback, rec.state.status) {
+        (Some(_), Status::Running) => Mode::Slirp4netns,
+        _ => mode_of(rec),
+    }
+}
+
+/// The first IPv4 UDP port of `ports` whose host port differs from (or is chosen apart
+/// from) its container port: pasta 2023.03 (Debian 12) drops the container's answers
+/// to a loopback client of such a port, so a default network is slirp4netns for it.
+pub fn udp_pasta_loses(ports: &[PortMapping]) -> Option<&PortMapping> {
+    ports
+        .iter()
+        .find(|m| m.proto == netns::Proto::Udp && !m.is_ipv6() && m.host_port != m.container_port)
+}
+
+/// Why the container has the network it has (for `inspect`).
+pub fn reason(rec: &Record) -> String {
+    match (&rec.state.network_fallback, rec.state.status) {
+        (Some(why), Status::Running) => format!("{}; this run: {why}", rec.network_reason),
+        _ => rec.network_reason.clone(),
+    }
+}
+
+/// After a start: why the monitor connected slirp4netns in place of the default pasta
+/// (the file it left in `bundle`), if it did.
+pub fn fallback_of(bundle: &Path) -> Option<String> {
+    std::fs::read_to_string(bundle.join(netns::FALLBACK_FILE)).ok()
+}
+
 /// Prepares the network of a start: the ports to publish (the requested ones, then the
 /// image's exposed ports with `publish-all`), checked and with free host ports chosen;
 /// the generated files in `bundle`; and the monitor's plan (`None` without a helper).
@@ -74,11 +106,16 @@ pub fn prepare(
         host_loopback: rec.config.host_loopback,
     };
     netns::files::write_all(bundle, &params).map_err(net_error)?;
+    let fallback = rec.network_default && mode == Mode::Pasta;
     let plan = mode.has_helper().then(|| NetPlan {
         mode,
         ports: ports.clone(),
         host_loopback: rec.config.host_loopback,
         run_dir: bundle.to_path_buf(),
+        fallback,
+        // Asked once by skiffd rather than by each monitor (a fork and exec less on
+        // the start's critical path).
+        slirp_flags: (mode == Mode::Slirp4netns || fallback).then(netns::slirp::supported_flags),
     });
     Ok((plan, ports))
 }
@@ -128,7 +165,7 @@ pub fn extend_inspect(v: &mut serde_json::Value, rec: &Record) {
             }
         }
     }
-    let mode = mode_of(rec);
+    let mode = mode_in_use(rec);
     v["HostConfig"]["NetworkMode"] = mode.as_str().into();
     v["HostConfig"]["PortBindings"] = bindings.into();
     v["HostConfig"]["PublishAllPorts"] = rec.config.publish_all.into();
@@ -159,6 +196,8 @@ pub fn extend_inspect(v: &mut serde_json::Value, rec: &Record) {
         );
     }
     v["NetworkSettings"] = serde_json::json!({
+        "NetworkMode": mode.as_str(),
+        "NetworkReason": reason(rec),
         "Ports": ports,
         "IPAddress": ip,
         "IPPrefixLen": prefix,
@@ -192,4 +231,22 @@ pub fn extend_exposed(v: &mut serde_json::Value, rec: &Record, image_exposed: &[
         .map(|k| (k, serde_json::json!({})))
         .collect();
     v["Config"]["ExposedPorts"] = map.into();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ipv4_udp_ports_on_another_host_port_avoid_the_default_pasta() {
+        let p = |s: &str| -> PortMapping { s.parse().unwrap() };
+        assert!(udp_pasta_loses(&[p("8080:80"), p("5353:5353/udp")]).is_none());
+        assert!(udp_pasta_loses(&[p("[::1]:5300:53/udp")]).is_none());
+        assert_eq!(
+            udp_pasta_loses(&[p("80"), p("127.0.0.1:5300:53/udp")]).map(|m| m.host_port),
+            Some(5300)
+        );
+        // A host port skiffd chooses at start may differ too.
+        assert!(udp_pasta_loses(&[p("53/udp")]).is_some());
+    }
 }

@@ -156,8 +156,14 @@ impl Daemon {
                 crate::phase::mark("started-reported");
                 super::strays::crash_point("container-started");
                 self.mark_volumes_seeded(&rec);
+                let fallback = if rec.network_default {
+                    super::network::fallback_of(&bundle)
+                } else {
+                    None
+                };
                 let rec = c.update(|r| {
                     r.state.status = Status::Running;
+                    r.state.network_fallback = fallback;
                     r.state.pid = pid as u32;
                     r.state.monitor_pid = monitor_pid;
                     r.state.ports = ports;

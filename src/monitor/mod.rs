@@ -369,8 +369,16 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
                 .map_err(|e| runtime::Error::Setup(format!("cgroup: {e}")))?;
         }
         if let Some(plan) = &cfg.network {
-            net = crate::netns::connect(plan, pid.as_raw())
+            let conn = crate::netns::connect(plan, pid.as_raw())
                 .map_err(|e| runtime::Error::Setup(e.to_string()))?;
+            if let Some(why) = &conn.fallback {
+                // Read by skiffd when the start is reported (inspect shows it).
+                let path = bundle.join(crate::netns::FALLBACK_FILE);
+                if let Err(e) = fsutil::replace_file(&path, why.as_bytes()) {
+                    tracing::warn!("{}: {e}", path.display());
+                }
+            }
+            net = conn.helper;
             crate::phase::mark("network-connected");
         }
         Ok(())

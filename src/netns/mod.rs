@@ -1,12 +1,14 @@
 //! Container networking. Every mode but `host` gives the container a network namespace
-//! of its own, with loopback brought up by the container's init. `slirp4netns` (the
-//! default) and `pasta` connect that namespace to the host in userspace: the monitor
+//! of its own, with loopback brought up by the container's init. `pasta` (the default
+//! where it works, see [`choose`]) and `slirp4netns` connect that namespace to the host
+//! in userspace: the monitor
 //! starts the helper from outside, after the namespaces exist and before the container's
 //! command runs ([`connect`]), adds the published ports, and stops it when the container
 //! ends. [`files`] generates resolv.conf, hosts and hostname; [`ports`] parses and checks
 //! published ports; [`forward`] and [`connector`] relay the ports slirp4netns does not
 //! forward itself (loopback and IPv6 host addresses).
 
+pub mod choose;
 pub mod connector;
 pub mod files;
 pub mod forward;
@@ -75,10 +77,10 @@ impl Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// A namespace connected by slirp4netns (the default).
+    /// A namespace connected by slirp4netns (the fallback default: see [`choose`]).
     #[default]
     Slirp4netns,
-    /// A namespace connected by pasta.
+    /// A namespace connected by pasta (the default where it works: see [`choose`]).
     Pasta,
     /// A namespace with loopback only.
     None,
@@ -137,6 +139,26 @@ pub struct NetPlan {
     pub host_loopback: bool,
     /// Where the helper's socket, pid file and log go (the runtime bundle).
     pub run_dir: PathBuf,
+    /// The mode is skiffd's default, not the container's choice: when pasta cannot
+    /// start, connect with slirp4netns instead (and say why, [`Connection::fallback`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fallback: bool,
+    /// The optional flags slirp4netns understands, found by skiffd once (None: the
+    /// monitor asks slirp4netns itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slirp_flags: Option<Vec<String>>,
+}
+
+/// The file in the bundle that says why a container's default pasta was replaced by
+/// slirp4netns (written by the monitor before it reports the start).
+pub const FALLBACK_FILE: &str = "network-fallback";
+
+/// A connected namespace.
+pub struct Connection {
+    /// The helper (None for modes without one); dropping it stops it.
+    pub helper: Option<Box<dyn Helper>>,
+    /// Why slirp4netns connects it in place of the default pasta, when it does.
+    pub fallback: Option<String>,
 }
 
 /// A running network helper; stopped (process ended, files removed) on drop.
@@ -146,13 +168,67 @@ pub trait Helper {
 }
 
 /// Connects the network namespace of `pid` as `plan` says: starts the helper, waits
-/// until it is ready and publishes the ports. `None` for modes without a helper.
-pub fn connect(plan: &NetPlan, pid: i32) -> Result<Option<Box<dyn Helper>>, Error> {
-    Ok(match plan.mode {
-        Mode::Slirp4netns => Some(Box::new(slirp::start(plan, pid)?)),
-        Mode::Pasta => Some(Box::new(pasta::start(plan, pid)?)),
-        Mode::None | Mode::Host => None,
+/// until it is ready and publishes the ports. A default pasta that fails is replaced
+/// by slirp4netns (`plan.fallback`); the failure is logged and returned.
+pub fn connect(plan: &NetPlan, pid: i32) -> Result<Connection, Error> {
+    let helper: Box<dyn Helper> = match plan.mode {
+        Mode::Slirp4netns => Box::new(slirp::start(plan, pid)?),
+        Mode::Pasta => match pasta::start(plan, pid) {
+            Ok(p) => Box::new(p),
+            Err(e) if plan.fallback => {
+                let why = format!("pasta failed ({e}), slirp4netns used instead");
+                tracing::warn!("network: {why}");
+                let helper = Box::new(slirp::start(plan, pid)?);
+                return Ok(Connection {
+                    helper: Some(helper),
+                    fallback: Some(why),
+                });
+            }
+            Err(e) => return Err(e),
+        },
+        Mode::None | Mode::Host => {
+            return Ok(Connection {
+                helper: None,
+                fallback: None,
+            })
+        }
+    };
+    Ok(Connection {
+        helper: Some(helper),
+        fallback: None,
     })
+}
+
+/// Waits until process `pid` has ended (and reaps it when it is our child); false when
+/// it still runs after `timeout`. Woken by the process's end (a pidfd), not by polling.
+pub fn wait_gone(pid: nix::unistd::Pid, timeout: Duration) -> bool {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let reaped = |pid| match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        // Not our child: gone when it cannot be signalled.
+        Err(_) => nix::sys::signal::kill(pid, None).is_err(),
+    };
+    if reaped(pid) {
+        return true;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if raw < 0 {
+        // No pidfds (old kernel) or the process is gone already.
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if reaped(pid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        return reaped(pid);
+    }
+    // SAFETY: a fresh descriptor from pidfd_open that we own (close-on-exec by default).
+    let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    wait_readable(&fd, timeout);
+    reaped(pid)
 }
 
 /// Waits until `fd` is readable (or closed); false on timeout.
@@ -224,4 +300,32 @@ pub fn bring_up_loopback() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn wait_gone_wakes_at_the_end_and_times_out_while_it_runs() {
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        assert!(
+            !wait_gone(pid, Duration::from_millis(50)),
+            "cat ended early"
+        );
+        drop(child.stdin.take()); // end-of-file: cat exits
+        assert!(
+            wait_gone(pid, Duration::from_secs(10)),
+            "cat's end not seen"
+        );
+        // Reaped by wait_gone: nothing is left to wait for.
+        assert!(nix::sys::wait::waitpid(pid, None).is_err());
+        assert!(child.wait().is_err(), "cat was not reaped");
+    }
 }

@@ -35,6 +35,9 @@ pub fn has_ipv6_default_route() -> bool {
         .unwrap_or(false)
 }
 
+/// How long pasta may take to end after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A running pasta.
 pub struct Pasta {
     pid: Option<Pid>,
@@ -51,16 +54,10 @@ pub fn port_spec(m: &PortMapping) -> String {
     }
 }
 
-/// The command-line arguments (without the program name) for `plan` and target `pid`.
-pub fn args(plan: &NetPlan, pid: i32, pidfile: &str, log: &str) -> Vec<String> {
-    let mut a: Vec<String> = vec![
-        "--config-net".into(),
-        "--quiet".into(),
-        "--pid".into(),
-        pidfile.into(),
-        "--log-file".into(),
-        log.into(),
-    ];
+/// The options every pasta of skiff's gets: configure the namespace, quietly, with the
+/// container's own address (see [`args`]).
+pub fn base_args() -> Vec<String> {
+    let mut a: Vec<String> = vec!["--config-net".into(), "--quiet".into()];
     // An address of the container's own rather than a copy of the host's (pasta's
     // default): pasta shows a client that connects from the host's address as coming
     // from the gateway when the container has that address too. With its own one the
@@ -79,6 +76,21 @@ pub fn args(plan: &NetPlan, pid: i32, pidfile: &str, log: &str) -> Vec<String> {
     if has_ipv6_default_route() {
         a.extend(["--address", ADDR6, "--gateway", GATEWAY6].map(String::from));
     }
+    a
+}
+
+/// pasta's stderr without its syslog noise, on one line.
+pub fn stderr_summary(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The command-line arguments (without the program name) for `plan` and target `pid`.
+pub fn args(plan: &NetPlan, pid: i32, pidfile: &str, log: &str) -> Vec<String> {
+    let mut a = base_args();
+    a.extend(["--pid", pidfile, "--log-file", log].map(String::from));
     if !plan.host_loopback {
         // No gateway-to-host mapping, and no forwarding of the host's bound ports into
         // the namespace: the host's loopback services stay out of reach.
@@ -140,11 +152,7 @@ pub fn start(plan: &NetPlan, pid: i32) -> Result<Pasta, Error> {
         .and_then(|s| s.trim().parse::<i32>().ok())
         .map(Pid::from_raw);
     if !out.status.success() || pasta.pid.is_none() {
-        let stderr: String = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let stderr = stderr_summary(&String::from_utf8_lossy(&out.stderr));
         let why = if stderr.is_empty() {
             read_log(&pasta.log)
         } else {
@@ -164,30 +172,10 @@ impl Helper for Pasta {
     fn stop(&mut self) {
         if let Some(pid) = self.pid.take() {
             let _ = kill(pid, Signal::SIGTERM);
-            // It is our child now (we are a subreaper): reap it, or kill it for good.
-            let mut gone = false;
-            for _ in 0..200 {
-                match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                    Ok(nix::sys::wait::WaitStatus::StillAlive) => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    Ok(_) => {
-                        gone = true;
-                        break;
-                    }
-                    // Not our child (no subreaper): it is gone when kill(0) fails.
-                    Err(_) => {
-                        if kill(pid, None).is_err() {
-                            gone = true;
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                }
-            }
-            if !gone {
+            // It is our child now (we are a subreaper): wait for its end, and reap it.
+            if !super::wait_gone(pid, STOP_TIMEOUT) {
                 let _ = kill(pid, Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(pid, None);
+                super::wait_gone(pid, STOP_TIMEOUT);
             }
         }
         let _ = std::fs::remove_file(&self.pidfile);
@@ -215,6 +203,8 @@ mod tests {
             ],
             host_loopback: false,
             run_dir: PathBuf::from("/x"),
+            fallback: false,
+            slirp_flags: None,
         };
         let a = args(&plan, 42, "/x/p", "/x/l").join(" ");
         assert!(a.contains("-t 127.0.0.1/8080:80"), "{a}");

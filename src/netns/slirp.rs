@@ -32,6 +32,8 @@ pub const DNS_ADDR: &str = "10.0.2.3";
 pub const HOST_ADDR: &str = "10.0.2.2";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long slirp4netns may take to end once its exit fd is closed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 const API_NAME: &str = "slirp4netns.sock";
 
 /// A running slirp4netns.
@@ -44,8 +46,14 @@ pub struct Slirp {
     relay: Option<Relay>,
 }
 
-/// Which optional flags this slirp4netns understands (from its `--help`).
-fn supported_flags() -> Vec<&'static str> {
+/// Which optional flags this slirp4netns understands (from its `--help`), asked once
+/// per process (skiffd passes them to each monitor in the plan).
+pub fn supported_flags() -> Vec<String> {
+    static FLAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    FLAGS.get_or_init(ask_flags).clone()
+}
+
+fn ask_flags() -> Vec<String> {
     let help = Command::new("slirp4netns")
         .arg("--help")
         .stdin(Stdio::null())
@@ -63,6 +71,7 @@ fn supported_flags() -> Vec<&'static str> {
     ]
     .into_iter()
     .filter(|f| help.contains(f))
+    .map(String::from)
     .collect()
 }
 
@@ -77,11 +86,14 @@ pub fn start(plan: &NetPlan, pid: i32) -> Result<Slirp, Error> {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     let (exit_r, exit_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
-    let flags = supported_flags();
+    let flags = match &plan.slirp_flags {
+        Some(f) => f.clone(),
+        None => supported_flags(),
+    };
     let mut cmd = Command::new("slirp4netns");
     cmd.args(["--configure", "--mtu=65520"]);
     for f in &flags {
-        if *f == "--disable-host-loopback" && plan.host_loopback {
+        if f == "--disable-host-loopback" && plan.host_loopback {
             continue;
         }
         cmd.arg(f);
@@ -243,15 +255,8 @@ impl Helper for Slirp {
         // End-of-file on the exit fd makes slirp4netns quit; wait for it, then clean up.
         self.exit_w.take();
         if let Some(mut child) = self.child.take() {
-            let mut waited = false;
-            for _ in 0..200 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    waited = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if !waited {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            if !super::wait_gone(pid, STOP_TIMEOUT) {
                 let _ = child.kill();
                 let _ = child.wait();
             }
