@@ -107,8 +107,23 @@ fn pasta_works_here() -> bool {
 }
 
 #[test]
-fn pasta_is_the_default_slirp4netns_on_request_and_none_has_only_loopback() {
-    let env = Env::new();
+fn auto_makes_pasta_the_default_slirp4netns_on_request_and_none_has_only_loopback() {
+    let mut env = Env::new();
+    // Without a setting the default is slirp4netns, and info says how to get pasta.
+    let info: serde_json::Value = serde_json::from_str(&run_ok(&env, &["info"])).unwrap();
+    assert_eq!(info["network"], "slirp4netns", "{info}");
+    assert!(
+        info["network_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("network = \"auto\""),
+        "{info}"
+    );
+    let out = run_ok(&env, &["run", "--rm", "demo/busybox", "ip", "-o", "link"]);
+    assert!(out.contains("tap0"), "{out}");
+    // `network = "auto"` (here the flag): pasta where a trial run works.
+    env.stop_daemon();
+    env.start_daemon_with(&["--network", "auto"]);
     let info: serde_json::Value = serde_json::from_str(&run_ok(&env, &["info"])).unwrap();
     if !pasta_works_here() {
         // skiffd's fallback: slirp4netns, saying why.
@@ -127,8 +142,8 @@ fn pasta_is_the_default_slirp4netns_on_request_and_none_has_only_loopback() {
     assert_eq!(info["network"], "pasta", "{info}");
     let why = info["network_reason"].as_str().unwrap_or("");
     assert!(why.starts_with("pasta: installed"), "{info}");
-    assert_eq!(info["config"]["network"]["value"], "pasta", "{info}");
-    assert_eq!(info["config"]["network"]["source"], "default", "{info}");
+    assert_eq!(info["config"]["network"]["value"], "auto", "{info}");
+    assert_eq!(info["config"]["network"]["source"], "flag", "{info}");
     // The default: pasta's copy of the host's interface (no tap0), the container's own
     // address, slirp4netns's layout.
     let out = run_ok(&env, &["run", "--rm", "demo/busybox", "ip", "-o", "link"]);

@@ -39,7 +39,9 @@ fn the_default_network_falls_back_to_slirp4netns_where_pasta_fails() {
         &pasta,
         "#!/bin/sh\necho 'External interface not usable (simulated)' >&2\nexit 1\n",
     );
-    let env = Env::new();
+    let mut env = Env::new();
+    env.stop_daemon();
+    env.start_daemon_with(&["--network", "auto"]);
     let info: serde_json::Value = serde_json::from_str(&run_ok(&env, &["info"])).unwrap();
     assert_eq!(info["network"], "slirp4netns", "{info}");
     let why = info["network_reason"].as_str().unwrap_or("");
@@ -67,7 +69,9 @@ fn the_default_network_falls_back_to_slirp4netns_where_pasta_fails() {
             real_pasta.display()
         ),
     );
-    let env = Env::new();
+    let mut env = Env::new();
+    env.stop_daemon();
+    env.start_daemon_with(&["--network", "auto"]);
     let info: serde_json::Value = serde_json::from_str(&run_ok(&env, &["info"])).unwrap();
     if info["network"] != "pasta" {
         eprintln!("skiff-test: SKIPPED the monitor's fallback: pasta cannot run here: {info}");

@@ -210,7 +210,7 @@ impl Daemon {
                 default_network: Default::default(),
             }),
         };
-        if daemon.settings().source("network") == settings::Source::Default {
+        if daemon.settings().network_auto {
             // The trial takes tens of ms: off the start-up path (the first create or
             // `info` waits for it if it has not ended yet).
             let d = daemon.clone();
@@ -270,8 +270,8 @@ impl Daemon {
     /// slirp4netns ([`crate::netns::choose`]).
     pub fn default_network(&self) -> (crate::netns::Mode, String) {
         let s = self.settings();
-        match s.source("network") {
-            settings::Source::Default => self
+        if s.network_auto {
+            return self
                 .inner
                 .default_network
                 .get_or_init(|| {
@@ -279,7 +279,17 @@ impl Daemon {
                     tracing::info!("default network: {why}");
                     (mode, why)
                 })
-                .clone(),
+                .clone();
+        }
+        match s.source("network") {
+            settings::Source::Default => (
+                s.network,
+                "slirp4netns: the default (network = \"auto\" in skiffd.toml makes pasta the \
+                 default where it works: published ports at near loopback speed that keep \
+                 the client's address, for a slower start and more memory per container; \
+                 docs/configuration.md)"
+                    .into(),
+            ),
             settings::Source::Flag => (s.network, "chosen with skiffd --network".into()),
             _ => (
                 s.network,

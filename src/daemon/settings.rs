@@ -122,6 +122,9 @@ pub struct Settings {
     pub storage_driver: Option<RootfsDriver>,
     /// The network mode of new containers that do not name one.
     pub network: Mode,
+    /// `network = "auto"`: pasta where a trial run shows it works, else slirp4netns
+    /// (`network` then holds the fallback).
+    pub network_auto: bool,
     /// The log filter (tracing's EnvFilter syntax).
     pub log_level: String,
     /// Mirrors of docker.io (`host[:port]`), tried in order before it.
@@ -216,6 +219,7 @@ impl Settings {
         Ok(Settings {
             storage_driver: None,
             network: Mode::Slirp4netns,
+            network_auto: false,
             log_level,
             registry_mirrors: Vec::new(),
             insecure_registries: Vec::new(),
@@ -257,11 +261,12 @@ impl Settings {
             });
         }
         if let Some(v) = f.network {
-            let m = v
-                .get_ref()
-                .parse()
-                .map_err(|e: String| at(v.span(), key("network") + &e))?;
-            self.set("network", Source::File, |s| s.network = m);
+            let (m, auto) =
+                parse_network(v.get_ref()).map_err(|e| at(v.span(), key("network") + &e))?;
+            self.set("network", Source::File, |s| {
+                s.network = m;
+                s.network_auto = auto;
+            });
         }
         if let Some(v) = f.log_level {
             check_log_level(v.get_ref())
@@ -333,8 +338,11 @@ impl Settings {
             });
         }
         if let Some(v) = &f.network {
-            let m = v.parse().map_err(|e| bad("network", e))?;
-            self.set("network", Source::Flag, |s| s.network = m);
+            let (m, auto) = parse_network(v).map_err(|e| bad("network", e))?;
+            self.set("network", Source::Flag, |s| {
+                s.network = m;
+                s.network_auto = auto;
+            });
         }
         if let Some(v) = &f.log_level {
             check_log_level(v).map_err(|e| bad("log-level", e))?;
@@ -407,6 +415,7 @@ impl Settings {
         use serde_json::json;
         match key {
             "storage-driver" => json!(self.storage_driver.map(|d| d.to_string())),
+            "network" if self.network_auto => json!("auto"),
             "network" => json!(self.network.to_string()),
             "log-level" => json!(self.log_level),
             "registry-mirrors" => json!(self.registry_mirrors),
@@ -543,3 +552,14 @@ fn check_log_opts(opts: &BTreeMap<String, String>) -> Result<(), String> {
 #[cfg(test)]
 #[path = "settings_tests.rs"]
 mod tests;
+
+/// A `network` value: a mode, or `auto` (pasta where it works, with slirp4netns as the
+/// fallback).
+fn parse_network(v: &str) -> Result<(Mode, bool), String> {
+    if v == "auto" {
+        return Ok((Mode::Slirp4netns, true));
+    }
+    v.parse()
+        .map(|m| (m, false))
+        .map_err(|e: String| format!("{e}, or auto (pasta where it works, else slirp4netns)"))
+}
