@@ -1,10 +1,12 @@
 //! `skiff build`: a Dockerfile built into an image, docker's classic builder re-made.
 //!
-//! The context arrives as a tar on a descriptor and is extracted once (as the user,
-//! with the layer unpacker's refusals) into the store's `tmp/`. Each instruction makes
-//! an image: RUN runs a container of the current image through the normal runtime
-//! (same security defaults) and commits its changes ([`super::commit`]); COPY/ADD write
-//! a layer tar of the sources; the other instructions only change the configuration.
+//! The context arrives as a tar on a descriptor and is kept as that one tar in the
+//! build's directory under the store's `tmp/`, indexed as it streams in
+//! ([`context`]): nothing is unpacked. Each instruction makes an image: RUN runs a
+//! container of the current image through the normal runtime (same security defaults)
+//! and commits its changes ([`super::commit`]); COPY/ADD write a layer of the sources,
+//! the blob and the store's layer tree in one pass; the other instructions only change
+//! the configuration.
 //! Each step's image is found again by the cache key (parent image, instruction after
 //! substitution, build args for RUN, file checksums for COPY/ADD) in
 //! `build-cache.json` of the store, so a rebuild reuses every step before the first
@@ -13,8 +15,10 @@
 
 pub(crate) mod cache;
 pub mod config_steps;
+pub(crate) mod context;
 pub mod copy;
 mod heredoc;
+mod layer_stream;
 pub mod parser;
 mod steps;
 
@@ -22,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::commit::NewLayer;
@@ -149,33 +153,29 @@ impl Daemon {
             .root()
             .join("tmp")
             .join(format!("build-{}", image::store::random_hex()?));
-        let ctx = dir.join("context");
-        std::fs::create_dir_all(&ctx).map_err(|e| Error::io(&ctx, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let _cleanup = DirGuard(Some(dir.clone()));
         let mut out = Out(Some(File::from(output)));
-        let ctx2 = ctx.clone();
+        let tar = dir.join("context.tar");
         progress.start_reading(None);
         let reader = CountingReader::new(File::from(context), progress.clone());
-        tokio::task::spawn_blocking(move || {
-            let opts = image::UnpackOptions {
-                preserve_ownership: false,
-                whiteouts: false,
-                ..image::UnpackOptions::default()
-            };
-            image::unpack_layer(reader, &ctx2, &opts)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| {
-            if progress.is_cancelled() {
-                Error::Cancelled
-            } else {
-                Error::InvalidArgument(format!("the build context: {e}"))
-            }
-        })?;
+        let ctx = tokio::task::spawn_blocking(move || context::Context::receive(reader, &tar))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| {
+                if progress.is_cancelled() {
+                    Error::Cancelled
+                } else {
+                    Error::InvalidArgument(format!("the build context: {e}"))
+                }
+            })?;
+        let ctx = Ctx {
+            index: Arc::new(ctx),
+            dir: dir.clone(),
+        };
         let text = match &opts.dockerfile {
             Some(t) => t.clone(),
-            None => read_in_context(&ctx, "Dockerfile").map_err(|e| {
+            None => ctx.index.read_file("Dockerfile").map_err(|e| {
                 Error::InvalidArgument(format!(
                     "the build context has no Dockerfile ({e}): add one or give -f"
                 ))
@@ -183,8 +183,7 @@ impl Daemon {
         };
         let df = parser::parse(&text, &opts.dockerfile_name)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let ignore =
-            copy::Ignore::parse(&read_in_context(&ctx, ".dockerignore").unwrap_or_default());
+        let ignore = copy::Ignore::parse(&ctx.index.read_file(".dockerignore").unwrap_or_default());
         let _gc = self.gc_shared_lock().await?;
         let result = self
             .run_build(&df, &opts, &ctx, &ignore, &mut out, &progress)
@@ -212,7 +211,7 @@ impl Daemon {
         &self,
         df: &parser::Dockerfile,
         opts: &BuildOptions,
-        ctx: &Path,
+        ctx: &Ctx,
         ignore: &copy::Ignore,
         out: &mut Out,
         progress: &Arc<Progress>,
@@ -386,7 +385,7 @@ impl Daemon {
         opts: &BuildOptions,
         escape: char,
         global: &BTreeMap<String, String>,
-        ctx: &Path,
+        ctx: &Ctx,
         ignore: &copy::Ignore,
         built: &[(Option<String>, Option<ImageRecord>)],
         out: &mut Out,
@@ -572,19 +571,15 @@ impl Daemon {
     }
 }
 
-/// Reads a regular file of the context (never through a symlink).
-fn read_in_context(ctx: &Path, name: &str) -> std::io::Result<String> {
-    let p = ctx.join(name);
-    let m = std::fs::symlink_metadata(&p)?;
-    if !m.is_file() {
-        return Err(std::io::Error::other(format!(
-            "{name} is not a regular file"
-        )));
-    }
-    std::fs::read_to_string(p)
+/// The build's context: its index (and tar), and the build's directory.
+pub(crate) struct Ctx {
+    /// The context's index.
+    pub(crate) index: Arc<context::Context>,
+    /// The build's directory (the context tar, fetched URLs).
+    pub(crate) dir: PathBuf,
 }
 
-/// Removes the build's directory (the extracted context: the user's own files).
+/// Removes the build's directory (the context tar: the user's own files).
 struct DirGuard(Option<PathBuf>);
 
 impl Drop for DirGuard {
