@@ -136,6 +136,7 @@ impl Daemon {
         opts: BuildOptions,
         progress: Arc<Progress>,
     ) -> Result<ImageRecord, Error> {
+        crate::phase::mark("build-start");
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
         }
@@ -169,6 +170,7 @@ impl Daemon {
                     Error::InvalidArgument(format!("the build context: {e}"))
                 }
             })?;
+        crate::phase::mark("build-context-read");
         let ctx = Ctx {
             index: Arc::new(ctx),
             dir: dir.clone(),
@@ -195,6 +197,7 @@ impl Daemon {
                 return Err(e);
             }
         };
+        crate::phase::mark("build-steps-done");
         if !progress.enter_commit() {
             return Err(Error::Cancelled);
         }
@@ -203,6 +206,7 @@ impl Daemon {
             out.line(&format!("Successfully tagged {}", t));
             let _ = r;
         }
+        crate::phase::mark("build-tagged");
         out.line(&format!("Successfully built {}", &rec.id[..12]));
         self.inner.images.resolve(&rec.id).map_err(Error::from)
     }
@@ -279,6 +283,7 @@ impl Daemon {
                     return Err(Error::Cancelled);
                 }
                 step += 1;
+                crate::phase::mark2("build-step", &i.cmd);
                 let line = format!("STEP {step}/{total}: {}", i.original);
                 out.line(&line);
                 progress.begin_step(u32::try_from(step).unwrap_or(u32::MAX), &line);
@@ -520,16 +525,23 @@ impl Daemon {
         st: &mut State,
         out: &mut Out,
     ) -> Result<bool, Error> {
-        if opts.no_cache || cache::lookup(&self.inner.images, key).is_none() {
+        if opts.no_cache {
             return Ok(false);
         }
-        self.use_cached(key, st, out)?;
+        let Some(img) = cache::lookup(&self.inner.images, key) else {
+            return Ok(false);
+        };
+        self.move_to_cached(img, st, out)?;
         Ok(true)
     }
 
     fn use_cached(&self, key: &str, st: &mut State, out: &mut Out) -> Result<(), Error> {
         let img = cache::lookup(&self.inner.images, key)
             .ok_or_else(|| Error::Internal("a cached step vanished".into()))?;
+        self.move_to_cached(img, st, out)
+    }
+
+    fn move_to_cached(&self, img: ImageRecord, st: &mut State, out: &mut Out) -> Result<(), Error> {
         st.cfg = Derived::new(Some(
             &self.inner.images.read_blob(&format!("sha256:{}", img.id))?,
         ))?;
