@@ -147,9 +147,33 @@ impl Read for DataReader<'_> {
 }
 
 impl Context {
-    /// Reads the context tar from `input` to its end, writing it to the new file
-    /// `tar_path` (mode 0600) and indexing it in the same pass.
-    pub(crate) fn receive(input: impl Read, tar_path: &Path) -> Result<Context, Error> {
+    /// Reads the context tar (plain or gzip) from `input` to its end, writing it (as a
+    /// plain tar) to the new file `tar_path` (mode 0600) and indexing it in the same
+    /// pass.
+    pub(crate) fn receive(mut input: impl Read, tar_path: &Path) -> Result<Context, Error> {
+        let mut head = [0u8; 4];
+        let mut n = 0;
+        while n < head.len() {
+            match input.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err("reading the tar")(e)),
+            }
+        }
+        let stream = io::Cursor::new(head[..n].to_vec()).chain(input);
+        if head[..n].starts_with(&[0x1f, 0x8b]) {
+            Self::receive_tar(flate2::read::MultiGzDecoder::new(stream), tar_path)
+        } else if head[..n] == [0x28, 0xb5, 0x2f, 0xfd] {
+            Err(Error::Invalid(
+                "it is zstd-compressed: send it as a plain or gzip-compressed tar".into(),
+            ))
+        } else {
+            Self::receive_tar(stream, tar_path)
+        }
+    }
+
+    fn receive_tar(input: impl Read, tar_path: &Path) -> Result<Context, Error> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -177,3 +177,18 @@ fn devices_and_fifos_are_left_out() {
     assert!(ctx.get(Path::new("fifo")).is_none());
     assert_eq!(content(&ctx, "f"), b"data");
 }
+
+#[test]
+fn a_gzip_context_is_kept_as_the_plain_tar() {
+    use std::io::Write as _;
+    let mut b = tar::Builder::new(Vec::new());
+    file(&mut b, "Dockerfile", b"FROM y\n", 0o644);
+    let plain = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let (d, ctx) = receive(&gz.finish().unwrap());
+    assert_eq!(ctx.unwrap().read_file("Dockerfile").unwrap(), "FROM y\n");
+    assert_eq!(fs_read(&d.path().join("context.tar")), plain);
+    let (_d, r) = receive(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0]);
+    assert!(r.unwrap_err().to_string().contains("zstd"));
+}
