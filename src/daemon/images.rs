@@ -248,12 +248,27 @@ impl Daemon {
         digest: &str,
         watch: Option<(&Progress, usize)>,
     ) -> Result<(Staging, UnpackStats), Error> {
-        let store = &self.inner.images;
-        let path = store.blob_path(digest)?;
+        let path = self.inner.images.blob_path(digest)?;
         let blob = File::open(&path).map_err(|e| Error::io(&path, e))?;
         // A duplicate shares the file offset with the helper's stdin: its position is
         // how far the helper has read.
         let offset = blob.try_clone().ok();
+        let watch = watch.zip(offset).map(|((p, slot), f)| (p, slot, f));
+        self.unpack_from(blob, &format!("layer {digest}"), watch)
+            .await
+    }
+
+    /// Extracts the layer tar read from `input` (a blob, or a pipe a writer streams it
+    /// into) into a fresh staging directory with the unpack helper; on failure the
+    /// staging directory is removed. `what` names the layer in messages. With `watch`,
+    /// the offset of its file is reported as the extraction of that layer slot.
+    pub(crate) async fn unpack_from(
+        &self,
+        input: File,
+        what: &str,
+        watch: Option<(&Progress, usize, File)>,
+    ) -> Result<(Staging, UnpackStats), Error> {
+        let store = &self.inner.images;
         let staging = store.new_staging()?;
         let guard = StagingGuard {
             daemon: self.clone(),
@@ -264,24 +279,27 @@ impl Daemon {
             &self.inner.opts.exe,
             "__unpack",
             &self.inner.maps_json,
-            &format!("unpack {digest}"),
+            &format!("unpack {what}"),
         )?;
         cmd.arg(&staging.diff)
             .envs(self.settings().layer_limit_envs())
-            .stdin(Stdio::from(blob))
+            .stdin(Stdio::from(input))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let run = cmd.output();
+        let spawned = cmd.spawn();
+        // The input is the helper's alone now (a pipe's writer sees its end if it dies).
+        drop(cmd);
+        let run = async move { spawned?.wait_with_output().await };
         tokio::pin!(run);
         let mut tick = tokio::time::interval(UNPACK_TICK);
         let out = loop {
             tokio::select! {
                 out = &mut run => break out,
                 _ = tick.tick() => {
-                    if let (Some((p, slot)), Some(f)) = (watch, &offset) {
+                    if let Some((p, slot, f)) = &watch {
                         if let Ok(pos) = nix::unistd::lseek(f.as_fd(), 0, nix::unistd::Whence::SeekCur) {
-                            p.extract_position(slot, u64::try_from(pos).unwrap_or(0));
+                            p.extract_position(*slot, u64::try_from(pos).unwrap_or(0));
                         }
                     }
                 }
@@ -301,21 +319,21 @@ impl Daemon {
         match result {
             Ok(UnpackResult::Ok(stats)) if out.status.success() => {
                 for w in &stats.warnings {
-                    tracing::warn!("layer {digest}: {w}");
-                    if let Some((p, _)) = watch {
-                        p.warn(format!("layer {digest}: {w}"));
+                    tracing::warn!("{what}: {w}");
+                    if let Some((p, _, _)) = &watch {
+                        p.warn(format!("{what}: {w}"));
                     }
                 }
                 Ok((staging, stats))
             }
             Ok(UnpackResult::Err(msg)) => {
                 self.remove_tree(&staging.dir).await;
-                Err(Error::ImportFailed(format!("layer {digest}: {msg}")))
+                Err(Error::ImportFailed(format!("{what}: {msg}")))
             }
             _ => {
                 self.remove_tree(&staging.dir).await;
                 Err(Error::ImportFailed(format!(
-                    "the unpack helper failed on layer {digest} ({}): {}",
+                    "the unpack helper failed on {what} ({}): {}",
                     out.status,
                     String::from_utf8_lossy(&out.stderr).trim()
                 )))

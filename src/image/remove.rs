@@ -46,8 +46,11 @@ impl ImageStore {
         let mut index = self.load_index()?;
         let id = resolve_in(&index, source)?;
         let tag = target.to_string();
-        index.tags.insert(tag, id.clone());
-        self.save_index(&index)?;
+        // Already so (a rebuild's tag): nothing to write.
+        if index.tags.get(&tag) != Some(&id) {
+            index.tags.insert(tag, id.clone());
+            self.save_index(&index)?;
+        }
         record(&index, &id).ok_or(Error::NoSuchImage { reference: id })
     }
 

@@ -2,7 +2,9 @@
 //! classic builder: the parent image, the instruction after substitution, and for
 //! RUN its build-arg environment, for COPY/ADD the sources' checksum) to the image that
 //! step made. Shared by every build; an entry whose image is gone is a miss. Losing an
-//! entry (two builds writing at once) only costs a rebuild of that step.
+//! entry (two builds writing at once, or a crash of the machine: the files are replaced
+//! by rename without fsync, as the runtime directory's) only costs a rebuild of that
+//! step, or shows an intermediate image in `images`.
 //!
 //! `build-parents.json` maps each step's image to the image it was built on, so that
 //! `skiff images` can hide the untagged intermediate images (docker's rule: an untagged
@@ -59,7 +61,7 @@ pub(crate) fn store(store: &ImageStore, key: &str, id: &str, parent: Option<&str
         parents.insert(id.to_string(), p.to_string());
     }
     for (file, m) in [(FILE, &map), (PARENTS, &parents)] {
-        if let Err(e) = crate::fsutil::atomic_write_json(&store.root().join(file), m) {
+        if let Err(e) = crate::fsutil::replace_file_json(&store.root().join(file), m) {
             tracing::warn!("writing the build cache ({file}): {e}");
         }
     }

@@ -1,7 +1,8 @@
-//! COPY and ADD of a build: the sources (from the extracted build context, minus what
+//! COPY and ADD of a build: the sources (from the build context's index, minus what
 //! `.dockerignore` excludes, or from another stage's or image's layers) resolved without
 //! following symlinks, written as one layer tar placed by docker's rules, and the
-//! checksum of the files and their metadata that keys the cache.
+//! checksum of the files and their metadata that keys the cache (for context files,
+//! from the hashes the index took as the context streamed in: nothing is read again).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -9,14 +10,16 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tar::{Builder, EntryType, Header, HeaderMode};
+use tar::{Builder, EntryType, Header};
+
+use super::context::{Context, Kind, Node};
 
 /// Where COPY reads from.
 pub(crate) enum SourceRoot<'a> {
-    /// The extracted build context, with the `.dockerignore` patterns.
+    /// The build context's index, with the `.dockerignore` patterns.
     Context {
-        /// Its directory.
-        dir: &'a Path,
+        /// The context.
+        ctx: &'a Context,
         /// The ignore patterns.
         ignore: &'a Ignore,
     },
@@ -24,13 +27,81 @@ pub(crate) enum SourceRoot<'a> {
     Layers(&'a [PathBuf]),
 }
 
+/// Where a file to copy is.
+#[derive(Debug, Clone)]
+pub(crate) enum Src {
+    /// A path on the host (a layer tree's file, a fetched URL).
+    Host(PathBuf),
+    /// An entry of the build context (its data is in the context tar).
+    Context(Node),
+}
+
 /// One file to copy: where it is and where it goes in the layer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Item {
-    /// Its path on the host.
-    pub(crate) host: PathBuf,
+    /// Where it is.
+    pub(crate) src: Src,
     /// Its name in the layer (relative to `/`).
     pub(crate) dest: PathBuf,
+}
+
+/// What a source is (the metadata a layer entry takes from it).
+#[derive(Debug)]
+pub(crate) struct Meta {
+    /// Its type.
+    pub(crate) kind: Kind,
+    /// Whether it is a device, FIFO or socket (never copied).
+    pub(crate) special: bool,
+    /// Its permission bits.
+    pub(crate) mode: u32,
+    /// Its data's size.
+    pub(crate) size: u64,
+    /// Its modification time.
+    pub(crate) mtime: u64,
+}
+
+impl Src {
+    /// Its metadata (never through a symlink).
+    pub(crate) fn meta(&self) -> io::Result<Meta> {
+        match self {
+            Src::Context(n) => Ok(Meta {
+                kind: n.kind.clone(),
+                special: false,
+                mode: n.mode,
+                size: n.size,
+                mtime: n.mtime,
+            }),
+            Src::Host(p) => {
+                let m = fs::symlink_metadata(p)?;
+                let ft = m.file_type();
+                let kind = if ft.is_symlink() {
+                    Kind::Symlink(fs::read_link(p)?)
+                } else if ft.is_dir() {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                };
+                Ok(Meta {
+                    kind,
+                    special: !(ft.is_symlink() || ft.is_dir() || ft.is_file()),
+                    mode: m.mode() & 0o7777,
+                    size: if ft.is_file() { m.len() } else { 0 },
+                    mtime: u64::try_from(m.mtime()).unwrap_or(0),
+                })
+            }
+        }
+    }
+
+    /// Opens its data (a regular file).
+    pub(crate) fn open<'a>(&self, ctx: Option<&'a Context>) -> io::Result<Box<dyn Read + 'a>> {
+        match (self, ctx) {
+            (Src::Host(p), _) => Ok(Box::new(File::open(p)?)),
+            (Src::Context(n), Some(c)) => Ok(Box::new(c.data(n))),
+            (Src::Context(_), None) => Err(io::Error::other(
+                "a build context file without the build context",
+            )),
+        }
+    }
 }
 
 /// The owner and mode COPY gives.
@@ -59,26 +130,30 @@ pub(crate) fn clean_source(src: &str) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// Resolves `rel` under `root` without following symlinks on the way (a symlink as the
-/// last component is the link itself).
-fn resolve_in_dir(root: &Path, rel: &Path, src: &str) -> Result<Option<PathBuf>, String> {
-    let mut cur = root.to_path_buf();
+/// Resolves `rel` in the context without following symlinks on the way (a symlink as
+/// the last component is the link itself).
+fn resolve_in_context<'a>(
+    ctx: &'a Context,
+    rel: &Path,
+    src: &str,
+) -> Result<Option<&'a Node>, String> {
+    let mut cur = PathBuf::new();
     let comps: Vec<_> = rel.components().collect();
     for (i, c) in comps.iter().enumerate() {
         cur.push(c);
-        match fs::symlink_metadata(&cur) {
-            Err(_) => return Ok(None),
-            Ok(m) if m.file_type().is_symlink() && i + 1 < comps.len() => {
+        match ctx.get(&cur) {
+            None => return Ok(None),
+            Some(n) if matches!(n.kind, Kind::Symlink(_)) && i + 1 < comps.len() => {
                 return Err(format!(
                     "COPY source {src:?} goes through the symlink {}: symlinks in the build \
                      context are copied as links, never followed",
-                    comps[..=i].iter().collect::<PathBuf>().display()
+                    cur.display()
                 ))
             }
-            Ok(_) => {}
+            Some(_) => {}
         }
     }
-    Ok(Some(cur))
+    Ok(ctx.get(&cur))
 }
 
 /// Matches one path segment against a pattern segment with `*` and `?`.
@@ -196,24 +271,25 @@ fn collect_one(
     dest_is_dir: bool,
     items: &mut Vec<Item>,
 ) -> Result<(), String> {
-    let host = match root {
-        SourceRoot::Context { dir, ignore } => {
+    let found = match root {
+        SourceRoot::Context { ctx, ignore } => {
             if !rel.as_os_str().is_empty() && ignore.excluded(rel) {
                 return Err(format!("COPY source {src:?} is excluded by .dockerignore"));
             }
-            resolve_in_dir(dir, rel, src)?
+            resolve_in_context(ctx, rel, src)?.map(|n| Src::Context(n.clone()))
         }
-        SourceRoot::Layers(layers) => {
-            if rel.as_os_str().is_empty() {
-                layers.first().cloned()
-            } else {
-                crate::image::layer_diff::Lower { layers }.lookup(rel)
-            }
+        SourceRoot::Layers(layers) => if rel.as_os_str().is_empty() {
+            layers.first().cloned()
+        } else {
+            crate::image::layer_diff::Lower { layers }.lookup(rel)
         }
+        .map(Src::Host),
     };
-    let host = host.ok_or_else(|| format!("COPY source {src:?}: no such file or directory"))?;
-    let meta = fs::symlink_metadata(&host).map_err(|e| format!("COPY source {src:?}: {e}"))?;
-    if meta.is_dir() {
+    let src_at = found.ok_or_else(|| format!("COPY source {src:?}: no such file or directory"))?;
+    let meta = src_at
+        .meta()
+        .map_err(|e| format!("COPY source {src:?}: {e}"))?;
+    if meta.kind == Kind::Dir {
         // A directory's contents go into the destination.
         walk(root, rel, dest, items)
     } else {
@@ -221,7 +297,10 @@ fn collect_one(
             (true, Some(n)) => dest.join(n),
             _ => dest.to_path_buf(),
         };
-        items.push(Item { host, dest: target });
+        items.push(Item {
+            src: src_at,
+            dest: target,
+        });
         Ok(())
     }
 }
@@ -229,13 +308,11 @@ fn collect_one(
 /// The names in directory `rel` of the source root, sorted, minus ignored ones.
 fn list(root: &SourceRoot<'_>, rel: &Path) -> Result<Vec<String>, String> {
     let mut names: Vec<String> = match root {
-        SourceRoot::Context { dir, ignore } => {
-            let d = resolve_in_dir(dir, rel, &rel.display().to_string())?
+        SourceRoot::Context { ctx, ignore } => {
+            resolve_in_context(ctx, rel, &rel.display().to_string())?
                 .ok_or_else(|| format!("{}: no such directory", rel.display()))?;
-            fs::read_dir(&d)
-                .map_err(|e| format!("{}: {e}", rel.display()))?
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
+            ctx.children(rel)
+                .into_iter()
                 .filter(|n| !ignore.excluded(&rel.join(n)))
                 .collect()
         }
@@ -257,24 +334,27 @@ fn walk(
 ) -> Result<(), String> {
     for name in list(root, rel)? {
         let r = rel.join(&name);
-        let host = match root {
-            SourceRoot::Context { dir, .. } => dir.join(&r),
+        let src = match root {
+            SourceRoot::Context { ctx, .. } => match ctx.get(&r) {
+                Some(n) => Src::Context(n.clone()),
+                None => continue,
+            },
             SourceRoot::Layers(layers) => {
                 match (crate::image::layer_diff::Lower { layers }).lookup(&r) {
-                    Some(h) => h,
+                    Some(h) => Src::Host(h),
                     None => continue,
                 }
             }
         };
-        let Ok(m) = fs::symlink_metadata(&host) else {
+        let Ok(m) = src.meta() else {
             continue;
         };
         let d = dest.join(&name);
         items.push(Item {
-            host: host.clone(),
+            src,
             dest: d.clone(),
         });
-        if m.is_dir() {
+        if m.kind == Kind::Dir {
             walk(root, &r, &d, items)?;
         }
     }
@@ -282,41 +362,60 @@ fn walk(
 }
 
 /// The checksum of the items: names, types, modes, sizes, link targets and contents
-/// (not times, as docker's).
+/// (not times, as docker's). A context file's content is its hash in the index; a
+/// host file is read.
 pub(crate) fn checksum(items: &[Item]) -> Result<String, String> {
     let mut h = Sha256::new();
     for it in items {
-        let m =
-            fs::symlink_metadata(&it.host).map_err(|e| format!("{}: {e}", it.host.display()))?;
+        let m = it
+            .src
+            .meta()
+            .map_err(|e| format!("{}: {e}", it.dest.display()))?;
         h.update(it.dest.as_os_str().as_encoded_bytes());
         h.update([0]);
-        h.update(format!("{:o} {} ", m.mode(), m.len()).as_bytes());
-        if m.file_type().is_symlink() {
-            let t = fs::read_link(&it.host).map_err(|e| e.to_string())?;
-            h.update(t.as_os_str().as_encoded_bytes());
-        } else if m.is_file() {
-            let mut f = File::open(&it.host).map_err(|e| format!("{}: {e}", it.host.display()))?;
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = f.read(&mut buf).map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
+        let ty = match (&m.kind, m.special) {
+            (_, true) => 's',
+            (Kind::Dir, _) => 'd',
+            (Kind::File, _) => 'f',
+            (Kind::Symlink(_), _) => 'l',
+        };
+        h.update(format!("{ty} {:o} {} ", m.mode, m.size).as_bytes());
+        match (&m.kind, &it.src) {
+            (Kind::Symlink(t), _) => h.update(t.as_os_str().as_encoded_bytes()),
+            (Kind::File, Src::Context(n)) => h.update(n.hash),
+            (Kind::File, Src::Host(p)) if !m.special => {
+                let mut f = File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let mut fh = Sha256::new();
+                io::copy(&mut f, &mut HashInto(&mut fh)).map_err(|e| e.to_string())?;
+                h.update(fh.finalize());
             }
+            _ => {}
         }
         h.update([0]);
     }
     Ok(crate::image::hex(&h.finalize()))
 }
 
+/// A writer feeding a hasher.
+struct HashInto<'a>(&'a mut Sha256);
+
+impl Write for HashInto<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The bytes of the regular files among the items (what [`append_items`] copies).
 pub(crate) fn file_bytes(items: &[Item]) -> u64 {
     items
         .iter()
-        .filter_map(|it| fs::symlink_metadata(&it.host).ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
+        .filter_map(|it| it.src.meta().ok())
+        .filter(|m| m.kind == Kind::File && !m.special)
+        .map(|m| m.size)
         .sum()
 }
 
@@ -337,11 +436,13 @@ impl<R: Read> Read for Counted<'_, R> {
 
 /// Appends the items to the layer tar `b`, after `dirs` (directories to create first,
 /// e.g. the destination, owned by the placement's owner), with the placement's owner
-/// and mode. `copied` is told the bytes of file contents as they are written.
+/// and mode; context files are read from `ctx`. `copied` is told the bytes of file
+/// contents as they are written.
 pub(crate) fn append_items<W: Write>(
     b: &mut Builder<W>,
     dirs: &[PathBuf],
     items: &[Item],
+    ctx: Option<&Context>,
     place: Placement,
     copied: &dyn Fn(u64) -> io::Result<()>,
 ) -> io::Result<()> {
@@ -357,31 +458,40 @@ pub(crate) fn append_items<W: Write>(
         b.append_data(&mut h, d, io::empty())?;
     }
     for it in items {
-        let m = fs::symlink_metadata(&it.host)?;
+        let m = it.src.meta()?;
+        if m.special {
+            // Devices, sockets and fifos are not copied.
+            continue;
+        }
         let mut h = Header::new_gnu();
-        h.set_metadata_in_mode(&m, HeaderMode::Complete);
+        h.set_mode(match (&m.kind, place.mode) {
+            (Kind::Symlink(_), _) | (_, None) => m.mode,
+            (_, Some(mode)) => mode,
+        });
+        h.set_mtime(m.mtime);
         h.set_uid(place.owner.0);
         h.set_gid(place.owner.1);
-        if let Some(mode) = place.mode {
-            if !m.file_type().is_symlink() {
-                h.set_mode(mode);
+        match &m.kind {
+            Kind::Symlink(t) => {
+                h.set_entry_type(EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, &it.dest, t)?;
+            }
+            Kind::File => {
+                h.set_entry_type(EntryType::Regular);
+                h.set_size(m.size);
+                let f = Counted {
+                    inner: it.src.open(ctx)?.take(m.size),
+                    copied,
+                };
+                b.append_data(&mut h, &it.dest, f)?;
+            }
+            Kind::Dir => {
+                h.set_entry_type(EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, &it.dest, io::empty())?;
             }
         }
-        let ft = m.file_type();
-        if ft.is_symlink() {
-            h.set_size(0);
-            b.append_link(&mut h, &it.dest, fs::read_link(&it.host)?)?;
-        } else if ft.is_file() {
-            let f = Counted {
-                inner: File::open(&it.host)?.take(m.len()),
-                copied,
-            };
-            b.append_data(&mut h, &it.dest, f)?;
-        } else if ft.is_dir() {
-            h.set_size(0);
-            b.append_data(&mut h, &it.dest, io::empty())?;
-        }
-        // Devices, sockets and fifos of a context are not copied.
     }
     Ok(())
 }
@@ -401,27 +511,135 @@ mod tests {
         assert!(!i.excluded(Path::new("src/main.rs")));
     }
 
+    /// A context of (name, data or `@target` for a symlink) entries.
+    fn context(entries: &[(&str, &str)]) -> (tempfile::TempDir, Context) {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = Header::new_gnu();
+            h.set_mode(0o644);
+            if let Some(t) = data.strip_prefix('@') {
+                h.set_entry_type(EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, name, t).unwrap();
+            } else {
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, name, data.as_bytes()).unwrap();
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        let bytes = b.into_inner().unwrap();
+        let ctx = Context::receive(&bytes[..], &d.path().join("c.tar")).unwrap();
+        (d, ctx)
+    }
+
     #[test]
     fn dotdot_is_refused_and_symlinks_not_followed() {
         assert!(clean_source("../x").is_err());
         assert!(clean_source("a/../../x").is_err());
         assert_eq!(clean_source("./a/../b").unwrap(), Path::new("b"));
-        let d = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink("/etc", d.path().join("out")).unwrap();
+        let (_d, ctx) = context(&[("out", "@/etc"), ("loop", "@loop")]);
         let ig = Ignore::default();
         let root = SourceRoot::Context {
-            dir: d.path(),
+            ctx: &ctx,
             ignore: &ig,
         };
         let mut items = Vec::new();
         let e = collect(&root, "out/passwd", Path::new("x"), false, &mut items).unwrap_err();
         assert!(e.contains("never followed"), "{e}");
+        let e = collect(&root, "loop/x", Path::new("x"), false, &mut items).unwrap_err();
+        assert!(e.contains("never followed"), "{e}");
         // The link itself is copied as a link.
         collect(&root, "out", Path::new("x"), false, &mut items).unwrap();
-        assert_eq!(items.len(), 1);
-        assert!(fs::symlink_metadata(&items[0].host)
-            .unwrap()
-            .file_type()
-            .is_symlink());
+        collect(&root, "loop", Path::new("y"), false, &mut items).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[0].src.meta().unwrap().kind,
+            Kind::Symlink(PathBuf::from("/etc"))
+        );
+        assert_eq!(
+            items[1].src.meta().unwrap().kind,
+            Kind::Symlink(PathBuf::from("loop"))
+        );
+    }
+
+    #[test]
+    fn the_checksum_follows_contents_names_and_modes_and_globs_use_the_index() {
+        let sum = |entries: &[(&str, &str)], src: &str| {
+            let (_d, ctx) = context(entries);
+            let ig = Ignore::parse("d/*.log\n");
+            let root = SourceRoot::Context {
+                ctx: &ctx,
+                ignore: &ig,
+            };
+            let mut items = Vec::new();
+            collect(&root, src, Path::new("app"), true, &mut items).unwrap();
+            let names: Vec<String> = items.iter().map(|i| i.dest.display().to_string()).collect();
+            (checksum(&items).unwrap(), names, file_bytes(&items))
+        };
+        let base = [("d/a", "1"), ("d/b", "22"), ("d/x.log", "l"), ("e", "3")];
+        let (s1, names, bytes) = sum(&base, "d");
+        assert_eq!(names, ["app/a", "app/b"]);
+        assert_eq!(bytes, 3);
+        // Same content again: same sum; an ignored file changed: same sum.
+        assert_eq!(sum(&base, "d").0, s1);
+        let ignored = [("d/a", "1"), ("d/b", "22"), ("d/x.log", "L"), ("e", "3")];
+        assert_eq!(sum(&ignored, "d").0, s1);
+        // One byte of one copied file changed: another sum.
+        let changed = [("d/a", "1"), ("d/b", "23"), ("d/x.log", "l"), ("e", "3")];
+        assert_ne!(sum(&changed, "d").0, s1);
+        let renamed = [("d/a", "1"), ("d/c", "22"), ("d/x.log", "l"), ("e", "3")];
+        assert_ne!(sum(&renamed, "d").0, s1);
+        let (_, names, _) = sum(&base, "d/?");
+        assert_eq!(names, ["app/a", "app/b"]);
+    }
+
+    #[test]
+    fn layer_entries_carry_the_context_data() {
+        let (_d, ctx) = context(&[("f", "hello"), ("l", "@f")]);
+        let ig = Ignore::default();
+        let root = SourceRoot::Context {
+            ctx: &ctx,
+            ignore: &ig,
+        };
+        let mut items = Vec::new();
+        collect(&root, ".", Path::new("app"), true, &mut items).unwrap();
+        let mut b = Builder::new(Vec::new());
+        let place = Placement {
+            owner: (7, 8),
+            mode: Some(0o700),
+        };
+        append_items(
+            &mut b,
+            &[PathBuf::from("app")],
+            &items,
+            Some(&ctx),
+            place,
+            &|_| Ok(()),
+        )
+        .unwrap();
+        let bytes = b.into_inner().unwrap();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let mut seen = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut data = String::new();
+            e.read_to_string(&mut data).unwrap();
+            let h = e.header();
+            seen.push(format!(
+                "{} {:o} {}:{} {data}{}",
+                e.path().unwrap().display(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                e.link_name()
+                    .unwrap()
+                    .map(|l| format!("-> {}", l.display()))
+                    .unwrap_or_default()
+            ));
+        }
+        assert_eq!(
+            seen,
+            ["app 755 7:8 ", "app/f 700 7:8 hello", "app/l 777 7:8 -> f"]
+        );
     }
 }

@@ -1,10 +1,12 @@
 //! `skiff build`: a Dockerfile built into an image, docker's classic builder re-made.
 //!
-//! The context arrives as a tar on a descriptor and is extracted once (as the user,
-//! with the layer unpacker's refusals) into the store's `tmp/`. Each instruction makes
-//! an image: RUN runs a container of the current image through the normal runtime
-//! (same security defaults) and commits its changes ([`super::commit`]); COPY/ADD write
-//! a layer tar of the sources; the other instructions only change the configuration.
+//! The context arrives as a tar on a descriptor and is kept as that one tar in the
+//! build's directory under the store's `tmp/`, indexed as it streams in
+//! ([`context`]): nothing is unpacked. Each instruction makes an image: RUN runs a
+//! container of the current image through the normal runtime (same security defaults)
+//! and commits its changes ([`super::commit`]); COPY/ADD write a layer of the sources,
+//! the blob and the store's layer tree in one pass; the other instructions only change
+//! the configuration.
 //! Each step's image is found again by the cache key (parent image, instruction after
 //! substitution, build args for RUN, file checksums for COPY/ADD) in
 //! `build-cache.json` of the store, so a rebuild reuses every step before the first
@@ -13,8 +15,10 @@
 
 pub(crate) mod cache;
 pub mod config_steps;
+pub(crate) mod context;
 pub mod copy;
 mod heredoc;
+mod layer_stream;
 mod output;
 pub mod parser;
 mod steps;
@@ -22,7 +26,7 @@ mod steps;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::commit::NewLayer;
@@ -106,6 +110,7 @@ impl Daemon {
         opts: BuildOptions,
         progress: Arc<Progress>,
     ) -> Result<ImageRecord, Error> {
+        crate::phase::mark("build-start");
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
         }
@@ -123,33 +128,30 @@ impl Daemon {
             .root()
             .join("tmp")
             .join(format!("build-{}", image::store::random_hex()?));
-        let ctx = dir.join("context");
-        std::fs::create_dir_all(&ctx).map_err(|e| Error::io(&ctx, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let _cleanup = DirGuard(Some(dir.clone()));
         let mut out = Out::new(File::from(output));
-        let ctx2 = ctx.clone();
+        let tar = dir.join("context.tar");
         progress.start_reading(None);
         let reader = CountingReader::new(File::from(context), progress.clone());
-        tokio::task::spawn_blocking(move || {
-            let opts = image::UnpackOptions {
-                preserve_ownership: false,
-                whiteouts: false,
-                ..image::UnpackOptions::default()
-            };
-            image::unpack_layer(reader, &ctx2, &opts)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| {
-            if progress.is_cancelled() {
-                Error::Cancelled
-            } else {
-                Error::InvalidArgument(format!("the build context: {e}"))
-            }
-        })?;
+        let ctx = tokio::task::spawn_blocking(move || context::Context::receive(reader, &tar))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| {
+                if progress.is_cancelled() {
+                    Error::Cancelled
+                } else {
+                    Error::InvalidArgument(format!("the build context: {e}"))
+                }
+            })?;
+        crate::phase::mark("build-context-read");
+        let ctx = Ctx {
+            index: Arc::new(ctx),
+            dir: dir.clone(),
+        };
         let text = match &opts.dockerfile {
             Some(t) => t.clone(),
-            None => read_in_context(&ctx, "Dockerfile").map_err(|e| {
+            None => ctx.index.read_file("Dockerfile").map_err(|e| {
                 Error::InvalidArgument(format!(
                     "the build context has no Dockerfile ({e}): add one or give -f"
                 ))
@@ -157,8 +159,7 @@ impl Daemon {
         };
         let df = parser::parse(&text, &opts.dockerfile_name)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let ignore =
-            copy::Ignore::parse(&read_in_context(&ctx, ".dockerignore").unwrap_or_default());
+        let ignore = copy::Ignore::parse(&ctx.index.read_file(".dockerignore").unwrap_or_default());
         // The images the build uses stay while it runs (rmi refuses them); the store's
         // collection lock is taken only around each step's store writes.
         let what = match opts.tags.first() {
@@ -176,6 +177,7 @@ impl Daemon {
                 return Err(e);
             }
         };
+        crate::phase::mark("build-steps-done");
         if !progress.enter_commit() {
             return Err(Error::Cancelled);
         }
@@ -184,6 +186,7 @@ impl Daemon {
             out.line(&format!("Successfully tagged {}", t));
             let _ = r;
         }
+        crate::phase::mark("build-tagged");
         out.line(&format!("Successfully built {}", &rec.id[..12]));
         self.inner.images.resolve(&rec.id).map_err(Error::from)
     }
@@ -193,7 +196,7 @@ impl Daemon {
         &self,
         df: &parser::Dockerfile,
         opts: &BuildOptions,
-        ctx: &Path,
+        ctx: &Ctx,
         ignore: &copy::Ignore,
         out: &mut Out,
         progress: &Arc<Progress>,
@@ -262,6 +265,7 @@ impl Daemon {
                     return Err(Error::Cancelled);
                 }
                 step += 1;
+                crate::phase::mark2("build-step", &i.cmd);
                 let line = format!("STEP {step}/{total}: {}", i.original);
                 out.line(&line);
                 progress.begin_step(u32::try_from(step).unwrap_or(u32::MAX), &line);
@@ -378,7 +382,7 @@ impl Daemon {
         opts: &BuildOptions,
         escape: char,
         global: &BTreeMap<String, String>,
-        ctx: &Path,
+        ctx: &Ctx,
         ignore: &copy::Ignore,
         built: &[(Option<String>, Option<ImageRecord>)],
         out: &mut Out,
@@ -518,10 +522,13 @@ impl Daemon {
         st: &mut State,
         out: &mut Out,
     ) -> Result<bool, Error> {
-        if opts.no_cache || cache::lookup(&self.inner.images, key).is_none() {
+        if opts.no_cache {
             return Ok(false);
         }
-        self.use_cached(key, st, out)?;
+        let Some(img) = cache::lookup(&self.inner.images, key) else {
+            return Ok(false);
+        };
+        self.move_to_cached(img, st, out)?;
         Ok(true)
     }
 
@@ -529,6 +536,10 @@ impl Daemon {
         let img = cache::lookup(&self.inner.images, key)
             .and_then(|img| self.inner.images.resolve_leased(&img.id, &st.lease).ok())
             .ok_or_else(|| Error::Internal("a cached step vanished".into()))?;
+        self.move_to_cached(img, st, out)
+    }
+
+    fn move_to_cached(&self, img: ImageRecord, st: &mut State, out: &mut Out) -> Result<(), Error> {
         st.cfg = Derived::new(Some(
             &self.inner.images.read_blob(&format!("sha256:{}", img.id))?,
         ))?;
@@ -572,19 +583,15 @@ impl Daemon {
     }
 }
 
-/// Reads a regular file of the context (never through a symlink).
-fn read_in_context(ctx: &Path, name: &str) -> std::io::Result<String> {
-    let p = ctx.join(name);
-    let m = std::fs::symlink_metadata(&p)?;
-    if !m.is_file() {
-        return Err(std::io::Error::other(format!(
-            "{name} is not a regular file"
-        )));
-    }
-    std::fs::read_to_string(p)
+/// The build's context: its index (and tar), and the build's directory.
+pub(crate) struct Ctx {
+    /// The context's index.
+    pub(crate) index: Arc<context::Context>,
+    /// The build's directory (the context tar, fetched URLs).
+    pub(crate) dir: PathBuf,
 }
 
-/// Removes the build's directory (the extracted context: the user's own files).
+/// Removes the build's directory (the context tar: the user's own files).
 struct DirGuard(Option<PathBuf>);
 
 impl Drop for DirGuard {

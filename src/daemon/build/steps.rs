@@ -1,5 +1,6 @@
 //! The build steps that make layers: RUN (a container of the current image, through the
-//! normal runtime, committed) and COPY/ADD (a layer tar of the sources).
+//! normal runtime, committed) and COPY/ADD (a layer of the sources, written as blob and
+//! store layer in one pass).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -8,14 +9,15 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::copy::{self, Item, Placement, SourceRoot};
+use super::context::Context;
+use super::copy::{self, Item, Placement, SourceRoot, Src};
 use super::parser::{self, Args, Instruction};
-use super::{cache, df_err, BuildOptions, Out, State};
+use super::{cache, df_err, BuildOptions, Ctx, Out, State};
 use crate::daemon::commit::NewLayer;
 use crate::daemon::lifecycle::Stdio;
 use crate::daemon::{ContainerConfig, Daemon, Error};
 use crate::image::progress::Progress;
-use crate::image::{ImageRecord, LayerRef};
+use crate::image::ImageRecord;
 
 /// Removes a RUN step's container when the step ends in any way (a cancelled build
 /// drops the step midway: the container is killed and removed in the background).
@@ -142,7 +144,7 @@ impl Daemon {
         opts: &BuildOptions,
         escape: char,
         parent_id: &str,
-        ctx: &Path,
+        ctx: &Ctx,
         ignore: &copy::Ignore,
         built: &[(Option<String>, Option<ImageRecord>)],
         progress: &Arc<Progress>,
@@ -252,10 +254,7 @@ impl Daemon {
                 local.push(s.clone());
                 continue;
             }
-            let file = ctx
-                .parent()
-                .unwrap_or(ctx)
-                .join(format!("remote-{}-{n}", i.line));
+            let file = ctx.dir.join(format!("remote-{}-{n}", i.line));
             fetch(s, &file).await.map_err(|e| df_err(opts, i, e))?;
             let name = s
                 .split(['?', '#'])
@@ -270,18 +269,18 @@ impl Daemon {
                 dest_rel.clone()
             };
             fetched.push(Item {
-                host: file,
+                src: Src::Host(file),
                 dest: target,
             });
         }
-        let (ctx, srcs2, dest2) = (ctx.to_path_buf(), local, dest_rel.clone());
+        let (index, srcs2, dest2) = (ctx.index.clone(), local, dest_rel.clone());
         let ignore_text = ignore.clone();
         let (items, archives, sum) = tokio::task::spawn_blocking(move || {
             let ignore = ignore_text;
             let root = match &from_layers {
                 Some(l) => SourceRoot::Layers(l),
                 None => SourceRoot::Context {
-                    dir: &ctx,
+                    ctx: &index,
                     ignore: &ignore,
                 },
             };
@@ -291,20 +290,14 @@ impl Daemon {
                 let mut one = Vec::new();
                 copy::collect(&root, s, &dest2, dest_is_dir, &mut one)?;
                 // ADD of a local tar archive extracts it at the destination.
-                if is_add && one.len() == 1 && is_archive(&one[0].host) {
-                    archives.push(one.remove(0).host);
+                if is_add && one.len() == 1 && is_archive(&one[0].src, &index) {
+                    archives.push(one.remove(0).src);
                 }
                 items.extend(one);
             }
-            let mut all: Vec<Item> = items
-                .iter()
-                .map(|it| Item {
-                    host: it.host.clone(),
-                    dest: it.dest.clone(),
-                })
-                .collect();
+            let mut all: Vec<Item> = items.clone();
             all.extend(archives.iter().map(|a| Item {
-                host: a.clone(),
+                src: a.clone(),
                 dest: PathBuf::from("<archive>"),
             }));
             let sum = copy::checksum(&all)?;
@@ -328,57 +321,50 @@ impl Daemon {
         } else {
             Vec::new()
         };
-        let store = self.inner.images.clone();
         let (dest3, owner) = (dest_rel.clone(), place.owner);
         progress.add_copy_total(copy::file_bytes(&items));
         let progress = progress.clone();
-        let blob = tokio::task::spawn_blocking(move || -> Result<LayerRef, Error> {
-            let w = store.blob_writer()?;
-            let w = std::io::BufWriter::with_capacity(1 << 20, w);
-            let mut b = tar::Builder::new(w);
-            b.follow_symlinks(false);
-            let copied = |n: u64| progress.copied(n);
-            copy::append_items(&mut b, &dirs, &items, place, &copied)
-                .and_then(|()| append_archives(&mut b, &archives, &dest3, owner))
-                .map_err(|e| {
-                    if progress.is_cancelled() {
-                        Error::Cancelled
-                    } else {
-                        Error::InvalidArgument(format!("writing the layer: {e}"))
-                    }
-                })?;
-            let w = b
-                .into_inner()
-                .map_err(|e| Error::Internal(format!("writing the layer: {e}")))?;
-            let mut w = w
-                .into_inner()
-                .map_err(|e| Error::Internal(format!("writing the layer: {e}")))?;
-            w.flush()
-                .map_err(|e| Error::Internal(format!("writing the layer: {e}")))?;
-            let (digest, size) = w.commit_computed()?;
-            Ok(LayerRef {
-                digest,
-                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-                size,
+        let index = ctx.index.clone();
+        let layer = self
+            .install_layer_stream(move |w: &mut dyn Write| {
+                let mut b = tar::Builder::new(w);
+                b.follow_symlinks(false);
+                let copied = |n: u64| progress.copied(n);
+                copy::append_items(&mut b, &dirs, &items, Some(&index), place, &copied)
+                    .and_then(|()| append_archives(&mut b, &archives, &index, &dest3, owner))
+                    .and_then(|()| b.finish())
+                    .map_err(|e| {
+                        if progress.is_cancelled() {
+                            Error::Cancelled
+                        } else {
+                            Error::InvalidArgument(format!("writing the layer: {e}"))
+                        }
+                    })
             })
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
-        let layer = self.install_tar_blob(blob).await?;
+            .await?;
         Ok((Some(layer), desc, key))
     }
 }
 
-/// Whether `p` is a tar archive (plain or gzip) ADD extracts.
-fn is_archive(p: &Path) -> bool {
-    let Ok(mut f) = File::open(p) else {
-        return false;
-    };
-    if !std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) {
-        return false;
+/// The first bytes of the regular file `src` (up to 512).
+fn head(src: &Src, ctx: &Context) -> Vec<u8> {
+    if !src
+        .meta()
+        .is_ok_and(|m| m.kind == super::context::Kind::File && !m.special)
+    {
+        return Vec::new();
     }
-    let mut head = [0u8; 512];
-    let n = f.read(&mut head).unwrap_or(0);
+    let mut head = Vec::with_capacity(512);
+    if let Ok(f) = src.open(Some(ctx)) {
+        let _ = f.take(512).read_to_end(&mut head);
+    }
+    head
+}
+
+/// Whether `src` is a tar archive (plain or gzip) ADD extracts.
+fn is_archive(src: &Src, ctx: &Context) -> bool {
+    let head = head(src, ctx);
+    let n = head.len();
     (n >= 2 && head[0] == 0x1f && head[1] == 0x8b) || (n >= 262 && &head[257..262] == b"ustar")
 }
 
@@ -386,14 +372,14 @@ fn is_archive(p: &Path) -> bool {
 /// `owner`; entry names are checked by the layer unpacker as any layer's.
 fn append_archives<W: Write>(
     b: &mut tar::Builder<W>,
-    archives: &[PathBuf],
+    archives: &[Src],
+    ctx: &Context,
     dest: &Path,
     owner: (u64, u64),
 ) -> std::io::Result<()> {
     for a in archives {
-        let f = File::open(a)?;
-        let mut head = [0u8; 2];
-        let gz = File::open(a)?.read(&mut head).ok() == Some(2) && head == [0x1f, 0x8b];
+        let f = a.open(Some(ctx))?;
+        let gz = head(a, ctx).starts_with(&[0x1f, 0x8b]);
         let reader: Box<dyn Read> = if gz {
             Box::new(flate2::read::MultiGzDecoder::new(f))
         } else {
