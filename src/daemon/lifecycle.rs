@@ -262,6 +262,7 @@ impl Daemon {
         log: crate::monitor::LogConfig,
         client_stdio: bool,
         wait_attach: bool,
+        shared_userns: bool,
     ) -> Result<(PathBuf, Vec<crate::netns::PortMapping>), Error> {
         let bundle = self.bundle_dir(&rec.id);
         fsutil::ensure_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
@@ -308,6 +309,7 @@ impl Daemon {
             log: Some(log),
             network,
             limits: super::limits::limits_of(&rec.config)?,
+            shared_userns,
         };
         let mon_path = monitor::config_path(&bundle);
         fsutil::replace_file_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;

@@ -44,6 +44,7 @@ pub mod spec;
 pub mod strays;
 pub mod supervise;
 pub mod usage;
+mod userns_holder;
 pub mod volume_ops;
 pub mod volumes;
 
@@ -113,6 +114,8 @@ struct Inner {
     events: broadcast::Sender<Event>,
     execs: exec::ExecTable,
     volumes: volumes::VolumeStore,
+    /// The user namespace that default-mapped containers share (made on first use).
+    shared_userns: userns_holder::SharedUserns,
 }
 
 /// Facts about the daemon for `skiff info`.
@@ -200,6 +203,7 @@ impl Daemon {
                 events,
                 execs: Default::default(),
                 volumes,
+                shared_userns: Default::default(),
             }),
         };
         daemon.load_containers();

@@ -101,22 +101,36 @@ impl Daemon {
             max_file,
         };
         let client_stdio = stdio.is_some();
-        let (bundle, ports) = match self.write_bundle(c, &rec, log, client_stdio, wait_attach) {
-            Ok(b) => b,
-            // E.g. a published port in use: nothing ran; record why (and honour --rm,
-            // in a task: we hold the op lock that remove takes).
-            Err(e) => {
-                let _ = c.update(|r| r.state.error = e.to_string());
-                if rec.config.auto_remove {
-                    let daemon = self.clone();
-                    let id = rec.id.clone();
-                    tokio::spawn(async move {
-                        let _ = daemon.remove_with(&id, true, true).await;
-                    });
+        // The default mapping joins the shared user namespace: no newuidmap per start.
+        let userns = if crate::userns::shared::shares(rec.config.userns.as_deref()) {
+            match self.shared_userns().await {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!("{e}; {} gets a user namespace of its own", rec.name);
+                    None
                 }
-                return Err(e);
             }
+        } else {
+            None
         };
+        let shared = userns.is_some();
+        let (bundle, ports) =
+            match self.write_bundle(c, &rec, log, client_stdio, wait_attach, shared) {
+                Ok(b) => b,
+                // E.g. a published port in use: nothing ran; record why (and honour --rm,
+                // in a task: we hold the op lock that remove takes).
+                Err(e) => {
+                    let _ = c.update(|r| r.state.error = e.to_string());
+                    if rec.config.auto_remove {
+                        let daemon = self.clone();
+                        let id = rec.id.clone();
+                        tokio::spawn(async move {
+                            let _ = daemon.remove_with(&id, true, true).await;
+                        });
+                    }
+                    return Err(e);
+                }
+            };
         crate::phase::mark("bundle-written");
         super::strays::crash_point("bundle-written");
         let stdio: (StdStdio, StdStdio, StdStdio) = match stdio {
@@ -139,6 +153,7 @@ impl Daemon {
             None,
             &tag,
             child_end,
+            userns,
         )?;
         let monitor_pid = run.pid();
         crate::phase::mark("monitor-spawned");
