@@ -171,7 +171,7 @@ impl Daemon {
                 crate::phase::mark("started-reported");
                 super::strays::crash_point("container-started");
                 self.mark_volumes_seeded(&rec);
-                let rec = c.update(|r| {
+                let rec = c.update_state(|r| {
                     r.state.status = Status::Running;
                     r.state.pid = pid as u32;
                     r.state.monitor_pid = monitor_pid;
@@ -237,7 +237,7 @@ impl Daemon {
         };
         let before = c.snapshot();
         let ran_for = Duration::from_micros(finished.saturating_sub(before.state.started_at));
-        let rec = match c.update(|r| {
+        let rec = match c.update_state(|r| {
             r.state.status = Status::Exited;
             r.state.paused = false;
             r.state.pid = 0;
