@@ -265,7 +265,7 @@ impl Daemon {
             let daemon = self.clone();
             tokio::spawn(async move {
                 crate::phase::mark("auto-remove");
-                match daemon.remove_with(&id, true, true).await {
+                match daemon.auto_remove(&id).await {
                     Ok(()) => crate::phase::mark("auto-removed"),
                     Err(Error::NoSuchContainer(_)) => {}
                     Err(e) => tracing::error!("auto-removing {id}: {e}"),
