@@ -136,4 +136,18 @@ mod tests {
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temporary files left behind");
     }
+
+    #[test]
+    fn atomic_replace_replaces_content_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("container.json");
+        atomic_replace(&p, b"one").unwrap();
+        atomic_replace(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "temporary files left behind");
+        // A missing directory is an error, not a panic or a stray file.
+        let missing = dir.path().join("gone").join("container.json");
+        assert!(atomic_replace(&missing, b"x").is_err());
+    }
 }

@@ -237,7 +237,7 @@ impl Daemon {
         };
         let before = c.snapshot();
         let ran_for = Duration::from_micros(finished.saturating_sub(before.state.started_at));
-        let rec = match c.update_state(|r| {
+        let change = |r: &mut super::container::Record| {
             r.state.status = Status::Exited;
             r.state.paused = false;
             r.state.pid = 0;
@@ -246,7 +246,15 @@ impl Daemon {
             r.state.finished_at = finished;
             r.state.error = error;
             r.state.exits += 1;
-        }) {
+        };
+        // A --rm container's directory goes to the trash next: its record need not be
+        // written (see `update_in_memory`).
+        let recorded = if before.config.auto_remove {
+            c.update_in_memory(change)
+        } else {
+            c.update_state(change)
+        };
+        let rec = match recorded {
             Ok(rec) => rec,
             Err(e) => {
                 tracing::error!("recording the exit of {id}: {e}");
@@ -254,6 +262,7 @@ impl Daemon {
             }
         };
         crate::phase::mark("exit-recorded");
+        super::strays::crash_point("exit-recorded");
         self.emit(Event::new(
             "container",
             "die",
