@@ -4,6 +4,13 @@
 //! the same directory, fsync, rename over the target, then fsync of the directory. A crash
 //! at any point leaves either the old or the new content, never a torn file.
 //!
+//! A record's runtime-state changes (a container started or ended) use
+//! [`atomic_replace`]: temporary file, fsync of it, rename, but no fsync of the
+//! directory. After a crash of the machine the file holds the old or the new content,
+//! whole (the data was synced before the rename), and only the rename may be lost:
+//! the old state comes back, which is what a crash of skiffd before the write leaves
+//! too, and which start-up handles (nothing runs after a reboot).
+//!
 //! Files of the runtime directory (`$XDG_RUNTIME_DIR`: a container's bundle, its exit
 //! file, its /etc files), which by definition do not outlive a reboot, are written with
 //! [`replace_file`]: the same temporary file and rename, without the fsyncs. A crash of
@@ -17,14 +24,29 @@ use std::path::Path;
 
 /// Writes `data` to `path` atomically (temp file + fsync + rename + fsync of the directory).
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
-    write_via_rename(path, data, true)
+    write_via_rename(path, data, Sync::FileAndDir)
+}
+
+/// Which fsyncs [`write_via_rename`] makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    None,
+    File,
+    FileAndDir,
+}
+
+/// Writes `data` to `path` atomically (temp file + fsync + rename), without the fsync
+/// of the directory: the rename may be lost in a crash of the machine, never the
+/// content torn (see the module documentation for when that is enough).
+pub fn atomic_replace(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_via_rename(path, data, Sync::File)
 }
 
 /// Writes `data` to `path` atomically against a crash of the process, not of the
 /// machine (temp file + rename, no fsync): for files of the runtime directory only (see
 /// the module documentation).
 pub fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
-    write_via_rename(path, data, false)
+    write_via_rename(path, data, Sync::None)
 }
 
 /// Serialises `value` as pretty JSON and writes it with [`replace_file`].
@@ -33,7 +55,7 @@ pub fn replace_file_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Res
     replace_file(path, &data)
 }
 
-fn write_via_rename(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+fn write_via_rename(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "path has no parent directory")
     })?;
@@ -53,11 +75,11 @@ fn write_via_rename(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(data)?;
-        if durable {
+        if sync != Sync::None {
             f.sync_all()?;
         }
         fs::rename(&tmp, path)?;
-        if durable {
+        if sync == Sync::FileAndDir {
             sync_dir(dir)?;
         }
         Ok(())
@@ -113,5 +135,19 @@ mod tests {
         assert_eq!(v["exit_code"], 2);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temporary files left behind");
+    }
+
+    #[test]
+    fn atomic_replace_replaces_content_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("container.json");
+        atomic_replace(&p, b"one").unwrap();
+        atomic_replace(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "temporary files left behind");
+        // A missing directory is an error, not a panic or a stray file.
+        let missing = dir.path().join("gone").join("container.json");
+        assert!(atomic_replace(&missing, b"x").is_err());
     }
 }

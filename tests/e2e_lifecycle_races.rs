@@ -474,3 +474,59 @@ fn a_daemon_crash_during_run_leaves_no_unaccounted_container() {
     );
     assert!(stdout(&env.skiff(&["ps", "-a", "-q"])).trim().is_empty());
 }
+
+/// skiffd killed once a `--rm` container's exit is known and before its removal begins
+/// (`--crash-at exit-recorded`): the next skiffd finds the run ended and removes the
+/// container, as `--rm` asked.
+#[test]
+fn a_daemon_crash_between_a_rm_containers_exit_and_its_removal_removes_it_at_restart() {
+    let mut env = Env::new();
+    env.stop_daemon();
+    env.start_daemon_with(&["--crash-at", "exit-recorded"]);
+    let daemon = env.daemon_pid();
+    let mut run = env
+        .skiff_cmd(&[
+            "run",
+            "--rm",
+            "--name",
+            "brief",
+            "demo/busybox",
+            "sh",
+            "-c",
+            "exit 3",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // skiffd is our child: once it died at the point, it is a zombie until reaped.
+    let dead = || {
+        std::fs::read_to_string(format!("/proc/{daemon}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    };
+    assert!(
+        env.eventually(60, dead),
+        "skiffd did not crash at exit-recorded"
+    );
+    let _ = run.kill();
+    let _ = run.wait();
+    env.kill_daemon(); // reaps it
+    env.start_daemon_with(&[]);
+    assert!(
+        env.eventually(20, || {
+            stdout(&env.skiff(&["ps", "-a", "-q"])).trim().is_empty()
+                && entries(&env.data().join("containers")).is_empty()
+        }),
+        "the --rm container is left: {}\n{:?}\n{}",
+        stdout(&env.skiff(&["ps", "-a"])),
+        entries(&env.data().join("containers")),
+        env.daemon_log()
+    );
+}

@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::{stderr, stdout, write_busybox_tar, Env};
 use sha2::Digest;
 

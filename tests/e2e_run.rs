@@ -59,20 +59,106 @@ fn run_shows_root_maps_hostname_stderr_and_exit_code() {
     assert!(entries(&env.data().join("containers")).is_empty());
 }
 
+/// `skiff events` for `destroy` events, known to be live: a probe container's destroy
+/// came through it (skiffd sends `destroy` once a container's files are gone).
+struct Destroys {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Destroys {
+    fn watch(env: &Env) -> Destroys {
+        let mut child = env
+            .skiff_cmd(&["events", "--filter", "event=destroy", "--format", "json"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = Destroys { child, lines };
+        // Until a probe's destroy arrives, the subscription may not be in place yet.
+        for i in 0.. {
+            let name = format!("probe{i}");
+            assert!(env
+                .skiff(&["create", "--name", &name, "demo/busybox", "true"])
+                .status
+                .success());
+            assert!(env.skiff(&["rm", &name]).status.success());
+            if d.until(&name, std::time::Duration::from_millis(500)) {
+                break;
+            }
+            assert!(i < 40, "no destroy event came through `skiff events`");
+        }
+        d
+    }
+
+    /// Waits (at most `limit`) for the destroy event of container `name`.
+    fn until(&mut self, name: &str, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let quoted = format!("\"{name}\"");
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(&quoted) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+impl Drop for Destroys {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn run_rm_leaves_nothing_behind() {
     let env = Env::new();
-    let out = env.skiff(&["run", "--rm", "demo/busybox", "sh", "-c", "echo hi > /root/f; mkdir -p /home/user/d; touch /home/user/d/x; chown -R 1000:1000 /home/user/d; exit 0"]);
+    let mut destroys = Destroys::watch(&env);
+    let out = env.skiff(&["run", "--rm", "--name", "gone", "demo/busybox", "sh", "-c", "echo hi > /root/f; mkdir -p /home/user/d; touch /home/user/d/x; chown -R 1000:1000 /home/user/d; exit 0"]);
     assert!(out.status.success(), "stderr: {}", stderr(&out));
-    // No record, directory, bundle, process or mount of the container remains.
+    // When the CLI returns the container is gone for every command: not listed, its
+    // name free, and its directory out of the store (at most in the trash, `.rm-ID`,
+    // which skiffd empties in the background and sweeps at start-up).
+    let ps = env.skiff(&["ps", "-a", "-q"]);
+    assert!(stdout(&ps).trim().is_empty(), "ps -a: {}", stdout(&ps));
+    assert!(
+        entries(&env.data().join("containers"))
+            .iter()
+            .all(|e| e.starts_with(".rm-")),
+        "{:?}",
+        entries(&env.data().join("containers"))
+    );
+    let again = env.skiff(&["create", "--name", "gone", "demo/busybox", "true"]);
+    assert!(
+        again.status.success(),
+        "the name is not free: {}",
+        stderr(&again)
+    );
+    assert!(env.skiff(&["rm", "gone"]).status.success());
+    // Then `destroy` says the files are gone: no record, directory, bundle, process or
+    // mount of the container remains.
+    assert!(
+        destroys.until("gone", std::time::Duration::from_secs(30)),
+        "no destroy event for the --rm container"
+    );
     assert!(
         entries(&env.data().join("containers")).is_empty(),
         "{:?}",
         entries(&env.data().join("containers"))
     );
     assert!(entries(&env.runtime().join("containers")).is_empty());
-    let ps = env.skiff(&["ps", "-a", "-q"]);
-    assert!(stdout(&ps).trim().is_empty(), "ps -a: {}", stdout(&ps));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(env.dir.path().to_str().unwrap()),
@@ -237,9 +323,12 @@ fn vfs_driver_runs_containers_from_a_copy() {
         .skiff(&["import", tar.to_str().unwrap(), "demo/busybox"])
         .status
         .success());
+    let mut destroys = Destroys::watch(&env);
     let out = env.skiff(&[
         "run",
         "--rm",
+        "--name",
+        "copied",
         "demo/busybox",
         "sh",
         "-c",
@@ -252,6 +341,8 @@ fn vfs_driver_runs_containers_from_a_copy() {
         env.daemon_log()
     );
     assert_eq!(stdout(&out), "1000\nx\n");
+    // The copy goes with the container (in the background: `destroy` says when).
+    assert!(destroys.until("copied", std::time::Duration::from_secs(30)));
     assert!(entries(&env.data().join("containers")).is_empty());
 }
 

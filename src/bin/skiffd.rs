@@ -94,6 +94,10 @@ enum Helper {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Unshare a user namespace and wait for stdin to close (skiffd writes its maps and
+    /// keeps it: the namespace default-mapped containers share).
+    #[command(name = "__userns", hide = true)]
+    Userns,
     /// Remove trees owned by subordinate ids (id maps on fd 4).
     #[command(name = "__remove", hide = true)]
     Remove { paths: Vec<PathBuf> },
@@ -136,6 +140,7 @@ fn main() {
         Some(Helper::Exec) => std::process::exit(skiff::helpers::exec_main()),
         Some(Helper::Cp) => std::process::exit(skiff::cp::helper::main()),
         Some(Helper::Commit) => std::process::exit(skiff::helpers::commit_main()),
+        Some(Helper::Userns) => std::process::exit(skiff::userns::shared::holder_main()),
         Some(Helper::Remove { paths }) => std::process::exit(skiff::helpers::remove_main(paths)),
         Some(Helper::FuseMount {
             lowerdir,

@@ -31,7 +31,9 @@ pub struct CreateArgs {
     #[arg(long)]
     pub init: bool,
     /// User namespace: keep-id maps your uid and gid to the same numbers inside (and
-    /// runs as you); default: 0 is you, 1.. your subordinate ids.
+    /// runs as you); private: the default mapping in a namespace of the container's
+    /// own; default: 0 is you, 1.. your subordinate ids, in the namespace all default
+    /// containers share.
     #[arg(long, value_name = "MODE")]
     pub userns: Option<String>,
     /// Size of /dev/shm (e.g. 64m, 1g; default 64m).

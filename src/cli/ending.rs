@@ -70,16 +70,13 @@ impl Endings {
 /// returns its exit code. Never returns when skiffd cannot tell (the container is being
 /// or was removed when asked): then the events tell.
 pub async fn wait_call(target: &ContainerProxy<'_>, rm: bool) -> i32 {
-    match target.wait("not-running").await {
-        Ok((code, _)) => {
-            // With --rm, only once it is removed. An error (the container is being
-            // removed, or is gone) leaves it to the `destroy` event, which skiffd sends
-            // when the removal is complete, before it takes the object down.
-            if rm && target.wait("removed").await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            code
-        }
+    // With --rm, one call: `removed` answers with the exit code of the run that ended
+    // before the removal (the state keeps it), so `not-running` need not be asked first.
+    // An error (the container is being removed, or is gone) leaves it to the events:
+    // `die` carries the code, and `destroy` comes once the removal is complete.
+    let condition = if rm { "removed" } else { "not-running" };
+    match target.wait(condition).await {
+        Ok((code, _)) => code,
         Err(_) => std::future::pending().await,
     }
 }

@@ -41,8 +41,9 @@ pub struct ContainerConfig {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
     /// The user namespace: absent or `""` for the default mapping (0 is you, 1.. your
-    /// subordinate ids), `keep-id` for your own uid and gid as the same numbers inside
-    /// (fuse storage driver only).
+    /// subordinate ids, in the user namespace all such containers share), `private` for
+    /// the default mapping in a namespace of the container's own, `keep-id` for your own
+    /// uid and gid as the same numbers inside.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns: Option<String>,
     /// Size of the `/dev/shm` tmpfs (docker's sizes: `64m`, `1g`; default 64m).
@@ -233,9 +234,12 @@ impl ContainerConfig {
             }
         }
         self.shm_bytes()?;
-        if !matches!(self.userns.as_deref(), None | Some("") | Some("keep-id")) {
+        if !matches!(
+            self.userns.as_deref(),
+            None | Some("") | Some("keep-id") | Some(crate::userns::shared::PRIVATE)
+        ) {
             return Err(Error::InvalidConfig(format!(
-                "key \"userns\": {:?} is not supported: use \"keep-id\" or leave it out",
+                "key \"userns\": {:?} is not supported: use \"keep-id\", \"private\" or leave it out",
                 self.userns.as_deref().unwrap_or_default()
             )));
         }

@@ -32,14 +32,16 @@ impl HelperRun {
         spec: Option<&[u8]>,
         log_tag: &str,
     ) -> Result<HelperRun, Error> {
-        Self::spawn_as(exe, None, args, stdio, spec, log_tag, None)
+        Self::spawn_as(exe, None, args, stdio, spec, log_tag, None, None)
     }
 
     /// [`HelperRun::spawn`] with `arg0` as the helper's argv[0] (its name in `ps`; a
     /// named helper — the monitor — also gets our pid in
     /// [`crate::monitor::PARENT_ENV`]), and `gate` (if any) on the child's fd 6: the
     /// monitor waits there before it starts anything, until the gate is opened (see
-    /// [`super::scope`]).
+    /// [`super::scope`]), and `userns` (if any) on the child's
+    /// [`crate::userns::shared::USERNS_FD`].
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn_as(
         exe: &Path,
         arg0: Option<&OsStr>,
@@ -48,6 +50,7 @@ impl HelperRun {
         spec: Option<&[u8]>,
         log_tag: &str,
         gate: Option<std::os::fd::OwnedFd>,
+        userns: Option<std::os::fd::OwnedFd>,
     ) -> Result<HelperRun, Error> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
@@ -82,6 +85,9 @@ impl HelperRun {
         if let Some(gate) = gate {
             fds.push((gate, super::scope::GATE_FD));
             cmd.env(super::scope::GATE_ENV, super::scope::GATE_FD.to_string());
+        }
+        if let Some(ns) = userns {
+            fds.push((ns, crate::userns::shared::USERNS_FD));
         }
         fdutil::pass_fds(&mut cmd, fds);
         let child = cmd

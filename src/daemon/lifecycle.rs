@@ -279,6 +279,7 @@ impl Daemon {
         log: crate::monitor::LogConfig,
         client_stdio: bool,
         wait_attach: bool,
+        shared_userns: bool,
     ) -> Result<(PathBuf, Vec<crate::netns::PortMapping>), Error> {
         let bundle = self.bundle_dir(&rec.id);
         fsutil::ensure_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
@@ -325,6 +326,7 @@ impl Daemon {
             log: Some(log),
             network,
             limits: super::limits::limits_of(&rec.config)?,
+            shared_userns,
         };
         let mon_path = monitor::config_path(&bundle);
         fsutil::replace_file_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;
@@ -353,6 +355,24 @@ impl Daemon {
         force: bool,
         volumes: bool,
     ) -> Result<(), Error> {
+        self.remove_inner(name_or_id, force, volumes, false).await
+    }
+
+    /// `run --rm`'s removal after the run: as `rm -f -v`, but once the container is out
+    /// of the table and its directory in the trash (`.rm-ID`, swept at start-up) and its
+    /// anonymous volumes are gone, waiters (`Wait("removed")`, the CLI) are answered;
+    /// the files go in the background, and `destroy` is sent when they are gone.
+    pub(crate) async fn auto_remove(&self, id: &str) -> Result<(), Error> {
+        self.remove_inner(id, true, true, true).await
+    }
+
+    async fn remove_inner(
+        &self,
+        name_or_id: &str,
+        force: bool,
+        volumes: bool,
+        background: bool,
+    ) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
         let _op = c.lock_op().await?;
         let rec = c.snapshot();
@@ -372,6 +392,31 @@ impl Daemon {
         let root = self.inner.opts.paths.containers();
         let doomed = root.join(format!(".rm-{}", rec.id));
         let renamed = std::fs::rename(&c.dir, &doomed).is_ok();
+        if background {
+            if volumes {
+                self.remove_anonymous_volumes(&rec).await;
+            }
+            c.mark_removed();
+            let daemon = self.clone();
+            let bundle = self.bundle_dir(&rec.id);
+            tokio::spawn(async move {
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = fsutil::sync_dir(&root);
+                    let _ = std::fs::remove_dir_all(bundle);
+                })
+                .await;
+                if renamed {
+                    daemon.remove_tree(&doomed).await;
+                }
+                daemon.emit(Event::new(
+                    "container",
+                    "destroy",
+                    &rec.id,
+                    &[("name", rec.name.clone())],
+                ));
+            });
+            return Ok(());
+        }
         let _ = fsutil::sync_dir(&root);
         let _ = std::fs::remove_dir_all(self.bundle_dir(&rec.id));
         if renamed {

@@ -44,6 +44,7 @@ pub mod spec;
 pub mod strays;
 pub mod supervise;
 pub mod usage;
+mod userns_holder;
 pub mod volume_ops;
 pub mod volumes;
 
@@ -116,6 +117,8 @@ struct Inner {
     /// The network mode skiffd chooses when none is configured, and why: found once, by
     /// a trial of pasta started in the background with the daemon.
     default_network: Arc<std::sync::OnceLock<(crate::netns::Mode, String)>>,
+    /// The user namespace that default-mapped containers share (made on first use).
+    shared_userns: userns_holder::SharedUserns,
 }
 
 /// Facts about the daemon for `skiff info`.
@@ -208,6 +211,7 @@ impl Daemon {
                 execs: Default::default(),
                 volumes,
                 default_network: Default::default(),
+                shared_userns: Default::default(),
             }),
         };
         if daemon.settings().network_auto {

@@ -93,12 +93,17 @@ static CRASH_AT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// The crash points of a start, in order.
 pub const CRASH_POINTS: [&str; 3] = ["bundle-written", "monitor-spawned", "container-started"];
 
+/// The crash points of a run's end: the exit is known (for `--rm`, in memory only) and
+/// the removal has not begun.
+pub const END_CRASH_POINTS: [&str; 1] = ["exit-recorded"];
+
 /// Sets the crash point (once, at start-up).
 pub fn set_crash_point(point: &str) -> Result<(), String> {
-    if !CRASH_POINTS.contains(&point) {
+    if !CRASH_POINTS.contains(&point) && !END_CRASH_POINTS.contains(&point) {
         return Err(format!(
-            "unknown crash point {point:?}: use one of {}",
-            CRASH_POINTS.join(", ")
+            "unknown crash point {point:?}: use one of {}, {}",
+            CRASH_POINTS.join(", "),
+            END_CRASH_POINTS.join(", ")
         ));
     }
     let _ = CRASH_AT.set(point.to_string());

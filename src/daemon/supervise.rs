@@ -101,22 +101,36 @@ impl Daemon {
             max_file,
         };
         let client_stdio = stdio.is_some();
-        let (bundle, ports) = match self.write_bundle(c, &rec, log, client_stdio, wait_attach) {
-            Ok(b) => b,
-            // E.g. a published port in use: nothing ran; record why (and honour --rm,
-            // in a task: we hold the op lock that remove takes).
-            Err(e) => {
-                let _ = c.update(|r| r.state.error = e.to_string());
-                if rec.config.auto_remove {
-                    let daemon = self.clone();
-                    let id = rec.id.clone();
-                    tokio::spawn(async move {
-                        let _ = daemon.remove_with(&id, true, true).await;
-                    });
+        // The default mapping joins the shared user namespace: no newuidmap per start.
+        let userns = if crate::userns::shared::shares(rec.config.userns.as_deref()) {
+            match self.shared_userns().await {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!("{e}; {} gets a user namespace of its own", rec.name);
+                    None
                 }
-                return Err(e);
             }
+        } else {
+            None
         };
+        let shared = userns.is_some();
+        let (bundle, ports) =
+            match self.write_bundle(c, &rec, log, client_stdio, wait_attach, shared) {
+                Ok(b) => b,
+                // E.g. a published port in use: nothing ran; record why (and honour --rm,
+                // in a task: we hold the op lock that remove takes).
+                Err(e) => {
+                    let _ = c.update(|r| r.state.error = e.to_string());
+                    if rec.config.auto_remove {
+                        let daemon = self.clone();
+                        let id = rec.id.clone();
+                        tokio::spawn(async move {
+                            let _ = daemon.remove_with(&id, true, true).await;
+                        });
+                    }
+                    return Err(e);
+                }
+            };
         crate::phase::mark("bundle-written");
         super::strays::crash_point("bundle-written");
         let stdio: (StdStdio, StdStdio, StdStdio) = match stdio {
@@ -139,6 +153,7 @@ impl Daemon {
             None,
             &tag,
             child_end,
+            userns,
         )?;
         let monitor_pid = run.pid();
         crate::phase::mark("monitor-spawned");
@@ -161,7 +176,7 @@ impl Daemon {
                 } else {
                     None
                 };
-                let rec = c.update(|r| {
+                let rec = c.update_state(|r| {
                     r.state.status = Status::Running;
                     r.state.network_fallback = fallback;
                     r.state.pid = pid as u32;
@@ -228,7 +243,7 @@ impl Daemon {
         };
         let before = c.snapshot();
         let ran_for = Duration::from_micros(finished.saturating_sub(before.state.started_at));
-        let rec = match c.update(|r| {
+        let change = |r: &mut super::container::Record| {
             r.state.status = Status::Exited;
             r.state.paused = false;
             r.state.pid = 0;
@@ -237,7 +252,15 @@ impl Daemon {
             r.state.finished_at = finished;
             r.state.error = error;
             r.state.exits += 1;
-        }) {
+        };
+        // A --rm container's directory goes to the trash next: its record need not be
+        // written (see `update_in_memory`).
+        let recorded = if before.config.auto_remove {
+            c.update_in_memory(change)
+        } else {
+            c.update_state(change)
+        };
+        let rec = match recorded {
             Ok(rec) => rec,
             Err(e) => {
                 tracing::error!("recording the exit of {id}: {e}");
@@ -245,6 +268,7 @@ impl Daemon {
             }
         };
         crate::phase::mark("exit-recorded");
+        super::strays::crash_point("exit-recorded");
         self.emit(Event::new(
             "container",
             "die",
@@ -256,7 +280,7 @@ impl Daemon {
             let daemon = self.clone();
             tokio::spawn(async move {
                 crate::phase::mark("auto-remove");
-                match daemon.remove_with(&id, true, true).await {
+                match daemon.auto_remove(&id).await {
                     Ok(()) => crate::phase::mark("auto-removed"),
                     Err(Error::NoSuchContainer(_)) => {}
                     Err(e) => tracing::error!("auto-removing {id}: {e}"),

@@ -22,7 +22,7 @@ pub mod logger;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -100,6 +100,24 @@ fn set_up_cgroup(
 }
 
 /// Names the process and installs the termination handler.
+/// skiffd's shared user namespace, when `monitor.json` says it passed it (on
+/// [`crate::userns::shared::USERNS_FD`], close-on-exec since our start).
+fn take_shared_userns(cfg: &MonitorConfig) -> Result<Option<OwnedFd>, runtime::Error> {
+    if !cfg.shared_userns {
+        return Ok(None);
+    }
+    let fd = crate::userns::shared::USERNS_FD;
+    // SAFETY: F_GETFD only reads the flags of a descriptor number.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(runtime::Error::Setup(format!(
+            "skiffd did not pass its shared user namespace on fd {fd}"
+        )));
+    }
+    // SAFETY: the descriptor is open (checked above), was passed to us for this use
+    // alone, and nothing else in this process owns it.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 fn set_up_process() {
     if let Ok(name) = std::ffi::CString::new(PROCESS_NAME) {
         // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
@@ -181,6 +199,11 @@ pub struct MonitorConfig {
     /// Resource limits for the container's cgroup (none: no limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::cgroup::Limits>,
+    /// skiffd passed its shared user namespace on
+    /// [`crate::userns::shared::USERNS_FD`]: the container joins it rather than making
+    /// one of its own.
+    #[serde(default)]
+    pub shared_userns: bool,
 }
 
 /// What the monitor tells the daemon.
@@ -362,27 +385,35 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     crate::phase::mark("monitor-prepared");
     // The network helper is our child; dropping it stops it and removes its files.
     let mut net: Option<Box<dyn crate::netns::Helper>> = None;
-    let started = runtime::create::create_and_start_with(&spec, &cfg.rootfs, &mut |pid| {
-        if let Some((dir, _)) = &cgroup {
-            // Before the command runs: everything it starts is born in the cgroup.
-            crate::cgroup::add_process(dir, pid.as_raw())
-                .map_err(|e| runtime::Error::Setup(format!("cgroup: {e}")))?;
-        }
-        if let Some(plan) = &cfg.network {
-            let conn = crate::netns::connect(plan, pid.as_raw())
-                .map_err(|e| runtime::Error::Setup(e.to_string()))?;
-            if let Some(why) = &conn.fallback {
-                // Read by skiffd when the start is reported (inspect shows it).
-                let path = bundle.join(crate::netns::FALLBACK_FILE);
-                if let Err(e) = fsutil::replace_file(&path, why.as_bytes()) {
-                    tracing::warn!("{}: {e}", path.display());
-                }
+    let userns = take_shared_userns(&cfg)?;
+    let started = runtime::create::create_and_start_in(
+        &spec,
+        &cfg.rootfs,
+        userns.as_ref().map(|f| f.as_fd()),
+        &mut |pid| {
+            if let Some((dir, _)) = &cgroup {
+                // Before the command runs: everything it starts is born in the cgroup.
+                crate::cgroup::add_process(dir, pid.as_raw())
+                    .map_err(|e| runtime::Error::Setup(format!("cgroup: {e}")))?;
             }
-            net = conn.helper;
-            crate::phase::mark("network-connected");
-        }
-        Ok(())
-    })?;
+            if let Some(plan) = &cfg.network {
+                let conn = crate::netns::connect(plan, pid.as_raw())
+                    .map_err(|e| runtime::Error::Setup(e.to_string()))?;
+                if let Some(why) = &conn.fallback {
+                    // Read by skiffd when the start is reported (inspect shows it).
+                    let path = bundle.join(crate::netns::FALLBACK_FILE);
+                    if let Err(e) = fsutil::replace_file(&path, why.as_bytes()) {
+                        tracing::warn!("{}: {e}", path.display());
+                    }
+                }
+                net = conn.helper;
+                crate::phase::mark("network-connected");
+            }
+            Ok(())
+        },
+    )?;
+    // The container's processes keep the namespace now; we need it no more.
+    drop(userns);
     let init = started.pid;
     INIT_PID.store(init.as_raw(), Ordering::SeqCst);
     if TERMINATED_BY.load(Ordering::SeqCst) != 0 {

@@ -1,7 +1,9 @@
 //! Creating and starting a container: monitor → intermediate → init.
 //!
 //! 1. The monitor forks the intermediate, which unshares the user namespace; the monitor
-//!    writes its id maps (newuidmap/newgidmap) — see [`super::nsproc`].
+//!    writes its id maps (newuidmap/newgidmap) — see [`super::nsproc`]. With the default
+//!    mapping the intermediate joins skiffd's shared user namespace instead (see
+//!    [`crate::userns::shared`]): no id-map helper runs.
 //! 2. The intermediate, now uid 0 in the namespace, unshares mount, uts, ipc, network and
 //!    pid namespaces and forks init (pid 1 of the new pid namespace), reports init's pid
 //!    and exits. The monitor is a child subreaper, so init is re-parented to it.
@@ -9,13 +11,14 @@
 //!    close-on-exec, so the monitor reads end-of-file when the exec succeeded, or a
 //!    `Failed` message with the exit code and reason when it did not.
 
+use std::os::fd::BorrowedFd;
 use std::process::exit;
 
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use super::nsproc::{fork_into_userns, wait_exit_code};
+use super::nsproc::{fork_into_userns, fork_joining_userns, wait_exit_code};
 use super::security::{self, Prepared};
 use super::sync::{Channel, Msg};
 use super::{fuse_server, init, Error, RootfsDriver, RootfsPlan};
@@ -102,13 +105,27 @@ pub fn create_and_start_with(
     plan: &RootfsPlan,
     before_exec: &mut dyn FnMut(Pid) -> Result<(), Error>,
 ) -> Result<Started, Error> {
+    create_and_start_in(spec, plan, None, before_exec)
+}
+
+/// [`create_and_start_with`] in the existing user namespace `userns` when given (it must
+/// have the spec's maps: skiffd's shared namespace), else in a new one whose maps are
+/// written from the spec.
+pub fn create_and_start_in(
+    spec: &Spec,
+    plan: &RootfsPlan,
+    userns: Option<BorrowedFd<'_>>,
+    before_exec: &mut dyn FnMut(Pid) -> Result<(), Error>,
+) -> Result<Started, Error> {
     let maps = maps_of_spec(spec)?;
     let flags = namespace_flags(spec)?;
     // Checked and compiled before anything starts (the filter once per profile).
     let sec = Prepared::of_spec(spec, Some(&security::seccomp_cache_dir()))?;
     crate::phase::mark("security-prepared");
-    let (intermediate, chan) =
-        fork_into_userns(&maps, |chan| intermediate(chan, flags, spec, plan, &sec))?;
+    let (intermediate, chan) = match userns {
+        Some(ns) => fork_joining_userns(ns, |chan| intermediate(chan, flags, spec, plan, &sec))?,
+        None => fork_into_userns(&maps, |chan| intermediate(chan, flags, spec, plan, &sec))?,
+    };
     let mut msg = chan.recv()?;
     if let Some(Msg::FuseServer(pid)) = msg {
         tracing::debug!(pid, "FUSE rootfs server started");

@@ -5,9 +5,10 @@
 //! The parent must be single-threaded (the monitor and the helper subcommands are freshly
 //! exec'd processes), so `fork` is safe.
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::process::exit;
 
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, setresgid, setresuid, ForkResult, Gid, Pid, Uid};
 
@@ -64,6 +65,54 @@ pub fn fork_into_userns(
     }
 }
 
+/// Forks a child that joins the existing user namespace `userns` (whose maps are
+/// written: the shared namespace of [`crate::userns::shared`]), closes its copy of the
+/// descriptor, becomes uid/gid 0 in it and runs `child`. No id-map helper runs. Returns
+/// the child's pid and the parent's end of the channel; a failure to join reaches the
+/// parent as the child's `Failed` message.
+pub fn fork_joining_userns(
+    userns: BorrowedFd<'_>,
+    child: impl FnOnce(Channel) -> i32,
+) -> Result<(Pid, Channel), Error> {
+    let (parent_end, child_end) = Channel::pair()?;
+    // SAFETY: callers are single-threaded processes (see the module docs).
+    match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
+        ForkResult::Child => {
+            drop(parent_end);
+            let code = match join_userns(userns) {
+                Ok(()) => child(child_end),
+                Err(e) => {
+                    let _ = child_end.send(&Msg::Failed {
+                        code: super::exec::EXIT_SETUP_FAILED,
+                        message: e.to_string(),
+                    });
+                    super::exec::EXIT_SETUP_FAILED
+                }
+            };
+            exit(code)
+        }
+        ForkResult::Parent { child } => {
+            drop(child_end);
+            crate::phase::mark("userns-joined");
+            Ok((child, parent_end))
+        }
+    }
+}
+
+fn join_userns(userns: BorrowedFd<'_>) -> Result<(), Error> {
+    let raw = userns.as_raw_fd();
+    let joined = setns(userns, CloneFlags::CLONE_NEWUSER);
+    // Our copy goes at once, joined or not: nothing we fork or exec may hold it.
+    let _ = nix::unistd::close(raw);
+    joined.map_err(|e| {
+        Error::Setup(format!(
+            "cannot join skiffd's shared user namespace: setns: {e}; \
+             run the container with --userns=private to give it a namespace of its own"
+        ))
+    })?;
+    become_root()
+}
+
 fn enter_userns(chan: &Channel) -> Result<(), Error> {
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| Error::sys("unshare(CLONE_NEWUSER)", e))?;
     chan.send(&Msg::UsernsReady)?;
@@ -71,6 +120,10 @@ fn enter_userns(chan: &Channel) -> Result<(), Error> {
         Some(Msg::MapsWritten) => {}
         _ => return Err(Error::Setup("the id maps were not written".into())),
     }
+    become_root()
+}
+
+fn become_root() -> Result<(), Error> {
     setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
         .map_err(|e| Error::sys("setresgid(0)", e))?;
     setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))

@@ -13,12 +13,15 @@
 //! * [`apply`] writes the maps for a process that has just called
 //!   `unshare(CLONE_NEWUSER)`, either directly (as root, or for a single-id
 //!   map) or through the setuid `newuidmap` / `newgidmap` helpers.
+//! * [`shared`] is the one user namespace that containers with the default mapping
+//!   share (podman's pause process), so that a start runs no id-map helper.
 
 use std::path::PathBuf;
 
 pub mod apply;
 pub mod idmap;
 pub mod keepid;
+pub mod shared;
 pub mod subid;
 
 pub use apply::find_helper;

@@ -73,4 +73,3 @@ pub fn setup() -> (Env, String) {
     );
     (env, id)
 }
-
