@@ -34,10 +34,7 @@
 //! * Limits: renaming a directory that has lower-layer parts gives EXDEV (`mv` then
 //!   copies), as kernel overlay does with `userxattr`; copy-up always copies data
 //!   (no metadata-only copy-up yet); hard links between lower-layer files are broken
-//!   by copy-up (as kernel overlay without `index`): each name of a hard-linked lower
-//!   file is a node of its own, so writing one name copies up that name only. Unlike
-//!   the kernel overlay, the names then have different inode numbers (fuser makes the
-//!   inode number the node id), though `st_nlink` still counts the lower links.
+//!   by copy-up (as kernel overlay without `index`).
 
 mod copyup;
 mod create;

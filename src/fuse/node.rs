@@ -318,14 +318,8 @@ impl Overlay {
             .map(|(_, fd)| fd.clone())
             .ok_or(libc::EIO)?;
         let st = sys::statat(dirfd.as_raw_fd(), name)?;
+        let ino = self.stable_ino(dirfd.as_raw_fd(), name, &st, ent.layer);
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        let mut ino = self.stable_ino(dirfd.as_raw_fd(), name, &st, ent.layer);
-        if ent.layer > 0 && !is_dir && st.st_nlink > 1 {
-            // A hard-linked lower file: one node per name, as the kernel overlay (without
-            // `index`) gives each name its own inode. Copy-up then copies the name written
-            // and no other, which keeps the lower data.
-            ino = per_name_ino(ino, parent.ino, name);
-        }
         let existing = self.table().get(&ino).cloned();
         let node = match existing {
             Some(n) if n.is_dir == is_dir => n,
@@ -436,27 +430,6 @@ fn recorded_ino(dir: RawFd, name: &OsStr) -> SysResult<Option<u64>> {
     let p = sys::xpath(dir, name)?;
     Ok(sys::getxattr(&p, OsStr::new(INO_XATTR))?
         .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
-}
-
-/// The node id of one name (`name` in directory node `parent`) of a hard-linked lower file
-/// whose shared number is `ino`: stable across lookups and mounts (a fixed hash), with the
-/// top bit set, which the numbers of real files ([`Overlay::ino_on_dev`]: inode numbers
-/// below 2^56 plus a layer-device index) leave clear. A plain readdir (not readdirplus)
-/// still gives the shared number as `d_ino` (it does not stat each entry).
-fn per_name_ino(ino: u64, parent: u64, name: &OsStr) -> u64 {
-    use std::hash::{Hash, Hasher};
-    // SipHash with fixed zero keys: the same number for the same name every time.
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
-    ino.hash(&mut h);
-    parent.hash(&mut h);
-    name.hash(&mut h);
-    let n = h.finish() | (1 << 63);
-    if n == u64::MAX - 1 || n == u64::MAX {
-        1 << 63
-    } else {
-        n
-    }
 }
 
 /// Whether a node of this type gets an `O_PATH` fd of its own (not symlinks: xattr and
