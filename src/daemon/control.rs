@@ -46,6 +46,36 @@ impl Daemon {
         self.send_signal(&c, signal)
     }
 
+    /// SIGKILLs container `id` for a client that left the bus (RunContainer's
+    /// kill-on-disconnect). A start under way holds the container's operation lock, so
+    /// the kill waits for it; a container still `created` (RunContainer starts it right
+    /// after creating it, and the client may be gone before) is killed once that start
+    /// has run. A plain kill at the moment the client left could come before the start
+    /// and be lost, leaving the container running for nobody.
+    pub async fn kill_for_departed_client(&self, id: &str) {
+        let Ok(c) = self.lookup(id) else {
+            return;
+        };
+        let mut changes = c.watch();
+        loop {
+            {
+                let Ok(_op) = c.lock_op().await else {
+                    return;
+                };
+                if self.send_signal(&c, libc::SIGKILL).is_ok()
+                    || c.snapshot().state.status != Status::Created
+                {
+                    return;
+                }
+            }
+            // Not started yet: wait for the start (or give up if none comes).
+            match tokio::time::timeout(Duration::from_secs(60), changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    }
+
     /// [`Daemon::signal`] plus the `kill` event docker emits.
     pub(crate) fn send_signal(&self, c: &Container, signal: i32) -> Result<(), Error> {
         self.signal(c, signal)?;

@@ -241,7 +241,8 @@ impl Daemon {
         }
         let (network, network_reason) = self.default_network();
         let mut config = settings.describe();
-        if let Some(v) = config.get_mut("network") {
+        // The setting as given: `auto` stays `auto` (the choice is `network` above).
+        if let Some(v) = config.get_mut("network").filter(|_| !settings.network_auto) {
             v["value"] = network.to_string().into();
         }
         Info {

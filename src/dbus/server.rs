@@ -215,7 +215,7 @@ pub fn kill_on_disconnect(conn: Connection, daemon: Daemon, sender: String, id: 
             _ = &mut ended => {}
             _ = left => {
                 tracing::info!("client {sender} left the bus: killing container {}", &id[..12]);
-                let _ = daemon.kill(&id, libc::SIGKILL);
+                daemon.kill_for_departed_client(&id).await;
             }
         }
     });
