@@ -23,7 +23,9 @@ use crate::fdutil;
 use crate::helpers::CommitSpec;
 use crate::image::derive::{Derived, HistoryEntry};
 use crate::image::manifest::{build_manifest, parse_manifest};
-use crate::image::{self, ImageChanges, ImageRecord, LayerRef, NewImage, Reference};
+use crate::image::{
+    self, ImageChanges, ImageRecord, LayerRef, NewImage, Reference, Staging, UnpackStats,
+};
 use crate::runtime::RootfsDriver;
 
 /// The most the commit helper may say on stderr.
@@ -249,6 +251,17 @@ impl Daemon {
     /// layer, checking that it extracts to its own digest.
     pub(crate) async fn install_tar_blob(&self, blob: LayerRef) -> Result<NewLayer, Error> {
         let (staging, stats) = self.unpack_blob(&blob.digest, None).await?;
+        self.install_extracted(blob, staging, stats).await
+    }
+
+    /// Installs `staging`, the extraction of the layer tar `blob`, as a store layer once
+    /// it is checked to have extracted to the blob's own digest.
+    pub(crate) async fn install_extracted(
+        &self,
+        blob: LayerRef,
+        staging: Staging,
+        stats: UnpackStats,
+    ) -> Result<NewLayer, Error> {
         if stats.diff_id != blob.digest {
             self.remove_tree(&staging.dir).await;
             return Err(Error::Internal(format!(

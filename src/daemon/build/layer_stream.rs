@@ -92,21 +92,6 @@ impl Daemon {
                 })
             }
         };
-        if stats.diff_id != blob.digest {
-            self.remove_tree(&staging.dir).await;
-            return Err(Error::Internal(format!(
-                "the layer's tar has digest {} but extracted as {}",
-                blob.digest, stats.diff_id
-            )));
-        }
-        let diff_id = stats.diff_id.clone();
-        let store = self.inner.images.clone();
-        let unused = tokio::task::spawn_blocking(move || store.install_layer(staging, &stats))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
-        if let Some(d) = unused {
-            self.remove_tree(&d).await;
-        }
-        Ok(NewLayer { blob, diff_id })
+        self.install_extracted(blob, staging, stats).await
     }
 }
