@@ -27,8 +27,8 @@ struct Args {
     /// namespace; the default otherwise) or vfs (a full copy). Changing it needs a restart.
     #[arg(long, value_name = "DRIVER")]
     storage_driver: Option<String>,
-    /// Default network mode of new containers: pasta, slirp4netns, none or host (without
-    /// it: pasta where it is installed and works, else slirp4netns).
+    /// Default network mode of new containers: slirp4netns (the default), pasta, none,
+    /// host, or auto (pasta where it is installed and works, else slirp4netns).
     #[arg(long, value_name = "MODE")]
     network: Option<String>,
     /// Log filter (tracing's EnvFilter syntax, e.g. debug or skiff=trace; default: RUST_LOG,

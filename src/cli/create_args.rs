@@ -45,8 +45,8 @@ pub struct CreateArgs {
     /// Override the image's ENTRYPOINT ('' clears it; the image's CMD then runs alone).
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Network mode: pasta, slirp4netns, none or host (skiffd's default: pasta where it
-    /// works, else slirp4netns).
+    /// Network mode: slirp4netns, pasta, none or host (skiffd's default: slirp4netns;
+    /// with skiffd's `network = "auto"`, pasta where it works).
     #[arg(long, alias = "net")]
     pub network: Option<String>,
     /// Publish a container's port(s) to the host: [[IP:][HOST]:]CONTAINER[/tcp|/udp];

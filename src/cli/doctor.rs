@@ -396,14 +396,14 @@ fn network_check() -> Check {
         (Some(_), None) => check(
             NAME,
             Level::Ok,
-            "slirp4netns is installed (pasta is not: slirp4netns is the default network)",
-            "sudo apt-get install passt   (pasta: the faster default network)",
+            "slirp4netns is installed (the default network; pasta is not)",
+            "sudo apt-get install passt   (pasta: --network pasta, faster published ports)",
         ),
         (None, Some(_)) => check(
             NAME,
             Level::Warn,
-            "pasta is installed, slirp4netns (the fallback network) is not",
-            "sudo apt-get install slirp4netns   (the fallback where pasta cannot start)",
+            "pasta is installed, slirp4netns (the default network) is not: pasta is used",
+            "sudo apt-get install slirp4netns   (the default network)",
         ),
         (None, None) => check(
             NAME,

@@ -271,8 +271,9 @@ impl Daemon {
     }
 
     /// The network mode of containers that name none, and why: the configured one
-    /// (`network` in skiffd.toml, `--network`), else pasta where it works, else
-    /// slirp4netns ([`crate::netns::choose`]).
+    /// (`network` in skiffd.toml, `--network`; `auto`: pasta where it works, else
+    /// slirp4netns, [`crate::netns::choose`]), else slirp4netns (pasta where only it is
+    /// installed).
     pub fn default_network(&self) -> (crate::netns::Mode, String) {
         let s = self.settings();
         if s.network_auto {
@@ -287,6 +288,15 @@ impl Daemon {
                 .clone();
         }
         match s.source("network") {
+            settings::Source::Default
+                if crate::netns::choose::find_in_path("slirp4netns").is_none()
+                    && crate::netns::choose::find_in_path("pasta").is_some() =>
+            {
+                (
+                    crate::netns::Mode::Pasta,
+                    "pasta: slirp4netns, the default, is not installed".into(),
+                )
+            }
             settings::Source::Default => (
                 s.network,
                 "slirp4netns: the default (network = \"auto\" in skiffd.toml makes pasta the \

@@ -1,5 +1,6 @@
-//! The default network of new containers: pasta where it is installed and can connect
-//! a namespace on this host, else slirp4netns (podman 5 made the same choice). pasta's
+//! `network = "auto"`: the default network of new containers is pasta where it is
+//! installed and can connect a namespace on this host, else slirp4netns (podman 5 made
+//! pasta its default; skiff's default stays slirp4netns, see docs/configuration.md). pasta's
 //! published ports keep a remote client's address and splice local clients' data, at
 //! several times slirp4netns's `add_hostfwd` throughput; slirp4netns stays the fallback
 //! and the mode on request. The choice is made once per skiffd by a trial run of pasta

@@ -80,7 +80,8 @@ pub enum Mode {
     /// A namespace connected by slirp4netns (the fallback default: see [`choose`]).
     #[default]
     Slirp4netns,
-    /// A namespace connected by pasta (the default where it works: see [`choose`]).
+    /// A namespace connected by pasta (the default with `network = "auto"` where it
+    /// works: see [`choose`]).
     Pasta,
     /// A namespace with loopback only.
     None,
