@@ -16,6 +16,26 @@ use super::sync::{Channel, Msg};
 use super::Error;
 use crate::userns::IdMaps;
 
+/// The forked child's end: runs `child` once it is in its user namespace (`entered`),
+/// else reports the failure to the parent as `Failed`; exits with the code.
+fn run_child(
+    entered: Result<(), Error>,
+    child_end: Channel,
+    child: impl FnOnce(Channel) -> i32,
+) -> ! {
+    let code = match entered {
+        Ok(()) => child(child_end),
+        Err(e) => {
+            let _ = child_end.send(&Msg::Failed {
+                code: super::exec::EXIT_SETUP_FAILED,
+                message: e.to_string(),
+            });
+            super::exec::EXIT_SETUP_FAILED
+        }
+    };
+    exit(code)
+}
+
 /// Forks a child that unshares a user namespace, waits for the parent to write `maps`,
 /// becomes uid/gid 0 in it and runs `child` (whose return value is its exit code).
 /// Returns the child's pid and the parent's end of the channel.
@@ -28,17 +48,8 @@ pub fn fork_into_userns(
     match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
         ForkResult::Child => {
             drop(parent_end);
-            let code = match enter_userns(&child_end) {
-                Ok(()) => child(child_end),
-                Err(e) => {
-                    let _ = child_end.send(&Msg::Failed {
-                        code: super::exec::EXIT_SETUP_FAILED,
-                        message: e.to_string(),
-                    });
-                    super::exec::EXIT_SETUP_FAILED
-                }
-            };
-            exit(code)
+            let entered = enter_userns(&child_end);
+            run_child(entered, child_end, child)
         }
         ForkResult::Parent { child } => {
             drop(child_end);
@@ -79,17 +90,8 @@ pub fn fork_joining_userns(
     match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
         ForkResult::Child => {
             drop(parent_end);
-            let code = match join_userns(userns) {
-                Ok(()) => child(child_end),
-                Err(e) => {
-                    let _ = child_end.send(&Msg::Failed {
-                        code: super::exec::EXIT_SETUP_FAILED,
-                        message: e.to_string(),
-                    });
-                    super::exec::EXIT_SETUP_FAILED
-                }
-            };
-            exit(code)
+            let joined = join_userns(userns);
+            run_child(joined, child_end, child)
         }
         ForkResult::Parent { child } => {
             drop(child_end);
