@@ -2,144 +2,45 @@
 //! recorded by `gdbus monitor` on the private bus) and as a user sees it (skiff's
 //! progress bars on a real pseudo-terminal, none with `-q`).
 
+mod bus_monitor;
 mod common;
 mod image_support;
 mod tty_support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
-use common::{require, stderr, stdout, Env};
+use bus_monitor::Monitor;
+use common::{stderr, stdout, Env};
 use image_support::{multi_layer_archive, sha};
 use tty_support::PtyChild;
 
-/// `gdbus monitor` of skiffd's signals, its lines collected as they come.
-struct Monitor {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+/// The `LayerProgress` signals of job `path`: (digest, status, done, total).
+fn layers(mon: &Monitor, path: &str) -> Vec<(String, String, u64, u64)> {
+    let head = format!("{path}: org.skiff.skiff1.Job.LayerProgress (");
+    mon.lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix(&head))
+        .map(|args| {
+            let parts: Vec<&str> = args.trim_end_matches(')').split(", ").collect();
+            let s = |i: usize| parts[i].trim_matches('\'').to_string();
+            let n = |i: usize| parts[i].trim_start_matches("uint64 ").parse().unwrap();
+            (s(0), s(1), n(2), n(3))
+        })
+        .collect()
 }
 
-impl Monitor {
-    fn start(env: &Env) -> Monitor {
-        // Line-buffered: gdbus writes with stdio, which a pipe would block-buffer.
-        let mut child = Command::new(require("stdbuf"))
-            .args(["-oL", "gdbus", "monitor", "--address", &env.address])
-            .args(["--dest", "org.skiff.skiff1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let m = Monitor { child, lines };
-        // It prints who owns the name once it has subscribed.
-        assert!(
-            m.wait_for(|l| l.contains("is owned by")),
-            "gdbus monitor did not start: {:?}",
-            m.lines()
-        );
-        m
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, f: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.lines().iter().any(|l| f(l)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+/// The last status reported for each blob of job `path`.
+fn last_status(mon: &Monitor, path: &str) -> Vec<(String, String, u64, u64)> {
+    let mut last: Vec<(String, String, u64, u64)> = Vec::new();
+    for l in layers(mon, path) {
+        match last.iter_mut().find(|x| x.0 == l.0) {
+            Some(x) => *x = l,
+            None => last.push(l),
         }
-        false
     }
-
-    /// The object paths of the jobs started, in order.
-    fn jobs(&self) -> Vec<String> {
-        self.lines()
-            .iter()
-            .filter(|l| l.contains("org.skiff.skiff1.Manager.JobNew"))
-            .filter_map(|l| l.split('\'').nth(1).map(str::to_string))
-            .collect()
-    }
-
-    /// Waits for the end of job `path` (its final publication is sent before it).
-    fn wait_end(&self, path: &str) {
-        let removed = format!("objectpath '{path}'");
-        assert!(
-            self.wait_for(|l| l.contains("Manager.JobRemoved") && l.contains(&removed)),
-            "job {path} never ended: {:#?}",
-            self.lines()
-        );
-    }
-
-    /// The successive values of property `name` of job `path` (as gdbus prints them:
-    /// `uint64 5`, `'reading'`, `1.0`).
-    fn prop(&self, path: &str, name: &str) -> Vec<String> {
-        let head = format!("{path}: org.freedesktop.DBus.Properties.PropertiesChanged");
-        let key = format!("'{name}': <");
-        self.lines()
-            .iter()
-            .filter(|l| l.starts_with(&head))
-            .filter_map(|l| {
-                let rest = &l[l.find(&key)? + key.len()..];
-                Some(rest[..rest.find(">}")?].to_string())
-            })
-            .collect()
-    }
-
-    fn numbers(&self, path: &str, name: &str) -> Vec<u64> {
-        self.prop(path, name)
-            .iter()
-            .map(|v| v.trim_start_matches("uint64 ").parse().unwrap())
-            .collect()
-    }
-
-    /// The `LayerProgress` signals of job `path`: (digest, status, done, total).
-    fn layers(&self, path: &str) -> Vec<(String, String, u64, u64)> {
-        let head = format!("{path}: org.skiff.skiff1.Job.LayerProgress (");
-        self.lines()
-            .iter()
-            .filter_map(|l| l.strip_prefix(&head))
-            .map(|args| {
-                let parts: Vec<&str> = args.trim_end_matches(')').split(", ").collect();
-                let s = |i: usize| parts[i].trim_matches('\'').to_string();
-                let n = |i: usize| parts[i].trim_start_matches("uint64 ").parse().unwrap();
-                (s(0), s(1), n(2), n(3))
-            })
-            .collect()
-    }
-
-    /// The last status reported for each blob of job `path`.
-    fn last_status(&self, path: &str) -> Vec<(String, String, u64, u64)> {
-        let mut last: Vec<(String, String, u64, u64)> = Vec::new();
-        for l in self.layers(path) {
-            match last.iter_mut().find(|x| x.0 == l.0) {
-                Some(x) => *x = l,
-                None => last.push(l),
-            }
-        }
-        last
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    last
 }
 
 /// A daemon, a three-layer archive named `name` (its path and bytes), and a monitor.
@@ -211,7 +112,7 @@ fn load_and_import_jobs_publish_their_progress() {
     let progress = mon.prop(&piped, "Progress");
     assert!(progress.iter().any(|p| p == "-1.0"), "{progress:?}");
     assert_eq!(progress.last().map(String::as_str), Some("1.0"));
-    let layers = mon.last_status(&piped);
+    let layers = last_status(&mon, &piped);
     assert_eq!(layers.len(), 3, "{layers:#?}");
     for (digest, status, done, total) in &layers {
         assert!(digest.starts_with("sha256:"), "{digest}");
@@ -231,7 +132,7 @@ fn load_and_import_jobs_publish_their_progress() {
         !totals.is_empty() && totals.iter().all(|&t| t == bytes.len() as u64),
         "{totals:?}"
     );
-    let again = mon.last_status(&file);
+    let again = last_status(&mon, &file);
     assert_eq!(again.len(), 3, "{again:#?}");
     assert!(again.iter().all(|l| l.1 == "present"), "{again:#?}");
     assert_eq!(
@@ -257,7 +158,7 @@ fn load_and_import_jobs_publish_their_progress() {
     );
     let n = tar_bytes.len() as u64;
     assert_eq!(
-        mon.last_status(&import),
+        last_status(&mon, &import),
         vec![(sha(&tar_bytes), "extracted".to_string(), n, n)]
     );
 }
