@@ -302,11 +302,46 @@ pub fn compile_cached(s: &LinuxSeccomp, dir: Option<&Path>) -> Result<Filter, Er
     if let (Some(dir), Some(path)) = (dir, path) {
         let stored = crate::fsutil::ensure_private_dir(dir)
             .and_then(|()| crate::fsutil::atomic_write(&path, &encode(&f)));
-        if let Err(e) = stored {
-            tracing::debug!("caching the seccomp filter in {}: {e}", path.display());
+        match stored {
+            Ok(()) => prune_cache(dir, CACHE_KEEP, &path),
+            Err(e) => tracing::debug!("caching the seccomp filter in {}: {e}", path.display()),
         }
     }
     Ok(f)
+}
+
+/// How many compiled programs the cache keeps. Each distinct profile (the default, and every
+/// `--security-opt seccomp=FILE` or changed default) adds one file of a few KiB; beyond this
+/// the oldest are removed when a new one is stored, so the cache stays small however many
+/// profiles a user tries. A removed program is just compiled again when next needed.
+const CACHE_KEEP: usize = 32;
+
+/// Removes all but the `keep` newest (by modification time) `.bpf` files of `dir`, never
+/// `just_stored` (timestamps are coarse: files stored in the same tick tie). Errors are
+/// logged and ignored: the cache is an optimisation.
+fn prune_cache(dir: &Path, keep: usize, just_stored: &Path) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            tracing::debug!("pruning the seccomp cache {}: {e}", dir.display());
+            return;
+        }
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "bpf") && e.path() != just_stored)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    let others = keep.saturating_sub(1);
+    if files.len() <= others {
+        return;
+    }
+    files.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, old) in files.drain(others..) {
+        if let Err(e) = std::fs::remove_file(&old) {
+            tracing::debug!("pruning {}: {e}", old.display());
+        }
+    }
 }
 
 /// Loads `f` into this thread (it needs no_new_privs or CAP_SYS_ADMIN).

@@ -182,6 +182,24 @@ fn cache_round_trips_and_is_keyed_by_the_profile() {
 }
 
 #[test]
+fn cache_keeps_only_the_newest_programs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut last = None;
+    for errno in 1..=(CACHE_KEEP as u32 + 5) {
+        let s = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActAllow)
+            .syscalls(vec![errno_rule("mkdir", errno, vec![])])
+            .build()
+            .unwrap();
+        compile_cached(&s, Some(dir.path())).unwrap();
+        last = cache_path(dir.path(), &s);
+    }
+    let count = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(count, CACHE_KEEP, "the cache was not pruned to its size");
+    assert!(last.unwrap().exists(), "the newest program was pruned");
+}
+
+#[test]
 fn notify_and_bad_indexes_are_refused() {
     let s = LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActNotify)
