@@ -3,7 +3,7 @@
 # build-bench.sh's Dockerfile goes, phase by phase.
 #
 # Usage: bench/build-phases.sh [-n ROUNDS] [--files N] [--file-kib K] [--bin-dir DIR]
-#                              [--keep-log FILE]
+#                              [--keep-log FILE] [--fresh]
 #
 # The context and Dockerfile are bench/build-bench.sh's (FROM busybox, COPY N files of
 # K KiB, two RUN steps, ENV, CMD). skiffd runs with `--log-level
@@ -15,6 +15,9 @@
 # phase is printed in order: the median time from cli-exec to the mark and the step from
 # the row above (what that phase cost). A mark reached more than once in a round (one
 # per step, per RUN container) gets #2, #3, ...
+# With --fresh, one context file gets new bytes before each build (as in
+# build-bench.sh --fresh), so the COPY layer is new and extracted every time; without
+# it the store holds it from the warm-up and it is not extracted again.
 #
 # Setup, binaries (--bin-dir DIR, else $SKIFF_BIN_DIR, else cargo build --release),
 # running as root (re-runs itself as the test user) and cleanup are bench/common.sh's.
@@ -27,9 +30,10 @@ KIB=50
 BIN_DIR=${SKIFF_BIN_DIR:-}
 SKIFFD_ARGS=()
 KEEP_LOG=""
+FRESH=""
 
 usage() {
-    echo "usage: $0 [-n ROUNDS] [--files N] [--file-kib K] [--bin-dir DIR] [--keep-log FILE]" >&2
+    echo "usage: $0 [-n ROUNDS] [--files N] [--file-kib K] [--bin-dir DIR] [--keep-log FILE] [--fresh]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -39,6 +43,7 @@ while [ $# -gt 0 ]; do
         --file-kib) [ $# -ge 2 ] || usage; KIB=$2; shift ;;
         --bin-dir) [ $# -ge 2 ] || usage; BIN_DIR=$2; shift ;;
         --keep-log) [ $# -ge 2 ] || usage; KEEP_LOG=$2; shift ;;
+        --fresh) FRESH=1 ;;
         -h | --help) usage ;;
         *) usage ;;
     esac
@@ -53,6 +58,7 @@ done
 
 args=(-n "$ROUNDS" --files "$FILES" --file-kib "$KIB")
 [ -z "$KEEP_LOG" ] || args+=(--keep-log "$KEEP_LOG")
+[ -z "$FRESH" ] || args+=(--fresh)
 bench_reexec_as_user "${args[@]}"
 SKIFFD_ARGS+=(--log-level "warn,skiff::phase=debug")
 bench_setup
@@ -82,8 +88,9 @@ SKIFF_CMD=("${SKIFF_CLI[@]}" build --no-cache --build-arg "BASE=$IMAGE" -t bench
 echo "== warm-up"
 timed skiff "${SKIFF_CMD[@]}"
 : >"$T/rounds"
-echo "== $ROUNDS cold builds ($FILES files of $KIB KiB), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== $ROUNDS cold builds ($FILES files of $KIB KiB${FRESH:+, one changed before each}), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for i in $(seq "$ROUNDS"); do
+    [ -z "$FRESH" ] || head -c $((KIB * 1024)) /dev/urandom >"$CTX/data/d0/f00000.bin"
     t0=${EPOCHREALTIME//[!0-9]/}
     timed skiff "${SKIFF_CMD[@]}"
     t1=${EPOCHREALTIME//[!0-9]/}

@@ -5,11 +5,12 @@
 //! the store's layer (renamed), as for any other layer: a crash midway leaves only
 //! temporary files the store collects. Used by the build's COPY/ADD.
 //!
-//! Before that pass, the tar is written once into a digest only (cheap: the sources
-//! are read from the page cache and hashed): when the store already holds the layer
-//! with that diff id (the same files copied before, e.g. a `--no-cache` rebuild), no
-//! file is extracted again; the blob is written only if it is missing. Layers are
-//! content-addressed, so the result is the same layer either way.
+//! When the caller has a hint that the store holds the layer already (the same files
+//! copied before, e.g. a `--no-cache` rebuild of an unchanged step), the tar is first
+//! written into a digest only (the sources are read from the page cache and hashed):
+//! if the store holds the layer with that diff id, no file is extracted again and the
+//! blob is written only if it is missing. Layers are content-addressed, so the result
+//! is the same layer either way; a wrong hint costs that one digest pass.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -82,17 +83,26 @@ impl Write for Tee {
 
 impl Daemon {
     /// Makes a layer from the uncompressed tar `write` writes (see the module docs);
-    /// `write` is called up to twice and must write the same bytes each time; its flag
-    /// says whether to report the copy's progress (the pass that makes the layer).
-    /// The caller holds the collection lock shared (the layer found in the store stays).
-    pub(crate) async fn install_layer_stream<F>(&self, write: F) -> Result<NewLayer, Error>
+    /// `hint` is the diff id the layer probably has. `write` is called up to twice and
+    /// must write the same bytes each time; its flag says whether to report the copy's
+    /// progress (the pass that makes the layer). The caller holds the collection lock
+    /// shared (a layer found in the store stays).
+    pub(crate) async fn install_layer_stream<F>(
+        &self,
+        hint: Option<String>,
+        write: F,
+    ) -> Result<NewLayer, Error>
     where
         F: Fn(&mut dyn Write, bool) -> Result<(), Error> + Send + Sync + 'static,
     {
         let write = Arc::new(write);
         let store = self.inner.images.clone();
         let w = write.clone();
+        let hinted = hint.is_some_and(|h| self.inner.images.has_layer(&h));
         let known = tokio::task::spawn_blocking(move || -> Result<Option<NewLayer>, Error> {
+            if !hinted {
+                return Ok(None);
+            }
             let mut d = Digester {
                 hasher: Sha256::new(),
                 size: 0,

@@ -319,9 +319,17 @@ impl Daemon {
             flags.iter().map(|f| format!("{f} ")).collect::<String>()
         );
         let key = cache::key(parent_id, &desc, "");
-        if !opts.no_cache && cache::lookup(&self.inner.images, &key).is_some() {
+        let cached = cache::lookup(&self.inner.images, &key);
+        if !opts.no_cache && cached.is_some() {
             return Ok((None, desc, key));
         }
+        // With --no-cache, the image an earlier build made for this step is not used,
+        // but its top layer is the layer this step makes again if nothing changed: a
+        // hint, checked by the layer's digest (see `install_layer_stream`).
+        let parent_layers = st.image.as_ref().map_or(0, |p| p.layers.len());
+        let hint = cached
+            .filter(|c| c.layers.len() == parent_layers + 1)
+            .and_then(|c| c.layers.last().cloned());
         let dirs: Vec<PathBuf> = if dest_is_dir && !exists_dir {
             vec![dest_rel.clone()]
         } else {
@@ -337,7 +345,7 @@ impl Daemon {
         let reported = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = reported.clone();
         let layer = self
-            .install_layer_stream(move |w: &mut dyn Write, report: bool| {
+            .install_layer_stream(hint, move |w: &mut dyn Write, report: bool| {
                 let mut b = tar::Builder::new(w);
                 b.follow_symlinks(false);
                 let copied = |n: u64| {
