@@ -3,7 +3,7 @@
 # build-bench.sh's Dockerfile goes, phase by phase.
 #
 # Usage: bench/build-phases.sh [-n ROUNDS] [--files N] [--file-kib K] [--bin-dir DIR]
-#                              [--keep-log FILE] [--fresh]
+#                              [--keep-log FILE] [--fresh] [--podman]
 #
 # The context and Dockerfile are bench/build-bench.sh's (FROM busybox, COPY N files of
 # K KiB, two RUN steps, ENV, CMD). skiffd runs with `--log-level
@@ -17,7 +17,10 @@
 # per step, per RUN container) gets #2, #3, ...
 # With --fresh, one context file gets new bytes before each build (as in
 # build-bench.sh --fresh), so the COPY layer is new and extracted every time; without
-# it the store holds it from the warm-up and it is not extracted again.
+# it the store holds it from the warm-up and it is not extracted again. With --podman,
+# a `podman build --no-cache` of the same context runs (untimed) before each round, as
+# in build-bench.sh's interleaved rounds (its writes and deletions are then the disk's
+# recent history).
 #
 # Setup, binaries (--bin-dir DIR, else $SKIFF_BIN_DIR, else cargo build --release),
 # running as root (re-runs itself as the test user) and cleanup are bench/common.sh's.
@@ -31,9 +34,10 @@ BIN_DIR=${SKIFF_BIN_DIR:-}
 SKIFFD_ARGS=()
 KEEP_LOG=""
 FRESH=""
+WITH_PODMAN=""
 
 usage() {
-    echo "usage: $0 [-n ROUNDS] [--files N] [--file-kib K] [--bin-dir DIR] [--keep-log FILE] [--fresh]" >&2
+    echo "usage: $0 [-n ROUNDS] [--files N] [--file-kib K] [--bin-dir DIR] [--keep-log FILE] [--fresh] [--podman]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -44,6 +48,7 @@ while [ $# -gt 0 ]; do
         --bin-dir) [ $# -ge 2 ] || usage; BIN_DIR=$2; shift ;;
         --keep-log) [ $# -ge 2 ] || usage; KEEP_LOG=$2; shift ;;
         --fresh) FRESH=1 ;;
+        --podman) WITH_PODMAN=1 ;;
         -h | --help) usage ;;
         *) usage ;;
     esac
@@ -59,6 +64,7 @@ done
 args=(-n "$ROUNDS" --files "$FILES" --file-kib "$KIB")
 [ -z "$KEEP_LOG" ] || args+=(--keep-log "$KEEP_LOG")
 [ -z "$FRESH" ] || args+=(--fresh)
+[ -z "$WITH_PODMAN" ] || args+=(--podman)
 bench_reexec_as_user "${args[@]}"
 SKIFFD_ARGS+=(--log-level "warn,skiff::phase=debug")
 bench_setup
@@ -91,6 +97,8 @@ timed skiff "${SKIFF_CMD[@]}"
 echo "== $ROUNDS cold builds ($FILES files of $KIB KiB${FRESH:+, one changed before each}), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for i in $(seq "$ROUNDS"); do
     [ -z "$FRESH" ] || head -c $((KIB * 1024)) /dev/urandom >"$CTX/data/d0/f00000.bin"
+    [ -z "$WITH_PODMAN" ] || TIMED_STDOUT=/dev/null timed podman "${PODMAN[@]}" build --pull=never \
+        --no-cache --build-arg "BASE=localhost/$IMAGE" -t bench/built "$CTX"
     t0=${EPOCHREALTIME//[!0-9]/}
     timed skiff "${SKIFF_CMD[@]}"
     t1=${EPOCHREALTIME//[!0-9]/}
