@@ -45,6 +45,7 @@ fn read_maps() -> Result<IdMaps, String> {
 
 /// `__unpack`: returns the process exit code.
 pub fn unpack_main(dest: &Path) -> i32 {
+    crate::phase::mark("unpack-helper-start");
     let result = read_maps().and_then(|maps| {
         let dest = dest.to_path_buf();
         runtime::run_in_userns(&maps, move || {
@@ -54,6 +55,7 @@ pub fn unpack_main(dest: &Path) -> i32 {
                 Ok(stats) => UnpackResult::Ok(stats),
                 Err(e) => UnpackResult::Err(without_staging_paths(&e.to_string(), &dest)),
             };
+            crate::phase::mark("unpack-done");
             let ok = matches!(res, UnpackResult::Ok(_));
             let mut out = std::io::stdout().lock();
             let printed = serde_json::to_writer(&mut out, &res).is_ok() && out.flush().is_ok();

@@ -250,3 +250,36 @@ fn a_tar_context_with_hard_links_and_a_symlink_loop_on_stdin() {
         "data\ndata\nl\n"
     );
 }
+
+/// A `--no-cache` rebuild copies the same files into the same layer, which the store
+/// holds already: it is found by its digest and not extracted again. Seen by a daemon
+/// whose layer limit (`--layer-max-entries 3`) no extraction of the COPY layer (a
+/// directory and four files) passes: the rebuild succeeds, the image has the files, and
+/// a changed file (a new layer, extracted) still meets the limit.
+#[test]
+fn a_no_cache_rebuild_does_not_extract_a_layer_the_store_holds() {
+    let mut env = Env::new();
+    let ctx = env.dir.path().join("same");
+    fs::create_dir_all(ctx.join("data")).unwrap();
+    for i in 0..4 {
+        fs::write(ctx.join(format!("data/f{i}")), format!("file {i}\n")).unwrap();
+    }
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM demo/busybox\nCOPY data/ /data/\nENV K=v\n",
+    )
+    .unwrap();
+    let c = ctx.to_str().unwrap().to_string();
+    ok(&env, &["build", "-t", "me/same:1", &c]);
+    env.stop_daemon();
+    env.start_daemon_with(&["--layer-max-entries", "3"]);
+    let again = ok(&env, &["build", "--no-cache", "-t", "me/same:2", &c]);
+    assert!(!again.contains("Using cache"), "{again}");
+    let cat = ok(&env, &["run", "--rm", "me/same:2", "cat", "/data/f3"]);
+    assert_eq!(cat, "file 3\n");
+    fs::write(ctx.join("data/f3"), "changed\n").unwrap();
+    let out = env.skiff(&["build", "--no-cache", "-t", "me/same:3", &c]);
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!out.status.success(), "a new layer passed the limit: {all}");
+    assert!(all.contains("max_entries"), "{all}");
+}

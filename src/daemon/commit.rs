@@ -251,6 +251,7 @@ impl Daemon {
     /// layer, checking that it extracts to its own digest.
     pub(crate) async fn install_tar_blob(&self, blob: LayerRef) -> Result<NewLayer, Error> {
         let (staging, stats) = self.unpack_blob(&blob.digest, None).await?;
+        crate::phase::mark("layer-unpacked");
         self.install_extracted(blob, staging, stats).await
     }
 
@@ -325,6 +326,7 @@ impl Daemon {
             )));
         }
         let mut blob = blob?;
+        crate::phase::mark("commit-tar-written");
         // Recorded as what it is: an uncompressed layer.
         blob.media_type = "application/vnd.oci.image.layer.v1.tar".into();
         Ok(blob)

@@ -103,6 +103,7 @@ impl BlobWriter {
         })?;
         file.sync_all()
             .map_err(|e| Error::io(format!("syncing {:?}", self.tmp), e))?;
+        crate::phase::mark("blob-synced");
         drop(file);
         let dest = self.blobs.join(hex);
         if dest.exists() {

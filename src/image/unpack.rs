@@ -233,11 +233,13 @@ fn extract<S: Read>(stream: S, dest: &Path, opts: &UnpackOptions) -> Result<Unpa
             let entry = entry.map_err(read_error)?;
             x.entry(entry, &mut dirs, &mut root)?;
         }
+        crate::phase::mark("unpack-entries-done");
         // Deepest first: children get their final mode and mtime before their parents.
         dirs.sort_by_key(|d| std::cmp::Reverse(d.rel.components().count()));
         for dir in dirs {
             x.finish_dir(dir)?;
         }
+        crate::phase::mark("unpack-dirs-done");
         if let Some(meta) = root {
             let dest = x.dest.clone();
             x.apply_meta(&dest, ".", &meta)?;

@@ -4,6 +4,13 @@
 //! The blob is then committed (synced, renamed) and the staging directory installed as
 //! the store's layer (renamed), as for any other layer: a crash midway leaves only
 //! temporary files the store collects. Used by the build's COPY/ADD.
+//!
+//! When the caller has a hint that the store holds the layer already (the same files
+//! copied before, e.g. a `--no-cache` rebuild of an unchanged step), the tar is first
+//! written into a digest only (the sources are read from the page cache and hashed):
+//! if the store holds the layer with that diff id, no file is extracted again and the
+//! blob is written only if it is missing. Layers are content-addressed, so the result
+//! is the same layer either way; a wrong hint costs that one digest pass.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -11,9 +18,43 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use crate::daemon::commit::NewLayer;
 use crate::daemon::{Daemon, Error};
 use crate::image::{BlobWriter, LayerRef};
+
+/// The media type of the layers written here.
+const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// A sink that only digests and counts what is written.
+struct Digester {
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Write for Digester {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hasher.update(buf);
+        self.size += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `write` into `w` through a 1 MiB buffer.
+fn write_buffered<F>(write: &F, w: &mut dyn Write, report: bool) -> Result<(), Error>
+where
+    F: Fn(&mut dyn Write, bool) -> Result<(), Error>,
+{
+    let mut w = io::BufWriter::with_capacity(1 << 20, w);
+    write(&mut w, report)?;
+    w.flush()
+        .map_err(|e| Error::Internal(format!("writing the layer: {e}")))
+}
 
 /// Writes each buffer to the blob and the pipe; remembers a failed pipe write (the
 /// helper's end gone: its error is the one to report).
@@ -41,12 +82,59 @@ impl Write for Tee {
 }
 
 impl Daemon {
-    /// Makes a layer from the uncompressed tar `write` writes (see the module docs).
-    /// The caller holds the collection lock shared.
-    pub(crate) async fn install_layer_stream<F>(&self, write: F) -> Result<NewLayer, Error>
+    /// Makes a layer from the uncompressed tar `write` writes (see the module docs);
+    /// `hint` is the diff id the layer probably has. `write` is called up to twice and
+    /// must write the same bytes each time; its flag says whether to report the copy's
+    /// progress (the pass that makes the layer). The caller holds the collection lock
+    /// shared (a layer found in the store stays).
+    pub(crate) async fn install_layer_stream<F>(
+        &self,
+        hint: Option<String>,
+        write: F,
+    ) -> Result<NewLayer, Error>
     where
-        F: FnOnce(&mut dyn Write) -> Result<(), Error> + Send + 'static,
+        F: Fn(&mut dyn Write, bool) -> Result<(), Error> + Send + Sync + 'static,
     {
+        let write = Arc::new(write);
+        let store = self.inner.images.clone();
+        let w = write.clone();
+        let hinted = hint.is_some_and(|h| self.inner.images.has_layer(&h));
+        let known = tokio::task::spawn_blocking(move || -> Result<Option<NewLayer>, Error> {
+            if !hinted {
+                return Ok(None);
+            }
+            let mut d = Digester {
+                hasher: Sha256::new(),
+                size: 0,
+            };
+            write_buffered(&*w, &mut d, false)?;
+            let digest = format!("sha256:{}", crate::image::hex(&d.hasher.finalize()));
+            crate::phase::mark("copy-digested");
+            if !store.has_layer(&digest) {
+                return Ok(None);
+            }
+            // The layer is there: only its blob may be missing (a layer pulled
+            // compressed has another blob).
+            if !store.has_blob(&digest) {
+                let mut blob = store.blob_writer()?;
+                write_buffered(&*w, &mut blob, true)?;
+                blob.commit(&digest)?;
+            }
+            Ok(Some(NewLayer {
+                blob: LayerRef {
+                    digest: digest.clone(),
+                    media_type: TAR.into(),
+                    size: d.size,
+                },
+                diff_id: digest,
+            }))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        if let Some(layer) = known {
+            crate::phase::mark("copy-layer-known");
+            return Ok(layer);
+        }
         let (read_end, write_end): (OwnedFd, OwnedFd) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
@@ -59,18 +147,14 @@ impl Daemon {
                 pipe: Some(File::from(write_end)),
                 pipe_failed: failed,
             };
-            {
-                let mut w = io::BufWriter::with_capacity(1 << 20, &mut tee);
-                write(&mut w)?;
-                w.flush()
-                    .map_err(|e| Error::Internal(format!("writing the layer: {e}")))?;
-            }
+            write_buffered(&*write, &mut tee, true)?;
             // The end of the tar for the helper.
             tee.pipe = None;
+            crate::phase::mark("copy-tar-written");
             let (digest, size) = tee.blob.commit_computed()?;
             Ok(LayerRef {
                 digest,
-                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                media_type: TAR.into(),
                 size,
             })
         });
@@ -92,6 +176,9 @@ impl Daemon {
                 })
             }
         };
-        self.install_extracted(blob, staging, stats).await
+        crate::phase::mark("copy-layer-unpacked");
+        let layer = self.install_extracted(blob, staging, stats).await;
+        crate::phase::mark("copy-layer-installed");
+        layer
     }
 }

@@ -573,9 +573,11 @@ impl Daemon {
         });
         let layers: Vec<NewLayer> = layer.into_iter().collect();
         let rec = self.record_derived(&st.image, &cfg, &layers, &[]).await?;
+        crate::phase::mark("step-recorded");
         st.lease.hold(&rec.id);
         let parent = st.image.as_ref().map(|i| i.id.as_str());
         cache::store(&self.inner.images, key, &rec.id, parent);
+        crate::phase::mark("step-cached");
         out.line(&format!("--> {}", &rec.id[..12]));
         st.cfg = cfg;
         st.image = Some(rec);

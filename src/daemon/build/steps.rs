@@ -99,6 +99,7 @@ impl Daemon {
             ..ContainerConfig::default()
         };
         let id = self.create(cfg).await?;
+        crate::phase::mark("run-created");
         let mut guard = RunGuard {
             daemon: self.clone(),
             id: Some(id.clone()),
@@ -119,7 +120,9 @@ impl Daemon {
         self.start(&id, Some(stdio))
             .await
             .map_err(|e| Error::Runtime(format!("{}: {e}", serde_json::json!(cmd))))?;
+        crate::phase::mark("run-started");
         let (code, _) = self.wait(&id, "not-running".parse()?).await?;
+        crate::phase::mark("run-exited");
         if code != 0 {
             return Err(Error::Runtime(format!(
                 "the command {} returned a non-zero code: {code}",
@@ -129,8 +132,10 @@ impl Daemon {
         let c = self.lookup(&id)?;
         let gc = self.gc_shared_lock().await?;
         let layer = self.layer_of_container(&c.dir, parent).await?;
+        crate::phase::mark("run-committed");
         guard.id = None;
         self.remove_with(&id, true, true).await?;
+        crate::phase::mark("run-removed");
         Ok((layer, gc))
     }
 
@@ -301,6 +306,7 @@ impl Daemon {
                 dest: PathBuf::from("<archive>"),
             }));
             let sum = copy::checksum(&all)?;
+            crate::phase::mark("copy-summed");
             Ok::<_, String>((items, archives, sum))
         })
         .await
@@ -313,23 +319,45 @@ impl Daemon {
             flags.iter().map(|f| format!("{f} ")).collect::<String>()
         );
         let key = cache::key(parent_id, &desc, "");
-        if !opts.no_cache && cache::lookup(&self.inner.images, &key).is_some() {
+        let cached = cache::lookup(&self.inner.images, &key);
+        if !opts.no_cache && cached.is_some() {
             return Ok((None, desc, key));
         }
+        // With --no-cache, the image an earlier build made for this step is not used,
+        // but its top layer is the layer this step makes again if nothing changed: a
+        // hint, checked by the layer's digest (see `install_layer_stream`).
+        let parent_layers = st.image.as_ref().map_or(0, |p| p.layers.len());
+        let hint = cached
+            .filter(|c| c.layers.len() == parent_layers + 1)
+            .and_then(|c| c.layers.last().cloned());
         let dirs: Vec<PathBuf> = if dest_is_dir && !exists_dir {
             vec![dest_rel.clone()]
         } else {
             Vec::new()
         };
         let (dest3, owner) = (dest_rel.clone(), place.owner);
-        progress.add_copy_total(copy::file_bytes(&items));
+        let total = copy::file_bytes(&items);
+        progress.add_copy_total(total);
+        let job = progress.clone();
         let progress = progress.clone();
         let index = ctx.index.clone();
+        // Bytes reported by the pass that made the layer (none when it was known).
+        let reported = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = reported.clone();
         let layer = self
-            .install_layer_stream(move |w: &mut dyn Write| {
+            .install_layer_stream(hint, move |w: &mut dyn Write, report: bool| {
                 let mut b = tar::Builder::new(w);
                 b.follow_symlinks(false);
-                let copied = |n: u64| progress.copied(n);
+                let copied = |n: u64| {
+                    if report {
+                        counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        progress.copied(n)
+                    } else if progress.is_cancelled() {
+                        Err(std::io::Error::other("the job was cancelled"))
+                    } else {
+                        Ok(())
+                    }
+                };
                 copy::append_items(&mut b, &dirs, &items, Some(&index), place, &copied)
                     .and_then(|()| append_archives(&mut b, &archives, &index, &dest3, owner))
                     .and_then(|()| b.finish())
@@ -342,6 +370,11 @@ impl Daemon {
                     })
             })
             .await?;
+        let rest = total.saturating_sub(reported.load(std::sync::atomic::Ordering::Relaxed));
+        if rest > 0 {
+            // The layer was in the store already: the copy is complete all the same.
+            job.copied(rest).map_err(|_| Error::Cancelled)?;
+        }
         Ok((Some(layer), desc, key))
     }
 }
