@@ -250,3 +250,72 @@ fn a_tar_context_with_hard_links_and_a_symlink_loop_on_stdin() {
         "data\ndata\nl\n"
     );
 }
+
+/// The sizes skiffd logged for the build contexts it received, in order.
+fn context_sizes(env: &Env) -> Vec<u64> {
+    env.daemon_log()
+        .lines()
+        .filter(|l| l.contains("build context received"))
+        .filter_map(|l| {
+            let v = l.split("bytes=").nth(1)?;
+            v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The CLI leaves what `.dockerignore` excludes out of the context it sends (a large
+/// ignored directory costs nothing), the build sees the same files as before, and `!`
+/// re-includes (also of a file below an excluded directory) still reach COPY.
+#[test]
+fn the_cli_does_not_send_ignored_files() {
+    let env = Env::new();
+    let ctx = env.dir.path().join("ignoring");
+    fs::create_dir_all(ctx.join("big/deeper")).unwrap();
+    fs::create_dir_all(ctx.join("build/keep")).unwrap();
+    // 32 MiB that must not travel.
+    let blob = vec![0x5a_u8; 1 << 20];
+    for n in 0..32 {
+        fs::write(ctx.join(format!("big/deeper/blob{n}")), &blob).unwrap();
+    }
+    for (p, data) in [
+        (
+            ".dockerignore",
+            "big\n*.tmp\n!keep.tmp\nbuild/\n!build/keep\n",
+        ),
+        (
+            "Dockerfile",
+            "FROM demo/busybox\nCOPY . /ctx/\nCOPY build/keep/f /f\n",
+        ),
+        ("a.tmp", "ignored\n"),
+        ("keep.tmp", "kept\n"),
+        ("build/x", "ignored\n"),
+        ("build/keep/f", "re-included\n"),
+        ("src", "source\n"),
+    ] {
+        fs::write(ctx.join(p), data).unwrap();
+    }
+    ok(&env, &["build", "-t", "me/ignoring", ctx.to_str().unwrap()]);
+    let sizes = context_sizes(&env);
+    assert_eq!(sizes.len(), 1, "{}", env.daemon_log());
+    assert!(
+        sizes[0] < 1 << 20,
+        "the CLI sent {} bytes: the ignored directory went along",
+        sizes[0]
+    );
+    assert_eq!(
+        ok(
+            &env,
+            &[
+                "run",
+                "--rm",
+                "me/ignoring",
+                "sh",
+                "-c",
+                "cd /ctx && find . | sort | tr '\\n' ' '; cat /f keep.tmp"
+            ]
+        ),
+        // skiffd's COPY of a directory does not go into an excluded one (`build`), as
+        // before; a re-included file below it is copied when named.
+        ". ./.dockerignore ./Dockerfile ./keep.tmp ./src re-included\nkept\n"
+    );
+}

@@ -146,6 +146,9 @@ impl Daemon {
                 }
             })?;
         crate::phase::mark("build-context-read");
+        if let Ok(m) = std::fs::metadata(dir.join("context.tar")) {
+            tracing::debug!(bytes = m.len(), "build context received");
+        }
         let ctx = Ctx {
             index: Arc::new(ctx),
             dir: dir.clone(),
