@@ -2,10 +2,12 @@
 //! directory and hard links (plain, gzip and zstd layers) looks right inside containers
 //! on every storage driver; import --change; tag/rmi/prune free exactly the unshared
 //! blobs and layers; rmi of an image in use; a load killed midway; hostile layers; a
-//! FIFO of a layer in the container on every driver (the kernel overlay as oracle).
+//! FIFO of a layer in the container on every driver (podman's vfs and the kernel
+//! overlay as oracles).
 
 mod common;
 mod image_support;
+mod podman_support;
 
 use std::path::{Path, PathBuf};
 
@@ -80,21 +82,32 @@ fn fifo_tar(env: &Env) -> PathBuf {
     path
 }
 
+const FIFO_CHECK: &str = "test -p /run/fifo && stat -c %a /run/fifo";
+
 #[test]
 fn a_fifo_of_a_layer_is_in_the_container_on_every_driver() {
+    // podman's vfs driver (rootless) makes the FIFO too.
+    let oracle = Env::bus_only();
+    let podman = podman_support::Podman::new(oracle.dir.path(), "vfs");
+    let tar = fifo_tar(&oracle);
+    podman.run(&["import", "-q", tar.to_str().unwrap(), "demo/fifo"]);
+    let out = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "demo/fifo",
+        "sh",
+        "-c",
+        FIFO_CHECK,
+    ]);
+    assert_eq!(stdout(&out), "640\n", "podman vfs: {}", stderr(&out));
     for driver in ["overlay", "vfs", "fuse"] {
         let mut env = Env::bus_only();
         env.start_daemon_with(&["--storage-driver", driver]);
         let tar = fifo_tar(&env);
         ok(&env, &["import", tar.to_str().unwrap(), "demo/fifo"]);
-        let out = env.skiff(&[
-            "run",
-            "--rm",
-            "demo/fifo",
-            "sh",
-            "-c",
-            "test -p /run/fifo && stat -c %a /run/fifo",
-        ]);
+        let out = env.skiff(&["run", "--rm", "demo/fifo", "sh", "-c", FIFO_CHECK]);
         assert_eq!(
             stdout(&out),
             "640\n",
