@@ -318,4 +318,38 @@ fn the_cli_does_not_send_ignored_files() {
         // before; a re-included file below it is copied when named.
         ". ./.dockerignore ./Dockerfile ./keep.tmp ./src re-included\nkept\n"
     );
+
+    // A client that sends ignored files anyway (a tar on stdin is sent as it is):
+    // skiffd still leaves them out of COPY.
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("Dockerfile", &b"FROM demo/busybox\nCOPY . /ctx/\n"[..]),
+        (".dockerignore", &b"*.tmp\n"[..]),
+        ("a.tmp", &b"ignored\n"[..]),
+        ("b", &b"kept\n"[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    let mut child = env
+        .skiff_cmd(&["build", "-t", "me/sent-anyway", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = b.into_inner().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        ok(&env, &["run", "--rm", "me/sent-anyway", "ls", "-A", "/ctx"]),
+        ".dockerignore\nDockerfile\nb\n"
+    );
 }
