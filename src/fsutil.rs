@@ -2,7 +2,10 @@
 //!
 //! Every piece of state skiff keeps is written with [`atomic_write`]: a temporary file in
 //! the same directory, fsync, rename over the target, then fsync of the directory. A crash
-//! at any point leaves either the old or the new content, never a torn file.
+//! at any point leaves either the old or the new content, never a torn file. Each write
+//! has a temporary file of its own (pid and a per-process sequence number, created
+//! exclusively), so threads writing the same file at once do not collide: the last
+//! rename wins, whole.
 //!
 //! A record's runtime-state changes (a container started or ended) use
 //! [`atomic_replace`]: temporary file, fsync of it, rename, but no fsync of the
@@ -20,7 +23,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes `data` to `path` atomically (temp file + fsync + rename + fsync of the directory).
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
@@ -55,6 +59,36 @@ pub fn replace_file_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Res
     replace_file(path, &data)
 }
 
+/// Tells the temporary files of one process apart: with the pid, a temporary name is
+/// unique to one write, so two threads writing the same file at once each rename their
+/// own whole file.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a temporary file for `name` in `dir` that no other write uses
+/// (`.tmp-PID-SEQ-NAME`, created exclusively: a leftover of a crashed process with the
+/// same pid is skipped, not reused).
+fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)> {
+    let mut tries = 0;
+    loop {
+        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(
+            ".tmp-{}-{seq}-{}",
+            std::process::id(),
+            name.to_string_lossy()
+        ));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn write_via_rename(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "path has no parent directory")
@@ -62,22 +96,13 @@ fn write_via_rename(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        name.to_string_lossy()
-    ));
+    let (tmp, mut f) = create_temp(dir, name)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
         f.write_all(data)?;
         if sync != Sync::None {
             f.sync_all()?;
         }
+        drop(f);
         fs::rename(&tmp, path)?;
         if sync == Sync::FileAndDir {
             sync_dir(dir)?;
@@ -149,5 +174,71 @@ mod tests {
         // A missing directory is an error, not a panic or a stray file.
         let missing = dir.path().join("gone").join("container.json");
         assert!(atomic_replace(&missing, b"x").is_err());
+    }
+
+    /// Threads of one process writing the same file at once: each write succeeds, the
+    /// file ends whole (one writer's content), and no temporary file is left.
+    #[test]
+    fn concurrent_writers_of_one_file_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("build-cache.json");
+        let writers = 8;
+        let rounds = 200;
+        let barrier = std::sync::Barrier::new(writers);
+        let failures = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for w in 0..writers {
+                let (p, barrier, failures) = (&p, &barrier, &failures);
+                s.spawn(move || {
+                    // Each writer's content is its number repeated: a torn or mixed
+                    // file is seen.
+                    let data = vec![b'a' + w as u8; 64 * 1024];
+                    barrier.wait();
+                    for r in 0..rounds {
+                        let res = match r % 3 {
+                            0 => atomic_write(p, &data),
+                            1 => atomic_replace(p, &data),
+                            _ => replace_file(p, &data),
+                        };
+                        if let Err(e) = res {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("writer {w} round {r}: {e}"));
+                        }
+                    }
+                });
+            }
+        });
+        let failures = failures.into_inner().unwrap();
+        assert!(failures.is_empty(), "writes failed: {failures:?}");
+        let got = fs::read(&p).unwrap();
+        assert_eq!(got.len(), 64 * 1024, "the file is not one whole write");
+        assert!(
+            got.iter().all(|b| *b == got[0]),
+            "the file mixes two writers' data"
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "temporary files left behind: {names:?}");
+    }
+
+    /// A leftover temporary file (a crashed process that had the same pid) is neither
+    /// reused nor in the way.
+    #[test]
+    fn a_stale_temp_file_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        let next = TMP_SEQ.load(Ordering::Relaxed);
+        for seq in next..next + 3 {
+            let stale = dir
+                .path()
+                .join(format!(".tmp-{}-{seq}-state.json", std::process::id()));
+            fs::write(&stale, b"stale").unwrap();
+        }
+        atomic_write(&p, b"fresh").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"fresh");
     }
 }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cp;
 pub mod daemon;
 pub mod dbus;
+pub mod dockerignore;
 pub mod elide;
 pub mod fdutil;
 pub mod fsutil;

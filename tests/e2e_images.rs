@@ -1,10 +1,13 @@
 //! End to end image store: a multi-layer docker-archive with whiteouts, an opaque
 //! directory and hard links (plain, gzip and zstd layers) looks right inside containers
 //! on every storage driver; import --change; tag/rmi/prune free exactly the unshared
-//! blobs and layers; rmi of an image in use; a load killed midway; hostile layers.
+//! blobs and layers; rmi of an image in use; a load killed midway; hostile layers; a
+//! FIFO of a layer in the container on every driver (podman's vfs and the kernel
+//! overlay as oracles).
 
 mod common;
 mod image_support;
+mod podman_support;
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +51,69 @@ fn multi_layer_image_looks_right_on_every_driver() {
         assert!(
             hist.find("three").unwrap() < hist.find("one").unwrap(),
             "{hist}"
+        );
+    }
+}
+
+/// A rootfs tar: busybox plus the FIFO `run/fifo` (mode 0640).
+fn fifo_tar(env: &Env) -> PathBuf {
+    let base = env.busybox_tar();
+    let mut ar = tar::Archive::new(std::fs::File::open(&base).unwrap());
+    let mut b = tar::Builder::new(Vec::new());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let path = e.path().unwrap().into_owned();
+        match e.link_name().unwrap().map(|l| l.into_owned()) {
+            Some(link) => b.append_link(&mut h, &path, &link).unwrap(),
+            None => b.append_data(&mut h, &path, &mut e).unwrap(),
+        }
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Fifo);
+    h.set_mode(0o640);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_size(0);
+    b.append_data(&mut h, "run/fifo", &[][..]).unwrap();
+    let path = env.dir.path().join("fifo.tar");
+    std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+    path
+}
+
+const FIFO_CHECK: &str = "test -p /run/fifo && stat -c %a /run/fifo";
+
+#[test]
+fn a_fifo_of_a_layer_is_in_the_container_on_every_driver() {
+    // podman's vfs driver (rootless) makes the FIFO too.
+    let oracle = Env::bus_only();
+    let podman = podman_support::Podman::new(oracle.dir.path(), "vfs");
+    let tar = fifo_tar(&oracle);
+    podman.run(&["import", "-q", tar.to_str().unwrap(), "demo/fifo"]);
+    let out = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "demo/fifo",
+        "sh",
+        "-c",
+        FIFO_CHECK,
+    ]);
+    assert_eq!(stdout(&out), "640\n", "podman vfs: {}", stderr(&out));
+    for driver in ["overlay", "vfs", "fuse"] {
+        let mut env = Env::bus_only();
+        env.start_daemon_with(&["--storage-driver", driver]);
+        let tar = fifo_tar(&env);
+        ok(&env, &["import", tar.to_str().unwrap(), "demo/fifo"]);
+        let out = env.skiff(&["run", "--rm", "demo/fifo", "sh", "-c", FIFO_CHECK]);
+        assert_eq!(
+            stdout(&out),
+            "640\n",
+            "{driver}: {}\n{}",
+            stderr(&out),
+            env.daemon_log()
         );
     }
 }

@@ -1,60 +1,16 @@
 //! End to end: `skiff pull` from a real registry (Debian's docker-registry on
-//! 127.0.0.1, images pushed with skopeo), as the unprivileged user.
+//! 127.0.0.1, images pushed with skopeo), as the unprivileged user (with credentials:
+//! e2e_pull_auth).
 
 mod common;
+mod pull_support;
 mod registry_support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{stderr, stdout, Env};
+use pull_support::{our_arch, pull_ok, run_ok, two_layer_image};
 use registry_support::{noise, Auth, Gate, ImageSpec, LayerBuilder, Layout, Registry, Throttle};
-
-fn our_arch() -> String {
-    skiff::image::store::oci_arch().to_string()
-}
-
-/// A two-layer busybox image: busybox below, /hello and /etc/motd above.
-fn two_layer_image(env: &Env, name: &str) -> PathBuf {
-    let dir = env.dir.path().join(name);
-    let layout = Layout::new(&dir);
-    let base = LayerBuilder::default().busybox().finish();
-    let top = LayerBuilder::default()
-        .file("hello", 0o644, b"hello from layer two\n")
-        .file("etc/motd", 0o644, b"pulled\n")
-        .finish();
-    let desc = layout.image(&ImageSpec {
-        arch: our_arch(),
-        layers: vec![base, top],
-        cmd: vec!["cat".into(), "/hello".into()],
-    });
-    layout.tag("v1", &desc);
-    dir
-}
-
-fn pull_ok(env: &Env, args: &[&str]) -> (String, String) {
-    let mut all = vec!["pull"];
-    all.extend_from_slice(args);
-    let out = env.skiff(&all);
-    assert!(
-        out.status.success(),
-        "skiff {all:?} failed: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    (stdout(&out).trim().to_string(), stderr(&out))
-}
-
-fn run_ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?} failed: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
 
 #[test]
 fn pull_by_tag_and_digest_skips_present_blobs_and_runs() {
@@ -292,82 +248,6 @@ fn an_index_resolves_to_our_platform() {
 }
 
 #[test]
-fn basic_auth_with_and_without_credentials() {
-    let env = Env::new();
-    let reg = Registry::start(
-        &env.dir.path().join("reg"),
-        Auth::Basic {
-            user: "alice".into(),
-            password: "s3cret".into(),
-        },
-    );
-    let layout = two_layer_image(&env, "layout");
-    reg.push(&layout, "v1", "private/app:v1");
-    let reference = format!("{}/private/app:v1", reg.addr);
-
-    let out = env.skiff(&["pull", &reference]);
-    assert!(!out.status.success());
-    let e = stderr(&out);
-    assert!(
-        e.contains("requires authentication") && e.contains("podman login"),
-        "{e}"
-    );
-
-    let auth = |user: &str, pw: &str| {
-        use base64::Engine;
-        let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
-        format!(r#"{{"auths": {{"{}": {{"auth": "{b}"}}}}}}"#, reg.addr)
-    };
-    let wrong = env.dir.path().join("wrong.json");
-    std::fs::write(&wrong, auth("alice", "guess")).unwrap();
-    let out = env.skiff(&["pull", "--authfile", wrong.to_str().unwrap(), &reference]);
-    assert!(!out.status.success());
-    let e = stderr(&out);
-    assert!(
-        e.contains("refused the credentials") && e.contains("wrong.json"),
-        "{e}"
-    );
-    let out = env.dbus_call(
-        "/org/skiff/skiff1",
-        "org.skiff.skiff1.Manager.PullImage",
-        &[
-            &reference,
-            &format!("{{'wait': <true>, 'auth-file': <'{}'>}}", wrong.display()),
-        ],
-    );
-    assert!(
-        stderr(&out).contains("org.skiff.Error.Unauthorized"),
-        "{}",
-        stderr(&out)
-    );
-
-    let missing = env.dir.path().join("missing.json");
-    let out = env.skiff(&["pull", "--authfile", missing.to_str().unwrap(), &reference]);
-    assert!(stderr(&out).contains("missing.json"), "{}", stderr(&out));
-
-    // --authfile with the right password.
-    let right = env.dir.path().join("right.json");
-    std::fs::write(&right, auth("alice", "s3cret")).unwrap();
-    let (id, _) = pull_ok(
-        &env,
-        &["-q", "--authfile", right.to_str().unwrap(), &reference],
-    );
-    assert_eq!(
-        run_ok(&env, &["run", "--rm", &id]),
-        "hello from layer two\n"
-    );
-
-    // The default auth file ($XDG_RUNTIME_DIR/containers/auth.json) is found too (a
-    // fresh store, so that the pull must reach the registry).
-    let env = Env::new();
-    let default = env.dir.path().join("runtime/containers/auth.json");
-    std::fs::create_dir_all(default.parent().unwrap()).unwrap();
-    std::fs::write(&default, auth("alice", "s3cret")).unwrap();
-    let (id2, _) = pull_ok(&env, &["-q", &reference]);
-    assert_eq!(id2, id);
-}
-
-#[test]
 fn a_pull_killed_midway_leaves_nothing_and_the_next_one_resumes() {
     let mut env = Env::new();
     let reg = Registry::start(&env.dir.path().join("reg"), Auth::None);
@@ -431,56 +311,6 @@ fn a_pull_killed_midway_leaves_nothing_and_the_next_one_resumes() {
     assert_eq!(
         run_ok(&env, &["run", "--rm", &id, "echo", "ok"]).trim(),
         "ok"
-    );
-}
-
-#[test]
-fn bearer_token_auth_with_and_without_credentials() {
-    let env = Env::new();
-    let reg = Registry::start(
-        &env.dir.path().join("reg"),
-        Auth::Token {
-            user: "bob".into(),
-            password: "t0ken".into(),
-        },
-    );
-    let layout = two_layer_image(&env, "layout");
-    reg.push(&layout, "v1", "private/app:v1");
-    let reference = format!("{}/private/app:v1", reg.addr);
-    let (granted_by_push, _) = reg.token_requests();
-    assert!(granted_by_push > 0, "skopeo went through the token service");
-
-    let out = env.skiff(&["pull", &reference]);
-    assert!(!out.status.success());
-    let e = stderr(&out);
-    assert!(
-        e.contains("requires authentication") && e.contains("podman login"),
-        "{e}"
-    );
-    assert!(
-        reg.token_requests().1 > 0,
-        "the anonymous token request was refused"
-    );
-
-    use base64::Engine;
-    let b = base64::engine::general_purpose::STANDARD.encode("bob:t0ken");
-    let authfile = env.dir.path().join("auth.json");
-    std::fs::write(
-        &authfile,
-        format!(r#"{{"auths": {{"{}": {{"auth": "{b}"}}}}}}"#, reg.addr),
-    )
-    .unwrap();
-    let (id, _) = pull_ok(
-        &env,
-        &["-q", "--authfile", authfile.to_str().unwrap(), &reference],
-    );
-    assert!(
-        reg.token_requests().0 > granted_by_push,
-        "skiff got a token"
-    );
-    assert_eq!(
-        run_ok(&env, &["run", "--rm", &id]),
-        "hello from layer two\n"
     );
 }
 

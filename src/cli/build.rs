@@ -1,6 +1,7 @@
 //! `skiff build [-t NAME]... [-f FILE] [--build-arg NAME[=VALUE]]... [--target STAGE]
 //! [--no-cache] [-q] CONTEXT|-`: the context directory is streamed to skiffd as a tar
-//! over a pipe (symlinks as links), or a tar on stdin is passed as it is; skiffd's
+//! over a pipe (symlinks as links, without what `.dockerignore` excludes:
+//! [`super::build_context`]), or a tar on stdin is passed as it is; skiffd's
 //! progress is copied to stdout; Ctrl-C cancels the build.
 
 use std::collections::HashMap;
@@ -47,15 +48,6 @@ fn opt<T: Into<Variant<'static>>>(v: T) -> Result<OwnedVariant, Failure> {
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Failure::msg(format!("pipe: {e}")))
-}
-
-/// Writes a tar of the directory `dir` (its contents at the top, symlinks as links).
-fn write_context(dir: &Path, out: File) -> std::io::Result<()> {
-    let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
-    b.follow_symlinks(false);
-    b.mode(tar::HeaderMode::Complete);
-    b.append_dir_all(".", dir)?;
-    b.into_inner()?.flush()
 }
 
 /// `skiff build`.
@@ -127,7 +119,7 @@ pub async fn build(conn: &Connection, args: &BuildArgs) -> Result<i32, Failure> 
         let dir = args.context.clone();
         let h = std::thread::spawn(move || {
             crate::cp::stream::block_sigpipe();
-            write_context(Path::new(&dir), File::from(w))
+            super::build_context::write_context(Path::new(&dir), File::from(w))
         });
         (r, Some(h))
     };

@@ -8,6 +8,7 @@ pub mod aliases;
 pub mod attach;
 pub mod autopull;
 pub mod build;
+mod build_context;
 pub mod commit;
 pub mod completion;
 pub mod connect;

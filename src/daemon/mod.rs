@@ -23,6 +23,7 @@ mod failed_jobs;
 pub mod filters;
 mod freeze;
 pub mod helper;
+mod image_catalog;
 pub mod images;
 pub mod initbin;
 pub mod lifecycle;

@@ -10,6 +10,7 @@ use zbus::{interface, Connection, ObjectServer, OwnedObjectPath, OwnedVariant};
 
 use super::container::ContainerObject;
 use super::image::{ImageObject, Jobs};
+use super::options;
 use super::stdio::check_fd;
 pub use super::stdio::{null_stdio, stdio_of};
 use super::{check_flags, container_path, convert, image_path, SkiffError};
@@ -234,38 +235,7 @@ impl Manager {
         reference: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(u32, OwnedObjectPath), SkiffError> {
-        let mut wait = false;
-        let mut changes = crate::image::ImageChanges::default();
-        for (k, v) in &options {
-            match (k.as_str(), &**v) {
-                ("wait", zbus::Variant::Bool(b)) => wait = *b,
-                ("wait", _) => {
-                    return Err(SkiffError::invalid_args(
-                        "option \"wait\" must be a boolean",
-                    ))
-                }
-                ("changes", v) => {
-                    let list: Vec<String> = v
-                        .try_clone()
-                        .ok()
-                        .and_then(|v| v.try_into().ok())
-                        .ok_or_else(|| {
-                            SkiffError::invalid_args(
-                                "option \"changes\" must be an array of strings",
-                            )
-                        })?;
-                    for c in &list {
-                        crate::image::changes::apply_change(&mut changes, c)
-                            .map_err(|e| SkiffError::invalid_args(e.to_string()))?;
-                    }
-                }
-                (other, _) => {
-                    return Err(SkiffError::invalid_args(format!(
-                        "unknown import option {other:?} (known: wait, changes)"
-                    )))
-                }
-            }
-        }
+        let (wait, changes) = options::import(&options)?;
         let fd: OwnedFd = super::stdio::received(rootfs_tar);
         check_fd(&fd, "rootfs_tar")?;
         super::image::start_import(
@@ -313,17 +283,7 @@ impl Manager {
         archive: zbus::OwnedFd,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(u32, OwnedObjectPath), SkiffError> {
-        let mut wait = false;
-        for (k, v) in &options {
-            match (k.as_str(), &**v) {
-                ("wait", zbus::Variant::Bool(b)) => wait = *b,
-                (other, _) => {
-                    return Err(SkiffError::invalid_args(format!(
-                        "unknown or mistyped load option {other:?} (known: wait b)"
-                    )))
-                }
-            }
-        }
+        let wait = options::load(&options)?;
         let fd: OwnedFd = super::stdio::received(archive);
         nix::sys::stat::fstat(fd.as_fd())
             .map_err(|e| SkiffError::invalid_args(format!("archive: bad file descriptor: {e}")))?;
@@ -349,17 +309,7 @@ impl Manager {
         out: zbus::OwnedFd,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(), SkiffError> {
-        let mut format = "docker-archive".to_string();
-        for (k, v) in &options {
-            match (k.as_str(), &**v) {
-                ("format", zbus::Variant::Str(s)) => format = s.to_string(),
-                (other, _) => {
-                    return Err(SkiffError::invalid_args(format!(
-                        "unknown or mistyped save option {other:?} (known: format s)"
-                    )))
-                }
-            }
-        }
+        let format = options::save(&options)?;
         let fd: OwnedFd = super::stdio::received(out);
         check_fd(&fd, "out")?;
         Ok(self.ctx.daemon.save_images(&refs, fd, &format).await?)
@@ -433,27 +383,7 @@ impl Manager {
         reference: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(u32, OwnedObjectPath), SkiffError> {
-        let mut req = crate::daemon::pull::PullRequest::new(reference);
-        let mut wait = false;
-        for (k, v) in &options {
-            let bad = |ty: &str| SkiffError::invalid_args(format!("option {k:?} must be {ty}"));
-            match (k.as_str(), &**v) {
-                ("wait", zbus::Variant::Bool(b)) => wait = *b,
-                ("tls-verify", zbus::Variant::Bool(b)) => req.tls_verify = *b,
-                ("auth-file", zbus::Variant::Str(s)) => {
-                    req.auth_file = Some(std::path::PathBuf::from(s.as_str()))
-                }
-                ("platform", zbus::Variant::Str(s)) => req.platform = Some(s.to_string()),
-                ("wait" | "tls-verify", _) => return Err(bad("a boolean")),
-                ("auth-file" | "platform", _) => return Err(bad("a string")),
-                (other, _) => {
-                    return Err(SkiffError::invalid_args(format!(
-                        "unknown pull option {other:?} (known: tls-verify, auth-file, \
-                         platform, wait)"
-                    )))
-                }
-            }
-        }
+        let (req, wait) = options::pull(reference, &options)?;
         super::job::start_pull(&self.ctx, conn, server, req, wait).await
     }
 
@@ -473,25 +403,7 @@ impl Manager {
         destination: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(u32, OwnedObjectPath), SkiffError> {
-        let mut req = crate::daemon::push::PushRequest::new(image, destination);
-        let mut wait = false;
-        for (k, v) in &options {
-            let bad = |ty: &str| SkiffError::invalid_args(format!("option {k:?} must be {ty}"));
-            match (k.as_str(), &**v) {
-                ("wait", zbus::Variant::Bool(b)) => wait = *b,
-                ("tls-verify", zbus::Variant::Bool(b)) => req.tls_verify = *b,
-                ("auth-file", zbus::Variant::Str(s)) => {
-                    req.auth_file = Some(std::path::PathBuf::from(s.as_str()))
-                }
-                ("wait" | "tls-verify", _) => return Err(bad("a boolean")),
-                ("auth-file", _) => return Err(bad("a string")),
-                (other, _) => {
-                    return Err(SkiffError::invalid_args(format!(
-                        "unknown push option {other:?} (known: tls-verify, auth-file, wait)"
-                    )))
-                }
-            }
-        }
+        let (req, wait) = options::push(image, destination, &options)?;
         super::job::start_push(&self.ctx, conn, server, req, wait).await
     }
 

@@ -14,6 +14,7 @@ pub mod gate;
 pub mod image;
 pub mod job;
 pub mod manager;
+mod options;
 pub mod proxy;
 pub mod server;
 pub mod session;

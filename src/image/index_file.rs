@@ -26,6 +26,13 @@ impl ImageStore {
         self.flock("index.lock", FlockArg::LockExclusive)
     }
 
+    /// The build cache's lock (`build-cache.lock`), exclusive: held across a read,
+    /// change and write of the build cache's files so that two builds recording steps
+    /// at once keep each other's entries. Blocks briefly (another build's write).
+    pub(crate) fn build_cache_lock(&self) -> Result<Flock<File>, Error> {
+        self.flock("build-cache.lock", FlockArg::LockExclusive)
+    }
+
     /// The collection lock: shared while an image is being committed (its layers and
     /// blobs must not be freed under it), exclusive while unreferenced ones are freed.
     /// Blocks; call from a blocking thread.

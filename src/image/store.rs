@@ -14,6 +14,9 @@
 //!                             for a day, for the next pull to resume with)
 //!   images.json               skiff's own index: images (their blobs and layers), tags
 //!   index.lock                flock serialising read-modify-write of images.json
+//!   build-cache.json          the build cache: a build step's key -> the image it made
+//!   build-parents.json        each build step's image -> the image it was built on
+//!   build-cache.lock          flock serialising read-modify-write of the two above
 //!   gc.lock                   shared while an image is committed, exclusive while blobs
 //!                             and layers are freed
 //! ```

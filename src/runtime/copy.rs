@@ -8,7 +8,9 @@
 //! directory with `user.overlay.opaque=y` (or a `.wh..wh..opq` entry) hides everything
 //! the layers below had in it. Neither marker appears in the copy.
 //!
-//! xattrs are copied (but the overlays' own markers, already applied).
+//! xattrs are copied (but the overlays' own markers, already applied). FIFOs and
+//! sockets are made anew; device nodes too where the kernel allows it (never in a user
+//! namespace: they are skipped with a warning, as podman's vfs driver does rootless).
 //!
 //! With `--userns keep-id` the copy runs in the keep-id namespace while the layers keep
 //! the default mapping's owners: each owner is translated as it is copied
@@ -20,6 +22,8 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{chown, lchown, symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
+
+use nix::sys::stat::{mknod, Mode, SFlag};
 
 use super::Error;
 use crate::userns::keepid::IdRemap;
@@ -120,7 +124,7 @@ impl Copier<'_> {
                 // After chown, which clears a file capability.
                 super::keepid_layers::copy_xattrs(&from, &to, self.remap, false);
             } else {
-                tracing::warn!("vfs copy: skipping special file {}", from.display());
+                self.copy_special(&from, &to, &emd)?;
             }
         }
         let (u, g) = self.owner(&md);
@@ -128,6 +132,43 @@ impl Copier<'_> {
         fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
             .map_err(io("chmod", dst))?;
         super::keepid_layers::copy_xattrs(src, dst, self.remap, false);
+        Ok(())
+    }
+}
+
+impl Copier<'_> {
+    /// A FIFO, socket or device node, made anew with its owner, mode and xattrs (a
+    /// FIFO's hard links kept). A device node cannot be made in a user namespace: it is
+    /// skipped with a warning, as podman's vfs driver does rootless.
+    fn copy_special(&mut self, from: &Path, to: &Path, md: &fs::Metadata) -> Result<(), Error> {
+        let key = (md.dev(), md.ino());
+        if md.nlink() > 1 {
+            if let Some(first) = self.links.get(&key) {
+                return fs::hard_link(first, to).map_err(io("link", to));
+            }
+        }
+        let ft = md.file_type();
+        let kind = if ft.is_fifo() {
+            SFlag::S_IFIFO
+        } else if ft.is_socket() {
+            SFlag::S_IFSOCK
+        } else if ft.is_char_device() {
+            SFlag::S_IFCHR
+        } else {
+            SFlag::S_IFBLK
+        };
+        if let Err(e) = mknod(to, kind, Mode::from_bits_truncate(0o600), md.rdev()) {
+            tracing::warn!("vfs copy: skipping {}: {e}", from.display());
+            return Ok(());
+        }
+        if md.nlink() > 1 {
+            self.links.insert(key, to.to_path_buf());
+        }
+        let (u, g) = self.owner(md);
+        chown(to, Some(u), Some(g)).map_err(io("chown", to))?;
+        fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(io("chmod", to))?;
+        super::keepid_layers::copy_xattrs(from, to, self.remap, false);
         Ok(())
     }
 }
@@ -256,5 +297,24 @@ mod tests {
         );
         assert!(root.join("opq/new").exists());
         assert!(root.join("keep/a").exists() && root.join("keep/b").exists());
+    }
+
+    #[test]
+    fn fifos_and_sockets_are_copied_with_their_modes() {
+        let s = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(s.path().join("run")).unwrap();
+        nix::unistd::mkfifo(&s.path().join("run/fifo"), Mode::from_bits_truncate(0o640)).unwrap();
+        fs::set_permissions(s.path().join("run/fifo"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::hard_link(s.path().join("run/fifo"), s.path().join("run/fifo2")).unwrap();
+        let sock = std::os::unix::net::UnixListener::bind(s.path().join("run/sock")).unwrap();
+        drop(sock);
+        copy_tree(s.path(), &d.path().join("root")).unwrap();
+        let f = fs::symlink_metadata(d.path().join("root/run/fifo")).unwrap();
+        assert!(f.file_type().is_fifo(), "the FIFO was not copied");
+        assert_eq!(f.mode() & 0o7777, 0o640);
+        assert_eq!(f.nlink(), 2, "the FIFO's hard link was not kept");
+        let k = fs::symlink_metadata(d.path().join("root/run/sock")).unwrap();
+        assert!(k.file_type().is_socket(), "the socket was not copied");
     }
 }

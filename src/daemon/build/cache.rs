@@ -1,10 +1,12 @@
 //! The build cache: `build-cache.json` in the image store maps a step's key (docker's
 //! classic builder: the parent image, the instruction after substitution, and for
 //! RUN its build-arg environment, for COPY/ADD the sources' checksum) to the image that
-//! step made. Shared by every build; an entry whose image is gone is a miss. Losing an
-//! entry (two builds writing at once, or a crash of the machine: the files are replaced
-//! by rename without fsync, as the runtime directory's) only costs a rebuild of that
-//! step, or shows an intermediate image in `images`.
+//! step made. Shared by every build; an entry whose image is gone is a miss. Builds
+//! recording steps at once take turns under the store's build-cache lock (read, change
+//! and write in one turn), so none loses another's entries. Losing an entry in a crash
+//! of the machine (the files are replaced by rename without fsync, as the runtime
+//! directory's) only costs a rebuild of that step, or shows an intermediate image in
+//! `images`.
 //!
 //! `build-parents.json` maps each step's image to the image it was built on, so that
 //! `skiff images` can hide the untagged intermediate images (docker's rule: an untagged
@@ -49,6 +51,15 @@ pub(crate) fn lookup(store: &ImageStore, key: &str) -> Option<ImageRecord> {
 /// Remembers that the step `key` made image `id` on image `parent` (entries of removed
 /// images dropped).
 pub(crate) fn store(store: &ImageStore, key: &str, id: &str, parent: Option<&str>) {
+    // Held until both files are written: another build's write in between would be
+    // overwritten by this one (its entries lost).
+    let _lock = match store.build_cache_lock() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("not recording a build step in the build cache: {e}");
+            return;
+        }
+    };
     let mut map = load(store);
     let mut parents = load_map(store, PARENTS);
     if let Ok(images) = store.list() {

@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use tar::{Builder, EntryType, Header};
 
 use super::context::{Context, Kind, Node};
+use crate::dockerignore::seg_match;
+pub(crate) use crate::dockerignore::Ignore;
 
 /// Where COPY reads from.
 pub(crate) enum SourceRoot<'a> {
@@ -154,81 +156,6 @@ fn resolve_in_context<'a>(
         }
     }
     Ok(ctx.get(&cur))
-}
-
-/// Matches one path segment against a pattern segment with `*` and `?`.
-fn seg_match(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => seg_match(&p[1..], s) || (!s.is_empty() && seg_match(p, &s[1..])),
-        (Some(b'?'), Some(_)) => seg_match(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => seg_match(&p[1..], &s[1..]),
-        _ => false,
-    }
-}
-
-/// Matches path segments against pattern segments (`**` = any number of segments).
-fn path_match(p: &[&str], s: &[&str]) -> bool {
-    match p.first() {
-        None => s.is_empty(),
-        Some(&"**") => path_match(&p[1..], s) || (!s.is_empty() && path_match(p, &s[1..])),
-        Some(seg) => {
-            !s.is_empty()
-                && seg_match(seg.as_bytes(), s[0].as_bytes())
-                && path_match(&p[1..], &s[1..])
-        }
-    }
-}
-
-/// `.dockerignore`: patterns in order, the last match wins, `!` re-includes; a matched
-/// directory excludes everything below it.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Ignore {
-    patterns: Vec<(bool, Vec<String>)>,
-}
-
-impl Ignore {
-    /// Parses the file's text.
-    pub(crate) fn parse(text: &str) -> Ignore {
-        let mut patterns = Vec::new();
-        for line in text.lines() {
-            let t = line.trim();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
-            }
-            let (neg, pat) = match t.strip_prefix('!') {
-                Some(p) => (true, p.trim()),
-                None => (false, t),
-            };
-            let segs: Vec<String> = pat
-                .split('/')
-                .filter(|s| !s.is_empty() && *s != ".")
-                .map(str::to_string)
-                .collect();
-            if !segs.is_empty() {
-                patterns.push((neg, segs));
-            }
-        }
-        Ignore { patterns }
-    }
-
-    /// Whether the context path `rel` is excluded.
-    pub(crate) fn excluded(&self, rel: &Path) -> bool {
-        let segs: Vec<String> = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
-        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-        let mut out = false;
-        for (neg, p) in &self.patterns {
-            let p: Vec<&str> = p.iter().map(String::as_str).collect();
-            // The path itself or one of its parents.
-            if (1..=segs.len()).any(|n| path_match(&p, &segs[..n])) {
-                out = !neg;
-            }
-        }
-        out
-    }
 }
 
 /// Collects the files of one COPY source into `items`, placed under `dest` (a

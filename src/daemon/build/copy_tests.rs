@@ -1,16 +1,5 @@
 use super::*;
 
-#[test]
-fn dockerignore_rules() {
-    let i = Ignore::parse("# c\n*.log\nbuild/\n!build/keep\n**/secret\n");
-    assert!(i.excluded(Path::new("a.log")));
-    assert!(!i.excluded(Path::new("d/a.log")));
-    assert!(i.excluded(Path::new("build/x")));
-    assert!(!i.excluded(Path::new("build/keep")));
-    assert!(i.excluded(Path::new("deep/er/secret")));
-    assert!(!i.excluded(Path::new("src/main.rs")));
-}
-
 /// A context of (name, data or `@target` for a symlink) entries.
 fn context(entries: &[(&str, &str)]) -> (tempfile::TempDir, Context) {
     let mut b = tar::Builder::new(Vec::new());

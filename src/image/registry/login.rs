@@ -111,8 +111,11 @@ fn http_client(insecure: bool) -> Result<reqwest::Client, Error> {
         })
 }
 
-/// Checks `user`/`password` against `registry` (`host[:port]`). HTTPS first; plain
-/// HTTP for loopback registries or with `tls_verify` off.
+/// Checks `user`/`password` against `registry` (`host[:port]`). HTTPS first (verified
+/// against the system's roots, or `SSL_CERT_FILE`/`SSL_CERT_DIR` when set); plain
+/// HTTP for loopback registries or with `tls_verify` off, unless HTTPS failed its TLS
+/// and plain HTTP does not answer as a registry (a TLS-only server): then the TLS
+/// error.
 pub async fn verify(
     registry: &str,
     user: &str,
@@ -133,6 +136,20 @@ pub async fn verify(
         let client = http_client(insecure)?;
         let url = format!("{scheme}://{host}/v2/");
         match client.get(&url).send().await {
+            Ok(resp)
+                if scheme == "http"
+                    && matches!(last, Some(Error::Tls { .. }))
+                    && !matches!(resp.status().as_u16(), 200..=299 | 401) =>
+            {
+                // A TLS-only server answers plain HTTP with 400 ("client sent an HTTP
+                // request to an HTTPS server"): what HTTPS said is the error to report
+                // (its hint says how to trust the registry).
+                tracing::debug!(
+                    "login {registry}: plain HTTP answered {}: not a registry",
+                    resp.status()
+                );
+                break;
+            }
             Ok(resp) => return check(&client, registry, &url, resp, user, password).await,
             Err(e) => {
                 tracing::debug!("login {registry} over {scheme}: {e}");
