@@ -174,7 +174,7 @@ pub(crate) fn collect(
     if let Some(n) = name.as_deref().filter(|n| n.contains(['*', '?'])) {
         let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         let mut found = false;
-        for child in list(root, &parent)? {
+        for (child, _) in list(root, &parent)? {
             if seg_match(n.as_bytes(), child.as_bytes()) {
                 found = true;
                 collect_one(root, &parent.join(&child), src, dest, true, items)?;
@@ -200,10 +200,16 @@ fn collect_one(
 ) -> Result<(), String> {
     let found = match root {
         SourceRoot::Context { ctx, ignore } => {
+            let node = resolve_in_context(ctx, rel, src)?;
             if !rel.as_os_str().is_empty() && ignore.excluded(rel) {
-                return Err(format!("COPY source {src:?} is excluded by .dockerignore"));
+                // An excluded directory still gives what a `!` pattern re-includes below
+                // it (docker's CLI would have sent just those files).
+                let dir = node.is_some_and(|n| n.kind == Kind::Dir);
+                if !(dir && ignore.may_include_below(rel)) {
+                    return Err(format!("COPY source {src:?} is excluded by .dockerignore"));
+                }
             }
-            resolve_in_context(ctx, rel, src)?.map(|n| Src::Context(n.clone()))
+            node.map(|n| Src::Context(n.clone()))
         }
         SourceRoot::Layers(layers) => if rel.as_os_str().is_empty() {
             layers.first().cloned()
@@ -232,21 +238,30 @@ fn collect_one(
     }
 }
 
-/// The names in directory `rel` of the source root, sorted, minus ignored ones.
-fn list(root: &SourceRoot<'_>, rel: &Path) -> Result<Vec<String>, String> {
-    let mut names: Vec<String> = match root {
+/// The names in directory `rel` of the source root, sorted, each with whether
+/// `.dockerignore` excludes it. Excluded names are left out, except those a `!` pattern
+/// may re-include something below (directories, walked for what is re-included).
+fn list(root: &SourceRoot<'_>, rel: &Path) -> Result<Vec<(String, bool)>, String> {
+    let mut names: Vec<(String, bool)> = match root {
         SourceRoot::Context { ctx, ignore } => {
             resolve_in_context(ctx, rel, &rel.display().to_string())?
                 .ok_or_else(|| format!("{}: no such directory", rel.display()))?;
             ctx.children(rel)
                 .into_iter()
-                .filter(|n| !ignore.excluded(&rel.join(n)))
+                .filter_map(|n| {
+                    let p = rel.join(&n);
+                    match ignore.excluded(&p) {
+                        false => Some((n, false)),
+                        true if ignore.may_include_below(&p) => Some((n, true)),
+                        true => None,
+                    }
+                })
                 .collect()
         }
         SourceRoot::Layers(layers) => crate::image::layer_diff::Lower { layers }
             .children(rel)
             .into_iter()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| (n.to_string_lossy().into_owned(), false))
             .collect(),
     };
     names.sort();
@@ -259,7 +274,7 @@ fn walk(
     dest: &Path,
     items: &mut Vec<Item>,
 ) -> Result<(), String> {
-    for name in list(root, rel)? {
+    for (name, excluded) in list(root, rel)? {
         let r = rel.join(&name);
         let src = match root {
             SourceRoot::Context { ctx, .. } => match ctx.get(&r) {
@@ -277,6 +292,19 @@ fn walk(
             continue;
         };
         let d = dest.join(&name);
+        if excluded {
+            // Only what is re-included below it: the directory itself comes along only
+            // when something below it does (as docker's CLI sends it).
+            if m.kind == Kind::Dir {
+                let mut below = Vec::new();
+                walk(root, &r, &d, &mut below)?;
+                if !below.is_empty() {
+                    items.push(Item { src, dest: d });
+                    items.append(&mut below);
+                }
+            }
+            continue;
+        }
         items.push(Item {
             src,
             dest: d.clone(),

@@ -83,6 +83,47 @@ fn the_checksum_follows_contents_names_and_modes_and_globs_use_the_index() {
 }
 
 #[test]
+fn a_re_included_file_below_an_excluded_directory_is_copied() {
+    let (_d, ctx) = context(&[
+        ("build/x", "1"),
+        ("build/keep/f", "2"),
+        ("build/other/g", "3"),
+        ("src/a", "4"),
+    ]);
+    let ig = Ignore::parse("build\n!build/keep\n");
+    let root = SourceRoot::Context {
+        ctx: &ctx,
+        ignore: &ig,
+    };
+    let names = |src: &str| {
+        let mut items = Vec::new();
+        collect(&root, src, Path::new("app"), true, &mut items).unwrap();
+        items
+            .iter()
+            .map(|i| i.dest.display().to_string())
+            .collect::<Vec<_>>()
+    };
+    // As docker: the CLI sends build/keep/f (and so its parents), nothing else of build/.
+    assert_eq!(
+        names("."),
+        [
+            "app/build",
+            "app/build/keep",
+            "app/build/keep/f",
+            "app/src",
+            "app/src/a"
+        ]
+    );
+    assert_eq!(names("build"), ["app/keep", "app/keep/f"]);
+    // An excluded file, or a directory with nothing re-included, is still refused.
+    let mut items = Vec::new();
+    let e = collect(&root, "build/x", Path::new("app"), true, &mut items).unwrap_err();
+    assert!(e.contains("excluded by .dockerignore"), "{e}");
+    let e = collect(&root, "build/other", Path::new("app"), true, &mut items).unwrap_err();
+    assert!(e.contains("excluded by .dockerignore"), "{e}");
+}
+
+#[test]
 fn layer_entries_carry_the_context_data() {
     let (_d, ctx) = context(&[("f", "hello"), ("l", "@f")]);
     let ig = Ignore::default();
