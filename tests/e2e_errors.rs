@@ -142,6 +142,44 @@ fn corrupt_container_record_is_skipped_not_fatal() {
     assert!(bad.join("container.json").exists());
 }
 
+/// A `--rm` container's records are written without fsyncs (issue 18): after a crash of
+/// the machine one may be torn. Its directory carries the auto-remove marker, and
+/// start-up collects it (it was to be removed anyway) instead of keeping a corrupt entry.
+#[test]
+fn torn_record_of_an_rm_container_is_collected() {
+    let mut env = Env::new();
+    // A `--rm` container that is not started (the CLI's `create` has no --rm).
+    let out = env.dbus_call(
+        "/org/skiff/skiff1",
+        "org.skiff.skiff1.Manager.CreateContainerJSON",
+        &[
+            r#"{"image": "demo/busybox", "name": "torn", "command": ["true"], "auto-remove": true}"#,
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = env.inspect("torn")["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(id.len(), 64, "{id:?}");
+    let dir = env.data().join("containers").join(&id);
+    assert!(dir.join("auto-remove").exists(), "{:?}", entries(&dir));
+    env.stop_daemon();
+    // What a crash of the machine may leave of an unsynced write: an empty file.
+    std::fs::write(dir.join("container.json"), b"").unwrap();
+    env.start_daemon();
+    assert!(
+        env.eventually(30, || !dir.exists()),
+        "{:?}\n{}",
+        entries(&dir),
+        env.daemon_log()
+    );
+    let out = env.skiff(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("torn"), "{}", stdout(&out));
+}
+
 #[test]
 fn import_from_stdin_and_gzip() {
     let env = Env::new();

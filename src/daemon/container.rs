@@ -13,6 +13,12 @@ use super::Error;
 use crate::fsutil;
 use crate::timefmt::rfc3339;
 
+/// An empty file in a `--rm` container's directory, made before its first record: the
+/// records of `--rm` containers are not all fsync'd (see [`Container::update_state`]),
+/// and after a crash of the machine a directory with the marker and a record that
+/// cannot be read is collected at start-up instead of kept for the user to look at.
+pub const AUTO_REMOVE_MARKER: &str = "auto-remove";
+
 /// Docker's container states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -163,6 +169,11 @@ impl Container {
         }
     }
 
+    /// Whether `dir` is a `--rm` container's (it has the [`AUTO_REMOVE_MARKER`]).
+    pub fn is_auto_remove_dir(dir: &Path) -> bool {
+        dir.join(AUTO_REMOVE_MARKER).exists()
+    }
+
     /// The record file's path.
     pub fn record_path(dir: &Path) -> PathBuf {
         dir.join("container.json")
@@ -227,7 +238,10 @@ impl Container {
     /// record is written whole but its rename is not fsync'd (see
     /// [`fsutil::atomic_replace`]): one fsync instead of two on the start path. A crash
     /// of the machine may bring back the previous state, which start-up handles as a
-    /// start or an exit the daemon did not live to record.
+    /// start or an exit the daemon did not live to record. A `--rm` container's record
+    /// is written without any fsync (a crash of the machine may tear it: start-up then
+    /// collects the directory, see [`AUTO_REMOVE_MARKER`]; it was to be removed at its
+    /// end, and nothing runs after a reboot).
     pub fn update_state(&self, f: impl FnOnce(&mut Record)) -> Result<Record, Error> {
         self.change(f, Persist::Whole)
     }
@@ -256,6 +270,7 @@ impl Container {
         self.state_tx.send_replace(rec.state.clone());
         match how {
             Persist::Durable => self.persist(&rec)?,
+            Persist::Whole if rec.config.auto_remove => self.persist_volatile(&rec)?,
             Persist::Whole => {
                 let path = Self::record_path(&self.dir);
                 let data =
@@ -271,6 +286,24 @@ impl Container {
     pub fn persist(&self, rec: &Record) -> Result<(), Error> {
         let path = Self::record_path(&self.dir);
         fsutil::atomic_write_json(&path, rec).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Writes the record atomically against a crash of skiffd, without fsyncs
+    /// ([`fsutil::replace_file`]): for `--rm` containers only, whose directory carries
+    /// the [`AUTO_REMOVE_MARKER`] (a crash of the machine may tear the file; start-up
+    /// then collects the directory).
+    pub fn persist_volatile(&self, rec: &Record) -> Result<(), Error> {
+        let path = Self::record_path(&self.dir);
+        fsutil::replace_file_json(&path, rec).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Makes the [`AUTO_REMOVE_MARKER`] in the container's directory (before its first
+    /// record is written).
+    pub fn mark_auto_remove(&self) -> Result<(), Error> {
+        let path = self.dir.join(AUTO_REMOVE_MARKER);
+        std::fs::File::create(&path)
+            .map(drop)
+            .map_err(|e| Error::io(&path, e))
     }
 
     /// Subscribes to state changes.

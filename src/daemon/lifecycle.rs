@@ -80,7 +80,18 @@ impl Daemon {
     }
 
     /// Creates a container from `cfg`; returns its id.
-    pub async fn create(&self, mut cfg: ContainerConfig) -> Result<String, Error> {
+    pub async fn create(&self, cfg: ContainerConfig) -> Result<String, Error> {
+        self.create_with(cfg, false).await
+    }
+
+    /// [`Daemon::create`]; `started_at_once` says the container is started right after
+    /// (`RunContainer`): a `run --rm` container's record is then written without fsyncs
+    /// (see [`Container::persist_volatile`]).
+    pub async fn create_with(
+        &self,
+        mut cfg: ContainerConfig,
+        started_at_once: bool,
+    ) -> Result<String, Error> {
         cfg.validate()?;
         if let Some(limits) = super::limits::limits_of(&cfg)? {
             super::limits::check_available(&limits).await?;
@@ -230,9 +241,29 @@ impl Daemon {
             )
             .map_err(|e| Error::io(&tmp, e))?;
             let c = Container::new(tmp.clone(), record.clone());
-            c.persist(&record)?;
-            std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-            fsutil::sync_dir(&root).map_err(|e| Error::io(&root, e))?;
+            if record.config.auto_remove {
+                c.mark_auto_remove()?;
+            }
+            // `run --rm`: no fsync. The directory still appears whole or not at all
+            // (complete under its temporary name, then renamed), so a crash of skiffd
+            // (`kill -9`) leaves a complete container or a `.tmp-` leftover, as ever:
+            // the page cache outlives the process. Only a crash of the machine can lose
+            // the unsynced writes, and then the container is one that was going to be
+            // removed anyway: it ran (or was to run) once and nothing runs after a
+            // reboot. Start-up then finds its directory missing, a `.tmp-` leftover
+            // (collected), a record it loads and removes as any ended `--rm` container,
+            // or a torn record: the auto-remove marker made before the record says
+            // that directory may be collected too (see `load_containers`). A `create
+            // --rm` is not started at once and may wait for its `start` across a
+            // reboot: its record is fsync'd as every other.
+            if started_at_once && record.config.auto_remove {
+                c.persist_volatile(&record)?;
+                std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+            } else {
+                c.persist(&record)?;
+                std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+                fsutil::sync_dir(&root).map_err(|e| Error::io(&root, e))?;
+            }
             map.insert(id.clone(), Arc::new(Container::new(dir, record)));
         }
         self.emit(Event::new(

@@ -527,6 +527,12 @@ impl Daemon {
                     self.lock().insert(c.id(), c.clone());
                     loaded.push(c);
                 }
+                // A `--rm` container's records are not all fsync'd: a crash of the
+                // machine can tear one, and the container was to be removed anyway.
+                Err(e) if Container::is_auto_remove_dir(&path) => {
+                    tracing::warn!("collecting --rm container {name}: {e}");
+                    leftovers.push(path);
+                }
                 Err(e) => tracing::error!("skipping container {name}: {e}"),
             }
         }

@@ -82,8 +82,9 @@ impl Manager {
         server: &ObjectServer,
         emitter: &SignalEmitter<'_>,
         cfg: ContainerConfig,
+        started_at_once: bool,
     ) -> Result<(String, OwnedObjectPath), SkiffError> {
-        let id = self.ctx.daemon.create(cfg).await?;
+        let id = self.ctx.daemon.create_with(cfg, started_at_once).await?;
         let p = self.register(server, &id).await?;
         Manager::container_new(emitter, &id, p.as_ref()).await?;
         Ok((id, p))
@@ -149,7 +150,7 @@ impl Manager {
         check_flags(flags, 0)?;
         let json = convert::dict_to_json(&config).map_err(SkiffError::InvalidConfig)?;
         let cfg = ContainerConfig::from_json_value(json)?;
-        self.create(server, &emitter, cfg).await
+        self.create(server, &emitter, cfg, false).await
     }
 
     /// The JSON twin of `CreateContainer`, for dbus-send and scripts.
@@ -163,7 +164,7 @@ impl Manager {
     ) -> Result<(String, OwnedObjectPath), SkiffError> {
         check_flags(flags, 0)?;
         let cfg = ContainerConfig::from_json_str(config_json)?;
-        self.create(server, &emitter, cfg).await
+        self.create(server, &emitter, cfg, false).await
     }
 
     /// Creates and starts a container. `fds` maps the container's fd 0, 1, 2 to fds the
@@ -199,7 +200,7 @@ impl Manager {
             cfg.auto_remove = true;
         }
         crate::phase::mark("run-call");
-        let (id, p) = self.create(server, &emitter, cfg).await?;
+        let (id, p) = self.create(server, &emitter, cfg, true).await?;
         crate::phase::mark("created");
         if flags & super::RUN_KILL_ON_DISCONNECT != 0 {
             if let Some(sender) = hdr.sender() {

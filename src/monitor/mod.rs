@@ -19,6 +19,7 @@ pub mod heap;
 pub mod io;
 pub mod lock;
 pub mod logger;
+mod reap;
 
 use std::fs::File;
 use std::io::Write;
@@ -26,8 +27,6 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
@@ -386,10 +385,27 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     // The network helper is our child; dropping it stops it and removes its files.
     let mut net: Option<Box<dyn crate::netns::Helper>> = None;
     let userns = take_shared_userns(&cfg)?;
+    // slirp4netns starts as soon as the namespaces exist, while init sets up the root
+    // filesystem; init waits for it only just before its exec.
+    let early: std::cell::Cell<Option<crate::netns::Early>> = std::cell::Cell::new(None);
+    let mut start_early = |pid: nix::unistd::Pid| {
+        if let Some(plan) = &cfg.network {
+            early.set(Some(
+                crate::netns::start_early(plan, pid.as_raw())
+                    .map_err(|e| runtime::Error::Setup(e.to_string()))?,
+            ));
+        }
+        Ok(())
+    };
+    let on_netns: Option<runtime::create::OnNetns<'_>> = match &cfg.network {
+        Some(plan) if crate::netns::starts_early(plan) => Some(&mut start_early),
+        _ => None,
+    };
     let started = runtime::create::create_and_start_in(
         &spec,
         &cfg.rootfs,
         userns.as_ref().map(|f| f.as_fd()),
+        on_netns,
         &mut |pid| {
             if let Some((dir, _)) = &cgroup {
                 // Before the command runs: everything it starts is born in the cgroup.
@@ -397,7 +413,7 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
                     .map_err(|e| runtime::Error::Setup(format!("cgroup: {e}")))?;
             }
             if let Some(plan) = &cfg.network {
-                let conn = crate::netns::connect(plan, pid.as_raw())
+                let conn = crate::netns::connect(plan, pid.as_raw(), early.take())
                     .map_err(|e| runtime::Error::Setup(e.to_string()))?;
                 if let Some(why) = &conn.fallback {
                     // Read by skiffd when the start is reported (inspect shows it).
@@ -453,7 +469,11 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         if let Err(e) = crate::cgroup::tear_down(&dir, CGROUP_DRAIN) {
             tracing::warn!("container cgroup: {e}");
         }
+        crate::phase::mark("cgroup-removed");
     }
+    // A helper without published ports ends on its own, not waited for (see
+    // `Helper::begin_stop`).
+    let ending = net.as_mut().and_then(|h| h.begin_stop());
     drop(net);
     let code = code?;
     if let Some(mut l) = io {
@@ -462,8 +482,10 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         }
         l.finish(code);
     }
+    crate::phase::mark("output-finished");
     let _ = std::fs::remove_file(&sock);
-    reap_orphans();
+    reap::reap_orphans(ending);
+    crate::phase::mark("orphans-reaped");
     Ok(code)
 }
 
@@ -547,20 +569,6 @@ impl OutputPipes {
             out: Some(self.out),
             err: Some(self.err),
             stdin: self.stdin,
-        }
-    }
-}
-
-/// Collects the processes re-parented to us: when init (pid 1 of the container's pid
-/// namespace) ends, the kernel kills the rest of the namespace and, as we are the child
-/// subreaper, they become ours to reap. Returns when no child is left.
-fn reap_orphans() {
-    loop {
-        match waitpid(Pid::from_raw(-1), None::<WaitPidFlag>) {
-            Ok(WaitStatus::StillAlive) => break,
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
         }
     }
 }

@@ -166,12 +166,50 @@ pub struct Connection {
 pub trait Helper {
     /// Stops the helper and removes its files.
     fn stop(&mut self);
+
+    /// Tells the helper to end and removes its files, without waiting for its end when
+    /// that end frees nothing anyone waits for: when it publishes no port. Its exit then
+    /// takes ~15-25 ms in the kernel (the TAP device's unregistration waits for RCU grace
+    /// periods) that would delay the container's recorded exit for no one's benefit; it
+    /// holds no host resource besides itself. Returns the pid of the helper still ending
+    /// (the caller must not wait for it: it is reaped by whoever inherits it when the
+    /// caller exits), or None when it stopped as [`Helper::stop`] does — with published
+    /// ports, whose host sockets must be free before the exit is reported (a restart or
+    /// the next `run -p` binds them at once).
+    fn begin_stop(&mut self) -> Option<nix::unistd::Pid> {
+        self.stop();
+        None
+    }
 }
 
-/// Connects the network namespace of `pid` as `plan` says: starts the helper, waits
-/// until it is ready and publishes the ports. A default pasta that fails is replaced
-/// by slirp4netns (`plan.fallback`); the failure is logged and returned.
-pub fn connect(plan: &NetPlan, pid: i32) -> Result<Connection, Error> {
+/// A helper started on the container's namespaces before its init exists ([`start_early`]),
+/// which [`connect`] finishes.
+pub struct Early(slirp::Slirp);
+
+/// Whether `plan`'s helper starts early (while the container's root filesystem is set
+/// up): slirp4netns does. A default pasta may fall back to slirp4netns once it failed,
+/// so pasta starts once init exists, as before.
+pub fn starts_early(plan: &NetPlan) -> bool {
+    plan.mode == Mode::Slirp4netns
+}
+
+/// Starts `plan`'s helper (see [`starts_early`]) on the namespaces of `pid` (which must
+/// stay until [`connect`] returns), without waiting for it to get ready.
+pub fn start_early(plan: &NetPlan, pid: i32) -> Result<Early, Error> {
+    slirp::spawn(plan, pid).map(Early)
+}
+
+/// Connects the network namespace of `pid` as `plan` says: starts the helper (or takes
+/// the one started `early`), waits until it is ready and publishes the ports. A default
+/// pasta that fails is replaced by slirp4netns (`plan.fallback`); the failure is logged
+/// and returned.
+pub fn connect(plan: &NetPlan, pid: i32, early: Option<Early>) -> Result<Connection, Error> {
+    if let Some(Early(slirp)) = early {
+        return Ok(Connection {
+            helper: Some(Box::new(slirp.finish(&plan.ports, pid)?)),
+            fallback: None,
+        });
+    }
     let helper: Box<dyn Helper> = match plan.mode {
         Mode::Slirp4netns => Box::new(slirp::start(plan, pid)?),
         Mode::Pasta => match pasta::start(plan, pid) {

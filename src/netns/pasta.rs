@@ -43,6 +43,8 @@ pub struct Pasta {
     pid: Option<Pid>,
     pidfile: PathBuf,
     log: PathBuf,
+    /// It publishes ports (its end must be waited for: see [`Helper::begin_stop`]).
+    publishes: bool,
 }
 
 /// pasta's port option value for one mapping: `[ADDR/]HOST:CTR`.
@@ -146,6 +148,7 @@ pub fn start(plan: &NetPlan, pid: i32) -> Result<Pasta, Error> {
         pid: None,
         pidfile,
         log,
+        publishes: !plan.ports.is_empty(),
     };
     pasta.pid = std::fs::read_to_string(&pasta.pidfile)
         .ok()
@@ -165,21 +168,39 @@ pub fn start(plan: &NetPlan, pid: i32) -> Result<Pasta, Error> {
         )));
     }
     tracing::debug!(pid, "pasta ready");
+    crate::phase::mark("network-ready");
     Ok(pasta)
 }
 
 impl Helper for Pasta {
     fn stop(&mut self) {
         if let Some(pid) = self.pid.take() {
+            crate::phase::mark("network-stop");
             let _ = kill(pid, Signal::SIGTERM);
             // It is our child now (we are a subreaper): wait for its end, and reap it.
             if !super::wait_gone(pid, STOP_TIMEOUT) {
                 let _ = kill(pid, Signal::SIGKILL);
                 super::wait_gone(pid, STOP_TIMEOUT);
             }
+            crate::phase::mark("network-stopped");
         }
         let _ = std::fs::remove_file(&self.pidfile);
         let _ = std::fs::remove_file(&self.log);
+    }
+
+    fn begin_stop(&mut self) -> Option<Pid> {
+        if self.publishes {
+            self.stop();
+            return None;
+        }
+        let pid = self.pid.take()?;
+        crate::phase::mark("network-stop");
+        // SIGKILL, not SIGTERM: nobody waits to kill it later, and it has nothing to
+        // save (its files are ours, removed here).
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = std::fs::remove_file(&self.pidfile);
+        let _ = std::fs::remove_file(&self.log);
+        Some(pid)
     }
 }
 

@@ -40,10 +40,14 @@ const API_NAME: &str = "slirp4netns.sock";
 pub struct Slirp {
     child: Option<Child>,
     exit_w: Option<OwnedFd>,
+    /// Its ready fd's read end, until [`Slirp::finish`] saw it ready.
+    ready: Option<File>,
     api: PathBuf,
     log: PathBuf,
     /// Relays the ports slirp4netns does not forward itself.
     relay: Option<Relay>,
+    /// It publishes ports (its end must be waited for: see [`Helper::begin_stop`]).
+    publishes: bool,
 }
 
 /// Which optional flags this slirp4netns understands (from its `--help`), asked once
@@ -77,6 +81,13 @@ fn ask_flags() -> Vec<String> {
 
 /// Starts slirp4netns for the namespaces of `pid` and adds the plan's port forwards.
 pub fn start(plan: &NetPlan, pid: i32) -> Result<Slirp, Error> {
+    spawn(plan, pid)?.finish(&plan.ports, pid)
+}
+
+/// Starts slirp4netns for the namespaces of `pid` without waiting for it:
+/// [`Slirp::finish`] waits until it is ready and adds the port forwards. `pid` must stay
+/// until then (slirp4netns joins its namespaces on the way).
+pub fn spawn(plan: &NetPlan, pid: i32) -> Result<Slirp, Error> {
     let api = plan.run_dir.join(API_NAME);
     let log = plan.run_dir.join("slirp4netns.log");
     let _ = std::fs::remove_file(&api);
@@ -102,8 +113,8 @@ pub fn start(plan: &NetPlan, pid: i32) -> Result<Slirp, Error> {
     // 108 bytes.
     cmd.current_dir(&plan.run_dir)
         .args(["--api-socket", API_NAME])
-        .args(["--ready-fd=3", "--exit-fd=4"])
-        .arg(pid.to_string())
+        .args(["--ready-fd=3", "--exit-fd=4"]);
+    cmd.arg(pid.to_string())
         .arg("tap0")
         .stdin(Stdio::null())
         .stdout(log_file)
@@ -126,39 +137,55 @@ pub fn start(plan: &NetPlan, pid: i32) -> Result<Slirp, Error> {
             "cannot run slirp4netns: {e} (install the slirp4netns package)"
         ))
     })?;
+    crate::phase::mark("network-spawned");
     drop(ready_w);
     drop(exit_r);
-    let mut slirp = Slirp {
+    Ok(Slirp {
         child: Some(child),
         exit_w: Some(exit_w),
+        ready: Some(File::from(ready_r)),
         api,
         log,
         relay: None,
-    };
-    let mut ready = File::from(ready_r);
-    let ok = wait_readable(&ready, READY_TIMEOUT) && {
-        let mut b = [0u8; 1];
-        matches!(ready.read(&mut b), Ok(1))
-    };
-    if !ok {
-        let status = slirp
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-            .map(|s| format!(" ({s})"))
-            .unwrap_or_default();
-        let why = format!("{}{status}", read_log(&slirp.log));
-        slirp.stop();
-        return Err(Error::Helper(format!(
-            "slirp4netns did not get ready: {why}"
-        )));
+        publishes: !plan.ports.is_empty(),
+    })
+}
+
+impl Slirp {
+    /// Waits until slirp4netns is ready (its tap0 configured in the namespace) and adds
+    /// the forwards of `ports` (`pid`: the container's init, for the relay's sockets).
+    pub fn finish(mut self, ports: &[PortMapping], pid: i32) -> Result<Slirp, Error> {
+        let Some(mut ready) = self.ready.take() else {
+            return Ok(self);
+        };
+        let ok = wait_readable(&ready, READY_TIMEOUT) && {
+            let mut b = [0u8; 1];
+            matches!(ready.read(&mut b), Ok(1))
+        };
+        if !ok {
+            let status = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            let why = format!("{}{status}", read_log(&self.log));
+            self.stop();
+            return Err(Error::Helper(format!(
+                "slirp4netns did not get ready: {why}"
+            )));
+        }
+        tracing::debug!(pid, "slirp4netns ready");
+        crate::phase::mark("network-ready");
+        if let Err(e) = publish(&mut self, ports, pid) {
+            self.stop();
+            return Err(e);
+        }
+        if !ports.is_empty() {
+            crate::phase::mark("ports-added");
+        }
+        Ok(self)
     }
-    tracing::debug!(pid, "slirp4netns ready");
-    if let Err(e) = publish(&mut slirp, &plan.ports, pid) {
-        slirp.stop();
-        return Err(e);
-    }
-    Ok(slirp)
 }
 
 /// Whether `m` goes through the monitor's relay rather than slirp4netns: TCP ports on
@@ -253,14 +280,37 @@ impl Helper for Slirp {
             relay.stop();
         }
         // End-of-file on the exit fd makes slirp4netns quit; wait for it, then clean up.
-        self.exit_w.take();
+        if self.exit_w.take().is_some() {
+            crate::phase::mark("network-stop");
+        }
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             if !super::wait_gone(pid, STOP_TIMEOUT) {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            crate::phase::mark("network-stopped");
         }
+        self.remove_files();
+    }
+
+    fn begin_stop(&mut self) -> Option<nix::unistd::Pid> {
+        if self.publishes || self.relay.is_some() {
+            self.stop();
+            return None;
+        }
+        // End-of-file on the exit fd makes it quit; its end is not waited for (the
+        // `Child` handle does not wait or kill when dropped).
+        self.exit_w.take()?;
+        crate::phase::mark("network-stop");
+        let child = self.child.take()?;
+        self.remove_files();
+        Some(nix::unistd::Pid::from_raw(child.id() as i32))
+    }
+}
+
+impl Slirp {
+    fn remove_files(&self) {
         let _ = std::fs::remove_file(&self.api);
         let _ = std::fs::remove_file(&self.log);
     }

@@ -11,9 +11,10 @@
 //!    close-on-exec, so the monitor reads end-of-file when the exec succeeded, or a
 //!    `Failed` message with the exit code and reason when it did not.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::exit;
 
+use nix::fcntl::OFlag;
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
@@ -105,52 +106,106 @@ pub fn create_and_start_with(
     plan: &RootfsPlan,
     before_exec: &mut dyn FnMut(Pid) -> Result<(), Error>,
 ) -> Result<Started, Error> {
-    create_and_start_in(spec, plan, None, before_exec)
+    create_and_start_in(spec, plan, None, None, before_exec)
+}
+
+/// Called with the pid of a process in the container's network namespace (and user
+/// namespace) as soon as that namespace exists, before init is forked: where the network
+/// helper starts, so that it gets ready while the root filesystem is set up. The process
+/// stays until `before_exec` has returned (the helper joins the namespaces through its
+/// `/proc/PID/ns/*`).
+pub type OnNetns<'a> = &'a mut dyn FnMut(Pid) -> Result<(), Error>;
+
+/// The intermediate process, which may be held until the network helper has joined its
+/// namespaces (`hold`: the write end of a pipe it reads to its end-of-file).
+struct Intermediate {
+    pid: Pid,
+    hold: Option<OwnedFd>,
+    reaped: bool,
+}
+
+impl Intermediate {
+    /// Lets the intermediate end, and reaps it (init is then re-parented to us).
+    fn release(&mut self) {
+        self.hold = None;
+        if !self.reaped {
+            self.reaped = true;
+            let _ = wait_exit_code(self.pid);
+        }
+    }
+}
+
+impl Drop for Intermediate {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// [`create_and_start_with`] in the existing user namespace `userns` when given (it must
 /// have the spec's maps: skiffd's shared namespace), else in a new one whose maps are
-/// written from the spec.
+/// written from the spec. `on_netns`, when given and the spec asks for a network
+/// namespace, is called as soon as that namespace exists (see [`OnNetns`]); an error
+/// from it fails the start.
 pub fn create_and_start_in(
     spec: &Spec,
     plan: &RootfsPlan,
     userns: Option<BorrowedFd<'_>>,
+    mut on_netns: Option<OnNetns<'_>>,
     before_exec: &mut dyn FnMut(Pid) -> Result<(), Error>,
 ) -> Result<Started, Error> {
     let maps = maps_of_spec(spec)?;
     let flags = namespace_flags(spec)?;
+    let early_net = on_netns.is_some() && flags.contains(CloneFlags::CLONE_NEWNET);
     // Checked and compiled before anything starts (the filter once per profile).
     let sec = Prepared::of_spec(spec, Some(&security::seccomp_cache_dir()))?;
     crate::phase::mark("security-prepared");
-    let (intermediate, chan) = match userns {
-        Some(ns) => fork_joining_userns(ns, |chan| intermediate(chan, flags, spec, plan, &sec))?,
-        None => fork_into_userns(&maps, |chan| intermediate(chan, flags, spec, plan, &sec))?,
+    let hold = if early_net {
+        Some(nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?)
+    } else {
+        None
     };
-    let mut msg = chan.recv()?;
-    if let Some(Msg::FuseServer(pid)) = msg {
-        tracing::debug!(pid, "FUSE rootfs server started");
-        msg = chan.recv()?;
+    let held = hold.as_ref().map(|(r, w)| (r.as_raw_fd(), w.as_raw_fd()));
+    let run = |chan| intermediate(chan, flags, held, spec, plan, &sec);
+    let (pid, chan) = match userns {
+        Some(ns) => fork_joining_userns(ns, run)?,
+        None => fork_into_userns(&maps, run)?,
+    };
+    let mut intermediate = Intermediate {
+        pid,
+        hold: hold.map(|(_, w)| w),
+        reaped: false,
+    };
+    // Init (if forked) reads end-of-file on its channel when we return early, and ends.
+    let init_pid = loop {
+        match chan.recv()? {
+            Some(Msg::FuseServer(pid)) => {
+                tracing::debug!(pid, "FUSE rootfs server started");
+            }
+            Some(Msg::NetnsReady) if early_net => {
+                if let Some(f) = on_netns.as_mut() {
+                    f(intermediate.pid)?;
+                }
+            }
+            Some(Msg::InitPid(pid)) => break Pid::from_raw(pid),
+            Some(Msg::Failed { code, message }) => return Err(Error::Exec { code, message }),
+            other => {
+                return Err(Error::Protocol(format!(
+                    "expected init's pid, got {other:?}"
+                )))
+            }
+        }
+    };
+    if !early_net {
+        intermediate.release();
     }
-    let init_pid = match msg {
-        Some(Msg::InitPid(pid)) => Pid::from_raw(pid),
-        Some(Msg::Failed { code, message }) => {
-            let _ = wait_exit_code(intermediate);
-            return Err(Error::Exec { code, message });
-        }
-        other => {
-            let _ = wait_exit_code(intermediate);
-            return Err(Error::Protocol(format!(
-                "expected init's pid, got {other:?}"
-            )));
-        }
-    };
-    let _ = wait_exit_code(intermediate);
     crate::phase::mark("init-forked");
     if let Err(e) = before_exec(init_pid) {
         let _ = nix::sys::signal::kill(init_pid, nix::sys::signal::Signal::SIGKILL);
         let _ = wait_exit_code(init_pid);
         return Err(e);
     }
+    // Before `Proceed`: init must be our child when it asks to die with its parent.
+    intermediate.release();
     // Init may already have failed (its message is queued): the reply below tells.
     let _ = chan.send(&Msg::Proceed);
     crate::phase::mark("proceed-sent");
@@ -173,6 +228,7 @@ pub fn create_and_start_in(
 fn intermediate(
     chan: Channel,
     flags: CloneFlags,
+    held: Option<(RawFd, RawFd)>,
     spec: &Spec,
     plan: &RootfsPlan,
     sec: &Prepared,
@@ -185,6 +241,21 @@ fn intermediate(
         super::exec::EXIT_SETUP_FAILED
     };
     let mut flags = flags;
+    if let Some((_, write_end)) = held {
+        // Only the monitor may end our wait.
+        let _ = nix::unistd::close(write_end);
+        // The network namespace first: the monitor starts the network helper on it
+        // (through our /proc/PID/ns) while we go on; the FUSE server then lives in the
+        // container's network namespace, where it needs nothing.
+        if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+            return fail(&chan, Error::sys("unshare(CLONE_NEWNET)", e));
+        }
+        if chan.send(&Msg::NetnsReady).is_err() {
+            return 1;
+        }
+        crate::phase::mark("netns-ready");
+        flags.remove(CloneFlags::CLONE_NEWNET);
+    }
     let mut fuse = None;
     if plan.driver == RootfsDriver::Fuse {
         // The FUSE server must mount the rootfs in the container's mount namespace, and
@@ -227,10 +298,17 @@ fn intermediate(
             if let Some(server) = fuse {
                 server.watch(child);
             }
-            match chan.send(&Msg::InitPid(child.as_raw())) {
-                Ok(()) => 0,
-                Err(_) => 1,
+            if chan.send(&Msg::InitPid(child.as_raw())).is_err() {
+                return 1;
             }
+            if let Some((read_end, _)) = held {
+                // Held until the monitor is done with our namespaces (or ends).
+                let mut b = [0u8; 1];
+                // SAFETY: the pipe's read end, inherited from the monitor and open.
+                let fd = unsafe { BorrowedFd::borrow_raw(read_end) };
+                while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(fd, &mut b) {}
+            }
+            0
         }
     }
 }

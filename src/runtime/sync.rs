@@ -29,6 +29,10 @@ pub enum Msg {
     /// Intermediate → monitor: the FUSE rootfs server runs with this pid (it exits by
     /// itself when init does).
     FuseServer(i32),
+    /// Intermediate → monitor: the container's network namespace exists (the
+    /// intermediate's own), so the network helper can start on it while the rest is
+    /// set up; the intermediate then stays until the monitor lets it go.
+    NetnsReady,
     /// Init → monitor (or `__exec` → daemon): the pty master rides along with this
     /// message (SCM_RIGHTS); the slave, at this path inside the container, is the
     /// process's controlling terminal.
