@@ -109,7 +109,10 @@ impl Filesystem for Overlay {
         let _g = self.read_ns();
         let r = self.node(parent).and_then(|p| self.lookup(&p, name, true));
         match r {
-            Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok((node, attr)) => {
+                let attr_ttl = Overlay::entry_attr_ttl(&node);
+                reply.entry_with_ttls(&attr_ttl, &TTL, &attr, Generation(0))
+            }
             Err(libc::ENOENT) => reply.entry(&TTL, &negative(), Generation(0)),
             Err(e) => reply.error(err(e)),
         }
