@@ -61,6 +61,7 @@ impl Overlay {
             )?;
         }
         if lower {
+            self.with_listing(&parent, |l, _| l.note_whiteout())?;
             layers::make_whiteout(pfd.as_raw_fd(), name)?;
         }
         if layer != 0 && !dir {
@@ -143,7 +144,13 @@ impl Overlay {
         // One rename does it all, so that a failure (ENOSPC for the whiteout's inode,
         // say) changes nothing: it replaces a whiteout at the new name and, with
         // RENAME_WHITEOUT, leaves one at the old name when a lower layer has it.
-        let dst_whiteout = sys::statat(d, newname).is_ok_and(|st| layers::is_whiteout_stat(&st));
+        let dst_may_wh = self.with_listing(&newparent, |l, _| l.may_hold_whiteouts())?;
+        let dst_whiteout =
+            dst_may_wh && sys::statat(d, newname).is_ok_and(|st| layers::is_whiteout_stat(&st));
+        if src_lower {
+            // A whiteout is left at the old name (below).
+            self.with_listing(&parent, |l, _| l.note_whiteout())?;
+        }
         if src.is_dir && dst_whiteout {
             // A directory cannot replace the whiteout (a non-directory): swap them.
             sys::renameat(s, name, d, newname, libc::RENAME_EXCHANGE)?;
@@ -163,7 +170,9 @@ impl Overlay {
         } else {
             sys::renameat(s, name, d, newname, 0)?;
         }
-        layers::clear_oci_whiteout(d, newname);
+        if dst_may_wh {
+            layers::clear_oci_whiteout(d, newname);
+        }
         let st = sys::statat(d, newname)?;
         self.with_listing(&parent, |l, _| l.remove(name))?;
         self.with_listing(&newparent, |l, _| {

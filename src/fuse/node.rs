@@ -326,10 +326,28 @@ impl Overlay {
             .map(|(_, fd)| fd.clone())
             .ok_or(libc::EIO)?;
         let st = sys::statat(dirfd.as_raw_fd(), name)?;
+        self.attach(parent, name, ent.layer, dirfd, &pfds, &st, count)
+    }
+
+    /// The node of `name` in directory `parent`, found in layer `layer` (whose real
+    /// directory is `dirfd`; `pfds` are the parent's layers) with stat `st`: the known
+    /// one or a new one; counts a kernel lookup when `count`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attach(
+        &self,
+        parent: &Node,
+        name: &OsStr,
+        layer: usize,
+        dirfd: Arc<OwnedFd>,
+        pfds: &[(usize, Arc<OwnedFd>)],
+        st: &libc::stat,
+        count: bool,
+    ) -> SysResult<(Arc<Node>, FileAttr)> {
+        let ent_layer = layer;
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        let mut ino = self.stable_ino(dirfd.as_raw_fd(), name, &st, ent.layer);
+        let mut ino = self.stable_ino(dirfd.as_raw_fd(), name, st, ent_layer);
         let mut shared = None;
-        if ent.layer > 0 && !is_dir && st.st_nlink > 1 {
+        if ent_layer > 0 && !is_dir && st.st_nlink > 1 {
             // A hard-linked lower file: each name is a node of its own (a FUSE open or
             // setattr names no file name, so with one node a write could not tell which
             // name to copy up), all showing the lower file's number until copied up.
@@ -341,7 +359,7 @@ impl Overlay {
             Some(n) if n.is_dir == is_dir => n,
             _ => {
                 let fds = if is_dir {
-                    layers::dir_layers(&pfds, ent.layer, name)
+                    layers::dir_layers(pfds, ent_layer, name)
                 } else {
                     Vec::new()
                 };
@@ -351,7 +369,7 @@ impl Overlay {
                     st: Mutex::new(NodeState {
                         parent: parent.ino,
                         name: name.to_os_string(),
-                        layer: ent.layer,
+                        layer: ent_layer,
                         dirfd: dirfd.clone(),
                         nlookup: 0,
                         fds,
@@ -373,10 +391,10 @@ impl Overlay {
             if !is_dir {
                 s.parent = parent.ino;
                 s.name = name.to_os_string();
-                s.layer = ent.layer;
+                s.layer = ent_layer;
                 s.unlinked = false;
                 s.shared = shared;
-                if ent.layer == 0 && s.pathfd.is_none() && has_pathfd(&st) {
+                if ent_layer == 0 && s.pathfd.is_none() && has_pathfd(st) {
                     s.pathfd = sys::openat(dirfd.as_raw_fd(), name, libc::O_PATH, 0)
                         .ok()
                         .map(Arc::new);
@@ -385,7 +403,7 @@ impl Overlay {
             }
             s.fds.len()
         };
-        Ok((node.clone(), attr_of(ino, &st, nfds)))
+        Ok((node.clone(), attr_of(ino, st, nfds)))
     }
 
     /// The attributes of a node (from `fh` when given, which works for unlinked files),
