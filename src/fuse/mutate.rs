@@ -24,6 +24,22 @@ impl Overlay {
     pub(super) fn do_unlink(&self, parent: INodeNo, name: &OsStr, dir: bool) -> SysResult<()> {
         let _g = self.write_ns();
         let parent = self.node(parent)?;
+        if name.len() > self.name_max {
+            return Err(libc::ENAMETOOLONG);
+        }
+        let ent = self.with_listing(&parent, |l, _| l.map.get(name).copied())?;
+        let ent = ent.ok_or(libc::ENOENT)?;
+        if !dir && ent.layer == 0 && ent.dtype != libc::DT_DIR {
+            // An upper-only non-directory: its node (if the kernel still has one) keeps
+            // its O_PATH fd, so nothing about it changes; no stat needed.
+            let pfds = parent.lock().fds.clone();
+            if !layers::lower_has(&pfds, name) {
+                let pfd = pfds.first().map(|(_, f)| f.clone()).ok_or(libc::EIO)?;
+                sys::unlinkat(pfd.as_raw_fd(), name, 0)?;
+                self.with_listing(&parent, |l, _| l.remove(name))?;
+                return Ok(());
+            }
+        }
         let (child, _) = self.lookup(&parent, name, false)?;
         if child.is_dir != dir {
             return Err(if dir { libc::ENOTDIR } else { libc::EISDIR });
@@ -116,6 +132,11 @@ impl Overlay {
             // Like kernel overlayfs with userxattr (no redirect_dir): mv copies instead.
             return Err(libc::EXDEV);
         }
+        // An entry already in the upper layer keeps its inode across the rename: its
+        // listing entry serves the new name as it is (no stat after the rename).
+        let known = self
+            .with_listing(&parent, |l, _| l.map.get(name).copied())?
+            .filter(|e| e.layer == 0 && !src.is_dir);
         self.copy_up(&src, true)?;
         let spfd = self.copy_up_dir(&parent)?;
         let dpfd = self.copy_up_dir(&newparent)?;
@@ -173,18 +194,19 @@ impl Overlay {
         if dst_may_wh {
             layers::clear_oci_whiteout(d, newname);
         }
-        let st = sys::statat(d, newname)?;
-        self.with_listing(&parent, |l, _| l.remove(name))?;
-        self.with_listing(&newparent, |l, _| {
-            l.insert(
-                newname.to_os_string(),
+        let ent = match known {
+            Some(e) => e,
+            None => {
+                let st = sys::statat(d, newname)?;
                 Ent {
                     layer: 0,
                     dtype: layers::dtype_of_mode(st.st_mode),
                     dino: st.st_ino,
-                },
-            )
-        })?;
+                }
+            }
+        };
+        self.with_listing(&parent, |l, _| l.remove(name))?;
+        self.with_listing(&newparent, |l, _| l.insert(newname.to_os_string(), ent))?;
         let mut s = src.lock();
         s.parent = newparent.ino;
         s.name = newname.to_os_string();
