@@ -3,7 +3,11 @@
 # storage driver, on its kernel-overlay driver, and on podman (kernel overlay), in one
 # run, interleaved.
 #
-# Usage: bench/churn-bench.sh [-n ROUNDS] [--files N] [--bin-dir DIR]
+# Usage: bench/churn-bench.sh [-n ROUNDS] [--files N] [--bin-dir DIR] [--baseline DIR]
+#
+# --baseline DIR adds a fourth candidate, "base": the fuse driver with the skiff,
+# skiffd (and skiff-monitor) in DIR (e.g. main's release build), same bus and image
+# store, to compare a change side by side in the same run.
 #
 # The workload (busybox sh in the busybox image of scripts/mkrootfs.sh, on the
 # container's root filesystem, so through the storage driver):
@@ -24,10 +28,11 @@ BENCH=churn-bench
 ROUNDS=5
 FILES=2000
 BIN_DIR=${SKIFF_BIN_DIR:-}
+BASE_DIR=""
 SKIFFD_ARGS=(--storage-driver fuse)
 
 usage() {
-    echo "usage: $0 [-n ROUNDS] [--files N] [--bin-dir DIR]" >&2
+    echo "usage: $0 [-n ROUNDS] [--files N] [--bin-dir DIR] [--baseline DIR]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -35,6 +40,7 @@ while [ $# -gt 0 ]; do
         -n) [ $# -ge 2 ] || usage; ROUNDS=$2; shift ;;
         --files) [ $# -ge 2 ] || usage; FILES=$2; shift ;;
         --bin-dir) [ $# -ge 2 ] || usage; BIN_DIR=$2; shift ;;
+        --baseline) [ $# -ge 2 ] || usage; BASE_DIR=$2; shift ;;
         *) usage ;;
     esac
     shift
@@ -45,7 +51,15 @@ done
 # shellcheck source=bench/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-bench_reexec_as_user -n "$ROUNDS" --files "$FILES"
+if [ -n "$BASE_DIR" ]; then
+    if [ ! -x "$BASE_DIR/skiff" ] || [ ! -x "$BASE_DIR/skiffd" ]; then
+        echo "churn-bench: no skiff/skiffd in $BASE_DIR" >&2
+        exit 2
+    fi
+    bench_reexec_as_user -n "$ROUNDS" --files "$FILES" --baseline "$BASE_DIR"
+else
+    bench_reexec_as_user -n "$ROUNDS" --files "$FILES"
+fi
 bench_setup
 
 # The workload, run by the container's busybox sh (expanded there, but FILES).
@@ -61,10 +75,11 @@ i=0; while [ $i -lt '"$FILES"' ]; do mv d$((i%20))/f$i d$((i%20))/g$i; i=$((i+1)
 ls -lR /w > /dev/null
 cd / && rm -rf /w'
 
-# restart_skiffd DRIVER: skiffd again on the same bus and state, with another driver.
+# restart_skiffd DRIVER [SKIFFD]: skiffd (or the given one) again on the same bus and
+# state, with another driver.
 restart_skiffd() {
     stop_pid "$SKIFFD_PID"
-    RUST_LOG=${RUST_LOG:-warn} "$SKIFFD" --bus-address "$ADDR" --storage-driver "$1" 2>>"$T/skiffd.log" &
+    RUST_LOG=${RUST_LOG:-warn} "${2:-$SKIFFD}" --bus-address "$ADDR" --storage-driver "$1" 2>>"$T/skiffd.log" &
     SKIFFD_PID=$!
     for _ in $(seq 100); do
         name_has_owner && return 0
@@ -79,6 +94,7 @@ one() {
     local c=$1 run
     case "$c" in
         fuse | overlay) run=("${SKIFF_CLI[@]}" run --rm --network none "$IMAGE") ;;
+        base) run=("$BASE_DIR/skiff" --bus-address "$ADDR" run --rm --network none "$IMAGE") ;;
         podman) run=("${PODMAN[@]}" run --rm --network none "localhost/$IMAGE") ;;
     esac
     timed "$c-true" "${run[@]}" true
@@ -86,16 +102,24 @@ one() {
 }
 
 CANDS="fuse overlay podman"
+[ -z "$BASE_DIR" ] || CANDS="$CANDS base"
+# start CANDIDATE: the skiffd it needs.
+start_for() {
+    case "$1" in
+        fuse | overlay) restart_skiffd "$1" ;;
+        base) restart_skiffd fuse "$BASE_DIR/skiffd" ;;
+    esac
+}
 echo "== $FILES files; podman storage driver: $PODMAN_DRIVER; warm-up"
 for c in $CANDS; do
-    case "$c" in fuse | overlay) restart_skiffd "$c" ;; esac
+    start_for "$c"
     one "$c"
 done
 rm -f "$T"/*.times
 echo "== $ROUNDS rounds, interleaved"
 for i in $(seq "$ROUNDS"); do
     for c in $CANDS; do
-        case "$c" in fuse | overlay) restart_skiffd "$c" ;; esac
+        start_for "$c"
         one "$c"
     done
     printf '.'
@@ -112,3 +136,7 @@ for c in $CANDS; do
 done
 # shellcheck disable=SC2154 # set by eval above
 echo "fuse / overlay driver: $(ratio "$med_fuse" "$med_overlay")x; fuse / podman: $(ratio "$med_fuse" "$med_podman")x; overlay / podman: $(ratio "$med_overlay" "$med_podman")x"
+if [ -n "$BASE_DIR" ]; then
+    # shellcheck disable=SC2154 # set by eval above
+    echo "base / overlay driver: $(ratio "$med_base" "$med_overlay")x; fuse / base: $(ratio "$med_fuse" "$med_base")x"
+fi

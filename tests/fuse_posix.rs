@@ -413,3 +413,81 @@ fn mknod_of_the_whiteout_device_is_refused() {
     });
     assert!(out.contains("mknod wh: Operation not permitted"), "{out}");
 }
+
+/// Whiteouts made in one mount, then new names over them after a remount (the server
+/// then knows them only from the listing it reads): a file by open(O_CREAT), a
+/// directory by mkdir, a rename onto one, a hard link onto one.
+fn whiteout_script(m: &Path, _upper: &Path) -> Vec<String> {
+    vec![
+        format!("rm low/f: {:?}", fs::remove_file(m.join("low/f"))),
+        format!("rmdir low/s1: {:?}", fs::remove_dir(m.join("low/s1"))),
+        format!("rm file: {:?}", fs::remove_file(m.join("file"))),
+        format!("rmdir low/s2: {:?}", fs::remove_dir(m.join("low/s2"))),
+        format!("new: {:?}", fs::write(m.join("low/n"), "n\n")),
+    ]
+}
+
+fn over_whiteouts(m: &Path, upper: &Path) -> Vec<String> {
+    let ls = |d: &str| {
+        let mut v: Vec<String> = fs::read_dir(m.join(d))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v.join(",")
+    };
+    let mut log = vec![format!("low before: {}", ls("low"))];
+    log.push(format!(
+        "create low/f: {}",
+        open_creat(&m.join("low/f"), 0o644)
+    ));
+    log.push(format!(
+        "mkdir low/s1: {:?}",
+        fs::create_dir(m.join("low/s1"))
+    ));
+    log.push(format!(
+        "rename onto file: {:?}",
+        fs::rename(m.join("low/n"), m.join("file"))
+    ));
+    log.push(format!(
+        "link onto low/s2: {:?}",
+        fs::hard_link(m.join("file"), m.join("low/s2"))
+    ));
+    log.push(format!("low after: {} | /: {}", ls("low"), ls("")));
+    log.push(format!(
+        "low/s1 entries: {} | file: {:?}",
+        ls("low/s1"),
+        fs::read_to_string(m.join("file"))
+    ));
+    for n in ["low/f", "low/s1", "file", "low/s2"] {
+        log.push(format!(
+            "{n}: {} upper {}",
+            meta(&m.join(n)),
+            meta(&upper.join(n))
+        ));
+    }
+    log
+}
+
+/// New names over whiteouts of an earlier mount, as the kernel overlay makes them.
+#[test]
+fn new_names_over_whiteouts_of_an_earlier_mount() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().to_path_buf();
+    let out = in_userns(move || {
+        let (fuse, kernel) = differential_remount(
+            &base,
+            &|_| Ok(()),
+            &small_layers,
+            &whiteout_script,
+            Some(&over_whiteouts),
+        )?;
+        same(&fuse, &kernel)?;
+        Ok(fuse)
+    });
+    assert!(out.contains("create low/f: ok"), "{out}");
+    assert!(out.contains("mkdir low/s1: Ok(())"), "{out}");
+}

@@ -106,9 +106,10 @@ impl Overlay {
             let _ = sys::unlinkat(w, &tmp, 0);
             return Err(e);
         }
-        {
+        let was_shared = {
             let mut s = node.lock();
             s.layer = 0;
+            let was_shared = s.shared.take().is_some();
             if has_pathfd(&st) {
                 s.pathfd = sys::openat(pfd.as_raw_fd(), &name, libc::O_PATH, 0)
                     .ok()
@@ -116,12 +117,24 @@ impl Overlay {
             }
             s.dirfd = pfd;
             s.xattrs = None;
-        }
+            was_shared
+        };
         let _ = self.with_listing(&pnode, |l, _| {
             if let Some(e) = l.map.get_mut(&name) {
                 e.layer = 0;
             }
         });
+        if was_shared {
+            // The copy of one name of a hard-linked lower file is a file of its own: it
+            // shows its own number and link count from now on, and the kernel may hold
+            // the shared ones. (Attributes only: no lock is taken, so this is safe from
+            // within a request; the data is the same or truncated by the kernel itself.)
+            if let Some(n) = self.notifier.get() {
+                if let Err(e) = n.inval_inode(INodeNo(node.ino), -1, 0) {
+                    tracing::debug!("copy-up: attributes not invalidated: {e}");
+                }
+            }
+        }
         let (dir, n) = self.location(node)?;
         let moved = self.lower_handles.retarget(node.ino, |flags| {
             sys::open_at(

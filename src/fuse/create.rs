@@ -41,11 +41,14 @@ impl Overlay {
         if name.len() > self.name_max {
             return Err(libc::ENAMETOOLONG);
         }
-        if self.with_listing(parent, |l, _| l.map.contains_key(name))? {
+        let (exists, may_wh) = self.with_listing(parent, |l, _| {
+            (l.map.contains_key(name), l.may_hold_whiteouts())
+        })?;
+        if exists {
             return Err(libc::EEXIST);
         }
         let pfd = self.copy_up_dir(parent)?;
-        let whiteout = layers::is_whiteout_at(pfd.as_raw_fd(), name);
+        let whiteout = may_wh && layers::is_whiteout_at(pfd.as_raw_fd(), name);
         let hides = whiteout || {
             let fds = parent.lock().fds.clone();
             layers::lower_has(&fds, name)
@@ -57,10 +60,17 @@ impl Overlay {
         })
     }
 
-    /// Records a new upper entry (`st` is its stat, for its type and inode) in the
-    /// parent's listing and looks it up.
-    fn finish_new(&self, parent: &Arc<Node>, name: &OsStr, st: &libc::stat) -> SysResult<FileAttr> {
-        self.with_listing(parent, |l, _| {
+    /// Records a new upper entry (`st` is its stat, for its type and inode; `pfd` the
+    /// parent's upper directory) in the parent's listing and gives it its node, from
+    /// `st` (not stat'ed again).
+    fn finish_new(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        pfd: &Arc<OwnedFd>,
+        st: &libc::stat,
+    ) -> SysResult<FileAttr> {
+        let pfds = self.with_listing(parent, |l, fds| {
             l.insert(
                 name.to_os_string(),
                 Ent {
@@ -68,9 +78,10 @@ impl Overlay {
                     dtype: layers::dtype_of_mode(st.st_mode),
                     dino: st.st_ino,
                 },
-            )
+            );
+            fds.to_vec()
         })?;
-        let (_, attr) = self.lookup(parent, name, true)?;
+        let (_, attr) = self.attach(parent, name, 0, pfd.clone(), &pfds, st, true)?;
         Ok(attr)
     }
 
@@ -85,6 +96,48 @@ impl Overlay {
         rdev: u32,
         target: Option<&Path>,
     ) -> SysResult<FileAttr> {
+        Ok(self
+            .make_node(req, parent, name, mode, rdev, target, None)?
+            .0)
+    }
+
+    /// CREATE: a regular file made and opened at once (`flags` the kernel's open flags),
+    /// so no second open through `/proc`; returns the open fd with the attributes.
+    pub(super) fn do_create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> SysResult<(FileAttr, OwnedFd)> {
+        // As `do_open`: the kernel may read pages through any handle, and it passes
+        // O_APPEND writes with the end offset.
+        let mut f = flags
+            & !(libc::O_CREAT
+                | libc::O_EXCL
+                | libc::O_NOCTTY
+                | libc::O_APPEND
+                | libc::O_TRUNC
+                | libc::O_ACCMODE);
+        f |= libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+        let (attr, fd) = self.make_node(req, parent, name, mode, 0, None, Some(f))?;
+        Ok((attr, fd.ok_or(libc::EIO)?))
+    }
+
+    /// [`Overlay::do_mknod`]; with `open` (flags for `openat`, O_CREAT|O_EXCL included)
+    /// a regular file is made by that open and its fd returned.
+    #[allow(clippy::too_many_arguments)]
+    fn make_node(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+        target: Option<&Path>,
+        open: Option<i32>,
+    ) -> SysResult<(FileAttr, Option<OwnedFd>)> {
         let _g = self.write_ns();
         let parent = self.node(parent)?;
         let slot = self.prepare_new(&parent, name)?;
@@ -118,30 +171,52 @@ impl Overlay {
         } else {
             (p, name)
         };
-        match (target, kind) {
-            (Some(t), _) => sys::symlinkat(t.as_os_str(), dir, n)?,
-            (None, libc::S_IFDIR) => sys::mkdirat(dir, n, perm & !SETID)?,
-            (None, _) => sys::mknodat(dir, n, kind | (perm & !SETID), rdev as u64)?,
+        let mut file = None;
+        match (target, kind, open) {
+            (Some(t), _, _) => sys::symlinkat(t.as_os_str(), dir, n)?,
+            (None, libc::S_IFDIR, _) => sys::mkdirat(dir, n, perm & !SETID)?,
+            (None, libc::S_IFREG, Some(flags)) => {
+                file = Some(sys::openat(dir, n, flags, perm & !SETID)?);
+            }
+            (None, _, _) => sys::mknodat(dir, n, kind | (perm & !SETID), rdev as u64)?,
         }
         let done = (|| {
             // The new node is the server's (or has the setgid parent's group): the chown
             // is needed only when the caller is someone else.
-            let st = sys::statat(dir, n)?;
+            let st = match &file {
+                Some(f) => sys::fstat(f.as_raw_fd())?,
+                None => sys::statat(dir, n)?,
+            };
+            // The reply is built from this stat unless a step below changes the node
+            // (owner, mode, ctime): then it is stat'ed again.
+            let mut changed = slot.whiteout;
             if st.st_uid != uid || st.st_gid != gid {
                 sys::chownat(dir, n, uid, gid)?;
+                changed = true;
             }
             if kind != libc::S_IFLNK && st.st_mode & 0o7777 != perm {
                 sys::chmodat(dir, n, perm)?;
+                changed = true;
             }
             self.note_new_upper(&st);
             if kind == libc::S_IFDIR && slot.hides {
                 let path = sys::xpath(dir, n)?;
                 sys::setxattr(&path, OsStr::new(layers::OPAQUE_XATTR), b"y", 0)?;
+                changed = true;
             }
             if slot.whiteout {
                 layers::replace_whiteout(dir, n, p, name, kind == libc::S_IFDIR)?;
             }
-            Ok(st)
+            if !changed {
+                return Ok(st);
+            }
+            match &file {
+                Some(f) => sys::fstat(f.as_raw_fd()),
+                None => sys::statat(
+                    if slot.whiteout { p } else { dir },
+                    if slot.whiteout { name } else { n },
+                ),
+            }
         })();
         let st = match done {
             Ok(st) => st,
@@ -155,7 +230,7 @@ impl Overlay {
                 return Err(e);
             }
         };
-        self.finish_new(&parent, name, &st)
+        Ok((self.finish_new(&parent, name, &slot.pfd, &st)?, file))
     }
 
     /// Links the file `ino` as `newname` in `newparent` (copying it up first).

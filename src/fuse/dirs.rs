@@ -118,7 +118,10 @@ impl Overlay {
                 continue;
             };
             let next = (i + FIRST_ENTRY + 1) as u64;
-            if reply.add(attr.ino, next, name, &TTL, &attr, Generation(0)) {
+            // One TTL for entry and attributes here: 0 for a name of a hard-linked lower
+            // file (see `Overlay::entry_attr_ttl`), whose next use then looks it up.
+            let ttl = Overlay::entry_attr_ttl(&child);
+            if reply.add(attr.ino, next, name, &ttl, &attr, Generation(0)) {
                 break;
             }
             child.lock().nlookup += 1;

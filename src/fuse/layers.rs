@@ -55,6 +55,10 @@ pub struct Listing {
     pub map: HashMap<OsString, Ent>,
     /// Names in readdir order (may hold removed or repeated names; filtered on snapshot).
     order: Vec<OsString>,
+    /// Whether the directory's upper part may hold a whiteout (either form): one was
+    /// listed there, or this server made one since. When false, a new name needs no
+    /// look for a whiteout to replace (two failing stats per create or rename saved).
+    upper_whiteouts: bool,
 }
 
 impl Listing {
@@ -74,6 +78,16 @@ impl Listing {
             self.order
                 .retain(|n| map.contains_key(n) && seen.insert(n.clone()));
         }
+    }
+
+    /// Notes that the upper part of the directory now holds a whiteout.
+    pub fn note_whiteout(&mut self) {
+        self.upper_whiteouts = true;
+    }
+
+    /// Whether the upper part of the directory may hold a whiteout.
+    pub fn may_hold_whiteouts(&self) -> bool {
+        self.upper_whiteouts
     }
 
     /// The visible entries in order.
@@ -135,11 +149,13 @@ pub fn merge_listing(fds: &[(usize, Arc<OwnedFd>)]) -> SysResult<Listing> {
             }
             if let Some(rest) = b.strip_prefix(OCI_WH_PREFIX) {
                 new_hidden.push(OsStr::from_bytes(rest).to_os_string());
+                listing.upper_whiteouts |= *layer == 0;
                 continue;
             }
             if dtype == libc::DT_CHR || dtype == libc::DT_UNKNOWN {
                 if let Ok(st) = sys::statat(fd.as_raw_fd(), &name) {
                     if is_whiteout_stat(&st) {
+                        listing.upper_whiteouts |= *layer == 0;
                         new_hidden.push(name);
                         continue;
                     }

@@ -34,7 +34,14 @@
 //! * Limits: renaming a directory that has lower-layer parts gives EXDEV (`mv` then
 //!   copies), as kernel overlay does with `userxattr`; copy-up always copies data
 //!   (no metadata-only copy-up yet); hard links between lower-layer files are broken
-//!   by copy-up (as kernel overlay without `index`).
+//!   by copy-up (as kernel overlay without `index`): each name of a hard-linked lower
+//!   file is a node of its own (a FUSE open names no file name, so one node could not
+//!   tell which name a write goes through), all showing the lower file's inode number
+//!   and link count until that name is copied up; the copy then shows a number of its
+//!   own and its own link count, as the kernel overlay's does. (An entry reply's
+//!   inode number is the node id in fuser, so those names' attributes are not cached
+//!   from LOOKUP/READDIRPLUS: the first `stat` asks GETATTR once. A plain readdir's
+//!   `d_ino` is the shared number, a readdirplus one the node id.)
 
 mod copyup;
 mod create;
@@ -128,6 +135,7 @@ fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
         source,
     };
     let fs = Overlay::new(&spec.lower, &spec.upper, &spec.work).map_err(Error::Layers)?;
+    let notifier = fs.notifier.clone();
     let threads = if spec.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -147,6 +155,7 @@ fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
     config.n_threads = Some(threads);
     config.clone_fd = true;
     let session = fuser::Session::new(fs, target, &config).map_err(mount_err)?;
+    let _ = notifier.set(session.notifier());
     let thread = std::thread::Builder::new()
         .name("fuse-serve".into())
         .spawn(move || session.run())

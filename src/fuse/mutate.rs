@@ -24,6 +24,22 @@ impl Overlay {
     pub(super) fn do_unlink(&self, parent: INodeNo, name: &OsStr, dir: bool) -> SysResult<()> {
         let _g = self.write_ns();
         let parent = self.node(parent)?;
+        if name.len() > self.name_max {
+            return Err(libc::ENAMETOOLONG);
+        }
+        let ent = self.with_listing(&parent, |l, _| l.map.get(name).copied())?;
+        let ent = ent.ok_or(libc::ENOENT)?;
+        if !dir && ent.layer == 0 && ent.dtype != libc::DT_DIR {
+            // An upper-only non-directory: its node (if the kernel still has one) keeps
+            // its O_PATH fd, so nothing about it changes; no stat needed.
+            let pfds = parent.lock().fds.clone();
+            if !layers::lower_has(&pfds, name) {
+                let pfd = pfds.first().map(|(_, f)| f.clone()).ok_or(libc::EIO)?;
+                sys::unlinkat(pfd.as_raw_fd(), name, 0)?;
+                self.with_listing(&parent, |l, _| l.remove(name))?;
+                return Ok(());
+            }
+        }
         let (child, _) = self.lookup(&parent, name, false)?;
         if child.is_dir != dir {
             return Err(if dir { libc::ENOTDIR } else { libc::EISDIR });
@@ -61,6 +77,7 @@ impl Overlay {
             )?;
         }
         if lower {
+            self.with_listing(&parent, |l, _| l.note_whiteout())?;
             layers::make_whiteout(pfd.as_raw_fd(), name)?;
         }
         if layer != 0 && !dir {
@@ -115,6 +132,11 @@ impl Overlay {
             // Like kernel overlayfs with userxattr (no redirect_dir): mv copies instead.
             return Err(libc::EXDEV);
         }
+        // An entry already in the upper layer keeps its inode across the rename: its
+        // listing entry serves the new name as it is (no stat after the rename).
+        let known = self
+            .with_listing(&parent, |l, _| l.map.get(name).copied())?
+            .filter(|e| e.layer == 0 && !src.is_dir);
         self.copy_up(&src, true)?;
         let spfd = self.copy_up_dir(&parent)?;
         let dpfd = self.copy_up_dir(&newparent)?;
@@ -143,7 +165,13 @@ impl Overlay {
         // One rename does it all, so that a failure (ENOSPC for the whiteout's inode,
         // say) changes nothing: it replaces a whiteout at the new name and, with
         // RENAME_WHITEOUT, leaves one at the old name when a lower layer has it.
-        let dst_whiteout = sys::statat(d, newname).is_ok_and(|st| layers::is_whiteout_stat(&st));
+        let dst_may_wh = self.with_listing(&newparent, |l, _| l.may_hold_whiteouts())?;
+        let dst_whiteout =
+            dst_may_wh && sys::statat(d, newname).is_ok_and(|st| layers::is_whiteout_stat(&st));
+        if src_lower {
+            // A whiteout is left at the old name (below).
+            self.with_listing(&parent, |l, _| l.note_whiteout())?;
+        }
         if src.is_dir && dst_whiteout {
             // A directory cannot replace the whiteout (a non-directory): swap them.
             sys::renameat(s, name, d, newname, libc::RENAME_EXCHANGE)?;
@@ -163,19 +191,22 @@ impl Overlay {
         } else {
             sys::renameat(s, name, d, newname, 0)?;
         }
-        layers::clear_oci_whiteout(d, newname);
-        let st = sys::statat(d, newname)?;
-        self.with_listing(&parent, |l, _| l.remove(name))?;
-        self.with_listing(&newparent, |l, _| {
-            l.insert(
-                newname.to_os_string(),
+        if dst_may_wh {
+            layers::clear_oci_whiteout(d, newname);
+        }
+        let ent = match known {
+            Some(e) => e,
+            None => {
+                let st = sys::statat(d, newname)?;
                 Ent {
                     layer: 0,
                     dtype: layers::dtype_of_mode(st.st_mode),
                     dino: st.st_ino,
-                },
-            )
-        })?;
+                }
+            }
+        };
+        self.with_listing(&parent, |l, _| l.remove(name))?;
+        self.with_listing(&newparent, |l, _| l.insert(newname.to_os_string(), ent))?;
         let mut s = src.lock();
         s.parent = newparent.ino;
         s.name = newname.to_os_string();

@@ -45,6 +45,10 @@ pub struct NodeState {
     pub pathfd: Option<Arc<OwnedFd>>,
     /// Set when a lower-layer file's name was whited out (it must not be copied up).
     pub unlinked: bool,
+    /// For one name of a hard-linked lower file (a node of its own, see
+    /// [`per_name_ino`]): the inode number all its names show until this one is copied
+    /// up. None for every other node.
+    pub shared: Option<u64>,
 }
 
 /// One inode of the merged tree.
@@ -99,6 +103,8 @@ pub struct Overlay {
     /// records its entry, so a number the backing filesystem reuses is overwritten
     /// before it can be looked up.
     upper_inos: Mutex<HashMap<u64, u64>>,
+    /// Notifications to the kernel (set once the session exists).
+    pub notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 /// Entries kept in [`Overlay::upper_inos`] before it is emptied (and refilled).
@@ -170,6 +176,7 @@ impl Overlay {
             next_dh: AtomicU64::new(1),
             lower_handles: Default::default(),
             upper_inos: Mutex::new(HashMap::new()),
+            notifier: Default::default(),
         };
         let mut fds = vec![(0, ov.layers[0].clone())];
         if !layers::is_opaque(ov.layers[0].as_raw_fd()) {
@@ -194,6 +201,7 @@ impl Overlay {
                 xattrs: None,
                 pathfd: None,
                 unlinked: false,
+                shared: None,
             }),
         };
         ov.table().insert(ROOT, Arc::new(root));
@@ -318,14 +326,40 @@ impl Overlay {
             .map(|(_, fd)| fd.clone())
             .ok_or(libc::EIO)?;
         let st = sys::statat(dirfd.as_raw_fd(), name)?;
-        let ino = self.stable_ino(dirfd.as_raw_fd(), name, &st, ent.layer);
+        self.attach(parent, name, ent.layer, dirfd, &pfds, &st, count)
+    }
+
+    /// The node of `name` in directory `parent`, found in layer `layer` (whose real
+    /// directory is `dirfd`; `pfds` are the parent's layers) with stat `st`: the known
+    /// one or a new one; counts a kernel lookup when `count`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attach(
+        &self,
+        parent: &Node,
+        name: &OsStr,
+        layer: usize,
+        dirfd: Arc<OwnedFd>,
+        pfds: &[(usize, Arc<OwnedFd>)],
+        st: &libc::stat,
+        count: bool,
+    ) -> SysResult<(Arc<Node>, FileAttr)> {
+        let ent_layer = layer;
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let mut ino = self.stable_ino(dirfd.as_raw_fd(), name, st, ent_layer);
+        let mut shared = None;
+        if ent_layer > 0 && !is_dir && st.st_nlink > 1 {
+            // A hard-linked lower file: each name is a node of its own (a FUSE open or
+            // setattr names no file name, so with one node a write could not tell which
+            // name to copy up), all showing the lower file's number until copied up.
+            shared = Some(ino);
+            ino = per_name_ino(ino, parent.ino, name);
+        }
         let existing = self.table().get(&ino).cloned();
         let node = match existing {
             Some(n) if n.is_dir == is_dir => n,
             _ => {
                 let fds = if is_dir {
-                    layers::dir_layers(&pfds, ent.layer, name)
+                    layers::dir_layers(pfds, ent_layer, name)
                 } else {
                     Vec::new()
                 };
@@ -335,7 +369,7 @@ impl Overlay {
                     st: Mutex::new(NodeState {
                         parent: parent.ino,
                         name: name.to_os_string(),
-                        layer: ent.layer,
+                        layer: ent_layer,
                         dirfd: dirfd.clone(),
                         nlookup: 0,
                         fds,
@@ -343,6 +377,7 @@ impl Overlay {
                         xattrs: None,
                         pathfd: None,
                         unlinked: false,
+                        shared,
                     }),
                 });
                 self.table().entry(ino).or_insert(n).clone()
@@ -356,9 +391,10 @@ impl Overlay {
             if !is_dir {
                 s.parent = parent.ino;
                 s.name = name.to_os_string();
-                s.layer = ent.layer;
+                s.layer = ent_layer;
                 s.unlinked = false;
-                if ent.layer == 0 && s.pathfd.is_none() && has_pathfd(&st) {
+                s.shared = shared;
+                if ent_layer == 0 && s.pathfd.is_none() && has_pathfd(st) {
                     s.pathfd = sys::openat(dirfd.as_raw_fd(), name, libc::O_PATH, 0)
                         .ok()
                         .map(Arc::new);
@@ -367,22 +403,37 @@ impl Overlay {
             }
             s.fds.len()
         };
-        Ok((node.clone(), attr_of(ino, &st, nfds)))
+        Ok((node.clone(), attr_of(ino, st, nfds)))
     }
 
-    /// The attributes of a node (from `fh` when given, which works for unlinked files).
+    /// The attributes of a node (from `fh` when given, which works for unlinked files),
+    /// with the inode number `stat` shows (for one name of a hard-linked lower file the
+    /// number all its names share, not the node id). Only GETATTR may answer with them:
+    /// an entry reply must carry the node id (see [`Overlay::entry_attr_ttl`]).
     pub fn getattr(&self, node: &Node, fh: Option<RawFd>) -> SysResult<FileAttr> {
         let (dirfd, name) = self.location(node)?;
-        let nfds = if node.is_dir {
-            node.lock().fds.len()
-        } else {
-            0
+        let (nfds, shown) = {
+            let s = node.lock();
+            (s.fds.len(), s.shared.unwrap_or(node.ino))
         };
         let st = match fh {
             Some(fd) => sys::fstat(fd)?,
             None => sys::statat(dirfd.as_raw_fd(), &name)?,
         };
-        Ok(attr_of(node.ino, &st, nfds))
+        Ok(attr_of(shown, &st, if node.is_dir { nfds } else { 0 }))
+    }
+
+    /// How long the kernel may keep the attributes of an entry reply (LOOKUP,
+    /// READDIRPLUS) for `node`. fuser makes such a reply's inode number the node id, so
+    /// for one name of a hard-linked lower file (whose node id is its own, see
+    /// [`per_name_ino`]) they are not kept at all: the next `stat` then asks GETATTR,
+    /// which answers the number all the names share, and that is kept.
+    pub fn entry_attr_ttl(node: &Node) -> Duration {
+        if node.lock().shared.is_some() {
+            Duration::ZERO
+        } else {
+            TTL
+        }
     }
 
     /// The real location (dir fd, name) of a node's topmost copy; for a directory the
@@ -430,6 +481,28 @@ fn recorded_ino(dir: RawFd, name: &OsStr) -> SysResult<Option<u64>> {
     let p = sys::xpath(dir, name)?;
     Ok(sys::getxattr(&p, OsStr::new(INO_XATTR))?
         .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+}
+
+/// The node id of one name (`name` in directory node `parent`) of a hard-linked lower file
+/// whose shared number is `ino`: stable across lookups and mounts (a fixed hash, and a
+/// copy-up records it as the copy's number), with the top bit set, which the numbers of
+/// real files ([`Overlay::ino_on_dev`]: inode numbers below 2^56 plus a layer-device
+/// index) leave clear. After a copy-up it is also the number the copy shows: a new one,
+/// as the kernel overlay (without `index`) shows the copy's own.
+fn per_name_ino(ino: u64, parent: u64, name: &OsStr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed zero keys: the same number for the same name every time.
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    ino.hash(&mut h);
+    parent.hash(&mut h);
+    name.hash(&mut h);
+    let n = h.finish() | (1 << 63);
+    if n >= u64::MAX - 1 {
+        1 << 63
+    } else {
+        n
+    }
 }
 
 /// Whether a node of this type gets an `O_PATH` fd of its own (not symlinks: xattr and

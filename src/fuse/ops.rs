@@ -1,7 +1,7 @@
 //! The FUSE request handlers (fuser's low-level `Filesystem`) on top of [`Overlay`].
 
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::SystemTime;
@@ -109,7 +109,10 @@ impl Filesystem for Overlay {
         let _g = self.read_ns();
         let r = self.node(parent).and_then(|p| self.lookup(&p, name, true));
         match r {
-            Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok((node, attr)) => {
+                let attr_ttl = Overlay::entry_attr_ttl(&node);
+                reply.entry_with_ttls(&attr_ttl, &TTL, &attr, Generation(0))
+            }
             Err(libc::ENOENT) => reply.entry(&TTL, &negative(), Generation(0)),
             Err(e) => reply.error(err(e)),
         }
@@ -518,14 +521,14 @@ impl Filesystem for Overlay {
     ) {
         let mode = creation_mode(libc::S_IFREG, mode, umask);
         let r = self
-            .do_mknod(req, parent, name, mode, 0, None)
-            .and_then(|attr| {
-                let (fh, f) = self.do_open(attr.ino, flags & !libc::O_TRUNC)?;
+            .do_create(req, parent, name, mode, flags)
+            .map(|(attr, fd)| {
+                let fh = fd.into_raw_fd();
                 // The kernel asks for security.capability at the new file's first write
                 // (kill-priv): its xattr names, read now from the open fd, answer that
                 // without a lookup through /proc.
-                self.note_xattr_names(attr.ino, fh as i32);
-                Ok((attr, fh, f))
+                self.note_xattr_names(attr.ino, fh);
+                (attr, fh as u64, FopenFlags::FOPEN_KEEP_CACHE)
             });
         match r {
             Ok((attr, fh, f)) => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), f),
