@@ -336,7 +336,7 @@ fn prune_cache(dir: &Path, keep: usize, just_stored: &Path) {
     if files.len() <= others {
         return;
     }
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     for (_, old) in files.drain(others..) {
         if let Err(e) = std::fs::remove_file(&old) {
             tracing::debug!("pruning {}: {e}", old.display());
