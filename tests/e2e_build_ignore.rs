@@ -86,9 +86,9 @@ fn the_cli_does_not_send_ignored_files() {
                 "cd /ctx && find . | sort | tr '\\n' ' '; cat /f keep.tmp"
             ]
         ),
-        // skiffd's COPY of a directory does not go into an excluded one (`build`), as
-        // before; a re-included file below it is copied when named.
-        ". ./.dockerignore ./Dockerfile ./keep.tmp ./src re-included\nkept\n"
+        // As docker: COPY . takes what `!build/keep` re-includes below the excluded
+        // `build` (and its parents), nothing else of it; named, it is copied too.
+        ". ./.dockerignore ./Dockerfile ./build ./build/keep ./build/keep/f ./keep.tmp ./src re-included\nkept\n"
     );
 
     // A client that sends ignored files anyway (a tar on stdin is sent as it is):
