@@ -121,14 +121,23 @@ impl HelperRun {
         code.or(own.and_then(|s| s.code()))
     }
 
-    /// Reads to the end and reaps the helper: the reported exit code, if any, and the
-    /// helper's own wait status.
+    /// Reads to the end: the reported exit code, if any, and — when none was reported —
+    /// the helper's own wait status. A helper that reported its exit and closed the pipe
+    /// may still be finishing (a monitor reaps its network helper after reporting: see
+    /// `monitor::main`); it is reaped in the background, its status adds nothing.
     pub async fn finish_with_status(mut self) -> (Option<i32>, Option<std::process::ExitStatus>) {
         let mut code = None;
         while let Ok(Some(line)) = self.lines.next_line().await {
             if let Ok(Status::Exited { code: c }) = serde_json::from_str(&line) {
                 code = Some(c);
             }
+        }
+        if code.is_some() {
+            let mut child = self.child;
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+            return (code, None);
         }
         (code, self.child.wait().await.ok())
     }

@@ -51,6 +51,9 @@ static TERMINATED_BY: AtomicI32 = AtomicI32::new(0);
 /// The container cgroup's `cgroup.kill`, open for writing (-1: the container has no
 /// cgroup of its own), for the termination handler.
 static KILL_FD: AtomicI32 = AtomicI32::new(-1);
+/// A network helper told to end but not waited for before the exit was reported (0:
+/// none; see [`crate::netns::Helper::begin_stop`]): reaped after the report.
+static HELPER_ENDING: AtomicI32 = AtomicI32::new(0);
 
 /// SIGTERM, SIGINT or SIGHUP to the monitor: the container is killed (it never runs on
 /// without its monitor); the monitor then records its end as usual, with the reason.
@@ -292,7 +295,7 @@ pub fn main(bundle: &Path) -> i32 {
     let mut pipe = StatusPipe::open();
     // Held for our whole life: it is how skiffd finds us (see `lock`). Taken before the
     // instructions are read: a skiffd that undid this start removed them meanwhile.
-    let _lock = match lock::acquire(bundle) {
+    let lock = match lock::acquire(bundle) {
         Ok(l) => l,
         Err(e) => {
             pipe.send(&Status::Failed {
@@ -334,6 +337,11 @@ pub fn main(bundle: &Path) -> i32 {
     let written = fsutil::replace_file_json(&exit_path(bundle), &rec).is_ok();
     crate::phase::mark("exit-file-written");
     pipe.send(&Status::Exited { code });
+    // The exit is reported: what follows delays no one. The pipe's end tells skiffd we
+    // are done; the lock lets a removal or a restart go on.
+    drop(pipe);
+    drop(lock);
+    reap_ending_helper();
     if written {
         0
     } else {
@@ -485,8 +493,39 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     crate::phase::mark("output-finished");
     let _ = std::fs::remove_file(&sock);
     reap::reap_orphans(ending);
+    if let Some(pid) = ending {
+        HELPER_ENDING.store(pid.as_raw(), Ordering::SeqCst);
+    }
     crate::phase::mark("orphans-reaped");
     Ok(code)
+}
+
+/// Waits for the network helper that was told to end (if any), once the exit has been
+/// reported: left to whoever inherits it, it would stay a zombie under an init that does
+/// not reap. Our standard streams (a client's terminal or pipes, when it runs attached)
+/// are let go first, so that no reader waits for their end meanwhile.
+fn reap_ending_helper() {
+    let pid = HELPER_ENDING.swap(0, Ordering::SeqCst);
+    if pid <= 0 {
+        return;
+    }
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..=2 {
+            // SAFETY: dup2 onto our own standard descriptors; nothing else in this
+            // process uses them any more.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
 }
 
 /// Duplicates of a client's stdout and stderr (our fds 1 and 2 when we start).

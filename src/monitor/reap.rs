@@ -1,5 +1,6 @@
-//! The monitor's last step: collecting the container's processes that were re-parented
-//! to it, without waiting for a network helper that ends on its own.
+//! The monitor's last step before it reports the exit: collecting the container's
+//! processes that were re-parented to it, without waiting for a network helper that ends
+//! on its own (reaped after the report).
 
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -9,8 +10,8 @@ use nix::unistd::Pid;
 /// namespace) ends, the kernel kills the rest of the namespace and, as we are the child
 /// subreaper, they become ours to reap. Returns when no child is left but `ending` (a
 /// network helper told to end, whose end is not waited for: see
-/// [`crate::netns::Helper::begin_stop`]; it is reaped by whoever inherits it when we
-/// exit).
+/// [`crate::netns::Helper::begin_stop`]; the monitor reaps it once the exit is
+/// reported).
 pub(super) fn reap_orphans(mut ending: Option<Pid>) {
     loop {
         if let Some(pid) = ending {

@@ -172,8 +172,8 @@ pub trait Helper {
     /// takes ~15-25 ms in the kernel (the TAP device's unregistration waits for RCU grace
     /// periods) that would delay the container's recorded exit for no one's benefit; it
     /// holds no host resource besides itself. Returns the pid of the helper still ending
-    /// (the caller must not wait for it: it is reaped by whoever inherits it when the
-    /// caller exits), or None when it stopped as [`Helper::stop`] does — with published
+    /// (the caller must not wait for it before the exit is reported: the monitor reaps it
+    /// after the report), or None when it stopped as [`Helper::stop`] does — with published
     /// ports, whose host sockets must be free before the exit is reported (a restart or
     /// the next `run -p` binds them at once).
     fn begin_stop(&mut self) -> Option<nix::unistd::Pid> {
