@@ -1,5 +1,6 @@
 //! End to end: a build's RUN steps — their containers are removed while the next steps
-//! run, and none is left once the build answers (done or failed).
+//! run, and none is left once the build answers (done or failed); a RUN layer the
+//! unpack helper refuses fails the step with the helper's reason.
 
 mod common;
 
@@ -66,4 +67,32 @@ fn no_build_container_is_left_when_the_build_answers() {
         stderr(&out)
     );
     assert_no_container_left(&env, "after a failed build");
+}
+
+/// The RUN layer goes to the blob and the unpack helper at once: when the helper
+/// refuses it midway (here the layer limit, while the commit helper is still writing
+/// files of 256 KiB, more than a pipe holds), the step fails with the limit named, not
+/// with the commit helper's closed pipe; nothing is recorded, no container is left.
+#[test]
+fn a_run_layer_over_the_layer_limit_fails_naming_the_limit() {
+    let mut env = Env::new();
+    env.stop_daemon();
+    env.start_daemon_with(&["--layer-max-entries", "3"]);
+    let ctx = context(
+        &env,
+        "big",
+        "FROM demo/busybox\nRUN for f in a b c d e f; do \
+         dd if=/dev/zero of=/$f bs=1024 count=256 2>/dev/null; done\n",
+    );
+    let out = env.skiff(&["build", "-t", "me/big", ctx.to_str().unwrap()]);
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!out.status.success(), "the layer passed the limit: {all}");
+    assert!(
+        all.contains("max_entries") && !all.contains("commit failed"),
+        "{all}\n{}",
+        env.daemon_log()
+    );
+    let images = env.skiff(&["image", "inspect", "me/big"]);
+    assert!(!images.status.success());
+    assert_no_container_left(&env, "after the refused layer");
 }
