@@ -186,9 +186,12 @@ impl Daemon {
             .unwrap_or_else(image::store::now_rfc3339);
         let names = names.to_vec();
         tokio::task::spawn_blocking(move || {
-            let (config, config_size) = store.write_blob(&bytes)?;
-            let manifest = build_manifest(&config, config_size, &blobs)?;
-            let (manifest, _) = store.write_blob(&manifest)?;
+            // The manifest names the config by digest: both written, then their
+            // directory synced once (see `ImageStore::write_blobs`).
+            let config = format!("sha256:{}", image::sha256_hex(&bytes));
+            let manifest = build_manifest(&config, bytes.len() as u64, &blobs)?;
+            store.write_blobs(&[&bytes, &manifest])?;
+            let manifest = format!("sha256:{}", image::sha256_hex(&manifest));
             store.record_image(&NewImage {
                 config,
                 manifest,
