@@ -591,11 +591,8 @@ fn an_untagged_record_leaves_index_json_and_a_tag_rewrites_it() {
     assert!(store.record_image(&new).unwrap().repo_tags.is_empty());
     assert_eq!(store.list().unwrap().len(), 2);
     assert_eq!(ino(), before, "index.json rewritten for an untagged image");
-    let tagged = NewImage {
-        names: vec!["me/b:1".into()],
-        ..new
-    };
-    store.record_image(&tagged).unwrap();
+    let names = vec!["me/b:1".into()];
+    store.record_image(&NewImage { names, ..new }).unwrap();
     assert_ne!(ino(), before);
     assert!(fs::read_to_string(&oci).unwrap().contains("me/b:1"));
 }
