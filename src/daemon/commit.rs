@@ -2,8 +2,9 @@
 //!
 //! The `__commit` helper (see [`crate::helpers::commit_main`]) writes the changes as an
 //! OCI layer tar inside the user namespace (so owners are the container's) into a pipe;
-//! the daemon digests it into a blob as it comes, extracts that blob as a store layer
-//! (the unpack helper, which checks it like any other layer), and records an image whose
+//! the daemon writes it, as it comes, into a blob (digested) and into the unpack helper
+//! (which checks it like any other layer) at once, installs the extraction as a store
+//! layer once it is seen to have the blob's digest, and records an image whose
 //! configuration is the parent's with the changes, the layer and a history entry.
 //!
 //! A running container is committed as it runs (docker's `--pause=false`); with `pause`
@@ -185,9 +186,12 @@ impl Daemon {
             .unwrap_or_else(image::store::now_rfc3339);
         let names = names.to_vec();
         tokio::task::spawn_blocking(move || {
-            let (config, config_size) = store.write_blob(&bytes)?;
-            let manifest = build_manifest(&config, config_size, &blobs)?;
-            let (manifest, _) = store.write_blob(&manifest)?;
+            // The manifest names the config by digest: both written, then their
+            // directory synced once (see `ImageStore::write_blobs`).
+            let config = format!("sha256:{}", image::sha256_hex(&bytes));
+            let manifest = build_manifest(&config, bytes.len() as u64, &blobs)?;
+            store.write_blobs(&[&bytes, &manifest])?;
+            let manifest = format!("sha256:{}", image::sha256_hex(&manifest));
             store.record_image(&NewImage {
                 config,
                 manifest,
@@ -236,7 +240,7 @@ impl Daemon {
             (RootfsDriver::Overlay, Some(_)) => (maps, None),
             (RootfsDriver::Vfs, Some(r)) => (maps, Some(r)),
         };
-        let blob = self
+        let (blob, staging, stats) = self
             .run_commit_helper(CommitSpec {
                 maps,
                 upper,
@@ -244,13 +248,6 @@ impl Daemon {
                 remap,
             })
             .await?;
-        self.install_tar_blob(blob).await
-    }
-
-    /// Extracts the uncompressed layer tar `blob` (just written to the store) as a store
-    /// layer, checking that it extracts to its own digest.
-    pub(crate) async fn install_tar_blob(&self, blob: LayerRef) -> Result<NewLayer, Error> {
-        let (staging, stats) = self.unpack_blob(&blob.digest, None).await?;
         crate::phase::mark("layer-unpacked");
         self.install_extracted(blob, staging, stats).await
     }
@@ -281,8 +278,13 @@ impl Daemon {
         Ok(NewLayer { blob, diff_id })
     }
 
-    /// Runs `__commit` with `spec` and digests its tar into a blob as it comes.
-    async fn run_commit_helper(&self, spec: CommitSpec) -> Result<LayerRef, Error> {
+    /// Runs `__commit` with `spec`; its tar goes, as it comes, into a blob and the
+    /// unpack helper at once ([`Daemon::tee_layer`]). Returns the blob and its
+    /// extraction, not yet installed; on an error the extraction is removed.
+    async fn run_commit_helper(
+        &self,
+        spec: CommitSpec,
+    ) -> Result<(LayerRef, Staging, UnpackStats), Error> {
         let json = serde_json::to_vec(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         let memfd = fdutil::sealed_memfd(&json)
             .map_err(|e| Error::Internal(format!("the commit helper's spec: {e}")))?;
@@ -306,29 +308,63 @@ impl Daemon {
             .map_err(|e| Error::Runtime(format!("cannot start skiffd's commit helper: {e}")))?;
         // The pipe's write end is the helper's alone now: its end is the tar's end.
         drop(cmd);
-        let store = self.inner.images.clone();
-        let reading = tokio::task::spawn_blocking(move || {
-            super::images::copy_to_blob(&store, File::from(read_end))
+        let mut input = File::from(read_end);
+        let teed = self.tee_layer("commit-tar-written", move |w| {
+            copy_layer(&mut input, w)
+                .map_err(|e| Error::from(image::Error::io("reading the commit helper's layer", e)))
         });
-        let mut report = Vec::new();
-        if let Some(err) = child.stderr.take() {
-            let _ = err.take(MAX_REPORT).read_to_end(&mut report).await;
+        let helper = async {
+            let mut report = Vec::new();
+            if let Some(err) = child.stderr.take() {
+                let _ = err.take(MAX_REPORT).read_to_end(&mut report).await;
+            }
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| Error::Internal(format!("waiting for the commit helper: {e}")))?;
+            if !status.success() {
+                return Err(Error::Runtime(format!(
+                    "commit failed ({status}): {}",
+                    String::from_utf8_lossy(&report).trim()
+                )));
+            }
+            Ok(())
+        };
+        let (teed, helper) = tokio::join!(teed, helper);
+        match (teed, helper) {
+            (Ok(layer), Ok(())) => Ok(layer),
+            // The helper's failure explains a short or broken tar...
+            (Ok((_, staging, _)), Err(e)) => {
+                self.remove_tree(&staging.dir).await;
+                Err(e)
+            }
+            (Err((_, false)), Err(e)) | (Err((e, _)), Ok(())) => Err(e),
+            // ...unless the unpack helper refused the tar midway (e.g. a layer limit):
+            // the commit helper then only saw its pipe closed.
+            (Err((e, true)), Err(_)) => Err(e),
         }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| Error::Internal(format!("waiting for the commit helper: {e}")))?;
-        let blob = reading.await.map_err(|e| Error::Internal(e.to_string()))?;
-        if !status.success() {
-            return Err(Error::Runtime(format!(
-                "commit failed ({status}): {}",
-                String::from_utf8_lossy(&report).trim()
-            )));
-        }
-        let mut blob = blob?;
-        crate::phase::mark("commit-tar-written");
-        // Recorded as what it is: an uncompressed layer.
-        blob.media_type = "application/vnd.oci.image.layer.v1.tar".into();
-        Ok(blob)
     }
+}
+
+/// Copies the commit helper's tar from `input` to `w`; an empty one (no tar at all) is
+/// an error.
+fn copy_layer(input: &mut File, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match std::io::Read::read(input, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        total += n as u64;
+        w.write_all(&buf[..n])?;
+    }
+    if total == 0 {
+        return Err(std::io::Error::other(
+            "the layer is empty (0 bytes), expected a tar archive",
+        ));
+    }
+    w.flush()
 }

@@ -96,7 +96,25 @@ impl BlobWriter {
         Ok((digest, size))
     }
 
+    /// [`BlobWriter::commit_computed`] without the fsync of `blobs/sha256` after the
+    /// rename: the content is synced, the name may still be lost in a crash of the
+    /// machine until the caller syncs the directory ([`ImageStore::write_blobs`] does,
+    /// once for several blobs, before anything refers to them). Returns (`sha256:<hex>`,
+    /// size, whether the file was renamed into place).
+    ///
+    /// [`ImageStore::write_blobs`]: super::ImageStore::write_blobs
+    pub(crate) fn commit_computed_unsynced_name(mut self) -> Result<(String, u64, bool), Error> {
+        let digest = self.digest();
+        let hex = digest.trim_start_matches("sha256:").to_string();
+        let (size, renamed) = self.finish_with(&hex, false)?;
+        Ok((digest, size, renamed))
+    }
+
     fn finish(&mut self, hex: &str) -> Result<u64, Error> {
+        self.finish_with(hex, true).map(|(size, _)| size)
+    }
+
+    fn finish_with(&mut self, hex: &str, sync_name: bool) -> Result<(u64, bool), Error> {
         let file = self.file.take().ok_or_else(|| Error::Io {
             context: "committing a blob".into(),
             source: io::Error::other("the blob writer was already used"),
@@ -108,12 +126,14 @@ impl BlobWriter {
         let dest = self.blobs.join(hex);
         if dest.exists() {
             let _ = fs::remove_file(&self.tmp);
-        } else {
-            fs::rename(&self.tmp, &dest)
-                .map_err(|e| Error::io(format!("moving {:?} to {dest:?}", self.tmp), e))?;
+            return Ok((self.size, false));
+        }
+        fs::rename(&self.tmp, &dest)
+            .map_err(|e| Error::io(format!("moving {:?} to {dest:?}", self.tmp), e))?;
+        if sync_name {
             sync_dir(&self.blobs).map_err(|e| Error::io(format!("syncing {:?}", self.blobs), e))?;
         }
-        Ok(self.size)
+        Ok((self.size, true))
     }
 }
 
@@ -143,5 +163,66 @@ impl Drop for BlobWriter {
         if self.file.take().is_some() {
             let _ = fs::remove_file(&self.tmp);
         }
+    }
+}
+
+impl super::ImageStore {
+    /// Writes small blobs made in memory (e.g. an image's config and manifest) with one
+    /// fsync of `blobs/sha256` for all of them instead of one each; returns (`sha256:<hex>`,
+    /// size) for each. Crash consistency as [`ImageStore::write_blob`]'s: each content is
+    /// synced before its rename, and the directory is synced after the renames, before
+    /// this returns, so before any record (the index) can name these blobs. A crash of
+    /// the machine before that fsync may lose some of the names: no record names them
+    /// yet, so that is only a blob never written; one whose name stayed is an
+    /// unreferenced blob, as after a crash between two `write_blob` calls.
+    pub fn write_blobs(&self, data: &[&[u8]]) -> Result<Vec<(String, u64)>, Error> {
+        let mut out = Vec::with_capacity(data.len());
+        let mut renamed = false;
+        for d in data {
+            let digest = format!("sha256:{}", super::sha256_hex(d));
+            if self.has_blob(&digest) {
+                out.push((digest, d.len() as u64));
+                continue;
+            }
+            let mut w = self.blob_writer()?;
+            std::io::Write::write_all(&mut w, d).map_err(|e| Error::io("writing a blob", e))?;
+            let (digest, size, r) = w.commit_computed_unsynced_name()?;
+            renamed |= r;
+            out.push((digest, size));
+        }
+        if renamed {
+            let blobs = self.root().join("blobs/sha256");
+            sync_dir(&blobs).map_err(|e| Error::io(format!("syncing {blobs:?}"), e))?;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::image::store::tests::new_store;
+
+    /// Blobs written together are the blobs `write_blob` writes: same digests, sizes
+    /// and content; one already there is kept.
+    #[test]
+    fn write_blobs_writes_each_as_write_blob_does() {
+        let (_t, store) = new_store();
+        let (known, _) = store.write_blob(b"known").unwrap();
+        let got = store.write_blobs(&[b"config", b"known", b""]).unwrap();
+        let want: Vec<(String, u64)> = [&b"config"[..], b"known", b""]
+            .iter()
+            .map(|d| {
+                (
+                    format!("sha256:{}", super::super::sha256_hex(d)),
+                    d.len() as u64,
+                )
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(got[1].0, known);
+        for ((digest, _), data) in got.iter().zip([&b"config"[..], b"known", b""]) {
+            assert_eq!(store.read_blob(digest).unwrap(), data);
+        }
+        assert!(store.leftovers().unwrap().is_empty());
     }
 }

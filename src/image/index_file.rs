@@ -14,7 +14,7 @@ use super::blob::parse_digest;
 use super::names;
 use super::store::{ImageStore, Index, IMAGES_FILE, INDEX_VERSION};
 use super::{is_sha256_hex, Error};
-use crate::fsutil::atomic_write_json;
+use crate::fsutil::{atomic_replace, sync_dir};
 
 impl ImageStore {
     pub(crate) fn index_path(&self) -> PathBuf {
@@ -125,10 +125,21 @@ impl ImageStore {
         Ok(index)
     }
 
-    /// Writes images.json, then the OCI `index.json` (tagged manifests) for other tools.
+    /// Writes images.json, then the OCI `index.json` (tagged manifests) for other tools
+    /// when it changed (an untagged image, e.g. a build step's, leaves it as it is).
+    ///
+    /// Each file's content is synced before its rename, and the store's directory once
+    /// after both renames (not once per file), before this returns. A crash of the
+    /// machine before that fsync leaves each file either as it was or as written (never
+    /// torn): the old images.json names only what was durable when it was written (blobs
+    /// and layers are synced before a record names them), so the store stays
+    /// consistent and the new record is simply not there; index.json is not read by
+    /// skiff (it is rewritten at the next save).
     pub(crate) fn save_index(&self, index: &Index) -> Result<(), Error> {
         let path = self.index_path();
-        atomic_write_json(&path, index).map_err(|e| Error::io(format!("writing {path:?}"), e))?;
+        let data = serde_json::to_vec_pretty(index)
+            .map_err(|e| Error::io(format!("encoding {path:?}"), io::Error::other(e)))?;
+        atomic_replace(&path, &data).map_err(|e| Error::io(format!("writing {path:?}"), e))?;
         let mut manifests = Vec::new();
         for (tag, id) in &index.tags {
             let Some(m) = index.images.get(id).and_then(|i| i.manifest.as_ref()) else {
@@ -148,6 +159,11 @@ impl ImageStore {
             "manifests": manifests,
         });
         let p = self.root.join("index.json");
-        atomic_write_json(&p, &oci).map_err(|e| Error::io(format!("writing {p:?}"), e))
+        let data = serde_json::to_vec_pretty(&oci)
+            .map_err(|e| Error::io(format!("encoding {p:?}"), io::Error::other(e)))?;
+        if fs::read(&p).map_or(true, |old| old != data) {
+            atomic_replace(&p, &data).map_err(|e| Error::io(format!("writing {p:?}"), e))?;
+        }
+        sync_dir(&self.root).map_err(|e| Error::io(format!("syncing {:?}", self.root), e))
     }
 }

@@ -566,3 +566,33 @@ fn repository_of_strips_tag_and_digest() {
     assert_eq!(repository_of("localhost:5000/a/b"), "localhost:5000/a/b");
     assert_eq!(repository_of("a@sha256:00"), "a");
 }
+
+/// A record that changes no tag (a build step's untagged image) leaves `index.json`
+/// as it is (not rewritten: no fsyncs for it); one that tags an image rewrites it.
+#[test]
+fn an_untagged_record_leaves_index_json_and_a_tag_rewrites_it() {
+    use std::os::unix::fs::MetadataExt;
+    let (_t, store) = new_store();
+    let img = import(&store, b"data", "me/a:1", &ImageChanges::default()).image;
+    let oci = store.root().join("index.json");
+    let ino = || fs::metadata(&oci).unwrap().ino();
+    let before = ino();
+    let mut cfg = store.read_blob(&format!("sha256:{}", img.id)).unwrap();
+    cfg.push(b' ');
+    let (config, _) = store.write_blob(&cfg).unwrap();
+    let new = NewImage {
+        config,
+        manifest: img.manifest.clone().unwrap(),
+        layers: img.layers.clone(),
+        layer_blobs: img.layer_blobs.clone(),
+        names: vec![],
+        created: img.created.clone(),
+    };
+    assert!(store.record_image(&new).unwrap().repo_tags.is_empty());
+    assert_eq!(store.list().unwrap().len(), 2);
+    assert_eq!(ino(), before, "index.json rewritten for an untagged image");
+    let names = vec!["me/b:1".into()];
+    store.record_image(&NewImage { names, ..new }).unwrap();
+    assert_ne!(ino(), before);
+    assert!(fs::read_to_string(&oci).unwrap().contains("me/b:1"));
+}

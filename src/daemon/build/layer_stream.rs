@@ -3,7 +3,9 @@
 //! extracts it into a staging directory at the same time (checking it as any layer).
 //! The blob is then committed (synced, renamed) and the staging directory installed as
 //! the store's layer (renamed), as for any other layer: a crash midway leaves only
-//! temporary files the store collects. Used by the build's COPY/ADD.
+//! temporary files the store collects. Used by the build's COPY/ADD, and by the commit
+//! of a container (`skiff commit`, a build's RUN step: the commit helper's tar is
+//! teed the same way, [`Daemon::tee_layer`]).
 //!
 //! When the caller has a hint that the store holds the layer already (the same files
 //! copied before, e.g. a `--no-cache` rebuild of an unchanged step), the tar is first
@@ -22,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::daemon::commit::NewLayer;
 use crate::daemon::{Daemon, Error};
-use crate::image::{BlobWriter, LayerRef};
+use crate::image::{BlobWriter, LayerRef, Staging, UnpackStats};
 
 /// The media type of the layers written here.
 const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -135,9 +137,37 @@ impl Daemon {
             crate::phase::mark("copy-layer-known");
             return Ok(layer);
         }
+        let (blob, staging, stats) = self
+            .tee_layer("copy-tar-written", move |w| {
+                write_buffered(&*write, w, true)
+            })
+            .await
+            .map_err(|(e, _)| e)?;
+        crate::phase::mark("copy-layer-unpacked");
+        let layer = self.install_extracted(blob, staging, stats).await;
+        crate::phase::mark("copy-layer-installed");
+        layer
+    }
+
+    /// Writes the uncompressed layer tar `write` writes into a new blob of the store and,
+    /// at the same time, through a pipe into the unpack helper (see the module docs);
+    /// marks `written` when the tar is written. Returns the committed blob and the
+    /// extraction, not yet installed (see [`Daemon::install_extracted`]); on an error
+    /// the staging directory is removed here, and the flag says whether the unpack
+    /// helper ended while the tar was still being written to it (its error is then the
+    /// cause; else a writer's failure, or a bad tar, is). Used by the build's COPY/ADD
+    /// and by the commit of a container (a RUN step's).
+    pub(crate) async fn tee_layer<F>(
+        &self,
+        written: &'static str,
+        write: F,
+    ) -> Result<(LayerRef, Staging, UnpackStats), (Error, bool)>
+    where
+        F: FnOnce(&mut dyn Write) -> Result<(), Error> + Send + 'static,
+    {
         let (read_end, write_end): (OwnedFd, OwnedFd) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
+                .map_err(|e| (Error::Internal(format!("pipe: {e}")), false))?;
         let store = self.inner.images.clone();
         let pipe_failed = Arc::new(AtomicBool::new(false));
         let failed = pipe_failed.clone();
@@ -147,10 +177,10 @@ impl Daemon {
                 pipe: Some(File::from(write_end)),
                 pipe_failed: failed,
             };
-            write_buffered(&*write, &mut tee, true)?;
+            write(&mut tee)?;
             // The end of the tar for the helper.
             tee.pipe = None;
-            crate::phase::mark("copy-tar-written");
+            crate::phase::mark(written);
             let (digest, size) = tee.blob.commit_computed()?;
             Ok(LayerRef {
                 digest,
@@ -160,25 +190,16 @@ impl Daemon {
         });
         let unpack = self.unpack_from(File::from(read_end), "the new layer", None);
         let (written, unpacked) = tokio::join!(writer, unpack);
-        let written = written.map_err(|e| Error::Internal(e.to_string()))?;
-        let (blob, (staging, stats)) = match (written, unpacked) {
-            (Ok(b), Ok(u)) => (b, u),
-            (Ok(_), Err(e)) => return Err(e),
+        let pipe_failed = pipe_failed.load(Ordering::Relaxed);
+        let written = written.map_err(|e| (Error::Internal(e.to_string()), pipe_failed))?;
+        match (written, unpacked) {
+            (Ok(b), Ok((staging, stats))) => Ok((b, staging, stats)),
+            (Ok(_), Err(e)) => Err((e, false)),
             (Err(w), Ok((staging, _))) => {
                 self.remove_tree(&staging.dir).await;
-                return Err(w);
+                Err((w, false))
             }
-            (Err(w), Err(u)) => {
-                return Err(if pipe_failed.load(Ordering::Relaxed) {
-                    u
-                } else {
-                    w
-                })
-            }
-        };
-        crate::phase::mark("copy-layer-unpacked");
-        let layer = self.install_extracted(blob, staging, stats).await;
-        crate::phase::mark("copy-layer-installed");
-        layer
+            (Err(w), Err(u)) => Err(if pipe_failed { (u, true) } else { (w, false) }),
+        }
     }
 }

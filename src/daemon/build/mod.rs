@@ -152,6 +152,7 @@ impl Daemon {
         let ctx = Ctx {
             index: Arc::new(ctx),
             dir: dir.clone(),
+            removals: steps::Removals::default(),
         };
         let text = match &opts.dockerfile {
             Some(t) => t.clone(),
@@ -174,6 +175,9 @@ impl Daemon {
         let result = self
             .run_build(&df, &opts, &ctx, &ignore, &mut out, &progress, &lease)
             .await;
+        // The RUN containers still being removed: gone before the build answers.
+        ctx.removals.wait().await;
+        crate::phase::mark("build-containers-removed");
         let rec = match result {
             Ok(r) => r,
             Err(e) => {
@@ -279,7 +283,7 @@ impl Daemon {
                 let network = i.flag("network").map(str::to_string);
                 // `_gc`: held from the layer's commit until the step's image is recorded.
                 let (layer, _gc) = self
-                    .run_step(&parent, &cmd, &arg_env, network, out)
+                    .run_step(&parent, &cmd, &arg_env, network, out, &ctx.removals)
                     .await
                     .map_err(|e| match e {
                         Error::Runtime(m) => df_err(opts, i, m),
@@ -412,6 +416,8 @@ pub(crate) struct Ctx {
     pub(crate) index: Arc<context::Context>,
     /// The build's directory (the context tar, fetched URLs).
     pub(crate) dir: PathBuf,
+    /// The RUN containers being removed.
+    pub(crate) removals: steps::Removals,
 }
 
 /// Removes the build's directory (the context tar: the user's own files).

@@ -19,24 +19,62 @@ use crate::daemon::{ContainerConfig, Daemon, Error};
 use crate::image::progress::Progress;
 use crate::image::ImageRecord;
 
-/// Removes a RUN step's container when the step ends in any way (a cancelled build
-/// drops the step midway: the container is killed and removed in the background).
-struct RunGuard {
-    daemon: Daemon,
-    id: Option<String>,
+/// The build's RUN containers being removed: a step's container is removed in the
+/// background once its layer is made (or the step failed), while the next steps run;
+/// the build waits for every removal before it answers, so a finished or failed build
+/// leaves no container behind. A cancelled build is dropped without waiting: its
+/// removals go on all the same (the tasks are the runtime's), the running step's
+/// container killed first.
+#[derive(Clone, Default)]
+pub(crate) struct Removals(Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl Removals {
+    /// Removes the container `id` (killed if it runs, with its anonymous volumes) in
+    /// the background.
+    fn spawn(&self, daemon: &Daemon, id: String) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("the build container {id} is left: no runtime to remove it");
+            return;
+        };
+        let daemon = daemon.clone();
+        let task = rt.spawn(async move {
+            if let Err(e) = daemon.remove_with(&id, true, true).await {
+                tracing::warn!("removing the build container {id}: {e}");
+            }
+            crate::phase::mark("run-removed");
+        });
+        match self.0.lock() {
+            Ok(mut v) => v.push(task),
+            Err(p) => p.into_inner().push(task),
+        }
+    }
+
+    /// Waits until every container handed to [`Removals::spawn`] so far is removed.
+    pub(crate) async fn wait(&self) {
+        let tasks = match self.0.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        for t in tasks {
+            if let Err(e) = t.await {
+                tracing::warn!("removing a build container: {e}");
+            }
+        }
+    }
 }
 
-impl Drop for RunGuard {
+/// Hands a RUN step's container to the build's [`Removals`] when the step ends in any
+/// way (done, failed, or dropped midway by a cancel).
+struct RunGuard<'a> {
+    daemon: Daemon,
+    removals: &'a Removals,
+    id: String,
+}
+
+impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
-        let Some(id) = self.id.take() else { return };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let daemon = self.daemon.clone();
-            rt.spawn(async move {
-                if let Err(e) = daemon.remove_with(&id, true, true).await {
-                    tracing::warn!("removing the build container {id}: {e}");
-                }
-            });
-        }
+        self.removals
+            .spawn(&self.daemon, std::mem::take(&mut self.id));
     }
 }
 
@@ -79,7 +117,8 @@ fn dev_null() -> Result<OwnedFd, Error> {
 impl Daemon {
     /// Runs `cmd` in a container of `parent` with the build args `arg_env` (on
     /// `network`, default the daemon's), its output to the client, and commits its
-    /// changes as a layer; the container and its anonymous volumes are removed. Returns
+    /// changes as a layer; the container and its anonymous volumes are then removed in
+    /// the background (`removals`: the build waits for them before it ends). Returns
     /// the layer with the store's collection lock (shared), taken once the command
     /// ended: hold it until the layer is recorded.
     pub(super) async fn run_step(
@@ -89,6 +128,7 @@ impl Daemon {
         arg_env: &[String],
         network: Option<String>,
         out: &mut Out,
+        removals: &Removals,
     ) -> Result<(NewLayer, nix::fcntl::Flock<std::fs::File>), Error> {
         let cfg = ContainerConfig {
             image: parent.id.clone(),
@@ -100,9 +140,10 @@ impl Daemon {
         };
         let id = self.create(cfg).await?;
         crate::phase::mark("run-created");
-        let mut guard = RunGuard {
+        let _guard = RunGuard {
             daemon: self.clone(),
-            id: Some(id.clone()),
+            removals,
+            id: id.clone(),
         };
         let stdout = match out.fd() {
             Some(fd) => fd,
@@ -133,9 +174,7 @@ impl Daemon {
         let gc = self.gc_shared_lock().await?;
         let layer = self.layer_of_container(&c.dir, parent).await?;
         crate::phase::mark("run-committed");
-        guard.id = None;
-        self.remove_with(&id, true, true).await?;
-        crate::phase::mark("run-removed");
+        // `_guard`: the container is removed while the next steps run.
         Ok((layer, gc))
     }
 
