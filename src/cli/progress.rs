@@ -4,7 +4,11 @@
 //! the job.
 //!
 //! The watcher subscribes to the job signals *before* the call that starts the job, so
-//! that nothing is missed, and keeps only the signals of the job it follows.
+//! that nothing is missed, and keeps only the signals of the job it follows. It listens
+//! for Ctrl-C from then on too, through one listener for its whole life: one made anew
+//! per wait would lose a SIGINT delivered between two waits (tokio hands a signal only
+//! to the listeners that exist when it arrives), and the CLI would wait for a job that
+//! nobody cancels.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -37,6 +41,7 @@ pub struct Followed {
 pub struct JobWatcher {
     layers: MessageStream,
     props: MessageStream,
+    interrupt: tokio::signal::unix::Signal,
 }
 
 impl JobWatcher {
@@ -55,6 +60,8 @@ impl JobWatcher {
             .add_arg(JOB_INTERFACE)
             .build()
             .map_err(|e| fail(e, 1))?;
+        let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| Failure::msg(format!("cannot handle SIGINT: {e}")))?;
         let queue = NonZeroUsize::new(256);
         Ok(JobWatcher {
             layers: MessageStream::for_match_rule(layers, conn, queue)
@@ -63,6 +70,7 @@ impl JobWatcher {
             props: MessageStream::for_match_rule(props, conn, queue)
                 .await
                 .map_err(|e| fail(e, 1))?,
+            interrupt,
         })
     }
 
@@ -87,7 +95,7 @@ impl JobWatcher {
                 r = &mut wait => break r.map_err(|e| fail(e, 1))?,
                 Some(Ok(msg)) = self.layers.next() => bars.layer_signal(&msg, path),
                 Some(Ok(msg)) = self.props.next() => bars.props_signal(&msg, path),
-                _ = tokio::signal::ctrl_c(), if !interrupted => {
+                Some(()) = self.interrupt.recv(), if !interrupted => {
                     interrupted = true;
                     // Too late (the image is being recorded) is not an error: the job
                     // then ends normally.
