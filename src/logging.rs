@@ -83,9 +83,12 @@ pub fn for_helper(cmd: &mut std::process::Command, tag: &str) -> Option<(OwnedFd
     Some(log)
 }
 
+/// Environment variables for a helper: (name, value).
+pub type HelperVars = Vec<(OsString, OsString)>;
+
 /// [`for_helper`] for a helper started without a `Command`: the logging variables to
 /// set and the duplicate of the log to pass on fd [`LOG_FD`].
-pub fn helper_log(tag: &str) -> Option<(Vec<(OsString, OsString)>, (OwnedFd, i32))> {
+pub fn helper_log(tag: &str) -> Option<(HelperVars, (OwnedFd, i32))> {
     let fd = DAEMON_LOG.get()?;
     let dup = fd.try_clone().ok()?;
     let spec = DAEMON_FILTER
