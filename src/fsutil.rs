@@ -135,9 +135,104 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+/// Creates the private directory `dir` (its parents as needed); true when this call made
+/// it (a new, empty directory nobody else writes to), false when it was there already.
+pub fn create_private_dir(dir: &Path) -> io::Result<bool> {
+    match create_private_dir_once(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => {
+                ensure_private_dir(parent)?;
+                create_private_dir_once(dir)
+            }
+            _ => Err(e),
+        },
+        other => other,
+    }
+}
+
+/// [`create_private_dir`] once its parent exists.
+fn create_private_dir_once(dir: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes a runtime-directory file: in a directory [`create_private_dir`] just made
+/// (`fresh`), directly under its name (nothing else opens it before the writer is done:
+/// no temporary file and rename); else with [`replace_file`]. `mode` (if any) is set on
+/// the file whatever the umask.
+pub fn put_runtime_file(
+    path: &Path,
+    data: &[u8],
+    fresh: bool,
+    mode: Option<u32>,
+) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !fresh {
+        replace_file(path, data)?;
+        if let Some(m) = mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(m))?;
+        }
+        return Ok(());
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode.unwrap_or(0o600))
+        .open(path)?;
+    if let Some(m) = mode {
+        f.set_permissions(fs::Permissions::from_mode(m))?;
+    }
+    f.write_all(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_files_fresh_or_replaced_have_content_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("a/b");
+        assert!(create_private_dir(&bundle).unwrap(), "made");
+        assert!(!create_private_dir(&bundle).unwrap(), "there already");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&bundle), 0o700);
+        let hosts = bundle.join("hosts");
+        put_runtime_file(&hosts, b"one", true, Some(0o644)).unwrap();
+        assert_eq!(
+            (fs::read(&hosts).unwrap(), mode(&hosts)),
+            (b"one".to_vec(), 0o644)
+        );
+        // A fresh write never replaces a file (a bundle said fresh is new).
+        assert!(put_runtime_file(&hosts, b"two", true, Some(0o644)).is_err());
+        put_runtime_file(&hosts, b"two", false, Some(0o644)).unwrap();
+        assert_eq!(
+            (fs::read(&hosts).unwrap(), mode(&hosts)),
+            (b"two".to_vec(), 0o644)
+        );
+        let spec = bundle.join("config.json");
+        put_runtime_file(&spec, b"{}", true, None).unwrap();
+        assert_eq!(mode(&spec), 0o600);
+        assert_eq!(
+            entries_of(&bundle),
+            ["config.json", "hosts"],
+            "no temporary file left"
+        );
+    }
+
+    fn entries_of(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
 
     #[test]
     fn atomic_write_replaces_content_and_leaves_no_temp() {

@@ -7,6 +7,7 @@
 //! that starts every line they write. A monitor outlives the daemon that started it
 //! and keeps writing to that daemon's log (a file, the journal, a terminal).
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -77,16 +78,29 @@ pub fn set_daemon_filter(spec: &str) -> Result<(), String> {
 /// duplicate of the log to pass on fd [`LOG_FD`] (with [`crate::fdutil::pass_fds`]).
 /// `None` when the daemon has no log fd.
 pub fn for_helper(cmd: &mut std::process::Command, tag: &str) -> Option<(OwnedFd, i32)> {
+    let (vars, log) = helper_log(tag)?;
+    cmd.envs(vars);
+    Some(log)
+}
+
+/// Environment variables for a helper: (name, value).
+pub type HelperVars = Vec<(OsString, OsString)>;
+
+/// [`for_helper`] for a helper started without a `Command`: the logging variables to
+/// set and the duplicate of the log to pass on fd [`LOG_FD`].
+pub fn helper_log(tag: &str) -> Option<(HelperVars, (OwnedFd, i32))> {
     let fd = DAEMON_LOG.get()?;
     let dup = fd.try_clone().ok()?;
     let spec = DAEMON_FILTER
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    cmd.env(FD_ENV, LOG_FD.to_string())
-        .env(FILTER_ENV, &spec)
-        .env(TAG_ENV, tag);
-    Some((dup, LOG_FD))
+    let vars = vec![
+        (FD_ENV.into(), LOG_FD.to_string().into()),
+        (FILTER_ENV.into(), spec.into()),
+        (TAG_ENV.into(), tag.into()),
+    ];
+    Some((vars, (dup, LOG_FD)))
 }
 
 /// In a helper: installs a logger writing to the log fd the daemon passed (see the

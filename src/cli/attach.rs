@@ -311,19 +311,32 @@ pub async fn attach_to(c: &ContainerProxy<'_>, opts: SessionOpts<'_>) -> Result<
 
 /// `skiff run -t`: the container's pty is served by its monitor; we attach to it (no
 /// fds passed, no kill on disconnect: detaching leaves it running, as docker does).
+/// `interruptible`: a pull of a missing image is ended by SIGINT, SIGTERM or SIGHUP.
 pub async fn run_tty(
     conn: &Connection,
     mgr: &crate::dbus::proxy::ManagerProxy<'_>,
     mut endings: super::ending::Endings,
     args: &super::CreateArgs,
     rm: bool,
+    interruptible: bool,
 ) -> Result<i32, Failure> {
-    let cfg = super::run_config::config(args, rm)?;
     let flags = crate::dbus::RUN_ATTACH | if rm { crate::dbus::RUN_AUTO_REMOVE } else { 0 };
-    let (id, path) = mgr
-        .run_container(cfg, HashMap::new(), flags)
-        .await
-        .map_err(super::containers::run_failure)?;
+    let mut pulled = false;
+    let (id, path) = loop {
+        let cfg = super::run_config::config(args, rm)?;
+        match mgr.run_container(cfg, HashMap::new(), flags).await {
+            Ok(r) => break r,
+            Err(e) if !pulled => {
+                use super::autopull::AfterFailure;
+                let failure = super::containers::run_failure;
+                match super::containers::pull_after(conn, args, e, interruptible, failure).await? {
+                    AfterFailure::Retry => pulled = true,
+                    AfterFailure::Exit(code) => return Ok(code),
+                }
+            }
+            Err(e) => return Err(super::containers::run_failure(e)),
+        }
+    };
     let target = ContainerProxy::builder(conn)
         .path(path)
         .cache_properties(zbus::proxy::CacheProperties::No)

@@ -69,22 +69,7 @@ pub async fn ensure_image_interruptible(
     image: &str,
     flags: &PullFlags,
 ) -> Result<Option<i32>, Failure> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut sigs = Vec::new();
-    for signo in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        let s = signal(SignalKind::from_raw(signo))
-            .map_err(|e| Failure::msg(format!("cannot handle signal {signo}: {e}")))?;
-        sigs.push((signo, s));
-    }
-    let [(a, sa), (b, sb), (c, sc)] = &mut sigs[..] else {
-        return Err(Failure::msg("signal set-up"));
-    };
-    tokio::select! {
-        r = ensure_image(conn, image, flags) => r.map(|()| None),
-        Some(()) = sa.recv() => Ok(Some(128 + *a)),
-        Some(()) = sb.recv() => Ok(Some(128 + *b)),
-        Some(()) = sc.recv() => Ok(Some(128 + *c)),
-    }
+    until_signalled(ensure_image(conn, image, flags)).await
 }
 
 /// Makes sure `image` is in the store as `flags` ask, pulling it when needed.
@@ -117,12 +102,97 @@ pub async fn ensure_image(
                     _ => return Ok(()),
                 }
             }
-            Err(e) if error_name(&e).as_deref() == Some("org.skiff.Error.NoSuchImage") => {
-                Some(format!("Unable to find image '{image}' locally"))
-            }
+            Err(e) if is_missing_image(&e) => Some(missing_locally(image)),
             Err(e) => return Err(fail(e, EXIT)),
         }
     };
+    pull_for(conn, image, flags, missing_reason).await
+}
+
+/// Whether `run`/`create` make the container first and look at the image only when that
+/// call fails with `NoSuchImage` (as docker's CLI does with its create call): one D-Bus
+/// round trip less on every run. Not with `--pull always` (it pulls first) nor with
+/// `--platform` (a local image of another platform is pulled again): those call
+/// [`ensure_image`] before.
+pub fn pull_on_failure(flags: &PullFlags) -> bool {
+    flags.pull != PullPolicy::Always && flags.platform.is_none()
+}
+
+/// Whether a failed call says the image is not in the store.
+fn is_missing_image(e: &zbus::Error) -> bool {
+    error_name(e).as_deref() == Some("org.skiff.Error.NoSuchImage")
+}
+
+/// The line before the pull of an image that is not in the store (docker's).
+fn missing_locally(image: &str) -> String {
+    format!("Unable to find image '{image}' locally")
+}
+
+/// What to do after a failed `RunContainer` or `CreateContainer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// The image was missing and is pulled now: make the call again.
+    Retry,
+    /// Ended by this signal during the pull: exit with 128 + it.
+    Exit(i32),
+}
+
+/// After `RunContainer`/`CreateContainer` failed with `e`: when [`pull_on_failure`] holds
+/// and the image was missing, does what [`ensure_image`] would have done before the call
+/// (the same messages; `--pull never` fails) and says to call again. Any other failure
+/// is `failure(e)`. `interruptible`: the pull is ended by SIGINT, SIGTERM or SIGHUP, as
+/// in [`ensure_image_interruptible`].
+pub async fn after_failed_call(
+    conn: &Connection,
+    image: &str,
+    flags: &PullFlags,
+    e: zbus::Error,
+    interruptible: bool,
+    failure: fn(zbus::Error) -> Failure,
+) -> Result<AfterFailure, Failure> {
+    if !pull_on_failure(flags) || !is_missing_image(&e) {
+        return Err(failure(e));
+    }
+    let pull = pull_for(conn, image, flags, Some(missing_locally(image)));
+    if !interruptible {
+        return pull.await.map(|()| AfterFailure::Retry);
+    }
+    match until_signalled(pull).await? {
+        None => Ok(AfterFailure::Retry),
+        Some(code) => Ok(AfterFailure::Exit(code)),
+    }
+}
+
+/// Runs `work`, ended by SIGINT, SIGTERM or SIGHUP (`Some(128 + the signal)`).
+async fn until_signalled(
+    work: impl std::future::Future<Output = Result<(), Failure>>,
+) -> Result<Option<i32>, Failure> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigs = Vec::new();
+    for signo in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let s = signal(SignalKind::from_raw(signo))
+            .map_err(|e| Failure::msg(format!("cannot handle signal {signo}: {e}")))?;
+        sigs.push((signo, s));
+    }
+    let [(a, sa), (b, sb), (c, sc)] = &mut sigs[..] else {
+        return Err(Failure::msg("signal set-up"));
+    };
+    tokio::select! {
+        r = work => r.map(|()| None),
+        Some(()) = sa.recv() => Ok(Some(128 + *a)),
+        Some(()) = sb.recv() => Ok(Some(128 + *b)),
+        Some(()) = sc.recv() => Ok(Some(128 + *c)),
+    }
+}
+
+/// Pulls `image` for `run`/`create` (`missing_reason`: why, said first; `None` with
+/// `--pull always`), or fails for `--pull never`.
+async fn pull_for(
+    conn: &Connection,
+    image: &str,
+    flags: &PullFlags,
+    missing_reason: Option<String>,
+) -> Result<(), Failure> {
     if flags.pull == PullPolicy::Never {
         let why = missing_reason.unwrap_or_default();
         return Err(Failure {

@@ -6,6 +6,7 @@ use std::os::fd::AsFd;
 
 use zbus::Connection;
 
+use super::autopull::AfterFailure;
 use super::connect::{error_name, fail};
 use super::run_config::config;
 use super::{CreateArgs, Failure};
@@ -19,6 +20,24 @@ pub(super) fn run_failure(e: zbus::Error) -> Failure {
         _ => 125,
     };
     fail(e, code)
+}
+
+/// docker's exit code for a `create` that failed.
+fn create_failure(e: zbus::Error) -> Failure {
+    fail(e, 125)
+}
+
+/// After a failed run or create call: pulls a missing image (see
+/// [`super::autopull::after_failed_call`]) or fails with `failure(e)`.
+pub(super) async fn pull_after(
+    conn: &Connection,
+    args: &CreateArgs,
+    e: zbus::Error,
+    interruptible: bool,
+    failure: fn(zbus::Error) -> Failure,
+) -> Result<AfterFailure, Failure> {
+    super::autopull::after_failed_call(conn, &args.image, &args.pull, e, interruptible, failure)
+        .await
 }
 
 /// The signals `skiff run` forwards to the container.
@@ -76,11 +95,20 @@ pub async fn run(
     let notify = super::sdnotify::SdNotify::prepare(&mut args, detach)?;
     let mgr = super::connect::manager(conn).await.map_err(run_failure)?;
     if detach {
-        let cfg = config(&args, rm)?;
-        let (id, _) = mgr
-            .run_container(cfg, HashMap::new(), 0)
-            .await
-            .map_err(run_failure)?;
+        let mut pulled = false;
+        let (id, _) = loop {
+            match mgr
+                .run_container(config(&args, rm)?, HashMap::new(), 0)
+                .await
+            {
+                Ok(r) => break r,
+                Err(e) if !pulled => match pull_after(conn, &args, e, false, run_failure).await? {
+                    AfterFailure::Retry => pulled = true,
+                    AfterFailure::Exit(code) => return Ok(code),
+                },
+                Err(e) => return Err(run_failure(e)),
+            }
+        };
         outln!("{id}");
         if let Some(n) = &notify {
             n.started();
@@ -93,24 +121,26 @@ pub async fn run(
     let events = mgr.receive_event().await.map_err(run_failure)?;
     let mut endings = super::ending::Endings::drain(events);
     if args.tty {
-        return super::attach::run_tty(conn, &mgr, endings, &args, rm).await;
+        return super::attach::run_tty(conn, &mgr, endings, &args, rm, sig_proxy).await;
     }
-    let cfg = config(&args, rm)?;
     let null;
     let own_stdin = std::io::stdin();
-    let stdin: zbus::Fd<'_> = if args.interactive {
-        own_stdin.as_fd().into()
+    let stdin = if args.interactive {
+        own_stdin.as_fd()
     } else {
         null = std::fs::File::open("/dev/null")
             .map_err(|e| Failure::msg(format!("/dev/null: {e}")))?;
-        null.as_fd().into()
+        null.as_fd()
     };
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    let mut fds: HashMap<u32, zbus::Fd<'_>> = HashMap::new();
-    fds.insert(0, stdin);
-    fds.insert(1, stdout.as_fd().into());
-    fds.insert(2, stderr.as_fd().into());
+    let fds = || -> HashMap<u32, zbus::Fd<'_>> {
+        HashMap::from([
+            (0, stdin.into()),
+            (1, stdout.as_fd().into()),
+            (2, stderr.as_fd().into()),
+        ])
+    };
     let flags =
         crate::dbus::RUN_KILL_ON_DISCONNECT | if rm { crate::dbus::RUN_AUTO_REMOVE } else { 0 };
     // Signals to skiff go to the container (docker's sig-proxy); installed before the
@@ -122,9 +152,20 @@ pub async fn run(
     };
     // A signal during the call ends the CLI: there is no container to forward it to
     // yet, and skiffd kills the container when we go.
-    let (id, path) = tokio::select! {
-        r = mgr.run_container(cfg, fds, flags) => r.map_err(run_failure)?,
-        Some(signo) = next_signal(&mut proxy) => return Ok(128 + signo),
+    let mut pulled = false;
+    let (id, path) = loop {
+        let r = tokio::select! {
+            r = mgr.run_container(config(&args, rm)?, fds(), flags) => r,
+            Some(signo) = next_signal(&mut proxy) => return Ok(128 + signo),
+        };
+        match r {
+            Ok(r) => break r,
+            Err(e) if !pulled => match pull_after(conn, &args, e, sig_proxy, run_failure).await? {
+                AfterFailure::Retry => pulled = true,
+                AfterFailure::Exit(code) => return Ok(code),
+            },
+            Err(e) => return Err(run_failure(e)),
+        }
     };
     if let Some(n) = &notify {
         n.started();
@@ -189,10 +230,17 @@ pub async fn create(conn: &Connection, args: CreateArgs) -> Result<i32, Failure>
     let mgr = super::connect::manager(conn)
         .await
         .map_err(|e| fail(e, 125))?;
-    let (id, _) = mgr
-        .create_container(config(&args, false)?, 0)
-        .await
-        .map_err(|e| fail(e, 125))?;
+    let mut pulled = false;
+    let (id, _) = loop {
+        match mgr.create_container(config(&args, false)?, 0).await {
+            Ok(r) => break r,
+            Err(e) if !pulled => match pull_after(conn, &args, e, false, create_failure).await? {
+                AfterFailure::Retry => pulled = true,
+                AfterFailure::Exit(code) => return Ok(code),
+            },
+            Err(e) => return Err(create_failure(e)),
+        }
+    };
     outln!("{id}");
     Ok(0)
 }

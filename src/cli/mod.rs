@@ -423,20 +423,25 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             ..
         } => {
             // A run that proxies signals handles them from here on (the image check or
-            // pull may wait long); the others keep the default actions.
-            if !detach && sig_proxy {
-                if let Some(code) =
-                    autopull::ensure_image_interruptible(&conn, &args.image, &args.pull).await?
-                {
-                    return Ok(code);
+            // pull may wait long); the others keep the default actions. Mostly the image
+            // is looked at only when the run call says it is missing (in `run`).
+            if !autopull::pull_on_failure(&args.pull) {
+                if !detach && sig_proxy {
+                    if let Some(code) =
+                        autopull::ensure_image_interruptible(&conn, &args.image, &args.pull).await?
+                    {
+                        return Ok(code);
+                    }
+                } else {
+                    autopull::ensure_image(&conn, &args.image, &args.pull).await?;
                 }
-            } else {
-                autopull::ensure_image(&conn, &args.image, &args.pull).await?;
             }
             containers::run(&conn, args, rm, detach, sig_proxy).await
         }
         Command::Create { args, .. } => {
-            autopull::ensure_image(&conn, &args.image, &args.pull).await?;
+            if !autopull::pull_on_failure(&args.pull) {
+                autopull::ensure_image(&conn, &args.image, &args.pull).await?;
+            }
             containers::create(&conn, args).await
         }
         Command::Start {

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
-use std::process::Stdio as StdStdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -193,16 +192,13 @@ impl Daemon {
         // never on its command line.
         let args = [OsStr::new("__exec")];
         // With a tty the helper's stdin is a socket on which it sends the pty master.
-        let (stdio3, pty_chan): ((StdStdio, StdStdio, StdStdio), _) = if cfg.tty {
+        let (stdio3, pty_chan): (super::helper::HelperStdio, _) = if cfg.tty {
             let (ours, theirs) = Channel::pair().map_err(|e| Error::Internal(e.to_string()))?;
             let theirs: OwnedFd = theirs.into();
-            (
-                (theirs.into(), StdStdio::null(), StdStdio::null()),
-                Some(ours),
-            )
+            ([Some(theirs), None, None], Some(ours))
         } else {
             (
-                (stdio.stdin.into(), stdio.stdout.into(), stdio.stderr.into()),
+                [Some(stdio.stdin), Some(stdio.stdout), Some(stdio.stderr)],
                 None,
             )
         };

@@ -3,9 +3,9 @@
 //! never on its command line), it reports `Started`/`Failed`
 //! first and `Exited` last, one JSON object per line.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::unix::pipe;
@@ -16,19 +16,22 @@ use crate::monitor::{Status, STATUS_FD};
 
 /// A running helper.
 pub struct HelperRun {
-    child: tokio::process::Child,
+    child: super::spawn::Child,
     lines: Lines<BufReader<pipe::Receiver>>,
 }
+
+/// A helper's fd 0, 1, 2 (None: /dev/null).
+pub type HelperStdio = [Option<OwnedFd>; 3];
 
 impl HelperRun {
     /// Spawns `exe args…` in a new session with `stdio`, the status pipe on fd 3 and
     /// `spec` (if any) in a sealed memfd on fd 4 ([`crate::fdutil::SPEC_FD`]), the
-    /// daemon's log on fd 5 (its lines tagged `log_tag`, see [`crate::logging`]); every
-    /// other descriptor of ours is close-on-exec in the child.
+    /// daemon's log on fd 5 (its lines tagged `log_tag`, see [`crate::logging`]); no
+    /// other descriptor of ours is open in the child (see [`super::spawn`]).
     pub fn spawn(
         exe: &Path,
         args: &[&OsStr],
-        stdio: (Stdio, Stdio, Stdio),
+        stdio: HelperStdio,
         spec: Option<&[u8]>,
         log_tag: &str,
     ) -> Result<HelperRun, Error> {
@@ -46,32 +49,20 @@ impl HelperRun {
         exe: &Path,
         arg0: Option<&OsStr>,
         args: &[&OsStr],
-        stdio: (Stdio, Stdio, Stdio),
+        stdio: HelperStdio,
         spec: Option<&[u8]>,
         log_tag: &str,
-        gate: Option<std::os::fd::OwnedFd>,
-        userns: Option<std::os::fd::OwnedFd>,
+        gate: Option<OwnedFd>,
+        userns: Option<OwnedFd>,
     ) -> Result<HelperRun, Error> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
-        let mut cmd = tokio::process::Command::new(exe);
-        if let Some(arg0) = arg0 {
-            cmd.arg0(arg0)
-                .env(crate::monitor::PARENT_ENV, std::process::id().to_string());
-        }
-        cmd.args(args)
-            .stdin(stdio.0)
-            .stdout(stdio.1)
-            .stderr(stdio.2)
-            .env_remove("RUST_LOG");
-        // SAFETY: only an async-signal-safe call (setsid) between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        let mut env: Vec<(OsString, OsString)> = Vec::new();
+        if arg0.is_some() {
+            env.push((
+                crate::monitor::PARENT_ENV.into(),
+                std::process::id().to_string().into(),
+            ));
         }
         let mut fds = vec![(write_end, STATUS_FD)];
         if let Some(spec) = spec {
@@ -79,22 +70,32 @@ impl HelperRun {
                 .map_err(|e| Error::Internal(format!("the helper's spec: {e}")))?;
             fds.push((memfd, fdutil::SPEC_FD));
         }
-        if let Some(log) = crate::logging::for_helper(cmd.as_std_mut(), log_tag) {
+        if let Some((vars, log)) = crate::logging::helper_log(log_tag) {
+            env.extend(vars);
             fds.push(log);
         }
         if let Some(gate) = gate {
             fds.push((gate, super::scope::GATE_FD));
-            cmd.env(super::scope::GATE_ENV, super::scope::GATE_FD.to_string());
+            env.push((
+                super::scope::GATE_ENV.into(),
+                super::scope::GATE_FD.to_string().into(),
+            ));
         }
         if let Some(ns) = userns {
             fds.push((ns, crate::userns::shared::USERNS_FD));
         }
-        fdutil::pass_fds(&mut cmd, fds);
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::Runtime(format!("cannot start skiffd's helper: {e}")))?;
-        // Our copies of the status pipe's write end and the spec go with the command.
-        drop(cmd);
+        // Our copies of the status pipe's write end and the spec go when this returns.
+        let child = super::spawn::Spawn {
+            exe,
+            arg0,
+            args,
+            env,
+            env_remove: &["RUST_LOG"],
+            stdio,
+            fds,
+        }
+        .spawn()
+        .map_err(|e| Error::Runtime(format!("cannot start skiffd's helper: {e}")))?;
         let receiver = pipe::Receiver::from_owned_fd(read_end)
             .map_err(|e| Error::Internal(format!("status pipe: {e}")))?;
         Ok(HelperRun {
@@ -105,7 +106,7 @@ impl HelperRun {
 
     /// The helper's pid.
     pub fn pid(&self) -> u32 {
-        self.child.id().unwrap_or(0)
+        self.child.id()
     }
 
     /// The first status line: `Started` or `Failed` (None if the helper died first).

@@ -313,7 +313,9 @@ impl Daemon {
         shared_userns: bool,
     ) -> Result<(PathBuf, Vec<crate::netns::PortMapping>), Error> {
         let bundle = self.bundle_dir(&rec.id);
-        fsutil::ensure_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
+        // A new bundle (a container's first start: every `run`) is written without
+        // temporary files and renames, and has no exit file to remove.
+        let fresh = fsutil::create_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
         let image = self.inner.images.resolve(&rec.image_id)?;
         let (maps, remap) = self.container_maps(rec)?;
         let plan = RootfsPlan {
@@ -328,15 +330,19 @@ impl Daemon {
             let init = super::initbin::install(&self.inner.opts.paths.data)?;
             spec::add_init(&mut spec, &init)?;
         }
-        let exposed: Vec<String> = self
-            .inner
-            .images
-            .config(&image.id)?
-            .config()
-            .as_ref()
-            .and_then(|c| c.exposed_ports().clone())
-            .unwrap_or_default();
-        let (network, ports) = super::network::prepare(rec, &bundle, &exposed)?;
+        // The image's exposed ports matter only with publish-all (`-P`).
+        let exposed: Vec<String> = if rec.config.publish_all {
+            self.inner
+                .images
+                .config(&image.id)?
+                .config()
+                .as_ref()
+                .and_then(|c| c.exposed_ports().clone())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let (network, ports) = super::network::prepare(rec, &bundle, fresh, &exposed)?;
         super::network::add_mounts(&mut spec, &bundle)?;
         // The user's mounts last: they cover the generated /etc files, as docker's do.
         let user_mounts = self.volume_spec_mounts(rec)?;
@@ -347,7 +353,10 @@ impl Daemon {
         }
         let spec_path = monitor::spec_path(&bundle);
         // The bundle is in the runtime directory: no fsyncs (see fsutil).
-        fsutil::replace_file_json(&spec_path, &spec).map_err(|e| Error::io(&spec_path, e))?;
+        let spec_json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| Error::Internal(format!("the runtime spec: {e}")))?;
+        fsutil::put_runtime_file(&spec_path, &spec_json, fresh, None)
+            .map_err(|e| Error::io(&spec_path, e))?;
         let mon = MonitorConfig {
             id: rec.id.clone(),
             rootfs: plan,
@@ -360,11 +369,18 @@ impl Daemon {
             shared_userns,
         };
         let mon_path = monitor::config_path(&bundle);
-        fsutil::replace_file_json(&mon_path, &mon).map_err(|e| Error::io(&mon_path, e))?;
+        let mon_json = serde_json::to_vec_pretty(&mon)
+            .map_err(|e| Error::Internal(format!("the monitor's configuration: {e}")))?;
+        fsutil::put_runtime_file(&mon_path, &mon_json, fresh, None)
+            .map_err(|e| Error::io(&mon_path, e))?;
         let exit = monitor::exit_path(&bundle);
-        match std::fs::remove_file(&exit) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&exit, e)),
-            _ => {}
+        if !fresh {
+            match std::fs::remove_file(&exit) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&exit, e))
+                }
+                _ => {}
+            }
         }
         Ok((bundle, ports))
     }

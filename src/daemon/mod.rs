@@ -41,6 +41,7 @@ pub mod scope;
 pub mod seccomp_profile;
 pub mod security;
 pub mod settings;
+pub mod spawn;
 pub mod spec;
 pub mod strays;
 pub mod supervise;

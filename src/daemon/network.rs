@@ -60,10 +60,12 @@ pub fn fallback_of(bundle: &Path) -> Option<String> {
 
 /// Prepares the network of a start: the ports to publish (the requested ones, then the
 /// image's exposed ports with `publish-all`), checked and with free host ports chosen;
-/// the generated files in `bundle`; and the monitor's plan (`None` without a helper).
+/// the generated files in `bundle` (`fresh`: just made, see
+/// [`crate::fsutil::put_runtime_file`]); and the monitor's plan (`None` without a helper).
 pub fn prepare(
     rec: &Record,
     bundle: &Path,
+    fresh: bool,
     exposed: &[String],
 ) -> Result<(Option<NetPlan>, Vec<PortMapping>), Error> {
     let mode = mode_of(rec);
@@ -105,7 +107,7 @@ pub fn prepare(
         add_hosts: rec.config.add_host.clone(),
         host_loopback: rec.config.host_loopback,
     };
-    netns::files::write_all(bundle, &params).map_err(net_error)?;
+    netns::files::write_all(bundle, &params, fresh).map_err(net_error)?;
     let fallback = rec.network_default && mode == Mode::Pasta;
     let plan = mode.has_helper().then(|| NetPlan {
         mode,

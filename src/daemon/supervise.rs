@@ -11,7 +11,6 @@
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::process::Stdio as StdStdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,9 +132,9 @@ impl Daemon {
             };
         crate::phase::mark("bundle-written");
         super::strays::crash_point("bundle-written");
-        let stdio: (StdStdio, StdStdio, StdStdio) = match stdio {
-            Some(s) => (s.stdin.into(), s.stdout.into(), s.stderr.into()),
-            None => (StdStdio::null(), StdStdio::null(), StdStdio::null()),
+        let stdio: super::helper::HelperStdio = match stdio {
+            Some(s) => [Some(s.stdin), Some(s.stdout), Some(s.stderr)],
+            None => [None, None, None],
         };
         let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
         // Under a user manager the monitor waits until it is in a scope of its own.

@@ -137,8 +137,9 @@ pub fn split_add_host(entry: &str) -> Option<(&str, &str)> {
     Some((name, ip))
 }
 
-/// Writes the three files into `dir` (mode 0644) for `p`.
-pub fn write_all(dir: &Path, p: &FileParams) -> Result<(), Error> {
+/// Writes the three files into `dir` (mode 0644) for `p`; `fresh`: `dir` was just made
+/// (see [`crate::fsutil::put_runtime_file`]).
+pub fn write_all(dir: &Path, p: &FileParams, fresh: bool) -> Result<(), Error> {
     let host_resolv =
         parse_resolv(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
     let (addr, host_addr): (Option<String>, Option<String>) = match p.mode {
@@ -171,9 +172,7 @@ pub fn write_all(dir: &Path, p: &FileParams) -> Result<(), Error> {
     for (name, text) in files {
         let path = dir.join(name);
         // In the bundle, in the runtime directory: no fsyncs (see fsutil).
-        crate::fsutil::replace_file(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+        crate::fsutil::put_runtime_file(&path, text.as_bytes(), fresh, Some(0o644))
             .map_err(|e| Error::io(&path, e))?;
     }
     Ok(())
