@@ -89,3 +89,34 @@ fn a_helper_without_ports_is_reaped_after_the_exit_not_left_a_zombie() {
     );
     assert_no_helpers_left(&env);
 }
+
+#[test]
+fn a_daemon_stopped_right_after_an_exit_reaps_the_monitor_first() {
+    let mut env = Env::new();
+    run_ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "brief",
+            "--network",
+            "slirp4netns",
+            "demo/busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&run_ok(&env, &["inspect", "brief"])).unwrap();
+    let init = v[0]["State"]["Pid"].as_i64().unwrap() as i32;
+    let (monitor, _) = ppid_and_state(init).expect("the container's init is gone");
+    // The exit is recorded when the monitor reports it; the monitor then still reaps its
+    // slirp4netns (~20 ms), and skiffd reaps the monitor in the background.
+    run_ok(&env, &["stop", "-t", "1", "brief"]);
+    env.stop_daemon();
+    // skiffd is gone: had it not reaped the monitor first, the monitor (alive or a
+    // zombie) would now be another process's child.
+    if let Some((ppid, state)) = ppid_and_state(monitor) {
+        panic!("the monitor {monitor} outlived skiffd's stop: state {state}, parent {ppid}");
+    }
+}

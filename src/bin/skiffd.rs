@@ -300,14 +300,19 @@ async fn serve(
         notify_ready(n.clone(), daemon.clone());
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // One listener for the daemon's life: one made anew per turn would lose a SIGINT that
+    // came during a reload.
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
             _ = hup.recv() => reload(&daemon, &config),
         }
     }
     tracing::info!("skiffd stopping; containers keep running under their monitors");
+    // Monitors that reported their container's exit end within milliseconds: reap them.
+    skiff::daemon::helper::reap_ending(std::time::Duration::from_secs(1)).await;
     if let Some(n) = &notifier {
         if let Err(e) = n.stopping("stopping; containers keep running under their monitors") {
             tracing::warn!("{e}");

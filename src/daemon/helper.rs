@@ -10,6 +10,9 @@ use std::path::Path;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::unix::pipe;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use super::Error;
 use crate::fdutil;
 use crate::monitor::{Status, STATUS_FD};
@@ -135,8 +138,11 @@ impl HelperRun {
         }
         if code.is_some() {
             let mut child = self.child;
+            ENDING.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let _ = child.wait().await;
+                ENDING.fetch_sub(1, Ordering::SeqCst);
+                ENDED.notify_waiters();
             });
             return (code, None);
         }
@@ -168,4 +174,32 @@ pub fn maps_command(
     }
     fdutil::pass_fds(&mut cmd, fds);
     Ok(cmd)
+}
+
+/// Helpers that reported their end and are being reaped in the background (see
+/// [`HelperRun::finish_with_status`]).
+static ENDING: AtomicUsize = AtomicUsize::new(0);
+/// Told when one of them is reaped.
+static ENDED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Waits (at most `limit`) until every helper that reported its end has been reaped: a
+/// skiffd that stops right after a container's exit (a monitor finishes within
+/// milliseconds of its report) leaves no zombie to an init that may reap late.
+pub async fn reap_ending(limit: Duration) {
+    let all = async {
+        loop {
+            // Created before the check: a reap between the two still wakes it.
+            let reaped = ENDED.notified();
+            if ENDING.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            reaped.await;
+        }
+    };
+    if tokio::time::timeout(limit, all).await.is_err() {
+        tracing::debug!(
+            "{} helper(s) still ending at shutdown",
+            ENDING.load(Ordering::SeqCst)
+        );
+    }
 }
