@@ -43,20 +43,7 @@ fn context(env: &Env, name: &str, files: &[(&str, &str)]) -> PathBuf {
 }
 
 fn with_stdin(env: &Env, args: &[&str], input: Vec<u8>) -> Output {
-    let mut child = env
-        .skiff_cmd(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    out
+    env.skiff_stdin(args, &input)
 }
 
 const APP: &str = r#"# a comment

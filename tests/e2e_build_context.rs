@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -220,20 +220,7 @@ fn a_tar_context_with_hard_links_and_a_symlink_loop_on_stdin() {
         h.set_mode(0o777);
         b.append_link(&mut h, name, target).unwrap();
     }
-    let mut child = env
-        .skiff_cmd(&["build", "-t", "me/hard", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = b.into_inner().unwrap();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
+    let out = env.skiff_stdin(&["build", "-t", "me/hard", "-"], &b.into_inner().unwrap());
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(
         ok(

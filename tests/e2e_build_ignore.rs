@@ -6,8 +6,6 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
-use std::process::Stdio;
 
 use common::{stderr, stdout, Env};
 
@@ -105,20 +103,10 @@ fn the_cli_does_not_send_ignored_files() {
         h.set_mode(0o644);
         b.append_data(&mut h, name, data).unwrap();
     }
-    let mut child = env
-        .skiff_cmd(&["build", "-t", "me/sent-anyway", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = b.into_inner().unwrap();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
+    let out = env.skiff_stdin(
+        &["build", "-t", "me/sent-anyway", "-"],
+        &b.into_inner().unwrap(),
+    );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(
         ok(&env, &["run", "--rm", "me/sent-anyway", "ls", "-A", "/ctx"]),

@@ -33,21 +33,7 @@ fn fails(env: &Env, args: &[&str], want: &str) -> String {
 }
 
 fn with_stdin(env: &Env, args: &[&str], input: &[u8]) -> Output {
-    let mut child = env
-        .skiff_cmd(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let data = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    out
+    env.skiff_stdin(args, input)
 }
 
 fn running(env: &Env, name: &str) {

@@ -3,86 +3,16 @@
 //! it; the image is looked at only when that call says it is missing (docker's CLI does
 //! the same with its create call). Seen by `dbus-monitor` on the test's private bus.
 
+mod bus_monitor;
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use common::{require, stderr, stdout, Env};
-
-/// `dbus-monitor` of the method calls to skiffd's manager, its lines collected.
-struct Calls {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Calls {
-    fn start(env: &Env) -> Calls {
-        let mut child = Command::new(require("stdbuf"))
-            .args(["-oL", "dbus-monitor", "--address", &env.address])
-            .arg("type='method_call',interface='org.skiff.skiff1.Manager'")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let calls = Calls { child, lines };
-        // dbus-monitor is a monitor once the bus took its own name away.
-        assert!(
-            calls.wait_for("member=NameLost"),
-            "dbus-monitor did not start: {:?}",
-            calls.lines()
-        );
-        calls
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, what: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if self.lines().iter().any(|l| l.contains(what)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    /// The manager's methods called so far, in order.
-    fn members(&self) -> Vec<String> {
-        self.lines()
-            .iter()
-            .filter(|l| l.starts_with("method call"))
-            .filter_map(|l| l.split("member=").nth(1).map(|m| m.trim().to_string()))
-            .collect()
-    }
-}
-
-impl Drop for Calls {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use bus_monitor::Monitor;
+use common::{stderr, stdout, Env};
 
 #[test]
 fn run_and_create_of_a_stored_image_make_no_get_image_call() {
     let env = Env::new();
-    let calls = Calls::start(&env);
+    let calls = Monitor::method_calls(&env);
     let out = env.skiff(&[
         "run",
         "--rm",
@@ -100,7 +30,7 @@ fn run_and_create_of_a_stored_image_make_no_get_image_call() {
     assert!(out.status.success(), "{}", stderr(&out));
     // The monitor sees the calls in the bus's order: the create call last.
     assert!(
-        calls.wait_for("member=CreateContainer"),
+        calls.wait_for(|l| l.contains("member=CreateContainer")),
         "{:#?}",
         calls.lines()
     );

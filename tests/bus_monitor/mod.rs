@@ -1,5 +1,6 @@
-//! `gdbus monitor` on a test's private bus: the signals of skiffd as a D-Bus client
-//! sees them (jobs started and ended, their property changes), for the progress tests.
+//! Monitors of a test's private bus: `gdbus monitor` of skiffd's signals as a D-Bus
+//! client sees them (jobs started and ended, their property changes), for the progress
+//! tests; `dbus-monitor` of the method calls made to skiffd's Manager.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -9,18 +10,49 @@ use std::time::{Duration, Instant};
 
 use super::common::{require, Env};
 
-/// `gdbus monitor` of skiffd's signals, its lines collected as they come.
+/// A bus monitor's output, its lines collected as they come.
 pub struct Monitor {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Monitor {
+    /// `gdbus monitor` of skiffd's signals.
     pub fn start(env: &Env) -> Monitor {
-        // Line-buffered: gdbus writes with stdio, which a pipe would block-buffer.
+        Monitor::spawn(
+            &[
+                "gdbus",
+                "monitor",
+                "--address",
+                &env.address,
+                "--dest",
+                "org.skiff.skiff1",
+            ],
+            // gdbus is ready once it has seen the name's owner.
+            |l| l.contains("is owned by"),
+        )
+    }
+
+    /// `dbus-monitor` of the method calls to skiffd's Manager.
+    pub fn method_calls(env: &Env) -> Monitor {
+        Monitor::spawn(
+            &[
+                "dbus-monitor",
+                "--address",
+                &env.address,
+                "type='method_call',interface='org.skiff.skiff1.Manager'",
+            ],
+            // dbus-monitor is a monitor once the bus took its own name away.
+            |l| l.contains("member=NameLost"),
+        )
+    }
+
+    /// Runs `argv` line-buffered (the monitors write with stdio, which a pipe would
+    /// block-buffer) and waits until a line says it is `ready`.
+    fn spawn(argv: &[&str], ready: impl Fn(&str) -> bool) -> Monitor {
         let mut child = Command::new(require("stdbuf"))
-            .args(["-oL", "gdbus", "monitor", "--address", &env.address])
-            .args(["--dest", "org.skiff.skiff1"])
+            .arg("-oL")
+            .args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -37,8 +69,9 @@ impl Monitor {
         });
         let m = Monitor { child, lines };
         assert!(
-            m.wait_for(|l| l.contains("is owned by")),
-            "gdbus monitor did not start: {:?}",
+            m.wait_for(ready),
+            "{} did not start: {:?}",
+            argv[0],
             m.lines()
         );
         m
@@ -57,6 +90,15 @@ impl Monitor {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// The methods called so far (of a [`Monitor::method_calls`]), in order.
+    pub fn members(&self) -> Vec<String> {
+        self.lines()
+            .iter()
+            .filter(|l| l.starts_with("method call"))
+            .filter_map(|l| l.split("member=").nth(1).map(|m| m.trim().to_string()))
+            .collect()
     }
 
     /// The object paths of the jobs started, in order.

@@ -300,6 +300,27 @@ impl Env {
         self.skiff_cmd(args).output().unwrap()
     }
 
+    /// Runs the CLI with `input` on its stdin (written by a thread, so that a CLI that
+    /// writes much before it reads all of it cannot block), its output collected.
+    pub fn skiff_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .skiff_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let data = input.to_vec();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        out
+    }
+
     /// A skiff command, to add stdin or more.
     pub fn skiff_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin("skiff"));
