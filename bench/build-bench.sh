@@ -67,25 +67,7 @@ bench_reexec_as_user -r "$ROUNDS" --files "$FILES" --file-kib "$KIB" ${FRESH:+--
 bench_setup
 
 CTX=$T/ctx
-mkdir -p "$CTX/data"
-python3 - "$CTX/data" "$FILES" "$KIB" <<'EOF'
-import os, sys
-root, n, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for i in range(n):
-    d = os.path.join(root, "d%d" % (i % 10))
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "f%05d.bin" % i), "wb") as f:
-        f.write(os.urandom(kib * 1024))
-EOF
-cat >"$CTX/Dockerfile" <<'EOF'
-ARG BASE
-FROM $BASE
-COPY data/ /data/
-RUN ls -R /data | wc -l > /count
-RUN du -s /data > /du
-ENV APP=bench
-CMD ["cat", "/count"]
-EOF
+bench_build_context "$CTX" "$FILES" "$KIB"
 echo "   context: $FILES files of $KIB KiB ($(du -sm "$CTX" | cut -f1) MB); podman storage driver: $PODMAN_DRIVER"
 
 SKIFF_BUILD=("${SKIFF_CLI[@]}" build --build-arg "BASE=$IMAGE" -t bench/built "$CTX")

@@ -70,25 +70,7 @@ SKIFFD_ARGS+=(--log-level "warn,skiff::phase=debug")
 bench_setup
 
 CTX=$T/ctx
-mkdir -p "$CTX/data"
-python3 - "$CTX/data" "$FILES" "$KIB" <<'PY'
-import os, sys
-root, n, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for i in range(n):
-    d = os.path.join(root, "d%d" % (i % 10))
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "f%05d.bin" % i), "wb") as f:
-        f.write(os.urandom(kib * 1024))
-PY
-cat >"$CTX/Dockerfile" <<'DF'
-ARG BASE
-FROM $BASE
-COPY data/ /data/
-RUN ls -R /data | wc -l > /count
-RUN du -s /data > /du
-ENV APP=bench
-CMD ["cat", "/count"]
-DF
+bench_build_context "$CTX" "$FILES" "$KIB"
 SKIFF_CMD=("${SKIFF_CLI[@]}" build --no-cache --build-arg "BASE=$IMAGE" -t bench/built "$CTX")
 
 echo "== warm-up"
@@ -109,46 +91,4 @@ echo
 echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ -z "$KEEP_LOG" ] || cp "$T/skiffd.log" "$KEEP_LOG"
 
-python3 - "$T/rounds" "$T/skiffd.log" <<'PY'
-import re, statistics, sys
-
-rounds = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if l.strip()]
-mark = re.compile(r'^(?:\[(?P<tag>[^\]]*)\] )?.*skiff::phase: phase="?(?P<phase>[^" ]+)"?'
-                  r'(?: what="?(?P<what>[^" ]*)"?)? t_us=(?P<t>\d+)')
-marks = []
-for line in open(sys.argv[2], errors="replace"):
-    m = mark.search(re.sub(r'\x1b\[[0-9;]*m', '', line))
-    if m:
-        tag = (m.group("tag") or "")
-        who = tag.split(" ")[0] if tag else "skiffd"
-        name = m.group("phase") + ("/" + m.group("what") if m.group("what") else "")
-        marks.append((int(m.group("t")), name, who))
-marks.sort()
-if not marks:
-    sys.exit("build-phases: no phase marks in the log (is skiffd new enough?)")
-
-offsets = {}
-whos = {}
-totals = []
-for t0, t1 in rounds:
-    seen = {}
-    totals.append((t1 - t0) / 1000)
-    for t, name, who in marks:
-        if t0 <= t <= t1:
-            seen[name] = seen.get(name, 0) + 1
-            label = name if seen[name] == 1 else "%s#%d" % (name, seen[name])
-            offsets.setdefault(label, []).append((t - t0) / 1000)
-            whos[label] = who
-n = len(rounds)
-rows = sorted(((statistics.median(v), k, len(v)) for k, v in offsets.items()), key=lambda r: r[0])
-print("== phases of a cold build, %d rounds (median ms from cli-exec; step = from the row above)" % n)
-print("   %-34s %-10s %9s %9s %s" % ("mark", "process", "at", "step", "rounds"))
-prev = 0.0
-print("   %-34s %-10s %9.1f %9s %d" % ("cli-exec", "skiff", 0.0, "", n))
-for med, label, k in rows:
-    print("   %-34s %-10s %9.1f %9.1f %d" % (label, whos[label], med, med - prev, k))
-    prev = med
-total = statistics.median(totals)
-print("   %-34s %-10s %9.1f %9.1f %d" % ("cli-exit", "skiff", total, total - prev, n))
-print("total (median wall time of the CLI): %.1f ms" % total)
-PY
+python3 "$HERE/phase-table.py" "$T/rounds" "$T/skiffd.log" build-phases "phases of a cold build"

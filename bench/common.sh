@@ -306,3 +306,29 @@ for d in os.listdir("/proc"):
         print(pid)
 EOF
 }
+
+# bench_build_context DIR FILES KIB: build-bench.sh's context in DIR: FILES files of KIB
+# KiB of random bytes in 10 directories under data/, and the 6-step Dockerfile (ARG BASE
+# is the image to build from). build-phases.sh times the same build step by step.
+bench_build_context() {
+    local dir=$1 files=$2 kib=$3
+    mkdir -p "$dir/data"
+    python3 - "$dir/data" "$files" "$kib" <<'PY'
+import os, sys
+root, n, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    d = os.path.join(root, "d%d" % (i % 10))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%05d.bin" % i), "wb") as f:
+        f.write(os.urandom(kib * 1024))
+PY
+    cat >"$dir/Dockerfile" <<'DF'
+ARG BASE
+FROM $BASE
+COPY data/ /data/
+RUN ls -R /data | wc -l > /count
+RUN du -s /data > /du
+ENV APP=bench
+CMD ["cat", "/count"]
+DF
+}

@@ -77,94 +77,54 @@ done
 echo
 [ -z "$KEEP_LOG" ] || cp "$T/skiffd.log" "$KEEP_LOG"
 
-python3 - "$T/rounds" "$T/skiffd.log" <<'PY'
-import re, statistics, sys
-
-rounds = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if l.strip()]
-mark = re.compile(r'^(?:\[(?P<tag>[^\]]*)\] )?.*skiff::phase: phase="?(?P<phase>[^" ]+)"?'
-                  r'(?: what="?(?P<what>[^" ]*)"?)? t_us=(?P<t>\d+)')
-marks = []
-for line in open(sys.argv[2], errors="replace"):
-    m = mark.search(re.sub(r'\x1b\[[0-9;]*m', '', line))
-    if m:
-        who = "monitor" if (m.group("tag") or "").startswith("container") else "skiffd"
-        name = m.group("phase") + ("/" + m.group("what") if m.group("what") else "")
-        marks.append((int(m.group("t")), name, who))
-marks.sort()
-if not marks:
-    sys.exit("start-phases: no phase marks in the log (is skiffd new enough?)")
-
-offsets = {}   # label -> [ms from cli-exec], one per round
-whos = {}
-totals = []
-for t0, t1 in rounds:
-    seen = {}
-    totals.append((t1 - t0) / 1000)
-    for t, name, who in marks:
-        if t0 <= t <= t1:
-            seen[name] = seen.get(name, 0) + 1
-            label = name if seen[name] == 1 else "%s#%d" % (name, seen[name])
-            offsets.setdefault(label, []).append((t - t0) / 1000)
-            whos[label] = who
 # What each step (from the row above to the mark) was, as far as one mark tells.
-what = {
-    "gate-in/RunContainer": "the CLI started, connected to the bus, sent RunContainer",
-    "gate-out/RunContainer": "D-Bus gate: the caller's credentials",
-    "run-call": "zbus dispatch, the config parsed",
-    "created": "create: image lookup, container directory and record written",
-    "bundle-written": "spec, /etc files, bundle (runtime dir)",
-    "monitor-main": "fork+exec of skiff-monitor",
-    "monitor-locked": "the bundle lock",
-    "monitor-spawned": "(skiffd: spawn returned)",
-    "monitor-prepared": "monitor.json, config.json read, cgroup, pipes, attach socket",
-    "security-prepared": "capabilities, rlimits, seccomp filter (from its cache)",
-    "userns-unshared": "fork, unshare(CLONE_NEWUSER) (--userns private, keep-id)",
-    "id-maps-written": "newuidmap + newgidmap",
-    "userns-joined": "fork of the intermediate, which joins the shared user namespace",
-    "fuse-mounted": "FUSE server forked and mounted",
-    "namespaces-unshared": "unshare of the other namespaces",
-    "init-begin": "fork of init",
-    "init-forked": "(monitor: init's pid, the intermediate reaped)",
-    "network-spawned": "network helper: fork+exec of slirp4netns",
-    "network-ready": "network helper: its namespace configured (ready fd)",
-    "ports-added": "published ports added (API socket, relay)",
-    "network-connected": "(monitor: the helper connected)",
-    "proceed-sent": "(monitor: init may exec)",
-    "rootfs-prepared": "rootfs mount, /dev, /proc, /sys",
-    "spec-mounted": "the spec's mounts, resolved in the root (openat2)",
-    "pivoted": "hostname, loopback, pivot_root",
-    "masked": "masked and read-only paths, sysctls",
-    "proceed-received": "init waited for the monitor (network)",
-    "user-resolved": "/etc/passwd lookup, workdir",
-    "user-switched": "setgroups, setresgid, setresuid",
-    "exec": "PDEATHSIG check, capabilities, no_new_privs, seccomp",
-    "container-started": "exec done (the monitor sees init's channel close)",
-    "started-reported": "status pipe to skiffd",
-    "running-recorded": "running record written",
-    "run-reply": "RunContainer replied",
-    "init-exited": "the command ran and exited",
-    "cgroup-removed": "the container's cgroup emptied and removed",
-    "network-stop": "network helper told to stop",
-    "network-stopped": "network helper gone, its files removed",
-    "output-finished": "output drained, attach clients told",
-    "orphans-reaped": "attach socket removed, orphans reaped",
-    "exit-file-written": "exit file (runtime dir)",
-    "run-ended": "skiffd: status pipe end, monitor reaped",
-    "exit-recorded": "exit recorded (die event)",
-    "auto-remove": "--rm: removal starts",
-    "wait-reply/removed": "the container out of the table, its directory in the trash",
-    "auto-removed": "files removed (after the answer)",
-}
-n = len(rounds)
-rows = sorted(((statistics.median(v), k, len(v)) for k, v in offsets.items()), key=lambda r: r[0])
-print("== phases of `run --rm IMG true`, %d rounds (median ms from cli-exec; step = from the row above)" % n)
-print("   %-34s %-8s %9s %9s %6s  %s" % ("mark", "process", "at", "step", "rounds", "what the step was"))
-prev = 0.0
-print("   %-34s %-8s %9.2f %9s %6d" % ("cli-exec", "skiff", 0.0, "", n))
-for med, label, k in rows:
-    print("   %-34s %-8s %9.2f %9.2f %6d  %s" % (label, whos[label], med, med - prev, k, what.get(label, "")))
-    prev = med
-total = statistics.median(totals)
-print("   %-34s %-8s %9.2f %9.2f %6d  %s" % ("cli-exit", "skiff", total, total - prev, n, "the CLI exits"))
-print("total (median wall time of the CLI): %.2f ms" % total)
-PY
+cat >"$T/steps.tsv" <<'TSV'
+gate-in/RunContainer	the CLI started, connected to the bus, sent RunContainer
+gate-out/RunContainer	D-Bus gate: the caller's credentials
+run-call	zbus dispatch, the config parsed
+created	create: image lookup, container directory and record written
+bundle-written	spec, /etc files, bundle (runtime dir)
+monitor-main	fork+exec of skiff-monitor
+monitor-locked	the bundle lock
+monitor-spawned	(skiffd: spawn returned)
+monitor-prepared	monitor.json, config.json read, cgroup, pipes, attach socket
+security-prepared	capabilities, rlimits, seccomp filter (from its cache)
+userns-unshared	fork, unshare(CLONE_NEWUSER) (--userns private, keep-id)
+id-maps-written	newuidmap + newgidmap
+userns-joined	fork of the intermediate, which joins the shared user namespace
+fuse-mounted	FUSE server forked and mounted
+namespaces-unshared	unshare of the other namespaces
+init-begin	fork of init
+init-forked	(monitor: init's pid, the intermediate reaped)
+network-spawned	network helper: fork+exec of slirp4netns
+network-ready	network helper: its namespace configured (ready fd)
+ports-added	published ports added (API socket, relay)
+network-connected	(monitor: the helper connected)
+proceed-sent	(monitor: init may exec)
+rootfs-prepared	rootfs mount, /dev, /proc, /sys
+spec-mounted	the spec's mounts, resolved in the root (openat2)
+pivoted	hostname, loopback, pivot_root
+masked	masked and read-only paths, sysctls
+proceed-received	init waited for the monitor (network)
+user-resolved	/etc/passwd lookup, workdir
+user-switched	setgroups, setresgid, setresuid
+exec	PDEATHSIG check, capabilities, no_new_privs, seccomp
+container-started	exec done (the monitor sees init's channel close)
+started-reported	status pipe to skiffd
+running-recorded	running record written
+run-reply	RunContainer replied
+init-exited	the command ran and exited
+cgroup-removed	the container's cgroup emptied and removed
+network-stop	network helper told to stop
+network-stopped	network helper gone, its files removed
+output-finished	output drained, attach clients told
+orphans-reaped	attach socket removed, orphans reaped
+exit-file-written	exit file (runtime dir)
+run-ended	skiffd: status pipe end, monitor reaped
+exit-recorded	exit recorded (die event)
+auto-remove	--rm: removal starts
+wait-reply/removed	the container out of the table, its directory in the trash
+auto-removed	files removed (after the answer)
+TSV
+python3 "$HERE/phase-table.py" "$T/rounds" "$T/skiffd.log" start-phases \
+    "phases of \`run --rm IMG true\`" "$T/steps.tsv"
