@@ -341,7 +341,7 @@ pub fn main(bundle: &Path) -> i32 {
     // are done; the lock lets a removal or a restart go on.
     drop(pipe);
     drop(lock);
-    reap_ending_helper();
+    reap::reap_ending_helper(HELPER_ENDING.swap(0, Ordering::SeqCst));
     if written {
         0
     } else {
@@ -498,34 +498,6 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     }
     crate::phase::mark("orphans-reaped");
     Ok(code)
-}
-
-/// Waits for the network helper that was told to end (if any), once the exit has been
-/// reported: left to whoever inherits it, it would stay a zombie under an init that does
-/// not reap. Our standard streams (a client's terminal or pipes, when it runs attached)
-/// are let go first, so that no reader waits for their end meanwhile.
-fn reap_ending_helper() {
-    let pid = HELPER_ENDING.swap(0, Ordering::SeqCst);
-    if pid <= 0 {
-        return;
-    }
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..=2 {
-            // SAFETY: dup2 onto our own standard descriptors; nothing else in this
-            // process uses them any more.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
-    }
-    loop {
-        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => return,
-        }
-    }
 }
 
 /// Duplicates of a client's stdout and stderr (our fds 1 and 2 when we start).

@@ -1,6 +1,6 @@
-//! The monitor's last step before it reports the exit: collecting the container's
-//! processes that were re-parented to it, without waiting for a network helper that ends
-//! on its own (reaped after the report).
+//! The monitor's reaping: before it reports the exit, the container's processes that were
+//! re-parented to it, without waiting for a network helper that ends on its own; after
+//! the report, that helper.
 
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -62,4 +62,31 @@ fn only_child_is(pid: Pid) -> bool {
         }
     }
     seen
+}
+
+/// Waits for the network helper `pid` that was told to end (0: none), once the exit has been
+/// reported: left to whoever inherits it, it would stay a zombie under an init that does
+/// not reap. Our standard streams (a client's terminal or pipes, when it runs attached)
+/// are let go first, so that no reader waits for their end meanwhile.
+pub(super) fn reap_ending_helper(pid: i32) {
+    if pid <= 0 {
+        return;
+    }
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..=2 {
+            // SAFETY: dup2 onto our own standard descriptors; nothing else in this
+            // process uses them any more.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+        }
+    }
+    loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
 }
