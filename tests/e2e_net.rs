@@ -81,11 +81,10 @@ fn published_tcp_port(network: &str, expected_client: &str) {
 
 #[test]
 fn slirp4netns_publishes_tcp_ports() {
-    // A port on a loopback host address goes through the monitor's relay into the
-    // container's namespace (slirp4netns would show its clients as 10.0.2.2 anyway), so
-    // the server sees the container's own address; ports on other addresses keep the
-    // client's (e2e_net_ports: the_server_sees_the_clients_real_address).
-    published_tcp_port("slirp4netns", "10.0.2.100");
+    // TCP ports go through the monitor's relay into the container's namespace, which
+    // shows a loopback client as the gateway 10.0.2.2 (as slirp4netns would), never as
+    // a loopback address; other clients keep their address (e2e_net_ports).
+    published_tcp_port("slirp4netns", "10.0.2.2");
 }
 
 #[test]

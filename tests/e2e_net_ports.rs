@@ -53,6 +53,61 @@ fn the_server_sees_the_clients_real_address() {
 }
 
 #[test]
+fn slirp4netns_relays_tcp_ports_and_keeps_the_clients_address() {
+    let env = Env::new();
+    let all = free_port();
+    let lo = free_port();
+    let host = host_service();
+    let (p_all, p_lo) = (format!("{all}:80"), format!("127.0.0.1:{lo}:80"));
+    let extra = ["--host-loopback", "-p", &p_all, "-p", &p_lo];
+    run_server(&env, "web", "slirp4netns", &extra, HTTPD);
+    // Both go through the monitor's splice relay, not slirp4netns's userspace stack.
+    for port in [all, lo] {
+        let page = http_get(port, "/");
+        assert!(page.contains("hello-from-container"), "{page}");
+        assert_eq!(
+            tcp_listener_owners(port),
+            ["skiff-monitor"],
+            "who listens on port {port}"
+        );
+    }
+    // A loopback client appears as the gateway (as slirp4netns shows the host), never
+    // as a loopback address (services trust those) nor as the container's own.
+    for port in [all, lo] {
+        let cgi = http_get(port, "/cgi-bin/ip");
+        assert_eq!(client_seen(&cgi), "10.0.2.2", "port {port}: {cgi}");
+    }
+    if let Some(addr) = host_address(false) {
+        let cgi = http_get_at(addr, all, "/cgi-bin/ip");
+        assert_eq!(client_seen(&cgi), addr.to_string(), "{cgi}");
+    } else {
+        eprintln!("no non-loopback IPv4 address here: only loopback clients were tested");
+    }
+    // The container's own outgoing connections still work (to the host's loopback
+    // through the gateway, allowed by --host-loopback).
+    let ask = format!("echo GET / | timeout 5 nc -w 3 10.0.2.2 {host}");
+    let out = run_ok(&env, &["exec", "web", "sh", "-c", &ask]);
+    assert!(out.contains("host-secret"), "{out}");
+    run_ok(&env, &["rm", "-f", "web"]);
+    assert_no_helpers_left(&env);
+}
+
+/// A one-line HTTP service on the host's loopback; returns its port.
+fn host_service() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nhost-secret\n");
+        }
+    });
+    port
+}
+
+#[test]
 fn every_port_form_works_with_the_default_network() {
     let env = Env::new();
     let all = free_port();
@@ -261,15 +316,15 @@ fn ipv6_host_addresses_are_published() {
     let env = Env::new();
     let lo = IpAddr::V6(Ipv6Addr::LOCALHOST);
     // slirp4netns forwards IPv4 only: skiff's monitor relays the IPv6 address into the
-    // container's namespace, so the container sees its own address as the client.
-    assert_eq!(published_on_ipv6(&env, "slirp4netns", lo), "10.0.2.100");
+    // container's IPv4 namespace, which shows an IPv6 client as the gateway.
+    assert_eq!(published_on_ipv6(&env, "slirp4netns", lo), "10.0.2.2");
     // pasta forwards IPv6 itself; a loopback client is spliced to the container's own
     // loopback.
     assert_eq!(published_on_ipv6(&env, "pasta", lo), "::1");
     if let Some(addr) = host_address(true) {
         // A non-loopback IPv6 client keeps its address through pasta.
         assert_eq!(published_on_ipv6(&env, "pasta", addr), addr.to_string());
-        assert_eq!(published_on_ipv6(&env, "slirp4netns", addr), "10.0.2.100");
+        assert_eq!(published_on_ipv6(&env, "slirp4netns", addr), "10.0.2.2");
     } else {
         eprintln!("no non-loopback IPv6 address here: only ::1 was tested");
     }

@@ -1,7 +1,11 @@
 //! A socket factory inside a container's network namespace: a child of the monitor,
 //! forked before any thread exists, joins the container's user and network namespaces
 //! and answers each one-byte request on a socketpair with a new, unconnected TCP socket
-//! (passed as SCM_RIGHTS). A socket belongs to the namespace it was created in, so the
+//! (passed as SCM_RIGHTS): a plain one, or a transparent one (`IP_TRANSPARENT`, which
+//! needs CAP_NET_ADMIN in the namespace: the child has it there, the monitor may not)
+//! that the relay binds to a client's address. Before serving, the child adds the
+//! policy routing that loops the server's answers to such sockets back ([`super::rtnl`])
+//! and reports whether that worked. A socket belongs to the namespace it was created in, so the
 //! monitor's relay connects it to the container's server from outside: the data then
 //! flows host socket -> relay -> container's own loopback, not through slirp4netns's
 //! userspace TCP/IP stack (which is what limits its throughput). The child has nothing
@@ -23,12 +27,17 @@ use super::Error;
 pub struct Connector {
     sock: Mutex<OwnedFd>,
     pid: Pid,
+    /// Why transparent sockets cannot be used (the routing set-up failed), if so.
+    no_transparent: Option<String>,
 }
 
 impl Connector {
-    /// Forks the factory into the user and network namespaces of `pid`. Call it while
-    /// the process has a single thread (the child only makes system calls anyway).
-    pub fn start(pid: i32) -> Result<Connector, Error> {
+    /// Forks the factory into the user and network namespaces of `pid`, and has it add
+    /// the routing that transparent sockets need for the TCP container ports
+    /// `tcp_ports` (none: no routing, no transparent socket). Call it while the process
+    /// has a single thread (the child only makes system calls anyway).
+    pub fn start(pid: i32, tcp_ports: &[u16]) -> Result<Connector, Error> {
+        let routing = super::rtnl::loop_back_requests(tcp_ports);
         let open = |ns: &str| {
             let path = format!("/proc/{pid}/ns/{ns}");
             File::open(&path).map_err(|e| Error::Io {
@@ -54,22 +63,66 @@ impl Connector {
         }
         if child == 0 {
             // SAFETY: see above.
-            unsafe { serve(u, n, s) }
+            unsafe { serve(u, n, s, routing.bytes(), routing.count()) }
         }
         drop(theirs);
-        Ok(Connector {
+        let mut c = Connector {
             sock: Mutex::new(ours),
             pid: Pid::from_raw(child),
-        })
+            no_transparent: None,
+        };
+        // The child's first message: the routing set-up's errno (0: done).
+        let mut status = [0u8; 4];
+        let got = c
+            .sock
+            .get_mut()
+            .map_err(|_| Error::Helper("the socket factory's lock is poisoned".into()))
+            .and_then(|s| {
+                nix::unistd::read(&*s, &mut status)
+                    .map_err(|e| Error::sys("reading the socket factory's status", e))
+            })?;
+        if got != status.len() {
+            return Err(Error::Helper(
+                "the socket factory could not join the container's namespaces".into(),
+            ));
+        }
+        let errno = i32::from_ne_bytes(status);
+        if tcp_ports.is_empty() {
+            c.no_transparent = Some("no TCP port".into());
+        } else if errno != 0 {
+            c.no_transparent = Some(format!(
+                "adding the routing of the answers in the container's namespace failed: {}",
+                nix::errno::Errno::from_raw(errno)
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Whether [`Connector::transparent_socket`] can be used, or why not.
+    pub fn transparent(&self) -> Result<(), String> {
+        match &self.no_transparent {
+            None => Ok(()),
+            Some(why) => Err(why.clone()),
+        }
     }
 
     /// A new TCP socket of the container's network namespace (IPv4, or IPv6 with `v6`).
     pub fn socket(&self, v6: bool) -> Result<OwnedFd, Error> {
+        self.request(if v6 { b'6' } else { b'4' })
+    }
+
+    /// A new transparent IPv4 TCP socket of the container's network namespace: it may
+    /// be bound to any address (see [`super::rtnl`] for how the answers reach it).
+    pub fn transparent_socket(&self) -> Result<OwnedFd, Error> {
+        self.request(b'T')
+    }
+
+    fn request(&self, kind: u8) -> Result<OwnedFd, Error> {
         let sock = self
             .sock
             .lock()
             .map_err(|_| Error::Helper("the socket factory's lock is poisoned".into()))?;
-        let req = [if v6 { b'6' } else { b'4' }];
+        let req = [kind];
         nix::unistd::write(&*sock, &req).map_err(|e| Error::sys("asking for a socket", e))?;
         let mut byte = [0u8; 1];
         let mut iov = [IoSliceMut::new(&mut byte)];
@@ -112,12 +165,14 @@ impl Drop for Connector {
     }
 }
 
-/// The child: joins the namespaces, then serves socket requests on `sock` until EOF.
+/// The child: joins the namespaces, adds the routing (`routing`: `count` netlink
+/// requests, if any) and writes its errno (0: done) as its first message, then serves
+/// socket requests on `sock` until EOF.
 ///
 /// # Safety
 /// Runs right after fork in a possibly multi-threaded parent's copy: raw system calls
 /// only, no allocation.
-unsafe fn serve(userns: RawFd, netns: RawFd, sock: RawFd) -> ! {
+unsafe fn serve(userns: RawFd, netns: RawFd, sock: RawFd, routing: &[u8], count: usize) -> ! {
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
     // Nothing but our three descriptors: no pipe of the monitor stays open through us.
     for fd in 0..4096 {
@@ -131,6 +186,18 @@ unsafe fn serve(userns: RawFd, netns: RawFd, sock: RawFd) -> ! {
     }
     libc::close(userns);
     libc::close(netns);
+    let status: i32 = if count == 0 {
+        0
+    } else {
+        // The loopback must be up for the looped-back answers (the container's init
+        // brings it up too; whichever comes first).
+        let _ = super::bring_up_loopback();
+        super::rtnl::send(routing, count)
+    };
+    let bytes = status.to_ne_bytes();
+    if libc::write(sock, bytes.as_ptr().cast(), bytes.len()) != bytes.len() as isize {
+        libc::_exit(1);
+    }
     loop {
         let mut req = 0u8;
         let n = libc::read(sock, (&mut req as *mut u8).cast(), 1);
@@ -142,7 +209,21 @@ unsafe fn serve(userns: RawFd, netns: RawFd, sock: RawFd) -> ! {
         } else {
             libc::AF_INET
         };
-        let s = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let mut s = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if s >= 0 && req == b'T' {
+            let one: libc::c_int = 1;
+            let r = libc::setsockopt(
+                s,
+                libc::SOL_IP,
+                libc::IP_TRANSPARENT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            if r != 0 {
+                libc::close(s);
+                s = -1;
+            }
+        }
         let mut byte = 0u8;
         let mut iov = libc::iovec {
             iov_base: (&mut byte as *mut u8).cast(),

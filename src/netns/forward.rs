@@ -1,13 +1,14 @@
-//! A userspace TCP relay, a thread of the monitor, for published ports that need no
-//! client address kept or that slirp4netns cannot listen on: ports on a loopback host
-//! address (their clients are all the host itself, which slirp4netns shows as 10.0.2.2
-//! anyway) and IPv6 host addresses (its API's `add_hostfwd` takes IPv4 only). Each
-//! connection is copied with splice(2) to the container's port through a socket of the
-//! container's own network namespace ([`super::connector`]), bypassing slirp4netns's
-//! userspace TCP/IP stack; the container sees the connection come from its own address.
+//! A userspace TCP relay, a thread of the monitor, for slirp4netns's published TCP
+//! ports. Each connection is copied with splice(2) to the container's port through a
+//! socket of the container's own network namespace ([`super::connector`]), bypassing
+//! slirp4netns's userspace TCP/IP stack (several times faster than its `add_hostfwd`).
+//! That socket is transparent and bound to the client's address ([`Target::AsClient`],
+//! with the routing of [`super::rtnl`]), so the container's server sees the real
+//! client; a loopback client (or an IPv6 one: the container's side is IPv4) appears as
+//! the gateway, as slirp4netns shows it, never as a loopback address.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,12 +25,38 @@ pub enum Target {
     /// An address reached from the monitor's own network namespace.
     Outside(SocketAddr),
     /// An address in the container's network namespace, reached through a socket made
-    /// there by the connector.
+    /// there by the connector (the container sees its own address as the client's).
     Inside(Arc<Connector>, SocketAddr),
+    /// An IPv4 address in the container's network namespace, reached through a
+    /// transparent socket made there by the connector and bound to the client's address
+    /// (see [`shown_source`]).
+    AsClient {
+        /// The connector (its routing set up: [`Connector::transparent`]).
+        connector: Arc<Connector>,
+        /// The container's address and port.
+        addr: SocketAddrV4,
+        /// The address shown for clients whose own cannot be (loopback, IPv6).
+        stand_in: Ipv4Addr,
+    },
+}
+
+/// The source address the container sees for a client at `from`: the client's own
+/// IPv4 address and port (an IPv4-mapped IPv6 client's too), or `stand_in` (port 0:
+/// any) for a loopback client — services trust loopback clients, and the container's
+/// loopback is not the host's — and for an IPv6 one (the container's side is IPv4).
+pub fn shown_source(from: SocketAddr, stand_in: Ipv4Addr) -> SocketAddrV4 {
+    let v4 = match from {
+        SocketAddr::V4(a) => Some(*a.ip()),
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped(),
+    };
+    match v4 {
+        Some(ip) if !ip.is_loopback() && !ip.is_unspecified() => SocketAddrV4::new(ip, from.port()),
+        _ => SocketAddrV4::new(stand_in, 0),
+    }
 }
 
 impl Target {
-    fn connect(&self) -> Result<TcpStream, Error> {
+    fn connect(&self, from: SocketAddr) -> Result<TcpStream, Error> {
         match self {
             Target::Outside(a) => TcpStream::connect(a).map_err(|e| Error::Io {
                 what: format!("connecting to {a}"),
@@ -37,11 +64,41 @@ impl Target {
             }),
             Target::Inside(c, a) => {
                 let fd = c.socket(a.is_ipv6())?;
-                connect_raw(&fd, a).map_err(|e| Error::Io {
+                raw_addr_call(&fd, a, libc::connect).map_err(|e| Error::Io {
                     what: format!("connecting to {a} in the container"),
                     source: e,
                 })?;
                 Ok(TcpStream::from(fd))
+            }
+            Target::AsClient {
+                connector,
+                addr,
+                stand_in,
+            } => {
+                let src = shown_source(from, *stand_in);
+                let to = SocketAddr::V4(*addr);
+                let mut last = None;
+                // The client's own port first; if that one is taken in the container
+                // (an earlier connection from it still in TIME_WAIT), any port.
+                let ports: &[u16] = if src.port() == 0 {
+                    &[0]
+                } else {
+                    &[src.port(), 0]
+                };
+                for &port in ports {
+                    let fd = connector.transparent_socket()?;
+                    let bound = SocketAddr::V4(SocketAddrV4::new(*src.ip(), port));
+                    match raw_addr_call(&fd, &bound, libc::bind)
+                        .and_then(|()| raw_addr_call(&fd, &to, libc::connect))
+                    {
+                        Ok(()) => return Ok(TcpStream::from(fd)),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(Error::Io {
+                    what: format!("connecting to {to} in the container as {src}"),
+                    source: last.unwrap_or_else(|| io::Error::other("no attempt")),
+                })
             }
         }
     }
@@ -49,6 +106,7 @@ impl Target {
     fn addr(&self) -> SocketAddr {
         match self {
             Target::Outside(a) | Target::Inside(_, a) => *a,
+            Target::AsClient { addr, .. } => SocketAddr::V4(*addr),
         }
     }
 }
@@ -136,7 +194,7 @@ fn accept_loop(routes: &[Route], stop: &OwnedFd) {
                     let target = route.target.clone();
                     let spawned = std::thread::Builder::new()
                         .name("port-relay-conn".into())
-                        .spawn(move || relay(client, target));
+                        .spawn(move || relay(client, from, target));
                     if let Err(e) = spawned {
                         tracing::warn!("port relay: cannot start a thread: {e}");
                     }
@@ -148,8 +206,12 @@ fn accept_loop(routes: &[Route], stop: &OwnedFd) {
     }
 }
 
-/// connect(2) on a raw socket, retried on EINTR.
-fn connect_raw(fd: &OwnedFd, a: &SocketAddr) -> io::Result<()> {
+/// The signature of bind(2) and connect(2).
+type AddrCall =
+    unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int;
+
+/// bind(2) or connect(2) (`call`) of a raw socket to `a`, retried on EINTR.
+fn raw_addr_call(fd: &OwnedFd, a: &SocketAddr, call: AddrCall) -> io::Result<()> {
     // SAFETY: zeroed sockaddr structs are valid; we fill the fields connect(2) reads.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match a {
@@ -171,9 +233,10 @@ fn connect_raw(fd: &OwnedFd, a: &SocketAddr) -> io::Result<()> {
         }
     };
     loop {
-        // SAFETY: `storage` holds a valid address of `len` bytes.
+        // SAFETY: `storage` holds a valid address of `len` bytes; `call` is bind or
+        // connect, which only read it.
         let r = unsafe {
-            libc::connect(
+            call(
                 fd.as_raw_fd(),
                 &storage as *const _ as *const libc::sockaddr,
                 len as libc::socklen_t,
@@ -189,9 +252,9 @@ fn connect_raw(fd: &OwnedFd, a: &SocketAddr) -> io::Result<()> {
     }
 }
 
-/// Copies both directions between `client` and a new connection to `target`.
-fn relay(client: TcpStream, target: Target) {
-    let up = match target.connect() {
+/// Copies both directions between `client` (at `from`) and a new connection to `target`.
+fn relay(client: TcpStream, from: SocketAddr, target: Target) {
+    let up = match target.connect(from) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("port relay: {e}");
@@ -275,6 +338,19 @@ fn splice_all(from: &TcpStream, to: &TcpStream) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn clients_keep_their_address_but_loopback_and_ipv6_ones_show_the_stand_in() {
+        let gw = Ipv4Addr::new(10, 0, 2, 2);
+        let shown = |a: &str| shown_source(a.parse().unwrap(), gw).to_string();
+        assert_eq!(shown("192.0.2.7:4567"), "192.0.2.7:4567");
+        assert_eq!(shown("[::ffff:192.0.2.7]:4567"), "192.0.2.7:4567");
+        assert_eq!(shown("127.0.0.1:4567"), "10.0.2.2:0");
+        assert_eq!(shown("127.1.2.3:4567"), "10.0.2.2:0");
+        assert_eq!(shown("[::ffff:127.0.0.1]:4567"), "10.0.2.2:0");
+        assert_eq!(shown("[::1]:4567"), "10.0.2.2:0");
+        assert_eq!(shown("[2001:db8::1]:4567"), "10.0.2.2:0");
+    }
 
     #[test]
     fn relays_both_ways_and_frees_the_port_on_stop() {

@@ -14,6 +14,7 @@ pub mod files;
 pub mod forward;
 pub mod pasta;
 pub mod ports;
+pub mod rtnl;
 pub mod slirp;
 
 use std::fmt;

@@ -3,11 +3,12 @@
 //! joins the user and network namespaces of the container's init by pid), it reports on
 //! `--ready-fd` when `tap0` is configured and exits when `--exit-fd` reaches end-of-file:
 //! the write end is held by the monitor only, so the helper cannot outlive it. Published
-//! ports are added with `add_hostfwd` on its API socket, which keeps the client's address.
+//! TCP ports go through the monitor's relay ([`super::forward`]), which keeps the
+//! client's address; UDP ports are added with `add_hostfwd` on its API socket.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -30,6 +31,7 @@ const GUEST_ADDR_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
 pub const DNS_ADDR: &str = "10.0.2.3";
 /// The host as seen from the container (only reachable with host loopback allowed).
 pub const HOST_ADDR: &str = "10.0.2.2";
+const HOST_ADDR_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long slirp4netns may take to end once its exit fd is closed.
@@ -188,47 +190,70 @@ impl Slirp {
     }
 }
 
-/// Whether `m` goes through the monitor's relay rather than slirp4netns: TCP ports on
-/// a loopback host address (slirp4netns would show their clients, all on the host, as
-/// 10.0.2.2: there is no client address to keep, and the relay is several times
+/// Whether `m` goes through the monitor's relay rather than slirp4netns when the
+/// relay cannot keep the client's address (its routing could not be set up): TCP ports
+/// on a loopback host address (slirp4netns would show their clients, all on the host,
+/// as 10.0.2.2: there is no client address to keep, and the relay is several times
 /// faster) and on IPv6 host addresses (slirp4netns's API takes IPv4 only).
 pub fn relayed(m: &PortMapping) -> bool {
     m.proto == Proto::Tcp && (m.is_ipv6() || m.bind_ip().is_ok_and(|ip| ip.is_loopback()))
 }
 
-/// Adds the forwards of `ports`: most by slirp4netns itself (`add_hostfwd`, which keeps
-/// the client's address); the [`relayed`] ones by a relay thread with sockets made in the
-/// container's namespace by a factory process forked here (the monitor has no other
-/// thread yet).
+/// Adds the forwards of `ports`. TCP ports go through a relay thread with sockets made
+/// in the container's namespace by a factory process forked here (the monitor has no
+/// other thread yet), bound to the client's address; UDP ports through slirp4netns
+/// itself (`add_hostfwd`, which keeps the client's address too). If the factory cannot
+/// set up the routing that keeps addresses, TCP ports on other than loopback and IPv6
+/// host addresses fall back to `add_hostfwd` (slower, the address kept).
 fn publish(slirp: &mut Slirp, ports: &[PortMapping], pid: i32) -> Result<(), Error> {
-    let mut routes = Vec::new();
-    let mut connector: Option<Arc<Connector>> = None;
-    for m in ports {
-        if m.is_ipv6() && m.proto == Proto::Udp {
-            return Err(Error::Port(format!(
-                "cannot publish {m}: slirp4netns forwards UDP from IPv4 host addresses only; \
-                 use --network pasta for IPv6 UDP ports"
-            )));
+    if let Some(m) = ports.iter().find(|m| m.is_ipv6() && m.proto == Proto::Udp) {
+        return Err(Error::Port(format!(
+            "cannot publish {m}: slirp4netns forwards UDP from IPv4 host addresses only; \
+             use --network pasta for IPv6 UDP ports"
+        )));
+    }
+    let tcp: Vec<u16> = ports
+        .iter()
+        .filter(|m| m.proto == Proto::Tcp)
+        .map(|m| m.container_port)
+        .collect();
+    let connector = if tcp.is_empty() {
+        None
+    } else {
+        Some(Arc::new(Connector::start(pid, &tcp)?))
+    };
+    let as_client = match connector.as_ref().map(|c| c.transparent()) {
+        Some(Ok(())) => true,
+        Some(Err(why)) => {
+            tracing::warn!("published ports: {why}; slirp4netns forwards them (slower)");
+            false
         }
-        if !relayed(m) {
+        None => false,
+    };
+    let mut routes = Vec::new();
+    for m in ports {
+        let Some(c) = connector
+            .as_ref()
+            .filter(|_| m.proto == Proto::Tcp && (as_client || relayed(m)))
+        else {
             add_hostfwd(&slirp.api, m)?;
             continue;
-        }
+        };
         let listener = TcpListener::bind(SocketAddr::new(m.bind_ip()?, m.host_port))
             .map_err(|e| Error::PortInUse(format!("cannot publish {m}: {e}")))?;
-        let c = match &connector {
-            Some(c) => c.clone(),
-            None => {
-                let c = Arc::new(Connector::start(pid)?);
-                connector = Some(c.clone());
-                c
+        let target = if as_client {
+            Target::AsClient {
+                connector: c.clone(),
+                addr: SocketAddrV4::new(GUEST_ADDR_V4, m.container_port),
+                stand_in: HOST_ADDR_V4,
             }
+        } else {
+            Target::Inside(
+                c.clone(),
+                SocketAddr::new(IpAddr::V4(GUEST_ADDR_V4), m.container_port),
+            )
         };
-        let inside = SocketAddr::new(IpAddr::V4(GUEST_ADDR_V4), m.container_port);
-        routes.push(Route {
-            listener,
-            target: Target::Inside(c, inside),
-        });
+        routes.push(Route { listener, target });
     }
     if !routes.is_empty() {
         slirp.relay = Some(Relay::start(routes)?);

@@ -247,3 +247,45 @@ pub fn run_ok(env: &Env, args: &[&str]) -> String {
     );
     stdout(&out)
 }
+
+/// The names (`comm`) of the processes holding a TCP socket that listens on `port` on
+/// the host (any address), from /proc/net/tcp{,6} and the processes' descriptors.
+pub fn tcp_listener_owners(port: u16) -> Vec<String> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let Some(local_port) = f
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            else {
+                continue;
+            };
+            // State 0A: LISTEN.
+            if local_port == port && f.get(3) == Some(&"0A") {
+                if let Some(inode) = f.get(9) {
+                    inodes.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    let mut owners = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+        });
+        if holds {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            owners.push(comm.trim().to_string());
+        }
+    }
+    owners.sort();
+    owners.dedup();
+    owners
+}
