@@ -5,8 +5,8 @@
 //! starts the helper from outside, after the namespaces exist and before the container's
 //! command runs ([`connect`]), adds the published ports, and stops it when the container
 //! ends. [`files`] generates resolv.conf, hosts and hostname; [`ports`] parses and checks
-//! published ports; [`forward`] and [`connector`] relay the ports slirp4netns does not
-//! forward itself (loopback and IPv6 host addresses).
+//! published ports; [`forward`] and [`connector`] relay slirp4netns's TCP ports into
+//! the namespace, keeping the client's address with the routing of [`rtnl`].
 
 pub mod choose;
 pub mod connector;
