@@ -52,6 +52,8 @@ mod mutate;
 pub mod node;
 mod ops;
 pub mod sys;
+#[cfg(test)]
+mod tests;
 
 use std::ffi::CString;
 use std::io::{Read, Write};
