@@ -36,6 +36,7 @@ impl Overlay {
             if !layers::lower_has(&pfds, name) {
                 let pfd = pfds.first().map(|(_, f)| f.clone()).ok_or(libc::EIO)?;
                 sys::unlinkat(pfd.as_raw_fd(), name, 0)?;
+                self.forget_upper(ent.dino);
                 self.with_listing(&parent, |l, _| l.remove(name))?;
                 return Ok(());
             }
@@ -43,6 +44,10 @@ impl Overlay {
         let (child, _) = self.lookup(&parent, name, false)?;
         let r = self.unlink_node(&parent, name, &child, dir);
         self.release(&child);
+        if r.is_ok() && ent.layer == 0 {
+            // The upper inode lost this name (a whiteout made in its place is a new one).
+            self.forget_upper(ent.dino);
+        }
         r
     }
 

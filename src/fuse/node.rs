@@ -273,6 +273,20 @@ impl Overlay {
         map.insert(real, ino);
     }
 
+    /// Forgets the recorded number of the upper inode `real`, whose name was just
+    /// removed: the map then follows the upper layer's live files instead of filling up
+    /// to [`UPPER_INOS_MAX`] with the numbers of deleted ones (a filesystem that does not
+    /// reuse inode numbers soon, as btrfs, never overwrites them). A file still linked
+    /// elsewhere reads its number again at its next lookup.
+    pub fn forget_upper(&self, real: u64) {
+        self.upper_inos().remove(&real);
+    }
+
+    /// How many upper inodes have their shown number recorded.
+    pub fn upper_ino_count(&self) -> usize {
+        self.upper_inos().len()
+    }
+
     /// Records a new upper node that has no recorded inode (made by create or mkdir):
     /// it shows as its own inode number.
     pub fn note_new_upper(&self, st: &libc::stat) {

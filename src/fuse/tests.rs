@@ -54,6 +54,8 @@ fn nodes_of_renames_and_unlinks_the_kernel_never_looked_up_are_dropped() {
         1,
         "nodes left after {n} rename+rename+unlink cycles"
     );
+    // Nor the recorded numbers of the deleted copies.
+    assert_eq!(ov.upper_ino_count(), 0, "upper inode numbers left recorded");
     assert!(!dir.path().join("u").join(format!("h{}", n - 1)).exists());
 }
 
