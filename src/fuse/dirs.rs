@@ -3,11 +3,15 @@
 //! stable ones, see [`Overlay::entry_ino`]); `.` and `..` come first with the
 //! directory's and its parent's numbers (the root is its own parent, as `/..` is `/`).
 
+use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use fuser::{FileHandle, FileType, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus};
+use fuser::{
+    FileAttr, FileHandle, FileType, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus,
+};
 
 use super::node::{attr_of, kind_of_dtype, DirSnapshot, Overlay, TTL};
 use super::sys::SysResult;
@@ -95,6 +99,21 @@ impl Overlay {
         offset: u64,
         reply: &mut ReplyDirectoryPlus,
     ) -> SysResult<()> {
+        self.readdirplus_entries(ino, fh, offset, |ino, off, name, ttl, attr| {
+            reply.add(ino, off, name, ttl, attr, Generation(0))
+        })
+    }
+
+    /// The entries of a READDIRPLUS from `offset`, given to `add` (node id, offset of
+    /// the next entry, name, TTL, attributes) until it answers that the reply is full.
+    /// Each entry given is counted as a kernel lookup unless `add` refused it.
+    pub(super) fn readdirplus_entries(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut add: impl FnMut(INodeNo, u64, &OsStr, &Duration, &FileAttr) -> bool,
+    ) -> SysResult<()> {
         let snap = self.dir_snapshot(fh)?;
         let _g = self.read_ns();
         let node = self.node(ino)?;
@@ -108,23 +127,26 @@ impl Overlay {
             st.st_mode = libc::S_IFDIR;
             let attr = attr_of(dots[off], &st, 0);
             let name = if off == 0 { "." } else { ".." };
-            if reply.add(attr.ino, off as u64 + 1, name, &TTL, &attr, Generation(0)) {
+            if add(attr.ino, off as u64 + 1, OsStr::new(name), &TTL, &attr) {
                 return Ok(());
             }
             off += 1;
         }
         for (i, (name, _)) in snap.iter().enumerate().skip(off - FIRST_ENTRY) {
-            let Ok((child, attr)) = self.lookup(&node, name, false) else {
+            // Counted before the reply can reach the kernel (which may forget it at once).
+            let Ok((child, attr)) = self.lookup(&node, name, true) else {
                 continue;
             };
             let next = (i + FIRST_ENTRY + 1) as u64;
             // One TTL for entry and attributes here: 0 for a name of a hard-linked lower
             // file (see `Overlay::entry_attr_ttl`), whose next use then looks it up.
             let ttl = Overlay::entry_attr_ttl(&child);
-            if reply.add(attr.ino, next, name, &ttl, &attr, Generation(0)) {
+            if add(attr.ino, next, name, &ttl, &attr) {
+                // It did not fit: the kernel will not know it (the next READDIRPLUS,
+                // if any, looks it up again).
+                self.forget(child.ino, 1);
                 break;
             }
-            child.lock().nlookup += 1;
         }
         Ok(())
     }

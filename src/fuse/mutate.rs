@@ -36,11 +36,29 @@ impl Overlay {
             if !layers::lower_has(&pfds, name) {
                 let pfd = pfds.first().map(|(_, f)| f.clone()).ok_or(libc::EIO)?;
                 sys::unlinkat(pfd.as_raw_fd(), name, 0)?;
+                self.forget_upper(ent.dino);
                 self.with_listing(&parent, |l, _| l.remove(name))?;
                 return Ok(());
             }
         }
         let (child, _) = self.lookup(&parent, name, false)?;
+        let r = self.unlink_node(&parent, name, &child, dir);
+        self.release(&child);
+        if r.is_ok() && ent.layer == 0 {
+            // The upper inode lost this name (a whiteout made in its place is a new one).
+            self.forget_upper(ent.dino);
+        }
+        r
+    }
+
+    /// Unlinks `child`, found at `name` in `parent` by [`Overlay::do_unlink`].
+    fn unlink_node(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        child: &Arc<Node>,
+        dir: bool,
+    ) -> SysResult<()> {
         if child.is_dir != dir {
             return Err(if dir { libc::ENOTDIR } else { libc::EISDIR });
         }
@@ -65,7 +83,7 @@ impl Overlay {
             layer == 0
         };
         let pfd = if lower {
-            self.copy_up_dir(&parent)?
+            self.copy_up_dir(parent)?
         } else {
             pfds.first().map(|(_, f)| f.clone()).ok_or(libc::EIO)?
         };
@@ -77,13 +95,13 @@ impl Overlay {
             )?;
         }
         if lower {
-            self.with_listing(&parent, |l, _| l.note_whiteout())?;
+            self.with_listing(parent, |l, _| l.note_whiteout())?;
             layers::make_whiteout(pfd.as_raw_fd(), name)?;
         }
         if layer != 0 && !dir {
             child.lock().unlinked = true;
         }
-        self.with_listing(&parent, |l, _| l.remove(name))?;
+        self.with_listing(parent, |l, _| l.remove(name))?;
         Ok(())
     }
 
@@ -107,10 +125,42 @@ impl Overlay {
         let dst = match self.lookup(&newparent, newname, false) {
             Ok((n, _)) => Some(n),
             Err(libc::ENOENT) => None,
-            Err(e) => return Err(e),
+            Err(e) => {
+                self.release(&src);
+                return Err(e);
+            }
         };
+        let r = self.rename_node(
+            &parent,
+            name,
+            &src,
+            &newparent,
+            newname,
+            dst.as_ref(),
+            flags,
+        );
+        self.release(&src);
         if let Some(dst) = &dst {
-            if Arc::ptr_eq(dst, &src) {
+            self.release(dst);
+        }
+        r
+    }
+
+    /// Renames `src` (found at `name` in `parent`) to `newname` in `newparent`, over
+    /// `dst` if that name exists: the rest of [`Overlay::do_rename`].
+    #[allow(clippy::too_many_arguments)]
+    fn rename_node(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        src: &Arc<Node>,
+        newparent: &Arc<Node>,
+        newname: &OsStr,
+        dst: Option<&Arc<Node>>,
+        flags: RenameFlags,
+    ) -> SysResult<()> {
+        if let Some(dst) = dst {
+            if Arc::ptr_eq(dst, src) {
                 return Ok(());
             }
             if flags.contains(RenameFlags::RENAME_NOREPLACE) {
@@ -135,17 +185,17 @@ impl Overlay {
         // An entry already in the upper layer keeps its inode across the rename: its
         // listing entry serves the new name as it is (no stat after the rename).
         let known = self
-            .with_listing(&parent, |l, _| l.map.get(name).copied())?
+            .with_listing(parent, |l, _| l.map.get(name).copied())?
             .filter(|e| e.layer == 0 && !src.is_dir);
-        self.copy_up(&src, true)?;
-        let spfd = self.copy_up_dir(&parent)?;
-        let dpfd = self.copy_up_dir(&newparent)?;
+        self.copy_up(src, true)?;
+        let spfd = self.copy_up_dir(parent)?;
+        let dpfd = self.copy_up_dir(newparent)?;
         let d = dpfd.as_raw_fd();
         let dst_lower = {
             let fds = newparent.lock().fds.clone();
             layers::lower_has(&fds, newname)
         };
-        if let Some(dst) = &dst {
+        if let Some(dst) = dst {
             if dst.is_dir {
                 if let Some((0, fd)) = dst.lock().fds.first() {
                     layers::clear_whiteouts_in(fd.as_raw_fd())?;
@@ -165,12 +215,12 @@ impl Overlay {
         // One rename does it all, so that a failure (ENOSPC for the whiteout's inode,
         // say) changes nothing: it replaces a whiteout at the new name and, with
         // RENAME_WHITEOUT, leaves one at the old name when a lower layer has it.
-        let dst_may_wh = self.with_listing(&newparent, |l, _| l.may_hold_whiteouts())?;
+        let dst_may_wh = self.with_listing(newparent, |l, _| l.may_hold_whiteouts())?;
         let dst_whiteout =
             dst_may_wh && sys::statat(d, newname).is_ok_and(|st| layers::is_whiteout_stat(&st));
         if src_lower {
             // A whiteout is left at the old name (below).
-            self.with_listing(&parent, |l, _| l.note_whiteout())?;
+            self.with_listing(parent, |l, _| l.note_whiteout())?;
         }
         if src.is_dir && dst_whiteout {
             // A directory cannot replace the whiteout (a non-directory): swap them.
@@ -205,8 +255,8 @@ impl Overlay {
                 }
             }
         };
-        self.with_listing(&parent, |l, _| l.remove(name))?;
-        self.with_listing(&newparent, |l, _| l.insert(newname.to_os_string(), ent))?;
+        self.with_listing(parent, |l, _| l.remove(name))?;
+        self.with_listing(newparent, |l, _| l.insert(newname.to_os_string(), ent))?;
         let mut s = src.lock();
         s.parent = newparent.ino;
         s.name = newname.to_os_string();

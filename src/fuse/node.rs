@@ -273,6 +273,20 @@ impl Overlay {
         map.insert(real, ino);
     }
 
+    /// Forgets the recorded number of the upper inode `real`, whose name was just
+    /// removed: the map then follows the upper layer's live files instead of filling up
+    /// to [`UPPER_INOS_MAX`] with the numbers of deleted ones (a filesystem that does not
+    /// reuse inode numbers soon, as btrfs, never overwrites them). A file still linked
+    /// elsewhere reads its number again at its next lookup.
+    pub fn forget_upper(&self, real: u64) {
+        self.upper_inos().remove(&real);
+    }
+
+    /// How many upper inodes have their shown number recorded.
+    pub fn upper_ino_count(&self) -> usize {
+        self.upper_inos().len()
+    }
+
     /// Records a new upper node that has no recorded inode (made by create or mkdir):
     /// it shows as its own inode number.
     pub fn note_new_upper(&self, st: &libc::stat) {
@@ -356,7 +370,7 @@ impl Overlay {
         }
         let existing = self.table().get(&ino).cloned();
         let node = match existing {
-            Some(n) if n.is_dir == is_dir => n,
+            Some(n) if n.is_dir == is_dir => self.counted(n, count),
             _ => {
                 let fds = if is_dir {
                     layers::dir_layers(pfds, ent_layer, name)
@@ -380,14 +394,12 @@ impl Overlay {
                         shared,
                     }),
                 });
-                self.table().entry(ino).or_insert(n).clone()
+                let n = self.table().entry(ino).or_insert(n).clone();
+                self.counted(n, count)
             }
         };
         let nfds = {
             let mut s = node.lock();
-            if count {
-                s.nlookup += 1;
-            }
             if !is_dir {
                 s.parent = parent.ino;
                 s.name = name.to_os_string();
@@ -454,7 +466,44 @@ impl Overlay {
         }
     }
 
-    /// Drops `n` kernel lookups of a node; forgets it at zero.
+    /// `node` (found in or put into the table), with one kernel lookup more when
+    /// `count`. The count is taken under the table's lock, so that a node the kernel is
+    /// about to know cannot be dropped in between by [`Overlay::forget`] or
+    /// [`Overlay::release`] (a later request for its id would then find nothing): if it
+    /// was, it goes back into the table.
+    fn counted(&self, node: Arc<Node>, count: bool) -> Arc<Node> {
+        let mut table = self.table();
+        let node = table.entry(node.ino).or_insert(node).clone();
+        if count {
+            node.lock().nlookup += 1;
+        }
+        node
+    }
+
+    /// Drops `node` from the table if the kernel has no reference to it (a lookup that
+    /// counted none: rename's and unlink's, or a READDIRPLUS entry that did not fit in
+    /// the reply). The kernel never sends a FORGET for such a node, so without this it
+    /// would stay for the server's life, holding its `O_PATH` fd (and with it the space
+    /// of a file deleted since). Nothing else needs it: it is made again, from the
+    /// layers, by the next lookup.
+    pub fn release(&self, node: &Arc<Node>) {
+        if node.ino == ROOT {
+            return;
+        }
+        let mut table = self.table();
+        let unreferenced = node.lock().nlookup == 0;
+        if unreferenced && table.get(&node.ino).is_some_and(|n| Arc::ptr_eq(n, node)) {
+            table.remove(&node.ino);
+        }
+    }
+
+    /// How many nodes the table holds (the root included).
+    pub fn node_count(&self) -> usize {
+        self.table().len()
+    }
+
+    /// Drops `n` kernel lookups of a node (FORGET; fuser splits BATCH_FORGET into
+    /// these); forgets it at zero.
     pub fn forget(&self, ino: u64, n: u64) {
         if ino == ROOT {
             return;
@@ -470,6 +519,7 @@ impl Overlay {
         };
         if gone {
             table.remove(&ino);
+            tracing::trace!(ino, nodes = table.len(), "node forgotten");
         }
     }
 }
