@@ -54,6 +54,7 @@
 //!   from LOOKUP/READDIRPLUS: the first `stat` asks GETATTR once. A plain readdir's
 //!   `d_ino` is the shared number, a readdirplus one the node id.)
 
+pub mod attr;
 mod copyup;
 mod create;
 mod dirs;
