@@ -221,8 +221,14 @@ impl Daemon {
                     .map_err(|e| Error::Internal(format!("random name: {e}")))?;
                 record.name = name.clone();
             }
-            for sub in ["upper", "work", "rootfs"] {
-                fsutil::ensure_private_dir(&tmp.join(sub)).map_err(|e| Error::io(&tmp, e))?;
+            // Made ahead when it could be (see `spare`).
+            let took_spare = self.inner.spare.take_into(&tmp);
+            if !took_spare {
+                super::spare::make(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            }
+            // A `run --rm` makes the next spare after its removal, off the start's path.
+            if !took_spare || !(started_at_once && record.config.auto_remove) {
+                self.refill_spare();
             }
             // The upper directory is the container's `/` as overlayfs shows it: give it
             // the image root's mode, or users other than root cannot traverse `/`. The

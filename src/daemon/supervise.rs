@@ -280,7 +280,11 @@ impl Daemon {
             tokio::spawn(async move {
                 crate::phase::mark("auto-remove");
                 match daemon.auto_remove(&id).await {
-                    Ok(()) => crate::phase::mark("auto-removed"),
+                    Ok(()) => {
+                        crate::phase::mark("auto-removed");
+                        // Its create took the spare directory: the next one's.
+                        daemon.refill_spare();
+                    }
                     Err(Error::NoSuchContainer(_)) => {}
                     Err(e) => tracing::error!("auto-removing {id}: {e}"),
                 }
@@ -511,7 +515,8 @@ impl Daemon {
                 return;
             }
         };
-        let mut leftovers = Vec::new();
+        // Before anything makes a new spare (the first create).
+        let mut leftovers = self.stale_spares();
         let mut loaded = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
