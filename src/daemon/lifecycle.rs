@@ -89,8 +89,18 @@ impl Daemon {
     /// (see [`Container::persist_volatile`]).
     pub async fn create_with(
         &self,
+        cfg: ContainerConfig,
+        started_at_once: bool,
+    ) -> Result<String, Error> {
+        self.create_as(cfg, started_at_once, None).await
+    }
+
+    /// [`Daemon::create_with`] under the id `id` (a new [`names::new_id`]) when given.
+    pub(crate) async fn create_as(
+        &self,
         mut cfg: ContainerConfig,
         started_at_once: bool,
+        id: Option<String>,
     ) -> Result<String, Error> {
         cfg.validate()?;
         if let Some(limits) = super::limits::limits_of(&cfg)? {
@@ -136,7 +146,10 @@ impl Daemon {
                 cfg.image
             )));
         }
-        let id = names::new_id().map_err(|e| Error::Internal(format!("random id: {e}")))?;
+        let id = match id {
+            Some(id) => id,
+            None => names::new_id().map_err(|e| Error::Internal(format!("random id: {e}")))?,
+        };
         let mut name = match &cfg.name {
             Some(n) => n.clone(),
             None => names::random_name(|n| self.name_taken(n))

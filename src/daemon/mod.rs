@@ -34,6 +34,7 @@ pub mod names;
 pub mod network;
 pub mod notify;
 pub mod pause;
+pub mod prespawn;
 pub mod pull;
 pub mod push;
 pub mod restart;
