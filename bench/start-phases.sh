@@ -2,7 +2,7 @@
 # bench/start-phases.sh: where the time of `skiff run --rm IMG true` goes, phase by phase.
 #
 # Usage: bench/start-phases.sh [-n ROUNDS] [--bin-dir DIR] [--network MODE]
-#                              [--storage-driver D] [--keep-log FILE]
+#                              [--storage-driver D] [--runtime-tmpfs] [--keep-log FILE]
 #
 # Starts skiffd with `--log-level warn,skiff::phase=debug`: skiffd, the monitor, the
 # intermediate and the container's init (up to its exec) then log a timestamp (µs since
@@ -16,6 +16,9 @@
 # The rows of the CLI's own work show as the gaps around the daemon's marks (cli-exec ->
 # the first gate mark: the CLI's start and its connection to the bus).
 #
+# --runtime-tmpfs puts skiffd's runtime directory (the bundles) on a tmpfs, as under a
+# systemd session (bench/common.sh).
+#
 # Setup, binaries (--bin-dir DIR, else $SKIFF_BIN_DIR, else cargo build --release),
 # running as root (re-runs itself as the test user) and cleanup are bench/common.sh's
 # (it also imports the image into podman, which this script does not time).
@@ -26,10 +29,11 @@ ROUNDS=20
 BIN_DIR=${SKIFF_BIN_DIR:-}
 SKIFF_NET=""
 SKIFFD_ARGS=()
+RUNTIME_TMPFS=""
 KEEP_LOG=""
 
 usage() {
-    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--storage-driver D] [--keep-log FILE]" >&2
+    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--storage-driver D] [--keep-log FILE] [--runtime-tmpfs]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
         --network) [ $# -ge 2 ] || usage; SKIFF_NET=$2; shift ;;
         --storage-driver) [ $# -ge 2 ] || usage; SKIFFD_ARGS=(--storage-driver "$2"); shift ;;
         --keep-log) [ $# -ge 2 ] || usage; KEEP_LOG=$2; shift ;;
+        --runtime-tmpfs) RUNTIME_TMPFS=1 ;;
         -h | --help) usage ;;
         *) usage ;;
     esac
@@ -54,6 +59,7 @@ args=(-n "$ROUNDS")
 [ -z "$SKIFF_NET" ] || args+=(--network "$SKIFF_NET")
 args+=(${SKIFFD_ARGS[@]+"${SKIFFD_ARGS[@]}"})
 [ -z "$KEEP_LOG" ] || args+=(--keep-log "$KEEP_LOG")
+[ "$RUNTIME_TMPFS" != 1 ] || args+=(--runtime-tmpfs)
 bench_reexec_as_user "${args[@]}"
 SKIFFD_ARGS+=(--log-level "warn,skiff::phase=debug")
 bench_setup

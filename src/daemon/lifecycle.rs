@@ -240,7 +240,7 @@ impl Daemon {
                 super::spare::make(&tmp).map_err(|e| Error::io(&tmp, e))?;
             }
             // A `run --rm` makes the next spare after its removal, off the start's path.
-            if !took_spare || !(started_at_once && record.config.auto_remove) {
+            if !(took_spare && started_at_once && record.config.auto_remove) {
                 self.refill_spare();
             }
             // The upper directory is the container's `/` as overlayfs shows it: give it
