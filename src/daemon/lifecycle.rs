@@ -234,15 +234,9 @@ impl Daemon {
                     .map_err(|e| Error::Internal(format!("random name: {e}")))?;
                 record.name = name.clone();
             }
-            // Made ahead when it could be (see `spare`).
-            let took_spare = self.inner.spare.take_into(&tmp);
-            if !took_spare {
-                super::spare::make(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            }
-            // A `run --rm` makes the next spare after its removal, off the start's path.
-            if !(took_spare && started_at_once && record.config.auto_remove) {
-                self.refill_spare();
-            }
+            let removed_soon = started_at_once && record.config.auto_remove;
+            self.new_container_dir(&tmp, removed_soon)
+                .map_err(|e| Error::io(&tmp, e))?;
             // The upper directory is the container's `/` as overlayfs shows it: give it
             // the image root's mode, or users other than root cannot traverse `/`. The
             // container directory itself stays 0700.

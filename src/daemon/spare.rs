@@ -116,6 +116,21 @@ impl super::Daemon {
         tokio::task::spawn_blocking(move || daemon.inner.spare.refill());
     }
 
+    /// Makes the directory `dir` of a new container with its [`SUBDIRS`]: the spare
+    /// renamed when there is one, and the next spare made in the background — but for
+    /// a container `removed_soon` (`run --rm`), whose removal makes it, off the start's
+    /// path.
+    pub(crate) fn new_container_dir(&self, dir: &Path, removed_soon: bool) -> std::io::Result<()> {
+        let took = self.inner.spare.take_into(dir);
+        if !took {
+            make(dir)?;
+        }
+        if !(took && removed_soon) {
+            self.refill_spare();
+        }
+        Ok(())
+    }
+
     /// The spares left by an earlier skiffd (removed at start-up).
     pub(crate) fn stale_spares(&self) -> Vec<PathBuf> {
         match std::fs::read_dir(self.inner.spare.root()) {
