@@ -1,13 +1,13 @@
 //! End to end: the container directory made ahead of a create (`spare/`, a sibling of
-//! `containers/`): a `run --rm` takes it and the next one is made after the removal; a
-//! spare left by an earlier skiffd is removed at start-up, never taken.
+//! `containers/`): a `run --rm` takes it and the next one is made while its command
+//! runs; a spare left by an earlier skiffd is removed at start-up, never taken.
 
 mod common;
 
 use common::{entries, stderr, Env};
 
 #[test]
-fn run_rm_takes_the_spare_and_the_next_is_made_after_the_removal() {
+fn run_rm_takes_the_spare_and_a_new_one_is_made() {
     let env = Env::new();
     let spare = env.data().join("spare");
     let run = |code: &str| {
@@ -23,7 +23,7 @@ fn run_rm_takes_the_spare_and_the_next_is_made_after_the_removal() {
     );
     let first = entries(&spare);
     // The second takes it (renamed into its directory, which is then removed), and its
-    // removal makes the next one.
+    // start makes the next one.
     run("touch /new && test -f /new && exit 7");
     assert!(
         env.eventually(10, || {

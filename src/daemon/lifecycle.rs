@@ -234,8 +234,7 @@ impl Daemon {
                     .map_err(|e| Error::Internal(format!("random name: {e}")))?;
                 record.name = name.clone();
             }
-            let removed_soon = started_at_once && record.config.auto_remove;
-            self.new_container_dir(&tmp, removed_soon)
+            self.new_container_dir(&tmp, started_at_once)
                 .map_err(|e| Error::io(&tmp, e))?;
             // The upper directory is the container's `/` as overlayfs shows it: give it
             // the image root's mode, or users other than root cannot traverse `/`. The

@@ -5,8 +5,9 @@
 //! allocation (ext4 without a journal scans for recently deleted inodes). skiffd keeps one
 //! such empty directory ready under `spare/` (a sibling of `containers/`, on the same
 //! filesystem), and a create takes it with one rename. It is made again off the start's
-//! path: after a `--rm` container's removal, or right after a create that found none or
-//! will not be removed soon.
+//! path: once a run's command runs (while its client waits for its end; not after a
+//! `--rm` container's removal, when the client exits and the next command starts), or
+//! right after a create that found none or will not be started at once.
 //!
 //! A spare left by a skiffd that ended is removed at start-up (it is never reused across
 //! daemons: nothing vouches for its contents).
@@ -118,14 +119,14 @@ impl super::Daemon {
 
     /// Makes the directory `dir` of a new container with its [`SUBDIRS`]: the spare
     /// renamed when there is one, and the next spare made in the background — but for
-    /// a container `removed_soon` (`run --rm`), whose removal makes it, off the start's
-    /// path.
-    pub(crate) fn new_container_dir(&self, dir: &Path, removed_soon: bool) -> std::io::Result<()> {
+    /// a container `started_soon` (`RunContainer`): its start makes it once the command
+    /// runs, off the start's path.
+    pub(crate) fn new_container_dir(&self, dir: &Path, started_soon: bool) -> std::io::Result<()> {
         let took = self.inner.spare.take_into(dir);
         if !took {
             make(dir)?;
         }
-        if !(took && removed_soon) {
+        if !(took && started_soon) {
             self.refill_spare();
         }
         Ok(())

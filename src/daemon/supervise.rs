@@ -219,6 +219,9 @@ impl Daemon {
                     r.state.error.clear();
                 })?;
                 crate::phase::mark("running-recorded");
+                // While the command runs (its client waits): the next create's directory,
+                // if a `run --rm` took the spare (see `spare`; nothing when one is there).
+                self.refill_spare();
                 self.emit(Event::new(
                     "container",
                     "start",
@@ -312,11 +315,7 @@ impl Daemon {
             tokio::spawn(async move {
                 crate::phase::mark("auto-remove");
                 match daemon.auto_remove(&id).await {
-                    Ok(()) => {
-                        crate::phase::mark("auto-removed");
-                        // Its create took the spare directory: the next one's.
-                        daemon.refill_spare();
-                    }
+                    Ok(()) => crate::phase::mark("auto-removed"),
                     Err(Error::NoSuchContainer(_)) => {}
                     Err(e) => tracing::error!("auto-removing {id}: {e}"),
                 }
