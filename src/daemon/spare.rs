@@ -111,10 +111,28 @@ impl Spare {
 }
 
 impl super::Daemon {
-    /// Makes the next spare container directory in the background.
+    /// Makes the next spare container directory in the background, on a thread of its
+    /// own at the idle scheduling class: it takes the CPU only when nothing else wants
+    /// it (a start, a client's exit), as it has no one waiting for it.
     pub(crate) fn refill_spare(&self) {
         let daemon = self.clone();
-        tokio::task::spawn_blocking(move || daemon.inner.spare.refill());
+        let spawned = std::thread::Builder::new()
+            .name("spare".into())
+            .spawn(move || {
+                let param = libc::sched_param { sched_priority: 0 };
+                // SAFETY: sched_setscheduler on the calling thread (0) with a valid
+                // sched_param; lowering our own class needs no privilege.
+                if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+                    tracing::debug!(
+                        "SCHED_IDLE for the spare's thread: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+                daemon.inner.spare.refill();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a thread for the spare container directory: {e}");
+        }
     }
 
     /// Makes the directory `dir` of a new container with its [`SUBDIRS`]: the spare
