@@ -88,19 +88,19 @@ cat >"$T/steps.tsv" <<'TSV'
 gate-in/RunContainer	the CLI started, connected to the bus, sent RunContainer
 gate-out/RunContainer	D-Bus gate: the caller's credentials
 run-call	zbus dispatch, the config parsed
-created	create: image lookup, container directory and record written
+created	create: image lookup, container directory (the spare, renamed) and record written
 bundle-written	spec, /etc files, bundle (runtime dir)
-monitor-main	fork+exec of skiff-monitor
+monitor-main	the monitor (a run's: spawned during the create, waiting) goes on
 monitor-locked	the bundle lock
-monitor-spawned	(skiffd: spawn returned)
+monitor-spawned	(skiffd: spawn returned; a run's: the monitor told to go)
 monitor-prepared	monitor.json, config.json read, cgroup, pipes, attach socket
 security-prepared	capabilities, rlimits, seccomp filter (from its cache)
 userns-unshared	fork, unshare(CLONE_NEWUSER) (--userns private, keep-id)
 id-maps-written	newuidmap + newgidmap
 userns-joined	fork of the intermediate, which joins the shared user namespace
-fuse-mounted	FUSE server forked and mounted
-namespaces-unshared	unshare of the other namespaces
-init-begin	fork of init
+fuse-mounted	the FUSE server's mount reported (it mounts while the namespaces are unshared and init forked)
+namespaces-unshared	FUSE server forked; unshare of the other namespaces
+init-begin	fork of init; it waits for the FUSE mount
 init-forked	(monitor: init's pid, the intermediate reaped)
 network-spawned	network helper: fork+exec of slirp4netns
 network-ready	network helper: its namespace configured (ready fd)
