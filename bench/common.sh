@@ -17,6 +17,12 @@
 #                                  clean all of it up.
 #
 # SKIFFD_ARGS (an array, optional): extra skiffd flags (e.g. --storage-driver overlay).
+# RUNTIME_TMPFS (optional, from a script's --runtime-tmpfs): when 1, both sides' runtime
+# state goes to a tmpfs, as in a real session (/run/user/UID is a tmpfs there): skiffd's
+# XDG_RUNTIME_DIR (bundles, exit files, sockets) and podman's --runroot and runtime dir
+# are made under /dev/shm instead of $T (on /tmp, often a disk filesystem, where every
+# start's new inodes cost more). The data directories (skiff's containers and images,
+# podman's --root) stay in $T either way. $RUN is the runtime directory in both cases.
 # After bench_setup: $T, $ADDR (the bus), $SKIFF, $SKIFFD, SKIFF_CLI (skiff on the
 # bus), PODMAN (podman with private storage and runc), $PODMAN_DRIVER, $IMAGE (skiff's
 # name for it; podman's is localhost/$IMAGE). Helpers: die, timed, stats, ratio,
@@ -29,6 +35,8 @@ IMAGE=demo/busybox
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 REPO=$(cd "$HERE/.." && pwd -P)
 T=""
+RUN=""
+RUNTIME_TMPFS=${RUNTIME_TMPFS:-}
 ADDR=""
 BUS_PID=""
 SKIFFD_PID=""
@@ -121,7 +129,7 @@ bench_cleanup() {
     [ -z "$SKIFFD_PID" ] || stop_pid "$SKIFFD_PID"
     [ -z "$BUS_PID" ] || stop_pid "$BUS_PID"
     # podman's rootless pause process keeps its user namespace alive.
-    pause=$(cat "$T/run/libpod/tmp/pause.pid" 2>/dev/null || true)
+    pause=$(cat "$RUN/libpod/tmp/pause.pid" 2>/dev/null || true)
     [ -z "$pause" ] || kill "$pause" 2>/dev/null || true
     for _ in $(seq 30); do
         left=$(bench_procs)
@@ -131,9 +139,12 @@ bench_cleanup() {
     left=${left//$'\n'/ }
     [ -z "$left" ] || echo "$BENCH: processes of this run still there: $left" >&2
     # Image layers belong to subordinate ids: delete inside a user namespace.
-    rm -rf "$T" 2>/dev/null ||
-        unshare --map-root-user --map-auto rm -rf "$T" 2>/dev/null ||
-        echo "$BENCH: could not fully remove $T" >&2
+    for d in "$T" ${RUNTIME_TMPFS:+"$RUN"}; do
+        [ -n "$d" ] || continue
+        rm -rf "$d" 2>/dev/null ||
+            unshare --map-root-user --map-auto rm -rf "$d" 2>/dev/null ||
+            echo "$BENCH: could not fully remove $d" >&2
+    done
     exit "$rc"
 }
 
@@ -148,7 +159,7 @@ name_has_owner() {
 }
 
 bench_setup() {
-    local c d
+    local c d runroot
     for c in dbus-daemon podman runc newuidmap python3; do
         command -v "$c" >/dev/null 2>&1 ||
             die "$c not found (apt-get install dbus-daemon podman runc uidmap python3)"
@@ -167,15 +178,22 @@ bench_setup() {
     if [ ! -x "$SKIFF" ] || [ ! -x "$SKIFFD" ]; then die "skiff/skiffd not found in $BIN_DIR"; fi
 
     T=$(mktemp -d "${TMPDIR:-/tmp}/skiff-bench.XXXXXX")
-    mkdir -m 0700 "$T/run"
-    mkdir -p "$T/data" "$T/config" "$T/podman"
-    # Both skiffd and podman keep their state under these.
-    export XDG_RUNTIME_DIR=$T/run XDG_DATA_HOME=$T/data XDG_CONFIG_HOME=$T/config
-    unset DBUS_SESSION_BUS_ADDRESS SKIFF_BUS_ADDRESS
     trap bench_cleanup EXIT
     trap 'exit 130' INT TERM
+    if [ "$RUNTIME_TMPFS" = 1 ]; then
+        [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] || die "--runtime-tmpfs: /dev/shm is not a tmpfs"
+        RUN=$(mktemp -d /dev/shm/skiff-bench-run.XXXXXX)
+        chmod 0700 "$RUN"
+    else
+        RUN=$T/run
+        mkdir -m 0700 "$RUN"
+    fi
+    mkdir -p "$T/data" "$T/config" "$T/podman"
+    # Both skiffd and podman keep their state under these.
+    export XDG_RUNTIME_DIR=$RUN XDG_DATA_HOME=$T/data XDG_CONFIG_HOME=$T/config
+    unset DBUS_SESSION_BUS_ADDRESS SKIFF_BUS_ADDRESS
 
-    echo "== setup (temp dir $T)"
+    echo "== setup (temp dir $T, runtime dir $RUN: $(stat -f -c %T "$RUN"))"
     "$REPO/scripts/mkrootfs.sh" "$T/busybox.tar"
 
     dbus-daemon --session --nofork --print-address=3 --address="unix:path=$T/bus" 3>"$T/addr" &
@@ -200,7 +218,8 @@ bench_setup() {
 
     # podman with private storage; overlay when it works here, else vfs.
     for d in overlay vfs; do
-        PODMAN=(podman --root "$T/podman/$d/root" --runroot "$T/podman/$d/runroot"
+        if [ "$RUNTIME_TMPFS" = 1 ]; then runroot=$RUN/podman/$d/runroot; else runroot=$T/podman/$d/runroot; fi
+        PODMAN=(podman --root "$T/podman/$d/root" --runroot "$runroot"
             --storage-driver "$d" --cgroup-manager cgroupfs --events-backend file --runtime runc)
         if "${PODMAN[@]}" import "$T/busybox.tar" "localhost/$IMAGE" >"$T/podman-import.log" 2>&1; then
             PODMAN_DRIVER=$d
@@ -277,15 +296,15 @@ interleave() {
 }
 
 # bench_procs: the pids (one a line) of this user's processes that belong to this run:
-# XDG_RUNTIME_DIR=$T/run in their environment or $T/ in their command line (skiffd, the
+# XDG_RUNTIME_DIR=$RUN in their environment or $T/ or $RUN/ in their command line (skiffd, the
 # bus, monitors, conmon, slirp4netns, podman's pause process), but not this shell, nor
 # the processes inside containers (their environment is the image's).
 bench_procs() {
-    python3 - "$T" "$$" <<'EOF'
+    python3 - "$T" "$$" "$RUN" <<'EOF'
 import os, sys
-t, shell = sys.argv[1], int(sys.argv[2])
+t, shell, run = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 me, parent = os.getpid(), os.getppid()
-env = ("XDG_RUNTIME_DIR=%s/run" % t).encode()
+env = ("XDG_RUNTIME_DIR=%s" % run).encode()
 uid = os.getuid()
 for d in os.listdir("/proc"):
     if not d.isdigit():
@@ -302,7 +321,7 @@ for d in os.listdir("/proc"):
             environ = f.read().split(b"\0")
     except OSError:
         continue
-    if env in environ or (t + "/").encode() in cmd:
+    if env in environ or (t + "/").encode() in cmd or (run + "/").encode() in cmd:
         print(pid)
 EOF
 }

@@ -3,6 +3,7 @@
 #
 # Usage: bench/run-bench.sh [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE]
 #                           [--storage-driver fuse|overlay|vfs] [--mounts]
+#                           [--runtime-tmpfs]
 #
 # Times `skiff run --rm IMG true` against `podman --runtime runc run --rm IMG true`
 # on the same busybox image (scripts/mkrootfs.sh), ROUNDS times each (default 20)
@@ -28,6 +29,10 @@
 # --mounts               adds `-v VOL:/data -v DIR:/src` to both (a named volume made
 #                        beforehand on each side, and a host directory): issue 13's
 #                        `run --rm -v VOL:/data -v DIR:/src IMG true`.
+# --runtime-tmpfs        both sides' runtime state (skiff's XDG_RUNTIME_DIR, podman's
+#                        --runroot and runtime dir) on a tmpfs (/dev/shm), as under a
+#                        systemd session's /run/user/UID; by default it is in the temp
+#                        dir on /tmp with the rest (see bench/common.sh).
 #
 # Setup and cleanup are bench/common.sh's.
 set -euo pipefail
@@ -38,10 +43,11 @@ BIN_DIR=${SKIFF_BIN_DIR:-}
 PODMAN_NET=""
 SKIFF_NET=""
 SKIFFD_ARGS=()
+RUNTIME_TMPFS=""
 MOUNTS=""
 
 usage() {
-    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE] [--storage-driver D] [--mounts]" >&2
+    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE] [--storage-driver D] [--mounts] [--runtime-tmpfs]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -53,6 +59,7 @@ while [ $# -gt 0 ]; do
         --network) [ $# -ge 2 ] || usage; SKIFF_NET=$2; PODMAN_NET=$2; shift ;;
         --storage-driver) [ $# -ge 2 ] || usage; SKIFFD_ARGS=(--storage-driver "$2"); shift ;;
         --mounts) MOUNTS=1 ;;
+        --runtime-tmpfs) RUNTIME_TMPFS=1 ;;
         -h | --help) usage ;;
         *) usage ;;
     esac
@@ -68,6 +75,7 @@ args=(-n "$ROUNDS")
 [ -z "$SKIFF_NET" ] || args+=(--network "$SKIFF_NET")
 args+=(${SKIFFD_ARGS[@]+"${SKIFFD_ARGS[@]}"})
 [ -z "$MOUNTS" ] || args+=(--mounts)
+[ "$RUNTIME_TMPFS" != 1 ] || args+=(--runtime-tmpfs)
 bench_reexec_as_user "${args[@]}"
 bench_setup
 

@@ -2,7 +2,7 @@
 # bench/start-phases.sh: where the time of `skiff run --rm IMG true` goes, phase by phase.
 #
 # Usage: bench/start-phases.sh [-n ROUNDS] [--bin-dir DIR] [--network MODE]
-#                              [--storage-driver D] [--keep-log FILE]
+#                              [--storage-driver D] [--runtime-tmpfs] [--keep-log FILE]
 #
 # Starts skiffd with `--log-level warn,skiff::phase=debug`: skiffd, the monitor, the
 # intermediate and the container's init (up to its exec) then log a timestamp (µs since
@@ -16,6 +16,9 @@
 # The rows of the CLI's own work show as the gaps around the daemon's marks (cli-exec ->
 # the first gate mark: the CLI's start and its connection to the bus).
 #
+# --runtime-tmpfs puts skiffd's runtime directory (the bundles) on a tmpfs, as under a
+# systemd session (bench/common.sh).
+#
 # Setup, binaries (--bin-dir DIR, else $SKIFF_BIN_DIR, else cargo build --release),
 # running as root (re-runs itself as the test user) and cleanup are bench/common.sh's
 # (it also imports the image into podman, which this script does not time).
@@ -26,10 +29,11 @@ ROUNDS=20
 BIN_DIR=${SKIFF_BIN_DIR:-}
 SKIFF_NET=""
 SKIFFD_ARGS=()
+RUNTIME_TMPFS=""
 KEEP_LOG=""
 
 usage() {
-    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--storage-driver D] [--keep-log FILE]" >&2
+    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--storage-driver D] [--keep-log FILE] [--runtime-tmpfs]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
         --network) [ $# -ge 2 ] || usage; SKIFF_NET=$2; shift ;;
         --storage-driver) [ $# -ge 2 ] || usage; SKIFFD_ARGS=(--storage-driver "$2"); shift ;;
         --keep-log) [ $# -ge 2 ] || usage; KEEP_LOG=$2; shift ;;
+        --runtime-tmpfs) RUNTIME_TMPFS=1 ;;
         -h | --help) usage ;;
         *) usage ;;
     esac
@@ -54,6 +59,7 @@ args=(-n "$ROUNDS")
 [ -z "$SKIFF_NET" ] || args+=(--network "$SKIFF_NET")
 args+=(${SKIFFD_ARGS[@]+"${SKIFFD_ARGS[@]}"})
 [ -z "$KEEP_LOG" ] || args+=(--keep-log "$KEEP_LOG")
+[ "$RUNTIME_TMPFS" != 1 ] || args+=(--runtime-tmpfs)
 bench_reexec_as_user "${args[@]}"
 SKIFFD_ARGS+=(--log-level "warn,skiff::phase=debug")
 bench_setup
@@ -82,19 +88,19 @@ cat >"$T/steps.tsv" <<'TSV'
 gate-in/RunContainer	the CLI started, connected to the bus, sent RunContainer
 gate-out/RunContainer	D-Bus gate: the caller's credentials
 run-call	zbus dispatch, the config parsed
-created	create: image lookup, container directory and record written
+created	create: image lookup, container directory (the spare, renamed) and record written
 bundle-written	spec, /etc files, bundle (runtime dir)
-monitor-main	fork+exec of skiff-monitor
+monitor-main	the monitor (a run's: spawned during the create, waiting) goes on
 monitor-locked	the bundle lock
-monitor-spawned	(skiffd: spawn returned)
+monitor-spawned	(skiffd: spawn returned; a run's: the monitor told to go)
 monitor-prepared	monitor.json, config.json read, cgroup, pipes, attach socket
 security-prepared	capabilities, rlimits, seccomp filter (from its cache)
 userns-unshared	fork, unshare(CLONE_NEWUSER) (--userns private, keep-id)
 id-maps-written	newuidmap + newgidmap
 userns-joined	fork of the intermediate, which joins the shared user namespace
-fuse-mounted	FUSE server forked and mounted
-namespaces-unshared	unshare of the other namespaces
-init-begin	fork of init
+fuse-mounted	the FUSE server's mount reported (it mounts while the namespaces are unshared and init forked)
+namespaces-unshared	FUSE server forked; unshare of the other namespaces
+init-begin	fork of init; it waits for the FUSE mount
 init-forked	(monitor: init's pid, the intermediate reaped)
 network-spawned	network helper: fork+exec of slirp4netns
 network-ready	network helper: its namespace configured (ready fd)

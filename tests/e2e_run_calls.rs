@@ -47,6 +47,31 @@ fn run_and_create_of_a_stored_image_make_no_get_image_call() {
 }
 
 #[test]
+fn a_foreground_run_makes_one_bus_round_trip_before_its_call() {
+    let env = Env::new();
+    let calls = Monitor::all_method_calls(&env);
+    let out = env.skiff(&["run", "--rm", "--network", "none", "demo/busybox", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        calls.wait_for(|l| l.contains("member=Wait")),
+        "{:#?}",
+        calls.lines()
+    );
+    let cli = calls
+        .caller_of("RunContainer")
+        .expect("no RunContainer call");
+    let members = calls.members_of(&cli);
+    // Hello, then the subscription to skiffd's events (by its well-known name, which
+    // the bus resolves): no NameOwnerChanged match nor GetNameOwner round trip first.
+    let before: Vec<&str> = members
+        .iter()
+        .take_while(|m| *m != "RunContainer")
+        .map(String::as_str)
+        .collect();
+    assert_eq!(before, ["Hello", "AddMatch"], "{members:?}");
+}
+
+#[test]
 fn a_missing_image_is_still_reported_as_before_by_each_kind_of_run() {
     let env = Env::new();
     // --pull never: docker's error and exit code, the same for each path of `run`.

@@ -2,7 +2,8 @@
 //! that each running container costs only what the monitor needs — no async runtime, no
 //! D-Bus, no registry or TLS code — rather than a re-executed skiffd.
 //!
-//! skiffd starts it as `skiff-monitor __monitor BUNDLE` (the same command line as its own
+//! skiffd starts it as `skiff-monitor __monitor BUNDLE` (for a run, before the bundle is
+//! written: see [`skiff::monitor::handoff`]; the same command line as its own
 //! hidden `__monitor` helper, which it falls back to when this binary is not installed
 //! next to it); everything else comes from the bundle and the descriptors skiffd passes
 //! (see [`skiff::monitor`]).
@@ -29,6 +30,10 @@ fn main() {
     };
     if cmd != "__monitor" {
         usage()
+    }
+    // Started before its bundle was written: waits for it (none coming: exit).
+    if !skiff::monitor::handoff::wait_for_bundle() {
+        std::process::exit(0)
     }
     // Single-threaded: the logger writes each line itself (to the daemon's log, fd 5).
     skiff::logging::init_helper(false);

@@ -127,6 +127,13 @@ fn main() {
     // Helpers must stay single-threaded (they fork): no runtime, no logging threads
     // (the logger writes each line itself). They log to the daemon's log (see
     // skiff::logging).
+    // A monitor started before its bundle was written waits for it first (none coming:
+    // it has nothing to do; see skiff::monitor::handoff).
+    if matches!(args.helper, Some(Helper::Monitor { .. }))
+        && !skiff::monitor::handoff::wait_for_bundle()
+    {
+        std::process::exit(0)
+    }
     if let Some(h) = &args.helper {
         skiff::logging::init_helper(matches!(h, Helper::FuseMount { .. }));
     }

@@ -118,8 +118,9 @@ pub async fn run(
     // Subscribe before the call: the container may exit before the reply arrives, and
     // signals sent during the call are delivered before its reply. Drained at once (see
     // `ending`).
-    let events = mgr.receive_event().await.map_err(run_failure)?;
-    let mut endings = super::ending::Endings::drain(events);
+    let mut endings = super::ending::Endings::subscribe(conn)
+        .await
+        .map_err(run_failure)?;
     if args.tty {
         return super::attach::run_tty(conn, &mgr, endings, &args, rm, sig_proxy).await;
     }

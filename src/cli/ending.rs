@@ -8,10 +8,13 @@
 //! ever. Besides the events, the CLI asks `Container.Wait`, so a missed event cannot
 //! leave it waiting either.
 
+use std::collections::HashMap;
+
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use zbus::{Connection, MatchRule, MessageStream};
 
-use crate::dbus::proxy::{ContainerProxy, EventStream};
+use crate::dbus::proxy::ContainerProxy;
 
 /// A container event the CLI cares about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,18 +31,41 @@ pub struct Endings {
 }
 
 impl Endings {
-    /// Starts draining `events` at once (call right after subscribing).
-    pub fn drain(mut events: EventStream) -> Endings {
+    /// Subscribes to skiffd's `Event` signals and starts draining them at once. One
+    /// `AddMatch` round trip: the rule names skiffd's well-known name as the sender,
+    /// which the bus checks against its current owner (a proxy's `receive_event` first
+    /// follows that owner itself: `AddMatch` for `NameOwnerChanged` and `GetNameOwner`,
+    /// two more round trips before the first call).
+    pub async fn subscribe(conn: &Connection) -> zbus::Result<Endings> {
+        let rule = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(crate::dbus::BUS_NAME)
+            .path(crate::dbus::MANAGER_PATH)
+            .interface("org.skiff.skiff1.Manager")
+            .member("Event")
+            .build()?;
+        let events = MessageStream::for_match_rule(rule, conn, None).await?;
+        Ok(Endings::drain(events))
+    }
+
+    /// Starts draining `events` (`Event` signals) at once.
+    fn drain(mut events: MessageStream) -> Endings {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
-            while let Some(sig) = events.next().await {
-                let Ok(a) = sig.args() else { continue };
-                if *a.typ() != "container" {
+            while let Some(msg) = events.next().await {
+                let Ok(msg) = msg else { continue };
+                let body = msg.body();
+                let Ok((typ, action, id, attributes, _time)) =
+                    body.deserialize::<(&str, &str, &str, HashMap<&str, &str>, u64)>()
+                else {
+                    continue;
+                };
+                if typ != "container" {
                     continue;
                 }
-                let ending = match *a.action() {
+                let ending = match action {
                     "die" => Ending::Died(
-                        a.attributes()
+                        attributes
                             .get("exitCode")
                             .and_then(|c| c.parse().ok())
                             .unwrap_or(125),
@@ -47,7 +73,7 @@ impl Endings {
                     "destroy" => Ending::Destroyed,
                     _ => continue,
                 };
-                if tx.send((a.id().to_string(), ending)).is_err() {
+                if tx.send((id.to_string(), ending)).is_err() {
                     break;
                 }
             }

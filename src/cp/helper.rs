@@ -115,7 +115,7 @@ fn enter_stopped(
     mountpoint: &Path,
 ) -> Result<(), runtime::Error> {
     if plan.driver == RootfsDriver::Fuse {
-        let server = runtime::fuse_server::start(chan, plan, mountpoint)?;
+        let server = runtime::fuse_server::start(chan, plan, mountpoint)?.mounted()?;
         server.watch(nix::unistd::Pid::this());
     } else {
         unshare(CloneFlags::CLONE_NEWNS)

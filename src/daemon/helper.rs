@@ -38,15 +38,16 @@ impl HelperRun {
         spec: Option<&[u8]>,
         log_tag: &str,
     ) -> Result<HelperRun, Error> {
-        Self::spawn_as(exe, None, args, stdio, spec, log_tag, None, None)
+        Self::spawn_as(exe, None, args, stdio, spec, log_tag, None, None, None)
     }
 
     /// [`HelperRun::spawn`] with `arg0` as the helper's argv[0] (its name in `ps`; a
     /// named helper — the monitor — also gets our pid in
     /// [`crate::monitor::PARENT_ENV`]), and `gate` (if any) on the child's fd 6: the
     /// monitor waits there before it starts anything, until the gate is opened (see
-    /// [`super::scope`]), and `userns` (if any) on the child's
-    /// [`crate::userns::shared::USERNS_FD`].
+    /// [`super::scope`]), `userns` (if any) on the child's
+    /// [`crate::userns::shared::USERNS_FD`], and `go` (if any) on the monitor's
+    /// [`crate::monitor::handoff::GO_FD`]: it waits there until its bundle is written.
     #[allow(clippy::too_many_arguments)]
     pub fn spawn_as(
         exe: &Path,
@@ -57,6 +58,7 @@ impl HelperRun {
         log_tag: &str,
         gate: Option<OwnedFd>,
         userns: Option<OwnedFd>,
+        go: Option<OwnedFd>,
     ) -> Result<HelperRun, Error> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
@@ -86,6 +88,13 @@ impl HelperRun {
         }
         if let Some(ns) = userns {
             fds.push((ns, crate::userns::shared::USERNS_FD));
+        }
+        if let Some(go) = go {
+            fds.push((go, crate::monitor::handoff::GO_FD));
+            env.push((
+                crate::monitor::handoff::GO_FD_ENV.into(),
+                crate::monitor::handoff::GO_FD.to_string().into(),
+            ));
         }
         // Our copies of the status pipe's write end and the spec go when this returns.
         let child = super::spawn::Spawn {

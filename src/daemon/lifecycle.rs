@@ -89,8 +89,18 @@ impl Daemon {
     /// (see [`Container::persist_volatile`]).
     pub async fn create_with(
         &self,
+        cfg: ContainerConfig,
+        started_at_once: bool,
+    ) -> Result<String, Error> {
+        self.create_as(cfg, started_at_once, None).await
+    }
+
+    /// [`Daemon::create_with`] under the id `id` (a new [`names::new_id`]) when given.
+    pub(crate) async fn create_as(
+        &self,
         mut cfg: ContainerConfig,
         started_at_once: bool,
+        id: Option<String>,
     ) -> Result<String, Error> {
         cfg.validate()?;
         if let Some(limits) = super::limits::limits_of(&cfg)? {
@@ -136,7 +146,10 @@ impl Daemon {
                 cfg.image
             )));
         }
-        let id = names::new_id().map_err(|e| Error::Internal(format!("random id: {e}")))?;
+        let id = match id {
+            Some(id) => id,
+            None => names::new_id().map_err(|e| Error::Internal(format!("random id: {e}")))?,
+        };
         let mut name = match &cfg.name {
             Some(n) => n.clone(),
             None => names::random_name(|n| self.name_taken(n))
@@ -221,9 +234,8 @@ impl Daemon {
                     .map_err(|e| Error::Internal(format!("random name: {e}")))?;
                 record.name = name.clone();
             }
-            for sub in ["upper", "work", "rootfs"] {
-                fsutil::ensure_private_dir(&tmp.join(sub)).map_err(|e| Error::io(&tmp, e))?;
-            }
+            self.new_container_dir(&tmp, started_at_once)
+                .map_err(|e| Error::io(&tmp, e))?;
             // The upper directory is the container's `/` as overlayfs shows it: give it
             // the image root's mode, or users other than root cannot traverse `/`. The
             // container directory itself stays 0700.

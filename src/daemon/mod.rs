@@ -34,6 +34,7 @@ pub mod names;
 pub mod network;
 pub mod notify;
 pub mod pause;
+pub mod prespawn;
 pub mod pull;
 pub mod push;
 pub mod restart;
@@ -41,6 +42,7 @@ pub mod scope;
 pub mod seccomp_profile;
 pub mod security;
 pub mod settings;
+mod spare;
 pub mod spawn;
 pub mod spec;
 pub mod strays;
@@ -121,6 +123,8 @@ struct Inner {
     default_network: Arc<std::sync::OnceLock<(crate::netns::Mode, String)>>,
     /// The user namespace that default-mapped containers share (made on first use).
     shared_userns: userns_holder::SharedUserns,
+    /// A container directory made ahead of the next create.
+    spare: spare::Spare,
 }
 
 /// Facts about the daemon for `skiff info`.
@@ -200,6 +204,7 @@ impl Daemon {
         let images = ImageStore::open(&opts.paths.images())?;
         let volumes = volumes::VolumeStore::open(&opts.paths.volumes())?;
         let (events, _) = broadcast::channel(1024);
+        let spare = spare::Spare::new(opts.paths.data.join("spare"));
         let daemon = Daemon {
             inner: Arc::new(Inner {
                 settings: std::sync::RwLock::new(opts.settings.clone()),
@@ -214,6 +219,7 @@ impl Daemon {
                 volumes,
                 default_network: Default::default(),
                 shared_userns: Default::default(),
+                spare,
             }),
         };
         if daemon.settings().network_auto {

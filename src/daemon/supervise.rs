@@ -18,6 +18,7 @@ use super::container::{Container, Status};
 use super::events::Event;
 use super::helper::HelperRun;
 use super::lifecycle::Stdio;
+use super::prespawn::Launch;
 use super::restart::next_delay;
 use super::{Daemon, Error};
 use crate::monitor::{self, ExitRecord, LogConfig};
@@ -32,21 +33,32 @@ impl Daemon {
     /// stdin is /dev/null. The output always goes to the json-file log too. Returns once
     /// the command runs, or with the reason it could not start.
     pub async fn start(&self, name_or_id: &str, stdio: Option<Stdio>) -> Result<(), Error> {
-        self.start_by_user(name_or_id, stdio, false).await
+        self.start_by_user(name_or_id, Launch::Now(stdio), false)
+            .await
+    }
+
+    /// [`Daemon::start`] with the monitor spawned ahead (see [`super::prespawn`]).
+    pub(crate) async fn start_launched(
+        &self,
+        name_or_id: &str,
+        launch: Launch,
+    ) -> Result<(), Error> {
+        self.start_by_user(name_or_id, launch, false).await
     }
 
     /// Starts a container with logged output for a client that attaches right after:
     /// its monitor keeps the output and the exit code for that first client a while
     /// even when the command ends before the client is there.
     pub async fn start_for_attach(&self, name_or_id: &str) -> Result<(), Error> {
-        self.start_by_user(name_or_id, None, true).await
+        self.start_by_user(name_or_id, Launch::Now(None), true)
+            .await
     }
 
     /// A start a user asked for: it clears a stop by the user and the restart count.
     async fn start_by_user(
         &self,
         name_or_id: &str,
-        stdio: Option<Stdio>,
+        launch: Launch,
         wait_attach: bool,
     ) -> Result<(), Error> {
         let c = self.lookup(name_or_id)?;
@@ -59,7 +71,7 @@ impl Daemon {
                 r.state.restart_count = 0;
             })?;
         }
-        self.start_locked_with(&c, stdio, wait_attach).await
+        self.start_locked_with(&c, launch, wait_attach).await
     }
 
     /// The start itself; the caller holds the container's op lock.
@@ -68,15 +80,23 @@ impl Daemon {
         c: &Arc<Container>,
         stdio: Option<Stdio>,
     ) -> Result<(), Error> {
-        self.start_locked_with(c, stdio, false).await
+        self.start_locked_with(c, Launch::Now(stdio), false).await
     }
 
     async fn start_locked_with(
         &self,
         c: &Arc<Container>,
-        stdio: Option<Stdio>,
+        launch: Launch,
         wait_attach: bool,
     ) -> Result<(), Error> {
+        let (stdio, early) = match launch {
+            Launch::Now(stdio) => (stdio, None),
+            Launch::Early(e) => (None, Some(e)),
+        };
+        let client_stdio = match &early {
+            Some(e) => e.client_stdio,
+            None => stdio.is_some(),
+        };
         crate::phase::mark("start");
         if let Err(e) = &self.inner.preflight {
             return Err(Error::IdMapping(e.clone()));
@@ -85,7 +105,7 @@ impl Daemon {
         if rec.state.status == Status::Running {
             return Err(Error::ContainerRunning(rec.name));
         }
-        if rec.config.tty && stdio.is_some() {
+        if rec.config.tty && client_stdio {
             return Err(Error::InvalidArgument(format!(
                 "{} has a tty: start it without fds and use Attach",
                 rec.name
@@ -99,9 +119,11 @@ impl Daemon {
             max_size,
             max_file,
         };
-        let client_stdio = stdio.is_some();
         // The default mapping joins the shared user namespace: no newuidmap per start.
-        let userns = if crate::userns::shared::shares(rec.config.userns.as_deref()) {
+        // (A monitor spawned ahead holds it already, or not.)
+        let userns = if early.is_some() {
+            None
+        } else if crate::userns::shared::shares(rec.config.userns.as_deref()) {
             match self.shared_userns().await {
                 Ok(fd) => Some(fd),
                 Err(e) => {
@@ -112,7 +134,10 @@ impl Daemon {
         } else {
             None
         };
-        let shared = userns.is_some();
+        let shared = match &early {
+            Some(e) => e.shared_userns,
+            None => userns.is_some(),
+        };
         let (bundle, ports) =
             match self.write_bundle(c, &rec, log, client_stdio, wait_attach, shared) {
                 Ok(b) => b,
@@ -132,28 +157,35 @@ impl Daemon {
             };
         crate::phase::mark("bundle-written");
         super::strays::crash_point("bundle-written");
-        let stdio: super::helper::HelperStdio = match stdio {
-            Some(s) => [Some(s.stdin), Some(s.stdout), Some(s.stderr)],
-            None => [None, None, None],
+        let (mut run, gate) = match early {
+            Some(e) => (e.go().await?, None),
+            None => {
+                let stdio: super::helper::HelperStdio = match stdio {
+                    Some(s) => [Some(s.stdin), Some(s.stdout), Some(s.stderr)],
+                    None => [None, None, None],
+                };
+                let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
+                // Under a user manager the monitor waits until it is in a scope of its own.
+                let gate = super::scope::gate().await;
+                let (child_end, gate) = match gate {
+                    Some(g) => (Some(g.child_end), Some(g.open_end)),
+                    None => (None, None),
+                };
+                let tag = format!("container {}", rec.id);
+                let run = HelperRun::spawn_as(
+                    &self.inner.opts.monitor_exe,
+                    Some(std::ffi::OsStr::new(monitor::PROCESS_NAME)),
+                    &args,
+                    stdio,
+                    None,
+                    &tag,
+                    child_end,
+                    userns,
+                    None,
+                )?;
+                (run, gate)
+            }
         };
-        let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
-        // Under a user manager the monitor waits until it is in a scope of its own.
-        let gate = super::scope::gate().await;
-        let (child_end, gate) = match gate {
-            Some(g) => (Some(g.child_end), Some(g.open_end)),
-            None => (None, None),
-        };
-        let tag = format!("container {}", rec.id);
-        let mut run = HelperRun::spawn_as(
-            &self.inner.opts.monitor_exe,
-            Some(std::ffi::OsStr::new(monitor::PROCESS_NAME)),
-            &args,
-            stdio,
-            None,
-            &tag,
-            child_end,
-            userns,
-        )?;
         let monitor_pid = run.pid();
         crate::phase::mark("monitor-spawned");
         super::strays::crash_point("monitor-spawned");
@@ -187,6 +219,9 @@ impl Daemon {
                     r.state.error.clear();
                 })?;
                 crate::phase::mark("running-recorded");
+                // While the command runs (its client waits): the next create's directory,
+                // if a `run --rm` took the spare (see `spare`; nothing when one is there).
+                self.refill_spare();
                 self.emit(Event::new(
                     "container",
                     "start",
@@ -511,7 +546,8 @@ impl Daemon {
                 return;
             }
         };
-        let mut leftovers = Vec::new();
+        // Before anything makes a new spare (the first create).
+        let mut leftovers = self.stale_spares();
         let mut loaded = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();

@@ -14,6 +14,7 @@ use super::options;
 use super::stdio::check_fd;
 pub use super::stdio::{null_stdio, stdio_of};
 use super::{check_flags, container_path, convert, image_path, SkiffError};
+use crate::daemon::prespawn::Launch;
 use crate::daemon::{ContainerConfig, Daemon};
 
 /// Shared by every object the server exports.
@@ -83,8 +84,9 @@ impl Manager {
         emitter: &SignalEmitter<'_>,
         cfg: ContainerConfig,
         started_at_once: bool,
+        id: Option<String>,
     ) -> Result<(String, OwnedObjectPath), SkiffError> {
-        let id = self.ctx.daemon.create_with(cfg, started_at_once).await?;
+        let id = self.ctx.daemon.create_as(cfg, started_at_once, id).await?;
         let p = self.register(server, &id).await?;
         Manager::container_new(emitter, &id, p.as_ref()).await?;
         Ok((id, p))
@@ -150,7 +152,7 @@ impl Manager {
         check_flags(flags, 0)?;
         let json = convert::dict_to_json(&config).map_err(SkiffError::InvalidConfig)?;
         let cfg = ContainerConfig::from_json_value(json)?;
-        self.create(server, &emitter, cfg, false).await
+        self.create(server, &emitter, cfg, false, None).await
     }
 
     /// The JSON twin of `CreateContainer`, for dbus-send and scripts.
@@ -164,7 +166,7 @@ impl Manager {
     ) -> Result<(String, OwnedObjectPath), SkiffError> {
         check_flags(flags, 0)?;
         let cfg = ContainerConfig::from_json_str(config_json)?;
-        self.create(server, &emitter, cfg, false).await
+        self.create(server, &emitter, cfg, false, None).await
     }
 
     /// Creates and starts a container. `fds` maps the container's fd 0, 1, 2 to fds the
@@ -200,7 +202,19 @@ impl Manager {
             cfg.auto_remove = true;
         }
         crate::phase::mark("run-call");
-        let (id, p) = self.create(server, &emitter, cfg, true).await?;
+        // The monitor is spawned while the container is created (see daemon::prespawn).
+        let id = crate::daemon::names::new_id().map_err(|e| {
+            SkiffError::from(crate::daemon::Error::Internal(format!("random id: {e}")))
+        })?;
+        let launch = if attach {
+            Launch::Now(None)
+        } else {
+            match self.ctx.daemon.prespawn_monitor(&id, &cfg, stdio).await {
+                Ok(early) => Launch::Early(early),
+                Err(stdio) => Launch::Now(stdio),
+            }
+        };
+        let (id, p) = self.create(server, &emitter, cfg, true, Some(id)).await?;
         crate::phase::mark("created");
         if flags & super::RUN_KILL_ON_DISCONNECT != 0 {
             if let Some(sender) = hdr.sender() {
@@ -215,7 +229,7 @@ impl Manager {
         if attach {
             self.ctx.daemon.start_for_attach(&id).await?;
         } else {
-            self.ctx.daemon.start(&id, stdio).await?;
+            self.ctx.daemon.start_launched(&id, launch).await?;
         }
         crate::phase::mark("run-reply");
         Ok((id, p))

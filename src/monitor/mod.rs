@@ -15,6 +15,7 @@
 //! socket ([`attach`], served by [`io`]), never through the daemon.
 
 pub mod attach;
+pub mod handoff;
 pub mod heap;
 pub mod io;
 pub mod lock;

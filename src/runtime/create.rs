@@ -225,6 +225,19 @@ pub fn create_and_start_in(
     }
 }
 
+/// In init, before anything else: waits until the intermediate says the FUSE mount is
+/// there (false: it is not, and will not be).
+fn fuse_gate_opened(gate: OwnedFd) -> bool {
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(&gate, &mut b) {
+            Ok(1) => return b[0] == b'1',
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return false,
+        }
+    }
+}
+
 fn intermediate(
     chan: Channel,
     flags: CloneFlags,
@@ -260,7 +273,8 @@ fn intermediate(
     if plan.driver == RootfsDriver::Fuse {
         // The FUSE server must mount the rootfs in the container's mount namespace, and
         // must start before the pid namespace is unshared (threads cannot be created
-        // after unshare(CLONE_NEWPID)).
+        // after unshare(CLONE_NEWPID)). It mounts while we unshare the other namespaces
+        // and fork init, which waits for the mount (see `fuse_gate_opened`).
         if !flags.contains(CloneFlags::CLONE_NEWNS) {
             return fail(
                 &chan,
@@ -272,30 +286,59 @@ fn intermediate(
             None => return fail(&chan, Error::Spec("root.path is missing".into())),
         };
         match fuse_server::start(&chan, plan, &root) {
-            Ok(server) => {
-                crate::phase::mark("fuse-mounted");
-                if chan.send(&Msg::FuseServer(server.pid.as_raw())).is_err() {
-                    return 1;
-                }
-                fuse = Some(server);
-            }
+            Ok(pending) => fuse = Some(pending),
             Err(e) => return fail(&chan, e),
         }
         flags.remove(CloneFlags::CLONE_NEWNS);
     }
+    // Dropped on a failure below: the pending server then exits.
     if let Err(e) = unshare(flags) {
         return fail(&chan, Error::sys("unshare namespaces", e));
     }
     crate::phase::mark("namespaces-unshared");
+    // Init waits on this until the FUSE mount is there.
+    let gate = match &fuse {
+        Some(_) => match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+            Ok(p) => Some(p),
+            Err(e) => return fail(&chan, Error::sys("pipe", e)),
+        },
+        None => None,
+    };
     // SAFETY: this process is single-threaded (forked from a single-threaded monitor).
     match unsafe { fork() } {
         Err(e) => fail(&chan, Error::sys("fork init", e)),
         Ok(ForkResult::Child) => {
+            // Init holds none of the server's pipes (the server must see their ends).
             drop(fuse);
+            if let Some((gate_r, gate_w)) = gate {
+                drop(gate_w);
+                if !fuse_gate_opened(gate_r) {
+                    // The mount failed: the intermediate reports why.
+                    exit(super::exec::EXIT_SETUP_FAILED);
+                }
+            }
             exit(init::main(chan, spec, plan, sec))
         }
         Ok(ForkResult::Parent { child }) => {
-            if let Some(server) = fuse {
+            if let (Some(pending), Some((gate_r, gate_w))) = (fuse, gate) {
+                drop(gate_r);
+                let server = match pending.mounted() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        drop(gate_w);
+                        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                        let _ = wait_exit_code(child);
+                        return fail(&chan, e);
+                    }
+                };
+                crate::phase::mark("fuse-mounted");
+                if chan.send(&Msg::FuseServer(server.pid.as_raw())).is_err() {
+                    return 1;
+                }
+                if nix::unistd::write(&gate_w, b"1").is_err() {
+                    return 1;
+                }
+                drop(gate_w);
                 server.watch(child);
             }
             if chan.send(&Msg::InitPid(child.as_raw())).is_err() {

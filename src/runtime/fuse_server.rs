@@ -2,8 +2,9 @@
 //!
 //! The intermediate (root of the container's user namespace) unshares the mount
 //! namespace, and forks the server, which mounts `crate::fuse` on the rootfs directory
-//! and reports over a pipe. The intermediate then unshares the other namespaces and forks
-//! init, which finds the mount in the shared mount namespace and pivots into it. The
+//! and reports over a pipe. Meanwhile the intermediate unshares the other namespaces and
+//! forks init; it then waits for the server's report and only after it lets init go on
+//! (init finds the mount in the shared mount namespace and pivots into it). The
 //! intermediate hands the server init's pid; the server watches it with a pidfd and exits
 //! when init does, which ends the mount namespace and the mount with it: after the
 //! container is gone no mount, thread or process remains. The server is a child of the
@@ -23,6 +24,39 @@ use nix::unistd::{fork, pipe2, ForkResult, Pid};
 use super::sync::Channel;
 use super::{Error, RootfsPlan};
 
+/// A forked server that has not reported its mount yet. Dropping it closes both of our
+/// pipe ends: the server, finding no one to serve, exits.
+#[derive(Debug)]
+pub struct Pending {
+    /// The server's pid.
+    pub pid: Pid,
+    ready_r: OwnedFd,
+    init_w: OwnedFd,
+}
+
+impl Pending {
+    /// Waits for the server's report: the mount is there, or why it is not (the server
+    /// is then killed and reaped).
+    pub fn mounted(self) -> Result<Server, Error> {
+        let Pending {
+            pid,
+            ready_r,
+            init_w,
+        } = self;
+        let mut msg = String::new();
+        let _ = File::from(ready_r).read_to_string(&mut msg);
+        if msg == "1" {
+            return Ok(Server { pid, init_w });
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        let why = msg.strip_prefix('E').unwrap_or("the server exited");
+        Err(Error::Setup(format!(
+            "the FUSE rootfs could not be mounted: {why}"
+        )))
+    }
+}
+
 /// A started server, waiting for init's pid.
 #[derive(Debug)]
 pub struct Server {
@@ -41,9 +75,10 @@ impl Server {
     }
 }
 
-/// Unshares the mount namespace and starts the server (named `skiff-fuse`) on `root`. The caller is the
-/// single-threaded intermediate; `chan` is closed in the server.
-pub fn start(_chan: &Channel, plan: &RootfsPlan, root: &Path) -> Result<Server, Error> {
+/// Unshares the mount namespace and forks the server (named `skiff-fuse`), which mounts
+/// on `root` while the caller goes on; [`Pending::mounted`] waits for its report. The
+/// caller is the single-threaded intermediate; `chan` is closed in the server.
+pub fn start(_chan: &Channel, plan: &RootfsPlan, root: &Path) -> Result<Pending, Error> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Error::sys("unshare(CLONE_NEWNS)", e))?;
     mount(
         None::<&str>,
@@ -78,17 +113,11 @@ pub fn start(_chan: &Channel, plan: &RootfsPlan, root: &Path) -> Result<Server, 
         ForkResult::Parent { child } => {
             drop(ready_w);
             drop(init_r);
-            let mut msg = String::new();
-            let _ = File::from(ready_r).read_to_string(&mut msg);
-            if msg == "1" {
-                return Ok(Server { pid: child, init_w });
-            }
-            let _ = kill(child, Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(child, None);
-            let why = msg.strip_prefix('E').unwrap_or("the server exited");
-            Err(Error::Setup(format!(
-                "the FUSE rootfs could not be mounted: {why}"
-            )))
+            Ok(Pending {
+                pid: child,
+                ready_r,
+                init_w,
+            })
         }
     }
 }

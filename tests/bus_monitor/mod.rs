@@ -35,16 +35,44 @@ impl Monitor {
 
     /// `dbus-monitor` of the method calls to skiffd's Manager.
     pub fn method_calls(env: &Env) -> Monitor {
+        Monitor::watching(
+            env,
+            "type='method_call',interface='org.skiff.skiff1.Manager'",
+        )
+    }
+
+    /// `dbus-monitor` of every method call on the bus (the bus daemon's own too).
+    pub fn all_method_calls(env: &Env) -> Monitor {
+        Monitor::watching(env, "type='method_call'")
+    }
+
+    fn watching(env: &Env, rule: &str) -> Monitor {
         Monitor::spawn(
-            &[
-                "dbus-monitor",
-                "--address",
-                &env.address,
-                "type='method_call',interface='org.skiff.skiff1.Manager'",
-            ],
+            &["dbus-monitor", "--address", &env.address, rule],
             // dbus-monitor is a monitor once the bus took its own name away.
             |l| l.contains("member=NameLost"),
         )
+    }
+
+    /// The methods called so far by the bus client `sender` (a unique name), in order.
+    pub fn members_of(&self, sender: &str) -> Vec<String> {
+        let from = format!("sender={sender} ");
+        self.lines()
+            .iter()
+            .filter(|l| l.starts_with("method call") && l.contains(&from))
+            .filter_map(|l| l.split("member=").nth(1).map(|m| m.trim().to_string()))
+            .collect()
+    }
+
+    /// The unique name of the client that made the first call of `member`.
+    pub fn caller_of(&self, member: &str) -> Option<String> {
+        let tail = format!("member={member}");
+        self.lines()
+            .iter()
+            .find(|l| l.starts_with("method call") && l.trim_end().ends_with(&tail))
+            .and_then(|l| l.split("sender=").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .map(str::to_string)
     }
 
     /// Runs `argv` line-buffered (the monitors write with stdio, which a pipe would
