@@ -22,13 +22,16 @@
 //! ```
 //!
 //! Nothing is visible before `images.json` names it: blobs and layers are written first
-//! (each atomically: temp + fsync + rename), the index last, so a load or pull killed at
-//! any moment leaves at most unreferenced blobs and layers, which
-//! [`ImageStore::collect_garbage`] removes when the daemon starts (a pull's blobs are
-//! kept a day, for a new pull to resume with; a failed load or import's are freed at
-//! once by [`ImageStore::free_unreferenced_blobs`]). Reference counts are
-//! computed from the index: removing an image frees exactly the blobs and layers no other
-//! image lists.
+//! (each atomically and durably: a blob is written to `tmp/`, fsynced and renamed; a
+//! layer is extracted in `tmp/`, its whole tree flushed with one `syncfs(2)` of the
+//! store's filesystem, then renamed — see [`ImageStore::install_layer`]), the index
+//! last. So a load or pull killed at any moment, or a crash of the machine, leaves at
+//! most unreferenced blobs and layers, never a name over files still in the page cache;
+//! [`ImageStore::collect_garbage`] removes the unreferenced ones when the daemon starts
+//! (a pull's blobs are kept a day, for a new pull to resume with; a failed load or
+//! import's are freed at once by [`ImageStore::free_unreferenced_blobs`]). Reference
+//! counts are computed from the index: removing an image frees exactly the blobs and
+//! layers no other image lists.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -48,7 +51,7 @@ pub(crate) use super::lookup::{record, resolve_in};
 use super::manifest::{build_manifest, LayerRef};
 use super::names;
 use super::{is_sha256_hex, sha256_hex, Error, Reference, UnpackStats};
-use crate::fsutil::{atomic_write, atomic_write_json, ensure_private_dir, sync_dir};
+use crate::fsutil::{atomic_write, ensure_private_dir, replace_file_json, sync_dir, syncfs};
 
 /// The `version` of the images.json format this code reads and writes.
 pub(crate) const INDEX_VERSION: u32 = 1;
@@ -373,21 +376,37 @@ impl ImageStore {
     /// Moves an extracted layer into `layers/<diff-id hex>`; when it is there already
     /// (dedup, or a concurrent extraction won) returns the staging directory for the
     /// caller to remove.
+    ///
+    /// A layer is durable before it has its name: its files (written by the unpack
+    /// helper without fsyncs) are flushed with one `syncfs(2)` of the store's
+    /// filesystem before the rename, so a crash of the machine at any point leaves
+    /// either no `layers/<hex>` or a whole one — never a name the index (or a later
+    /// pull finding the layer present) counts on over empty or missing files.
     pub fn install_layer(
         &self,
         staging: Staging,
         stats: &UnpackStats,
     ) -> Result<Option<PathBuf>, Error> {
         let layer_hex = parse_digest(&stats.diff_id)?;
-        let meta = staging.dir.join("layer.json");
-        atomic_write_json(&meta, &LayerMeta { size: stats.size })
-            .map_err(|e| Error::io(format!("writing {meta:?}"), e))?;
         let layers = self.root.join("layers");
         let layer_dir = layers.join(layer_hex);
         if layer_dir.exists() {
             tracing::debug!("layer {} already in the store", stats.diff_id);
             return Ok(Some(staging.dir));
         }
+        // Made durable by the syncfs below, with the layer's files.
+        let meta = staging.dir.join("layer.json");
+        replace_file_json(&meta, &LayerMeta { size: stats.size })
+            .map_err(|e| Error::io(format!("writing {meta:?}"), e))?;
+        let started = std::time::Instant::now();
+        syncfs(&staging.dir)
+            .map_err(|e| Error::io(format!("syncing the extracted layer {:?}", staging.dir), e))?;
+        tracing::debug!(
+            "layer {} synced to disk in {:?}",
+            stats.diff_id,
+            started.elapsed()
+        );
+        crate::phase::mark("layer-synced");
         match fs::rename(&staging.dir, &layer_dir) {
             Ok(()) => {
                 sync_dir(&layers).map_err(|e| Error::io(format!("syncing {layers:?}"), e))?;
