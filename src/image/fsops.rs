@@ -99,7 +99,7 @@ pub(crate) fn set_mtime(path: &Path, mtime: u64) -> Result<(), Error> {
 
 /// Regular files of a layer at least this big have their write-back started as soon as
 /// they are extracted (see [`start_writeback`]); smaller ones are left to the sync.
-pub(crate) const WRITEBACK_MIN: u64 = 256 << 10;
+pub(crate) const WRITEBACK_MIN: u64 = 32 << 10;
 
 /// Starts writing `path`'s dirty pages to the disk, without waiting for them
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). The store syncs a layer before naming it
