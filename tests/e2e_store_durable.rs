@@ -108,6 +108,10 @@ fn check_layers_synced_before_named(log: &str) -> usize {
             continue;
         };
         if let Some(head) = rest.strip_suffix("<unfinished ...>") {
+            // An execve strace detached at may never be resumed: it was made.
+            if head.starts_with("execve(") {
+                events.push((i, pid, head.to_string()));
+            }
             unfinished.insert(pid, head.to_string());
             continue;
         }
