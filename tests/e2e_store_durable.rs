@@ -1,12 +1,15 @@
-//! End to end: a layer is on disk before anything names it. A crash of the machine
-//! cannot be made in a test, but what makes the store survive one can be watched for
-//! real: skiffd runs under `strace -f`, and for every layer an import, a load and a
-//! commit install, the trace must show, in this order, the unpack helper that wrote the
-//! layer's files ending, a `syncfs(2)` of the store's filesystem succeeding (an fsync
-//! of `layer.json` alone, which skiff always made, does not count), the rename of the layer's staging directory to `layers/<hex>`,
-//! and only then the write of the `images.json` that names it. Without the sync, the
+//! End to end: a layer is on disk, or durably marked as maybe not, before anything
+//! names it. A crash of the machine cannot be made in a test, but what makes the store
+//! survive one can be watched for real: skiffd runs under `strace -f`, and for every
+//! layer an import, a load and a commit install, the trace must show, in this order,
+//! the unpack helper that wrote the layer's files ending, the marker
+//! `unsynced/<hex>` written (its temporary file fsynced, renamed, its directory
+//! fsynced), the rename of the layer's staging directory to `layers/<hex>`, the write
+//! of the `images.json` that names it; and, later (off the reply path), a `syncfs(2)`
+//! of the store's filesystem followed by the marker's removal. Without the marker, the
 //! index could name a layer whose files were still in the page cache: after a power
-//! loss, a store saying "layer present" over empty or missing files.
+//! loss, a store saying "layer present" over empty or missing files, and nothing at the
+//! next start to tell (the repair it drives is tested in e2e_store_repair).
 
 mod common;
 mod image_support;
@@ -46,7 +49,7 @@ fn attach_strace(pid: u32, log: &Path) -> Child {
             "signal=none",
             "-e",
         ])
-        .arg("trace=execve,wait4,syncfs,rename,renameat,renameat2")
+        .arg("trace=execve,wait4,syncfs,rename,renameat,renameat2,fsync,unlink,unlinkat")
         .arg("-o")
         .arg(log)
         .arg("-p")
@@ -166,22 +169,81 @@ fn check_layers_synced_before_named(log: &str) -> usize {
         let ended = exited_at
             .get(helper)
             .unwrap_or_else(|| panic!("the unpack helper {helper} of {from} did not end:\n{log}"));
-        // A sync of the store's filesystem (a descriptor inside the store) that
-        // succeeded after the helper wrote its last file and before the name appeared.
-        let synced = events.iter().any(|(i, _, c)| {
-            i > ended
-                && i < at
-                && c.starts_with("syncfs(")
-                && c.contains(&format!("<{root}"))
+        // The marker: its temporary file fsynced, renamed to unsynced/<hex>, the
+        // directory fsynced, all after the helper ended and before the layer's name.
+        let hex = to.rsplit('/').next().unwrap_or_default();
+        let marker = format!("{root}/unsynced/{hex}");
+        let marker_dir = format!("<{root}/unsynced>");
+        let marked_at = events
+            .iter()
+            .filter(|(i, _, c)| {
+                *i > *ended
+                    && i < at
+                    && c.starts_with("rename")
+                    && succeeded(c)
+                    && quoted(c).get(1) == Some(&marker.as_str())
+            })
+            .map(|(i, _, c)| (*i, quoted(c)[0].to_string()))
+            .last();
+        let Some((marked_at, marker_tmp)) = marked_at else {
+            panic!(
+                "the layer {to} was renamed into the store (line {}) with no marker {marker} \
+                 written after its unpack helper ended (line {}): a power loss could leave \
+                 its name over missing files, unnoticed\n{log}",
+                at + 1,
+                ended + 1
+            );
+        };
+        let tmp_synced = events.iter().any(|(i, _, c)| {
+            *i > *ended
+                && *i < marked_at
+                && c.starts_with("fsync(")
+                && c.contains(&format!("<{marker_tmp}>"))
                 && succeeded(c)
         });
         assert!(
-            synced,
-            "the layer {to} was renamed into the store (line {}) without a syncfs of the \
-             store after its unpack helper ended (line {}): its files may not be on disk \
-             when the index names it\n{log}",
-            at + 1,
-            ended + 1
+            tmp_synced,
+            "the marker {marker} was not fsynced before its rename\n{log}"
+        );
+        let dir_synced = events.iter().any(|(i, _, c)| {
+            *i > marked_at
+                && i < at
+                && c.starts_with("fsync(")
+                && c.contains(&marker_dir)
+                && succeeded(c)
+        });
+        assert!(
+            dir_synced,
+            "the directory of the marker {marker} was not fsynced before the layer {to} was \
+             named\n{log}"
+        );
+        // Later: a sync of the store's filesystem, then the marker's removal.
+        let synced_at = events
+            .iter()
+            .find(|(i, _, c)| {
+                i > at
+                    && c.starts_with("syncfs(")
+                    && c.contains(&format!("<{root}"))
+                    && succeeded(c)
+            })
+            .map(|(i, _, _)| *i)
+            .unwrap_or_else(|| panic!("no syncfs of the store after the layer {to}\n{log}"));
+        let removed = events.iter().any(|(i, _, c)| {
+            *i > synced_at
+                && c.starts_with("unlink")
+                && succeeded(c)
+                && quoted(c).first() == Some(&marker.as_str())
+        });
+        assert!(
+            removed,
+            "the marker {marker} was not removed after a syncfs\n{log}"
+        );
+        let early = events.iter().any(|(i, _, c)| {
+            *i < synced_at && c.starts_with("unlink") && quoted(c).first() == Some(&marker.as_str())
+        });
+        assert!(
+            !early,
+            "the marker {marker} was removed before a syncfs\n{log}"
         );
         // The index naming it comes after.
         let index = format!("{root}/images.json");
@@ -229,6 +291,15 @@ fn layers_are_synced_before_the_index_names_them() {
         ],
     );
     ok(&env, &["commit", "box", "me/box:1"]);
+    // The background sync removes the markers: wait for it (it runs while skiffd
+    // replies, so only here is the trace complete).
+    let unsynced = env.data().join("storage/unsynced");
+    let empty = || std::fs::read_dir(&unsynced).map_or(false, |mut d| d.next().is_none());
+    assert!(
+        env.eventually(60, empty),
+        "markers still in {unsynced:?}\n{}",
+        env.daemon_log()
+    );
     detach(strace);
 
     let trace = std::fs::read_to_string(&log).expect("the strace log");

@@ -10,6 +10,8 @@
 //!   layers/<diff-id hex>/keepid/<key>  the layer copied with a `--userns keep-id` mapping's
 //!                             owners, for the overlay driver (`runtime::keepid_layers`)
 //!   tmp/                      blobs being written, layers being extracted or removed
+//!   unsynced/<diff-id hex>    the boot id: layer <hex> may not be on the disk yet
+//!                             (see [`super::durability`])
 //!   resumable/<hex>           empty: blob <hex> was written by a pull (kept unreferenced
 //!                             for a day, for the next pull to resume with)
 //!   images.json               skiff's own index: images (their blobs and layers), tags
@@ -21,17 +23,25 @@
 //!                             and layers are freed
 //! ```
 //!
-//! Nothing is visible before `images.json` names it: blobs and layers are written first
-//! (each atomically and durably: a blob is written to `tmp/`, fsynced and renamed; a
-//! layer is extracted in `tmp/`, its whole tree flushed with one `syncfs(2)` of the
-//! store's filesystem, then renamed — see [`ImageStore::install_layer`]), the index
-//! last. So a load or pull killed at any moment, or a crash of the machine, leaves at
-//! most unreferenced blobs and layers, never a name over files still in the page cache;
-//! [`ImageStore::collect_garbage`] removes the unreferenced ones when the daemon starts
+//! Nothing is visible before `images.json` names it: blobs and layers are written first,
+//! the index last, so a load or pull killed at any moment leaves at most unreferenced
+//! blobs and layers; [`ImageStore::collect_garbage`] removes them when the daemon starts
 //! (a pull's blobs are kept a day, for a new pull to resume with; a failed load or
 //! import's are freed at once by [`ImageStore::free_unreferenced_blobs`]). Reference
 //! counts are computed from the index: removing an image frees exactly the blobs and
 //! layers no other image lists.
+//!
+//! Against a crash of the machine: a blob is written to `tmp/`, fsynced and renamed. A
+//! layer is extracted in `tmp/` without fsyncs (one per file would cost a disk flush
+//! each); before it is renamed to `layers/<hex>`, a marker `unsynced/<hex>` holding the
+//! boot id is written and fsynced with its directory (see [`ImageStore::install_layer`]).
+//! A background thread then runs one `syncfs(2)` of the store's filesystem for all the
+//! layers named before it began and removes their markers — off the reply path. When
+//! skiffd starts, a marker of another boot (the machine went down before that sync)
+//! has its layer extracted again from its durable blob and swapped in crash-safely; a
+//! marker of the current boot (only skiffd died) gets a `syncfs`. So no name, in
+//! `layers/` or the index, is ever over files a power loss emptied without a marker
+//! saying so (see [`super::durability`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -51,7 +61,7 @@ pub(crate) use super::lookup::{record, resolve_in};
 use super::manifest::{build_manifest, LayerRef};
 use super::names;
 use super::{is_sha256_hex, sha256_hex, Error, Reference, UnpackStats};
-use crate::fsutil::{atomic_write, ensure_private_dir, replace_file_json, sync_dir, syncfs};
+use crate::fsutil::{atomic_write, ensure_private_dir, replace_file_json, sync_dir};
 
 /// The `version` of the images.json format this code reads and writes.
 pub(crate) const INDEX_VERSION: u32 = 1;
@@ -68,6 +78,8 @@ pub struct ImageStore {
     pub(crate) pins: super::pins::Pins,
     /// Images running builds count on (see [`super::leases`]).
     pub(crate) leases: super::leases::Leases,
+    /// The background sync of new layers (see [`super::durability`]).
+    pub(crate) syncer: super::durability::Syncer,
 }
 
 /// A fresh directory for one layer extraction, inside the store's `tmp/`.
@@ -203,8 +215,8 @@ impl Default for Index {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct LayerMeta {
-    size: u64,
+pub(crate) struct LayerMeta {
+    pub(crate) size: u64,
 }
 
 impl ImageStore {
@@ -240,12 +252,14 @@ impl ImageStore {
             root: root.to_path_buf(),
             pins: super::pins::Pins::default(),
             leases: super::leases::Leases::default(),
+            syncer: super::durability::Syncer::default(),
         };
         for dir in [
             store.root.clone(),
             store.root.join("blobs/sha256"),
             store.root.join("layers"),
             store.root.join("tmp"),
+            store.root.join(super::durability::UNSYNCED_DIR),
         ] {
             ensure_private_dir(&dir)
                 .map_err(|e| Error::io(format!("creating the image store directory {dir:?}"), e))?;
@@ -377,11 +391,14 @@ impl ImageStore {
     /// (dedup, or a concurrent extraction won) returns the staging directory for the
     /// caller to remove.
     ///
-    /// A layer is durable before it has its name: its files (written by the unpack
-    /// helper without fsyncs) are flushed with one `syncfs(2)` of the store's
-    /// filesystem before the rename, so a crash of the machine at any point leaves
-    /// either no `layers/<hex>` or a whole one — never a name the index (or a later
-    /// pull finding the layer present) counts on over empty or missing files.
+    /// A layer is durable, or marked, before it has its name: a marker
+    /// `unsynced/<hex>` holding the boot id is written and fsynced with its directory
+    /// before the rename, and the layer handed to the background sync, which removes
+    /// the marker once one `syncfs(2)` of the store's filesystem covered the layer. A
+    /// crash of the machine at any point leaves either no `layers/<hex>` or one the
+    /// next start of skiffd extracts again from its blob (see [`super::durability`]):
+    /// never a name the index (or a later pull finding the layer present) counts on
+    /// over empty or missing files.
     pub fn install_layer(
         &self,
         staging: Staging,
@@ -394,25 +411,21 @@ impl ImageStore {
             tracing::debug!("layer {} already in the store", stats.diff_id);
             return Ok(Some(staging.dir));
         }
-        // Made durable by the syncfs below, with the layer's files.
+        // Made durable by the background sync, with the layer's files.
         let meta = staging.dir.join("layer.json");
         replace_file_json(&meta, &LayerMeta { size: stats.size })
             .map_err(|e| Error::io(format!("writing {meta:?}"), e))?;
-        let started = std::time::Instant::now();
-        syncfs(&staging.dir)
-            .map_err(|e| Error::io(format!("syncing the extracted layer {:?}", staging.dir), e))?;
-        tracing::debug!(
-            "layer {} synced to disk in {:?}",
-            stats.diff_id,
-            started.elapsed()
-        );
-        crate::phase::mark("layer-synced");
+        self.mark_unsynced(layer_hex)?;
+        crate::phase::mark("layer-marked");
         match fs::rename(&staging.dir, &layer_dir) {
             Ok(()) => {
                 sync_dir(&layers).map_err(|e| Error::io(format!("syncing {layers:?}"), e))?;
+                self.queue_sync(layer_hex);
                 Ok(None)
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
+                // Another extraction won; its sync may have ended before our marker.
+                self.queue_sync(layer_hex);
                 Ok(Some(staging.dir))
             }
             Err(e) => Err(Error::io(
