@@ -176,15 +176,15 @@ fn check_layers_synced_before_named(log: &str) -> usize {
         let marker_dir = format!("<{root}/unsynced>");
         let marked_at = events
             .iter()
-            .filter(|(i, _, c)| {
+            .rev()
+            .find(|(i, _, c)| {
                 *i > *ended
                     && i < at
                     && c.starts_with("rename")
                     && succeeded(c)
                     && quoted(c).get(1) == Some(&marker.as_str())
             })
-            .map(|(i, _, c)| (*i, quoted(c)[0].to_string()))
-            .last();
+            .map(|(i, _, c)| (*i, quoted(c)[0].to_string()));
         let Some((marked_at, marker_tmp)) = marked_at else {
             panic!(
                 "the layer {to} was renamed into the store (line {}) with no marker {marker} \
@@ -294,7 +294,7 @@ fn layers_are_synced_before_the_index_names_them() {
     // The background sync removes the markers: wait for it (it runs while skiffd
     // replies, so only here is the trace complete).
     let unsynced = env.data().join("storage/unsynced");
-    let empty = || std::fs::read_dir(&unsynced).map_or(false, |mut d| d.next().is_none());
+    let empty = || std::fs::read_dir(&unsynced).map_or(true, |mut d| d.next().is_none());
     assert!(
         env.eventually(60, empty),
         "markers still in {unsynced:?}\n{}",

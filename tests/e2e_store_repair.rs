@@ -86,6 +86,7 @@ fn a_layer_marked_by_another_boot_is_extracted_again_at_start() {
     let (file, content) = biggest_file(&layer.join("diff"));
     empty_file(&file);
     let marker = env.data().join("storage/unsynced").join(&hex);
+    fs::create_dir_all(env.data().join("storage/unsynced")).expect("mkdir");
     fs::write(&marker, "00000000-0000-4000-8000-000000000000\n").expect("writing the marker");
 
     env.start_daemon();
@@ -128,6 +129,7 @@ fn a_layer_marked_in_this_boot_is_only_synced() {
     empty_file(&file);
     let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
     let marker = env.data().join("storage/unsynced").join(&hex);
+    fs::create_dir_all(env.data().join("storage/unsynced")).expect("mkdir");
     fs::write(&marker, boot).expect("writing the marker");
 
     env.start_daemon();
@@ -143,4 +145,29 @@ fn a_layer_marked_in_this_boot_is_only_synced() {
         "a layer of this boot was extracted again\n{}",
         env.daemon_log()
     );
+}
+
+#[test]
+fn a_marked_layer_without_its_blob_is_reported_not_fatal() {
+    let mut env = Env::bus_only();
+    let (_, hex) = imported_layer(&mut env);
+    // An import's layer blob is the tar as it came: its digest is the diff id.
+    let blob = env.data().join("storage/blobs/sha256").join(&hex);
+    assert!(blob.is_file(), "no blob {blob:?}");
+    fs::remove_file(&blob).expect("removing the blob");
+    let marker = env.data().join("storage/unsynced").join(&hex);
+    fs::create_dir_all(env.data().join("storage/unsynced")).expect("mkdir");
+    fs::write(&marker, "00000000-0000-4000-8000-000000000000\n").expect("writing the marker");
+
+    env.start_daemon();
+    ok(&env, &["image", "ls"]);
+    let log = env.daemon_log();
+    assert!(
+        log.contains(&format!("sha256:{hex}"))
+            && log.contains("demo/busybox")
+            && log.contains("skiff rmi"),
+        "no error naming the layer, its image and what to do:\n{log}"
+    );
+    // Kept: the next start says it again until the image is removed.
+    assert!(marker.exists(), "the marker went without a repair\n{log}");
 }
