@@ -53,8 +53,6 @@ pub(crate) struct Syncer(Arc<Mutex<SyncState>>);
 struct SyncState {
     /// Layers installed since the last sync began.
     pending: BTreeSet<String>,
-    /// Layers taken by the sync running now.
-    syncing: BTreeSet<String>,
     /// Whether a sync thread runs.
     running: bool,
 }
@@ -65,6 +63,7 @@ impl Syncer {
     }
 
     /// Whether no layer waits for its sync.
+    #[cfg(test)]
     pub(crate) fn idle(&self) -> bool {
         let s = self.state();
         s.pending.is_empty() && !s.running
@@ -112,9 +111,7 @@ impl ImageStore {
                     s.running = false;
                     return;
                 }
-                let batch = std::mem::take(&mut s.pending);
-                s.syncing = batch.clone();
-                batch
+                std::mem::take(&mut s.pending)
             };
             let started = std::time::Instant::now();
             match syncfs(&self.root) {
@@ -131,12 +128,12 @@ impl ImageStore {
                 // The markers stay: the next start of skiffd syncs them.
                 Err(e) => tracing::error!("syncing the image store's new layers: {e}"),
             }
-            self.syncer.state().syncing.clear();
         }
     }
 
-    /// Waits (polling) until the background sync has nothing left; for tests.
-    pub fn wait_synced(&self) {
+    /// Waits (polling) until the background sync has nothing left.
+    #[cfg(test)]
+    pub(crate) fn wait_synced(&self) {
         while !self.syncer.idle() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -237,5 +234,67 @@ impl ImageStore {
             .map_err(|e| Error::io(format!("moving {:?} to {dir:?}", staging.dir), e))?;
         self.remove_marker(&hex);
         Ok(old)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::sha256_hex;
+
+    fn install(store: &ImageStore, name: &[u8]) -> String {
+        let staging = store.new_staging().unwrap();
+        fs::write(staging.diff.join("f"), name).unwrap();
+        let stats = UnpackStats {
+            diff_id: format!("sha256:{}", sha256_hex(name)),
+            ..Default::default()
+        };
+        store.install_layer(staging, &stats).unwrap();
+        sha256_hex(name)
+    }
+
+    #[test]
+    fn installed_layers_are_marked_then_synced_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let hexes: Vec<String> = (0..5u8).map(|i| install(&store, &[b'l', i])).collect();
+        // Each layer was named over its marker (unless the background sync already ran).
+        for hex in &hexes {
+            assert!(store.has_layer(&format!("sha256:{hex}")));
+        }
+        store.wait_synced();
+        assert_eq!(store.unsynced_layers().unwrap(), vec![]);
+        // A marker no sync follows (as a crash leaves it) is listed with this boot's id.
+        store.mark_unsynced(&hexes[0]).unwrap();
+        let left = store.unsynced_layers().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].boot_id, boot_id().unwrap());
+    }
+
+    #[test]
+    fn discarded_and_replaced_layers_leave_no_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let hex = install(&store, b"old");
+        store.wait_synced();
+        store.mark_unsynced(&hex).unwrap();
+        // Extracted anew: the tree swapped in, the old one handed back from tmp/.
+        let staging = store.new_staging().unwrap();
+        fs::write(staging.diff.join("f"), b"new").unwrap();
+        let stats = UnpackStats {
+            diff_id: format!("sha256:{hex}"),
+            ..Default::default()
+        };
+        let old = store.replace_unsynced(staging, &stats).unwrap().unwrap();
+        assert!(old.starts_with(dir.path().join("tmp")));
+        assert_eq!(fs::read(old.join("diff/f")).unwrap(), b"old");
+        let layer = dir.path().join("layers").join(&hex);
+        assert_eq!(fs::read(layer.join("diff/f")).unwrap(), b"new");
+        assert_eq!(store.unsynced_layers().unwrap(), vec![]);
+        // An unlisted one is moved out of layers/.
+        store.mark_unsynced(&hex).unwrap();
+        store.discard_unsynced(&hex).unwrap();
+        assert!(!layer.exists());
+        assert_eq!(store.unsynced_layers().unwrap(), vec![]);
     }
 }
