@@ -31,17 +31,10 @@
 //! counts are computed from the index: removing an image frees exactly the blobs and
 //! layers no other image lists.
 //!
-//! Against a crash of the machine: a blob is written to `tmp/`, fsynced and renamed. A
-//! layer is extracted in `tmp/` without fsyncs (one per file would cost a disk flush
-//! each); before it is renamed to `layers/<hex>`, a marker `unsynced/<hex>` holding the
-//! boot id is written and fsynced with its directory (see [`ImageStore::install_layer`]).
-//! A background thread then runs one `syncfs(2)` of the store's filesystem for all the
-//! layers named before it began and removes their markers — off the reply path. When
-//! skiffd starts, a marker of another boot (the machine went down before that sync)
-//! has its layer extracted again from its durable blob and swapped in crash-safely; a
-//! marker of the current boot (only skiffd died) gets a `syncfs`. So no name, in
-//! `layers/` or the index, is ever over files a power loss emptied without a marker
-//! saying so (see [`super::durability`]).
+//! Against a crash of the machine: a blob is fsynced before its rename; a layer is
+//! named over a durable boot-id marker (`unsynced/<hex>`) and synced in the background,
+//! and the next start extracts a layer still marked by another boot again from its blob
+//! (see [`super::durability`] and [`ImageStore::install_layer`]).
 
 use std::collections::BTreeMap;
 use std::fs;
