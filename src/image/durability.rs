@@ -4,7 +4,7 @@
 //! name (`layers/<hex>`), [`ImageStore::install_layer`] writes `unsynced/<hex>`,
 //! holding the machine's boot id (`/proc/sys/kernel/random/boot_id`), and fsyncs it
 //! and its directory. Then the layer is renamed into place and the job goes on; a
-//! background thread ([`Syncer`]) runs one `syncfs(2)` of the store's filesystem for
+//! background thread (`Syncer`) runs one `syncfs(2)` of the store's filesystem for
 //! every layer installed before it started (coalesced: layers installed while it runs
 //! wait for the next one) and removes their markers.
 //!
