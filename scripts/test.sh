@@ -207,7 +207,7 @@ DEMO_PACKAGES=(busybox-static libglib2.0-bin)
 APT_PACKAGES=(
     "${RUNTIME_PACKAGES[@]}" "${DEMO_PACKAGES[@]}"
     systemd util-linux passwd procps python3 gcc libc6-dev
-    fuse-overlayfs podman runc skopeo umoci docker-registry iperf3 apache2-utils openssl man-db zsh fish
+    fuse-overlayfs podman runc skopeo umoci docker-registry iperf3 apache2-utils openssl man-db zsh fish strace
 )
 
 pkg_installed() {

@@ -26,6 +26,7 @@ pub mod helper;
 mod image_catalog;
 pub mod images;
 pub mod initbin;
+mod layer_repair;
 pub mod lifecycle;
 pub mod limits;
 pub mod logs;
@@ -230,6 +231,8 @@ impl Daemon {
                 d.default_network();
             });
         }
+        // Before anything uses a layer (containers, jobs, the collection).
+        daemon.repair_unsynced_layers();
         daemon.load_containers();
         daemon.collect_image_garbage();
         daemon.collect_volume_leftovers();

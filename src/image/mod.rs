@@ -19,6 +19,7 @@ pub mod archive;
 pub mod blob;
 pub mod changes;
 pub mod derive;
+pub mod durability;
 mod fsops;
 mod imgconfig;
 mod index_file;

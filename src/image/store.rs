@@ -10,6 +10,8 @@
 //!   layers/<diff-id hex>/keepid/<key>  the layer copied with a `--userns keep-id` mapping's
 //!                             owners, for the overlay driver (`runtime::keepid_layers`)
 //!   tmp/                      blobs being written, layers being extracted or removed
+//!   unsynced/<diff-id hex>    the boot id: layer <hex> may not be on the disk yet
+//!                             (see [`super::durability`])
 //!   resumable/<hex>           empty: blob <hex> was written by a pull (kept unreferenced
 //!                             for a day, for the next pull to resume with)
 //!   images.json               skiff's own index: images (their blobs and layers), tags
@@ -21,14 +23,18 @@
 //!                             and layers are freed
 //! ```
 //!
-//! Nothing is visible before `images.json` names it: blobs and layers are written first
-//! (each atomically: temp + fsync + rename), the index last, so a load or pull killed at
-//! any moment leaves at most unreferenced blobs and layers, which
-//! [`ImageStore::collect_garbage`] removes when the daemon starts (a pull's blobs are
-//! kept a day, for a new pull to resume with; a failed load or import's are freed at
-//! once by [`ImageStore::free_unreferenced_blobs`]). Reference counts are
-//! computed from the index: removing an image frees exactly the blobs and layers no other
-//! image lists.
+//! Nothing is visible before `images.json` names it: blobs and layers are written first,
+//! the index last, so a load or pull killed at any moment leaves at most unreferenced
+//! blobs and layers; [`ImageStore::collect_garbage`] removes them when the daemon starts
+//! (a pull's blobs are kept a day, for a new pull to resume with; a failed load or
+//! import's are freed at once by [`ImageStore::free_unreferenced_blobs`]). Reference
+//! counts are computed from the index: removing an image frees exactly the blobs and
+//! layers no other image lists.
+//!
+//! Against a crash of the machine: a blob is fsynced before its rename; a layer is
+//! named over a durable boot-id marker (`unsynced/<hex>`) and synced in the background,
+//! and the next start extracts a layer still marked by another boot again from its blob
+//! (see [`super::durability`] and [`ImageStore::install_layer`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -48,7 +54,7 @@ pub(crate) use super::lookup::{record, resolve_in};
 use super::manifest::{build_manifest, LayerRef};
 use super::names;
 use super::{is_sha256_hex, sha256_hex, Error, Reference, UnpackStats};
-use crate::fsutil::{atomic_write, atomic_write_json, ensure_private_dir, sync_dir};
+use crate::fsutil::{atomic_write, ensure_private_dir, replace_file_json, sync_dir};
 
 /// The `version` of the images.json format this code reads and writes.
 pub(crate) const INDEX_VERSION: u32 = 1;
@@ -65,6 +71,8 @@ pub struct ImageStore {
     pub(crate) pins: super::pins::Pins,
     /// Images running builds count on (see [`super::leases`]).
     pub(crate) leases: super::leases::Leases,
+    /// The background sync of new layers (see [`super::durability`]).
+    pub(crate) syncer: super::durability::Syncer,
 }
 
 /// A fresh directory for one layer extraction, inside the store's `tmp/`.
@@ -200,8 +208,8 @@ impl Default for Index {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct LayerMeta {
-    size: u64,
+pub(crate) struct LayerMeta {
+    pub(crate) size: u64,
 }
 
 impl ImageStore {
@@ -237,12 +245,14 @@ impl ImageStore {
             root: root.to_path_buf(),
             pins: super::pins::Pins::default(),
             leases: super::leases::Leases::default(),
+            syncer: super::durability::Syncer::default(),
         };
         for dir in [
             store.root.clone(),
             store.root.join("blobs/sha256"),
             store.root.join("layers"),
             store.root.join("tmp"),
+            store.root.join(super::durability::UNSYNCED_DIR),
         ] {
             ensure_private_dir(&dir)
                 .map_err(|e| Error::io(format!("creating the image store directory {dir:?}"), e))?;
@@ -373,27 +383,42 @@ impl ImageStore {
     /// Moves an extracted layer into `layers/<diff-id hex>`; when it is there already
     /// (dedup, or a concurrent extraction won) returns the staging directory for the
     /// caller to remove.
+    ///
+    /// A layer is durable, or marked, before it has its name: a marker
+    /// `unsynced/<hex>` holding the boot id is written and fsynced with its directory
+    /// before the rename, and the layer handed to the background sync, which removes
+    /// the marker once one `syncfs(2)` of the store's filesystem covered the layer. A
+    /// crash of the machine at any point leaves either no `layers/<hex>` or one the
+    /// next start of skiffd extracts again from its blob (see [`super::durability`]):
+    /// never a name the index (or a later pull finding the layer present) counts on
+    /// over empty or missing files.
     pub fn install_layer(
         &self,
         staging: Staging,
         stats: &UnpackStats,
     ) -> Result<Option<PathBuf>, Error> {
         let layer_hex = parse_digest(&stats.diff_id)?;
-        let meta = staging.dir.join("layer.json");
-        atomic_write_json(&meta, &LayerMeta { size: stats.size })
-            .map_err(|e| Error::io(format!("writing {meta:?}"), e))?;
         let layers = self.root.join("layers");
         let layer_dir = layers.join(layer_hex);
         if layer_dir.exists() {
             tracing::debug!("layer {} already in the store", stats.diff_id);
             return Ok(Some(staging.dir));
         }
+        // Made durable by the background sync, with the layer's files.
+        let meta = staging.dir.join("layer.json");
+        replace_file_json(&meta, &LayerMeta { size: stats.size })
+            .map_err(|e| Error::io(format!("writing {meta:?}"), e))?;
+        self.mark_unsynced(layer_hex)?;
+        crate::phase::mark("layer-marked");
         match fs::rename(&staging.dir, &layer_dir) {
             Ok(()) => {
                 sync_dir(&layers).map_err(|e| Error::io(format!("syncing {layers:?}"), e))?;
+                self.queue_sync(layer_hex);
                 Ok(None)
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
+                // Another extraction won; its sync may have ended before our marker.
+                self.queue_sync(layer_hex);
                 Ok(Some(staging.dir))
             }
             Err(e) => Err(Error::io(

@@ -41,8 +41,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tar::{Archive, Entry};
 
-use super::fsops::{check_no_escape, lsetxattr, relative, set_mtime};
-use super::unpack_entry::{error_chain, meta_of, owner_error, read_error, xattrs_of, Meta, Xattrs};
+use super::fsops::{
+    check_no_escape, lsetxattr, relative, set_mtime, start_writeback, WRITEBACK_MIN,
+};
+use super::unpack_entry::{
+    error_chain, meta_of, owner_error, read_error, xattrs_of, HashingReader, Meta, Xattrs,
+};
 use super::zstd::ZstdReader;
 use super::{hex, Error};
 
@@ -166,20 +170,6 @@ pub fn unpack_layer<R: Read>(
         extract(reader, dest, opts)
     } else {
         extract(stream, dest, opts)
-    }
-}
-
-/// A `Read` adapter hashing everything read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
     }
 }
 
@@ -414,6 +404,10 @@ impl Extraction<'_> {
             self.apply_meta(&full, &name, &meta)?;
         } else {
             self.set_xattrs(&full, &name, &xattrs);
+            // A layer (not `skiff cp`'s files): its sync before the store names it waits less.
+            if kind.is_file() && size >= WRITEBACK_MIN && self.opts.whiteouts {
+                start_writeback(&full);
+            }
         }
         Ok(())
     }

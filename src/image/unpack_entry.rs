@@ -4,6 +4,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
 use tar::Entry;
 
 use super::Error;
@@ -112,5 +113,19 @@ pub(super) fn read_error(e: io::Error) -> Error {
                 descs.join(": ")
             ),
         },
+    }
+}
+
+/// A `Read` adapter hashing everything read through it.
+pub(super) struct HashingReader<R> {
+    pub(super) inner: R,
+    pub(super) hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 }
