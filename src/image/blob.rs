@@ -169,7 +169,7 @@ impl Drop for BlobWriter {
 impl super::ImageStore {
     /// Writes small blobs made in memory (e.g. an image's config and manifest) with one
     /// fsync of `blobs/sha256` for all of them instead of one each; returns (`sha256:<hex>`,
-    /// size) for each. Crash consistency as [`ImageStore::write_blob`]'s: each content is
+    /// size) for each. Crash consistency as [`write_blob`](super::ImageStore::write_blob)'s: each content is
     /// synced before its rename, and the directory is synced after the renames, before
     /// this returns, so before any record (the index) can name these blobs. A crash of
     /// the machine before that fsync may lose some of the names: no record names them
