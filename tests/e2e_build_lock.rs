@@ -12,17 +12,6 @@ use std::process::{Child, Output, Stdio};
 
 use common::{stderr, stdout, write_busybox_tar, Env};
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?}: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
-
 const DOCKERFILE: &str = "FROM demo/busybox AS first\n\
     RUN echo a > /a\n\
     FROM demo/other\n\
@@ -79,7 +68,7 @@ fn import_variant(env: &Env, name: &str, file: &str) {
     let tar = env.dir.path().join(format!("{file}.tar"));
     let data = format!("{file}\n");
     write_busybox_tar(&tar, &[(file, 0, 0, 0o644, data.as_bytes())]);
-    ok(env, &["import", tar.to_str().unwrap(), name]);
+    env.skiff_ok(&["import", tar.to_str().unwrap(), name]);
 }
 
 fn finish(mut child: Child, mut lines: impl Iterator<Item = String>) -> String {
@@ -149,12 +138,9 @@ fn store_commands_run_while_a_build_waits_and_its_images_stay() {
     let prune = while_building(&env, &["image", "prune", "-a"]);
     assert!(prune.status.success(), "{}", stderr(&prune));
     assert!(
-        ok(
-            &env,
-            &["images", "-q", "--filter", "reference=demo/busybox"]
-        )
-        .trim()
-        .len()
+        env.skiff_ok(&["images", "-q", "--filter", "reference=demo/busybox"])
+            .trim()
+            .len()
             >= 12,
         "prune removed the build's base"
     );
@@ -162,18 +148,21 @@ fn store_commands_run_while_a_build_waits_and_its_images_stay() {
     release(&env);
     let rest = finish(child, lines);
     assert!(rest.contains("Successfully tagged"), "{rest}");
-    assert_eq!(ok(&env, &["run", "--rm", "me/slow"]), "a\nbuilt\nother\n");
-    let id = ok(&env, &["images", "-q", "--filter", "reference=me/slow"]);
+    assert_eq!(
+        env.skiff_ok(&["run", "--rm", "me/slow"]),
+        "a\nbuilt\nother\n"
+    );
+    let id = env.skiff_ok(&["images", "-q", "--filter", "reference=me/slow"]);
 
     // The cache is whole: a rebuild is all hits and makes the same image.
-    let again = ok(&env, &["build", "-t", "me/slow", ctx.to_str().unwrap()]);
+    let again = env.skiff_ok(&["build", "-t", "me/slow", ctx.to_str().unwrap()]);
     assert!(!again.lines().any(|l| l == "waiting-build"), "{again}");
     assert_eq!(again.matches("Using cache").count(), 4, "{again}");
     assert_eq!(
-        ok(&env, &["images", "-q", "--filter", "reference=me/slow"]),
+        env.skiff_ok(&["images", "-q", "--filter", "reference=me/slow"]),
         id
     );
 
     // The build is over: its base can go.
-    ok(&env, &["rmi", "demo/busybox"]);
+    env.skiff_ok(&["rmi", "demo/busybox"]);
 }

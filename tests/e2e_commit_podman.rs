@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use common::{stderr, stdout, Env};
+use common::Env;
 use podman_support::Podman;
 use sha2::{Digest, Sha256};
 
@@ -82,17 +82,6 @@ enum Member {
         sha256: Option<String>,
         xattrs: BTreeMap<String, Vec<u8>>,
     },
-}
-
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?}: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
 }
 
 /// The test image: the busybox rootfs with files to change and one with a user xattr.
@@ -298,22 +287,19 @@ fn skiff_layer(
 ) -> (Env, BTreeMap<String, Member>) {
     let mut env = Env::bus_only();
     env.start_daemon_with(&["--storage-driver", driver]);
-    ok(
-        &env,
-        &["import", image.to_str().unwrap(), "demo/diffbase:1"],
-    );
+    env.skiff_ok(&["import", image.to_str().unwrap(), "demo/diffbase:1"]);
     let mut run = vec!["run", "-d", "--name", "box", "--user", "0"];
     if keep_id {
         run.extend(["--userns", "keep-id"]);
     }
     run.extend(["demo/diffbase:1", "sleep", "1000"]);
-    ok(&env, &run);
+    env.skiff_ok(&run);
     for (user, script) in steps {
-        ok(&env, &["exec", "--user", user, "box", "sh", "-c", script]);
+        env.skiff_ok(&["exec", "--user", user, "box", "sh", "-c", script]);
     }
-    ok(&env, &["commit", "box", "me/out:1"]);
+    env.skiff_ok(&["commit", "box", "me/out:1"]);
     let archive = env.dir.path().join(format!("skiff-{driver}.tar"));
-    ok(&env, &["save", "-o", archive.to_str().unwrap(), "me/out:1"]);
+    env.skiff_ok(&["save", "-o", archive.to_str().unwrap(), "me/out:1"]);
     let layer = top_layer(&archive);
     (env, layer)
 }

@@ -14,17 +14,6 @@ use std::path::{Path, PathBuf};
 use common::{entries, stderr, stdout, Env};
 use image_support::multi_layer_archive;
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?}: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
-
 const CHECK: &str = "test ! -e /etc/gone && ls /opq && echo --- && ls /keep && \
                      cat /links/x /top && stat -c %i /links/x /links/y";
 
@@ -34,12 +23,12 @@ fn multi_layer_image_looks_right_on_every_driver() {
         let mut env = Env::bus_only();
         env.start_daemon_with(&["--storage-driver", driver]);
         let archive = multi_layer_archive(&env, "demo/multi:1");
-        let out = ok(&env, &["load", "-i", archive.to_str().unwrap()]);
+        let out = env.skiff_ok(&["load", "-i", archive.to_str().unwrap()]);
         assert!(
             out.contains("Loaded image: docker.io/demo/multi:1"),
             "{out}"
         );
-        let out = ok(&env, &["run", "--rm", "demo/multi:1", "sh", "-c", CHECK]);
+        let out = env.skiff_ok(&["run", "--rm", "demo/multi:1", "sh", "-c", CHECK]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             &lines[..6],
@@ -47,7 +36,7 @@ fn multi_layer_image_looks_right_on_every_driver() {
             "{driver}: {out}"
         );
         assert_eq!(lines[6], lines[7], "{driver}: hard link lost: {out}");
-        let hist = ok(&env, &["history", "--format", "json", "demo/multi:1"]);
+        let hist = env.skiff_ok(&["history", "--format", "json", "demo/multi:1"]);
         assert!(
             hist.find("three").unwrap() < hist.find("one").unwrap(),
             "{hist}"
@@ -106,7 +95,7 @@ fn a_fifo_of_a_layer_is_in_the_container_on_every_driver() {
         let mut env = Env::bus_only();
         env.start_daemon_with(&["--storage-driver", driver]);
         let tar = fifo_tar(&env);
-        ok(&env, &["import", tar.to_str().unwrap(), "demo/fifo"]);
+        env.skiff_ok(&["import", tar.to_str().unwrap(), "demo/fifo"]);
         let out = env.skiff(&["run", "--rm", "demo/fifo", "sh", "-c", FIFO_CHECK]);
         assert_eq!(
             stdout(&out),
@@ -137,63 +126,60 @@ fn tag_rmi_and_prune_free_exactly_the_unshared_blobs_and_layers() {
     let env = Env::new(); // demo/busybox imported
     let s = storage(&env);
     let archive = multi_layer_archive(&env, "demo/multi:1");
-    ok(&env, &["load", "-i", archive.to_str().unwrap()]);
+    env.skiff_ok(&["load", "-i", archive.to_str().unwrap()]);
     // busybox: 1 layer + config + manifest; multi: 3 layers + config + manifest.
     assert_eq!(count(&s.join("layers")), 4);
     assert_eq!(count(&s.join("blobs/sha256")), 8);
 
-    ok(&env, &["tag", "demo/multi:1", "demo/multi:2", "other/name"]);
-    let out = ok(&env, &["images", "--filter", "reference=demo/multi*"]);
+    env.skiff_ok(&["tag", "demo/multi:1", "demo/multi:2", "other/name"]);
+    let out = env.skiff_ok(&["images", "--filter", "reference=demo/multi*"]);
     assert_eq!(
         out.lines().filter(|l| l.contains("demo/multi")).count(),
         2,
         "{out}"
     );
-    let out = ok(&env, &["rmi", "demo/multi:2"]);
+    let out = env.skiff_ok(&["rmi", "demo/multi:2"]);
     assert_eq!(out.trim(), "Untagged: docker.io/demo/multi:2");
     assert_eq!(count(&s.join("layers")), 4, "a tag removal frees nothing");
 
     // In use by a container: refused, then forced.
-    ok(&env, &["create", "--name", "user1", "demo/busybox", "true"]);
+    env.skiff_ok(&["create", "--name", "user1", "demo/busybox", "true"]);
     let out = env.skiff(&["rmi", "demo/busybox"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("user1"), "{}", stderr(&out));
     assert!(stderr(&out).contains("-f"), "{}", stderr(&out));
-    let out = ok(&env, &["rmi", "-f", "demo/busybox"]);
+    let out = env.skiff_ok(&["rmi", "-f", "demo/busybox"]);
     assert!(out.contains("Deleted: sha256:"), "{out}");
     assert!(!stdout(&env.skiff(&["ps", "-a"])).contains("user1"));
     assert_eq!(count(&s.join("layers")), 3);
     assert_eq!(count(&s.join("blobs/sha256")), 5);
 
-    ok(&env, &["rmi", "other/name"]);
-    ok(&env, &["rmi", "demo/multi:1"]);
+    env.skiff_ok(&["rmi", "other/name"]);
+    env.skiff_ok(&["rmi", "demo/multi:1"]);
     assert!(env.eventually(30, || count(&s.join("layers")) == 0
         && count(&s.join("blobs/sha256")) == 0
         && count(&s.join("tmp")) == 0));
-    assert!(ok(&env, &["images", "-q"]).trim().is_empty());
+    assert!(env.skiff_ok(&["images", "-q"]).trim().is_empty());
 
     // prune: a dangling image goes, a tagged one stays unless -a.
     let tar = env.busybox_tar();
-    ok(&env, &["import", tar.to_str().unwrap(), "p:1"]);
-    ok(
-        &env,
-        &[
-            "import",
-            "--change",
-            "ENV X=1",
-            tar.to_str().unwrap(),
-            "p:1",
-        ],
-    );
-    let dangling = ok(&env, &["images", "-q", "--filter", "dangling=true"]);
+    env.skiff_ok(&["import", tar.to_str().unwrap(), "p:1"]);
+    env.skiff_ok(&[
+        "import",
+        "--change",
+        "ENV X=1",
+        tar.to_str().unwrap(),
+        "p:1",
+    ]);
+    let dangling = env.skiff_ok(&["images", "-q", "--filter", "dangling=true"]);
     assert_eq!(dangling.lines().count(), 1);
-    let out = ok(&env, &["image", "prune"]);
+    let out = env.skiff_ok(&["image", "prune"]);
     assert!(
         out.contains(&format!("Deleted: sha256:{}", dangling.trim())),
         "{out}"
     );
     assert_eq!(count(&s.join("layers")), 1, "the layer is shared with p:1");
-    let out = ok(&env, &["image", "prune", "-a"]);
+    let out = env.skiff_ok(&["image", "prune", "-a"]);
     assert!(out.contains("Untagged: docker.io/library/p:1"), "{out}");
     assert!(env.eventually(30, || count(&s.join("layers")) == 0));
 }
@@ -202,34 +188,31 @@ fn tag_rmi_and_prune_free_exactly_the_unshared_blobs_and_layers() {
 fn import_change_sets_the_config_containers_use() {
     let env = daemon_env();
     let tar = env.busybox_tar();
-    ok(
-        &env,
-        &[
-            "import",
-            "--change",
-            r#"ENTRYPOINT ["/bin/sh", "-c"]"#,
-            "--change",
-            r#"CMD ["echo $GREETING from $(pwd) as $(id -u)"]"#,
-            "-c",
-            "ENV GREETING=\"hello there\"",
-            "-c",
-            "WORKDIR /tmp",
-            "-c",
-            "USER 1000",
-            "-c",
-            "LABEL org.example.k=v",
-            "-c",
-            "EXPOSE 8080",
-            "-c",
-            "STOPSIGNAL SIGINT",
-            tar.to_str().unwrap(),
-            "demo/changed",
-        ],
-    );
-    let out = ok(&env, &["run", "--rm", "demo/changed"]);
+    env.skiff_ok(&[
+        "import",
+        "--change",
+        r#"ENTRYPOINT ["/bin/sh", "-c"]"#,
+        "--change",
+        r#"CMD ["echo $GREETING from $(pwd) as $(id -u)"]"#,
+        "-c",
+        "ENV GREETING=\"hello there\"",
+        "-c",
+        "WORKDIR /tmp",
+        "-c",
+        "USER 1000",
+        "-c",
+        "LABEL org.example.k=v",
+        "-c",
+        "EXPOSE 8080",
+        "-c",
+        "STOPSIGNAL SIGINT",
+        tar.to_str().unwrap(),
+        "demo/changed",
+    ]);
+    let out = env.skiff_ok(&["run", "--rm", "demo/changed"]);
     assert_eq!(out.trim(), "hello there from /tmp as 1000");
     let v: serde_json::Value =
-        serde_json::from_str(&ok(&env, &["image", "inspect", "demo/changed"])).unwrap();
+        serde_json::from_str(&env.skiff_ok(&["image", "inspect", "demo/changed"])).unwrap();
     let cfg = &v[0]["Config"];
     assert_eq!(cfg["Labels"]["org.example.k"], "v");
     assert_eq!(cfg["StopSignal"], "SIGINT");
@@ -284,13 +267,13 @@ fn a_load_killed_midway_leaves_nothing_and_the_next_load_works() {
     let _ = child.wait();
     env.start_daemon();
     let s = storage(&env);
-    assert!(!ok(&env, &["images"]).contains("demo/never"));
+    assert!(!env.skiff_ok(&["images"]).contains("demo/never"));
     assert!(env.eventually(30, || count(&s.join("tmp")) == 0
         && count(&s.join("layers")) == 0
         && count(&s.join("blobs/sha256")) == 0));
-    let out = ok(&env, &["load", "-i", archive.to_str().unwrap()]);
+    let out = env.skiff_ok(&["load", "-i", archive.to_str().unwrap()]);
     assert!(out.contains("demo/big:1"), "{out}");
-    ok(&env, &["run", "--rm", "demo/big:1", "true"]);
+    env.skiff_ok(&["run", "--rm", "demo/big:1", "true"]);
 }
 
 #[test]
@@ -389,7 +372,7 @@ fn hostile_layers_never_touch_the_host() {
     b.append_data(&mut h, "suid", &b"x"[..]).unwrap();
     let path = env.dir.path().join("dev.tar");
     std::fs::write(&path, b.into_inner().unwrap()).unwrap();
-    ok(&env, &["import", path.to_str().unwrap(), "ok/devices"]);
+    env.skiff_ok(&["import", path.to_str().unwrap(), "ok/devices"]);
     assert!(env.daemon_log().contains("skipping device node dev-null"));
     let layers = storage(&env).join("layers");
     let layer = layers.join(&entries(&layers)[0]).join("diff");

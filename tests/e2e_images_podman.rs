@@ -70,17 +70,6 @@ impl Drop for Podman {
     }
 }
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?}: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
-
 #[test]
 fn load_what_podman_saves() {
     let mut env = Env::bus_only();
@@ -98,14 +87,11 @@ fn load_what_podman_saves() {
             archive.to_str().unwrap(),
             "localhost/pbb:1",
         ]);
-        let out = ok(&env, &["load", "-i", archive.to_str().unwrap()]);
+        let out = env.skiff_ok(&["load", "-i", archive.to_str().unwrap()]);
         assert!(out.contains("localhost/pbb:1"), "{format}: {out}");
-        let out = ok(
-            &env,
-            &["run", "--rm", "localhost/pbb:1", "cat", "/home/user/owned"],
-        );
+        let out = env.skiff_ok(&["run", "--rm", "localhost/pbb:1", "cat", "/home/user/owned"]);
         assert_eq!(out, "mine\n", "{format}");
-        ok(&env, &["rmi", "localhost/pbb:1"]);
+        env.skiff_ok(&["rmi", "localhost/pbb:1"]);
     }
 }
 
@@ -115,17 +101,14 @@ fn podman_loads_what_skiff_saves() {
     let podman = Podman::new(&env);
     for format in ["docker-archive", "oci-archive"] {
         let archive = env.dir.path().join(format!("skiff-{format}.tar"));
-        ok(
-            &env,
-            &[
-                "save",
-                "--format",
-                format,
-                "-o",
-                archive.to_str().unwrap(),
-                "demo/busybox",
-            ],
-        );
+        env.skiff_ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            archive.to_str().unwrap(),
+            "demo/busybox",
+        ]);
         let out = podman.run(&["load", "-i", archive.to_str().unwrap()]);
         assert!(
             stdout(&out).contains("docker.io/demo/busybox:latest"),
@@ -139,7 +122,7 @@ fn podman_loads_what_skiff_saves() {
             "{{.Id}}",
             "docker.io/demo/busybox:latest",
         ]);
-        let skiff_id = ok(&env, &["images", "-q"]);
+        let skiff_id = env.skiff_ok(&["images", "-q"]);
         assert!(
             stdout(&out).starts_with(skiff_id.trim()),
             "{format}: podman id {} vs skiff {skiff_id}",
@@ -149,12 +132,9 @@ fn podman_loads_what_skiff_saves() {
     }
     // A round trip through skiff itself.
     let archive = env.dir.path().join("again.tar");
-    ok(
-        &env,
-        &["save", "-o", archive.to_str().unwrap(), "demo/busybox"],
-    );
-    ok(&env, &["rmi", "demo/busybox"]);
-    ok(&env, &["load", "-i", archive.to_str().unwrap()]);
-    let out = ok(&env, &["run", "--rm", "demo/busybox", "cat", "/etc/group"]);
+    env.skiff_ok(&["save", "-o", archive.to_str().unwrap(), "demo/busybox"]);
+    env.skiff_ok(&["rmi", "demo/busybox"]);
+    env.skiff_ok(&["load", "-i", archive.to_str().unwrap()]);
+    let out = env.skiff_ok(&["run", "--rm", "demo/busybox", "cat", "/etc/group"]);
     assert!(out.contains("user:x:1000:"), "{out}");
 }

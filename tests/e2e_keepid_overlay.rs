@@ -11,7 +11,7 @@ mod image_support;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::{entries, stderr, stdout, Env};
+use common::{entries, Env};
 use image_support::multi_layer_archive;
 
 const IMAGE: &str = "demo/multi:1";
@@ -28,22 +28,11 @@ const LOOK: &str = "id -u; id -g; stat -c '%u:%g %a' /; \
     echo opq:; ls -a /opq; echo keep:; ls /keep; \
     test $(stat -c %i /links/x) = $(stat -c %i /links/y) && echo linked";
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?}: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
-
 fn env_with(driver: &str) -> Env {
     let mut env = Env::bus_only();
     env.start_daemon_with(&["--storage-driver", driver]);
     let archive = multi_layer_archive(&env, IMAGE);
-    ok(&env, &["load", "-i", archive.to_str().unwrap()]);
+    env.skiff_ok(&["load", "-i", archive.to_str().unwrap()]);
     env
 }
 
@@ -87,12 +76,9 @@ fn keep_id_on_overlay_sees_what_fuse_shows_and_shares_one_copy_per_layer() {
 
     // The FUSE driver's answer (owners translated in its replies) is the oracle.
     let fuse = env_with("fuse");
-    let want = ok(
-        &fuse,
-        &[
-            "run", "--rm", "--userns", "keep-id", IMAGE, "sh", "-c", LOOK,
-        ],
-    );
+    let want = fuse.skiff_ok(&[
+        "run", "--rm", "--userns", "keep-id", IMAGE, "sh", "-c", LOOK,
+    ]);
     drop(fuse);
     assert!(
         want.starts_with(&format!("{me}\n{my_gid}\n0:0 755\n")),
@@ -109,7 +95,7 @@ fn keep_id_on_overlay_sees_what_fuse_shows_and_shares_one_copy_per_layer() {
     }
 
     let env = env_with("overlay");
-    let info: serde_json::Value = serde_json::from_str(&ok(&env, &["info"])).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&env.skiff_ok(&["info"])).unwrap();
     assert!(
         info["userns_keep_id"]["overlay"]
             .as_str()
@@ -126,21 +112,18 @@ fn keep_id_on_overlay_sees_what_fuse_shows_and_shares_one_copy_per_layer() {
     std::fs::create_dir(&src).unwrap();
     let bind = format!("{}:/src", src.display());
     let look_and_write = format!("{LOOK}; touch /src/built");
-    let got = ok(
-        &env,
-        &[
-            "run",
-            "--rm",
-            "--userns",
-            "keep-id",
-            "-v",
-            &bind,
-            IMAGE,
-            "sh",
-            "-c",
-            &look_and_write,
-        ],
-    );
+    let got = env.skiff_ok(&[
+        "run",
+        "--rm",
+        "--userns",
+        "keep-id",
+        "-v",
+        &bind,
+        IMAGE,
+        "sh",
+        "-c",
+        &look_and_write,
+    ]);
     assert_eq!(got, want, "overlay keep-id differs from fuse keep-id");
     // Files written into a bind mount of the user's directory are the user's.
     let md = std::fs::symlink_metadata(src.join("built")).unwrap();
@@ -150,9 +133,9 @@ fn keep_id_on_overlay_sees_what_fuse_shows_and_shares_one_copy_per_layer() {
     let made = copies(&env);
     assert_eq!(made.len(), 3, "{made:?}");
     // `info` counts them, each with its layer's size (the image's size in all).
-    let info: serde_json::Value = serde_json::from_str(&ok(&env, &["info"])).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&env.skiff_ok(&["info"])).unwrap();
     let images: serde_json::Value =
-        serde_json::from_str(&ok(&env, &["image", "inspect", IMAGE])).unwrap();
+        serde_json::from_str(&env.skiff_ok(&["image", "inspect", IMAGE])).unwrap();
     let size = images[0]["Size"].as_u64().unwrap();
     assert!(size > 1_000_000, "{images}");
     assert_eq!(
@@ -172,12 +155,9 @@ fn keep_id_on_overlay_sees_what_fuse_shows_and_shares_one_copy_per_layer() {
         sub_uid,
         "the copy's root-owned files belong to the keep-id root (the first subordinate id)"
     );
-    let again = ok(
-        &env,
-        &[
-            "run", "--rm", "--userns", "keep-id", IMAGE, "sh", "-c", LOOK,
-        ],
-    );
+    let again = env.skiff_ok(&[
+        "run", "--rm", "--userns", "keep-id", IMAGE, "sh", "-c", LOOK,
+    ]);
     assert_eq!(again, want);
     assert_eq!(copies(&env), made);
     let after: Vec<_> = made.iter().flat_map(|c| inodes(c)).collect();
@@ -187,25 +167,22 @@ fn keep_id_on_overlay_sees_what_fuse_shows_and_shares_one_copy_per_layer() {
     );
 
     // The layers themselves are untouched: a default container sees the image as ever.
-    let out = ok(
-        &env,
-        &[
-            "run",
-            "--rm",
-            IMAGE,
-            "stat",
-            "-c",
-            "%u:%g",
-            "/bin/busybox",
-            "/home/user/owned",
-        ],
-    );
+    let out = env.skiff_ok(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "stat",
+        "-c",
+        "%u:%g",
+        "/bin/busybox",
+        "/home/user/owned",
+    ]);
     assert_eq!(out, "0:0\n1000:1000\n");
 
     // The copies go with the image.
-    ok(&env, &["rmi", IMAGE]);
+    env.skiff_ok(&["rmi", IMAGE]);
     assert!(copies(&env).is_empty(), "{:?}", copies(&env));
-    let info: serde_json::Value = serde_json::from_str(&ok(&env, &["info"])).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&env.skiff_ok(&["info"])).unwrap();
     assert_eq!(
         info["keep_id_copies"],
         serde_json::json!({"count": 0, "bytes": 0})
@@ -226,36 +203,33 @@ fn keep_id_on_overlay_sees_what_fuse_shows_and_shares_one_copy_per_layer() {
 fn cp_into_and_out_of_a_stopped_keep_id_container_on_overlay() {
     let me = nix::unistd::getuid().as_raw();
     let env = env_with("overlay");
-    ok(
-        &env,
-        &[
-            "create",
-            "--name",
-            "kid",
-            "--userns",
-            "keep-id",
-            IMAGE,
-            "sh",
-            "-c",
-            "stat -c '%u:%g' / /top /tmp/in.txt; cat /tmp/in.txt; id -u",
-        ],
-    );
+    env.skiff_ok(&[
+        "create",
+        "--name",
+        "kid",
+        "--userns",
+        "keep-id",
+        IMAGE,
+        "sh",
+        "-c",
+        "stat -c '%u:%g' / /top /tmp/in.txt; cat /tmp/in.txt; id -u",
+    ]);
     let file = env.data().join("in.txt");
     std::fs::write(&file, "copied in\n").unwrap();
     // Before the first start: the copy of the layers is made for the copy.
-    ok(&env, &["cp", file.to_str().unwrap(), "kid:/tmp/"]);
+    env.skiff_ok(&["cp", file.to_str().unwrap(), "kid:/tmp/"]);
     let out_dir = env.data().join("out");
     std::fs::create_dir(&out_dir).unwrap();
-    ok(&env, &["cp", "kid:/top", out_dir.to_str().unwrap()]);
+    env.skiff_ok(&["cp", "kid:/top", out_dir.to_str().unwrap()]);
     let top = out_dir.join("top");
     assert_eq!(std::fs::read_to_string(&top).unwrap(), "top\n");
     assert_eq!(std::fs::symlink_metadata(&top).unwrap().uid(), me);
-    let out = ok(&env, &["start", "-a", "kid"]);
+    let out = env.skiff_ok(&["start", "-a", "kid"]);
     assert_eq!(out, format!("0:0\n0:0\n0:0\ncopied in\n{me}\n"));
     assert_eq!(copies(&env).len(), 3);
     // `image prune -a` removes the copies with the unused image's layers.
-    ok(&env, &["rm", "-f", "kid"]);
-    ok(&env, &["image", "prune", "-a"]);
+    env.skiff_ok(&["rm", "-f", "kid"]);
+    env.skiff_ok(&["image", "prune", "-a"]);
     assert!(copies(&env).is_empty(), "{:?}", copies(&env));
     assert!(entries(&env.data().join("storage/layers")).is_empty());
 }
@@ -298,7 +272,7 @@ fn import_cap_image(env: &Env) {
     b.append_data(&mut h, "bin/busybox-cap", &data[..]).unwrap();
     b.finish().unwrap();
     drop(b);
-    ok(env, &["import", path.to_str().unwrap(), "demo/cap"]);
+    env.skiff_ok(&["import", path.to_str().unwrap(), "demo/cap"]);
 }
 
 #[test]
@@ -309,16 +283,10 @@ fn a_file_capability_of_the_image_works_in_a_keep_id_container_on_overlay() {
     let eff = "/bin/busybox-cap sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status";
     // The capability raises CAP_NET_RAW for an unprivileged user, in a default container
     // (uid 1000) and in a keep-id one (you).
-    let out = ok(
-        &env,
-        &["run", "--rm", "-u", "1000", "demo/cap", "sh", "-c", eff],
-    );
+    let out = env.skiff_ok(&["run", "--rm", "-u", "1000", "demo/cap", "sh", "-c", eff]);
     assert_eq!(out, "0000000000002000\n");
-    let out = ok(
-        &env,
-        &[
-            "run", "--rm", "--userns", "keep-id", "demo/cap", "sh", "-c", eff,
-        ],
-    );
+    let out = env.skiff_ok(&[
+        "run", "--rm", "--userns", "keep-id", "demo/cap", "sh", "-c", eff,
+    ]);
     assert_eq!(out, "0000000000002000\n", "{}", env.daemon_log());
 }

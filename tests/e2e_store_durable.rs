@@ -19,19 +19,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use common::{require, stderr, stdout, Env};
+use common::{require, Env};
 use image_support::multi_layer_archive;
-
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?}: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
 
 /// `strace -f` attached to the running skiffd (threads and every process it starts
 /// from now on), writing to `log`; returns once strace reports it is attached.
@@ -273,24 +262,18 @@ fn layers_are_synced_before_the_index_names_them() {
 
     // An import (one layer), a load (three layers, extracted in parallel), a commit
     // (the build's RUN and COPY steps install their layers the same way).
-    ok(
-        &env,
-        &["image", "import", tar.to_str().unwrap(), "demo/busybox"],
-    );
-    ok(&env, &["load", "-i", archive.to_str().unwrap()]);
-    ok(
-        &env,
-        &[
-            "run",
-            "--name",
-            "box",
-            "demo/busybox",
-            "sh",
-            "-c",
-            "echo new > /new",
-        ],
-    );
-    ok(&env, &["commit", "box", "me/box:1"]);
+    env.skiff_ok(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
+    env.skiff_ok(&["load", "-i", archive.to_str().unwrap()]);
+    env.skiff_ok(&[
+        "run",
+        "--name",
+        "box",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "echo new > /new",
+    ]);
+    env.skiff_ok(&["commit", "box", "me/box:1"]);
     // The background sync removes the markers: wait for it (it runs while skiffd
     // replies, so only here is the trace complete).
     let unsynced = env.data().join("storage/unsynced");
@@ -308,7 +291,8 @@ fn layers_are_synced_before_the_index_names_them() {
         .iter()
         .map(|i| {
             let v: serde_json::Value =
-                serde_json::from_str(&ok(&env, &["image", "inspect", i])).expect("inspect JSON");
+                serde_json::from_str(&env.skiff_ok(&["image", "inspect", i]))
+                    .expect("inspect JSON");
             v[0]["RootFS"]["Layers"].as_array().map_or(0, Vec::len)
         })
         .sum();

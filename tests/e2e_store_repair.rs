@@ -11,30 +11,16 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{stderr, stdout, Env};
-
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?}: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
+use common::Env;
 
 /// Imports busybox as `demo/busybox`, waits for its layer's marker to go (synced) and
 /// stops skiffd; returns the layer's directory and its diff id hex.
 fn imported_layer(env: &mut Env) -> (PathBuf, String) {
     env.start_daemon();
     let tar = env.busybox_tar();
-    ok(
-        env,
-        &["image", "import", tar.to_str().unwrap(), "demo/busybox"],
-    );
+    env.skiff_ok(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
     let v: serde_json::Value =
-        serde_json::from_str(&ok(env, &["image", "inspect", "demo/busybox"])).expect("JSON");
+        serde_json::from_str(&env.skiff_ok(&["image", "inspect", "demo/busybox"])).expect("JSON");
     let diff_id = v[0]["RootFS"]["Layers"][0]
         .as_str()
         .expect("a layer")
@@ -91,7 +77,7 @@ fn a_layer_marked_by_another_boot_is_extracted_again_at_start() {
 
     env.start_daemon();
     // The repair runs before skiffd serves: it is done once the daemon answers.
-    ok(&env, &["image", "ls"]);
+    env.skiff_ok(&["image", "ls"]);
     let now = fs::read(&file).expect("reading the repaired file");
     assert!(
         now == content,
@@ -106,7 +92,7 @@ fn a_layer_marked_by_another_boot_is_extracted_again_at_start() {
         env.daemon_log()
     );
     // The image works on the repaired layer.
-    let out = ok(&env, &["run", "--rm", "demo/busybox", "echo", "repaired"]);
+    let out = env.skiff_ok(&["run", "--rm", "demo/busybox", "echo", "repaired"]);
     assert_eq!(out.trim(), "repaired");
     // Nothing of the old tree stays behind once the collection ran.
     let tmp = env.data().join("storage/tmp");
@@ -133,7 +119,7 @@ fn a_layer_marked_in_this_boot_is_only_synced() {
     fs::write(&marker, boot).expect("writing the marker");
 
     env.start_daemon();
-    ok(&env, &["image", "ls"]);
+    env.skiff_ok(&["image", "ls"]);
     assert!(
         !marker.exists(),
         "the marker {marker:?} is still there\n{}",
@@ -160,7 +146,7 @@ fn a_marked_layer_without_its_blob_is_reported_not_fatal() {
     fs::write(&marker, "00000000-0000-4000-8000-000000000000\n").expect("writing the marker");
 
     env.start_daemon();
-    ok(&env, &["image", "ls"]);
+    env.skiff_ok(&["image", "ls"]);
     let log = env.daemon_log();
     assert!(
         log.contains(&format!("sha256:{hex}"))

@@ -19,38 +19,24 @@ fn env_with(driver: &str) -> Env {
     env
 }
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?}: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
-
 #[test]
 fn a_start_that_fails_before_mounting_leaves_the_volume_to_be_seeded() {
     let env = env_with("fuse");
     let dir = env.data().join("bind-src");
     std::fs::create_dir(&dir).unwrap();
     let bind = format!("{}:/a", dir.display());
-    ok(
-        &env,
-        &[
-            "create",
-            "--name",
-            "c1",
-            "-v",
-            &bind,
-            "-v",
-            "seedvol:/home/user",
-            "demo/busybox",
-            "cat",
-            "/home/user/owned",
-        ],
-    );
+    env.skiff_ok(&[
+        "create",
+        "--name",
+        "c1",
+        "-v",
+        &bind,
+        "-v",
+        "seedvol:/home/user",
+        "demo/busybox",
+        "cat",
+        "/home/user/owned",
+    ]);
     // The bind mount (before the volume) fails: the volume was neither mounted nor seeded.
     std::fs::remove_dir(&dir).unwrap();
     let out = env.skiff(&["start", "c1"]);
@@ -59,34 +45,28 @@ fn a_start_that_fails_before_mounting_leaves_the_volume_to_be_seeded() {
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
     // Once the container can start, its first start seeds the volume.
     std::fs::create_dir(&dir).unwrap();
-    assert_eq!(ok(&env, &["start", "-a", "c1"]), "mine\n");
+    assert_eq!(env.skiff_ok(&["start", "-a", "c1"]), "mine\n");
     assert_eq!(std::fs::read(data.join("owned")).unwrap(), b"mine\n");
     // And only that one: what a container removes from it stays removed.
-    ok(
-        &env,
-        &[
-            "run",
-            "--rm",
-            "-v",
-            "seedvol:/home/user",
-            "demo/busybox",
-            "rm",
-            "/home/user/owned",
-        ],
-    );
-    let out = ok(
-        &env,
-        &[
-            "run",
-            "--rm",
-            "-v",
-            "seedvol:/home/user",
-            "demo/busybox",
-            "ls",
-            "-A",
-            "/home/user",
-        ],
-    );
+    env.skiff_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "seedvol:/home/user",
+        "demo/busybox",
+        "rm",
+        "/home/user/owned",
+    ]);
+    let out = env.skiff_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "seedvol:/home/user",
+        "demo/busybox",
+        "ls",
+        "-A",
+        "/home/user",
+    ]);
     assert_eq!(out, "");
 }
 
@@ -96,21 +76,18 @@ fn keep_id_seeds_a_volume_with_the_owners_it_sees_on_every_driver() {
     for driver in ["fuse", "overlay", "vfs"] {
         let env = env_with(driver);
         let look = "stat -c '%n %u:%g %a' /home/user /home/user/owned";
-        let out = ok(
-            &env,
-            &[
-                "run",
-                "--rm",
-                "--userns",
-                "keep-id",
-                "-v",
-                "kvol:/home/user",
-                "demo/busybox",
-                "sh",
-                "-c",
-                look,
-            ],
-        );
+        let out = env.skiff_ok(&[
+            "run",
+            "--rm",
+            "--userns",
+            "keep-id",
+            "-v",
+            "kvol:/home/user",
+            "demo/busybox",
+            "sh",
+            "-c",
+            look,
+        ]);
         // As the image has them, in the keep-id container.
         assert_eq!(
             out, "/home/user 1000:1000 755\n/home/user/owned 1000:1000 644\n",
@@ -125,19 +102,16 @@ fn keep_id_seeds_a_volume_with_the_owners_it_sees_on_every_driver() {
         }
         // The host ids are kept: a default container (uid 1 = the first subordinate id)
         // sees them one higher. Not seeded again.
-        let out = ok(
-            &env,
-            &[
-                "run",
-                "--rm",
-                "-v",
-                "kvol:/home/user",
-                "demo/busybox",
-                "sh",
-                "-c",
-                look,
-            ],
-        );
+        let out = env.skiff_ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "kvol:/home/user",
+            "demo/busybox",
+            "sh",
+            "-c",
+            look,
+        ]);
         assert_eq!(
             out, "/home/user 1001:1001 755\n/home/user/owned 1001:1001 644\n",
             "{driver}"

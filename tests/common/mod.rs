@@ -300,6 +300,19 @@ impl Env {
         self.skiff_cmd(args).output().unwrap()
     }
 
+    /// Runs the skiff CLI, which must succeed (else the test fails with its stderr and the
+    /// daemon's log); returns its stdout.
+    pub fn skiff_ok(&self, args: &[&str]) -> String {
+        let out = self.skiff(args);
+        assert!(
+            out.status.success(),
+            "skiff {args:?}: {}\n{}",
+            stderr(&out),
+            self.daemon_log()
+        );
+        stdout(&out)
+    }
+
     /// Runs the CLI with `input` on its stdin (written by a thread, so that a CLI that
     /// writes much before it reads all of it cannot block), its output collected.
     pub fn skiff_stdin(&self, args: &[&str], input: &[u8]) -> Output {

@@ -6,14 +6,7 @@ use super::common::{stderr, stdout, Env};
 
 /// Runs skiff, asserting success; returns stdout.
 pub fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?}: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
+    env.skiff_ok(args)
 }
 
 /// Runs skiff, asserting exit code `code`; returns stderr.
