@@ -7,12 +7,6 @@ use std::process::Output;
 
 use common::{bin, require, stderr, stdout, Env};
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    stdout(&out)
-}
-
 fn same(a: &Output, b: &Output) -> bool {
     a.status.code() == b.status.code() && a.stdout == b.stdout && a.stderr == b.stderr
 }
@@ -22,20 +16,17 @@ fn same(a: &Output, b: &Output) -> bool {
 #[test]
 fn every_container_alias_behaves_as_the_top_level_command() {
     let env = Env::new();
-    ok(
-        &env,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "web",
-            "demo/busybox",
-            "sh",
-            "-c",
-            "echo hello; sleep 1000",
-        ],
-    );
-    assert!(env.eventually(10, || ok(&env, &["logs", "web"]) == "hello\n"));
+    env.skiff_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "echo hello; sleep 1000",
+    ]);
+    assert!(env.eventually(10, || env.skiff_ok(&["logs", "web"]) == "hello\n"));
     let done = env.skiff(&[
         "run",
         "--name",
@@ -96,32 +87,35 @@ fn every_container_alias_behaves_as_the_top_level_command() {
         );
     }
     // What changes state, once each way: the effect is the same.
-    ok(
-        &env,
-        &[
-            "container",
-            "create",
-            "--name",
-            "made",
-            "demo/busybox",
-            "sh",
-            "-c",
-            "exit 7",
-        ],
-    );
+    env.skiff_ok(&[
+        "container",
+        "create",
+        "--name",
+        "made",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
     assert_eq!(env.inspect("made")["State"]["Status"], "created");
-    assert_eq!(ok(&env, &["container", "start", "made"]), "made\n");
-    assert_eq!(ok(&env, &["container", "wait", "made"]), "7\n");
-    assert_eq!(ok(&env, &["container", "rename", "made", "renamed"]), "");
+    assert_eq!(env.skiff_ok(&["container", "start", "made"]), "made\n");
+    assert_eq!(env.skiff_ok(&["container", "wait", "made"]), "7\n");
+    assert_eq!(
+        env.skiff_ok(&["container", "rename", "made", "renamed"]),
+        ""
+    );
     assert_eq!(env.inspect("renamed")["State"]["ExitCode"], 7);
-    assert_eq!(ok(&env, &["container", "restart", "renamed"]), "renamed\n");
+    assert_eq!(
+        env.skiff_ok(&["container", "restart", "renamed"]),
+        "renamed\n"
+    );
     // The restarted command ends again before it can be removed.
-    assert_eq!(ok(&env, &["container", "wait", "renamed"]), "7\n");
-    assert_eq!(ok(&env, &["container", "rm", "renamed"]), "renamed\n");
-    assert_eq!(ok(&env, &["container", "stop", "web"]), "web\n");
+    assert_eq!(env.skiff_ok(&["container", "wait", "renamed"]), "7\n");
+    assert_eq!(env.skiff_ok(&["container", "rm", "renamed"]), "renamed\n");
+    assert_eq!(env.skiff_ok(&["container", "stop", "web"]), "web\n");
     assert_eq!(env.inspect("web")["State"]["Status"], "exited");
-    assert_eq!(ok(&env, &["container", "start", "web"]), "web\n");
-    assert_eq!(ok(&env, &["container", "kill", "web"]), "web\n");
+    assert_eq!(env.skiff_ok(&["container", "start", "web"]), "web\n");
+    assert_eq!(env.skiff_ok(&["container", "kill", "web"]), "web\n");
     assert!(env.eventually(10, || env.inspect("web")["State"]["Status"] == "exited"));
     let attach = env.skiff(&["container", "attach", "web"]);
     let top_level = env.skiff(&["attach", "web"]);
@@ -131,7 +125,7 @@ fn every_container_alias_behaves_as_the_top_level_command() {
         stderr(&attach),
         stderr(&top_level)
     );
-    assert_eq!(ok(&env, &["container", "remove", "-f", "web"]), "web\n");
+    assert_eq!(env.skiff_ok(&["container", "remove", "-f", "web"]), "web\n");
 
     // image: its own commands and the top-level ones.
     let rows: &[(&[&str], &[&str])] = &[
@@ -157,7 +151,7 @@ fn every_container_alias_behaves_as_the_top_level_command() {
         );
     }
     // Every alias is listed in the help.
-    let help = ok(&env, &["container", "--help"]);
+    let help = env.skiff_ok(&["container", "--help"]);
     for name in [
         "ls", "list", "prune", "inspect", "rm", "start", "stop", "kill", "restart", "logs", "exec",
         "run", "create", "wait", "port", "top", "stats", "cp", "rename", "attach",
@@ -167,41 +161,35 @@ fn every_container_alias_behaves_as_the_top_level_command() {
             "{name} missing:\n{help}"
         );
     }
-    assert!(ok(&env, &["image", "--help"]).contains("pull"));
+    assert!(env.skiff_ok(&["image", "--help"]).contains("pull"));
 }
 
 #[test]
 fn wait_and_rm_on_several_containers() {
     let env = Env::new();
-    ok(
-        &env,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "three",
-            "demo/busybox",
-            "sh",
-            "-c",
-            "exit 3",
-        ],
-    );
-    ok(
-        &env,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "five",
-            "demo/busybox",
-            "sh",
-            "-c",
-            "exit 5",
-        ],
-    );
+    env.skiff_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "three",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    env.skiff_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "five",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "exit 5",
+    ]);
     // One exit code a line, in the order asked; a missing one is an error that does not
     // stop the others.
-    assert_eq!(ok(&env, &["wait", "three", "five"]), "3\n5\n");
+    assert_eq!(env.skiff_ok(&["wait", "three", "five"]), "3\n5\n");
     let out = env.skiff(&["wait", "five", "nosuch", "three"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stdout(&out), "5\n3\n");
@@ -211,24 +199,20 @@ fn wait_and_rm_on_several_containers() {
         stderr(&out)
     );
 
-    ok(
-        &env,
-        &["run", "-d", "--name", "aa", "demo/busybox", "sleep", "1000"],
-    );
-    ok(
-        &env,
-        &["run", "-d", "--name", "bb", "demo/busybox", "sleep", "1000"],
-    );
+    env.skiff_ok(&["run", "-d", "--name", "aa", "demo/busybox", "sleep", "1000"]);
+    env.skiff_ok(&["run", "-d", "--name", "bb", "demo/busybox", "sleep", "1000"]);
     let out = env.skiff(&["rm", "-f", "aa", "nosuch", "bb", "three"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(stdout(&out), "aa\nbb\nthree\n");
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("nosuch"));
     assert_eq!(
-        ok(&env, &["ps", "-a", "--format", "json"]).lines().count(),
+        env.skiff_ok(&["ps", "-a", "--format", "json"])
+            .lines()
+            .count(),
         1
     );
-    assert_eq!(ok(&env, &["rm", "-f", "five"]), "five\n");
+    assert_eq!(env.skiff_ok(&["rm", "-f", "five"]), "five\n");
 }
 
 fn free_port() -> u16 {
@@ -243,36 +227,33 @@ fn free_port() -> u16 {
 fn port_prints_as_docker() {
     let env = Env::new();
     let (tcp, udp) = (free_port(), free_port());
-    ok(
-        &env,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "pub",
-            "-p",
-            &format!("127.0.0.1:{tcp}:80"),
-            "-p",
-            &format!("127.0.0.1:{udp}:53/udp"),
-            "demo/busybox",
-            "sleep",
-            "1000",
-        ],
-    );
+    env.skiff_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pub",
+        "-p",
+        &format!("127.0.0.1:{tcp}:80"),
+        "-p",
+        &format!("127.0.0.1:{udp}:53/udp"),
+        "demo/busybox",
+        "sleep",
+        "1000",
+    ]);
     assert_eq!(
-        ok(&env, &["port", "pub"]),
+        env.skiff_ok(&["port", "pub"]),
         format!("53/udp -> 127.0.0.1:{udp}\n80/tcp -> 127.0.0.1:{tcp}\n")
     );
     assert_eq!(
-        ok(&env, &["port", "pub", "80"]),
+        env.skiff_ok(&["port", "pub", "80"]),
         format!("127.0.0.1:{tcp}\n")
     );
     assert_eq!(
-        ok(&env, &["port", "pub", "80/tcp"]),
+        env.skiff_ok(&["port", "pub", "80/tcp"]),
         format!("127.0.0.1:{tcp}\n")
     );
     assert_eq!(
-        ok(&env, &["port", "pub", "53/udp"]),
+        env.skiff_ok(&["port", "pub", "53/udp"]),
         format!("127.0.0.1:{udp}\n")
     );
     for missing in ["53", "81/tcp"] {
@@ -280,8 +261,8 @@ fn port_prints_as_docker() {
         assert_eq!(out.status.code(), Some(1));
         assert!(stderr(&out).contains("no public port"), "{}", stderr(&out));
     }
-    ok(&env, &["create", "--name", "none", "demo/busybox", "true"]);
-    assert_eq!(ok(&env, &["port", "none"]), "");
+    env.skiff_ok(&["create", "--name", "none", "demo/busybox", "true"]);
+    assert_eq!(env.skiff_ok(&["port", "none"]), "");
 }
 
 /// Runs `script` in bash with the completion script sourced and skiff on PATH.
@@ -304,11 +285,8 @@ fn bash_with_completion(env: &Env, file: &std::path::Path, script: &str) -> Outp
 #[test]
 fn completion_scripts_load_and_complete_names() {
     let env = Env::new();
-    ok(
-        &env,
-        &["create", "--name", "alpha-box", "demo/busybox", "true"],
-    );
-    let script = ok(&env, &["completion", "bash"]);
+    env.skiff_ok(&["create", "--name", "alpha-box", "demo/busybox", "true"]);
+    let script = env.skiff_ok(&["completion", "bash"]);
     let file = env.dir.path().join("skiff.bash");
     std::fs::write(&file, &script).unwrap();
     let syntax = std::process::Command::new(require("bash"))
@@ -349,7 +327,7 @@ fn completion_scripts_load_and_complete_names() {
         ("zsh", "compdef _skiff_dynamic skiff"),
         ("fish", "skiff __complete containers"),
     ] {
-        let text = ok(&env, &["completion", shell]);
+        let text = env.skiff_ok(&["completion", shell]);
         assert!(text.contains(hook), "{shell}");
         if let Some(sh) = ["/usr/bin", "/bin"]
             .iter()

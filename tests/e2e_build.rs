@@ -12,18 +12,6 @@ use std::process::{Output, Stdio};
 
 use common::{stderr, stdout, Env};
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?} failed: {}\n{}\n{}",
-        stderr(&out),
-        stdout(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
-
 fn fails(env: &Env, args: &[&str], want: &str) -> String {
     let out = env.skiff(args);
     let all = format!("{}{}", stdout(&out), stderr(&out));
@@ -78,7 +66,7 @@ fn instructions_substitution_and_cache() {
         ],
     );
     let c = ctx.to_str().unwrap();
-    let first = ok(&env, &["build", "-t", "me/app:1", "--build-arg", "V=3", c]);
+    let first = env.skiff_ok(&["build", "-t", "me/app:1", "--build-arg", "V=3", c]);
     assert!(first.contains("STEP 1/13: FROM $BASE AS base"), "{first}");
     assert!(first.contains("STEP 8/13: RUN echo"), "{first}");
     assert!(first.contains("run-42-output"), "{first}");
@@ -87,44 +75,44 @@ fn instructions_substitution_and_cache() {
         "{first}"
     );
     // The steps' images are intermediate: hidden, as docker's, but with -a; not dangling.
-    let shown = ok(&env, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let shown = env.skiff_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     let mut shown: Vec<&str> = shown.lines().collect();
     shown.sort();
     assert_eq!(
         shown,
         ["docker.io/demo/busybox:latest", "docker.io/me/app:1"]
     );
-    let all = ok(&env, &["images", "-a", "-q"]);
+    let all = env.skiff_ok(&["images", "-a", "-q"]);
     // busybox and the images of the 11 steps that are not FROM or ARG.
     assert_eq!(all.lines().count(), 12, "{all}");
-    assert_eq!(ok(&env, &["images", "-q", "-f", "dangling=true"]), "");
+    assert_eq!(env.skiff_ok(&["images", "-q", "-f", "dangling=true"]), "");
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/app:1"]),
+        env.skiff_ok(&["run", "--rm", "me/app:1"]),
         "1-3-fallback-set-\nv=3 b=two words\n"
     );
     assert_eq!(
-        ok(
-            &env,
-            &[
-                "run",
-                "--rm",
-                "me/app:1",
-                "stat",
-                "-c",
-                "%u:%g %a",
-                "/app/hello.txt"
-            ]
-        ),
+        env.skiff_ok(&[
+            "run",
+            "--rm",
+            "me/app:1",
+            "stat",
+            "-c",
+            "%u:%g %a",
+            "/app/hello.txt"
+        ]),
         "1000:1000 640\n"
     );
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/app:1", "cat", "/data/sub/y"]),
+        env.skiff_ok(&["run", "--rm", "me/app:1", "cat", "/data/sub/y"]),
         "y\n"
     );
-    assert_eq!(ok(&env, &["run", "--rm", "me/app:1", "id", "-u"]), "1000\n");
-    assert_eq!(ok(&env, &["run", "--rm", "me/app:1", "pwd"]), "/app\n");
+    assert_eq!(
+        env.skiff_ok(&["run", "--rm", "me/app:1", "id", "-u"]),
+        "1000\n"
+    );
+    assert_eq!(env.skiff_ok(&["run", "--rm", "me/app:1", "pwd"]), "/app\n");
     let inspect: serde_json::Value =
-        serde_json::from_str(&ok(&env, &["image", "inspect", "me/app:1"])).unwrap();
+        serde_json::from_str(&env.skiff_ok(&["image", "inspect", "me/app:1"])).unwrap();
     let img = if inspect.is_array() {
         inspect[0].clone()
     } else {
@@ -143,13 +131,11 @@ fn instructions_substitution_and_cache() {
         "{img}"
     );
     // `--format json` prints one object a line, as docker's.
-    let history: Vec<serde_json::Value> = ok(
-        &env,
-        &["history", "--no-trunc", "--format", "json", "me/app:1"],
-    )
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect();
+    let history: Vec<serde_json::Value> = env
+        .skiff_ok(&["history", "--no-trunc", "--format", "json", "me/app:1"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let by: Vec<String> = history
         .iter()
         .map(|h| h["CreatedBy"].as_str().unwrap_or_default().to_string())
@@ -167,28 +153,28 @@ fn instructions_substitution_and_cache() {
 
     // The same build again: every step from the cache, the same image.
     let id1 = first.lines().last().unwrap().to_string();
-    let again = ok(&env, &["build", "-t", "me/app:1", "--build-arg", "V=3", c]);
+    let again = env.skiff_ok(&["build", "-t", "me/app:1", "--build-arg", "V=3", c]);
     assert_eq!(again.matches("--> Using cache").count(), 11, "{again}");
     assert!(!again.contains("run-42-output"), "{again}");
     assert_eq!(again.lines().last().unwrap(), id1);
     // -q: only the id.
-    let quiet = ok(&env, &["build", "-q", "--build-arg", "V=3", c]);
+    let quiet = env.skiff_ok(&["build", "-q", "--build-arg", "V=3", c]);
     assert_eq!(quiet.trim(), id1);
 
     // A changed file rebuilds from its step on, not before.
     fs::write(ctx.join("dir/x"), "changed\n").unwrap();
-    let changed = ok(&env, &["build", "-t", "me/app:2", "--build-arg", "V=3", c]);
+    let changed = env.skiff_ok(&["build", "-t", "me/app:2", "--build-arg", "V=3", c]);
     assert_eq!(changed.matches("--> Using cache").count(), 4, "{changed}");
     assert!(changed.contains("run-42-output"), "{changed}");
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/app:2", "cat", "/data/x"]),
+        env.skiff_ok(&["run", "--rm", "me/app:2", "cat", "/data/x"]),
         "changed\n"
     );
     // A changed build arg invalidates RUN.
-    let arg = ok(&env, &["build", "-t", "me/app:3", "--build-arg", "V=4", c]);
+    let arg = env.skiff_ok(&["build", "-t", "me/app:3", "--build-arg", "V=4", c]);
     assert!(arg.contains("run-42-output"), "{arg}");
     // --no-cache uses none.
-    let none = ok(&env, &["build", "--no-cache", "--build-arg", "V=3", c]);
+    let none = env.skiff_ok(&["build", "--no-cache", "--build-arg", "V=3", c]);
     assert!(!none.contains("Using cache"), "{none}");
 }
 
@@ -205,10 +191,10 @@ fn multi_stage_target_and_scratch() {
     let env = Env::new();
     let ctx = context(&env, "stages", &[("Dockerfile", STAGES)]);
     let c = ctx.to_str().unwrap();
-    ok(&env, &["build", "-t", "me/final", c]);
-    assert_eq!(ok(&env, &["run", "--rm", "me/final"]), "artefact\n");
+    env.skiff_ok(&["build", "-t", "me/final", c]);
+    assert_eq!(env.skiff_ok(&["run", "--rm", "me/final"]), "artefact\n");
     let inspect: serde_json::Value =
-        serde_json::from_str(&ok(&env, &["image", "inspect", "me/final"])).unwrap();
+        serde_json::from_str(&env.skiff_ok(&["image", "inspect", "me/final"])).unwrap();
     let img = if inspect.is_array() {
         inspect[0].clone()
     } else {
@@ -220,12 +206,9 @@ fn multi_stage_target_and_scratch() {
         "{img}"
     );
     // --target stops at the builder: a busybox with /out/a.
-    ok(
-        &env,
-        &["build", "--target", "builder", "-t", "me/builder", c],
-    );
+    env.skiff_ok(&["build", "--target", "builder", "-t", "me/builder", c]);
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/builder", "cat", "/out/a"]),
+        env.skiff_ok(&["run", "--rm", "me/builder", "cat", "/out/a"]),
         "artefact\n"
     );
     fails(
@@ -262,14 +245,17 @@ fn dockerignore_add_tar_and_stdin_context() {
     );
     fs::write(ctx.join("files.tar"), &tarball).unwrap();
     let c = ctx.to_str().unwrap();
-    let out = ok(&env, &["build", "-t", "me/ign", c]);
+    let out = env.skiff_ok(&["build", "-t", "me/ign", c]);
     assert!(
         out.contains("Dockerfile files.tar keep.log public sub"),
         "{out}"
     );
-    assert_eq!(ok(&env, &["run", "--rm", "me/ign", "ls", "/ctx/sub"]), "");
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/ign", "cat", "/t/in/tar-file"]),
+        env.skiff_ok(&["run", "--rm", "me/ign", "ls", "/ctx/sub"]),
+        ""
+    );
+    assert_eq!(
+        env.skiff_ok(&["run", "--rm", "me/ign", "cat", "/t/in/tar-file"]),
         "tar\n"
     );
     // An ignored file named explicitly is an error.
@@ -298,7 +284,7 @@ fn dockerignore_add_tar_and_stdin_context() {
     );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/stdin", "cat", "/f"]),
+        env.skiff_ok(&["run", "--rm", "me/stdin", "cat", "/f"]),
         "from stdin\n"
     );
 }
@@ -322,9 +308,9 @@ fn hostile_contexts_and_errors() {
     fails(&env, &["build", c], "never followed");
     // The link itself is copied as a link.
     fs::write(ctx.join("Dockerfile"), "FROM demo/busybox\nCOPY out /l\n").unwrap();
-    ok(&env, &["build", "-t", "me/link", c]);
+    env.skiff_ok(&["build", "-t", "me/link", c]);
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/link", "readlink", "/l"]),
+        env.skiff_ok(&["run", "--rm", "me/link", "readlink", "/l"]),
         "/etc\n"
     );
 
@@ -367,20 +353,17 @@ fn hostile_contexts_and_errors() {
         format!("FROM demo/busybox\nADD http://127.0.0.1:{port}/dir/file.txt /dl/\n"),
     )
     .unwrap();
-    ok(&env, &["build", "-t", "me/url", c]);
+    env.skiff_ok(&["build", "-t", "me/url", c]);
     assert_eq!(
-        ok(
-            &env,
-            &[
-                "run",
-                "--rm",
-                "me/url",
-                "stat",
-                "-c",
-                "%a %s",
-                "/dl/file.txt"
-            ]
-        ),
+        env.skiff_ok(&[
+            "run",
+            "--rm",
+            "me/url",
+            "stat",
+            "-c",
+            "%a %s",
+            "/dl/file.txt"
+        ]),
         "600 8\n"
     );
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -399,7 +382,7 @@ fn hostile_contexts_and_errors() {
     .unwrap();
     fails(&env, &["build", c], "ADD fetches URLs");
     // No build container is left behind.
-    assert_eq!(ok(&env, &["ps", "-a", "-q"]), "");
+    assert_eq!(env.skiff_ok(&["ps", "-a", "-q"]), "");
 }
 
 #[test]
@@ -436,7 +419,7 @@ fn ctrl_c_cancels_the_running_step() {
         stderr(&out)
     );
     // Its container is removed, nothing is tagged.
-    assert!(env.eventually(20, || ok(&env, &["ps", "-a", "-q"]).is_empty()));
+    assert!(env.eventually(20, || env.skiff_ok(&["ps", "-a", "-q"]).is_empty()));
     fails(&env, &["image", "inspect", "me/cancelled"], "");
 }
 
@@ -451,10 +434,10 @@ fn run_here_documents() {
             "FROM demo/busybox\nARG W=world\nRUN <<EOF\nset -e\n# a comment of the script\necho \"hello $W\" > /f\necho $((1<<3)) >> /f\nEOF\nRUN cat <<-'END' > /g\n\tliteral $W\n\tEND\n",
         )],
     );
-    let built = ok(&env, &["build", "-t", "me/heredoc", ctx.to_str().unwrap()]);
+    let built = env.skiff_ok(&["build", "-t", "me/heredoc", ctx.to_str().unwrap()]);
     assert!(built.contains("STEP 3/4: RUN <<EOF"), "{built}");
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/heredoc", "cat", "/f", "/g"]),
+        env.skiff_ok(&["run", "--rm", "me/heredoc", "cat", "/f", "/g"]),
         "hello world\n8\nliteral $W\n"
     );
     let bad = ctx.join("Dockerfile.bad");

@@ -12,18 +12,6 @@ use std::process::Stdio;
 
 use common::{stderr, stdout, Env};
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?} failed: {}\n{}\n{}",
-        stderr(&out),
-        stdout(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
-
 /// Every file (not directory) below `dir`, relative to it, sorted.
 fn files_below(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -144,24 +132,21 @@ fn hard_links_and_symlink_loops_copy_and_a_same_size_change_invalidates() {
     )
     .unwrap();
     let c = ctx.to_str().unwrap();
-    let first = ok(&env, &["build", "-t", "me/links", c]);
+    let first = env.skiff_ok(&["build", "-t", "me/links", c]);
     assert!(first.contains("ran-5"), "{first}");
-    let show = ok(
-        &env,
-        &[
-            "run",
-            "--rm",
-            "me/links",
-            "sh",
-            "-c",
-            "cat /app/one /app/sub/two; for l in loop a b; do readlink /app/$l; done; ls /all",
-        ],
-    );
+    let show = env.skiff_ok(&[
+        "run",
+        "--rm",
+        "me/links",
+        "sh",
+        "-c",
+        "cat /app/one /app/sub/two; for l in loop a b; do readlink /app/$l; done; ls /all",
+    ]);
     assert_eq!(show, "aaaa\naaaa\nloop\nb\na\nDockerfile\napp\n", "{show}");
 
     // The ignored file changes: all from the cache.
     fs::write(ctx.join("notes.txt"), "changed, still ignored\n").unwrap();
-    let again = ok(&env, &["build", "-t", "me/links", c]);
+    let again = env.skiff_ok(&["build", "-t", "me/links", c]);
     assert_eq!(steps_from_cache(&again), 3, "{again}");
 
     // One copied byte changes, size and time kept: the COPY steps and what follows
@@ -175,24 +160,21 @@ fn hard_links_and_symlink_loops_copy_and_a_same_size_change_invalidates() {
         .unwrap()
         .set_modified(mtime)
         .unwrap();
-    let changed = ok(&env, &["build", "-t", "me/links", c]);
+    let changed = env.skiff_ok(&["build", "-t", "me/links", c]);
     assert_eq!(steps_from_cache(&changed), 0, "{changed}");
     assert!(changed.contains("ran-5"), "{changed}");
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/links", "cat", "/app/sub/two"]),
+        env.skiff_ok(&["run", "--rm", "me/links", "cat", "/app/sub/two"]),
         "bbbb\n"
     );
 
     // A mode change invalidates too.
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(ctx.join("app/sub/two"), fs::Permissions::from_mode(0o600)).unwrap();
-    let chmod = ok(&env, &["build", "-t", "me/links", c]);
+    let chmod = env.skiff_ok(&["build", "-t", "me/links", c]);
     assert_eq!(steps_from_cache(&chmod), 0, "{chmod}");
     assert_eq!(
-        ok(
-            &env,
-            &["run", "--rm", "me/links", "stat", "-c", "%a", "/app/one"]
-        ),
+        env.skiff_ok(&["run", "--rm", "me/links", "stat", "-c", "%a", "/app/one"]),
         "600\n"
     );
 }
@@ -223,17 +205,14 @@ fn a_tar_context_with_hard_links_and_a_symlink_loop_on_stdin() {
     let out = env.skiff_stdin(&["build", "-t", "me/hard", "-"], &b.into_inner().unwrap());
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(
-        ok(
-            &env,
-            &[
-                "run",
-                "--rm",
-                "me/hard",
-                "sh",
-                "-c",
-                "cat /h/g /h/dir/f; readlink /h/l"
-            ]
-        ),
+        env.skiff_ok(&[
+            "run",
+            "--rm",
+            "me/hard",
+            "sh",
+            "-c",
+            "cat /h/g /h/dir/f; readlink /h/l"
+        ]),
         "data\ndata\nl\n"
     );
 }
@@ -257,12 +236,12 @@ fn a_no_cache_rebuild_does_not_extract_a_layer_the_store_holds() {
     )
     .unwrap();
     let c = ctx.to_str().unwrap().to_string();
-    ok(&env, &["build", "-t", "me/same:1", &c]);
+    env.skiff_ok(&["build", "-t", "me/same:1", &c]);
     env.stop_daemon();
     env.start_daemon_with(&["--layer-max-entries", "3"]);
-    let again = ok(&env, &["build", "--no-cache", "-t", "me/same:2", &c]);
+    let again = env.skiff_ok(&["build", "--no-cache", "-t", "me/same:2", &c]);
     assert!(!again.contains("Using cache"), "{again}");
-    let cat = ok(&env, &["run", "--rm", "me/same:2", "cat", "/data/f3"]);
+    let cat = env.skiff_ok(&["run", "--rm", "me/same:2", "cat", "/data/f3"]);
     assert_eq!(cat, "file 3\n");
     fs::write(ctx.join("data/f3"), "changed\n").unwrap();
     let out = env.skiff(&["build", "--no-cache", "-t", "me/same:3", &c]);

@@ -9,18 +9,6 @@ use std::fs;
 
 use common::{stderr, stdout, Env};
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?} failed: {}\n{}\n{}",
-        stderr(&out),
-        stdout(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
-
 /// The sizes skiffd logged for the build contexts it received, in order.
 fn context_sizes(env: &Env) -> Vec<u64> {
     env.daemon_log()
@@ -64,7 +52,7 @@ fn the_cli_does_not_send_ignored_files() {
     ] {
         fs::write(ctx.join(p), data).unwrap();
     }
-    ok(&env, &["build", "-t", "me/ignoring", ctx.to_str().unwrap()]);
+    env.skiff_ok(&["build", "-t", "me/ignoring", ctx.to_str().unwrap()]);
     let sizes = context_sizes(&env);
     assert_eq!(sizes.len(), 1, "{}", env.daemon_log());
     assert!(
@@ -73,9 +61,7 @@ fn the_cli_does_not_send_ignored_files() {
         sizes[0]
     );
     assert_eq!(
-        ok(
-            &env,
-            &[
+        env.skiff_ok(&[
                 "run",
                 "--rm",
                 "me/ignoring",
@@ -109,7 +95,7 @@ fn the_cli_does_not_send_ignored_files() {
     );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/sent-anyway", "ls", "-A", "/ctx"]),
+        env.skiff_ok(&["run", "--rm", "me/sent-anyway", "ls", "-A", "/ctx"]),
         ".dockerignore\nDockerfile\nb\n"
     );
 }

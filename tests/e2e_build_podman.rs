@@ -74,18 +74,6 @@ impl Drop for Podman {
     }
 }
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?}: {}\n{}\n{}",
-        stderr(&out),
-        stdout(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
-
 const FAMILIES: &str = r#"FROM demo/busybox
 SHELL ["/bin/sh", "-ec"]
 RUN --network=none echo "$-" > /shell && grep -c : /proc/net/dev > /interfaces
@@ -118,17 +106,17 @@ fn podman_loads_what_skiff_builds() {
     let ctx = env.dir.path().join("fam");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(ctx.join("Dockerfile"), FAMILIES).unwrap();
-    ok(&env, &["build", "-t", "me/fam", ctx.to_str().unwrap()]);
-    assert_eq!(ok(&env, &["run", "--rm", "me/fam"]), "entry\n");
+    env.skiff_ok(&["build", "-t", "me/fam", ctx.to_str().unwrap()]);
+    assert_eq!(env.skiff_ok(&["run", "--rm", "me/fam"]), "entry\n");
     // SHELL ["/bin/sh", "-ec"] ran the RUN with -e; --network=none gave it only lo.
-    let flags = ok(&env, &["run", "--rm", "me/fam", "cat /shell"]);
+    let flags = env.skiff_ok(&["run", "--rm", "me/fam", "cat /shell"]);
     assert!(flags.contains('e'), "{flags}");
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/fam", "cat /interfaces"]),
+        env.skiff_ok(&["run", "--rm", "me/fam", "cat /interfaces"]),
         "1\n"
     );
     let archive = env.dir.path().join("fam.tar");
-    ok(&env, &["save", "-o", archive.to_str().unwrap(), "me/fam"]);
+    env.skiff_ok(&["save", "-o", archive.to_str().unwrap(), "me/fam"]);
     let cfg = config_in_archive(&archive);
     let c = &cfg["config"];
     assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-ec"]), "{cfg}");
@@ -163,7 +151,7 @@ fn podman_loads_what_skiff_builds() {
         "{{.Id}}",
         "docker.io/me/fam:latest",
     ]);
-    let id = ok(&env, &["images", "-q", "--filter", "reference=me/fam"]);
+    let id = env.skiff_ok(&["images", "-q", "--filter", "reference=me/fam"]);
     assert!(
         stdout(&out).starts_with(id.trim()),
         "podman {} vs skiff {id}",
@@ -200,7 +188,7 @@ fn skiff_builds_from_what_podman_builds() {
         archive.to_str().unwrap(),
         "localhost/pbuilt:1",
     ]);
-    ok(&env, &["load", "-i", archive.to_str().unwrap()]);
+    env.skiff_ok(&["load", "-i", archive.to_str().unwrap()]);
     let sctx = env.dir.path().join("sctx");
     std::fs::create_dir_all(&sctx).unwrap();
     std::fs::write(
@@ -208,12 +196,9 @@ fn skiff_builds_from_what_podman_builds() {
         "FROM localhost/pbuilt:1\nRUN cat /podman-file > /copied\nCMD [\"sh\", \"-c\", \"cat /copied; echo $MADE_BY\"]\n",
     )
     .unwrap();
-    ok(
-        &env,
-        &["build", "-t", "me/onpodman", sctx.to_str().unwrap()],
-    );
+    env.skiff_ok(&["build", "-t", "me/onpodman", sctx.to_str().unwrap()]);
     assert_eq!(
-        ok(&env, &["run", "--rm", "me/onpodman"]),
+        env.skiff_ok(&["run", "--rm", "me/onpodman"]),
         "from podman\npodman\n"
     );
 }

@@ -8,24 +8,13 @@ mod common;
 
 use std::io::Read;
 
-use common::{stderr, stdout, Env};
-
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?} failed: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
+use common::{stderr, Env};
 
 fn env_with(driver: &str) -> Env {
     let mut env = Env::bus_only();
     env.start_daemon_with(&["--storage-driver", driver]);
     let tar = env.busybox_tar();
-    ok(&env, &["import", tar.to_str().unwrap(), "demo/busybox"]);
+    env.skiff_ok(&["import", tar.to_str().unwrap(), "demo/busybox"]);
     env
 }
 
@@ -51,13 +40,13 @@ const VIEW: &str = "cd / && find / -xdev | grep -v -e '^/etc/hostname$' -e '^/et
     [ \"$(stat -c %i /hl1)\" = \"$(stat -c %i /hl2)\" ] && echo hardlinked";
 
 fn view_of_image(env: &Env, image: &str) -> String {
-    ok(env, &["run", "--rm", image, "sh", "-c", VIEW])
+    env.skiff_ok(&["run", "--rm", image, "sh", "-c", VIEW])
 }
 
 /// The member names of the image's top layer, from `skiff save`.
 fn top_layer_names(env: &Env, image: &str) -> Vec<String> {
     let out = env.dir.path().join("saved.tar");
-    ok(env, &["save", "-o", out.to_str().unwrap(), image]);
+    env.skiff_ok(&["save", "-o", out.to_str().unwrap(), image]);
     let mut files = std::collections::HashMap::new();
     let mut a = tar::Archive::new(std::fs::File::open(&out).unwrap());
     for e in a.entries().unwrap() {
@@ -80,19 +69,16 @@ fn top_layer_names(env: &Env, image: &str) -> Vec<String> {
 
 fn commit_and_compare(driver: &str) {
     let env = env_with(driver);
-    ok(
-        &env,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "box",
-            "demo/busybox",
-            "sh",
-            "-c",
-            &format!("{CHANGES}; sleep 1000"),
-        ],
-    );
+    env.skiff_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "demo/busybox",
+        "sh",
+        "-c",
+        &format!("{CHANGES}; sleep 1000"),
+    ]);
     assert!(
         env.eventually(20, || env
             .skiff(&["exec", "box", "test", "-f", "/ready"])
@@ -101,7 +87,7 @@ fn commit_and_compare(driver: &str) {
         "{driver}: the changes were not made: {}",
         env.daemon_log()
     );
-    let original = ok(&env, &["exec", "box", "sh", "-c", VIEW]);
+    let original = env.skiff_ok(&["exec", "box", "sh", "-c", VIEW]);
     assert!(original.contains("/created 0:0 644 8"), "{original}");
     assert!(original.contains("/d/owned 1000:1000 600 2"), "{original}");
     assert!(original.contains("hardlinked"), "{original}");
@@ -109,7 +95,7 @@ fn commit_and_compare(driver: &str) {
     assert!(!original.contains("/home/user/owned"), "{original}");
 
     // Running (paused where it can be).
-    let id = ok(&env, &["commit", "box", "me/running:1"]);
+    let id = env.skiff_ok(&["commit", "box", "me/running:1"]);
     assert!(id.trim().starts_with("sha256:"), "{id}");
     assert_eq!(
         view_of_image(&env, "me/running:1"),
@@ -118,8 +104,8 @@ fn commit_and_compare(driver: &str) {
     );
 
     // Stopped.
-    ok(&env, &["stop", "-t", "1", "box"]);
-    ok(&env, &["commit", "box", "me/stopped:1"]);
+    env.skiff_ok(&["stop", "-t", "1", "box"]);
+    env.skiff_ok(&["commit", "box", "me/stopped:1"]);
     assert_eq!(
         view_of_image(&env, "me/stopped:1"),
         original,
@@ -169,44 +155,41 @@ fn commit_on_vfs() {
 #[test]
 fn commit_changes_message_author_and_history() {
     let env = Env::new();
-    ok(
-        &env,
-        &[
-            "run",
-            "--name",
-            "ctr",
-            "demo/busybox",
-            "sh",
-            "-c",
-            "echo hi > /f",
-        ],
+    env.skiff_ok(&[
+        "run",
+        "--name",
+        "ctr",
+        "demo/busybox",
+        "sh",
+        "-c",
+        "echo hi > /f",
+    ]);
+    env.skiff_ok(&[
+        "commit",
+        "-c",
+        r#"CMD ["/bin/sh", "-c", "echo $GREETING; cat /f"]"#,
+        "-c",
+        "ENV GREETING=hello",
+        "-c",
+        "LABEL team=boats",
+        "-c",
+        "EXPOSE 8080",
+        "-c",
+        "WORKDIR /tmp",
+        "-m",
+        "added f",
+        "-a",
+        "Jane <jane@example.com>",
+        "ctr",
+        "me/changed",
+    ]);
+    assert_eq!(env.skiff_ok(&["run", "--rm", "me/changed"]), "hello\nhi\n");
+    assert_eq!(
+        env.skiff_ok(&["run", "--rm", "me/changed", "pwd"]),
+        "/tmp\n"
     );
-    ok(
-        &env,
-        &[
-            "commit",
-            "-c",
-            r#"CMD ["/bin/sh", "-c", "echo $GREETING; cat /f"]"#,
-            "-c",
-            "ENV GREETING=hello",
-            "-c",
-            "LABEL team=boats",
-            "-c",
-            "EXPOSE 8080",
-            "-c",
-            "WORKDIR /tmp",
-            "-m",
-            "added f",
-            "-a",
-            "Jane <jane@example.com>",
-            "ctr",
-            "me/changed",
-        ],
-    );
-    assert_eq!(ok(&env, &["run", "--rm", "me/changed"]), "hello\nhi\n");
-    assert_eq!(ok(&env, &["run", "--rm", "me/changed", "pwd"]), "/tmp\n");
     let inspect: serde_json::Value =
-        serde_json::from_str(&ok(&env, &["image", "inspect", "me/changed"])).unwrap();
+        serde_json::from_str(&env.skiff_ok(&["image", "inspect", "me/changed"])).unwrap();
     let img = if inspect.is_array() {
         inspect[0].clone()
     } else {
@@ -223,10 +206,7 @@ fn commit_changes_message_author_and_history() {
         "{img}"
     );
     // `--format json` prints one object a line, as docker's.
-    let history = ok(
-        &env,
-        &["history", "--no-trunc", "--format", "json", "me/changed"],
-    );
+    let history = env.skiff_ok(&["history", "--no-trunc", "--format", "json", "me/changed"]);
     let newest: serde_json::Value = serde_json::from_str(history.lines().next().unwrap()).unwrap();
     assert_eq!(newest["Comment"], "added f", "{history}");
     assert!(
@@ -238,13 +218,13 @@ fn commit_changes_message_author_and_history() {
     );
 
     // Untagged: only the id.
-    let id = ok(&env, &["commit", "ctr"]);
+    let id = env.skiff_ok(&["commit", "ctr"]);
     let id = id.trim().trim_start_matches("sha256:");
     assert_eq!(id.len(), 64, "{id}");
-    ok(&env, &["run", "--rm", id, "cat", "/f"]);
+    env.skiff_ok(&["run", "--rm", id, "cat", "/f"]);
 
     // Bad input is refused with the reason, and nothing is recorded.
-    let before = ok(&env, &["images", "-q"]);
+    let before = env.skiff_ok(&["images", "-q"]);
     let out = env.skiff(&["commit", "-c", "RUN make", "ctr", "me/bad"]);
     assert!(!out.status.success());
     assert!(
@@ -258,5 +238,5 @@ fn commit_changes_message_author_and_history() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(ok(&env, &["images", "-q"]), before);
+    assert_eq!(env.skiff_ok(&["images", "-q"]), before);
 }

@@ -12,17 +12,6 @@ use std::process::{Output, Stdio};
 
 use common::{stderr, stdout, Env};
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.skiff(args);
-    assert!(
-        out.status.success(),
-        "skiff {args:?} failed: {}\n{}",
-        stderr(&out),
-        env.daemon_log()
-    );
-    stdout(&out)
-}
-
 /// Runs skiff, expects it to fail with a message containing `want`.
 fn fails(env: &Env, args: &[&str], want: &str) -> String {
     let out = env.skiff(args);
@@ -37,10 +26,7 @@ fn with_stdin(env: &Env, args: &[&str], input: &[u8]) -> Output {
 }
 
 fn running(env: &Env, name: &str) {
-    ok(
-        env,
-        &["run", "-d", "--name", name, "demo/busybox", "sleep", "1000"],
-    );
+    env.skiff_ok(&["run", "-d", "--name", name, "demo/busybox", "sleep", "1000"]);
     assert!(env.eventually(10, || env.inspect(name)["State"]["Status"] == "running"));
 }
 
@@ -48,7 +34,7 @@ fn env_with(driver: &str) -> Env {
     let mut env = Env::bus_only();
     env.start_daemon_with(&["--storage-driver", driver]);
     let tar = env.busybox_tar();
-    ok(&env, &["import", tar.to_str().unwrap(), "demo/busybox"]);
+    env.skiff_ok(&["import", tar.to_str().unwrap(), "demo/busybox"]);
     env
 }
 
@@ -75,19 +61,19 @@ fn p(path: &Path) -> &str {
 fn round_trip(env: &Env, name: &str) {
     let h = host_tree(env);
     let c = |path: &str| format!("{name}:{path}");
-    ok(env, &["cp", p(&h.join("one")), &c("/tmp/")]);
-    ok(env, &["cp", p(&h.join("d")), &c("/srv")]);
-    ok(env, &["cp", p(&h.join("d")), &c("/tmp")]);
+    env.skiff_ok(&["cp", p(&h.join("one")), &c("/tmp/")]);
+    env.skiff_ok(&["cp", p(&h.join("d")), &c("/srv")]);
+    env.skiff_ok(&["cp", p(&h.join("d")), &c("/tmp")]);
     // Out again: a file, a directory into a new name, a directory's contents.
     let out = env.dir.path().join("out");
     fs::create_dir(&out).unwrap();
-    ok(env, &["cp", &c("/tmp/one"), p(&out.join("one"))]);
+    env.skiff_ok(&["cp", &c("/tmp/one"), p(&out.join("one"))]);
     assert_eq!(fs::read_to_string(out.join("one")).unwrap(), "one\n");
-    ok(env, &["cp", &c("/srv"), p(&out.join("srv"))]);
+    env.skiff_ok(&["cp", &c("/srv"), p(&out.join("srv"))]);
     assert_eq!(fs::read_to_string(out.join("srv/sub/g")).unwrap(), "file g");
-    ok(env, &["cp", &c("/tmp/d/."), p(&out)]);
+    env.skiff_ok(&["cp", &c("/tmp/d/."), p(&out)]);
     assert_eq!(fs::read_to_string(out.join("f")).unwrap(), "file f");
-    ok(env, &["cp", &c("/tmp/d"), p(&out)]);
+    env.skiff_ok(&["cp", &c("/tmp/d"), p(&out)]);
     assert_eq!(fs::read_to_string(out.join("d/sub/g")).unwrap(), "file g");
     // Copied out: the calling user's.
     let me = nix::unistd::getuid().as_raw();
@@ -102,28 +88,25 @@ fn cp_both_ways_with_a_running_container() {
     running(&env, "box");
     round_trip(&env, "box");
     // Inside: in place, owned by the container's root.
-    let o = ok(
-        &env,
-        &[
-            "exec",
-            "box",
-            "sh",
-            "-c",
-            "cat /tmp/one /srv/f /tmp/d/sub/g; stat -c '%u:%g %n' /tmp/one /srv /srv/sub/g",
-        ],
-    );
+    let o = env.skiff_ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "cat /tmp/one /srv/f /tmp/d/sub/g; stat -c '%u:%g %n' /tmp/one /srv /srv/sub/g",
+    ]);
     assert_eq!(
         o, "one\nfile ffile g0:0 /tmp/one\n0:0 /srv\n0:0 /srv/sub/g\n",
         "{o}"
     );
     // -a keeps the numeric owners (ours: a subordinate id inside).
     let me = nix::unistd::getuid().as_raw();
-    ok(&env, &["cp", "-a", p(&h_one(&env)), "box:/tmp/kept"]);
-    let o = ok(&env, &["exec", "box", "stat", "-c", "%u", "/tmp/kept"]);
+    env.skiff_ok(&["cp", "-a", p(&h_one(&env)), "box:/tmp/kept"]);
+    let o = env.skiff_ok(&["exec", "box", "stat", "-c", "%u", "/tmp/kept"]);
     assert_eq!(o.trim(), me.to_string());
     // The whole root: its files, and /proc and /sys as empty mount points.
     let root = env.dir.path().join("rootcopy");
-    ok(&env, &["cp", "box:/", p(&root)]);
+    env.skiff_ok(&["cp", "box:/", p(&root)]);
     assert!(fs::read_to_string(root.join("etc/passwd"))
         .unwrap()
         .contains("user:x:1000"));
@@ -136,9 +119,9 @@ fn cp_both_ways_with_a_running_container() {
         );
     }
     // What the container writes comes out.
-    ok(&env, &["exec", "box", "sh", "-c", "echo made > /made"]);
+    env.skiff_ok(&["exec", "box", "sh", "-c", "echo made > /made"]);
     let dest = env.dir.path().join("made");
-    ok(&env, &["cp", "box:/made", p(&dest)]);
+    env.skiff_ok(&["cp", "box:/made", p(&dest)]);
     assert_eq!(fs::read_to_string(&dest).unwrap(), "made\n");
 }
 
@@ -147,36 +130,33 @@ fn cp_with_stopped_containers_on_every_driver() {
     for driver in ["fuse", "overlay", "vfs"] {
         let env = env_with(driver);
         // Never started.
-        ok(
-            &env,
-            &[
-                "create",
-                "--name",
-                "cc",
-                "demo/busybox",
-                "sh",
-                "-c",
-                "cat /tmp/one /srv/sub/g; echo ran > /ran",
-            ],
-        );
+        env.skiff_ok(&[
+            "create",
+            "--name",
+            "cc",
+            "demo/busybox",
+            "sh",
+            "-c",
+            "cat /tmp/one /srv/sub/g; echo ran > /ran",
+        ]);
         round_trip(&env, "cc");
-        let o = ok(&env, &["start", "-a", "cc"]);
+        let o = env.skiff_ok(&["start", "-a", "cc"]);
         assert_eq!(o, "one\nfile g", "{driver}: {o}");
         // Exited: what it wrote is there.
         let dest = env.dir.path().join("ran");
-        ok(&env, &["cp", "cc:/ran", p(&dest)]);
+        env.skiff_ok(&["cp", "cc:/ran", p(&dest)]);
         assert_eq!(fs::read_to_string(&dest).unwrap(), "ran\n", "{driver}");
         // An image file replaced in a stopped container: the copy wins in the next run.
         let passwd = env.dir.path().join("passwd");
         fs::write(&passwd, "root:x:0:0::/:/bin/sh\n").unwrap();
-        ok(&env, &["cp", p(&passwd), "cc:/etc/passwd"]);
-        let o = ok(&env, &["run", "--rm", "demo/busybox", "cat", "/etc/passwd"]);
+        env.skiff_ok(&["cp", p(&passwd), "cc:/etc/passwd"]);
+        let o = env.skiff_ok(&["run", "--rm", "demo/busybox", "cat", "/etc/passwd"]);
         assert!(
             o.contains("user:x:1000"),
             "{driver}: the image changed: {o}"
         );
         let back = env.dir.path().join("passwd.back");
-        ok(&env, &["cp", "cc:/etc/passwd", p(&back)]);
+        env.skiff_ok(&["cp", "cc:/etc/passwd", p(&back)]);
         assert_eq!(
             fs::read_to_string(&back).unwrap(),
             "root:x:0:0::/:/bin/sh\n",
@@ -235,16 +215,13 @@ fn cp_tar_streams_on_stdin_and_stdout() {
     let bytes = b.into_inner().unwrap();
     let o = with_stdin(&env, &["cp", "-", "box:/tmp"], &bytes);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = ok(
-        &env,
-        &[
-            "exec",
-            "box",
-            "sh",
-            "-c",
-            "cat /tmp/a/x /tmp/y; stat -c '%u:%g %a' /tmp/a/x /tmp/y",
-        ],
-    );
+    let o = env.skiff_ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "cat /tmp/a/x /tmp/y; stat -c '%u:%g %a' /tmp/a/x /tmp/y",
+    ]);
     assert_eq!(o, "x\ny\n1000:1000 640\n0:0 640\n");
     // Owners the container does not map.
     let mut b = tar::Builder::new(Vec::new());
@@ -283,8 +260,8 @@ fn cp_follows_dockers_slash_and_directory_rules() {
         "does not exist",
     );
     // A file to a missing name: created under that name; over a file: replaced.
-    ok(&env, &["cp", p(&h.join("one")), "box:/tmp/renamed"]);
-    ok(&env, &["cp", p(&h.join("d/f")), "box:/tmp/renamed"]);
+    env.skiff_ok(&["cp", p(&h.join("one")), "box:/tmp/renamed"]);
+    env.skiff_ok(&["cp", p(&h.join("d/f")), "box:/tmp/renamed"]);
     // A directory onto a file.
     fails(
         &env,
@@ -305,23 +282,17 @@ fn cp_follows_dockers_slash_and_directory_rules() {
     );
     // A directory to a missing path: becomes it; into an existing one: under its name;
     // SRC/. into an existing one: its contents.
-    ok(&env, &["cp", p(&h.join("d")), "box:/tmp/newdir/"]);
-    ok(&env, &["exec", "box", "mkdir", "/tmp/ex"]);
-    ok(&env, &["cp", p(&h.join("d")), "box:/tmp/ex"]);
-    ok(
-        &env,
-        &["cp", &format!("{}/.", p(&h.join("d"))), "box:/tmp/ex"],
-    );
-    let o = ok(
-        &env,
-        &[
-            "exec",
-            "box",
-            "sh",
-            "-c",
-            "cat /tmp/renamed; echo; ls /tmp/newdir /tmp/ex | tr '\\n' ' '",
-        ],
-    );
+    env.skiff_ok(&["cp", p(&h.join("d")), "box:/tmp/newdir/"]);
+    env.skiff_ok(&["exec", "box", "mkdir", "/tmp/ex"]);
+    env.skiff_ok(&["cp", p(&h.join("d")), "box:/tmp/ex"]);
+    env.skiff_ok(&["cp", &format!("{}/.", p(&h.join("d"))), "box:/tmp/ex"]);
+    let o = env.skiff_ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "cat /tmp/renamed; echo; ls /tmp/newdir /tmp/ex | tr '\\n' ' '",
+    ]);
     assert_eq!(o, "file f\n/tmp/ex: d f sub  /tmp/newdir: f sub ", "{o}");
 
     // Out: the same rules on the host.
@@ -347,25 +318,19 @@ fn cp_follows_dockers_slash_and_directory_rules() {
         &["cp", "box:/etc/passwd/", p(&out)],
         "not a directory",
     );
-    ok(&env, &["cp", "box:/etc/passwd", p(&out.join("file"))]);
+    env.skiff_ok(&["cp", "box:/etc/passwd", p(&out.join("file"))]);
     assert!(fs::read_to_string(out.join("file"))
         .unwrap()
         .contains("user:x:1000"));
     assert!(!out.join("missing").exists());
     // A symlink is copied as a link, with -L its target.
-    ok(
-        &env,
-        &["exec", "box", "ln", "-s", "/etc/passwd", "/tmp/link"],
-    );
-    ok(&env, &["cp", "box:/tmp/link", p(&out.join("link"))]);
+    env.skiff_ok(&["exec", "box", "ln", "-s", "/etc/passwd", "/tmp/link"]);
+    env.skiff_ok(&["cp", "box:/tmp/link", p(&out.join("link"))]);
     assert_eq!(
         fs::read_link(out.join("link")).unwrap(),
         Path::new("/etc/passwd")
     );
-    ok(
-        &env,
-        &["cp", "-L", "box:/tmp/link", p(&out.join("followed"))],
-    );
+    env.skiff_ok(&["cp", "-L", "box:/tmp/link", p(&out.join("followed"))]);
     assert!(fs::read_to_string(out.join("followed"))
         .unwrap()
         .contains("user:x:1000"));
@@ -420,16 +385,13 @@ fn cp_refuses_a_hostile_archive() {
     let o = with_stdin(&env, &["cp", "-", "box:/tmp"], &through);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("symlink"), "{}", stderr(&o));
-    let o = ok(
-        &env,
-        &[
-            "exec",
-            "box",
-            "sh",
-            "-c",
-            "ls /escaped /etc/evil 2>&1; true",
-        ],
-    );
+    let o = env.skiff_ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "ls /escaped /etc/evil 2>&1; true",
+    ]);
     assert!(
         o.contains("No such file") && !o.contains("/etc/evil\n"),
         "{o}"
@@ -445,27 +407,24 @@ fn cp_keeps_symlinks_inside_the_container() {
     fs::create_dir(&host).unwrap();
     fs::write(host.join("secret"), "host secret").unwrap();
     let h = host_tree(&env);
-    ok(
-        &env,
-        &[
-            "exec",
-            "box",
-            "sh",
-            "-c",
-            &format!(
-                "ln -s / /data && ln -s ../../../../.. /up && ln -s {} /hd",
-                p(&host)
-            ),
-        ],
-    );
+    env.skiff_ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        &format!(
+            "ln -s / /data && ln -s ../../../../.. /up && ln -s {} /hd",
+            p(&host)
+        ),
+    ]);
     // Reading through /data -> / reads the container's /etc/passwd, not the host's.
     let got = env.dir.path().join("passwd");
-    ok(&env, &["cp", "box:/data/etc/passwd", p(&got)]);
+    env.skiff_ok(&["cp", "box:/data/etc/passwd", p(&got)]);
     assert!(fs::read_to_string(&got)
         .unwrap()
         .contains("user:x:1000:1000:user:/home/user"));
     let got = env.dir.path().join("passwd2");
-    ok(&env, &["cp", "box:/up/etc/passwd", p(&got)]);
+    env.skiff_ok(&["cp", "box:/up/etc/passwd", p(&got)]);
     assert!(fs::read_to_string(&got)
         .unwrap()
         .contains("user:x:1000:1000:user:/home/user"));
@@ -476,14 +435,14 @@ fn cp_keeps_symlinks_inside_the_container() {
         "no such file",
     );
     // Writing through the links lands in the container, never on the host.
-    ok(&env, &["cp", p(&h.join("one")), "box:/data/"]);
-    ok(&env, &["cp", p(&h.join("one")), "box:/up/tmp/"]);
+    env.skiff_ok(&["cp", p(&h.join("one")), "box:/data/"]);
+    env.skiff_ok(&["cp", p(&h.join("one")), "box:/up/tmp/"]);
     let _ = env.skiff(&["cp", p(&h.join("one")), "box:/hd/"]);
     assert!(!host.join("one").exists());
-    let o = ok(&env, &["exec", "box", "sh", "-c", "cat /one /tmp/one"]);
+    let o = env.skiff_ok(&["exec", "box", "sh", "-c", "cat /one /tmp/one"]);
     assert_eq!(o, "one\none\n");
     // The same for a stopped container.
-    ok(&env, &["stop", "-t", "0", "box"]);
+    env.skiff_ok(&["stop", "-t", "0", "box"]);
     let _ = env.skiff(&["cp", p(&h.join("d")), "box:/hd/d"]);
     assert!(!host.join("d").exists());
     fails(
@@ -492,7 +451,7 @@ fn cp_keeps_symlinks_inside_the_container() {
         "no such file",
     );
     let got = env.dir.path().join("passwd3");
-    ok(&env, &["cp", "box:/data/etc/passwd", p(&got)]);
+    env.skiff_ok(&["cp", "box:/data/etc/passwd", p(&got)]);
     assert!(fs::read_to_string(&got)
         .unwrap()
         .contains("user:x:1000:1000:user:/home/user"));
@@ -556,6 +515,6 @@ fn cp_bad_inputs_say_what_is_wrong() {
         "no such directory",
     );
     // Nothing was left behind by the failures.
-    let o = ok(&env, &["exec", "box", "ls", "/tmp"]);
+    let o = env.skiff_ok(&["exec", "box", "ls", "/tmp"]);
     assert_eq!(o, "", "{o}");
 }

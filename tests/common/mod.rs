@@ -300,14 +300,15 @@ impl Env {
         self.skiff_cmd(args).output().unwrap()
     }
 
-    /// Runs the skiff CLI, which must succeed (else the test fails with its stderr and the
-    /// daemon's log); returns its stdout.
+    /// Runs the skiff CLI, which must succeed (else the test fails with its stderr, stdout
+    /// and the daemon's log); returns its stdout.
     pub fn skiff_ok(&self, args: &[&str]) -> String {
         let out = self.skiff(args);
         assert!(
             out.status.success(),
-            "skiff {args:?}: {}\n{}",
+            "skiff {args:?} failed: {}\n{}\n{}",
             stderr(&out),
+            stdout(&out),
             self.daemon_log()
         );
         stdout(&out)
