@@ -5,10 +5,9 @@ mod common;
 mod registry_support;
 mod tty_support;
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use common::{stderr, stdout, Env};
 use registry_support::{Auth, Registry};
@@ -17,20 +16,7 @@ use registry_support::{Auth, Registry};
 fn login(env: &Env, user: &str, password: &str, args: &[&str]) -> Output {
     let mut all = vec!["login", "-u", user, "--password-stdin"];
     all.extend_from_slice(args);
-    let mut child = env
-        .skiff_cmd(&all)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    env.skiff_stdin(&all, format!("{password}\n").as_bytes())
 }
 
 fn ok(env: &Env, args: &[&str]) -> (String, String) {
