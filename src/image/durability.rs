@@ -183,24 +183,29 @@ impl ImageStore {
     /// remove) and removes its marker: a layer no image lists that a crash of the
     /// machine may have emptied must not be reused by a later pull.
     pub fn discard_unsynced(&self, hex: &str) -> Result<(), Error> {
-        let layers = self.root.join("layers");
-        let dir = layers.join(hex);
-        if dir.exists() {
-            let aside = self.aside_path(hex)?;
-            fs::rename(&dir, &aside)
-                .and_then(|()| sync_dir(&layers))
-                .map_err(|e| Error::io(format!("moving {dir:?} to {aside:?}"), e))?;
+        if self.move_aside(hex)?.is_some() {
+            let layers = self.root.join("layers");
+            sync_dir(&layers).map_err(|e| Error::io(format!("syncing {layers:?}"), e))?;
         }
         self.remove_marker(hex);
         Ok(())
     }
 
-    fn aside_path(&self, hex: &str) -> Result<PathBuf, Error> {
-        Ok(self.root.join("tmp").join(format!(
+    /// Renames `layers/<hex>`, if there, to a new name in `tmp/` (which the collection
+    /// empties) and returns that name.
+    fn move_aside(&self, hex: &str) -> Result<Option<PathBuf>, Error> {
+        let dir = self.root.join("layers").join(hex);
+        if !dir.exists() {
+            return Ok(None);
+        }
+        let aside = self.root.join("tmp").join(format!(
             "unsynced-{}-{}",
             &hex[..12.min(hex.len())],
             super::store::random_hex()?
-        )))
+        ));
+        fs::rename(&dir, &aside)
+            .map_err(|e| Error::io(format!("moving {dir:?} to {aside:?}"), e))?;
+        Ok(Some(aside))
     }
 
     /// Puts `staging`, the layer extracted anew from its blob, in place of
@@ -219,16 +224,9 @@ impl ImageStore {
             .map_err(|e| Error::io(format!("writing {meta:?}"), e))?;
         syncfs(&staging.dir)
             .map_err(|e| Error::io(format!("syncing the extracted layer {:?}", staging.dir), e))?;
+        let old = self.move_aside(&hex)?;
         let layers = self.root.join("layers");
         let dir = layers.join(&hex);
-        let old = if dir.exists() {
-            let aside = self.aside_path(&hex)?;
-            fs::rename(&dir, &aside)
-                .map_err(|e| Error::io(format!("moving {dir:?} to {aside:?}"), e))?;
-            Some(aside)
-        } else {
-            None
-        };
         fs::rename(&staging.dir, &dir)
             .and_then(|()| sync_dir(&layers))
             .map_err(|e| Error::io(format!("moving {:?} to {dir:?}", staging.dir), e))?;
