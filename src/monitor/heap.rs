@@ -89,9 +89,10 @@ fn others_cpu_ns() -> i128 {
 }
 
 /// Waits until `fd` is readable (e.g. a pidfd: its process ended), and meanwhile calls
-/// [`trim`] whenever the process's other threads have worked and then stayed idle for
-/// a while: a FUSE server hands back what serving a burst of requests left in its arena.
-pub fn wait_readable_trimming(fd: std::os::fd::RawFd) {
+/// `shed` and then [`trim`] whenever the process's other threads have worked and then
+/// stayed idle for a while: a FUSE server drops its caches and hands back what serving
+/// a burst of requests left in its arena.
+pub fn wait_readable_trimming(fd: std::os::fd::RawFd, mut shed: impl FnMut()) {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -117,6 +118,7 @@ pub fn wait_readable_trimming(fd: std::os::fd::RawFd) {
             continue;
         }
         if worked {
+            shed();
             trim();
             worked = false;
         }
