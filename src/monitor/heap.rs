@@ -52,12 +52,62 @@ fn set(mmap_threshold: libc::c_int, trim_threshold: Option<libc::c_int>) {
 }
 
 /// Gives the free pages of the allocator's arenas back to the kernel (after the start,
-/// and when the FUSE server goes idle).
+/// and when the FUSE server goes idle), and, called on the main thread, the pages of
+/// its stack below the caller's frames (see [`release_stack_below`]).
 pub fn trim() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory; it takes the arena locks.
     unsafe {
         libc::malloc_trim(0);
+    }
+    release_stack_below();
+}
+
+/// Pages kept below the caller's frame: the frames of the calls made from here (libc's
+/// wrappers, x86-64's 128-byte red zone) stay within them.
+const STACK_KEEP_PAGES: usize = 4;
+
+/// The process's main stack, `[start, end)`, from its maps (`/proc/self/maps`, or
+/// `/self/maps` in a FUSE server whose root is /proc).
+fn main_stack() -> Option<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .or_else(|_| std::fs::read_to_string("/self/maps"))
+        .ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[stack]"))?;
+    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+    Some((
+        usize::from_str_radix(start, 16).ok()?,
+        usize::from_str_radix(end, 16).ok()?,
+    ))
+}
+
+/// Gives back the pages of the main stack below the caller's frames, which the start's
+/// deep call paths (spec parsing, the container's fork, the FUSE mount) touched and
+/// which stay resident, private to each monitor and FUSE server, for the container's
+/// life. Nothing lives below a thread's stack pointer and only its thread runs on a
+/// stack, so the pages are dead: a later deeper call gets fresh zeroed pages. Does
+/// nothing unless called on the thread running on the process's main stack.
+pub fn release_stack_below() {
+    // SAFETY: sysconf only reads a value.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => return,
+    };
+    let Some((start, end)) = main_stack() else {
+        return;
+    };
+    let here = 0u8;
+    let sp = std::hint::black_box(&here) as *const u8 as usize;
+    if !(start..end).contains(&sp) {
+        return;
+    }
+    let top = (sp & !(page - 1)).saturating_sub(STACK_KEEP_PAGES * page);
+    if top > start {
+        // SAFETY: [start, top) is this thread's own stack below its live frames (see
+        // above): dead memory no other thread or frame refers to.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, top - start, libc::MADV_DONTNEED);
+        }
     }
 }
 
