@@ -12,6 +12,8 @@
 //! everything smaller in one arena; [`trim`] hands its free pages back once the process
 //! goes idle.
 
+use std::os::unix::ffi::OsStrExt;
+
 /// The monitor's blocks at least this large get a mapping of their own: its I/O buffer
 /// (32 KiB, zeroed) then costs only the pages its reads fill, where a zeroed block
 /// from the arena's free lists is written over in full.
@@ -24,11 +26,50 @@ const FUSE_MMAP_THRESHOLD: libc::c_int = 4 << 20;
 /// stream of 1 MiB reads does not move the break twice per request.
 const FUSE_TRIM_THRESHOLD: libc::c_int = 2 << 20;
 
+/// The glibc tunable skiffd starts the monitor with (see [`monitor_tunables`]): no
+/// per-thread cache of freed blocks. glibc keeps up to 7 freed blocks of each small size
+/// per thread in that cache (tcache), outside the arena's free lists, so `malloc_trim`
+/// cannot give their pages back: after a start they were scattered over most of the
+/// monitor's heap and pinned ~70 KiB of it, and (in the FUSE server's four threads)
+/// ~35 KiB more. The allocator reads tunables only when the process starts, so it is
+/// set in the monitor's environment; the FUSE server, a fork, has it too.
+pub const TCACHE_TUNABLE: &str = "glibc.malloc.tcache_count=0";
+/// glibc's tunables variable.
+pub const TUNABLES_ENV: &str = "GLIBC_TUNABLES";
+
+/// The value of [`TUNABLES_ENV`] to start a monitor with: [`TCACHE_TUNABLE`] after the
+/// tunables the caller runs with (if any).
+pub fn monitor_tunables() -> std::ffi::OsString {
+    match std::env::var_os(TUNABLES_ENV) {
+        Some(v) if !v.is_empty() => {
+            let mut v = v;
+            v.push(":");
+            v.push(TCACHE_TUNABLE);
+            v
+        }
+        _ => TCACHE_TUNABLE.into(),
+    }
+}
+
 /// Sets glibc's allocator for the monitor: one arena for all threads and a fixed, low
 /// mmap threshold (fixed thresholds also stop glibc from raising them after freeing a
-/// large block). Its forks inherit the settings.
+/// large block). Its forks inherit the settings. Takes [`TCACHE_TUNABLE`] back out of
+/// the environment (glibc has read it): the processes the monitor starts (the network
+/// helper) get the tunables skiffd had. Must run while the process is single-threaded.
 pub fn tune_monitor() {
     set(MONITOR_MMAP_THRESHOLD, None);
+    if let Some(v) = std::env::var_os(TUNABLES_ENV) {
+        let v = v.as_encoded_bytes();
+        let ours = TCACHE_TUNABLE.as_bytes();
+        if v == ours {
+            // SAFETY: the monitor is single-threaded when it tunes its allocator.
+            unsafe { std::env::remove_var(TUNABLES_ENV) };
+        } else if let Some(rest) = v.strip_suffix(ours).and_then(|r| r.strip_suffix(b":")) {
+            let rest = std::ffi::OsStr::from_bytes(rest).to_os_string();
+            // SAFETY: as above.
+            unsafe { std::env::set_var(TUNABLES_ENV, rest) };
+        }
+    }
 }
 
 /// Sets glibc's allocator for the FUSE rootfs server (a fork of the monitor, before
