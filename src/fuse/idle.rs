@@ -12,8 +12,8 @@
 //! directory's entries is made on disk first and then mirrored into its cached listing,
 //! so a listing read again from disk is the one that was dropped (up to the order of
 //! names, which readdir's snapshot takes from the listing). The lock keeps requests
-//! that read or change listings out while we drop them; a request in flight holds it
-//! shared or exclusively, so shedding waits for it to end.
+//! that read or change listings out while we drop them; while a request in flight holds
+//! it (shared or exclusively), nothing is shed.
 //!
 //! [`TTL`]: super::node::TTL
 
@@ -62,10 +62,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shedder {
-    /// Drops every cached listing and gives the tables' spare room back (waits for the
-    /// requests in flight, and holds new ones back meanwhile).
+    /// Drops every cached listing and gives the tables' spare room back, holding new
+    /// requests back meanwhile. Does nothing while a request holds the namespace lock
+    /// (the server is not idle then; the watcher tries again at its next idle look, and
+    /// never waits behind a request).
     pub fn shed(&self) -> Shed {
-        let _ns = self.ns.write().unwrap_or_else(|p| p.into_inner());
+        let _ns = match self.ns.try_write() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Shed::default(),
+        };
         // The table's lock is taken before a node's elsewhere (forget): never the other
         // way round, so the nodes are collected first and locked one by one after.
         let nodes: Vec<Arc<Node>> = {

@@ -77,6 +77,10 @@ fn shed_listings_are_read_again_as_they_were() {
     let (root_before, d_before) = (names(&ov, &root), names(&ov, &d));
     assert_eq!(ov.listing_count(), 2);
 
+    // Not while a request holds the namespace lock.
+    let busy = ov.read_ns();
+    assert_eq!(ov.shedder().shed().listings, 0, "shed under a request");
+    drop(busy);
     let shed = ov.shedder().shed();
     assert_eq!(shed.listings, 2, "the root's and d's listings are dropped");
     assert_eq!(ov.listing_count(), 0);
@@ -118,12 +122,15 @@ fn shedding_while_requests_run_loses_none_of_their_changes() {
     let root = ov.node(INodeNo(ROOT)).expect("root");
     let r = INodeNo(ROOT);
     let done = AtomicBool::new(false);
+    // The shedder is running before the first request starts.
+    let start = std::sync::Barrier::new(workers + 1);
     let mut sheds = 0;
     std::thread::scope(|s| {
         let work: Vec<_> = (0..workers)
             .map(|w| {
-                let (ov, root) = (&ov, &root);
+                let (ov, root, start) = (&ov, &root, &start);
                 s.spawn(move || {
+                    start.wait();
                     for i in w * each..(w + 1) * each {
                         let (f, g) = (format!("f{i}"), format!("g{i}"));
                         ov.do_rename(r, OsStr::new(&f), r, OsStr::new(&g), RenameFlags::empty())
@@ -139,14 +146,16 @@ fn shedding_while_requests_run_loses_none_of_their_changes() {
             })
             .collect();
         let shedder = ov.shedder();
-        let stop = &done;
+        let (stop, start) = (&done, &start);
         let shedding = s.spawn(move || {
+            start.wait();
             let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                shedder.shed();
-                n += 1;
+            loop {
+                n += shedder.shed().listings;
+                if stop.load(Ordering::SeqCst) {
+                    return n;
+                }
             }
-            n
         });
         for w in work {
             w.join().expect("worker");
@@ -154,7 +163,8 @@ fn shedding_while_requests_run_loses_none_of_their_changes() {
         done.store(true, Ordering::SeqCst);
         sheds = shedding.join().expect("shedder");
     });
-    assert!(sheds > 0);
+    // How often the shedder found the server between requests varies with scheduling.
+    eprintln!("listings shed while the requests ran: {sheds}");
     let want: Vec<(OsString, usize, u8)> = (0..workers * each)
         .filter(|i| i % 2 == 1)
         .map(|i| (OsString::from(format!("g{i}")), 0, libc::DT_REG))
