@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, IsTerminal};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -29,6 +30,9 @@ const TAG_ENV: &str = "SKIFF_LOG_TAG";
 static DAEMON_LOG: OnceLock<OwnedFd> = OnceLock::new();
 /// The daemon's filter spec (helpers started later get the current one).
 static DAEMON_FILTER: Mutex<String> = Mutex::new(String::new());
+/// In a helper: the descriptor its logger writes to (-1: none), for forks that close
+/// every other descriptor ([`helper_log_fd`]).
+static HELPER_LOG: AtomicI32 = AtomicI32::new(-1);
 /// Swaps the daemon's filter ([`set_daemon_filter`]).
 static RELOAD: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
@@ -137,7 +141,15 @@ pub fn init_helper(stderr_fallback: bool) {
     } else {
         format!("[{tag}] ")
     };
+    HELPER_LOG.store(fd, Ordering::Relaxed);
     let _ = lines::Lines::new(Arc::new(file), tag)
         .with(filter(&spec))
         .try_init();
+}
+
+/// In a helper whose logger [`init_helper`] installed: the descriptor it writes to. A
+/// fork that closes its descriptors must keep this one, or its log lines would go to
+/// whatever file later gets that number.
+pub fn helper_log_fd() -> Option<std::os::fd::RawFd> {
+    Some(HELPER_LOG.load(Ordering::Relaxed)).filter(|fd| *fd >= 0)
 }

@@ -46,6 +46,34 @@ fn a_monitor_warning_reaches_the_daemon_log_with_the_container_id() {
     let _ = env.skiff(&["rm", "-f", &id]);
 }
 
+#[test]
+fn the_fuse_server_logs_to_the_daemon_log_with_the_container_id() {
+    // The FUSE server, a fork that closes every descriptor it does not need, keeps the
+    // log's: its lines reach skiffd's log (RUST_LOG=debug in the tests), not a file that
+    // later got the log's descriptor number.
+    let env = Env::new();
+    let out = env.skiff(&["run", "-d", "demo/busybox", "sleep", "1000"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let short = &id[..12];
+    let logged = |what: &str| {
+        env.daemon_log()
+            .lines()
+            .any(|l| l.contains(what) && l.contains(short))
+    };
+    assert!(
+        env.eventually(60, || logged("FUSE server: serving the container's rootfs")),
+        "{}",
+        env.daemon_log()
+    );
+    let _ = env.skiff_ok(&["rm", "-f", &id]);
+    assert!(
+        env.eventually(60, || logged("FUSE server: the container's init exited")),
+        "{}",
+        env.daemon_log()
+    );
+}
+
 /// A layer with a file and a character device node (which an unprivileged user cannot
 /// create: skipped with a warning).
 fn layer_with_a_device() -> Vec<u8> {

@@ -227,6 +227,7 @@ pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: Ow
         return 1;
     }
     drop(ready);
+    tracing::debug!("FUSE server: serving the container's rootfs");
     // From here on the server leaves with _exit: its mount namespace, and the mount with
     // it, ends with it, and fuser's unmount-on-drop would look for the mount point by a
     // path that does not resolve from our /proc root (and fall back to fusermount).
@@ -250,6 +251,7 @@ pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: Ow
     });
     drop(serving);
     // Init exited: leaving ends the mount namespace and the mount with it.
+    tracing::debug!("FUSE server: the container's init exited; the server leaves");
     leave(0)
 }
 

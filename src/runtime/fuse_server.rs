@@ -107,7 +107,10 @@ pub fn start(_chan: &Channel, plan: &RootfsPlan, root: &Path) -> Result<Pending,
             // Its own name in `ps` (and in bench/memory-bench.sh), apart from the monitor.
             // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
             unsafe { libc::prctl(libc::PR_SET_NAME, c"skiff-fuse".as_ptr(), 0, 0, 0) };
-            crate::fuse::detach_stdio_and_fds(&[ready_w.as_raw_fd(), init_r.as_raw_fd()]);
+            // The log stays: the server's lines go to the daemon's log as the monitor's.
+            let mut keep = vec![ready_w.as_raw_fd(), init_r.as_raw_fd()];
+            keep.extend(crate::logging::helper_log_fd());
+            crate::fuse::detach_stdio_and_fds(&keep);
             exit(crate::fuse::serve_container(&spec, root, ready_w, init_r))
         }
         ForkResult::Parent { child } => {
