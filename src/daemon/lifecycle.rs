@@ -346,6 +346,7 @@ impl Daemon {
         Ok((inner, Some(remap)))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn write_bundle(
         &self,
         c: &Container,

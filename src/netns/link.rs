@@ -248,12 +248,7 @@ pub fn in_child(what: &str, f: impl FnOnce() -> Result<(), (u8, i32)>) -> Result
     let mut f = std::fs::File::from(r);
     let got = std::io::Read::read_exact(&mut f, &mut msg);
     let child = nix::unistd::Pid::from_raw(pid);
-    loop {
-        match nix::sys::wait::waitpid(child, None) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => break,
-        }
-    }
+    while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(child, None) {}
     if got.is_err() {
         return Err(Error::Helper(format!("{what}: the child died")));
     }
