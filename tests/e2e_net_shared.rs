@@ -483,3 +483,38 @@ fn outside_the_shared_user_namespace_a_container_gets_its_own_slirp4netns() {
     assert!(err.contains("--network slirp4netns"), "{err}");
     run_ok(&env, &["rm", "-f", "shared", "private", "lo"]);
 }
+
+#[test]
+fn a_dead_monitors_udp_forwards_are_dropped_by_skiffd() {
+    let env = Env::new();
+    import_udp_image(&env);
+    let udp = free_udp_port();
+    let publish = format!("127.0.0.1:{udp}:5353/udp");
+    run_ok(
+        &env,
+        &[
+            "run", "-d", "--name", "echo", "-p", &publish, "demo/udp", "udpecho", "5353",
+        ],
+    );
+    addr_of(&env, "echo");
+    let taken = || UdpSocket::bind(("127.0.0.1", udp)).is_err();
+    assert!(
+        taken(),
+        "the shared slirp4netns does not hold UDP port {udp}"
+    );
+    // The monitor dies without removing its forward from the shared slirp4netns.
+    let monitor = inspect(&env, "echo")["State"]["MonitorPid"]
+        .as_i64()
+        .unwrap() as i32;
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    assert!(
+        env.eventually(20, || inspect(&env, "echo")["State"]["Running"] == false),
+        "the container still runs after its monitor died"
+    );
+    assert!(
+        env.eventually(10, || !taken()),
+        "UDP port {udp} is still forwarded after the container's end: {}",
+        env.daemon_log()
+    );
+    run_ok(&env, &["rm", "-f", "echo"]);
+}

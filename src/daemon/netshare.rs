@@ -93,6 +93,31 @@ impl Daemon {
         bridge::free_host(&taken).map(bridge::addr_of)
     }
 
+    /// After a run on the shared network: drops the shared slirp4netns's forwards to
+    /// `addr` that are left (its monitor removes them as it stops, unless it died).
+    pub(crate) async fn drop_bridge_forwards(&self, addr: Option<std::net::Ipv4Addr>) {
+        let Some(addr) = addr else {
+            return;
+        };
+        let Some(st) = self.inner.shared_net.0.lock().await.clone() else {
+            return;
+        };
+        if !st.alive() {
+            return;
+        }
+        let api = self.shared_net_dir().join(shared::API_NAME);
+        let dropped = tokio::task::spawn_blocking(move || {
+            crate::netns::slirp::remove_forwards_to(&api, addr)
+        })
+        .await;
+        match dropped {
+            Ok(Ok(0)) => tracing::debug!("no forward to {addr} left"),
+            Ok(Ok(n)) => tracing::info!("dropped {n} forward(s) to {addr} left by a dead monitor"),
+            Ok(Err(e)) => tracing::warn!("the shared slirp4netns's forwards to {addr}: {e}"),
+            Err(e) => tracing::warn!("the shared slirp4netns's forwards to {addr}: {e}"),
+        }
+    }
+
     /// At shutdown: stops the holder unless a running container is on the shared
     /// network (it then stays for them, and for the next skiffd to re-adopt).
     pub async fn stop_shared_net_if_unused(&self) {

@@ -342,6 +342,30 @@ fn add_hostfwd(api: &Path, m: &PortMapping, guest: Ipv4Addr) -> Result<u64, Erro
     )))
 }
 
+/// Drops every forward of slirp4netns (at `api`) to `guest`: the UDP ports of a
+/// container on the shared network whose monitor could not remove them (it died).
+/// Returns how many there were.
+pub fn remove_forwards_to(api: &Path, guest: Ipv4Addr) -> Result<usize, Error> {
+    let v = api_call(api, &serde_json::json!({"execute": "list_hostfwd"}))?;
+    let guest = guest.to_string();
+    // slirp4netns 1.2 answers `{"entries": […]}`, without the `return` of the others.
+    let entries = match v.get("return") {
+        Some(r) => &r["entries"],
+        None => &v["entries"],
+    };
+    let ids: Vec<u64> = entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["guest_addr"].as_str() == Some(guest.as_str()))
+        .filter_map(|e| e["id"].as_u64())
+        .collect();
+    for id in &ids {
+        remove_hostfwd(api, *id);
+    }
+    Ok(ids.len())
+}
+
 /// Asks slirp4netns to drop its forward `id` (a shared slirp4netns outlives the
 /// container); failures are logged.
 pub fn remove_hostfwd(api: &Path, id: u64) {
