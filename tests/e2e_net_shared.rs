@@ -372,6 +372,41 @@ fn a_sigkilled_skiffd_is_replaced_and_new_containers_reach_old_ones() {
 }
 
 #[test]
+fn a_holder_left_by_a_killed_skiffd_ends_with_the_next_one_once_unused() {
+    let mut env = Env::new();
+    run_ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "old",
+            "demo/busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert_eq!(holders(&env).len(), 1);
+    env.kill_daemon();
+    env.start_daemon();
+    // The new skiffd starts nothing on the shared network (so does not re-adopt it for
+    // a start), the last container on it goes, skiffd stops: so does the holder.
+    run_ok(&env, &["rm", "-f", "old"]);
+    assert_eq!(
+        holders(&env).len(),
+        1,
+        "the holder went with its last container"
+    );
+    env.stop_daemon();
+    assert!(
+        env.eventually(10, || holders(&env).is_empty() && slirps(&env).is_empty()),
+        "left: {:?} {:?}",
+        holders(&env),
+        slirps(&env)
+    );
+}
+
+#[test]
 fn a_dead_shared_slirp4netns_is_restarted() {
     let env = Env::new();
     run_ok(

@@ -118,10 +118,14 @@ impl Daemon {
         }
     }
 
-    /// At shutdown: stops the holder unless a running container is on the shared
-    /// network (it then stays for them, and for the next skiffd to re-adopt).
+    /// At shutdown: stops the holder (ours, or one a previous skiffd left) unless a
+    /// running container is on the shared network (it then stays for them, and for the
+    /// next skiffd to re-adopt).
     pub async fn stop_shared_net_if_unused(&self) {
-        let Some(st) = self.inner.shared_net.0.lock().await.clone() else {
+        // A holder left by a previous skiffd counts too, even if this one never started
+        // a container on it (it re-adopts it only then).
+        let known = self.inner.shared_net.0.lock().await.clone();
+        let Some(st) = known.or_else(|| shared::State::load_alive(&self.shared_net_dir())) else {
             return;
         };
         let used = self.lock().values().any(|c| {
