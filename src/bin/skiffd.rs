@@ -152,7 +152,11 @@ fn main() {
         Some(Helper::Cp) => std::process::exit(skiff::cp::helper::main()),
         Some(Helper::Commit) => std::process::exit(skiff::helpers::commit_main()),
         Some(Helper::Userns) => std::process::exit(skiff::userns::shared::holder_main()),
-        Some(Helper::Netns { dir }) => std::process::exit(skiff::netns::shared::holder_main(dir)),
+        Some(Helper::Netns { dir }) => {
+            // Under a user manager: not before skiffd has put us in our own scope.
+            skiff::daemon::scope::wait_at_gate();
+            std::process::exit(skiff::netns::shared::holder_main(dir))
+        }
         Some(Helper::Remove { paths }) => std::process::exit(skiff::helpers::remove_main(paths)),
         Some(Helper::FuseMount {
             lowerdir,

@@ -170,10 +170,24 @@ async fn spawn_holder(
     if let Some(log) = crate::logging::for_helper(cmd.as_std_mut(), "network") {
         fds.push(log);
     }
+    // Under a user manager the holder waits until it is in a scope of its own (as the
+    // monitors do): stopping skiffd's unit must not take the containers' network along.
+    let gate = super::scope::gate().await;
+    let open_end = match gate {
+        Some(g) => {
+            cmd.env(super::scope::GATE_ENV, super::scope::GATE_FD.to_string());
+            fds.push((g.child_end, super::scope::GATE_FD));
+            Some(g.open_end)
+        }
+        None => None,
+    };
     fdutil::pass_fds(&mut cmd, fds);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {} __netns: {e}", exe.display()))?;
+    if let (Some(open_end), Some(pid)) = (open_end, child.id()) {
+        super::scope::place(open_end, pid, &format!("network-{pid}")).await;
+    }
     let mut out = child.stdout.take().ok_or("no stdout pipe")?;
     let mut ready = [0u8; 1];
     let got = tokio::time::timeout(START_TIMEOUT, out.read_exact(&mut ready)).await;
