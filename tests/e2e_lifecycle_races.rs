@@ -310,6 +310,17 @@ fn container_processes(env: &Env, daemon: u32) -> (BTreeSet<u32>, BTreeSet<u32>)
             helpers.insert(p);
         }
     }
+    // The shared network's holder, its namespace keeper and its slirp4netns are skiffd's
+    // (one for all the containers of the default network), not a container's.
+    let state = std::fs::read_to_string(env.runtime().join("network/holder.json"));
+    let holder: serde_json::Value =
+        serde_json::from_str(&state.unwrap_or_default()).unwrap_or_default();
+    if let Some(h) = holder["pid"].as_u64().map(|p| p as u32) {
+        helpers.remove(&h);
+        for d in descendants(h) {
+            helpers.remove(&d);
+        }
+    }
     (inits, helpers)
 }
 

@@ -80,6 +80,13 @@ fn published_tcp_port(network: &str, expected_client: &str) {
 }
 
 #[test]
+fn bridge_publishes_tcp_ports() {
+    // The shared network: the monitor's relay connects to the container's own address
+    // on the bridge; a loopback client shows as the gateway, as with slirp4netns.
+    published_tcp_port("bridge", "10.0.2.2");
+}
+
+#[test]
 fn slirp4netns_publishes_tcp_ports() {
     // TCP ports go through the monitor's relay into the container's namespace, which
     // shows a loopback client as the gateway 10.0.2.2 (as slirp4netns would), never as
@@ -108,9 +115,10 @@ fn pasta_works_here() -> bool {
 #[test]
 fn auto_makes_pasta_the_default_slirp4netns_on_request_and_none_has_only_loopback() {
     let mut env = Env::new();
-    // Without a setting the default is slirp4netns, and info says how to get pasta.
+    // Without a setting the default is the shared network (bridge: one slirp4netns for
+    // the containers of the shared user namespace), and info says how to get pasta.
     let info: serde_json::Value = serde_json::from_str(&run_ok(&env, &["info"])).unwrap();
-    assert_eq!(info["network"], "slirp4netns", "{info}");
+    assert_eq!(info["network"], "bridge", "{info}");
     assert!(
         info["network_reason"]
             .as_str()
@@ -118,8 +126,9 @@ fn auto_makes_pasta_the_default_slirp4netns_on_request_and_none_has_only_loopbac
             .contains("network = \"auto\""),
         "{info}"
     );
+    // The default: a veth end on the shared bridge (no tap0 of its own).
     let out = run_ok(&env, &["run", "--rm", "demo/busybox", "ip", "-o", "link"]);
-    assert!(out.contains("tap0"), "{out}");
+    assert!(out.contains("eth0@") && !out.contains("tap0"), "{out}");
     // `network = "auto"` (here the flag): pasta where a trial run works.
     env.stop_daemon();
     env.start_daemon_with(&["--network", "auto"]);

@@ -163,7 +163,10 @@ fn default_containers_share_one_user_namespace_private_and_keep_id_do_not() {
 #[test]
 fn a_daemon_crash_leaves_running_containers_alone_and_the_next_start_makes_a_new_one() {
     let mut env = Env::new();
-    let a = sleeper(&env, "ca", &[]);
+    // With a slirp4netns per container no shared network's holder keeps the namespace
+    // (see the next test for the default network).
+    let own = ["--network", "slirp4netns"];
+    let a = sleeper(&env, "ca", &own);
     let before = userns_of(a);
     env.kill_daemon();
     env.start_daemon();
@@ -174,7 +177,7 @@ fn a_daemon_crash_leaves_running_containers_alone_and_the_next_start_makes_a_new
     assert!(ex.status.success(), "{}", stderr(&ex));
     assert_eq!(stdout(&ex).trim(), "0");
     // The new daemon makes a namespace of its own for its first start.
-    let b = sleeper(&env, "cb", &[]);
+    let b = sleeper(&env, "cb", &own);
     assert_ne!(userns_of(b), before);
     let out = env.skiff(&["run", "--rm", "demo/busybox", "true"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -184,6 +187,20 @@ fn a_daemon_crash_leaves_running_containers_alone_and_the_next_start_makes_a_new
     assert!(env.skiff(&["start", "ca"]).status.success());
     let a2 = env.inspect("ca")["State"]["Pid"].as_u64().unwrap();
     assert_eq!(userns_of(a2), userns_of(b));
+    assert!(env.skiff(&["rm", "-f", "ca", "cb"]).status.success());
+}
+
+#[test]
+fn with_the_shared_network_the_next_daemon_re_adopts_the_namespace() {
+    let mut env = Env::new();
+    let a = sleeper(&env, "ca", &[]);
+    let before = userns_of(a);
+    env.kill_daemon();
+    env.start_daemon();
+    // The shared network's holder outlived skiffd and keeps the namespace: new
+    // containers join the old ones' namespace (and network).
+    let b = sleeper(&env, "cb", &[]);
+    assert_eq!(userns_of(b), before);
     assert!(env.skiff(&["rm", "-f", "ca", "cb"]).status.success());
 }
 

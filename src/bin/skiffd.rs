@@ -98,6 +98,10 @@ enum Helper {
     /// keeps it: the namespace default-mapped containers share).
     #[command(name = "__userns", hide = true)]
     Userns,
+    /// Hold the shared network of `--network bridge` (its user namespace on fd 3) with
+    /// one slirp4netns, until SIGTERM.
+    #[command(name = "__netns", hide = true)]
+    Netns { dir: PathBuf },
     /// Remove trees owned by subordinate ids (id maps on fd 4).
     #[command(name = "__remove", hide = true)]
     Remove { paths: Vec<PathBuf> },
@@ -148,6 +152,11 @@ fn main() {
         Some(Helper::Cp) => std::process::exit(skiff::cp::helper::main()),
         Some(Helper::Commit) => std::process::exit(skiff::helpers::commit_main()),
         Some(Helper::Userns) => std::process::exit(skiff::userns::shared::holder_main()),
+        Some(Helper::Netns { dir }) => {
+            // Under a user manager: not before skiffd has put us in our own scope.
+            skiff::daemon::scope::wait_at_gate();
+            std::process::exit(skiff::netns::shared::holder_main(dir))
+        }
         Some(Helper::Remove { paths }) => std::process::exit(skiff::helpers::remove_main(paths)),
         Some(Helper::FuseMount {
             lowerdir,
@@ -320,6 +329,7 @@ async fn serve(
     tracing::info!("skiffd stopping; containers keep running under their monitors");
     // Monitors that reported their container's exit end within milliseconds: reap them.
     skiff::daemon::helper::reap_ending(std::time::Duration::from_secs(1)).await;
+    daemon.stop_shared_net_if_unused().await;
     if let Some(n) = &notifier {
         if let Err(e) = n.stopping("stopping; containers keep running under their monitors") {
             tracing::warn!("{e}");

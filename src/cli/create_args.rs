@@ -45,8 +45,9 @@ pub struct CreateArgs {
     /// Override the image's ENTRYPOINT ('' clears it; the image's CMD then runs alone).
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Network mode: slirp4netns, pasta, none or host (skiffd's default: slirp4netns;
-    /// with skiffd's `network = "auto"`, pasta where it works).
+    /// Network mode: bridge, slirp4netns, pasta, none or host (skiffd's default: bridge,
+    /// one slirp4netns shared by the containers of the shared user namespace, others
+    /// get slirp4netns; with skiffd's `network = "auto"`, pasta where it works).
     #[arg(long, alias = "net")]
     pub network: Option<String>,
     /// Publish a container's port(s) to the host: [[IP:][HOST]:]CONTAINER[/tcp|/udp];

@@ -375,8 +375,24 @@ impl ContainerConfig {
         if let Some(m) = mode.filter(|m| !m.has_helper()) {
             if !ports.is_empty() || self.publish_all {
                 return Err(Error::InvalidConfig(format!(
-                    "ports cannot be published with network mode \"{m}\": use slirp4netns or pasta"
+                    "ports cannot be published with network mode \"{m}\": use bridge, slirp4netns or pasta"
                 )));
+            }
+        }
+        if mode == Some(crate::netns::Mode::Bridge) {
+            if !crate::userns::shared::shares(self.userns.as_deref()) {
+                return Err(Error::InvalidConfig(format!(
+                    "network mode \"bridge\" is the shared network of the containers in the \
+                     shared user namespace, which --userns {} leaves: use --network slirp4netns",
+                    self.userns.as_deref().unwrap_or_default()
+                )));
+            }
+            if self.host_loopback {
+                return Err(Error::InvalidConfig(
+                    "--host-loopback needs a slirp4netns of the container's own: use \
+                     --network slirp4netns with it"
+                        .into(),
+                ));
             }
         }
         if mode == Some(crate::netns::Mode::None) {

@@ -135,6 +135,10 @@ pub struct Record {
     /// Why its network mode (`inspect`'s `NetworkSettings.NetworkReason`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub network_reason: String,
+    /// Its address on the shared network (mode `bridge`): allocated at create, free
+    /// again when it is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_addr: Option<std::net::Ipv4Addr>,
     /// The state.
     pub state: State,
 }

@@ -120,6 +120,7 @@ mod tests {
             mounts: Vec::new(),
             network_default: false,
             network_reason: String::new(),
+            network_addr: None,
             state: State {
                 status,
                 ..Default::default()

@@ -120,6 +120,21 @@ impl Daemon {
                     );
                 }
             }
+            if mode == crate::netns::Mode::Bridge {
+                if !crate::userns::shared::shares(cfg.userns.as_deref()) {
+                    mode = crate::netns::Mode::Slirp4netns;
+                    why = format!(
+                        "slirp4netns for this container: --userns {} leaves the shared user \
+                         namespace, whose containers share the bridge network",
+                        cfg.userns.as_deref().unwrap_or_default()
+                    );
+                } else if cfg.host_loopback {
+                    mode = crate::netns::Mode::Slirp4netns;
+                    why = "slirp4netns for this container: --host-loopback needs a slirp4netns \
+                           of its own"
+                        .into();
+                }
+            }
             cfg.network = Some(mode.to_string());
             cfg.validate()?; // ports with a daemon default of none/host
             format!("skiffd's default network: {why}")
@@ -217,6 +232,7 @@ impl Daemon {
             mounts: planned,
             network_default,
             network_reason,
+            network_addr: None,
             state: State::default(),
         };
         // The directory appears under its final name only once complete.
@@ -235,6 +251,21 @@ impl Daemon {
                 name = names::random_name(taken)
                     .map_err(|e| Error::Internal(format!("random name: {e}")))?;
                 record.name = name.clone();
+            }
+            if record.config.network_mode()? == Some(crate::netns::Mode::Bridge) {
+                record.network_addr = Self::free_bridge_addr(&map);
+                if record.network_addr.is_none() {
+                    let full = "the bridge network's 251 addresses are all taken by \
+                                containers (removing some frees theirs)";
+                    if !record.network_default {
+                        return Err(Error::InvalidConfig(format!(
+                            "{full}: use --network slirp4netns"
+                        )));
+                    }
+                    record.config.network = Some(crate::netns::Mode::Slirp4netns.to_string());
+                    record.network_reason =
+                        format!("skiffd's default network: slirp4netns for this container: {full}");
+                }
             }
             self.new_container_dir(&tmp, started_at_once)
                 .map_err(|e| Error::io(&tmp, e))?;
@@ -317,6 +348,7 @@ impl Daemon {
         Ok((inner, Some(remap)))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn write_bundle(
         &self,
         c: &Container,
@@ -325,6 +357,7 @@ impl Daemon {
         client_stdio: bool,
         wait_attach: bool,
         shared_userns: bool,
+        bridge: Option<Result<crate::netns::bridge::BridgePlan, String>>,
     ) -> Result<(PathBuf, Vec<crate::netns::PortMapping>), Error> {
         let bundle = self.bundle_dir(&rec.id);
         // A new bundle (a container's first start: every `run`) is written without
@@ -356,7 +389,7 @@ impl Daemon {
         } else {
             Vec::new()
         };
-        let (network, ports) = super::network::prepare(rec, &bundle, fresh, &exposed)?;
+        let (network, ports) = super::network::prepare(rec, &bundle, fresh, &exposed, bridge)?;
         super::network::add_mounts(&mut spec, &bundle, super::network::mode_of(rec))?;
         // The user's mounts last: they cover the generated /etc files, as docker's do.
         let user_mounts = self.volume_spec_mounts(rec)?;

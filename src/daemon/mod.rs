@@ -32,6 +32,7 @@ pub mod limits;
 pub mod logs;
 pub mod mounts;
 pub mod names;
+mod netshare;
 pub mod network;
 pub mod notify;
 pub mod pause;
@@ -124,6 +125,8 @@ struct Inner {
     default_network: Arc<std::sync::OnceLock<(crate::netns::Mode, String)>>,
     /// The user namespace that default-mapped containers share (made on first use).
     shared_userns: userns_holder::SharedUserns,
+    /// The shared network's holder (`--network bridge`), once started or re-adopted.
+    shared_net: netshare::SharedNet,
     /// A container directory made ahead of the next create.
     spare: spare::Spare,
 }
@@ -220,6 +223,7 @@ impl Daemon {
                 volumes,
                 default_network: Default::default(),
                 shared_userns: Default::default(),
+                shared_net: Default::default(),
                 spare,
             }),
         };
@@ -309,11 +313,13 @@ impl Daemon {
                 )
             }
             settings::Source::Default => (
-                s.network,
-                "slirp4netns: the default (network = \"auto\" in skiffd.toml makes pasta the \
-                 default where it works: published ports at near loopback speed that keep \
-                 the client's address, for a slower start and more memory per container; \
-                 docs/configuration.md)"
+                crate::netns::Mode::Bridge,
+                "bridge: the default: the containers of the shared user namespace (no \
+                 --userns) share one network connected by one slirp4netns, each with an \
+                 address of its own; others get a slirp4netns of their own (network = \
+                 \"auto\" in skiffd.toml makes pasta the default where it works: published \
+                 ports at near loopback speed that keep the client's address, for a slower \
+                 start and more memory per container; docs/configuration.md)"
                     .into(),
             ),
             settings::Source::Flag => (s.network, "chosen with skiffd --network".into()),

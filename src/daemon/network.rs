@@ -75,13 +75,39 @@ pub fn fallback_of(bundle: &Path) -> Option<String> {
 /// image's exposed ports with `publish-all`), checked and with free host ports chosen;
 /// the generated files in `bundle` (`fresh`: just made, see
 /// [`crate::fsutil::put_runtime_file`]); and the monitor's plan (`None` without a helper).
+/// `bridge`: for mode `bridge`, the shared network to join, or why it cannot be used:
+/// the container then gets a slirp4netns of its own for this run (the reason is left in
+/// the bundle's [`netns::FALLBACK_FILE`], which `inspect` shows).
 pub fn prepare(
     rec: &Record,
     bundle: &Path,
     fresh: bool,
     exposed: &[String],
+    bridge: Option<Result<netns::bridge::BridgePlan, String>>,
 ) -> Result<(Option<NetPlan>, Vec<PortMapping>), Error> {
-    let mode = mode_of(rec);
+    let mut mode = mode_of(rec);
+    let fallback_file = bundle.join(netns::FALLBACK_FILE);
+    if !fresh {
+        // The last run's reason, if any (the monitor writes a pasta's again).
+        let _ = std::fs::remove_file(&fallback_file);
+    }
+    let bridge = match (mode, bridge) {
+        (Mode::Bridge, Some(Ok(b))) => Some(b),
+        (Mode::Bridge, other) => {
+            let why = match other {
+                Some(Err(why)) => why,
+                _ => "no shared network".into(),
+            };
+            let why =
+                format!("the shared network cannot be used ({why}), slirp4netns used instead");
+            tracing::warn!("network of {}: {why}", rec.name);
+            crate::fsutil::put_runtime_file(&fallback_file, why.as_bytes(), fresh, None)
+                .map_err(|e| Error::io(&fallback_file, e))?;
+            mode = Mode::Slirp4netns;
+            None
+        }
+        _ => None,
+    };
     let mut ports = rec.config.port_mappings()?;
     if rec.config.publish_all {
         let mut all = rec.config.exposed_mappings()?;
@@ -97,7 +123,7 @@ pub fn prepare(
             }
         }
     }
-    if mode == Mode::Slirp4netns {
+    if matches!(mode, Mode::Slirp4netns | Mode::Bridge) {
         if let Some(m) = ports
             .iter()
             .find(|m| m.is_ipv6() && m.proto == netns::Proto::Udp)
@@ -119,6 +145,7 @@ pub fn prepare(
         dns_options: rec.config.dns_option.clone(),
         add_hosts: rec.config.add_host.clone(),
         host_loopback: rec.config.host_loopback,
+        addr: bridge.as_ref().map(|b| b.addr),
     };
     netns::files::write_all(bundle, &params, fresh).map_err(net_error)?;
     let fallback = rec.network_default && mode == Mode::Pasta;
@@ -131,6 +158,7 @@ pub fn prepare(
         // Asked once by skiffd rather than by each monitor (a fork and exec less on
         // the start's critical path).
         slirp_flags: (mode == Mode::Slirp4netns || fallback).then(netns::slirp::supported_flags),
+        bridge: bridge.clone(),
     });
     Ok((plan, ports))
 }
@@ -189,9 +217,11 @@ pub fn extend_inspect(v: &mut serde_json::Value, rec: &Record) {
     v["HostConfig"]["DnsSearch"] = rec.config.dns_search.clone().into();
     v["HostConfig"]["DnsOptions"] = rec.config.dns_option.clone().into();
     v["HostConfig"]["ExtraHosts"] = rec.config.add_host.clone().into();
+    let bridge_ip = rec.network_addr.map(|a| a.to_string()).unwrap_or_default();
     let ip = match (mode, rec.state.status) {
         (Mode::Slirp4netns, Status::Running) => netns::slirp::GUEST_ADDR,
         (Mode::Pasta, Status::Running) => netns::pasta::ADDR,
+        (Mode::Bridge, Status::Running) => bridge_ip.as_str(),
         _ => "",
     };
     let running = rec.state.status == Status::Running && !ip.is_empty();

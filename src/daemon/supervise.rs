@@ -138,8 +138,19 @@ impl Daemon {
             Some(e) => e.shared_userns,
             None => userns.is_some(),
         };
+        // The shared network (`bridge`): its holder started on first use; a container
+        // outside the shared user namespace (skiffd could not make it) cannot join it.
+        let bridge = if super::network::mode_of(&rec) == crate::netns::Mode::Bridge {
+            Some(if shared {
+                self.shared_net_plan(rec.network_addr).await
+            } else {
+                Err("the container is not in the shared user namespace".into())
+            })
+        } else {
+            None
+        };
         let (bundle, ports) =
-            match self.write_bundle(c, &rec, log, client_stdio, wait_attach, shared) {
+            match self.write_bundle(c, &rec, log, client_stdio, wait_attach, shared, bridge) {
                 Ok(b) => b,
                 // E.g. a published port in use: nothing ran; record why (and honour --rm,
                 // in a task: we hold the op lock that remove takes).
@@ -202,11 +213,7 @@ impl Daemon {
                 crate::phase::mark("started-reported");
                 super::strays::crash_point("container-started");
                 self.mark_volumes_seeded(&rec);
-                let fallback = if rec.network_default {
-                    super::network::fallback_of(&bundle)
-                } else {
-                    None
-                };
+                let fallback = super::network::fallback_of(&bundle);
                 let rec = c.update_state(|r| {
                     r.state.status = Status::Running;
                     r.state.network_fallback = fallback;
@@ -276,6 +283,15 @@ impl Daemon {
             ),
         };
         let before = c.snapshot();
+        if super::network::mode_in_use(&before) == crate::netns::Mode::Bridge
+            && before
+                .state
+                .ports
+                .iter()
+                .any(|m| m.proto == crate::netns::Proto::Udp)
+        {
+            self.drop_bridge_forwards(before.network_addr).await;
+        }
         let ran_for = Duration::from_micros(finished.saturating_sub(before.state.started_at));
         let change = |r: &mut super::container::Record| {
             r.state.status = Status::Exited;

@@ -23,8 +23,16 @@ impl Daemon {
     pub(crate) async fn shared_userns(&self) -> Result<OwnedFd, Error> {
         let mut held = self.inner.shared_userns.0.lock().await;
         if held.is_none() {
-            let fd = make(&self.inner.opts.exe, &self.inner.maps).await?;
-            tracing::info!("made the shared user namespace for default-mapped containers");
+            // A shared network left by a previous skiffd holds the namespace its
+            // containers run in: take that one, so new containers join their network.
+            let fd = match self.readopt_shared_net().await {
+                Some(fd) => fd,
+                None => {
+                    let fd = make(&self.inner.opts.exe, &self.inner.maps).await?;
+                    tracing::info!("made the shared user namespace for default-mapped containers");
+                    fd
+                }
+            };
             *held = Some(fd);
         }
         match held.as_ref() {

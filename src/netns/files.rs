@@ -25,6 +25,8 @@ pub struct FileParams {
     pub add_hosts: Vec<String>,
     /// Whether the container may reach the host's loopback (adds host.containers.internal).
     pub host_loopback: bool,
+    /// The container's address on the shared network (mode `bridge`).
+    pub addr: Option<std::net::Ipv4Addr>,
 }
 
 /// The host's resolver configuration, split into its three kinds of lines.
@@ -62,7 +64,7 @@ fn is_loopback(addr: &str) -> bool {
 /// The resolv.conf for a container, given the host's.
 pub fn resolv_conf(p: &FileParams, host: &Resolv) -> String {
     let default_servers: Vec<String> = match p.mode {
-        Mode::Slirp4netns => vec![slirp::DNS_ADDR.to_string()],
+        Mode::Slirp4netns | Mode::Bridge => vec![slirp::DNS_ADDR.to_string()],
         // pasta relays to the host's sockets: the host's servers work, except loopback
         // ones (a local stub resolver), which are the container's own loopback.
         Mode::Pasta | Mode::None => host
@@ -170,6 +172,14 @@ pub fn write_all(dir: &Path, p: &FileParams, fresh: bool) -> Result<(), Error> {
     let (addr, host_addr): (Option<String>, Option<String>) = match p.mode {
         Mode::Slirp4netns => (
             Some(slirp::GUEST_ADDR.to_string()),
+            Some(slirp::HOST_ADDR.to_string()),
+        ),
+        Mode::Bridge => (
+            Some(
+                p.addr
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| slirp::GUEST_ADDR.to_string()),
+            ),
             Some(slirp::HOST_ADDR.to_string()),
         ),
         Mode::Pasta => (

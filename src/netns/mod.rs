@@ -1,4 +1,6 @@
-//! Container networking. Every mode but `host` gives the container a network namespace
+//! Container networking. `bridge` (the default of containers in the shared user
+//! namespace) puts the container on a network shared by them all, with one slirp4netns
+//! ([`shared`], [`bridge`]). Every mode but `host` gives the container a network namespace
 //! of its own, with loopback brought up by the container's init. `pasta` (the default
 //! where it works, see [`choose`]) and `slirp4netns` connect that namespace to the host
 //! in userspace: the monitor
@@ -8,13 +10,16 @@
 //! published ports; [`forward`] and [`connector`] relay slirp4netns's TCP ports into
 //! the namespace, keeping the client's address with the routing of [`rtnl`].
 
+pub mod bridge;
 pub mod choose;
 pub mod connector;
 pub mod files;
 pub mod forward;
+pub mod link;
 pub mod pasta;
 pub mod ports;
 pub mod rtnl;
+pub mod shared;
 pub mod slirp;
 
 use std::fmt;
@@ -88,6 +93,9 @@ pub enum Mode {
     None,
     /// The host's network namespace.
     Host,
+    /// A namespace on the network shared by the containers of the shared user
+    /// namespace, connected by one slirp4netns (see [`shared`]).
+    Bridge,
 }
 
 impl Mode {
@@ -98,12 +106,13 @@ impl Mode {
             Mode::Pasta => "pasta",
             Mode::None => "none",
             Mode::Host => "host",
+            Mode::Bridge => "bridge",
         }
     }
 
     /// Whether a userspace helper connects the namespace (and ports can be published).
     pub fn has_helper(self) -> bool {
-        matches!(self, Mode::Slirp4netns | Mode::Pasta)
+        matches!(self, Mode::Slirp4netns | Mode::Pasta | Mode::Bridge)
     }
 }
 
@@ -121,8 +130,9 @@ impl FromStr for Mode {
             "pasta" => Ok(Mode::Pasta),
             "none" => Ok(Mode::None),
             "host" => Ok(Mode::Host),
+            "bridge" => Ok(Mode::Bridge),
             other => Err(format!(
-                "unknown network mode {other:?}: use slirp4netns, pasta, none or host"
+                "unknown network mode {other:?}: use bridge, slirp4netns, pasta, none or host"
             )),
         }
     }
@@ -149,6 +159,9 @@ pub struct NetPlan {
     /// monitor asks slirp4netns itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slirp_flags: Option<Vec<String>>,
+    /// The shared network to join (mode `bridge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<bridge::BridgePlan>,
 }
 
 /// The file in the bundle that says why a container's default pasta was replaced by
@@ -225,6 +238,10 @@ pub fn connect(plan: &NetPlan, pid: i32, early: Option<Early>) -> Result<Connect
                 });
             }
             Err(e) => return Err(e),
+        },
+        Mode::Bridge => match &plan.bridge {
+            Some(b) => Box::new(bridge::attach(b, &plan.ports, pid)?),
+            None => return Err(Error::Helper("no shared network in the plan".into())),
         },
         Mode::None | Mode::Host => {
             return Ok(Connection {

@@ -226,6 +226,7 @@ mod tests {
             run_dir: PathBuf::from("/x"),
             fallback: false,
             slirp_flags: None,
+            bridge: None,
         };
         let a = args(&plan, 42, "/x/p", "/x/l").join(" ");
         assert!(a.contains("-t 127.0.0.1/8080:80"), "{a}");

@@ -65,6 +65,13 @@ impl Requests {
     }
 
     fn push(&mut self, kind: u16, header: &[u8], attrs: &[(u16, &[u8])]) {
+        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+        self.push_flags(kind, flags, header, attrs);
+    }
+
+    /// Appends a request of type `kind` with the netlink `flags`, the fixed `header` and
+    /// the (already encoded, for nested ones) attributes.
+    pub fn push_flags(&mut self, kind: u16, flags: u16, header: &[u8], attrs: &[(u16, &[u8])]) {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; NLMSG_HDRLEN]);
         self.buf.extend_from_slice(header);
@@ -79,7 +86,6 @@ impl Requests {
         }
         self.count += 1;
         let len = (self.buf.len() - start) as u32;
-        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
         let seq = self.count as u32;
         let hdr = &mut self.buf[start..start + NLMSG_HDRLEN];
         hdr[0..4].copy_from_slice(&len.to_ne_bytes());
@@ -161,6 +167,18 @@ pub fn loop_back_requests(ports: &[u16]) -> Requests {
 /// # Safety
 /// None beyond the system calls' own: it allocates nothing and may run after a fork.
 pub unsafe fn send(bytes: &[u8], count: usize) -> i32 {
+    send_with(bytes, count, true)
+}
+
+/// [`send`], where EEXIST is a failure too (a link or address that must be new).
+///
+/// # Safety
+/// As [`send`].
+pub unsafe fn send_strict(bytes: &[u8], count: usize) -> i32 {
+    send_with(bytes, count, false)
+}
+
+unsafe fn send_with(bytes: &[u8], count: usize, eexist_ok: bool) -> i32 {
     let fd = libc::socket(
         libc::AF_NETLINK,
         libc::SOCK_RAW | libc::SOCK_CLOEXEC,
@@ -169,12 +187,12 @@ pub unsafe fn send(bytes: &[u8], count: usize) -> i32 {
     if fd < 0 {
         return errno();
     }
-    let r = exchange(fd, bytes, count);
+    let r = exchange(fd, bytes, count, eexist_ok);
     libc::close(fd);
     r
 }
 
-unsafe fn exchange(fd: RawFd, bytes: &[u8], count: usize) -> i32 {
+unsafe fn exchange(fd: RawFd, bytes: &[u8], count: usize, eexist_ok: bool) -> i32 {
     // SAFETY (of the whole function): sockaddr_nl is plain data; the buffers are ours.
     let mut sa: libc::sockaddr_nl = std::mem::zeroed();
     sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -199,7 +217,7 @@ unsafe fn exchange(fd: RawFd, bytes: &[u8], count: usize) -> i32 {
             }
             return errno();
         }
-        match first_error(&buf[..n as usize], &mut acked) {
+        match first_error(&buf[..n as usize], &mut acked, eexist_ok) {
             0 => {}
             e => return e,
         }
@@ -208,7 +226,7 @@ unsafe fn exchange(fd: RawFd, bytes: &[u8], count: usize) -> i32 {
 }
 
 /// Counts the acknowledgements in a reply into `acked`; the first error's errno, or 0.
-fn first_error(mut reply: &[u8], acked: &mut usize) -> i32 {
+fn first_error(mut reply: &[u8], acked: &mut usize, eexist_ok: bool) -> i32 {
     while reply.len() >= NLMSG_HDRLEN + 4 {
         let len = u32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]) as usize;
         let kind = u16::from_ne_bytes([reply[4], reply[5]]);
@@ -219,7 +237,7 @@ fn first_error(mut reply: &[u8], acked: &mut usize) -> i32 {
             let b = &reply[NLMSG_HDRLEN..NLMSG_HDRLEN + 4];
             let err = -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
             *acked += 1;
-            if err != 0 && err != libc::EEXIST {
+            if err != 0 && !(eexist_ok && err == libc::EEXIST) {
                 return err;
             }
         }
@@ -272,8 +290,15 @@ mod tests {
         };
         let mut acked = 0;
         let reply = [ack(0), ack(libc::EEXIST)].concat();
-        assert_eq!(first_error(&reply, &mut acked), 0);
+        assert_eq!(first_error(&reply, &mut acked, true), 0);
         assert_eq!(acked, 2);
-        assert_eq!(first_error(&ack(libc::EPERM), &mut acked), libc::EPERM);
+        assert_eq!(
+            first_error(&ack(libc::EPERM), &mut acked, true),
+            libc::EPERM
+        );
+        assert_eq!(
+            first_error(&ack(libc::EEXIST), &mut acked, false),
+            libc::EEXIST
+        );
     }
 }

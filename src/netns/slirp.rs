@@ -199,13 +199,28 @@ pub fn relayed(m: &PortMapping) -> bool {
     m.proto == Proto::Tcp && (m.is_ipv6() || m.bind_ip().is_ok_and(|ip| ip.is_loopback()))
 }
 
-/// Adds the forwards of `ports`. TCP ports go through a relay thread with sockets made
-/// in the container's namespace by a factory process forked here (the monitor has no
-/// other thread yet), bound to the client's address; UDP ports through slirp4netns
-/// itself (`add_hostfwd`, which keeps the client's address too). If the factory cannot
-/// set up the routing that keeps addresses, TCP ports on other than loopback and IPv6
-/// host addresses fall back to `add_hostfwd` (slower, the address kept).
+/// Adds the forwards of `ports` to slirp4netns's `api` socket for a container at
+/// `guest` (see [`publish_to`]); the relay is the helper's.
 fn publish(slirp: &mut Slirp, ports: &[PortMapping], pid: i32) -> Result<(), Error> {
+    let (relay, _) = publish_to(&slirp.api, GUEST_ADDR_V4, ports, pid)?;
+    slirp.relay = relay;
+    Ok(())
+}
+
+/// Adds the forwards of `ports` for the container whose init is `pid` and whose address
+/// in slirp4netns's network is `guest`. TCP ports go through a relay thread with sockets
+/// made in the container's namespace by a factory process forked here (the monitor has
+/// no other thread yet), bound to the client's address; UDP ports through slirp4netns
+/// itself (`add_hostfwd` on its `api` socket, which keeps the client's address too). If
+/// the factory cannot set up the routing that keeps addresses, TCP ports on other than
+/// loopback and IPv6 host addresses fall back to `add_hostfwd` (slower, the address
+/// kept). Returns the relay, if any, and the ids of the forwards slirp4netns made.
+pub fn publish_to(
+    api: &Path,
+    guest: Ipv4Addr,
+    ports: &[PortMapping],
+    pid: i32,
+) -> Result<(Option<Relay>, Vec<u64>), Error> {
     if let Some(m) = ports.iter().find(|m| m.is_ipv6() && m.proto == Proto::Udp) {
         return Err(Error::Port(format!(
             "cannot publish {m}: slirp4netns forwards UDP from IPv4 host addresses only; \
@@ -231,52 +246,61 @@ fn publish(slirp: &mut Slirp, ports: &[PortMapping], pid: i32) -> Result<(), Err
         None => false,
     };
     let mut routes = Vec::new();
+    let mut ids = Vec::new();
     for m in ports {
         let Some(c) = connector
             .as_ref()
             .filter(|_| m.proto == Proto::Tcp && (as_client || relayed(m)))
         else {
-            add_hostfwd(&slirp.api, m)?;
+            match add_hostfwd(api, m, guest) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    for id in ids {
+                        remove_hostfwd(api, id);
+                    }
+                    return Err(e);
+                }
+            }
             continue;
         };
-        let listener = TcpListener::bind(SocketAddr::new(m.bind_ip()?, m.host_port))
-            .map_err(|e| Error::PortInUse(format!("cannot publish {m}: {e}")))?;
+        let listener = match TcpListener::bind(SocketAddr::new(m.bind_ip()?, m.host_port)) {
+            Ok(l) => l,
+            Err(e) => {
+                for id in ids {
+                    remove_hostfwd(api, id);
+                }
+                return Err(Error::PortInUse(format!("cannot publish {m}: {e}")));
+            }
+        };
         let target = if as_client {
             Target::AsClient {
                 connector: c.clone(),
-                addr: SocketAddrV4::new(GUEST_ADDR_V4, m.container_port),
+                addr: SocketAddrV4::new(guest, m.container_port),
                 stand_in: HOST_ADDR_V4,
             }
         } else {
             Target::Inside(
                 c.clone(),
-                SocketAddr::new(IpAddr::V4(GUEST_ADDR_V4), m.container_port),
+                SocketAddr::new(IpAddr::V4(guest), m.container_port),
             )
         };
         routes.push(Route { listener, target });
     }
-    if !routes.is_empty() {
-        slirp.relay = Some(Relay::start(routes)?);
-    }
-    Ok(())
+    let relay = if routes.is_empty() {
+        None
+    } else {
+        Some(Relay::start(routes)?)
+    };
+    Ok((relay, ids))
 }
 
-/// Asks slirp4netns to forward `m` (one JSON request per connection).
-fn add_hostfwd(api: &Path, m: &PortMapping) -> Result<(), Error> {
-    let req = serde_json::json!({
-        "execute": "add_hostfwd",
-        "arguments": {
-            "proto": m.proto.as_str(),
-            "host_addr": m.bind_ip()?.to_string(),
-            "host_port": m.host_port,
-            "guest_addr": GUEST_ADDR,
-            "guest_port": m.container_port,
-        }
-    });
+/// One request to slirp4netns's API socket `api`; its answer.
+fn api_call(api: &Path, req: &serde_json::Value) -> Result<serde_json::Value, Error> {
     // Connect through /proc/self/fd/N of the directory: short, whatever its length.
     let dir = api.parent().unwrap_or(Path::new("."));
+    let name = api.file_name().unwrap_or_default().to_string_lossy();
     let dirfd = File::open(dir).map_err(|e| Error::io(dir, e))?;
-    let short = format!("/proc/self/fd/{}/{API_NAME}", dirfd.as_raw_fd());
+    let short = format!("/proc/self/fd/{}/{name}", dirfd.as_raw_fd());
     let mut sock = UnixStream::connect(&short).map_err(|e| Error::io(api, e))?;
     drop(dirfd);
     sock.set_read_timeout(Some(READY_TIMEOUT))
@@ -287,16 +311,70 @@ fn add_hostfwd(api: &Path, m: &PortMapping) -> Result<(), Error> {
     let mut resp = String::new();
     sock.read_to_string(&mut resp)
         .map_err(|e| Error::io(api, e))?;
-    let v: serde_json::Value = serde_json::from_str(&resp)
-        .map_err(|e| Error::Helper(format!("slirp4netns API answered {resp:?}: {e}")))?;
-    if v.get("return").is_some() {
-        return Ok(());
+    serde_json::from_str(&resp)
+        .map_err(|e| Error::Helper(format!("slirp4netns API answered {resp:?}: {e}")))
+}
+
+/// Asks slirp4netns to forward `m` to `guest` (one JSON request per connection); the
+/// forward's id.
+fn add_hostfwd(api: &Path, m: &PortMapping, guest: Ipv4Addr) -> Result<u64, Error> {
+    let req = serde_json::json!({
+        "execute": "add_hostfwd",
+        "arguments": {
+            "proto": m.proto.as_str(),
+            "host_addr": m.bind_ip()?.to_string(),
+            "host_port": m.host_port,
+            "guest_addr": guest.to_string(),
+            "guest_port": m.container_port,
+        }
+    });
+    let v = api_call(api, &req)?;
+    if let Some(r) = v.get("return") {
+        return Ok(r["id"].as_u64().unwrap_or(0));
     }
-    let desc = v["error"]["desc"].as_str().unwrap_or(&resp).to_string();
+    let desc = v["error"]["desc"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| v.to_string());
     Err(Error::PortInUse(format!(
         "cannot publish {m}: slirp4netns: {desc} (is host port {} in use?)",
         m.host_display()
     )))
+}
+
+/// Drops every forward of slirp4netns (at `api`) to `guest`: the UDP ports of a
+/// container on the shared network whose monitor could not remove them (it died).
+/// Returns how many there were.
+pub fn remove_forwards_to(api: &Path, guest: Ipv4Addr) -> Result<usize, Error> {
+    let v = api_call(api, &serde_json::json!({"execute": "list_hostfwd"}))?;
+    let guest = guest.to_string();
+    // slirp4netns 1.2 answers `{"entries": […]}`, without the `return` of the others.
+    let entries = match v.get("return") {
+        Some(r) => &r["entries"],
+        None => &v["entries"],
+    };
+    let ids: Vec<u64> = entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["guest_addr"].as_str() == Some(guest.as_str()))
+        .filter_map(|e| e["id"].as_u64())
+        .collect();
+    for id in &ids {
+        remove_hostfwd(api, *id);
+    }
+    Ok(ids.len())
+}
+
+/// Asks slirp4netns to drop its forward `id` (a shared slirp4netns outlives the
+/// container); failures are logged.
+pub fn remove_hostfwd(api: &Path, id: u64) {
+    let req = serde_json::json!({"execute": "remove_hostfwd", "arguments": {"id": id}});
+    match api_call(api, &req) {
+        Ok(v) if v.get("return").is_some() => {}
+        Ok(v) => tracing::warn!("slirp4netns: removing forward {id}: {v}"),
+        Err(e) => tracing::warn!("slirp4netns: removing forward {id}: {e}"),
+    }
 }
 
 impl Helper for Slirp {

@@ -420,6 +420,18 @@ impl Drop for Env {
             }
         }
         self.stop_daemon();
+        // A shared network's holder left by a killed skiffd (a stopped one ends it).
+        let state = self.runtime().join("network/holder.json");
+        if let Ok(text) = std::fs::read_to_string(&state) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(pid) = v["pid"].as_i64().filter(|p| *p > 1) {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmd).contains("__netns") {
+                    // SAFETY: a signal to the holder this test's skiffd started.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
+            }
+        }
         let _ = self.dbus.kill();
         let _ = self.dbus.wait();
         // Layers hold files owned by subordinate ids, which only the user namespace can

@@ -217,8 +217,13 @@ pub fn helpers_left(env: &Env) -> Vec<String> {
                 || p.contains("__monitor")
         })
         .collect::<Vec<_>>();
+    // The shared network's slirp4netns (`bridge`) is skiffd's, not a container's: it
+    // stays while skiffd runs (tests/e2e_net_shared.rs checks that it ends with it).
+    let shared = env.runtime().join("network").display().to_string();
+    left.retain(|p| !p.contains(&shared));
     left.extend(files_named(&env.runtime(), "slirp4netns"));
     left.extend(files_named(&env.runtime(), "pasta"));
+    left.retain(|p| !p.starts_with(&shared));
     left
 }
 
