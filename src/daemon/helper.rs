@@ -105,6 +105,8 @@ impl HelperRun {
             env_remove: &["RUST_LOG"],
             stdio,
             fds,
+            // The monitor (the named helper) comes from the zygote when it can.
+            zygote: arg0.is_some(),
         }
         .spawn()
         .map_err(|e| Error::Runtime(format!("cannot start skiffd's helper: {e}")))?;

@@ -21,6 +21,7 @@ pub mod io;
 pub mod lock;
 pub mod logger;
 mod reap;
+pub mod zygote;
 
 use std::fs::File;
 use std::io::Write;
