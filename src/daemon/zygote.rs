@@ -151,7 +151,7 @@ pub(crate) fn fork_monitor(
     let mut slot = ZYGOTE.lock().unwrap_or_else(|p| p.into_inner());
     let mut last = None;
     for _ in 0..2 {
-        if !slot.as_ref().is_some_and(|z| z.exe == exe) {
+        if slot.as_ref().is_none_or(|z| z.exe != exe) {
             *slot = Some(Zygote::start(exe)?);
         }
         let Some(z) = slot.as_ref() else {
