@@ -157,6 +157,15 @@ fn monitors_are_forks_of_the_zygote_and_share_its_relocated_pages() {
             "{:?}",
             String::from_utf8_lossy(&cmdline)
         );
+        // The zygote's socket stays in the zygote: a monitor holds only its own fds.
+        let socket = std::fs::read_link(format!("/proc/{z}/fd/3")).unwrap();
+        for fd in entries(std::path::Path::new(&format!("/proc/{m}/fd"))) {
+            let target = std::fs::read_link(format!("/proc/{m}/fd/{fd}")).unwrap_or_default();
+            assert_ne!(
+                target, socket,
+                "the monitor of {name} holds the zygote's socket"
+            );
+        }
         let maps = monitor_mappings(*m);
         let ranges = |x: &BTreeMap<String, Mapping>| x.keys().cloned().collect::<Vec<_>>();
         assert_eq!(

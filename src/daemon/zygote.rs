@@ -173,15 +173,6 @@ pub(crate) fn fork_monitor(
     Err(last.unwrap_or_else(|| io::Error::other("no zygote")))
 }
 
-/// The zygote's pid, if one runs.
-pub fn pid() -> Option<u32> {
-    ZYGOTE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|z| z.pid)
-}
-
 /// At skiffd's clean shutdown: closes the zygote's socket and waits (at most `limit`)
 /// until it has ended and been reaped, so it does not outlive skiffd. Its monitors go on.
 pub async fn stop(limit: Duration) {
