@@ -283,3 +283,87 @@ fn runs_that_fail_early_leave_no_zombie() {
     );
     assert!(env.skiff(&["rm", "-f", "taken"]).status.success());
 }
+
+/// A `skiff-monitor` that cannot be a zygote (here: one that exits at `__zygote`, as a
+/// binary older than skiffd would): every monitor is exec'd instead, and a new zygote
+/// is not tried for every start (one try, then the exec for a while, said once in the
+/// log).
+#[test]
+fn without_a_working_zygote_monitors_are_execd() {
+    let env = Env::bus_only();
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let skiffd = bin.join("skiffd");
+    if std::fs::hard_link(common::bin("skiffd"), &skiffd).is_err() {
+        std::fs::copy(common::bin("skiffd"), &skiffd).unwrap();
+    }
+    let real = common::bin("skiff-monitor");
+    let wrapper = format!(
+        "#!/bin/sh\n[ \"$1\" = __zygote ] && exit 2\nexec {} \"$@\"\n",
+        real.display()
+    );
+    let monitor = bin.join("skiff-monitor");
+    std::fs::write(&monitor, wrapper).unwrap();
+    std::fs::set_permissions(
+        &monitor,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let log_path = env.dir.path().join("skiffd-wrapped.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    /// Kills the skiffd we started at the end.
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) of our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let daemon = Daemon(
+        std::process::Command::new(&skiffd)
+            .envs(env.envs())
+            .env("RUST_LOG", "debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let owned = env.eventually(20, || {
+        let out = env.gdbus(&[
+            "--dest",
+            "org.freedesktop.DBus",
+            "--object-path",
+            "/org/freedesktop/DBus",
+            "--method",
+            "org.freedesktop.DBus.NameHasOwner",
+            "org.skiff.skiff1",
+        ]);
+        common::stdout(&out).contains("true")
+    });
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(owned, "skiffd did not take its name: {}", log());
+    let tar = env.busybox_tar();
+    let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["first", "second"] {
+        let m = run_sleeper(&env, name);
+        assert_eq!(comm(m), "skiff-monitor");
+        assert_eq!(
+            state_and_ppid(m).map(|s| s.1),
+            Some(daemon.0.id()),
+            "{}",
+            log()
+        );
+        let out = env.skiff(&["exec", name, "echo", "ok"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(zygotes(daemon.0.id()).is_empty());
+    let starts = log().matches("monitor zygote started").count();
+    assert_eq!(starts, 1, "zygotes tried: {}", log());
+    assert!(log().contains("monitors are exec'd for"), "{}", log());
+    for name in ["first", "second"] {
+        assert!(env.skiff(&["rm", "-f", name]).status.success());
+    }
+}

@@ -4,7 +4,8 @@
 //! through the pidfd it answers with, exactly as an exec'd monitor is.
 //!
 //! A zygote that died, or does not answer within [`ANSWER_TIMEOUT`], is replaced (one
-//! try per spawn); a spawn it cannot serve falls back to the exec (see
+//! try per spawn; a new one that fails at once is not tried again for
+//! [`RETRY_AFTER`]); a spawn it cannot serve falls back to the exec (see
 //! [`super::spawn::Spawn::spawn`]): a monitor's start never fails because of the
 //! zygote. It ends with skiffd: the end of its socket ends it ([`stop`] waits for that
 //! at a clean shutdown); a task reaps it.
@@ -24,8 +25,22 @@ use crate::monitor::zygote::{self as proto, Request};
 /// millisecond): longer, it is killed and replaced.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long monitors are exec'd after a zygote failed at its first request (e.g. a
+/// `skiff-monitor` without the zygote's mode installed beside a newer skiffd), before
+/// a zygote is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// The zygote, once started.
-static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
+static ZYGOTE: Mutex<Slot> = Mutex::new(Slot {
+    zygote: None,
+    retry_at: None,
+});
+
+struct Slot {
+    zygote: Option<Zygote>,
+    /// No zygote is started before then (see [`RETRY_AFTER`]).
+    retry_at: Option<std::time::Instant>,
+}
 
 struct Zygote {
     exe: PathBuf,
@@ -149,23 +164,37 @@ pub(crate) fn fork_monitor(
     let bytes = proto::encode_request(&req)?;
     let sources: Vec<RawFd> = fds.iter().map(|(f, _)| *f).collect();
     let mut slot = ZYGOTE.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.retry_at.is_some_and(|t| std::time::Instant::now() < t) {
+        return Err(io::Error::other("the zygote failed recently"));
+    }
     let mut last = None;
     for _ in 0..2 {
-        if slot.as_ref().is_none_or(|z| z.exe != exe) {
-            *slot = Some(Zygote::start(exe)?);
+        let fresh = slot.zygote.as_ref().is_none_or(|z| z.exe != exe);
+        if fresh {
+            slot.zygote = Some(Zygote::start(exe)?);
         }
-        let Some(z) = slot.as_ref() else {
+        let Some(z) = slot.zygote.as_ref() else {
             break;
         };
         match z.ask(&bytes, &sources) {
             Ok(r) => return Ok(r),
             Err(Failure::Refused(e)) => return Err(e),
+            Err(Failure::Broken(e)) if fresh => {
+                tracing::warn!(
+                    "a new monitor zygote ({}) failed ({e}): monitors are exec'd for {}s",
+                    exe.display(),
+                    RETRY_AFTER.as_secs()
+                );
+                slot.zygote = None;
+                slot.retry_at = Some(std::time::Instant::now() + RETRY_AFTER);
+                return Err(e);
+            }
             Err(Failure::Broken(e)) => {
                 tracing::info!(
                     "the monitor zygote (pid {}) cannot serve ({e}): starting another",
                     z.pid
                 );
-                *slot = None;
+                slot.zygote = None;
                 last = Some(e);
             }
         }
@@ -176,7 +205,12 @@ pub(crate) fn fork_monitor(
 /// At skiffd's clean shutdown: closes the zygote's socket and waits (at most `limit`)
 /// until it has ended and been reaped, so it does not outlive skiffd. Its monitors go on.
 pub async fn stop(limit: Duration) {
-    let Some(mut z) = ZYGOTE.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+    let Some(mut z) = ZYGOTE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .zygote
+        .take()
+    else {
         return;
     };
     let reaped = z.reaped.take();
