@@ -18,7 +18,10 @@
 //! exactly as an exec'd one (skiffd waits for it, reaps it, kills it through its pidfd;
 //! the zygote never has children, so it leaves no zombie), and the zygote answers with
 //! the pid and the pidfd. The end of the socket (skiffd ended) ends the zygote; its
-//! monitors go on.
+//! monitors go on. (No `PR_SET_PDEATHSIG` as well: it fires when the *thread* that
+//! spawned the zygote ends, and skiffd spawns it from tokio's threads, which end when
+//! idle. skiffd's end of the socket is close-on-exec and held by skiffd alone, so
+//! skiffd's exit, even by SIGKILL, closes it.)
 //!
 //! The fork puts its descriptors on their numbers and closes every other one (as
 //! `posix_spawn`'s file actions do for an exec'd monitor), starts a session, replaces
