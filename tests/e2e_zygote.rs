@@ -367,3 +367,29 @@ fn without_a_working_zygote_monitors_are_execd() {
         assert!(env.skiff(&["rm", "-f", name]).status.success());
     }
 }
+
+/// A zygote that does not answer (stopped) is killed after skiffd's answer timeout and
+/// replaced: the start that found it stuck still gets its monitor from a zygote.
+#[test]
+fn a_stuck_zygote_is_replaced() {
+    let env = Env::new();
+    let daemon = env.daemon_pid();
+    run_sleeper(&env, "before");
+    let stuck = zygote(&env, daemon);
+    // SAFETY: kill(2) of a process of ours.
+    assert_eq!(unsafe { libc::kill(stuck as i32, libc::SIGSTOP) }, 0);
+    let m = run_sleeper(&env, "after");
+    let fresh = zygote(&env, daemon);
+    assert_ne!(fresh, stuck);
+    let ranges = |p| monitor_mappings(p).into_keys().collect::<Vec<_>>();
+    assert_eq!(ranges(m), ranges(fresh), "not a fork of the new zygote");
+    assert!(
+        env.eventually(20, || state_and_ppid(stuck)
+            .is_none_or(|(_, pp)| pp != daemon)),
+        "the stuck zygote was not killed and reaped: {:?}",
+        state_and_ppid(stuck)
+    );
+    for name in ["before", "after"] {
+        assert!(env.skiff(&["rm", "-f", name]).status.success());
+    }
+}
