@@ -10,7 +10,8 @@
 //! shares its monitor's.
 //!
 //! The zygote is single-threaded (a process that joins user namespaces must be) and
-//! holds nothing container-specific or secret: it waits on a `SOCK_SEQPACKET` socket on
+//! holds nothing container-specific or secret (a request's bytes are wiped once
+//! served, so no fork gets an earlier one's): it waits on a `SOCK_SEQPACKET` socket on
 //! [`ZYGOTE_FD`] (one end of skiffd's socketpair: no path, only skiffd holds the other
 //! end). A request ([`encode_request`]) carries the monitor's argv and environment as
 //! bytes and its descriptors by `SCM_RIGHTS`, each with the number it must have. The
@@ -60,6 +61,24 @@ pub struct Request {
     pub env: Vec<Vec<u8>>,
     /// The number each passed descriptor gets, in the order they are passed.
     pub targets: Vec<RawFd>,
+}
+
+impl Drop for Request {
+    /// The zygote keeps nothing of a monitor's request for the next fork.
+    fn drop(&mut self) {
+        for v in self.argv.iter_mut().chain(self.env.iter_mut()) {
+            wipe(v);
+        }
+    }
+}
+
+/// Overwrites `b` with zeros (volatile writes: not optimised away before a free).
+fn wipe(b: &mut [u8]) {
+    for x in b.iter_mut() {
+        // SAFETY: a valid, exclusive reference to one of our bytes.
+        unsafe { std::ptr::write_volatile(x, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 fn put_u32(out: &mut Vec<u8>, n: usize) -> io::Result<()> {
@@ -423,7 +442,10 @@ pub fn serve(entry: Entry) -> i32 {
             }
             Err(_) => return 1,
         };
-        let checked = decode_request(&buf[..n]).and_then(|r| {
+        let decoded = decode_request(&buf[..n]);
+        // Nothing of this request stays in the buffer for a later fork.
+        wipe(&mut buf[..n]);
+        let checked = decoded.and_then(|r| {
             if r.targets.len() == fds.len() {
                 Ok(r)
             } else {
