@@ -363,6 +363,8 @@ fn without_a_working_zygote_monitors_are_execd() {
     let starts = log().matches("monitor zygote started").count();
     assert_eq!(starts, 1, "zygotes tried: {}", log());
     assert!(log().contains("monitors are exec'd for"), "{}", log());
+    // Warned once, not at every start.
+    assert_eq!(log().matches("starting it by exec").count(), 1, "{}", log());
     for name in ["first", "second"] {
         assert!(env.skiff(&["rm", "-f", name]).status.success());
     }

@@ -10,6 +10,10 @@
 //!
 //! The child is followed through a pidfd: waited for without a SIGCHLD handler, killed
 //! without a pid-reuse race, and reaped in a task if dropped unwaited.
+//!
+//! A monitor (`skiff-monitor`) is forked by the monitor zygote instead, with the same
+//! argv, environment and descriptors, when the zygote can serve ([`super::zygote`]):
+//! it is our child all the same, followed through the pidfd the zygote sends.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -178,6 +182,9 @@ impl Spawn<'_> {
                 .collect();
             match super::zygote::fork_monitor(self.exe, &argv, &envp, &fds) {
                 Ok((pid, pidfd)) => return Child::follow(pid, pidfd),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tracing::debug!("{e}: the monitor is exec'd")
+                }
                 Err(e) => tracing::warn!(
                     "the monitor zygote cannot fork {}: {e}; starting it by exec",
                     self.exe.display()

@@ -165,7 +165,11 @@ pub(crate) fn fork_monitor(
     let sources: Vec<RawFd> = fds.iter().map(|(f, _)| *f).collect();
     let mut slot = ZYGOTE.lock().unwrap_or_else(|p| p.into_inner());
     if slot.retry_at.is_some_and(|t| std::time::Instant::now() < t) {
-        return Err(io::Error::other("the zygote failed recently"));
+        // (WouldBlock: the caller execs without a warning each time.)
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "a zygote failed recently",
+        ));
     }
     let mut last = None;
     for _ in 0..2 {
