@@ -100,6 +100,18 @@ fn monitor_mappings(pid: u32) -> BTreeMap<String, Mapping> {
     out
 }
 
+/// A detached run's monitor holds /dev/null (the stdio skiffd gave it) on fds 0-2 only.
+fn assert_no_stray_null(m: u32, name: &str) {
+    for fd in entries(std::path::Path::new(&format!("/proc/{m}/fd"))) {
+        let target = std::fs::read_link(format!("/proc/{m}/fd/{fd}")).unwrap_or_default();
+        let n: i32 = fd.parse().unwrap();
+        assert!(
+            n <= 2 || target != std::path::Path::new("/dev/null"),
+            "the monitor of {name} holds a stray /dev/null on fd {n}"
+        );
+    }
+}
+
 fn run_sleeper(env: &Env, name: &str) -> u32 {
     let out = env.skiff(&[
         "run",
@@ -157,7 +169,10 @@ fn monitors_are_forks_of_the_zygote_and_share_its_relocated_pages() {
             "{:?}",
             String::from_utf8_lossy(&cmdline)
         );
-        // The zygote's socket stays in the zygote: a monitor holds only its own fds.
+        // The zygote's socket stays in the zygote, and no stray copy of what skiffd
+        // passed (the stdio it gave, /dev/null for a detached run, is on fds 0-2 only,
+        // and the monitor has since put /dev/null there itself): a monitor holds only
+        // its own fds.
         let socket = std::fs::read_link(format!("/proc/{z}/fd/3")).unwrap();
         for fd in entries(std::path::Path::new(&format!("/proc/{m}/fd"))) {
             let target = std::fs::read_link(format!("/proc/{m}/fd/{fd}")).unwrap_or_default();
@@ -166,6 +181,7 @@ fn monitors_are_forks_of_the_zygote_and_share_its_relocated_pages() {
                 "the monitor of {name} holds the zygote's socket"
             );
         }
+        assert_no_stray_null(*m, name);
         let maps = monitor_mappings(*m);
         let ranges = |x: &BTreeMap<String, Mapping>| x.keys().cloned().collect::<Vec<_>>();
         assert_eq!(
@@ -350,6 +366,8 @@ fn without_a_working_zygote_monitors_are_execd() {
     for name in ["first", "second"] {
         let m = run_sleeper(&env, name);
         assert_eq!(comm(m), "skiff-monitor");
+        // (The exec'd monitor, as the forked one.)
+        assert_no_stray_null(m, name);
         assert_eq!(
             state_and_ppid(m).map(|s| s.1),
             Some(daemon.0.id()),

@@ -360,12 +360,21 @@ fn become_monitor(req: &Request, fds: Vec<OwnedFd>, area: (usize, usize)) -> io:
             return Err(io::Error::last_os_error());
         }
     }
-    // Ours are forgotten, not closed one by one: close_range takes them all.
+    // Ours are forgotten, not closed one by one: what is not a target is closed below.
     for fd in fds {
         std::mem::forget(fd);
     }
-    // SAFETY: closes descriptors of ours above the targets; nothing in this process
-    // uses them any more (the request's copies, the zygote's socket).
+    // Below the highest target: every number that is not a target (where the request's
+    // descriptors arrived, the zygote's socket), then everything above. (An exec'd
+    // monitor loses those by close-on-exec; a fork must close them.)
+    for fd in 3..top {
+        if !req.targets.contains(&fd) {
+            // SAFETY: closes a descriptor of ours that nothing in this process uses
+            // any more (EBADF when it is not open, harmlessly).
+            unsafe { libc::close(fd) };
+        }
+    }
+    // SAFETY: as above, for every descriptor above the targets.
     if unsafe { libc::syscall(libc::SYS_close_range, (top + 1) as u32, u32::MAX, 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
