@@ -151,8 +151,11 @@ pub fn decode_request(mut b: &[u8]) -> io::Result<Request> {
     if req.argv.is_empty() || req.argv.iter().chain(&req.env).any(|s| s.contains(&0)) {
         return Err(invalid("an empty argv or a NUL in an argument"));
     }
-    if req.targets.iter().any(|t| *t < 0) {
-        return Err(invalid("a negative descriptor number"));
+    let mut sorted = req.targets.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != req.targets.len() || sorted.first().is_some_and(|t| *t < 0) {
+        return Err(invalid("a negative or repeated descriptor number"));
     }
     Ok(req)
 }
@@ -533,6 +536,13 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode_request(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+        // The same number twice: refused.
+        let twice = Request {
+            argv: vec![b"m".to_vec()],
+            env: Vec::new(),
+            targets: vec![0, 1, 2, 3, 3],
+        };
+        assert!(decode_request(&encode_request(&twice).unwrap()).is_err());
         let mut nul = req;
         nul.argv[2] = b"/b\0c".to_vec();
         assert!(decode_request(&encode_request(&nul).unwrap()).is_err());
