@@ -44,6 +44,11 @@ COPYUP_MB=${COPYUP_MB:-512}
 RM_FILES=${RM_FILES:-2000}
 OUT=${OUT:-/tmp/fuse-bench-results.txt}
 FB_DIR=${FB_DIR:-/tmp}
+# glibc's tunables for the skiff servers: skiffd starts a container's monitor (and so
+# its FUSE server, a fork) without the per-thread malloc cache since 2026-12-07
+# (src/monitor/heap.rs, TCACHE_TUNABLE); "base" is taken to be an earlier build.
+OURS_TUNABLES=${OURS_TUNABLES-glibc.malloc.tcache_count=0}
+BASE_TUNABLES=${BASE_TUNABLES-}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -63,6 +68,7 @@ fi
 SKIFFD=$(readlink -f "$SKIFFD")
 [ -z "$BASE" ] || BASE=$(readlink -f "$BASE")
 export REPS SKIFFD BASE TESTS BIG_MB TREE_FILES DIR_FILES TAR_MB TAR_FILES COPYUP_MB RM_FILES OUT FB_DIR
+export OURS_TUNABLES BASE_TUNABLES
 
 if [ -z "${FB_INNER:-}" ]; then
     if [ "$(id -u)" = 0 ]; then
@@ -77,7 +83,8 @@ if [ -z "${FB_INNER:-}" ]; then
         runuser -u "${SKIFF_TEST_USER:-skifftest}" -- env -i HOME=/tmp PATH=/usr/bin:/bin:/usr/sbin:/sbin \
             REPS="$REPS" SKIFFD="$stage/skiffd" BASE="$sbase" TESTS="$TESTS" BIG_MB="$BIG_MB" TREE_FILES="$TREE_FILES" \
             DIR_FILES="$DIR_FILES" TAR_MB="$TAR_MB" TAR_FILES="$TAR_FILES" COPYUP_MB="$COPYUP_MB" \
-            RM_FILES="$RM_FILES" OUT="$OUT" FB_DIR="$FB_DIR" bash "$stage/$(basename "$0")"
+            RM_FILES="$RM_FILES" OUT="$OUT" FB_DIR="$FB_DIR" OURS_TUNABLES="$OURS_TUNABLES" \
+            BASE_TUNABLES="$BASE_TUNABLES" bash "$stage/$(basename "$0")"
         exit
     fi
     exec env FB_INNER=1 unshare -rm bash "$0"
@@ -161,9 +168,9 @@ fresh() {
         kovl) mount -t overlay overlay -o "lowerdir=$LOWER_TOPFIRST,upperdir=$W/upper-$c,workdir=$W/work-$c,userxattr" "$M" ;;
         fovl) fuse-overlayfs -o "lowerdir=$LOWER_TOPFIRST,upperdir=$W/upper-$c,workdir=$W/work-$c" "$M" ;;
         ours|base)
-            local bin=$SKIFFD
-            [ "$c" = ours ] || bin=$BASE
-            "$bin" __fuse-mount --lowerdir "$LOWER_TOPFIRST" --upper "$W/upper-$c" --work "$W/work-$c" "$M" 2>"$W/$c.log" &
+            local bin=$SKIFFD tunables=$OURS_TUNABLES
+            [ "$c" = ours ] || { bin=$BASE; tunables=$BASE_TUNABLES; }
+            GLIBC_TUNABLES=$tunables "$bin" __fuse-mount --lowerdir "$LOWER_TOPFIRST" --upper "$W/upper-$c" --work "$W/work-$c" "$M" 2>"$W/$c.log" &
             for _ in $(seq 200); do
                 [ "$(stat -f -c %T "$M")" = fuseblk ] || [ "$(stat -f -c %T "$M")" = fuse ] && break
                 sleep 0.02

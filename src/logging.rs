@@ -9,14 +9,15 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
+
+mod lines;
 
 /// The fd on which a helper finds the daemon's log.
 pub const LOG_FD: i32 = 5;
@@ -131,60 +132,12 @@ pub fn init_helper(stderr_fallback: bool) {
     };
     // SAFETY: the daemon passed this descriptor to us for our log; nothing else uses it.
     let file = unsafe { File::from_raw_fd(fd) };
-    let ansi = file.is_terminal();
-    let writer = Tagged {
-        file: Arc::new(file),
-        tag: if tag.is_empty() {
-            String::new()
-        } else {
-            format!("[{tag}] ")
-        },
+    let tag = if tag.is_empty() {
+        String::new()
+    } else {
+        format!("[{tag}] ")
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter(&spec))
-        .with_ansi(ansi)
-        .with_writer(writer)
+    let _ = lines::Lines::new(Arc::new(file), tag)
+        .with(filter(&spec))
         .try_init();
-}
-
-/// Makes one [`Line`] per event.
-struct Tagged {
-    file: Arc<File>,
-    tag: String,
-}
-
-impl<'a> MakeWriter<'a> for Tagged {
-    type Writer = Line;
-
-    fn make_writer(&'a self) -> Line {
-        Line {
-            file: self.file.clone(),
-            buf: self.tag.as_bytes().to_vec(),
-        }
-    }
-}
-
-/// One event's text, tag first, written with one write(2) when dropped (so that lines
-/// of several processes sharing the log do not interleave).
-struct Line {
-    file: Arc<File>,
-    buf: Vec<u8>,
-}
-
-impl Write for Line {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for Line {
-    fn drop(&mut self) {
-        // A log that cannot be written loses the line; the helper goes on.
-        let _ = (&*self.file).write_all(&self.buf);
-    }
 }

@@ -172,5 +172,46 @@ fn fuse_event_loops_share_one_arena_and_serve_parallel_reads_right() {
         back,
         "the idle FUSE server keeps {now} KiB anonymous, {before} KiB before the reads"
     );
+    // Gone idle, the server dropped its directories' listings (fuse::idle): the files
+    // are found and read again from the listings it reads anew.
+    let out = env.skiff(&["exec", "mm2", "sh", "-c", &script]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        again, want,
+        "the files read again after the server went idle"
+    );
     assert!(env.skiff(&["rm", "-f", "mm2"]).status.success());
+}
+
+/// The NUL-separated environment `pid` was started with.
+fn start_environment(pid: u32) -> Vec<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    env.split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[test]
+fn the_monitor_starts_without_glibc_s_per_thread_cache_and_the_container_never_sees_it() {
+    let (env, _) = fuse_env_with_data();
+    let (monitor, _) = idle_container(&env, "mm3");
+    // Freed blocks kept per thread pin pages malloc_trim cannot give back
+    // (monitor::heap::TCACHE_TUNABLE): skiffd starts the monitor without that cache.
+    let menv = start_environment(monitor);
+    assert!(
+        menv.iter()
+            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.tcache_count=0"),
+        "the monitor's environment: {menv:?}"
+    );
+    let init = env.inspect("mm3")["State"]["Pid"].as_u64().expect("Pid") as u32;
+    let ienv = start_environment(init);
+    assert!(
+        !ienv.iter().any(|v| v.starts_with("GLIBC_TUNABLES=")),
+        "the container's environment: {ienv:?}"
+    );
+    assert!(env.skiff(&["rm", "-f", "mm3"]).status.success());
 }

@@ -92,6 +92,49 @@ fn slirp4netns_relays_tcp_ports_and_keeps_the_clients_address() {
     assert_no_helpers_left(&env);
 }
 
+/// The relay's fallback, made to happen for real: the kernel refuses a policy rule whose
+/// source port range ends at 65535 (a fib rule's port range must end below 0xffff), so
+/// publishing container port 65535 makes the routing that keeps clients' addresses
+/// fail (see `netns::rtnl`). The port on all addresses then goes through slirp4netns's
+/// `add_hostfwd`, with a warning, and still works; the loopback one stays with the
+/// monitor's relay (it needs no routing).
+#[test]
+fn ports_fall_back_to_slirp4netns_when_the_answers_routing_fails() {
+    let env = Env::new();
+    let (all, lo) = (free_port(), free_port());
+    let (p_all, p_lo) = (format!("{all}:65535"), format!("127.0.0.1:{lo}:65535"));
+    let server = HTTPD.replace("-p 80", "-p 65535");
+    run_server(
+        &env,
+        "web",
+        "slirp4netns",
+        &["-p", &p_all, "-p", &p_lo],
+        &server,
+    );
+    for port in [all, lo] {
+        let page = http_get(port, "/");
+        assert!(page.contains("hello-from-container"), "port {port}: {page}");
+    }
+    assert_eq!(
+        tcp_listener_owners(all),
+        ["slirp4netns"],
+        "who listens on {all}"
+    );
+    assert_eq!(
+        tcp_listener_owners(lo),
+        ["skiff-monitor"],
+        "who listens on {lo}"
+    );
+    let log = env.daemon_log();
+    assert!(
+        log.contains("published ports: adding the routing of the answers")
+            && log.contains("slirp4netns forwards them (slower)"),
+        "no warning about the fallback:\n{log}"
+    );
+    run_ok(&env, &["rm", "-f", "web"]);
+    assert_no_helpers_left(&env);
+}
+
 /// A one-line HTTP service on the host's loopback; returns its port.
 fn host_service() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

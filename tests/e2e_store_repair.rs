@@ -4,14 +4,19 @@
 //! its files may be empty or missing. skiffd, at start, extracts such a layer again
 //! from its blob: the file emptied here has its content back, the marker is gone. A
 //! marker of the current boot (only skiffd died: the page cache holds the files) is
-//! only synced and removed, the layer left as it is.
+//! only synced and removed, the layer left as it is. The `--userns keep-id` copies of a
+//! repaired layer (overlay driver) go with its old tree and are made again from the
+//! repaired one: a keep-id container of the image, old or new, sees the right owners.
 
 mod common;
+mod image_support;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::Env;
+use common::{entries, Env};
+use image_support::multi_layer_archive;
 
 /// Imports busybox as `demo/busybox`, waits for its layer's marker to go (synced) and
 /// stops skiffd; returns the layer's directory and its diff id hex.
@@ -156,4 +161,125 @@ fn a_marked_layer_without_its_blob_is_reported_not_fatal() {
     );
     // Kept: the next start says it again until the image is removed.
     assert!(marker.exists(), "the marker went without a repair\n{log}");
+}
+
+/// What a keep-id container reports of itself and the image: ids, owners, modes and
+/// sizes (of the biggest files too, which the test empties), what the layers' whiteouts
+/// leave.
+const LOOK: &str = "id -u; id -g; stat -c '%n %u:%g %a %s' / /bin/busybox /home/user/owned \
+    /keep/a /keep/b /links/x /top; ls /keep; test ! -e /etc/gone && echo gone stays gone; \
+    cat /top";
+
+/// Every finished keep-id copy in the store: `layers/<hex>/keepid/<key>`.
+fn keep_id_copies(env: &Env) -> Vec<PathBuf> {
+    let layers = env.data().join("storage/layers");
+    let mut out = Vec::new();
+    for l in entries(&layers) {
+        let dir = layers.join(l).join("keepid");
+        for c in entries(&dir) {
+            if !c.starts_with('.') && !c.ends_with(".lock") {
+                out.push(dir.join(c));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn keep_id_containers_of_a_repaired_image_see_the_right_owners() {
+    const IMAGE: &str = "demo/multi:1";
+    let me = nix::unistd::getuid().as_raw();
+    let my_gid = nix::unistd::getgid().as_raw();
+    let mut env = Env::bus_only();
+    env.start_daemon_with(&["--storage-driver", "overlay"]);
+    let archive = multi_layer_archive(&env, IMAGE);
+    env.skiff_ok(&["load", "-i", archive.to_str().unwrap()]);
+    env.skiff_ok(&[
+        "create", "--name", "kid", "--userns", "keep-id", IMAGE, "sh", "-c", LOOK,
+    ]);
+    let want = env.skiff_ok(&["start", "-a", "kid"]);
+    assert!(
+        want.starts_with(&format!("{me}\n{my_gid}\n/ 0:0 755 ")),
+        "{want}"
+    );
+    assert!(
+        want.contains("/home/user/owned 1000:1000 644 5\n") && want.contains("a\nb\n"),
+        "{want}"
+    );
+    assert_eq!(keep_id_copies(&env).len(), 3, "{}", env.daemon_log());
+    let v: serde_json::Value =
+        serde_json::from_str(&env.skiff_ok(&["image", "inspect", IMAGE])).expect("JSON");
+    let hexes: Vec<String> = v[0]["RootFS"]["Layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l.as_str().expect("a diff id")[7..].to_string())
+        .collect();
+    let unsynced = env.data().join("storage/unsynced");
+    assert!(
+        env.eventually(60, || entries(&unsynced).is_empty()),
+        "the markers were never removed by the background sync\n{}",
+        env.daemon_log()
+    );
+    env.stop_daemon();
+
+    // Another boot: every layer marked, the biggest file of each emptied (their
+    // keep-id copies, made from the whole files, are what the repair must not trust
+    // either: they go with the old trees).
+    for hex in &hexes {
+        let layer = env.data().join("storage/layers").join(hex);
+        let (file, _) = biggest_file(&layer.join("diff"));
+        empty_file(&file);
+        fs::write(unsynced.join(hex), "00000000-0000-4000-8000-000000000000\n")
+            .expect("writing the marker");
+    }
+    env.start_daemon();
+    env.skiff_ok(&["image", "ls"]);
+    assert!(
+        entries(&unsynced).is_empty(),
+        "markers left: {:?}\n{}",
+        entries(&unsynced),
+        env.daemon_log()
+    );
+    assert!(
+        keep_id_copies(&env).is_empty(),
+        "copies of the old trees kept: {:?}",
+        keep_id_copies(&env)
+    );
+
+    // The container made before the repair starts again on new copies.
+    let out = env.skiff(&["start", "-a", "kid"]);
+    assert!(
+        out.status.success(),
+        "the keep-id container does not start after the repair: {}\n{}",
+        common::stderr(&out),
+        env.daemon_log()
+    );
+    assert_eq!(common::stdout(&out), want, "{}", env.daemon_log());
+    // So does a new one.
+    let again = env.skiff_ok(&[
+        "run", "--rm", "--userns", "keep-id", IMAGE, "sh", "-c", LOOK,
+    ]);
+    assert_eq!(again, want);
+    let made = keep_id_copies(&env);
+    assert_eq!(made.len(), 3, "{made:?}");
+    let (sub_uid, _) = common::first_subordinate_ids();
+    let busybox = made
+        .iter()
+        .map(|c| c.join("bin/busybox"))
+        .find(|p| p.exists())
+        .expect("busybox in a copy");
+    assert_eq!(
+        fs::symlink_metadata(&busybox).expect("lstat").uid(),
+        sub_uid,
+        "the copy's root-owned files belong to the keep-id root"
+    );
+    // The old trees and their copies are collected.
+    let tmp = env.data().join("storage/tmp");
+    assert!(
+        env.eventually(60, || entries(&tmp).is_empty()),
+        "leftovers in {tmp:?}: {:?}",
+        entries(&tmp)
+    );
 }

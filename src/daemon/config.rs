@@ -379,6 +379,19 @@ impl ContainerConfig {
                 )));
             }
         }
+        if mode == Some(crate::netns::Mode::None) {
+            let flags = [
+                ("dns", self.dns.is_empty()),
+                ("dns-search", self.dns_search.is_empty()),
+                ("dns-option", self.dns_option.is_empty()),
+            ];
+            if let Some((key, _)) = flags.iter().find(|(_, empty)| !empty) {
+                return Err(Error::InvalidConfig(format!(
+                    "key \"{key}\" (--{key}) conflicts with network mode \"none\": a container \
+                     without a network resolves no names; drop --{key} or choose another network"
+                )));
+            }
+        }
         for d in &self.dns {
             if d.parse::<std::net::IpAddr>().is_err() {
                 return Err(Error::InvalidConfig(format!(

@@ -49,6 +49,9 @@ fn network_keys() {
         json!({"image": "x", "expose": ["8080:80"]}),
         json!({"image": "x", "dns": ["resolver"]}),
         json!({"image": "x", "add-host": ["db"]}),
+        json!({"image": "x", "network": "none", "dns": ["192.0.2.1"]}),
+        json!({"image": "x", "network": "none", "dns-search": ["a.test"]}),
+        json!({"image": "x", "network": "none", "dns-option": ["ndots:1"]}),
     ] {
         assert!(
             ContainerConfig::from_json_value(bad.clone()).is_err(),

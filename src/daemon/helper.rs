@@ -70,6 +70,11 @@ impl HelperRun {
                 crate::monitor::PARENT_ENV.into(),
                 std::process::id().to_string().into(),
             ));
+            // Read by glibc at the monitor's start only (see the constant).
+            env.push((
+                crate::monitor::heap::TUNABLES_ENV.into(),
+                crate::monitor::heap::monitor_tunables(),
+            ));
         }
         let mut fds = vec![(write_end, STATUS_FD)];
         if let Some(spec) = spec {

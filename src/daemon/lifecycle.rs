@@ -155,7 +155,9 @@ impl Daemon {
             None => names::random_name(|n| self.name_taken(n))
                 .map_err(|e| Error::Internal(format!("random name: {e}")))?,
         };
-        let hostname = cfg.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+        let hostname = cfg.hostname.clone().unwrap_or_else(|| {
+            super::network::default_hostname(&id, cfg.network_mode().ok().flatten())
+        });
         let keep_id = cfg.userns.as_deref() == Some("keep-id");
         let user_spec = cfg
             .user
@@ -355,7 +357,7 @@ impl Daemon {
             Vec::new()
         };
         let (network, ports) = super::network::prepare(rec, &bundle, fresh, &exposed)?;
-        super::network::add_mounts(&mut spec, &bundle)?;
+        super::network::add_mounts(&mut spec, &bundle, super::network::mode_of(rec))?;
         // The user's mounts last: they cover the generated /etc files, as docker's do.
         let user_mounts = self.volume_spec_mounts(rec)?;
         if !user_mounts.is_empty() {

@@ -44,6 +44,19 @@ pub fn udp_pasta_loses(ports: &[PortMapping]) -> Option<&PortMapping> {
         .find(|m| m.proto == netns::Proto::Udp && !m.is_ipv6() && m.host_port != m.container_port)
 }
 
+/// A container's hostname when none is given: the host's with `--network host` (as in
+/// podman and docker), else the first 12 hex digits of its id.
+pub fn default_hostname(id: &str, mode: Option<Mode>) -> String {
+    if mode == Some(Mode::Host) {
+        match nix::unistd::gethostname() {
+            Ok(h) if !h.is_empty() => return h.to_string_lossy().into_owned(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("the host's hostname for a --network host container: {e}"),
+        }
+    }
+    id[..12].to_string()
+}
+
 /// Why the container has the network it has (for `inspect`).
 pub fn reason(rec: &Record) -> String {
     match (&rec.state.network_fallback, rec.state.status) {
@@ -122,10 +135,11 @@ pub fn prepare(
     Ok((plan, ports))
 }
 
-/// Adds the bind mounts of the generated files (in `bundle`) to the spec.
-pub fn add_mounts(spec: &mut Spec, bundle: &Path) -> Result<(), Error> {
+/// Adds the bind mounts of the files generated for network `mode` (in `bundle`) to the
+/// spec.
+pub fn add_mounts(spec: &mut Spec, bundle: &Path, mode: Mode) -> Result<(), Error> {
     let mut mounts = spec.mounts().clone().unwrap_or_default();
-    for name in ["resolv.conf", "hosts", "hostname"] {
+    for name in netns::files::names(mode) {
         let m = MountBuilder::default()
             .destination(PathBuf::from("/etc").join(name))
             .typ("bind")

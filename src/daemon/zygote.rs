@@ -79,7 +79,12 @@ impl Zygote {
             exe,
             arg0: Some(OsStr::new(crate::monitor::PROCESS_NAME)),
             args: &args,
-            env: Vec::new(),
+            // glibc reads its tunables at a program's start only: the zygote's are its
+            // forks' (see `monitor::heap`).
+            env: vec![(
+                crate::monitor::heap::TUNABLES_ENV.into(),
+                crate::monitor::heap::monitor_tunables(),
+            )],
             env_remove: &["RUST_LOG"],
             stdio: [None, None, None],
             fds: vec![(theirs, proto::ZYGOTE_FD)],

@@ -59,6 +59,9 @@ mod copyup;
 mod create;
 mod dirs;
 mod handles;
+pub mod idle;
+#[cfg(test)]
+mod idle_tests;
 pub mod layers;
 mod mutate;
 pub mod node;
@@ -134,8 +137,9 @@ pub(crate) fn stored_owner(uid: u32, gid: u32) -> sys::SysResult<(u32, u32)> {
 /// Mounts and starts serving: the event loops run on their own thread (each on its own
 /// cloned /dev/fuse fd), and once they answer a first request the process's root becomes
 /// /proc (see [`sys::confine_to_proc`]). The clones must be opened before that: they are
-/// opened by path. Returns the thread running the loops.
-fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
+/// opened by path. Returns the thread running the loops, and the handle that sheds the
+/// overlay's caches when it goes idle.
+fn serve(spec: &MountSpec, target: &Path) -> Result<(Serving, idle::Shedder), Error> {
     sys::raise_nofile();
     // New nodes get exactly the mode the caller asked for less the caller's umask
     // (applied in `ops`); the umask this process inherited must not mask them again.
@@ -150,6 +154,7 @@ fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
     };
     let fs = Overlay::new(&spec.lower, &spec.upper, &spec.work).map_err(Error::Layers)?;
     let notifier = fs.notifier.clone();
+    let shedder = fs.shedder();
     let threads = if spec.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -179,7 +184,7 @@ fn serve(spec: &MountSpec, target: &Path) -> Result<Serving, Error> {
     // the session is dropped, the connection aborts and statfs fails.)
     nix::sys::statfs::statfs(target).map_err(|e| mount_err(e.into()))?;
     sys::confine_to_proc().map_err(|e| mount_err(std::io::Error::from_raw_os_error(e)))?;
-    Ok(thread)
+    Ok((thread, shedder))
 }
 
 /// The thread running the event loops.
@@ -200,7 +205,7 @@ fn join(serving: Serving, target: &Path) -> Result<(), Error> {
 /// called once the mount is live. Must run in a process that may mount (root of a user
 /// namespace owning its mount namespace).
 pub fn mount_and_serve(spec: &MountSpec, target: &Path, ready: impl FnOnce()) -> Result<(), Error> {
-    let serving = serve(spec, target)?;
+    let (serving, _) = serve(spec, target)?;
     ready();
     join(serving, target)
 }
@@ -211,7 +216,7 @@ pub fn mount_and_serve(spec: &MountSpec, target: &Path, ready: impl FnOnce()) ->
 pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: OwnedFd) -> i32 {
     crate::monitor::heap::tune_fuse_server();
     let mut ready = std::fs::File::from(ready);
-    let serving = match serve(spec, target) {
+    let (serving, shedder) = match serve(spec, target) {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.write_all(format!("E{e}").as_bytes());
@@ -237,9 +242,12 @@ pub fn serve_container(spec: &MountSpec, target: &Path, ready: OwnedFd, init: Ow
     if pidfd < 0 {
         leave(0); // init is already gone (a short-lived container)
     }
-    // Idle most of its life: what serving a burst of requests left in the allocator's
-    // arena goes back to the kernel when the event loops have been quiet for a while.
-    crate::monitor::heap::wait_readable_trimming(pidfd);
+    // Idle most of its life: the directory listings a burst of requests cached, and what
+    // it left in the allocator's arena, go back when the event loops have been quiet for
+    // a while (see `idle`).
+    crate::monitor::heap::wait_readable_trimming(pidfd, || {
+        shedder.shed();
+    });
     drop(serving);
     // Init exited: leaving ends the mount namespace and the mount with it.
     leave(0)

@@ -81,10 +81,10 @@ pub struct Overlay {
     pub layers: Vec<Arc<OwnedFd>>,
     /// The work directory (same filesystem as the upper layer).
     pub work: OwnedFd,
-    /// The inode table.
-    pub nodes: Mutex<HashMap<u64, Arc<Node>>>,
-    /// The namespace lock.
-    pub ns: RwLock<()>,
+    /// The inode table (shared with the idle [`super::idle::Shedder`]).
+    pub nodes: Arc<Mutex<HashMap<u64, Arc<Node>>>>,
+    /// The namespace lock (shared with the idle [`super::idle::Shedder`]).
+    pub ns: Arc<RwLock<()>>,
     /// Devices of the layers, to keep inode numbers unique across filesystems.
     devs: Vec<u64>,
     /// The device of each layer's root (by layer index).
@@ -94,7 +94,7 @@ pub struct Overlay {
     /// Counter for temporary names in the work dir.
     tmp: AtomicU64,
     /// Open directory handles: snapshots of merged listings.
-    pub dirs: Mutex<HashMap<u64, DirSnapshot>>,
+    pub dirs: Arc<Mutex<HashMap<u64, DirSnapshot>>>,
     /// The next directory handle.
     pub next_dh: AtomicU64,
     /// Handles open on lower-layer files (moved to the copy at copy-up).
@@ -104,7 +104,7 @@ pub struct Overlay {
     /// file or directory is made by this server (create, mkdir, copy-up), and each
     /// records its entry, so a number the backing filesystem reuses is overwritten
     /// before it can be looked up.
-    upper_inos: Mutex<HashMap<u64, u64>>,
+    pub(super) upper_inos: Arc<Mutex<HashMap<u64, u64>>>,
     /// Notifications to the kernel (set once the session exists).
     pub notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
@@ -168,16 +168,16 @@ impl Overlay {
         let ov = Overlay {
             layers,
             work,
-            nodes: Mutex::new(HashMap::new()),
-            ns: RwLock::new(()),
+            nodes: Default::default(),
+            ns: Default::default(),
             devs,
             layer_devs,
             name_max,
             tmp: AtomicU64::new(0),
-            dirs: Mutex::new(HashMap::new()),
+            dirs: Default::default(),
             next_dh: AtomicU64::new(1),
             lower_handles: Default::default(),
-            upper_inos: Mutex::new(HashMap::new()),
+            upper_inos: Default::default(),
             notifier: Default::default(),
         };
         let mut fds = vec![(0, ov.layers[0].clone())];

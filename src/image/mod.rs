@@ -35,6 +35,8 @@ pub mod reference;
 pub mod registry;
 pub mod remove;
 pub mod store;
+mod store_blobs;
+mod store_layers;
 pub mod unpack;
 mod unpack_entry;
 mod zstd;

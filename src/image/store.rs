@@ -35,17 +35,19 @@
 //! named over a durable boot-id marker (`unsynced/<hex>`) and synced in the background,
 //! and the next start extracts a layer still marked by another boot again from its blob
 //! (see [`super::durability`] and [`ImageStore::install_layer`]).
+//!
+//! This module holds the store's types and its images (the index); the blobs are
+//! [`super::store_blobs`]'s, the extracted layers [`super::store_layers`]'s.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
-use super::blob::{parse_digest, BlobWriter};
+use super::blob::parse_digest;
 pub(crate) use super::imgconfig::random_hex;
 use super::imgconfig::{build_config, canonical_json};
 pub use super::imgconfig::{now_rfc3339, oci_arch};
@@ -53,8 +55,10 @@ pub use super::lookup::repository_of;
 pub(crate) use super::lookup::{record, resolve_in};
 use super::manifest::{build_manifest, LayerRef};
 use super::names;
+pub(crate) use super::store_layers::LayerMeta;
+pub use super::store_layers::Staging;
 use super::{is_sha256_hex, sha256_hex, Error, Reference, UnpackStats};
-use crate::fsutil::{atomic_write, ensure_private_dir, replace_file_json, sync_dir};
+use crate::fsutil::{atomic_write, ensure_private_dir};
 
 /// The `version` of the images.json format this code reads and writes.
 pub(crate) const INDEX_VERSION: u32 = 1;
@@ -73,15 +77,6 @@ pub struct ImageStore {
     pub(crate) leases: super::leases::Leases,
     /// The background sync of new layers (see [`super::durability`]).
     pub(crate) syncer: super::durability::Syncer,
-}
-
-/// A fresh directory for one layer extraction, inside the store's `tmp/`.
-#[derive(Debug)]
-pub struct Staging {
-    /// `root/tmp/<random>`: becomes `layers/<diff-id>` on commit.
-    pub dir: PathBuf,
-    /// `dir/diff`, created empty: extract the layer here.
-    pub diff: PathBuf,
 }
 
 /// Image configuration set at import time (`skiff import --change ...`).
@@ -207,11 +202,6 @@ impl Default for Index {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct LayerMeta {
-    pub(crate) size: u64,
-}
-
 impl ImageStore {
     /// Pins `digests` (see [`super::pins`]): removal keeps them until the guard is
     /// dropped. Pin before checking whether the store has a blob you will count on.
@@ -285,155 +275,6 @@ impl ImageStore {
     /// The store's root directory.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// Whether the blob `digest` (`sha256:<hex>`) is in the store. An invalid digest is
-    /// never present.
-    pub fn has_blob(&self, digest: &str) -> bool {
-        parse_digest(digest).is_ok_and(|h| self.blob_file(h).is_file())
-    }
-
-    /// The path of blob `digest` (`sha256:<hex>`), whether or not it exists; fails on a
-    /// digest that is not sha256 or malformed.
-    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, Error> {
-        Ok(self.blob_file(parse_digest(digest)?))
-    }
-
-    /// Starts writing a blob (see [`BlobWriter`]).
-    pub fn blob_writer(&self) -> Result<BlobWriter, Error> {
-        BlobWriter::create(
-            &self.root.join("tmp"),
-            &self.root.join("blobs/sha256"),
-            &random_hex()?,
-        )
-    }
-
-    /// Reads a whole blob, verifying its digest.
-    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, Error> {
-        let path = self.blob_path(digest)?;
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::MissingBlob {
-                    digest: digest.to_string(),
-                    hint: "write it first".into(),
-                })
-            }
-            Err(e) => return Err(Error::io(format!("reading {path:?}"), e)),
-        };
-        let actual = format!("sha256:{}", sha256_hex(&bytes));
-        if actual != digest {
-            return Err(Error::Corrupt {
-                path,
-                reason: format!("its content has digest {actual}"),
-            });
-        }
-        Ok(bytes)
-    }
-
-    /// Writes a small blob made in memory; returns (`sha256:<hex>`, size).
-    pub fn write_blob(&self, data: &[u8]) -> Result<(String, u64), Error> {
-        let digest = format!("sha256:{}", sha256_hex(data));
-        if self.has_blob(&digest) {
-            return Ok((digest, data.len() as u64));
-        }
-        let mut w = self.blob_writer()?;
-        std::io::Write::write_all(&mut w, data).map_err(|e| Error::io("writing a blob", e))?;
-        let size = w.commit(&digest)?;
-        Ok((digest, size))
-    }
-
-    /// Staging directories and temporary blobs left in `tmp/` (by a crash or an import
-    /// that failed). The daemon removes them from inside the user namespace.
-    pub fn leftovers(&self) -> Result<Vec<PathBuf>, Error> {
-        let tmp = self.root.join("tmp");
-        let mut out = Vec::new();
-        let rd = fs::read_dir(&tmp).map_err(|e| Error::io(format!("listing {tmp:?}"), e))?;
-        for entry in rd {
-            let entry = entry.map_err(|e| Error::io(format!("listing {tmp:?}"), e))?;
-            out.push(entry.path());
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Creates `tmp/<random>/diff` for a new layer extraction.
-    pub fn new_staging(&self) -> Result<Staging, Error> {
-        let dir = self
-            .root
-            .join("tmp")
-            .join(format!("import-{}", random_hex()?));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| Error::io(format!("creating the staging directory {dir:?}"), e))?;
-        // 0755 whatever the umask: the layer root, unless the layer lists `./` itself.
-        let diff = dir.join("diff");
-        fs::create_dir(&diff)
-            .and_then(|()| fs::set_permissions(&diff, fs::Permissions::from_mode(0o755)))
-            .map_err(|e| Error::io(format!("creating {diff:?}"), e))?;
-        Ok(Staging { dir, diff })
-    }
-
-    /// Whether the layer with diff id `diff_id` is extracted in the store.
-    pub fn has_layer(&self, diff_id: &str) -> bool {
-        parse_digest(diff_id).is_ok_and(|h| self.root.join("layers").join(h).is_dir())
-    }
-
-    /// Moves an extracted layer into `layers/<diff-id hex>`; when it is there already
-    /// (dedup, or a concurrent extraction won) returns the staging directory for the
-    /// caller to remove.
-    ///
-    /// A layer is durable, or marked, before it has its name: a marker
-    /// `unsynced/<hex>` holding the boot id is written and fsynced with its directory
-    /// before the rename, and the layer handed to the background sync, which removes
-    /// the marker once one `syncfs(2)` of the store's filesystem covered the layer. A
-    /// crash of the machine at any point leaves either no `layers/<hex>` or one the
-    /// next start of skiffd extracts again from its blob (see [`super::durability`]):
-    /// never a name the index (or a later pull finding the layer present) counts on
-    /// over empty or missing files.
-    pub fn install_layer(
-        &self,
-        staging: Staging,
-        stats: &UnpackStats,
-    ) -> Result<Option<PathBuf>, Error> {
-        let layer_hex = parse_digest(&stats.diff_id)?;
-        let layers = self.root.join("layers");
-        let layer_dir = layers.join(layer_hex);
-        if layer_dir.exists() {
-            tracing::debug!("layer {} already in the store", stats.diff_id);
-            return Ok(Some(staging.dir));
-        }
-        // Made durable by the background sync, with the layer's files.
-        let meta = staging.dir.join("layer.json");
-        replace_file_json(&meta, &LayerMeta { size: stats.size })
-            .map_err(|e| Error::io(format!("writing {meta:?}"), e))?;
-        self.mark_unsynced(layer_hex)?;
-        crate::phase::mark("layer-marked");
-        match fs::rename(&staging.dir, &layer_dir) {
-            Ok(()) => {
-                sync_dir(&layers).map_err(|e| Error::io(format!("syncing {layers:?}"), e))?;
-                self.queue_sync(layer_hex);
-                Ok(None)
-            }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
-                // Another extraction won; its sync may have ended before our marker.
-                self.queue_sync(layer_hex);
-                Ok(Some(staging.dir))
-            }
-            Err(e) => Err(Error::io(
-                format!("moving {:?} to {layer_dir:?}", staging.dir),
-                e,
-            )),
-        }
-    }
-
-    pub(crate) fn layer_size(&self, diff_id: &str) -> u64 {
-        let hex = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
-        fs::read(self.root.join("layers").join(hex).join("layer.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<LayerMeta>(&b).ok())
-            .map_or(0, |m| m.size)
     }
 
     /// Records an image whose blobs and layers are all in the store, and points `names`
@@ -577,22 +418,6 @@ impl ImageStore {
             path,
             reason: format!("not a valid OCI image configuration: {e}"),
         })
-    }
-
-    /// The layers' extracted trees, TOP layer first (overlayfs `lowerdir` order).
-    pub fn layer_dirs(&self, rec: &ImageRecord) -> Vec<PathBuf> {
-        rec.layers
-            .iter()
-            .rev()
-            .map(|d| {
-                let hex = d.strip_prefix("sha256:").unwrap_or(d);
-                self.root.join("layers").join(hex).join("diff")
-            })
-            .collect()
-    }
-
-    pub(crate) fn blob_file(&self, hex: &str) -> PathBuf {
-        self.root.join("blobs/sha256").join(hex)
     }
 }
 

@@ -358,7 +358,7 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         .map_err(|e| runtime::Error::io(format!("read {}", cfg_path.display()), e))?;
     let cfg: MonitorConfig = serde_json::from_slice(&data)
         .map_err(|e| runtime::Error::Spec(format!("{}: {e}", cfg_path.display())))?;
-    let spec = oci_spec::runtime::Spec::load(spec_path(bundle))
+    let mut spec = oci_spec::runtime::Spec::load(spec_path(bundle))
         .map_err(|e| runtime::Error::Spec(e.to_string()))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| runtime::Error::sys("PR_SET_CHILD_SUBREAPER", e))?;
@@ -412,8 +412,17 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
         Some(plan) if crate::netns::starts_early(plan) => Some(&mut start_early),
         _ => None,
     };
-    let started = runtime::create::create_and_start_in(
+    // Checked and compiled (or found cached) before anything starts. The compiled filter
+    // is all the container's processes need of the seccomp profile: its syscall names,
+    // most of a default spec, go before the FUSE server is forked, which never frees
+    // what it inherits (docs/benchmarks.md, session 9).
+    let sec = runtime::create::prepare(&spec)?;
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_seccomp(None);
+    }
+    let started = runtime::create::create_and_start_prepared(
         &spec,
+        &sec,
         &cfg.rootfs,
         userns.as_ref().map(|f| f.as_fd()),
         on_netns,
@@ -451,6 +460,7 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     pipe.send(&Status::Started { pid: init.as_raw() });
     // From here on the monitor mostly waits: what the start allocated goes back.
     drop(spec);
+    drop(sec);
     heap::trim();
     let mut io = None;
     if logged {

@@ -64,7 +64,7 @@ impl Target {
             }),
             Target::Inside(c, a) => {
                 let fd = c.socket(a.is_ipv6())?;
-                raw_addr_call(&fd, a, libc::connect).map_err(|e| Error::Io {
+                raw_addr_call(&fd, a, Call::Connect).map_err(|e| Error::Io {
                     what: format!("connecting to {a} in the container"),
                     source: e,
                 })?;
@@ -88,8 +88,8 @@ impl Target {
                 for &port in ports {
                     let fd = connector.transparent_socket()?;
                     let bound = SocketAddr::V4(SocketAddrV4::new(*src.ip(), port));
-                    match raw_addr_call(&fd, &bound, libc::bind)
-                        .and_then(|()| raw_addr_call(&fd, &to, libc::connect))
+                    match raw_addr_call(&fd, &bound, Call::Bind)
+                        .and_then(|()| raw_addr_call(&fd, &to, Call::Connect))
                     {
                         Ok(()) => return Ok(TcpStream::from(fd)),
                         Err(e) => last = Some(e),
@@ -206,12 +206,16 @@ fn accept_loop(routes: &[Route], stop: &OwnedFd) {
     }
 }
 
-/// The signature of bind(2) and connect(2).
-type AddrCall =
-    unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int;
+/// The system call [`raw_addr_call`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Bind,
+    Connect,
+}
 
-/// bind(2) or connect(2) (`call`) of a raw socket to `a`, retried on EINTR.
-fn raw_addr_call(fd: &OwnedFd, a: &SocketAddr, call: AddrCall) -> io::Result<()> {
+/// bind(2) or connect(2) (`call`) of a raw socket to `a`: a bind interrupted by a signal
+/// is retried, a connect waited for ([`wait_connected`]).
+fn raw_addr_call(fd: &OwnedFd, a: &SocketAddr, call: Call) -> io::Result<()> {
     // SAFETY: zeroed sockaddr structs are valid; we fill the fields connect(2) reads.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match a {
@@ -233,14 +237,14 @@ fn raw_addr_call(fd: &OwnedFd, a: &SocketAddr, call: AddrCall) -> io::Result<()>
         }
     };
     loop {
-        // SAFETY: `storage` holds a valid address of `len` bytes; `call` is bind or
-        // connect, which only read it.
+        let addr = &storage as *const _ as *const libc::sockaddr;
+        // SAFETY: `storage` holds a valid address of `len` bytes, which bind and connect
+        // only read.
         let r = unsafe {
-            call(
-                fd.as_raw_fd(),
-                &storage as *const _ as *const libc::sockaddr,
-                len as libc::socklen_t,
-            )
+            match call {
+                Call::Bind => libc::bind(fd.as_raw_fd(), addr, len as libc::socklen_t),
+                Call::Connect => libc::connect(fd.as_raw_fd(), addr, len as libc::socklen_t),
+            }
         };
         if r == 0 {
             return Ok(());
@@ -249,7 +253,51 @@ fn raw_addr_call(fd: &OwnedFd, a: &SocketAddr, call: AddrCall) -> io::Result<()>
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+        if call == Call::Connect {
+            // The connection goes on: a new connect(2) is not how to wait for it.
+            return wait_connected(fd);
+        }
     }
+}
+
+/// Waits for a connect(2) that a signal interrupted (the connection goes on in the
+/// kernel) to end: until the socket is writable, then its `SO_ERROR` is the outcome.
+fn wait_connected(fd: &OwnedFd) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if n > 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if n < 0 && e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_ERROR writes one int into `err`, whose size `len` gives.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    Ok(())
 }
 
 /// Copies both directions between `client` (at `from`) and a new connection to `target`.
@@ -338,6 +386,7 @@ fn splice_all(from: &TcpStream, to: &TcpStream) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
 
     #[test]
     fn clients_keep_their_address_but_loopback_and_ipv6_ones_show_the_stand_in() {
@@ -350,6 +399,70 @@ mod tests {
         assert_eq!(shown("[::ffff:127.0.0.1]:4567"), "10.0.2.2:0");
         assert_eq!(shown("[::1]:4567"), "10.0.2.2:0");
         assert_eq!(shown("[2001:db8::1]:4567"), "10.0.2.2:0");
+    }
+
+    /// A blocking connect(2) that signals interrupt still connects (waited for, not
+    /// issued again). The listener's queue is full (backlog 0, one connection not
+    /// accepted), so the kernel drops the SYN and sends it again a second later: the
+    /// connect blocks while the signals come; then the queue is emptied.
+    #[test]
+    fn a_connect_interrupted_by_signals_still_connects() {
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: a handler that does nothing, without SA_RESTART (so connect(2)
+        // returns EINTR); the sigaction struct is zeroed then filled.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as *const () as usize;
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+        }
+        let sock = socket2_listener();
+        let addr = sock.local_addr().unwrap();
+        let first = TcpStream::connect(addr).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let connecting = std::thread::spawn(move || {
+            // SAFETY: socket(2) returns a new descriptor or -1.
+            let raw =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            assert!(raw >= 0);
+            // SAFETY: the descriptor is new and ours.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            tx.send(raw_addr_call(&fd, &addr, Call::Connect)).unwrap();
+        });
+        let thread = std::os::unix::thread::JoinHandleExt::as_pthread_t(&connecting);
+        for _ in 0..10 {
+            // SAFETY: the thread runs until it has sent its result (received below).
+            unsafe { libc::pthread_kill(thread, libc::SIGUSR1) };
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(rx.try_recv().is_err(), "connect did not block");
+        // Room in the queue: the SYN sent again gets through.
+        let (a, _) = sock.accept().unwrap();
+        drop((a, first));
+        let got = rx.recv().unwrap();
+        assert!(got.is_ok(), "{got:?}");
+        connecting.join().unwrap();
+        sock.accept().unwrap();
+    }
+
+    /// A listener on 127.0.0.1 with a backlog of 0.
+    fn socket2_listener() -> TcpListener {
+        // SAFETY: socket, bind and listen on a new descriptor we own; the sockaddr_in
+        // is zeroed then filled.
+        unsafe {
+            let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(raw >= 0);
+            let fd = OwnedFd::from_raw_fd(raw);
+            let mut sin: libc::sockaddr_in = std::mem::zeroed();
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            assert_eq!(
+                libc::bind(raw, (&sin as *const libc::sockaddr_in).cast(), len),
+                0
+            );
+            assert_eq!(libc::listen(raw, 0), 0);
+            TcpListener::from(fd)
+        }
     }
 
     #[test]

@@ -150,22 +150,43 @@ pub fn create_and_start_in(
     spec: &Spec,
     plan: &RootfsPlan,
     userns: Option<BorrowedFd<'_>>,
+    on_netns: Option<OnNetns<'_>>,
+    before_exec: &mut dyn FnMut(Pid) -> Result<(), Error>,
+) -> Result<Started, Error> {
+    let sec = prepare(spec)?;
+    create_and_start_prepared(spec, &sec, plan, userns, on_netns, before_exec)
+}
+
+/// The process's security settings of `spec`, checked, and its seccomp filter compiled
+/// (once per profile: see [`crate::runtime::seccomp::compile_cached`]).
+pub fn prepare(spec: &Spec) -> Result<Prepared, Error> {
+    let sec = Prepared::of_spec(spec, Some(&security::seccomp_cache_dir()))?;
+    crate::phase::mark("security-prepared");
+    Ok(sec)
+}
+
+/// [`create_and_start_in`] with the security settings [`prepare`]d from `spec` before:
+/// the caller may drop the spec's seccomp profile in between (the monitor does: its
+/// syscall names are most of a default spec, and the FUSE rootfs server, a fork that
+/// never frees what it inherits, would keep them for the container's life).
+pub fn create_and_start_prepared(
+    spec: &Spec,
+    sec: &Prepared,
+    plan: &RootfsPlan,
+    userns: Option<BorrowedFd<'_>>,
     mut on_netns: Option<OnNetns<'_>>,
     before_exec: &mut dyn FnMut(Pid) -> Result<(), Error>,
 ) -> Result<Started, Error> {
     let maps = maps_of_spec(spec)?;
     let flags = namespace_flags(spec)?;
     let early_net = on_netns.is_some() && flags.contains(CloneFlags::CLONE_NEWNET);
-    // Checked and compiled before anything starts (the filter once per profile).
-    let sec = Prepared::of_spec(spec, Some(&security::seccomp_cache_dir()))?;
-    crate::phase::mark("security-prepared");
     let hold = if early_net {
         Some(nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?)
     } else {
         None
     };
     let held = hold.as_ref().map(|(r, w)| (r.as_raw_fd(), w.as_raw_fd()));
-    let run = |chan| intermediate(chan, flags, held, spec, plan, &sec);
+    let run = |chan| intermediate(chan, flags, held, spec, plan, sec);
     let (pid, chan) = match userns {
         Some(ns) => fork_joining_userns(ns, run)?,
         None => fork_into_userns(&maps, run)?,

@@ -46,9 +46,14 @@ impl Podman {
         c
     }
 
+    /// Runs podman with `args`, whatever its outcome.
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
     /// Runs podman with `args`; asserts that it succeeded.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.cmd().args(args).output().unwrap();
+        let out = self.output(args);
         assert!(
             out.status.success(),
             "podman ({}) {args:?}: {}",
