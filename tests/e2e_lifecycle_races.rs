@@ -285,9 +285,25 @@ fn monitors_are_not_named_skiffd() {
 /// test's directory), so their inits are found whatever their monitors.
 const MARK: &str = "SKIFF_TEST_DIR";
 
+/// The parent of `pid` (0 if it is gone).
+fn ppid(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 /// What runs of this test's containers: their inits (by [`MARK`]), and the
 /// helper processes skiffd started for them (monitors, FUSE servers, network helpers:
-/// found by this test's XDG_RUNTIME_DIR in their environment), skiffd itself excepted.
+/// found by this test's XDG_RUNTIME_DIR in their environment), skiffd itself and its
+/// monitor zygote excepted (a zygote of a crashed skiffd is not: it must end).
 fn container_processes(env: &Env, daemon: u32) -> (BTreeSet<u32>, BTreeSet<u32>) {
     let marker = format!(
         "XDG_RUNTIME_DIR={}\0",
@@ -299,7 +315,7 @@ fn container_processes(env: &Env, daemon: u32) -> (BTreeSet<u32>, BTreeSet<u32>)
         .iter()
         .filter_map(|p| p.parse::<u32>().ok())
     {
-        if p == daemon || !alive(p) {
+        if p == daemon || !alive(p) || (comm(p) == "skiff-zygote" && ppid(p) == daemon) {
             continue;
         }
         let environ = std::fs::read(format!("/proc/{p}/environ")).unwrap_or_default();

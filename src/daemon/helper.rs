@@ -48,6 +48,8 @@ impl HelperRun {
     /// [`super::scope`]), `userns` (if any) on the child's
     /// [`crate::userns::shared::USERNS_FD`], and `go` (if any) on the monitor's
     /// [`crate::monitor::handoff::GO_FD`]: it waits there until its bundle is written.
+    /// The monitor is forked by the monitor zygote when `exe` is `skiff-monitor` (see
+    /// [`super::zygote`]), with the same descriptors and environment.
     #[allow(clippy::too_many_arguments)]
     pub fn spawn_as(
         exe: &Path,
@@ -110,6 +112,8 @@ impl HelperRun {
             env_remove: &["RUST_LOG"],
             stdio,
             fds,
+            // The monitor (the named helper) comes from the zygote when it can.
+            zygote: arg0.is_some(),
         }
         .spawn()
         .map_err(|e| Error::Runtime(format!("cannot start skiffd's helper: {e}")))?;

@@ -53,6 +53,7 @@ pub mod usage;
 mod userns_holder;
 pub mod volume_ops;
 pub mod volumes;
+pub mod zygote;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -1,7 +1,8 @@
 //! The monitor of a `RunContainer` spawned while the container is created.
 //!
-//! A run's monitor used to be spawned once the bundle was written; its spawn (a vfork
-//! and exec of the monitor's binary) and its start-up (the dynamic loader, the runtime)
+//! A run's monitor used to be spawned once the bundle was written; its spawn (a fork
+//! from the monitor zygote, or a vfork and exec of the monitor's binary, its dynamic
+//! loader and relocations)
 //! were on the start's path, after the create. Now `RunContainer` picks the container's
 //! id first and spawns the monitor on its bundle's path (the same command line as ever),
 //! on a blocking thread, while the create runs on ours; the monitor waits on a pipe

@@ -10,6 +10,10 @@
 //!
 //! The child is followed through a pidfd: waited for without a SIGCHLD handler, killed
 //! without a pid-reuse race, and reaped in a task if dropped unwaited.
+//!
+//! A monitor (`skiff-monitor`) is forked by the monitor zygote instead, with the same
+//! argv, environment and descriptors, when the zygote can serve ([`super::zygote`]):
+//! it is our child all the same, followed through the pidfd the zygote sends.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -37,6 +41,9 @@ pub struct Spawn<'a> {
     pub stdio: [Option<OwnedFd>; 3],
     /// Descriptors given to the child on fixed numbers above 2.
     pub fds: Vec<(OwnedFd, RawFd)>,
+    /// Fork the child from the monitor zygote rather than exec it, when `exe` has one
+    /// (see [`super::zygote`]); exec'd when the zygote cannot serve.
+    pub zygote: bool,
 }
 
 /// A spawned child, followed through its pidfd.
@@ -168,6 +175,22 @@ impl Spawn<'_> {
             argv.push(cstring(a.as_bytes())?);
         }
         let envp = environment(&self.env, self.env_remove)?;
+        if self.zygote && super::zygote::serves(self.exe) {
+            let fds: Vec<(RawFd, RawFd)> = moves
+                .iter()
+                .map(|(fd, target)| (fd.as_raw_fd(), *target))
+                .collect();
+            match super::zygote::fork_monitor(self.exe, &argv, &envp, &fds) {
+                Ok((pid, pidfd)) => return Child::follow(pid, pidfd),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tracing::debug!("{e}: the monitor is exec'd")
+                }
+                Err(e) => tracing::warn!(
+                    "the monitor zygote cannot fork {}: {e}; starting it by exec",
+                    self.exe.display()
+                ),
+            }
+        }
         let mut argv_p: Vec<*mut libc::c_char> = argv
             .iter()
             .map(|s| s.as_ptr() as *mut libc::c_char)
@@ -192,20 +215,31 @@ impl Spawn<'_> {
             )
         })?;
         drop(moves);
-        let mut child = Child {
-            pid,
-            pidfd: None,
-            status: None,
-        };
         // SAFETY: pidfd_open on our own unreaped child (its pid cannot be reused).
         let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if raw < 0 {
             let e = io::Error::last_os_error();
-            child.kill_and_reap();
+            Child::unfollowed(pid).kill_and_reap();
             return Err(e);
         }
         // SAFETY: pidfd_open returned a new descriptor (close-on-exec by the kernel).
         let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        Child::follow(pid, pidfd)
+    }
+}
+
+impl Child {
+    fn unfollowed(pid: libc::pid_t) -> Child {
+        Child {
+            pid,
+            pidfd: None,
+            status: None,
+        }
+    }
+
+    /// Follows our child `pid` through its `pidfd` (killed and reaped if that fails).
+    fn follow(pid: libc::pid_t, pidfd: OwnedFd) -> io::Result<Child> {
+        let mut child = Child::unfollowed(pid);
         // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the same until the
         // AsyncFd is dropped.
         match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
@@ -217,9 +251,7 @@ impl Spawn<'_> {
         }
         Ok(child)
     }
-}
 
-impl Child {
     /// The child's pid.
     pub fn id(&self) -> u32 {
         self.pid as u32
@@ -353,6 +385,7 @@ mod tests {
             env_remove: &["PATH"],
             stdio: [None, Some(w), None],
             fds: vec![(pw, 5)],
+            zygote: false,
         }
         .spawn()
         .unwrap();
@@ -383,6 +416,7 @@ mod tests {
             env_remove: &[],
             stdio: [None, None, None],
             fds: Vec::new(),
+            zygote: false,
         }
         .spawn()
         .unwrap();

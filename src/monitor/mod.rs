@@ -1,6 +1,7 @@
 //! The per-container monitor (conmon's role): a process of its own, in its own session,
-//! started by skiffd as `skiff-monitor __monitor BUNDLE` (its own small binary, or skiffd
-//! itself under that name when the binary is missing, see [`crate::daemon::Options`]).
+//! started by skiffd as `skiff-monitor __monitor BUNDLE` (its own small binary, forked by
+//! skiffd's monitor [`zygote`] or exec'd, or skiffd itself under that name when the
+//! binary is missing, see [`crate::daemon::Options`]).
 //! It holds its bundle's lock ([`lock`]) for its whole life; the container's init dies
 //! with it (PR_SET_PDEATHSIG), and SIGTERM, SIGINT or SIGHUP make it kill the container
 //! and record why. It creates the container through the
@@ -21,6 +22,7 @@ pub mod io;
 pub mod lock;
 pub mod logger;
 mod reap;
+pub mod zygote;
 
 use std::fs::File;
 use std::io::Write;

@@ -1,0 +1,235 @@
+//! skiffd's side of the monitor zygote ([`crate::monitor::zygote`]): one
+//! `skiff-monitor __zygote` per skiffd, started at the first monitor's spawn, asked for
+//! each monitor after that. Its forks are skiffd's children (`CLONE_PARENT`), followed
+//! through the pidfd it answers with, exactly as an exec'd monitor is.
+//!
+//! A zygote that died, or does not answer within [`ANSWER_TIMEOUT`], is replaced (one
+//! try per spawn; a new one that fails at once is not tried again for
+//! [`RETRY_AFTER`]); a spawn it cannot serve falls back to the exec (see
+//! [`super::spawn::Spawn::spawn`]): a monitor's start never fails because of the
+//! zygote. It ends with skiffd: the end of its socket ends it ([`stop`] waits for that
+//! at a clean shutdown); a task reaps it.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
+
+use crate::monitor::zygote::{self as proto, Request};
+
+/// How long skiffd waits for the zygote's answer (a fork takes well under a
+/// millisecond): longer, it is killed and replaced.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long monitors are exec'd after a zygote failed at its first request (e.g. a
+/// `skiff-monitor` without the zygote's mode installed beside a newer skiffd), before
+/// a zygote is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The zygote, once started.
+static ZYGOTE: Mutex<Slot> = Mutex::new(Slot {
+    zygote: None,
+    retry_at: None,
+});
+
+struct Slot {
+    zygote: Option<Zygote>,
+    /// No zygote is started before then (see [`RETRY_AFTER`]).
+    retry_at: Option<std::time::Instant>,
+}
+
+struct Zygote {
+    exe: PathBuf,
+    sock: OwnedFd,
+    pid: u32,
+    /// Its reaper task: a message (or this end's drop) makes it kill the zygote first.
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Told when the reaper has reaped it.
+    reaped: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// Why a request failed.
+enum Failure {
+    /// The zygote is gone or stuck: start another.
+    Broken(io::Error),
+    /// The zygote answered that it cannot serve this request.
+    Refused(io::Error),
+}
+
+impl Zygote {
+    /// Spawns `exe __zygote` (with room for its forks' command lines) on one end of a
+    /// new socketpair; a task reaps it when it ends.
+    fn start(exe: &Path) -> io::Result<Zygote> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        let timeout = nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as _, 0);
+        setsockopt(&ours, sockopt::ReceiveTimeout, &timeout)?;
+        setsockopt(&ours, sockopt::SendTimeout, &timeout)?;
+        let mut args = vec![OsStr::new(proto::ZYGOTE_ARG)];
+        args.extend(std::iter::repeat_n(OsStr::new(""), proto::ARGV_ROOM));
+        let mut child = super::spawn::Spawn {
+            exe,
+            arg0: Some(OsStr::new(crate::monitor::PROCESS_NAME)),
+            args: &args,
+            // glibc reads its tunables at a program's start only: the zygote's are its
+            // forks' (see `monitor::heap`).
+            env: vec![(
+                crate::monitor::heap::TUNABLES_ENV.into(),
+                crate::monitor::heap::monitor_tunables(),
+            )],
+            env_remove: &["RUST_LOG"],
+            stdio: [None, None, None],
+            fds: vec![(theirs, proto::ZYGOTE_FD)],
+            zygote: false,
+        }
+        .spawn()?;
+        let pid = child.id();
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let (reaped_tx, reaped) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            tokio::select! {
+                status = child.wait() => {
+                    tracing::info!("the monitor zygote (pid {pid}) ended: {status:?}");
+                }
+                _ = killed => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+            let _ = reaped_tx.send(());
+        });
+        tracing::debug!("monitor zygote started (pid {pid})");
+        Ok(Zygote {
+            exe: exe.to_path_buf(),
+            sock: ours,
+            pid,
+            kill: Some(kill),
+            reaped: Some(reaped),
+        })
+    }
+
+    /// One request: the fork's pid and pidfd.
+    fn ask(&self, bytes: &[u8], fds: &[RawFd]) -> Result<(i32, OwnedFd), Failure> {
+        let sock = self.sock.as_raw_fd();
+        proto::send_with_fds(sock, bytes, fds).map_err(Failure::Broken)?;
+        let mut buf = [0u8; 512];
+        let (n, mut got) = match proto::recv_with_fds(sock, &mut buf) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(Failure::Broken(io::ErrorKind::UnexpectedEof.into())),
+            Err(e) => return Err(Failure::Broken(e)),
+        };
+        let pid = proto::decode_reply(&buf[..n]).map_err(Failure::Refused)?;
+        match (got.pop(), got.is_empty()) {
+            (Some(pidfd), true) => Ok((pid, pidfd)),
+            _ => Err(Failure::Broken(io::Error::other(
+                "the zygote's answer did not carry one pidfd",
+            ))),
+        }
+    }
+}
+
+impl Drop for Zygote {
+    /// A zygote given up on is killed (its socket's end would end it too, unless stuck).
+    fn drop(&mut self) {
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+    }
+}
+
+/// Whether monitors of `exe` come from a zygote: only the `skiff-monitor` binary has the
+/// zygote's mode (skiffd running itself as the monitor execs it each time).
+pub(crate) fn serves(exe: &Path) -> bool {
+    exe.file_name() == Some(OsStr::new(crate::monitor::PROCESS_NAME))
+}
+
+/// Forks a monitor from the zygote of `exe` (started, or replaced, here): `argv`, the
+/// whole environment `envp`, and each descriptor `(fd, number)` on its number. Returns
+/// the monitor's pid and pidfd; an error means the caller execs the monitor instead.
+/// Blocks (a round trip to the zygote, or its start).
+pub(crate) fn fork_monitor(
+    exe: &Path,
+    argv: &[CString],
+    envp: &[CString],
+    fds: &[(RawFd, RawFd)],
+) -> io::Result<(i32, OwnedFd)> {
+    let req = Request {
+        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        env: envp.iter().map(|e| e.as_bytes().to_vec()).collect(),
+        targets: fds.iter().map(|(_, t)| *t).collect(),
+    };
+    let bytes = proto::encode_request(&req)?;
+    let sources: Vec<RawFd> = fds.iter().map(|(f, _)| *f).collect();
+    let mut slot = ZYGOTE.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.retry_at.is_some_and(|t| std::time::Instant::now() < t) {
+        // (WouldBlock: the caller execs without a warning each time.)
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "a zygote failed recently",
+        ));
+    }
+    let mut last = None;
+    for _ in 0..2 {
+        let fresh = slot.zygote.as_ref().is_none_or(|z| z.exe != exe);
+        if fresh {
+            slot.zygote = Some(Zygote::start(exe)?);
+        }
+        let Some(z) = slot.zygote.as_ref() else {
+            break;
+        };
+        match z.ask(&bytes, &sources) {
+            Ok(r) => return Ok(r),
+            Err(Failure::Refused(e)) => return Err(e),
+            Err(Failure::Broken(e)) if fresh => {
+                tracing::warn!(
+                    "a new monitor zygote ({}) failed ({e}): monitors are exec'd for {}s",
+                    exe.display(),
+                    RETRY_AFTER.as_secs()
+                );
+                slot.zygote = None;
+                slot.retry_at = Some(std::time::Instant::now() + RETRY_AFTER);
+                return Err(e);
+            }
+            Err(Failure::Broken(e)) => {
+                tracing::info!(
+                    "the monitor zygote (pid {}) cannot serve ({e}): starting another",
+                    z.pid
+                );
+                slot.zygote = None;
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no zygote")))
+}
+
+/// At skiffd's clean shutdown: closes the zygote's socket and waits (at most `limit`)
+/// until it has ended and been reaped, so it does not outlive skiffd. Its monitors go on.
+pub async fn stop(limit: Duration) {
+    let Some(mut z) = ZYGOTE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .zygote
+        .take()
+    else {
+        return;
+    };
+    let reaped = z.reaped.take();
+    // The socket's end ends it; the kill sender stays until then (a drop would kill).
+    let kill = z.kill.take();
+    drop(z);
+    if let Some(r) = reaped {
+        if tokio::time::timeout(limit, r).await.is_err() {
+            tracing::debug!("the monitor zygote did not end in time: killing it");
+            drop(kill);
+        }
+    }
+}
