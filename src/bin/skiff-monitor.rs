@@ -9,7 +9,8 @@
 //! [`skiff::monitor::handoff`]; the same command line as its own hidden `__monitor`
 //! helper, which it falls back to when this binary is not installed next to it);
 //! everything else comes from the bundle and the descriptors skiffd passes (see
-//! [`skiff::monitor`]).
+//! [`skiff::monitor`]). skiffd also runs the shared network's holder from it
+//! (`skiff-monitor __netns DIR`, see [`skiff::netns::shared`]).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -44,8 +45,28 @@ fn monitor(args: Vec<OsString>) -> i32 {
     skiff::monitor::main(Path::new(&bundle))
 }
 
+/// `skiff-monitor __netns DIR`: the shared network's holder (see
+/// [`skiff::netns::shared`]), run from this binary rather than skiffd when it is
+/// installed: it lives as long as the containers on that network, and this binary's
+/// pages are mostly those the monitors already share.
+fn netns_holder(dir: &OsString) -> i32 {
+    if let Err(e) = skiff::fdutil::cloexec_from(3) {
+        eprintln!("skiff-monitor: cannot mark inherited descriptors close-on-exec: {e}");
+        return 1;
+    }
+    skiff::logging::init_helper(false);
+    // Under a user manager: not before skiffd has put us in our own scope.
+    skiff::daemon::scope::wait_at_gate();
+    skiff::netns::shared::holder_main(Path::new(dir))
+}
+
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if let [cmd, dir] = args.as_slice() {
+        if cmd == skiff::netns::shared::HOLDER_ARG {
+            std::process::exit(netns_holder(dir))
+        }
+    }
     if args
         .first()
         .is_some_and(|a| a == skiff::monitor::zygote::ZYGOTE_ARG)

@@ -1,5 +1,5 @@
 //! skiffd's side of the shared network (`--network bridge`, see
-//! [`crate::netns::shared`]): starts the holder (`skiffd __netns`) with the shared user
+//! [`crate::netns::shared`]): starts the holder (`skiff-monitor __netns`, or skiffd's helper of that name without skiff-monitor) with the shared user
 //! namespace, or re-adopts the one a previous skiffd left (with its user namespace: new
 //! containers then join the old ones' network), allocates the containers' addresses and
 //! stops the holder at shutdown when no container uses it.
@@ -67,7 +67,7 @@ impl Daemon {
                 if held.is_some() {
                     tracing::warn!("the shared network's holder is gone; starting another");
                 }
-                let s = spawn_holder(&self.inner.opts.exe, &dir, userns).await?;
+                let s = spawn_holder(&self.inner.opts.monitor_exe, &dir, userns).await?;
                 tracing::info!(pid = s.pid, "started the shared network");
                 *held = Some(s.clone());
                 s
@@ -160,7 +160,7 @@ async fn spawn_holder(
 ) -> Result<shared::State, String> {
     crate::fsutil::ensure_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("__netns")
+    cmd.arg(shared::HOLDER_ARG)
         .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,7 +1,7 @@
 //! The shared network of `--network bridge` (the default of containers in the shared
 //! user namespace): ONE slirp4netns per skiffd instead of one per container.
 //!
-//! `skiffd __netns DIR` ([`holder_main`]) is the holder, podman's pause process for the
+//! `skiff-monitor __netns DIR` (or skiffd's `__netns` helper) ([`holder_main`]) is the holder, podman's pause process for the
 //! network: it gets the shared user namespace on fd [`USERNS_FD`], has a short-lived
 //! child make a network namespace owned by it (with the bridge [`link::BRIDGE`]) and
 //! keeps both as descriptors. It starts slirp4netns on that namespace without
@@ -32,6 +32,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{link, read_log, wait_readable, Error};
 
+/// The hidden argument that runs the holder (`skiff-monitor __netns DIR`, or skiffd's
+/// helper of that name when skiff-monitor is not installed).
+pub const HOLDER_ARG: &str = "__netns";
+/// The holder's process name (and its namespace keeper's, a fork): apart from the
+/// monitors in `ps` and in bench/memory-bench.sh.
+pub const PROCESS_NAME: &std::ffi::CStr = c"skiff-netns";
 /// The descriptor on which the holder gets the shared user namespace.
 pub const USERNS_FD: RawFd = 3;
 /// The holder's state file in its directory.
@@ -89,7 +95,7 @@ pub fn start_time(pid: i32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
-/// `skiffd __netns DIR`: see the module's documentation. Writes one byte to stdout once
+/// `skiff-monitor __netns DIR` (or `skiffd __netns DIR`): see the module's documentation. Writes one byte to stdout once
 /// the network is up (its state in `DIR/holder.json`), or its error to stderr and
 /// exits 1. Returns the exit code.
 pub fn holder_main(dir: &Path) -> i32 {
@@ -104,6 +110,8 @@ pub fn holder_main(dir: &Path) -> i32 {
 }
 
 fn run(dir: &Path) -> Result<(), Error> {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, PROCESS_NAME.as_ptr(), 0, 0, 0) };
     // Our own session: skiffd's end (or its terminal's) does not signal us.
     let _ = nix::unistd::setsid();
     // Signals are taken with sigwait: blocked before any child exists.
