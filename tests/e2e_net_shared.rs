@@ -239,68 +239,6 @@ fn published_tcp_and_udp_ports_keep_the_client_address() {
     );
 }
 
-/// A tiny UDP echo server in C, linked statically (the busybox image has no UDP server):
-/// it answers each datagram with `from=ADDR data=PAYLOAD`, on a dual-stack socket (an
-/// IPv4 client shows as plain IPv4). Each argument is a port to serve.
-const UDP_ECHO_C: &str = r#"
-#include <arpa/inet.h>
-#include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-int main(int argc, char **argv) {
-    struct pollfd fds[8];
-    int n = 0;
-    for (int i = 1; i < argc && n < 8; i++) {
-        int s = socket(AF_INET6, SOCK_DGRAM, 0), off = 0;
-        struct sockaddr_in6 a;
-        memset(&a, 0, sizeof a);
-        a.sin6_family = AF_INET6;
-        a.sin6_addr = in6addr_any;
-        a.sin6_port = htons(atoi(argv[i]));
-        setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
-        if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("bind"); return 1; }
-        fds[n].fd = s;
-        fds[n].events = POLLIN;
-        n++;
-    }
-    for (;;) {
-        if (poll(fds, n, -1) < 0) continue;
-        for (int i = 0; i < n; i++) {
-            if (!(fds[i].revents & POLLIN)) continue;
-            char in[2048], out[2200], addr[INET6_ADDRSTRLEN];
-            struct sockaddr_in6 from;
-            socklen_t len = sizeof from;
-            ssize_t got = recvfrom(fds[i].fd, in, sizeof in - 1, 0, (struct sockaddr *)&from, &len);
-            if (got < 0) continue;
-            in[got] = 0;
-            inet_ntop(AF_INET6, &from.sin6_addr, addr, sizeof addr);
-            const char *shown = strncmp(addr, "::ffff:", 7) == 0 ? addr + 7 : addr;
-            int m = snprintf(out, sizeof out, "from=%s data=%s", shown, in);
-            sendto(fds[i].fd, out, m, 0, (struct sockaddr *)&from, len);
-        }
-    }
-}
-"#;
-
-/// Imports `demo/udp`: the busybox image plus /bin/udpecho, built with the host's cc.
-fn import_udp_image(env: &Env) {
-    let dir = env.dir.path();
-    std::fs::write(dir.join("udpecho.c"), UDP_ECHO_C).unwrap();
-    let cc = std::process::Command::new("cc")
-        .args(["-static", "-O2", "-o"])
-        .arg(dir.join("udpecho"))
-        .arg(dir.join("udpecho.c"))
-        .output()
-        .expect("cc (needed by cargo anyway) runs");
-    assert!(cc.status.success(), "cc: {}", common::stderr(&cc));
-    let bin = std::fs::read(dir.join("udpecho")).unwrap();
-    let tar = dir.join("udp.tar");
-    common::write_busybox_tar(&tar, &[("bin/udpecho", 0, 0, 0o755, &bin)]);
-    run_ok(env, &["image", "import", tar.to_str().unwrap(), "demo/udp"]);
-}
-
 /// HTTPD in the background (the UDP server runs in the foreground).
 const HTTPD_BG: &str = "mkdir -p /www/cgi-bin && echo hello-from-container > /www/index.html && \
     printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho client=$REMOTE_ADDR\\n' > /www/cgi-bin/ip && \
