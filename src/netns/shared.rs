@@ -22,7 +22,6 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -334,25 +333,7 @@ fn start_slirp(dir: &Path, state: &State, keeper: i32) -> Result<Option<SharedSl
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err);
-    let (rw, er) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
-    // SAFETY: only async-signal-safe fcntl/dup2 between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let a = libc::fcntl(rw, libc::F_DUPFD_CLOEXEC, 10);
-            let b = libc::fcntl(er, libc::F_DUPFD_CLOEXEC, 10);
-            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(|e| {
-        Error::Helper(format!(
-            "cannot run slirp4netns: {e} (install the slirp4netns package)"
-        ))
-    })?;
-    drop(ready_w);
-    drop(exit_r);
+    let child = super::slirp::spawn_with_pipes(&mut cmd, ready_w, exit_r)?;
     let slirp = SharedSlirp { child, exit_w, log };
     let mut ready = File::from(ready_r);
     let ok = wait_readable(&ready, READY_TIMEOUT) && {

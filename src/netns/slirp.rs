@@ -81,6 +81,37 @@ fn ask_flags() -> Vec<String> {
     .collect()
 }
 
+/// Spawns slirp4netns `cmd` (its arguments saying `--ready-fd=3 --exit-fd=4`) with
+/// `ready_w` on its fd 3 and `exit_r` on its fd 4; our copies of both are closed once
+/// it runs.
+pub(crate) fn spawn_with_pipes(
+    cmd: &mut Command,
+    ready_w: OwnedFd,
+    exit_r: OwnedFd,
+) -> Result<Child, Error> {
+    let (rw, er) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
+    // SAFETY: only async-signal-safe fcntl/dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move both above 4 first so neither dup2 clobbers the other.
+            let a = libc::fcntl(rw, libc::F_DUPFD_CLOEXEC, 10);
+            let b = libc::fcntl(er, libc::F_DUPFD_CLOEXEC, 10);
+            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        Error::Helper(format!(
+            "cannot run slirp4netns: {e} (install the slirp4netns package)"
+        ))
+    })?;
+    drop(ready_w);
+    drop(exit_r);
+    Ok(child)
+}
+
 /// Starts slirp4netns for the namespaces of `pid` and adds the plan's port forwards.
 pub fn start(plan: &NetPlan, pid: i32) -> Result<Slirp, Error> {
     spawn(plan, pid)?.finish(&plan.ports, pid)
@@ -121,27 +152,8 @@ pub fn spawn(plan: &NetPlan, pid: i32) -> Result<Slirp, Error> {
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err);
-    let (rw, er) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
-    // SAFETY: only async-signal-safe fcntl/dup2 between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Move both above 4 first so neither dup2 clobbers the other.
-            let a = libc::fcntl(rw, libc::F_DUPFD_CLOEXEC, 10);
-            let b = libc::fcntl(er, libc::F_DUPFD_CLOEXEC, 10);
-            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(|e| {
-        Error::Helper(format!(
-            "cannot run slirp4netns: {e} (install the slirp4netns package)"
-        ))
-    })?;
+    let child = spawn_with_pipes(&mut cmd, ready_w, exit_r)?;
     crate::phase::mark("network-spawned");
-    drop(ready_w);
-    drop(exit_r);
     Ok(Slirp {
         child: Some(child),
         exit_w: Some(exit_w),
