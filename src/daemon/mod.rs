@@ -39,6 +39,7 @@ pub mod pause;
 pub mod prespawn;
 pub mod pull;
 pub mod push;
+mod remove;
 pub mod restart;
 pub mod scope;
 pub mod seccomp_profile;
