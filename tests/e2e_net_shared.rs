@@ -51,6 +51,16 @@ fn slirps(env: &Env) -> Vec<String> {
         .collect()
 }
 
+/// The shared network's holder and its slirp4netns end (within 10 s).
+fn assert_shared_network_ended(env: &Env) {
+    assert!(
+        env.eventually(10, || holders(env).is_empty() && slirps(env).is_empty()),
+        "left: {:?} {:?}",
+        holders(env),
+        slirps(env)
+    );
+}
+
 /// The shared network's holder processes of this test (not their namespace keeper).
 fn holders(env: &Env) -> Vec<String> {
     let dir = env.dir.path().to_string_lossy().to_string();
@@ -301,12 +311,7 @@ fn a_sigkilled_skiffd_is_replaced_and_new_containers_reach_old_ones() {
     // The holder ends with skiffd once no container uses it.
     run_ok(&env, &["rm", "-f", "old", "new"]);
     env.stop_daemon();
-    assert!(
-        env.eventually(10, || holders(&env).is_empty() && slirps(&env).is_empty()),
-        "left: {:?} {:?}",
-        holders(&env),
-        slirps(&env)
-    );
+    assert_shared_network_ended(&env);
 }
 
 #[test]
@@ -336,12 +341,7 @@ fn a_holder_left_by_a_killed_skiffd_ends_with_the_next_one_once_unused() {
         "the holder went with its last container"
     );
     env.stop_daemon();
-    assert!(
-        env.eventually(10, || holders(&env).is_empty() && slirps(&env).is_empty()),
-        "left: {:?} {:?}",
-        holders(&env),
-        slirps(&env)
-    );
+    assert_shared_network_ended(&env);
 }
 
 #[test]
