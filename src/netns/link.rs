@@ -7,7 +7,10 @@
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
-use super::rtnl::Requests;
+use super::rtnl::{
+    put_attr, Requests, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, RTA_OIF, RTM_NEWROUTE,
+    RTPROT_STATIC,
+};
 use super::Error;
 
 /// The bridge in the shared network namespace.
@@ -21,11 +24,6 @@ pub const MTU: u32 = 65520;
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
-const RTM_NEWROUTE: u16 = 24;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
 const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 // linux/if_link.h
@@ -41,21 +39,14 @@ const NLA_F_NESTED: u16 = 0x8000;
 // linux/if_addr.h, linux/rtnetlink.h
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
-const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RT_TABLE_MAIN: u8 = 254;
-const RTPROT_STATIC: u8 = 4;
 const RTN_UNICAST: u8 = 1;
 
-/// One attribute, padded to 4 bytes.
+/// One attribute, padded to 4 bytes (to nest in another).
 fn attr(ty: u16, data: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(4 + data.len() + 3);
-    v.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-    v.extend_from_slice(&ty.to_ne_bytes());
-    v.extend_from_slice(data);
-    while !v.len().is_multiple_of(4) {
-        v.push(0);
-    }
+    put_attr(&mut v, ty, data);
     v
 }
 

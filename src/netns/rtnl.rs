@@ -23,12 +23,12 @@ pub const TABLE: u32 = 1953;
 pub const PRIORITY: u32 = 100;
 
 const NLMSG_HDRLEN: usize = 16;
-const RTM_NEWROUTE: u16 = 24;
+pub(super) const RTM_NEWROUTE: u16 = 24;
 const RTM_NEWRULE: u16 = 32;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_ACK: u16 = 0x4;
+pub(super) const NLM_F_EXCL: u16 = 0x200;
+pub(super) const NLM_F_CREATE: u16 = 0x400;
 const NLMSG_ERROR: u16 = 2;
 // fib rule attributes (linux/fib_rules.h).
 const FRA_IIFNAME: u16 = 3;
@@ -38,11 +38,11 @@ const FRA_IP_PROTO: u16 = 22;
 const FRA_SPORT_RANGE: u16 = 23;
 const FR_ACT_TO_TBL: u8 = 1;
 // route attributes and values (linux/rtnetlink.h).
-const RTA_OIF: u16 = 4;
+pub(super) const RTA_OIF: u16 = 4;
 const RTA_TABLE: u16 = 15;
 const RTN_LOCAL: u8 = 2;
 const RT_SCOPE_HOST: u8 = 254;
-const RTPROT_STATIC: u8 = 4;
+pub(super) const RTPROT_STATIC: u8 = 4;
 /// The loopback's index: always 1 in a network namespace.
 const LOOPBACK_INDEX: u32 = 1;
 
@@ -76,13 +76,7 @@ impl Requests {
         self.buf.extend_from_slice(&[0; NLMSG_HDRLEN]);
         self.buf.extend_from_slice(header);
         for (ty, data) in attrs {
-            let len = 4 + data.len();
-            self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
-            self.buf.extend_from_slice(&ty.to_ne_bytes());
-            self.buf.extend_from_slice(data);
-            while !self.buf.len().is_multiple_of(4) {
-                self.buf.push(0);
-            }
+            put_attr(&mut self.buf, *ty, data);
         }
         self.count += 1;
         let len = (self.buf.len() - start) as u32;
@@ -93,6 +87,16 @@ impl Requests {
         hdr[6..8].copy_from_slice(&flags.to_ne_bytes());
         hdr[8..12].copy_from_slice(&seq.to_ne_bytes());
         // nlmsg_pid 0: the kernel.
+    }
+}
+
+/// Appends one netlink attribute (`struct nlattr` and `data`), padded to 4 bytes.
+pub(super) fn put_attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    buf.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(data);
+    while !buf.len().is_multiple_of(4) {
+        buf.push(0);
     }
 }
 
