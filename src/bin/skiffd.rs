@@ -331,7 +331,7 @@ async fn serve(
     skiff::daemon::helper::reap_ending(std::time::Duration::from_secs(1)).await;
     daemon.stop_shared_net_if_unused().await;
     // The monitor zygote ends with us (its monitors do not).
-    skiff::daemon::zygote::stop(std::time::Duration::from_secs(1)).await;
+    daemon.stop_zygote(std::time::Duration::from_secs(1)).await;
     if let Some(n) = &notifier {
         if let Err(e) = n.stopping("stopping; containers keep running under their monitors") {
             tracing::warn!("{e}");

@@ -38,7 +38,9 @@ impl HelperRun {
         spec: Option<&[u8]>,
         log_tag: &str,
     ) -> Result<HelperRun, Error> {
-        Self::spawn_as(exe, None, args, stdio, spec, log_tag, None, None, None)
+        Self::spawn_as(
+            exe, None, args, stdio, spec, log_tag, None, None, None, None,
+        )
     }
 
     /// [`HelperRun::spawn`] with `arg0` as the helper's argv[0] (its name in `ps`; a
@@ -48,8 +50,9 @@ impl HelperRun {
     /// [`super::scope`]), `userns` (if any) on the child's
     /// [`crate::userns::shared::USERNS_FD`], and `go` (if any) on the monitor's
     /// [`crate::monitor::handoff::GO_FD`]: it waits there until its bundle is written.
-    /// The monitor is forked by the monitor zygote when `exe` is `skiff-monitor` (see
-    /// [`super::zygote`]), with the same descriptors and environment.
+    /// The monitor is forked by `zygote` (if any) when `exe` is `skiff-monitor` (see
+    /// [`super::zygote`]), with the same descriptors and environment: that blocks (a
+    /// round trip to the zygote), so such a spawn runs on a blocking thread.
     #[allow(clippy::too_many_arguments)]
     pub fn spawn_as(
         exe: &Path,
@@ -61,6 +64,7 @@ impl HelperRun {
         gate: Option<OwnedFd>,
         userns: Option<OwnedFd>,
         go: Option<OwnedFd>,
+        zygote: Option<&super::zygote::Client>,
     ) -> Result<HelperRun, Error> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
@@ -112,8 +116,8 @@ impl HelperRun {
             env_remove: &["RUST_LOG"],
             stdio,
             fds,
-            // The monitor (the named helper) comes from the zygote when it can.
-            zygote: arg0.is_some(),
+            // The monitor comes from the zygote when it can.
+            zygote,
         }
         .spawn()
         .map_err(|e| Error::Runtime(format!("cannot start skiffd's helper: {e}")))?;

@@ -131,6 +131,8 @@ struct Inner {
     shared_net: netshare::SharedNet,
     /// A container directory made ahead of the next create.
     spare: spare::Spare,
+    /// The monitor zygote (started at the first monitor's spawn).
+    zygote: zygote::Client,
 }
 
 /// Facts about the daemon for `skiff info`.
@@ -227,6 +229,7 @@ impl Daemon {
                 shared_userns: Default::default(),
                 shared_net: Default::default(),
                 spare,
+                zygote: Default::default(),
             }),
         };
         if daemon.settings().network_auto {

@@ -89,6 +89,7 @@ impl Daemon {
         let exe = self.inner.opts.monitor_exe.clone();
         let bundle = self.bundle_dir(id);
         let tag = format!("container {id}");
+        let zygote = self.zygote().clone();
         let spawned = tokio::task::spawn_blocking(move || {
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
@@ -107,6 +108,7 @@ impl Daemon {
                 None,
                 userns,
                 Some(r),
+                Some(&zygote),
             )?;
             Ok(Waiting { run, go: w })
         });

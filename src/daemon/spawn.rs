@@ -41,9 +41,10 @@ pub struct Spawn<'a> {
     pub stdio: [Option<OwnedFd>; 3],
     /// Descriptors given to the child on fixed numbers above 2.
     pub fds: Vec<(OwnedFd, RawFd)>,
-    /// Fork the child from the monitor zygote rather than exec it, when `exe` has one
-    /// (see [`super::zygote`]); exec'd when the zygote cannot serve.
-    pub zygote: bool,
+    /// Fork the child from this monitor zygote rather than exec it, when `exe` has one
+    /// (see [`super::zygote`]); exec'd when the zygote cannot serve. Its round trip
+    /// blocks: a spawn with a zygote runs on a blocking thread.
+    pub zygote: Option<&'a super::zygote::Client>,
 }
 
 /// A spawned child, followed through its pidfd.
@@ -175,12 +176,12 @@ impl Spawn<'_> {
             argv.push(cstring(a.as_bytes())?);
         }
         let envp = environment(&self.env, self.env_remove)?;
-        if self.zygote && super::zygote::serves(self.exe) {
+        if let Some(zygote) = self.zygote.filter(|_| super::zygote::serves(self.exe)) {
             let fds: Vec<(RawFd, RawFd)> = moves
                 .iter()
                 .map(|(fd, target)| (fd.as_raw_fd(), *target))
                 .collect();
-            match super::zygote::fork_monitor(self.exe, &argv, &envp, &fds) {
+            match zygote.fork_monitor(self.exe, &argv, &envp, &fds) {
                 Ok((pid, pidfd)) => return Child::follow(pid, pidfd),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     tracing::debug!("{e}: the monitor is exec'd")
@@ -385,7 +386,7 @@ mod tests {
             env_remove: &["PATH"],
             stdio: [None, Some(w), None],
             fds: vec![(pw, 5)],
-            zygote: false,
+            zygote: None,
         }
         .spawn()
         .unwrap();
@@ -416,7 +417,7 @@ mod tests {
             env_remove: &[],
             stdio: [None, None, None],
             fds: Vec::new(),
-            zygote: false,
+            zygote: None,
         }
         .spawn()
         .unwrap();

@@ -175,7 +175,6 @@ impl Daemon {
                     Some(s) => [Some(s.stdin), Some(s.stdout), Some(s.stderr)],
                     None => [None, None, None],
                 };
-                let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
                 // Under a user manager the monitor waits until it is in a scope of its own.
                 let gate = super::scope::gate().await;
                 let (child_end, gate) = match gate {
@@ -183,17 +182,27 @@ impl Daemon {
                     None => (None, None),
                 };
                 let tag = format!("container {}", rec.id);
-                let run = HelperRun::spawn_as(
-                    &self.inner.opts.monitor_exe,
-                    Some(std::ffi::OsStr::new(monitor::PROCESS_NAME)),
-                    &args,
-                    stdio,
-                    None,
-                    &tag,
-                    child_end,
-                    userns,
-                    None,
-                )?;
+                let exe = self.inner.opts.monitor_exe.clone();
+                let zygote = self.zygote().clone();
+                let bundle = bundle.clone();
+                // On a blocking thread: the zygote's round trip blocks.
+                let run = tokio::task::spawn_blocking(move || {
+                    let args = [std::ffi::OsStr::new("__monitor"), bundle.as_os_str()];
+                    HelperRun::spawn_as(
+                        &exe,
+                        Some(std::ffi::OsStr::new(monitor::PROCESS_NAME)),
+                        &args,
+                        stdio,
+                        None,
+                        &tag,
+                        child_end,
+                        userns,
+                        None,
+                        Some(&zygote),
+                    )
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("the monitor's spawn: {e}")))??;
                 (run, gate)
             }
         };

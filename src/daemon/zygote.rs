@@ -7,14 +7,19 @@
 //! try per spawn; a new one that fails at once is not tried again for
 //! [`RETRY_AFTER`]); a spawn it cannot serve falls back to the exec (see
 //! [`super::spawn::Spawn::spawn`]): a monitor's start never fails because of the
-//! zygote. It ends with skiffd: the end of its socket ends it ([`stop`] waits for that
-//! at a clean shutdown); a task reaps it.
+//! zygote. It ends with skiffd: the end of its socket ends it ([`Client::stop`] waits
+//! for that at a clean shutdown); a task reaps it.
+//!
+//! The zygote is part of the daemon's state ([`Client`], held by the daemon). A round trip
+//! to it blocks (up to [`ANSWER_TIMEOUT`]): [`Client::fork_monitor`] is called on a
+//! blocking thread only (the monitor's spawns run in `spawn_blocking`), never on one of
+//! tokio's workers.
 
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
@@ -30,12 +35,12 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// a zygote is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// The zygote, once started.
-static ZYGOTE: Mutex<Slot> = Mutex::new(Slot {
-    zygote: None,
-    retry_at: None,
-});
+/// skiffd's monitor zygote, once started: one per daemon, shared by its clones (the
+/// spawns of monitors take turns).
+#[derive(Clone, Default)]
+pub struct Client(Arc<Mutex<Slot>>);
 
+#[derive(Default)]
 struct Slot {
     zygote: Option<Zygote>,
     /// No zygote is started before then (see [`RETRY_AFTER`]).
@@ -88,7 +93,7 @@ impl Zygote {
             env_remove: &["RUST_LOG"],
             stdio: [None, None, None],
             fds: vec![(theirs, proto::ZYGOTE_FD)],
-            zygote: false,
+            zygote: None,
         }
         .spawn()?;
         let pid = child.id();
@@ -151,85 +156,103 @@ pub(crate) fn serves(exe: &Path) -> bool {
     exe.file_name() == Some(OsStr::new(crate::monitor::PROCESS_NAME))
 }
 
-/// Forks a monitor from the zygote of `exe` (started, or replaced, here): `argv`, the
-/// whole environment `envp`, and each descriptor `(fd, number)` on its number. Returns
-/// the monitor's pid and pidfd; an error means the caller execs the monitor instead.
-/// Blocks (a round trip to the zygote, or its start).
-pub(crate) fn fork_monitor(
-    exe: &Path,
-    argv: &[CString],
-    envp: &[CString],
-    fds: &[(RawFd, RawFd)],
-) -> io::Result<(i32, OwnedFd)> {
-    let req = Request {
-        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        env: envp.iter().map(|e| e.as_bytes().to_vec()).collect(),
-        targets: fds.iter().map(|(_, t)| *t).collect(),
-    };
-    let bytes = proto::encode_request(&req)?;
-    let sources: Vec<RawFd> = fds.iter().map(|(f, _)| *f).collect();
-    let mut slot = ZYGOTE.lock().unwrap_or_else(|p| p.into_inner());
-    if slot.retry_at.is_some_and(|t| std::time::Instant::now() < t) {
-        // (WouldBlock: the caller execs without a warning each time.)
-        return Err(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            "a zygote failed recently",
-        ));
-    }
-    let mut last = None;
-    for _ in 0..2 {
-        let fresh = slot.zygote.as_ref().is_none_or(|z| z.exe != exe);
-        if fresh {
-            slot.zygote = Some(Zygote::start(exe)?);
-        }
-        let Some(z) = slot.zygote.as_ref() else {
-            break;
+impl Client {
+    /// Forks a monitor from the zygote of `exe` (started, or replaced, here): `argv`, the
+    /// whole environment `envp`, and each descriptor `(fd, number)` on its number.
+    /// Returns the monitor's pid and pidfd; an error means the caller execs the monitor
+    /// instead. Blocks (a round trip to the zygote, or its start): call it on a blocking
+    /// thread, never on one of tokio's workers.
+    pub(crate) fn fork_monitor(
+        &self,
+        exe: &Path,
+        argv: &[CString],
+        envp: &[CString],
+        fds: &[(RawFd, RawFd)],
+    ) -> io::Result<(i32, OwnedFd)> {
+        let req = Request {
+            argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: envp.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            targets: fds.iter().map(|(_, t)| *t).collect(),
         };
-        match z.ask(&bytes, &sources) {
-            Ok(r) => return Ok(r),
-            Err(Failure::Refused(e)) => return Err(e),
-            Err(Failure::Broken(e)) if fresh => {
-                tracing::warn!(
-                    "a new monitor zygote ({}) failed ({e}): monitors are exec'd for {}s",
-                    exe.display(),
-                    RETRY_AFTER.as_secs()
-                );
-                slot.zygote = None;
-                slot.retry_at = Some(std::time::Instant::now() + RETRY_AFTER);
-                return Err(e);
+        let bytes = proto::encode_request(&req)?;
+        let sources: Vec<RawFd> = fds.iter().map(|(f, _)| *f).collect();
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.retry_at.is_some_and(|t| std::time::Instant::now() < t) {
+            // (WouldBlock: the caller execs without a warning each time.)
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "a zygote failed recently",
+            ));
+        }
+        let mut last = None;
+        for _ in 0..2 {
+            let fresh = slot.zygote.as_ref().is_none_or(|z| z.exe != exe);
+            if fresh {
+                slot.zygote = Some(Zygote::start(exe)?);
             }
-            Err(Failure::Broken(e)) => {
-                tracing::info!(
-                    "the monitor zygote (pid {}) cannot serve ({e}): starting another",
-                    z.pid
-                );
-                slot.zygote = None;
-                last = Some(e);
+            let Some(z) = slot.zygote.as_ref() else {
+                break;
+            };
+            match z.ask(&bytes, &sources) {
+                Ok(r) => return Ok(r),
+                Err(Failure::Refused(e)) => return Err(e),
+                Err(Failure::Broken(e)) if fresh => {
+                    tracing::warn!(
+                        "a new monitor zygote ({}) failed ({e}): monitors are exec'd for {}s",
+                        exe.display(),
+                        RETRY_AFTER.as_secs()
+                    );
+                    slot.zygote = None;
+                    slot.retry_at = Some(std::time::Instant::now() + RETRY_AFTER);
+                    return Err(e);
+                }
+                Err(Failure::Broken(e)) => {
+                    tracing::info!(
+                        "the monitor zygote (pid {}) cannot serve ({e}): starting another",
+                        z.pid
+                    );
+                    slot.zygote = None;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no zygote")))
+    }
+
+    /// At skiffd's clean shutdown: closes the zygote's socket and waits (at most `limit`)
+    /// until it has ended and been reaped, so it does not outlive skiffd. Its monitors go
+    /// on.
+    pub async fn stop(&self, limit: Duration) {
+        // The lock is held through a spawn's round trip: taken off the async workers.
+        let slot = self.0.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            slot.lock().unwrap_or_else(|p| p.into_inner()).zygote.take()
+        })
+        .await;
+        let Ok(Some(mut z)) = taken else {
+            return;
+        };
+        let reaped = z.reaped.take();
+        // The socket's end ends it; the kill sender stays until then (a drop would kill).
+        let kill = z.kill.take();
+        drop(z);
+        if let Some(r) = reaped {
+            if tokio::time::timeout(limit, r).await.is_err() {
+                tracing::debug!("the monitor zygote did not end in time: killing it");
+                drop(kill);
             }
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::other("no zygote")))
 }
 
-/// At skiffd's clean shutdown: closes the zygote's socket and waits (at most `limit`)
-/// until it has ended and been reaped, so it does not outlive skiffd. Its monitors go on.
-pub async fn stop(limit: Duration) {
-    let Some(mut z) = ZYGOTE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .zygote
-        .take()
-    else {
-        return;
-    };
-    let reaped = z.reaped.take();
-    // The socket's end ends it; the kill sender stays until then (a drop would kill).
-    let kill = z.kill.take();
-    drop(z);
-    if let Some(r) = reaped {
-        if tokio::time::timeout(limit, r).await.is_err() {
-            tracing::debug!("the monitor zygote did not end in time: killing it");
-            drop(kill);
-        }
+impl super::Daemon {
+    /// The monitor zygote's client, for a monitor's spawn (see [`Client::fork_monitor`]).
+    pub(crate) fn zygote(&self) -> &Client {
+        &self.inner.zygote
+    }
+
+    /// At a clean shutdown: ends the monitor zygote (see [`Client::stop`]).
+    pub async fn stop_zygote(&self, limit: Duration) {
+        self.inner.zygote.stop(limit).await;
     }
 }
