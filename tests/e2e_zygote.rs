@@ -51,6 +51,13 @@ fn zygote(env: &Env, daemon: u32) -> u32 {
     z[0]
 }
 
+/// The one live zygote of the skiffd `daemon` (started by the test itself).
+fn zygote_of(daemon: u32, log: &str) -> u32 {
+    let z = zygotes(daemon);
+    assert_eq!(z.len(), 1, "skiffd's zygotes: {z:?}\n{log}");
+    z[0]
+}
+
 /// A mapping of the skiff-monitor executable: its range and permissions, and its
 /// Shared_Dirty and Private_Dirty (kB).
 #[derive(Debug, Clone, PartialEq)]
@@ -300,6 +307,55 @@ fn runs_that_fail_early_leave_no_zombie() {
     assert!(env.skiff(&["rm", "-f", "taken"]).status.success());
 }
 
+/// A skiffd we started ourselves (`exe`, with `extra` in its environment, its log at
+/// `log`), killed at the end; returned once it owns its name.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn start_skiffd(
+    env: &Env,
+    exe: &std::path::Path,
+    extra: &[(&str, &std::ffi::OsStr)],
+    log: &std::path::Path,
+) -> Daemon {
+    let daemon = Daemon(
+        std::process::Command::new(exe)
+            .envs(env.envs())
+            .envs(extra.iter().copied())
+            .env("RUST_LOG", "debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let owned = env.eventually(20, || {
+        let out = env.gdbus(&[
+            "--dest",
+            "org.freedesktop.DBus",
+            "--object-path",
+            "/org/freedesktop/DBus",
+            "--method",
+            "org.freedesktop.DBus.NameHasOwner",
+            "org.skiff.skiff1",
+        ]);
+        common::stdout(&out).contains("true")
+    });
+    assert!(
+        owned,
+        "skiffd did not take its name: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    daemon
+}
+
 /// A `skiff-monitor` that cannot be a zygote (here: one that exits at `__zygote`, as a
 /// binary older than skiffd would): every monitor is exec'd instead, and a new zygote
 /// is not tried for every start (one try, then the exec for a while, said once in the
@@ -326,40 +382,8 @@ fn without_a_working_zygote_monitors_are_execd() {
     )
     .unwrap();
     let log_path = env.dir.path().join("skiffd-wrapped.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    /// Kills the skiffd we started at the end.
-    struct Daemon(std::process::Child);
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            // SAFETY: kill(2) of our own child.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-            let _ = self.0.wait();
-        }
-    }
-    let daemon = Daemon(
-        std::process::Command::new(&skiffd)
-            .envs(env.envs())
-            .env("RUST_LOG", "debug")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let owned = env.eventually(20, || {
-        let out = env.gdbus(&[
-            "--dest",
-            "org.freedesktop.DBus",
-            "--object-path",
-            "/org/freedesktop/DBus",
-            "--method",
-            "org.freedesktop.DBus.NameHasOwner",
-            "org.skiff.skiff1",
-        ]);
-        common::stdout(&out).contains("true")
-    });
+    let daemon = start_skiffd(&env, &skiffd, &[], &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(owned, "skiffd did not take its name: {}", log());
     let tar = env.busybox_tar();
     let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -388,8 +412,9 @@ fn without_a_working_zygote_monitors_are_execd() {
     }
 }
 
-/// A zygote that does not answer (stopped) is killed after skiffd's answer timeout and
-/// replaced: the start that found it stuck still gets its monitor from a zygote.
+/// A zygote that does not answer (stopped) is given up on after skiffd's answer timeout
+/// and replaced: the start that found it stuck still gets its monitor from a zygote. The
+/// stuck one, silent for another timeout, is killed and reaped.
 #[test]
 fn a_stuck_zygote_is_replaced() {
     let env = Env::new();
@@ -399,17 +424,92 @@ fn a_stuck_zygote_is_replaced() {
     // SAFETY: kill(2) of a process of ours.
     assert_eq!(unsafe { libc::kill(stuck as i32, libc::SIGSTOP) }, 0);
     let m = run_sleeper(&env, "after");
-    let fresh = zygote(&env, daemon);
-    assert_ne!(fresh, stuck);
+    let fresh: Vec<u32> = zygotes(daemon)
+        .into_iter()
+        .filter(|z| *z != stuck)
+        .collect();
+    assert_eq!(fresh.len(), 1, "{fresh:?}\n{}", env.daemon_log());
+    let fresh = fresh[0];
     let ranges = |p| monitor_mappings(p).into_keys().collect::<Vec<_>>();
     assert_eq!(ranges(m), ranges(fresh), "not a fork of the new zygote");
     assert!(
-        env.eventually(20, || state_and_ppid(stuck)
+        env.eventually(30, || state_and_ppid(stuck)
             .is_none_or(|(_, pp)| pp != daemon)),
         "the stuck zygote was not killed and reaped: {:?}",
         state_and_ppid(stuck)
     );
     for name in ["before", "after"] {
+        assert!(env.skiff(&["rm", "-f", name]).status.success());
+    }
+}
+
+/// A zygote that answers only after skiffd's timeout (it stops itself between a fork and
+/// its answer, once, and is continued after the timeout): the start gets its monitor
+/// from another zygote, and the late fork never runs as a second monitor of the
+/// container (it would race the followed one for the container's start): skiffd reaps
+/// it, and the late zygote ends.
+#[test]
+fn a_late_answer_leaves_no_second_monitor_and_no_zombie() {
+    let env = Env::bus_only();
+    let stall = env.dir.path().join("stall");
+    let log_path = env.dir.path().join("skiffd-stall.log");
+    let daemon = start_skiffd(
+        &env,
+        &common::bin("skiffd"),
+        &[("SKIFF_TEST_ZYGOTE_STALL", stall.as_os_str())],
+        &log_path,
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let pid = daemon.0.id();
+    let tar = env.busybox_tar();
+    let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = run_sleeper(&env, "before");
+    let late_zygote = zygote_of(pid, &log());
+    std::fs::write(&stall, b"").unwrap();
+    let late = run_sleeper(&env, "late");
+    assert!(!stall.exists(), "the zygote did not stall: {}", log());
+    // The stalled zygote answers now (if skiffd left it alive).
+    // SAFETY: kill(2) of a process of ours (ESRCH if it is gone).
+    unsafe { libc::kill(late_zygote as i32, libc::SIGCONT) };
+    let monitors = |daemon: u32| -> Vec<u32> {
+        let mut m: Vec<u32> = children(daemon)
+            .into_iter()
+            .filter(|(p, s)| *s != 'Z' && comm(*p) == "skiff-monitor")
+            .map(|(p, _)| p)
+            .collect();
+        m.sort_unstable();
+        m
+    };
+    let mut expected = vec![before, late];
+    expected.sort_unstable();
+    let settled = env.eventually(30, || {
+        state_and_ppid(late_zygote).is_none_or(|(_, pp)| pp != pid)
+            && children(pid).iter().all(|(_, s)| *s != 'Z')
+            && monitors(pid) == expected
+    });
+    assert!(
+        settled,
+        "the late zygote {late_zygote}: {:?}; skiffd's children {:?}; monitors {:?}, \
+         expected {expected:?}\n{}",
+        state_and_ppid(late_zygote),
+        children(pid),
+        monitors(pid),
+        log()
+    );
+    assert!(
+        log().contains("answered after skiffd's timeout"),
+        "the late answer was not read: {}",
+        log()
+    );
+    assert_eq!(env.inspect("late")["State"]["Status"], "running");
+    let out = env.skiff(&["exec", "late", "echo", "ok"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The next start is served by the zygote that replaced the late one.
+    let next = run_sleeper(&env, "next");
+    let ranges = |p| monitor_mappings(p).into_keys().collect::<Vec<_>>();
+    assert_eq!(ranges(next), ranges(zygote_of(pid, &log())));
+    for name in ["before", "late", "next"] {
         assert!(env.skiff(&["rm", "-f", name]).status.success());
     }
 }

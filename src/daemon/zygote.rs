@@ -7,7 +7,18 @@
 //! try per spawn; a new one that fails at once is not tried again for
 //! [`RETRY_AFTER`]); a spawn it cannot serve falls back to the exec (see
 //! [`super::spawn::Spawn::spawn`]): a monitor's start never fails because of the
-//! zygote. It ends with skiffd: the end of its socket ends it ([`Client::stop`] waits
+//! zygote.
+//!
+//! A fork waits for a go-ahead on a pipe of its own request before it runs the monitor;
+//! skiffd writes it once it has the fork's pid and pidfd. A zygote given up on is not
+//! killed at once: skiffd closes its side of the socket, so the zygote ends once through
+//! what it was sent, and a thread reads its late answers meanwhile (for at most
+//! [`ANSWER_TIMEOUT`] more): each late fork finds its go-ahead pipe closed and exits
+//! having done nothing, and is killed and reaped by its pidfd. Only then is the zygote
+//! killed (if it is still there) and reaped. So a late answer never leaves a second
+//! monitor of a container running unfollowed, nor a zombie.
+//!
+//! It ends with skiffd: the end of its socket ends it ([`Client::stop`] waits
 //! for that at a clean shutdown); a task reaps it.
 //!
 //! The zygote is part of the daemon's state ([`Client`], held by the daemon). A round trip
@@ -121,10 +132,17 @@ impl Zygote {
         })
     }
 
-    /// One request: the fork's pid and pidfd.
+    /// One request: the fork's pid and pidfd. The fork has its go-ahead when this
+    /// returns them; on an error it never gets one.
     fn ask(&self, bytes: &[u8], fds: &[RawFd]) -> Result<(i32, OwnedFd), Failure> {
         let sock = self.sock.as_raw_fd();
-        proto::send_with_fds(sock, bytes, fds).map_err(Failure::Broken)?;
+        // The go-ahead pipe: its write end stays here, closed when this returns.
+        let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Failure::Broken(e.into()))?;
+        let mut with_go = fds.to_vec();
+        with_go.push(go_r.as_raw_fd());
+        proto::send_with_fds(sock, bytes, &with_go).map_err(Failure::Broken)?;
+        drop(go_r);
         let mut buf = [0u8; 512];
         let (n, mut got) = match proto::recv_with_fds(sock, &mut buf) {
             Ok(Some(m)) => m,
@@ -133,12 +151,83 @@ impl Zygote {
         };
         let pid = proto::decode_reply(&buf[..n]).map_err(Failure::Refused)?;
         match (got.pop(), got.is_empty()) {
-            (Some(pidfd), true) => Ok((pid, pidfd)),
+            (Some(pidfd), true) => {
+                // Taken: the fork goes on (if it died meanwhile, its pidfd says so).
+                let _ = nix::unistd::write(&go_w, b"g");
+                Ok((pid, pidfd))
+            }
             _ => Err(Failure::Broken(io::Error::other(
                 "the zygote's answer did not carry one pidfd",
             ))),
         }
     }
+
+    /// Gives up on this zygote (it did not answer in time, or broke): closes our side of
+    /// the socket, so it ends once through what it was sent, and reads its late answers
+    /// on a thread of its own, killing and reaping each late fork (which had no
+    /// go-ahead), until the zygote ends or stays silent for [`ANSWER_TIMEOUT`]; then it is
+    /// killed and reaped.
+    fn abandon(self) {
+        let _ =
+            nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+        let pid = self.pid;
+        // (If the thread cannot start, the zygote is dropped with the closure: killed.)
+        let started = std::thread::Builder::new()
+            .name("zygote-drain".into())
+            .spawn(move || {
+                self.drain();
+                drop(self);
+            });
+        if let Err(e) = started {
+            tracing::warn!("the monitor zygote (pid {pid}) is killed at once: {e}");
+        }
+    }
+
+    /// Reads the answers a zygote given up on still sends (the socket's receive timeout
+    /// is [`ANSWER_TIMEOUT`]) until its end; kills and reaps each fork they name.
+    fn drain(&self) {
+        let sock = self.sock.as_raw_fd();
+        let mut buf = [0u8; 512];
+        loop {
+            let (n, mut got) = match proto::recv_with_fds(sock, &mut buf) {
+                Ok(Some(m)) => m,
+                // Its end, or silence: it is killed (if still there) on the drop.
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!("the monitor zygote (pid {}) given up on: {e}", self.pid);
+                    return;
+                }
+            };
+            let (Ok(pid), Some(pidfd)) = (proto::decode_reply(&buf[..n]), got.pop()) else {
+                continue;
+            };
+            tracing::info!(
+                "the monitor zygote (pid {}) answered after skiffd's timeout: its fork {pid} \
+                 is killed (it never ran the monitor)",
+                self.pid
+            );
+            kill_and_reap(pid, &pidfd);
+        }
+    }
+}
+
+/// Kills our child `pid` by its `pidfd` and reaps it (a late fork: it exits by itself
+/// at once, having had no go-ahead).
+fn kill_and_reap(pid: i32, pidfd: &OwnedFd) {
+    // SAFETY: pidfd_send_signal on a pidfd of ours, no siginfo, no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    let mut status = 0;
+    // SAFETY: waitpid on our own unreaped child (a fork with CLONE_PARENT is ours; its
+    // pid cannot be reused before this reaps it, and nothing else knows it).
+    unsafe { libc::waitpid(pid, &mut status, 0) };
 }
 
 impl Drop for Zygote {
@@ -193,28 +282,31 @@ impl Client {
             let Some(z) = slot.zygote.as_ref() else {
                 break;
             };
-            match z.ask(&bytes, &sources) {
+            let e = match z.ask(&bytes, &sources) {
                 Ok(r) => return Ok(r),
                 Err(Failure::Refused(e)) => return Err(e),
-                Err(Failure::Broken(e)) if fresh => {
-                    tracing::warn!(
-                        "a new monitor zygote ({}) failed ({e}): monitors are exec'd for {}s",
-                        exe.display(),
-                        RETRY_AFTER.as_secs()
-                    );
-                    slot.zygote = None;
-                    slot.retry_at = Some(std::time::Instant::now() + RETRY_AFTER);
-                    return Err(e);
-                }
-                Err(Failure::Broken(e)) => {
-                    tracing::info!(
-                        "the monitor zygote (pid {}) cannot serve ({e}): starting another",
-                        z.pid
-                    );
-                    slot.zygote = None;
-                    last = Some(e);
-                }
+                Err(Failure::Broken(e)) => e,
+            };
+            if fresh {
+                tracing::warn!(
+                    "a new monitor zygote ({}) failed ({e}): monitors are exec'd for {}s",
+                    exe.display(),
+                    RETRY_AFTER.as_secs()
+                );
+            } else {
+                tracing::info!(
+                    "the monitor zygote (pid {}) cannot serve ({e}): starting another",
+                    z.pid
+                );
             }
+            if let Some(z) = slot.zygote.take() {
+                z.abandon();
+            }
+            if fresh {
+                slot.retry_at = Some(std::time::Instant::now() + RETRY_AFTER);
+                return Err(e);
+            }
+            last = Some(e);
         }
         Err(last.unwrap_or_else(|| io::Error::other("no zygote")))
     }

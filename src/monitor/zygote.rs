@@ -14,11 +14,16 @@
 //! served, so no fork gets an earlier one's): it waits on a `SOCK_SEQPACKET` socket on
 //! [`ZYGOTE_FD`] (one end of skiffd's socketpair: no path, only skiffd holds the other
 //! end). A request ([`encode_request`]) carries the monitor's argv and environment as
-//! bytes and its descriptors by `SCM_RIGHTS`, each with the number it must have. The
-//! zygote forks with `clone3(CLONE_PARENT | CLONE_PIDFD)`: the monitor is skiffd's child
+//! bytes and its descriptors by `SCM_RIGHTS`, each with the number it must have, and
+//! last the read end of a go-ahead pipe of its own. The zygote forks with `clone3(CLONE_PARENT | CLONE_PIDFD)`: the monitor is skiffd's child
 //! exactly as an exec'd one (skiffd waits for it, reaps it, kills it through its pidfd;
 //! the zygote never has children, so it leaves no zombie), and the zygote answers with
-//! the pid and the pidfd. The end of the socket (skiffd ended) ends the zygote; its
+//! the pid and the pidfd. The fork waits on the go-ahead pipe before it does anything:
+//! skiffd writes there once it has taken the answer and follows the fork. An answer
+//! that comes after skiffd's timeout (skiffd has started the monitor otherwise by then)
+//! finds the pipe's write end closed: the fork reads its end and exits having done
+//! nothing, and skiffd, which reads the late answer, kills and reaps it by its pidfd
+//! (see `daemon::zygote`). The end of the socket (skiffd ended) ends the zygote; its
 //! monitors go on. (No `PR_SET_PDEATHSIG` as well: it fires when the *thread* that
 //! spawned the zygote ends, and skiffd spawns it from tokio's threads, which end when
 //! idle. skiffd's end of the socket is close-on-exec and held by skiffd alone, so
@@ -45,14 +50,21 @@ pub const ZYGOTE_NAME: &str = "skiff-zygote";
 /// How many empty arguments follow [`ZYGOTE_ARG`]: the room a fork rewrites its command
 /// line into (one byte each).
 pub const ARGV_ROOM: usize = 2048;
-/// At most this many descriptors per request.
+/// At most this many descriptors per request (the go-ahead pipe's among them).
 pub const MAX_FDS: usize = 16;
 /// A request's largest size (argv and environment).
 pub const MAX_REQUEST: usize = 128 << 10;
 
-const MAGIC: &[u8; 4] = b"SKZ1";
+/// For tests (tests/e2e_zygote.rs): the path of a file in the zygote's environment.
+/// When the zygote can remove that file after a fork, it stops itself (SIGSTOP) before
+/// it answers: a zygote slow to answer, once, for real.
+pub const STALL_ENV: &str = "SKIFF_TEST_ZYGOTE_STALL";
 
-/// A request: what the monitor gets.
+/// (`SKZ2`: a request carries the go-ahead pipe.)
+const MAGIC: &[u8; 4] = b"SKZ2";
+
+/// A request: what the monitor gets (and the go-ahead pipe, passed last, beside
+/// `targets`' descriptors).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Request {
     /// argv, argv\[0\] first.
@@ -93,6 +105,9 @@ fn invalid(what: &str) -> io::Error {
 
 /// The bytes of a request (its descriptors go beside them).
 pub fn encode_request(req: &Request) -> io::Result<Vec<u8>> {
+    if req.targets.len() >= MAX_FDS {
+        return Err(invalid("too many descriptors for the zygote"));
+    }
     let mut out = MAGIC.to_vec();
     put_u32(&mut out, req.targets.len())?;
     for t in &req.targets {
@@ -130,7 +145,7 @@ pub fn decode_request(mut b: &[u8]) -> io::Result<Request> {
     }
     let mut req = Request::default();
     let n = u32_of(&mut b)?;
-    if n > MAX_FDS {
+    if n >= MAX_FDS {
         return Err(invalid("too many descriptors"));
     }
     for _ in 0..n {
@@ -441,6 +456,7 @@ pub fn serve(entry: Entry) -> i32 {
     }
     // The shared set-up: what every monitor does first, done once (its forks keep it).
     super::heap::tune_monitor();
+    let stall = std::env::var_os(STALL_ENV);
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {
         let (n, fds) = match recv_with_fds(ZYGOTE_FD, &mut buf) {
@@ -458,7 +474,7 @@ pub fn serve(entry: Entry) -> i32 {
         // Nothing of this request stays in the buffer for a later fork.
         wipe(&mut buf[..n]);
         let checked = decoded.and_then(|r| {
-            if r.targets.len() == fds.len() {
+            if r.targets.len() + 1 == fds.len() {
                 Ok(r)
             } else {
                 Err(invalid("the descriptors do not match their numbers"))
@@ -482,6 +498,11 @@ pub fn serve(entry: Entry) -> i32 {
             Ok(None) => {
                 // The fork keeps none of the zygote's buffer.
                 drop(std::mem::take(&mut buf));
+                let mut fds = fds;
+                // Nothing before skiffd has taken the answer (it may have given up).
+                if !fds.pop().is_some_and(go_ahead) {
+                    std::process::exit(0);
+                }
                 let code = match become_monitor(&req, fds, area) {
                     Ok(()) => {
                         let args = req.argv[1..]
@@ -497,9 +518,28 @@ pub fn serve(entry: Entry) -> i32 {
             }
             Ok(Some((pid, pidfd))) => {
                 drop(fds);
+                if stall
+                    .as_ref()
+                    .is_some_and(|p| std::fs::remove_file(p).is_ok())
+                {
+                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+                }
                 let _ = send_with_fds(ZYGOTE_FD, &encode_reply(Ok(pid)), &[pidfd.as_raw_fd()]);
             }
             Err(e) => reply_error(&e),
+        }
+    }
+}
+
+/// In a fork: waits for skiffd's go-ahead (one byte) on `go`; false when skiffd closed
+/// the pipe without it (it did not take the zygote's answer).
+fn go_ahead(go: OwnedFd) -> bool {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(&go, &mut byte) {
+            Ok(n) => return n == 1,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
         }
     }
 }
