@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
 
 use common::{entries, stderr, Env};
 
@@ -510,6 +511,72 @@ fn a_late_answer_leaves_no_second_monitor_and_no_zombie() {
     let ranges = |p| monitor_mappings(p).into_keys().collect::<Vec<_>>();
     assert_eq!(ranges(next), ranges(zygote_of(pid, &log())));
     for name in ["before", "late", "next"] {
+        assert!(env.skiff(&["rm", "-f", name]).status.success());
+    }
+}
+
+/// A monitor's command line longer than the room the zygote has for it (here: a bundle
+/// path of over 2 KiB, under a deep runtime directory): the zygote refuses it with a
+/// clear error, and skiffd starts that monitor by exec, with its whole command line
+/// (nothing cut short), without a hang; the zygote goes on.
+#[test]
+fn a_command_line_too_long_for_the_zygote_is_execd_whole() {
+    let env = Env::bus_only();
+    let mut runtime = env.dir.path().join("runtime");
+    for _ in 0..11 {
+        runtime.push("r".repeat(200));
+    }
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let log_path = env.dir.path().join("skiffd-deep.log");
+    let daemon = start_skiffd(
+        &env,
+        &common::bin("skiffd"),
+        &[("XDG_RUNTIME_DIR", runtime.as_os_str())],
+        &log_path,
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let tar = env.busybox_tar();
+    let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["first", "second"] {
+        let m = run_sleeper(&env, name);
+        let id = env.inspect(name)["Id"].as_str().unwrap().to_string();
+        assert_eq!(state_and_ppid(m).map(|s| s.1), Some(daemon.0.id()));
+        let cmdline = std::fs::read(format!("/proc/{m}/cmdline")).unwrap();
+        let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let bundle = std::path::Path::new(std::ffi::OsStr::from_bytes(words[2]));
+        assert_eq!(
+            (words[0], words[1], words.len()),
+            (&b"skiff-monitor"[..], &b"__monitor"[..], 4),
+            "{:?}",
+            String::from_utf8_lossy(&cmdline)
+        );
+        assert!(
+            bundle.starts_with(&runtime) && bundle.ends_with(&id) && bundle.is_dir(),
+            "the monitor's bundle argument is not whole: {}",
+            bundle.display()
+        );
+        assert!(words[2].len() > 2048, "{}", bundle.display());
+        let out = env.skiff(&["exec", name, "echo", "ok"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Refused by the zygote, said in the log, each monitor exec'd; the zygote lives on.
+    assert_eq!(
+        log()
+            .matches("the command line does not fit in the zygote's")
+            .count(),
+        2,
+        "{}",
+        log()
+    );
+    assert_eq!(log().matches("starting it by exec").count(), 2, "{}", log());
+    assert_eq!(zygotes(daemon.0.id()).len(), 1);
+    for name in ["first", "second"] {
         assert!(env.skiff(&["rm", "-f", name]).status.success());
     }
 }
