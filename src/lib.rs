@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod dockerignore;
 pub mod elide;
+pub mod fdpass;
 pub mod fdutil;
 pub mod fsutil;
 pub mod fuse;

@@ -4,11 +4,11 @@
 //! it, and its own socket type is private, but it takes any `Socket` through
 //! `connection::Builder::socket`.
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{self, MsgFlags};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 use zbus::address::transport::{Transport, UnixSocket};
@@ -94,27 +94,14 @@ impl ReadHalf for Reader {
 
 /// One non-blocking `recvmsg`, taking the fds that came with the bytes (close-on-exec).
 fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
-    let msg = socket::recvmsg::<()>(fd, &mut iov, Some(&mut space), flags)?;
-    let mut fds = Vec::new();
-    let cmsgs = msg.cmsgs()?;
-    for c in cmsgs {
-        if let ControlMessageOwned::ScmRights(raw) = c {
-            for r in raw {
-                // SAFETY: the kernel just installed this descriptor for us; nothing else owns it.
-                fds.push(unsafe { OwnedFd::from_raw_fd(r) });
-            }
-        }
-    }
-    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+    let got = crate::fdpass::recv(fd, buf, MAX_FDS, MsgFlags::MSG_DONTWAIT)?;
+    if got.fds_truncated {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "a message from the bus carried more file descriptors than skiffd takes",
         ));
     }
-    Ok((msg.bytes, fds))
+    Ok((got.len, got.fds))
 }
 
 /// The half zbus writes through.
@@ -128,11 +115,7 @@ impl WriteHalf for Writer {
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         self.0
             .async_io(Interest::WRITABLE, || {
-                let iov = [IoSlice::new(buf)];
-                let cmsg = [ControlMessage::ScmRights(&raw)];
-                let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
-                let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
-                Ok(socket::sendmsg::<()>(fd, &iov, cmsgs, flags, None)?)
+                Ok(crate::fdpass::send(fd, buf, &raw, MsgFlags::MSG_DONTWAIT)?)
             })
             .await
     }

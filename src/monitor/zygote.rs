@@ -35,11 +35,11 @@
 //! with room for it) and runs the monitor's entry as an exec'd monitor does.
 
 use std::ffi::OsString;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
+use nix::sys::socket::MsgFlags;
 
 /// The zygote's end of skiffd's socketpair.
 pub const ZYGOTE_FD: RawFd = 3;
@@ -215,54 +215,23 @@ pub fn decode_reply(b: &[u8]) -> io::Result<i32> {
 
 /// Sends one message with `fds` beside it (no SIGPIPE: a closed peer is an error).
 pub fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let iov = [IoSlice::new(bytes)];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-    loop {
-        match sendmsg::<UnixAddr>(sock, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
-            Ok(n) if n == bytes.len() => return Ok(()),
-            Ok(_) => return Err(invalid("a short send on a SOCK_SEQPACKET socket")),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
+    match crate::fdpass::send(sock, bytes, fds, MsgFlags::empty())? {
+        n if n == bytes.len() => Ok(()),
+        _ => Err(invalid("a short send on a SOCK_SEQPACKET socket")),
     }
 }
 
 /// Receives one message (None at the end of the socket) and its descriptors, which are
 /// close-on-exec. A message or descriptor list cut short is an error.
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    loop {
-        let mut iov = [IoSliceMut::new(buf)];
-        let msg =
-            match recvmsg::<UnixAddr>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-            {
-                Ok(m) => m,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            };
-        let mut fds = Vec::new();
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(list) = c {
-                for fd in list {
-                    // SAFETY: SCM_RIGHTS just installed this descriptor in our table;
-                    // nothing else owns it.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
-        }
-        let n = msg.bytes;
-        let cut = msg
-            .flags
-            .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
-        if cut {
-            return Err(invalid("a message or its descriptors were cut short"));
-        }
-        if n == 0 && fds.is_empty() {
-            return Ok(None);
-        }
-        return Ok(Some((n, fds)));
+    let got = crate::fdpass::recv(sock, buf, MAX_FDS, MsgFlags::empty())?;
+    if got.truncated || got.fds_truncated {
+        return Err(invalid("a message or its descriptors were cut short"));
     }
+    if got.len == 0 && got.fds.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((got.len, got.fds)))
 }
 
 /// The range of our command line's bytes (`arg_start`, `arg_end` of /proc/self/stat).

@@ -3,12 +3,9 @@
 //! and a closed peer reads as end-of-file, which is how the monitor learns that the
 //! container's init has exec'd (its end of the socket is close-on-exec).
 
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use nix::sys::socket::{
-    self, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
@@ -96,64 +93,38 @@ impl Channel {
     /// Sends one message with `fd` attached (SCM_RIGHTS).
     pub fn send_fd(&self, msg: &Msg, fd: BorrowedFd<'_>) -> Result<(), Error> {
         let data = serde_json::to_vec(msg).map_err(|e| Error::Protocol(e.to_string()))?;
-        let iov = [IoSlice::new(&data)];
-        let fds = [fd.as_raw_fd()];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        loop {
-            match socket::sendmsg::<()>(
-                self.fd.as_raw_fd(),
-                &iov,
-                &cmsg,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Ok(_) => return Ok(()),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(Error::sys("sendmsg on the sync socket", e)),
-            }
-        }
+        crate::fdpass::send(
+            self.fd.as_raw_fd(),
+            &data,
+            &[fd.as_raw_fd()],
+            MsgFlags::empty(),
+        )
+        .map_err(|e| Error::sys("sendmsg on the sync socket", e))?;
+        Ok(())
     }
 
     /// Receives one message and the fd that came with it, if any; `None` at end-of-file.
     /// `nonblocking`: return `Ok((None, None))` instead of waiting when nothing is queued.
     pub fn recv_fd(&self, nonblocking: bool) -> Result<(Option<Msg>, Option<OwnedFd>), Error> {
         let mut buf = vec![0u8; 64 * 1024];
-        let mut space = nix::cmsg_space!([RawFd; 4]);
-        let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
-        if nonblocking {
-            flags |= MsgFlags::MSG_DONTWAIT;
+        let flags = if nonblocking {
+            MsgFlags::MSG_DONTWAIT
+        } else {
+            MsgFlags::empty()
+        };
+        let got = match crate::fdpass::recv(self.fd.as_raw_fd(), &mut buf, 4, flags) {
+            Ok(g) => g,
+            Err(nix::errno::Errno::EAGAIN) if nonblocking => return Ok((None, None)),
+            Err(e) => return Err(Error::sys("recvmsg on the sync socket", e)),
+        };
+        // The first fd is the message's; any other is closed here.
+        let fd = got.fds.into_iter().next();
+        if got.len == 0 {
+            return Ok((None, fd));
         }
-        loop {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let (n, fd) =
-                match socket::recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut space), flags)
-                {
-                    Ok(m) => {
-                        let mut fd = None;
-                        for c in m.cmsgs().map_err(|e| Error::sys("recvmsg", e))? {
-                            if let ControlMessageOwned::ScmRights(fds) = c {
-                                for raw in fds {
-                                    // SAFETY: the kernel just installed this descriptor for us.
-                                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                                    if fd.is_none() {
-                                        fd = Some(owned);
-                                    }
-                                }
-                            }
-                        }
-                        (m.bytes, fd)
-                    }
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(nix::errno::Errno::EAGAIN) if nonblocking => return Ok((None, None)),
-                    Err(e) => return Err(Error::sys("recvmsg on the sync socket", e)),
-                };
-            if n == 0 {
-                return Ok((None, fd));
-            }
-            let msg =
-                serde_json::from_slice(&buf[..n]).map_err(|e| Error::Protocol(e.to_string()))?;
-            return Ok((Some(msg), fd));
-        }
+        let msg =
+            serde_json::from_slice(&buf[..got.len]).map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok((Some(msg), fd))
     }
 
     /// Receives one message; `None` when the peer closed its end.
