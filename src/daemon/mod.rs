@@ -9,13 +9,16 @@
 //! (`die` event; auto-remove) → remove (`destroy` event, files removed, from inside the
 //! user namespace when they belong to subordinate ids).
 
+mod adopt;
 pub mod archives;
+mod attach;
 pub mod build;
 pub mod commit;
 pub mod config;
 pub mod container;
 pub mod control;
 pub mod copy;
+mod ended;
 pub mod error;
 pub mod events;
 pub mod exec;

@@ -1,15 +1,14 @@
-//! Starting containers under their monitors, following them to their end, restarting
-//! them by policy, and finding them again after a daemon restart.
+//! Starting containers under their monitors: the monitor (`skiff-monitor __monitor
+//! BUNDLE`, see [`super::Options`]) runs in its own session, so a daemon that dies or
+//! restarts leaves it and its container running. While the daemon lives it follows the
+//! monitor through its status pipe. The container's init dies with its monitor
+//! (PR_SET_PDEATHSIG).
 //!
-//! The monitor (`skiff-monitor __monitor BUNDLE`, see [`super::Options`]) runs in its own
-//! session, so a daemon that dies or restarts leaves it and its container running. While
-//! the daemon lives it follows the monitor through its status pipe; a new daemon finds the
-//! monitor through the lock it holds on its bundle ([`crate::monitor::lock`]; a holder
-//! that the record does not name is ended, see [`super::strays`]), waits on a pidfd, and
-//! reads the exit from the bundle's exit file — also when the container ended while no
-//! daemon was running. The container's init dies with its monitor (PR_SET_PDEATHSIG).
+//! The end of a run (recording it, auto-remove, restarts by policy) is in
+//! [`super::ended`]; finding containers and their monitors again after a daemon restart
+//! in [`super::adopt`]; a client's way to a running container's monitor (attach,
+//! resize) in [`super::attach`].
 
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +18,8 @@ use super::events::Event;
 use super::helper::HelperRun;
 use super::lifecycle::Stdio;
 use super::prespawn::Launch;
-use super::restart::next_delay;
 use super::{Daemon, Error};
-use crate::monitor::{self, ExitRecord, LogConfig};
+use crate::monitor::{self, LogConfig};
 use crate::timefmt::now_us;
 
 /// How long the daemon waits for a monitor to report that the container started.
@@ -269,250 +267,6 @@ impl Daemon {
             }
         }
     }
-
-    /// Records the end of a run: the exit code (from the status pipe, else the exit
-    /// file), `die`; then auto-remove, or a restart by policy after the backoff.
-    pub(crate) async fn run_ended(&self, c: Arc<Container>, code: Option<i32>, error: String) {
-        if c.is_removed() {
-            return;
-        }
-        crate::phase::mark("run-ended");
-        let id = c.id();
-        let from_file = read_exit_file(&monitor::exit_path(&self.bundle_dir(&id)));
-        let (code, error, finished) = match (code, from_file) {
-            // The monitor's reason (e.g. it was told to end) unless ours says more.
-            (Some(code), Some(f)) if error.is_empty() => (code, f.error, f.finished_at),
-            (Some(code), f) => (code, error, f.map(|f| f.finished_at).unwrap_or_else(now_us)),
-            (None, Some(f)) => (f.exit_code, f.error, f.finished_at),
-            (None, None) if !error.is_empty() => (125, error, now_us()),
-            (None, None) => (
-                125,
-                "the container monitor died without recording an exit".into(),
-                now_us(),
-            ),
-        };
-        let before = c.snapshot();
-        if super::network::mode_in_use(&before) == crate::netns::Mode::Bridge
-            && before
-                .state
-                .ports
-                .iter()
-                .any(|m| m.proto == crate::netns::Proto::Udp)
-        {
-            self.drop_bridge_forwards(before.network_addr).await;
-        }
-        let ran_for = Duration::from_micros(finished.saturating_sub(before.state.started_at));
-        let change = |r: &mut super::container::Record| {
-            r.state.status = Status::Exited;
-            r.state.paused = false;
-            r.state.pid = 0;
-            r.state.monitor_pid = 0;
-            r.state.exit_code = code;
-            r.state.finished_at = finished;
-            r.state.error = error;
-            r.state.exits += 1;
-        };
-        // A --rm container's directory goes to the trash next: its record need not be
-        // written (see `update_in_memory`).
-        let recorded = if before.config.auto_remove {
-            c.update_in_memory(change)
-        } else {
-            c.update_state(change)
-        };
-        let rec = match recorded {
-            Ok(rec) => rec,
-            Err(e) => {
-                tracing::error!("recording the exit of {id}: {e}");
-                c.snapshot()
-            }
-        };
-        crate::phase::mark("exit-recorded");
-        super::strays::crash_point("exit-recorded");
-        self.emit(Event::new(
-            "container",
-            "die",
-            &id,
-            &[("name", rec.name.clone()), ("exitCode", code.to_string())],
-        ));
-        if rec.config.auto_remove {
-            // In a task of its own: the start that failed may hold the op lock.
-            let daemon = self.clone();
-            tokio::spawn(async move {
-                crate::phase::mark("auto-remove");
-                match daemon.auto_remove(&id).await {
-                    Ok(()) => crate::phase::mark("auto-removed"),
-                    Err(Error::NoSuchContainer(_)) => {}
-                    Err(e) => tracing::error!("auto-removing {id}: {e}"),
-                }
-            });
-            return;
-        }
-        let policy = rec.config.restart_policy().unwrap_or_default();
-        if !policy.should_restart(code, rec.state.restart_count, rec.state.stopped_by_user) {
-            return;
-        }
-        let delay = {
-            let mut b = match c.backoff.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            let d = next_delay(*b, ran_for);
-            *b = Some(d);
-            d
-        };
-        let daemon = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let Ok(_op) = c.lock_op().await else {
-                return; // removed meanwhile
-            };
-            let now = c.snapshot();
-            // Stopped, removed or started by someone else meanwhile: nothing to do.
-            if now.state.stopped_by_user
-                || now.state.status != Status::Exited
-                || daemon.lookup(&now.id).is_err()
-            {
-                return;
-            }
-            if let Err(e) = c.update(|r| r.state.restart_count += 1) {
-                tracing::error!("restarting {}: {e}", now.name);
-                return;
-            }
-            tracing::info!(
-                "restarting {} (policy {}, after {:?})",
-                now.name,
-                policy,
-                delay
-            );
-            if let Err(e) = daemon.start_boxed(c.clone()).await {
-                tracing::warn!("restart of {} failed: {e}", now.name);
-            }
-        });
-    }
-
-    /// `start_locked` as a boxed future: the restart manager starts containers from the
-    /// task that followed their previous run, and the box breaks that type cycle.
-    fn start_boxed(
-        &self,
-        c: Arc<Container>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>> {
-        let daemon = self.clone();
-        Box::pin(async move { daemon.start_locked(&c, None).await })
-    }
-
-    /// After a daemon start: follows containers whose monitors still run, ends what runs
-    /// of a container without its record saying so (a start the previous daemon did not
-    /// live to record), records the exits that happened while no daemon ran, and starts
-    /// `always`/`unless-stopped` containers.
-    pub(crate) fn adopt(&self, c: Arc<Container>) {
-        let rec = c.snapshot();
-        let daemon = self.clone();
-        let bundle = self.bundle_dir(&rec.id);
-        tokio::spawn(async move {
-            let running = rec.state.status == Status::Running;
-            match super::strays::find_monitor(&bundle, rec.state.monitor_pid, running) {
-                super::strays::Found::Ours(fd) => {
-                    tracing::info!(
-                        "re-adopted running container {} (monitor {})",
-                        rec.name,
-                        rec.state.monitor_pid
-                    );
-                    wait_pidfd(fd).await;
-                    daemon.run_ended(c, None, String::new()).await;
-                    return;
-                }
-                super::strays::Found::Stray(pid) => {
-                    tracing::warn!(
-                        "container {}: monitor {pid} runs but its record does not say so: ending it",
-                        rec.name
-                    );
-                    daemon.end_strays(&rec.id).await;
-                    let why = "skiffd stopped while starting the container; the start was undone when skiffd started again";
-                    if running {
-                        daemon.run_ended(c, Some(125), why.into()).await;
-                    } else if let Err(e) = c.update(|r| r.state.error = why.into()) {
-                        tracing::error!("recording the undone start of {}: {e}", rec.name);
-                    }
-                    return;
-                }
-                super::strays::Found::None if running => {
-                    tracing::info!("container {} ended while skiffd was down", rec.name);
-                    daemon.run_ended(c, None, String::new()).await;
-                    return;
-                }
-                super::strays::Found::None => {}
-            }
-            let policy = rec.config.restart_policy().unwrap_or_default();
-            if policy.start_on_daemon_start(rec.state.stopped_by_user)
-                && rec.state.status != Status::Created
-            {
-                let Ok(_op) = c.lock_op().await else { return };
-                if let Err(e) = daemon.start_boxed(c.clone()).await {
-                    tracing::warn!("starting {} (restart policy {policy}): {e}", rec.name);
-                }
-            }
-        });
-    }
-}
-
-impl Daemon {
-    /// A connection to the running container's attach socket (served by its monitor),
-    /// for the client to use directly: the daemon stays out of the data path.
-    pub fn attach(&self, name_or_id: &str) -> Result<OwnedFd, Error> {
-        let c = self.lookup(name_or_id)?;
-        let rec = c.snapshot();
-        if rec.state.status != Status::Running {
-            return Err(Error::ContainerNotRunning(rec.name));
-        }
-        let path = monitor::attach::socket_path(&self.bundle_dir(&rec.id));
-        monitor::attach::connect(&path).map_err(|e| match e {
-            nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED => {
-                Error::InvalidArgument(format!(
-                    "{} has no attach socket (its monitor is gone or older than this skiffd)",
-                    rec.name
-                ))
-            }
-            e => Error::Runtime(format!("connect to the monitor of {}: {e}", rec.name)),
-        })
-    }
-
-    /// Sets the window size of a tty container's pty: now when it runs, else as the size
-    /// its next start gives the pty before the command runs (docker's ConsoleSize).
-    pub fn resize(&self, name_or_id: &str, rows: u16, cols: u16) -> Result<(), Error> {
-        let c = self.lookup(name_or_id)?;
-        let rec = c.snapshot();
-        if !rec.config.tty {
-            return Err(Error::InvalidArgument(format!(
-                "{} has no tty to resize (create it with -t)",
-                rec.name
-            )));
-        }
-        if rec.state.status != Status::Running {
-            if rec.config.console_size != Some([rows, cols]) {
-                c.update(|r| r.config.console_size = Some([rows, cols]))?;
-            }
-            return Ok(());
-        }
-        let fd = self.attach(name_or_id)?;
-        let send = |p: &monitor::attach::Packet| {
-            monitor::attach::send(&fd, p).map_err(|e| Error::Runtime(format!("resize: {e}")))
-        };
-        send(&monitor::attach::Packet::Hello { flags: 0 })?;
-        send(&monitor::attach::Packet::Resize { rows, cols })?;
-        // Read the monitor's answer to the Hello before closing: closing a SEQPACKET
-        // socket with unread data resets the peer (ECONNRESET), and the monitor's next
-        // recv then fails before it reads the Resize, which was lost that way.
-        let mut pfd = [nix::poll::PollFd::new(
-            std::os::fd::AsFd::as_fd(&fd),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        if let Ok(n) = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(2000u16)) {
-            if n > 0 {
-                let _ = monitor::attach::recv(&fd, nix::sys::socket::MsgFlags::MSG_DONTWAIT);
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Where a container's json-file log lives.
@@ -533,80 +287,5 @@ fn monitor_death(status: Option<std::process::ExitStatus>) -> String {
             )
         }
         None => String::new(),
-    }
-}
-
-/// Waits until the process behind a pidfd exits.
-async fn wait_pidfd(fd: OwnedFd) {
-    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the same descriptor
-    // for the AsyncFd's whole life.
-    match unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    } {
-        Ok(afd) => {
-            let _ = afd.readable().await;
-        }
-        Err(e) => {
-            tracing::warn!("cannot watch a monitor: {e}");
-        }
-    }
-}
-
-/// Reads a monitor's exit file.
-pub(crate) fn read_exit_file(path: &Path) -> Option<ExitRecord> {
-    let data = std::fs::read(path).ok()?;
-    serde_json::from_slice(&data).ok()
-}
-
-impl Daemon {
-    /// Loads the containers on disk; corrupt entries are reported and skipped (their files
-    /// stay for the user to look at), leftovers of interrupted creates and removes are
-    /// collected, running containers are re-adopted.
-    pub(crate) fn load_containers(&self) {
-        let root = self.inner.opts.paths.containers();
-        let entries = match std::fs::read_dir(&root) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!("reading {}: {e}", root.display());
-                return;
-            }
-        };
-        // Before anything makes a new spare (the first create).
-        let mut leftovers = self.stale_spares();
-        let mut loaded = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            let path = entry.path();
-            if name.starts_with(".tmp-") || name.starts_with(".rm-") {
-                leftovers.push(path);
-                continue;
-            }
-            match Container::load(&path) {
-                Ok(c) => {
-                    let c = Arc::new(c);
-                    self.lock().insert(c.id(), c.clone());
-                    loaded.push(c);
-                }
-                // A `--rm` container's records are not all fsync'd: a crash of the
-                // machine can tear one, and the container was to be removed anyway.
-                Err(e) if Container::is_auto_remove_dir(&path) => {
-                    tracing::warn!("collecting --rm container {name}: {e}");
-                    leftovers.push(path);
-                }
-                Err(e) => tracing::error!("skipping container {name}: {e}"),
-            }
-        }
-        for c in loaded {
-            self.adopt(c);
-        }
-        if !leftovers.is_empty() {
-            let daemon = self.clone();
-            tokio::spawn(async move {
-                for p in leftovers {
-                    tracing::info!("collecting leftover {}", p.display());
-                    daemon.remove_tree(&p).await;
-                }
-            });
-        }
     }
 }
