@@ -580,3 +580,65 @@ fn a_command_line_too_long_for_the_zygote_is_execd_whole() {
         assert!(env.skiff(&["rm", "-f", name]).status.success());
     }
 }
+
+/// While a stuck zygote keeps monitor spawns waiting (more of them than skiffd has async
+/// workers: 2), skiffd still answers other calls: the round trips wait on blocking
+/// threads, not on the workers. (`skiff ps` answers while the stuck zygote has not yet
+/// been given up on: before, it waited for the first spawn's 10 s timeout.)
+#[test]
+fn a_stuck_zygote_does_not_stall_the_daemon() {
+    let env = Env::new();
+    let daemon = env.daemon_pid();
+    run_sleeper(&env, "first");
+    let names = ["s1", "s2", "s3"];
+    for name in names {
+        let out = env.skiff(&[
+            "create",
+            "--network",
+            "none",
+            "--name",
+            name,
+            "demo/busybox",
+            "sleep",
+            "1000",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let stuck = zygote(&env, daemon);
+    let written = || env.daemon_log().matches("phase=\"bundle-written\"").count();
+    let before = written();
+    // SAFETY: kill(2) of a process of ours.
+    assert_eq!(unsafe { libc::kill(stuck as i32, libc::SIGSTOP) }, 0);
+    let starts: Vec<std::process::Child> = names
+        .iter()
+        .map(|n| {
+            env.skiff_cmd(&["start", n])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Every start is at its monitor's spawn (waiting for the stuck zygote).
+    assert!(
+        env.eventually(20, || written() >= before + names.len()),
+        "{}",
+        env.daemon_log()
+    );
+    let out = env.skiff(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = env.daemon_log();
+    assert!(
+        !log.contains(&format!("monitor zygote (pid {stuck}) cannot serve")),
+        "skiffd answered only once the stuck zygote was given up on:\n{log}"
+    );
+    assert!(state_and_ppid(stuck).is_some_and(|(s, _)| s == 'T'));
+    for mut s in starts {
+        assert!(s.wait().unwrap().success());
+    }
+    for name in names {
+        assert_eq!(env.inspect(name)["State"]["Status"], "running");
+    }
+    for name in ["first", "s1", "s2", "s3"] {
+        assert!(env.skiff(&["rm", "-f", name]).status.success());
+    }
+}
