@@ -278,6 +278,8 @@ impl Daemon {
         let Some(addr) = addr else {
             return;
         };
+        // Its monitor died before forgetting them (the holder checks that too).
+        crate::netns::hostfwds::forget(&self.shared_net_dir(), addr);
         let Some(st) = self.inner.shared_net.holder.lock().await.clone() else {
             return;
         };

@@ -8,8 +8,8 @@
 //!
 //! Published TCP ports go through the monitor's relay (as with slirp4netns, the client's
 //! address kept, connecting to the container's own address); UDP ports through the
-//! shared slirp4netns's `add_hostfwd` to the container's address, removed when the
-//! container stops.
+//! shared slirp4netns's `add_hostfwd` to the container's address (recorded for a new
+//! slirp4netns, see [`super::hostfwds`]), removed when the container stops.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -37,11 +37,13 @@ pub struct BridgePlan {
     pub addr: Ipv4Addr,
 }
 
-/// A container attached to the shared network: its relay and UDP forwards.
+/// A container attached to the shared network: its relay and whether slirp4netns
+/// forwards ports to it.
 pub struct Bridged {
     relay: Option<Relay>,
-    forwards: Vec<u64>,
-    api: PathBuf,
+    forwards: bool,
+    dir: PathBuf,
+    addr: Ipv4Addr,
 }
 
 /// The first address of the pool, then up to [`LAST`] (a lone container has
@@ -209,14 +211,23 @@ pub fn attach(b: &BridgePlan, ports: &[PortMapping], pid: i32) -> Result<Bridged
     crate::phase::mark("network-ready");
     let api = b.dir.join(shared::API_NAME);
     let (relay, forwards) = super::slirp::publish_to(&api, addr, ports, pid)?;
+    let bridged = Bridged {
+        relay,
+        forwards: !forwards.is_empty(),
+        dir: b.dir.clone(),
+        addr,
+    };
+    if bridged.forwards {
+        // For a new slirp4netns, should this one die (its holder adds them again).
+        let ports: Vec<PortMapping> = forwards.into_iter().map(|(_, m)| m).collect();
+        if let Err(e) = super::hostfwds::record(&b.dir, addr, &ports) {
+            tracing::warn!("a restarted shared slirp4netns will not forward them again: {e}");
+        }
+    }
     if !ports.is_empty() {
         crate::phase::mark("ports-added");
     }
-    Ok(Bridged {
-        relay,
-        forwards,
-        api,
-    })
+    Ok(bridged)
 }
 
 impl Helper for Bridged {
@@ -224,8 +235,14 @@ impl Helper for Bridged {
         if let Some(mut relay) = self.relay.take() {
             relay.stop();
         }
-        for id in std::mem::take(&mut self.forwards) {
-            super::slirp::remove_hostfwd(&self.api, id);
+        if std::mem::take(&mut self.forwards) {
+            // By address, not by the ids slirp4netns gave: a restarted slirp4netns gave
+            // others (the address is ours until skiffd sees our end).
+            super::hostfwds::forget(&self.dir, self.addr);
+            let api = self.dir.join(shared::API_NAME);
+            if let Err(e) = super::slirp::remove_forwards_to(&api, self.addr) {
+                tracing::warn!("the shared slirp4netns's forwards to {}: {e}", self.addr);
+            }
         }
     }
 }
