@@ -146,7 +146,29 @@ fn a_container_holds_its_address_only_while_it_runs() {
     unsafe { libc::kill(monitor, libc::SIGKILL) };
     env.start_daemon();
     assert_freed(&env, "cd", &d, "its end while skiffd was down");
-    run_ok(&env, &["rm", "-f", "ce", "ck", "cm", "cd"]);
+    // A start that fails before the container runs (its published port is taken).
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let publish = format!("{port}:80");
+    let out = env.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "cf",
+        "-p",
+        &publish,
+        "demo/busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert!(
+        !out.status.success(),
+        "the start with port {port} taken ran"
+    );
+    assert_eq!(ip(&env, "cf"), "");
+    assert_eq!(recorded(&env, "cf"), None);
+    assert_eq!(next_free(&env), d, "a failed start kept its address");
+    run_ok(&env, &["rm", "-f", "ce", "ck", "cm", "cd", "cf"]);
 }
 
 /// `n` containers `{prefix}N` run at once, in parallel; their addresses.
