@@ -386,6 +386,78 @@ fn a_dead_shared_slirp4netns_is_restarted() {
     run_ok(&env, &["rm", "-f", "aa"]);
 }
 
+/// The answer of the UDP echo server at `host`:`port` to a datagram from `sock`
+/// (within 20 tries of 2 s), "" if none.
+fn udp_answer(sock: &UdpSocket, host: std::net::IpAddr, port: u16) -> String {
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    for _ in 0..20 {
+        let _ = sock.send_to(b"hi\n", (host, port));
+        let mut buf = [0u8; 256];
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            return String::from_utf8_lossy(&buf[..n]).to_string();
+        }
+    }
+    String::new()
+}
+
+#[test]
+fn published_udp_ports_come_back_after_a_restart_of_the_shared_slirp4netns() {
+    let env = Env::new();
+    let Some(host) = host_address(false) else {
+        eprintln!("no non-loopback address: skipped");
+        return;
+    };
+    import_udp_image(&env);
+    let (u1, u2) = (free_udp_port(), free_udp_port());
+    let (p1, p2) = (format!("{u1}:5353/udp"), format!("{u2}:5353/udp"));
+    for (name, p) in [("echo1", &p1), ("echo2", &p2)] {
+        run_ok(
+            &env,
+            &[
+                "run", "-d", "--name", name, "-p", p, "demo/udp", "udpecho", "5353",
+            ],
+        );
+    }
+    let sock = UdpSocket::bind((host, 0)).unwrap();
+    for port in [u1, u2] {
+        let answer = udp_answer(&sock, host, port);
+        assert!(answer.starts_with("from="), "UDP port {port}: {answer:?}");
+    }
+    let first = slirps(&env);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let pid: i32 = first[0].split(':').next().unwrap().parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(
+        env.eventually(20, || {
+            let now = slirps(&env);
+            now.len() == 1 && now != first
+        }),
+        "no new slirp4netns: {:?}",
+        slirps(&env)
+    );
+    // Both containers' ports answer through the new one.
+    for port in [u1, u2] {
+        let answer = udp_answer(&sock, host, port);
+        assert!(
+            answer.starts_with(&format!("from={host} ")),
+            "UDP port {port} after the restart: {answer:?}: {}",
+            env.daemon_log()
+        );
+    }
+    // A container that stops takes its forward along (none of the other's).
+    run_ok(&env, &["stop", "-t", "1", "echo1"]);
+    assert!(
+        UdpSocket::bind(("0.0.0.0", u1)).is_ok(),
+        "UDP port {u1} still taken after its container stopped"
+    );
+    assert!(udp_answer(&sock, host, u2).starts_with("from="));
+    run_ok(&env, &["rm", "-f", "echo1", "echo2"]);
+    assert!(
+        UdpSocket::bind(("0.0.0.0", u2)).is_ok(),
+        "UDP port {u2} still taken after its container went"
+    );
+}
+
 #[test]
 fn outside_the_shared_user_namespace_a_container_gets_its_own_slirp4netns() {
     let env = Env::new();

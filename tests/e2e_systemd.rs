@@ -133,6 +133,25 @@ fn systemd_notify_scopes_and_restart_keep_containers() {
         "skiffd.service holds more than skiffd"
     );
 
+    // The shared network's holder (the container is on `bridge`, the default) is in a
+    // scope of its own too: skiffd's restart must not take the network along.
+    let holder_state = s.rt.join("skiff/network/holder.json");
+    let holder: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&holder_state).unwrap()).unwrap();
+    let holder = holder["pid"].as_u64().unwrap() as u32;
+    let holder_scope = format!("skiff-network-{holder}.scope");
+    assert_eq!(
+        s.show(&holder_scope, "ActiveState"),
+        "active",
+        "{}",
+        s.journal("skiffd")
+    );
+    assert!(
+        cgroup_of(holder).contains(&format!("/{holder_scope}")),
+        "the holder in {}",
+        cgroup_of(holder)
+    );
+
     // restart: the container and its port stay, the new skiffd finds them.
     s.ok(&s.systemctl(&["restart", "skiffd"]));
     let new_pid: u32 = s.show("skiffd", "MainPID").parse().unwrap();
@@ -151,6 +170,10 @@ fn systemd_notify_scopes_and_restart_keep_containers() {
         http_get(port).contains("hello-from-web"),
         "the port died with skiffd"
     );
+    assert!(
+        cgroup_of(holder).contains(&format!("/{holder_scope}")),
+        "the shared network's holder died with skiffd"
+    );
     let ps = s.ok(&s.skiff(&["ps", "--format", "json"]));
     assert!(ps.contains(&id) && ps.contains("running"), "{ps}");
 
@@ -164,9 +187,15 @@ fn systemd_notify_scopes_and_restart_keep_containers() {
     assert!(s.env.eventually(10, || s.show("skiffd", "StatusText")
         == "0 containers, 0 running"));
 
-    // stop: STOPPING=1, then inactive.
+    // stop: STOPPING=1, then inactive; no container uses the shared network: its
+    // holder ends, and its scope with it.
     s.ok(&s.systemctl(&["stop", "skiffd"]));
     assert_eq!(s.show("skiffd", "ActiveState"), "inactive");
+    assert!(
+        s.env
+            .eventually(10, || s.show(&holder_scope, "ActiveState") != "active"),
+        "{holder_scope} outlived skiffd with no container on the network"
+    );
 }
 
 #[test]

@@ -56,6 +56,10 @@ struct Args {
     /// For tests: die (SIGKILL) at this point of a container's start.
     #[arg(long, value_name = "POINT", hide = true)]
     crash_at: Option<String>,
+    /// For tests: the bridge network's pool has N addresses (a full pool without 251
+    /// containers).
+    #[arg(long, value_name = "N", hide = true)]
+    bridge_pool: Option<usize>,
     #[command(subcommand)]
     helper: Option<Helper>,
 }
@@ -260,6 +264,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     if let Some(point) = &args.crash_at {
         skiff::daemon::strays::set_crash_point(point).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(n) = args.bridge_pool {
+        skiff::netns::bridge::set_pool_limit(n).map_err(anyhow::Error::msg)?;
     }
     // From the start: a SIGHUP while skiffd sets up is a reload (once it serves), not
     // its death (the signal's default action).

@@ -135,8 +135,8 @@ pub struct Record {
     /// Why its network mode (`inspect`'s `NetworkSettings.NetworkReason`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub network_reason: String,
-    /// Its address on the shared network (mode `bridge`): allocated at create, free
-    /// again when it is removed.
+    /// Its address on the shared network (mode `bridge`) while it runs: taken at each
+    /// start, free again at its end (docker's rule: a stopped container has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_addr: Option<std::net::Ipv4Addr>,
     /// The state.

@@ -36,15 +36,7 @@ impl Daemon {
             ),
         };
         let before = c.snapshot();
-        if super::network::mode_in_use(&before) == crate::netns::Mode::Bridge
-            && before
-                .state
-                .ports
-                .iter()
-                .any(|m| m.proto == crate::netns::Proto::Udp)
-        {
-            self.drop_bridge_forwards(before.network_addr).await;
-        }
+        self.bridge_run_ended(&c, &before).await;
         let ran_for = Duration::from_micros(finished.saturating_sub(before.state.started_at));
         let change = |r: &mut super::container::Record| {
             r.state.status = Status::Exited;

@@ -251,21 +251,6 @@ impl Daemon {
                     .map_err(|e| Error::Internal(format!("random name: {e}")))?;
                 record.name = name.clone();
             }
-            if record.config.network_mode()? == Some(crate::netns::Mode::Bridge) {
-                record.network_addr = Self::free_bridge_addr(&map);
-                if record.network_addr.is_none() {
-                    let full = "the bridge network's 251 addresses are all taken by \
-                                containers (removing some frees theirs)";
-                    if !record.network_default {
-                        return Err(Error::InvalidConfig(format!(
-                            "{full}: use --network slirp4netns"
-                        )));
-                    }
-                    record.config.network = Some(crate::netns::Mode::Slirp4netns.to_string());
-                    record.network_reason =
-                        format!("skiffd's default network: slirp4netns for this container: {full}");
-                }
-            }
             self.new_container_dir(&tmp, started_at_once)
                 .map_err(|e| Error::io(&tmp, e))?;
             // The upper directory is the container's `/` as overlayfs shows it: give it
@@ -356,7 +341,7 @@ impl Daemon {
         client_stdio: bool,
         wait_attach: bool,
         shared_userns: bool,
-        bridge: Option<Result<crate::netns::bridge::BridgePlan, String>>,
+        bridge: Option<Result<crate::netns::bridge::BridgePlan, super::netshare::NoBridge>>,
     ) -> Result<(PathBuf, Vec<crate::netns::PortMapping>), Error> {
         let bundle = self.bundle_dir(&rec.id);
         // A new bundle (a container's first start: every `run`) is written without

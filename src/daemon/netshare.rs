@@ -1,10 +1,12 @@
 //! skiffd's side of the shared network (`--network bridge`, see
 //! [`crate::netns::shared`]): starts the holder (`skiff-monitor __netns`, or skiffd's helper of that name without skiff-monitor) with the shared user
 //! namespace, or re-adopts the one a previous skiffd left (with its user namespace: new
-//! containers then join the old ones' network), allocates the containers' addresses and
-//! stops the holder at shutdown when no container uses it.
+//! containers then join the old ones' network), gives each container an address for
+//! each of its runs (as docker does: taken at start, free again at its end, whatever
+//! the end) and stops the holder at shutdown when no container uses it.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -12,18 +14,74 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::container::Status;
-use super::Daemon;
+use super::container::{Container, Record, Status};
+use super::{Daemon, Error};
 use crate::fdutil;
-use crate::netns::bridge::{self, BridgePlan};
+use crate::netns::bridge::{self, BridgePlan, Pool};
 use crate::netns::{shared, Mode};
 
 /// How long the holder may take to get its network up.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The holder skiffd uses, once started or re-adopted.
+/// The holder skiffd uses, once started or re-adopted, and the addresses in use.
 #[derive(Default)]
-pub(crate) struct SharedNet(tokio::sync::Mutex<Option<shared::State>>);
+pub(crate) struct SharedNet {
+    holder: tokio::sync::Mutex<Option<shared::State>>,
+    /// Built from the records at first use (all are loaded by then: see
+    /// [`Daemon::leases`]).
+    leases: std::sync::Mutex<Option<Leases>>,
+}
+
+/// The addresses of the shared network held by containers: one per running (or
+/// starting) container, found by its id.
+struct Leases {
+    pool: Pool,
+    by_id: HashMap<String, u8>,
+}
+
+/// Why a start does not get the shared network.
+#[derive(Debug)]
+pub enum NoBridge {
+    /// It runs with a slirp4netns of its own this time; why.
+    Fallback(String),
+    /// The start fails (an explicit `--network bridge` with a full pool).
+    Refused(String),
+}
+
+impl From<&str> for NoBridge {
+    fn from(why: &str) -> NoBridge {
+        NoBridge::Fallback(why.to_string())
+    }
+}
+
+impl From<String> for NoBridge {
+    fn from(why: String) -> NoBridge {
+        NoBridge::Fallback(why)
+    }
+}
+
+/// Frees the address a start took unless the container ran ([`Lease::keep`]): every
+/// way out of a start that did not get as far as running lets it go.
+pub(crate) struct Lease {
+    daemon: Daemon,
+    container: std::sync::Arc<Container>,
+    kept: bool,
+}
+
+impl Lease {
+    /// The container runs: its address stays until its end ([`Daemon::bridge_run_ended`]).
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.kept && self.container.snapshot().state.status != Status::Running {
+            self.daemon.release_bridge_addr(&self.container, true);
+        }
+    }
+}
 
 impl Daemon {
     /// The holder's directory (its state file, slirp4netns's socket and log).
@@ -41,7 +99,7 @@ impl Daemon {
                     pid = st.pid,
                     "re-adopted the shared network and its user namespace"
                 );
-                *self.inner.shared_net.0.lock().await = Some(st);
+                *self.inner.shared_net.holder.lock().await = Some(st);
                 Some(fd)
             }
             Err(e) => {
@@ -51,15 +109,17 @@ impl Daemon {
         }
     }
 
-    /// The plan that puts `addr` on the shared network: the holder started (with the
-    /// shared user namespace) if it is not running. Err: why it cannot be used.
+    /// The plan that puts the container `c` (its record `rec`) on the shared network for
+    /// a start: the holder started (with the shared user namespace) if it is not
+    /// running, and an address taken for this run (kept in the record in memory: the
+    /// start's record write persists it). Err: why it cannot be used.
     pub(crate) async fn shared_net_plan(
         &self,
-        addr: Option<std::net::Ipv4Addr>,
-    ) -> Result<BridgePlan, String> {
-        let addr = addr.ok_or("the container has no address on the shared network")?;
+        c: &std::sync::Arc<Container>,
+        rec: &Record,
+    ) -> Result<BridgePlan, NoBridge> {
         let userns = self.shared_userns().await.map_err(|e| e.to_string())?;
-        let mut held = self.inner.shared_net.0.lock().await;
+        let mut held = self.inner.shared_net.holder.lock().await;
         let dir = self.shared_net_dir();
         let state = match held.as_ref().filter(|s| s.alive()) {
             Some(s) => s.clone(),
@@ -73,6 +133,15 @@ impl Daemon {
                 s
             }
         };
+        drop(held);
+        let addr = match self.take_bridge_addr(&rec.id) {
+            Some(a) => a,
+            None => return Err(self.pool_full(rec)),
+        };
+        if let Err(e) = c.update_in_memory(|r| r.network_addr = Some(addr)) {
+            self.release_bridge_addr(c, false);
+            return Err(NoBridge::Refused(e.to_string()));
+        }
         Ok(BridgePlan {
             holder: state,
             dir,
@@ -80,26 +149,138 @@ impl Daemon {
         })
     }
 
-    /// A free address of the shared network, given the containers in `map` (called
-    /// under the containers' lock, so two creates never take one address).
-    pub(crate) fn free_bridge_addr(
-        map: &std::collections::BTreeMap<String, std::sync::Arc<super::container::Container>>,
-    ) -> Option<std::net::Ipv4Addr> {
-        let taken: BTreeSet<u8> = map
-            .values()
-            .filter_map(|c| c.snapshot().network_addr)
-            .filter_map(bridge::host_of)
-            .collect();
-        bridge::free_host(&taken).map(bridge::addr_of)
+    /// A guard that frees the address [`Daemon::shared_net_plan`] takes for `c` if its
+    /// start fails before the container runs.
+    pub(crate) fn bridge_lease(&self, c: &std::sync::Arc<Container>) -> Lease {
+        Lease {
+            daemon: self.clone(),
+            container: c.clone(),
+            kept: false,
+        }
+    }
+
+    /// Why a start does not get an address: the default network then falls back to a
+    /// slirp4netns of the container's own for this run; an explicit `--network bridge`
+    /// fails, as docker's start does when its network's pool is full.
+    fn pool_full(&self, rec: &Record) -> NoBridge {
+        let limit = self.leases().as_ref().map_or(0, |l| l.pool.limit());
+        let full = format!(
+            "no available IPv4 addresses on the bridge network's pool (10.0.2.0/24: all \
+             {limit} addresses are held by running containers)"
+        );
+        if rec.network_default {
+            NoBridge::Fallback(full)
+        } else {
+            NoBridge::Refused(format!(
+                "cannot start {}: {full}; stop or remove a container on the bridge network \
+                 (stopped containers hold no address), or create this one with --network \
+                 slirp4netns (a slirp4netns of its own)",
+                rec.name
+            ))
+        }
+    }
+
+    /// The address index, built from the records at first use: the running containers'
+    /// addresses are taken; a stopped container's (a record from before addresses were
+    /// freed at the end of a run) is dropped.
+    fn leases(&self) -> std::sync::MutexGuard<'_, Option<Leases>> {
+        let mut guard = match self.inner.shared_net.leases.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if guard.is_none() {
+            let limit = bridge::pool_limit();
+            let mut l = Leases {
+                pool: Pool::with_limit(limit),
+                by_id: HashMap::new(),
+            };
+            let containers: Vec<_> = self.lock().values().cloned().collect();
+            for c in containers {
+                let r = c.snapshot();
+                let Some(addr) = r.network_addr else { continue };
+                let running = r.state.status == Status::Running;
+                match bridge::host_of(addr) {
+                    Some(n) if running && l.pool.take_this(n) => {
+                        l.by_id.insert(r.id.clone(), n);
+                    }
+                    _ if running => {
+                        tracing::warn!("{}: its address {addr} is taken twice", r.name)
+                    }
+                    _ => {
+                        if let Err(e) = c.update_state(|r| r.network_addr = None) {
+                            tracing::warn!("{}: dropping its old address: {e}", r.name);
+                        }
+                    }
+                }
+            }
+            *guard = Some(l);
+        }
+        guard
+    }
+
+    /// Takes an address for container `id` (the one it holds if it holds one); None
+    /// when the pool is full.
+    fn take_bridge_addr(&self, id: &str) -> Option<Ipv4Addr> {
+        let mut guard = self.leases();
+        let l = guard.as_mut()?;
+        if let Some(n) = l.by_id.get(id) {
+            return Some(bridge::addr_of(*n));
+        }
+        let n = l.pool.take()?;
+        l.by_id.insert(id.to_string(), n);
+        Some(bridge::addr_of(n))
+    }
+
+    /// Frees the address container `c` holds, if any, and drops it from its record (in
+    /// memory; written too with `persist`).
+    pub(crate) fn release_bridge_addr(&self, c: &Container, persist: bool) {
+        let id = c.id();
+        if let Some(l) = self.leases().as_mut() {
+            if let Some(n) = l.by_id.remove(&id) {
+                l.pool.release(n);
+            }
+        }
+        if c.snapshot().network_addr.is_none() {
+            return;
+        }
+        let clear = |r: &mut Record| r.network_addr = None;
+        let done = if persist {
+            c.update_state(clear)
+        } else {
+            c.update_in_memory(clear)
+        };
+        match done {
+            Ok(_) | Err(Error::NoSuchContainer(_)) => {}
+            Err(e) => tracing::warn!("dropping the address of {id}: {e}"),
+        }
+    }
+
+    /// At the end of a run (`before`: the record as it ran): drops the shared
+    /// slirp4netns's forwards to its address that are left (its monitor removes them as
+    /// it stops, unless it died) and frees the address (in the record in memory: the
+    /// exit's record write persists it).
+    pub(crate) async fn bridge_run_ended(&self, c: &Container, before: &Record) {
+        if super::network::mode_in_use(before) == Mode::Bridge
+            && before
+                .state
+                .ports
+                .iter()
+                .any(|m| m.proto == crate::netns::Proto::Udp)
+        {
+            self.drop_bridge_forwards(before.network_addr).await;
+        }
+        self.release_bridge_addr(c, false);
     }
 
     /// After a run on the shared network: drops the shared slirp4netns's forwards to
     /// `addr` that are left (its monitor removes them as it stops, unless it died).
-    pub(crate) async fn drop_bridge_forwards(&self, addr: Option<std::net::Ipv4Addr>) {
+    async fn drop_bridge_forwards(&self, addr: Option<Ipv4Addr>) {
         let Some(addr) = addr else {
             return;
         };
-        let Some(st) = self.inner.shared_net.0.lock().await.clone() else {
+        // Its monitor died before forgetting them (the holder checks that too).
+        crate::netns::hostfwds::forget(&self.shared_net_dir(), addr);
+        let Some(st) = self.inner.shared_net.holder.lock().await.clone() else {
             return;
         };
         if !st.alive() {
@@ -124,7 +305,7 @@ impl Daemon {
     pub async fn stop_shared_net_if_unused(&self) {
         // A holder left by a previous skiffd counts too, even if this one never started
         // a container on it (it re-adopts it only then).
-        let known = self.inner.shared_net.0.lock().await.clone();
+        let known = self.inner.shared_net.holder.lock().await.clone();
         let Some(st) = known.or_else(|| shared::State::load_alive(&self.shared_net_dir())) else {
             return;
         };

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{MountBuilder, Spec};
 
 use super::container::{Record, Status};
+use super::netshare::NoBridge;
 use super::Error;
 use crate::netns::{self, files::FileParams, Mode, NetPlan, PortMapping};
 
@@ -77,13 +78,14 @@ pub fn fallback_of(bundle: &Path) -> Option<String> {
 /// [`crate::fsutil::put_runtime_file`]); and the monitor's plan (`None` without a helper).
 /// `bridge`: for mode `bridge`, the shared network to join, or why it cannot be used:
 /// the container then gets a slirp4netns of its own for this run (the reason is left in
-/// the bundle's [`netns::FALLBACK_FILE`], which `inspect` shows).
+/// the bundle's [`netns::FALLBACK_FILE`], which `inspect` shows), or the start fails
+/// ([`NoBridge::Refused`]).
 pub fn prepare(
     rec: &Record,
     bundle: &Path,
     fresh: bool,
     exposed: &[String],
-    bridge: Option<Result<netns::bridge::BridgePlan, String>>,
+    bridge: Option<Result<netns::bridge::BridgePlan, NoBridge>>,
 ) -> Result<(Option<NetPlan>, Vec<PortMapping>), Error> {
     let mut mode = mode_of(rec);
     let fallback_file = bundle.join(netns::FALLBACK_FILE);
@@ -93,9 +95,10 @@ pub fn prepare(
     }
     let bridge = match (mode, bridge) {
         (Mode::Bridge, Some(Ok(b))) => Some(b),
+        (Mode::Bridge, Some(Err(NoBridge::Refused(why)))) => return Err(Error::Runtime(why)),
         (Mode::Bridge, other) => {
             let why = match other {
-                Some(Err(why)) => why,
+                Some(Err(NoBridge::Fallback(why))) => why,
                 _ => "no shared network".into(),
             };
             let why =

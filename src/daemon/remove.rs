@@ -57,6 +57,8 @@ impl Daemon {
         }
         // Whatever still runs of it (a start the daemon did not see through): ended.
         self.end_strays(&rec.id).await;
+        // Its address on the shared network, should a start have left it (its end frees it).
+        self.release_bridge_addr(&c, false);
         c.begin_removal();
         self.lock().remove(&rec.id);
         // Take the directory out of the store first: a crash after this leaves a `.rm-`

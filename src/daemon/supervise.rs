@@ -136,11 +136,13 @@ impl Daemon {
             Some(e) => e.shared_userns,
             None => userns.is_some(),
         };
-        // The shared network (`bridge`): its holder started on first use; a container
-        // outside the shared user namespace (skiffd could not make it) cannot join it.
+        // The shared network (`bridge`): its holder started on first use, an address
+        // taken for this run (free again if the start fails); a container outside the
+        // shared user namespace (skiffd could not make it) cannot join it.
+        let lease = self.bridge_lease(c);
         let bridge = if super::network::mode_of(&rec) == crate::netns::Mode::Bridge {
             Some(if shared {
-                self.shared_net_plan(rec.network_addr).await
+                self.shared_net_plan(c, &rec).await
             } else {
                 Err("the container is not in the shared user namespace".into())
             })
@@ -233,6 +235,7 @@ impl Daemon {
                     r.state.error.clear();
                 })?;
                 crate::phase::mark("running-recorded");
+                lease.keep();
                 // While the command runs (its client waits): the next create's directory,
                 // if a `run --rm` took the spare (see `spare`; nothing when one is there).
                 self.refill_spare();

@@ -8,8 +8,8 @@
 //!
 //! Published TCP ports go through the monitor's relay (as with slirp4netns, the client's
 //! address kept, connecting to the container's own address); UDP ports through the
-//! shared slirp4netns's `add_hostfwd` to the container's address, removed when the
-//! container stops.
+//! shared slirp4netns's `add_hostfwd` to the container's address (recorded for a new
+//! slirp4netns, see [`super::hostfwds`]), removed when the container stops.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -37,11 +37,13 @@ pub struct BridgePlan {
     pub addr: Ipv4Addr,
 }
 
-/// A container attached to the shared network: its relay and UDP forwards.
+/// A container attached to the shared network: its relay and whether slirp4netns
+/// forwards ports to it.
 pub struct Bridged {
     relay: Option<Relay>,
-    forwards: Vec<u64>,
-    api: PathBuf,
+    forwards: bool,
+    dir: PathBuf,
+    addr: Ipv4Addr,
 }
 
 /// The first address of the pool, then up to [`LAST`] (a lone container has
@@ -52,11 +54,122 @@ pub const LAST: u8 = 254;
 /// Where the pool goes on after [`LAST`] (below: the gateway .2 and DNS .3).
 pub const FIRST_LOW: u8 = 4;
 
-/// The first host number free in `taken` (in pool order), if any.
-pub fn free_host(taken: &std::collections::BTreeSet<u8>) -> Option<u8> {
-    (FIRST..=LAST)
-        .chain(FIRST_LOW..FIRST)
-        .find(|n| !taken.contains(n))
+/// How many addresses the pool has ([`FIRST`]..=[`LAST`] and [`FIRST_LOW`]..[`FIRST`]).
+pub const POOL_SIZE: usize = (LAST - FIRST_LOW + 1) as usize;
+
+/// For tests (skiffd's hidden `--bridge-pool N`): the pool's size.
+static POOL_LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Limits the pool to `n` addresses (for tests: a full pool without 251 containers).
+/// Call it before the daemon starts.
+pub fn set_pool_limit(n: usize) -> Result<(), String> {
+    if n == 0 || n > POOL_SIZE {
+        return Err(format!(
+            "--bridge-pool {n}: give 1 to {POOL_SIZE} addresses"
+        ));
+    }
+    POOL_LIMIT
+        .set(n)
+        .map_err(|_| "--bridge-pool given twice".to_string())
+}
+
+/// How many addresses of the pool may be in use at once ([`POOL_SIZE`] but in tests).
+pub fn pool_limit() -> usize {
+    POOL_LIMIT.get().copied().unwrap_or(POOL_SIZE)
+}
+
+/// The addresses of the pool in use, as a bit per host number: taking the first free
+/// one looks at four words, whatever the number of containers.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    used: [u64; 4],
+    /// How many addresses may be in use (the pool's size, smaller for tests).
+    limit: usize,
+    count: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool::with_limit(POOL_SIZE)
+    }
+}
+
+impl Pool {
+    /// An empty pool of which at most `limit` addresses may be in use at once.
+    pub fn with_limit(limit: usize) -> Pool {
+        Pool {
+            used: [0; 4],
+            limit: limit.min(POOL_SIZE),
+            count: 0,
+        }
+    }
+
+    /// How many addresses may be in use at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Takes the first free host number in pool order ([`FIRST`]..=[`LAST`], then
+    /// [`FIRST_LOW`]..[`FIRST`]); None when the pool is full.
+    pub fn take(&mut self) -> Option<u8> {
+        if self.count >= self.limit {
+            return None;
+        }
+        let n = self
+            .first_free(FIRST, LAST)
+            .or_else(|| self.first_free(FIRST_LOW, FIRST - 1))?;
+        self.mark(n);
+        Some(n)
+    }
+
+    /// Marks host number `n` as in use (an address found in a record at start-up);
+    /// false when it is not in the pool or already in use.
+    pub fn take_this(&mut self, n: u8) -> bool {
+        if !(FIRST_LOW..=LAST).contains(&n) || self.is_used(n) {
+            return false;
+        }
+        self.mark(n);
+        true
+    }
+
+    /// Frees host number `n`.
+    pub fn release(&mut self, n: u8) {
+        if self.is_used(n) {
+            self.used[usize::from(n / 64)] &= !(1u64 << (n % 64));
+            self.count -= 1;
+        }
+    }
+
+    /// How many addresses are in use.
+    pub fn in_use(&self) -> usize {
+        self.count
+    }
+
+    fn is_used(&self, n: u8) -> bool {
+        self.used[usize::from(n / 64)] & (1u64 << (n % 64)) != 0
+    }
+
+    fn mark(&mut self, n: u8) {
+        self.used[usize::from(n / 64)] |= 1u64 << (n % 64);
+        self.count += 1;
+    }
+
+    /// The lowest free host number in `lo..=hi`.
+    fn first_free(&self, lo: u8, hi: u8) -> Option<u8> {
+        for w in usize::from(lo / 64)..=usize::from(hi / 64) {
+            let base = (w * 64) as u16;
+            // The bits of this word within lo..=hi.
+            let from = u16::from(lo).saturating_sub(base).min(64);
+            let to = (u16::from(hi) + 1 - base).min(64);
+            let mut mask = if to >= 64 { u64::MAX } else { (1u64 << to) - 1 };
+            mask &= !((1u64 << from) - 1);
+            let free = !self.used[w] & mask;
+            if free != 0 {
+                return Some((base + free.trailing_zeros() as u16) as u8);
+            }
+        }
+        None
+    }
 }
 
 /// The address of host number `n` on the network.
@@ -98,14 +211,23 @@ pub fn attach(b: &BridgePlan, ports: &[PortMapping], pid: i32) -> Result<Bridged
     crate::phase::mark("network-ready");
     let api = b.dir.join(shared::API_NAME);
     let (relay, forwards) = super::slirp::publish_to(&api, addr, ports, pid)?;
+    let bridged = Bridged {
+        relay,
+        forwards: !forwards.is_empty(),
+        dir: b.dir.clone(),
+        addr,
+    };
+    if bridged.forwards {
+        // For a new slirp4netns, should this one die (its holder adds them again).
+        let ports: Vec<PortMapping> = forwards.into_iter().map(|(_, m)| m).collect();
+        if let Err(e) = super::hostfwds::record(&b.dir, addr, &ports) {
+            tracing::warn!("a restarted shared slirp4netns will not forward them again: {e}");
+        }
+    }
     if !ports.is_empty() {
         crate::phase::mark("ports-added");
     }
-    Ok(Bridged {
-        relay,
-        forwards,
-        api,
-    })
+    Ok(bridged)
 }
 
 impl Helper for Bridged {
@@ -113,8 +235,14 @@ impl Helper for Bridged {
         if let Some(mut relay) = self.relay.take() {
             relay.stop();
         }
-        for id in std::mem::take(&mut self.forwards) {
-            super::slirp::remove_hostfwd(&self.api, id);
+        if std::mem::take(&mut self.forwards) {
+            // By address, not by the ids slirp4netns gave: a restarted slirp4netns gave
+            // others (the address is ours until skiffd sees our end).
+            super::hostfwds::forget(&self.dir, self.addr);
+            let api = self.dir.join(shared::API_NAME);
+            if let Err(e) = super::slirp::remove_forwards_to(&api, self.addr) {
+                tracing::warn!("the shared slirp4netns's forwards to {}: {e}", self.addr);
+            }
         }
     }
 }
@@ -128,18 +256,44 @@ impl Drop for Bridged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     #[test]
     fn the_pool_starts_at_100_and_wraps_below_it() {
-        let mut taken = BTreeSet::new();
-        assert_eq!(free_host(&taken), Some(100));
-        taken.extend(100..=254);
-        assert_eq!(free_host(&taken), Some(4));
-        taken.extend(4..100);
-        assert_eq!(free_host(&taken), None);
+        let mut pool = Pool::default();
+        assert_eq!(pool.take(), Some(100));
+        for n in 101..=254 {
+            assert_eq!(pool.take(), Some(n));
+        }
+        assert_eq!(pool.take(), Some(4));
+        for n in 5..100 {
+            assert_eq!(pool.take(), Some(n));
+        }
+        assert_eq!(pool.in_use(), POOL_SIZE);
+        assert_eq!(pool.take(), None);
+        // A freed address is the next one taken.
+        pool.release(130);
+        pool.release(130);
+        assert_eq!(pool.in_use(), POOL_SIZE - 1);
+        assert_eq!(pool.take(), Some(130));
+        pool.release(64);
+        pool.release(63);
+        assert_eq!(pool.take(), Some(63));
+        assert_eq!(pool.take(), Some(64));
         assert_eq!(host_of(addr_of(7)), Some(7));
         assert_eq!(host_of(Ipv4Addr::new(10, 0, 2, 2)), None);
         assert_eq!(host_of(Ipv4Addr::new(10, 0, 3, 7)), None);
+    }
+
+    #[test]
+    fn addresses_found_at_start_up_are_kept_and_the_limit_holds() {
+        let mut pool = Pool::with_limit(2);
+        assert!(pool.take_this(100));
+        assert!(!pool.take_this(100));
+        assert!(!pool.take_this(2));
+        assert!(!pool.take_this(255));
+        assert_eq!(pool.take(), Some(101));
+        assert_eq!(pool.take(), None);
+        pool.release(100);
+        assert_eq!(pool.take(), Some(100));
     }
 }

@@ -15,6 +15,7 @@ pub mod choose;
 pub mod connector;
 pub mod files;
 pub mod forward;
+pub mod hostfwds;
 pub mod link;
 pub mod pasta;
 pub mod ports;

@@ -16,8 +16,10 @@
 //! through its state file ([`State`], checked by the process's start time), taking the
 //! shared user namespace from it so new containers join the old ones' network. When
 //! slirp4netns dies the holder notices (SIGCHLD) and starts another, whose new TAP
-//! device it enslaves again: the containers' links and addresses stay. It ends on
-//! SIGTERM (skiffd's shutdown with no container on the network), stopping slirp4netns.
+//! device it enslaves again: the containers' links and addresses stay, and the ports
+//! their monitors published through the dead one are added to it
+//! ([`super::hostfwds`]). It ends on SIGTERM (skiffd's shutdown with no container on
+//! the network), stopping slirp4netns.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -126,6 +128,8 @@ fn run(dir: &Path) -> Result<(), Error> {
     set.thread_block()
         .map_err(|e| Error::sys("sigprocmask", e))?;
     let (netns, keeper) = make_netns()?;
+    // A new network: no container's ports are on it yet.
+    super::hostfwds::clear(dir);
     let me = std::process::id() as i32;
     let state = State {
         pid: me,
@@ -189,7 +193,11 @@ fn run(dir: &Path) -> Result<(), Error> {
             match start_slirp(dir, &state, keeper.pid) {
                 Ok(s) => {
                     slirp = s;
-                    tracing::info!("shared network: slirp4netns restarted");
+                    let api = dir.join(API_NAME);
+                    let n = super::hostfwds::restore(dir, &api);
+                    tracing::info!(
+                        "shared network: slirp4netns restarted, {n} forward(s) re-added"
+                    );
                     break;
                 }
                 Err(e) => {

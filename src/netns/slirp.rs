@@ -219,6 +219,9 @@ fn publish(slirp: &mut Slirp, ports: &[PortMapping], pid: i32) -> Result<(), Err
     Ok(())
 }
 
+/// A forward slirp4netns made: its id and port.
+pub type Forward = (u64, PortMapping);
+
 /// Adds the forwards of `ports` for the container whose init is `pid` and whose address
 /// in slirp4netns's network is `guest`. TCP ports go through a relay thread with sockets
 /// made in the container's namespace by a factory process forked here (the monitor has
@@ -226,13 +229,14 @@ fn publish(slirp: &mut Slirp, ports: &[PortMapping], pid: i32) -> Result<(), Err
 /// itself (`add_hostfwd` on its `api` socket, which keeps the client's address too). If
 /// the factory cannot set up the routing that keeps addresses, TCP ports on other than
 /// loopback and IPv6 host addresses fall back to `add_hostfwd` (slower, the address
-/// kept). Returns the relay, if any, and the ids of the forwards slirp4netns made.
+/// kept). Returns the relay, if any, and the forwards slirp4netns made (their ids and
+/// ports).
 pub fn publish_to(
     api: &Path,
     guest: Ipv4Addr,
     ports: &[PortMapping],
     pid: i32,
-) -> Result<(Option<Relay>, Vec<u64>), Error> {
+) -> Result<(Option<Relay>, Vec<Forward>), Error> {
     if let Some(m) = ports.iter().find(|m| m.is_ipv6() && m.proto == Proto::Udp) {
         return Err(Error::Port(format!(
             "cannot publish {m}: slirp4netns forwards UDP from IPv4 host addresses only; \
@@ -265,9 +269,9 @@ pub fn publish_to(
             .filter(|_| m.proto == Proto::Tcp && (as_client || relayed(m)))
         else {
             match add_hostfwd(api, m, guest) {
-                Ok(id) => ids.push(id),
+                Ok(id) => ids.push((id, m.clone())),
                 Err(e) => {
-                    for id in ids {
+                    for (id, _) in ids {
                         remove_hostfwd(api, id);
                     }
                     return Err(e);
@@ -278,7 +282,7 @@ pub fn publish_to(
         let listener = match TcpListener::bind(SocketAddr::new(m.bind_ip()?, m.host_port)) {
             Ok(l) => l,
             Err(e) => {
-                for id in ids {
+                for (id, _) in ids {
                     remove_hostfwd(api, id);
                 }
                 return Err(Error::PortInUse(format!("cannot publish {m}: {e}")));
@@ -329,7 +333,7 @@ fn api_call(api: &Path, req: &serde_json::Value) -> Result<serde_json::Value, Er
 
 /// Asks slirp4netns to forward `m` to `guest` (one JSON request per connection); the
 /// forward's id.
-fn add_hostfwd(api: &Path, m: &PortMapping, guest: Ipv4Addr) -> Result<u64, Error> {
+pub(crate) fn add_hostfwd(api: &Path, m: &PortMapping, guest: Ipv4Addr) -> Result<u64, Error> {
     let req = serde_json::json!({
         "execute": "add_hostfwd",
         "arguments": {
