@@ -413,6 +413,17 @@ fn write_only_script(m: &Path, _upper: &Path) -> Vec<String> {
             read(&m.join(name))
         ));
     }
+    // Set-id bits given while a write-only handle is open, then a write through it.
+    let r = create("late", 0o755, false).and_then(|mut f| {
+        f.write_all(b"a")?;
+        fs::set_permissions(m.join("late"), fs::Permissions::from_mode(0o4755))?;
+        f.write_all(b"b")
+    });
+    let shown = fs::symlink_metadata(m.join("late")).map(|st| st.permissions().mode() & 0o7777);
+    log.push(format!(
+        "late: {r:?} mode {shown:?} {:?}",
+        read(&m.join("late"))
+    ));
     log.push(format!("list /: {}", list(m)));
     log
 }
