@@ -360,3 +360,117 @@ fn new_upper_files_are_listed_and_written_without_rereading_their_xattrs() {
         .unwrap_or(usize::MAX);
     assert!(listings <= 1, "{out}");
 }
+
+/// Files created write-only, then written, read and written again while another handle
+/// has their pages cached (a create-only handle writes directly, see
+/// `fuse::ops::create_open_flags`).
+fn write_only_script(m: &Path, _upper: &Path) -> Vec<String> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+    let mut log = Vec::new();
+    let create = |name: &str, mode: u32, append: bool| {
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(!append)
+            .append(append)
+            .mode(mode)
+            .open(m.join(name))
+    };
+    // A reader's cached pages are dropped by the writer's later writes.
+    let r = create("w", 0o644, false).and_then(|mut w| {
+        w.write_all(b"abcdef")?;
+        let reader = fs::File::open(m.join("w"))?;
+        let mut buf = [0u8; 6];
+        reader.read_exact_at(&mut buf, 0)?;
+        let first = String::from_utf8_lossy(&buf).into_owned();
+        w.write_all_at(b"XY", 1)?;
+        w.write_all(b"gh")?;
+        let mut again = Vec::new();
+        fs::File::open(m.join("w"))?.read_to_end(&mut again)?;
+        reader.read_exact_at(&mut buf, 0)?;
+        Ok(format!(
+            "{first} then {} / {}",
+            String::from_utf8_lossy(&buf),
+            String::from_utf8_lossy(&again)
+        ))
+    });
+    log.push(format!("w: {r:?} {}", size(&m.join("w"))));
+    let r = create("a", 0o600, true).and_then(|mut a| {
+        a.write_all(b"1")?;
+        a.write_all(b"2")
+    });
+    log.push(format!(
+        "append a: {r:?} then {:?} {}",
+        read(&m.join("a")),
+        size(&m.join("a"))
+    ));
+    // Set-id bits of a new file, and a writer that may not keep them.
+    for (name, mode) in [("x", 0o755), ("s", 0o4755), ("g", 0o2775)] {
+        let r = create(name, mode, false).and_then(|mut f| f.write_all(b"data"));
+        let shown = fs::symlink_metadata(m.join(name)).map(|st| st.permissions().mode() & 0o7777);
+        log.push(format!(
+            "{name}: {r:?} mode {shown:?} {:?}",
+            read(&m.join(name))
+        ));
+    }
+    // Set-id bits given while a write-only handle is open, then a write through it.
+    let r = create("late", 0o755, false).and_then(|mut f| {
+        f.write_all(b"a")?;
+        fs::set_permissions(m.join("late"), fs::Permissions::from_mode(0o4755))?;
+        f.write_all(b"b")
+    });
+    let shown = fs::symlink_metadata(m.join("late")).map(|st| st.permissions().mode() & 0o7777);
+    log.push(format!(
+        "late: {r:?} mode {shown:?} {:?}",
+        read(&m.join("late"))
+    ));
+    log.push(format!("list /: {}", list(m)));
+    log
+}
+
+/// A file created write-only is written without the kernel's kill-priv question (a
+/// GETXATTR of `security.capability` at each new file's first write: one round trip per
+/// created file, counted in the server's trace log), and what it reads, and what other
+/// handles read, is what the kernel's overlayfs shows.
+#[test]
+fn files_created_write_only_are_written_without_the_kill_priv_question() {
+    const FILES: usize = 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().to_path_buf();
+    let out = in_userns(move || {
+        let (fuse, kernel) =
+            differential(&base.join("diff"), &|_| Ok(()), &layers, &write_only_script)?;
+        same(&fuse, &kernel)?;
+        let b = base.join("traced");
+        for d in ["l", "upper", "work", "mnt"] {
+            fs::create_dir_all(b.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+        }
+        let (m, log) = (b.join("mnt"), b.join("server.log"));
+        let f = Fuse::mount_traced(&[b.join("l")], &b.join("upper"), &b.join("work"), &m, &log)?;
+        for i in 0..FILES {
+            fs::write(m.join(format!("f{i}")), format!("{i}\n"))
+                .map_err(|e| format!("f{i}: {e}"))?;
+        }
+        let mut back = 0;
+        for i in 0..FILES {
+            back += usize::from(read(&m.join(format!("f{i}"))) == format!("{i}\n"));
+        }
+        f.unmount()?;
+        let log = fs::read_to_string(&log).map_err(|e| e.to_string())?;
+        let asked = log
+            .lines()
+            .filter(|l| l.contains("getxattr asked") && l.contains("security.capability"))
+            .count();
+        Ok(format!(
+            "{fuse}\nread back: {back}\nkill-priv questions: {asked}"
+        ))
+    });
+    assert!(out.contains(&format!("read back: {FILES}")), "{out}");
+    assert!(out.contains("kill-priv questions: 0"), "{out}");
+    for want in [
+        "w: Ok(\"abcdef then aXYdef / aXYdefgh\") size 8",
+        "append a: Ok(()) then \"12\" size 2",
+    ] {
+        assert!(out.contains(want), "want {want:?} in\n{out}");
+    }
+}

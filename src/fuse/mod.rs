@@ -12,7 +12,9 @@
 //!   absent `security.selinux`, so `ls -l` stops asking per file), no FLUSH (ENOSYS
 //!   once: one round trip less per close), HANDLE_KILLPRIV_V2 (the kernel asks for
 //!   security.capability once per inode and attribute refresh, not per write(2)), 1 MiB
-//!   writes, and one event loop per CPU (2 to [`MAX_AUTO_LOOPS`]), each on its own cloned
+//!   writes, `FOPEN_DIRECT_IO` for a file created write-only (its first write then asks
+//!   no GETXATTR of security.capability: the server drops privileges itself, see
+//!   `ops::create_open_flags`), and one event loop per CPU (2 to [`MAX_AUTO_LOOPS`]), each on its own cloned
 //!   /dev/fuse fd. (Server-side read-ahead with FUSE_NOTIFY_STORE was tried and dropped: on a busy
 //!   machine it duplicated the kernel's own read-ahead and made cold reads slower.)
 //!   Passthrough is never negotiated (`FUSE_DEV_IOC_BACKING_OPEN` checks
@@ -23,9 +25,9 @@
 //! * What the server cannot change (Linux 6.18): a warm read is a page-cache hit that
 //!   never reaches us, but FUSE's page cache holds only order-0 folios (the backing
 //!   ext4/xfs file has up to 1 MiB ones), so the same read walks 256 times as many
-//!   folios; and per created file the kernel sends LOOKUP, CREATE, GETXATTR
-//!   (security.capability, kill-priv at the first write), WRITE and RELEASE, plus a
-//!   GETATTR of the parent (its attributes are invalidated by each change and
+//!   folios; and per created file the kernel sends LOOKUP, CREATE, WRITE and RELEASE
+//!   (and GETXATTR of security.capability at the first write through a cached handle,
+//!   i.e. unless the file was created write-only), plus a GETATTR of the parent (its attributes are invalidated by each change and
 //!   `default_permissions` needs them). docs/benchmarks.md has the measurements.
 //! * The parent's GETATTR after each change is the kernel's too: on 6.18
 //!   `fuse_dir_changed` marks all of a directory's attributes stale (mode included),

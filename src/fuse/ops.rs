@@ -38,6 +38,25 @@ fn creation_mode(kind: u32, mode: u32, umask: u32) -> u32 {
     kind | (mode & 0o7777 & !umask)
 }
 
+/// The open flags of a CREATE reply (`flags` the creator's open flags, `mode` the new
+/// file's). A file created write-only without set-id bits is written directly
+/// (`FOPEN_DIRECT_IO`): through a cached handle the kernel's write path asks whether
+/// privileges must be dropped (`file_remove_privs`: a GETXATTR of `security.capability`
+/// at each new inode's first write, one round trip per created file), while a direct
+/// write leaves that to the server, which gets the kill flag with the WRITE and drops
+/// set-id bits itself (and the backing filesystem drops `security.capability` on any
+/// write). Nothing is lost by it: a write-only handle never reads nor maps pages
+/// (mmap needs read access), and a direct write drops the cached pages it overwrites, so
+/// readers on other handles see the new data. A new file with set-id bits keeps the
+/// cached path, where the kernel drops them with a SETATTR and keeps its mode right.
+pub(super) fn create_open_flags(flags: i32, mode: u32) -> FopenFlags {
+    if flags & libc::O_ACCMODE == libc::O_WRONLY && mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::FOPEN_KEEP_CACHE
+    }
+}
+
 fn reply_entry(reply: ReplyEntry, r: SysResult<FileAttr>) {
     match r {
         Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
@@ -464,6 +483,7 @@ impl Filesystem for Overlay {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        tracing::trace!(ino = ino.0, ?name, "getxattr asked");
         if layers::is_private_xattr(name) {
             return reply.error(Errno::NO_XATTR);
         }
@@ -520,15 +540,18 @@ impl Filesystem for Overlay {
         reply: ReplyCreate,
     ) {
         let mode = creation_mode(libc::S_IFREG, mode, umask);
+        let open_flags = create_open_flags(flags, mode);
         let r = self
             .do_create(req, parent, name, mode, flags)
             .map(|(attr, fd)| {
                 let fh = fd.into_raw_fd();
-                // The kernel asks for security.capability at the new file's first write
-                // (kill-priv): its xattr names, read now from the open fd, answer that
-                // without a lookup through /proc.
-                self.note_xattr_names(attr.ino, fh);
-                (attr, fh as u64, FopenFlags::FOPEN_KEEP_CACHE)
+                // Through a cached handle the kernel asks for security.capability at the
+                // new file's first write (kill-priv): its xattr names, read now from the
+                // open fd, answer that without a lookup through /proc.
+                if !open_flags.contains(FopenFlags::FOPEN_DIRECT_IO) {
+                    self.note_xattr_names(attr.ino, fh);
+                }
+                (attr, fh as u64, open_flags)
             });
         match r {
             Ok((attr, fh, f)) => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), f),
