@@ -131,6 +131,8 @@ struct Inner {
     shared_net: netshare::SharedNet,
     /// A container directory made ahead of the next create.
     spare: spare::Spare,
+    /// A bundle made ahead of a first start (in the runtime directory).
+    spare_bundle: spare::Spare,
 }
 
 /// Facts about the daemon for `skiff info`.
@@ -211,6 +213,7 @@ impl Daemon {
         let volumes = volumes::VolumeStore::open(&opts.paths.volumes())?;
         let (events, _) = broadcast::channel(1024);
         let spare = spare::Spare::new(opts.paths.data.join("spare"));
+        let spare_bundle = spare::Spare::bundles(opts.paths.runtime.join("spare"));
         let daemon = Daemon {
             inner: Arc::new(Inner {
                 settings: std::sync::RwLock::new(opts.settings.clone()),
@@ -227,6 +230,7 @@ impl Daemon {
                 shared_userns: Default::default(),
                 shared_net: Default::default(),
                 spare,
+                spare_bundle,
             }),
         };
         if daemon.settings().network_auto {

@@ -11,6 +11,13 @@
 //!
 //! A spare left by a skiffd that ended is removed at start-up (it is never reused across
 //! daemons: nothing vouches for its contents).
+//!
+//! The same for a container's bundle in the runtime directory ([`BUNDLE_FILES`]): a
+//! first start takes a spare bundle (under the runtime directory's `spare/`) whose files
+//! exist, empty, and writes into them, instead of making a directory and five new
+//! inodes on the start's path (docs/benchmarks.md, session 10). On a tmpfs (a session's
+//! `/run/user/UID`) that costs little either way; on a disk filesystem each new inode
+//! is an allocation that scans for recently deleted ones.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,20 +34,43 @@ enum Slot {
     Ready(PathBuf),
 }
 
+/// The files of a bundle that a spare bundle holds, empty: those every first start
+/// writes (the runtime spec, the monitor's configuration, the /etc files of every
+/// network mode, the monitor's lock). `resolv.conf` is left out: the modes without it
+/// (`none`, `host`) would keep an empty one.
+pub(crate) const BUNDLE_FILES: [&str; 5] = [
+    crate::monitor::SPEC_FILE,
+    crate::monitor::CONFIG_FILE,
+    "hosts",
+    "hostname",
+    crate::monitor::lock::LOCK_FILE,
+];
+
 /// The spare directory, if one is ready.
 pub(crate) struct Spare {
     root: PathBuf,
     slot: Mutex<Slot>,
     counter: AtomicU64,
+    make: fn(&Path) -> std::io::Result<()>,
 }
 
 impl Spare {
-    /// No spare yet; they are made under `root`.
+    /// No spare container directory yet; they are made under `root`.
     pub(crate) fn new(root: PathBuf) -> Spare {
+        Spare::of(root, make)
+    }
+
+    /// No spare bundle yet; they are made under `root` (see [`BUNDLE_FILES`]).
+    pub(crate) fn bundles(root: PathBuf) -> Spare {
+        Spare::of(root, make_bundle)
+    }
+
+    fn of(root: PathBuf, make: fn(&Path) -> std::io::Result<()>) -> Spare {
         Spare {
             root,
             slot: Mutex::new(Slot::Empty),
             counter: AtomicU64::new(0),
+            make,
         }
     }
 
@@ -56,8 +86,9 @@ impl Spare {
         }
     }
 
-    /// Renames the spare to `to` (a new container directory); false when there was none
-    /// or it could not be taken (then the caller makes the directory itself).
+    /// Renames the spare to `to` (a new container directory or bundle; never over one
+    /// that exists); false when there was none or it could not be taken (then the
+    /// caller makes the directory itself).
     pub(crate) fn take_into(&self, to: &Path) -> bool {
         let taken = {
             let mut slot = self.lock();
@@ -70,7 +101,7 @@ impl Spare {
             }
         };
         match taken {
-            Some(p) => match std::fs::rename(&p, to) {
+            Some(p) => match rename_noreplace(&p, to) {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::warn!("taking the spare directory {}: {e}", p.display());
@@ -97,7 +128,7 @@ impl Spare {
             std::process::id(),
             crate::timefmt::now_us()
         ));
-        let made = make(&dir);
+        let made = (self.make)(&dir);
         let mut slot = self.lock();
         *slot = match made {
             Ok(()) => Slot::Ready(dir),
@@ -129,6 +160,7 @@ impl super::Daemon {
                     );
                 }
                 daemon.inner.spare.refill();
+                daemon.inner.spare_bundle.refill();
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start a thread for the spare container directory: {e}");
@@ -150,13 +182,70 @@ impl super::Daemon {
         Ok(())
     }
 
+    /// The bundle directory `bundle` of a container's first start, with the
+    /// [`BUNDLE_FILES`] there, empty: the spare bundle renamed. False when there was
+    /// none (the caller makes the directory), or `bundle` exists.
+    pub(crate) fn take_spare_bundle(&self, bundle: &Path) -> bool {
+        self.inner.spare_bundle.take_into(bundle)
+    }
+
     /// The spares left by an earlier skiffd (removed at start-up).
     pub(crate) fn stale_spares(&self) -> Vec<PathBuf> {
-        match std::fs::read_dir(self.inner.spare.root()) {
-            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
-            Err(_) => Vec::new(),
-        }
+        [self.inner.spare.root(), self.inner.spare_bundle.root()]
+            .into_iter()
+            .flat_map(|root| match std::fs::read_dir(root) {
+                Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+                Err(_) => Vec::new(),
+            })
+            .collect()
     }
+}
+
+/// Renames `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`: a plain
+/// rename would replace an empty directory).
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call; AT_FDCWD
+    // makes them relative to the working directory as std's rename does.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Makes the private directory `dir` with the [`BUNDLE_FILES`], empty (mode 0600; a
+/// writer sets its own).
+pub(crate) fn make_bundle(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !fsutil::create_private_dir(dir)? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the directory exists",
+        ));
+    }
+    for name in BUNDLE_FILES {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(name))?;
+    }
+    Ok(())
 }
 
 /// Makes the private directory `dir` with the [`SUBDIRS`].
@@ -194,6 +283,29 @@ mod tests {
         spare.refill();
         spare.refill(); // one spare at a time
         assert_eq!(std::fs::read_dir(spare.root()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_spare_bundle_holds_its_files_and_never_replaces_a_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let spare = Spare::bundles(t.path().join("spare"));
+        spare.refill();
+        // An empty directory where the bundle goes: a plain rename would replace it.
+        let there = t.path().join("there");
+        std::fs::create_dir(&there).unwrap();
+        assert!(!spare.take_into(&there));
+        assert_eq!(std::fs::read_dir(&there).unwrap().count(), 0);
+        spare.refill();
+        let b = t.path().join("b");
+        assert!(spare.take_into(&b));
+        for name in BUNDLE_FILES {
+            let m = std::fs::metadata(b.join(name)).unwrap();
+            assert!(m.is_file() && m.len() == 0, "{name}: {m:?}");
+        }
+        // Written in place by the bundle's writer.
+        let hosts = b.join("hosts");
+        fsutil::put_runtime_file(&hosts, b"h", true, Some(0o644)).unwrap();
+        assert_eq!(std::fs::read(&hosts).unwrap(), b"h");
     }
 
     #[test]

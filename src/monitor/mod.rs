@@ -246,14 +246,20 @@ pub struct ExitRecord {
     pub error: String,
 }
 
+/// The monitor's configuration's name in the bundle ([`MonitorConfig`]).
+pub const CONFIG_FILE: &str = "monitor.json";
+
+/// The OCI spec's name in the bundle.
+pub const SPEC_FILE: &str = "config.json";
+
 /// The bundle's files.
 pub fn config_path(bundle: &Path) -> PathBuf {
-    bundle.join("monitor.json")
+    bundle.join(CONFIG_FILE)
 }
 
 /// The OCI spec's path in the bundle.
 pub fn spec_path(bundle: &Path) -> PathBuf {
-    bundle.join("config.json")
+    bundle.join(SPEC_FILE)
 }
 
 /// The exit file's path in the bundle.
