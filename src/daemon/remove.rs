@@ -71,14 +71,14 @@ impl Daemon {
             c.mark_removed();
             let daemon = self.clone();
             let bundle = self.bundle_dir(&rec.id);
-            tokio::spawn(async move {
-                let _ = tokio::task::spawn_blocking(move || {
-                    let _ = fsutil::sync_dir(&root);
-                    let _ = std::fs::remove_dir_all(bundle);
-                })
-                .await;
-                if renamed {
-                    daemon.remove_tree(&doomed).await;
+            let rt = tokio::runtime::Handle::current();
+            // At a low priority: the client answered next (the CLI) exits first.
+            super::spare::run_in_background("removal", move || {
+                let _ = fsutil::sync_dir(&root);
+                let _ = std::fs::remove_dir_all(bundle);
+                // Files of subordinate ids need the user namespace: `remove_tree`.
+                if renamed && std::fs::remove_dir_all(&doomed).is_err() {
+                    rt.block_on(daemon.remove_tree(&doomed));
                 }
                 daemon.emit(Event::new(
                     "container",

@@ -166,6 +166,40 @@ impl super::Daemon {
             tracing::warn!("cannot start a thread for the spare container directory: {e}");
         }
     }
+}
+
+/// Runs `work` on a thread of its own at the lowest nice level (19): file-system work
+/// no one waits for (a `--rm` container's files after its client was answered), which
+/// then takes the CPU after the client's exit rather than before it, yet is not starved
+/// on a busy machine as `SCHED_IDLE` can be. Without a thread, runs it here.
+pub(crate) fn run_in_background(name: &str, work: impl FnOnce() + Send + 'static) {
+    // Shared so that it is still ours to run when no thread could be made.
+    let slot = std::sync::Arc::new(Mutex::new(Some(work)));
+    let theirs = slot.clone();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            // SAFETY: gettid and setpriority take plain integers; raising our own
+            // thread's nice value needs no privilege.
+            unsafe {
+                let tid = libc::gettid() as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+            }
+            let job = theirs.lock().ok().and_then(|mut w| w.take());
+            if let Some(job) = job {
+                job();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start a thread for {name}: {e}; done now");
+        let job = slot.lock().ok().and_then(|mut w| w.take());
+        if let Some(job) = job {
+            job();
+        }
+    }
+}
+
+impl super::Daemon {
 
     /// Makes the directory `dir` of a new container with its [`SUBDIRS`]: the spare
     /// renamed when there is one, and the next spare made in the background — but for
@@ -306,6 +340,19 @@ mod tests {
         let hosts = b.join("hosts");
         fsutil::put_runtime_file(&hosts, b"h", true, Some(0o644)).unwrap();
         assert_eq!(std::fs::read(&hosts).unwrap(), b"h");
+    }
+
+    #[test]
+    fn background_work_runs_on_its_own_thread_at_nice_19() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        run_in_background("test-bg", move || {
+            // SAFETY: plain integer arguments.
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as _) };
+            let name = std::thread::current().name().map(str::to_string);
+            tx.send((nice, name)).unwrap();
+        });
+        let (nice, name) = rx.recv().unwrap();
+        assert_eq!((nice, name.as_deref()), (19, Some("test-bg")));
     }
 
     #[test]
