@@ -200,7 +200,6 @@ pub(crate) fn run_in_background(name: &str, work: impl FnOnce() + Send + 'static
 }
 
 impl super::Daemon {
-
     /// Makes the directory `dir` of a new container with its [`SUBDIRS`]: the spare
     /// renamed when there is one, and the next spare made in the background — but for
     /// a container `started_soon` (`RunContainer`): its start makes it once the command
