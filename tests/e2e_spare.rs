@@ -171,3 +171,83 @@ fn inodes_ready(dir: &std::path::Path) -> bool {
     .iter()
     .all(|n| dir.join(n).exists())
 }
+
+/// The one spare bundle, once it is there with all its files.
+fn the_spare_bundle(env: &Env) -> std::path::PathBuf {
+    let spare = env.runtime().join("spare");
+    assert!(
+        env.eventually(10, || {
+            let e = entries(&spare);
+            e.len() == 1 && inodes_ready(&spare.join(&e[0]))
+        }),
+        "no spare bundle: {:?}",
+        entries(&spare)
+    );
+    spare.join(&entries(&spare)[0])
+}
+
+#[test]
+fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "none", "demo/busybox"];
+        all.extend_from_slice(args);
+        let out = env.skiff(&all);
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        common::stdout(&out)
+    };
+    run(&["true"]);
+    let first = inodes(&the_spare_bundle(&env));
+    // Taken by this run and, at its removal, emptied and kept: the same inodes.
+    assert_eq!(run(&["cat", "/etc/hostname"]).lines().count(), 1);
+    assert!(
+        env.eventually(10, || {
+            let e = entries(&env.runtime().join("spare"));
+            e.len() == 1 && inodes(&env.runtime().join("spare").join(&e[0])) == first
+        }),
+        "the run's bundle is not the spare: {:?}",
+        entries(&env.runtime().join("spare"))
+    );
+    let kept = the_spare_bundle(&env);
+    let mut names = entries(&kept);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "config.json",
+            "hostname",
+            "hosts",
+            "monitor.json",
+            "monitor.lock"
+        ],
+        "the exit file and the rest are gone"
+    );
+    for n in &names {
+        let m = std::fs::metadata(kept.join(n)).unwrap();
+        assert_eq!((m.len(), m.permissions().mode() & 0o777), (0, 0o600), "{n}");
+    }
+    // The next run writes into them.
+    let out = run(&["cat", "/etc/hostname", "/etc/hosts"]);
+    assert!(out.contains("localhost"), "{out}");
+    // A file the container gave to another owner (its root may chown the /etc files
+    // bound from the bundle) is not reused: the bundle goes, a new spare is made.
+    let theirs = inodes(&the_spare_bundle(&env));
+    run(&["chown", "1000:1000", "/etc/hosts"]);
+    assert!(
+        env.eventually(10, || {
+            let e = entries(&env.runtime().join("spare"));
+            e.len() == 1
+                && inodes_ready(&env.runtime().join("spare").join(&e[0]))
+                && inodes(&env.runtime().join("spare").join(&e[0])) != theirs
+        }),
+        "no new spare bundle"
+    );
+    let fresh = the_spare_bundle(&env);
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for n in entries(&fresh) {
+        assert_eq!(std::fs::metadata(fresh.join(&n)).unwrap().uid(), me, "{n}");
+    }
+    run(&["true"]);
+}

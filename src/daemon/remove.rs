@@ -75,7 +75,8 @@ impl Daemon {
             // At a low priority: the client answered next (the CLI) exits first.
             super::spare::run_in_background("removal", move || {
                 let _ = fsutil::sync_dir(&root);
-                let _ = std::fs::remove_dir_all(bundle);
+                // Its files become the next first start's (no inode made on its path).
+                daemon.give_back_bundle(&bundle);
                 // Files of subordinate ids need the user namespace: `remove_tree`.
                 if renamed && std::fs::remove_dir_all(&doomed).is_err() {
                     rt.block_on(daemon.remove_tree(&doomed));

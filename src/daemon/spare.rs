@@ -113,6 +113,38 @@ impl Spare {
         }
     }
 
+    /// Makes `dir` the spare when there is none ready or being made (a bundle given back
+    /// after its run, see [`recycle_bundle`]); false otherwise, or when it could not be
+    /// moved (then it is where it was).
+    pub(crate) fn give(&self, dir: &Path) -> bool {
+        let mut slot = self.lock();
+        if !matches!(*slot, Slot::Empty) {
+            return false;
+        }
+        let to = self.next_name();
+        let moved =
+            fsutil::ensure_private_dir(&self.root).and_then(|()| rename_noreplace(dir, &to));
+        match moved {
+            Ok(()) => {
+                *slot = Slot::Ready(to);
+                true
+            }
+            Err(e) => {
+                tracing::debug!("{} not kept as the spare: {e}", dir.display());
+                false
+            }
+        }
+    }
+
+    fn next_name(&self) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.root.join(format!(
+            "{}-{}-{n}",
+            std::process::id(),
+            crate::timefmt::now_us()
+        ))
+    }
+
     /// Makes a spare if none is ready or being made. Blocking (a few directories).
     pub(crate) fn refill(&self) {
         {
@@ -122,12 +154,7 @@ impl Spare {
             }
             *slot = Slot::Filling;
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let dir = self.root.join(format!(
-            "{}-{}-{n}",
-            std::process::id(),
-            crate::timefmt::now_us()
-        ));
+        let dir = self.next_name();
         let made = (self.make)(&dir);
         let mut slot = self.lock();
         *slot = match made {
@@ -146,6 +173,13 @@ impl super::Daemon {
     /// own at the idle scheduling class: it takes the CPU only when nothing else wants
     /// it (a start, a client's exit), as it has no one waiting for it.
     pub(crate) fn refill_spare(&self) {
+        self.refill_spares(true);
+    }
+
+    /// [`Daemon::refill_spare`]; the spare bundle only with `bundle` (a `--rm` run gives
+    /// its own back at its removal, see [`Daemon::give_back_bundle`]: no inodes made
+    /// while its command runs).
+    pub(crate) fn refill_spares(&self, bundle: bool) {
         let daemon = self.clone();
         let spawned = std::thread::Builder::new()
             .name("spare".into())
@@ -160,7 +194,9 @@ impl super::Daemon {
                     );
                 }
                 daemon.inner.spare.refill();
-                daemon.inner.spare_bundle.refill();
+                if bundle {
+                    daemon.inner.spare_bundle.refill();
+                }
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start a thread for the spare container directory: {e}");
@@ -222,6 +258,26 @@ impl super::Daemon {
         self.inner.spare_bundle.take_into(bundle)
     }
 
+    /// Keeps the bundle of a run that ended (its monitor gone) as the spare bundle, its
+    /// files emptied: the next first start writes into them, and no inode is made or
+    /// freed (see [`recycle_bundle`]). Else removes it and makes a spare bundle anew.
+    /// Blocking; after a `--rm` removal's answer, on its background thread.
+    pub(crate) fn give_back_bundle(&self, bundle: &Path) {
+        let kept = matches!(crate::monitor::lock::holder(bundle), Ok(None))
+            && match recycle_bundle(bundle) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!("bundle {} not reused: {e}", bundle.display());
+                    false
+                }
+            }
+            && self.inner.spare_bundle.give(bundle);
+        if !kept {
+            let _ = std::fs::remove_dir_all(bundle);
+            self.inner.spare_bundle.refill();
+        }
+    }
+
     /// The spares left by an earlier skiffd (removed at start-up).
     pub(crate) fn stale_spares(&self) -> Vec<PathBuf> {
         [self.inner.spare.root(), self.inner.spare_bundle.root()]
@@ -259,6 +315,49 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Turns the bundle `dir` of a run that ended into a spare bundle: the [`BUNDLE_FILES`]
+/// emptied (mode 0600), everything else (the exit file, `resolv.conf`, a network
+/// helper's files) removed. Refuses — the caller removes the bundle — what is not as
+/// skiffd made it: a file not ours (a container's root may have chowned an /etc file
+/// bind-mounted from here), a symlink, a directory, a missing file.
+pub(crate) fn recycle_bundle(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let odd = |what: String| std::io::Error::other(what);
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(odd("not our directory".into()));
+    }
+    let mut kept = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let path = entry.path();
+        if BUNDLE_FILES.iter().any(|f| std::ffi::OsStr::new(f) == name) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)?;
+            let m = f.metadata()?;
+            if !m.is_file() || m.uid() != me || m.nlink() != 1 {
+                return Err(odd(format!("{}: not a file of ours", path.display())));
+            }
+            f.set_len(0)?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            kept += 1;
+        } else if entry.file_type()?.is_dir() {
+            return Err(odd(format!("{}: a directory", path.display())));
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    if kept != BUNDLE_FILES.len() {
+        return Err(odd("a bundle file is missing".into()));
+    }
+    Ok(())
 }
 
 /// Makes the private directory `dir` with the [`BUNDLE_FILES`], empty (mode 0600; a

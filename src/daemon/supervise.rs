@@ -228,7 +228,8 @@ impl Daemon {
                 crate::phase::mark("running-recorded");
                 // While the command runs (its client waits): the next create's directory,
                 // if a `run --rm` took the spare (see `spare`; nothing when one is there).
-                self.refill_spare();
+                // A `--rm` run's bundle becomes the spare bundle at its removal.
+                self.refill_spares(!rec.config.auto_remove);
                 self.emit(Event::new(
                     "container",
                     "start",
