@@ -87,6 +87,8 @@ impl Daemon {
                     &rec.id,
                     &[("name", rec.name.clone())],
                 ));
+                // The next create's directory, if this one took the spare (see `spare`).
+                daemon.inner.spare.refill();
             });
             return Ok(());
         }

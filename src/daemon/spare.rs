@@ -173,13 +173,6 @@ impl super::Daemon {
     /// own at the idle scheduling class: it takes the CPU only when nothing else wants
     /// it (a start, a client's exit), as it has no one waiting for it.
     pub(crate) fn refill_spare(&self) {
-        self.refill_spares(true);
-    }
-
-    /// [`Daemon::refill_spare`]; the spare bundle only with `bundle` (a `--rm` run gives
-    /// its own back at its removal, see [`Daemon::give_back_bundle`]: no inodes made
-    /// while its command runs).
-    pub(crate) fn refill_spares(&self, bundle: bool) {
         let daemon = self.clone();
         let spawned = std::thread::Builder::new()
             .name("spare".into())
@@ -194,9 +187,7 @@ impl super::Daemon {
                     );
                 }
                 daemon.inner.spare.refill();
-                if bundle {
-                    daemon.inner.spare_bundle.refill();
-                }
+                daemon.inner.spare_bundle.refill();
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start a thread for the spare container directory: {e}");

@@ -226,10 +226,12 @@ impl Daemon {
                     r.state.error.clear();
                 })?;
                 crate::phase::mark("running-recorded");
-                // While the command runs (its client waits): the next create's directory,
-                // if a `run --rm` took the spare (see `spare`; nothing when one is there).
-                // A `--rm` run's bundle becomes the spare bundle at its removal.
-                self.refill_spares(!rec.config.auto_remove);
+                // While the command runs (its client waits): the next create's directory
+                // and bundle (see `spare`; nothing when they are there). A `--rm` run's
+                // removal makes them, after its client's answer: no inode made meanwhile.
+                if !rec.config.auto_remove {
+                    self.refill_spare();
+                }
                 self.emit(Event::new(
                     "container",
                     "start",
