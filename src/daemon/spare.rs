@@ -5,9 +5,11 @@
 //! allocation (ext4 without a journal scans for recently deleted inodes). skiffd keeps one
 //! such empty directory ready under `spare/` (a sibling of `containers/`, on the same
 //! filesystem), and a create takes it with one rename. It is made again off the start's
-//! path: once a run's command runs (while its client waits for its end; not after a
-//! `--rm` container's removal, when the client exits and the next command starts), or
-//! right after a create that found none or will not be started at once.
+//! path: once a run's command runs (while its client waits for its end), or right after
+//! a create that found none or will not be started at once — but for a `--rm` container,
+//! by its removal's thread at nice 19 after its client's answer: a thread in ext4's
+//! inode allocation is not preempted for the command's own wake-ups, and delayed a
+//! short command by 1-3 ms (docs/benchmarks.md, session 10).
 //!
 //! A spare left by a skiffd that ended is removed at start-up (it is never reused across
 //! daemons: nothing vouches for its contents).
@@ -17,7 +19,8 @@
 //! exist, empty, and writes into them, instead of making a directory and five new
 //! inodes on the start's path (docs/benchmarks.md, session 10). On a tmpfs (a session's
 //! `/run/user/UID`) that costs little either way; on a disk filesystem each new inode
-//! is an allocation that scans for recently deleted ones.
+//! is an allocation that scans for recently deleted ones. A `--rm` run gives its bundle
+//! back at its removal, emptied ([`recycle_bundle`]): no inode is made or freed.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
