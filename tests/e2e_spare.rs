@@ -197,8 +197,17 @@ fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_o
         assert!(out.status.success(), "stderr: {}", stderr(&out));
         common::stdout(&out)
     };
+    // Both spares are made in the background: a create that finds no spare directory
+    // makes the two anew (then this run's bundle would not be kept: one is there).
+    let both_spares = || {
+        assert!(
+            env.eventually(10, || entries(&env.data().join("spare")).len() == 1),
+            "no spare container directory"
+        );
+        the_spare_bundle(&env)
+    };
     run(&["true"]);
-    let first = inodes(&the_spare_bundle(&env));
+    let first = inodes(&both_spares());
     // Taken by this run and, at its removal, emptied and kept: the same inodes.
     assert_eq!(run(&["cat", "/etc/hostname"]).lines().count(), 1);
     assert!(
@@ -209,7 +218,7 @@ fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_o
         "the run's bundle is not the spare: {:?}",
         entries(&env.runtime().join("spare"))
     );
-    let kept = the_spare_bundle(&env);
+    let kept = both_spares();
     let mut names = entries(&kept);
     names.sort();
     assert_eq!(
@@ -231,23 +240,25 @@ fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_o
     let out = run(&["cat", "/etc/hostname", "/etc/hosts"]);
     assert!(out.contains("localhost"), "{out}");
     // A file the container gave to another owner (its root may chown the /etc files
-    // bound from the bundle) is not reused: the bundle goes, a new spare is made.
-    let theirs = inodes(&the_spare_bundle(&env));
+    // bound from the bundle) is not reused: the bundle goes, a new spare is made, all
+    // of whose files are ours. (Its inode numbers may be the freed ones again.)
+    both_spares();
     run(&["chown", "1000:1000", "/etc/hosts"]);
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let ours = |dir: &std::path::Path| {
+        inodes_ready(dir)
+            && entries(dir)
+                .iter()
+                .all(|n| std::fs::metadata(dir.join(n)).is_ok_and(|m| m.uid() == me))
+    };
     assert!(
         env.eventually(10, || {
             let e = entries(&env.runtime().join("spare"));
-            e.len() == 1
-                && inodes_ready(&env.runtime().join("spare").join(&e[0]))
-                && inodes(&env.runtime().join("spare").join(&e[0])) != theirs
+            e.len() == 1 && ours(&env.runtime().join("spare").join(&e[0]))
         }),
-        "no new spare bundle"
+        "no spare bundle of ours: {:?}",
+        entries(&env.runtime().join("spare"))
     );
-    let fresh = the_spare_bundle(&env);
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    for n in entries(&fresh) {
-        assert_eq!(std::fs::metadata(fresh.join(&n)).unwrap().uid(), me, "{n}");
-    }
     run(&["true"]);
 }
