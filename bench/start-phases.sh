@@ -89,7 +89,7 @@ gate-in/RunContainer	the CLI started, connected to the bus, sent RunContainer
 gate-out/RunContainer	D-Bus gate: the caller's credentials
 run-call	zbus dispatch, the config parsed
 created	create: image lookup, container directory (the spare, renamed) and record written
-bundle-written	spec, /etc files, bundle (runtime dir)
+bundle-written	spec, /etc files, bundle (runtime dir; a first start: into the spare bundle's files)
 monitor-main	the monitor (a run's: spawned during the create, waiting) goes on
 monitor-locked	the bundle lock
 monitor-spawned	(skiffd: spawn returned; a run's: the monitor told to go)
@@ -124,8 +124,8 @@ cgroup-removed	the container's cgroup emptied and removed
 network-stop	network helper told to stop
 network-stopped	network helper gone, its files removed
 output-finished	output drained, attach clients told
-orphans-reaped	attach socket removed, orphans reaped
-exit-file-written	exit file (runtime dir)
+exit-file-written	attach socket removed, exit file (runtime dir) written while the FUSE server ends
+orphans-reaped	orphans (the FUSE server) reaped
 run-ended	skiffd: status pipe end, monitor reaped
 exit-recorded	exit recorded (die event)
 auto-remove	--rm: removal starts

@@ -174,10 +174,11 @@ fn create_private_dir_once(dir: &Path) -> io::Result<bool> {
     }
 }
 
-/// Writes a runtime-directory file: in a directory [`create_private_dir`] just made
-/// (`fresh`), directly under its name (nothing else opens it before the writer is done:
-/// no temporary file and rename); else with [`replace_file`]. `mode` (if any) is set on
-/// the file whatever the umask.
+/// Writes a runtime-directory file: in a directory [`create_private_dir`] just made, or
+/// one made ahead with its files empty (`fresh`), directly under its name (nothing else
+/// opens it before the writer is done: no temporary file and rename; a symlink there is
+/// not followed, a file with content not replaced); else with [`replace_file`]. `mode` (if any) is set on the file
+/// whatever the umask.
 pub fn put_runtime_file(
     path: &Path,
     data: &[u8],
@@ -192,11 +193,20 @@ pub fn put_runtime_file(
         }
         return Ok(());
     }
+    // The file may exist, empty, made ahead with its directory (skiffd's spare
+    // bundle): written in place, no new inode. One with content is not replaced.
     let mut f = OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(mode.unwrap_or(0o600))
         .open(path)?;
+    if f.metadata()?.len() != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "a new file was expected, it exists with content",
+        ));
+    }
     if let Some(m) = mode {
         f.set_permissions(fs::Permissions::from_mode(m))?;
     }
@@ -222,8 +232,17 @@ mod tests {
             (fs::read(&hosts).unwrap(), mode(&hosts)),
             (b"one".to_vec(), 0o644)
         );
-        // A fresh write never replaces a file (a bundle said fresh is new).
+        // A fresh write never replaces a file (a bundle said fresh is new), but writes
+        // into an empty one made ahead.
         assert!(put_runtime_file(&hosts, b"two", true, Some(0o644)).is_err());
+        let ahead = bundle.join("hostname");
+        fs::write(&ahead, b"").unwrap();
+        put_runtime_file(&ahead, b"h", true, Some(0o644)).unwrap();
+        assert_eq!(
+            (fs::read(&ahead).unwrap(), mode(&ahead)),
+            (b"h".to_vec(), 0o644)
+        );
+        fs::remove_file(&ahead).unwrap();
         put_runtime_file(&hosts, b"two", false, Some(0o644)).unwrap();
         assert_eq!(
             (fs::read(&hosts).unwrap(), mode(&hosts)),

@@ -1,6 +1,8 @@
 //! End to end: the container directory made ahead of a create (`spare/`, a sibling of
 //! `containers/`): a `run --rm` takes it and the next one is made while its command
-//! runs; a spare left by an earlier skiffd is removed at start-up, never taken.
+//! runs; a spare left by an earlier skiffd is removed at start-up, never taken. Likewise
+//! the bundle made ahead in the runtime directory (its `spare/`): a first start writes
+//! into its files, made empty ahead, instead of making new ones.
 
 mod common;
 
@@ -71,4 +73,192 @@ fn a_spare_left_by_an_earlier_daemon_is_removed_at_start_up() {
         "test ! -e /planted",
     ]);
     assert!(out.status.success(), "stderr: {}", stderr(&out));
+}
+
+/// The inode number of each file of a bundle (as `ls -i` would show them).
+fn inodes(dir: &std::path::Path) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    [
+        "config.json",
+        "monitor.json",
+        "hosts",
+        "hostname",
+        "monitor.lock",
+    ]
+    .iter()
+    .map(|n| {
+        let ino = std::fs::metadata(dir.join(n))
+            .map(|m| m.ino())
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(n).display()));
+        (n.to_string(), ino)
+    })
+    .collect()
+}
+
+#[test]
+fn a_first_start_writes_its_bundle_into_the_spare_bundle() {
+    let mut env = Env::new();
+    let spare = env.runtime().join("spare");
+    let out = env.skiff(&["run", "--rm", "--network", "none", "demo/busybox", "true"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert!(
+        env.eventually(10, || entries(&spare).len() == 1
+            && inodes_ready(&spare.join(&entries(&spare)[0]))),
+        "no spare bundle after the first run: {:?}",
+        entries(&spare)
+    );
+    let made = spare.join(&entries(&spare)[0]);
+    let before = inodes(&made);
+    let id = env.skiff_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--hostname",
+        "spared",
+        "demo/busybox",
+        "sleep",
+        "300",
+    ]);
+    let id = id.trim();
+    let bundle = env.runtime().join("containers").join(id);
+    // The very files made ahead, written in place; the next spare is made meanwhile.
+    assert_eq!(inodes(&bundle), before, "the bundle's files are new inodes");
+    assert!(!made.exists(), "the spare was not taken");
+    assert!(
+        env.eventually(10, || entries(&spare).len() == 1),
+        "no new spare bundle after the start: {:?}",
+        entries(&spare)
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let hosts = bundle.join("hosts");
+        let mode = std::fs::metadata(&hosts).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "hosts's mode");
+    }
+    let out = env.skiff(&["exec", id, "cat", "/etc/hostname", "/etc/hosts"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = common::stdout(&out);
+    assert!(text.starts_with("spared\n"), "{text}");
+    assert!(text.contains("spared"), "{text}");
+    let inspect = env.inspect(id);
+    assert_eq!(inspect["State"]["Running"], true, "{inspect}");
+    env.skiff_ok(&["rm", "-f", id]);
+
+    // A spare bundle of an earlier daemon is removed at start-up, never taken.
+    env.stop_daemon();
+    let stale = spare.join("1-2-3");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("config.json"), "planted").unwrap();
+    env.start_daemon();
+    assert!(
+        env.eventually(10, || !stale.exists()),
+        "the stale spare bundle is still there"
+    );
+    let out = env.skiff(&["run", "--rm", "--network", "none", "demo/busybox", "true"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+}
+
+/// Whether all the files of a spare bundle are there (it is being made otherwise).
+fn inodes_ready(dir: &std::path::Path) -> bool {
+    [
+        "config.json",
+        "monitor.json",
+        "hosts",
+        "hostname",
+        "monitor.lock",
+    ]
+    .iter()
+    .all(|n| dir.join(n).exists())
+}
+
+/// The one spare bundle, once it is there with all its files.
+fn the_spare_bundle(env: &Env) -> std::path::PathBuf {
+    let spare = env.runtime().join("spare");
+    assert!(
+        env.eventually(10, || {
+            let e = entries(&spare);
+            e.len() == 1 && inodes_ready(&spare.join(&e[0]))
+        }),
+        "no spare bundle: {:?}",
+        entries(&spare)
+    );
+    spare.join(&entries(&spare)[0])
+}
+
+#[test]
+fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "none", "demo/busybox"];
+        all.extend_from_slice(args);
+        let out = env.skiff(&all);
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        common::stdout(&out)
+    };
+    // Both spares are made in the background: a create that finds no spare directory
+    // makes the two anew (then this run's bundle would not be kept: one is there).
+    let both_spares = || {
+        assert!(
+            env.eventually(10, || entries(&env.data().join("spare")).len() == 1),
+            "no spare container directory"
+        );
+        the_spare_bundle(&env)
+    };
+    run(&["true"]);
+    let first = inodes(&both_spares());
+    // Taken by this run and, at its removal, emptied and kept: the same inodes.
+    assert_eq!(run(&["cat", "/etc/hostname"]).lines().count(), 1);
+    assert!(
+        env.eventually(10, || {
+            let e = entries(&env.runtime().join("spare"));
+            e.len() == 1 && inodes(&env.runtime().join("spare").join(&e[0])) == first
+        }),
+        "the run's bundle is not the spare: {:?}",
+        entries(&env.runtime().join("spare"))
+    );
+    let kept = both_spares();
+    let mut names = entries(&kept);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "config.json",
+            "hostname",
+            "hosts",
+            "monitor.json",
+            "monitor.lock"
+        ],
+        "the exit file and the rest are gone"
+    );
+    for n in &names {
+        let m = std::fs::metadata(kept.join(n)).unwrap();
+        assert_eq!((m.len(), m.permissions().mode() & 0o777), (0, 0o600), "{n}");
+    }
+    // The next run writes into them.
+    let out = run(&["cat", "/etc/hostname", "/etc/hosts"]);
+    assert!(out.contains("localhost"), "{out}");
+    // A file the container gave to another owner (its root may chown the /etc files
+    // bound from the bundle) is not reused: the bundle goes, a new spare is made, all
+    // of whose files are ours. (Its inode numbers may be the freed ones again.)
+    both_spares();
+    run(&["chown", "1000:1000", "/etc/hosts"]);
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let ours = |dir: &std::path::Path| {
+        inodes_ready(dir)
+            && entries(dir)
+                .iter()
+                .all(|n| std::fs::metadata(dir.join(n)).is_ok_and(|m| m.uid() == me))
+    };
+    assert!(
+        env.eventually(10, || {
+            let e = entries(&env.runtime().join("spare"));
+            e.len() == 1 && ours(&env.runtime().join("spare").join(&e[0]))
+        }),
+        "no spare bundle of ours: {:?}",
+        entries(&env.runtime().join("spare"))
+    );
+    run(&["true"]);
 }

@@ -345,8 +345,10 @@ impl Daemon {
     ) -> Result<(PathBuf, Vec<crate::netns::PortMapping>), Error> {
         let bundle = self.bundle_dir(&rec.id);
         // A new bundle (a container's first start: every `run`) is written without
-        // temporary files and renames, and has no exit file to remove.
-        let fresh = fsutil::create_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
+        // temporary files and renames, and has no exit file to remove: the spare bundle
+        // with its files made ahead (see `spare`), else a directory made now.
+        let fresh = self.take_spare_bundle(&bundle)
+            || fsutil::create_private_dir(&bundle).map_err(|e| Error::io(&bundle, e))?;
         let image = self.inner.images.resolve(&rec.image_id)?;
         let (maps, remap) = self.container_maps(rec)?;
         let plan = RootfsPlan {

@@ -136,6 +136,8 @@ struct Inner {
     spare: spare::Spare,
     /// The monitor zygote (started at the first monitor's spawn).
     zygote: zygote::Client,
+    /// A bundle made ahead of a first start (in the runtime directory).
+    spare_bundle: spare::Spare,
 }
 
 /// Facts about the daemon for `skiff info`.
@@ -216,6 +218,7 @@ impl Daemon {
         let volumes = volumes::VolumeStore::open(&opts.paths.volumes())?;
         let (events, _) = broadcast::channel(1024);
         let spare = spare::Spare::new(opts.paths.data.join("spare"));
+        let spare_bundle = spare::Spare::bundles(opts.paths.runtime.join("spare"));
         let daemon = Daemon {
             inner: Arc::new(Inner {
                 settings: std::sync::RwLock::new(opts.settings.clone()),
@@ -233,6 +236,7 @@ impl Daemon {
                 shared_net: Default::default(),
                 spare,
                 zygote: Default::default(),
+                spare_bundle,
             }),
         };
         if daemon.settings().network_auto {

@@ -73,14 +73,15 @@ impl Daemon {
             c.mark_removed();
             let daemon = self.clone();
             let bundle = self.bundle_dir(&rec.id);
-            tokio::spawn(async move {
-                let _ = tokio::task::spawn_blocking(move || {
-                    let _ = fsutil::sync_dir(&root);
-                    let _ = std::fs::remove_dir_all(bundle);
-                })
-                .await;
-                if renamed {
-                    daemon.remove_tree(&doomed).await;
+            let rt = tokio::runtime::Handle::current();
+            // At a low priority: the client answered next (the CLI) exits first.
+            super::spare::run_in_background("removal", move || {
+                let _ = fsutil::sync_dir(&root);
+                // Its files become the next first start's (no inode made on its path).
+                daemon.give_back_bundle(&bundle);
+                // Files of subordinate ids need the user namespace: `remove_tree`.
+                if renamed && std::fs::remove_dir_all(&doomed).is_err() {
+                    rt.block_on(daemon.remove_tree(&doomed));
                 }
                 daemon.emit(Event::new(
                     "container",
@@ -88,6 +89,8 @@ impl Daemon {
                     &rec.id,
                     &[("name", rec.name.clone())],
                 ));
+                // The next create's directory, if this one took the spare (see `spare`).
+                daemon.inner.spare.refill();
             });
             return Ok(());
         }

@@ -5,12 +5,22 @@
 //! allocation (ext4 without a journal scans for recently deleted inodes). skiffd keeps one
 //! such empty directory ready under `spare/` (a sibling of `containers/`, on the same
 //! filesystem), and a create takes it with one rename. It is made again off the start's
-//! path: once a run's command runs (while its client waits for its end; not after a
-//! `--rm` container's removal, when the client exits and the next command starts), or
-//! right after a create that found none or will not be started at once.
+//! path: once a run's command runs (while its client waits for its end), or right after
+//! a create that found none or will not be started at once — but for a `--rm` container,
+//! by its removal's thread at nice 19 after its client's answer: a thread in ext4's
+//! inode allocation is not preempted for the command's own wake-ups, and delayed a
+//! short command by 1-3 ms (docs/benchmarks.md, session 10).
 //!
 //! A spare left by a skiffd that ended is removed at start-up (it is never reused across
 //! daemons: nothing vouches for its contents).
+//!
+//! The same for a container's bundle in the runtime directory ([`BUNDLE_FILES`]): a
+//! first start takes a spare bundle (under the runtime directory's `spare/`) whose files
+//! exist, empty, and writes into them, instead of making a directory and five new
+//! inodes on the start's path (docs/benchmarks.md, session 10). On a tmpfs (a session's
+//! `/run/user/UID`) that costs little either way; on a disk filesystem each new inode
+//! is an allocation that scans for recently deleted ones. A `--rm` run gives its bundle
+//! back at its removal, emptied ([`recycle_bundle`]): no inode is made or freed.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,20 +37,43 @@ enum Slot {
     Ready(PathBuf),
 }
 
+/// The files of a bundle that a spare bundle holds, empty: those every first start
+/// writes (the runtime spec, the monitor's configuration, the /etc files of every
+/// network mode, the monitor's lock). `resolv.conf` is left out: the modes without it
+/// (`none`, `host`) would keep an empty one.
+pub(crate) const BUNDLE_FILES: [&str; 5] = [
+    crate::monitor::SPEC_FILE,
+    crate::monitor::CONFIG_FILE,
+    "hosts",
+    "hostname",
+    crate::monitor::lock::LOCK_FILE,
+];
+
 /// The spare directory, if one is ready.
 pub(crate) struct Spare {
     root: PathBuf,
     slot: Mutex<Slot>,
     counter: AtomicU64,
+    make: fn(&Path) -> std::io::Result<()>,
 }
 
 impl Spare {
-    /// No spare yet; they are made under `root`.
+    /// No spare container directory yet; they are made under `root`.
     pub(crate) fn new(root: PathBuf) -> Spare {
+        Spare::of(root, make)
+    }
+
+    /// No spare bundle yet; they are made under `root` (see [`BUNDLE_FILES`]).
+    pub(crate) fn bundles(root: PathBuf) -> Spare {
+        Spare::of(root, make_bundle)
+    }
+
+    fn of(root: PathBuf, make: fn(&Path) -> std::io::Result<()>) -> Spare {
         Spare {
             root,
             slot: Mutex::new(Slot::Empty),
             counter: AtomicU64::new(0),
+            make,
         }
     }
 
@@ -56,8 +89,9 @@ impl Spare {
         }
     }
 
-    /// Renames the spare to `to` (a new container directory); false when there was none
-    /// or it could not be taken (then the caller makes the directory itself).
+    /// Renames the spare to `to` (a new container directory or bundle; never over one
+    /// that exists); false when there was none or it could not be taken (then the
+    /// caller makes the directory itself).
     pub(crate) fn take_into(&self, to: &Path) -> bool {
         let taken = {
             let mut slot = self.lock();
@@ -70,7 +104,7 @@ impl Spare {
             }
         };
         match taken {
-            Some(p) => match std::fs::rename(&p, to) {
+            Some(p) => match rename_noreplace(&p, to) {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::warn!("taking the spare directory {}: {e}", p.display());
@@ -82,6 +116,38 @@ impl Spare {
         }
     }
 
+    /// Makes `dir` the spare when there is none ready or being made (a bundle given back
+    /// after its run, see [`recycle_bundle`]); false otherwise, or when it could not be
+    /// moved (then it is where it was).
+    pub(crate) fn give(&self, dir: &Path) -> bool {
+        let mut slot = self.lock();
+        if !matches!(*slot, Slot::Empty) {
+            return false;
+        }
+        let to = self.next_name();
+        let moved =
+            fsutil::ensure_private_dir(&self.root).and_then(|()| rename_noreplace(dir, &to));
+        match moved {
+            Ok(()) => {
+                *slot = Slot::Ready(to);
+                true
+            }
+            Err(e) => {
+                tracing::debug!("{} not kept as the spare: {e}", dir.display());
+                false
+            }
+        }
+    }
+
+    fn next_name(&self) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.root.join(format!(
+            "{}-{}-{n}",
+            std::process::id(),
+            crate::timefmt::now_us()
+        ))
+    }
+
     /// Makes a spare if none is ready or being made. Blocking (a few directories).
     pub(crate) fn refill(&self) {
         {
@@ -91,13 +157,8 @@ impl Spare {
             }
             *slot = Slot::Filling;
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let dir = self.root.join(format!(
-            "{}-{}-{n}",
-            std::process::id(),
-            crate::timefmt::now_us()
-        ));
-        let made = make(&dir);
+        let dir = self.next_name();
+        let made = (self.make)(&dir);
         let mut slot = self.lock();
         *slot = match made {
             Ok(()) => Slot::Ready(dir),
@@ -129,12 +190,46 @@ impl super::Daemon {
                     );
                 }
                 daemon.inner.spare.refill();
+                daemon.inner.spare_bundle.refill();
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start a thread for the spare container directory: {e}");
         }
     }
+}
 
+/// Runs `work` on a thread of its own at the lowest nice level (19): file-system work
+/// no one waits for (a `--rm` container's files after its client was answered), which
+/// then takes the CPU after the client's exit rather than before it, yet is not starved
+/// on a busy machine as `SCHED_IDLE` can be. Without a thread, runs it here.
+pub(crate) fn run_in_background(name: &str, work: impl FnOnce() + Send + 'static) {
+    // Shared so that it is still ours to run when no thread could be made.
+    let slot = std::sync::Arc::new(Mutex::new(Some(work)));
+    let theirs = slot.clone();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            // SAFETY: gettid and setpriority take plain integers; raising our own
+            // thread's nice value needs no privilege.
+            unsafe {
+                let tid = libc::gettid() as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+            }
+            let job = theirs.lock().ok().and_then(|mut w| w.take());
+            if let Some(job) = job {
+                job();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start a thread for {name}: {e}; done now");
+        let job = slot.lock().ok().and_then(|mut w| w.take());
+        if let Some(job) = job {
+            job();
+        }
+    }
+}
+
+impl super::Daemon {
     /// Makes the directory `dir` of a new container with its [`SUBDIRS`]: the spare
     /// renamed when there is one, and the next spare made in the background — but for
     /// a container `started_soon` (`RunContainer`): its start makes it once the command
@@ -150,13 +245,133 @@ impl super::Daemon {
         Ok(())
     }
 
-    /// The spares left by an earlier skiffd (removed at start-up).
-    pub(crate) fn stale_spares(&self) -> Vec<PathBuf> {
-        match std::fs::read_dir(self.inner.spare.root()) {
-            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
-            Err(_) => Vec::new(),
+    /// The bundle directory `bundle` of a container's first start, with the
+    /// [`BUNDLE_FILES`] there, empty: the spare bundle renamed. False when there was
+    /// none (the caller makes the directory), or `bundle` exists.
+    pub(crate) fn take_spare_bundle(&self, bundle: &Path) -> bool {
+        self.inner.spare_bundle.take_into(bundle)
+    }
+
+    /// Keeps the bundle of a run that ended (its monitor gone) as the spare bundle, its
+    /// files emptied: the next first start writes into them, and no inode is made or
+    /// freed (see [`recycle_bundle`]). Else removes it and makes a spare bundle anew.
+    /// Blocking; after a `--rm` removal's answer, on its background thread.
+    pub(crate) fn give_back_bundle(&self, bundle: &Path) {
+        let kept = matches!(crate::monitor::lock::holder(bundle), Ok(None))
+            && match recycle_bundle(bundle) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!("bundle {} not reused: {e}", bundle.display());
+                    false
+                }
+            }
+            && self.inner.spare_bundle.give(bundle);
+        if !kept {
+            let _ = std::fs::remove_dir_all(bundle);
+            self.inner.spare_bundle.refill();
         }
     }
+
+    /// The spares left by an earlier skiffd (removed at start-up).
+    pub(crate) fn stale_spares(&self) -> Vec<PathBuf> {
+        [self.inner.spare.root(), self.inner.spare_bundle.root()]
+            .into_iter()
+            .flat_map(|root| match std::fs::read_dir(root) {
+                Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+                Err(_) => Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`: a plain
+/// rename would replace an empty directory).
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call; AT_FDCWD
+    // makes them relative to the working directory as std's rename does.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Turns the bundle `dir` of a run that ended into a spare bundle: the [`BUNDLE_FILES`]
+/// emptied (mode 0600), everything else (the exit file, `resolv.conf`, a network
+/// helper's files) removed. Refuses — the caller removes the bundle — what is not as
+/// skiffd made it: a file not ours (a container's root may have chowned an /etc file
+/// bind-mounted from here), a symlink, a directory, a missing file.
+pub(crate) fn recycle_bundle(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let odd = |what: String| std::io::Error::other(what);
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(odd("not our directory".into()));
+    }
+    let mut kept = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let path = entry.path();
+        if BUNDLE_FILES.iter().any(|f| std::ffi::OsStr::new(f) == name) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)?;
+            let m = f.metadata()?;
+            if !m.is_file() || m.uid() != me || m.nlink() != 1 {
+                return Err(odd(format!("{}: not a file of ours", path.display())));
+            }
+            f.set_len(0)?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            kept += 1;
+        } else if entry.file_type()?.is_dir() {
+            return Err(odd(format!("{}: a directory", path.display())));
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    if kept != BUNDLE_FILES.len() {
+        return Err(odd("a bundle file is missing".into()));
+    }
+    Ok(())
+}
+
+/// Makes the private directory `dir` with the [`BUNDLE_FILES`], empty (mode 0600; a
+/// writer sets its own).
+pub(crate) fn make_bundle(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !fsutil::create_private_dir(dir)? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the directory exists",
+        ));
+    }
+    for name in BUNDLE_FILES {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(name))?;
+    }
+    Ok(())
 }
 
 /// Makes the private directory `dir` with the [`SUBDIRS`].
@@ -194,6 +409,42 @@ mod tests {
         spare.refill();
         spare.refill(); // one spare at a time
         assert_eq!(std::fs::read_dir(spare.root()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_spare_bundle_holds_its_files_and_never_replaces_a_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let spare = Spare::bundles(t.path().join("spare"));
+        spare.refill();
+        // An empty directory where the bundle goes: a plain rename would replace it.
+        let there = t.path().join("there");
+        std::fs::create_dir(&there).unwrap();
+        assert!(!spare.take_into(&there));
+        assert_eq!(std::fs::read_dir(&there).unwrap().count(), 0);
+        spare.refill();
+        let b = t.path().join("b");
+        assert!(spare.take_into(&b));
+        for name in BUNDLE_FILES {
+            let m = std::fs::metadata(b.join(name)).unwrap();
+            assert!(m.is_file() && m.len() == 0, "{name}: {m:?}");
+        }
+        // Written in place by the bundle's writer.
+        let hosts = b.join("hosts");
+        fsutil::put_runtime_file(&hosts, b"h", true, Some(0o644)).unwrap();
+        assert_eq!(std::fs::read(&hosts).unwrap(), b"h");
+    }
+
+    #[test]
+    fn background_work_runs_on_its_own_thread_at_nice_19() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        run_in_background("test-bg", move || {
+            // SAFETY: plain integer arguments.
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as _) };
+            let name = std::thread::current().name().map(str::to_string);
+            tx.send((nice, name)).unwrap();
+        });
+        let (nice, name) = rx.recv().unwrap();
+        assert_eq!((nice, name.as_deref()), (19, Some("test-bg")));
     }
 
     #[test]

@@ -236,9 +236,12 @@ impl Daemon {
                 })?;
                 crate::phase::mark("running-recorded");
                 lease.keep();
-                // While the command runs (its client waits): the next create's directory,
-                // if a `run --rm` took the spare (see `spare`; nothing when one is there).
-                self.refill_spare();
+                // While the command runs (its client waits): the next create's directory
+                // and bundle (see `spare`; nothing when they are there). A `--rm` run's
+                // removal makes them, after its client's answer: no inode made meanwhile.
+                if !rec.config.auto_remove {
+                    self.refill_spare();
+                }
                 self.emit(Event::new(
                     "container",
                     "start",

@@ -14,9 +14,12 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// The lock file's name in a bundle.
+pub const LOCK_FILE: &str = "monitor.lock";
+
 /// The lock file's path in a bundle.
 pub fn lock_path(bundle: &Path) -> PathBuf {
-    bundle.join("monitor.lock")
+    bundle.join(LOCK_FILE)
 }
 
 /// A held lock; dropping it (or the process ending) releases it.

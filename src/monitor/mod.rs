@@ -22,6 +22,7 @@ pub mod io;
 pub mod lock;
 pub mod logger;
 mod reap;
+mod stdio;
 pub mod zygote;
 
 use std::fs::File;
@@ -36,6 +37,7 @@ use crate::fsutil;
 use crate::runtime::{self, RootfsPlan};
 use crate::timefmt::now_us;
 pub use logger::LogConfig;
+use stdio::{ClientStdio, OutputPipes};
 
 /// How long a monitor started for an attaching client waits for it after the end.
 const FIRST_CLIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -246,14 +248,20 @@ pub struct ExitRecord {
     pub error: String,
 }
 
+/// The monitor's configuration's name in the bundle ([`MonitorConfig`]).
+pub const CONFIG_FILE: &str = "monitor.json";
+
+/// The OCI spec's name in the bundle.
+pub const SPEC_FILE: &str = "config.json";
+
 /// The bundle's files.
 pub fn config_path(bundle: &Path) -> PathBuf {
-    bundle.join("monitor.json")
+    bundle.join(CONFIG_FILE)
 }
 
 /// The OCI spec's path in the bundle.
 pub fn spec_path(bundle: &Path) -> PathBuf {
-    bundle.join("config.json")
+    bundle.join(SPEC_FILE)
 }
 
 /// The exit file's path in the bundle.
@@ -320,15 +328,15 @@ pub fn main(bundle: &Path) -> i32 {
         return 1;
     }
     let outcome = run(bundle, &mut pipe);
-    let (code, error) = match outcome {
-        Ok(code) => (code, termination_reason().unwrap_or_default()),
+    let (code, error, orphans) = match outcome {
+        Ok((code, ending)) => (code, termination_reason().unwrap_or_default(), Some(ending)),
         Err(e) => {
             let code = e.exit_code();
             pipe.send(&Status::Failed {
                 code,
                 message: e.to_string(),
             });
-            (code, e.to_string())
+            (code, e.to_string(), None)
         }
     };
     let rec = ExitRecord {
@@ -336,9 +344,19 @@ pub fn main(bundle: &Path) -> i32 {
         finished_at: now_us(),
         error,
     };
-    // In the bundle, in the runtime directory: atomic, no fsyncs (see fsutil).
+    // In the bundle, in the runtime directory: atomic, no fsyncs (see fsutil). Written
+    // while the container's last processes (the FUSE server, with the mount namespace)
+    // end: a skiffd that is gone finds it; one that is there hears the exit only once
+    // they are reaped (we hold the lock until then, so a successor waits for us too).
     let written = fsutil::replace_file_json(&exit_path(bundle), &rec).is_ok();
     crate::phase::mark("exit-file-written");
+    if let Some(ending) = orphans {
+        reap::reap_orphans(ending);
+        if let Some(pid) = ending {
+            HELPER_ENDING.store(pid.as_raw(), Ordering::SeqCst);
+        }
+        crate::phase::mark("orphans-reaped");
+    }
     pipe.send(&Status::Exited { code });
     // The exit is reported: what follows delays no one. The pipe's end tells skiffd we
     // are done; the lock lets a removal or a restart go on.
@@ -352,7 +370,13 @@ pub fn main(bundle: &Path) -> i32 {
     }
 }
 
-fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
+/// Runs the container to its end; returns its exit code and the network helper that
+/// was told to end, if any. The container's processes re-parented to us (the FUSE
+/// server, whatever escaped init's end) are the caller's to reap.
+fn run(
+    bundle: &Path,
+    pipe: &mut StatusPipe,
+) -> Result<(i32, Option<nix::unistd::Pid>), runtime::Error> {
     let cfg_path = config_path(bundle);
     let data = std::fs::read(&cfg_path)
         .map_err(|e| runtime::Error::io(format!("read {}", cfg_path.display()), e))?;
@@ -505,94 +529,5 @@ fn run(bundle: &Path, pipe: &mut StatusPipe) -> Result<i32, runtime::Error> {
     }
     crate::phase::mark("output-finished");
     let _ = std::fs::remove_file(&sock);
-    reap::reap_orphans(ending);
-    if let Some(pid) = ending {
-        HELPER_ENDING.store(pid.as_raw(), Ordering::SeqCst);
-    }
-    crate::phase::mark("orphans-reaped");
-    Ok(code)
-}
-
-/// Duplicates of a client's stdout and stderr (our fds 1 and 2 when we start).
-struct ClientStdio {
-    out: OwnedFd,
-    err: OwnedFd,
-}
-
-impl ClientStdio {
-    fn take() -> Result<ClientStdio, runtime::Error> {
-        let dup = |fd: i32| {
-            nix::fcntl::fcntl(
-                // SAFETY: fds 1 and 2 are open for the monitor's whole life.
-                unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-                nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3),
-            )
-            .map(|raw| {
-                // SAFETY: a fresh descriptor we own.
-                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) }
-            })
-            .map_err(|e| runtime::Error::sys("dup the client's stdio", e))
-        };
-        Ok(ClientStdio {
-            out: dup(1)?,
-            err: dup(2)?,
-        })
-    }
-}
-
-/// The container's ends of its stdio pipes are our fds 0-2 while it is created; we keep
-/// the other ends.
-struct OutputPipes {
-    out: OwnedFd,
-    err: OwnedFd,
-    stdin: Option<OwnedFd>,
-}
-
-impl OutputPipes {
-    /// Makes pipes and puts their container ends on our fds 0-2, which the container
-    /// inherits; our ends are close-on-exec, so only we hold them.
-    fn install(stdin: bool) -> Result<OutputPipes, runtime::Error> {
-        let mk = || {
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| runtime::Error::sys("pipe", e))
-        };
-        let (out, out_w) = mk()?;
-        let (err, err_w) = mk()?;
-        let mut targets = vec![(out_w, 1), (err_w, 2)];
-        let stdin = if stdin {
-            let (r, w) = mk()?;
-            targets.push((r, 0));
-            Some(w)
-        } else {
-            None
-        };
-        for (fd, target) in &targets {
-            // SAFETY: dup2 onto a standard descriptor we own; the old one is replaced.
-            if unsafe { libc::dup2(fd.as_raw_fd(), *target) } < 0 {
-                return Err(runtime::Error::sys("dup2", nix::errno::Errno::last()));
-            }
-        }
-        Ok(OutputPipes { out, err, stdin })
-    }
-
-    /// Once the container runs: lets only the container hold its ends (so its exit
-    /// shows as end-of-file) and hands ours to the I/O loop.
-    fn into_streams(self) -> io::Streams {
-        if let Ok(null) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-        {
-            for target in 0..3 {
-                // SAFETY: as above.
-                unsafe { libc::dup2(null.as_raw_fd(), target) };
-            }
-        }
-        io::Streams {
-            tty: None,
-            out: Some(self.out),
-            err: Some(self.err),
-            stdin: self.stdin,
-        }
-    }
+    Ok((code, ending))
 }
