@@ -21,7 +21,8 @@
 #  * systemd decides it is the init system when /run/systemd/system exists: that
 #    directory is made on a tmpfs mounted over /run/systemd in a private mount
 #    namespace of the manager only (on the host it would make apt's scripts believe
-#    that systemd runs).
+#    that systemd runs). The empty mount point /run/systemd is made on the host if
+#    the machine has none, and removed again at stop.
 #  * The manager runs as USER with a clean environment; start returns when it has
 #    reached its default target and the user bus answers.
 #
@@ -82,6 +83,16 @@ start() {
     mkdir -m 0700 "$RT"
     mkdir -m 0700 "$RT/config" "$RT/data" "$RT/user-generators"
     chown -R "$uid:$gid" "$RT"
+
+    # The manager's /run/systemd is a tmpfs mounted over that directory in its own mount
+    # namespace: the mount point must exist. A machine whose PID 1 is not systemd may
+    # have none (/run is a tmpfs, and nothing made it since the boot): make it, empty,
+    # and remove it at stop (an empty /run/systemd tells no tool that systemd runs: they
+    # look for /run/systemd/system).
+    if [ ! -d /run/systemd ]; then
+        mkdir -m 0755 /run/systemd
+        : >"$state/made-run-systemd"
+    fi
 
     name="skiff-user-manager-$uid-$(basename "$state")"
     : >"$state/cgroups"
@@ -188,6 +199,8 @@ stop() {
         done <"$state/cgroups"
     fi
     if [ -n "${pid:-}" ]; then wait "$pid" 2>/dev/null || true; fi
+    # The mount point start made (if still empty: another manager may use it).
+    if [ -f "$state/made-run-systemd" ]; then rmdir /run/systemd 2>/dev/null || true; fi
     rm -rf "$state"
 }
 
