@@ -224,13 +224,14 @@ fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_o
     assert_eq!(
         names,
         [
+            ".next-exit.json",
             "config.json",
             "hostname",
             "hosts",
             "monitor.json",
             "monitor.lock"
         ],
-        "the exit file and the rest are gone"
+        "the rest is gone; the exit file is the next one made ahead"
     );
     for n in &names {
         let m = std::fs::metadata(kept.join(n)).unwrap();
@@ -262,3 +263,69 @@ fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_o
     );
     run(&["true"]);
 }
+
+/// A file's identity: its inode number and, where the filesystem keeps it, its birth
+/// time (a freed inode number can come back, not with the same birth time).
+fn identity(path: &std::path::Path) -> (u64, Option<std::time::SystemTime>) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.ino(), m.created().ok())
+}
+
+#[test]
+fn the_record_and_the_exit_file_are_written_into_files_made_ahead() {
+    let env = Env::new();
+    let out = env.skiff(&["run", "--rm", "--network", "none", "demo/busybox", "true"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let spare = env.data().join("spare");
+    assert!(
+        env.eventually(10, || entries(&spare).len() == 1
+            && spare
+                .join(&entries(&spare)[0])
+                .join(".next2-container.json")
+                .exists()),
+        "no spare container directory with its record files made ahead: {:?}",
+        entries(&spare)
+    );
+    let ahead = spare.join(&entries(&spare)[0]);
+    let (create, start) = (
+        identity(&ahead.join(".next-container.json")),
+        identity(&ahead.join(".next2-container.json")),
+    );
+    let exit_ahead = the_spare_bundle(&env).join(".next-exit.json");
+    let exit = identity(&exit_ahead);
+    // The create's record write takes the first, the start's (running) the second.
+    let id = env.skiff_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "demo/busybox",
+        "sleep",
+        "300",
+    ]);
+    let id = id.trim();
+    let dir = env.data().join("containers").join(id);
+    assert_eq!(
+        identity(&dir.join("container.json")),
+        start,
+        "the running record"
+    );
+    assert!(create != start);
+    assert_eq!(
+        entries(&dir).iter().filter(|n| n.starts_with('.')).count(),
+        0
+    );
+    let inspect = env.inspect(id);
+    assert_eq!(inspect["State"]["Running"], true, "{inspect}");
+    // The monitor writes its exit file into the bundle's file made ahead.
+    let bundle = env.runtime().join("containers").join(id);
+    env.skiff_ok(&["kill", id]);
+    let out = env.skiff(&["wait", id]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(identity(&bundle.join("exit.json")), exit, "the exit file");
+    let inspect = env.inspect(id);
+    assert_eq!(inspect["State"]["ExitCode"], 137, "{inspect}");
+    env.skiff_ok(&["rm", id]);
+}
+
