@@ -329,3 +329,46 @@ fn the_record_and_the_exit_file_are_written_into_files_made_ahead() {
     env.skiff_ok(&["rm", id]);
 }
 
+#[test]
+fn every_run_rm_gives_its_bundle_back() {
+    let env = Env::new();
+    let run = || {
+        let out = env.skiff(&["run", "--rm", "--network", "none", "demo/busybox", "true"]);
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+    };
+    let spares = || {
+        assert!(
+            env.eventually(10, || entries(&env.data().join("spare")).len() == 1),
+            "no spare container directory"
+        );
+        the_spare_bundle(&env)
+    };
+    run();
+    let lock = identity(&spares().join("monitor.lock"));
+    let exit = identity(&spares().join(".next-exit.json"));
+    // The monitor releases its lock before skiffd hears its end: the removal that
+    // follows at once finds it free and keeps the bundle, each time.
+    for round in 0..8 {
+        run();
+        assert!(
+            env.eventually(10, || {
+                let e = entries(&env.runtime().join("spare"));
+                let b = env
+                    .runtime()
+                    .join("spare")
+                    .join(e.first().map_or("", |s| s));
+                e.len() == 1
+                    && b.join("monitor.lock").exists()
+                    && identity(&b.join("monitor.lock")) == lock
+            }),
+            "round {round}: the run's bundle was not given back: {:?}",
+            entries(&env.runtime().join("spare"))
+        );
+        // Its exit file was the one made ahead, and is again.
+        assert_eq!(
+            identity(&spares().join(".next-exit.json")),
+            exit,
+            "round {round}"
+        );
+    }
+}

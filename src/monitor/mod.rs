@@ -362,10 +362,13 @@ pub fn main(bundle: &Path) -> i32 {
         crate::phase::mark("orphans-reaped");
     }
     pipe.send(&Status::Exited { code });
-    // The exit is reported: what follows delays no one. The pipe's end tells skiffd we
-    // are done; the lock lets a removal or a restart go on.
-    drop(pipe);
+    // The exit is reported: what follows delays no one. The lock goes first, then the
+    // pipe: its end tells skiffd we are done, and the removal that may follow at once
+    // (`--rm`) finds the lock free, so that the bundle is given back (see
+    // `Daemon::give_back_bundle`). The exit file is written: a successor that finds the
+    // lock free between the two reads it.
     drop(lock);
+    drop(pipe);
     reap::reap_ending_helper(HELPER_ENDING.swap(0, Ordering::SeqCst));
     if written {
         0
