@@ -159,9 +159,11 @@ fn a_first_start_writes_its_bundle_into_the_spare_bundle() {
     assert!(out.status.success(), "stderr: {}", stderr(&out));
 }
 
-/// Whether all the files of a spare bundle are there (it is being made otherwise).
+/// Whether all the files of a spare bundle are there (it is being made otherwise; the
+/// exit file's made ahead is the last).
 fn inodes_ready(dir: &std::path::Path) -> bool {
     [
+        ".next-exit.json",
         "config.json",
         "monitor.json",
         "hosts",
@@ -170,6 +172,15 @@ fn inodes_ready(dir: &std::path::Path) -> bool {
     ]
     .iter()
     .all(|n| dir.join(n).exists())
+}
+
+/// Whether the one spare container directory is there, complete: its last file (the
+/// second record file made ahead) is there. (A create that finds it still being made
+/// makes its own directory and both spares anew: then a run's bundle is not kept.)
+fn spare_dir_ready(env: &Env) -> bool {
+    let spare = env.data().join("spare");
+    let e = entries(&spare);
+    e.len() == 1 && spare.join(&e[0]).join(".next2-container.json").exists()
 }
 
 /// The one spare bundle, once it is there with all its files.
@@ -201,7 +212,7 @@ fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_o
     // makes the two anew (then this run's bundle would not be kept: one is there).
     let both_spares = || {
         assert!(
-            env.eventually(10, || entries(&env.data().join("spare")).len() == 1),
+            env.eventually(10, || spare_dir_ready(&env)),
             "no spare container directory"
         );
         the_spare_bundle(&env)
@@ -338,7 +349,7 @@ fn every_run_rm_gives_its_bundle_back() {
     };
     let spares = || {
         assert!(
-            env.eventually(10, || entries(&env.data().join("spare")).len() == 1),
+            env.eventually(10, || spare_dir_ready(&env)),
             "no spare container directory"
         );
         the_spare_bundle(&env)
