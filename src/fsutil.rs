@@ -19,12 +19,18 @@
 //! [`replace_file`]: the same temporary file and rename, without the fsyncs. A crash of
 //! a process (`kill -9` of skiffd or a monitor) still leaves the old or the new content;
 //! only a crash of the machine, which ends every container, could lose the write.
+//!
+//! The `_premade` variants write into an empty temporary file made ahead, when there is
+//! one (see [`premade`]): no inode is made on the writer's path.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+mod premade;
+pub use premade::{make_premade, premade_names};
 
 /// Writes `data` to `path` atomically (temp file + fsync + rename + fsync of the directory).
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
@@ -53,6 +59,27 @@ pub fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
     write_via_rename(path, data, Sync::None)
 }
 
+/// [`atomic_write`] into a temporary file made ahead, if there is one ([`premade`]).
+pub fn atomic_write_premade(path: &Path, data: &[u8]) -> io::Result<()> {
+    premade::write_via_premade(path, data, Sync::FileAndDir)
+}
+
+/// [`atomic_replace`] into a temporary file made ahead, if there is one ([`premade`]).
+pub fn atomic_replace_premade(path: &Path, data: &[u8]) -> io::Result<()> {
+    premade::write_via_premade(path, data, Sync::File)
+}
+
+/// [`replace_file`] into a temporary file made ahead, if there is one ([`premade`]).
+pub fn replace_file_premade(path: &Path, data: &[u8]) -> io::Result<()> {
+    premade::write_via_premade(path, data, Sync::None)
+}
+
+/// Serialises `value` as pretty JSON and writes it with [`replace_file_premade`].
+pub fn replace_file_premade_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    replace_file_premade(path, &data)
+}
+
 /// Serialises `value` as pretty JSON and writes it with [`replace_file`].
 pub fn replace_file_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
@@ -70,12 +97,7 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)> {
     let mut tries = 0;
     loop {
-        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(
-            ".tmp-{}-{seq}-{}",
-            std::process::id(),
-            name.to_string_lossy()
-        ));
+        let tmp = temp_name(dir, name);
         match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -87,6 +109,16 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The next temporary name for `name` in `dir` (`.tmp-PID-SEQ-NAME`).
+fn temp_name(dir: &Path, name: &std::ffi::OsStr) -> PathBuf {
+    let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(
+        ".tmp-{}-{seq}-{}",
+        std::process::id(),
+        name.to_string_lossy()
+    ))
 }
 
 fn write_via_rename(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {

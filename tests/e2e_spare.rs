@@ -159,9 +159,11 @@ fn a_first_start_writes_its_bundle_into_the_spare_bundle() {
     assert!(out.status.success(), "stderr: {}", stderr(&out));
 }
 
-/// Whether all the files of a spare bundle are there (it is being made otherwise).
+/// Whether all the files of a spare bundle are there (it is being made otherwise; the
+/// exit file's made ahead is the last).
 fn inodes_ready(dir: &std::path::Path) -> bool {
     [
+        ".next-exit.json",
         "config.json",
         "monitor.json",
         "hosts",
@@ -170,6 +172,15 @@ fn inodes_ready(dir: &std::path::Path) -> bool {
     ]
     .iter()
     .all(|n| dir.join(n).exists())
+}
+
+/// Whether the one spare container directory is there, complete: its last file (the
+/// second record file made ahead) is there. (A create that finds it still being made
+/// makes its own directory and both spares anew: then a run's bundle is not kept.)
+fn spare_dir_ready(env: &Env) -> bool {
+    let spare = env.data().join("spare");
+    let e = entries(&spare);
+    e.len() == 1 && spare.join(&e[0]).join(".next2-container.json").exists()
 }
 
 /// The one spare bundle, once it is there with all its files.
@@ -201,7 +212,7 @@ fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_o
     // makes the two anew (then this run's bundle would not be kept: one is there).
     let both_spares = || {
         assert!(
-            env.eventually(10, || entries(&env.data().join("spare")).len() == 1),
+            env.eventually(10, || spare_dir_ready(&env)),
             "no spare container directory"
         );
         the_spare_bundle(&env)
@@ -224,13 +235,14 @@ fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_o
     assert_eq!(
         names,
         [
+            ".next-exit.json",
             "config.json",
             "hostname",
             "hosts",
             "monitor.json",
             "monitor.lock"
         ],
-        "the exit file and the rest are gone"
+        "the rest is gone; the exit file is the next one made ahead"
     );
     for n in &names {
         let m = std::fs::metadata(kept.join(n)).unwrap();
@@ -261,4 +273,113 @@ fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_o
         entries(&env.runtime().join("spare"))
     );
     run(&["true"]);
+}
+
+/// A file's identity: its inode number and, where the filesystem keeps it, its birth
+/// time (a freed inode number can come back, not with the same birth time).
+fn identity(path: &std::path::Path) -> (u64, Option<std::time::SystemTime>) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.ino(), m.created().ok())
+}
+
+#[test]
+fn the_record_and_the_exit_file_are_written_into_files_made_ahead() {
+    let env = Env::new();
+    let out = env.skiff(&["run", "--rm", "--network", "none", "demo/busybox", "true"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let spare = env.data().join("spare");
+    assert!(
+        env.eventually(10, || entries(&spare).len() == 1
+            && spare
+                .join(&entries(&spare)[0])
+                .join(".next2-container.json")
+                .exists()),
+        "no spare container directory with its record files made ahead: {:?}",
+        entries(&spare)
+    );
+    let ahead = spare.join(&entries(&spare)[0]);
+    let (create, start) = (
+        identity(&ahead.join(".next-container.json")),
+        identity(&ahead.join(".next2-container.json")),
+    );
+    let exit_ahead = the_spare_bundle(&env).join(".next-exit.json");
+    let exit = identity(&exit_ahead);
+    // The create's record write takes the first, the start's (running) the second.
+    let id = env.skiff_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "demo/busybox",
+        "sleep",
+        "300",
+    ]);
+    let id = id.trim();
+    let dir = env.data().join("containers").join(id);
+    assert_eq!(
+        identity(&dir.join("container.json")),
+        start,
+        "the running record"
+    );
+    assert!(create != start);
+    assert_eq!(
+        entries(&dir).iter().filter(|n| n.starts_with('.')).count(),
+        0
+    );
+    let inspect = env.inspect(id);
+    assert_eq!(inspect["State"]["Running"], true, "{inspect}");
+    // The monitor writes its exit file into the bundle's file made ahead.
+    let bundle = env.runtime().join("containers").join(id);
+    env.skiff_ok(&["kill", id]);
+    let out = env.skiff(&["wait", id]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(identity(&bundle.join("exit.json")), exit, "the exit file");
+    let inspect = env.inspect(id);
+    assert_eq!(inspect["State"]["ExitCode"], 137, "{inspect}");
+    env.skiff_ok(&["rm", id]);
+}
+
+#[test]
+fn every_run_rm_gives_its_bundle_back() {
+    let env = Env::new();
+    let run = || {
+        let out = env.skiff(&["run", "--rm", "--network", "none", "demo/busybox", "true"]);
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+    };
+    let spares = || {
+        assert!(
+            env.eventually(10, || spare_dir_ready(&env)),
+            "no spare container directory"
+        );
+        the_spare_bundle(&env)
+    };
+    run();
+    let lock = identity(&spares().join("monitor.lock"));
+    let exit = identity(&spares().join(".next-exit.json"));
+    // The monitor releases its lock before skiffd hears its end: the removal that
+    // follows at once finds it free and keeps the bundle, each time.
+    for round in 0..8 {
+        run();
+        assert!(
+            env.eventually(10, || {
+                let e = entries(&env.runtime().join("spare"));
+                let b = env
+                    .runtime()
+                    .join("spare")
+                    .join(e.first().map_or("", |s| s));
+                e.len() == 1
+                    && b.join("monitor.lock").exists()
+                    && identity(&b.join("monitor.lock")) == lock
+            }),
+            "round {round}: the run's bundle was not given back: {:?}",
+            entries(&env.runtime().join("spare"))
+        );
+        // Its exit file was the one made ahead, and is again.
+        assert_eq!(
+            identity(&spares().join(".next-exit.json")),
+            exit,
+            "round {round}"
+        );
+    }
 }

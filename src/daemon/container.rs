@@ -96,6 +96,9 @@ impl State {
     }
 }
 
+/// The record's name in a container's directory.
+pub(crate) const RECORD_FILE: &str = "container.json";
+
 /// What is persisted in `containers/<id>/container.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -180,7 +183,7 @@ impl Container {
 
     /// The record file's path.
     pub fn record_path(dir: &Path) -> PathBuf {
-        dir.join("container.json")
+        dir.join(RECORD_FILE)
     }
 
     /// Loads a record, refusing a corrupt or partial one with a message naming the file.
@@ -279,7 +282,7 @@ impl Container {
                 let path = Self::record_path(&self.dir);
                 let data =
                     serde_json::to_vec_pretty(&rec).map_err(|e| Error::Internal(e.to_string()))?;
-                fsutil::atomic_replace(&path, &data).map_err(|e| Error::io(&path, e))?;
+                fsutil::atomic_replace_premade(&path, &data).map_err(|e| Error::io(&path, e))?;
             }
             Persist::No => {}
         }
@@ -289,7 +292,8 @@ impl Container {
     /// Writes the record (atomically).
     pub fn persist(&self, rec: &Record) -> Result<(), Error> {
         let path = Self::record_path(&self.dir);
-        fsutil::atomic_write_json(&path, rec).map_err(|e| Error::io(&path, e))
+        let data = serde_json::to_vec_pretty(rec).map_err(|e| Error::Internal(e.to_string()))?;
+        fsutil::atomic_write_premade(&path, &data).map_err(|e| Error::io(&path, e))
     }
 
     /// Writes the record atomically against a crash of skiffd, without fsyncs
@@ -298,7 +302,7 @@ impl Container {
     /// then collects the directory).
     pub fn persist_volatile(&self, rec: &Record) -> Result<(), Error> {
         let path = Self::record_path(&self.dir);
-        fsutil::replace_file_json(&path, rec).map_err(|e| Error::io(&path, e))
+        fsutil::replace_file_premade_json(&path, rec).map_err(|e| Error::io(&path, e))
     }
 
     /// Makes the [`AUTO_REMOVE_MARKER`] in the container's directory (before its first

@@ -21,6 +21,11 @@
 //! `/run/user/UID`) that costs little either way; on a disk filesystem each new inode
 //! is an allocation that scans for recently deleted ones. A `--rm` run gives its bundle
 //! back at its removal, emptied ([`recycle_bundle`]): no inode is made or freed.
+//!
+//! Both also hold the empty temporary files of the writes that follow on the start's
+//! path ([`fsutil::make_premade`]): two for the container's record (its create's and
+//! its start's), one for the monitor's exit file. A `--rm` run's exit file becomes
+//! the given-back bundle's one again.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,7 +65,7 @@ pub(crate) struct Spare {
 impl Spare {
     /// No spare container directory yet; they are made under `root`.
     pub(crate) fn new(root: PathBuf) -> Spare {
-        Spare::of(root, make)
+        Spare::of(root, make_spare)
     }
 
     /// No spare bundle yet; they are made under `root` (see [`BUNDLE_FILES`]).
@@ -325,12 +330,18 @@ pub(crate) fn recycle_bundle(dir: &Path) -> std::io::Result<()> {
     if !meta.is_dir() || meta.uid() != me {
         return Err(odd("not our directory".into()));
     }
+    let exit_name = crate::monitor::EXIT_FILE;
+    let [exit_premade, _] = fsutil::premade_names(exit_name);
     let mut kept = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+    let (mut premade_there, mut exit_there) = (false, false);
+    // Listed first: a rename below must not show the same file twice.
+    let entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
+    for entry in entries {
         let name = entry.file_name();
         let path = entry.path();
-        if BUNDLE_FILES.iter().any(|f| std::ffi::OsStr::new(f) == name) {
+        let is_exit = name == exit_name;
+        let is_premade = name == exit_premade.as_str();
+        if is_exit || is_premade || BUNDLE_FILES.iter().any(|f| std::ffi::OsStr::new(f) == name) {
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -341,12 +352,22 @@ pub(crate) fn recycle_bundle(dir: &Path) -> std::io::Result<()> {
             }
             f.set_len(0)?;
             f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            kept += 1;
+            match (is_exit, is_premade) {
+                (true, _) => exit_there = true,
+                (_, true) => premade_there = true,
+                _ => kept += 1,
+            }
         } else if entry.file_type()?.is_dir() {
             return Err(odd(format!("{}: a directory", path.display())));
         } else {
             std::fs::remove_file(&path)?;
         }
+    }
+    // The exit file, emptied, is the next run's one made ahead (one is enough).
+    match (exit_there, premade_there) {
+        (true, false) => std::fs::rename(dir.join(exit_name), dir.join(&exit_premade))?,
+        (true, true) => std::fs::remove_file(dir.join(exit_name))?,
+        _ => {}
     }
     if kept != BUNDLE_FILES.len() {
         return Err(odd("a bundle file is missing".into()));
@@ -371,7 +392,14 @@ pub(crate) fn make_bundle(dir: &Path) -> std::io::Result<()> {
             .mode(0o600)
             .open(dir.join(name))?;
     }
-    Ok(())
+    fsutil::make_premade(dir, crate::monitor::EXIT_FILE, 1)
+}
+
+/// Makes a spare container directory: [`make`], and the empty temporary files of its
+/// first two record writes ([`fsutil::make_premade`]).
+pub(crate) fn make_spare(dir: &Path) -> std::io::Result<()> {
+    make(dir)?;
+    fsutil::make_premade(dir, super::container::RECORD_FILE, 2)
 }
 
 /// Makes the private directory `dir` with the [`SUBDIRS`].

@@ -264,9 +264,12 @@ pub fn spec_path(bundle: &Path) -> PathBuf {
     bundle.join(SPEC_FILE)
 }
 
+/// The exit file's name in the bundle.
+pub const EXIT_FILE: &str = "exit.json";
+
 /// The exit file's path in the bundle.
 pub fn exit_path(bundle: &Path) -> PathBuf {
-    bundle.join("exit.json")
+    bundle.join(EXIT_FILE)
 }
 
 /// The status pipe to the daemon (fd 3), if the daemon gave one.
@@ -348,7 +351,8 @@ pub fn main(bundle: &Path) -> i32 {
     // while the container's last processes (the FUSE server, with the mount namespace)
     // end: a skiffd that is gone finds it; one that is there hears the exit only once
     // they are reaped (we hold the lock until then, so a successor waits for us too).
-    let written = fsutil::replace_file_json(&exit_path(bundle), &rec).is_ok();
+    // Into the empty file the spare bundle holds for it, if any: no inode made here.
+    let written = fsutil::replace_file_premade_json(&exit_path(bundle), &rec).is_ok();
     crate::phase::mark("exit-file-written");
     if let Some(ending) = orphans {
         reap::reap_orphans(ending);
@@ -358,10 +362,13 @@ pub fn main(bundle: &Path) -> i32 {
         crate::phase::mark("orphans-reaped");
     }
     pipe.send(&Status::Exited { code });
-    // The exit is reported: what follows delays no one. The pipe's end tells skiffd we
-    // are done; the lock lets a removal or a restart go on.
-    drop(pipe);
+    // The exit is reported: what follows delays no one. The lock goes first, then the
+    // pipe: its end tells skiffd we are done, and the removal that may follow at once
+    // (`--rm`) finds the lock free, so that the bundle is given back (see
+    // `Daemon::give_back_bundle`). The exit file is written: a successor that finds the
+    // lock free between the two reads it.
     drop(lock);
+    drop(pipe);
     reap::reap_ending_helper(HELPER_ENDING.swap(0, Ordering::SeqCst));
     if written {
         0
