@@ -290,7 +290,8 @@ mod tests {
         );
     }
 
-    fn entries_of(dir: &Path) -> Vec<String> {
+    /// The names in `dir`, sorted (also for [`super::premade`]'s tests).
+    pub(super) fn entries_of(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -96,14 +96,7 @@ mod tests {
     use super::super::{atomic_replace, atomic_write_premade, replace_file_premade};
     use super::*;
 
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
+    use super::super::tests::entries_of as names;
 
     #[test]
     fn the_files_made_ahead_are_used_in_turn_then_a_new_one() {
