@@ -320,8 +320,10 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
 /// emptied (mode 0600), everything else (the exit file, `resolv.conf`, a network
 /// helper's files) removed. Refuses — the caller removes the bundle — what is not as
 /// skiffd made it: a file not ours (a container's root may have chowned an /etc file
-/// bind-mounted from here), a symlink, a directory, a missing file.
+/// bind-mounted from here), a file with extended attributes set in its run, a symlink,
+/// a directory, a missing file.
 pub(crate) fn recycle_bundle(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let odd = |what: String| std::io::Error::other(what);
     // SAFETY: geteuid cannot fail.
@@ -349,6 +351,16 @@ pub(crate) fn recycle_bundle(dir: &Path) -> std::io::Result<()> {
             let m = f.metadata()?;
             if !m.is_file() || m.uid() != me || m.nlink() != 1 {
                 return Err(odd(format!("{}: not a file of ours", path.display())));
+            }
+            // Extended attributes a container's root set on a bind-mounted /etc file
+            // would be the next container's (an SELinux label is the system's own).
+            let names = crate::fuse::sys::flistxattr(f.as_raw_fd())
+                .map_err(std::io::Error::from_raw_os_error)?;
+            if names.iter().any(|n| n != "security.selinux") {
+                return Err(odd(format!(
+                    "{}: has extended attributes set since it was made",
+                    path.display()
+                )));
             }
             f.set_len(0)?;
             f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
@@ -473,6 +485,36 @@ mod tests {
         });
         let (nice, name) = rx.recv().unwrap();
         assert_eq!((nice, name.as_deref()), (19, Some("test-bg")));
+    }
+
+    /// A bundle file given extended attributes in its run (a container's root can set
+    /// `user.*` ones on its bind-mounted /etc/hosts) is not given to the next container.
+    #[test]
+    fn a_bundle_file_with_extended_attributes_is_not_recycled() {
+        let t = tempfile::tempdir().unwrap();
+        let (clean, marked) = (t.path().join("clean"), t.path().join("marked"));
+        make_bundle(&clean).unwrap();
+        make_bundle(&marked).unwrap();
+        recycle_bundle(&clean).unwrap();
+        let hosts =
+            std::ffi::CString::new(marked.join("hosts").as_os_str().as_encoded_bytes().to_vec())
+                .unwrap();
+        // SAFETY: a NUL-terminated path, name and a value with its length.
+        let r = unsafe {
+            libc::setxattr(
+                hosts.as_ptr(),
+                c"user.left-behind".as_ptr(),
+                b"x".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        if r != 0 {
+            eprintln!("no user xattrs on this filesystem: skipped");
+            return;
+        }
+        let err = recycle_bundle(&marked).unwrap_err();
+        assert!(err.to_string().contains("extended attributes"), "{err}");
     }
 
     #[test]
