@@ -19,7 +19,8 @@
 # Each candidate runs `run --rm IMG true` (the start cost) and `run --rm IMG sh -c
 # WORKLOAD` in every round; the figure is the median of (workload - start of the same
 # round), in ms. skiffd is restarted with the other storage driver between its two
-# candidates (same image store). ROUNDS (default 5) rounds after one warm-up of each.
+# candidates (same image store). ROUNDS (default 5) rounds after one warm-up of each;
+# the candidates' order rotates from round to round.
 #
 # As root it stages the binaries and re-runs itself as the test user (bench/common.sh).
 set -euo pipefail
@@ -116,9 +117,14 @@ for c in $CANDS; do
     one "$c"
 done
 rm -f "$T"/*.times
-echo "== $ROUNDS rounds, interleaved"
+echo "== $ROUNDS rounds, interleaved (the order rotates each round)"
+read -ra order <<<"$CANDS"
 for i in $(seq "$ROUNDS"); do
-    for c in $CANDS; do
+    # Round i starts with the (i-1)th candidate: no candidate always runs first (the
+    # first one of a round ran measurably slower or faster, by ~6 %, in session 10).
+    n=${#order[@]}
+    for ((k = 0; k < n; k++)); do
+        c=${order[$(((i - 1 + k) % n))]}
         start_for "$c"
         one "$c"
     done
