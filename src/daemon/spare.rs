@@ -292,28 +292,8 @@ impl super::Daemon {
 /// Renames `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`: a plain
 /// rename would replace an empty directory).
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let cstr = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (f, t) = (cstr(from)?, cstr(to)?);
-    // SAFETY: both paths are NUL-terminated strings that outlive the call; AT_FDCWD
-    // makes them relative to the working directory as std's rename does.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
 }
 
 /// Turns the bundle `dir` of a run that ended into a spare bundle: the [`BUNDLE_FILES`]
