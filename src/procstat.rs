@@ -134,6 +134,12 @@ pub fn net_dev(text: &str) -> (u64, u64) {
     (rx, tx)
 }
 
+/// The start time of process `pid` (clock ticks after boot: /proc/PID/stat's field 22),
+/// if it exists. With its pid, it names one process for good.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19).copied()
+}
+
 /// The fields of /proc/PID/stat after the command name (field 3 is index 0).
 fn stat_fields(pid: u32) -> Option<Vec<u64>> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

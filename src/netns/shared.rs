@@ -90,10 +90,7 @@ impl State {
 
 /// The start time of process `pid` (clock ticks after boot), if it exists.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    crate::procstat::start_time(u32::try_from(pid).ok()?)
 }
 
 /// `skiff-monitor __netns DIR` (or `skiffd __netns DIR`): see the module's documentation. Writes one byte to stdout once
