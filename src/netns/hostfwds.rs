@@ -46,8 +46,7 @@ pub fn record(dir: &Path, guest: Ipv4Addr, ports: &[PortMapping]) -> Result<(), 
     let reg = dir.join(DIR_NAME);
     crate::fsutil::ensure_private_dir(&reg).map_err(|e| Error::io(&reg, e))?;
     let file = path(dir, guest);
-    let json = serde_json::to_vec(&entry).map_err(|e| Error::Helper(e.to_string()))?;
-    crate::fsutil::replace_file(&file, &json).map_err(|e| Error::io(&file, e))
+    crate::fsutil::replace_file_json(&file, &entry).map_err(|e| Error::io(&file, e))
 }
 
 /// Drops the record of the forwards to `guest` (its monitor stops, or died).
