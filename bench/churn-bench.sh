@@ -23,6 +23,9 @@
 # the candidates' order rotates from round to round.
 #
 # As root it stages the binaries and re-runs itself as the test user (bench/common.sh).
+# The stores are made under TMPDIR (default /tmp): the create phase depends on that
+# filesystem more than on the drivers (see bench_storage_line in bench/common.sh), so the
+# first line of the output says which one it is; e.g. TMPDIR=/mnt/ext4-journaled.
 set -euo pipefail
 
 BENCH=churn-bench
@@ -111,7 +114,7 @@ start_for() {
         base) restart_skiffd fuse "$BASE_DIR/skiffd" ;;
     esac
 }
-echo "== $FILES files; podman storage driver: $PODMAN_DRIVER; warm-up"
+echo "== $FILES files; storage: $(bench_storage_line "$T"); podman storage driver: $PODMAN_DRIVER; warm-up"
 for c in $CANDS; do
     start_for "$c"
     one "$c"

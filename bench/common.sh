@@ -23,10 +23,13 @@
 # are made under /dev/shm instead of $T (on /tmp, often a disk filesystem, where every
 # start's new inodes cost more). The data directories (skiff's containers and images,
 # podman's --root) stay in $T either way. $RUN is the runtime directory in both cases.
+# TMPDIR (optional, passed on to the test user): where $T is made, so the stores can be put
+# on another filesystem (e.g. a journaled ext4 or an xfs image mounted for the purpose);
+# bench_storage_line says which filesystem that is.
 # After bench_setup: $T, $ADDR (the bus), $SKIFF, $SKIFFD, SKIFF_CLI (skiff on the
 # bus), PODMAN (podman with private storage and runc), $PODMAN_DRIVER, $IMAGE (skiff's
 # name for it; podman's is localhost/$IMAGE). Helpers: die, timed, stats, ratio,
-# interleave, bench_procs. Cleanup removes skiff's running containers and all of podman's first
+# interleave, bench_procs, bench_storage_line. Cleanup removes skiff's running containers and all of podman's first
 # (monitors and conmons outlive the CLIs; podman's locks outlive its storage), then
 # stops skiffd, the bus and podman's pause process and deletes $T.
 
@@ -88,7 +91,7 @@ bench_reexec_as_user() {
     echo "== re-running as $user"
     cd "$stage" || exit 1
     runuser -u "$user" -- env -i HOME="$user_home" USER="$user" LOGNAME="$user" \
-        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin ${TMPDIR:+TMPDIR="$TMPDIR"} \
         bash "$stage/bench/$script" "$@" --bin-dir "$stage/bin" || rc=$?
     exit "$rc"
 }
@@ -350,4 +353,22 @@ RUN du -s /data > /du
 ENV APP=bench
 CMD ["cat", "/count"]
 DF
+}
+
+# bench_storage_line DIR: "TYPE at DIR", plus "(no journal)" for an ext4 without one: there
+# every new inode costs a scan past the recently deleted ones (ext4's find_inode_bit skips
+# inodes deleted in the last 1-5 minutes when it has no journal), which makes a create-heavy
+# workload several times slower and its timings depend on what ran just before.
+bench_storage_line() {
+    local dir=$1 type src journal=""
+    type=$(stat -f -c %T "$dir" 2>/dev/null || echo unknown)
+    if [ "$type" = ext2/ext3 ]; then
+        type=ext4
+        src=$(findmnt -n -o SOURCE --target "$dir" 2>/dev/null || true)
+        if [ -n "$src" ] && [ -r "/sys/fs/ext4/$(basename "$src")/journal_task" ] &&
+            [ "$(cat "/sys/fs/ext4/$(basename "$src")/journal_task")" = "<none>" ]; then
+            journal=" (no journal)"
+        fi
+    fi
+    echo "$type$journal at $dir"
 }

@@ -9,7 +9,8 @@
 # Usage: bench/fuse-phases.sh [-n ROUNDS] [--files N] [--skiffd PATH]...
 # Each --skiffd adds a FUSE candidate (fuse1, fuse2, ... in that order; default
 # target/release/skiffd); the kernel overlay ("kovl") is always one. Needs unprivileged
-# user namespaces (unshare -rm) and a static busybox.
+# user namespaces (unshare -rm) and a static busybox. The layers are made under TMPDIR
+# (default /tmp); the first line says which filesystem that is.
 set -euo pipefail
 
 ROUNDS=4
@@ -33,7 +34,9 @@ done
 [ ${#SKIFFDS[@]} -gt 0 ] || SKIFFDS=("$(realpath "$(dirname "${BASH_SOURCE[0]}")/../target/release/skiffd")")
 BUSYBOX=$(command -v busybox) || { echo "fuse-phases: needs a static busybox (busybox-static)" >&2; exit 2; }
 
-T=$(mktemp -d /tmp/fuse-phases.XXXXXX)
+# shellcheck source=bench/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+T=$(mktemp -d "${TMPDIR:-/tmp}/fuse-phases.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 L=$T/lower
 mkdir -p "$L/bin" "$L/etc" "$L/tmp" "$L/dev"
@@ -96,7 +99,7 @@ for s in "${SKIFFDS[@]}"; do
     WHAT[fuse$n]=$s
     echo "fuse$n = $s"
 done
-echo "== $FILES files, $ROUNDS rounds (+1 warm-up), load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== $FILES files, $ROUNDS rounds (+1 warm-up), storage: $(bench_storage_line "$T"), load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for c in "${CANDS[@]}"; do one "$c" "${WHAT[$c]}"; done
 rm -f "$T"/*.res
 nc=${#CANDS[@]}
