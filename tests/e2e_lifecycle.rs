@@ -193,6 +193,37 @@ fn containers_survive_a_daemon_crash() {
     assert!(entries(&env.data().join("containers")).is_empty());
 }
 
+/// skiffd stopped cleanly (SIGTERM, as `systemctl stop` does) while a container runs:
+/// it exits 0 (it once aborted here with a stack overflow: each dropped monitor's
+/// reaper task spawned another as the runtime shut down), the container runs on with
+/// no daemon, and the next skiffd adopts it.
+#[test]
+fn a_clean_stop_with_a_running_container_exits_zero_and_the_container_runs_on() {
+    let mut env = Env::new();
+    let run = env.skiff(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "demo/busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let pid = env.inspect("web")["State"]["Pid"].as_u64().unwrap();
+    // Panics unless skiffd exits 0.
+    env.stop_daemon();
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container ended with skiffd"
+    );
+    env.start_daemon();
+    let v = env.inspect("web");
+    assert_eq!(v["State"]["Status"], "running", "{v}\n{}", env.daemon_log());
+    assert_eq!(v["State"]["Pid"].as_u64().unwrap(), pid, "same process");
+    assert!(env.skiff(&["rm", "-f", "web"]).status.success());
+}
+
 #[test]
 fn always_containers_come_back_when_the_daemon_starts() {
     let mut env = Env::new();

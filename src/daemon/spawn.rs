@@ -263,18 +263,9 @@ impl Child {
         if let Some(s) = self.status {
             return Ok(Some(s));
         }
-        let mut st = 0;
-        // SAFETY: waitpid on our own child, writing into our int.
-        let r = unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if r == 0 {
-            return Ok(None);
-        }
-        let s = ExitStatus::from_raw(st);
-        self.status = Some(s);
-        Ok(Some(s))
+        let s = reap_if_ended(self.pid)?;
+        self.status = s;
+        Ok(s)
     }
 
     /// Waits for the child's end and reaps it.
@@ -328,23 +319,42 @@ impl Child {
     }
 }
 
+/// Reaps our child `pid` if it has ended (`waitpid(WNOHANG)`).
+fn reap_if_ended(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
+    let mut st = 0;
+    // SAFETY: waitpid on our own child, writing into our int.
+    let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((r != 0).then(|| ExitStatus::from_raw(st)))
+}
+
 impl Drop for Child {
     /// A child dropped unwaited is reaped in a task when it ends (no zombie is left).
     fn drop(&mut self) {
-        if self.status.is_some() || self.pidfd.is_none() {
+        if self.status.is_some() {
             return;
         }
+        let Some(pidfd) = self.pidfd.take() else {
+            return;
+        };
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let rest = Child {
-            pid: self.pid,
-            pidfd: self.pidfd.take(),
-            status: None,
-        };
+        let pid = self.pid;
+        // The task holds the pid and its pidfd, not a Child: while the runtime shuts
+        // down, a new task is dropped as soon as it is spawned, and a Child in it would
+        // come back here and spawn another without end (a stack overflow at every
+        // skiffd stop with a container running). Dropped unrun, it leaves the process
+        // to whoever reaps skiffd's children after it.
         handle.spawn(async move {
-            let mut rest = rest;
-            let _ = rest.wait().await;
+            while let Ok(None) = reap_if_ended(pid) {
+                match pidfd.readable().await {
+                    Ok(mut ready) => ready.clear_ready(),
+                    Err(_) => break,
+                }
+            }
         });
         // This one no longer owns the child.
         self.status = Some(ExitStatus::from_raw(0));
@@ -424,5 +434,50 @@ mod tests {
         child.start_kill().unwrap();
         let status = child.wait().await.unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    /// A child left unwaited in a task when the runtime shuts down (skiffd stopping
+    /// while a container runs: its monitor's Child sits in a waiting task) is let go.
+    /// Before, its drop spawned a reaper task holding a new Child, which the shutting
+    /// runtime dropped at once, whose drop spawned another, until the stack overflowed
+    /// and the process aborted.
+    #[test]
+    fn a_child_in_a_task_dropped_at_runtime_shutdown_is_let_go() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let args = [OsStr::new("1000")];
+        let child = rt.block_on(async {
+            Spawn {
+                exe: Path::new("/bin/sleep"),
+                arg0: None,
+                args: &args,
+                env: Vec::new(),
+                env_remove: &[],
+                stdio: [None, None, None],
+                fds: Vec::new(),
+                zygote: None,
+            }
+            .spawn()
+            .unwrap()
+        });
+        let pid = child.pid;
+        let (waiting_tx, waiting_rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let mut child = child;
+            let _ = waiting_tx.send(());
+            let _ = child.wait().await;
+        });
+        waiting_rx.recv().unwrap();
+        // Shuts down: the waiting task (and its Child) is dropped on the runtime.
+        drop(rt);
+        // The process was let go, not killed or reaped: end it here.
+        // SAFETY: our own unreaped child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let mut st = 0;
+        // SAFETY: waitpid on our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
     }
 }

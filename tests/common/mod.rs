@@ -255,11 +255,29 @@ impl Env {
         }
     }
 
-    /// Stops skiffd (SIGTERM) and waits for it.
+    /// Stops skiffd (SIGTERM) and waits for it; a skiffd that was running must end
+    /// cleanly (exit 0): one that crashes on its way out fails the test (skiffd once
+    /// aborted at every stop with a container running, unseen by every test).
     pub fn stop_daemon(&mut self) {
-        if let Some(mut c) = self.skiffd.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
+        if let Some(bad) = self.stop_daemon_quietly() {
+            panic!("{bad}");
+        }
+    }
+
+    /// Stops skiffd like [`Env::stop_daemon`]; returns what was wrong with its end
+    /// instead of failing. A skiffd that had already exited is not judged here.
+    fn stop_daemon_quietly(&mut self) -> Option<String> {
+        let mut c = self.skiffd.take()?;
+        if let Ok(Some(_)) = c.try_wait() {
+            return None;
+        }
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        match c.wait() {
+            Ok(s) if s.success() => None,
+            other => Some(format!(
+                "skiffd did not stop cleanly on SIGTERM ({other:?}); its log:\n{}",
+                self.daemon_log()
+            )),
         }
     }
 
@@ -419,7 +437,20 @@ impl Drop for Env {
                 let _ = self.skiff(&args);
             }
         }
-        self.stop_daemon();
+        let bad_stop = self.stop_daemon_quietly();
+        self.clean_up_after_daemon();
+        if let Some(bad) = bad_stop {
+            if !std::thread::panicking() {
+                panic!("{bad}");
+            }
+        }
+    }
+}
+
+impl Env {
+    /// What [`Drop`] cleans once skiffd is gone: a shared network's holder, the bus,
+    /// the layers.
+    fn clean_up_after_daemon(&mut self) {
         // A shared network's holder left by a killed skiffd (a stopped one ends it).
         let state = self.runtime().join("network/holder.json");
         if let Ok(text) = std::fs::read_to_string(&state) {
