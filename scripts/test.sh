@@ -373,10 +373,16 @@ start_user_manager() {
     fi
 }
 
+# stop_user_manager: after the tests (a failed step if the run made anything
+# under a cgroup v1 hierarchy); again by the EXIT trap, which
+# then finds nothing to stop unless the script ended early.
 # shellcheck disable=SC2317 # invoked via trap
 stop_user_manager() {
     if [ -n "$USER_MANAGER_STATE" ] && [ -d "$USER_MANAGER_STATE" ]; then
-        "$REPO/scripts/user-manager.sh" stop "$USER_MANAGER_STATE" || warn "stopping the user manager failed"
+        if ! "$REPO/scripts/user-manager.sh" stop "$USER_MANAGER_STATE"; then
+            warn "stopping the user manager failed (see above)"
+            FAILED_STEPS+=("user manager stop (its message above)")
+        fi
     fi
     USER_MANAGER_STATE=""
 }
@@ -504,6 +510,8 @@ PY
         fi
     done
     run_as_noranges_user "$@"
+    section "user manager stop"
+    stop_user_manager
     finish
 }
 

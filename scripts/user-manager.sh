@@ -39,7 +39,10 @@
 # busctl --user) and DBUS_SESSION_BUS_ADDRESS=unix:path=STATE_DIR/rt/bus.
 #
 # stop: SIGTERM to the manager (it stops its units), then SIGKILL to whatever is
-# still in its cgroup, removes it and STATE_DIR.
+# still in its cgroup, removes it and STATE_DIR. It fails (exit 1, naming them) if
+# directories appeared under a cgroup v1 hierarchy since start: at the top of one, or
+# anywhere owned by USER (start takes a snapshot; the check runs when the manager is
+# ready and at stop).
 set -euo pipefail
 
 UNIFIED=/sys/fs/cgroup/unified
@@ -65,6 +68,32 @@ v2_root() {
     else
         return 1
     fi
+}
+
+# v1_hierarchies: the mount points of the cgroup v1 hierarchies (none on a v2-only host).
+v1_hierarchies() {
+    # ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS... - FSTYPE SOURCE SUPER
+    awk '{ for (i = 7; i < NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup") print $5; break } }' \
+        /proc/self/mountinfo
+}
+
+# v1_snapshot USER: what a run could add under the cgroup v1 hierarchies: their
+# top-level directories (root could make one) and every directory USER owns in them
+# (the only places where USER's processes could make one). Not the whole trees: other
+# software makes and removes cgroups deeper down all the time.
+v1_snapshot() {
+    local h
+    while read -r h; do
+        find "$h" -mindepth 1 -maxdepth 1 -type d 2>/dev/null || true
+        find "$h" -mindepth 1 -type d -user "$1" 2>/dev/null || true
+    done < <(v1_hierarchies) | sort -u
+}
+
+# v1_added STATE_DIR: the v1 directories made since start's snapshot (the manager must
+# make none: it runs on cgroup v2 only).
+v1_added() {
+    [ -f "$1/v1-before" ] || return 0
+    comm -13 "$1/v1-before" <(v1_snapshot "$(cat "$1/user")")
 }
 
 # as_user CMD...: run CMD as the manager's user, talking to the manager.
@@ -105,6 +134,8 @@ start() {
     # The manager's cgroup: a directory of the unified hierarchy, delegated to the user
     # (chowned). Unique per start: managers of several test runs may run at once.
     v2=$(v2_root) || die "no cgroup v2 hierarchy (neither /sys/fs/cgroup nor $UNIFIED is cgroup2); the manager runs on cgroup v2 only"
+    echo "$USER_NAME" >"$state/user"
+    v1_snapshot "$USER_NAME" >"$state/v1-before"
     name="skiff-user-manager-$uid-$(basename "$state")-$$"
     cg=$v2/$name
     mkdir "$cg"
@@ -172,6 +203,8 @@ start() {
         if [ -S "$RT/systemd/private" ] && [ -S "$RT/bus" ] &&
             [[ "$(as_user systemctl --user show -p SystemState --value 2>/dev/null)" =~ ^(running|degraded)$ ]] &&
             as_user busctl --user status >/dev/null 2>&1; then
+            # Checked again at stop (stop fails if anything was made).
+            v1_added "$state" >"$state/v1-added"
             echo "$RT"
             return 0
         fi
@@ -196,6 +229,10 @@ stop() {
     local state=$1 pid i left cg
     [ "$(id -u)" = 0 ] || die "stop must run as root"
     [ -d "$state" ] || die "$state: no such manager state"
+    # What the run made under cgroup v1 (before anything is stopped: a unit's cgroup
+    # would go with it).
+    local v1
+    v1=$({ cat "$state/v1-added" 2>/dev/null || true; v1_added "$state"; } | sort -u)
     if [ -f "$state/pid" ]; then
         pid=$(cat "$state/pid")
         # The unshare process has exec'd into runuser, which waits for systemd:
@@ -230,6 +267,10 @@ stop() {
     # The mount point start made (if still empty: another manager may use it).
     if [ -f "$state/made-run-systemd" ]; then rmdir /run/systemd 2>/dev/null || true; fi
     rm -rf "$state"
+    if [ -n "$v1" ]; then
+        printf 'user-manager.sh: directories appeared under a cgroup v1 hierarchy while the manager ran (it uses cgroup v2 only, and nothing may write there; left as they are):\n%s\n' "$v1" >&2
+        return 1
+    fi
 }
 
 case "${1:-}" in
