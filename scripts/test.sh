@@ -356,6 +356,16 @@ check_systemd_units() {
     if [ "$ok" = 1 ]; then note "systemd units: ok"; else FAILED_STEPS+=("systemd units"); fi
 }
 
+# stage_file SRC DEST: an executable into the staging dir: a hard link where it can
+# (the debug executables are some 6 GB together, and several worktrees' runs share
+# the disk), else a copy; 0755 either way (cargo makes them so).
+stage_file() {
+    if [ "$(stat -c %a "$1")" = 755 ] && ln -f "$1" "$2" 2>/dev/null; then
+        return 0
+    fi
+    install -m 0755 "$1" "$2"
+}
+
 # start_user_manager: a real `systemd --user` for the test user
 # (scripts/user-manager.sh); the tests of skiff's systemd support use it through
 # SKIFF_USER_MANAGER_RUNTIME_DIR and are counted as skipped without it.
@@ -461,10 +471,13 @@ PY
     chmod 0755 "$STAGE"
     mkdir -m 0755 "$STAGE/bin" "$STAGE/tests"
     mkdir -m 0700 "$STAGE/logs"
-    install -m 0755 target/debug/skiff target/debug/skiffd target/debug/skiff-systemd-generator target/debug/skiff-monitor "$STAGE/bin/"
+    local b
+    for b in skiff skiffd skiff-systemd-generator skiff-monitor; do
+        stage_file "target/debug/$b" "$STAGE/bin/$b"
+    done
     local kind name exe staged=()
     while IFS=$'\t' read -r kind name exe; do
-        install -m 0755 "$exe" "$STAGE/tests/$kind-$name"
+        stage_file "$exe" "$STAGE/tests/$kind-$name"
         staged+=("$kind-$name")
         note "$kind-$name  <- ${exe#"$REPO"/}"
     done <<<"$exes"
