@@ -356,6 +356,16 @@ check_systemd_units() {
     if [ "$ok" = 1 ]; then note "systemd units: ok"; else FAILED_STEPS+=("systemd units"); fi
 }
 
+# stage_file SRC DEST: an executable into the staging dir: a hard link where it can
+# (the debug executables are some 6 GB together, and several worktrees' runs share
+# the disk), else a copy; 0755 either way (cargo makes them so).
+stage_file() {
+    if [ "$(stat -c %a "$1")" = 755 ] && ln -f "$1" "$2" 2>/dev/null; then
+        return 0
+    fi
+    install -m 0755 "$1" "$2"
+}
+
 # start_user_manager: a real `systemd --user` for the test user
 # (scripts/user-manager.sh); the tests of skiff's systemd support use it through
 # SKIFF_USER_MANAGER_RUNTIME_DIR and are counted as skipped without it.
@@ -373,10 +383,16 @@ start_user_manager() {
     fi
 }
 
+# stop_user_manager: after the tests (a failed step if the run made anything
+# under a cgroup v1 hierarchy); again by the EXIT trap, which
+# then finds nothing to stop unless the script ended early.
 # shellcheck disable=SC2317 # invoked via trap
 stop_user_manager() {
     if [ -n "$USER_MANAGER_STATE" ] && [ -d "$USER_MANAGER_STATE" ]; then
-        "$REPO/scripts/user-manager.sh" stop "$USER_MANAGER_STATE" || warn "stopping the user manager failed"
+        if ! "$REPO/scripts/user-manager.sh" stop "$USER_MANAGER_STATE"; then
+            warn "stopping the user manager failed (see above)"
+            FAILED_STEPS+=("user manager stop (its message above)")
+        fi
     fi
     USER_MANAGER_STATE=""
 }
@@ -455,10 +471,13 @@ PY
     chmod 0755 "$STAGE"
     mkdir -m 0755 "$STAGE/bin" "$STAGE/tests"
     mkdir -m 0700 "$STAGE/logs"
-    install -m 0755 target/debug/skiff target/debug/skiffd target/debug/skiff-systemd-generator target/debug/skiff-monitor "$STAGE/bin/"
+    local b
+    for b in skiff skiffd skiff-systemd-generator skiff-monitor; do
+        stage_file "target/debug/$b" "$STAGE/bin/$b"
+    done
     local kind name exe staged=()
     while IFS=$'\t' read -r kind name exe; do
-        install -m 0755 "$exe" "$STAGE/tests/$kind-$name"
+        stage_file "$exe" "$STAGE/tests/$kind-$name"
         staged+=("$kind-$name")
         note "$kind-$name  <- ${exe#"$REPO"/}"
     done <<<"$exes"
@@ -504,6 +523,8 @@ PY
         fi
     done
     run_as_noranges_user "$@"
+    section "user manager stop"
+    stop_user_manager
     finish
 }
 

@@ -76,13 +76,40 @@ impl Limits {
 /// host, `/sys/fs/cgroup/unified` on a hybrid one; None without one.
 pub fn unified_mount() -> Option<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS... - FSTYPE SOURCE SUPER
-        let (pre, post) = l.split_once(" - ")?;
-        (post.split_whitespace().next()? == "cgroup2")
-            .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))
-            .flatten()
-    })
+    visible_cgroup2(&info)
+}
+
+/// The mount point of the cgroup2 mount of `mountinfo` that no later mount hides. A
+/// mount on the same point or on a directory above it hides the earlier ones there,
+/// which mountinfo still lists: e.g. a hybrid host's `/sys/fs/cgroup/unified` under a
+/// cgroup2 mounted over `/sys/fs/cgroup` (a cgroup namespace's own view).
+fn visible_cgroup2(mountinfo: &str) -> Option<PathBuf> {
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS... - FSTYPE SOURCE SUPER
+    let mounts: Vec<(&str, &str)> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            Some((
+                pre.split_whitespace().nth(4)?,
+                post.split_whitespace().next()?,
+            ))
+        })
+        .collect();
+    let hides = |later: &str, point: &str| {
+        later == point
+            || later == "/"
+            || point
+                .strip_prefix(later)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    mounts
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(i, (point, fstype))| {
+            *fstype == "cgroup2" && !mounts[i + 1..].iter().any(|(later, _)| hides(later, point))
+        })
+        .map(|(_, (point, _))| PathBuf::from(point))
 }
 
 /// The unified-hierarchy cgroup of `pid` ("self" for ours) as a path under the mount.
@@ -283,6 +310,56 @@ mod tests {
         assert_eq!(l.controllers(), vec!["memory", "pids"]);
         assert!(!l.is_empty());
         assert!(Limits::default().is_empty());
+    }
+
+    /// mountinfo lines: (mount point, file system type).
+    fn mountinfo(mounts: &[(&str, &str)]) -> String {
+        mounts
+            .iter()
+            .enumerate()
+            .map(|(i, (point, fstype))| {
+                format!(
+                    "{} 1 0:{i} / {point} rw,relatime - {fstype} {fstype} rw\n",
+                    20 + i
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_unified_mount_is_the_visible_cgroup2_one() {
+        let hybrid = [
+            ("/", "ext4"),
+            ("/sys", "sysfs"),
+            ("/sys/fs/cgroup", "tmpfs"),
+            ("/sys/fs/cgroup/memory", "cgroup"),
+            ("/sys/fs/cgroup/unified", "cgroup2"),
+            ("/sys/fs/cgroup/systemd", "cgroup"),
+        ];
+        assert_eq!(
+            visible_cgroup2(&mountinfo(&hybrid)),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        // A cgroup2 mounted over /sys/fs/cgroup (scripts/user-manager.sh's namespace):
+        // the hybrid host's unified mount is still listed, hidden under it.
+        let mut over = hybrid.to_vec();
+        over.push(("/sys/fs/cgroup", "cgroup2"));
+        over.push(("/run/systemd", "tmpfs"));
+        assert_eq!(
+            visible_cgroup2(&mountinfo(&over)),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        // Hidden by a later mount of another type, e.g. a tmpfs over /sys/fs/cgroup.
+        let mut hidden = hybrid.to_vec();
+        hidden.push(("/sys/fs/cgroup", "tmpfs"));
+        assert_eq!(visible_cgroup2(&mountinfo(&hidden)), None);
+        // /sys/fs/cgroup2 is not under /sys/fs/cgroup.
+        let beside = [("/sys/fs/cgroup2", "cgroup2"), ("/sys/fs/cgroup", "tmpfs")];
+        assert_eq!(
+            visible_cgroup2(&mountinfo(&beside)),
+            Some(PathBuf::from("/sys/fs/cgroup2"))
+        );
+        assert_eq!(visible_cgroup2(&mountinfo(&[("/", "ext4")])), None);
     }
 
     #[test]

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use common::{stderr, stdout};
 use systemd_support::{cgroup_of, manager_runtime_dir, unified_root, Service, MANAGER};
 
-/// The pids in a unit's cgroup (unified hierarchy).
-fn unit_pids(cgroup: &str) -> Vec<u32> {
-    std::fs::read_to_string(format!("{}{cgroup}/cgroup.procs", unified_root()))
+/// The pids in a unit's cgroup directory.
+fn unit_pids(cgroup: &Path) -> Vec<u32> {
+    std::fs::read_to_string(cgroup.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().parse().ok())
@@ -113,7 +113,12 @@ fn systemd_notify_scopes_and_restart_keep_containers() {
     );
     // (and skiffd's monitor zygote, its child, which forks the monitors: they are
     // placed in their scopes, the zygote ends with skiffd.)
-    let service_cg = s.show("skiffd", "ControlGroup");
+    let service_cg = s.unit_cgroup("skiffd");
+    assert_eq!(
+        Path::new(&format!("{}{}", unified_root(), cgroup_of(main_pid))),
+        service_cg,
+        "skiffd is not in its unit's cgroup"
+    );
     let is_zygote = |p: &u32| {
         let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
         let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();

@@ -143,12 +143,29 @@ impl Service {
             .to_string()
     }
 
+    /// The directory of `unit`'s cgroup as the tests see it. The manager runs in a cgroup
+    /// namespace rooted at its own cgroup (scripts/user-manager.sh), so its
+    /// `ControlGroup=` paths are relative to that directory, which the script writes
+    /// to `STATE_DIR/cgroups` (`STATE_DIR` is `rt`'s parent).
+    pub fn unit_cgroup(&self, unit: &str) -> PathBuf {
+        let state = self
+            .rt
+            .parent()
+            .expect("the runtime dir is in the state dir");
+        let cgroups = std::fs::read_to_string(state.join("cgroups")).unwrap();
+        let root = cgroups.lines().next().expect("the manager's cgroup");
+        let rel = self.show(unit, "ControlGroup");
+        assert!(rel.starts_with('/'), "{unit}: ControlGroup={rel}");
+        Path::new(root).join(rel.trim_start_matches('/'))
+    }
+
     /// What the manager knows about a unit.
     pub fn journal(&self, unit: &str) -> String {
         stdout(&self.systemctl(&["status", "--no-pager", "-n", "30", unit]))
     }
 
-    /// The manager's own log (its console: units' output too).
+    /// The manager's own log (STATE_DIR/log: systemd's messages about its units, not
+    /// their output, which goes to a journal the manager does not have).
     pub fn manager_log(&self) -> String {
         let log = self.rt.parent().map(|p| p.join("log"));
         log.and_then(|l| std::fs::read_to_string(l).ok())
