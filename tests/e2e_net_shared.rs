@@ -16,41 +16,6 @@ use std::time::Duration;
 use common::{stdout, Env};
 use net_helpers::*;
 
-/// (pid, parent pid, command line) of every process.
-fn processes() -> Vec<(i32, i32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.first() == Some(&"Z") {
-            continue;
-        }
-        let ppid = f.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        out.push((pid, ppid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
-    }
-    out
-}
-
-/// The slirp4netns processes started for this test (by its holder or its monitors).
-fn slirps(env: &Env) -> Vec<String> {
-    let dir = env.dir.path().to_string_lossy().to_string();
-    let all = processes();
-    all.iter()
-        .filter(|(_, ppid, cmd)| {
-            cmd.starts_with("slirp4netns ")
-                && all.iter().any(|(p, _, c)| p == ppid && c.contains(&dir))
-        })
-        .map(|(pid, _, cmd)| format!("{pid}: {cmd}"))
-        .collect()
-}
-
 /// The shared network's holder and its slirp4netns end (within 10 s).
 fn assert_shared_network_ended(env: &Env) {
     assert!(
@@ -384,20 +349,6 @@ fn a_dead_shared_slirp4netns_is_restarted() {
     });
     assert!(ok, "no way out after the restart: {}", env.daemon_log());
     run_ok(&env, &["rm", "-f", "aa"]);
-}
-
-/// The answer of the UDP echo server at `host`:`port` to a datagram from `sock`
-/// (within 20 tries of 2 s), "" if none.
-fn udp_answer(sock: &UdpSocket, host: std::net::IpAddr, port: u16) -> String {
-    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    for _ in 0..20 {
-        let _ = sock.send_to(b"hi\n", (host, port));
-        let mut buf = [0u8; 256];
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            return String::from_utf8_lossy(&buf[..n]).to_string();
-        }
-    }
-    String::new()
 }
 
 #[test]

@@ -278,19 +278,22 @@ impl Daemon {
         let Some(addr) = addr else {
             return;
         };
-        // Its monitor died before forgetting them (the holder checks that too).
-        crate::netns::hostfwds::forget(&self.shared_net_dir(), addr);
-        let Some(st) = self.inner.shared_net.holder.lock().await.clone() else {
-            return;
-        };
-        if !st.alive() {
+        let dir = self.shared_net_dir();
+        let alive = self
+            .inner
+            .shared_net
+            .holder
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|st| st.alive());
+        if !alive {
+            // Its slirp4netns went with it: only the record is left.
+            crate::netns::hostfwds::forget(&dir, addr);
             return;
         }
-        let api = self.shared_net_dir().join(shared::API_NAME);
-        let dropped = tokio::task::spawn_blocking(move || {
-            crate::netns::slirp::remove_forwards_to(&api, addr)
-        })
-        .await;
+        let dropped =
+            tokio::task::spawn_blocking(move || crate::netns::hostfwds::withdraw(&dir, addr)).await;
         match dropped {
             Ok(Ok(0)) => tracing::debug!("no forward to {addr} left"),
             Ok(Ok(n)) => tracing::info!("dropped {n} forward(s) to {addr} left by a dead monitor"),

@@ -210,6 +210,19 @@ pub fn attach(b: &BridgePlan, ports: &[PortMapping], pid: i32) -> Result<Bridged
     drop((user, net, shared_net));
     crate::phase::mark("network-ready");
     let api = b.dir.join(shared::API_NAME);
+    // From before the first forward is added until it is recorded: a holder that
+    // restarts slirp4netns meanwhile re-adds it once it is in the record.
+    let lock = if ports.is_empty() {
+        None
+    } else {
+        match super::hostfwds::Lock::shared(&b.dir) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("a restarted shared slirp4netns may miss these ports: {e}");
+                None
+            }
+        }
+    };
     let (relay, forwards) = super::slirp::publish_to(&api, addr, ports, pid)?;
     let bridged = Bridged {
         relay,
@@ -217,13 +230,15 @@ pub fn attach(b: &BridgePlan, ports: &[PortMapping], pid: i32) -> Result<Bridged
         dir: b.dir.clone(),
         addr,
     };
-    if bridged.forwards {
+    super::hostfwds::hold("forwards-added");
+    if let Some(lock) = lock.as_ref().filter(|_| bridged.forwards) {
         // For a new slirp4netns, should this one die (its holder adds them again).
         let ports: Vec<PortMapping> = forwards.into_iter().map(|(_, m)| m).collect();
-        if let Err(e) = super::hostfwds::record(&b.dir, addr, &ports) {
+        if let Err(e) = lock.record(addr, &ports) {
             tracing::warn!("a restarted shared slirp4netns will not forward them again: {e}");
         }
     }
+    drop(lock);
     if !ports.is_empty() {
         crate::phase::mark("ports-added");
     }
@@ -238,9 +253,7 @@ impl Helper for Bridged {
         if std::mem::take(&mut self.forwards) {
             // By address, not by the ids slirp4netns gave: a restarted slirp4netns gave
             // others (the address is ours until skiffd sees our end).
-            super::hostfwds::forget(&self.dir, self.addr);
-            let api = self.dir.join(shared::API_NAME);
-            if let Err(e) = super::slirp::remove_forwards_to(&api, self.addr) {
+            if let Err(e) = super::hostfwds::withdraw(&self.dir, self.addr) {
                 tracing::warn!("the shared slirp4netns's forwards to {}: {e}", self.addr);
             }
         }

@@ -190,11 +190,11 @@ fn run(dir: &Path) -> Result<(), Error> {
             match start_slirp(dir, &state, keeper.pid) {
                 Ok(s) => {
                     slirp = s;
-                    let api = dir.join(API_NAME);
-                    let n = super::hostfwds::restore(dir, &api);
                     tracing::info!(
-                        "shared network: slirp4netns restarted, {n} forward(s) re-added"
+                        "shared network: slirp4netns restarted; re-adding the recorded forwards"
                     );
+                    let n = super::hostfwds::restore(dir, &dir.join(API_NAME));
+                    tracing::info!("shared network: {n} forward(s) re-added");
                     break;
                 }
                 Err(e) => {

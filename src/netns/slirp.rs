@@ -358,23 +358,56 @@ pub(crate) fn add_hostfwd(api: &Path, m: &PortMapping, guest: Ipv4Addr) -> Resul
     )))
 }
 
-/// Drops every forward of slirp4netns (at `api`) to `guest`: the UDP ports of a
-/// container on the shared network whose monitor could not remove them (it died).
-/// Returns how many there were.
-pub fn remove_forwards_to(api: &Path, guest: Ipv4Addr) -> Result<usize, Error> {
+/// One forward of a slirp4netns (an entry of its `list_hostfwd`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct HostFwd {
+    /// Its id.
+    pub id: u64,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The host address it listens on.
+    pub host_addr: String,
+    /// The host port.
+    pub host_port: u16,
+    /// The guest address it forwards to.
+    pub guest_addr: String,
+    /// The guest port.
+    pub guest_port: u16,
+}
+
+impl HostFwd {
+    /// Whether this is the forward of `m` to `guest`.
+    pub fn is(&self, m: &PortMapping, guest: Ipv4Addr) -> bool {
+        self.proto == m.proto.as_str()
+            && m.bind_ip().is_ok_and(|ip| self.host_addr == ip.to_string())
+            && self.host_port == m.host_port
+            && self.guest_addr == guest.to_string()
+            && self.guest_port == m.container_port
+    }
+}
+
+/// The forwards of slirp4netns at `api`.
+pub fn list_hostfwds(api: &Path) -> Result<Vec<HostFwd>, Error> {
     let v = api_call(api, &serde_json::json!({"execute": "list_hostfwd"}))?;
-    let guest = guest.to_string();
     // slirp4netns 1.2 answers `{"entries": […]}`, without the `return` of the others.
     let entries = match v.get("return") {
         Some(r) => &r["entries"],
         None => &v["entries"],
     };
-    let ids: Vec<u64> = entries
-        .as_array()
+    serde_json::from_value(entries.clone())
+        .map_err(|e| Error::Helper(format!("slirp4netns API listed {entries}: {e}")))
+}
+
+/// Drops every forward of slirp4netns (at `api`) to `guest`: the UDP ports of a
+/// container on the shared network as it stops (or after its monitor died). Returns
+/// how many there were.
+pub fn remove_forwards_to(api: &Path, guest: Ipv4Addr) -> Result<usize, Error> {
+    let guest = guest.to_string();
+    let ids: Vec<u64> = list_hostfwds(api)?
         .into_iter()
-        .flatten()
-        .filter(|e| e["guest_addr"].as_str() == Some(guest.as_str()))
-        .filter_map(|e| e["id"].as_u64())
+        .filter(|f| f.guest_addr == guest)
+        .map(|f| f.id)
         .collect();
     for id in &ids {
         remove_hostfwd(api, *id);
