@@ -183,6 +183,12 @@ fn spare_dir_ready(env: &Env) -> bool {
     e.len() == 1 && spare.join(&e[0]).join(".next2-container.json").exists()
 }
 
+/// Whether the removals of the `--rm` runs so far are done: a removal that ends after
+/// the next run took the spare bundle gives its own bundle back in its place.
+fn removals_done(env: &Env) -> bool {
+    entries(&env.data().join("containers")).is_empty()
+}
+
 /// The one spare bundle, once it is there with all its files.
 fn the_spare_bundle(env: &Env) -> std::path::PathBuf {
     let spare = env.runtime().join("spare");
@@ -212,7 +218,7 @@ fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_o
     // makes the two anew (then this run's bundle would not be kept: one is there).
     let both_spares = || {
         assert!(
-            env.eventually(10, || spare_dir_ready(&env)),
+            env.eventually(10, || spare_dir_ready(&env) && removals_done(&env)),
             "no spare container directory"
         );
         the_spare_bundle(&env)
@@ -349,7 +355,7 @@ fn every_run_rm_gives_its_bundle_back() {
     };
     let spares = || {
         assert!(
-            env.eventually(10, || spare_dir_ready(&env)),
+            env.eventually(10, || spare_dir_ready(&env) && removals_done(&env)),
             "no spare container directory"
         );
         the_spare_bundle(&env)
