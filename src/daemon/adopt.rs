@@ -107,6 +107,9 @@ impl Daemon {
             }
             match Container::load(&path) {
                 Ok(c) => {
+                    // Files made ahead for a start an earlier skiffd did not see through
+                    // (nothing writes the record yet): none is kept.
+                    c.drop_premade();
                     let c = Arc::new(c);
                     self.lock().insert(c.id(), c.clone());
                     loaded.push(c);

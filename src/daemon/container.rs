@@ -305,6 +305,16 @@ impl Container {
         fsutil::replace_file_premade_json(&path, rec).map_err(|e| Error::io(&path, e))
     }
 
+    /// Removes the empty files made ahead for the record's next writes (see
+    /// `fsutil::make_premade`): a container that is not about to start keeps none in
+    /// its directory. Failures are only logged: the files are empty, and a later write
+    /// still claims or replaces them.
+    pub fn drop_premade(&self) {
+        if let Err(e) = fsutil::remove_premade(&self.dir, RECORD_FILE) {
+            tracing::debug!("the record files made ahead in {}: {e}", self.dir.display());
+        }
+    }
+
     /// Makes the [`AUTO_REMOVE_MARKER`] in the container's directory (before its first
     /// record is written).
     pub fn mark_auto_remove(&self) -> Result<(), Error> {

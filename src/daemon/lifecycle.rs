@@ -290,6 +290,11 @@ impl Daemon {
                 std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
             } else {
                 c.persist(&record)?;
+                if !started_at_once {
+                    // The second record file made ahead is a start's: a container
+                    // created to be started later (or never) keeps none.
+                    c.drop_premade();
+                }
                 std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
                 fsutil::sync_dir(&root).map_err(|e| Error::io(&root, e))?;
             }

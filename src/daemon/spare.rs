@@ -25,7 +25,9 @@
 //! Both also hold the empty temporary files of the writes that follow on the start's
 //! path ([`fsutil::make_premade`]): two for the container's record (its create's and
 //! its start's), one for the monitor's exit file. A `--rm` run's exit file becomes
-//! the given-back bundle's one again.
+//! the given-back bundle's one again. A container that is not about to start keeps
+//! none: a create not started at once removes the start's, as does a start refused
+//! before it was recorded, and skiffd's start-up those of every container.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

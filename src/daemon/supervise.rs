@@ -87,6 +87,21 @@ impl Daemon {
         launch: Launch,
         wait_attach: bool,
     ) -> Result<(), Error> {
+        let started = self.start_attempt(c, launch, wait_attach).await;
+        if started.is_err() && c.snapshot().state.status != Status::Running {
+            // A start refused before it wrote the record (a `run` whose container
+            // stays created) leaves no record file made ahead for it.
+            c.drop_premade();
+        }
+        started
+    }
+
+    async fn start_attempt(
+        &self,
+        c: &Arc<Container>,
+        launch: Launch,
+        wait_attach: bool,
+    ) -> Result<(), Error> {
         let (stdio, early) = match launch {
             Launch::Now(stdio) => (stdio, None),
             Launch::Early(e) => (None, Some(e)),
