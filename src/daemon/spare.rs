@@ -5,11 +5,14 @@
 //! allocation (ext4 without a journal scans for recently deleted inodes). skiffd keeps one
 //! such empty directory ready under `spare/` (a sibling of `containers/`, on the same
 //! filesystem), and a create takes it with one rename. It is made again off the start's
-//! path: once a run's command runs (while its client waits for its end), or right after
-//! a create that found none or will not be started at once — but for a `--rm` container,
-//! by its removal's thread at nice 19 after its client's answer: a thread in ext4's
-//! inode allocation is not preempted for the command's own wake-ups, and delayed a
-//! short command by 1-3 ms (docs/benchmarks.md, session 10).
+//! path: right after a create that found none or will not be started at once, and for
+//! a start once its client has its answer, on a thread at nice 19 ([`run_in_background`]):
+//! a detached start's (`run -d`, `start`) when the start answers; a start whose client
+//! waits for the run's end (a foreground `run`, `start -a`) at that end, once the exit is
+//! recorded — for a `--rm` container by its removal's thread, after the removal's answer.
+//! Not while the command runs: a thread in ext4's inode allocation is not preempted for
+//! the command's own wake-ups, and delayed a short command by 1-3 ms
+//! (docs/benchmarks.md, session 10).
 //!
 //! A spare left by a skiffd that ended is removed at start-up (it is never reused across
 //! daemons: nothing vouches for its contents).
@@ -155,6 +158,11 @@ impl Spare {
         ))
     }
 
+    /// Whether a spare is ready or being made (a refill would do nothing).
+    fn is_ready(&self) -> bool {
+        !matches!(*self.lock(), Slot::Empty)
+    }
+
     /// Makes a spare if none is ready or being made. Blocking (a few directories).
     pub(crate) fn refill(&self) {
         {
@@ -202,6 +210,24 @@ impl super::Daemon {
         if let Err(e) = spawned {
             tracing::warn!("cannot start a thread for the spare container directory: {e}");
         }
+    }
+}
+
+impl super::Daemon {
+    /// Makes the spare container directory and bundle that are missing (a start took
+    /// them) on a thread at nice 19 ([`run_in_background`]): for a start whose client
+    /// has its answer (see the module documentation). Nothing when both are there.
+    pub(crate) fn refill_spares_after_answer(&self) {
+        let inner = &self.inner;
+        if inner.spare.is_ready() && inner.spare_bundle.is_ready() {
+            return;
+        }
+        let daemon = self.clone();
+        run_in_background("spare", move || {
+            crate::phase::mark("spares-refill");
+            daemon.inner.spare.refill();
+            daemon.inner.spare_bundle.refill();
+        });
     }
 }
 
