@@ -205,7 +205,16 @@ impl Container {
 
     /// The container's id.
     pub fn id(&self) -> String {
-        self.snapshot().id
+        self.id_and_name().0
+    }
+
+    /// The container's id and current name (without a copy of the whole record).
+    pub fn id_and_name(&self) -> (String, String) {
+        let r = match self.record.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        (r.id.clone(), r.name.clone())
     }
 
     /// Takes the operation lock; a container removed meanwhile (the caller looked it up
