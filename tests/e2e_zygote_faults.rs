@@ -305,7 +305,11 @@ fn a_zygote_stopped_past_the_give_up_time_leaves_no_zombie_fork() {
     let mut expected = vec![before, late];
     expected.sort_unstable();
     assert_eq!(monitors, expected, "{}", log());
-    assert!(log().contains("which never ran the monitor: reaped"), "{}", log());
+    assert!(
+        log().contains("which never ran the monitor: reaped"),
+        "{}",
+        log()
+    );
     assert_eq!(env.inspect("late")["State"]["Status"], "running");
     for name in ["before", "late"] {
         assert!(env.skiff(&["rm", "-f", name]).status.success());
