@@ -17,8 +17,8 @@
 //! having done nothing, and is killed and reaped by its pidfd. Only then is the zygote
 //! killed (if it is still there) and reaped. A fork whose answer never came (the
 //! zygote stopped between the fork and its answer past that time) is found among
-//! skiffd's children once the zygote is reaped — it is still in the zygote's session,
-//! which a fork leaves first thing after its go-ahead — and reaped too
+//! skiffd's children once the zygote is reaped (it is still in the zygote's session,
+//! which a fork leaves first thing after its go-ahead) and reaped too
 //! ([`reap_unanswered_forks`]). So a late answer never leaves a second monitor of a
 //! container running unfollowed, nor a zombie.
 //!
@@ -243,8 +243,9 @@ impl Zygote {
 /// fork whose answer never reached skiffd never had its go-ahead, so it exits at once
 /// (or is killed here), as skiffd's child (`CLONE_PARENT`) that no one waits for. It is
 /// told from skiffd's other children by its session: the zygote's (a fork that had its
-/// go-ahead starts a session of its own before anything else, and every other child
-/// of skiffd is spawned in a session of its own).
+/// go-ahead starts a session of its own first thing, and every other child of skiffd
+/// is spawned in a session of its own). Only a fork stopped for the whole give-up time
+/// exactly between its go-ahead and that `setsid` could be taken for one.
 fn reap_unanswered_forks(zygote: u32) {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
