@@ -54,16 +54,10 @@ fn both_spares_settled(env: &Env) -> (String, String) {
     (dir, bundle.file_name().unwrap().to_string_lossy().into())
 }
 
-/// A run without `--rm` takes the spares and the next ones are made once its client
-/// has its answer, not while its command runs: for a foreground run after its exit is
-/// recorded (and `die` sent), for a detached one after its start.
-#[test]
-fn a_run_without_rm_makes_the_next_spares_after_its_client_is_answered() {
-    let env = Env::new();
-    // The first create makes both spares (not a `--rm` run: its removal's thread would
-    // make the next spare directory once the run below took this one).
-    env.skiff_ok(&["create", "--network", "none", "demo/busybox", "true"]);
-    let before = both_spares_settled(&env);
+/// A foreground run (`fg`, its client waiting for its end) whose command waits for a
+/// line on its stdin while a spare made meanwhile (other than `before`'s) has the time
+/// to show itself, then exits 3.
+fn foreground_run(env: &Env, name: &str, before: Option<&(String, String)>) {
     let mut fg = env
         .skiff_cmd(&[
             "run",
@@ -71,7 +65,7 @@ fn a_run_without_rm_makes_the_next_spares_after_its_client_is_answered() {
             "--network",
             "none",
             "--name",
-            "fg",
+            name,
             "demo/busybox",
             "sh",
             "-c",
@@ -82,8 +76,8 @@ fn a_run_without_rm_makes_the_next_spares_after_its_client_is_answered() {
         .spawn()
         .unwrap();
     assert!(
-        env.eventually(20, || env.inspect("fg")["State"]["Running"] == true),
-        "fg does not run: {}",
+        env.eventually(20, || env.inspect(name)["State"]["Running"] == true),
+        "{name} does not run: {}",
         env.daemon_log()
     );
     // Its command waits: a spare made while it runs has the time to show itself. (Not
@@ -97,7 +91,10 @@ fn a_run_without_rm_makes_the_next_spares_after_its_client_is_answered() {
     };
     env.eventually(3, || {
         let (d, b) = spare_names();
-        (!d.is_empty() && d != [before.0.clone()]) || (!b.is_empty() && b != [before.1.clone()])
+        let new = |now: &[String], was: Option<&String>| {
+            !now.is_empty() && was.is_none_or(|w| now != [w.clone()])
+        };
+        new(&d, before.map(|b| &b.0)) || new(&b, before.map(|b| &b.1))
     });
     {
         use std::io::Write;
@@ -105,6 +102,19 @@ fn a_run_without_rm_makes_the_next_spares_after_its_client_is_answered() {
         stdin.write_all(b"go\n").unwrap();
     }
     assert_eq!(fg.wait().unwrap().code(), Some(3));
+}
+
+/// A run without `--rm` takes the spares and the next ones are made once its client
+/// has its answer, not while its command runs: for a foreground run after its exit is
+/// recorded (and `die` sent), for a detached one after its start.
+#[test]
+fn a_run_without_rm_makes_the_next_spares_after_its_client_is_answered() {
+    let env = Env::new();
+    // The first create makes both spares (not a `--rm` run: its removal's thread would
+    // make the next spare directory once the run below took this one).
+    env.skiff_ok(&["create", "--network", "none", "demo/busybox", "true"]);
+    let before = both_spares_settled(&env);
+    foreground_run(&env, "fg", Some(&before));
     // Both taken by the run (a new name each), both made again.
     assert!(
         env.eventually(10, || {
@@ -147,4 +157,21 @@ fn a_run_without_rm_makes_the_next_spares_after_its_client_is_answered() {
         "spares {detached:?} begun before the start was recorded ({started})"
     );
     env.skiff_ok(&["rm", "-f", id, "fg"]);
+}
+
+/// A run that finds no spare (the first of a skiffd) makes its own directory and
+/// bundle, and the spares only once its client has its answer: not at its create, which
+/// would make them while its command runs.
+#[test]
+fn a_run_that_finds_no_spare_makes_them_after_its_client_is_answered() {
+    let env = Env::new();
+    assert_eq!(entries(&env.data().join("spare")), Vec::<String>::new());
+    foreground_run(&env, "first", None);
+    let made = both_spares_settled(&env);
+    let ended = nth_mark(&env, "exit-recorded", 1);
+    assert!(
+        begun_at(&made.0) > ended && begun_at(&made.1) > ended,
+        "spares {made:?} begun before the run's end was recorded ({ended})"
+    );
+    env.skiff_ok(&["rm", "first"]);
 }

@@ -5,8 +5,9 @@
 //! allocation (ext4 without a journal scans for recently deleted inodes). skiffd keeps one
 //! such empty directory ready under `spare/` (a sibling of `containers/`, on the same
 //! filesystem), and a create takes it with one rename. It is made again off the start's
-//! path: right after a create that found none or will not be started at once, and for
-//! a start once its client has its answer, on a thread at nice 19 ([`run_in_background`]):
+//! path: right after a create that will not be started at once, and for a start (also
+//! one whose create found none) once its client has its answer, on a thread at nice 19
+//! ([`run_in_background`]):
 //! a detached start's (`run -d`, `start`) when the start answers; a start whose client
 //! waits for the run's end (a foreground `run`, `start -a`) at that end, once the exit is
 //! recorded — for a `--rm` container by its removal's thread, after the removal's answer.
@@ -264,15 +265,15 @@ pub(crate) fn run_in_background(name: &str, work: impl FnOnce() + Send + 'static
 
 impl super::Daemon {
     /// Makes the directory `dir` of a new container with its [`SUBDIRS`]: the spare
-    /// renamed when there is one, and the next spare made in the background — but for
-    /// a container `started_soon` (`RunContainer`): its start makes it once the command
-    /// runs, off the start's path.
+    /// renamed when there is one (else one made now), and the next spare made in the
+    /// background — but for a container `started_soon` (`RunContainer`), whether it
+    /// found a spare or not: its start makes them once its client has its answer (see
+    /// the module documentation), not while its command runs.
     pub(crate) fn new_container_dir(&self, dir: &Path, started_soon: bool) -> std::io::Result<()> {
-        let took = self.inner.spare.take_into(dir);
-        if !took {
+        if !self.inner.spare.take_into(dir) {
             make(dir)?;
         }
-        if !(took && started_soon) {
+        if !started_soon {
             self.refill_spare();
         }
         Ok(())

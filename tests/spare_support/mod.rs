@@ -21,7 +21,8 @@ pub fn inodes_ready(dir: &std::path::Path) -> bool {
 
 /// Whether the one spare container directory is there, complete: its last file (the
 /// second record file made ahead) is there. (A create that finds it still being made
-/// makes its own directory and both spares anew: then a run's bundle is not kept.)
+/// makes its own directory; the spares are made anew once its client has its answer:
+/// then a `--rm` run's bundle may not be kept.)
 pub fn spare_dir_ready(env: &Env) -> bool {
     let spare = env.data().join("spare");
     let e = entries(&spare);
