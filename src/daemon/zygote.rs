@@ -243,8 +243,9 @@ impl Zygote {
 /// fork whose answer never reached skiffd never had its go-ahead, so it exits at once
 /// (or is killed here), as skiffd's child (`CLONE_PARENT`) that no one waits for. It is
 /// told from skiffd's other children by its session: the zygote's (a fork that had its
-/// go-ahead starts a session of its own first thing, and every other child of skiffd
-/// is spawned in a session of its own). Only a fork stopped for the whole give-up time
+/// go-ahead starts a session of its own first thing; skiffd's other children are in
+/// their own or skiffd's, and the zygote is its session's leader, the one process whose
+/// id it is). Only a fork stopped for the whole give-up time
 /// exactly between its go-ahead and that `setsid` could be taken for one.
 fn reap_unanswered_forks(zygote: u32) {
     let me = std::process::id();
