@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod premade;
-pub use premade::{make_premade, premade_names};
+pub use premade::{make_premade, premade_names, remove_premade};
 
 /// Writes `data` to `path` atomically (temp file + fsync + rename + fsync of the directory).
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {

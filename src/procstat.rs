@@ -140,6 +140,14 @@ pub fn start_time(pid: u32) -> Option<u64> {
     stat_fields(pid)?.get(19).copied()
 }
 
+/// The parent and the session of process `pid` (/proc/PID/stat's fields 4 and 6; a
+/// zombie has them too), if it exists.
+pub fn parent_and_session(pid: u32) -> Option<(u32, u32)> {
+    let f = stat_fields(pid)?;
+    let field = |i: usize| f.get(i).and_then(|v| u32::try_from(*v).ok());
+    Some((field(1)?, field(3)?))
+}
+
 /// The fields of /proc/PID/stat after the command name (field 3 is index 0).
 fn stat_fields(pid: u32) -> Option<Vec<u64>> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

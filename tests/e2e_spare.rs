@@ -5,8 +5,10 @@
 //! into its files, made empty ahead, instead of making new ones.
 
 mod common;
+mod spare_support;
 
 use common::{entries, stderr, Env};
+use spare_support::{inodes_ready, removals_done, spare_dir_ready, the_spare_bundle};
 
 #[test]
 fn run_rm_takes_the_spare_and_a_new_one_is_made() {
@@ -159,44 +161,6 @@ fn a_first_start_writes_its_bundle_into_the_spare_bundle() {
     assert!(out.status.success(), "stderr: {}", stderr(&out));
 }
 
-/// Whether all the files of a spare bundle are there (it is being made otherwise; the
-/// exit file's made ahead is the last).
-fn inodes_ready(dir: &std::path::Path) -> bool {
-    [
-        ".next-exit.json",
-        "config.json",
-        "monitor.json",
-        "hosts",
-        "hostname",
-        "monitor.lock",
-    ]
-    .iter()
-    .all(|n| dir.join(n).exists())
-}
-
-/// Whether the one spare container directory is there, complete: its last file (the
-/// second record file made ahead) is there. (A create that finds it still being made
-/// makes its own directory and both spares anew: then a run's bundle is not kept.)
-fn spare_dir_ready(env: &Env) -> bool {
-    let spare = env.data().join("spare");
-    let e = entries(&spare);
-    e.len() == 1 && spare.join(&e[0]).join(".next2-container.json").exists()
-}
-
-/// The one spare bundle, once it is there with all its files.
-fn the_spare_bundle(env: &Env) -> std::path::PathBuf {
-    let spare = env.runtime().join("spare");
-    assert!(
-        env.eventually(10, || {
-            let e = entries(&spare);
-            e.len() == 1 && inodes_ready(&spare.join(&e[0]))
-        }),
-        "no spare bundle: {:?}",
-        entries(&spare)
-    );
-    spare.join(&entries(&spare)[0])
-}
-
 #[test]
 fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_owner() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -212,7 +176,7 @@ fn a_run_rm_gives_its_bundle_back_as_the_spare_bundle_unless_its_files_changed_o
     // makes the two anew (then this run's bundle would not be kept: one is there).
     let both_spares = || {
         assert!(
-            env.eventually(10, || spare_dir_ready(&env)),
+            env.eventually(10, || spare_dir_ready(&env) && removals_done(&env)),
             "no spare container directory"
         );
         the_spare_bundle(&env)
@@ -349,7 +313,7 @@ fn every_run_rm_gives_its_bundle_back() {
     };
     let spares = || {
         assert!(
-            env.eventually(10, || spare_dir_ready(&env)),
+            env.eventually(10, || spare_dir_ready(&env) && removals_done(&env)),
             "no spare container directory"
         );
         the_spare_bundle(&env)
@@ -382,4 +346,125 @@ fn every_run_rm_gives_its_bundle_back() {
             "round {round}"
         );
     }
+}
+
+/// `RunContainer` over D-Bus with `config` (a{sv}) and the container's fd 1 passed;
+/// the error's text when it fails.
+fn run_container_with_fds(
+    env: &Env,
+    config: std::collections::HashMap<&str, zbus::Variant<'_>>,
+) -> Result<String, String> {
+    use std::os::fd::AsFd;
+    let null = std::fs::File::options()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    let fds: std::collections::HashMap<u32, zbus::Fd<'_>> =
+        [(1u32, zbus::Fd::from(null.as_fd()))].into();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = zbus::connection::Builder::address(env.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let r = conn
+            .call_method(
+                Some("org.skiff.skiff1"),
+                "/org/skiff/skiff1",
+                Some("org.skiff.skiff1.Manager"),
+                "RunContainer",
+                &(config, fds, 0u64),
+            )
+            .await;
+        match r {
+            Ok(m) => Ok(format!("{:?}", m.body())),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+/// The sorted names in a container's directory.
+fn container_files(env: &Env, name: &str) -> Vec<String> {
+    let id = env.inspect(name)["Id"].as_str().unwrap().to_string();
+    let mut names = entries(&env.data().join("containers").join(id));
+    names.sort();
+    names
+}
+
+/// A container that is not started keeps none of the record files made ahead in its
+/// directory (the second is a start's): not after `create`, not after a `run` whose
+/// start is refused before it is recorded, not after a daemon restart (one an earlier
+/// skiffd left is removed); `rm` leaves no directory.
+#[test]
+fn a_container_that_is_not_started_keeps_no_file_made_ahead() {
+    let mut env = Env::new();
+    let spare_ready = |env: &Env| {
+        assert!(
+            env.eventually(10, || spare_dir_ready(env)),
+            "no spare container directory: {:?}",
+            entries(&env.data().join("spare"))
+        )
+    };
+    let out = env.skiff(&["run", "--rm", "--network", "none", "demo/busybox", "true"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    spare_ready(&env);
+    let bare = ["container.json", "rootfs", "upper", "work"];
+    env.skiff_ok(&[
+        "create",
+        "--network",
+        "none",
+        "--name",
+        "made",
+        "demo/busybox",
+        "true",
+    ]);
+    assert_eq!(container_files(&env, "made"), bare, "after create");
+    // A run whose start is refused at once (a tty and fds): the container stays created.
+    spare_ready(&env);
+    let config: std::collections::HashMap<&str, zbus::Variant<'_>> = [
+        ("image", "demo/busybox".into()),
+        ("name", "refused".into()),
+        ("network", "none".into()),
+        ("tty", true.into()),
+        ("command", vec!["true"].into()),
+    ]
+    .into();
+    let e = run_container_with_fds(&env, config).unwrap_err();
+    assert!(e.contains("has a tty"), "{e}");
+    assert_eq!(env.inspect("refused")["State"]["Status"], "created");
+    assert_eq!(
+        container_files(&env, "refused"),
+        bare,
+        "after a refused start"
+    );
+    // Left by an earlier skiffd (or a crash between a run's create and start): removed
+    // at start-up.
+    let id = env.inspect("made")["Id"].as_str().unwrap().to_string();
+    env.stop_daemon();
+    let dir = env.data().join("containers").join(&id);
+    for n in [".next-container.json", ".next2-container.json"] {
+        std::fs::write(dir.join(n), b"").unwrap();
+    }
+    env.start_daemon();
+    assert_eq!(container_files(&env, "made"), bare, "after a restart");
+    // Still started and run as ever.
+    let out = env.skiff(&["start", "-a", "made"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    for name in ["made", "refused"] {
+        let id = env.inspect(name)["Id"].as_str().unwrap().to_string();
+        env.skiff_ok(&["rm", name]);
+        let dir = env.data().join("containers").join(&id);
+        assert!(
+            env.eventually(10, || !dir.exists()),
+            "{name}: {:?}",
+            entries(&dir)
+        );
+    }
+    assert_eq!(
+        entries(&env.data().join("containers")),
+        Vec::<String>::new()
+    );
 }

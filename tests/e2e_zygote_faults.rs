@@ -115,7 +115,7 @@ fn a_late_answer_leaves_no_second_monitor_and_no_zombie() {
 /// A monitor's command line longer than the room the zygote has for it (here: a bundle
 /// path of over 2 KiB, under a deep runtime directory): the zygote refuses it with a
 /// clear error, and skiffd starts that monitor by exec, with its whole command line
-/// (nothing cut short), without a hang; the zygote goes on.
+/// (nothing cut short), without a hang; the zygote goes on. The warning is given once.
 #[test]
 fn a_command_line_too_long_for_the_zygote_is_execd_whole() {
     let env = Env::bus_only();
@@ -172,6 +172,15 @@ fn a_command_line_too_long_for_the_zygote_is_execd_whole() {
         log()
     );
     assert_eq!(log().matches("starting it by exec").count(), 2, "{}", log());
+    // A warning once per skiffd run (every start of this skiffd would say it), then at
+    // debug level.
+    let warned: Vec<String> = log()
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("starting it by exec"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(warned[0].contains("said once"), "{}", warned[0]);
     assert_eq!(zygotes(daemon.0.id()).len(), 1);
     for name in ["first", "second"] {
         assert!(env.skiff(&["rm", "-f", name]).status.success());
@@ -236,6 +245,73 @@ fn a_stuck_zygote_does_not_stall_the_daemon() {
         assert_eq!(env.inspect(name)["State"]["Status"], "running");
     }
     for name in ["first", "s1", "s2", "s3"] {
+        assert!(env.skiff(&["rm", "-f", name]).status.success());
+    }
+}
+
+/// A zygote stopped between a fork and its answer for longer than skiffd waits (its
+/// answer timeout, then as long again for a late answer) is killed and reaped; the fork
+/// it made — skiffd's child, which never had its go-ahead — is reaped too: no zombie of
+/// skiffd is left. The start got its monitor from another zygote.
+#[test]
+fn a_zygote_stopped_past_the_give_up_time_leaves_no_zombie_fork() {
+    let env = Env::bus_only();
+    let stall = env.dir.path().join("stall");
+    let log_path = env.dir.path().join("skiffd-stall.log");
+    let daemon = start_skiffd(
+        &env,
+        &common::bin("skiffd"),
+        &[("SKIFF_TEST_ZYGOTE_STALL", stall.as_os_str())],
+        &log_path,
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let pid = daemon.0.id();
+    let tar = env.busybox_tar();
+    let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = run_sleeper(&env, "before");
+    let stalled = zygote_of(pid, &log());
+    std::fs::write(&stall, b"").unwrap();
+    let late = run_sleeper(&env, "late");
+    assert!(!stall.exists(), "the zygote did not stall: {}", log());
+    // Never continued: skiffd gives up on it, kills it and reaps it.
+    assert!(
+        env.eventually(60, || state_and_ppid(stalled)
+            .is_none_or(|(_, pp)| pp != pid)),
+        "the stalled zygote {stalled} is still skiffd's: {:?}\n{}",
+        state_and_ppid(stalled),
+        log()
+    );
+    let zombies = || -> Vec<u32> {
+        children(pid)
+            .into_iter()
+            .filter(|(_, s)| *s == 'Z')
+            .map(|(p, _)| p)
+            .collect()
+    };
+    assert!(
+        env.eventually(30, || zombies().is_empty()),
+        "zombies of skiffd: {:?} ({:?})\n{}",
+        zombies(),
+        zombies().iter().map(|p| comm(*p)).collect::<Vec<_>>(),
+        log()
+    );
+    let mut monitors: Vec<u32> = children(pid)
+        .into_iter()
+        .filter(|(p, _)| comm(*p) == "skiff-monitor")
+        .map(|(p, _)| p)
+        .collect();
+    monitors.sort_unstable();
+    let mut expected = vec![before, late];
+    expected.sort_unstable();
+    assert_eq!(monitors, expected, "{}", log());
+    assert!(
+        log().contains("which never ran the monitor: reaped"),
+        "{}",
+        log()
+    );
+    assert_eq!(env.inspect("late")["State"]["Status"], "running");
+    for name in ["before", "late"] {
         assert!(env.skiff(&["rm", "-f", name]).status.success());
     }
 }

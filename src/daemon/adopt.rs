@@ -107,8 +107,12 @@ impl Daemon {
             }
             match Container::load(&path) {
                 Ok(c) => {
+                    // Files made ahead for a start an earlier skiffd did not see through
+                    // (nothing writes the record yet): none is kept.
+                    c.drop_premade();
                     let c = Arc::new(c);
-                    self.lock().insert(c.id(), c.clone());
+                    let (id, name) = c.id_and_name();
+                    self.lock().insert(&id, &name, c.clone());
                     loaded.push(c);
                 }
                 // A `--rm` container's records are not all fsync'd: a crash of the

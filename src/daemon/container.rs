@@ -205,7 +205,16 @@ impl Container {
 
     /// The container's id.
     pub fn id(&self) -> String {
-        self.snapshot().id
+        self.id_and_name().0
+    }
+
+    /// The container's id and current name (without a copy of the whole record).
+    pub fn id_and_name(&self) -> (String, String) {
+        let r = match self.record.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        (r.id.clone(), r.name.clone())
     }
 
     /// Takes the operation lock; a container removed meanwhile (the caller looked it up
@@ -303,6 +312,16 @@ impl Container {
     pub fn persist_volatile(&self, rec: &Record) -> Result<(), Error> {
         let path = Self::record_path(&self.dir);
         fsutil::replace_file_premade_json(&path, rec).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Removes the empty files made ahead for the record's next writes (see
+    /// `fsutil::make_premade`): a container that is not about to start keeps none in
+    /// its directory. Failures are only logged: the files are empty, and a later write
+    /// still claims or replaces them.
+    pub fn drop_premade(&self) {
+        if let Err(e) = fsutil::remove_premade(&self.dir, RECORD_FILE) {
+            tracing::debug!("the record files made ahead in {}: {e}", self.dir.display());
+        }
     }
 
     /// Makes the [`AUTO_REMOVE_MARKER`] in the container's directory (before its first

@@ -154,15 +154,16 @@ impl Daemon {
         validate_name(new_name)?;
         let c = self.lookup(name_or_id)?;
         let old = {
-            let map = self.lock();
-            if map
-                .values()
-                .any(|o| !Arc::ptr_eq(o, &c) && o.snapshot().name == new_name)
-            {
-                return Err(Error::NameInUse(new_name.to_string()));
+            let mut map = self.lock();
+            if let Some(o) = map.by_name(new_name).filter(|o| !Arc::ptr_eq(o, &c)) {
+                return Err(Error::NameInUse {
+                    name: new_name.to_string(),
+                    holder: o.id(),
+                });
             }
-            let old = c.snapshot().name;
+            let (id, old) = c.id_and_name();
             c.update(|r| r.name = new_name.to_string())?;
+            map.rename(&id, &old, new_name);
             old
         };
         self.emit(Event::new(

@@ -70,6 +70,12 @@ impl Daemon {
             &id,
             &[("name", rec.name.clone()), ("exitCode", code.to_string())],
         ));
+        if !rec.config.auto_remove {
+            // Its waiters (a foreground client: `Wait`, the `die` event) have their
+            // answer: the spares its start took are made now (see `spare`; nothing when
+            // they are there). A `--rm` run's removal makes them.
+            self.refill_spares_after_answer();
+        }
         if rec.config.auto_remove {
             // In a task of its own: the start that failed may hold the op lock.
             let daemon = self.clone();

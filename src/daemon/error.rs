@@ -17,11 +17,17 @@ pub enum Error {
         /// The short ids it matches.
         candidates: Vec<String>,
     },
-    /// The name is taken.
+    /// The name is taken (docker's conflict message).
     #[error(
-        "the container name {0:?} is already in use: remove that container or choose another name"
+        "Conflict. The container name \"/{name}\" is already in use by container \"{holder}\". \
+         You have to remove (or rename) that container to be able to reuse that name."
     )]
-    NameInUse(String),
+    NameInUse {
+        /// The name asked for.
+        name: String,
+        /// The id of the container that has it.
+        holder: String,
+    },
     /// The container configuration is invalid (the message names the key).
     #[error("invalid container config: {0}")]
     InvalidConfig(String),

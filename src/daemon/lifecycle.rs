@@ -75,7 +75,7 @@ pub fn merge_env(image_env: &[String], cfg_env: &[String], hostname: &str) -> Ve
 
 impl Daemon {
     fn name_taken(&self, name: &str) -> bool {
-        self.lock().values().any(|c| c.snapshot().name == name)
+        self.lock().name_taken(name)
     }
 
     /// Creates a container from `cfg`; returns its id.
@@ -212,8 +212,10 @@ impl Daemon {
             icfg.volumes().as_deref().unwrap_or_default(),
         );
         // A taken name fails before any volume is made (checked again under the lock).
-        if cfg.name.is_some() && self.name_taken(&name) {
-            return Err(Error::NameInUse(name));
+        if cfg.name.is_some() {
+            if let Some(holder) = self.lock().holder_of(&name) {
+                return Err(Error::NameInUse { name, holder });
+            }
         }
         self.prepare_volumes(&mut planned)?;
         let mut record = Record {
@@ -241,13 +243,12 @@ impl Daemon {
         {
             // Name check and insertion under one lock, so two creates cannot take one name.
             let mut map = self.lock();
-            let taken = |n: &str| map.values().any(|c| c.snapshot().name == n);
-            if taken(&name) {
+            if let Some(holder) = map.holder_of(&name) {
                 if record.config.name.is_some() {
-                    return Err(Error::NameInUse(name));
+                    return Err(Error::NameInUse { name, holder });
                 }
                 // A generated name taken by a concurrent create: pick again, under the lock.
-                name = names::random_name(taken)
+                name = names::random_name(|n| map.name_taken(n))
                     .map_err(|e| Error::Internal(format!("random name: {e}")))?;
                 record.name = name.clone();
             }
@@ -290,10 +291,15 @@ impl Daemon {
                 std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
             } else {
                 c.persist(&record)?;
+                if !started_at_once {
+                    // The second record file made ahead is a start's: a container
+                    // created to be started later (or never) keeps none.
+                    c.drop_premade();
+                }
                 std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
                 fsutil::sync_dir(&root).map_err(|e| Error::io(&root, e))?;
             }
-            map.insert(id.clone(), Arc::new(Container::new(dir, record)));
+            map.insert(&id, &name, Arc::new(Container::new(dir, record)));
         }
         self.emit(Event::new(
             "container",

@@ -53,6 +53,7 @@ pub mod spawn;
 pub mod spec;
 pub mod strays;
 pub mod supervise;
+mod table;
 pub mod usage;
 mod userns_holder;
 pub mod volume_ops;
@@ -60,6 +61,7 @@ pub mod volumes;
 pub mod zygote;
 
 use std::collections::{BTreeMap, HashMap};
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -121,7 +123,8 @@ struct Inner {
     /// Why newuidmap/newgidmap cannot be used, if they cannot.
     preflight: Result<(), String>,
     images: ImageStore,
-    containers: Mutex<BTreeMap<String, Arc<Container>>>,
+    /// The containers, by id and by name.
+    containers: Mutex<table::Table>,
     events: broadcast::Sender<Event>,
     execs: exec::ExecTable,
     volumes: volumes::VolumeStore,
@@ -227,7 +230,7 @@ impl Daemon {
                 maps_json,
                 preflight,
                 images,
-                containers: Mutex::new(BTreeMap::new()),
+                containers: Mutex::new(table::Table::default()),
                 events,
                 execs: Default::default(),
                 volumes,
@@ -383,7 +386,7 @@ impl Daemon {
         let _ = self.inner.events.send(event);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Container>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, table::Table> {
         match self.inner.containers.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -393,16 +396,8 @@ impl Daemon {
     /// Finds a container by full id, name or unique id prefix.
     pub fn lookup(&self, name_or_id: &str) -> Result<Arc<Container>, Error> {
         let map = self.lock();
-        if let Some(c) = map.get(name_or_id) {
+        if let Some(c) = map.get(name_or_id).or_else(|| map.by_name(name_or_id)) {
             return Ok(c.clone());
-        }
-        let by_name: Vec<_> = map
-            .values()
-            .filter(|c| c.snapshot().name == name_or_id)
-            .cloned()
-            .collect();
-        if let Some(c) = by_name.into_iter().next() {
-            return Ok(c);
         }
         if !name_or_id.is_empty() && name_or_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             let hits: Vec<_> = map

@@ -60,7 +60,7 @@ impl Daemon {
         // Its address on the shared network, should a start have left it (its end frees it).
         self.release_bridge_addr(&c, false);
         c.begin_removal();
-        self.lock().remove(&rec.id);
+        self.lock().remove(&rec.id, &rec.name);
         // Take the directory out of the store first: a crash after this leaves a `.rm-`
         // leftover, collected at start-up, never a half-removed container.
         let root = self.inner.opts.paths.containers();

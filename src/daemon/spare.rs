@@ -5,11 +5,15 @@
 //! allocation (ext4 without a journal scans for recently deleted inodes). skiffd keeps one
 //! such empty directory ready under `spare/` (a sibling of `containers/`, on the same
 //! filesystem), and a create takes it with one rename. It is made again off the start's
-//! path: once a run's command runs (while its client waits for its end), or right after
-//! a create that found none or will not be started at once — but for a `--rm` container,
-//! by its removal's thread at nice 19 after its client's answer: a thread in ext4's
-//! inode allocation is not preempted for the command's own wake-ups, and delayed a
-//! short command by 1-3 ms (docs/benchmarks.md, session 10).
+//! path: right after a create that will not be started at once, and for a start (also
+//! one whose create found none) once its client has its answer, on a thread at nice 19
+//! ([`run_in_background`]):
+//! a detached start's (`run -d`, `start`) when the start answers; a start whose client
+//! waits for the run's end (a foreground `run`, `start -a`) at that end, once the exit is
+//! recorded — for a `--rm` container by its removal's thread, after the removal's answer.
+//! Not while the command runs: a thread in ext4's inode allocation is not preempted for
+//! the command's own wake-ups, and delayed a short command by 1-3 ms
+//! (docs/benchmarks.md, session 10).
 //!
 //! A spare left by a skiffd that ended is removed at start-up (it is never reused across
 //! daemons: nothing vouches for its contents).
@@ -25,7 +29,9 @@
 //! Both also hold the empty temporary files of the writes that follow on the start's
 //! path ([`fsutil::make_premade`]): two for the container's record (its create's and
 //! its start's), one for the monitor's exit file. A `--rm` run's exit file becomes
-//! the given-back bundle's one again.
+//! the given-back bundle's one again. A container that is not about to start keeps
+//! none: a create not started at once removes the start's, as does a start refused
+//! before it was recorded, and skiffd's start-up those of every container.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,6 +159,11 @@ impl Spare {
         ))
     }
 
+    /// Whether a spare is ready or being made (a refill would do nothing).
+    fn is_ready(&self) -> bool {
+        !matches!(*self.lock(), Slot::Empty)
+    }
+
     /// Makes a spare if none is ready or being made. Blocking (a few directories).
     pub(crate) fn refill(&self) {
         {
@@ -203,6 +214,24 @@ impl super::Daemon {
     }
 }
 
+impl super::Daemon {
+    /// Makes the spare container directory and bundle that are missing (a start took
+    /// them) on a thread at nice 19 ([`run_in_background`]): for a start whose client
+    /// has its answer (see the module documentation). Nothing when both are there.
+    pub(crate) fn refill_spares_after_answer(&self) {
+        let inner = &self.inner;
+        if inner.spare.is_ready() && inner.spare_bundle.is_ready() {
+            return;
+        }
+        let daemon = self.clone();
+        run_in_background("spare", move || {
+            crate::phase::mark("spares-refill");
+            daemon.inner.spare.refill();
+            daemon.inner.spare_bundle.refill();
+        });
+    }
+}
+
 /// Runs `work` on a thread of its own at the lowest nice level (19): file-system work
 /// no one waits for (a `--rm` container's files after its client was answered), which
 /// then takes the CPU after the client's exit rather than before it, yet is not starved
@@ -236,15 +265,15 @@ pub(crate) fn run_in_background(name: &str, work: impl FnOnce() + Send + 'static
 
 impl super::Daemon {
     /// Makes the directory `dir` of a new container with its [`SUBDIRS`]: the spare
-    /// renamed when there is one, and the next spare made in the background — but for
-    /// a container `started_soon` (`RunContainer`): its start makes it once the command
-    /// runs, off the start's path.
+    /// renamed when there is one (else one made now), and the next spare made in the
+    /// background — but for a container `started_soon` (`RunContainer`), whether it
+    /// found a spare or not: its start makes them once its client has its answer (see
+    /// the module documentation), not while its command runs.
     pub(crate) fn new_container_dir(&self, dir: &Path, started_soon: bool) -> std::io::Result<()> {
-        let took = self.inner.spare.take_into(dir);
-        if !took {
+        if !self.inner.spare.take_into(dir) {
             make(dir)?;
         }
-        if !(took && started_soon) {
+        if !started_soon {
             self.refill_spare();
         }
         Ok(())

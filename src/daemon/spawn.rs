@@ -186,10 +186,7 @@ impl Spawn<'_> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     tracing::debug!("{e}: the monitor is exec'd")
                 }
-                Err(e) => tracing::warn!(
-                    "the monitor zygote cannot fork {}: {e}; starting it by exec",
-                    self.exe.display()
-                ),
+                Err(e) => zygote.log_fallback(self.exe, &e),
             }
         }
         let mut argv_p: Vec<*mut libc::c_char> = argv

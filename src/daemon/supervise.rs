@@ -87,6 +87,21 @@ impl Daemon {
         launch: Launch,
         wait_attach: bool,
     ) -> Result<(), Error> {
+        let started = self.start_attempt(c, launch, wait_attach).await;
+        if started.is_err() && c.snapshot().state.status != Status::Running {
+            // A start refused before it wrote the record (a `run` whose container
+            // stays created) leaves no record file made ahead for it.
+            c.drop_premade();
+        }
+        started
+    }
+
+    async fn start_attempt(
+        &self,
+        c: &Arc<Container>,
+        launch: Launch,
+        wait_attach: bool,
+    ) -> Result<(), Error> {
         let (stdio, early) = match launch {
             Launch::Now(stdio) => (stdio, None),
             Launch::Early(e) => (None, Some(e)),
@@ -236,11 +251,12 @@ impl Daemon {
                 })?;
                 crate::phase::mark("running-recorded");
                 lease.keep();
-                // While the command runs (its client waits): the next create's directory
-                // and bundle (see `spare`; nothing when they are there). A `--rm` run's
-                // removal makes them, after its client's answer: no inode made meanwhile.
-                if !rec.config.auto_remove {
-                    self.refill_spare();
+                // The next create's directory and bundle, once the client has its answer
+                // (see `spare`): a detached start's now; one whose client waits for the
+                // run's end at that end (`run_ended`), a `--rm` run's after its removal:
+                // no inode is made while the command runs.
+                if !(rec.config.auto_remove || client_stdio || wait_attach) {
+                    self.refill_spares_after_answer();
                 }
                 self.emit(Event::new(
                     "container",

@@ -15,8 +15,16 @@
 //! what it was sent, and a thread reads its late answers meanwhile (for at most
 //! [`ANSWER_TIMEOUT`] more): each late fork finds its go-ahead pipe closed and exits
 //! having done nothing, and is killed and reaped by its pidfd. Only then is the zygote
-//! killed (if it is still there) and reaped. So a late answer never leaves a second
-//! monitor of a container running unfollowed, nor a zombie.
+//! killed (if it is still there) and reaped. A fork whose answer never came (the
+//! zygote stopped between the fork and its answer past that time) is found among
+//! skiffd's children once the zygote is reaped (it is still in the zygote's session,
+//! which a fork leaves first thing after its go-ahead) and reaped too
+//! ([`reap_unanswered_forks`]). So a late answer never leaves a second monitor of a
+//! container running unfollowed, nor a zombie.
+//!
+//! A monitor the zygote cannot fork (a command line too long for it, a zygote that
+//! fails) is exec'd; that is said once per skiffd run as a warning, then at debug level
+//! ([`Client::log_fallback`]).
 //!
 //! It ends with skiffd: the end of its socket ends it ([`Client::stop`] waits
 //! for that at a clean shutdown); a task reaps it.
@@ -30,6 +38,7 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,7 +58,11 @@ const RETRY_AFTER: Duration = Duration::from_secs(60);
 /// skiffd's monitor zygote, once started: one per daemon, shared by its clones (the
 /// spawns of monitors take turns).
 #[derive(Clone, Default)]
-pub struct Client(Arc<Mutex<Slot>>);
+pub struct Client {
+    slot: Arc<Mutex<Slot>>,
+    /// A fallback to the exec was logged as a warning (see [`Client::log_fallback`]).
+    fallback_told: Arc<AtomicBool>,
+}
 
 #[derive(Default)]
 struct Slot {
@@ -176,7 +189,7 @@ impl Zygote {
             .name("zygote-drain".into())
             .spawn(move || {
                 self.drain();
-                drop(self);
+                self.end();
             });
         if let Err(e) = started {
             tracing::warn!("the monitor zygote (pid {pid}) is killed at once: {e}");
@@ -208,6 +221,60 @@ impl Zygote {
             );
             kill_and_reap(pid, &pidfd);
         }
+    }
+}
+
+impl Zygote {
+    /// After the drain: kills the zygote (if it is still there), waits until it is
+    /// reaped — from then on it forks nothing — and reaps the forks it left.
+    fn end(mut self) {
+        let pid = self.pid;
+        let reaped = self.reaped.take();
+        drop(self);
+        if let Some(r) = reaped {
+            // (An error: the reaper is gone with the runtime, at skiffd's end.)
+            let _ = r.blocking_recv();
+        }
+        reap_unanswered_forks(pid);
+    }
+}
+
+/// Reaps the forks the reaped zygote `zygote` left (see the module documentation): a
+/// fork whose answer never reached skiffd never had its go-ahead, so it exits at once
+/// (or is killed here), as skiffd's child (`CLONE_PARENT`) that no one waits for. It is
+/// told from skiffd's other children by its session: the zygote's (a fork that had its
+/// go-ahead starts a session of its own first thing; skiffd's other children are in
+/// their own or skiffd's, and the zygote is its session's leader, the one process whose
+/// id it is). Only a fork stopped for the whole give-up time
+/// exactly between its go-ahead and that `setsid` could be taken for one.
+fn reap_unanswered_forks(zygote: u32) {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == zygote || crate::procstat::parent_and_session(pid) != Some((me, zygote)) {
+            continue;
+        }
+        // SAFETY: pidfd_open with a pid and no flags; a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        let Ok(fd) = RawFd::try_from(fd) else {
+            continue;
+        };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: pidfd_open returned this new descriptor, ours alone.
+        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        tracing::info!(
+            "the monitor zygote (pid {zygote}) given up on left its fork {pid}, which never \
+             ran the monitor: reaped"
+        );
+        // Our unreaped child: its pid names it until this reaps it.
+        kill_and_reap(pid as i32, &pidfd);
     }
 }
 
@@ -265,7 +332,7 @@ impl Client {
         };
         let bytes = proto::encode_request(&req)?;
         let sources: Vec<RawFd> = fds.iter().map(|(f, _)| *f).collect();
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         if slot.retry_at.is_some_and(|t| std::time::Instant::now() < t) {
             // (WouldBlock: the caller execs without a warning each time.)
             return Err(io::Error::new(
@@ -311,12 +378,30 @@ impl Client {
         Err(last.unwrap_or_else(|| io::Error::other("no zygote")))
     }
 
+    /// Logs why the monitor of `exe` is exec'd rather than forked (`e`, from
+    /// [`Client::fork_monitor`]): a warning the first time in this skiffd's run, at debug
+    /// level after that (a command line too long for the zygote is every start's).
+    pub(crate) fn log_fallback(&self, exe: &Path, e: &io::Error) {
+        if self.fallback_told.swap(true, Ordering::Relaxed) {
+            tracing::debug!(
+                "the monitor zygote cannot fork {}: {e}; starting it by exec",
+                exe.display()
+            );
+        } else {
+            tracing::warn!(
+                "the monitor zygote cannot fork {}: {e}; starting it by exec (said once: \
+                 later monitors it cannot fork are logged at debug level)",
+                exe.display()
+            );
+        }
+    }
+
     /// At skiffd's clean shutdown: closes the zygote's socket and waits (at most `limit`)
     /// until it has ended and been reaped, so it does not outlive skiffd. Its monitors go
     /// on.
     pub async fn stop(&self, limit: Duration) {
         // The lock is held through a spawn's round trip: taken off the async workers.
-        let slot = self.0.clone();
+        let slot = self.slot.clone();
         let taken = tokio::task::spawn_blocking(move || {
             slot.lock().unwrap_or_else(|p| p.into_inner()).zygote.take()
         })

@@ -231,7 +231,7 @@ impl From<daemon::Error> for SkiffError {
         match e {
             daemon::Error::NoSuchContainer(_) => SkiffError::NoSuchContainer(msg),
             daemon::Error::AmbiguousContainer { .. } => SkiffError::Ambiguous(msg),
-            daemon::Error::NameInUse(_) => SkiffError::NameInUse(msg),
+            daemon::Error::NameInUse { .. } => SkiffError::NameInUse(msg),
             daemon::Error::InvalidConfig(_) => SkiffError::InvalidConfig(msg),
             daemon::Error::InvalidArgument(_) => SkiffError::invalid_args(msg),
             daemon::Error::NotSupported(_) => SkiffError::NotSupported(msg),

@@ -39,6 +39,19 @@ pub fn make_premade(dir: &Path, name: &str, count: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes the files of `dir` made ahead for the writes of `name` (those there): for a
+/// writer that will not come soon (a container created but not started keeps none).
+/// A writer that claimed one meanwhile keeps it; its write is whole either way.
+pub fn remove_premade(dir: &Path, name: &str) -> io::Result<()> {
+    for n in premade_names(name) {
+        match fs::remove_file(dir.join(n)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Writes `data` to `path` as [`write_via_rename`] with `sync`, in a file made ahead
 /// when one is there.
 pub(super) fn write_via_premade(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {
@@ -119,6 +132,25 @@ mod tests {
         // None left: a temporary file of its own, as ever.
         replace_file_premade(&p, b"three").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"three");
+        assert_eq!(names(dir.path()), ["container.json"]);
+    }
+
+    #[test]
+    fn the_files_made_ahead_are_removed_and_the_writes_go_on_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("container.json");
+        make_premade(dir.path(), "container.json", 2).unwrap();
+        atomic_write_premade(&p, b"one").unwrap();
+        assert_eq!(
+            names(dir.path()),
+            [".next2-container.json", "container.json"]
+        );
+        remove_premade(dir.path(), "container.json").unwrap();
+        assert_eq!(names(dir.path()), ["container.json"]);
+        // None there: nothing to do.
+        remove_premade(dir.path(), "container.json").unwrap();
+        replace_file_premade(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(names(dir.path()), ["container.json"]);
     }
 

@@ -23,14 +23,16 @@
 //! that comes after skiffd's timeout (skiffd has started the monitor otherwise by then)
 //! finds the pipe's write end closed: the fork reads its end and exits having done
 //! nothing, and skiffd, which reads the late answer, kills and reaps it by its pidfd
-//! (see `daemon::zygote`). The end of the socket (skiffd ended) ends the zygote; its
+//! (see `daemon::zygote`); an answer that never comes (the zygote given up on and
+//! killed first), by its session: the zygote's, which a fork leaves first thing after
+//! its go-ahead. The end of the socket (skiffd ended) ends the zygote; its
 //! monitors go on. (No `PR_SET_PDEATHSIG` as well: it fires when the *thread* that
 //! spawned the zygote ends, and skiffd spawns it from tokio's threads, which end when
 //! idle. skiffd's end of the socket is close-on-exec and held by skiffd alone, so
 //! skiffd's exit, even by SIGKILL, closes it.)
 //!
-//! The fork puts its descriptors on their numbers and closes every other one (as
-//! `posix_spawn`'s file actions do for an exec'd monitor), starts a session, replaces
+//! The fork starts a session, puts its descriptors on their numbers and closes every
+//! other one (as `posix_spawn`'s file actions do for an exec'd monitor), replaces
 //! its environment with the request's, rewrites its command line (the zygote is started
 //! with room for it) and runs the monitor's entry as an exec'd monitor does.
 
@@ -318,10 +320,13 @@ fn fork_sibling() -> io::Result<Option<(i32, OwnedFd)>> {
     }
 }
 
-/// In the fork: puts the passed descriptors on their numbers and closes every other
-/// one (the zygote's socket among them), starts a session, takes the request's
+/// In the fork: starts a session, puts the passed descriptors on their numbers and
+/// closes every other one (the zygote's socket among them), takes the request's
 /// environment and command line. Errors leave the fork unusable: it exits.
 fn become_monitor(req: &Request, fds: Vec<OwnedFd>, area: (usize, usize)) -> io::Result<()> {
+    // First: a fork still in the zygote's session is one that never had its go-ahead,
+    // which skiffd reaps by that mark once the zygote is gone (see `daemon::zygote`).
+    nix::unistd::setsid()?;
     let highest = fds
         .iter()
         .map(|f| f.as_raw_fd())
@@ -365,7 +370,6 @@ fn become_monitor(req: &Request, fds: Vec<OwnedFd>, area: (usize, usize)) -> io:
     if unsafe { libc::syscall(libc::SYS_close_range, (top + 1) as u32, u32::MAX, 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    nix::unistd::setsid()?;
     // SAFETY: an empty set, made by sigemptyset, as our new mask.
     unsafe {
         let mut empty: libc::sigset_t = std::mem::zeroed();
