@@ -112,18 +112,7 @@ fn start(env: &Env) -> Daemon {
         envs: env.envs(),
         holds,
     };
-    let owned = env.eventually(20, || {
-        let out = env.gdbus(&[
-            "--dest",
-            "org.freedesktop.DBus",
-            "--object-path",
-            "/org/freedesktop/DBus",
-            "--method",
-            "org.freedesktop.DBus.NameHasOwner",
-            "org.skiff.skiff1",
-        ]);
-        stdout(&out).contains("true")
-    });
+    let owned = env.eventually(20, || env.skiffd_has_its_name());
     assert!(owned, "skiffd did not take its name: {}", env.daemon_log());
     let tar = env.busybox_tar();
     run_ok(

@@ -49,24 +49,9 @@ fn a_stuck_zygote_is_replaced() {
 #[test]
 fn a_late_answer_leaves_no_second_monitor_and_no_zombie() {
     let env = Env::bus_only();
-    let stall = env.dir.path().join("stall");
-    let log_path = env.dir.path().join("skiffd-stall.log");
-    let daemon = start_skiffd(
-        &env,
-        &common::bin("skiffd"),
-        &[("SKIFF_TEST_ZYGOTE_STALL", stall.as_os_str())],
-        &log_path,
-    );
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let pid = daemon.0.id();
-    let tar = env.busybox_tar();
-    let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let before = run_sleeper(&env, "before");
-    let late_zygote = zygote_of(pid, &log());
-    std::fs::write(&stall, b"").unwrap();
-    let late = run_sleeper(&env, "late");
-    assert!(!stall.exists(), "the zygote did not stall: {}", log());
+    let st = Stalled::start(&env);
+    let log = || st.log();
+    let (pid, before, late, late_zygote) = (st.pid, st.before, st.late, st.stalled);
     // The stalled zygote answers now (if skiffd left it alive).
     // SAFETY: kill(2) of a process of ours (ESRCH if it is gone).
     unsafe { libc::kill(late_zygote as i32, libc::SIGCONT) };
@@ -256,24 +241,9 @@ fn a_stuck_zygote_does_not_stall_the_daemon() {
 #[test]
 fn a_zygote_stopped_past_the_give_up_time_leaves_no_zombie_fork() {
     let env = Env::bus_only();
-    let stall = env.dir.path().join("stall");
-    let log_path = env.dir.path().join("skiffd-stall.log");
-    let daemon = start_skiffd(
-        &env,
-        &common::bin("skiffd"),
-        &[("SKIFF_TEST_ZYGOTE_STALL", stall.as_os_str())],
-        &log_path,
-    );
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let pid = daemon.0.id();
-    let tar = env.busybox_tar();
-    let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let before = run_sleeper(&env, "before");
-    let stalled = zygote_of(pid, &log());
-    std::fs::write(&stall, b"").unwrap();
-    let late = run_sleeper(&env, "late");
-    assert!(!stall.exists(), "the zygote did not stall: {}", log());
+    let st = Stalled::start(&env);
+    let log = || st.log();
+    let (pid, before, late, stalled) = (st.pid, st.before, st.late, st.stalled);
     // Never continued: skiffd gives up on it, kills it and reaps it.
     assert!(
         env.eventually(60, || state_and_ppid(stalled)

@@ -412,11 +412,10 @@ mod tests {
         drop(leak);
     }
 
-    /// A child killed through its pidfd is reaped with its signal.
-    #[tokio::test]
-    async fn kill_ends_and_reaps_the_child() {
+    /// `sleep 1000`, spawned (in a runtime: its pidfd is registered with it).
+    fn spawn_sleeper() -> Child {
         let args = [OsStr::new("1000")];
-        let mut child = Spawn {
+        Spawn {
             exe: Path::new("/bin/sleep"),
             arg0: None,
             args: &args,
@@ -427,7 +426,13 @@ mod tests {
             zygote: None,
         }
         .spawn()
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A child killed through its pidfd is reaped with its signal.
+    #[tokio::test]
+    async fn kill_ends_and_reaps_the_child() {
+        let mut child = spawn_sleeper();
         child.start_kill().unwrap();
         let status = child.wait().await.unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
@@ -445,21 +450,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let args = [OsStr::new("1000")];
-        let child = rt.block_on(async {
-            Spawn {
-                exe: Path::new("/bin/sleep"),
-                arg0: None,
-                args: &args,
-                env: Vec::new(),
-                env_remove: &[],
-                stdio: [None, None, None],
-                fds: Vec::new(),
-                zygote: None,
-            }
-            .spawn()
-            .unwrap()
-        });
+        let child = rt.block_on(async { spawn_sleeper() });
         let pid = child.pid;
         let (waiting_tx, waiting_rx) = std::sync::mpsc::channel();
         rt.spawn(async move {

@@ -231,16 +231,7 @@ impl Env {
         self.skiffd = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let out = self.gdbus(&[
-                "--dest",
-                "org.freedesktop.DBus",
-                "--object-path",
-                "/org/freedesktop/DBus",
-                "--method",
-                "org.freedesktop.DBus.NameHasOwner",
-                "org.skiff.skiff1",
-            ]);
-            if stdout(&out).contains("true") {
+            if self.skiffd_has_its_name() {
                 return;
             }
             if let Some(Ok(Some(status))) = self.skiffd.as_mut().map(|c| c.try_wait()) {
@@ -253,6 +244,20 @@ impl Env {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether a skiffd owns `org.skiff.skiff1` on this test's bus.
+    pub fn skiffd_has_its_name(&self) -> bool {
+        let out = self.gdbus(&[
+            "--dest",
+            "org.freedesktop.DBus",
+            "--object-path",
+            "/org/freedesktop/DBus",
+            "--method",
+            "org.freedesktop.DBus.NameHasOwner",
+            "org.skiff.skiff1",
+        ]);
+        stdout(&out).contains("true")
     }
 
     /// Stops skiffd (SIGTERM) and waits for it; a skiffd that was running must end

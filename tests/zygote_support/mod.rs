@@ -162,22 +162,65 @@ pub fn start_skiffd(
             .spawn()
             .unwrap(),
     );
-    let owned = env.eventually(20, || {
-        let out = env.gdbus(&[
-            "--dest",
-            "org.freedesktop.DBus",
-            "--object-path",
-            "/org/freedesktop/DBus",
-            "--method",
-            "org.freedesktop.DBus.NameHasOwner",
-            "org.skiff.skiff1",
-        ]);
-        common::stdout(&out).contains("true")
-    });
+    let owned = env.eventually(20, || env.skiffd_has_its_name());
     assert!(
         owned,
         "skiffd did not take its name: {}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
     daemon
+}
+
+/// A skiffd whose zygote stalls (the `SKIFF_TEST_ZYGOTE_STALL` hook) between a fork and
+/// its answer for one start: `before` started normally, then `late` started while the
+/// zygote `stalled` stalled.
+pub struct Stalled {
+    /// The skiffd (killed when dropped).
+    pub daemon: Daemon,
+    /// Its pid.
+    pub pid: u32,
+    /// Its log.
+    pub log_path: std::path::PathBuf,
+    /// The zygote that stalled.
+    pub stalled: u32,
+    /// The monitors of the two sleepers.
+    pub before: u32,
+    pub late: u32,
+}
+
+impl Stalled {
+    /// Starts it all in `env` (a bus-only one) and checks the zygote did stall.
+    pub fn start(env: &Env) -> Stalled {
+        let stall = env.dir.path().join("stall");
+        let log_path = env.dir.path().join("skiffd-stall.log");
+        let daemon = start_skiffd(
+            env,
+            &common::bin("skiffd"),
+            &[("SKIFF_TEST_ZYGOTE_STALL", stall.as_os_str())],
+            &log_path,
+        );
+        let pid = daemon.0.id();
+        let tar = env.busybox_tar();
+        let out = env.skiff(&["image", "import", tar.to_str().unwrap(), "demo/busybox"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let before = run_sleeper(env, "before");
+        let stalled = zygote_of(pid, &std::fs::read_to_string(&log_path).unwrap_or_default());
+        std::fs::write(&stall, b"").unwrap();
+        let late = run_sleeper(env, "late");
+        let st = Stalled {
+            daemon,
+            pid,
+            log_path,
+            stalled,
+            before,
+            late,
+        };
+        assert!(!stall.exists(), "the zygote did not stall: {}", st.log());
+        st
+    }
+
+    /// skiffd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
 }
