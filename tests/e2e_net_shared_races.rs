@@ -9,7 +9,7 @@ mod common;
 #[path = "net_helpers/mod.rs"]
 mod net_helpers;
 
-use std::net::UdpSocket;
+use std::net::{TcpListener, UdpSocket};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -96,12 +96,18 @@ impl Drop for Daemon {
 
 /// skiffd with hold points, and the busybox and UDP echo images.
 fn start(env: &Env) -> Daemon {
+    start_with(env, &[])
+}
+
+/// [`start`], with `extra` in skiffd's environment (its monitors inherit it).
+fn start_with(env: &Env, extra: &[(&str, &str)]) -> Daemon {
     let holds = Holds::new(env);
     let log = std::fs::File::create(env.dir.path().join("skiffd.log")).unwrap();
     let child = Command::new(common::bin("skiffd"))
         .envs(env.envs())
         .env("SKIFF_TEST_FORWARDS_HOLD", &holds.dir)
         .env("RUST_LOG", "debug")
+        .envs(extra.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -290,4 +296,55 @@ fn a_container_stopped_during_the_re_add_leaves_its_port_free() {
         "UDP port {udp} still taken after its container stopped during the re-add: {}",
         env.daemon_log()
     );
+}
+
+/// A TCP port that the shared slirp4netns forwards itself (the monitor's relay could not
+/// keep client addresses: forced here by the test variable) is dropped by skiffd when
+/// the container's monitor dies without removing it, as a UDP port is. (Before, skiffd
+/// cleaned up only after containers with UDP ports, and the port stayed bound.)
+#[test]
+fn a_dead_monitors_tcp_forward_through_slirp4netns_is_dropped_by_skiffd() {
+    let env = Env::bus_only();
+    let _daemon = start_with(&env, &[(skiff::netns::connector::NO_TRANSPARENT_ENV, "1")]);
+    let port = free_port();
+    let publish = format!("{port}:80");
+    run_ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            &publish,
+            "demo/busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    let taken = || TcpListener::bind(("0.0.0.0", port)).is_err();
+    assert!(
+        taken(),
+        "the shared slirp4netns does not hold TCP port {port}: {}",
+        env.daemon_log()
+    );
+    assert!(
+        env.daemon_log().contains("slirp4netns forwards them"),
+        "the port did not go through slirp4netns: {}",
+        env.daemon_log()
+    );
+    // The monitor dies without removing its forward from the shared slirp4netns.
+    let monitor = env.inspect("web")["State"]["MonitorPid"].as_i64().unwrap() as i32;
+    // SAFETY: kill(2) of the monitor of this test's container.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    assert!(
+        env.eventually(20, || env.inspect("web")["State"]["Running"] == false),
+        "the container still runs after its monitor died"
+    );
+    assert!(
+        env.eventually(10, || !taken()),
+        "TCP port {port} is still forwarded after the container's end: {}",
+        env.daemon_log()
+    );
+    run_ok(&env, &["rm", "-f", "web"]);
 }

@@ -260,12 +260,22 @@ impl Daemon {
     /// it stops, unless it died) and frees the address (in the record in memory: the
     /// exit's record write persists it).
     pub(crate) async fn bridge_run_ended(&self, c: &Container, before: &Record) {
-        if super::network::mode_in_use(before) == Mode::Bridge
-            && before
+        // UDP ports always go through slirp4netns; TCP ports only when the relay could not
+        // keep client addresses, and then they are in the monitor's record of its
+        // forwards, which a monitor that died leaves behind.
+        let forwarded = |addr: Option<Ipv4Addr>| {
+            before
                 .state
                 .ports
                 .iter()
                 .any(|m| m.proto == crate::netns::Proto::Udp)
+                || addr.is_some_and(|a| {
+                    crate::netns::hostfwds::path(&self.shared_net_dir(), a).exists()
+                })
+        };
+        if super::network::mode_in_use(before) == Mode::Bridge
+            && !before.state.ports.is_empty()
+            && forwarded(before.network_addr)
         {
             self.drop_bridge_forwards(before.network_addr).await;
         }

@@ -23,6 +23,12 @@ use nix::unistd::Pid;
 
 use super::Error;
 
+/// For tests (tests/e2e_net_shared_races.rs; debug builds only): in a monitor's
+/// environment, the routing that keeps TCP clients' addresses counts as failed, so its
+/// TCP ports go through slirp4netns's `add_hostfwd`, as on a host where that routing
+/// cannot be set up.
+pub const NO_TRANSPARENT_ENV: &str = "SKIFF_TEST_NO_TRANSPARENT";
+
 /// The monitor's end of a running socket factory.
 pub struct Connector {
     sock: Mutex<OwnedFd>,
@@ -94,6 +100,8 @@ impl Connector {
                 "adding the routing of the answers in the container's namespace failed: {}",
                 nix::errno::Errno::from_raw(errno)
             ));
+        } else if cfg!(debug_assertions) && std::env::var_os(NO_TRANSPARENT_ENV).is_some() {
+            c.no_transparent = Some(format!("{NO_TRANSPARENT_ENV} is set"));
         }
         Ok(c)
     }
