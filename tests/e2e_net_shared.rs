@@ -499,10 +499,7 @@ fn a_dead_monitors_udp_forwards_are_dropped_by_skiffd() {
         "the shared slirp4netns does not hold UDP port {udp}"
     );
     // The monitor dies without removing its forward from the shared slirp4netns.
-    let monitor = inspect(&env, "echo")["State"]["MonitorPid"]
-        .as_i64()
-        .unwrap() as i32;
-    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    kill_monitor_of(&env, "echo");
     assert!(
         env.eventually(20, || inspect(&env, "echo")["State"]["Running"] == false),
         "the container still runs after its monitor died"

@@ -136,8 +136,7 @@ fn a_container_holds_its_address_only_while_it_runs() {
     assert_freed(&env, "ck", &k, "kill");
     // Its monitor's crash.
     let m = sleeper(&env, "cm");
-    let monitor = env.inspect("cm")["State"]["MonitorPid"].as_i64().unwrap() as i32;
-    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    kill_monitor_of(&env, "cm");
     assert_freed(&env, "cm", &m, "its monitor's crash");
     // Its end while skiffd was down, found by the next skiffd.
     let d = sleeper(&env, "cd");

@@ -334,9 +334,7 @@ fn a_dead_monitors_tcp_forward_through_slirp4netns_is_dropped_by_skiffd() {
         env.daemon_log()
     );
     // The monitor dies without removing its forward from the shared slirp4netns.
-    let monitor = env.inspect("web")["State"]["MonitorPid"].as_i64().unwrap() as i32;
-    // SAFETY: kill(2) of the monitor of this test's container.
-    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    kill_monitor_of(&env, "web");
     assert!(
         env.eventually(20, || env.inspect("web")["State"]["Running"] == false),
         "the container still runs after its monitor died"

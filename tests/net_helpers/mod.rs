@@ -405,3 +405,12 @@ pub fn udp_answer(sock: &UdpSocket, host: std::net::IpAddr, port: u16) -> String
     }
     String::new()
 }
+
+/// Kills the monitor of container `name` with SIGKILL (a monitor's crash: it removes
+/// nothing it set up); returns its pid.
+pub fn kill_monitor_of(env: &Env, name: &str) -> i32 {
+    let monitor = env.inspect(name)["State"]["MonitorPid"].as_i64().unwrap() as i32;
+    // SAFETY: kill(2) of the monitor of this test's container.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    monitor
+}
