@@ -61,7 +61,6 @@ pub mod volumes;
 pub mod zygote;
 
 use std::collections::{BTreeMap, HashMap};
-
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
