@@ -13,7 +13,7 @@ use super::exec::{self, ExecFailure, EXIT_SETUP_FAILED};
 use super::security::{self, Prepared};
 use super::sync::{Channel, Msg};
 use super::user::ExecUser;
-use super::{pty, rootfs, Error, RootfsPlan};
+use super::{pty, readahead, rootfs, Error, RootfsPlan};
 
 /// Runs the init steps; returns the exit code to use if they fail (never returns on a
 /// successful exec).
@@ -101,6 +101,13 @@ fn setup(
     }
     rootfs::pivot(&root)?;
     crate::phase::mark("pivoted");
+    if let Some(p) = spec.process() {
+        let args = p.args().as_deref().unwrap_or_default();
+        let env = p.env().as_deref().unwrap_or_default();
+        if readahead::program(args, env) > 0 {
+            crate::phase::mark("program-read-ahead");
+        }
+    }
     security::apply_sysctls(spec)?;
     rootfs::mask_and_protect(spec)?;
     security::readonly_root(spec)?;

@@ -18,6 +18,7 @@ pub mod keepid_layers;
 pub mod mountopts;
 pub mod nsproc;
 pub mod pty;
+pub mod readahead;
 pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;
