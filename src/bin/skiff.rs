@@ -1,9 +1,7 @@
 //! `skiff`: the command-line client of skiffd.
 
-use clap::Parser;
-
 fn main() {
-    let cli = match skiff::cli::Cli::try_parse() {
+    let cli = match skiff::cli::parse::parse() {
         Ok(cli) => cli,
         Err(e) => skiff::cli::output::clap_exit(e),
     };

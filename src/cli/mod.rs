@@ -28,6 +28,7 @@ pub mod images;
 pub mod inspect;
 pub mod login;
 pub mod output;
+pub mod parse;
 pub mod precheck;
 pub mod progress;
 pub mod pull;
@@ -67,24 +68,7 @@ pub struct Cli {
 pub enum Command {
     /// Create and run a container; the exit code is the container's.
     #[command(disable_help_flag = true)]
-    Run {
-        /// Print help (-h is --hostname, as in docker).
-        #[arg(long, action = clap::ArgAction::Help)]
-        help: Option<bool>,
-        /// Remove the container when it exits.
-        #[arg(long)]
-        rm: bool,
-        /// Run in the background and print the container id.
-        #[arg(short = 'd', long)]
-        detach: bool,
-        /// Forward SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 to the container (a second
-        /// Ctrl-C leaves and kills it).
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        sig_proxy: bool,
-        /// Container flags.
-        #[command(flatten)]
-        args: CreateArgs,
-    },
+    Run(parse::RunArgs),
     /// Create a container without starting it; prints its id.
     #[command(disable_help_flag = true)]
     Create {
@@ -415,13 +399,13 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     }
     let conn = connect::connect(cli.bus_address.as_deref()).await?;
     match command {
-        Command::Run {
+        Command::Run(parse::RunArgs {
             rm,
             detach,
             sig_proxy,
             args,
             ..
-        } => {
+        }) => {
             // A run that proxies signals handles them from here on (the image check or
             // pull may wait long); the others keep the default actions. Mostly the image
             // is looked at only when the run call says it is missing (in `run`).

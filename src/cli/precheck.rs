@@ -29,7 +29,7 @@ pub fn check(cmd: &Command) -> Result<(), Failure> {
     let list =
         |f: &Option<String>, t: &format::Table<'_>| format::check(f.as_deref().unwrap_or(""), t);
     match cmd {
-        Command::Run { detach, args, .. } => no_tty(args.tty, args.interactive, *detach),
+        Command::Run(r) => no_tty(r.args.tty, r.args.interactive, r.detach),
         Command::Exec {
             tty,
             interactive,
