@@ -46,8 +46,14 @@ SKIFFD_PID=""
 SKIFF=""
 SKIFFD=""
 SKIFF_CLI=()
+BASE_CMD=()
 PODMAN=()
 PODMAN_DRIVER=""
+BASE_DIR=${BASE_DIR:-}
+BASE_T=""
+BASE_BUS_PID=""
+BASE_PID=""
+BASE_CLI=()
 
 die() {
     echo "$BENCH: $*" >&2
@@ -85,6 +91,15 @@ bench_reexec_as_user() {
     install -m 0755 "$src_bin/skiff" "$src_bin/skiffd" "$stage/bin/"
     # Without it skiffd runs itself as the monitor (how to measure the difference).
     if [ -e "$src_bin/skiff-monitor" ]; then install -m 0755 "$src_bin/skiff-monitor" "$stage/bin/"; fi
+    # A baseline build (--baseline DIR, where the script takes it): staged beside, and
+    # the staged copy named last on the command line (the last --baseline wins).
+    local base_args=()
+    if [ -n "$BASE_DIR" ]; then
+        mkdir -m 0755 "$stage/base"
+        install -m 0755 "$BASE_DIR/skiff" "$BASE_DIR/skiffd" "$stage/base/"
+        if [ -e "$BASE_DIR/skiff-monitor" ]; then install -m 0755 "$BASE_DIR/skiff-monitor" "$stage/base/"; fi
+        base_args=(--baseline "$stage/base")
+    fi
     install -m 0755 "$HERE"/*.sh "$HERE"/*.py "$stage/bench/"
     install -m 0755 "$REPO/scripts/mkrootfs.sh" "$stage/scripts/"
     script=$(basename "$0")
@@ -92,7 +107,7 @@ bench_reexec_as_user() {
     cd "$stage" || exit 1
     runuser -u "$user" -- env -i HOME="$user_home" USER="$user" LOGNAME="$user" \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin ${TMPDIR:+TMPDIR="$TMPDIR"} \
-        bash "$stage/bench/$script" "$@" --bin-dir "$stage/bin" || rc=$?
+        bash "$stage/bench/$script" "$@" ${base_args[@]+"${base_args[@]}"} --bin-dir "$stage/bin" || rc=$?
     exit "$rc"
 }
 
@@ -129,8 +144,16 @@ bench_cleanup() {
         "${PODMAN[@]}" rm -a -f -t 0 >/dev/null 2>&1 ||
             echo "$BENCH: podman rm -a -f failed" >&2
     fi
+    if [ -n "$BASE_PID" ] && kill -0 "$BASE_PID" 2>/dev/null; then
+        ids=$("${BASE_CLI[@]}" ps -q 2>/dev/null || true)
+        # shellcheck disable=SC2086 # one id per word
+        [ -z "$ids" ] || "${BASE_CLI[@]}" rm -f $ids >/dev/null 2>&1 ||
+            echo "$BENCH: baseline skiff rm -f of running containers failed" >&2
+    fi
     [ -z "$SKIFFD_PID" ] || stop_pid "$SKIFFD_PID"
     [ -z "$BUS_PID" ] || stop_pid "$BUS_PID"
+    [ -z "$BASE_PID" ] || stop_pid "$BASE_PID"
+    [ -z "$BASE_BUS_PID" ] || stop_pid "$BASE_BUS_PID"
     # podman's rootless pause process keeps its user namespace alive.
     pause=$(cat "$RUN/libpod/tmp/pause.pid" 2>/dev/null || true)
     [ -z "$pause" ] || kill "$pause" 2>/dev/null || true
@@ -234,6 +257,39 @@ bench_setup() {
     echo "   kernel $(uname -r), $(nproc) CPUs, $(podman --version), runc $(runc --version | sed -n '1s/^runc version //p')"
 }
 
+# bench_baseline_setup: after bench_setup, when BASE_DIR is set: a second skiffd (that
+# directory's build) with a bus, XDG directories and the image of its own under
+# $T/base, for before/after figures in one run; BASE_CLI is its skiff.
+bench_baseline_setup() {
+    local addr
+    [ -n "$BASE_DIR" ] || return 0
+    [ -x "$BASE_DIR/skiff" ] && [ -x "$BASE_DIR/skiffd" ] || die "--baseline: no skiff/skiffd in $BASE_DIR"
+    BASE_T=$T/base
+    mkdir -p "$BASE_T/data" "$BASE_T/config"
+    mkdir -m 0700 "$BASE_T/run"
+    dbus-daemon --session --nofork --print-address=3 --address="unix:path=$BASE_T/bus" 3>"$BASE_T/addr" &
+    BASE_BUS_PID=$!
+    for _ in $(seq 100); do
+        [ -s "$BASE_T/addr" ] && break
+        sleep 0.1
+    done
+    [ -s "$BASE_T/addr" ] || die "the baseline's dbus-daemon did not start"
+    addr=$(head -n 1 "$BASE_T/addr")
+    BASE_CLI=(env XDG_RUNTIME_DIR="$BASE_T/run" XDG_DATA_HOME="$BASE_T/data"
+        XDG_CONFIG_HOME="$BASE_T/config" "$BASE_DIR/skiff" --bus-address "$addr")
+    XDG_RUNTIME_DIR=$BASE_T/run XDG_DATA_HOME=$BASE_T/data XDG_CONFIG_HOME=$BASE_T/config \
+        RUST_LOG=${RUST_LOG:-warn} "$BASE_DIR/skiffd" --bus-address "$addr" \
+        ${SKIFFD_ARGS[@]+"${SKIFFD_ARGS[@]}"} 2>"$BASE_T/skiffd.log" &
+    BASE_PID=$!
+    for _ in $(seq 100); do
+        "${BASE_CLI[@]}" version >/dev/null 2>&1 && break
+        kill -0 "$BASE_PID" 2>/dev/null || { cat "$BASE_T/skiffd.log" >&2; die "the baseline skiffd exited"; }
+        sleep 0.1
+    done
+    "${BASE_CLI[@]}" image import "$T/busybox.tar" "$IMAGE" >/dev/null
+    echo "   baseline: $BASE_DIR"
+}
+
 # ---------------------------------------------------------------------------
 # Measuring.
 # ---------------------------------------------------------------------------
@@ -275,20 +331,23 @@ ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'
 }
 
-# interleave ROUNDS: one warm-up each of "${SKIFF_CMD[@]}" and "${PODMAN_CMD[@]}", then
-# ROUNDS interleaved timed runs of both; sets s_med s_p90 p_med p_p90 (ms) and r
-# (skiff/podman median ratio).
+# interleave ROUNDS: one warm-up each of "${SKIFF_CMD[@]}" and "${PODMAN_CMD[@]}" (and
+# "${BASE_CMD[@]}" when set), then ROUNDS interleaved timed runs of each; sets s_med
+# s_p90 p_med p_p90 (ms) and r (skiff/podman median ratio), and b_med b_p90 rb for the
+# baseline.
 # shellcheck disable=SC2034,SC2153 # SKIFF_CMD/PODMAN_CMD in, the figures out: the caller's
 interleave() {
     local rounds=$1 i
     echo "== warm-up"
     timed skiff "${SKIFF_CMD[@]}"
     timed podman "${PODMAN_CMD[@]}"
-    rm -f "$T/skiff.times" "$T/podman.times"
+    [ ${#BASE_CMD[@]} = 0 ] || timed base "${BASE_CMD[@]}"
+    rm -f "$T/skiff.times" "$T/podman.times" "$T/base.times"
     echo "== $rounds rounds, interleaved"
     for i in $(seq "$rounds"); do
         timed skiff "${SKIFF_CMD[@]}"
         timed podman "${PODMAN_CMD[@]}"
+        [ ${#BASE_CMD[@]} = 0 ] || timed base "${BASE_CMD[@]}"
         printf '.'
         [ $((i % 50)) != 0 ] || printf '\n'
     done
@@ -296,6 +355,10 @@ interleave() {
     read -r s_med s_p90 < <(stats "$T/skiff.times")
     read -r p_med p_p90 < <(stats "$T/podman.times")
     r=$(ratio "$s_med" "$p_med")
+    if [ ${#BASE_CMD[@]} != 0 ]; then
+        read -r b_med b_p90 < <(stats "$T/base.times")
+        rb=$(ratio "$b_med" "$p_med")
+    fi
 }
 
 # bench_procs: the pids (one a line) of this user's processes that belong to this run:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # bench/run-bench.sh: container start-to-exit latency, skiff vs podman+runc.
 #
-# Usage: bench/run-bench.sh [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE]
-#                           [--storage-driver fuse|overlay|vfs] [--mounts]
-#                           [--runtime-tmpfs]
+# Usage: bench/run-bench.sh [-n ROUNDS] [--bin-dir DIR] [--baseline DIR] [--network MODE]
+#                           [--podman-network MODE] [--storage-driver fuse|overlay|vfs]
+#                           [--mounts] [--runtime-tmpfs]
 #
 # Times `skiff run --rm IMG true` against `podman --runtime runc run --rm IMG true`
 # on the same busybox image (scripts/mkrootfs.sh), ROUNDS times each (default 20)
@@ -21,6 +21,10 @@
 # user ($SKIFF_TEST_USER, default skifftest: run scripts/test.sh once as root to
 # create it with subuid/subgid ranges).
 #
+# --baseline DIR         a second skiff build (skiff, skiffd, skiff-monitor in DIR, e.g.
+#                        main's before a change), with a skiffd, bus and XDG dirs of its
+#                        own, timed in the same rounds: before, after and podman in one
+#                        run, with the ratio of the two builds.
 # --network MODE         adds `--network MODE` to both skiff run and podman run (e.g.
 #                        none: no userspace networking on either side; slirp4netns or
 #                        pasta: the same helper on both sides).
@@ -47,7 +51,7 @@ RUNTIME_TMPFS=""
 MOUNTS=""
 
 usage() {
-    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--network MODE] [--podman-network MODE] [--storage-driver D] [--mounts] [--runtime-tmpfs]" >&2
+    echo "usage: $0 [-n ROUNDS] [--bin-dir DIR] [--baseline DIR] [--network MODE] [--podman-network MODE] [--storage-driver D] [--mounts] [--runtime-tmpfs]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -55,6 +59,7 @@ while [ $# -gt 0 ]; do
         -n) [ $# -ge 2 ] || usage; ROUNDS=$2; shift ;;
         -n*) ROUNDS=${1#-n} ;;
         --bin-dir) [ $# -ge 2 ] || usage; BIN_DIR=$2; shift ;;
+        --baseline) [ $# -ge 2 ] || usage; BASE_DIR=$2; shift ;;
         --podman-network) [ $# -ge 2 ] || usage; PODMAN_NET=$2; shift ;;
         --network) [ $# -ge 2 ] || usage; SKIFF_NET=$2; PODMAN_NET=$2; shift ;;
         --storage-driver) [ $# -ge 2 ] || usage; SKIFFD_ARGS=(--storage-driver "$2"); shift ;;
@@ -78,6 +83,7 @@ args+=(${SKIFFD_ARGS[@]+"${SKIFFD_ARGS[@]}"})
 [ "$RUNTIME_TMPFS" != 1 ] || args+=(--runtime-tmpfs)
 bench_reexec_as_user "${args[@]}"
 bench_setup
+bench_baseline_setup
 
 PODMAN_RUN=("${PODMAN[@]}" run --rm)
 [ -z "$PODMAN_NET" ] || PODMAN_RUN+=(--network "$PODMAN_NET")
@@ -88,10 +94,15 @@ if [ -n "$MOUNTS" ]; then
     mkdir -p "$T/src"
     "${SKIFF_CLI[@]}" volume create benchvol >/dev/null
     "${PODMAN[@]}" volume create benchvol >/dev/null
+    [ -z "$BASE_DIR" ] || "${BASE_CLI[@]}" volume create benchvol >/dev/null
     SKIFF_RUN+=(-v benchvol:/data -v "$T/src:/src")
     PODMAN_RUN+=(-v benchvol:/data -v "$T/src:/src")
 fi
 SKIFF_CMD=("${SKIFF_RUN[@]}" "$IMAGE" true)
+if [ -n "$BASE_DIR" ]; then
+    # The same command line, to the baseline's skiffd.
+    BASE_CMD=("${BASE_CLI[@]}" "${SKIFF_RUN[@]:3}" "$IMAGE" true)
+fi
 PODMAN_CMD=("${PODMAN_RUN[@]}" "localhost/$IMAGE" true)
 
 echo "   podman storage driver: $PODMAN_DRIVER${PODMAN_NET:+, podman network $PODMAN_NET}${SKIFF_NET:+, skiff network $SKIFF_NET}${MOUNTS:+, with -v VOL:/data -v DIR:/src}"
@@ -101,4 +112,8 @@ interleave "$ROUNDS"
 echo "== results ($ROUNDS runs each)"
 printf '   %-40s median %8.1f ms   p90 %8.1f ms\n' "skiff run --rm $IMAGE true" "$s_med" "$s_p90"
 printf '   %-40s median %8.1f ms   p90 %8.1f ms\n' "podman --runtime runc run --rm ... true" "$p_med" "$p_p90"
+if [ -n "$BASE_DIR" ]; then
+    printf '   %-40s median %8.1f ms   p90 %8.1f ms\n' "baseline skiff run --rm $IMAGE true" "$b_med" "$b_p90"
+    echo "baseline skiff run --rm true: median $b_med ms; ratio to podman ${rb}x; skiff/baseline $(ratio "$s_med" "$b_med")"
+fi
 echo "skiff run --rm true: median $s_med ms; podman: $p_med ms; ratio ${r}x"
