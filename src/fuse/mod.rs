@@ -16,7 +16,9 @@
 //!   no GETXATTR of security.capability: the server drops privileges itself, see
 //!   `ops::create_open_flags`), and one event loop per CPU (2 to [`MAX_AUTO_LOOPS`]), each on its own cloned
 //!   /dev/fuse fd. (Server-side read-ahead with FUSE_NOTIFY_STORE was tried and dropped: on a busy
-//!   machine it duplicated the kernel's own read-ahead and made cold reads slower.)
+//!   machine it duplicated the kernel's own read-ahead and made cold reads slower; so was a
+//!   store of each file an exec opens, see docs/benchmarks.md: instead the container's init
+//!   asks the kernel to read the command's program ahead, `runtime::readahead`.)
 //!   Passthrough is never negotiated (`FUSE_DEV_IOC_BACKING_OPEN` checks
 //!   `capable(CAP_SYS_ADMIN)`, the initial namespace's, so it is EPERM rootless).
 //! * Each request costs few system calls: an upper file's recorded inode number is read
