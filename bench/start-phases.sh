@@ -111,6 +111,7 @@ rootfs-prepared	rootfs mount, /dev, /proc, /sys
 spec-mounted	the spec's mounts, resolved in the root (openat2)
 pivoted	hostname, loopback, pivot_root
 program-read-ahead	the command's program resolved, opened, its read-ahead asked for
+libraries-read-ahead	a dynamic program's loader and libraries: their read-ahead asked for
 masked	masked and read-only paths, sysctls
 proceed-received	init waited for the monitor (network)
 user-resolved	/etc/passwd lookup, workdir

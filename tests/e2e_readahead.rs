@@ -1,14 +1,20 @@
 //! End to end: init reads the command's program ahead of its exec (src/runtime/readahead.rs)
-//! once the root is in place, and that hint never changes what the start does: a command
-//! that is not a program (a FIFO: opening one for reading would wait for a writer) still
-//! fails at once with docker's code, and a program runs as before.
+//! once the root is in place, and a dynamic program's loader and libraries before it
+//! drops privileges; those hints never change what the start does: a command that is
+//! not a program (a FIFO: opening one for reading would wait for a writer) still fails
+//! at once with docker's code, and a program runs as before.
 
 mod common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{stderr, stdout, Env};
+use common::{stderr, stdout, write_busybox_tar, Env};
+
+/// The position of init's phase `mark` in skiffd's log (the tests' skiffd logs at debug).
+fn at(log: &str, mark: &str) -> Option<usize> {
+    log.find(&format!("phase=\"{mark}\""))
+}
 
 #[test]
 fn the_program_is_read_ahead_after_the_pivot_and_before_the_exec() {
@@ -24,14 +30,42 @@ fn the_program_is_read_ahead_after_the_pivot_and_before_the_exec() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "ran");
-    // The phase marks (debug, as the tests' skiffd logs) of init, in order.
+    // The phase marks of init, in order; busybox is static: no loader, no libraries.
     let log = env.daemon_log();
-    let at = |mark: &str| {
-        log.find(&format!("phase=\"{mark}\""))
-            .unwrap_or_else(|| panic!("no {mark} mark in the log: {log}"))
-    };
+    let at = |mark: &str| at(&log, mark).unwrap_or_else(|| panic!("no {mark} mark: {log}"));
     assert!(at("pivoted") < at("program-read-ahead"), "{log}");
     assert!(at("program-read-ahead") < at("exec"), "{log}");
+    assert!(!log.contains("phase=\"libraries-read-ahead\""), "{log}");
+}
+
+#[test]
+fn a_dynamic_programs_loader_and_libraries_are_read_ahead_before_the_exec() {
+    // An image with this machine's coreutils `true` (linked with glibc), its loader and
+    // its C library, where the loader looks for them.
+    let host = |p: &str| std::fs::read(std::fs::canonicalize(p).unwrap()).unwrap();
+    let (prog, ld, libc) = (
+        host("/bin/true"),
+        host("/lib64/ld-linux-x86-64.so.2"),
+        host("/lib/x86_64-linux-gnu/libc.so.6"),
+    );
+    let env = Env::new();
+    let tar = env.dir.path().join("dyn.tar");
+    write_busybox_tar(
+        &tar,
+        &[
+            ("usr/bin/dyntrue", 0, 0, 0o755, &prog),
+            ("lib64/ld-linux-x86-64.so.2", 0, 0, 0o755, &ld),
+            ("lib/x86_64-linux-gnu/libc.so.6", 0, 0, 0o755, &libc),
+        ],
+    );
+    let out = env.skiff(&["import", tar.to_str().unwrap(), "demo/dyn"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.skiff(&["run", "--rm", "--network", "none", "demo/dyn", "dyntrue"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = env.daemon_log();
+    let at = |mark: &str| at(&log, mark).unwrap_or_else(|| panic!("no {mark} mark: {log}"));
+    assert!(at("user-resolved") < at("libraries-read-ahead"), "{log}");
+    assert!(at("libraries-read-ahead") < at("exec"), "{log}");
 }
 
 #[test]

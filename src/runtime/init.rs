@@ -101,12 +101,13 @@ fn setup(
     }
     rootfs::pivot(&root)?;
     crate::phase::mark("pivoted");
-    if let Some(p) = spec.process() {
+    let program = spec.process().as_ref().and_then(|p| {
         let args = p.args().as_deref().unwrap_or_default();
         let env = p.env().as_deref().unwrap_or_default();
-        if readahead::program(args, env) > 0 {
-            crate::phase::mark("program-read-ahead");
-        }
+        readahead::program(args, env)
+    });
+    if program.is_some() {
+        crate::phase::mark("program-read-ahead");
     }
     security::apply_sysctls(spec)?;
     rootfs::mask_and_protect(spec)?;
@@ -155,6 +156,10 @@ fn setup(
     let cwd = process.cwd();
     make_workdir(cwd, user.uid, user.gid)?;
     crate::phase::mark("user-resolved");
+    // By now the program's headers are in the cache (its read-ahead came first).
+    if program.is_some_and(|p| p.libraries() > 0) {
+        crate::phase::mark("libraries-read-ahead");
+    }
     sec.before_user_switch()?;
     let gids: Vec<Gid> = user.sgids.iter().map(|g| Gid::from_raw(*g)).collect();
     set_supplementary_groups(&gids)?;

@@ -9,6 +9,7 @@
 pub mod caps;
 pub mod copy;
 pub mod create;
+pub mod elfdeps;
 pub mod exec;
 pub mod fuse_server;
 pub mod init;
