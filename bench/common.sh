@@ -184,6 +184,20 @@ name_has_owner() {
     fi
 }
 
+# start_bus DIR: a dbus-daemon listening on DIR/bus, in the background; sets
+# STARTED_BUS_PID and STARTED_BUS_ADDR (its address).
+start_bus() {
+    local dir=$1
+    dbus-daemon --session --nofork --print-address=3 --address="unix:path=$dir/bus" 3>"$dir/addr" &
+    STARTED_BUS_PID=$!
+    for _ in $(seq 100); do
+        [ -s "$dir/addr" ] && break
+        sleep 0.1
+    done
+    [ -s "$dir/addr" ] || die "dbus-daemon did not start (bus in $dir)"
+    STARTED_BUS_ADDR=$(head -n 1 "$dir/addr")
+}
+
 bench_setup() {
     local c d runroot
     for c in dbus-daemon podman runc newuidmap python3; do
@@ -222,14 +236,9 @@ bench_setup() {
     echo "== setup (temp dir $T, runtime dir $RUN: $(stat -f -c %T "$RUN"))"
     "$REPO/scripts/mkrootfs.sh" "$T/busybox.tar"
 
-    dbus-daemon --session --nofork --print-address=3 --address="unix:path=$T/bus" 3>"$T/addr" &
-    BUS_PID=$!
-    for _ in $(seq 100); do
-        [ -s "$T/addr" ] && break
-        sleep 0.1
-    done
-    [ -s "$T/addr" ] || die "dbus-daemon did not start"
-    ADDR=$(head -n 1 "$T/addr")
+    start_bus "$T"
+    BUS_PID=$STARTED_BUS_PID
+    ADDR=$STARTED_BUS_ADDR
     SKIFF_CLI=("$SKIFF" --bus-address "$ADDR")
 
     RUST_LOG=${RUST_LOG:-warn} "$SKIFFD" --bus-address "$ADDR" ${SKIFFD_ARGS[@]+"${SKIFFD_ARGS[@]}"} 2>"$T/skiffd.log" &
@@ -267,14 +276,9 @@ bench_baseline_setup() {
     BASE_T=$T/base
     mkdir -p "$BASE_T/data" "$BASE_T/config"
     mkdir -m 0700 "$BASE_T/run"
-    dbus-daemon --session --nofork --print-address=3 --address="unix:path=$BASE_T/bus" 3>"$BASE_T/addr" &
-    BASE_BUS_PID=$!
-    for _ in $(seq 100); do
-        [ -s "$BASE_T/addr" ] && break
-        sleep 0.1
-    done
-    [ -s "$BASE_T/addr" ] || die "the baseline's dbus-daemon did not start"
-    addr=$(head -n 1 "$BASE_T/addr")
+    start_bus "$BASE_T"
+    BASE_BUS_PID=$STARTED_BUS_PID
+    addr=$STARTED_BUS_ADDR
     BASE_CLI=(env XDG_RUNTIME_DIR="$BASE_T/run" XDG_DATA_HOME="$BASE_T/data"
         XDG_CONFIG_HOME="$BASE_T/config" "$BASE_DIR/skiff" --bus-address "$addr")
     XDG_RUNTIME_DIR=$BASE_T/run XDG_DATA_HOME=$BASE_T/data XDG_CONFIG_HOME=$BASE_T/config \

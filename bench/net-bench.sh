@@ -108,11 +108,9 @@ if [ -n "$BEFORE_DIR" ]; then
     [ -x "$BEFORE_DIR/skiffd" ] || die "no skiffd in $BEFORE_DIR"
     mkdir -p "$T/before/data" "$T/before/config"
     mkdir -m 0700 "$T/before/run"
-    dbus-daemon --session --nofork --print-address=3 --address="unix:path=$T/before/bus" \
-        3>"$T/before/addr" &
-    B_BUS_PID=$!
-    for _ in $(seq 100); do [ -s "$T/before/addr" ] && break; sleep 0.1; done
-    B_ADDR=$(head -n 1 "$T/before/addr")
+    start_bus "$T/before"
+    B_BUS_PID=$STARTED_BUS_PID
+    B_ADDR=$STARTED_BUS_ADDR
     B_CLI=("$BEFORE_DIR/skiff" --bus-address "$B_ADDR")
     XDG_RUNTIME_DIR=$T/before/run XDG_DATA_HOME=$T/before/data XDG_CONFIG_HOME=$T/before/config \
         RUST_LOG=warn "$BEFORE_DIR/skiffd" --bus-address "$B_ADDR" 2>"$T/before/skiffd.log" &
