@@ -77,8 +77,13 @@ pub fn program(args: &[String], env: &[String]) -> Option<Ahead> {
 /// Asks the kernel to read the regular file at `path` into the page cache (its first
 /// [`MAX`] bytes), without waiting for it.
 fn file(path: &Path) -> Option<Ahead> {
-    // Non-blocking and no controlling tty: whatever the name turns out to be, opening
-    // it must not wait nor change anything; only a regular file is read.
+    // The names come from the image (its command, its programs' headers): only a
+    // regular file is opened, never a device or a FIFO, whose open could wait or act.
+    // (Nothing of the container runs yet to swap it meanwhile; the open below is
+    // non-blocking and takes no controlling tty anyway, and the type is checked again.)
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
