@@ -8,7 +8,7 @@ mod common;
 mod spare_support;
 
 use common::{entries, stderr, Env};
-use spare_support::{inodes_ready, removals_done, spare_dir_ready, the_spare_bundle};
+use spare_support::{inodes_ready, removals_done, spare_dir_ready, the_spare_bundle, BUNDLE_FILES};
 
 #[test]
 fn run_rm_takes_the_spare_and_a_new_one_is_made() {
@@ -80,21 +80,15 @@ fn a_spare_left_by_an_earlier_daemon_is_removed_at_start_up() {
 /// The inode number of each file of a bundle (as `ls -i` would show them).
 fn inodes(dir: &std::path::Path) -> Vec<(String, u64)> {
     use std::os::unix::fs::MetadataExt;
-    [
-        "config.json",
-        "monitor.json",
-        "hosts",
-        "hostname",
-        "monitor.lock",
-    ]
-    .iter()
-    .map(|n| {
-        let ino = std::fs::metadata(dir.join(n))
-            .map(|m| m.ino())
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(n).display()));
-        (n.to_string(), ino)
-    })
-    .collect()
+    BUNDLE_FILES
+        .iter()
+        .map(|n| {
+            let ino = std::fs::metadata(dir.join(n))
+                .map(|m| m.ino())
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.join(n).display()));
+            (n.to_string(), ino)
+        })
+        .collect()
 }
 
 #[test]

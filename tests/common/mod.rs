@@ -253,15 +253,7 @@ impl Env {
 
     /// Whether a skiffd owns `org.skiff.skiff1` on this test's bus.
     pub fn skiffd_has_its_name(&self) -> bool {
-        let out = self.gdbus(&[
-            "--dest",
-            "org.freedesktop.DBus",
-            "--object-path",
-            "/org/freedesktop/DBus",
-            "--method",
-            "org.freedesktop.DBus.NameHasOwner",
-            "org.skiff.skiff1",
-        ]);
+        let out = self.ask_bus_about_skiffd("NameHasOwner");
         stdout(&out).contains("true")
     }
 
@@ -380,17 +372,22 @@ impl Env {
             .unwrap()
     }
 
-    /// skiffd's pid, from the bus (the owner of `org.skiff.skiff1`).
-    pub fn daemon_pid(&self) -> u32 {
-        let out = self.gdbus(&[
+    /// The bus's own `org.freedesktop.DBus.METHOD` called about `org.skiff.skiff1`.
+    fn ask_bus_about_skiffd(&self, method: &str) -> Output {
+        self.gdbus(&[
             "--dest",
             "org.freedesktop.DBus",
             "--object-path",
             "/org/freedesktop/DBus",
             "--method",
-            "org.freedesktop.DBus.GetConnectionUnixProcessID",
+            &format!("org.freedesktop.DBus.{method}"),
             "org.skiff.skiff1",
-        ]);
+        ])
+    }
+
+    /// skiffd's pid, from the bus (the owner of `org.skiff.skiff1`).
+    pub fn daemon_pid(&self) -> u32 {
+        let out = self.ask_bus_about_skiffd("GetConnectionUnixProcessID");
         let s = stdout(&out);
         s.split_whitespace()
             .nth(1)

@@ -7,17 +7,19 @@ use super::common::{entries, Env};
 /// Whether all the files of a spare bundle are there (it is being made otherwise; the
 /// exit file's made ahead is the last).
 pub fn inodes_ready(dir: &std::path::Path) -> bool {
-    [
-        ".next-exit.json",
-        "config.json",
-        "monitor.json",
-        "hosts",
-        "hostname",
-        "monitor.lock",
-    ]
-    .iter()
-    .all(|n| dir.join(n).exists())
+    std::iter::once(&".next-exit.json")
+        .chain(BUNDLE_FILES)
+        .all(|n| dir.join(n).exists())
 }
+
+/// The files of a bundle whose inodes are made ahead.
+pub const BUNDLE_FILES: &[&str] = &[
+    "config.json",
+    "monitor.json",
+    "hosts",
+    "hostname",
+    "monitor.lock",
+];
 
 /// Whether the one spare container directory is there, complete: its last file (the
 /// second record file made ahead) is there. (A create that finds it still being made
